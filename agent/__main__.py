@@ -1,0 +1,40 @@
+"""The `podseg` command line: `podseg agent`, `podseg demo`.
+
+Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from agent import config, logs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="podseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    agent_parser = sub.add_parser("agent", help="run the node agent")
+    config.add_agent_arguments(agent_parser)
+    demo_parser = sub.add_parser("demo", help="run the sandbox demo (root)")
+    demo_parser.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.command == "agent":
+        try:
+            settings = config.settings_from_args(args)
+        except config.ConfigError as exc:
+            print(f"podseg agent: {exc}", file=sys.stderr)
+            return 2
+        logs.configure(settings.log_format, settings.log_level)
+        from agent import app
+
+        return asyncio.run(app.run(settings))
+    from agent import demo
+
+    return int(demo.main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Wires the agent together: API client, reflectors, store, reconciler, worker, endpoint.
+
+It owns the process lifecycle: SIGTERM/SIGINT stop the watches and the worker and exit
+cleanly; rules stay in every pod namespace (fail closed: a stopped agent keeps enforcing the
+last ruleset it programmed, it does not open anything).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import kubernetes.client
+import kubernetes.config
+import structlog
+
+from agent import config, health, reconciler, store
+from agent.dataplane import backend
+from agent.k8s import events, watch
+
+log = structlog.get_logger(__name__)
+
+
+def api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
+    if settings.kubeconfig:
+        client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
+            config_file=settings.kubeconfig
+        )
+        return client
+    kubernetes.config.load_incluster_config()
+    return kubernetes.client.ApiClient()
+
+
+async def run(settings: config.Settings) -> int:
+    loop = asyncio.get_running_loop()
+    api = api_client(settings)
+    queue: asyncio.Queue[watch.WatchEvent | watch.Relist] = asyncio.Queue()
+    cluster = store.Store()
+    dataplane = backend.WorkerClient(timeout=settings.worker_timeout)
+    recorder = events.Recorder(api, settings.node_name)
+    rec = reconciler.Reconciler(settings, cluster, dataplane, recorder)
+    loop_alive = {"beat": loop.time()}
+
+    def alive() -> bool:
+        return loop.time() - loop_alive["beat"] < 30.0
+
+    endpoint = health.Endpoint(
+        settings.metrics_host, settings.metrics_port, lambda: rec.ready, alive
+    )
+    await endpoint.start()
+    deliver = watch.threadsafe_delivery(loop, queue)
+    reflectors = [
+        watch.Reflector(name, fn, deliver, watch_timeout=settings.watch_timeout)
+        for name, fn in watch.list_functions(api).items()
+    ]
+    for reflector in reflectors:
+        reflector.start()
+    log.info(
+        "agent_started",
+        node=settings.node_name,
+        backend=settings.backend,
+        netns_dir=settings.netns_dir,
+        metrics_port=endpoint.port,
+    )
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    async def heartbeat() -> None:
+        while True:
+            loop_alive["beat"] = loop.time()
+            await asyncio.sleep(1.0)
+
+    tasks = [
+        asyncio.create_task(rec.run(queue), name="reconciler"),
+        asyncio.create_task(heartbeat(), name="heartbeat"),
+    ]
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            log.error("task_crashed", task=task.get_name(), error=repr(task.exception()))
+            code = 1
+    log.info("agent_stopping", reason="signal" if stopper in done else "task ended")
+    for reflector in reflectors:
+        reflector.stop()
+    for task in [stopper, *tasks]:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await dataplane.close()
+    await endpoint.stop()
+    api.close()
+    log.info("agent_stopped", rules="left in place (fail closed)")
+    return code

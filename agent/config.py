@@ -1,0 +1,111 @@
+"""Validated, frozen agent settings built from flags and their environment variables.
+
+One place decides defaults and rejects bad values with a clear message before anything starts,
+so the rest of the agent never re-checks its configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Sequence
+
+BACKENDS = ("nftables",)
+LOG_FORMATS = ("json", "console")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the flag."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    node_name: str
+    kubeconfig: str | None
+    netns_dir: str = "/var/run/netns"
+    scan_proc: bool = True
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9808
+    backend: str = "nftables"
+    log_format: str = "json"
+    log_level: str = "info"
+    worker_timeout: float = 10.0
+    watch_timeout: int = 300
+    resync_period: float = 60.0
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--node-name", default=env("NODE_NAME"), help="this node (NODE_NAME)")
+    parser.add_argument(
+        "--kubeconfig",
+        default=env("KUBECONFIG"),
+        help="kubeconfig file (KUBECONFIG); in-cluster config when absent",
+    )
+    parser.add_argument(
+        "--netns-dir",
+        default=env("PODSEG_NETNS_DIR", "/var/run/netns"),
+        help="directory of named network namespaces (PODSEG_NETNS_DIR); /proc is searched too",
+    )
+    parser.add_argument(
+        "--no-proc-scan",
+        action="store_true",
+        default=env("PODSEG_NO_PROC_SCAN", "") not in ("", "0", "false"),
+        help="do not search /proc/*/ns/net for pod namespaces (PODSEG_NO_PROC_SCAN)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default=env("PODSEG_METRICS_ADDRESS", "0.0.0.0:9808"),
+        help="host:port serving /metrics, /healthz, /readyz (PODSEG_METRICS_ADDRESS)",
+    )
+    parser.add_argument(
+        "--backend", default=env("PODSEG_BACKEND", "nftables"), help="nftables (PODSEG_BACKEND)"
+    )
+    parser.add_argument(
+        "--log-format", default=env("PODSEG_LOG_FORMAT", "json"), help="json|console"
+    )
+    parser.add_argument("--log-level", default=env("PODSEG_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--resync-period",
+        type=float,
+        default=float(env("PODSEG_RESYNC_PERIOD", "60")),
+        help="seconds between full re-checks of every local pod (PODSEG_RESYNC_PERIOD)",
+    )
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--metrics-address {address!r}: expected host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    if not args.node_name:
+        raise ConfigError("--node-name (or NODE_NAME) is required")
+    if args.backend not in BACKENDS:
+        raise ConfigError(f"--backend {args.backend!r}: expected one of {', '.join(BACKENDS)}")
+    if args.log_format not in LOG_FORMATS:
+        raise ConfigError(f"--log-format {args.log_format!r}: expected json or console")
+    if args.resync_period <= 0:
+        raise ConfigError("--resync-period must be positive")
+    host, port = _split_address(args.metrics_address)
+    return Settings(
+        node_name=args.node_name,
+        kubeconfig=args.kubeconfig or None,
+        netns_dir=args.netns_dir,
+        scan_proc=not args.no_proc_scan,
+        metrics_host=host,
+        metrics_port=port,
+        backend=args.backend,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        resync_period=args.resync_period,
+    )
+
+
+def parse(argv: Sequence[str]) -> Settings:
+    parser = argparse.ArgumentParser(prog="podseg agent")
+    add_agent_arguments(parser)
+    return settings_from_args(parser.parse_args(list(argv)))

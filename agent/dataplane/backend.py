@@ -1,0 +1,121 @@
+"""The agent's handle on the dataplane worker process: typed, time-bounded requests.
+
+Every request has a deadline; a worker that does not answer in time is killed and restarted,
+and the caller gets `WorkerTimeout`, so one wedged namespace can never stall the agent. The
+worker's answers are mapped to typed errors (`NetnsGone`, `ApplyFailed`) the reconciler acts on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import sys
+from typing import Any
+
+import structlog
+
+from agent.dataplane import netns
+
+log = structlog.get_logger(__name__)
+
+
+class DataplaneError(Exception):
+    """Base of every dataplane failure the reconciler handles."""
+
+
+class NetnsGone(DataplaneError):
+    """The pod's namespace vanished or changed under us."""
+
+
+class ApplyFailed(DataplaneError):
+    """nft rejected the transaction; the previous ruleset stays in place."""
+
+
+class WorkerTimeout(DataplaneError):
+    """The worker did not answer in time; it has been killed and will be restarted."""
+
+
+class WorkerClient:
+    """Serialises requests to one worker process (started lazily, restarted on failure)."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+        self.restarts = 0
+
+    async def _ensure(self) -> asyncio.subprocess.Process:
+        if self._proc is None or self._proc.returncode is not None:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "agent.dataplane.worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=64 * 1024 * 1024,
+            )
+        return self._proc
+
+    async def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        self.restarts += 1
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        async with self._lock:
+            proc = await self._ensure()
+            assert proc.stdin is not None and proc.stdout is not None
+            req_id = next(self._ids)
+            line = json.dumps({"id": req_id, "op": op, **fields}) + "\n"
+            try:
+                proc.stdin.write(line.encode())
+                await asyncio.wait_for(proc.stdin.drain(), self.timeout)
+                raw = await asyncio.wait_for(proc.stdout.readline(), self.timeout)
+            except (TimeoutError, ConnectionError, BrokenPipeError) as exc:
+                await self._kill()
+                raise WorkerTimeout(f"dataplane worker did not answer {op} in time") from exc
+            if not raw:
+                await self._kill()
+                raise WorkerTimeout(f"dataplane worker exited during {op}")
+        reply: dict[str, Any] = json.loads(raw)
+        if reply.get("ok"):
+            return reply
+        kind, error = reply.get("kind"), str(reply.get("error"))
+        if kind == "netns_gone":
+            raise NetnsGone(error)
+        if kind == "nft":
+            raise ApplyFailed(error)
+        raise DataplaneError(error)
+
+    async def scan(self, netns_dir: str, proc: bool = True) -> list[netns.Candidate]:
+        reply = await self.request("scan", netns_dir=netns_dir, proc=proc)
+        return netns.candidates_from_scan(reply["netns"])
+
+    async def apply(self, target: netns.Target, script: str) -> None:
+        await self.request("apply", path=target.path, ino=target.ino, script=script)
+
+    async def observe(self, target: netns.Target) -> str | None:
+        reply = await self.request("observe", path=target.path, ino=target.ino)
+        fingerprint = reply.get("fingerprint")
+        return str(fingerprint) if fingerprint else None
+
+    async def forget(self, inos: list[int] | None) -> None:
+        await self.request("forget", inos=inos)
+
+    async def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 2.0)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()

@@ -1,0 +1,182 @@
+"""The dataplane worker: the only process of podseg that ever enters a pod's network namespace.
+
+The agent's event loop never switches namespace (design.md, doctrine 5): it sends requests to
+this process as JSON lines on stdin and reads one JSON line per answer on stdout. The worker
+keeps one libnftables context per namespace (the netlink socket is bound to the namespace it
+was opened in), so an apply costs a few milliseconds instead of a process start. A hung worker
+is killed by the agent and started afresh; nothing here is state the agent cannot rebuild.
+
+Requests (`op`): `scan` (list candidate namespaces with their interfaces and addresses),
+`apply` (run an nft script in one namespace as one transaction), `observe` (read the owned
+table's fingerprint comment), `forget` (drop cached contexts of namespaces that are gone).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+from typing import Any
+
+import pyroute2
+
+from agent.dataplane import libnft, render_nft
+
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsGone(Exception):
+    """The namespace at the path is not the one the caller meant (or not there at all)."""
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+class Worker:
+    """Holds the host namespace handle and one open handle + nft context per pod namespace."""
+
+    def __init__(self) -> None:
+        self.host_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+        st = os.fstat(self.host_fd)
+        self.host_id = (st.st_dev, st.st_ino)
+        self.contexts: dict[tuple[int, int], libnft.Context] = {}
+
+    # -- namespace entry -------------------------------------------------------------------
+    def _open(self, path: str, ino: int | None) -> tuple[int, tuple[int, int]]:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise NetnsGone(f"{path}: {exc.strerror}") from exc
+        st = os.fstat(fd)
+        ident = (st.st_dev, st.st_ino)
+        if (ino is not None and st.st_ino != ino) or ident == self.host_id:
+            os.close(fd)
+            raise NetnsGone(f"{path}: namespace changed or is the host namespace")
+        return fd, ident
+
+    def _run_in(self, path: str, ino: int | None, script: str) -> str:
+        fd, ident = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                ctx = self.contexts.get(ident)
+                if ctx is None:
+                    ctx = libnft.Context(libnft.OUTPUT_TERSE)
+                    self.contexts[ident] = ctx
+                return ctx.run(script)
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+
+    # -- operations ------------------------------------------------------------------------
+    def scan(self, netns_dir: str, proc: bool) -> list[dict[str, Any]]:
+        """Every candidate namespace once (named ones first), with interface addresses."""
+        seen: set[tuple[int, int]] = {self.host_id}
+        found: list[dict[str, Any]] = []
+        paths: list[str] = []
+        if os.path.isdir(netns_dir):
+            paths += [os.path.join(netns_dir, n) for n in sorted(os.listdir(netns_dir))]
+        if proc:
+            paths += [f"/proc/{p}/ns/net" for p in os.listdir("/proc") if p.isdigit()]
+        for path in paths:
+            try:
+                fd, ident = self._open(path, None)
+            except NetnsGone:
+                continue
+            try:
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                interfaces = self._interfaces(fd)
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+            found.append({"path": path, "ino": ident[1], "interfaces": interfaces})
+        return found
+
+    def _interfaces(self, fd: int) -> list[dict[str, Any]]:
+        _setns(fd)
+        try:
+            with pyroute2.IPRoute() as ipr:
+                names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+                addrs: dict[int, list[str]] = {}
+                for msg in ipr.get_addr():
+                    addr = msg.get_attr("IFA_ADDRESS")
+                    if addr:
+                        addrs.setdefault(msg["index"], []).append(str(addr))
+        finally:
+            _setns(self.host_fd)
+        return [
+            {"name": names.get(index, ""), "addrs": sorted(a)}
+            for index, a in sorted(addrs.items())
+            if names.get(index) != "lo"
+        ]
+
+    def apply(self, path: str, ino: int | None, script: str) -> None:
+        self._run_in(path, ino, script)
+
+    def observe(self, path: str, ino: int | None) -> str | None:
+        try:
+            listing = self._run_in(path, ino, "list table inet podseg")
+        except libnft.NftError:
+            return None
+        return render_nft.parse_fingerprint(listing)
+
+    def forget(self, inos: list[int] | None) -> int:
+        """Close the contexts of the given namespaces (None: all), releasing the namespaces."""
+        dropped = 0
+        for ident, ctx in list(self.contexts.items()):
+            if inos is None or ident[1] in inos:
+                ctx.close()
+                del self.contexts[ident]
+                dropped += 1
+        return dropped
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        path = str(request.get("path", ""))
+        ino = request.get("ino")
+        if op == "scan":
+            return {"netns": self.scan(str(request["netns_dir"]), bool(request.get("proc")))}
+        if op == "apply":
+            self.apply(path, ino, str(request["script"]))
+            return {}
+        if op == "observe":
+            return {"fingerprint": self.observe(path, ino)}
+        if op == "forget":
+            return {"forgotten": self.forget(request.get("inos"))}
+        if op == "ping":
+            return {"pid": os.getpid(), "contexts": len(self.contexts)}
+        raise ValueError(f"unknown op {op!r}")
+
+
+def main() -> None:
+    worker = Worker()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        reply: dict[str, Any] = {"id": request.get("id")}
+        try:
+            reply.update(worker.handle(request))
+            reply["ok"] = True
+        except NetnsGone as exc:
+            reply.update(ok=False, kind="netns_gone", error=str(exc))
+        except libnft.NftError as exc:
+            reply.update(ok=False, kind="nft", error=str(exc))
+        except Exception as exc:  # reported to the agent as a typed error, never a crash
+            reply.update(ok=False, kind="internal", error=f"{type(exc).__name__}: {exc}")
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

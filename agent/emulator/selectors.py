@@ -1,0 +1,305 @@
+"""``labelSelector`` and ``fieldSelector`` query strings: parsing and matching.
+
+Implements the grammar of k8s.io/apimachinery/pkg/labels (``=``, ``==``, ``!=``, ``in``,
+``notin``, ``key``, ``!key``, ``>``/``<``; comma is AND) and pkg/fields (``=``, ``==``, ``!=``
+with backslash escapes), so list and watch filter exactly as the real server does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from agent.emulator import names
+
+
+class SelectorError(ValueError):
+    """A selector string that the real server would refuse with 400 BadRequest."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    key: str
+    op: str  # one of: in, notin, exists, !, =, !=, gt, lt
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        value = labels.get(self.key, "")
+        if self.op in ("in", "="):
+            return present and value in self.values
+        if self.op in ("notin", "!="):
+            return not present or value not in self.values
+        if self.op == "exists":
+            return present
+        if self.op == "!":
+            return not present
+        if not present:
+            return False
+        try:
+            have, want = int(value), int(self.values[0])
+        except ValueError:
+            return False
+        return have > want if self.op == "gt" else have < want
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSelector:
+    requirements: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str] | None) -> bool:
+        labels = labels or {}
+        return all(r.matches(labels) for r in self.requirements)
+
+
+_SPECIAL = ("!=", "==", "=", "!", "(", ")", ",", ">", "<")
+
+
+def _tokenize(text: str) -> list[str]:
+    tokens: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+            continue
+        for sym in _SPECIAL:
+            if text.startswith(sym, i):
+                tokens.append(sym)
+                i += len(sym)
+                break
+        else:
+            start = i
+            while i < len(text) and not text[i].isspace() and text[i] not in "!=(),><":
+                i += 1
+            tokens.append(text[start:i])
+    return tokens
+
+
+def _is_ident(tok: str | None) -> bool:
+    return tok is not None and tok not in _SPECIAL
+
+
+def _check_key(key: str) -> None:
+    errs = names.is_qualified_name(key)
+    if errs:
+        raise SelectorError(f"unable to parse requirement: key: Invalid value: {key!r}: {errs[0]}")
+
+
+def _check_value(value: str) -> None:
+    errs = names.is_valid_label_value(value)
+    if errs:
+        raise SelectorError(
+            f"unable to parse requirement: values[0][{value}]: Invalid value: {value!r}: " + errs[0]
+        )
+
+
+def parse_label_selector(text: str) -> LabelSelector:
+    tokens = _tokenize(text)
+    pos = 0
+
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> str | None:
+        nonlocal pos
+        tok = peek()
+        pos += 1
+        return tok
+
+    reqs: list[Requirement] = []
+    while peek() is not None:
+        tok = take()
+        if tok == "!":
+            key = take()
+            if not _is_ident(key):
+                raise SelectorError(f"found '{key}', expected: identifier after '!'")
+            assert key is not None
+            _check_key(key)
+            reqs.append(Requirement(key, "!"))
+        elif _is_ident(tok):
+            assert tok is not None
+            key = tok
+            _check_key(key)
+            op = peek()
+            if op is None or op == ",":
+                reqs.append(Requirement(key, "exists"))
+            elif op in ("in", "notin"):
+                take()
+                if take() != "(":
+                    raise SelectorError(f"found '{peek()}', expected: '('")
+                values: list[str] = []
+                expect_value = True
+                while True:
+                    item = take()
+                    if item == ")":
+                        if expect_value and values:
+                            values.append("")
+                        break
+                    if item == ",":
+                        if expect_value:
+                            values.append("")
+                        expect_value = True
+                        continue
+                    if not _is_ident(item) or not expect_value:
+                        raise SelectorError(f"found '{item}', expected: ',', ')' or identifier")
+                    assert item is not None
+                    values.append(item)
+                    expect_value = False
+                if not values:
+                    raise SelectorError(
+                        "unable to parse requirement: for 'in', 'notin' operators, values set "
+                        "can't be empty"
+                    )
+                for v in values:
+                    _check_value(v)
+                reqs.append(Requirement(key, op, tuple(values)))
+            elif op in ("=", "==", "!=", ">", "<"):
+                take()
+                nxt = peek()
+                value = ""
+                if _is_ident(nxt):
+                    assert nxt is not None
+                    value = nxt
+                    take()
+                elif op in (">", "<"):
+                    raise SelectorError(f"found '{nxt}', expected: identifier")
+                if op in (">", "<"):
+                    try:
+                        int(value)
+                    except ValueError as exc:
+                        raise SelectorError(
+                            f"unable to parse requirement: for 'Gt', 'Lt' operators, the value "
+                            f"must be an integer: {value}"
+                        ) from exc
+                    reqs.append(Requirement(key, "gt" if op == ">" else "lt", (value,)))
+                else:
+                    _check_value(value)
+                    reqs.append(Requirement(key, "!=" if op == "!=" else "=", (value,)))
+            else:
+                raise SelectorError(f"found '{op}', expected: in, notin, =, ==, !=, gt, lt")
+        else:
+            raise SelectorError(f"found '{tok}', expected: !, identifier, or 'end of string'")
+        sep = take()
+        if sep is not None and sep != ",":
+            raise SelectorError(f"found '{sep}', expected: ',' or 'end of string'")
+        if sep == "," and peek() is None:
+            raise SelectorError("found '', expected: identifier after ','")
+    return LabelSelector(tuple(reqs))
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldRequirement:
+    field: str
+    value: str
+    negate: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSelector:
+    requirements: tuple[FieldRequirement, ...] = ()
+
+    def matches(self, fields: Mapping[str, str]) -> bool:
+        for r in self.requirements:
+            equal = fields.get(r.field, "") == r.value
+            if equal == r.negate:
+                return False
+        return True
+
+    def fields(self) -> set[str]:
+        return {r.field for r in self.requirements}
+
+
+def _split_unescaped(text: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    buf: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            buf.append(text[i : i + 2])
+            i += 2
+            continue
+        if ch == sep:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    parts.append("".join(buf))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            if i + 1 >= len(text) or text[i + 1] not in "\\,=":
+                raise SelectorError(f"invalid field selector: invalid escape sequence: {text}")
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_field_selector(text: str) -> FieldSelector:
+    reqs: list[FieldRequirement] = []
+    if not text.strip():
+        return FieldSelector()
+    for part in _split_unescaped(text, ","):
+        if not part:
+            continue
+        for op, negate in (("!=", True), ("==", False), ("=", False)):
+            idx = _find_unescaped(part, op)
+            if idx >= 0:
+                field = part[:idx].strip()
+                value = _unescape(part[idx + len(op) :])
+                reqs.append(FieldRequirement(field, value, negate))
+                break
+        else:
+            raise SelectorError(f"invalid selector: '{text}'; can't understand '{part}'")
+    return FieldSelector(tuple(reqs))
+
+
+def _find_unescaped(text: str, op: str) -> int:
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text.startswith(op, i):
+            return i
+        i += 1
+    return -1
+
+
+def _dig(obj: Mapping[str, Any], path: str) -> str:
+    cur: Any = obj
+    for part in path.split("."):
+        if not isinstance(cur, Mapping):
+            return ""
+        cur = cur.get(part)
+    if cur is None:
+        return ""
+    if isinstance(cur, bool):
+        return "true" if cur else "false"
+    return str(cur)
+
+
+def field_set(obj: Mapping[str, Any], labels: tuple[str, ...], namespaced: bool) -> dict[str, str]:
+    """The fieldSelector-visible fields of ``obj`` (metadata.name/namespace plus ``labels``)."""
+    fields = {"metadata.name": _dig(obj, "metadata.name")}
+    if namespaced:
+        fields["metadata.namespace"] = _dig(obj, "metadata.namespace")
+    for label in labels:
+        if label == "source":
+            fields[label] = _dig(obj, "source.component")
+        elif label == "spec.hostNetwork":
+            fields[label] = _dig(obj, label) or "false"
+        else:
+            fields[label] = _dig(obj, label)
+    return fields

@@ -1,0 +1,117 @@
+"""In-memory object storage with one global resourceVersion and a bounded event history.
+
+This plays etcd plus the watch cache: every write bumps the global RV, is appended to the
+history window and is pushed to live watchers.  A watch may resume from any RV still inside
+the window; older RVs are "compacted" and get 410 Expired.  Not thread-safe: only the
+emulator's event loop calls it.  Stored dicts are treated as immutable (writes replace them).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from typing import Any
+
+from agent.emulator import resources, watch
+
+ObjKey = tuple[str, str]  # (namespace, name); namespace is "" for cluster-scoped objects
+
+
+def obj_key(obj: dict[str, Any]) -> ObjKey:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+class Store:
+    def __init__(self, history: int = 10000, start_rv: int = 0) -> None:
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self.rv = start_rv
+        self.history_limit = history
+        # All events with rv <= compacted_rv are gone from the history window.
+        self.compacted_rv = start_rv
+        self._objects: dict[tuple[str, str], dict[ObjKey, dict[str, Any]]] = {
+            rt.key: {} for rt in resources.ALL
+        }
+        self._history: collections.deque[watch.Event] = collections.deque()
+        self._watchers: set[watch.Watcher] = set()
+
+    # --- reads ------------------------------------------------------------------------
+
+    def get(self, rt: resources.ResourceType, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._objects[rt.key].get((namespace if rt.namespaced else "", name))
+
+    def items(
+        self, rt: resources.ResourceType, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects of ``rt`` (in ``namespace`` if given) in (namespace, name) order."""
+        table = self._objects[rt.key]
+        return [table[key] for key in sorted(table) if namespace is None or key[0] == namespace]
+
+    def events_after(self, rv: int) -> Iterator[watch.Event]:
+        """History events newer than ``rv``; caller must check ``rv >= compacted_rv``."""
+        for event in self._history:
+            if event.rv > rv:
+                yield event
+
+    # --- writes -----------------------------------------------------------------------
+
+    def _commit(
+        self,
+        kind: str,
+        rt: resources.ResourceType,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        self.rv += 1
+        stored = watch.with_rv(obj, self.rv)
+        key = obj_key(stored)
+        if kind == watch.DELETED:
+            del self._objects[rt.key][key]
+        else:
+            self._objects[rt.key][key] = stored
+        event = watch.Event(self.rv, kind, rt, stored, old)
+        self._history.append(event)
+        while len(self._history) > self.history_limit:
+            self.compacted_rv = self._history.popleft().rv
+        for watcher in list(self._watchers):
+            flt = watcher.filter
+            if flt.rt is rt and (flt.namespace is None or flt.namespace == key[0]):
+                watcher.push(event)
+        return stored
+
+    def create(self, rt: resources.ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        return self._commit(watch.ADDED, rt, obj, None)
+
+    def update(
+        self, rt: resources.ResourceType, obj: dict[str, Any], old: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._commit(watch.MODIFIED, rt, obj, old)
+
+    def delete(self, rt: resources.ResourceType, old: dict[str, Any]) -> dict[str, Any]:
+        return self._commit(watch.DELETED, rt, old, old)
+
+    # --- watchers ---------------------------------------------------------------------
+
+    def add_watcher(self, watcher: watch.Watcher) -> None:
+        self._watchers.add(watcher)
+
+    def remove_watcher(self, watcher: watch.Watcher) -> None:
+        self._watchers.discard(watcher)
+
+    def close_watchers(self) -> int:
+        """End every open watch stream cleanly; returns how many there were."""
+        watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.close()
+        self._watchers.clear()
+        return len(watchers)
+
+    def compact(self) -> None:
+        """Forget the whole history window so any resume from an older RV gets 410."""
+        self._history.clear()
+        self.compacted_rv = self.rv
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)

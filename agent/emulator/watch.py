@@ -1,0 +1,103 @@
+"""Watch plumbing: the events the store records and the per-stream filter/queue.
+
+A Watcher receives every write to its resource (pushed synchronously by the store, so queue
+order is RV order) and translates it for its own selectors: an object that stops matching is
+delivered as DELETED and one that starts matching as ADDED, as the real watch cache does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+from typing import Any
+
+from agent.emulator import resources, selectors
+
+ADDED = "ADDED"
+MODIFIED = "MODIFIED"
+DELETED = "DELETED"
+BOOKMARK = "BOOKMARK"
+ERROR = "ERROR"
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One committed write.  ``obj`` is the new state (the final state for DELETED) and
+    ``old`` the previous state (None for ADDED).  Both dicts are never mutated afterwards."""
+
+    rv: int
+    type: str
+    rt: resources.ResourceType
+    obj: dict[str, Any]
+    old: dict[str, Any] | None
+
+    @property
+    def namespace(self) -> str:
+        meta = self.obj.get("metadata") or {}
+        return str(meta.get("namespace") or "")
+
+
+@dataclasses.dataclass
+class Filter:
+    """Which objects a list or watch request wants: resource, namespace and selectors."""
+
+    rt: resources.ResourceType
+    namespace: str | None = None
+    labels: selectors.LabelSelector = dataclasses.field(default_factory=selectors.LabelSelector)
+    fields: selectors.FieldSelector = dataclasses.field(default_factory=selectors.FieldSelector)
+
+    def matches(self, obj: dict[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        if self.namespace is not None and meta.get("namespace") != self.namespace:
+            return False
+        if not self.labels.matches(meta.get("labels")):
+            return False
+        if self.fields.requirements:
+            visible = selectors.field_set(obj, self.rt.field_labels, self.rt.namespaced)
+            if not self.fields.matches(visible):
+                return False
+        return True
+
+
+def with_rv(obj: dict[str, Any], rv: int) -> dict[str, Any]:
+    """A shallow copy of ``obj`` whose metadata.resourceVersion is ``rv``."""
+    out = dict(obj)
+    out["metadata"] = {**(obj.get("metadata") or {}), "resourceVersion": str(rv)}
+    return out
+
+
+class Watcher:
+    """The queue behind one watch stream.  Only touched from the event loop thread."""
+
+    def __init__(self, flt: Filter) -> None:
+        self.filter = flt
+        self.pending: collections.deque[Event] = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.closed = False
+
+    def push(self, event: Event) -> None:
+        self.pending.append(event)
+        self.wakeup.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wakeup.set()
+
+    def translate(self, event: Event) -> tuple[str, dict[str, Any]] | None:
+        """The (type, object) this stream should see for ``event``, or None."""
+        if event.rt is not self.filter.rt:
+            return None
+        now = self.filter.matches(event.obj)
+        if event.type == ADDED:
+            return (ADDED, event.obj) if now else None
+        if event.type == DELETED:
+            return (DELETED, event.obj) if now else None
+        before = event.old is not None and self.filter.matches(event.old)
+        if now and before:
+            return (MODIFIED, event.obj)
+        if now:
+            return (ADDED, event.obj)
+        if before and event.old is not None:
+            return (DELETED, with_rv(event.old, event.rv))
+        return None

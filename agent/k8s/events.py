@@ -1,0 +1,82 @@
+"""Kubernetes Events about what operators must fix (invalid policies, unreachable pods).
+
+Posting is best effort and never blocks enforcement: it runs in a thread, failures are logged
+and counted, and each (object, resourceVersion, reason) is reported once per agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import secrets
+import typing
+from typing import Any
+
+import kubernetes.client
+import structlog
+
+from agent import metrics
+
+log = structlog.get_logger(__name__)
+
+
+class Recorder:
+    def __init__(self, api: kubernetes.client.ApiClient | None, node_name: str) -> None:
+        self._core = kubernetes.client.CoreV1Api(api) if api is not None else None
+        self._node = node_name
+        self._sent: set[tuple[str, str, str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def warn(
+        self,
+        *,
+        kind: str,
+        api_version: str,
+        namespace: str,
+        name: str,
+        resource_version: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        marker = (f"{namespace}/{name}", kind, resource_version, reason)
+        if self._core is None or marker in self._sent:
+            return
+        self._sent.add(marker)
+        now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{secrets.token_hex(8)}", "namespace": namespace},
+            "involvedObject": {
+                "kind": kind,
+                "apiVersion": api_version,
+                "namespace": namespace,
+                "name": name,
+                "resourceVersion": resource_version,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning",
+            "source": {"component": "podseg-agent", "host": self._node},
+            "reportingComponent": "podseg.io/agent",
+            "reportingInstance": self._node,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        task = asyncio.get_running_loop().create_task(self._post(namespace, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, namespace: str, body: dict[str, Any]) -> None:
+        assert self._core is not None
+        try:
+            await asyncio.to_thread(
+                self._core.create_namespaced_event,
+                namespace,
+                typing.cast(Any, body),
+                _request_timeout=(5, 10),
+            )
+        except Exception as exc:
+            metrics.API_ERRORS.labels("events").inc()
+            log.warning("event_post_failed", namespace=namespace, error=str(exc))

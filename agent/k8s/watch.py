@@ -1,0 +1,192 @@
+"""List-then-watch of one resource kind, feeding raw events to the agent's event loop.
+
+Each resource gets a reflector thread (the official client is synchronous): it LISTs (in
+pages), hands the whole list over as one `Relist` (the store replaces its content, which also
+catches deletes missed while disconnected), then WATCHes from the list's resourceVersion with
+bookmarks, re-watching from the last seen version when the server ends the stream. An
+expired version (410) means relist; any other failure backs off exponentially with jitter and
+relists. Nothing is lost: every path back goes through a full LIST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes.client
+import kubernetes.watch.watch
+import structlog
+
+from agent import metrics
+from agent.k8s import errors
+
+log = structlog.get_logger(__name__)
+
+ListFn = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchEvent:
+    resource: str
+    type: str  # ADDED | MODIFIED | DELETED
+    obj: dict[str, Any]
+    received: float  # time.monotonic() when the line arrived
+
+
+@dataclasses.dataclass(frozen=True)
+class Relist:
+    resource: str
+    items: list[dict[str, Any]]
+    resource_version: str
+    received: float
+
+
+Delivery = Callable[[WatchEvent | Relist], None]
+
+
+def list_functions(api: kubernetes.client.ApiClient) -> dict[str, ListFn]:
+    core = kubernetes.client.CoreV1Api(api)
+    networking = kubernetes.client.NetworkingV1Api(api)
+    return {
+        "namespaces": core.list_namespace,
+        "pods": core.list_pod_for_all_namespaces,
+        "networkpolicies": networking.list_network_policy_for_all_namespaces,
+    }
+
+
+class Reflector:
+    """Keeps one resource kind mirrored into `deliver`, forever, until `stop()`."""
+
+    def __init__(
+        self,
+        resource: str,
+        list_fn: ListFn,
+        deliver: Delivery,
+        *,
+        watch_timeout: int = 300,
+        page_size: int = 500,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self.resource = resource
+        self.list_fn = list_fn
+        self.deliver = deliver
+        self.watch_timeout = watch_timeout
+        self.page_size = page_size
+        self.backoff_max = backoff_max
+        self._stop = threading.Event()
+        self._response: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"watch-{resource}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            # Closing a half-read socket may raise; we are leaving anyway.
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _list(self) -> Relist:
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": self.page_size, "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            response = self.list_fn(_request_timeout=(5, 60), **kwargs)
+            body = json.loads(response.data)
+            items.extend(body.get("items") or [])
+            meta = body.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                return Relist(
+                    self.resource, items, str(meta.get("resourceVersion", "")), time.monotonic()
+                )
+
+    def _watch(self, resource_version: str) -> str:
+        """Stream events from `resource_version`; return the last version seen."""
+        response = self.list_fn(
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_timeout,
+            _preload_content=False,
+            _request_timeout=(5, self.watch_timeout + 30),
+        )
+        self._response = response
+        try:
+            for line in kubernetes.watch.watch.iter_resp_lines(response):
+                if self._stop.is_set():
+                    break
+                if not line:
+                    continue
+                event = json.loads(line)
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                metrics.WATCH_EVENTS.labels(self.resource, str(kind)).inc()
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise errors.Expired(obj.get("message", "resourceVersion expired"))
+                    raise RuntimeError(f"watch error event: {obj.get('message', obj)}")
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if version:
+                    resource_version = str(version)
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self.deliver(WatchEvent(self.resource, kind, obj, time.monotonic()))
+        finally:
+            self._response = None
+            response.release_conn()
+        return resource_version
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                relist = self._list()
+                self.deliver(relist)
+                version = relist.resource_version
+                backoff = 0.2
+                while not self._stop.is_set():
+                    version = self._watch(version)
+            except errors.Expired as exc:
+                metrics.WATCH_RELISTS.labels(self.resource).inc()
+                log.info("watch_expired_relisting", resource=self.resource, reason=str(exc))
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                code = errors.status_code(exc)
+                if code == 410:
+                    metrics.WATCH_RELISTS.labels(self.resource).inc()
+                    continue
+                metrics.API_ERRORS.labels(self.resource).inc()
+                metrics.WATCH_RELISTS.labels(self.resource).inc()
+                delay = backoff * (0.5 + random.random())
+                log.warning(
+                    "api_error_backing_off",
+                    resource=self.resource,
+                    error=errors.describe(exc),
+                    retry_in=round(delay, 2),
+                )
+                self._stop.wait(delay)
+                backoff = min(backoff * 2, self.backoff_max)
+
+
+def threadsafe_delivery(
+    loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[WatchEvent | Relist]
+) -> Delivery:
+    def deliver(item: WatchEvent | Relist) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    return deliver

@@ -1,0 +1,78 @@
+"""The desired ruleset of one pod: what the compiler produces and the renderers consume.
+
+It is deliberately backend-neutral and canonical: address ranges are disjoint, sorted and
+merged, so two compiles of the same snapshot give equal rulesets (and so equal fingerprints)
+whatever the order of events that built the snapshot. Later features (visibility mode,
+quarantine, node guard, Service translation) add fields here, not new shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
+
+
+class Direction(enum.StrEnum):
+    INGRESS = "ingress"
+    EGRESS = "egress"
+
+
+class PolicyMode(enum.StrEnum):
+    """How denied packets are treated; only `enforce` exists so far (visibility comes later)."""
+
+    ENFORCE = "enforce"
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class AddrRange:
+    """An inclusive range of addresses of one family (4 or 6), as integers."""
+
+    family: int
+    first: int
+    last: int
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class PortRange:
+    """An inclusive range of L4 ports."""
+
+    first: int
+    last: int
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class PeerPort:
+    """Peer addresses x protocol (IANA number) x destination ports: one set element."""
+
+    addrs: AddrRange
+    protocol: int
+    ports: PortRange
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectionRuleset:
+    """What one direction of a pod allows.
+
+    `isolated` False: everything passes. Otherwise a packet passes when its peer address is in
+    `any_port_peers` (rules without ports: any protocol, any port) or its (peer, protocol,
+    destination port) is in `port_peers`. Both tuples are canonical: sorted and disjoint.
+    `policies` names ("namespace/name") the policies that isolate this direction.
+    """
+
+    isolated: bool = False
+    any_port_peers: tuple[AddrRange, ...] = ()
+    port_peers: tuple[PeerPort, ...] = ()
+    policies: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PodRuleset:
+    """The complete desired state for one pod's network namespace."""
+
+    namespace: str
+    pod: str
+    ingress: DirectionRuleset = dataclasses.field(default_factory=DirectionRuleset)
+    egress: DirectionRuleset = dataclasses.field(default_factory=DirectionRuleset)
+    mode: PolicyMode = PolicyMode.ENFORCE

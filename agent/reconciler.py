@@ -1,0 +1,262 @@
+"""Turns the store into kernel state: compile, render, skip-if-current, apply, per local pod.
+
+Desired state depends only on the current snapshot (never on event order): each pass
+recompiles the local pods from the store and applies a ruleset only when its fingerprint
+differs from what is known to be in the pod's namespace. One pod's failure (namespace not
+found yet, vanished, nft error, hung worker) is logged, counted and retried with backoff; it
+never stops the pass for the other pods. Nothing is written before every initial LIST is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import time
+
+import structlog
+
+from agent import config, metrics, model, store
+from agent.dataplane import backend, netns, render_nft
+from agent.k8s import events, watch
+from agent.policy import compile as policy_compile
+
+log = structlog.get_logger(__name__)
+
+READINESS_ATTEMPTS = 3
+
+
+@dataclasses.dataclass
+class PodState:
+    """What the agent knows about one local pod's namespace and rules."""
+
+    key: str
+    target: netns.Target | None = None
+    target_ips: tuple[str, ...] = ()
+    fingerprint: str | None = None
+    state: str = "unprotected"
+    failures: int = 0
+    retry_at: float = 0.0
+    last_error: str = ""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: config.Settings,
+        cluster: store.Store,
+        dataplane: backend.WorkerClient,
+        recorder: events.Recorder,
+    ) -> None:
+        self.settings = settings
+        self.store = cluster
+        self.dataplane = dataplane
+        self.recorder = recorder
+        self.pods: dict[str, PodState] = {}
+        self.ready = False
+        self._initial: set[str] | None = None
+        self._reported_invalid: set[tuple[str, str]] = set()
+        self.passes = 0
+
+    # -- which pods -----------------------------------------------------------------------
+    def is_local(self, pod: model.Pod) -> bool:
+        return pod.node_name == self.settings.node_name and not pod.host_network
+
+    def local_pods(self) -> dict[str, model.Pod]:
+        return {key: pod for key, pod in self.store.pods.items() if self.is_local(pod)}
+
+    # -- main loop ------------------------------------------------------------------------
+    async def run(self, queue: asyncio.Queue[watch.WatchEvent | watch.Relist]) -> None:
+        next_resync = time.monotonic() + self.settings.resync_period
+        while True:
+            now = time.monotonic()
+            wake_at = min([next_resync] + [s.retry_at for s in self.pods.values() if s.retry_at])
+            batch: list[watch.WatchEvent | watch.Relist] = []
+            with contextlib.suppress(TimeoutError):
+                batch.append(await asyncio.wait_for(queue.get(), max(0.0, wake_at - now)))
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            change = store.Change()
+            for item in batch:
+                self.store.apply(item, change)
+            if not self.store.in_sync:
+                continue
+            if time.monotonic() >= next_resync:
+                next_resync = time.monotonic() + self.settings.resync_period
+            since = min((item.received for item in batch), default=None)
+            kind = batch[0].resource if batch else "retry"
+            await self.reconcile(change, since=since, kind=kind)
+
+    async def reconcile(
+        self, change: store.Change | None = None, *, since: float | None = None, kind: str = ""
+    ) -> None:
+        """One pass over every local pod; applies only what changed."""
+        self.passes += 1
+        self._report_invalid_policies(change)
+        local = self.local_pods()
+        if self._initial is None:
+            self._initial = {key for key, pod in local.items() if pod.ips}
+        for key in set(self.pods) - set(local):
+            await self._forget(self.pods.pop(key))
+        index: netns.Index | None = None
+        now = time.monotonic()
+        for key in sorted(local):
+            pod = local[key]
+            state = self.pods.setdefault(key, PodState(key))
+            if not pod.ips:
+                state.state = "unprotected"
+                continue
+            if state.retry_at > now and state.target_ips == pod.ips:
+                continue
+            bound = log.bind(pod=pod.name, namespace=pod.namespace)
+            try:
+                if state.target is None or state.target_ips != pod.ips:
+                    if index is None:
+                        index = netns.Index(
+                            await self.dataplane.scan(
+                                self.settings.netns_dir, self.settings.scan_proc
+                            )
+                        )
+                    target = index.find(pod.ips)
+                    if target is None:
+                        metrics.NETNS_LOOKUP_FAILURES.inc()
+                        self._failed(state, "unprotected", f"no namespace holds {pod.ips}", bound)
+                        continue
+                    state.target, state.target_ips, state.fingerprint = target, pod.ips, None
+                await self._program(pod, state, since, kind, bound)
+            except backend.NetnsGone as exc:
+                metrics.APPLY_ERRORS.labels("netns_gone").inc()
+                state.target, state.fingerprint = None, None
+                self._failed(state, "unprotected", str(exc), bound)
+            except backend.WorkerTimeout as exc:
+                metrics.APPLY_ERRORS.labels("timeout").inc()
+                self._failed(state, "failed", str(exc), bound)
+            except backend.ApplyFailed as exc:
+                metrics.APPLY_ERRORS.labels("nft").inc()
+                self._failed(state, "failed", str(exc), bound)
+            except Exception as exc:  # one pod's surprise must not stop the others
+                metrics.APPLY_ERRORS.labels("internal").inc()
+                bound.exception("reconcile_pod_crashed")
+                self._failed(state, "failed", f"{type(exc).__name__}: {exc}", bound)
+        self._update_gauges()
+        self._update_readiness()
+
+    async def _program(
+        self,
+        pod: model.Pod,
+        state: PodState,
+        since: float | None,
+        kind: str,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        assert state.target is not None
+        ruleset = policy_compile.compile_pod(
+            pod,
+            self.store.policies_in(pod.namespace),
+            self.store.namespaces,
+            self.store.pods.values(),
+        )
+        rendered = render_nft.render(ruleset, state.target.interfaces)
+        if state.fingerprint is None:
+            # First contact: an earlier agent may have left exactly this ruleset; adopt it.
+            current = await self.dataplane.observe(state.target)
+            if current == rendered.fingerprint:
+                state.fingerprint = current
+                bound.info("ruleset_adopted", fingerprint=current)
+        if state.fingerprint != rendered.fingerprint:
+            started = time.monotonic()
+            await self.dataplane.apply(state.target, rendered.script)
+            done = time.monotonic()
+            metrics.APPLY_SECONDS.observe(done - started)
+            metrics.APPLIES.inc()
+            latency = None
+            if since is not None:
+                latency = done - since
+                metrics.POLICY_PROGRAMMING_SECONDS.labels(kind or "unknown").observe(latency)
+            bound.info(
+                "ruleset_applied",
+                fingerprint=rendered.fingerprint,
+                ingress_isolated=ruleset.ingress.isolated,
+                egress_isolated=ruleset.egress.isolated,
+                policies=sorted(set(ruleset.ingress.policies) | set(ruleset.egress.policies)),
+                apply_ms=round((done - started) * 1000, 3),
+                latency_ms=round(latency * 1000, 3) if latency is not None else None,
+                trigger=kind,
+            )
+            state.fingerprint = rendered.fingerprint
+        state.state, state.failures, state.retry_at, state.last_error = "enforced", 0, 0.0, ""
+
+    def _failed(
+        self,
+        state: PodState,
+        status: str,
+        error: str,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        state.state = status
+        state.failures += 1
+        state.retry_at = time.monotonic() + min(0.1 * 2 ** min(state.failures, 9), 30.0)
+        if error != state.last_error or state.failures in (1, 10, 100):
+            bound.warning("pod_not_enforced", state=status, error=error, attempt=state.failures)
+        state.last_error = error
+
+    async def _forget(self, state: PodState) -> None:
+        if state.target is not None:
+            try:
+                await self.dataplane.forget([state.target.ino])
+            except backend.DataplaneError as exc:
+                log.warning("netns_release_failed", pod=state.key, error=str(exc))
+
+    # -- reporting ------------------------------------------------------------------------
+    def _report_invalid_policies(self, change: store.Change | None) -> None:
+        per_namespace: collections.Counter[str] = collections.Counter()
+        for policy in self.store.policies.values():
+            if not policy.errors:
+                continue
+            per_namespace[policy.namespace] += 1
+            marker = (policy.key, policy.resource_version)
+            if marker in self._reported_invalid:
+                continue
+            self._reported_invalid.add(marker)
+            log.warning(
+                "policy_invalid_parts",
+                policy=policy.name,
+                namespace=policy.namespace,
+                errors=list(policy.errors),
+                effect="invalid parts match nothing; valid parts are enforced",
+            )
+            self.recorder.warn(
+                kind="NetworkPolicy",
+                api_version="networking.k8s.io/v1",
+                namespace=policy.namespace,
+                name=policy.name,
+                resource_version=policy.resource_version,
+                reason="InvalidPolicy",
+                message="podseg ignores invalid parts (they match nothing): "
+                + "; ".join(policy.errors),
+            )
+        metrics.INVALID_POLICIES.clear()
+        for namespace, count in per_namespace.items():
+            metrics.INVALID_POLICIES.labels(namespace).set(count)
+
+    def _update_gauges(self) -> None:
+        counts = collections.Counter(state.state for state in self.pods.values())
+        for name in ("enforced", "unprotected", "failed"):
+            metrics.MANAGED_PODS.labels(name).set(counts.get(name, 0))
+
+    def _update_readiness(self) -> None:
+        if self.ready or self._initial is None:
+            return
+        pending = [
+            key
+            for key in self._initial
+            if key in self.pods
+            and self.pods[key].fingerprint is None
+            and self.pods[key].failures < READINESS_ATTEMPTS
+            and key in self.store.pods
+        ]
+        if not pending:
+            self.ready = True
+            counts = collections.Counter(state.state for state in self.pods.values())
+            log.info("agent_ready", local_pods=len(self.pods), **dict(counts))

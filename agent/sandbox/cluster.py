@@ -1,0 +1,282 @@
+"""A whole sandbox cluster: emulator + sandbox nodes + real agent processes + pod objects.
+
+The demo and the end-to-end tests need the same glue: start the embedded API emulator, write
+a kubeconfig, build node namespaces, start one `podseg agent` process per node, and for each
+sandbox pod create the matching Pod object (node, labels, container ports, pod IPs) through
+the official client, exactly as a kubelet would report it.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+
+from agent.emulator import server as emulator_server
+from agent.sandbox import topology
+
+PORTS = (80, 81)
+PROTOCOLS = ("TCP", "UDP")
+
+
+def container_ports(ports: Sequence[int] = PORTS) -> list[dict[str, Any]]:
+    """Named container ports like the upstream netpol e2e pods: serve-80-tcp, serve-81-udp..."""
+    return [
+        {"name": f"serve-{port}-{proto.lower()}", "containerPort": port, "protocol": proto}
+        for port in ports
+        for proto in PROTOCOLS
+    ]
+
+
+class AgentProcess:
+    """One `podseg agent` child; its JSON log lines are collected for the caller to inspect."""
+
+    def __init__(self, node: str, kubeconfig: str, extra_args: Sequence[str] = ()) -> None:
+        self.node = node
+        self.command = [
+            sys.executable,
+            "-m",
+            "agent",
+            "agent",
+            "--node-name",
+            node,
+            "--kubeconfig",
+            kubeconfig,
+            "--netns-dir",
+            "/run/netns",
+            "--metrics-address",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            *extra_args,
+        ]
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._lock = threading.Lock()
+        self._popen: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self.metrics_port: int | None = None
+
+    def start(self) -> None:
+        self.lines.clear()
+        self.metrics_port = None
+        self._popen = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._popen is not None and self._popen.stderr is not None
+        for line in self._popen.stderr:
+            with self._lock:
+                self.raw.append(line)
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(entry, dict):
+                    continue
+                self.lines.append(entry)
+                if entry.get("event") == "agent_started":
+                    self.metrics_port = int(entry["metrics_port"])
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in self.lines if e.get("event") == name]
+
+    def http(self, path: str) -> tuple[int, str]:
+        if self.metrics_port is None:
+            return 0, ""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}{path}", timeout=2
+            ) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def ready(self) -> bool:
+        return self.http("/readyz")[0] == 200
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self._popen is None:
+            return None
+        if self._popen.poll() is None:
+            self._popen.terminate()
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait()
+        if self._reader is not None:
+            self._reader.join(2)
+        return self._popen.returncode
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class SandboxCluster:
+    """Context manager owning every process, namespace and temp file it creates."""
+
+    def __init__(self, nodes: Sequence[str] = ("node-1",), *, ipv6: bool = True) -> None:
+        self.node_names = list(nodes)
+        self.ipv6 = ipv6
+        self.sandbox = topology.Sandbox()
+        self.emulator = emulator_server.EmulatorThread(bookmark_interval=2.0)
+        self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="psg-cluster-"))
+        self.kubeconfig = str(self.workdir / "kubeconfig")
+        self.nodes: dict[str, topology.SandboxNode] = {}
+        self.agents: dict[str, AgentProcess] = {}
+        self.pods: dict[str, topology.SandboxPod] = {}
+        # Typed as Any: we send plain JSON-shaped dicts, which the client accepts as bodies.
+        self.core: Any = None
+        self.networking: Any = None
+        self.api_client: Any = None
+
+    def __enter__(self) -> SandboxCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        self.emulator.start()
+        self.emulator.write_kubeconfig(self.kubeconfig)
+        api = kubernetes.config.new_client_from_config(config_file=self.kubeconfig)
+        self.api_client = api
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.networking = kubernetes.client.NetworkingV1Api(api)
+        for name in self.node_names:
+            self.nodes[name] = self.sandbox.add_node(name)
+            self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+
+    def start_agent(
+        self, node: str, extra_args: Sequence[str] = (), wait: bool = True
+    ) -> AgentProcess:
+        agent = self.agents.get(node) or AgentProcess(node, self.kubeconfig, extra_args)
+        self.agents[node] = agent
+        agent.start()
+        if wait:
+            wait_until(agent.ready, 30, f"agent on {node} ready")
+        return agent
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+        self.sandbox.close()
+        self.emulator.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- objects --------------------------------------------------------------------------
+    def ensure_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        try:
+            self.core.read_namespace(name)
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.core.create_namespace(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": name, "labels": dict(labels or {})},
+                }
+            )
+
+    def add_pod(
+        self,
+        namespace: str,
+        name: str,
+        labels: Mapping[str, str],
+        *,
+        node: str | None = None,
+        ports: Sequence[dict[str, Any]] | None = None,
+    ) -> topology.SandboxPod:
+        node = node or self.node_names[0]
+        self.ensure_namespace(namespace)
+        pod = self.sandbox.add_pod(self.nodes[node], namespace, name, ipv6=self.ipv6)
+        self.pods[f"{namespace}/{name}"] = pod
+        self.core.create_namespaced_pod(
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+                "spec": {
+                    "nodeName": node,
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "podseg/probe",
+                            "ports": list(ports or container_ports()),
+                        }
+                    ],
+                },
+            },
+        )
+        ips = [pod.ipv4] + ([pod.ipv6] if pod.ipv6 else [])
+        self.core.patch_namespaced_pod_status(
+            name,
+            namespace,
+            {"status": {"phase": "Running", "podIP": ips[0], "podIPs": [{"ip": ip} for ip in ips]}},
+        )
+        return pod
+
+    def label_pod(self, key: str, labels: Mapping[str, str | None]) -> None:
+        namespace, name = key.split("/")
+        self.core.patch_namespaced_pod(name, namespace, {"metadata": {"labels": dict(labels)}})
+
+    def label_namespace(self, name: str, labels: Mapping[str, str | None]) -> None:
+        self.core.patch_namespace(name, {"metadata": {"labels": dict(labels)}})
+
+    def apply_policy(self, policy: Mapping[str, Any]) -> None:
+        meta = policy["metadata"]
+        body = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", **policy}
+        try:
+            self.networking.create_namespaced_network_policy(meta["namespace"], body)
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.networking.replace_namespaced_network_policy(meta["name"], meta["namespace"], body)
+
+    def delete_policy(self, namespace: str, name: str) -> None:
+        self.networking.delete_namespaced_network_policy(name, namespace)
+
+    def delete_all_policies(self) -> None:
+        for policy in self.networking.list_network_policy_for_all_namespaces().items:
+            self.delete_policy(policy.metadata.namespace, policy.metadata.name)

@@ -1,0 +1,95 @@
+"""The agent's mirror of the cluster: every pod, namespace and policy, as model objects.
+
+All pods are kept, cluster-wide, because any of them can be a peer of a local pod. The store
+applies watch events and relists (a relist replaces a kind's content, so deletes missed while
+disconnected are caught) and remembers which kinds have completed their first LIST.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from agent import model
+from agent.k8s import convert, watch
+
+KINDS = ("namespaces", "pods", "networkpolicies")
+
+
+def _key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace")
+    return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
+
+
+@dataclasses.dataclass
+class Change:
+    """What one batch of events touched (keys of changed objects per kind)."""
+
+    pods: set[str] = dataclasses.field(default_factory=set)
+    namespaces: set[str] = dataclasses.field(default_factory=set)
+    policies: set[str] = dataclasses.field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.pods or self.namespaces or self.policies)
+
+
+class Store:
+    def __init__(self) -> None:
+        self.pods: dict[str, model.Pod] = {}
+        self.namespaces: dict[str, model.Namespace] = {}
+        self.policies: dict[str, model.NetworkPolicy] = {}
+        self.synced: set[str] = set()
+
+    @property
+    def in_sync(self) -> bool:
+        return self.synced.issuperset(KINDS)
+
+    def _table(self, resource: str) -> dict[str, Any]:
+        tables: dict[str, dict[str, Any]] = {
+            "pods": self.pods,
+            "namespaces": self.namespaces,
+            "networkpolicies": self.policies,
+        }
+        return tables[resource]
+
+    @staticmethod
+    def _convert(resource: str, obj: Mapping[str, Any]) -> Any:
+        if resource == "pods":
+            return convert.pod(obj)
+        if resource == "namespaces":
+            return convert.namespace(obj)
+        return convert.network_policy(obj)
+
+    def _mark(self, change: Change, resource: str, key: str) -> None:
+        if resource == "pods":
+            change.pods.add(key)
+        elif resource == "namespaces":
+            change.namespaces.add(key)
+        else:
+            change.policies.add(key)
+
+    def apply(self, item: watch.WatchEvent | watch.Relist, change: Change) -> None:
+        table = self._table(item.resource)
+        if isinstance(item, watch.Relist):
+            fresh = {_key(obj): self._convert(item.resource, obj) for obj in item.items}
+            for key in set(table) | set(fresh):
+                if table.get(key) != fresh.get(key):
+                    self._mark(change, item.resource, key)
+            table.clear()
+            table.update(fresh)
+            self.synced.add(item.resource)
+            return
+        key = _key(item.obj)
+        if item.type == "DELETED":
+            if table.pop(key, None) is not None:
+                self._mark(change, item.resource, key)
+            return
+        converted = self._convert(item.resource, item.obj)
+        if table.get(key) != converted:
+            table[key] = converted
+            self._mark(change, item.resource, key)
+
+    def policies_in(self, namespace: str) -> list[model.NetworkPolicy]:
+        return [p for p in self.policies.values() if p.namespace == namespace]

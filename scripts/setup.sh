@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything podseg needs on a Debian machine, as root: system tools (apt) and a
+# virtualenv (.venv) with the project and its dev tools. Idempotent and quick when done before.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for tool in nft:nftables ip:iproute2 conntrack:conntrack iptables:iptables sysctl:procps; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
+done
+[ -e /usr/lib/x86_64-linux-gnu/libnftables.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libnftables.so.1 ] \
+  || ls /usr/lib/*/libnftables.so.1 >/dev/null 2>&1 || need_apt+=(libnftables1)
+PY=${PYTHON:-python3}
+if ! command -v "$PY" >/dev/null 2>&1 \
+   || ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+  need_apt+=(python3 python3-venv)
+  PY=python3
+elif ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need_apt+=(python3-venv)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+stamp=.venv/.podseg-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating .venv and installing podseg[dev]"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  log=$(mktemp)
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[dev]'; } >"$log" 2>&1; then
+    cat "$log"; echo "setup: pip install failed" >&2; exit 1
+  fi
+  rm -f "$log"
+  .venv/bin/python -c 'import agent, kubernetes, pyroute2, prometheus_client, structlog, aiohttp'
+  echo "$want" > "$stamp"
+fi

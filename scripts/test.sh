@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up the machine (scripts/setup.sh) and runs the whole test suite: lint, types, then the
+# unit, netns and e2e tiers with pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== ruff"; .venv/bin/ruff check agent tests scripts
+echo "== ruff format"; .venv/bin/ruff format --check agent tests scripts
+echo "== mypy --strict agent"; .venv/bin/mypy
+echo "== pytest"
+exec .venv/bin/pytest -q -ra "$@" tests
