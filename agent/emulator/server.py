@@ -136,26 +136,28 @@ class EmulatorThread:
     def __init__(self, **kwargs: Any) -> None:
         self.emulator = Emulator(**kwargs)
         self.url = ""
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="k8s-emulator", daemon=True)
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         try:
-            self._loop.run_until_complete(self.emulator.start())
+            loop.run_until_complete(self.emulator.start())
         except BaseException as exc:
             self._error = exc
             self._ready.set()
-            self._loop.close()
+            loop.close()
             return
+        self._loop = loop
         self._ready.set()
         try:
-            self._loop.run_forever()
+            loop.run_forever()
         finally:
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     def start(self) -> None:
         """Start serving; returns once the port is bound (raises if binding failed)."""
@@ -167,12 +169,15 @@ class EmulatorThread:
         self.url = self.emulator.url
 
     def stop(self) -> None:
-        if not self._thread.is_alive():
+        """Close all watches and the server, then end the thread.  Idempotent."""
+        loop = self._loop
+        if loop is None or not self._thread.is_alive():
             return
-        future = asyncio.run_coroutine_threadsafe(self.emulator.stop(), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self.emulator.stop(), loop)
         future.result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        loop.call_soon_threadsafe(loop.stop)
         self._thread.join(timeout=30)
+        self._loop = None
 
     def write_kubeconfig(self, path: str) -> None:
         self.emulator.write_kubeconfig(path)

@@ -400,8 +400,8 @@ def _random_world(rnd: random.Random) -> tuple[list[model.NetworkPolicy], list[m
     for i in range(40):
         ns = rnd.choice(("prod", "dev", "qa"))
         ips = (f"198.18.{i // 200}.{i % 200 + 30}",) + ((f"fd00:198:18::{i:x}",) if i % 3 else ())
-        ports = (model.ContainerPort(rnd.choice((80, 8080, 9000)), "TCP", "http"),)
-        pods.append(pod(ns, f"p{i}", ips, ports, app=rnd.choice(("a", "b", "c"))))
+        declared = (model.ContainerPort(rnd.choice((80, 8080, 9000)), "TCP", "http"),)
+        pods.append(pod(ns, f"p{i}", ips, declared, app=rnd.choice(("a", "b", "c"))))
     peers = [
         model.Peer(pod_selector=sel(app="a")),
         model.Peer(namespace_selector=sel(env="dev")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -180,6 +181,12 @@ def test_fingerprint_stable_and_parsed_back() -> None:
     "changed",
     [
         ruleset.PodRuleset("prod", "web2", SAMPLE.ingress, SAMPLE.egress),
+        ruleset.PodRuleset(
+            "prod",
+            "web",
+            dataclasses.replace(SAMPLE.ingress, policies=("prod/a", "prod/z")),
+            SAMPLE.egress,
+        ),
         ruleset.PodRuleset("prod", "web", SAMPLE.ingress, ruleset.DirectionRuleset()),
         ruleset.PodRuleset(
             "prod",
