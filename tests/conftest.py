@@ -28,7 +28,9 @@ def wait_for(
     last: T = check()
     while not last:
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or check}: {last!r}"
+            )
         time.sleep(interval)
         last = check()
     return last
