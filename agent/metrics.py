@@ -39,6 +39,11 @@ APPLIES = prometheus_client.Counter(
     "Committed ruleset transactions.",
     registry=REGISTRY,
 )
+RULESET_DRIFT = prometheus_client.Counter(
+    "podseg_ruleset_drift_total",
+    "Pod tables found changed behind the agent's back at resync, and restored.",
+    registry=REGISTRY,
+)
 INVALID_POLICIES = prometheus_client.Gauge(
     "podseg_invalid_policies",
     "NetworkPolicies with invalid parts (those parts match nothing), by namespace.",

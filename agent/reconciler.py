@@ -82,16 +82,27 @@ class Reconciler:
                 self.store.apply(item, change)
             if not self.store.in_sync:
                 continue
-            if time.monotonic() >= next_resync:
+            verify = time.monotonic() >= next_resync
+            if verify:
                 next_resync = time.monotonic() + self.settings.resync_period
             since = min((item.received for item in batch), default=None)
-            kind = batch[0].resource if batch else "retry"
-            await self.reconcile(change, since=since, kind=kind)
+            kind = batch[0].resource if batch else ("resync" if verify else "retry")
+            await self.reconcile(change, since=since, kind=kind, verify=verify)
 
     async def reconcile(
-        self, change: store.Change | None = None, *, since: float | None = None, kind: str = ""
+        self,
+        change: store.Change | None = None,
+        *,
+        since: float | None = None,
+        kind: str = "",
+        verify: bool = False,
     ) -> None:
-        """One pass over every local pod; applies only what changed."""
+        """One pass over every local pod; applies only what changed.
+
+        With `verify` (the periodic resync), each pod's table is read back from the kernel:
+        a table edited or flushed behind our back is restored (and counted as drift), and a
+        namespace that vanished is noticed even when no API change touched its pod.
+        """
         self.passes += 1
         self._report_invalid_policies(change)
         local = self.local_pods()
@@ -100,6 +111,7 @@ class Reconciler:
         for key in set(self.pods) - set(local):
             await self._forget(self.pods.pop(key))
         index: netns.Index | None = None
+        peers = policy_compile.build_index(self.store.namespaces, self.store.pods.values())
         now = time.monotonic()
         for key in sorted(local):
             pod = local[key]
@@ -124,7 +136,7 @@ class Reconciler:
                         self._failed(state, "unprotected", f"no namespace holds {pod.ips}", bound)
                         continue
                     state.target, state.target_ips, state.fingerprint = target, pod.ips, None
-                await self._program(pod, state, since, kind, bound)
+                await self._program(pod, state, peers, since, kind, bound, verify)
             except backend.NetnsGone as exc:
                 metrics.APPLY_ERRORS.labels("netns_gone").inc()
                 state.target, state.fingerprint = None, None
@@ -146,24 +158,27 @@ class Reconciler:
         self,
         pod: model.Pod,
         state: PodState,
+        peers: policy_compile.ClusterIndex,
         since: float | None,
         kind: str,
         bound: structlog.typing.FilteringBoundLogger,
+        verify: bool = False,
     ) -> None:
         assert state.target is not None
-        ruleset = policy_compile.compile_pod(
-            pod,
-            self.store.policies_in(pod.namespace),
-            self.store.namespaces,
-            self.store.pods.values(),
-        )
+        ruleset = policy_compile.compile_indexed(pod, self.store.policies_in(pod.namespace), peers)
         rendered = render_nft.render(ruleset, state.target.interfaces)
-        if state.fingerprint is None:
+        if state.fingerprint is None or verify:
             # First contact: an earlier agent may have left exactly this ruleset; adopt it.
+            # Resync: check that what we applied is still what the kernel holds.
             current = await self.dataplane.observe(state.target)
             if current == rendered.fingerprint:
+                if state.fingerprint is None:
+                    bound.info("ruleset_adopted", fingerprint=current)
                 state.fingerprint = current
-                bound.info("ruleset_adopted", fingerprint=current)
+            elif state.fingerprint is not None and current != state.fingerprint:
+                metrics.RULESET_DRIFT.inc()
+                bound.warning("ruleset_drift", expected=state.fingerprint, found=current)
+                state.fingerprint = None
         if state.fingerprint != rendered.fingerprint:
             started = time.monotonic()
             await self.dataplane.apply(state.target, rendered.script)

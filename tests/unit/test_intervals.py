@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
 import random
-import time
 
 import pytest
 
@@ -162,8 +162,10 @@ def test_exclude_removes_addresses_everywhere() -> None:
     )
 
 
-def test_fast_for_ten_thousand_peers() -> None:
-    """10k scattered pod IPs, per-pod named ports with varying numbers, broad rules on top."""
+def test_ten_thousand_peers_stay_exact_and_compact() -> None:
+    """10k scattered pod IPs, per-pod named ports with varying numbers, broad rules on top.
+
+    Its speed is measured by scripts/bench/compile_scale.py, not asserted here."""
     rnd = random.Random(5)
     base = 0xC6120000
     triples: list[intervals.Triple] = []
@@ -179,9 +181,11 @@ def test_fast_for_ten_thousand_peers() -> None:
         triples.append((addr, 132, P(lo, lo + rnd.randrange(5000))))
     triples.append((intervals.ALL_V4, 17, P(53, 53)))
     exclude = tuple(A(4, base + 100_000 + 2 * i, base + 100_000 + 2 * i) for i in range(5_000))
-    start = time.perf_counter()
     got = intervals.canonical_peer_ports(triples, exclude=exclude)
-    elapsed = time.perf_counter() - start
     assert ruleset.PeerPort(A(4, base, base), 6, P(80, 80)) in got
     assert len(got) < 100_000
-    assert elapsed < 5.0, elapsed
+    excluded = sorted(x.first for x in exclude)
+    for element in got:
+        if element.addrs.family == 4:
+            i = bisect.bisect_left(excluded, element.addrs.first)
+            assert i == len(excluded) or excluded[i] > element.addrs.last, element

@@ -1,0 +1,244 @@
+"""The agent process under operational conditions: readiness, metrics, bad input, restarts,
+API outages and vanishing namespaces, each checked with live probes."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import prometheus_client.parser
+import pytest
+
+from agent.sandbox import cluster as sandbox_cluster
+from agent.sandbox import probe
+from tests import conftest
+
+PODS = ("a", "b", "c")
+
+
+def sample(agent: sandbox_cluster.AgentProcess, name: str, **labels: str) -> float | None:
+    status, text = agent.http("/metrics")
+    assert status == 200
+    for family in prometheus_client.parser.text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
+
+
+class Env:
+    def __init__(self, cluster: sandbox_cluster.SandboxCluster) -> None:
+        self.cluster = cluster
+
+    @property
+    def agent(self) -> sandbox_cluster.AgentProcess:
+        return self.cluster.agents["node-1"]
+
+    def verdict(self, src: str, dst: str, port: int = 80, proto: str = "tcp") -> str:
+        pods = self.cluster.pods
+        return probe.probe(pods[src], pods[dst].ipv4, port, proto, timeout=0.8)
+
+    def wait_verdict(self, src: str, dst: str, want: str, timeout: float = 20.0) -> None:
+        conftest.wait_for(
+            lambda: self.verdict(src, dst) == want, timeout=timeout, what=f"{src}->{dst} {want}"
+        )
+
+    def deny_a(self, name: str = "deny-a") -> None:
+        self.cluster.apply_policy(
+            {
+                "metadata": {"namespace": "t", "name": name},
+                "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"]},
+            }
+        )
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
+        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
+    with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
+        cluster.ensure_namespace("t", {"ns": "t"})
+        for name in PODS:
+            cluster.add_pod("t", name, {"pod": name})
+        cluster.start_agent("node-1", ["--resync-period", "1"])
+        yield Env(cluster)
+
+
+@pytest.fixture
+def clean(env: Env) -> Iterator[Env]:
+    env.cluster.delete_all_policies()
+    env.cluster.emulator.emulator.faults.reset()
+    env.wait_verdict("t/b", "t/a", probe.OK)
+    yield env
+    env.cluster.emulator.emulator.faults.reset()
+
+
+def test_ready_and_metrics(clean: Env) -> None:
+    agent = clean.agent
+    assert agent.http("/readyz")[0] == 200
+    assert agent.http("/healthz")[0] == 200
+    assert sample(agent, "podseg_managed_pods", state="enforced") == len(PODS)
+    before = sample(agent, "podseg_policy_programming_seconds_count", kind="networkpolicies") or 0
+    clean.deny_a()
+    clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+    after = sample(agent, "podseg_policy_programming_seconds_count", kind="networkpolicies")
+    assert after is not None and after > before
+
+
+def test_invalid_policy_keeps_valid_parts_and_reports(clean: Env) -> None:
+    clean.cluster.emulator.insert(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"namespace": "t", "name": "half-broken"},
+            "spec": {
+                "podSelector": {"matchLabels": {"pod": "a"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {"ipBlock": {"cidr": "198.18.0.0/40"}},
+                            {"podSelector": {"matchLabels": {"pod": "b"}}},
+                        ]
+                    }
+                ],
+            },
+        }
+    )
+    clean.wait_verdict("t/c", "t/a", probe.TIMEOUT)  # the broken ipBlock did not open anything
+    assert clean.verdict("t/b", "t/a") == probe.OK  # the valid peer is enforced
+    conftest.wait_for(
+        lambda: sample(clean.agent, "podseg_invalid_policies", namespace="t") == 1,
+        what="invalid policy counted",
+    )
+
+    def warned() -> list[Any]:
+        items = clean.cluster.core.list_namespaced_event("t").items
+        return [e for e in items if e.reason == "InvalidPolicy"]
+
+    event = conftest.wait_for(warned, what="InvalidPolicy event")[0]
+    assert event.involved_object.name == "half-broken"
+    assert "ipBlock" in event.message
+    logged = clean.agent.events("policy_invalid_parts")
+    assert any(e["policy"] == "half-broken" for e in logged)
+
+
+def test_pod_without_namespace_is_unprotected_and_others_stay_enforced(clean: Env) -> None:
+    core = clean.cluster.core
+    core.create_namespaced_pod(
+        "t",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "ghost", "namespace": "t", "labels": {"pod": "ghost"}},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]},
+        },
+    )
+    core.patch_namespaced_pod_status(
+        "ghost", "t", {"status": {"podIP": "198.18.120.1", "podIPs": [{"ip": "198.18.120.1"}]}}
+    )
+    try:
+        conftest.wait_for(
+            lambda: sample(clean.agent, "podseg_managed_pods", state="unprotected") == 1,
+            what="ghost counted unprotected",
+        )
+        clean.deny_a()
+        clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+        assert any(e.get("pod") == "ghost" for e in clean.agent.events("pod_not_enforced"))
+    finally:
+        core.delete_namespaced_pod("ghost", "t")
+    conftest.wait_for(
+        lambda: sample(clean.agent, "podseg_managed_pods", state="unprotected") == 0,
+        what="ghost forgotten",
+    )
+
+
+def test_restart_keeps_rules_in_place_and_adopts_them(clean: Env) -> None:
+    clean.deny_a()
+    clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+    assert clean.agent.stop() == 0  # SIGTERM: clean exit
+    assert clean.verdict("t/b", "t/a") == probe.TIMEOUT  # fail closed while it is gone
+    assert clean.verdict("t/a", "t/b") == probe.OK
+    clean.cluster.start_agent("node-1")
+    adopted = {e["pod"] for e in clean.agent.events("ruleset_adopted")}
+    applied = {e["pod"] for e in clean.agent.events("ruleset_applied")}
+    assert adopted == set(PODS)
+    assert applied == set()
+    assert clean.verdict("t/b", "t/a") == probe.TIMEOUT
+
+
+def test_api_outage_with_a_missed_delete_converges(clean: Env) -> None:
+    emulator = clean.cluster.emulator
+    clean.deny_a()
+    clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+    errors_before = sample(clean.agent, "podseg_api_errors_total", resource="networkpolicies") or 0
+    emulator.emulator.faults.error_status = 500
+    emulator.drop_watches()
+    # The delete happens while the agent cannot see the API: only a relist can reveal it.
+    emulator.remove("networking.k8s.io/v1", "NetworkPolicy", "t", "deny-a")
+    conftest.wait_for(
+        lambda: (
+            (sample(clean.agent, "podseg_api_errors_total", resource="networkpolicies") or 0)
+            > errors_before
+        ),
+        what="agent saw the API errors",
+    )
+    assert clean.verdict("t/b", "t/a") == probe.TIMEOUT  # nothing opened during the outage
+    assert clean.agent.running
+    emulator.emulator.faults.reset()
+    clean.wait_verdict("t/b", "t/a", probe.OK)
+
+
+def test_expired_resource_version_relists(clean: Env) -> None:
+    emulator = clean.cluster.emulator
+    relists = sample(clean.agent, "podseg_watch_relists_total", resource="networkpolicies") or 0
+    emulator.compact()
+    emulator.drop_watches()
+    clean.deny_a("after-compact")
+    clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+    # Whether the resume raced the compaction or not, the agent is in sync again.
+    conftest.wait_for(lambda: clean.cluster.emulator.watch_count >= 3, what="watches resumed")
+    assert (
+        sample(clean.agent, "podseg_watch_relists_total", resource="networkpolicies") or 0
+    ) >= relists
+
+
+def test_vanished_namespace_is_not_a_crash(clean: Env) -> None:
+    cluster = clean.cluster
+    cluster.add_pod("t", "doomed", {"pod": "doomed"})
+    conftest.wait_for(
+        lambda: sample(clean.agent, "podseg_managed_pods", state="enforced") == len(PODS) + 1,
+        what="doomed enforced",
+    )
+    cluster.sandbox.remove_pod(cluster.pods.pop("t/doomed"))  # netns gone, Pod object stays
+    try:
+        clean.deny_a()  # every local pod recompiles; t/a changes, t/doomed's namespace is gone
+        clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+        assert clean.agent.running
+        # The periodic resync reads every table back and notices the namespace is gone.
+        conftest.wait_for(
+            lambda: sample(clean.agent, "podseg_managed_pods", state="enforced") == len(PODS),
+            what="doomed no longer counted enforced",
+        )
+        assert clean.agent.running
+        assert sample(clean.agent, "podseg_managed_pods", state="unprotected") == 1
+    finally:
+        cluster.core.delete_namespaced_pod("doomed", "t")
+    conftest.wait_for(
+        lambda: sample(clean.agent, "podseg_managed_pods", state="unprotected") == 0,
+        what="deleted pod forgotten",
+    )
+
+
+def test_tampered_table_is_restored_at_resync(clean: Env) -> None:
+    clean.deny_a()
+    clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+    drift = sample(clean.agent, "podseg_ruleset_drift_total") or 0
+    netns = clean.cluster.pods["t/a"].netns
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "delete", "table", "inet", "podseg"], check=True
+    )
+    assert clean.verdict("t/b", "t/a") == probe.OK  # the tamper opened the pod...
+    clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)  # ...until the resync restored it
+    assert (sample(clean.agent, "podseg_ruleset_drift_total") or 0) > drift
