@@ -20,6 +20,7 @@ import structlog
 from agent import config, metrics, model, store
 from agent.dataplane import backend, netns, render_nft
 from agent.k8s import events, watch
+from agent.policy import affected as policy_affected
 from agent.policy import compile as policy_compile
 
 log = structlog.get_logger(__name__)
@@ -112,6 +113,7 @@ class Reconciler:
             await self._forget(self.pods.pop(key))
         index: netns.Index | None = None
         peers = policy_compile.build_index(self.store.namespaces, self.store.pods.values())
+        targets = self._affected(local, change)
         now = time.monotonic()
         for key in sorted(local):
             pod = local[key]
@@ -121,6 +123,9 @@ class Reconciler:
                 continue
             if state.retry_at > now and state.target_ips == pod.ips:
                 continue
+            current = state.fingerprint is not None and state.target_ips == pod.ips
+            if current and not verify and targets is not None and key not in targets:
+                continue  # nothing this pod's ruleset depends on changed
             bound = log.bind(pod=pod.name, namespace=pod.namespace)
             try:
                 if state.target is None or state.target_ips != pod.ips:
@@ -202,6 +207,21 @@ class Reconciler:
             state.fingerprint = rendered.fingerprint
         state.state, state.failures, state.retry_at, state.last_error = "enforced", 0, 0.0, ""
 
+    def _affected(
+        self, local: dict[str, model.Pod], change: store.Change | None
+    ) -> set[str] | None:
+        if change is None:
+            return None
+        changes = policy_affected.Changes(
+            pods={k: (old, self.store.pods.get(k)) for k, old in change.pods.items()},
+            policies={k: (old, self.store.policies.get(k)) for k, old in change.policies.items()},
+            namespaces_changed=bool(change.namespaces),
+            relisted=change.relisted,
+        )
+        return policy_affected.affected(
+            local, self.store.policies.values(), self.store.namespaces, changes
+        )
+
     def _failed(
         self,
         state: PodState,
@@ -210,6 +230,7 @@ class Reconciler:
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
         state.state = status
+        state.fingerprint = None  # unknown now: read it back before trusting it again
         state.failures += 1
         state.retry_at = time.monotonic() + min(0.1 * 2 ** min(state.failures, 9), 30.0)
         if error != state.last_error or state.failures in (1, 10, 100):

@@ -25,14 +25,15 @@ def _key(obj: Mapping[str, Any]) -> str:
 
 @dataclasses.dataclass
 class Change:
-    """What one batch of events touched (keys of changed objects per kind)."""
+    """What one batch of events touched: per kind, changed keys -> version before the batch."""
 
-    pods: set[str] = dataclasses.field(default_factory=set)
-    namespaces: set[str] = dataclasses.field(default_factory=set)
-    policies: set[str] = dataclasses.field(default_factory=set)
+    pods: dict[str, model.Pod | None] = dataclasses.field(default_factory=dict)
+    namespaces: dict[str, model.Namespace | None] = dataclasses.field(default_factory=dict)
+    policies: dict[str, model.NetworkPolicy | None] = dataclasses.field(default_factory=dict)
+    relisted: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.pods or self.namespaces or self.policies)
+        return bool(self.pods or self.namespaces or self.policies or self.relisted)
 
 
 class Store:
@@ -62,13 +63,15 @@ class Store:
             return convert.namespace(obj)
         return convert.network_policy(obj)
 
-    def _mark(self, change: Change, resource: str, key: str) -> None:
+    def _mark(self, change: Change, resource: str, key: str, old: Any) -> None:
+        olds: dict[str, Any]
         if resource == "pods":
-            change.pods.add(key)
+            olds = change.pods
         elif resource == "namespaces":
-            change.namespaces.add(key)
+            olds = change.namespaces
         else:
-            change.policies.add(key)
+            olds = change.policies
+        olds.setdefault(key, old)
 
     def apply(self, item: watch.WatchEvent | watch.Relist, change: Change) -> None:
         table = self._table(item.resource)
@@ -76,20 +79,22 @@ class Store:
             fresh = {_key(obj): self._convert(item.resource, obj) for obj in item.items}
             for key in set(table) | set(fresh):
                 if table.get(key) != fresh.get(key):
-                    self._mark(change, item.resource, key)
+                    self._mark(change, item.resource, key, table.get(key))
+                    change.relisted = True
             table.clear()
             table.update(fresh)
             self.synced.add(item.resource)
             return
         key = _key(item.obj)
         if item.type == "DELETED":
-            if table.pop(key, None) is not None:
-                self._mark(change, item.resource, key)
+            old = table.pop(key, None)
+            if old is not None:
+                self._mark(change, item.resource, key, old)
             return
         converted = self._convert(item.resource, item.obj)
         if table.get(key) != converted:
+            self._mark(change, item.resource, key, table.get(key))
             table[key] = converted
-            self._mark(change, item.resource, key)
 
     def policies_in(self, namespace: str) -> list[model.NetworkPolicy]:
         return [p for p in self.policies.values() if p.namespace == namespace]

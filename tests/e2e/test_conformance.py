@@ -407,3 +407,26 @@ def test_end_port_range(model: Model) -> None:
 def test_policy_in_other_namespace_does_not_select(model: Model) -> None:
     model.policy("y", "deny", {"podSelector": sel(pod="a"), "policyTypes": ["Ingress"]})
     model.converge(model.reach().ingress("y/a", False))
+
+
+def test_ipv6_default_deny_and_pod_selector(model: Model) -> None:
+    model.policy("x", "deny", {"podSelector": {}, "policyTypes": ["Ingress"]})
+    model.policy(
+        "x",
+        "allow-b",
+        {"podSelector": sel(pod="a"), "ingress": [{"from": [{"podSelector": sel(pod="b")}]}]},
+    )
+    r = model.reach().ingress("x/*", False).expect("x/*", "x/*", False).expect("x/b", "x/a", True)
+    model.converge(r, family=6)
+
+
+def test_ipv6_egress_cidr_except(model: Model) -> None:
+    to = {"ipBlock": {"cidr": "fd00:198:18::/48", "except": [f"{model.ip('y/b', 6)}/128"]}}
+    model.policy(
+        "x",
+        "cidr6",
+        {"podSelector": sel(pod="a"), "policyTypes": ["Egress"], "egress": [{"to": [to]}]},
+    )
+    model.converge(model.reach().expect("x/a", "y/b", False), family=6)
+    # IPv4 is not in the v6 block: all of x/a's IPv4 egress is denied.
+    model.converge(model.reach().egress("x/a", False), family=4)

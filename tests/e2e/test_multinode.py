@@ -1,0 +1,94 @@
+"""Two sandbox nodes, one agent each: peers on the other node are allowed or denied exactly
+like local ones, for IPv4 and IPv6, ingress and egress."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from agent.sandbox import cluster as sandbox_cluster
+from agent.sandbox import probe
+from tests import conftest
+
+# pod -> (node, labels)
+LAYOUT = {
+    "m/server": ("node-1", {"role": "server"}),
+    "m/client-local": ("node-1", {"role": "client"}),
+    "m/other-local": ("node-1", {"role": "other"}),
+    "m/client-remote": ("node-2", {"role": "client"}),
+    "m/other-remote": ("node-2", {"role": "other"}),
+}
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[sandbox_cluster.SandboxCluster]:
+    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
+        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
+    with sandbox_cluster.SandboxCluster(nodes=("node-1", "node-2")) as cluster:
+        cluster.ensure_namespace("m", {"ns": "m"})
+        for key, (node, labels) in LAYOUT.items():
+            cluster.add_pod("m", key.split("/")[1], labels, node=node)
+        cluster.start_agent("node-1")
+        cluster.start_agent("node-2")
+        yield cluster
+
+
+def _expect(allowed: set[tuple[str, str]]) -> dict[probe.MatrixKey, str]:
+    return {
+        (s, d, port, "tcp"): probe.OK if s == d or (s, d) in allowed else probe.TIMEOUT
+        for s in LAYOUT
+        for d in LAYOUT
+        for port in (80, 81)
+    }
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_remote_peers_are_treated_like_local_ones(
+    two_nodes: sandbox_cluster.SandboxCluster, family: int
+) -> None:
+    cluster = two_nodes
+    cluster.delete_all_policies()
+    # Everything in m is isolated both ways; servers take clients; client-remote may only
+    # reach the server (egress), other pods may reach anyone (egress allow-all).
+    cluster.apply_policy(
+        {
+            "metadata": {"namespace": "m", "name": "deny-all"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        }
+    )
+    cluster.apply_policy(
+        {
+            "metadata": {"namespace": "m", "name": "server-from-clients"},
+            "spec": {
+                "podSelector": {"matchLabels": {"role": "server"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}],
+            },
+        }
+    )
+    cluster.apply_policy(
+        {
+            "metadata": {"namespace": "m", "name": "egress"},
+            "spec": {
+                "podSelector": {"matchExpressions": [{"key": "role", "operator": "Exists"}]},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"podSelector": {"matchLabels": {"role": "server"}}}]}],
+            },
+        }
+    )
+    pods = [cluster.pods[key] for key in LAYOUT]
+    allowed = {("m/client-local", "m/server"), ("m/client-remote", "m/server")}
+    expected = _expect(allowed)
+
+    def converged() -> bool:
+        matrix = probe.probe_matrix(
+            pods, ports=(80, 81), protocols=("tcp",), family=family, timeout=0.8
+        )
+        return matrix == expected
+
+    conftest.wait_for(converged, timeout=20, what="two-node truth table")
+    # Relabel a remote pod: node-1's agent must move it into the allowed set.
+    cluster.label_pod("m/other-remote", {"role": "client"})
+    expected = _expect(allowed | {("m/other-remote", "m/server")})
+    conftest.wait_for(converged, timeout=20, what="relabelled remote client allowed")
+    cluster.label_pod("m/other-remote", {"role": "other"})

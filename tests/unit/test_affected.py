@@ -1,0 +1,161 @@
+"""The affected-pods filter never leaves out a pod whose ruleset really changed.
+
+Randomised: for many random snapshots and random changes, recompile every local pod before and
+after the change (the brute-force truth) and require each pod whose ruleset differs to be in
+`affected(...)`. Also checks that the filter actually narrows things down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any
+
+from agent import model
+from agent.k8s import convert
+from agent.policy import affected
+from agent.policy import compile as policy_compile
+
+APPS = ("a", "b", "c")
+
+
+def _pod(rnd: random.Random, i: int) -> model.Pod:
+    labels = {"app": rnd.choice(APPS)}
+    if rnd.random() < 0.5:
+        labels["tier"] = rnd.choice(("x", "y"))
+    return model.Pod(
+        namespace=f"ns{rnd.randrange(3)}",
+        name=f"p{i}",
+        labels=labels,
+        node_name=rnd.choice(("node-1", "node-2")),
+        host_network=rnd.random() < 0.05,
+        ips=() if rnd.random() < 0.1 else (f"198.18.1.{i + 1}",),
+        container_ports=(
+            model.ContainerPort(rnd.choice((80, 8080)), "TCP", rnd.choice(("http", "web"))),
+        ),
+        phase=rnd.choice(("Running", "Running", "Running", "Succeeded")),
+    )
+
+
+def _selector(rnd: random.Random) -> dict[str, Any]:
+    choice = rnd.randrange(4)
+    if choice == 0:
+        return {}
+    if choice == 1:
+        return {"matchLabels": {"app": rnd.choice(APPS)}}
+    if choice == 2:
+        return {
+            "matchExpressions": [
+                {"key": "tier", "operator": rnd.choice(("Exists", "DoesNotExist"))}
+            ]
+        }
+    return {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": [rnd.choice(APPS)]}]}
+
+
+def _peer(rnd: random.Random) -> dict[str, Any]:
+    choice = rnd.randrange(4)
+    if choice == 0:
+        return {"podSelector": _selector(rnd)}
+    if choice == 1:
+        return {"namespaceSelector": {"matchLabels": {"team": rnd.choice(("t1", "t2"))}}}
+    if choice == 2:
+        return {"namespaceSelector": _selector(rnd) | {}, "podSelector": _selector(rnd)}
+    return {"ipBlock": {"cidr": "198.18.1.0/28"}}
+
+
+def _rule(rnd: random.Random, direction: str) -> dict[str, Any]:
+    rule: dict[str, Any] = {}
+    if rnd.random() < 0.8:
+        rule["from" if direction == "ingress" else "to"] = [
+            _peer(rnd) for _ in range(rnd.randrange(1, 3))
+        ]
+    if rnd.random() < 0.6:
+        rule["ports"] = [{"port": rnd.choice((80, "http", "web", 8080))}]
+    return rule
+
+
+def _policy(rnd: random.Random, i: int) -> model.NetworkPolicy:
+    spec: dict[str, Any] = {"podSelector": _selector(rnd)}
+    types = rnd.choice((["Ingress"], ["Egress"], ["Ingress", "Egress"]))
+    spec["policyTypes"] = types
+    if "Ingress" in types:
+        spec["ingress"] = [_rule(rnd, "ingress") for _ in range(rnd.randrange(0, 3))]
+    if "Egress" in types:
+        spec["egress"] = [_rule(rnd, "egress") for _ in range(rnd.randrange(0, 3))]
+    return convert.network_policy(
+        {"metadata": {"namespace": f"ns{rnd.randrange(3)}", "name": f"pol{i}"}, "spec": spec}
+    )
+
+
+def _compile_all(
+    pods: dict[str, model.Pod],
+    policies: dict[str, model.NetworkPolicy],
+    namespaces: dict[str, model.Namespace],
+) -> dict[str, Any]:
+    local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
+    return {
+        k: policy_compile.compile_pod(p, policies.values(), namespaces, pods.values())
+        for k, p in local.items()
+    }
+
+
+def test_affected_is_a_superset_of_what_really_changed() -> None:
+    rnd = random.Random(1234)
+    narrowed = 0
+    for _ in range(400):
+        namespaces = {
+            f"ns{i}": model.Namespace(f"ns{i}", {"team": rnd.choice(("t1", "t2"))})
+            for i in range(3)
+        }
+        pods = {p.key: p for p in (_pod(rnd, i) for i in range(12))}
+        policies = {p.key: p for p in (_policy(rnd, i) for i in range(4))}
+        before = _compile_all(pods, policies, namespaces)
+        new_pods, new_policies = dict(pods), dict(policies)
+        op = rnd.randrange(5)
+        pod_changes: dict[str, tuple[model.Pod | None, model.Pod | None]] = {}
+        policy_changes: dict[str, tuple[Any, Any]] = {}
+        if op == 0:  # relabel a pod
+            key = rnd.choice(list(pods))
+            new = dataclasses.replace(pods[key], labels=_pod(rnd, 0).labels)
+            new_pods[key] = new
+            pod_changes[key] = (pods[key], new)
+        elif op == 1:  # delete a pod
+            key = rnd.choice(list(pods))
+            del new_pods[key]
+            pod_changes[key] = (pods[key], None)
+        elif op == 2:  # add a pod (reusing a free address)
+            new = dataclasses.replace(_pod(rnd, 40), name="fresh")
+            new_pods[new.key] = new
+            pod_changes[new.key] = (None, new)
+        elif op == 3:  # change a policy
+            key = rnd.choice(list(policies))
+            old = policies[key]
+            new_policy = dataclasses.replace(
+                _policy(rnd, 0), namespace=old.namespace, name=old.name
+            )
+            new_policies[key] = new_policy
+            policy_changes[key] = (old, new_policy)
+        else:  # delete a policy
+            key = rnd.choice(list(policies))
+            del new_policies[key]
+            policy_changes[key] = (policies[key], None)
+        after = _compile_all(new_pods, new_policies, namespaces)
+        local = {
+            k: p for k, p in new_pods.items() if p.node_name == "node-1" and not p.host_network
+        }
+        result = affected.affected(
+            local,
+            new_policies.values(),
+            namespaces,
+            affected.Changes(pods=pod_changes, policies=policy_changes),
+        )
+        changed = {k for k in after if before.get(k) != after[k]}
+        assert result is not None
+        assert changed <= result, (op, changed - result)
+        narrowed += len(result) < len(local)
+    assert narrowed > 50  # the filter does real work, not "always everything"
+
+
+def test_namespace_change_or_relist_means_everything() -> None:
+    assert affected.affected({}, [], {}, affected.Changes({}, {}, namespaces_changed=True)) is None
+    assert affected.affected({}, [], {}, affected.Changes({}, {}, relisted=True)) is None
