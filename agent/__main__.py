@@ -30,7 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(settings.log_format, settings.log_level)
         from agent import app
 
-        return asyncio.run(app.run(settings))
+        try:
+            return asyncio.run(app.run(settings))
+        except app.StartupError as exc:
+            print(f"podseg agent: {exc}", file=sys.stderr)
+            return 2
     from agent import demo
 
     return int(demo.main())

@@ -22,7 +22,19 @@ from agent.k8s import events, watch
 log = structlog.get_logger(__name__)
 
 
+class StartupError(Exception):
+    """The agent cannot start: no usable API credentials, or its port is taken."""
+
+
 def api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
+    try:
+        return _api_client(settings)
+    except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
+        where = settings.kubeconfig or "in-cluster service account"
+        raise StartupError(f"cannot load API credentials from {where}: {exc}") from exc
+
+
+def _api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
     if settings.kubeconfig:
         client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
             config_file=settings.kubeconfig
@@ -48,7 +60,13 @@ async def run(settings: config.Settings) -> int:
     endpoint = health.Endpoint(
         settings.metrics_host, settings.metrics_port, lambda: rec.ready, alive
     )
-    await endpoint.start()
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        api.close()
+        raise StartupError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
+        ) from exc
     deliver = watch.threadsafe_delivery(loop, queue)
     reflectors = [
         watch.Reflector(name, fn, deliver, watch_timeout=settings.watch_timeout)

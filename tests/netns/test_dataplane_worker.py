@@ -110,3 +110,39 @@ def test_root_namespace_is_never_a_candidate() -> None:
 
     host_ino = os.stat("/proc/self/ns/net").st_ino
     assert host_ino not in asyncio.run(scenario())
+
+
+def test_namespace_reachable_only_through_a_process_is_found_via_proc() -> None:
+    name = f"psg-{secrets.token_hex(3)}-proc"
+    _ip("netns", "add", name)
+    holder: subprocess.Popen[bytes] | None = None
+    try:
+        _ip("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+        _ip("-n", name, "addr", "add", "198.18.7.77/16", "dev", "eth0")
+        holder = subprocess.Popen(
+            ["ip", "netns", "exec", name, "sleep", "60"], stdin=subprocess.DEVNULL
+        )
+        conftest.wait_for(
+            lambda: (
+                os.stat(f"/proc/{holder.pid}/ns/net").st_ino == os.stat(f"/run/netns/{name}").st_ino
+            ),
+            what="holder process inside the namespace",
+        )
+        _ip("netns", "del", name)  # no name left: only /proc/<pid>/ns/net leads there
+
+        async def scenario() -> netns.Target | None:
+            client = backend.WorkerClient(timeout=10)
+            try:
+                named = netns.Index(await client.scan("/run/netns", proc=False))
+                assert named.find(["198.18.7.77"]) is None
+                return netns.Index(await client.scan("/run/netns", proc=True)).find(["198.18.7.77"])
+            finally:
+                await client.close()
+
+        target = asyncio.run(scenario())
+        assert target is not None and target.path == f"/proc/{holder.pid}/ns/net"
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
