@@ -21,8 +21,10 @@ under the run's prefix. Addresses: see `agent.sandbox.addressing`.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import itertools
+import os
 import pathlib
 import re
 import secrets
@@ -61,6 +63,48 @@ _POD_SYSCTLS = (
     ("net.ipv6.conf.all.accept_redirects", "0"),
     ("net.ipv6.conf.default.accept_redirects", "0"),
 )
+
+
+LOCK_PATH = pathlib.Path(tempfile.gettempdir()) / "podseg-sandbox.lock"
+LOCK_TIMEOUT = 900.0
+
+
+class _MachineLock:
+    """One sandbox at a time on this machine, across processes.
+
+    Every sandbox uses the same address plan, so two at once would put one pod address in two
+    namespaces and make them ambiguous. Re-entrant within a process (a test may hold two
+    sandboxes in turn or at once); released by the kernel if the holder dies.
+    """
+
+    _fd: int | None = None
+    _holders = 0
+
+    @classmethod
+    def acquire(cls) -> None:
+        if cls._holders == 0:
+            fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o600)
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        os.close(fd)
+                        raise SandboxError(f"another sandbox held {LOCK_PATH} too long") from None
+                    time.sleep(0.1)
+            cls._fd = fd
+        cls._holders += 1
+
+    @classmethod
+    def release(cls) -> None:
+        if cls._holders == 0:
+            return
+        cls._holders -= 1
+        if cls._holders == 0 and cls._fd is not None:
+            os.close(cls._fd)  # closing the descriptor drops the lock
+            cls._fd = None
 
 
 class SandboxError(RuntimeError):
@@ -134,6 +178,12 @@ class _Resources:
 
     def release(self) -> None:
         """Kill every process, delete every namespace of the run, remove the work directory."""
+        try:
+            self._release()
+        finally:
+            _MachineLock.release()
+
+    def _release(self) -> None:
         for process in self.processes:
             process.signal_stop()
         deadline = time.monotonic() + 5.0
@@ -170,6 +220,7 @@ class Sandbox:
             raise ValueError(f"run id {self.run_id!r}: want 1-16 lowercase letters or digits")
         self.prefix = f"psg-{self.run_id}-"
         self.default_ports = tuple(ports)
+        _MachineLock.acquire()
         workdir = pathlib.Path(tempfile.mkdtemp(prefix=self.prefix))
         self._resources = _Resources(prefix=self.prefix, workdir=workdir)
         self._finalizer = weakref.finalize(self, self._resources.release)
