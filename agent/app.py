@@ -70,7 +70,7 @@ async def run(settings: config.Settings) -> int:
     deliver = watch.threadsafe_delivery(loop, queue)
     reflectors = [
         watch.Reflector(name, fn, deliver, watch_timeout=settings.watch_timeout)
-        for name, fn in watch.list_functions(api).items()
+        for name, fn in watch.list_functions(api, settings.node_name).items()
     ]
     for reflector in reflectors:
         reflector.start()

@@ -70,6 +70,15 @@ class Namespace:
 
 
 @dataclasses.dataclass(frozen=True)
+class Node:
+    """A node: its addresses are where "traffic from the pod's node" comes from."""
+
+    name: str
+    addresses: tuple[str, ...] = ()
+    resource_version: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class IPBlock:
     """`ipBlock`: a CIDR minus its exceptions (both already validated and normalized)."""
 

@@ -14,7 +14,7 @@ from typing import Any
 from agent import model
 from agent.k8s import convert, watch
 
-KINDS = ("namespaces", "pods", "networkpolicies")
+KINDS = ("nodes", "namespaces", "pods", "networkpolicies")
 
 
 def _key(obj: Mapping[str, Any]) -> str:
@@ -30,10 +30,11 @@ class Change:
     pods: dict[str, model.Pod | None] = dataclasses.field(default_factory=dict)
     namespaces: dict[str, model.Namespace | None] = dataclasses.field(default_factory=dict)
     policies: dict[str, model.NetworkPolicy | None] = dataclasses.field(default_factory=dict)
+    nodes: dict[str, model.Node | None] = dataclasses.field(default_factory=dict)
     relisted: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.pods or self.namespaces or self.policies or self.relisted)
+        return bool(self.pods or self.namespaces or self.policies or self.nodes or self.relisted)
 
 
 class Store:
@@ -41,6 +42,7 @@ class Store:
         self.pods: dict[str, model.Pod] = {}
         self.namespaces: dict[str, model.Namespace] = {}
         self.policies: dict[str, model.NetworkPolicy] = {}
+        self.nodes: dict[str, model.Node] = {}
         self.synced: set[str] = set()
 
     @property
@@ -52,6 +54,7 @@ class Store:
             "pods": self.pods,
             "namespaces": self.namespaces,
             "networkpolicies": self.policies,
+            "nodes": self.nodes,
         }
         return tables[resource]
 
@@ -61,6 +64,8 @@ class Store:
             return convert.pod(obj)
         if resource == "namespaces":
             return convert.namespace(obj)
+        if resource == "nodes":
+            return convert.node(obj)
         return convert.network_policy(obj)
 
     def _mark(self, change: Change, resource: str, key: str, old: Any) -> None:
@@ -69,6 +74,8 @@ class Store:
             olds = change.pods
         elif resource == "namespaces":
             olds = change.namespaces
+        elif resource == "nodes":
+            olds = change.nodes
         else:
             olds = change.policies
         olds.setdefault(key, old)

@@ -121,6 +121,27 @@ def namespace(obj: Raw) -> model.Namespace:
     )
 
 
+NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
+
+
+def node(obj: Raw) -> model.Node:
+    """A Node with its InternalIP/ExternalIP addresses (hostnames and bad entries skipped)."""
+    meta, status = _meta(obj), obj.get("status") or {}
+    addresses: list[str] = []
+    for entry in status.get("addresses") or []:
+        if not isinstance(entry, Mapping) or entry.get("type") not in NODE_ADDRESS_TYPES:
+            continue
+        try:
+            addresses.append(str(ipaddress.ip_address(str(entry.get("address")))))
+        except ValueError:
+            continue
+    return model.Node(
+        name=str(meta.get("name") or ""),
+        addresses=tuple(sorted(set(addresses))),
+        resource_version=str(meta.get("resourceVersion") or ""),
+    )
+
+
 def _cidr(text: Any) -> str:
     if not isinstance(text, str):
         raise ValueError("cidr is not a string")

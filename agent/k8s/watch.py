@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import random
 import threading
@@ -51,10 +52,12 @@ class Relist:
 Delivery = Callable[[WatchEvent | Relist], None]
 
 
-def list_functions(api: kubernetes.client.ApiClient) -> dict[str, ListFn]:
+def list_functions(api: kubernetes.client.ApiClient, node_name: str) -> dict[str, ListFn]:
     core = kubernetes.client.CoreV1Api(api)
     networking = kubernetes.client.NetworkingV1Api(api)
     return {
+        # Only our own Node: its addresses are the "pod's node" that ingress always admits.
+        "nodes": functools.partial(core.list_node, field_selector=f"metadata.name={node_name}"),
         "namespaces": core.list_namespace,
         "pods": core.list_pod_for_all_namespaces,
         "networkpolicies": networking.list_network_policy_for_all_namespaces,

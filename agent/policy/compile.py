@@ -123,22 +123,45 @@ def compile_pod(
     policies: Iterable[model.NetworkPolicy],
     namespaces: Mapping[str, model.Namespace],
     pods: Iterable[model.Pod],
+    node_addresses: Sequence[str] = (),
 ) -> ruleset.PodRuleset:
-    """The desired ruleset of `pod` given every policy, namespace and pod of the snapshot."""
-    return compile_indexed(pod, policies, build_index(namespaces, pods))
+    """The desired ruleset of `pod` given every policy, namespace and pod of the snapshot,
+    and the addresses of the pod's own node (always allowed in, as upstream specifies)."""
+    return compile_indexed(pod, policies, build_index(namespaces, pods), node_addresses)
 
 
 def compile_indexed(
-    pod: model.Pod, policies: Iterable[model.NetworkPolicy], index: ClusterIndex
+    pod: model.Pod,
+    policies: Iterable[model.NetworkPolicy],
+    index: ClusterIndex,
+    node_addresses: Sequence[str] = (),
 ) -> ruleset.PodRuleset:
     """`compile_pod` over a prebuilt `ClusterIndex` (cheaper when compiling many pods)."""
     selecting = policies_selecting(pod, policies)
     return ruleset.PodRuleset(
         namespace=pod.namespace,
         pod=pod.name,
-        ingress=_direction(pod, [p for p in selecting if p.isolates_ingress], _INGRESS, index),
+        ingress=_direction(
+            pod,
+            [p for p in selecting if p.isolates_ingress],
+            _INGRESS,
+            index,
+            # Upstream semantics: an ingress-isolated pod still accepts its own node's traffic
+            # (kubelet probes); only the listed node addresses, never other nodes'.
+            always=_node_ranges(node_addresses),
+        ),
         egress=_direction(pod, [p for p in selecting if p.isolates_egress], _EGRESS, index),
     )
+
+
+def _node_ranges(addresses: Sequence[str]) -> tuple[ruleset.AddrRange, ...]:
+    ranges = []
+    for address in addresses:
+        try:
+            ranges.append(intervals.address_range(address))
+        except ValueError:
+            continue
+    return tuple(ranges)
 
 
 def _direction(
@@ -146,10 +169,11 @@ def _direction(
     isolating: Sequence[model.NetworkPolicy],
     direction: ruleset.Direction,
     index: ClusterIndex,
+    always: Sequence[ruleset.AddrRange] = (),
 ) -> ruleset.DirectionRuleset:
     if not isolating:
         return ruleset.DirectionRuleset()
-    any_port: list[ruleset.AddrRange] = []
+    any_port: list[ruleset.AddrRange] = list(always)
     triples: list[intervals.Triple] = []
     for policy in isolating:
         rules = policy.ingress if direction is _INGRESS else policy.egress

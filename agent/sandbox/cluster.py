@@ -184,7 +184,23 @@ class SandboxCluster:
         self.networking = kubernetes.client.NetworkingV1Api(api)
         for name in self.node_names:
             self.nodes[name] = self.sandbox.add_node(name)
-            self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+            node = self.nodes[name]
+            # The kubelet reports the node's addresses in its status; the bridge addresses are
+            # where this node's own traffic to its pods comes from.
+            self.emulator.insert(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": name},
+                    "status": {
+                        "addresses": [
+                            {"type": "InternalIP", "address": node.ipv4},
+                            {"type": "InternalIP", "address": node.ipv6},
+                            {"type": "Hostname", "address": name},
+                        ]
+                    },
+                }
+            )
 
     def start_agent(
         self, node: str, extra_args: Sequence[str] = (), wait: bool = True

@@ -3,6 +3,8 @@ like local ones, for IPv4 and IPv6, ingress and egress."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -92,3 +94,46 @@ def test_remote_peers_are_treated_like_local_ones(
     expected = _expect(allowed | {("m/other-remote", "m/server")})
     conftest.wait_for(converged, timeout=20, what="relabelled remote client allowed")
     cluster.label_pod("m/other-remote", {"role": "other"})
+
+
+def node_probe(netns: str, ip: str, port: int = 80) -> str:
+    """A TCP connect from a node namespace itself (as the kubelet's probes come)."""
+    code = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
+        "s.settimeout(0.8)\n"
+        "try:\n s.connect((sys.argv[1], int(sys.argv[2]))); print('ok')\n"
+        "except TimeoutError: print('timeout')\n"
+        "except OSError as e: print('error', e)\n"
+    )
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", code, ip, str(port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def test_only_the_pods_own_node_gets_in(two_nodes: sandbox_cluster.SandboxCluster) -> None:
+    cluster = two_nodes
+    cluster.delete_all_policies()
+    cluster.apply_policy(
+        {
+            "metadata": {"namespace": "m", "name": "deny-ingress"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }
+    )
+    server = cluster.pods["m/server"]
+    node1, node2 = cluster.nodes["node-1"].netns, cluster.nodes["node-2"].netns
+    conftest.wait_for(
+        lambda: (
+            probe.probe(cluster.pods["m/client-local"], server.ipv4, 80, "tcp", 0.8)
+            == probe.TIMEOUT
+        ),
+        what="ingress isolated",
+    )
+    for address in (server.ipv4, str(server.ipv6)):
+        assert node_probe(node1, address) == "ok"  # the pod's own node: kubelet probes work
+        assert node_probe(node2, address) == "timeout"  # another node is just a peer
