@@ -1,4 +1,4 @@
-"""The `podseg` command line: `podseg agent`, `podseg demo`.
+"""The `podseg` command line: `podseg agent`, `podseg demo`, `podseg cleanup`.
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration.
 """
@@ -10,7 +10,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from agent import config, logs
+from agent import cleanup, config, logs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,7 +20,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.add_agent_arguments(agent_parser)
     demo_parser = sub.add_parser("demo", help="run the sandbox demo (root)")
     demo_parser.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)
+    cleanup_parser = sub.add_parser(
+        "cleanup", help="remove podseg's tables from every pod namespace of this node (root)"
+    )
+    cleanup.add_arguments(cleanup_parser)
     args = parser.parse_args(argv)
+    if args.command == "cleanup":
+        logs.configure(args.log_format, "info")
+        return cleanup.main(args.netns_dir, not args.no_proc_scan, args.dry_run)
     if args.command == "agent":
         try:
             settings = config.settings_from_args(args)

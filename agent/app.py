@@ -106,7 +106,11 @@ async def run(settings: config.Settings) -> int:
     for reflector in reflectors:
         reflector.stop()
     for task in [stopper, *tasks]:
-        task.cancel()
+        # Re-cancel until done: on Python 3.11 a cancel that lands while an inner wait_for
+        # completes is swallowed, and the reconciler would run on (seen in tests/chaos).
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     await dataplane.close()

@@ -44,6 +44,12 @@ RULESET_DRIFT = prometheus_client.Counter(
     "Pod tables found changed behind the agent's back at resync, and restored.",
     registry=REGISTRY,
 )
+SWEPT_TABLES = prometheus_client.Counter(
+    "podseg_swept_tables_total",
+    "Leftover podseg tables deleted from namespaces whose pod is gone, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
 INVALID_POLICIES = prometheus_client.Gauge(
     "podseg_invalid_policies",
     "NetworkPolicies with invalid parts (those parts match nothing), by namespace.",

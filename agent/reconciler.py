@@ -17,7 +17,7 @@ import time
 
 import structlog
 
-from agent import config, metrics, model, store
+from agent import config, metrics, model, store, sweep
 from agent.dataplane import backend, netns, render_nft
 from agent.k8s import events, watch
 from agent.policy import affected as policy_affected
@@ -59,6 +59,7 @@ class Reconciler:
         self._initial: set[str] | None = None
         self._reported_invalid: set[tuple[str, str]] = set()
         self.passes = 0
+        self._swept = False  # the first in-sync pass also sweeps leftover tables
 
     # -- which pods -----------------------------------------------------------------------
     def is_local(self, pod: model.Pod) -> bool:
@@ -158,6 +159,9 @@ class Reconciler:
                 self._failed(state, "failed", f"{type(exc).__name__}: {exc}", bound)
         self._update_gauges()
         self._update_readiness()
+        if verify or not self._swept:
+            self._swept = True
+            await self._sweep()
 
     async def _program(
         self,
@@ -170,7 +174,13 @@ class Reconciler:
         verify: bool = False,
     ) -> None:
         assert state.target is not None
-        ruleset = policy_compile.compile_indexed(pod, self.store.policies_in(pod.namespace), peers)
+        node = self.store.nodes.get(self.settings.node_name)
+        ruleset = policy_compile.compile_indexed(
+            pod,
+            self.store.policies_in(pod.namespace),
+            peers,
+            node.addresses if node is not None else (),
+        )
         rendered = render_nft.render(ruleset, state.target.interfaces)
         if state.fingerprint is None or verify:
             # First contact: an earlier agent may have left exactly this ruleset; adopt it.
@@ -183,6 +193,17 @@ class Reconciler:
             elif state.fingerprint is not None and current != state.fingerprint:
                 metrics.RULESET_DRIFT.inc()
                 bound.warning("ruleset_drift", expected=state.fingerprint, found=current)
+                self.recorder.warn(
+                    kind="Pod",
+                    api_version="v1",
+                    namespace=pod.namespace,
+                    name=pod.name,
+                    resource_version=pod.resource_version,
+                    reason="RulesetDrift",
+                    message="podseg rules in this pod's network namespace were changed or "
+                    f"removed outside podseg (found fingerprint {current or 'none'}, "
+                    f"expected {state.fingerprint}); restored",
+                )
                 state.fingerprint = None
         if state.fingerprint != rendered.fingerprint:
             started = time.monotonic()
@@ -215,7 +236,7 @@ class Reconciler:
         changes = policy_affected.Changes(
             pods={k: (old, self.store.pods.get(k)) for k, old in change.pods.items()},
             policies={k: (old, self.store.policies.get(k)) for k, old in change.policies.items()},
-            namespaces_changed=bool(change.namespaces),
+            namespaces_changed=bool(change.namespaces or change.nodes),
             relisted=change.relisted,
         )
         return policy_affected.affected(
@@ -236,6 +257,21 @@ class Reconciler:
         if error != state.last_error or state.failures in (1, 10, 100):
             bound.warning("pod_not_enforced", state=status, error=error, attempt=state.failures)
         state.last_error = error
+
+    async def _sweep(self) -> None:
+        """Delete podseg tables left in namespaces of pods that are gone (agent.sweep)."""
+        tracked = {s.target.ino for s in self.pods.values() if s.target is not None}
+        try:
+            await sweep.run(
+                self.dataplane,
+                self.settings.netns_dir,
+                self.settings.scan_proc,
+                self.store.pods,
+                tracked,
+            )
+        except backend.DataplaneError as exc:
+            metrics.APPLY_ERRORS.labels("sweep").inc()
+            log.warning("sweep_failed", error=str(exc))
 
     async def _forget(self, state: PodState) -> None:
         if state.target is not None:

@@ -45,6 +45,7 @@ COMMENT_MAX_BYTES = 127  # the kernel keeps at most 128 bytes of table comment (
 _MARK = f"0x{DENY_MARK:08x}"
 _CLEAR_MARK = f"0x{0xFFFFFFFF & ~DENY_MARK:08x}"
 _FP_RE = re.compile(r'comment "podseg fp=([0-9a-f]{16})[ "]')
+_COMMENT_RE = re.compile(r'comment "(podseg fp=[0-9a-f]{16}[^"]*)"')
 _BAD_IFNAME = re.compile(r'[\s/:"\\]|[^\x21-\x7e]')
 _PROTOCOL_NAMES = {number: name.lower() for name, number in ruleset.PROTOCOL_NUMBERS.items()}
 _ICMPV6_LINK = (
@@ -71,6 +72,12 @@ def delete_script() -> str:
 def parse_fingerprint(listing: str) -> str | None:
     """The fingerprint in the output of `nft list table inet podseg`, if it is ours."""
     match = _FP_RE.search(listing)
+    return match.group(1) if match else None
+
+
+def parse_comment(listing: str) -> str | None:
+    """The whole owner comment (`podseg fp=... pod=<ns>/<name>`) of a listed table, if ours."""
+    match = _COMMENT_RE.search(listing)
     return match.group(1) if match else None
 
 

@@ -8,7 +8,8 @@ is killed by the agent and started afresh; nothing here is state the agent canno
 
 Requests (`op`): `scan` (list candidate namespaces with their interfaces and addresses),
 `apply` (run an nft script in one namespace as one transaction), `observe` (read the owned
-table's fingerprint comment), `forget` (drop cached contexts of namespaces that are gone).
+table's fingerprint comment), `comment` (the whole owner comment, for the sweep of leftover
+tables), `forget` (drop cached contexts of namespaces that are gone).
 """
 
 from __future__ import annotations
@@ -130,6 +131,13 @@ class Worker:
             return None
         return render_nft.parse_fingerprint(listing)
 
+    def comment(self, path: str, ino: int | None) -> str | None:
+        try:
+            listing = self._run_in(path, ino, "list table inet podseg")
+        except libnft.NftError:
+            return None
+        return render_nft.parse_comment(listing)
+
     def forget(self, inos: list[int] | None) -> int:
         """Close the contexts of the given namespaces (None: all), releasing the namespaces."""
         dropped = 0
@@ -151,6 +159,8 @@ class Worker:
             return {}
         if op == "observe":
             return {"fingerprint": self.observe(path, ino)}
+        if op == "comment":  # the owner comment, for the sweep of leftover tables
+            return {"comment": self.comment(path, ino)}
         if op == "forget":
             return {"forgotten": self.forget(request.get("inos"))}
         if op == "ping":

@@ -1,8 +1,9 @@
 """Fault-injection seam: knobs that the HTTP layer consults on every API request.
 
-Only trivial faults exist today (a fixed error status, added latency); dropping watches and
-forcing 410 on resume are Emulator methods (``drop_watches``, ``compact``).  Richer faults
-(restart with new RVs, partial failures) should be added here so handlers stay unchanged.
+Per-request faults live here: a fixed error status (500s, 503s, 429s) and added latency
+(slow responses).  Faults that act on the stored state are Emulator methods: ``drop_watches``
+(end every watch mid-stream), ``compact`` (410 on resume) and ``restart`` (new
+resourceVersions for every object, empty history: every resume gets 410, watches end).
 """
 
 from __future__ import annotations

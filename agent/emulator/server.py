@@ -3,8 +3,9 @@
 ``Emulator`` binds an aiohttp server speaking the Kubernetes REST API on 127.0.0.1 (an
 ephemeral port by default).  ``EmulatorThread`` runs one in a private thread and event loop
 for synchronous callers (pytest fixtures, the demo).  Both expose test backdoors (``insert``,
-``remove``) and fault hooks (``faults``, ``drop_watches``, ``compact``), all safe to call
-from any thread: calls from outside the loop thread are marshalled onto the loop and waited for.
+``remove``) and fault hooks (``faults``, ``drop_watches``, ``compact``, ``restart``), all safe
+to call from any thread: calls from outside the loop thread are marshalled onto the loop and
+waited for.
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ class Emulator:
         """Fault: forget the event history, so resuming any older watch gets 410.  Thread-safe."""
         self.call(self.store.compact)
 
+    def restart(self) -> int:
+        """Fault: restart with new resourceVersions (objects kept, every resume gets 410,
+        open watches end).  Returns the watches closed.  Thread-safe."""
+        return self.call(self.store.restart)
+
     @property
     def watch_count(self) -> int:
         """Number of open watch streams (lets tests wait until a client is watching)."""
@@ -197,6 +203,9 @@ class EmulatorThread:
 
     def compact(self) -> None:
         self.emulator.compact()
+
+    def restart(self) -> int:
+        return self.emulator.restart()
 
     @property
     def watch_count(self) -> int:

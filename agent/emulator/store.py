@@ -112,6 +112,24 @@ class Store:
         self._history.clear()
         self.compacted_rv = self.rv
 
+    def restart(self, jump: int = 1_000_000) -> int:
+        """Fault: an API server restart that renumbers everything (say, a restore of etcd).
+
+        Every open watch ends, every object keeps its content but gets a new
+        resourceVersion far above any old one, and the history starts empty, so resuming
+        from any version handed out before answers 410 Expired (clients must relist).
+        No watch events are sent for the renumbering.  Returns the watches closed.
+        """
+        closed = self.close_watchers()
+        self.rv += jump
+        for table in self._objects.values():
+            for key in sorted(table):
+                self.rv += 1
+                table[key] = watch.with_rv(table[key], self.rv)
+        self._history.clear()
+        self.compacted_rv = self.rv
+        return closed
+
     @property
     def watcher_count(self) -> int:
         return len(self._watchers)

@@ -242,6 +242,9 @@ def network_policy(obj: Raw) -> model.NetworkPolicy:
     meta = _meta(obj)
     spec = obj.get("spec") or {}
     errors: list[str] = []
+    if not isinstance(spec, Mapping):  # found by tests/unit/test_properties.py (fuzz)
+        errors.append("spec is not an object; the policy selects no pod")
+        spec = {"podSelector": []}
     pod_selector: model.LabelSelector | None
     try:
         pod_selector = selector(spec.get("podSelector"))
@@ -251,6 +254,9 @@ def network_policy(obj: Raw) -> model.NetworkPolicy:
     ingress = _rules(spec.get("ingress"), "ingress", "from", errors)
     egress = _rules(spec.get("egress"), "egress", "to", errors)
     types_raw = spec.get("policyTypes")
+    if types_raw and not isinstance(types_raw, list):
+        errors.append(f"policyTypes: not a list: {types_raw!r}; using the defaults")
+        types_raw = None
     if types_raw:
         types = [t for t in types_raw if t in ("Ingress", "Egress")]
         if len(types) != len(types_raw):

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -94,6 +95,10 @@ class Reflector:
         self._stop.set()
         response = self._response
         if response is not None:
+            # Shut the socket down first: close() alone blocks until the reader thread's
+            # pending read returns (the next event or bookmark), which held SIGTERM for seconds.
+            with contextlib.suppress(Exception):
+                response.connection.sock.shutdown(socket.SHUT_RDWR)
             # Closing a half-read socket may raise; we are leaving anyway.
             with contextlib.suppress(Exception):
                 response.close()

@@ -1,0 +1,191 @@
+"""`podseg cleanup`: remove every table podseg owns from all pod namespaces of this node.
+
+Why it exists: the agent never flushes its rules when it stops (fail closed), so uninstalling
+podseg leaves `table inet podseg` / `table netdev podseg` in every pod namespace it programmed.
+This command finds them and deletes them, for the uninstall path (docs/operations.md).
+
+Like the agent, this process never enters a namespace itself: it drives the dataplane worker
+(`backend.WorkerClient`), which scans the candidate namespaces (named ones in `--netns-dir`, then
+`/proc/*/ns/net`, never the host namespace) and runs `render_nft.delete_script()` in each
+namespace that holds an owned table, one atomic transaction per namespace. Tables of other
+owners (any other name or family) are never touched. `--dry-run` only lists what would go.
+
+Presence is checked with read-only `list table` commands through the worker's generic nft
+request (it fails when the table is absent), so a leftover table without podseg's fingerprint
+comment, or a lone `netdev` table, is found too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+from typing import TextIO
+
+import structlog
+
+from agent import config
+from agent.dataplane import backend, netns, render_nft
+
+log = structlog.get_logger(__name__)
+
+OWNED_TABLES = (f"inet {render_nft.TABLE}", f"netdev {render_nft.TABLE}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `podseg cleanup`; namespace discovery flags mean what they mean for agent."""
+    env = os.environ.get
+    parser.add_argument(
+        "--dry-run", action="store_true", help="only list the namespaces and tables to remove"
+    )
+    parser.add_argument(
+        "--netns-dir",
+        default=env("PODSEG_NETNS_DIR", "/var/run/netns"),
+        help="directory of named network namespaces (PODSEG_NETNS_DIR); /proc is searched too",
+    )
+    parser.add_argument(
+        "--no-proc-scan",
+        action="store_true",
+        default=env("PODSEG_NO_PROC_SCAN", "") not in ("", "0", "false"),
+        help="do not search /proc/*/ns/net for pod namespaces (PODSEG_NO_PROC_SCAN)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=config.LOG_FORMATS,
+        default=env("PODSEG_LOG_FORMAT", "json"),
+        help="json|console (PODSEG_LOG_FORMAT); the report itself goes to stdout",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Owned:
+    """One namespace holding podseg tables, as found by a scan."""
+
+    path: str
+    ino: int
+    tables: tuple[str, ...]
+    fingerprint: str | None
+    addrs: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    scanned: int
+    owned: tuple[Owned, ...]
+    removed: tuple[Owned, ...] = ()
+    vanished: tuple[Owned, ...] = ()
+    failed: tuple[tuple[Owned, str], ...] = ()
+
+
+async def _has_table(client: backend.WorkerClient, target: netns.Target, table: str) -> bool:
+    try:
+        script = f"list table {table}"
+        await client.request("apply", path=target.path, ino=target.ino, script=script)
+    except backend.ApplyFailed as exc:
+        if "No such file or directory" in str(exc):
+            return False  # the table is absent
+        raise  # e.g. "Operation not permitted": never report a namespace clean we cannot read
+    return True
+
+
+async def find_owned(client: backend.WorkerClient, netns_dir: str, proc: bool) -> Report:
+    """Every candidate namespace that holds at least one podseg table."""
+    candidates = await client.scan(netns_dir, proc=proc)
+    owned: list[Owned] = []
+    unreadable: list[tuple[Owned, str]] = []
+    for cand in candidates:
+        target = netns.Target(cand.path, cand.ino, ())
+        addrs = tuple(a for iface in cand.interfaces for a in iface.addrs)
+        try:
+            tables = tuple([t for t in OWNED_TABLES if await _has_table(client, target, t)])
+            if not tables:
+                continue
+            fingerprint = await client.observe(target)
+        except backend.NetnsGone:
+            continue  # the namespace went away since the scan: nothing left to clean there
+        except backend.DataplaneError as exc:
+            unreadable.append((Owned(cand.path, cand.ino, (), None, addrs), str(exc)))
+            log.error("cleanup_cannot_read", netns=cand.path, error=str(exc))
+            continue
+        owned.append(Owned(cand.path, cand.ino, tables, fingerprint, addrs))
+    if not candidates:
+        log.warning(
+            "cleanup_no_namespaces",
+            hint="none found: check --netns-dir, hostPID and CAP_SYS_ADMIN (setns)",
+        )
+    return Report(scanned=len(candidates), owned=tuple(owned), failed=tuple(unreadable))
+
+
+async def remove(client: backend.WorkerClient, found: Report) -> Report:
+    """Delete the owned tables of each namespace in `found`, one transaction per namespace."""
+    removed: list[Owned] = []
+    vanished: list[Owned] = []
+    failed: list[tuple[Owned, str]] = list(found.failed)
+    script = render_nft.delete_script()
+    for item in found.owned:
+        target = netns.Target(item.path, item.ino, ())
+        try:
+            await client.apply(target, script)
+            left = [t for t in OWNED_TABLES if await _has_table(client, target, t)]
+        except backend.NetnsGone:
+            vanished.append(item)
+            continue
+        except backend.DataplaneError as exc:
+            failed.append((item, str(exc)))
+            log.error("cleanup_failed", netns=item.path, error=str(exc))
+            continue
+        if left:
+            failed.append((item, f"still present after delete: {', '.join(left)}"))
+            log.error("cleanup_failed", netns=item.path, left=left)
+            continue
+        removed.append(item)
+        log.info("cleanup_removed", netns=item.path, tables=list(item.tables))
+    await client.forget(None)
+    return dataclasses.replace(
+        found, removed=tuple(removed), vanished=tuple(vanished), failed=tuple(failed)
+    )
+
+
+async def run(netns_dir: str, proc: bool, dry_run: bool, timeout: float = 10.0) -> Report:
+    client = backend.WorkerClient(timeout=timeout)
+    try:
+        found = await find_owned(client, netns_dir, proc)
+        return found if dry_run else await remove(client, found)
+    finally:
+        await client.close()
+
+
+def describe(item: Owned) -> str:
+    fp = item.fingerprint or "-"
+    addrs = ",".join(item.addrs) or "-"
+    return f"{item.path} ino={item.ino} tables={'+'.join(item.tables)} fp={fp} addrs={addrs}"
+
+
+def print_report(report: Report, dry_run: bool, out: TextIO) -> None:
+    verb = "would remove" if dry_run else "removed"
+    done = report.owned if dry_run else report.removed
+    for item in done:
+        print(f"{verb}: {describe(item)}", file=out)
+    for item in report.vanished:
+        print(f"gone before removal: {describe(item)}", file=out)
+    for item, error in report.failed:
+        print(f"FAILED: {describe(item)}: {error}", file=out)
+    print(
+        f"podseg cleanup: {len(report.owned)} of {report.scanned} namespaces hold podseg tables;"
+        f" {verb} {len(done)}, failed {len(report.failed)}"
+        + (" (dry run, nothing changed)" if dry_run else ""),
+        file=out,
+    )
+
+
+def main(netns_dir: str, proc: bool, dry_run: bool, out: TextIO = sys.stdout) -> int:
+    """Exit code: 0 when every owned table is gone (or listed, in a dry run), 1 otherwise."""
+    try:
+        report = asyncio.run(run(netns_dir, proc, dry_run))
+    except backend.DataplaneError as exc:
+        print(f"podseg cleanup: dataplane worker failed: {exc}", file=sys.stderr)
+        return 1
+    print_report(report, dry_run, out)
+    return 1 if report.failed else 0

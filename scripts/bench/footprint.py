@@ -1,0 +1,207 @@
+"""Benchmark: the agent's memory and CPU footprint, to size the DaemonSet's requests and limits.
+
+Starts the API emulator in-process, fills it with a cluster of N pods on other nodes (with IPs
+and labels), namespaces and NetworkPolicies, then starts a real `podseg agent` (plus its
+dataplane worker) for a node with no local pod namespaces (so no root sandbox is needed and no
+address can clash with another run). It waits for /readyz, then:
+
+* samples the resident memory (VmRSS) of the agent and the worker, settled and peak (VmHWM);
+* patches pod labels at a steady rate for a while and reports the CPU the two processes used,
+  in millicores (CPU seconds / wall seconds), median over windows and the worst window;
+* sends SIGTERM and reports the time until the process exited (sizes the grace period).
+
+Usage: .venv/bin/python scripts/bench/footprint.py [--pods 5000] [--policies 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Any
+
+from agent.emulator import server
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def status_kib(pid: int, key: str) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    path = pathlib.Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()]
+
+
+def pod(i: int, namespaces: int, tier: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"p{i}",
+            "namespace": f"ns-{i % namespaces}",
+            "labels": {"app": f"a{i % 50}", "tier": f"t{tier}"},
+        },
+        "spec": {"nodeName": f"node-{2 + i % 50}", "containers": [{"name": "c", "image": "x"}]},
+        "status": {"podIPs": [{"ip": f"198.{18 + i // 65000}.{i // 250 % 256}.{i % 250 + 1}"}]},
+    }
+
+
+def populate(emu: server.EmulatorThread, pods: int, policies: int, namespaces: int) -> None:
+    for n in range(namespaces):
+        emu.insert(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": f"ns-{n}", "labels": {"team": f"t{n % 10}"}},
+            }
+        )
+    for i in range(pods):
+        emu.insert(pod(i, namespaces, i % 3))
+    for i in range(policies):
+        emu.insert(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": f"np{i}", "namespace": f"ns-{i % namespaces}"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": f"a{i % 50}"}},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {"matchLabels": {"team": f"t{i % 10}"}},
+                                    "podSelector": {"matchLabels": {"tier": f"t{i % 3}"}},
+                                }
+                            ],
+                            "ports": [{"port": 80 + i % 5, "protocol": "TCP"}],
+                        }
+                    ],
+                },
+            }
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pods", type=int, default=5000)
+    parser.add_argument("--policies", type=int, default=500)
+    parser.add_argument("--namespaces", type=int, default=100)
+    parser.add_argument("--churn-seconds", type=float, default=20.0)
+    parser.add_argument("--churn-rate", type=float, default=50.0, help="label patches per second")
+    args = parser.parse_args()
+    emu = server.EmulatorThread()
+    emu.start()
+    tmp = tempfile.TemporaryDirectory(prefix="podseg-footprint-")
+    kubeconfig = os.path.join(tmp.name, "kubeconfig")
+    emu.write_kubeconfig(kubeconfig)
+    started = time.monotonic()
+    populate(emu, args.pods, args.policies, args.namespaces)
+    print(
+        f"populated {args.pods} pods, {args.policies} policies in {time.monotonic() - started:.1f}s"
+    )
+    empty = os.path.join(tmp.name, "netns")
+    os.mkdir(empty)
+    log = open(os.path.join(tmp.name, "agent.log"), "w+")  # noqa: SIM115
+    agent = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "agent", "agent", "--node-name", "node-1"),
+            *("--kubeconfig", kubeconfig, "--netns-dir", empty, "--no-proc-scan"),
+            *("--metrics-address", "127.0.0.1:0"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            log.seek(0)
+            for line in log:
+                if '"agent_started"' in line:
+                    port = json.loads(line)["metrics_port"]
+            time.sleep(0.1)
+        assert port is not None, "agent did not start"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        print(f"ready after {time.monotonic() - t0:.2f}s")
+        pids = {"agent": agent.pid}
+        workers = children(agent.pid)
+        if workers:
+            pids["worker"] = workers[0]
+        for name, pid in pids.items():
+            print(f"{name}: rss {status_kib(pid, 'VmRSS') / 1024:.1f} MiB")
+        windows: list[float] = []
+        cpu0 = sum(cpu_seconds(p) for p in pids.values())
+        wall0 = time.monotonic()
+        win_cpu, win_wall = cpu0, wall0
+        i = 0
+        end = wall0 + args.churn_seconds
+        while time.monotonic() < end:
+            # The emulator's insert emits MODIFIED to the agent's watch like a PATCH would.
+            emu.insert(pod(i % args.pods, args.namespaces, (i // args.pods + i + 1) % 3))
+            i += 1
+            time.sleep(max(0.0, wall0 + i / args.churn_rate - time.monotonic()))
+            now = time.monotonic()
+            if now - win_wall >= 2.0:
+                cpu = sum(cpu_seconds(p) for p in pids.values())
+                windows.append(1000 * (cpu - win_cpu) / (now - win_wall))
+                win_cpu, win_wall = cpu, now
+        total = (
+            1000 * (sum(cpu_seconds(p) for p in pids.values()) - cpu0) / (time.monotonic() - wall0)
+        )
+        print(
+            f"churn {i} label changes at {args.churn_rate}/s:"
+            f" cpu median {statistics.median(windows):.0f}m,"
+            f" worst 2s window {max(windows):.0f}m, overall {total:.0f}m"
+        )
+        for name, pid in pids.items():
+            print(
+                f"{name}: rss {status_kib(pid, 'VmRSS') / 1024:.1f} MiB,"
+                f" peak {status_kib(pid, 'VmHWM') / 1024:.1f} MiB"
+            )
+        t1 = time.monotonic()
+        agent.send_signal(signal.SIGTERM)
+        code = agent.wait(timeout=60)
+        print(f"SIGTERM -> exit {code} in {time.monotonic() - t1:.2f}s")
+        log.seek(0)
+        for line in log:
+            if '"agent_stopp' in line:
+                entry = json.loads(line)
+                print(f"  {entry['timestamp']} {entry['event']}")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        emu.stop()
+        log.close()
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""What the chaos tests share: the expected kernel state computed from scratch, the kernel
+state read back, continuous probers, and agent kills.
+
+`expected_fingerprints` is the oracle: it LISTs the final API state afresh, builds a store from
+it and compiles every local pod exactly as a freshly started agent would; the kernel must hold
+those fingerprints. `kernel_tables` reads each pod namespace with `nft` and also checks that
+the owned tables are whole (every chain present, the netdev table there when egress needs it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+from typing import Any
+
+from agent import store
+from agent.dataplane import render_nft
+from agent.k8s import watch
+from agent.policy import compile as policy_compile
+from agent.sandbox import cluster as sandbox_cluster
+from agent.sandbox import podclient, probe, topology
+from tests import conftest
+
+# Agents started by these tests dump their threads' stacks on SIGABRT (see kill_agent).
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
+INGRESS_CHAINS = ("input", "ingress_policy", "ingress_deny")
+EGRESS_CHAINS = ("output", "egress_policy", "egress_deny")
+_CHAIN_RE = re.compile(r"chain (\w+) \{")
+
+
+def fresh_store(cluster: sandbox_cluster.SandboxCluster, node: str = "node-1") -> store.Store:
+    """A store built from fresh LISTs of the emulator (what a new agent starts from)."""
+    snapshot = store.Store()
+    for resource, list_fn in watch.list_functions(cluster.api_client, node).items():
+        body = json.loads(list_fn(_preload_content=False).data)
+        relist = watch.Relist(resource, body.get("items") or [], "", time.monotonic())
+        snapshot.apply(relist, store.Change())
+    return snapshot
+
+
+def expected_rendered(
+    cluster: sandbox_cluster.SandboxCluster, node: str = "node-1"
+) -> dict[str, render_nft.Rendered]:
+    """Pod key -> what a from-scratch compile of the API state renders, for every pod of
+    `node` that exists both in the API (with IPs) and in the sandbox."""
+    snapshot = fresh_store(cluster, node)
+    index = policy_compile.build_index(snapshot.namespaces, snapshot.pods.values())
+    node_obj = getattr(snapshot, "nodes", {}).get(node)
+    node_addresses = node_obj.addresses if node_obj is not None else ()
+    out: dict[str, render_nft.Rendered] = {}
+    for key, pod in snapshot.pods.items():
+        sandbox_pod = cluster.pods.get(key)
+        if pod.node_name != node or pod.host_network or not pod.ips or sandbox_pod is None:
+            continue
+        rs = policy_compile.compile_indexed(
+            pod, snapshot.policies_in(pod.namespace), index, node_addresses
+        )
+        out[key] = render_nft.render(rs, [sandbox_pod.interface])
+    return out
+
+
+def expected_fingerprints(
+    cluster: sandbox_cluster.SandboxCluster, node: str = "node-1"
+) -> dict[str, str]:
+    return {k: r.fingerprint for k, r in expected_rendered(cluster, node).items()}
+
+
+def chains(text: str) -> tuple[set[str], set[str]]:
+    """(inet chains, netdev chains) named in a script or in `nft list` output."""
+    inet, _, netdev = text.partition("table netdev podseg {")
+    return set(_CHAIN_RE.findall(inet)), set(_CHAIN_RE.findall(netdev))
+
+
+def nft(netns: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", *args], capture_output=True, text=True, timeout=10
+    )
+
+
+def table_state(
+    pod: topology.SandboxPod,
+) -> tuple[str | None, list[str], tuple[set[str], set[str]]]:
+    """(fingerprint or None, problems, chains) of the owned tables in the pod's namespace.
+
+    Whole means: the fingerprint comment is there, each direction's chains are all there or
+    all absent, and the netdev table exists exactly when the egress chains do.
+    """
+    inet = nft(pod.netns, "list", "table", "inet", "podseg")
+    netdev = nft(pod.netns, "list", "table", "netdev", "podseg")
+    if inet.returncode != 0:
+        problems = ["netdev table without inet table"] if netdev.returncode == 0 else []
+        return None, problems, (set(), set())
+    problems: list[str] = []
+    fingerprint = render_nft.parse_fingerprint(inet.stdout)
+    if fingerprint is None:
+        problems.append("inet table without fingerprint comment")
+    found = set(_CHAIN_RE.findall(inet.stdout))
+    for group in (INGRESS_CHAINS, EGRESS_CHAINS):
+        present = found.intersection(group)
+        if present and len(present) != len(group):
+            problems.append(f"partial chains {sorted(present)} of {group}")
+    egress = found.issuperset(EGRESS_CHAINS)
+    if egress != (netdev.returncode == 0):
+        problems.append(f"egress chains={egress} but netdev table={netdev.returncode == 0}")
+    netdev_chains = set(_CHAIN_RE.findall(netdev.stdout)) if netdev.returncode == 0 else set()
+    return fingerprint, problems, (found, netdev_chains)
+
+
+def kernel_tables(
+    cluster: sandbox_cluster.SandboxCluster,
+    keys: list[str] | None = None,
+    expected: dict[str, render_nft.Rendered] | None = None,
+) -> dict[str, str | None]:
+    """Pod key -> fingerprint in its namespace (None: no table); fails on a table that is not
+    whole, or whose chains differ from the expected script's when it claims its fingerprint."""
+    out: dict[str, str | None] = {}
+    for key in sorted(keys if keys is not None else cluster.pods):
+        fingerprint, problems, found = table_state(cluster.pods[key])
+        assert not problems, f"{key}: table not whole: {problems}"
+        want = (expected or {}).get(key)
+        if want is not None and fingerprint == want.fingerprint:
+            assert found == chains(want.script), f"{key}: chains {found} != {chains(want.script)}"
+        out[key] = fingerprint
+    return out
+
+
+def converged(cluster: sandbox_cluster.SandboxCluster) -> dict[str, str] | None:
+    """The expected fingerprints when the kernel holds exactly them, else None."""
+    rendered = expected_rendered(cluster)
+    expected = {k: r.fingerprint for k, r in rendered.items()}
+    actual = kernel_tables(cluster, list(expected), rendered)
+    return expected if actual == expected else None
+
+
+def mismatches(cluster: sandbox_cluster.SandboxCluster) -> dict[str, tuple[str | None, str]]:
+    expected = expected_fingerprints(cluster)
+    actual = kernel_tables(cluster, list(expected))
+    return {k: (actual[k], v) for k, v in expected.items() if actual[k] != v}
+
+
+class Prober(threading.Thread):
+    """Probes src -> dst:port back to back (TCP, then UDP) until stopped; keeps every verdict."""
+
+    def __init__(
+        self,
+        src: topology.SandboxPod,
+        dst: topology.SandboxPod,
+        port: int = 80,
+        timeout: float = 0.3,
+    ) -> None:
+        super().__init__(name=f"prober-{src.key}-{dst.key}", daemon=True)
+        self.src, self.dst, self.port, self.timeout = src, dst, port, timeout
+        self.verdicts: list[tuple[float, str, str]] = []  # (started, proto, verdict)
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        protos = ("tcp", "udp")
+        i = 0
+        while not self._stop_event.is_set():
+            proto = protos[i % 2]
+            i += 1
+            started = time.monotonic()
+            try:
+                verdict = probe.probe(self.src, self.dst.ipv4, self.port, proto, self.timeout)
+            except podclient.PodProcessError as exc:
+                verdict = f"error:{exc}"
+            self.verdicts.append((started, proto, verdict))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10)
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for _, _, v in self.verdicts if v == verdict)
+
+    def longest_gap(self) -> float:
+        """Longest time from a failed probe's start to the next successful probe's start."""
+        longest, first_bad = 0.0, None
+        for started, _, verdict in self.verdicts:
+            if verdict != probe.OK:
+                first_bad = started if first_bad is None else first_bad
+            elif first_bad is not None:
+                longest, first_bad = max(longest, started - first_bad), None
+        return longest
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_agent(
+    agent: sandbox_cluster.AgentProcess, how: str, rnd: random.Random | None = None
+) -> int | None:
+    """Stop the agent: "term" (SIGTERM, clean) or "kill" (SIGKILL of the worker child and the
+    agent, in random order). Returns the exit code; waits until its worker is gone too."""
+    popen: Any = agent._popen  # the test needs the real process to kill it
+    assert popen is not None
+    workers = children(popen.pid)
+    if how == "term":
+        popen.send_signal(signal.SIGTERM)
+        try:
+            code = popen.wait(15)  # the DaemonSet's terminationGracePeriodSeconds
+        except subprocess.TimeoutExpired as exc:
+            popen.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: dump every thread's stack
+            popen.wait(15)
+            if agent._reader is not None:
+                agent._reader.join(5)
+            tail = "".join(agent.raw[-80:])
+            raise AssertionError(
+                f"agent ignored SIGTERM for 15 s; its last output:\n{tail}"
+            ) from exc
+    else:
+        victims = [popen.pid, *workers]
+        if rnd is not None:
+            rnd.shuffle(victims)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        code = popen.wait(15)
+    conftest.wait_for(
+        lambda: not any(alive(pid) for pid in workers),
+        timeout=15,
+        what=f"worker {workers} to exit after its agent",
+    )
+    return int(code)
