@@ -36,6 +36,8 @@ class PodState:
     target: netns.Target | None = None
     target_ips: tuple[str, ...] = ()
     fingerprint: str | None = None
+    digest: str | None = None  # of the kernel's whole stateless listing after our apply
+    adopted: bool = False  # found in place at start: trusted by comment until first resync
     state: str = "unprotected"
     failures: int = 0
     retry_at: float = 0.0
@@ -106,14 +108,15 @@ class Reconciler:
         namespace that vanished is noticed even when no API change touched its pod.
         """
         self.passes += 1
-        self._report_invalid_policies(change)
+        if change is None or change.policies or change.relisted:
+            self._report_invalid_policies(change)
         local = self.local_pods()
         if self._initial is None:
             self._initial = {key for key, pod in local.items() if pod.ips}
         for key in set(self.pods) - set(local):
             await self._forget(self.pods.pop(key))
         index: netns.Index | None = None
-        peers = policy_compile.build_index(self.store.namespaces, self.store.pods.values())
+        peers: policy_compile.ClusterIndex | None = None  # built once, only if a pod compiles
         targets = self._affected(local, change)
         now = time.monotonic()
         for key in sorted(local):
@@ -142,6 +145,10 @@ class Reconciler:
                         self._failed(state, "unprotected", f"no namespace holds {pod.ips}", bound)
                         continue
                     state.target, state.target_ips, state.fingerprint = target, pod.ips, None
+                if peers is None:
+                    peers = policy_compile.build_index(
+                        self.store.namespaces, self.store.pods.values()
+                    )
                 await self._program(pod, state, peers, since, kind, bound, verify)
             except backend.NetnsGone as exc:
                 metrics.APPLY_ERRORS.labels("netns_gone").inc()
@@ -182,32 +189,25 @@ class Reconciler:
             node.addresses if node is not None else (),
         )
         rendered = render_nft.render(ruleset, state.target.interfaces)
+        event = "ruleset_applied"
         if state.fingerprint is None or verify:
-            # First contact: an earlier agent may have left exactly this ruleset; adopt it.
-            # Resync: check that what we applied is still what the kernel holds.
-            current = await self.dataplane.observe(state.target)
-            if current == rendered.fingerprint:
-                if state.fingerprint is None:
+            current, digest = await self.dataplane.inspect(state.target)
+            if state.fingerprint is None:
+                # First contact: an earlier agent may have left exactly this ruleset; adopt it.
+                if current == rendered.fingerprint:
                     bound.info("ruleset_adopted", fingerprint=current)
-                state.fingerprint = current
-            elif state.fingerprint is not None and current != state.fingerprint:
-                metrics.RULESET_DRIFT.inc()
-                bound.warning("ruleset_drift", expected=state.fingerprint, found=current)
-                self.recorder.warn(
-                    kind="Pod",
-                    api_version="v1",
-                    namespace=pod.namespace,
-                    name=pod.name,
-                    resource_version=pod.resource_version,
-                    reason="RulesetDrift",
-                    message="podseg rules in this pod's network namespace were changed or "
-                    f"removed outside podseg (found fingerprint {current or 'none'}, "
-                    f"expected {state.fingerprint}); restored",
-                )
-                state.fingerprint = None
+                    state.fingerprint, state.digest, state.adopted = current, digest, True
+            elif current != state.fingerprint or digest != state.digest:
+                # Resync: the kernel no longer holds exactly what we committed.
+                self._drift(pod, state, current, bound)
+            elif state.adopted:
+                # An adopted table was vouched for by its comment alone; rewrite it once
+                # (atomically, no gap) so that from now on its digest is ours to compare.
+                state.fingerprint, state.adopted, event = None, False, "ruleset_reverified"
         if state.fingerprint != rendered.fingerprint:
             started = time.monotonic()
-            await self.dataplane.apply(state.target, rendered.script)
+            state.digest = await self.dataplane.apply(state.target, rendered.script)
+            state.adopted = False
             done = time.monotonic()
             metrics.APPLY_SECONDS.observe(done - started)
             metrics.APPLIES.inc()
@@ -216,7 +216,7 @@ class Reconciler:
                 latency = done - since
                 metrics.POLICY_PROGRAMMING_SECONDS.labels(kind or "unknown").observe(latency)
             bound.info(
-                "ruleset_applied",
+                event,
                 fingerprint=rendered.fingerprint,
                 ingress_isolated=ruleset.ingress.isolated,
                 egress_isolated=ruleset.egress.isolated,
@@ -227,6 +227,28 @@ class Reconciler:
             )
             state.fingerprint = rendered.fingerprint
         state.state, state.failures, state.retry_at, state.last_error = "enforced", 0, 0.0, ""
+
+    def _drift(
+        self,
+        pod: model.Pod,
+        state: PodState,
+        current: str | None,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        metrics.RULESET_DRIFT.inc()
+        what = "removed" if current is None else "edited"
+        bound.warning("ruleset_drift", expected=state.fingerprint, found=current, change=what)
+        self.recorder.warn(
+            kind="Pod",
+            api_version="v1",
+            namespace=pod.namespace,
+            name=pod.name,
+            resource_version=pod.resource_version,
+            reason="RulesetDrift",
+            message=f"podseg rules in this pod's network namespace were {what} outside podseg "
+            f"(found fingerprint {current or 'none'}, expected {state.fingerprint}); restored",
+        )
+        state.fingerprint, state.digest = None, None
 
     def _affected(
         self, local: dict[str, model.Pod], change: store.Change | None

@@ -96,8 +96,17 @@ class WorkerClient:
         reply = await self.request("scan", netns_dir=netns_dir, proc=proc)
         return netns.candidates_from_scan(reply["netns"])
 
-    async def apply(self, target: netns.Target, script: str) -> None:
-        await self.request("apply", path=target.path, ino=target.ino, script=script)
+    async def apply(self, target: netns.Target, script: str) -> str | None:
+        """Commit `script` in the target namespace; return the digest of the result."""
+        reply = await self.request("apply", path=target.path, ino=target.ino, script=script)
+        digest = reply.get("digest")
+        return str(digest) if digest else None
+
+    async def inspect(self, target: netns.Target) -> tuple[str | None, str | None]:
+        """(fingerprint, digest of the whole stateless listing) of the owned tables."""
+        reply = await self.request("inspect", path=target.path, ino=target.ino)
+        fingerprint, digest = reply.get("fingerprint"), reply.get("digest")
+        return (str(fingerprint) if fingerprint else None, str(digest) if digest else None)
 
     async def observe(self, target: netns.Target) -> str | None:
         reply = await self.request("observe", path=target.path, ino=target.ino)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
+OUTPUT_STATELESS = 1 << 2
 OUTPUT_JSON = 1 << 4
 OUTPUT_TERSE = 1 << 11
 
@@ -64,6 +65,11 @@ class Context:
         lib.nft_ctx_buffer_error(ctx)
         if output_flags:
             lib.nft_ctx_output_set_flags(ctx, output_flags)
+
+    def set_output_flags(self, flags: int) -> None:
+        if self._ctx is None:
+            raise NftError("context is closed")
+        _library().nft_ctx_output_set_flags(self._ctx, flags)
 
     def run(self, commands: str) -> str:
         """Run an `nft -f`-style buffer as one transaction; return nft's output."""

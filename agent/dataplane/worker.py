@@ -15,6 +15,7 @@ tables), `forget` (drop cached contexts of namespaces that are gone).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import sys
@@ -61,7 +62,9 @@ class Worker:
             raise NetnsGone(f"{path}: namespace changed or is the host namespace")
         return fd, ident
 
-    def _run_in(self, path: str, ino: int | None, script: str) -> str:
+    def _run_in(
+        self, path: str, ino: int | None, script: str, flags: int = libnft.OUTPUT_TERSE
+    ) -> str:
         fd, ident = self._open(path, ino)
         try:
             _setns(fd)
@@ -70,7 +73,13 @@ class Worker:
                 if ctx is None:
                     ctx = libnft.Context(libnft.OUTPUT_TERSE)
                     self.contexts[ident] = ctx
-                return ctx.run(script)
+                if flags == libnft.OUTPUT_TERSE:
+                    return ctx.run(script)
+                ctx.set_output_flags(flags)
+                try:
+                    return ctx.run(script)
+                finally:
+                    ctx.set_output_flags(libnft.OUTPUT_TERSE)
             finally:
                 _setns(self.host_fd)
         finally:
@@ -121,8 +130,10 @@ class Worker:
             if names.get(index) != "lo"
         ]
 
-    def apply(self, path: str, ino: int | None, script: str) -> None:
+    def apply(self, path: str, ino: int | None, script: str) -> str | None:
+        """Commit the script; return the digest of what the kernel now holds (see `inspect`)."""
         self._run_in(path, ino, script)
+        return self.inspect(path, ino)["digest"]
 
     def observe(self, path: str, ino: int | None) -> str | None:
         try:
@@ -130,6 +141,27 @@ class Worker:
         except libnft.NftError:
             return None
         return render_nft.parse_fingerprint(listing)
+
+    def inspect(self, path: str, ino: int | None) -> dict[str, str | None]:
+        """The owned tables' fingerprint and a digest of their whole kernel listing.
+
+        The listing is stateless (no counter values), so the digest changes only when a rule,
+        set element, chain or table changes: an edit that keeps our comment is still caught.
+        """
+        try:
+            listing = self._run_in(
+                path, ino, "list table inet podseg", flags=libnft.OUTPUT_STATELESS
+            )
+        except libnft.NftError:
+            return {"fingerprint": None, "digest": None}
+        try:
+            netdev = self._run_in(
+                path, ino, "list table netdev podseg", flags=libnft.OUTPUT_STATELESS
+            )
+        except libnft.NftError:
+            netdev = ""
+        digest = hashlib.sha256(f"{listing}\n--netdev--\n{netdev}".encode()).hexdigest()
+        return {"fingerprint": render_nft.parse_fingerprint(listing), "digest": digest[:32]}
 
     def comment(self, path: str, ino: int | None) -> str | None:
         try:
@@ -155,8 +187,9 @@ class Worker:
         if op == "scan":
             return {"netns": self.scan(str(request["netns_dir"]), bool(request.get("proc")))}
         if op == "apply":
-            self.apply(path, ino, str(request["script"]))
-            return {}
+            return {"digest": self.apply(path, ino, str(request["script"]))}
+        if op == "inspect":
+            return self.inspect(path, ino)
         if op == "observe":
             return {"fingerprint": self.observe(path, ino)}
         if op == "comment":  # the owner comment, for the sweep of leftover tables

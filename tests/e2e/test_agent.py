@@ -231,14 +231,20 @@ def test_vanished_namespace_is_not_a_crash(clean: Env) -> None:
     )
 
 
-def test_tampered_table_is_restored_at_resync(clean: Env) -> None:
+TAMPERS = {
+    "table deleted": ["delete", "table", "inet", "podseg"],
+    # Keeps our table and its fingerprint comment: only the kernel-listing digest sees it.
+    "accept rule slipped in": ["insert", "rule", "inet", "podseg", "ingress_policy", "accept"],
+}
+
+
+@pytest.mark.parametrize("tamper", sorted(TAMPERS))
+def test_tampered_table_is_restored_at_resync(clean: Env, tamper: str) -> None:
     clean.deny_a()
     clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
     drift = sample(clean.agent, "podseg_ruleset_drift_total") or 0
     netns = clean.cluster.pods["t/a"].netns
-    subprocess.run(
-        ["ip", "netns", "exec", netns, "nft", "delete", "table", "inet", "podseg"], check=True
-    )
+    subprocess.run(["ip", "netns", "exec", netns, "nft", *TAMPERS[tamper]], check=True)
     assert clean.verdict("t/b", "t/a") == probe.OK  # the tamper opened the pod...
     clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)  # ...until the resync restored it
     assert (sample(clean.agent, "podseg_ruleset_drift_total") or 0) > drift
