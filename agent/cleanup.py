@@ -40,17 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="only list the namespaces and tables to remove"
     )
-    parser.add_argument(
-        "--netns-dir",
-        default=env("PODSEG_NETNS_DIR", "/var/run/netns"),
-        help="directory of named network namespaces (PODSEG_NETNS_DIR); /proc is searched too",
-    )
-    parser.add_argument(
-        "--no-proc-scan",
-        action="store_true",
-        default=env("PODSEG_NO_PROC_SCAN", "") not in ("", "0", "false"),
-        help="do not search /proc/*/ns/net for pod namespaces (PODSEG_NO_PROC_SCAN)",
-    )
+    config.add_netns_arguments(parser)
     parser.add_argument(
         "--log-format",
         choices=config.LOG_FORMATS,

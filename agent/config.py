@@ -35,14 +35,9 @@ class Settings:
     resync_period: float = 60.0
 
 
-def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+def add_netns_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where pod namespaces are searched; shared by `podseg agent` and `podseg cleanup`."""
     env = os.environ.get
-    parser.add_argument("--node-name", default=env("NODE_NAME"), help="this node (NODE_NAME)")
-    parser.add_argument(
-        "--kubeconfig",
-        default=env("KUBECONFIG"),
-        help="kubeconfig file (KUBECONFIG); in-cluster config when absent",
-    )
     parser.add_argument(
         "--netns-dir",
         default=env("PODSEG_NETNS_DIR", "/var/run/netns"),
@@ -54,6 +49,17 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         default=env("PODSEG_NO_PROC_SCAN", "") not in ("", "0", "false"),
         help="do not search /proc/*/ns/net for pod namespaces (PODSEG_NO_PROC_SCAN)",
     )
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--node-name", default=env("NODE_NAME"), help="this node (NODE_NAME)")
+    parser.add_argument(
+        "--kubeconfig",
+        default=env("KUBECONFIG"),
+        help="kubeconfig file (KUBECONFIG); in-cluster config when absent",
+    )
+    add_netns_arguments(parser)
     parser.add_argument(
         "--metrics-address",
         default=env("PODSEG_METRICS_ADDRESS", "0.0.0.0:9808"),
