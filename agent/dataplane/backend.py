@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import sys
 from typing import Any
 
@@ -56,6 +57,9 @@ class WorkerClient:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 limit=64 * 1024 * 1024,
+                # The worker dies with us (parent-death signal); this lets it notice if we
+                # died before it could ask for that.
+                env={**os.environ, "PODSEG_WORKER_PARENT": str(os.getpid())},
             )
         return self._proc
 

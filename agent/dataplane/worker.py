@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -201,7 +202,26 @@ class Worker:
         raise ValueError(f"unknown op {op!r}")
 
 
+PR_SET_PDEATHSIG = 1
+PARENT_ENV = "PODSEG_WORKER_PARENT"  # the agent's pid, to notice a parent that died early
+
+
+def _die_with_parent() -> None:
+    """Never outlive the agent: a worker left running could go on applying a stale request.
+
+    The kernel sends SIGKILL when the parent dies; an nft transaction cut short that way is
+    aborted by the kernel as a whole, so no half ruleset is possible. If the parent is already
+    gone (re-parented before prctl took effect: `PODSEG_WORKER_PARENT` names the agent),
+    leave at once.
+    """
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    expected = os.environ.get(PARENT_ENV)
+    if expected is not None and os.getppid() != int(expected):
+        os._exit(1)
+
+
 def main() -> None:
+    _die_with_parent()
     worker = Worker()
     for line in sys.stdin:
         if not line.strip():

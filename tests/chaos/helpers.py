@@ -85,6 +85,12 @@ def nft(netns: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _table_text(listing: str, family: str) -> str | None:
+    """The `table <family> podseg { ... }` block of a `list ruleset` output, if present."""
+    match = re.search(rf"^table {family} podseg {{\n.*?^}}$", listing, re.M | re.S)
+    return match.group(0) if match else None
+
+
 def table_state(
     pod: topology.SandboxPod,
 ) -> tuple[str | None, list[str], tuple[set[str], set[str]]]:
@@ -93,24 +99,28 @@ def table_state(
     Whole means: the fingerprint comment is there, each direction's chains are all there or
     all absent, and the netdev table exists exactly when the egress chains do.
     """
-    inet = nft(pod.netns, "list", "table", "inet", "podseg")
-    netdev = nft(pod.netns, "list", "table", "netdev", "podseg")
-    if inet.returncode != 0:
-        problems = ["netdev table without inet table"] if netdev.returncode == 0 else []
+    # One `list ruleset` is one consistent snapshot (nft retries its dump if the ruleset
+    # generation changes meanwhile); two separate listings could straddle an apply.
+    ruleset = nft(pod.netns, "list", "ruleset")
+    assert ruleset.returncode == 0, ruleset.stderr
+    inet_text = _table_text(ruleset.stdout, "inet")
+    netdev_text = _table_text(ruleset.stdout, "netdev")
+    if inet_text is None:
+        problems = ["netdev table without inet table"] if netdev_text is not None else []
         return None, problems, (set(), set())
     problems: list[str] = []
-    fingerprint = render_nft.parse_fingerprint(inet.stdout)
+    fingerprint = render_nft.parse_fingerprint(inet_text)
     if fingerprint is None:
         problems.append("inet table without fingerprint comment")
-    found = set(_CHAIN_RE.findall(inet.stdout))
+    found = set(_CHAIN_RE.findall(inet_text))
     for group in (INGRESS_CHAINS, EGRESS_CHAINS):
         present = found.intersection(group)
         if present and len(present) != len(group):
             problems.append(f"partial chains {sorted(present)} of {group}")
     egress = found.issuperset(EGRESS_CHAINS)
-    if egress != (netdev.returncode == 0):
-        problems.append(f"egress chains={egress} but netdev table={netdev.returncode == 0}")
-    netdev_chains = set(_CHAIN_RE.findall(netdev.stdout)) if netdev.returncode == 0 else set()
+    if egress != (netdev_text is not None):
+        problems.append(f"egress chains={egress} but netdev table={netdev_text is not None}")
+    netdev_chains = set(_CHAIN_RE.findall(netdev_text)) if netdev_text is not None else set()
     return fingerprint, problems, (found, netdev_chains)
 
 
