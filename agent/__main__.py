@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
+import types
 from collections.abc import Sequence
 
 from agent import cleanup, config, logs
+
+
+def _stop_before_start(signum: int, frame: types.FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(args.log_format, "info")
         return cleanup.main(args.netns_dir, not args.no_proc_scan, args.dry_run)
     if args.command == "agent":
+        # Until the event loop installs its own handler, SIGTERM means a clean stop too
+        # (nothing has been written yet, and rules already in the kernel stay).
+        signal.signal(signal.SIGTERM, _stop_before_start)
         try:
             settings = config.settings_from_args(args)
         except config.ConfigError as exc:
