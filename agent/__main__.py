@@ -24,8 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     agent_parser = sub.add_parser("agent", help="run the node agent")
     config.add_agent_arguments(agent_parser)
-    demo_parser = sub.add_parser("demo", help="run the sandbox demo (root)")
-    demo_parser.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)
+    sub.add_parser("demo", help="run the sandbox demo (root)")
     cleanup_parser = sub.add_parser(
         "cleanup", help="remove podseg's tables from every pod namespace of this node (root)"
     )

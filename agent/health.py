@@ -7,7 +7,6 @@ been programmed once, so a DaemonSet rolling update waits for enforcement, not j
 from __future__ import annotations
 
 import collections.abc
-import time
 
 import aiohttp.web
 import prometheus_client
@@ -26,7 +25,6 @@ class Endpoint:
         self.host, self.port = host, port
         self.is_ready, self.is_alive = is_ready, is_alive
         self._runner: aiohttp.web.AppRunner | None = None
-        self.started = time.monotonic()
 
     async def _metrics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.Response(

@@ -60,7 +60,6 @@ class Reconciler:
         self.ready = False
         self._initial: set[str] | None = None
         self._reported_invalid: set[tuple[str, str]] = set()
-        self.passes = 0
         self._swept = False  # the first in-sync pass also sweeps leftover tables
 
     # -- which pods -----------------------------------------------------------------------
@@ -107,9 +106,8 @@ class Reconciler:
         a table edited or flushed behind our back is restored (and counted as drift), and a
         namespace that vanished is noticed even when no API change touched its pod.
         """
-        self.passes += 1
         if change is None or change.policies or change.relisted:
-            self._report_invalid_policies(change)
+            self._report_invalid_policies()
         local = self.local_pods()
         if self._initial is None:
             self._initial = {key for key, pod in local.items() if pod.ips}
@@ -303,7 +301,7 @@ class Reconciler:
                 log.warning("netns_release_failed", pod=state.key, error=str(exc))
 
     # -- reporting ------------------------------------------------------------------------
-    def _report_invalid_policies(self, change: store.Change | None) -> None:
+    def _report_invalid_policies(self) -> None:
         per_namespace: collections.Counter[str] = collections.Counter()
         for policy in self.store.policies.values():
             if not policy.errors:

@@ -136,12 +136,18 @@ class Worker:
         self._run_in(path, ino, script)
         return self.inspect(path, ino)["digest"]
 
-    def observe(self, path: str, ino: int | None) -> str | None:
+    def _listing(
+        self, path: str, ino: int | None, family: str, flags: int = libnft.OUTPUT_TERSE
+    ) -> str | None:
+        """nft's listing of our table of `family` in the namespace; None when there is none."""
         try:
-            listing = self._run_in(path, ino, "list table inet podseg")
+            return self._run_in(path, ino, f"list table {family} podseg", flags=flags)
         except libnft.NftError:
             return None
-        return render_nft.parse_fingerprint(listing)
+
+    def observe(self, path: str, ino: int | None) -> str | None:
+        listing = self._listing(path, ino, "inet")
+        return render_nft.parse_fingerprint(listing) if listing is not None else None
 
     def inspect(self, path: str, ino: int | None) -> dict[str, str | None]:
         """The owned tables' fingerprint and a digest of their whole kernel listing.
@@ -149,27 +155,16 @@ class Worker:
         The listing is stateless (no counter values), so the digest changes only when a rule,
         set element, chain or table changes: an edit that keeps our comment is still caught.
         """
-        try:
-            listing = self._run_in(
-                path, ino, "list table inet podseg", flags=libnft.OUTPUT_STATELESS
-            )
-        except libnft.NftError:
+        listing = self._listing(path, ino, "inet", libnft.OUTPUT_STATELESS)
+        if listing is None:
             return {"fingerprint": None, "digest": None}
-        try:
-            netdev = self._run_in(
-                path, ino, "list table netdev podseg", flags=libnft.OUTPUT_STATELESS
-            )
-        except libnft.NftError:
-            netdev = ""
+        netdev = self._listing(path, ino, "netdev", libnft.OUTPUT_STATELESS) or ""
         digest = hashlib.sha256(f"{listing}\n--netdev--\n{netdev}".encode()).hexdigest()
         return {"fingerprint": render_nft.parse_fingerprint(listing), "digest": digest[:32]}
 
     def comment(self, path: str, ino: int | None) -> str | None:
-        try:
-            listing = self._run_in(path, ino, "list table inet podseg")
-        except libnft.NftError:
-            return None
-        return render_nft.parse_comment(listing)
+        listing = self._listing(path, ino, "inet")
+        return render_nft.parse_comment(listing) if listing is not None else None
 
     def forget(self, inos: list[int] | None) -> int:
         """Close the contexts of the given namespaces (None: all), releasing the namespaces."""

@@ -190,20 +190,6 @@ def test_api_outage_with_a_missed_delete_converges(clean: Env) -> None:
     clean.wait_verdict("t/b", "t/a", probe.OK)
 
 
-def test_expired_resource_version_relists(clean: Env) -> None:
-    emulator = clean.cluster.emulator
-    relists = sample(clean.agent, "podseg_watch_relists_total", resource="networkpolicies") or 0
-    emulator.compact()
-    emulator.drop_watches()
-    clean.deny_a("after-compact")
-    clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
-    # Whether the resume raced the compaction or not, the agent is in sync again.
-    conftest.wait_for(lambda: clean.cluster.emulator.watch_count >= 3, what="watches resumed")
-    assert (
-        sample(clean.agent, "podseg_watch_relists_total", resource="networkpolicies") or 0
-    ) >= relists
-
-
 def test_vanished_namespace_is_not_a_crash(clean: Env) -> None:
     cluster = clean.cluster
     cluster.add_pod("t", "doomed", {"pod": "doomed"})

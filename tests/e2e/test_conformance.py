@@ -12,8 +12,6 @@ from typing import Any
 
 from tests.e2e.conftest import Model
 
-ALL: dict[str, Any] = {}
-
 
 def sel(**labels: str) -> dict[str, Any]:
     return {"matchLabels": labels}
