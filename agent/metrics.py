@@ -79,6 +79,12 @@ WATCH_EVENTS = prometheus_client.Counter(
     ["resource", "type"],
     registry=REGISTRY,
 )
+SERVICE_INPUT_PROBLEMS = prometheus_client.Counter(
+    "podseg_service_input_problems_total",
+    "Bad Service/EndpointSlice input seen (logged once per object version), by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
 for _state in ("enforced", "unprotected", "failed"):
     MANAGED_PODS.labels(_state).set(0)
 

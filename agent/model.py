@@ -151,3 +151,80 @@ class NetworkPolicy:
     @property
     def isolates_egress(self) -> bool:
         return "Egress" in self.policy_types
+
+
+@dataclasses.dataclass(frozen=True)
+class ServicePort:
+    """One `spec.ports` entry: what clients dial (`port`) and where it goes (`target_port`).
+
+    `target_port` is a number or a container-port name; EndpointSlices carry the number it
+    resolved to on each backend, matched to this entry by `name` and `protocol`.
+    """
+
+    port: int
+    protocol: str = "TCP"
+    name: str = ""
+    target_port: int | str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """A v1 Service: the virtual addresses a client may send to instead of a backend pod.
+
+    `cluster_ips` holds one ClusterIP per IP family (none for headless or ExternalName
+    Services); `external_ips` are `spec.externalIPs` plus `status.loadBalancer.ingress[].ip`.
+    `selector` None means a Service without selector (endpoints managed by hand).
+    """
+
+    namespace: str
+    name: str
+    type: str = "ClusterIP"
+    cluster_ips: tuple[str, ...] = ()
+    external_ips: tuple[str, ...] = ()
+    ports: tuple[ServicePort, ...] = ()
+    selector: Mapping[str, str] | None = None
+    headless: bool = False
+    internal_traffic_local: bool = False
+    errors: tuple[str, ...] = ()
+    resource_version: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointPort:
+    """One EndpointSlice port: the backend port number a Service port resolved to."""
+
+    port: int | None
+    protocol: str = "TCP"
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One backend of a slice: its addresses, readiness, node and the pod it names (if any)."""
+
+    addresses: tuple[str, ...]
+    ready: bool = True
+    node_name: str | None = None
+    target_pod: str | None = None  # "namespace/name" when targetRef is a Pod
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointSlice:
+    """A discovery.k8s.io/v1 EndpointSlice of one Service (`service` is its name, "" if none)."""
+
+    namespace: str
+    name: str
+    service: str = ""
+    address_type: str = "IPv4"
+    endpoints: tuple[Endpoint, ...] = ()
+    ports: tuple[EndpointPort, ...] = ()
+    errors: tuple[str, ...] = ()
+    resource_version: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"

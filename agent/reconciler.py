@@ -22,6 +22,7 @@ from agent.dataplane import backend, netns, render_nft
 from agent.k8s import events, watch
 from agent.policy import affected as policy_affected
 from agent.policy import compile as policy_compile
+from agent.policy import services as policy_services
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +62,7 @@ class Reconciler:
         self._initial: set[str] | None = None
         self._reported_invalid: set[tuple[str, str]] = set()
         self._swept = False  # the first in-sync pass also sweeps leftover tables
+        self._reported_services: set[tuple[str, str, str, str]] = set()
 
     # -- which pods -----------------------------------------------------------------------
     def is_local(self, pod: model.Pod) -> bool:
@@ -108,6 +110,10 @@ class Reconciler:
         """
         if change is None or change.policies or change.relisted:
             self._report_invalid_policies()
+        service_index: policy_services.ServiceIndex | None = None
+        if change is None or change.services or change.endpointslices or change.relisted:
+            service_index = self._service_index()
+            self._report_service_problems(service_index)
         local = self.local_pods()
         if self._initial is None:
             self._initial = {key for key, pod in local.items() if pod.ips}
@@ -147,7 +153,9 @@ class Reconciler:
                     peers = policy_compile.build_index(
                         self.store.namespaces, self.store.pods.values()
                     )
-                await self._program(pod, state, peers, since, kind, bound, verify)
+                if service_index is None:
+                    service_index = self._service_index()
+                await self._program(pod, state, peers, since, kind, bound, verify, service_index)
             except backend.NetnsGone as exc:
                 metrics.APPLY_ERRORS.labels("netns_gone").inc()
                 state.target, state.fingerprint = None, None
@@ -177,6 +185,7 @@ class Reconciler:
         kind: str,
         bound: structlog.typing.FilteringBoundLogger,
         verify: bool = False,
+        service_index: policy_services.ServiceIndex | None = None,
     ) -> None:
         assert state.target is not None
         node = self.store.nodes.get(self.settings.node_name)
@@ -185,6 +194,7 @@ class Reconciler:
             self.store.policies_in(pod.namespace),
             peers,
             node.addresses if node is not None else (),
+            service_index,
         )
         rendered = render_nft.render(ruleset, state.target.interfaces)
         event = "ruleset_applied"
@@ -258,6 +268,7 @@ class Reconciler:
             policies={k: (old, self.store.policies.get(k)) for k, old in change.policies.items()},
             namespaces_changed=bool(change.namespaces or change.nodes),
             relisted=change.relisted,
+            services_changed=bool(change.services or change.endpointslices),
         )
         return policy_affected.affected(
             local, self.store.policies.values(), self.store.namespaces, changes
@@ -331,6 +342,29 @@ class Reconciler:
         metrics.INVALID_POLICIES.clear()
         for namespace, count in per_namespace.items():
             metrics.INVALID_POLICIES.labels(namespace).set(count)
+
+    def _service_index(self) -> policy_services.ServiceIndex:
+        return policy_services.build_index(
+            self.store.services.values(), self.store.endpointslices.values(), self.store.pods
+        )
+
+    def _report_service_problems(self, index: policy_services.ServiceIndex) -> None:
+        """Log each bad Service/EndpointSlice input once per object version, and count it."""
+        for problem in index.problems:
+            marker = (problem.kind, problem.key, problem.resource_version, problem.message)
+            if marker in self._reported_services:
+                continue
+            self._reported_services.add(marker)
+            metrics.SERVICE_INPUT_PROBLEMS.labels(problem.kind).inc()
+            namespace, _, name = problem.key.partition("/")
+            log.warning(
+                "service_input_ignored",
+                kind=problem.kind,
+                namespace=namespace,
+                name=name,
+                problem=problem.message,
+                effect="opens nothing by itself; backends count only by address and port",
+            )
 
     def _update_gauges(self) -> None:
         counts = collections.Counter(state.state for state in self.pods.values())

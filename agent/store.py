@@ -1,4 +1,4 @@
-"""The agent's mirror of the cluster: every pod, namespace and policy, as model objects.
+"""The agent's mirror of the cluster: every pod, namespace, policy and Service, as model objects.
 
 All pods are kept, cluster-wide, because any of them can be a peer of a local pod. The store
 applies watch events and relists (a relist replaces a kind's content, so deletes missed while
@@ -14,7 +14,7 @@ from typing import Any
 from agent import model
 from agent.k8s import convert, watch
 
-KINDS = ("nodes", "namespaces", "pods", "networkpolicies")
+KINDS = ("nodes", "namespaces", "pods", "networkpolicies", "services", "endpointslices")
 
 
 def _key(obj: Mapping[str, Any]) -> str:
@@ -32,9 +32,19 @@ class Change:
     policies: dict[str, model.NetworkPolicy | None] = dataclasses.field(default_factory=dict)
     nodes: dict[str, model.Node | None] = dataclasses.field(default_factory=dict)
     relisted: bool = False
+    services: dict[str, model.Service | None] = dataclasses.field(default_factory=dict)
+    endpointslices: dict[str, model.EndpointSlice | None] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.pods or self.namespaces or self.policies or self.nodes or self.relisted)
+        return bool(
+            self.pods
+            or self.namespaces
+            or self.policies
+            or self.nodes
+            or self.relisted
+            or self.services
+            or self.endpointslices
+        )
 
 
 class Store:
@@ -43,6 +53,8 @@ class Store:
         self.namespaces: dict[str, model.Namespace] = {}
         self.policies: dict[str, model.NetworkPolicy] = {}
         self.nodes: dict[str, model.Node] = {}
+        self.services: dict[str, model.Service] = {}
+        self.endpointslices: dict[str, model.EndpointSlice] = {}
         self.synced: set[str] = set()
 
     @property
@@ -55,6 +67,8 @@ class Store:
             "namespaces": self.namespaces,
             "networkpolicies": self.policies,
             "nodes": self.nodes,
+            "services": self.services,
+            "endpointslices": self.endpointslices,
         }
         return tables[resource]
 
@@ -66,6 +80,10 @@ class Store:
             return convert.namespace(obj)
         if resource == "nodes":
             return convert.node(obj)
+        if resource == "services":
+            return convert.service(obj)
+        if resource == "endpointslices":
+            return convert.endpoint_slice(obj)
         return convert.network_policy(obj)
 
     def _mark(self, change: Change, resource: str, key: str, old: Any) -> None:
@@ -76,6 +94,10 @@ class Store:
             olds = change.namespaces
         elif resource == "nodes":
             olds = change.nodes
+        elif resource == "services":
+            olds = change.services
+        elif resource == "endpointslices":
+            olds = change.endpointslices
         else:
             olds = change.policies
         olds.setdefault(key, old)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.emulator import resources
+from agent.emulator import resources, serviceips
 
 
 def _dict(parent: dict[str, Any], key: str) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def _pod(obj: dict[str, Any]) -> None:
             _default_protocol(container.get("ports"))
 
 
-def _service(obj: dict[str, Any], allocate_ip: Callable[[], str]) -> None:
+def _service(obj: dict[str, Any], taken_ips: Callable[[], set[str]]) -> None:
     spec = _dict(obj, "spec")
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
@@ -67,12 +67,8 @@ def _service(obj: dict[str, Any], allocate_ip: Callable[[], str]) -> None:
         if "targetPort" not in port and "port" in port:
             port["targetPort"] = port["port"]
     if spec["type"] != "ExternalName":
-        if not spec.get("clusterIP"):
-            spec["clusterIP"] = allocate_ip()
-        spec.setdefault("clusterIPs", [spec["clusterIP"]])
-        if spec["clusterIP"] != "None":
-            spec.setdefault("ipFamilies", ["IPv4"])
-            spec.setdefault("ipFamilyPolicy", "SingleStack")
+        # clusterIP(s), ipFamilies, ipFamilyPolicy; may raise serviceips.AllocationError.
+        serviceips.fill(spec, taken_ips())
         spec.setdefault("internalTrafficPolicy", "Cluster")
 
 
@@ -103,12 +99,17 @@ def _endpoint_slice(obj: dict[str, Any]) -> None:
         port.setdefault("protocol", "TCP")
 
 
-def apply(rt: resources.ResourceType, obj: dict[str, Any], allocate_ip: Callable[[], str]) -> None:
-    """Fill defaults into ``obj`` in place (spec-level; metadata is the store's job)."""
+def apply(
+    rt: resources.ResourceType, obj: dict[str, Any], taken_ips: Callable[[], set[str]]
+) -> None:
+    """Fill defaults into ``obj`` in place (spec-level; metadata is the store's job).
+
+    `taken_ips` returns the ClusterIPs other Services hold (called for Services only).
+    """
     if rt is resources.PODS:
         _pod(obj)
     elif rt is resources.SERVICES:
-        _service(obj, allocate_ip)
+        _service(obj, taken_ips)
     elif rt is resources.NAMESPACES:
         _namespace(obj)
     elif rt is resources.NETWORK_POLICIES:

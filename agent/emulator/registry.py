@@ -12,7 +12,6 @@ import base64
 import binascii
 import copy
 import datetime
-import ipaddress
 import json
 import random
 import uuid
@@ -24,6 +23,7 @@ from agent.emulator import (
     fielderrors,
     patching,
     resources,
+    serviceips,
     store,
     validation,
     watch,
@@ -57,17 +57,37 @@ class Registry:
     def __init__(self, st: store.Store, *, validate: bool = True) -> None:
         self.store = st
         self.validate_enabled = validate
-        self._next_cluster_ip = 10
         for name in INITIAL_NAMESPACES:
             ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
             self.create(resources.NAMESPACES, "", ns)
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _allocate_ip(self) -> str:
-        ip = ipaddress.IPv4Address("10.96.0.0") + self._next_cluster_ip
-        self._next_cluster_ip += 1
-        return str(ip)
+    def _defaults(
+        self, rt: resources.ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> None:
+        """Server-side defaults; for Services also ClusterIP allocation (422 when refused)."""
+        meta = obj.get("metadata") or {}
+        me = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if rt is resources.SERVICES and old is not None:
+            # Like the real registry: an update that omits the allocation keeps the old one.
+            spec, old_spec = obj.get("spec"), old.get("spec") or {}
+            if isinstance(spec, dict) and spec.get("type", "ClusterIP") != "ExternalName":
+                for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+                    if not spec.get(key) and old_spec.get(key):
+                        spec[key] = copy.deepcopy(old_spec[key])
+
+        def taken() -> set[str]:
+            return serviceips.used(self.store.items(resources.SERVICES), skip=me)
+
+        try:
+            defaults.apply(rt, obj, taken)
+        except serviceips.AllocationError as exc:
+            spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+            assert isinstance(spec, dict)
+            value = spec.get("clusterIPs") or spec.get("clusterIP")
+            field = fielderrors.invalid("spec.clusterIPs", value, str(exc))
+            raise errors.invalid(rt, me[1], [field]) from None
 
     def _check_type(self, rt: resources.ResourceType, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -167,7 +187,7 @@ class Registry:
         meta["creationTimestamp"] = now_timestamp()
         if rt.has_generation:
             meta["generation"] = 1
-        defaults.apply(rt, obj, self._allocate_ip)
+        self._defaults(rt, obj, None)
         self._validate(rt, obj, None)
         if not isinstance(meta.get("name"), str) or not meta["name"]:
             # Even with validation off an object needs a usable name to be stored.
@@ -238,7 +258,7 @@ class Registry:
             else:
                 meta.pop(key, None)
         meta["resourceVersion"] = old_meta["resourceVersion"]
-        defaults.apply(rt, new, self._allocate_ip)
+        self._defaults(rt, new, old)
         self._validate(rt, new, old)
         if rt.has_generation and _outside_meta_status(new) != _outside_meta_status(old):
             meta["generation"] = int(old_meta.get("generation") or 0) + 1

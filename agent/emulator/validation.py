@@ -453,7 +453,79 @@ def validate_service_spec(spec_value: Any, path: str = "spec") -> list[FE]:
                 fielderrors.invalid(f"{ppath}.targetPort", target, m)
                 for m in names.is_valid_port_name(target)
             )
+    errs.extend(_validate_service_ips(spec, path))
     return errs
+
+
+def _validate_service_ips(spec: dict[str, Any], path: str) -> list[FE]:
+    """ipFamilyPolicy, ipFamilies and clusterIPs agree (ValidateService's dual-stack part)."""
+    errs: list[FE] = []
+    if spec.get("type") == "ExternalName" or spec.get("clusterIP") == "None":
+        return errs
+    policy = spec.get("ipFamilyPolicy")
+    policies = ("SingleStack", "PreferDualStack", "RequireDualStack")
+    if policy is not None and policy not in policies:
+        errs.append(fielderrors.not_supported(f"{path}.ipFamilyPolicy", policy, policies))
+    families = spec.get("ipFamilies")
+    if families is not None:
+        if not isinstance(families, list):
+            errs.append(fielderrors.invalid(f"{path}.ipFamilies", families, "must be a list"))
+            families = []
+        for i, family in enumerate(families):
+            if family not in ("IPv4", "IPv6"):
+                errs.append(
+                    fielderrors.not_supported(f"{path}.ipFamilies[{i}]", family, ("IPv4", "IPv6"))
+                )
+        if len(families) > 2 or len(set(map(str, families))) != len(families):
+            errs.append(
+                fielderrors.invalid(
+                    f"{path}.ipFamilies",
+                    families,
+                    "may specify no more than one IP for each IP family",
+                )
+            )
+        if policy == "SingleStack" and len(families) > 1:
+            errs.append(
+                fielderrors.invalid(
+                    f"{path}.ipFamilies", families, "must be a single family for SingleStack"
+                )
+            )
+    ips = spec.get("clusterIPs")
+    if isinstance(ips, list):
+        for i, ip in enumerate(ips):
+            if not isinstance(ip, str) or not names.is_valid_ip(ip):
+                errs.append(
+                    fielderrors.invalid(f"{path}.clusterIPs[{i}]", ip, "must be a valid IP address")
+                )
+            elif isinstance(families, list) and i < len(families):
+                family = "IPv6" if ":" in ip else "IPv4"
+                if family != families[i]:
+                    errs.append(
+                        fielderrors.invalid(
+                            f"{path}.clusterIPs[{i}]", ip, f"expected an {families[i]} value"
+                        )
+                    )
+        if ips and spec.get("clusterIP") != ips[0]:
+            errs.append(
+                fielderrors.invalid(f"{path}.clusterIPs", ips, "first value must match `clusterIP`")
+            )
+    return errs
+
+
+def validate_service_update(new: dict[str, Any], old: dict[str, Any]) -> list[FE]:
+    """A Service's ClusterIP is immutable (except to/from ExternalName)."""
+    new_spec = new.get("spec") if isinstance(new.get("spec"), dict) else {}
+    old_spec = old.get("spec") if isinstance(old.get("spec"), dict) else {}
+    assert isinstance(new_spec, dict) and isinstance(old_spec, dict)
+    if "ExternalName" in (new_spec.get("type"), old_spec.get("type")):
+        return []
+    if new_spec.get("clusterIP") != old_spec.get("clusterIP"):
+        return [
+            fielderrors.invalid(
+                "spec.clusterIPs[0]", new_spec.get("clusterIP"), "may not change once set"
+            )
+        ]
+    return []
 
 
 def validate_endpoint_slice(obj: dict[str, Any]) -> list[FE]:
@@ -556,6 +628,8 @@ def validate(
             errs.extend(validate_pod_update(obj, old))
     elif rt is resources.SERVICES:
         errs.extend(validate_service_spec(obj.get("spec")))
+        if old is not None:
+            errs.extend(validate_service_update(obj, old))
     elif rt is resources.ENDPOINT_SLICES:
         errs.extend(validate_endpoint_slice(obj))
         if old is not None and old.get("addressType") != obj.get("addressType"):

@@ -273,3 +273,148 @@ def network_policy(obj: Raw) -> model.NetworkPolicy:
         errors=tuple(errors),
         resource_version=str(meta.get("resourceVersion") or ""),
     )
+
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def _ips(values: Any, where: str, errors: list[str]) -> list[str]:
+    out: list[str] = []
+    for value in values if isinstance(values, list) else []:
+        try:
+            out.append(str(ipaddress.ip_address(str(value))))
+        except ValueError:
+            errors.append(f"{where}: invalid IP {value!r} ignored")
+    return out
+
+
+def service(obj: Raw) -> model.Service:
+    """A Service with its virtual addresses and ports; invalid parts are dropped and listed.
+
+    Dropping is the safe side here: a Service address only ever widens egress, so an entry
+    that cannot be read opens nothing.
+    """
+    meta = _meta(obj)
+    spec = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
+    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
+    assert isinstance(spec, Mapping) and isinstance(status, Mapping)
+    errors: list[str] = []
+    kind = str(spec.get("type") or "ClusterIP")
+    headless = spec.get("clusterIP") == "None"
+    cluster_ips: list[str] = []
+    external: list[str] = []
+    if kind != "ExternalName" and not headless:
+        raw_ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+        cluster_ips = _ips(raw_ips, "spec.clusterIPs", errors)
+        external = _ips(spec.get("externalIPs"), "spec.externalIPs", errors)
+        load_balancer = status.get("loadBalancer")
+        ingress = load_balancer.get("ingress") if isinstance(load_balancer, Mapping) else None
+        lb_ips = [e.get("ip") for e in ingress or [] if isinstance(e, Mapping) and e.get("ip")]
+        external += _ips(lb_ips, "status.loadBalancer.ingress", errors)
+    ports: list[model.ServicePort] = []
+    for i, raw in enumerate(spec.get("ports") or [] if isinstance(spec.get("ports"), list) else []):
+        where = f"spec.ports[{i}]"
+        if not isinstance(raw, Mapping):
+            errors.append(f"{where}: not an object")
+            continue
+        number, protocol = raw.get("port"), raw.get("protocol") or "TCP"
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 65536:
+            errors.append(f"{where}: invalid port {number!r}")
+            continue
+        if protocol not in model.PROTOCOLS:
+            errors.append(f"{where}: unknown protocol {protocol!r}")
+            continue
+        target = raw.get("targetPort", number)
+        if isinstance(target, str) and target.isdigit():
+            target = int(target)
+        if isinstance(target, bool) or not isinstance(target, int | str):
+            errors.append(f"{where}: invalid targetPort {target!r}")
+            target = None
+        elif isinstance(target, int) and not 0 < target < 65536:
+            errors.append(f"{where}: targetPort {target} out of range")
+            target = None
+        name = raw.get("name") if isinstance(raw.get("name"), str) else ""
+        ports.append(model.ServicePort(number, str(protocol), str(name), target))
+    selector_raw = spec.get("selector")
+    selector_labels = (
+        {str(k): str(v) for k, v in selector_raw.items()}
+        if isinstance(selector_raw, Mapping) and selector_raw
+        else None
+    )
+    return model.Service(
+        namespace=str(meta.get("namespace") or "default"),
+        name=str(meta.get("name") or ""),
+        type=kind,
+        cluster_ips=tuple(dict.fromkeys(cluster_ips)),
+        external_ips=tuple(sorted(set(external))),
+        ports=tuple(ports),
+        selector=selector_labels,
+        headless=headless,
+        internal_traffic_local=spec.get("internalTrafficPolicy") == "Local",
+        errors=tuple(errors),
+        resource_version=str(meta.get("resourceVersion") or ""),
+    )
+
+
+def endpoint_slice(obj: Raw) -> model.EndpointSlice:
+    """An EndpointSlice; addresses of the wrong family or unparsable ones are dropped."""
+    meta = _meta(obj)
+    namespace_name = str(meta.get("namespace") or "default")
+    errors: list[str] = []
+    address_type = str(obj.get("addressType") or "")
+    endpoints: list[model.Endpoint] = []
+    raw_endpoints = obj.get("endpoints")
+    for i, raw in enumerate(raw_endpoints if isinstance(raw_endpoints, list) else []):
+        where = f"endpoints[{i}]"
+        if not isinstance(raw, Mapping):
+            errors.append(f"{where}: not an object")
+            continue
+        addresses = []
+        for address in _ips(raw.get("addresses"), f"{where}.addresses", errors):
+            family = "IPv6" if ":" in address else "IPv4"
+            if family != address_type:
+                errors.append(f"{where}: {address} is not an {address_type} address")
+                continue
+            addresses.append(address)
+        conditions = raw.get("conditions") if isinstance(raw.get("conditions"), Mapping) else {}
+        assert isinstance(conditions, Mapping)
+        ready = conditions.get("ready")
+        ref = raw.get("targetRef") if isinstance(raw.get("targetRef"), Mapping) else {}
+        assert isinstance(ref, Mapping)
+        target = None
+        if ref.get("kind") == "Pod" and ref.get("name"):
+            target = f"{ref.get('namespace') or namespace_name}/{ref['name']}"
+        node_name = raw.get("nodeName")
+        endpoints.append(
+            model.Endpoint(
+                addresses=tuple(addresses),
+                # The API says an unknown (absent) readiness is to be read as ready.
+                ready=ready is None or ready is True,
+                node_name=str(node_name) if isinstance(node_name, str) and node_name else None,
+                target_pod=target,
+            )
+        )
+    ports: list[model.EndpointPort] = []
+    raw_ports = obj.get("ports")
+    for i, raw in enumerate(raw_ports if isinstance(raw_ports, list) else []):
+        if not isinstance(raw, Mapping):
+            errors.append(f"ports[{i}]: not an object")
+            continue
+        number = raw.get("port")
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 65536
+        ):
+            errors.append(f"ports[{i}]: invalid port {number!r}")
+            number = None
+        name = raw.get("name") if isinstance(raw.get("name"), str) else ""
+        ports.append(model.EndpointPort(number, str(raw.get("protocol") or "TCP"), str(name)))
+    return model.EndpointSlice(
+        namespace=namespace_name,
+        name=str(meta.get("name") or ""),
+        service=_labels(obj).get(SERVICE_NAME_LABEL, ""),
+        address_type=address_type,
+        endpoints=tuple(endpoints),
+        ports=tuple(ports),
+        errors=tuple(errors),
+        resource_version=str(meta.get("resourceVersion") or ""),
+    )

@@ -62,6 +62,11 @@ def list_functions(api: kubernetes.client.ApiClient, node_name: str) -> dict[str
         "namespaces": core.list_namespace,
         "pods": core.list_pod_for_all_namespaces,
         "networkpolicies": networking.list_network_policy_for_all_namespaces,
+        # Service traffic (agent.policy.services): ClusterIPs and the backends behind them.
+        "services": core.list_service_for_all_namespaces,
+        "endpointslices": kubernetes.client.DiscoveryV1Api(
+            api
+        ).list_endpoint_slice_for_all_namespaces,
     }
 
 

@@ -11,6 +11,9 @@ test compares it with recompiling everything.
 * A pod change: the pod itself if local, plus every local pod selected by a policy with a
   selector peer that matches the old or new version of the pod, or with an egress rule naming
   a port (those resolve against whichever pods the rule covers).
+* A Service or EndpointSlice change: every local pod whose egress is isolated (only egress
+  rules translate Services, `agent.policy.services`; the translation depends on the compiled
+  egress and the Services, never on other pods directly, so pod changes need nothing new).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Changes:
     policies: Mapping[str, tuple[model.NetworkPolicy | None, model.NetworkPolicy | None]]
     namespaces_changed: bool = False
     relisted: bool = False
+    services_changed: bool = False
 
 
 def _peer_matches(
@@ -85,6 +89,12 @@ def affected(
                 p is not None and policy_compile.selects(p, pod) for p in (old_policy, new_policy)
             ):
                 result.add(key)
+    if changes.services_changed:
+        policy_list = list(policies)
+        for key, pod in local.items():
+            if any(p.isolates_egress and policy_compile.selects(p, pod) for p in policy_list):
+                result.add(key)
+        policies = policy_list
     if not changes.pods:
         return result
     versions: list[model.Pod] = []

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from agent import model, selectors
 from agent.policy import intervals, ruleset
+from agent.policy import services as policy_services
 
 IMPLICIT_NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
@@ -124,10 +125,15 @@ def compile_pod(
     namespaces: Mapping[str, model.Namespace],
     pods: Iterable[model.Pod],
     node_addresses: Sequence[str] = (),
+    service_index: policy_services.ServiceIndex | None = None,
 ) -> ruleset.PodRuleset:
     """The desired ruleset of `pod` given every policy, namespace and pod of the snapshot,
-    and the addresses of the pod's own node (always allowed in, as upstream specifies)."""
-    return compile_indexed(pod, policies, build_index(namespaces, pods), node_addresses)
+    and the addresses of the pod's own node (always allowed in, as upstream specifies).
+    With `service_index`, egress also allows the Services whose allowed backends it reaches
+    (`agent.policy.services`)."""
+    return compile_indexed(
+        pod, policies, build_index(namespaces, pods), node_addresses, service_index
+    )
 
 
 def compile_indexed(
@@ -135,9 +141,13 @@ def compile_indexed(
     policies: Iterable[model.NetworkPolicy],
     index: ClusterIndex,
     node_addresses: Sequence[str] = (),
+    service_index: policy_services.ServiceIndex | None = None,
 ) -> ruleset.PodRuleset:
     """`compile_pod` over a prebuilt `ClusterIndex` (cheaper when compiling many pods)."""
     selecting = policies_selecting(pod, policies)
+    egress = _direction(pod, [p for p in selecting if p.isolates_egress], _EGRESS, index)
+    if service_index is not None:
+        egress = policy_services.translate(egress, service_index, pod.node_name)
     return ruleset.PodRuleset(
         namespace=pod.namespace,
         pod=pod.name,
@@ -150,7 +160,7 @@ def compile_indexed(
             # (kubelet probes); only the listed node addresses, never other nodes'.
             always=_node_ranges(node_addresses),
         ),
-        egress=_direction(pod, [p for p in selecting if p.isolates_egress], _EGRESS, index),
+        egress=egress,
     )
 
 

@@ -24,7 +24,7 @@ import kubernetes.client
 import kubernetes.config
 
 from agent.emulator import server as emulator_server
-from agent.sandbox import topology
+from agent.sandbox import endpoints, serviceproxy, topology
 
 PORTS = (80, 81)
 PROTOCOLS = ("TCP", "UDP")
@@ -163,6 +163,8 @@ class SandboxCluster:
         self.core: Any = None
         self.networking: Any = None
         self.api_client: Any = None
+        self.discovery: Any = None
+        self.proxy: serviceproxy.ServiceProxy | None = None
 
     def __enter__(self) -> SandboxCluster:
         try:
@@ -182,6 +184,7 @@ class SandboxCluster:
         self.api_client = api
         self.core = kubernetes.client.CoreV1Api(api)
         self.networking = kubernetes.client.NetworkingV1Api(api)
+        self.discovery = kubernetes.client.DiscoveryV1Api(api)
         for name in self.node_names:
             self.nodes[name] = self.sandbox.add_node(name)
             node = self.nodes[name]
@@ -215,6 +218,8 @@ class SandboxCluster:
     def close(self) -> None:
         for agent in self.agents.values():
             agent.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
         self.sandbox.close()
         self.emulator.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -242,10 +247,11 @@ class SandboxCluster:
         *,
         node: str | None = None,
         ports: Sequence[dict[str, Any]] | None = None,
+        serve: Sequence[int] | None = None,
     ) -> topology.SandboxPod:
         node = node or self.node_names[0]
         self.ensure_namespace(namespace)
-        pod = self.sandbox.add_pod(self.nodes[node], namespace, name, ipv6=self.ipv6)
+        pod = self.sandbox.add_pod(self.nodes[node], namespace, name, ipv6=self.ipv6, ports=serve)
         self.pods[f"{namespace}/{name}"] = pod
         self.core.create_namespaced_pod(
             namespace,
@@ -296,3 +302,83 @@ class SandboxCluster:
     def delete_all_policies(self) -> None:
         for policy in self.networking.list_network_policy_for_all_namespaces().items:
             self.delete_policy(policy.metadata.namespace, policy.metadata.name)
+
+    # -- Services (agent.sandbox.serviceproxy, agent.sandbox.endpoints) -------------------
+    def start_service_proxy(self) -> serviceproxy.ServiceProxy:
+        """Start the kube-proxy stand-in on every node namespace (idempotent)."""
+        if self.proxy is None:
+            netns = [node.netns for node in self.nodes.values()]
+            self.proxy = serviceproxy.ServiceProxy(self.api_client, netns)
+            self.proxy.start()
+            self.proxy.wait_synced(30)
+        return self.proxy
+
+    def apply_service(self, service: Mapping[str, Any], *, sync: bool = True) -> dict[str, Any]:
+        """Create or replace a Service; with `sync`, write its EndpointSlices too."""
+        meta = service["metadata"]
+        body = {"apiVersion": "v1", "kind": "Service", **service}
+        try:
+            self.core.create_namespaced_service(meta["namespace"], body)
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.core.replace_namespaced_service(meta["name"], meta["namespace"], body)
+        if sync:
+            self.sync_endpoints(meta["namespace"], meta["name"])
+        return self.service(meta["namespace"], meta["name"])
+
+    def service(self, namespace: str, name: str) -> dict[str, Any]:
+        """The Service as the API server returns it (with its allocated ClusterIPs)."""
+        response = self.core.read_namespaced_service(name, namespace, _preload_content=False)
+        result: dict[str, Any] = json.loads(response.data)
+        return result
+
+    def sync_endpoints(
+        self, namespace: str, name: str, not_ready: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """Do the EndpointSlice controller's job for one Service, then wait for the proxy."""
+        service = self.service(namespace, name)
+        response = self.core.list_namespaced_pod(namespace, _preload_content=False)
+        pods = json.loads(response.data)["items"]
+        wanted = {s["metadata"]["name"]: s for s in endpoints.slices_for(service, pods, not_ready)}
+        selector = f"{endpoints.SERVICE_NAME_LABEL}={name}"
+        existing = json.loads(
+            self.discovery.list_namespaced_endpoint_slice(
+                namespace, label_selector=selector, _preload_content=False
+            ).data
+        )["items"]
+        for item in existing:
+            item_name = item["metadata"]["name"]
+            if item_name not in wanted:
+                self.discovery.delete_namespaced_endpoint_slice(item_name, namespace)
+                continue
+            body = wanted.pop(item_name)
+            body["metadata"]["resourceVersion"] = item["metadata"]["resourceVersion"]
+            self.discovery.replace_namespaced_endpoint_slice(item_name, namespace, body)
+        for body in wanted.values():
+            self.discovery.create_namespaced_endpoint_slice(namespace, body)
+        if self.proxy is not None:
+            self.proxy.wait_synced()
+        return list(endpoints.slices_for(service, pods, not_ready))
+
+    def apply_endpointslice(self, body: Mapping[str, Any]) -> None:
+        """Create or replace a hand-made EndpointSlice (Services without selector, bad input)."""
+        meta = body["metadata"]
+        full = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", **body}
+        try:
+            self.discovery.create_namespaced_endpoint_slice(meta["namespace"], full)
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.discovery.replace_namespaced_endpoint_slice(meta["name"], meta["namespace"], full)
+        if self.proxy is not None:
+            self.proxy.wait_synced()
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        """Delete a Service and its EndpointSlices (what garbage collection would do)."""
+        self.core.delete_namespaced_service(name, namespace)
+        self.discovery.delete_collection_namespaced_endpoint_slice(
+            namespace, label_selector=f"{endpoints.SERVICE_NAME_LABEL}={name}"
+        )
+        if self.proxy is not None:
+            self.proxy.wait_synced()

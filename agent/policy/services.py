@@ -1,0 +1,272 @@
+"""Service translation for egress: allow a Service's virtual addresses where its backends are
+allowed. Pure.
+
+Egress rules run inside the pod's namespace, before any service proxy: a pod talking to the
+`db` Service sends to its ClusterIP, which the proxy on the host rewrites to a backend later.
+NetworkPolicy names backends (pods, ports), so without this step "allow to app=db on 5432"
+would drop the very connection it means to allow.
+
+The rule, per local pod and per egress-isolated direction, after the policies are compiled:
+a Service *frontend* -- one virtual address (ClusterIP of each family, externalIPs,
+LoadBalancer ingress IPs) x protocol x Service port -- is allowed when at least one READY
+backend behind it, of the same IP family, is itself allowed by the compiled egress on the port
+the Service port resolves to on that backend (the EndpointSlice carries the resolved number,
+so named targetPorts resolve per backend). With `internalTrafficPolicy: Local`, only backends
+on the client's own node count, as the proxy only uses those. The frontends become ordinary
+`PeerPort` elements of the egress `*_ports` sets (ClusterIP . protocol . port): no rule
+changes, so endpoint churn only moves set elements.
+
+Precision: the pod's namespace sees the ClusterIP, never the backend the proxy will pick. A
+Service with allowed and disallowed backends is therefore opened as a whole (the proxy may
+choose a disallowed backend); direct traffic to backend pod IPs stays exact. A Service none of
+whose ready backends is allowed is never opened. Headless and ExternalName Services need
+nothing: clients reach pod IPs, which the policies already cover.
+
+Bad input (Services without selector, slices naming unknown pods or no Service, Service ports
+that resolve to nothing) is reported in `ServiceIndex.problems` for the agent to log once; it
+never opens anything by itself: a backend counts only through its address and resolved port.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+
+from agent import model
+from agent.policy import intervals, ruleset
+
+_FAMILIES = {"IPv4": 4, "IPv6": 6}
+_BIG = 1 << 130
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Backend:
+    """One ready endpoint address and the port a Service port resolved to on it."""
+
+    addr: ruleset.AddrRange
+    port: int
+    node: str = ""
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Frontend:
+    """The virtual addresses of one Service port in one IP family, and its ready backends."""
+
+    service: str
+    family: int
+    protocol: int
+    port: int
+    addrs: tuple[ruleset.AddrRange, ...]
+    backends: tuple[Backend, ...]
+    local_only: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Bad input worth one log line: the object, its version, and what is wrong."""
+
+    kind: str  # Service | EndpointSlice
+    key: str
+    resource_version: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceIndex:
+    """Every Service frontend of a snapshot (built once per pass, shared by every pod)."""
+
+    frontends: tuple[Frontend, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+
+EMPTY = ServiceIndex()
+
+
+def _addrs(ips: Iterable[str], family: int) -> tuple[ruleset.AddrRange, ...]:
+    out = []
+    for ip in ips:
+        try:
+            addr = intervals.address_range(ip)
+        except ValueError:
+            continue
+        if addr.family == family:
+            out.append(addr)
+    return intervals.merge_addrs(out)
+
+
+def build_index(
+    services: Iterable[model.Service],
+    slices: Iterable[model.EndpointSlice],
+    pods: Mapping[str, model.Pod] | None = None,
+) -> ServiceIndex:
+    """The frontends of every Service with virtual addresses; `pods` only feeds `problems`."""
+    by_service: dict[str, list[model.EndpointSlice]] = {}
+    problems: list[Problem] = []
+    known = {s.key for s in services}
+    for piece in sorted(slices, key=lambda s: s.key):
+        for error in piece.errors:
+            problems.append(Problem("EndpointSlice", piece.key, piece.resource_version, error))
+        service_key = f"{piece.namespace}/{piece.service}"
+        if not piece.service or service_key not in known:
+            problems.append(
+                Problem(
+                    "EndpointSlice",
+                    piece.key,
+                    piece.resource_version,
+                    f"belongs to no known Service ({piece.service or 'no service-name label'}); "
+                    "ignored",
+                )
+            )
+            continue
+        by_service.setdefault(service_key, []).append(piece)
+        if pods is not None:
+            for endpoint in piece.endpoints:
+                target = endpoint.target_pod
+                if target is not None and target not in pods:
+                    problems.append(
+                        Problem(
+                            "EndpointSlice",
+                            piece.key,
+                            piece.resource_version,
+                            f"endpoint {','.join(endpoint.addresses)} refers to unknown pod "
+                            f"{target}; judged by its address only",
+                        )
+                    )
+    frontends: list[Frontend] = []
+    for service in sorted(services, key=lambda s: s.key):
+        for error in service.errors:
+            problems.append(Problem("Service", service.key, service.resource_version, error))
+        if service.headless or service.type == "ExternalName":
+            continue
+        if service.selector is None:
+            problems.append(
+                Problem(
+                    "Service",
+                    service.key,
+                    service.resource_version,
+                    "has no selector: only backends in hand-made EndpointSlices count, "
+                    "judged by address",
+                )
+            )
+        addresses = (*service.cluster_ips, *service.external_ips)
+        service_slices = by_service.get(service.key, [])
+        for address_type, family in _FAMILIES.items():
+            addrs = _addrs(addresses, family)
+            if not addrs:
+                continue
+            family_slices = [s for s in service_slices if s.address_type == address_type]
+            for port in service.ports:
+                if port.protocol not in ruleset.PROTOCOL_NUMBERS:
+                    continue
+                backends = _backends(service, port, family_slices, problems)
+                frontends.append(
+                    Frontend(
+                        service=service.key,
+                        family=family,
+                        protocol=ruleset.PROTOCOL_NUMBERS[port.protocol],
+                        port=port.port,
+                        addrs=addrs,
+                        backends=backends,
+                        local_only=service.internal_traffic_local,
+                    )
+                )
+    return ServiceIndex(frontends=tuple(frontends), problems=tuple(problems))
+
+
+def _backends(
+    service: model.Service,
+    port: model.ServicePort,
+    slices: Sequence[model.EndpointSlice],
+    problems: list[Problem],
+) -> tuple[Backend, ...]:
+    """The ready backends of one Service port, with the port it resolved to on each."""
+    out: set[Backend] = set()
+    for piece in slices:
+        resolved = [p for p in piece.ports if p.name == port.name and p.protocol == port.protocol]
+        number = resolved[0].port if resolved else None
+        if number is None:
+            if piece.endpoints:
+                problems.append(
+                    Problem(
+                        "EndpointSlice",
+                        piece.key,
+                        piece.resource_version,
+                        f"Service port {port.name or port.port}/{port.protocol} resolves to no "
+                        "port in this slice; its endpoints do not count for it",
+                    )
+                )
+            continue
+        for endpoint in piece.endpoints:
+            if not endpoint.ready:
+                continue
+            for ip in endpoint.addresses:
+                try:
+                    addr = intervals.address_range(ip)
+                except ValueError:
+                    continue
+                out.add(Backend(addr, number, endpoint.node_name or ""))
+    return tuple(sorted(out))
+
+
+def allows(
+    direction: ruleset.DirectionRuleset, addr: ruleset.AddrRange, protocol: int, port: int
+) -> bool:
+    """Whether the compiled direction lets a packet to one address, protocol and port pass."""
+    if not direction.isolated:
+        return True
+    if intervals.contains(direction.any_port_peers, addr.family, addr.first):
+        return True
+    peers = direction.port_peers
+    probe = ruleset.PeerPort(
+        ruleset.AddrRange(addr.family, addr.first, _BIG), _BIG, ruleset.PortRange(_BIG, _BIG)
+    )
+    i = bisect.bisect_right(peers, probe) - 1
+    if i < 0:
+        return False
+    # Canonical elements are cut into disjoint address runs (one or more elements sharing one
+    # address range, sorted), so only the run just before the probe can hold the address.
+    run = peers[i].addrs
+    if run.family != addr.family or not run.first <= addr.first <= run.last:
+        return False
+    while i >= 0 and peers[i].addrs == run:
+        element = peers[i]
+        if element.protocol == protocol and element.ports.first <= port <= element.ports.last:
+            return True
+        i -= 1
+    return False
+
+
+def open_frontends(
+    direction: ruleset.DirectionRuleset, index: ServiceIndex, node_name: str | None
+) -> list[tuple[Frontend, bool]]:
+    """The frontends this direction opens, each with whether ALL its backends are allowed."""
+    out: list[tuple[Frontend, bool]] = []
+    for frontend in index.frontends:
+        candidates = [
+            b for b in frontend.backends if not frontend.local_only or b.node == (node_name or "")
+        ]
+        allowed = [b for b in candidates if allows(direction, b.addr, frontend.protocol, b.port)]
+        if allowed:
+            out.append((frontend, len(allowed) == len(candidates)))
+    return out
+
+
+def translate(
+    direction: ruleset.DirectionRuleset, index: ServiceIndex, node_name: str | None
+) -> ruleset.DirectionRuleset:
+    """`direction` plus the Service frontends whose allowed backends it reaches."""
+    if not direction.isolated or not index.frontends:
+        return direction
+    triples: list[intervals.Triple] = [(p.addrs, p.protocol, p.ports) for p in direction.port_peers]
+    added = False
+    for frontend, _complete in open_frontends(direction, index, node_name):
+        port = ruleset.PortRange(frontend.port, frontend.port)
+        triples.extend((a, frontend.protocol, port) for a in frontend.addrs)
+        added = True
+    if not added:
+        return direction
+    return dataclasses.replace(
+        direction,
+        port_peers=intervals.canonical_peer_ports(triples, exclude=direction.any_port_peers),
+    )
