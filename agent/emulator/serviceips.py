@@ -84,8 +84,10 @@ def fill(spec: dict[str, Any], taken: set[str]) -> None:
     values (wrong types, unknown families) for validation to report.
     """
     requested = spec.get("clusterIPs")
+    single = spec.get("clusterIP")
+    if isinstance(requested, list) and requested and single and single != requested[0]:
+        return  # validation reports the disagreement (or the change of an immutable field)
     if not isinstance(requested, list) or not requested:
-        single = spec.get("clusterIP")
         requested = [single] if isinstance(single, str) and single else []
     if requested == ["None"] or spec.get("clusterIP") == "None":
         spec["clusterIP"] = "None"

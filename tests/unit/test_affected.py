@@ -2,7 +2,8 @@
 
 Randomised: for many random snapshots and random changes, recompile every local pod before and
 after the change (the brute-force truth) and require each pod whose ruleset differs to be in
-`affected(...)`. Also checks that the filter actually narrows things down.
+`affected(...)`. Also checks that the filter actually narrows things down. Snapshots include
+Services and EndpointSlices, and changes include endpoint churn and Service edits.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from agent import model
 from agent.k8s import convert
 from agent.policy import affected
 from agent.policy import compile as policy_compile
+from agent.policy import services as policy_services
 
 APPS = ("a", "b", "c")
 
@@ -87,14 +89,59 @@ def _policy(rnd: random.Random, i: int) -> model.NetworkPolicy:
     )
 
 
+def _service(rnd: random.Random, i: int) -> model.Service:
+    return convert.service(
+        {
+            "metadata": {"namespace": f"ns{rnd.randrange(3)}", "name": f"svc{i}"},
+            "spec": {
+                "clusterIP": f"198.19.192.{10 + i}",
+                "selector": {"app": rnd.choice(APPS)},
+                "internalTrafficPolicy": rnd.choice(("Cluster", "Local")),
+                "ports": [
+                    {"name": "a", "port": 5000 + i, "targetPort": rnd.choice((80, 8080))},
+                    {"name": "b", "port": 6000 + i, "protocol": "UDP", "targetPort": 80},
+                ],
+            },
+        }
+    )
+
+
+def _slice(rnd: random.Random, service: model.Service, j: int) -> model.EndpointSlice:
+    return convert.endpoint_slice(
+        {
+            "metadata": {
+                "namespace": service.namespace,
+                "name": f"{service.name}-{j}",
+                "labels": {"kubernetes.io/service-name": service.name},
+            },
+            "addressType": "IPv4",
+            "endpoints": [
+                {
+                    "addresses": [f"198.18.1.{rnd.randrange(1, 14)}"],
+                    "conditions": {"ready": rnd.random() < 0.7},
+                    "nodeName": rnd.choice(("node-1", "node-2")),
+                }
+                for _ in range(rnd.randrange(0, 4))
+            ],
+            "ports": [
+                {"name": "a", "port": rnd.choice((80, 8080))},
+                {"name": "b", "port": 80, "protocol": "UDP"},
+            ],
+        }
+    )
+
+
 def _compile_all(
     pods: dict[str, model.Pod],
     policies: dict[str, model.NetworkPolicy],
     namespaces: dict[str, model.Namespace],
+    services: dict[str, model.Service] | None = None,
+    slices: dict[str, model.EndpointSlice] | None = None,
 ) -> dict[str, Any]:
     local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
+    index = policy_services.build_index((services or {}).values(), (slices or {}).values())
     return {
-        k: policy_compile.compile_pod(p, policies.values(), namespaces, pods.values())
+        k: policy_compile.compile_pod(p, policies.values(), namespaces, pods.values(), (), index)
         for k, p in local.items()
     }
 
@@ -109,9 +156,15 @@ def test_affected_is_a_superset_of_what_really_changed() -> None:
         }
         pods = {p.key: p for p in (_pod(rnd, i) for i in range(12))}
         policies = {p.key: p for p in (_policy(rnd, i) for i in range(4))}
-        before = _compile_all(pods, policies, namespaces)
+        services = {s.key: s for s in (_service(rnd, i) for i in range(3))}
+        slices = {
+            e.key: e for s in services.values() for e in (_slice(rnd, s, j) for j in range(2))
+        }
+        before = _compile_all(pods, policies, namespaces, services, slices)
         new_pods, new_policies = dict(pods), dict(policies)
-        op = rnd.randrange(5)
+        new_services, new_slices = dict(services), dict(slices)
+        services_changed = False
+        op = rnd.randrange(8)
         pod_changes: dict[str, tuple[model.Pod | None, model.Pod | None]] = {}
         policy_changes: dict[str, tuple[Any, Any]] = {}
         if op == 0:  # relabel a pod
@@ -135,11 +188,27 @@ def test_affected_is_a_superset_of_what_really_changed() -> None:
             )
             new_policies[key] = new_policy
             policy_changes[key] = (old, new_policy)
-        else:  # delete a policy
+        elif op == 4:  # delete a policy
             key = rnd.choice(list(policies))
             del new_policies[key]
             policy_changes[key] = (policies[key], None)
-        after = _compile_all(new_pods, new_policies, namespaces)
+        elif op == 5:  # endpoint churn: a slice changes (readiness, addresses, ports)
+            key = rnd.choice(list(slices))
+            service = services[f"{slices[key].namespace}/{slices[key].service}"]
+            new_slices[key] = dataclasses.replace(_slice(rnd, service, 0), name=slices[key].name)
+            services_changed = True
+        elif op == 6:  # a slice goes away
+            del new_slices[rnd.choice(list(slices))]
+            services_changed = True
+        else:  # a Service changes or goes away
+            key = rnd.choice(list(services))
+            if rnd.random() < 0.5:
+                del new_services[key]
+            else:
+                fresh = _service(rnd, int(services[key].name[3:]))
+                new_services[key] = dataclasses.replace(fresh, namespace=services[key].namespace)
+            services_changed = True
+        after = _compile_all(new_pods, new_policies, namespaces, new_services, new_slices)
         local = {
             k: p for k, p in new_pods.items() if p.node_name == "node-1" and not p.host_network
         }
@@ -147,7 +216,9 @@ def test_affected_is_a_superset_of_what_really_changed() -> None:
             local,
             new_policies.values(),
             namespaces,
-            affected.Changes(pods=pod_changes, policies=policy_changes),
+            affected.Changes(
+                pods=pod_changes, policies=policy_changes, services_changed=services_changed
+            ),
         )
         changed = {k for k in after if before.get(k) != after[k]}
         assert result is not None
