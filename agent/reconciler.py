@@ -63,6 +63,7 @@ class Reconciler:
         self._reported_invalid: set[tuple[str, str]] = set()
         self._swept = False  # the first in-sync pass also sweeps leftover tables
         self._reported_services: set[tuple[str, str, str, str]] = set()
+        self._services: policy_services.ServiceIndex | None = None  # until Services change
 
     # -- which pods -----------------------------------------------------------------------
     def is_local(self, pod: model.Pod) -> bool:
@@ -110,10 +111,9 @@ class Reconciler:
         """
         if change is None or change.policies or change.relisted:
             self._report_invalid_policies()
-        service_index: policy_services.ServiceIndex | None = None
         if change is None or change.services or change.endpointslices or change.relisted:
-            service_index = self._service_index()
-            self._report_service_problems(service_index)
+            self._services = None
+            self._report_service_problems(self._service_index())
         local = self.local_pods()
         if self._initial is None:
             self._initial = {key for key, pod in local.items() if pod.ips}
@@ -153,9 +153,9 @@ class Reconciler:
                     peers = policy_compile.build_index(
                         self.store.namespaces, self.store.pods.values()
                     )
-                if service_index is None:
-                    service_index = self._service_index()
-                await self._program(pod, state, peers, since, kind, bound, verify, service_index)
+                await self._program(
+                    pod, state, peers, since, kind, bound, verify, self._service_index()
+                )
             except backend.NetnsGone as exc:
                 metrics.APPLY_ERRORS.labels("netns_gone").inc()
                 state.target, state.fingerprint = None, None
@@ -344,9 +344,13 @@ class Reconciler:
             metrics.INVALID_POLICIES.labels(namespace).set(count)
 
     def _service_index(self) -> policy_services.ServiceIndex:
-        return policy_services.build_index(
-            self.store.services.values(), self.store.endpointslices.values(), self.store.pods
-        )
+        """The Service frontends, rebuilt only after a Service or EndpointSlice change (they
+        do not depend on pods; `problems` is only read right after a rebuild)."""
+        if self._services is None:
+            self._services = policy_services.build_index(
+                self.store.services.values(), self.store.endpointslices.values(), self.store.pods
+            )
+        return self._services
 
     def _report_service_problems(self, index: policy_services.ServiceIndex) -> None:
         """Log each bad Service/EndpointSlice input once per object version, and count it."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 
 from agent import model
@@ -83,14 +84,21 @@ class ServiceIndex:
 EMPTY = ServiceIndex()
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _address(ip: str) -> ruleset.AddrRange | None:
+    """An endpoint or Service address, parsed once per process (endpoint churn re-reads the
+    same addresses on every rebuild); None when unparsable."""
+    try:
+        return intervals.address_range(ip)
+    except ValueError:
+        return None
+
+
 def _addrs(ips: Iterable[str], family: int) -> tuple[ruleset.AddrRange, ...]:
     out = []
     for ip in ips:
-        try:
-            addr = intervals.address_range(ip)
-        except ValueError:
-            continue
-        if addr.family == family:
+        addr = _address(ip)
+        if addr is not None and addr.family == family:
             out.append(addr)
     return intervals.merge_addrs(out)
 
@@ -201,40 +209,51 @@ def _backends(
             if not endpoint.ready:
                 continue
             for ip in endpoint.addresses:
-                try:
-                    addr = intervals.address_range(ip)
-                except ValueError:
-                    continue
-                out.add(Backend(addr, number, endpoint.node_name or ""))
+                addr = _address(ip)
+                if addr is not None:
+                    out.add(Backend(addr, number, endpoint.node_name or ""))
     return tuple(sorted(out))
+
+
+class _Matcher:
+    """Membership tests against one compiled direction, with its lookup keys built once."""
+
+    def __init__(self, direction: ruleset.DirectionRuleset) -> None:
+        self.direction = direction
+        self.any_port = [(a.family, a.first, a.last) for a in direction.any_port_peers]
+        self.keys = [(p.addrs.family, p.addrs.first) for p in direction.port_peers]
+
+    def allows(self, addr: ruleset.AddrRange, protocol: int, port: int) -> bool:
+        if not self.direction.isolated:
+            return True
+        family, value = addr.family, addr.first
+        i = bisect.bisect_right(self.any_port, (family, value, _BIG)) - 1
+        if i >= 0:
+            fam, first, last = self.any_port[i]
+            if fam == family and first <= value <= last:
+                return True
+        peers = self.direction.port_peers
+        i = bisect.bisect_right(self.keys, (family, value)) - 1
+        if i < 0:
+            return False
+        # Canonical elements are cut into disjoint address runs (one or more elements sharing
+        # one address range, sorted), so only the run just before the key can hold the address.
+        run = peers[i].addrs
+        if run.family != family or not run.first <= value <= run.last:
+            return False
+        while i >= 0 and peers[i].addrs == run:
+            element = peers[i]
+            if element.protocol == protocol and element.ports.first <= port <= element.ports.last:
+                return True
+            i -= 1
+        return False
 
 
 def allows(
     direction: ruleset.DirectionRuleset, addr: ruleset.AddrRange, protocol: int, port: int
 ) -> bool:
     """Whether the compiled direction lets a packet to one address, protocol and port pass."""
-    if not direction.isolated:
-        return True
-    if intervals.contains(direction.any_port_peers, addr.family, addr.first):
-        return True
-    peers = direction.port_peers
-    probe = ruleset.PeerPort(
-        ruleset.AddrRange(addr.family, addr.first, _BIG), _BIG, ruleset.PortRange(_BIG, _BIG)
-    )
-    i = bisect.bisect_right(peers, probe) - 1
-    if i < 0:
-        return False
-    # Canonical elements are cut into disjoint address runs (one or more elements sharing one
-    # address range, sorted), so only the run just before the probe can hold the address.
-    run = peers[i].addrs
-    if run.family != addr.family or not run.first <= addr.first <= run.last:
-        return False
-    while i >= 0 and peers[i].addrs == run:
-        element = peers[i]
-        if element.protocol == protocol and element.ports.first <= port <= element.ports.last:
-            return True
-        i -= 1
-    return False
+    return _Matcher(direction).allows(addr, protocol, port)
 
 
 def open_frontends(
@@ -242,11 +261,12 @@ def open_frontends(
 ) -> list[tuple[Frontend, bool]]:
     """The frontends this direction opens, each with whether ALL its backends are allowed."""
     out: list[tuple[Frontend, bool]] = []
+    matcher = _Matcher(direction)
     for frontend in index.frontends:
         candidates = [
             b for b in frontend.backends if not frontend.local_only or b.node == (node_name or "")
         ]
-        allowed = [b for b in candidates if allows(direction, b.addr, frontend.protocol, b.port)]
+        allowed = [b for b in candidates if matcher.allows(b.addr, frontend.protocol, b.port)]
         if allowed:
             out.append((frontend, len(allowed) == len(candidates)))
     return out
