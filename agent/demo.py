@@ -3,8 +3,10 @@
 It builds a node of network namespaces with four pods in two namespaces, starts the embedded
 API emulator and a real `podseg agent` process, then applies sample policies one at a time and
 prints the live TCP connectivity matrix after each (probed from inside the pods), with the
-time the agent took from seeing the change to the rules being in the kernel. It checks every
-matrix against what the policies mean and exits non-zero on any surprise. Needs root.
+time the agent took from seeing the change to the rules being in the kernel. A last step puts
+a Service in front of `db` (the sandbox service proxy translates its ClusterIP on the node) and
+shows egress allowed through it. It checks every result against what the policies mean and
+exits non-zero on any surprise. Needs root.
 """
 
 from __future__ import annotations
@@ -116,6 +118,68 @@ def _expected(pods: list[Any], allowed: Allowed) -> dict[probe.MatrixKey, str]:
     }
 
 
+def _service_step(cluster: sandbox_cluster.SandboxCluster, number: int) -> bool:
+    """Egress through a Service: the sandbox proxy DNATs the ClusterIP in the node namespace,
+    podseg allows it in web's namespace because its backend (db:81) is allowed."""
+    cluster.start_service_proxy()
+    svc = cluster.apply_service(
+        {
+            "metadata": {"namespace": "shop", "name": "db"},
+            "spec": {"selector": {"app": "db"}, "ports": [{"port": 5432, "targetPort": 81}]},
+        }
+    )
+    cluster_ip = svc["spec"]["clusterIP"]
+    cluster.apply_policy(
+        {
+            "metadata": {"namespace": "shop", "name": "web-egress"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [{"podSelector": {"matchLabels": {"app": "db"}}}],
+                        "ports": [{"port": 81, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        }
+    )
+    cluster.apply_policy(
+        {
+            "metadata": {"namespace": "shop", "name": "web-to-db"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "db"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
+            },
+        }
+    )
+    db, api = cluster.pods["shop/db"], cluster.pods["shop/api"]
+    checks = [
+        ("shop/web", cluster_ip, 5432, probe.OK, "web -> Service db (ClusterIP)"),
+        ("shop/web", db.ipv4, 81, probe.OK, "web -> db pod"),
+        ("shop/web", api.ipv4, 80, probe.TIMEOUT, "web -> api pod (egress isolated)"),
+        ("ops/monitor", cluster_ip, 5432, probe.OK, "monitor -> Service db"),
+        ("shop/api", cluster_ip, 5432, probe.TIMEOUT, "api -> Service db (db ingress)"),
+    ]
+    print(f"step {number}: Service shop/db {cluster_ip}:5432 -> db:81 (sandbox proxy: DNAT in")
+    print("  the node namespace); web may egress only to app=db on 81, db admits web")
+    deadline = time.monotonic() + 15
+    while True:
+        verdicts = [
+            probe.probe(cluster.pods[src], ip, port, "tcp", timeout=0.6)
+            for src, ip, port, _, _ in checks
+        ]
+        ok = verdicts == [want for _, _, _, want, _ in checks]
+        if ok or time.monotonic() > deadline:
+            break
+    for (_, ip, port, want, title), got in zip(checks, verdicts, strict=True):
+        mark = "" if got == want else f"   UNEXPECTED (wanted {want})"
+        print(f"  {title:36s} {ip + ':' + str(port):20s} {got}{mark}")
+    print("  result: " + ("as the policies say" if ok else "UNEXPECTED"))
+    print()
+    return ok
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("podseg demo needs root (it creates network namespaces)", file=sys.stderr)
@@ -154,6 +218,7 @@ def main() -> int:
                 )
             print("  result: " + ("as the policies say" if ok else "UNEXPECTED (cells marked *)"))
             print()
+        surprises += not _service_step(cluster, len(_steps()))
     elapsed = time.monotonic() - started
     print(f"demo finished in {elapsed:.1f} s; sandbox removed; {surprises} unexpected matrices")
     return 1 if surprises else 0
