@@ -1,7 +1,8 @@
 """Property and fuzz tests (hypothesis) for the promises the pure core makes.
 
 * Desired state depends only on the final snapshot: any interleaving of the same watch events
-  (with replays), or a single relist, compiles every pod to the same fingerprint.
+  (with replays), or a single relist, compiles every pod to the same fingerprint -- Services
+  and EndpointSlices (endpoint churn, readiness flips) included.
 * Random valid and invalid NetworkPolicies never crash convert, compile or render, and an
   entry that is invalid never allows anything (fail closed).
 * The emulator's validator accepts exactly what the real API server accepts, judged by an
@@ -26,6 +27,7 @@ from agent.dataplane import render_nft
 from agent.emulator import validation
 from agent.k8s import convert, watch
 from agent.policy import compile as policy_compile
+from agent.policy import services as policy_services
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMESPACES = ("x", "y", "z")
@@ -146,16 +148,57 @@ def ns_obj(name: str, labels: dict[str, str], rv: int = 1) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
+def service_obj(namespace: str, name: str, app: str, rv: int = 1) -> dict[str, Any]:
+    meta = {"namespace": namespace, "name": name, "resourceVersion": str(rv)}
+    number = NAMESPACES.index(namespace) * 4 + int(name[-1]) + 10
+    spec = {
+        "clusterIPs": [f"198.19.192.{number}", f"fd00:198:18:ffff::{number:x}"],
+        "clusterIP": f"198.19.192.{number}",
+        "selector": {"app": app},
+        "ports": [{"name": "a", "port": 5000, "targetPort": "serve-80-tcp"}],
+    }
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
+
+
+def slice_obj(
+    namespace: str, service: str, pods: list[str], ready: list[bool], rv: int = 1
+) -> dict[str, Any]:
+    meta = {
+        "namespace": namespace,
+        "name": f"{service}-1",
+        "resourceVersion": str(rv),
+        "labels": {"kubernetes.io/service-name": service},
+    }
+    endpoints = [
+        {
+            "addresses": [pod_obj(namespace, pod, {})["status"]["podIPs"][0]["ip"]],
+            "conditions": {"ready": is_ready},
+        }
+        for pod, is_ready in zip(pods, ready, strict=False)
+    ]
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": meta,
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "a", "port": 80, "protocol": "TCP"}],
+    }
+
+
 def fingerprints(snapshot: store.Store, policies_order: random.Random | None = None) -> dict:
     """Every pod's compiled fingerprint, as the reconciler computes it."""
     index = policy_compile.build_index(snapshot.namespaces, snapshot.pods.values())
+    services = policy_services.build_index(
+        snapshot.services.values(), snapshot.endpointslices.values()
+    )
     out = {}
     for key in sorted(snapshot.pods):
         pod = snapshot.pods[key]
         policies = snapshot.policies_in(pod.namespace)
         if policies_order is not None:
             policies_order.shuffle(policies)
-        rs = policy_compile.compile_indexed(pod, policies, index)
+        rs = policy_compile.compile_indexed(pod, policies, index, (), services)
         out[key] = render_nft.render(rs, ["eth0"]).fingerprint
     return out
 
@@ -189,6 +232,28 @@ def histories(draw: st.DrawFn) -> dict[tuple[str, str], list[dict[str, Any] | No
             if draw(st.booleans()):
                 versions.append(None)
             out[("networkpolicies", f"{ns}/p{i}")] = versions
+        for i in range(draw(st.integers(0, 2))):
+            name = f"s{i}"
+            svc_versions: list[dict[str, Any] | None] = [
+                service_obj(ns, name, draw(st.sampled_from(LABEL_VALUES)), next(rv))
+                for _ in range(draw(st.integers(1, 2)))
+            ]
+            if draw(st.booleans()):
+                svc_versions.append(None)
+            out[("services", f"{ns}/{name}")] = svc_versions
+            slice_versions: list[dict[str, Any] | None] = [
+                slice_obj(
+                    ns,
+                    name,
+                    draw(st.lists(st.sampled_from(POD_NAMES), unique=True, max_size=3)),
+                    draw(st.lists(st.booleans(), min_size=3, max_size=3)),
+                    next(rv),
+                )
+                for _ in range(draw(st.integers(1, 3)))
+            ]
+            if draw(st.booleans()):
+                slice_versions.append(None)
+            out[("endpointslices", f"{ns}/{name}-1")] = slice_versions
     return out
 
 
@@ -234,7 +299,7 @@ def test_compile_is_independent_of_event_order(
     final = {key: versions[-1] for key, versions in hist.items()}
     relist = feed(
         watch.Relist(kind, [obj for (k, _), obj in final.items() if k == kind and obj], "", 0.0)
-        for kind in ("namespaces", "pods", "networkpolicies")
+        for kind in ("namespaces", "pods", "networkpolicies", "services", "endpointslices")
     )
     expected = fingerprints(relist)
     assert fingerprints(one) == expected
