@@ -85,3 +85,13 @@ for _state in ("enforced", "unprotected", "failed"):
 
 def exposition() -> bytes:
     return prometheus_client.generate_latest(REGISTRY)
+
+
+# -- podseg responder (agent/responder/), its own Deployment; same registry, one module --------
+RESPONDER_FINDINGS = prometheus_client.Counter(
+    "podseg_responder_findings_total",
+    "Findings received by podseg responder, by source (falco, wiz, generic) and outcome "
+    "(quarantined, unchanged, dry_run, ignored, unknown_pod, malformed, unauthorized, error).",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
