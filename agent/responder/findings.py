@@ -113,8 +113,14 @@ def quarantined_by(finding: Finding) -> str:
     return clean(by, SOURCE_MAX + 40)
 
 
+# The values the agent reads as "quarantined" (agent/policy/containment.py on issue-5): a pod
+# labelled with any of them is already contained, so the responder leaves it unchanged.
+QUARANTINED_VALUES = frozenset({"true", "yes", "1", "on"})
+
+
 def is_quarantined(labels: Mapping[str, str] | None) -> bool:
-    return (labels or {}).get(QUARANTINE_LABEL) == QUARANTINE_VALUE
+    value = (labels or {}).get(QUARANTINE_LABEL)
+    return isinstance(value, str) and value.strip().lower() in QUARANTINED_VALUES
 
 
 def quarantine_patch(

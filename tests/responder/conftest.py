@@ -19,8 +19,9 @@ from agent import metrics
 from agent.emulator import server
 from agent.responder import app, findings, settings, severity
 from tests.emulator import helpers
+from tests.responder import harness
 
-TOKEN = "s3cr3t-t0ken-for-tests-only"
+TOKEN = harness.TOKEN
 SHOP_WEB = ("shop", "web-7d9f8b6c5-x2k4p")
 PAYMENTS_API = ("payments", "api-5b6c7d8f9-qr7tz")
 

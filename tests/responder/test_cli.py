@@ -4,28 +4,16 @@ finding end to end against the emulator and stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import queue
-import signal
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 
 import kubernetes.client
 import pytest
 
 from agent.emulator import server
-from tests.responder import payloads
+from tests.responder import harness, payloads
 from tests.responder.conftest import SHOP_WEB, TOKEN, pod_meta
-
-
-def _env() -> dict[str, str]:
-    drop = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    return {k: v for k, v in env.items() if not k.startswith("PODSEG_")}
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +21,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "agent", "responder", *args],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=harness.clean_env(),
         timeout=60,
         check=False,
     )
@@ -78,66 +66,22 @@ def test_empty_token_file_is_refused(tmp_path: pathlib.Path) -> None:
 
 
 def test_the_process_quarantines_a_pod_and_stops_on_sigterm(
-    core: kubernetes.client.CoreV1Api,
-    emulator: server.EmulatorThread,
-    tmp_path: pathlib.Path,
-    token_file: str,
+    core: kubernetes.client.CoreV1Api, emulator: server.EmulatorThread, tmp_path: pathlib.Path
 ) -> None:
     kubeconfig = tmp_path / "kc"
     emulator.write_kubeconfig(str(kubeconfig))
-    env = _env() | {
-        "PODSEG_RESPONDER_TOKEN_FILE": token_file,
-        "PODSEG_RESPONDER_LISTEN_ADDRESS": "127.0.0.1:0",
-        "PODSEG_RESPONDER_MIN_SEVERITY": "error",
-        "KUBECONFIG": str(kubeconfig),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "responder"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr or []], daemon=True)
-    reader.start()
+    responder = harness.ResponderProcess(str(kubeconfig), tmp_path, "--min-severity", "error")
     try:
-        started = _wait_for_event(lines, "responder.started")
-        assert started["min_severity"] == "error" and started["dry_run"] is False
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{started['port']}/findings/falco",
-            data=json.dumps(payloads.load("falco_drop_and_execute")).encode(),
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=20) as response:
-            assert response.status == 200
-            assert json.loads(response.read())["outcome"] == "quarantined"
+        assert responder.started["min_severity"] == "error"
+        assert responder.started["dry_run"] is False
+        status, answer = responder.post("falco", payloads.load("falco_drop_and_execute"))
+        assert status == 200 and answer["outcome"] == "quarantined"
         assert pod_meta(core, SHOP_WEB).labels["podseg.io/quarantine"] == "true"
-        audit = _wait_for_event(lines, "responder.decision")
+        audit = responder.wait_for_event("responder.decision")
         assert audit["outcome"] == "quarantined" and audit["pod"] == SHOP_WEB[1]
-        assert TOKEN not in json.dumps(audit)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert responder.token not in json.dumps(audit)
+        status, answer = responder.post("falco", payloads.load("falco_drop_and_execute"))
+        assert status == 200 and answer["outcome"] == "unchanged"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _wait_for_event(
-    lines: queue.Queue[str], event: str, timeout: float = 30.0
-) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("event") == event:
-            return record
-    raise AssertionError(f"no {event} log line within {timeout}s")
+        code = responder.stop()
+    assert code == 0

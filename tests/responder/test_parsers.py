@@ -205,7 +205,9 @@ def test_reason_is_one_trimmed_line() -> None:
     assert all(c.isprintable() for c in reason)
 
 
-def test_only_the_label_value_true_counts_as_quarantined() -> None:
-    assert findings.is_quarantined({"podseg.io/quarantine": "true"})
-    assert not findings.is_quarantined({"podseg.io/quarantine": "false"})
+def test_the_label_values_the_agent_reads_as_quarantined() -> None:
+    for value in ("true", "True", " yes", "1", "on"):
+        assert findings.is_quarantined({"podseg.io/quarantine": value}), value
+    for value in ("false", "off", "", "truthy"):
+        assert not findings.is_quarantined({"podseg.io/quarantine": value}), value
     assert not findings.is_quarantined(None)
