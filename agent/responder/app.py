@@ -89,7 +89,7 @@ class Responder:
 
     async def _metrics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.Response(
-            body=metrics.exposition(),
+            body=metrics.exposition(metrics.RESPONDER_REGISTRY),
             headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
         )
 

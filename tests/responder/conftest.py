@@ -135,7 +135,7 @@ def start_responder(emulator: server.EmulatorThread, tmp_path: pathlib.Path) -> 
 
 
 def count(source: str, outcome: str) -> float:
-    value = metrics.REGISTRY.get_sample_value(
+    value = metrics.RESPONDER_REGISTRY.get_sample_value(
         "podseg_responder_findings_total", {"source": source, "outcome": outcome}
     )
     return value or 0.0

@@ -277,3 +277,4 @@ def test_health_metrics_and_unknown_source(start_responder: Start) -> None:
     status, _, text = responder.request("GET", "/metrics")
     assert status == 200
     assert b'podseg_responder_findings_total{outcome="unknown_source",source="unknown"}' in text
+    assert b"podseg_managed_pods" not in text  # the agent's series are not the responder's
