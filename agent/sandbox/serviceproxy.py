@@ -11,7 +11,9 @@ node namespace gets one table, `table inet psg-proxy`:
   number). ClusterIPs, externalIPs and LoadBalancer ingress IPs are all frontends.
 * A Service port without ready backends is rejected in `forward` (the client sees an ICMP
   error at once, as with kube-proxy) -- so a podseg drop (a silent timeout) stays tell-apart.
-* Hairpin (a backend reaching itself through its Service) is masqueraded in `postrouting`.
+* Backends that reach themselves through their own Service (hairpin) are marked for
+  masquerade in `postrouting` as kube-proxy does, but this does not work in the sandbox yet
+  (the packet never reaches conntrack confirmation; not needed by any test, not investigated).
 
 Pods route everything through their node (see `agent.sandbox.topology`), so requests and
 replies both cross the node namespace, whose conntrack un-NATs replies: the client sees the

@@ -334,3 +334,13 @@ def test_bad_service_input_is_logged_once_and_opens_nothing(env: Env) -> None:
     env.expect("client", db["spec"]["clusterIP"], 5432, probe.OK)
     assert len(problems()) == before
     assert agent.running
+
+
+def test_service_without_ready_backends_is_refused_by_the_proxy_not_dropped(env: Env) -> None:
+    svc = env.service("web", {"app": "web"}, [{"port": 8000, "targetPort": 80}])
+    cluster_ip = svc["spec"]["clusterIP"]
+    env.expect("guest", cluster_ip, 8000, probe.OK)
+    # No ready backend: the proxy answers with an ICMP error at once, so a podseg drop (a
+    # silent timeout) in the other tests cannot be confused with a Service that is down.
+    env.cluster.sync_endpoints(NS, "web", not_ready=["web"])
+    env.expect("guest", cluster_ip, 8000, probe.REFUSED)
