@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from agent import model, selectors
 from agent.policy import intervals, ruleset
+from agent.policy import mode as policy_mode
 
 IMPLICIT_NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
@@ -151,6 +152,7 @@ def compile_indexed(
             always=_node_ranges(node_addresses),
         ),
         egress=_direction(pod, [p for p in selecting if p.isolates_egress], _EGRESS, index),
+        mode=policy_mode.resolve(pod, index.namespaces)[0],
     )
 
 
