@@ -121,6 +121,11 @@ INVALID_MODE_LABELS = prometheus_client.Counter(
     "Pods whose podseg.io/mode label (or their namespace's) is not enforce/visibility.",
     registry=REGISTRY,
 )
+AGENT_READY = prometheus_client.Gauge(
+    "podseg_agent_ready",
+    "1 once every initial LIST is done and the local pods were programmed once (= /readyz).",
+    registry=REGISTRY,
+)
 for _result in ("ok", "truncated", "unparseable", "overrun"):
     NFLOG_MESSAGES.labels(_result)
 for _state in ("enforced", "unprotected", "failed"):

@@ -380,5 +380,6 @@ class Reconciler:
         ]
         if not pending:
             self.ready = True
+            metrics.AGENT_READY.set(1)
             counts = collections.Counter(state.state for state in self.pods.values())
             log.info("agent_ready", local_pods=len(self.pods), **dict(counts))
