@@ -80,9 +80,17 @@ class Collector:
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._opened: set[str] = set()
+        self._reader_task: asyncio.Task[None] | None = None
+        self.reader_restarts = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._start_reader()
+        self._tasks = [asyncio.create_task(self._tick_loop(), name="flow-window")]
+
+    async def _start_reader(self) -> None:
+        """Start (or restart) the reader process and reopen every watched namespace."""
+        self._opened.clear()
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -92,16 +100,15 @@ class Collector:
             limit=16 * 1024 * 1024,
             env={**os.environ, "PODSEG_READER_PARENT": str(os.getpid())},
         )
-        self._tasks = [
-            asyncio.create_task(self._read_loop(), name="flow-reader"),
-            asyncio.create_task(self._tick_loop(), name="flow-window"),
-        ]
+        self._reader_task = asyncio.create_task(self._read_loop(), name="flow-reader")
         for key, watched in self.watched.items():
             self._send(
                 {"op": "open", "key": key, "path": watched.target.path, "ino": watched.target.ino}
             )
 
     async def close(self) -> None:
+        if self._reader_task is not None:
+            self._tasks.append(self._reader_task)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -197,6 +204,12 @@ class Collector:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.flow_window)
+            if self._proc is None or self._proc.returncode is not None:
+                self.reader_restarts += 1
+                log.warning("flow_reader_restarting", restarts=self.reader_restarts)
+                if self._reader_task is not None:
+                    self._reader_task.cancel()
+                await self._start_reader()
             try:
                 self.emit_flows()
                 await self.read_counters()
@@ -275,6 +288,11 @@ class Collector:
     def drop_gone_series(self) -> None:
         """Remove the series of workloads that have no pod on this node any more."""
         live = {(w.pod.namespace, workload_label(w.pod)) for w in self.watched.values()}
+        live.update(
+            (pod.namespace, workload_label(pod))
+            for pod in self.store.pods.values()
+            if pod.node_name == self.settings.node_name
+        )
         for ident in sorted(self.series - live):
             self.series.discard(ident)
             for metric in (metrics.DROPPED_PACKETS, metrics.DROPPED_FLOWS):
