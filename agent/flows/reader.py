@@ -93,6 +93,10 @@ class Reader:
             ):
                 sock.send(message)
                 code = nflog.ack_error(sock.recv(4096))
+                if code in (errno.EPERM, errno.EBUSY):
+                    raise OSError(
+                        code, f"NFLOG group {self.group} is held by another socket (group busy)"
+                    )
                 if code:
                     raise OSError(code, f"nflog config: {os.strerror(code)}")
             sock.setblocking(False)
