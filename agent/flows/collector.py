@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import json
 import os
 import sys
@@ -56,10 +57,22 @@ def flow_logger(path: str | None) -> tuple[Any, TextIO | None]:
         structlog.PrintLogger(stream or sys.stdout),
         processors=[
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+            _time_and_event_first,
             structlog.processors.JSONRenderer(),
         ],
     )
     return logger, stream
+
+
+def _time_and_event_first(
+    _logger: Any, _method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    return {"time": event.pop("time", None), "event": event.pop("event", None), **event}
+
+
+def _iso(epoch: float) -> str:
+    stamp = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Collector:
@@ -257,8 +270,8 @@ class Collector:
                 port=key.dport,
                 policies=list(watched.policies.get(key.direction, ())) if watched else [],
                 packets_logged=stats.packets,
-                first_seen=round(stats.first, 3),
-                last_seen=round(stats.last, 3),
+                first_seen=_iso(stats.first),
+                last_seen=_iso(stats.last),
             )
             metrics.FLOW_LOG_LINES.inc()
 
