@@ -95,6 +95,7 @@ class Collector:
         self._opened: set[str] = set()
         self._reader_task: asyncio.Task[None] | None = None
         self.reader_restarts = 0
+        self._ips: tuple[float, dict[str, model.Pod]] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -209,9 +210,17 @@ class Collector:
         metrics.FLOW_READERS.set(len(self._opened))
 
     def _pod_ips(self) -> dict[str, model.Pod]:
-        return {
-            ip: pod for pod in self.store.pods.values() if not pod.host_network for ip in pod.ips
-        }
+        """Pod by IP, rebuilt at most once a second (drops arrive in bursts)."""
+        now = time.monotonic()
+        if self._ips is None or now - self._ips[0] > 1.0:
+            index = {
+                ip: pod
+                for pod in self.store.pods.values()
+                if not pod.host_network
+                for ip in pod.ips
+            }
+            self._ips = (now, index)
+        return self._ips[1]
 
     # -- every window -----------------------------------------------------------------------
     async def _tick_loop(self) -> None:
