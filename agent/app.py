@@ -17,6 +17,7 @@ import structlog
 
 from agent import config, health, reconciler, store
 from agent.dataplane import backend
+from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,10 @@ async def run(settings: config.Settings) -> int:
     cluster = store.Store()
     dataplane = backend.WorkerClient(timeout=settings.worker_timeout)
     recorder = events.Recorder(api, settings.node_name)
-    rec = reconciler.Reconciler(settings, cluster, dataplane, recorder)
+    flows = (
+        flows_collector.Collector(settings, cluster, dataplane) if settings.flow_capture else None
+    )
+    rec = reconciler.Reconciler(settings, cluster, dataplane, recorder, flows)
     loop_alive = {"beat": loop.time()}
 
     def alive() -> bool:
@@ -74,6 +78,8 @@ async def run(settings: config.Settings) -> int:
     ]
     for reflector in reflectors:
         reflector.start()
+    if flows is not None:
+        await flows.start()
     log.info(
         "agent_started",
         node=settings.node_name,
@@ -113,6 +119,8 @@ async def run(settings: config.Settings) -> int:
             await asyncio.wait({task}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    if flows is not None:
+        await flows.close()
     await dataplane.close()
     await endpoint.stop()
     api.close()

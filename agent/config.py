@@ -33,6 +33,10 @@ class Settings:
     worker_timeout: float = 10.0
     watch_timeout: int = 300
     resync_period: float = 60.0
+    flow_log_file: str | None = None  # None: the flow log goes to stdout
+    flow_window: float = 5.0
+    max_drop_series: int = 1000
+    flow_capture: bool = True
 
 
 def add_netns_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +82,35 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         default=float(env("PODSEG_RESYNC_PERIOD", "60")),
         help="seconds between full re-checks of every local pod (PODSEG_RESYNC_PERIOD)",
     )
+    add_flow_arguments(parser)
+
+
+def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
+    """Drop capture: the flow log, its aggregation window, the metrics series cap."""
+    env = os.environ.get
+    parser.add_argument(
+        "--flow-log-file",
+        default=env("PODSEG_FLOW_LOG_FILE"),
+        help="append dropped-flow JSON lines here instead of stdout (PODSEG_FLOW_LOG_FILE)",
+    )
+    parser.add_argument(
+        "--flow-window",
+        type=float,
+        default=float(env("PODSEG_FLOW_WINDOW", "5")),
+        help="seconds over which drops are aggregated into flows (PODSEG_FLOW_WINDOW)",
+    )
+    parser.add_argument(
+        "--max-drop-series",
+        type=int,
+        default=int(env("PODSEG_MAX_DROP_SERIES", "1000")),
+        help="cap on namespace/workload series of the drop metrics (PODSEG_MAX_DROP_SERIES)",
+    )
+    parser.add_argument(
+        "--no-flow-capture",
+        action="store_true",
+        default=env("PODSEG_NO_FLOW_CAPTURE", "") not in ("", "0", "false"),
+        help="do not read NFLOG drops nor drop counters (PODSEG_NO_FLOW_CAPTURE)",
+    )
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -97,6 +130,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.resync_period <= 0:
         raise ConfigError("--resync-period must be positive")
     host, port = _split_address(args.metrics_address)
+    if getattr(args, "flow_window", 5.0) <= 0:
+        raise ConfigError("--flow-window must be positive")
+    if getattr(args, "max_drop_series", 1000) < 1:
+        raise ConfigError("--max-drop-series must be at least 1")
     return Settings(
         node_name=args.node_name,
         kubeconfig=args.kubeconfig or None,
@@ -108,6 +145,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         log_format=args.log_format,
         log_level=args.log_level,
         resync_period=args.resync_period,
+        flow_log_file=getattr(args, "flow_log_file", None) or None,
+        flow_window=getattr(args, "flow_window", 5.0),
+        max_drop_series=getattr(args, "max_drop_series", 1000),
+        flow_capture=not getattr(args, "no_flow_capture", False),
     )
 
 

@@ -85,6 +85,55 @@ SERVICE_INPUT_PROBLEMS = prometheus_client.Counter(
     ["kind"],
     registry=REGISTRY,
 )
+DROP_LABELS = ["namespace", "workload", "direction", "policy_mode"]
+DROPPED_PACKETS = prometheus_client.Counter(
+    "podseg_dropped_packets_total",
+    "Packets dropped (policy_mode=enforce) or that would have been (visibility), by the local "
+    "pod's namespace and workload; exact, from nftables counters.",
+    DROP_LABELS,
+    registry=REGISTRY,
+)
+DROPPED_FLOWS = prometheus_client.Counter(
+    "podseg_dropped_flows_total",
+    "Dropped or would-drop flows (direction, source, destination, protocol, port per "
+    "aggregation window), from rate-limited NFLOG samples.",
+    DROP_LABELS,
+    registry=REGISTRY,
+)
+DROP_SERIES_FOLDED = prometheus_client.Counter(
+    "podseg_dropped_series_folded_total",
+    'Drop counts booked under namespace/workload "_other" because the series cap was reached.',
+    ["metric"],
+    registry=REGISTRY,
+)
+NFLOG_MESSAGES = prometheus_client.Counter(
+    "podseg_nflog_messages_total",
+    "NFLOG messages read from pod namespaces, by result (ok, truncated, unparseable, overrun).",
+    ["result"],
+    registry=REGISTRY,
+)
+FLOW_READERS = prometheus_client.Gauge(
+    "podseg_flow_readers",
+    "Pod namespaces with an open NFLOG socket.",
+    registry=REGISTRY,
+)
+FLOW_LOG_LINES = prometheus_client.Counter(
+    "podseg_flow_log_lines_total",
+    "Dropped-flow lines written to the flow log.",
+    registry=REGISTRY,
+)
+INVALID_MODE_LABELS = prometheus_client.Counter(
+    "podseg_invalid_mode_labels_total",
+    "Pods whose podseg.io/mode label (or their namespace's) is not enforce/visibility.",
+    registry=REGISTRY,
+)
+AGENT_READY = prometheus_client.Gauge(
+    "podseg_agent_ready",
+    "1 once every initial LIST is done and the local pods were programmed once (= /readyz).",
+    registry=REGISTRY,
+)
+for _result in ("ok", "truncated", "unparseable", "overrun"):
+    NFLOG_MESSAGES.labels(_result)
 for _state in ("enforced", "unprotected", "failed"):
     MANAGED_PODS.labels(_state).set(0)
 

@@ -54,6 +54,9 @@ class Pod:
     phase: str = ""
     terminating: bool = False
     resource_version: str = ""
+    # The owning workload's name (Deployment, StatefulSet, DaemonSet, Job, ...) derived from
+    # ownerReferences by `agent.k8s.convert.workload_of`; "" for a bare pod (never its name).
+    workload: str = ""
 
     @property
     def key(self) -> str:

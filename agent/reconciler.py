@@ -19,9 +19,11 @@ import structlog
 
 from agent import config, metrics, model, store, sweep
 from agent.dataplane import backend, netns, render_nft
+from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
 from agent.policy import affected as policy_affected
 from agent.policy import compile as policy_compile
+from agent.policy import mode as policy_mode
 from agent.policy import services as policy_services
 
 log = structlog.get_logger(__name__)
@@ -52,7 +54,10 @@ class Reconciler:
         cluster: store.Store,
         dataplane: backend.WorkerClient,
         recorder: events.Recorder,
+        flows: flows_collector.Collector | None = None,
     ) -> None:
+        self.flows = flows  # drop capture (agent.flows); None when disabled
+        self._reported_modes: set[tuple[str, str]] = set()
         self.settings = settings
         self.store = cluster
         self.dataplane = dataplane
@@ -159,6 +164,8 @@ class Reconciler:
             except backend.NetnsGone as exc:
                 metrics.APPLY_ERRORS.labels("netns_gone").inc()
                 state.target, state.fingerprint = None, None
+                if self.flows is not None:
+                    self.flows.unwatch(key)
                 self._failed(state, "unprotected", str(exc), bound)
             except backend.WorkerTimeout as exc:
                 metrics.APPLY_ERRORS.labels("timeout").inc()
@@ -196,7 +203,9 @@ class Reconciler:
             node.addresses if node is not None else (),
             service_index,
         )
+        self._check_mode_label(pod)
         rendered = render_nft.render(ruleset, state.target.interfaces)
+        applied = False
         event = "ruleset_applied"
         if state.fingerprint is None or verify:
             current, digest = await self.dataplane.inspect(state.target)
@@ -215,7 +224,7 @@ class Reconciler:
         if state.fingerprint != rendered.fingerprint:
             started = time.monotonic()
             state.digest = await self.dataplane.apply(state.target, rendered.script)
-            state.adopted = False
+            state.adopted, applied = False, True
             done = time.monotonic()
             metrics.APPLY_SECONDS.observe(done - started)
             metrics.APPLIES.inc()
@@ -228,6 +237,7 @@ class Reconciler:
                 fingerprint=rendered.fingerprint,
                 ingress_isolated=ruleset.ingress.isolated,
                 egress_isolated=ruleset.egress.isolated,
+                mode=ruleset.mode.value,
                 policies=sorted(set(ruleset.ingress.policies) | set(ruleset.egress.policies)),
                 apply_ms=round((done - started) * 1000, 3),
                 latency_ms=round(latency * 1000, 3) if latency is not None else None,
@@ -235,6 +245,24 @@ class Reconciler:
             )
             state.fingerprint = rendered.fingerprint
         state.state, state.failures, state.retry_at, state.last_error = "enforced", 0, 0.0, ""
+        if self.flows is not None:
+            self.flows.watch(pod, state.target, ruleset, applied)
+
+    def _check_mode_label(self, pod: model.Pod) -> None:
+        """Report (once per value) a `podseg.io/mode` label that is neither mode: enforced."""
+        _mode, invalid = policy_mode.resolve(pod, self.store.namespaces)
+        if invalid is None or (pod.key, invalid) in self._reported_modes:
+            return
+        self._reported_modes.add((pod.key, invalid))
+        metrics.INVALID_MODE_LABELS.inc()
+        log.warning(
+            "invalid_mode_label",
+            pod=pod.name,
+            namespace=pod.namespace,
+            label=policy_mode.LABEL,
+            value=invalid,
+            effect="enforce (the default) applies",
+        )
 
     def _drift(
         self,
@@ -305,6 +333,8 @@ class Reconciler:
             log.warning("sweep_failed", error=str(exc))
 
     async def _forget(self, state: PodState) -> None:
+        if self.flows is not None:
+            self.flows.unwatch(state.key)
         if state.target is not None:
             try:
                 await self.dataplane.forget([state.target.ino])
@@ -388,5 +418,6 @@ class Reconciler:
         ]
         if not pending:
             self.ready = True
+            metrics.AGENT_READY.set(1)
             counts = collections.Counter(state.state for state in self.pods.values())
             log.info("agent_ready", local_pods=len(self.pods), **dict(counts))

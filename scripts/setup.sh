@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for tool in nft:nftables ip:iproute2 conntrack:conntrack iptables:iptables sysctl:procps; do
+# prometheus + promtool: the drop-metrics e2e test scrapes the agent with a real server.
+for tool in nft:nftables ip:iproute2 conntrack:conntrack iptables:iptables sysctl:procps \
+            prometheus:prometheus promtool:prometheus; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 [ -e /usr/lib/x86_64-linux-gnu/libnftables.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libnftables.so.1 ] \

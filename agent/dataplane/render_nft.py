@@ -42,6 +42,16 @@ FORMAT_VERSION = "podseg-nft/1"
 FINGERPRINT_CHARS = 16
 COMMENT_MAX_BYTES = 127  # the kernel keeps at most 128 bytes of table comment (with NUL)
 
+# Drop capture (agent/flows): every deny rule logs to this NFLOG group of the pod's own
+# namespace, rate-limited in the kernel per rule so a flood cannot starve the reader, and
+# counts into a named counter per direction/reason/mode (exact packet totals).
+NFLOG_GROUP = 2100
+LOG_RATE = "100/second burst 50 packets"
+LOG_SNAPLEN = 128
+LOG_QUEUE_THRESHOLD = 16
+LOG_PREFIX = "podseg"
+COUNTER_PREFIX = "deny"
+
 _MARK = f"0x{DENY_MARK:08x}"
 _CLEAR_MARK = f"0x{0xFFFFFFFF & ~DENY_MARK:08x}"
 _FP_RE = re.compile(r'comment "podseg fp=([0-9a-f]{16})[ "]')
@@ -214,7 +224,13 @@ def _inet_body(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> list[str]:
             )
         )
         out.append(_chain("ingress_policy", [], policy_rules[ruleset.Direction.INGRESS]))
-        out.append(_chain("ingress_deny", [], ["counter drop"]))
+        out.append(
+            _chain(
+                "ingress_deny",
+                [],
+                deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
+            )
+        )
     if ruleset.Direction.EGRESS in policy_rules:
         out.append(
             _chain(
@@ -230,18 +246,86 @@ def _inet_body(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> list[str]:
             )
         )
         out.append(_chain("egress_policy", [], policy_rules[ruleset.Direction.EGRESS]))
-        out.append(_chain("egress_deny", [], _egress_deny_rules(ifaces)))
-    return out
+        out.append(
+            _chain(
+                "egress_deny",
+                [],
+                deny_rules(ruleset.Direction.EGRESS, "policy", ifaces, mode=rs.mode),
+            )
+        )
+    return _declare_counters(out)
 
 
-def _egress_deny_rules(ifaces: Sequence[str]) -> list[str]:
-    if not ifaces:
-        return ["counter drop"]  # no device hook would drop a marked packet: fail closed here
+def log_prefix(direction: ruleset.Direction, reason: str, mode: ruleset.PolicyMode) -> str:
+    """The NFLOG prefix of a deny rule: `podseg <direction> <reason> <mode>`."""
+    return f"{LOG_PREFIX} {direction.value} {_sanitize_token(reason)} {mode.value}"
+
+
+def parse_log_prefix(prefix: str) -> tuple[str, str, str] | None:
+    """(direction, reason, mode) of a prefix made by `log_prefix`; None when not ours."""
+    parts = prefix.split(" ")
+    if len(parts) != 4 or parts[0] != LOG_PREFIX:
+        return None
+    return parts[1], parts[2], parts[3]
+
+
+def counter_name(direction: ruleset.Direction, reason: str, mode: ruleset.PolicyMode) -> str:
+    """Name of the named counter of a deny rule: `deny.<direction>.<reason>.<mode>`."""
+    return f"{COUNTER_PREFIX}.{direction.value}.{_sanitize_token(reason)}.{mode.value}"
+
+
+def parse_counter_name(name: str) -> tuple[str, str, str] | None:
+    """(direction, reason, mode) of a counter named by `counter_name`; None when not ours."""
+    parts = name.split(".")
+    if len(parts) != 4 or parts[0] != COUNTER_PREFIX:
+        return None
+    return parts[1], parts[2], parts[3]
+
+
+def deny_rules(
+    direction: ruleset.Direction,
+    reason: str,
+    ifaces: Sequence[str],
+    *,
+    mode: ruleset.PolicyMode = ruleset.PolicyMode.ENFORCE,
+) -> list[str]:
+    """The rule lines of a deny chain: every drop podseg renders comes from here.
+
+    Each packet is logged to NFLOG (kernel rate limit, prefix naming direction, reason and
+    mode) and counted in a named counter, then dropped. Egress keeps the silent-drop trick:
+    decided here (the output hook) by setting DENY_MARK, dropped in the netdev egress hook of
+    the pod's interface; `counter drop` here only when there is no such interface (fail
+    closed). `visibility` mode logs and counts the same but accepts, and never sets
+    DENY_MARK (a marked conntrack entry would drop the replies).
+    """
+    log = (
+        f'limit rate {LOG_RATE} log prefix "{log_prefix(direction, reason, mode)}" '
+        f"group {NFLOG_GROUP} snaplen {LOG_SNAPLEN} queue-threshold {LOG_QUEUE_THRESHOLD}"
+    )
+    counter = f'counter name "{counter_name(direction, reason, mode)}"'
+    if mode is ruleset.PolicyMode.VISIBILITY:
+        return [log, f"{counter} accept"]
+    if direction is ruleset.Direction.INGRESS or not ifaces:
+        return [log, f"{counter} drop"]
     names = ", ".join(f'"{i}"' for i in ifaces)
     return [
-        f"oifname != {{ {names} }} counter drop",
-        f"counter meta mark set meta mark | {_MARK} ct mark set ct mark | {_MARK} accept",
+        log,
+        f"oifname != {{ {names} }} {counter} drop",
+        f"{counter} meta mark set meta mark | {_MARK} ct mark set ct mark | {_MARK} accept",
     ]
+
+
+_COUNTER_REF = re.compile(r'counter name "([^"]+)"')
+
+
+def _declare_counters(body: list[str]) -> list[str]:
+    """Prepend a declaration of every named counter the rules refer to."""
+    names = sorted({m for part in body for m in _COUNTER_REF.findall(part)})
+    return [f"  counter {name} {{\n  }}\n" for name in names] + body
+
+
+def _sanitize_token(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "_"
 
 
 def _direction_sets(

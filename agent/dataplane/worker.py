@@ -9,7 +9,8 @@ is killed by the agent and started afresh; nothing here is state the agent canno
 Requests (`op`): `scan` (list candidate namespaces with their interfaces and addresses),
 `apply` (run an nft script in one namespace as one transaction), `observe` (read the owned
 table's fingerprint comment), `comment` (the whole owner comment, for the sweep of leftover
-tables), `forget` (drop cached contexts of namespaces that are gone).
+tables), `forget` (drop cached contexts of namespaces that are gone), `counters` (packet counts
+of the named deny counters, for the drop metrics).
 """
 
 from __future__ import annotations
@@ -166,6 +167,31 @@ class Worker:
         listing = self._listing(path, ino, "inet")
         return render_nft.parse_comment(listing) if listing is not None else None
 
+    def counters(self, targets: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+        """Packet counts of podseg's named counters, per target key (drop totals, agent.flows).
+
+        Targets whose namespace or table is gone are left out: the caller treats a missing or
+        smaller value as a reset.
+        """
+        out: dict[str, dict[str, int]] = {}
+        for target in targets:
+            try:
+                text = self._run_in(
+                    str(target["path"]),
+                    target.get("ino"),
+                    f"list counters table inet {render_nft.TABLE}",
+                    flags=libnft.OUTPUT_JSON,
+                )
+            except (NetnsGone, libnft.NftError, OSError):
+                continue
+            values: dict[str, int] = {}
+            for item in json.loads(text or "{}").get("nftables", []):
+                counter = item.get("counter") if isinstance(item, dict) else None
+                if isinstance(counter, dict) and isinstance(counter.get("name"), str):
+                    values[counter["name"]] = int(counter.get("packets", 0))
+            out[str(target["key"])] = values
+        return out
+
     def forget(self, inos: list[int] | None) -> int:
         """Close the contexts of the given namespaces (None: all), releasing the namespaces."""
         dropped = 0
@@ -192,6 +218,8 @@ class Worker:
             return {"comment": self.comment(path, ino)}
         if op == "forget":
             return {"forgotten": self.forget(request.get("inos"))}
+        if op == "counters":  # drop totals for agent.flows
+            return {"counters": self.counters(list(request.get("targets") or []))}
         if op == "ping":
             return {"pid": os.getpid(), "contexts": len(self.contexts)}
         raise ValueError(f"unknown op {op!r}")

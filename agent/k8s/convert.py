@@ -109,7 +109,31 @@ def pod(obj: Raw) -> model.Pod:
         phase=str(status.get("phase") or ""),
         terminating=meta.get("deletionTimestamp") is not None,
         resource_version=str(meta.get("resourceVersion") or ""),
+        workload=workload_of(meta, _labels(obj)),
     )
+
+
+def workload_of(meta: Raw, labels: Mapping[str, str]) -> str:
+    """The name of the workload owning a pod, from its controller ownerReference.
+
+    A ReplicaSet made by a Deployment is named `<deployment>-<pod-template-hash>` and the pod
+    carries the hash as its `pod-template-hash` label: the suffix is stripped, so the workload
+    is the Deployment. StatefulSet, DaemonSet, Job (a CronJob's Job keeps its own name) and any
+    other controller give their own name. A bare pod gives "": pod names never become labels.
+    """
+    owners = meta.get("ownerReferences")
+    if not isinstance(owners, list):
+        return ""
+    valid = [o for o in owners if isinstance(o, Mapping) and isinstance(o.get("name"), str)]
+    controllers = [o for o in valid if o.get("controller") is True] or valid
+    if not controllers:
+        return ""
+    owner = controllers[0]
+    name = str(owner["name"])
+    pod_hash = labels.get("pod-template-hash", "")
+    if owner.get("kind") == "ReplicaSet" and pod_hash and name.endswith("-" + pod_hash):
+        return name[: -len(pod_hash) - 1]
+    return name
 
 
 def namespace(obj: Raw) -> model.Namespace:

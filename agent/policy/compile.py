@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from agent import model, selectors
 from agent.policy import intervals, ruleset
+from agent.policy import mode as policy_mode
 from agent.policy import services as policy_services
 
 IMPLICIT_NAMESPACE_LABEL = "kubernetes.io/metadata.name"
@@ -161,6 +162,7 @@ def compile_indexed(
             always=_node_ranges(node_addresses),
         ),
         egress=egress,
+        mode=policy_mode.resolve(pod, index.namespaces)[0],
     )
 
 

@@ -20,9 +20,11 @@ class Direction(enum.StrEnum):
 
 
 class PolicyMode(enum.StrEnum):
-    """How denied packets are treated; only `enforce` exists so far (visibility comes later)."""
+    """How denied packets are treated: dropped (`enforce`), or logged and accepted
+    (`visibility`: the same ruleset is programmed, would-drops are counted and logged)."""
 
     ENFORCE = "enforce"
+    VISIBILITY = "visibility"
 
 
 @dataclasses.dataclass(frozen=True, order=True)

@@ -117,6 +117,11 @@ class AgentProcess:
         return self.http("/readyz")[0] == 200
 
     @property
+    def pid(self) -> int | None:
+        """The agent process's pid (None before start)."""
+        return self._popen.pid if self._popen is not None else None
+
+    @property
     def running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 

@@ -87,17 +87,25 @@ def test_chain_layout_and_deny_paths() -> None:
     assert "type filter hook output priority filter; policy accept;" in script
     assert 'iif "lo" accept' in script and 'oif "lo" accept' in script
     assert "ct state established,related" in script
-    assert re.search(r"chain ingress_deny \{\n    counter drop\n", script)
+    ingress_counter = 'counter name "deny.ingress.policy.enforce"'
+    egress_counter = 'counter name "deny.egress.policy.enforce"'
+    assert re.search(
+        r"chain ingress_deny \{\n    limit rate .* log .*\n    " + ingress_counter + " drop\n",
+        script,
+    )
     mark = "0x00100000"
     assert render_nft.DENY_MARK == 0x00100000
-    assert f"counter meta mark set meta mark | {mark} ct mark set ct mark | {mark} accept" in script
-    assert 'oifname != { "eth0" } counter drop' in script
+    assert (
+        f"{egress_counter} meta mark set meta mark | {mark} ct mark set ct mark | {mark} accept"
+        in script
+    )
+    assert f'oifname != {{ "eth0" }} {egress_counter} drop' in script
     assert 'type filter hook egress device "eth0" priority filter; policy accept;' in script
     assert f"meta mark & {mark} == {mark} counter drop" in script
     # in output, only packets leaving through an unhooked interface are dropped
     egress_deny = script.split("chain egress_deny {\n")[1].split("\n  }\n")[0].splitlines()
     assert [line.strip() for line in egress_deny if "drop" in line] == [
-        'oifname != { "eth0" } counter drop'
+        f'oifname != {{ "eth0" }} {egress_counter} drop'
     ]
     ingress_deny = script.split("chain ingress_deny {\n")[1].split("\n  }\n")[0]
     assert "mark" not in ingress_deny
@@ -117,7 +125,11 @@ def test_egress_without_interfaces_drops_in_output() -> None:
     rs = ruleset.PodRuleset("prod", "web", egress=isolated())
     script = render_nft.render(rs, []).script
     assert "table netdev podseg {" not in script
-    assert re.search(r"chain egress_deny \{\n    counter drop\n  \}", script)
+    assert re.search(
+        r"chain egress_deny \{\n    limit rate .*\n"
+        r'    counter name "deny.egress.policy.enforce" drop\n  \}',
+        script,
+    )
     assert "meta mark set" not in script
 
 

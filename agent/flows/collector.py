@@ -1,0 +1,338 @@
+"""The agent side of drop capture: runs the reader process, turns drops into flows and metrics.
+
+* Flows come from NFLOG (sampled: the kernel logs at most `render_nft.LOG_RATE` packets per
+  deny rule and namespace); they feed `podseg_dropped_flows_total` and the flow log, one JSON
+  line per aggregated flow naming both ends (pod, namespace, workload, IP, or `external` with
+  the address folded to a /24 or /64), protocol, port, verdict and the isolating policies.
+* Packet totals come from the named nft counters of each deny rule (exact, whatever the
+  rate), read through the dataplane worker every window: `podseg_dropped_packets_total`.
+* Series are labelled by the local pod's namespace and workload, never its name or IP; those of
+  workloads with no pod left on the node are removed; past `--max-drop-series` label sets, new
+  ones are booked under `_other` and counted in `podseg_dropped_series_folded_total`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+import structlog
+
+from agent import config, metrics, model, store
+from agent.dataplane import backend, netns, render_nft
+from agent.flows import aggregate, nflog
+from agent.policy import ruleset
+
+log = structlog.get_logger(__name__)
+
+BARE_POD_WORKLOAD = "<none>"
+FOLDED = "_other"
+VERDICTS = {"enforce": "dropped", "visibility": "would-drop"}
+
+
+def workload_label(pod: model.Pod) -> str:
+    """The `workload` label value: the owner's name, or `<none>` for a bare pod."""
+    return pod.workload or BARE_POD_WORKLOAD
+
+
+@dataclasses.dataclass
+class Watched:
+    pod: model.Pod
+    target: netns.Target
+    policies: dict[str, tuple[str, ...]]
+    mode: str
+
+
+def flow_logger(path: str | None) -> tuple[Any, TextIO | None]:
+    """A structlog logger writing one JSON line per event to `path` (appending) or stdout."""
+    stream: TextIO | None = open(path, "a", buffering=1) if path else None  # noqa: SIM115
+    logger = structlog.wrap_logger(
+        structlog.PrintLogger(stream or sys.stdout),
+        processors=[
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+            _time_and_event_first,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+    return logger, stream
+
+
+def _time_and_event_first(
+    _logger: Any, _method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    return {"time": event.pop("time", None), "event": event.pop("event", None), **event}
+
+
+def _iso(epoch: float) -> str:
+    stamp = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Collector:
+    def __init__(
+        self,
+        settings: config.Settings,
+        cluster: store.Store,
+        dataplane: backend.WorkerClient,
+    ) -> None:
+        self.settings = settings
+        self.store = cluster
+        self.dataplane = dataplane
+        self.watched: dict[str, Watched] = {}
+        self.aggregator = aggregate.Aggregator()
+        self.last_counts: dict[str, dict[str, int]] = {}
+        self.series: set[tuple[str, str]] = set()
+        self.flow_log, self._stream = flow_logger(settings.flow_log_file)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._opened: set[str] = set()
+        self._reader_task: asyncio.Task[None] | None = None
+        self.reader_restarts = 0
+        self._ips: tuple[float, dict[str, model.Pod]] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._start_reader()
+        self._tasks = [asyncio.create_task(self._tick_loop(), name="flow-window")]
+
+    async def _start_reader(self) -> None:
+        """Start (or restart) the reader process and reopen every watched namespace."""
+        self._opened.clear()
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent.flows.reader",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=16 * 1024 * 1024,
+            env={**os.environ, "PODSEG_READER_PARENT": str(os.getpid())},
+        )
+        self._reader_task = asyncio.create_task(self._read_loop(), name="flow-reader")
+        for key, watched in self.watched.items():
+            self._send(
+                {"op": "open", "key": key, "path": watched.target.path, "ino": watched.target.ino}
+            )
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._tasks.append(self._reader_task)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            self.emit_flows()
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 2.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._stream is not None:
+            self._stream.close()
+
+    def _send(self, request: dict[str, Any]) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            return
+        proc.stdin.write((json.dumps(request) + "\n").encode())
+
+    # -- what to watch (called by the reconciler) ------------------------------------------
+    def watch(
+        self, pod: model.Pod, target: netns.Target, rs: ruleset.PodRuleset, applied: bool
+    ) -> None:
+        """Capture drops of `pod` in `target`; `applied`: its table (and counters) is fresh."""
+        old = self.watched.get(pod.key)
+        self.watched[pod.key] = Watched(
+            pod=pod,
+            target=target,
+            policies={"ingress": rs.ingress.policies, "egress": rs.egress.policies},
+            mode=rs.mode.value,
+        )
+        if applied:
+            self.last_counts[pod.key] = {}  # a replaced table starts its counters at zero
+        if old is None or (old.target.path, old.target.ino) != (target.path, target.ino):
+            self._send({"op": "open", "key": pod.key, "path": target.path, "ino": target.ino})
+
+    def unwatch(self, key: str) -> None:
+        if self.watched.pop(key, None) is not None:
+            self._send({"op": "close", "key": key})
+        self.last_counts.pop(key, None)
+
+    # -- reading ----------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        stdout = self._proc.stdout
+        while True:
+            raw = await stdout.readline()
+            if not raw:
+                log.warning("flow_reader_exited")
+                return
+            try:
+                message = json.loads(raw)
+                self.handle(message)
+            except Exception as exc:  # one odd line must not stop drop capture
+                log.warning("flow_reader_bad_line", error=f"{type(exc).__name__}: {exc}")
+
+    def handle(self, message: dict[str, Any]) -> None:
+        key = str(message.get("key", ""))
+        if "opened" in message:
+            self._opened.add(str(message["opened"]))
+        elif "closed" in message:
+            closed = str(message["closed"])
+            self._opened.discard(closed)
+            log.info("flow_reader_closed", pod=closed, reason=message.get("reason"))
+        elif "error" in message:
+            log.warning("flow_reader_error", pod=key, error=message["error"])
+        for result, count in (message.get("stats") or {}).items():
+            if result != "other" and count:
+                metrics.NFLOG_MESSAGES.labels(result).inc(count)
+        now = time.time()
+        ips = None
+        for prefix, src, dst, proto, sport, dport in message.get("packets") or []:
+            if ips is None:
+                ips = self._pod_ips()
+            packet = nflog.Packet(prefix, src, dst, int(proto), sport, dport)
+            if not self.aggregator.add(key, packet, now, ips.__contains__):
+                metrics.NFLOG_MESSAGES.labels("unparseable").inc()
+        metrics.FLOW_READERS.set(len(self._opened))
+
+    def _pod_ips(self) -> dict[str, model.Pod]:
+        """Pod by IP, rebuilt at most once a second (drops arrive in bursts)."""
+        now = time.monotonic()
+        if self._ips is None or now - self._ips[0] > 1.0:
+            index = {
+                ip: pod
+                for pod in self.store.pods.values()
+                if not pod.host_network
+                for ip in pod.ips
+            }
+            self._ips = (now, index)
+        return self._ips[1]
+
+    # -- every window -----------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.flow_window)
+            if self._proc is None or self._proc.returncode is not None:
+                self.reader_restarts += 1
+                log.warning("flow_reader_restarting", restarts=self.reader_restarts)
+                if self._reader_task is not None:
+                    self._reader_task.cancel()
+                await self._start_reader()
+            try:
+                self.emit_flows()
+                await self.read_counters()
+                self.drop_gone_series()
+            except backend.DataplaneError as exc:
+                log.warning("drop_counters_unreadable", error=str(exc))
+            except Exception:  # never let a reporting bug stop enforcement or capture
+                log.exception("flow_window_failed")
+
+    def _labels(
+        self, pod: model.Pod, direction: str, mode: str, metric: str, amount: int
+    ) -> list[str]:
+        ident = (pod.namespace, workload_label(pod))
+        if ident not in self.series and len(self.series) >= self.settings.max_drop_series:
+            metrics.DROP_SERIES_FOLDED.labels(metric).inc(amount)
+            return [FOLDED, FOLDED, direction, mode]
+        self.series.add(ident)
+        return [*ident, direction, mode]
+
+    def emit_flows(self) -> None:
+        flows = self.aggregator.flush()
+        if self.aggregator.overflow:
+            log.warning("flow_table_full", packets_not_aggregated=self.aggregator.overflow)
+            self.aggregator.overflow = 0
+        if not flows:
+            return
+        ips = self._pod_ips()
+        for key, stats in flows:
+            watched = self.watched.get(key.pod)
+            local = watched.pod if watched is not None else self.store.pods.get(key.pod)
+            if local is None:
+                continue
+            metrics.DROPPED_FLOWS.labels(
+                *self._labels(local, key.direction, key.mode, "flows", 1)
+            ).inc()
+            self.flow_log.info(
+                "dropped_flow",
+                direction=key.direction,
+                verdict=VERDICTS.get(key.mode, key.mode),
+                policy_mode=key.mode,
+                reason=key.reason,
+                src=_end(key.src, ips),
+                dst=_end(key.dst, ips),
+                protocol=render_nft.format_protocol(key.protocol),
+                port=key.dport,
+                policies=list(watched.policies.get(key.direction, ())) if watched else [],
+                packets_logged=stats.packets,
+                first_seen=_iso(stats.first),
+                last_seen=_iso(stats.last),
+            )
+            metrics.FLOW_LOG_LINES.inc()
+
+    async def read_counters(self) -> None:
+        if not self.watched:
+            return
+        targets = {key: w.target for key, w in self.watched.items()}
+        counts = await self.dataplane.counters(targets)
+        for key, values in counts.items():
+            watched = self.watched.get(key)
+            if watched is None:
+                continue
+            last = self.last_counts.setdefault(key, {})
+            for name, value in values.items():
+                parsed = render_nft.parse_counter_name(name)
+                if parsed is None:
+                    continue
+                previous = last.get(name, 0)
+                delta = value - previous if value >= previous else value  # reset: new table
+                last[name] = value
+                if delta > 0:
+                    direction, _reason, mode = parsed
+                    metrics.DROPPED_PACKETS.labels(
+                        *self._labels(watched.pod, direction, mode, "packets", delta)
+                    ).inc(delta)
+
+    def drop_gone_series(self) -> None:
+        """Remove the series of workloads that have no pod on this node any more."""
+        live = {(w.pod.namespace, workload_label(w.pod)) for w in self.watched.values()}
+        live.update(
+            (pod.namespace, workload_label(pod))
+            for pod in self.store.pods.values()
+            if pod.node_name == self.settings.node_name
+        )
+        for ident in sorted(self.series - live):
+            self.series.discard(ident)
+            for metric in (metrics.DROPPED_PACKETS, metrics.DROPPED_FLOWS):
+                for direction in ("ingress", "egress"):
+                    for mode in VERDICTS:
+                        with contextlib.suppress(KeyError):
+                            metric.remove(*ident, direction, mode)
+            log.info("drop_series_removed", namespace=ident[0], workload=ident[1])
+
+
+def _end(address: str, ips: dict[str, model.Pod]) -> dict[str, str]:
+    pod = ips.get(address)
+    if pod is None:
+        return {"kind": "external", "ip": address}
+    return {
+        "kind": "pod",
+        "namespace": pod.namespace,
+        "pod": pod.name,
+        "workload": workload_label(pod),
+        "ip": address,
+    }

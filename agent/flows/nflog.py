@@ -1,0 +1,207 @@
+"""Parse nfnetlink_log (NFLOG) netlink messages into the dropped packets they describe. Pure.
+
+The deny rules (`render_nft.deny_rules`) log each denied packet, rate-limited in the kernel,
+to an NFLOG group of the pod's own namespace; `agent.flows.reader` receives the raw netlink
+datagrams there and hands them to `parse`. Anything odd (a message cut short, an attribute
+running past its message, a payload that is not IPv4/IPv6, a prefix that is not ours) is
+counted under a `Stats` field and skipped; parsing never raises on kernel input.
+Also builds the two configuration requests the reader sends (bind a group, set the flush
+timeout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import struct
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_ULOG = 4
+NFULNL_MSG_PACKET = 0
+NFULNL_MSG_CONFIG = 1
+NFULA_PAYLOAD = 9
+NFULA_PREFIX = 10
+NFULA_CFG_CMD = 1
+NFULA_CFG_TIMEOUT = 4
+NFULNL_CFG_CMD_BIND = 1
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
+NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+AF_INET, AF_INET6 = 2, 10
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_NLATTR = struct.Struct("=HH")
+_NFGENMSG = struct.Struct("!BBH")
+_PORT_PROTOCOLS = {6, 17, 132}  # TCP, UDP, SCTP: the first 4 bytes are source, dest port
+_IPV6_EXTENSIONS = {0, 43, 60}  # hop-by-hop, routing, destination options (44: fragment)
+
+
+@dataclasses.dataclass(frozen=True)
+class Packet:
+    """One logged packet: the rule's prefix and the packet's addresses, protocol and ports."""
+
+    prefix: str
+    src: str
+    dst: str
+    protocol: int
+    sport: int | None
+    dport: int | None
+
+
+@dataclasses.dataclass
+class Stats:
+    """What `parse` saw besides packets; each counter is exported per result."""
+
+    ok: int = 0
+    truncated: int = 0
+    unparseable: int = 0
+    other: int = 0  # acks, errors, done markers: not packets
+
+    def add(self, other: Stats) -> None:
+        self.ok += other.ok
+        self.truncated += other.truncated
+        self.unparseable += other.unparseable
+        self.other += other.other
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    return (
+        _NLATTR.pack(_NLATTR.size + len(data), kind)
+        + data
+        + b"\0" * (_align(len(data)) - len(data))
+    )
+
+
+def config_message(group: int, attrs: bytes, seq: int, family: int = 0) -> bytes:
+    """A NFULNL_MSG_CONFIG request (with ack) for `group` carrying `attrs`."""
+    body = _NFGENMSG.pack(family, 0, group) + attrs
+    kind = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG
+    return (
+        _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+    )
+
+
+def bind_message(group: int, seq: int) -> bytes:
+    """Bind this socket to NFLOG `group` (fails with EBUSY when another socket holds it)."""
+    return config_message(group, _attr(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND])), seq)
+
+
+def timeout_message(group: int, hundredths: int, seq: int) -> bytes:
+    """Flush a partly filled batch after `hundredths` of a second (the queue-threshold waits)."""
+    return config_message(group, _attr(NFULA_CFG_TIMEOUT, struct.pack("!I", hundredths)), seq)
+
+
+def ack_error(buf: bytes) -> int | None:
+    """The errno of the first NLMSG_ERROR in `buf` (0 is a plain ack); None when there is none."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(buf):
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
+        if length < _NLMSGHDR.size:
+            return None
+        if kind == NLMSG_ERROR and offset + _NLMSGHDR.size + 4 <= len(buf):
+            return -int(struct.unpack_from("=i", buf, offset + _NLMSGHDR.size)[0])
+        offset += _align(length)
+    return None
+
+
+def parse(buf: bytes) -> tuple[list[Packet], Stats]:
+    """Every packet in one received datagram (one message, or a batch of them)."""
+    packets: list[Packet] = []
+    stats = Stats()
+    offset = 0
+    while offset < len(buf):
+        if len(buf) - offset < _NLMSGHDR.size:
+            stats.truncated += 1
+            break
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
+        if length < _NLMSGHDR.size:
+            stats.unparseable += 1
+            break
+        if offset + length > len(buf):
+            stats.truncated += 1
+            break
+        body = buf[offset + _NLMSGHDR.size : offset + length]
+        offset += _align(length)
+        if kind != (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
+            stats.other += 1
+            continue
+        packet, result = _packet(body)
+        if packet is not None:
+            packets.append(packet)
+            stats.ok += 1
+        elif result == "truncated":
+            stats.truncated += 1
+        else:
+            stats.unparseable += 1
+    return packets, stats
+
+
+def _attributes(data: bytes) -> dict[int, bytes] | None:
+    attrs: dict[int, bytes] = {}
+    offset = 0
+    while offset + _NLATTR.size <= len(data):
+        length, kind = _NLATTR.unpack_from(data, offset)
+        if length < _NLATTR.size or offset + length > len(data):
+            return None
+        attrs[kind & 0x3FFF] = data[offset + _NLATTR.size : offset + length]
+        offset += _align(length)
+    return attrs
+
+
+def _packet(body: bytes) -> tuple[Packet | None, str]:
+    if len(body) < _NFGENMSG.size:
+        return None, "truncated"
+    attrs = _attributes(body[_NFGENMSG.size :])
+    if attrs is None:
+        return None, "truncated"
+    prefix = attrs.get(NFULA_PREFIX, b"").split(b"\0", 1)[0].decode(errors="replace")
+    payload = attrs.get(NFULA_PAYLOAD)
+    if payload is None:
+        return None, "unparseable"
+    return _l3(prefix, payload)
+
+
+def _l3(prefix: str, p: bytes) -> tuple[Packet | None, str]:
+    if not p:
+        return None, "truncated"
+    version = p[0] >> 4
+    if version == 4:
+        if len(p) < 20:
+            return None, "truncated"
+        ihl = (p[0] & 0x0F) * 4
+        if ihl < 20:
+            return None, "unparseable"
+        protocol = p[9]
+        src = str(ipaddress.IPv4Address(p[12:16]))
+        dst = str(ipaddress.IPv4Address(p[16:20]))
+        fragment_offset = struct.unpack_from("!H", p, 6)[0] & 0x1FFF
+        l4 = ihl if fragment_offset == 0 else None
+    elif version == 6:
+        if len(p) < 40:
+            return None, "truncated"
+        protocol = p[6]
+        src = str(ipaddress.IPv6Address(p[8:24]))
+        dst = str(ipaddress.IPv6Address(p[24:40]))
+        pos, l4 = 40, 40
+        for _ in range(8):  # bounded walk over extension headers
+            if protocol in _IPV6_EXTENSIONS and len(p) >= pos + 2:
+                protocol, pos = p[pos], pos + (p[pos + 1] + 1) * 8
+                l4 = pos
+            elif protocol == 44 and len(p) >= pos + 8:
+                first = struct.unpack_from("!H", p, pos + 2)[0] & 0xFFF8
+                protocol, pos = p[pos], pos + 8
+                l4 = pos if first == 0 else None
+                break
+            else:
+                break
+    else:
+        return None, "unparseable"
+    sport = dport = None
+    if protocol in _PORT_PROTOCOLS and l4 is not None:
+        if len(p) < l4 + 4:
+            return None, "truncated"
+        sport, dport = struct.unpack_from("!HH", p, l4)
+    return Packet(prefix, src, dst, protocol, sport, dport), "ok"

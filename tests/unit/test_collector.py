@@ -1,0 +1,133 @@
+"""The collector's bookkeeping without a kernel: counter deltas and resets, the series cap
+with its folded counter, removal of gone workloads' series, and flow-log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+
+from agent import config, metrics, model, store
+from agent.dataplane import backend, netns
+from agent.flows import collector
+from agent.policy import ruleset
+
+ENFORCE = "deny.ingress.policy.enforce"
+
+
+class CountingWorker(backend.WorkerClient):
+    """Answers `counters` from a dict the test sets (the real worker reads nft counters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, dict[str, int]] = {}
+
+    async def counters(self, targets: dict[str, netns.Target]) -> dict[str, dict[str, int]]:
+        return {k: dict(v) for k, v in self.values.items() if k in targets}
+
+
+def sample(name: str, **labels: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def make(tmp_path: pathlib.Path, cap: int = 1000) -> tuple[collector.Collector, CountingWorker]:
+    settings = config.Settings(
+        node_name="n1",
+        kubeconfig=None,
+        flow_log_file=str(tmp_path / "flows.jsonl"),
+        max_drop_series=cap,
+    )
+    worker = CountingWorker()
+    return collector.Collector(settings, store.Store(), worker), worker
+
+
+def pod(ns: str, name: str, workload: str) -> model.Pod:
+    return model.Pod(ns, name, node_name="n1", ips=(f"198.18.9.{len(name)}",), workload=workload)
+
+
+TARGET = netns.Target("/run/netns/x", 1, ("eth0",))
+RS = ruleset.PodRuleset("cq", "a", ingress=ruleset.DirectionRuleset(True, policies=("cq/deny",)))
+
+
+def test_counter_deltas_resets_and_gone_series(tmp_path: pathlib.Path) -> None:
+    c, worker = make(tmp_path)
+    web = pod("cq", "web-1", "web")
+    c.watch(web, TARGET, RS, applied=True)
+    labels = {
+        "namespace": "cq",
+        "workload": "web",
+        "direction": "ingress",
+        "policy_mode": "enforce",
+    }
+    worker.values = {web.key: {ENFORCE: 5, "not-ours": 9}}
+    asyncio.run(c.read_counters())
+    assert sample("podseg_dropped_packets_total", **labels) == 5
+    worker.values = {web.key: {ENFORCE: 8}}
+    asyncio.run(c.read_counters())
+    assert sample("podseg_dropped_packets_total", **labels) == 8
+    worker.values = {web.key: {ENFORCE: 2}}  # the table was replaced: counters restarted
+    asyncio.run(c.read_counters())
+    assert sample("podseg_dropped_packets_total", **labels) == 10
+    c.unwatch(web.key)
+    c.drop_gone_series()
+    assert metrics.REGISTRY.get_sample_value("podseg_dropped_packets_total", labels) is None
+
+
+def test_series_cap_folds_and_counts(tmp_path: pathlib.Path) -> None:
+    c, worker = make(tmp_path, cap=1)
+    first, second = pod("cap1", "a", "one"), pod("cap2", "b", "")
+    for p in (first, second):
+        c.watch(p, TARGET, RS, applied=True)
+    worker.values = {first.key: {ENFORCE: 3}, second.key: {ENFORCE: 4}}
+    before = sample("podseg_dropped_series_folded_total", metric="packets")
+    asyncio.run(c.read_counters())
+    more = {"direction": "ingress", "policy_mode": "enforce"}
+    assert sample("podseg_dropped_packets_total", namespace="cap1", workload="one", **more) == 3
+    folded = sample("podseg_dropped_packets_total", namespace="_other", workload="_other", **more)
+    assert folded >= 4
+    assert sample("podseg_dropped_series_folded_total", metric="packets") == before + 4
+
+
+def test_flow_lines_name_both_ends(tmp_path: pathlib.Path) -> None:
+    c, _worker = make(tmp_path)
+    web, client = pod("fq", "web-1", "web"), pod("fq", "c", "")
+    for p in (web, client):
+        c.store.pods[p.key] = p
+    c.watch(web, TARGET, RS, applied=True)
+    prefix = "podseg ingress policy enforce"
+    c.handle(
+        {
+            "key": web.key,
+            "packets": [
+                [prefix, client.ips[0], web.ips[0], 6, 40000, 80],
+                [prefix, client.ips[0], web.ips[0], 6, 40001, 80],
+                [prefix, "203.0.113.7", web.ips[0], 17, 5, 53],
+            ],
+            "stats": {"ok": 3, "truncated": 1},
+        }
+    )
+    c.emit_flows()
+    asyncio.run(c.close())
+    lines = [json.loads(x) for x in (tmp_path / "flows.jsonl").read_text().splitlines()]
+    assert len(lines) == 2
+    by_proto = {line["protocol"]: line for line in lines}
+    tcp = by_proto["tcp"]
+    assert tcp["src"] == {
+        "kind": "pod",
+        "namespace": "fq",
+        "pod": "c",
+        "workload": "<none>",
+        "ip": client.ips[0],
+    }
+    assert tcp["dst"]["workload"] == "web" and tcp["port"] == 80 and tcp["packets_logged"] == 2
+    assert tcp["verdict"] == "dropped" and tcp["policies"] == ["cq/deny"]
+    assert by_proto["udp"]["src"] == {"kind": "external", "ip": "203.0.113.0/24"}
+    labels = {
+        "namespace": "fq",
+        "workload": "web",
+        "direction": "ingress",
+        "policy_mode": "enforce",
+    }
+    assert sample("podseg_dropped_flows_total", **labels) == 2
+    assert sample("podseg_nflog_messages_total", result="truncated") >= 1
