@@ -11,6 +11,8 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+from agent.policy import containment, ruleset
+
 BACKENDS = ("nftables",)
 LOG_FORMATS = ("json", "console")
 
@@ -33,6 +35,11 @@ class Settings:
     worker_timeout: float = 10.0
     watch_timeout: int = 300
     resync_period: float = 60.0
+    # Containment (agent.policy.containment): guarded node services, None = guard off.
+    node_guard_ports: tuple[ruleset.ProtoPorts, ...] | None = dataclasses.field(
+        default_factory=lambda: containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
+    )
+    strict: bool = True  # cut established connections a ruleset change made illegal
 
 
 def add_netns_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +85,35 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         default=float(env("PODSEG_RESYNC_PERIOD", "60")),
         help="seconds between full re-checks of every local pod (PODSEG_RESYNC_PERIOD)",
     )
+    add_containment_arguments(parser)
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def add_containment_arguments(parser: argparse.ArgumentParser) -> None:
+    """Node guard and strict mode flags (quarantine needs none: it is a pod label)."""
+    env = os.environ.get
+    parser.add_argument(
+        "--node-guard-ports",
+        default=env("PODSEG_NODE_GUARD_PORTS") or containment.DEFAULT_NODE_GUARD_PORTS,
+        help="node services no pod may reach, proto:port[-port],... (PODSEG_NODE_GUARD_PORTS)",
+    )
+    parser.add_argument(
+        "--no-node-guard",
+        action="store_true",
+        default=not _flag(env("PODSEG_NODE_GUARD"), True),
+        help="do not guard nodes from pods (PODSEG_NODE_GUARD=false)",
+    )
+    parser.add_argument(
+        "--no-strict",
+        action="store_true",
+        default=not _flag(env("PODSEG_STRICT"), True),
+        help="keep established connections a change made illegal (PODSEG_STRICT=false)",
+    )
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -97,6 +133,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.resync_period <= 0:
         raise ConfigError("--resync-period must be positive")
     host, port = _split_address(args.metrics_address)
+    try:
+        guard_ports = containment.parse_ports(args.node_guard_ports)
+    except ValueError as exc:
+        raise ConfigError(f"--node-guard-ports: {exc}") from exc
     return Settings(
         node_name=args.node_name,
         kubeconfig=args.kubeconfig or None,
@@ -108,6 +148,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         log_format=args.log_format,
         log_level=args.log_level,
         resync_period=args.resync_period,
+        node_guard_ports=None if args.no_node_guard else guard_ports,
+        strict=not args.no_strict,
     )
 
 

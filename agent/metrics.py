@@ -79,6 +79,25 @@ WATCH_EVENTS = prometheus_client.Counter(
     ["resource", "type"],
     registry=REGISTRY,
 )
+QUARANTINED_PODS = prometheus_client.Gauge(
+    "podseg_quarantined_pods",
+    "Local pods in quarantine (label podseg.io/quarantine=true), by namespace.",
+    ["namespace"],
+    registry=REGISTRY,
+)
+CONNTRACK_DELETED = prometheus_client.Counter(
+    "podseg_conntrack_entries_deleted_total",
+    "Conntrack entries deleted in pod namespaces because the ruleset no longer allows them, "
+    "by reason (quarantine, strict).",
+    ["reason"],
+    registry=REGISTRY,
+)
+CONNTRACK_CUT_SECONDS = prometheus_client.Histogram(
+    "podseg_conntrack_cut_seconds",
+    "Time to list a pod namespace's conntrack entries and delete the illegal ones.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
 for _state in ("enforced", "unprotected", "failed"):
     MANAGED_PODS.labels(_state).set(0)
 

@@ -54,6 +54,7 @@ class Pod:
     phase: str = ""
     terminating: bool = False
     resource_version: str = ""
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -116,6 +117,20 @@ class WorkerClient:
         reply = await self.request("observe", path=target.path, ino=target.ino)
         fingerprint = reply.get("fingerprint")
         return str(fingerprint) if fingerprint else None
+
+    async def conntrack_list(self, target: netns.Target) -> list[dict[str, Any]]:
+        """The conntrack entries of the target namespace (see `agent.dataplane.conntrack`)."""
+        reply = await self.request("conntrack_list", path=target.path, ino=target.ino)
+        return list(reply["entries"])
+
+    async def conntrack_delete(
+        self, target: netns.Target, entries: Sequence[Mapping[str, Any]]
+    ) -> int:
+        """Delete entries from `conntrack_list`; returns how many were still there."""
+        reply = await self.request(
+            "conntrack_delete", path=target.path, ino=target.ino, entries=list(entries)
+        )
+        return int(reply["deleted"])
 
     async def forget(self, inos: list[int] | None) -> None:
         await self.request("forget", inos=inos)

@@ -9,7 +9,8 @@ is killed by the agent and started afresh; nothing here is state the agent canno
 Requests (`op`): `scan` (list candidate namespaces with their interfaces and addresses),
 `apply` (run an nft script in one namespace as one transaction), `observe` (read the owned
 table's fingerprint comment), `comment` (the whole owner comment, for the sweep of leftover
-tables), `forget` (drop cached contexts of namespaces that are gone).
+tables), `forget` (drop cached contexts of namespaces that are gone), `conntrack_list` and
+`conntrack_delete` (a namespace's conntrack entries, for quarantine and strict mode).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import pyroute2
 
-from agent.dataplane import libnft, render_nft
+from agent.dataplane import conntrack, libnft, render_nft
 
 CLONE_NEWNET = 0x40000000
 
@@ -166,6 +167,32 @@ class Worker:
         listing = self._listing(path, ino, "inet")
         return render_nft.parse_comment(listing) if listing is not None else None
 
+    def conntrack_list(self, path: str, ino: int | None) -> list[dict[str, Any]]:
+        """Every conntrack entry of the namespace (tuple, mark and the key to delete it by)."""
+        fd, _ = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                with conntrack.Conntrack() as ct:
+                    return ct.dump()
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+
+    def conntrack_delete(self, path: str, ino: int | None, entries: list[dict[str, Any]]) -> int:
+        """Delete the given entries (from `conntrack_list`); returns how many were still there."""
+        fd, _ = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                with conntrack.Conntrack() as ct:
+                    return sum(1 for entry in entries if ct.delete(entry))
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+
     def forget(self, inos: list[int] | None) -> int:
         """Close the contexts of the given namespaces (None: all), releasing the namespaces."""
         dropped = 0
@@ -192,6 +219,10 @@ class Worker:
             return {"comment": self.comment(path, ino)}
         if op == "forget":
             return {"forgotten": self.forget(request.get("inos"))}
+        if op == "conntrack_list":
+            return {"entries": self.conntrack_list(path, ino)}
+        if op == "conntrack_delete":
+            return {"deleted": self.conntrack_delete(path, ino, list(request["entries"]))}
         if op == "ping":
             return {"pid": os.getpid(), "contexts": len(self.contexts)}
         raise ValueError(f"unknown op {op!r}")

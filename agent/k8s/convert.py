@@ -109,7 +109,16 @@ def pod(obj: Raw) -> model.Pod:
         phase=str(status.get("phase") or ""),
         terminating=meta.get("deletionTimestamp") is not None,
         resource_version=str(meta.get("resourceVersion") or ""),
+        annotations=_annotations(obj),
     )
+
+
+def _annotations(obj: Raw) -> dict[str, str]:
+    """String annotations only (anything else is not a valid annotation value)."""
+    raw = _meta(obj).get("annotations") or {}
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, str)}
 
 
 def namespace(obj: Raw) -> model.Namespace:
