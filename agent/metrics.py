@@ -85,10 +85,10 @@ QUARANTINED_PODS = prometheus_client.Gauge(
     ["namespace"],
     registry=REGISTRY,
 )
-CONNTRACK_DELETED = prometheus_client.Counter(
-    "podseg_conntrack_entries_deleted_total",
-    "Conntrack entries deleted in pod namespaces because the ruleset no longer allows them, "
-    "by reason (quarantine, strict).",
+CONNECTIONS_CUT = prometheus_client.Counter(
+    "podseg_connections_cut_total",
+    "Conntrack entries of pod namespaces cut because the ruleset no longer allows them, by "
+    "reason (quarantine: deleted; strict: marked denied, so each packet is judged again).",
     ["reason"],
     registry=REGISTRY,
 )

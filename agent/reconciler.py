@@ -325,15 +325,22 @@ class Reconciler:
         started = time.monotonic()
         entries = await self.dataplane.conntrack_list(state.target)
         doomed = verdict.illegal(rs, pod.ips, entries)
-        deleted = await self.dataplane.conntrack_delete(state.target, doomed) if doomed else 0
+        cut = 0
+        if doomed and reason == "quarantine":
+            # Deleted: the quarantine chains sit before any conntrack shortcut, so whatever
+            # the next packet of such a connection is, it is dropped.
+            cut = await self.dataplane.conntrack_delete(state.target, doomed)
+        elif doomed:
+            cut = await self.dataplane.conntrack_mark(state.target, doomed, render_nft.DENY_MARK)
         took = time.monotonic() - started
         metrics.CONNTRACK_CUT_SECONDS.observe(took)
-        metrics.CONNTRACK_DELETED.labels(reason).inc(deleted)
+        metrics.CONNECTIONS_CUT.labels(reason).inc(cut)
         bound.info(
             "connections_cut",
             reason=reason,
             entries=len(entries),
-            deleted=deleted,
+            cut=cut,
+            action="deleted" if reason == "quarantine" else "marked denied",
             cut_ms=round(took * 1000, 3),
         )
 

@@ -132,6 +132,15 @@ class WorkerClient:
         )
         return int(reply["deleted"])
 
+    async def conntrack_mark(
+        self, target: netns.Target, entries: Sequence[Mapping[str, Any]], mark: int
+    ) -> int:
+        """OR `mark` into the entries' conntrack marks; returns how many were still there."""
+        reply = await self.request(
+            "conntrack_mark", path=target.path, ino=target.ino, entries=list(entries), mark=mark
+        )
+        return int(reply["marked"])
+
     async def forget(self, inos: list[int] | None) -> None:
         await self.request("forget", inos=inos)
 

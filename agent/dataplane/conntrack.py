@@ -22,6 +22,7 @@ from typing import Any
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
+IPCTNL_MSG_CT_NEW = 0
 IPCTNL_MSG_CT_GET = 1
 IPCTNL_MSG_CT_DELETE = 2
 NLM_F_REQUEST = 0x1
@@ -160,6 +161,27 @@ class Conntrack:
             if len(entries) >= MAX_ENTRIES:
                 break
         return entries
+
+    def set_mark(self, entry: dict[str, Any], mark: int) -> bool:
+        """OR `mark` into one entry's conntrack mark; False when it is already gone.
+
+        Strict mode marks rather than deletes: a deleted TCP entry is picked up again by the
+        next packet mid-stream, with the direction of whichever side sends first, so a reply
+        from the side whose direction is open would resurrect the connection as "established".
+        A marked entry keeps its true direction and the ruleset re-judges each packet of it.
+        """
+        family = socket.AF_INET if entry["family"] == 4 else socket.AF_INET6
+        payload = _nla(CTA_TUPLE_ORIG | NLA_F_NESTED, bytes.fromhex(str(entry["key"])))
+        payload += _nla(CTA_MARK, struct.pack("!I", (int(entry.get("mark") or 0) | mark)))
+        seq = self._send(IPCTNL_MSG_CT_NEW, NLM_F_REQUEST | NLM_F_ACK, family, payload)
+        try:
+            for _ in self._messages(seq):
+                pass
+        except ConntrackError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True
 
     def delete(self, entry: dict[str, Any]) -> bool:
         """Delete one entry from `dump`; False when it is already gone."""

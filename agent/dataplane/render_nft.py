@@ -225,7 +225,9 @@ def _inet_body(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> list[str]:
         rules = ['oif "lo" accept']
         if quarantine is not None:
             rules.append("jump quarantine_egress")
-        rules.append("ct state established,related accept")
+        # A conntrack entry carrying DENY_MARK (a denied flow, or a connection strict mode cut)
+        # gets no shortcut: each of its packets is judged again.
+        rules.append(f"ct state established,related ct mark & {_MARK} == 0x00000000 accept")
         if guard is not None:
             rules.append("jump node_guard")  # whatever the policies allow
         if ruleset.Direction.EGRESS in policy_rules:

@@ -10,7 +10,8 @@ Requests (`op`): `scan` (list candidate namespaces with their interfaces and add
 `apply` (run an nft script in one namespace as one transaction), `observe` (read the owned
 table's fingerprint comment), `comment` (the whole owner comment, for the sweep of leftover
 tables), `forget` (drop cached contexts of namespaces that are gone), `conntrack_list` and
-`conntrack_delete` (a namespace's conntrack entries, for quarantine and strict mode).
+`conntrack_delete`, `conntrack_mark` (a namespace's conntrack entries, for quarantine and
+strict mode).
 """
 
 from __future__ import annotations
@@ -193,6 +194,21 @@ class Worker:
         finally:
             os.close(fd)
 
+    def conntrack_mark(
+        self, path: str, ino: int | None, entries: list[dict[str, Any]], mark: int
+    ) -> int:
+        """OR `mark` into the given entries' marks; returns how many were still there."""
+        fd, _ = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                with conntrack.Conntrack() as ct:
+                    return sum(1 for entry in entries if ct.set_mark(entry, mark))
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+
     def forget(self, inos: list[int] | None) -> int:
         """Close the contexts of the given namespaces (None: all), releasing the namespaces."""
         dropped = 0
@@ -223,6 +239,9 @@ class Worker:
             return {"entries": self.conntrack_list(path, ino)}
         if op == "conntrack_delete":
             return {"deleted": self.conntrack_delete(path, ino, list(request["entries"]))}
+        if op == "conntrack_mark":
+            entries = list(request["entries"])
+            return {"marked": self.conntrack_mark(path, ino, entries, int(request["mark"]))}
         if op == "ping":
             return {"pid": os.getpid(), "contexts": len(self.contexts)}
         raise ValueError(f"unknown op {op!r}")

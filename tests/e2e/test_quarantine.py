@@ -92,9 +92,7 @@ def test_quarantine_cuts_everything_but_forensic_access(clean: Env) -> None:
     inbound = env.hold("q/peer", "q/victim")  # established, into the pod
     outbound = env.hold("q/victim", "q/peer")  # established, out of the pod
     assert env.verdict("q/victim", "ops/forensic") == probe.OK
-    cut_before = test_agent.sample(
-        env.agent, "podseg_conntrack_entries_deleted_total", reason="quarantine"
-    )
+    cut_before = test_agent.sample(env.agent, "podseg_connections_cut_total", reason="quarantine")
 
     patched = time.monotonic()
     env.cluster.label_pod("q/victim", QUARANTINE)
@@ -114,9 +112,7 @@ def test_quarantine_cuts_everything_but_forensic_access(clean: Env) -> None:
     assert env.verdict("ops/forensic", "q/victim", 80, "udp") == probe.OK
     assert env.verdict("q/victim", "ops/forensic") == probe.TIMEOUT
     # Its conntrack entries were deleted; it is reported (metric, Event, log with since-when).
-    cut_after = test_agent.sample(
-        env.agent, "podseg_conntrack_entries_deleted_total", reason="quarantine"
-    )
+    cut_after = test_agent.sample(env.agent, "podseg_connections_cut_total", reason="quarantine")
     assert (cut_after or 0) >= (cut_before or 0) + 2  # at least the two held connections
     assert test_agent.sample(env.agent, "podseg_quarantined_pods", namespace="q") == 1
     event = conftest.wait_for(lambda: env.events("Quarantined"), what="Quarantined event")[0]
