@@ -102,7 +102,7 @@ def removes_allows(old: ruleset.PodRuleset | None, new: ruleset.PodRuleset) -> b
         return True
     if new.quarantine is not None and new.quarantine != old.quarantine:
         return True
-    if new.node_guard is not None and new.node_guard != old.node_guard:
+    if new.node_guard is not None and _guards_more(old.node_guard, new.node_guard):
         return True
     for before, after in ((old.ingress, new.ingress), (old.egress, new.egress)):
         if not after.isolated:
@@ -126,6 +126,24 @@ def removes_allows(old: ruleset.PodRuleset | None, new: ruleset.PodRuleset) -> b
             ):
                 return True
     return False
+
+
+def _guards_more(old: ruleset.NodeGuard | None, new: ruleset.NodeGuard) -> bool:
+    """Whether `new` blocks something `old` did not (a node removed blocks less)."""
+    if old is None:
+        return True
+    if not all(_covered(old.blocked, r) for r in new.blocked):
+        return True
+    if not all(_covered(old.node_addrs, r) for r in new.node_addrs):
+        return True
+    return not all(
+        any(
+            o.protocol == n.protocol
+            and o.ports.first <= n.ports.first <= n.ports.last <= o.ports.last
+            for o in old.ports
+        )
+        for n in new.ports
+    )
 
 
 def _covered(ranges: Sequence[ruleset.AddrRange], r: ruleset.AddrRange) -> bool:

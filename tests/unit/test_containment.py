@@ -262,6 +262,13 @@ def test_removes_allows_is_conservative_but_skips_pure_widening() -> None:
     )
     guarded = contained(pod(), narrow).ruleset
     assert verdict.removes_allows(narrow, guarded) and not verdict.removes_allows(guarded, guarded)
+    fewer_nodes = containment.contain(narrow, pod(), None, NODES[:1], PORTS).ruleset
+    assert not verdict.removes_allows(guarded, fewer_nodes)  # a node left: blocks less
+    assert verdict.removes_allows(fewer_nodes, guarded)  # a node joined: blocks more
+    one_port = containment.contain(narrow, pod(), None, NODES, PORTS[:1]).ruleset
+    assert not verdict.removes_allows(guarded, one_port) and verdict.removes_allows(
+        one_port, guarded
+    )
 
 
 # -- conntrack wire format -------------------------------------------------------------------
