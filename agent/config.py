@@ -11,6 +11,8 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+from agent.policy import containment, ruleset
+
 BACKENDS = ("nftables",)
 LOG_FORMATS = ("json", "console")
 
@@ -37,6 +39,11 @@ class Settings:
     flow_window: float = 5.0
     max_drop_series: int = 1000
     flow_capture: bool = True
+    # Containment (agent.policy.containment): guarded node services, None = guard off.
+    node_guard_ports: tuple[ruleset.ProtoPorts, ...] | None = dataclasses.field(
+        default_factory=lambda: containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
+    )
+    strict: bool = True  # cut established connections a ruleset change made illegal
 
 
 def add_netns_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +90,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between full re-checks of every local pod (PODSEG_RESYNC_PERIOD)",
     )
     add_flow_arguments(parser)
+    add_containment_arguments(parser)
 
 
 def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +121,34 @@ def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def add_containment_arguments(parser: argparse.ArgumentParser) -> None:
+    """Node guard and strict mode flags (quarantine needs none: it is a pod label)."""
+    env = os.environ.get
+    parser.add_argument(
+        "--node-guard-ports",
+        default=env("PODSEG_NODE_GUARD_PORTS") or containment.DEFAULT_NODE_GUARD_PORTS,
+        help="node services no pod may reach, proto:port[-port],... (PODSEG_NODE_GUARD_PORTS)",
+    )
+    parser.add_argument(
+        "--no-node-guard",
+        action="store_true",
+        default=not _flag(env("PODSEG_NODE_GUARD"), True),
+        help="do not guard nodes from pods (PODSEG_NODE_GUARD=false)",
+    )
+    parser.add_argument(
+        "--no-strict",
+        action="store_true",
+        default=not _flag(env("PODSEG_STRICT"), True),
+        help="keep established connections a change made illegal (PODSEG_STRICT=false)",
+    )
+
+
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -134,6 +170,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError("--flow-window must be positive")
     if getattr(args, "max_drop_series", 1000) < 1:
         raise ConfigError("--max-drop-series must be at least 1")
+    try:
+        guard_ports = containment.parse_ports(args.node_guard_ports)
+    except ValueError as exc:
+        raise ConfigError(f"--node-guard-ports: {exc}") from exc
     return Settings(
         node_name=args.node_name,
         kubeconfig=args.kubeconfig or None,
@@ -149,6 +189,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         flow_window=getattr(args, "flow_window", 5.0),
         max_drop_series=getattr(args, "max_drop_series", 1000),
         flow_capture=not getattr(args, "no_flow_capture", False),
+        node_guard_ports=None if args.no_node_guard else guard_ports,
+        strict=not args.no_strict,
     )
 
 

@@ -134,6 +134,25 @@ AGENT_READY = prometheus_client.Gauge(
 )
 for _result in ("ok", "truncated", "unparseable", "overrun"):
     NFLOG_MESSAGES.labels(_result)
+QUARANTINED_PODS = prometheus_client.Gauge(
+    "podseg_quarantined_pods",
+    "Local pods in quarantine (label podseg.io/quarantine=true), by namespace.",
+    ["namespace"],
+    registry=REGISTRY,
+)
+CONNECTIONS_CUT = prometheus_client.Counter(
+    "podseg_connections_cut_total",
+    "Conntrack entries of pod namespaces cut because the ruleset no longer allows them, by "
+    "reason (quarantine: deleted; strict: marked denied, so each packet is judged again).",
+    ["reason"],
+    registry=REGISTRY,
+)
+CONNTRACK_CUT_SECONDS = prometheus_client.Histogram(
+    "podseg_conntrack_cut_seconds",
+    "Time to list a pod namespace's conntrack entries and delete the illegal ones.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
 for _state in ("enforced", "unprotected", "failed"):
     MANAGED_PODS.labels(_state).set(0)
 

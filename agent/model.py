@@ -57,6 +57,7 @@ class Pod:
     # The owning workload's name (Deployment, StatefulSet, DaemonSet, Job, ...) derived from
     # ownerReferences by `agent.k8s.convert.workload_of`; "" for a bare pod (never its name).
     workload: str = ""
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import datetime
 import time
 
 import structlog
@@ -23,6 +24,7 @@ from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
 from agent.policy import affected as policy_affected
 from agent.policy import compile as policy_compile
+from agent.policy import containment, ruleset, verdict
 from agent.policy import mode as policy_mode
 from agent.policy import services as policy_services
 
@@ -45,6 +47,9 @@ class PodState:
     failures: int = 0
     retry_at: float = 0.0
     last_error: str = ""
+    ruleset: ruleset.PodRuleset | None = None  # the last one committed by this agent
+    quarantined_since: float | None = None  # wall clock, when this agent isolated the pod
+    containment_errors: tuple[str, ...] = ()
 
 
 class Reconciler:
@@ -196,16 +201,26 @@ class Reconciler:
     ) -> None:
         assert state.target is not None
         node = self.store.nodes.get(self.settings.node_name)
-        ruleset = policy_compile.compile_indexed(
+        compiled = policy_compile.compile_indexed(
             pod,
             self.store.policies_in(pod.namespace),
             peers,
             node.addresses if node is not None else (),
             service_index,
         )
+        contained = containment.contain(
+            compiled,
+            pod,
+            self.store.namespaces.get(pod.namespace),
+            self.store.nodes.values(),
+            self.settings.node_guard_ports,
+        )
+        self._report_containment_errors(pod, state, contained.errors, bound)
+        rs = contained.ruleset
         self._check_mode_label(pod)
-        rendered = render_nft.render(ruleset, state.target.interfaces)
+        rendered = render_nft.render(rs, state.target.interfaces)
         applied = False
+        previous = state.ruleset
         event = "ruleset_applied"
         if state.fingerprint is None or verify:
             current, digest = await self.dataplane.inspect(state.target)
@@ -214,6 +229,13 @@ class Reconciler:
                 if current == rendered.fingerprint:
                     bound.info("ruleset_adopted", fingerprint=current)
                     state.fingerprint, state.digest, state.adopted = current, digest, True
+                    state.ruleset = rs
+                    if rs.quarantine is not None and state.quarantined_since is None:
+                        await self._contain(pod, state, rs, rs, None, bound)
+                elif current is not None and previous is None:
+                    # An older podseg ruleset is in place (e.g. changed while the agent was
+                    # down): treat it as one that allowed everything, so strict mode checks.
+                    previous = ruleset.PodRuleset(rs.namespace, rs.pod)
             elif current != state.fingerprint or digest != state.digest:
                 # Resync: the kernel no longer holds exactly what we committed.
                 self._drift(pod, state, current, bound)
@@ -235,18 +257,22 @@ class Reconciler:
             bound.info(
                 event,
                 fingerprint=rendered.fingerprint,
-                ingress_isolated=ruleset.ingress.isolated,
-                egress_isolated=ruleset.egress.isolated,
-                mode=ruleset.mode.value,
-                policies=sorted(set(ruleset.ingress.policies) | set(ruleset.egress.policies)),
+                ingress_isolated=rs.ingress.isolated,
+                egress_isolated=rs.egress.isolated,
+                mode=rs.mode.value,
+                policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
+                quarantined=rs.quarantine is not None,
+                node_guard=rs.node_guard is not None,
                 apply_ms=round((done - started) * 1000, 3),
                 latency_ms=round(latency * 1000, 3) if latency is not None else None,
                 trigger=kind,
             )
             state.fingerprint = rendered.fingerprint
+            state.ruleset = rs
+            await self._contain(pod, state, previous, rs, latency, bound)
         state.state, state.failures, state.retry_at, state.last_error = "enforced", 0, 0.0, ""
         if self.flows is not None:
-            self.flows.watch(pod, state.target, ruleset, applied)
+            self.flows.watch(pod, state.target, rs, applied)
 
     def _check_mode_label(self, pod: model.Pod) -> None:
         """Report (once per value) a `podseg.io/mode` label that is neither mode: enforced."""
@@ -262,6 +288,126 @@ class Reconciler:
             label=policy_mode.LABEL,
             value=invalid,
             effect="enforce (the default) applies",
+        )
+
+    async def _contain(
+        self,
+        pod: model.Pod,
+        state: PodState,
+        previous: ruleset.PodRuleset | None,
+        rs: ruleset.PodRuleset,
+        latency: float | None,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        """After a commit: quarantine bookkeeping, then cut connections that are now illegal.
+
+        Quarantine always cuts (its point is to stop what is already running); otherwise strict
+        mode cuts when the change may have removed an allow. The cut runs after the commit, so
+        a connection whose entry is deleted meets the new ruleset with its next packet.
+        """
+        quarantined = rs.quarantine is not None
+        reason = ""
+        if quarantined and state.quarantined_since is None:
+            state.quarantined_since = time.time()
+            since = _iso(state.quarantined_since)
+            allow = (
+                [render_nft.format_addr(r) for r in rs.quarantine.allow_from]
+                if rs.quarantine
+                else []
+            )
+            bound.warning(
+                "pod_quarantined",
+                since=since,
+                allow_from=allow,
+                latency_ms=round(latency * 1000, 3) if latency is not None else None,
+            )
+            self.recorder.warn(
+                kind="Pod",
+                api_version="v1",
+                namespace=pod.namespace,
+                name=pod.name,
+                resource_version=pod.resource_version,
+                reason="Quarantined",
+                message=f"podseg quarantined this pod at {since}: all traffic in and out is "
+                f"dropped and its connections were cut"
+                + (f"; forensic access from {', '.join(allow)}" if allow else ""),
+            )
+            reason = "quarantine"
+        elif quarantined and previous is not None and previous.quarantine != rs.quarantine:
+            reason = "quarantine"  # forensic sources changed
+        elif not quarantined and state.quarantined_since is not None:
+            held = time.time() - state.quarantined_since
+            bound.info(
+                "pod_quarantine_lifted",
+                since=_iso(state.quarantined_since),
+                quarantined_seconds=round(held, 3),
+            )
+            self.recorder.warn(
+                kind="Pod",
+                api_version="v1",
+                namespace=pod.namespace,
+                name=pod.name,
+                resource_version=pod.resource_version,
+                reason="QuarantineLifted",
+                message=f"podseg lifted this pod's quarantine (in place since "
+                f"{_iso(state.quarantined_since)}); normal enforcement restored",
+                event_type="Normal",
+            )
+            state.quarantined_since = None
+        strict = self.settings.strict and previous is not None
+        if not reason and strict and verdict.removes_allows(previous, rs):
+            reason = "strict"
+        if not reason:
+            return
+        assert state.target is not None
+        started = time.monotonic()
+        entries = await self.dataplane.conntrack_list(state.target)
+        doomed = verdict.illegal(rs, pod.ips, entries)
+        cut = 0
+        if doomed and reason == "quarantine":
+            # Deleted: the quarantine chains sit before any conntrack shortcut, so whatever
+            # the next packet of such a connection is, it is dropped.
+            cut = await self.dataplane.conntrack_delete(state.target, doomed)
+        elif doomed:
+            cut = await self.dataplane.conntrack_mark(state.target, doomed, render_nft.DENY_MARK)
+        took = time.monotonic() - started
+        metrics.CONNTRACK_CUT_SECONDS.observe(took)
+        metrics.CONNECTIONS_CUT.labels(reason).inc(cut)
+        bound.info(
+            "connections_cut",
+            reason=reason,
+            entries=len(entries),
+            cut=cut,
+            action="deleted" if reason == "quarantine" else "marked denied",
+            cut_ms=round(took * 1000, 3),
+        )
+
+    def _report_containment_errors(
+        self,
+        pod: model.Pod,
+        state: PodState,
+        errors: tuple[str, ...],
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        """A bad forensic annotation never lifts a quarantine; say why once per change."""
+        if errors == state.containment_errors:
+            return
+        state.containment_errors = errors
+        if not errors:
+            return
+        bound.warning(
+            "quarantine_annotation_invalid",
+            errors=list(errors),
+            effect="quarantine applies; invalid entries are ignored",
+        )
+        self.recorder.warn(
+            kind="Pod",
+            api_version="v1",
+            namespace=pod.namespace,
+            name=pod.name,
+            resource_version=pod.resource_version,
+            reason="InvalidQuarantineAnnotation",
+            message="podseg quarantine applies; ignored invalid entries: " + "; ".join(errors),
         )
 
     def _drift(
@@ -404,6 +550,12 @@ class Reconciler:
         counts = collections.Counter(state.state for state in self.pods.values())
         for name in ("enforced", "unprotected", "failed"):
             metrics.MANAGED_PODS.labels(name).set(counts.get(name, 0))
+        quarantined = collections.Counter(
+            key.split("/", 1)[0] for key, s in self.pods.items() if s.quarantined_since is not None
+        )
+        metrics.QUARANTINED_PODS.clear()
+        for namespace, count in quarantined.items():
+            metrics.QUARANTINED_PODS.labels(namespace).set(count)
 
     def _update_readiness(self) -> None:
         if self.ready or self._initial is None:
@@ -421,3 +573,7 @@ class Reconciler:
             metrics.AGENT_READY.set(1)
             counts = collections.Counter(state.state for state in self.pods.values())
             log.info("agent_ready", local_pods=len(self.pods), **dict(counts))
+
+
+def _iso(wall: float) -> str:
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="milliseconds")

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -125,6 +126,29 @@ class WorkerClient:
         )
         raw = reply.get("counters") or {}
         return {str(k): {str(n): int(v) for n, v in c.items()} for k, c in raw.items()}
+
+    async def conntrack_list(self, target: netns.Target) -> list[dict[str, Any]]:
+        """The conntrack entries of the target namespace (see `agent.dataplane.conntrack`)."""
+        reply = await self.request("conntrack_list", path=target.path, ino=target.ino)
+        return list(reply["entries"])
+
+    async def conntrack_delete(
+        self, target: netns.Target, entries: Sequence[Mapping[str, Any]]
+    ) -> int:
+        """Delete entries from `conntrack_list`; returns how many were still there."""
+        reply = await self.request(
+            "conntrack_delete", path=target.path, ino=target.ino, entries=list(entries)
+        )
+        return int(reply["deleted"])
+
+    async def conntrack_mark(
+        self, target: netns.Target, entries: Sequence[Mapping[str, Any]], mark: int
+    ) -> int:
+        """OR `mark` into the entries' conntrack marks; returns how many were still there."""
+        reply = await self.request(
+            "conntrack_mark", path=target.path, ino=target.ino, entries=list(entries), mark=mark
+        )
+        return int(reply["marked"])
 
     async def forget(self, inos: list[int] | None) -> None:
         await self.request("forget", inos=inos)

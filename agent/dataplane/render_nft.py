@@ -100,7 +100,7 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
     """
     ifaces = canonical_interfaces(interfaces)
     body = _inet_body(rs, ifaces)
-    netdev = _netdev_table(ifaces) if rs.egress.isolated and ifaces else []
+    netdev = _netdev_table(ifaces) if needs_netdev(rs) and ifaces else []
     fp = fingerprint_of(rs, body + netdev)
     pod = _sanitize(f"{rs.namespace}/{rs.pod}")
     comment = f"podseg fp={fp} pod={pod}".encode()[:COMMENT_MAX_BYTES].decode(errors="ignore")
@@ -206,53 +206,59 @@ def _inet_body(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> list[str]:
             sets, rules = _direction_sets(direction, d)
             out.extend(sets)
             policy_rules[direction] = rules
-    if not policy_rules:
+    quarantine, guard = rs.quarantine, rs.node_guard
+    if not policy_rules and quarantine is None and guard is None:
         return out
+    containment = _containment(rs, ifaces)
+    out.extend(containment.sets)
     out.append(_chain("ipv6_link", [], list(_ICMPV6_LINK)))
-    if ruleset.Direction.INGRESS in policy_rules:
+    if ruleset.Direction.INGRESS in policy_rules or quarantine is not None:
+        rules = ['iif "lo" accept']
+        if quarantine is not None:
+            rules.append("jump quarantine_ingress")  # before anything, established included
+        if ruleset.Direction.INGRESS in policy_rules:
+            rules += [
+                f"ct state established,related ct mark & {_MARK} == 0x00000000 accept",
+                "meta nfproto ipv6 jump ipv6_link",
+                "jump ingress_policy",
+                "jump ingress_deny",
+            ]
         out.append(
-            _chain(
-                "input",
-                ["type filter hook input priority filter; policy accept;"],
-                [
-                    'iif "lo" accept',
-                    f"ct state established,related ct mark & {_MARK} == 0x00000000 accept",
-                    "meta nfproto ipv6 jump ipv6_link",
-                    "jump ingress_policy",
-                    "jump ingress_deny",
-                ],
-            )
+            _chain("input", ["type filter hook input priority filter; policy accept;"], rules)
         )
-        out.append(_chain("ingress_policy", [], policy_rules[ruleset.Direction.INGRESS]))
+        if ruleset.Direction.INGRESS in policy_rules:
+            out.append(_chain("ingress_policy", [], policy_rules[ruleset.Direction.INGRESS]))
+            out.append(
+                _chain(
+                    "ingress_deny",
+                    [],
+                    deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
+                )
+            )
+    if ruleset.Direction.EGRESS in policy_rules or quarantine is not None or guard is not None:
+        rules = ['oif "lo" accept']
+        if quarantine is not None:
+            rules.append("jump quarantine_egress")
+        # A conntrack entry carrying DENY_MARK (a denied flow, or a connection strict mode cut)
+        # gets no shortcut: each of its packets is judged again.
+        rules.append(f"ct state established,related ct mark & {_MARK} == 0x00000000 accept")
+        if guard is not None:
+            rules.append("jump node_guard")  # whatever the policies allow
+        if ruleset.Direction.EGRESS in policy_rules:
+            rules += ["meta nfproto ipv6 jump ipv6_link", "jump egress_policy", "jump egress_deny"]
         out.append(
-            _chain(
-                "ingress_deny",
-                [],
-                deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
-            )
+            _chain("output", ["type filter hook output priority filter; policy accept;"], rules)
         )
-    if ruleset.Direction.EGRESS in policy_rules:
-        out.append(
-            _chain(
-                "output",
-                ["type filter hook output priority filter; policy accept;"],
-                [
-                    'oif "lo" accept',
-                    "ct state established,related accept",
-                    "meta nfproto ipv6 jump ipv6_link",
-                    "jump egress_policy",
-                    "jump egress_deny",
-                ],
+        if ruleset.Direction.EGRESS in policy_rules:
+            out.append(_chain("egress_policy", [], policy_rules[ruleset.Direction.EGRESS]))
+            out.append(
+                _chain(
+                    "egress_deny",
+                    [],
+                    deny_rules(ruleset.Direction.EGRESS, "policy", ifaces, mode=rs.mode),
+                )
             )
-        )
-        out.append(_chain("egress_policy", [], policy_rules[ruleset.Direction.EGRESS]))
-        out.append(
-            _chain(
-                "egress_deny",
-                [],
-                deny_rules(ruleset.Direction.EGRESS, "policy", ifaces, mode=rs.mode),
-            )
-        )
+    out.extend(containment.chains)
     return _declare_counters(out)
 
 
@@ -298,6 +304,8 @@ def deny_rules(
     closed). `visibility` mode logs and counts the same but accepts, and never sets
     DENY_MARK (a marked conntrack entry would drop the replies).
     """
+    if reason not in DROP_REASONS:
+        raise ValueError(f"unknown drop reason {reason!r}")
     log = (
         f'limit rate {LOG_RATE} log prefix "{log_prefix(direction, reason, mode)}" '
         f"group {NFLOG_GROUP} snaplen {LOG_SNAPLEN} queue-threshold {LOG_QUEUE_THRESHOLD}"
@@ -326,6 +334,84 @@ def _declare_counters(body: list[str]) -> list[str]:
 
 def _sanitize_token(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "_"
+
+
+DROP_REASONS = ("policy", "quarantine", "node-guard")
+
+
+def needs_netdev(rs: ruleset.PodRuleset) -> bool:
+    """Whether an egress drop can happen, so the device egress hook must exist."""
+    return rs.egress.isolated or rs.quarantine is not None or rs.node_guard is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Containment:
+    sets: list[str]
+    chains: list[str]
+
+
+def _addr_sets(
+    prefix: str, ranges: Sequence[ruleset.AddrRange]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Sets `<prefix>4`/`<prefix>6` of the non-empty families, and (family keyword, set name)."""
+    sets: list[str] = []
+    names: list[tuple[str, str]] = []
+    for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+        elements = [format_addr(r) for r in ranges if r.family == family]
+        if elements:
+            name = f"{prefix}{family}"
+            sets.append(_set(name, addr_type, elements))
+            names.append((ip, name))
+    return sets, names
+
+
+def _containment(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> _Containment:
+    """Sets and chains of quarantine and the node guard (jumped from input/output)."""
+    sets: list[str] = []
+    chains: list[str] = []
+    if rs.quarantine is not None:
+        allow_sets, allowed = _addr_sets("quarantine_allow", rs.quarantine.allow_from)
+        sets += allow_sets
+        chains.append(
+            _chain(
+                "quarantine_ingress",
+                [],
+                [f"{ip} saddr @{name} accept" for ip, name in allowed]
+                + ["meta nfproto ipv6 jump ipv6_link"]
+                + deny_rules(ruleset.Direction.INGRESS, "quarantine", ifaces),
+            )
+        )
+        chains.append(
+            _chain(
+                "quarantine_egress",
+                [],
+                [f"ct direction reply {ip} daddr @{name} accept" for ip, name in allowed]
+                + ["meta nfproto ipv6 jump ipv6_link"]
+                + deny_rules(ruleset.Direction.EGRESS, "quarantine", ifaces),
+            )
+        )
+    guard = rs.node_guard
+    if guard is not None:
+        blocked_sets, blocked = _addr_sets("node_guard_blocked", guard.blocked)
+        node_sets, nodes = _addr_sets("node_guard_nodes", guard.node_addrs)
+        sets += blocked_sets + node_sets
+        rules = [f"{ip} daddr @{name} jump node_guard_deny" for ip, name in blocked]
+        if guard.ports and nodes:
+            elements = [
+                f"{format_protocol(p.protocol)} . {format_ports(p.ports)}" for p in guard.ports
+            ]
+            sets.append(_set("node_guard_ports", "inet_proto . inet_service", elements))
+            rules += [
+                f"{ip} daddr @{name} meta l4proto . th dport @node_guard_ports jump node_guard_deny"
+                for ip, name in nodes
+            ]
+        chains.append(_chain("node_guard", [], rules))
+        chains.append(
+            _chain(
+                "node_guard_deny", [], deny_rules(ruleset.Direction.EGRESS, "node-guard", ifaces)
+            )
+        )
+    return _Containment(sets, chains)
 
 
 def _direction_sets(

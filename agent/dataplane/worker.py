@@ -10,7 +10,8 @@ Requests (`op`): `scan` (list candidate namespaces with their interfaces and add
 `apply` (run an nft script in one namespace as one transaction), `observe` (read the owned
 table's fingerprint comment), `comment` (the whole owner comment, for the sweep of leftover
 tables), `forget` (drop cached contexts of namespaces that are gone), `counters` (packet counts
-of the named deny counters, for the drop metrics).
+of the named deny counters, for the drop metrics), `conntrack_list`, `conntrack_delete` and
+`conntrack_mark` (a namespace's conntrack entries, for quarantine and strict mode).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import pyroute2
 
-from agent.dataplane import libnft, render_nft
+from agent.dataplane import conntrack, libnft, render_nft
 
 CLONE_NEWNET = 0x40000000
 
@@ -192,6 +193,47 @@ class Worker:
             out[str(target["key"])] = values
         return out
 
+    def conntrack_list(self, path: str, ino: int | None) -> list[dict[str, Any]]:
+        """Every conntrack entry of the namespace (tuple, mark and the key to delete it by)."""
+        fd, _ = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                with conntrack.Conntrack() as ct:
+                    return ct.dump()
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+
+    def conntrack_delete(self, path: str, ino: int | None, entries: list[dict[str, Any]]) -> int:
+        """Delete the given entries (from `conntrack_list`); returns how many were still there."""
+        fd, _ = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                with conntrack.Conntrack() as ct:
+                    return sum(1 for entry in entries if ct.delete(entry))
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+
+    def conntrack_mark(
+        self, path: str, ino: int | None, entries: list[dict[str, Any]], mark: int
+    ) -> int:
+        """OR `mark` into the given entries' marks; returns how many were still there."""
+        fd, _ = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                with conntrack.Conntrack() as ct:
+                    return sum(1 for entry in entries if ct.set_mark(entry, mark))
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+
     def forget(self, inos: list[int] | None) -> int:
         """Close the contexts of the given namespaces (None: all), releasing the namespaces."""
         dropped = 0
@@ -220,6 +262,13 @@ class Worker:
             return {"forgotten": self.forget(request.get("inos"))}
         if op == "counters":  # drop totals for agent.flows
             return {"counters": self.counters(list(request.get("targets") or []))}
+        if op == "conntrack_list":
+            return {"entries": self.conntrack_list(path, ino)}
+        if op == "conntrack_delete":
+            return {"deleted": self.conntrack_delete(path, ino, list(request["entries"]))}
+        if op == "conntrack_mark":
+            entries = list(request["entries"])
+            return {"marked": self.conntrack_mark(path, ino, entries, int(request["mark"]))}
         if op == "ping":
             return {"pid": os.getpid(), "contexts": len(self.contexts)}
         raise ValueError(f"unknown op {op!r}")

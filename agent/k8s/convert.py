@@ -110,6 +110,7 @@ def pod(obj: Raw) -> model.Pod:
         terminating=meta.get("deletionTimestamp") is not None,
         resource_version=str(meta.get("resourceVersion") or ""),
         workload=workload_of(meta, _labels(obj)),
+        annotations=_annotations(obj),
     )
 
 
@@ -134,6 +135,14 @@ def workload_of(meta: Raw, labels: Mapping[str, str]) -> str:
     if owner.get("kind") == "ReplicaSet" and pod_hash and name.endswith("-" + pod_hash):
         return name[: -len(pod_hash) - 1]
     return name
+
+
+def _annotations(obj: Raw) -> dict[str, str]:
+    """String annotations only (anything else is not a valid annotation value)."""
+    raw = _meta(obj).get("annotations") or {}
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, str)}
 
 
 def namespace(obj: Raw) -> model.Namespace:

@@ -37,6 +37,7 @@ class Recorder:
         resource_version: str,
         reason: str,
         message: str,
+        event_type: str = "Warning",
     ) -> None:
         marker = (f"{namespace}/{name}", kind, resource_version, reason)
         if self._core is None or marker in self._sent:
@@ -56,7 +57,7 @@ class Recorder:
             },
             "reason": reason,
             "message": message[:1024],
-            "type": "Warning",
+            "type": event_type,
             "source": {"component": "podseg-agent", "host": self._node},
             "reportingComponent": "podseg.io/agent",
             "reportingInstance": self._node,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import random
 import socket
@@ -57,8 +56,9 @@ def list_functions(api: kubernetes.client.ApiClient, node_name: str) -> dict[str
     core = kubernetes.client.CoreV1Api(api)
     networking = kubernetes.client.NetworkingV1Api(api)
     return {
-        # Only our own Node: its addresses are the "pod's node" that ingress always admits.
-        "nodes": functools.partial(core.list_node, field_selector=f"metadata.name={node_name}"),
+        # Every Node: the node guard keeps pods away from all nodes' addresses; our own Node
+        # (found by name in the store) is the "pod's node" that ingress always admits.
+        "nodes": core.list_node,
         "namespaces": core.list_namespace,
         "pods": core.list_pod_for_all_namespaces,
         "networkpolicies": networking.list_network_policy_for_all_namespaces,

@@ -78,3 +78,35 @@ class PodRuleset:
     ingress: DirectionRuleset = dataclasses.field(default_factory=DirectionRuleset)
     egress: DirectionRuleset = dataclasses.field(default_factory=DirectionRuleset)
     mode: PolicyMode = PolicyMode.ENFORCE
+    quarantine: Quarantine | None = None
+    node_guard: NodeGuard | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Quarantine:
+    """A quarantined pod: every packet in and out is dropped, before any policy or mode,
+    except traffic with `allow_from` (forensic access: connections from these sources and
+    the pod's replies to them). Canonical: sorted and merged."""
+
+    allow_from: tuple[AddrRange, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtoPorts:
+    """A protocol (IANA number) and a destination port range: one guarded service."""
+
+    protocol: int
+    ports: PortRange
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeGuard:
+    """Egress the pod may never send, whatever the policies allow.
+
+    Packets to `node_addrs` (every node's InternalIP/ExternalIP) on `ports`, and every packet
+    to `blocked` (cloud metadata), are dropped. Both address tuples are canonical.
+    """
+
+    node_addrs: tuple[AddrRange, ...] = ()
+    ports: tuple[ProtoPorts, ...] = ()
+    blocked: tuple[AddrRange, ...] = ()

@@ -253,17 +253,26 @@ class SandboxCluster:
         node: str | None = None,
         ports: Sequence[dict[str, Any]] | None = None,
         serve: Sequence[int] | None = None,
+        echo_ports: Sequence[int] = (),
+        annotations: Mapping[str, str] | None = None,
     ) -> topology.SandboxPod:
         node = node or self.node_names[0]
         self.ensure_namespace(namespace)
-        pod = self.sandbox.add_pod(self.nodes[node], namespace, name, ipv6=self.ipv6, ports=serve)
+        pod = self.sandbox.add_pod(
+            self.nodes[node], namespace, name, ipv6=self.ipv6, ports=serve, echo_ports=echo_ports
+        )
         self.pods[f"{namespace}/{name}"] = pod
         self.core.create_namespaced_pod(
             namespace,
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": dict(labels),
+                    "annotations": dict(annotations or {}),
+                },
                 "spec": {
                     "nodeName": node,
                     "containers": [
@@ -287,6 +296,12 @@ class SandboxCluster:
     def label_pod(self, key: str, labels: Mapping[str, str | None]) -> None:
         namespace, name = key.split("/")
         self.core.patch_namespaced_pod(name, namespace, {"metadata": {"labels": dict(labels)}})
+
+    def annotate_pod(self, key: str, annotations: Mapping[str, str | None]) -> None:
+        namespace, name = key.split("/")
+        self.core.patch_namespaced_pod(
+            name, namespace, {"metadata": {"annotations": dict(annotations)}}
+        )
 
     def label_namespace(self, name: str, labels: Mapping[str, str | None]) -> None:
         self.core.patch_namespace(name, {"metadata": {"labels": dict(labels)}})

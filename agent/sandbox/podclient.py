@@ -48,7 +48,12 @@ class PodProcess:
 
     @classmethod
     def start(
-        cls, netns: str, name: str, ports: Sequence[int], log_path: pathlib.Path
+        cls,
+        netns: str,
+        name: str,
+        ports: Sequence[int],
+        log_path: pathlib.Path,
+        echo_ports: Sequence[int] = (),
     ) -> PodProcess:
         """Start the pod process inside `netns`; do not wait for it (see `wait_ready`)."""
         env = dict(os.environ)
@@ -69,6 +74,7 @@ class PodProcess:
             name,
             "--ports",
             ",".join(str(port) for port in ports),
+            *(["--echo-ports", ",".join(str(port) for port in echo_ports)] if echo_ports else []),
         ]
         with log_path.open("ab") as log:
             popen = subprocess.Popen(

@@ -13,6 +13,12 @@ Protocol on stdin/stdout, one JSON object per line:
 - `{"id": X, "probes": [{"dst": IP, "port": 80, "proto": "tcp"|"udp", "timeout": 1.0}, ...]}`
   runs all probes concurrently and answers `{"id": X, "results": [{...probe, "verdict": V,
   "elapsed": seconds}, ...]}` in the same order. Batches may overlap.
+- `{"id": X, "hold": {"dst": IP, "port": P, "interval": 0.02, "timeout": 0.5}}` opens a TCP
+  connection to an echo port (`--echo-ports`) and keeps exchanging one line per `interval`.
+  It answers `{"id": "X.open", "verdict": V, "at": t}` once connected (or failed), and
+  `{"id": X, "broken": why, "last_ok": t, "exchanges": n}` when an echo does not come back
+  within `timeout` (why: `timeout`, `closed`, `error:<text>`) or after `{"release": X}`
+  (why: `released`). Times are `time.monotonic()` (one clock machine-wide, all namespaces).
 - verdicts: `ok` (TCP connected, UDP reply received); `timeout` (no answer: silently dropped);
   `refused` (TCP RST, ICMP unreachable or admin-prohibited, also as EACCES for ICMPv6);
   `eperm` (the local send itself failed with EPERM/EACCES: dropped by the pod's own output
@@ -101,6 +107,74 @@ async def _start_servers(name: str, ports: tuple[int, ...]) -> list[asyncio.Abst
             udp = _bound_socket(family, socket.SOCK_DGRAM, port)
             await loop.create_datagram_endpoint(lambda: _UdpReply(banner), sock=udp)
     return servers
+
+
+async def _start_echo_servers(ports: tuple[int, ...]) -> list[asyncio.AbstractServer]:
+    """TCP servers that send every line back: the far end of a held connection."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while line := await reader.readline():
+                writer.write(line)
+                await writer.drain()
+        writer.close()
+
+    servers: list[asyncio.AbstractServer] = []
+    for port in ports:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            sock = _bound_socket(family, socket.SOCK_STREAM, port)
+            servers.append(await asyncio.start_server(echo, sock=sock))
+    return servers
+
+
+MAX_HOLD_SECONDS = 600.0
+_releases: dict[str, asyncio.Event] = {}
+
+
+async def _hold(request_id: str, spec: dict[str, Any]) -> None:
+    """Hold a connection to an echo server until an echo is lost or it is released."""
+    dst, port = str(spec["dst"]), int(spec["port"])
+    interval = max(float(spec.get("interval", 0.02)), 0.001)
+    timeout = min(float(spec.get("timeout", 0.5)), MAX_TIMEOUT)
+    released = _releases.setdefault(request_id, asyncio.Event())
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(dst, port), timeout)
+    except TimeoutError:
+        _emit({"id": f"{request_id}.open", "verdict": "timeout", "at": time.monotonic()})
+        _emit({"id": request_id, "broken": "not-connected", "last_ok": None, "exchanges": 0})
+        return
+    except OSError as exc:
+        _emit({"id": f"{request_id}.open", "verdict": _error_verdict(exc), "at": time.monotonic()})
+        _emit({"id": request_id, "broken": "not-connected", "last_ok": None, "exchanges": 0})
+        return
+    _emit({"id": f"{request_id}.open", "verdict": "ok", "at": time.monotonic()})
+    exchanges, last_ok, why = 0, time.monotonic(), "released"
+    try:
+        while time.monotonic() - started < MAX_HOLD_SECONDS:
+            if released.is_set():
+                break
+            writer.write(f"{exchanges}\n".encode())
+            try:
+                line = await asyncio.wait_for(reader.readline(), timeout)
+            except TimeoutError:
+                why = "timeout"
+                break
+            except OSError as exc:
+                why = _error_verdict(exc)
+                break
+            if not line:
+                why = "closed"
+                break
+            exchanges, last_ok = exchanges + 1, time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(released.wait(), interval)
+        else:
+            why = "max-seconds"
+    finally:
+        writer.close()
+        _releases.pop(request_id, None)
+    _emit({"id": request_id, "broken": why, "last_ok": last_ok, "exchanges": exchanges})
 
 
 def _family(dst: str) -> socket.AddressFamily:
@@ -199,6 +273,10 @@ async def _handle(line: bytes, hello: dict[str, Any]) -> None:
     request_id = command.get("id")
     if command.get("ping"):
         _emit({**hello, "id": request_id})
+    elif isinstance(command.get("hold"), dict):
+        await _hold(str(request_id), command["hold"])
+    elif command.get("release") is not None:
+        _releases.setdefault(str(command["release"]), asyncio.Event()).set()
     elif isinstance(command.get("probes"), list):
         results = await asyncio.gather(*(_probe(spec) for spec in command["probes"]))
         _emit({"id": request_id, "results": results})
@@ -206,12 +284,13 @@ async def _handle(line: bytes, hello: dict[str, Any]) -> None:
         _emit({"id": request_id, "error": "unknown command"})
 
 
-async def _serve(name: str, ports: tuple[int, ...]) -> None:
+async def _serve(name: str, ports: tuple[int, ...], echo_ports: tuple[int, ...] = ()) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     servers = await _start_servers(name, ports)
+    servers += await _start_echo_servers(echo_ports)
     reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     hello = {"ready": True, "pod": name, "pid": os.getpid(), "ports": list(ports)}
@@ -268,9 +347,15 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_PORTS,
         help="comma-separated TCP+UDP ports to serve (default 80,81)",
     )
+    parser.add_argument(
+        "--echo-ports",
+        type=lambda text: parse_ports(text) if text else (),
+        default=(),
+        help="comma-separated TCP ports that echo lines back (held connections)",
+    )
     args = parser.parse_args(argv)
     _raise_fd_limit()
-    asyncio.run(_serve(args.name, args.ports))
+    asyncio.run(_serve(args.name, args.ports, args.echo_ports))
     return 0
 
 

@@ -243,3 +243,57 @@ def format_diff(expected: Mapping[MatrixKey, str], actual: Mapping[MatrixKey, st
     head = format_matrix(actual, expected=expected, title="observed (* = differs from expected)")
     body = "\n".join(str(mismatch) for mismatch in mismatches) or "no differences"
     return f"{head}\n\n{len(mismatches)} differences:\n{body}"
+
+
+class HeldConnection:
+    """A long-lived TCP connection from a pod to an echo port, exchanging a line every
+    `interval`; `wait_broken` returns when an echo is lost (see podproc's `hold`)."""
+
+    def __init__(
+        self,
+        src: topology.SandboxPod,
+        dst_ip: str,
+        port: int,
+        *,
+        interval: float = 0.02,
+        timeout: float = 0.5,
+    ) -> None:
+        self.src = src
+        self.process = _process(src)
+        self.request_id = self.process.new_id()
+        self.process.send(
+            {
+                "id": self.request_id,
+                "hold": {"dst": dst_ip, "port": port, "interval": interval, "timeout": timeout},
+            }
+        )
+        opened = self.process.receive(f"{self.request_id}.open", time.monotonic() + _SLACK)
+        self.verdict = str(opened.get("verdict"))
+        self.opened_at = float(opened.get("at") or 0.0)
+        self._result: dict[str, Any] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.verdict == OK
+
+    def wait_broken(self, timeout: float) -> dict[str, Any]:
+        """The break report (`broken`, `last_ok`, `exchanges`); PodProcessError after
+        `timeout` seconds if the connection still works."""
+        if self._result is None:
+            self._result = self.process.receive(self.request_id, time.monotonic() + timeout)
+        return self._result
+
+    def alive(self, within: float) -> bool:
+        """True when the connection is still exchanging after `within` seconds."""
+        try:
+            self.wait_broken(within)
+        except podclient.PodProcessError:
+            return True
+        return False
+
+    def release(self) -> dict[str, Any]:
+        """Close it (if still open) and return the final report."""
+        if self._result is None:
+            self.process.send({"id": self.process.new_id(), "release": self.request_id})
+            return self.wait_broken(_SLACK)
+        return self._result

@@ -144,6 +144,7 @@ class SandboxPod:
     interface: str = POD_INTERFACE
     host_interface: str = ""
     ports: tuple[int, ...] = DEFAULT_PORTS
+    echo_ports: tuple[int, ...] = ()
     process: podclient.PodProcess | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
@@ -372,9 +373,12 @@ class Sandbox:
         *,
         ipv6: bool = True,
         ports: Sequence[int] | None = None,
+        echo_ports: Sequence[int] = (),
     ) -> SandboxPod:
         """Create a pod on `node` and return once its servers listen."""
-        (pod,) = self.add_pods(node, [(namespace, name)], ipv6=ipv6, ports=ports)
+        (pod,) = self.add_pods(
+            node, [(namespace, name)], ipv6=ipv6, ports=ports, echo_ports=echo_ports
+        )
         return pod
 
     def add_pods(
@@ -384,6 +388,7 @@ class Sandbox:
         *,
         ipv6: bool = True,
         ports: Sequence[int] | None = None,
+        echo_ports: Sequence[int] = (),
     ) -> list[SandboxPod]:
         """Create several pods on `node` at once (one `ip` batch, processes started together)."""
         self._check_open()
@@ -417,6 +422,7 @@ class Sandbox:
                 ipv6=str(v6) if ipv6 else None,
                 host_interface=veth,
                 ports=pod_ports,
+                echo_ports=tuple(echo_ports),
             )
             created.append(pod)
             setup = [
@@ -453,7 +459,9 @@ class Sandbox:
     def _start_processes(self, pods: Sequence[SandboxPod]) -> None:
         for pod in pods:
             log_path = self.workdir / f"{pod.netns}.log"
-            process = podclient.PodProcess.start(pod.netns, pod.key, pod.ports, log_path)
+            process = podclient.PodProcess.start(
+                pod.netns, pod.key, pod.ports, log_path, pod.echo_ports
+            )
             self._resources.processes.append(process)
             pod.process = process
         deadline = time.monotonic() + podclient.READY_TIMEOUT
@@ -463,6 +471,39 @@ class Sandbox:
                 pod.process.wait_ready(deadline)
             except podclient.PodProcessError as exc:
                 raise SandboxError(f"pod {pod.key} did not start: {exc}") from exc
+
+    def serve_on_node(
+        self,
+        node: SandboxNode,
+        ports: Sequence[int],
+        *,
+        addresses: Sequence[str] = (),
+        echo_ports: Sequence[int] = (),
+    ) -> podclient.PodProcess:
+        """Run probe servers inside the node namespace (its "host" services: kubelet, SSH...).
+
+        `addresses` (single IPv4/IPv6 addresses, e.g. the cloud metadata 169.254.169.254) are
+        added to the node namespace's `lo` first, so pods, which route everything to their
+        node, reach them there. The process stops with the sandbox.
+        """
+        self._check_open()
+        if self._nodes.get(node.name) != node:
+            raise ValueError(f"node {node.name!r} is not part of this sandbox")
+        lines = []
+        for address in addresses:
+            bits = 128 if ":" in address else 32
+            lines.append(f"netns exec {node.netns} ip addr replace {address}/{bits} dev lo")
+        self._run(lines)
+        log_path = self.workdir / f"{node.netns}.serve.log"
+        process = podclient.PodProcess.start(
+            node.netns, f"node/{node.name}", ports, log_path, echo_ports
+        )
+        self._resources.processes.append(process)
+        try:
+            process.wait_ready(time.monotonic() + podclient.READY_TIMEOUT)
+        except podclient.PodProcessError as exc:
+            raise SandboxError(f"node {node.name} servers did not start: {exc}") from exc
+        return process
 
     def remove_pod(self, pod: SandboxPod) -> None:
         """Stop the pod's process and delete its namespace (and so its veth)."""

@@ -20,10 +20,11 @@ import threading
 import time
 from typing import Any
 
-from agent import store
+from agent import config, store
 from agent.dataplane import render_nft
 from agent.k8s import watch
 from agent.policy import compile as policy_compile
+from agent.policy import containment
 from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import podclient, probe, topology
 from tests import conftest
@@ -33,6 +34,14 @@ os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 INGRESS_CHAINS = ("input", "ingress_policy", "ingress_deny")
 EGRESS_CHAINS = ("output", "egress_policy", "egress_deny")
+# Chain groups that are each all there or all absent. The hook chains are shared: `input` also
+# serves quarantine, `output` quarantine and the node guard (on by default for every pod).
+CHAIN_GROUPS = (
+    ("ingress_policy", "ingress_deny"),
+    ("egress_policy", "egress_deny"),
+    ("node_guard", "node_guard_deny"),
+    ("quarantine_ingress", "quarantine_egress"),
+)
 _CHAIN_RE = re.compile(r"chain (\w+) \{")
 
 
@@ -63,6 +72,13 @@ def expected_rendered(
         rs = policy_compile.compile_indexed(
             pod, snapshot.policies_in(pod.namespace), index, node_addresses
         )
+        rs = containment.contain(  # as the agent does, with its default settings
+            rs,
+            pod,
+            snapshot.namespaces.get(pod.namespace),
+            snapshot.nodes.values(),
+            config.Settings(node, None).node_guard_ports,
+        ).ruleset
         out[key] = render_nft.render(rs, [sandbox_pod.interface])
     return out
 
@@ -113,11 +129,15 @@ def table_state(
     if fingerprint is None:
         problems.append("inet table without fingerprint comment")
     found = set(_CHAIN_RE.findall(inet_text))
-    for group in (INGRESS_CHAINS, EGRESS_CHAINS):
+    for group in CHAIN_GROUPS:
         present = found.intersection(group)
         if present and len(present) != len(group):
             problems.append(f"partial chains {sorted(present)} of {group}")
-    egress = found.issuperset(EGRESS_CHAINS)
+    if found.intersection(INGRESS_CHAINS[1:]) and "input" not in found:
+        problems.append("ingress chains without the input hook")
+    if found.intersection(EGRESS_CHAINS[1:]) and "output" not in found:
+        problems.append("egress chains without the output hook")
+    egress = "output" in found  # an egress drop is possible: the device hook must be there
     if egress != (netdev_text is not None):
         problems.append(f"egress chains={egress} but netdev table={netdev_text is not None}")
     netdev_chains = set(_CHAIN_RE.findall(netdev_text)) if netdev_text is not None else set()

@@ -34,11 +34,17 @@ class RecordingEnv(dict[str, str]):
         return super().get(key, default)
 
 
+CONFIGMAPS: dict[str, dict[str, str]] = {}  # name -> data, filled from the rendered base
+
+
 def _container_env(container: dict[str, Any]) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = item["value"]
+        elif "configMapKeyRef" in item["valueFrom"]:
+            ref = item["valueFrom"]["configMapKeyRef"]
+            env[item["name"]] = CONFIGMAPS[ref["name"]][ref["key"]]
         else:
             env[item["name"]] = SAMPLE_FIELDS[item["valueFrom"]["fieldRef"]["fieldPath"]]
     return env
@@ -73,12 +79,18 @@ def test_agent_daemonset_args_and_env_parse_into_the_intended_settings(
     ds = find(rendered["base"], "DaemonSet", "podseg-agent")
     container = ds["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][0] == "agent"
+    CONFIGMAPS.update(
+        {o["metadata"]["name"]: o["data"] for o in rendered["base"] if o["kind"] == "ConfigMap"}
+    )
     args, env = _parse(config.add_agent_arguments, container, container["args"][1:])
     settings = config.settings_from_args(args)
     assert settings.node_name == SAMPLE_FIELDS["spec.nodeName"]  # from NODE_NAME
     assert settings.metrics_host == SAMPLE_FIELDS["status.podIP"]
     assert settings.kubeconfig is None  # in-cluster credentials
     assert settings.scan_proc and settings.netns_dir == "/var/run/netns"
+    # Containment from the ConfigMap: the default guarded ports, strict mode on.
+    assert settings.node_guard_ports == config.Settings("n", None).node_guard_ports
+    assert settings.strict
     _args_env_used(container, env.read)
     # The probes and the port the agent listens on are one and the same.
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}

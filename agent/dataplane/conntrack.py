@@ -1,0 +1,200 @@
+"""List and delete conntrack entries of the current network namespace over raw ctnetlink.
+
+Quarantine and strict mode must cut connections that the new ruleset no longer allows: with
+`ct state established accept` in place, a connection whose conntrack entry survives would live
+on. Deleting the entry makes its next packet meet the ruleset as a new flow. The worker calls
+this after entering a pod's namespace (conntrack tables are per namespace).
+
+Raw netlink rather than pyroute2's `NFCTSocket` (whose dump costs ~85 ms per call here, against
+well under a millisecond) or a `conntrack` process per namespace. The entries' original tuples
+are returned as raw attribute bytes (hex), so a delete sends back exactly the tuple the kernel
+reported (ICMP ids, zones and all) without re-encoding it.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+from typing import Any
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_CTNETLINK = 1
+IPCTNL_MSG_CT_NEW = 0
+IPCTNL_MSG_CT_GET = 1
+IPCTNL_MSG_CT_DELETE = 2
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_DUMP = 0x300
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLA_F_NESTED = 0x8000
+NLA_TYPE_MASK = 0x3FFF
+
+CTA_TUPLE_ORIG = 1
+CTA_MARK = 8
+CTA_ID = 12
+CTA_TUPLE_IP = 1
+CTA_TUPLE_PROTO = 2
+CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
+CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
+
+_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_NFGEN = struct.Struct("=BBH")  # nfgenmsg: family, version, res_id (big endian, 0 here)
+_NLA = struct.Struct("=HH")
+MAX_ENTRIES = 1_000_000  # a bound on one dump, far above any pod's table
+
+
+class ConntrackError(OSError):
+    """ctnetlink refused a request."""
+
+
+def _attrs(data: bytes) -> dict[int, bytes]:
+    """Top-level netlink attributes of `data` by type (nested flag stripped)."""
+    out: dict[int, bytes] = {}
+    offset = 0
+    while offset + _NLA.size <= len(data):
+        length, kind = _NLA.unpack_from(data, offset)
+        if length < _NLA.size:
+            break
+        out[kind & NLA_TYPE_MASK] = data[offset + _NLA.size : offset + length]
+        offset += (length + 3) & ~3
+    return out
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    body = _NLA.pack(_NLA.size + len(payload), kind) + payload
+    return body + b"\0" * (-len(body) % 4)
+
+
+def parse_tuple(raw: bytes) -> dict[str, Any]:
+    """An original-direction tuple: src, dst, proto and (TCP/UDP/SCTP) ports."""
+    parts = _attrs(raw)
+    ips = _attrs(parts.get(CTA_TUPLE_IP, b""))
+    proto = _attrs(parts.get(CTA_TUPLE_PROTO, b""))
+    if CTA_IP_V4_SRC in ips:
+        src = str(ipaddress.IPv4Address(ips[CTA_IP_V4_SRC]))
+        dst = str(ipaddress.IPv4Address(ips.get(CTA_IP_V4_DST, b"\0" * 4)))
+        family = 4
+    else:
+        src = str(ipaddress.IPv6Address(ips.get(CTA_IP_V6_SRC, b"\0" * 16)))
+        dst = str(ipaddress.IPv6Address(ips.get(CTA_IP_V6_DST, b"\0" * 16)))
+        family = 6
+    number = proto.get(CTA_PROTO_NUM, b"\0")[0]
+    sport = proto.get(CTA_PROTO_SRC_PORT)
+    dport = proto.get(CTA_PROTO_DST_PORT)
+    return {
+        "family": family,
+        "src": src,
+        "dst": dst,
+        "proto": number,
+        "sport": struct.unpack("!H", sport)[0] if sport and len(sport) == 2 else None,
+        "dport": struct.unpack("!H", dport)[0] if dport and len(dport) == 2 else None,
+    }
+
+
+class Conntrack:
+    """A ctnetlink socket bound to the namespace the calling thread is in when it is made."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.bind((0, 0))
+        self.sock.settimeout(5.0)
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Conntrack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, msg: int, flags: int, family: int, payload: bytes = b"") -> int:
+        self.seq += 1
+        body = _NFGEN.pack(family, 0, 0) + payload
+        kind = (NFNL_SUBSYS_CTNETLINK << 8) | msg
+        self.sock.send(_HDR.pack(_HDR.size + len(body), kind, flags, self.seq, 0) + body)
+        return self.seq
+
+    def _messages(self, seq: int) -> Any:
+        """Yield the payloads (after nfgenmsg) answering `seq` until DONE or the ACK."""
+        while True:
+            data = self.sock.recv(1 << 20)
+            offset = 0
+            while offset + _HDR.size <= len(data):
+                length, kind, _flags, got_seq, _pid = _HDR.unpack_from(data, offset)
+                if length < _HDR.size:
+                    return
+                body = data[offset + _HDR.size : offset + length]
+                offset += (length + 3) & ~3
+                if got_seq != seq:
+                    continue
+                if kind == NLMSG_DONE:
+                    return
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", body)[0]
+                    if code:
+                        raise ConntrackError(code, os.strerror(code))
+                    return
+                yield body[_NFGEN.size :]
+
+    def dump(self) -> list[dict[str, Any]]:
+        """Every entry of the namespace (IPv4 and IPv6): its tuple, mark and raw key."""
+        seq = self._send(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, socket.AF_UNSPEC)
+        entries: list[dict[str, Any]] = []
+        for payload in self._messages(seq):
+            attrs = _attrs(payload)
+            orig = attrs.get(CTA_TUPLE_ORIG)
+            if orig is None:
+                continue
+            entry = parse_tuple(orig)
+            mark = attrs.get(CTA_MARK)
+            entry["mark"] = struct.unpack("!I", mark)[0] if mark and len(mark) == 4 else 0
+            entry["key"] = orig.hex()
+            ident = attrs.get(CTA_ID)
+            entry["ct_id"] = struct.unpack("!I", ident)[0] if ident and len(ident) == 4 else None
+            entries.append(entry)
+            if len(entries) >= MAX_ENTRIES:
+                break
+        return entries
+
+    def set_mark(self, entry: dict[str, Any], mark: int) -> bool:
+        """OR `mark` into one entry's conntrack mark; False when it is already gone.
+
+        Strict mode marks rather than deletes: a deleted TCP entry is picked up again by the
+        next packet mid-stream, with the direction of whichever side sends first, so a reply
+        from the side whose direction is open would resurrect the connection as "established".
+        A marked entry keeps its true direction and the ruleset re-judges each packet of it.
+        """
+        family = socket.AF_INET if entry["family"] == 4 else socket.AF_INET6
+        payload = _nla(CTA_TUPLE_ORIG | NLA_F_NESTED, bytes.fromhex(str(entry["key"])))
+        payload += _nla(CTA_MARK, struct.pack("!I", (int(entry.get("mark") or 0) | mark)))
+        seq = self._send(IPCTNL_MSG_CT_NEW, NLM_F_REQUEST | NLM_F_ACK, family, payload)
+        try:
+            for _ in self._messages(seq):
+                pass
+        except ConntrackError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def delete(self, entry: dict[str, Any]) -> bool:
+        """Delete one entry from `dump`; False when it is already gone."""
+        family = socket.AF_INET if entry["family"] == 4 else socket.AF_INET6
+        payload = _nla(CTA_TUPLE_ORIG | NLA_F_NESTED, bytes.fromhex(str(entry["key"])))
+        if entry.get("ct_id") is not None:
+            payload += _nla(CTA_ID, struct.pack("!I", int(entry["ct_id"])))
+        seq = self._send(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, family, payload)
+        try:
+            for _ in self._messages(seq):
+                pass
+        except ConntrackError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True

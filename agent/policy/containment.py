@@ -1,0 +1,141 @@
+"""Breach containment that NetworkPolicy cannot express: quarantine and the node guard. Pure.
+
+NetworkPolicy only adds allows and says nothing about the node. Containment instead takes
+things away, above every policy: a quarantined pod (label `podseg.io/quarantine=true`) sends
+and receives nothing but forensic traffic (annotation `podseg.io/quarantine-allow-from`, a
+comma-separated list of CIDRs), and every managed pod is kept away from the nodes' management
+ports and the cloud metadata address (the node guard) unless its namespace carries
+`podseg.io/node-guard=off`.
+
+`contain` decorates a compiled `PodRuleset` with both; the renderer puts them before any policy
+chain. A bad annotation entry never lifts a quarantine: it is skipped and reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+
+from agent import model
+from agent.policy import intervals, ruleset
+
+QUARANTINE_LABEL = "podseg.io/quarantine"
+ALLOW_FROM_ANNOTATION = "podseg.io/quarantine-allow-from"
+NODE_GUARD_LABEL = "podseg.io/node-guard"
+METADATA_ADDRESSES = ("169.254.169.254",)
+DEFAULT_NODE_GUARD_PORTS = (
+    "tcp:22,tcp:139,tcp:445,tcp:2379-2380,tcp:3389,udp:3389,"
+    "tcp:10250,tcp:10255,tcp:30000-32767,udp:30000-32767,sctp:30000-32767"
+)
+_TRUE = frozenset({"true", "yes", "1", "on"})
+_OFF = frozenset({"off", "false", "disabled", "0"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Contained:
+    """A ruleset with containment applied, and what was wrong with the pod's annotations."""
+
+    ruleset: ruleset.PodRuleset
+    errors: tuple[str, ...] = ()
+
+
+def is_quarantined(pod: model.Pod) -> bool:
+    """Whether the pod carries the quarantine label (`true`, case-insensitive)."""
+    return pod.labels.get(QUARANTINE_LABEL, "").strip().lower() in _TRUE
+
+
+def allow_from(annotations: Mapping[str, str]) -> tuple[tuple[ruleset.AddrRange, ...], list[str]]:
+    """The forensic sources of the annotation, canonical, and a message per bad entry."""
+    raw = annotations.get(ALLOW_FROM_ANNOTATION, "")
+    ranges: list[ruleset.AddrRange] = []
+    errors: list[str] = []
+    for part in raw.split(","):
+        entry = part.strip()
+        if not entry:
+            continue
+        try:
+            ranges.append(intervals.cidr_range(entry))
+        except ValueError:
+            errors.append(f"{ALLOW_FROM_ANNOTATION}: {entry!r} is not a CIDR; ignored")
+    return intervals.merge_addrs(ranges), errors
+
+
+def node_guard_exempt(namespace: model.Namespace | None) -> bool:
+    """Whether the namespace opted out (`podseg.io/node-guard=off`)."""
+    if namespace is None:
+        return False
+    return namespace.labels.get(NODE_GUARD_LABEL, "").strip().lower() in _OFF
+
+
+def parse_ports(text: str) -> tuple[ruleset.ProtoPorts, ...]:
+    """`tcp:22,udp:3389,tcp:30000-32767` -> canonical guarded services. Raises ValueError."""
+    out: list[ruleset.ProtoPorts] = []
+    for part in text.split(","):
+        entry = part.strip()
+        if not entry:
+            continue
+        proto, sep, ports = entry.partition(":")
+        number = ruleset.PROTOCOL_NUMBERS.get(proto.strip().upper())
+        if not sep or number is None:
+            raise ValueError(f"{entry!r}: expected tcp|udp|sctp:PORT[-PORT]")
+        first, dash, last = ports.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"{entry!r}: bad port")
+        low, high = int(first), int(last) if dash else int(first)
+        if not 1 <= low <= high <= intervals.MAX_PORT:
+            raise ValueError(f"{entry!r}: ports must be 1-65535, low to high")
+        out.append(ruleset.ProtoPorts(number, ruleset.PortRange(low, high)))
+    by_proto: dict[int, list[ruleset.PortRange]] = {}
+    for item in out:
+        by_proto.setdefault(item.protocol, []).append(item.ports)
+    return tuple(
+        ruleset.ProtoPorts(proto, ports)
+        for proto in sorted(by_proto)
+        for ports in intervals.merge_ports(by_proto[proto])
+    )
+
+
+def node_addresses(nodes: Iterable[model.Node]) -> tuple[ruleset.AddrRange, ...]:
+    """Every node's addresses as canonical ranges (unparsable ones skipped)."""
+    ranges = []
+    for node in nodes:
+        for address in node.addresses:
+            try:
+                ranges.append(intervals.address_range(address))
+            except ValueError:
+                continue
+    return intervals.merge_addrs(ranges)
+
+
+def node_guard(
+    namespace: model.Namespace | None,
+    nodes: Iterable[model.Node],
+    ports: Sequence[ruleset.ProtoPorts],
+) -> ruleset.NodeGuard | None:
+    """The node guard of a pod in `namespace`; None when the namespace is exempt."""
+    if node_guard_exempt(namespace):
+        return None
+    return ruleset.NodeGuard(
+        node_addrs=node_addresses(nodes),
+        ports=tuple(ports),
+        blocked=intervals.merge_addrs(intervals.address_range(a) for a in METADATA_ADDRESSES),
+    )
+
+
+def contain(
+    rs: ruleset.PodRuleset,
+    pod: model.Pod,
+    namespace: model.Namespace | None,
+    nodes: Iterable[model.Node],
+    guard_ports: Sequence[ruleset.ProtoPorts] | None,
+) -> Contained:
+    """`rs` with the pod's quarantine and node guard; `guard_ports` None disables the guard."""
+    errors: list[str] = []
+    quarantine = None
+    if is_quarantined(pod):
+        allowed, errors = allow_from(pod.annotations)
+        quarantine = ruleset.Quarantine(allow_from=allowed)
+    guard = node_guard(namespace, nodes, guard_ports) if guard_ports is not None else None
+    return Contained(
+        dataclasses.replace(rs, quarantine=quarantine, node_guard=guard), tuple(errors)
+    )

@@ -1,0 +1,127 @@
+"""Node guard, live: pods cannot reach any node's kubelet, NodePorts, SSH, SMB or the cloud
+metadata address, whatever the policies allow, while other traffic flows; an exempt namespace
+can; the node's own probes still reach ingress-isolated pods."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent.sandbox import cluster as sandbox_cluster
+from agent.sandbox import podclient, probe
+from tests import conftest
+
+METADATA = "169.254.169.254"
+GUARDED = (22, 445, 10250, 30080)  # SSH, SMB, kubelet, a NodePort
+OPEN = 8080  # some other service on the node: not guarded
+NODE_PORTS = (*GUARDED, OPEN)
+
+
+class Env:
+    def __init__(self, cluster: sandbox_cluster.SandboxCluster) -> None:
+        self.cluster = cluster
+        self.node_servers: dict[str, podclient.PodProcess] = {}
+
+    def verdict(self, src: str, ip: str, port: int, proto: str = "tcp") -> str:
+        return probe.probe(self.cluster.pods[src], ip, port, proto, timeout=0.5)
+
+    def node_ip(self, node: str) -> str:
+        return self.cluster.nodes[node].ipv4
+
+    def from_node(self, node: str, dst: str, port: int = 80) -> str:
+        """Probe a pod from inside the node namespace (as the kubelet's probes do)."""
+        answer = self.node_servers[node].request(
+            {"probes": [{"dst": self.cluster.pods[dst].ipv4, "port": port, "timeout": 0.5}]},
+            10.0,
+        )
+        results: list[dict[str, Any]] = answer["results"]
+        return str(results[0]["verdict"])
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
+        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
+    with sandbox_cluster.SandboxCluster(nodes=("node-1", "node-2")) as cluster:
+        e = Env(cluster)
+        for name, node in cluster.nodes.items():
+            e.node_servers[name] = cluster.sandbox.serve_on_node(
+                node, NODE_PORTS, addresses=(METADATA,) if name == "node-1" else ()
+            )
+        cluster.ensure_namespace("g", {"ns": "g"})
+        cluster.ensure_namespace("infra", {"ns": "infra", "podseg.io/node-guard": "off"})
+        cluster.add_pod("g", "a", {"pod": "a"})
+        cluster.add_pod("g", "b", {"pod": "b"})
+        cluster.add_pod("infra", "agent", {"pod": "agent"})
+        # Allow-everything egress for g: the node guard must hold anyway.
+        cluster.apply_policy(
+            {
+                "metadata": {"namespace": "g", "name": "allow-all-egress"},
+                "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+            }
+        )
+        cluster.start_agent("node-1")
+        yield e
+
+
+def test_pod_cannot_reach_node_services_but_other_traffic_flows(env: Env) -> None:
+    node = env.node_ip("node-1")
+    conftest.wait_for(
+        lambda: env.verdict("g/a", node, 10250) == probe.TIMEOUT, what="kubelet port guarded"
+    )
+    for port in GUARDED:
+        assert env.verdict("g/a", node, port) == probe.TIMEOUT, port
+    assert env.verdict("g/a", node, 30080, "udp") == probe.TIMEOUT  # NodePorts: UDP too
+    for proto in ("tcp", "udp"):
+        assert env.verdict("g/a", METADATA, OPEN, proto) == probe.TIMEOUT  # metadata: any port
+        assert env.verdict("g/a", METADATA, 80, proto) == probe.TIMEOUT  # not even refused
+        assert env.verdict("g/a", node, OPEN, proto) == probe.OK  # not a guarded service
+    assert env.verdict("g/a", env.cluster.pods["g/b"].ipv4, 80) == probe.OK  # pods still talk
+
+
+def test_every_node_is_guarded_not_only_our_own(env: Env) -> None:
+    other = env.node_ip("node-2")
+    conftest.wait_for(
+        lambda: env.verdict("g/a", other, 10250) == probe.TIMEOUT, what="node-2 kubelet guarded"
+    )
+    assert env.verdict("g/a", other, 22) == probe.TIMEOUT
+    assert env.verdict("g/a", other, OPEN) == probe.OK
+
+
+def test_exempt_namespace_reaches_the_node(env: Env) -> None:
+    node = env.node_ip("node-1")
+    conftest.wait_for(
+        lambda: env.verdict("g/a", node, 10250) == probe.TIMEOUT, what="guard in place"
+    )
+    for port in NODE_PORTS:
+        assert env.verdict("infra/agent", node, port) == probe.OK, port
+    assert env.verdict("infra/agent", METADATA, OPEN) == probe.OK
+    # Taking the exemption away guards that namespace too.
+    env.cluster.label_namespace("infra", {"podseg.io/node-guard": None})
+    try:
+        conftest.wait_for(
+            lambda: env.verdict("infra/agent", node, 10250) == probe.TIMEOUT,
+            what="guard after the exemption is removed",
+        )
+    finally:
+        env.cluster.label_namespace("infra", {"podseg.io/node-guard": "off"})
+    conftest.wait_for(
+        lambda: env.verdict("infra/agent", node, 10250) == probe.OK, what="exemption restored"
+    )
+
+
+def test_node_still_reaches_ingress_isolated_pods(env: Env) -> None:
+    env.cluster.apply_policy(
+        {
+            "metadata": {"namespace": "g", "name": "deny-ingress-a"},
+            "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"]},
+        }
+    )
+    try:
+        b_to_a = lambda: env.verdict("g/b", env.cluster.pods["g/a"].ipv4, 80)  # noqa: E731
+        conftest.wait_for(lambda: b_to_a() == probe.TIMEOUT, what="a isolated")
+        assert env.from_node("node-1", "g/a") == probe.OK  # kubelet probes still get in
+    finally:
+        env.cluster.delete_policy("g", "deny-ingress-a")
