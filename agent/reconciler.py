@@ -65,6 +65,10 @@ class Reconciler:
         self._initial: set[str] | None = None
         self._reported_invalid: set[tuple[str, str]] = set()
         self._swept = False  # the first in-sync pass also sweeps leftover tables
+        # The peer index of the last pass that compiled, and the pods changed since (None:
+        # rebuild it whole); updated, not rebuilt, when only a few pods changed.
+        self._peer_index: policy_compile.ClusterIndex | None = None
+        self._peers_dirty: set[str] | None = None
 
     # -- which pods -----------------------------------------------------------------------
     def is_local(self, pod: model.Pod) -> bool:
@@ -114,6 +118,10 @@ class Reconciler:
         """
         if change is None or change.policies or change.relisted:
             self._report_invalid_policies()
+        if change is None or change.relisted or self._peers_dirty is None:
+            self._peers_dirty = None
+        else:
+            self._peers_dirty.update(change.pods)
         local = self.local_pods()
         if self._initial is None:
             self._initial = {key for key, pod in local.items() if pod.ips}
@@ -152,9 +160,7 @@ class Reconciler:
                         continue
                     state.target, state.target_ips, state.fingerprint = target, pod.ips, None
                 if peers is None:
-                    peers = policy_compile.build_index(
-                        self.store.namespaces, self.store.pods.values()
-                    )
+                    peers = self._peers()
                 mode = await self._program(pod, state, peers, since, kind, bound, verify)
                 if mode:
                     committed[mode] += 1
@@ -206,7 +212,7 @@ class Reconciler:
         node = self.store.nodes.get(self.settings.node_name)
         ruleset = policy_compile.compile_indexed(
             pod,
-            self.store.policies_in(pod.namespace),
+            self.store.policies_for(pod),
             peers,
             node.addresses if node is not None else (),
         )
@@ -271,6 +277,17 @@ class Reconciler:
             mode = ""
         state.state, state.failures, state.retry_at, state.last_error = "enforced", 0, 0.0, ""
         return mode
+
+    def _peers(self) -> policy_compile.ClusterIndex:
+        """The peer index of the current snapshot (fresh per pass: it memoises peers)."""
+        if self._peer_index is None or self._peers_dirty is None:
+            index = policy_compile.build_index(self.store.namespaces, self.store.pods.values())
+        else:
+            index = policy_compile.update_index(
+                self._peer_index, self.store.namespaces, self.store.pods, self._peers_dirty
+            )
+        self._peer_index, self._peers_dirty = index, set()
+        return index
 
     async def _commit(
         self,
@@ -337,7 +354,10 @@ class Reconciler:
             pods={k: (old, self.store.pods.get(k)) for k, old in change.pods.items()},
             policies={k: (old, self.store.policies.get(k)) for k, old in change.policies.items()},
             namespaces_changed=bool(change.namespaces or change.nodes),
-            relisted=change.relisted,
+            relisted=change.relisted or bool(change.nodes),
+            namespaces={
+                k: (old, self.store.namespaces.get(k)) for k, old in change.namespaces.items()
+            },
         )
         return policy_affected.affected(
             local, self.store.policies.values(), self.store.namespaces, changes
