@@ -360,7 +360,11 @@ class Reconciler:
             },
         )
         return policy_affected.affected(
-            local, self.store.policies.values(), self.store.namespaces, changes
+            local,
+            self.store.policies.values(),
+            self.store.namespaces,
+            changes,
+            policies_for=self.store.policies_for,
         )
 
     def _failed(

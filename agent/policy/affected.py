@@ -18,7 +18,7 @@ test compares it with recompiling everything.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from agent import model, selectors
 from agent.policy import compile as policy_compile
@@ -81,8 +81,12 @@ def affected(
     policies: Iterable[model.NetworkPolicy],
     namespaces: Mapping[str, model.Namespace],
     changes: Changes,
+    policies_for: Callable[[model.Pod], Iterable[model.NetworkPolicy]] | None = None,
 ) -> set[str] | None:
-    """Keys of the local pods to recompile; None means all of them."""
+    """Keys of the local pods to recompile; None means all of them.
+
+    `policies_for` (optional) gives, for a pod, a superset of the policies that may select
+    it (the store's policy index); without it every policy of the pod's namespace is tried."""
     if changes.relisted:
         return None
     result: set[str] = set()
@@ -107,13 +111,17 @@ def affected(
     if not any(policy_compile.is_peer_candidate(p) for p in versions):
         return result
     by_namespace: dict[str, list[model.NetworkPolicy]] = {}
-    for policy in policies:
-        by_namespace.setdefault(policy.namespace, []).append(policy)
+    if policies_for is None:
+        for policy in policies:
+            by_namespace.setdefault(policy.namespace, []).append(policy)
     dependent: dict[str, bool] = {}
     for key, pod in local.items():
         if key in result:
             continue
-        for policy in by_namespace.get(pod.namespace, ()):
+        candidates = (
+            policies_for(pod) if policies_for is not None else by_namespace.get(pod.namespace, ())
+        )
+        for policy in candidates:
             if not policy_compile.selects(policy, pod):
                 continue
             if policy.key not in dependent:

@@ -53,7 +53,8 @@ def remote_pod(j: int, role: int | None = None, ip: bool = True) -> dict[str, An
         "metadata": {
             "name": f"p{j}",
             "namespace": f"r-{j % REMOTE_NAMESPACES}",
-            "labels": {"role": f"r{(j if role is None else role) % ROLES}"},
+            # roles are independent of namespaces: pod j has role (j // 100) % 50
+            "labels": {"role": f"r{((j // 100) if role is None else role) % ROLES}"},
         },
         "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "x"}]},
         "status": status,
@@ -146,14 +147,6 @@ def time_to_ready(
     return time.monotonic() - started, agent
 
 
-def pods_added(agent: sandbox_cluster.AgentProcess) -> float:
-    """podseg_watch_events_total{resource="pods",type="ADDED"} of the running agent."""
-    for line in agent.http("/metrics")[1].splitlines():
-        if line.startswith('podseg_watch_events_total{resource="pods",type="ADDED"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def wait_commit(
     agent: sandbox_cluster.AgentProcess, seen: int, kind: str, timeout: float = 30.0
 ) -> dict[str, Any]:
@@ -163,7 +156,12 @@ def wait_commit(
                 return entry
         return None
 
-    entry: dict[str, Any] = sandbox_cluster.wait_until(committed, timeout, f"{kind} committed")
+    try:
+        entry: dict[str, Any] = sandbox_cluster.wait_until(committed, timeout, f"{kind} committed")
+    except TimeoutError:
+        for line in agent.lines[seen:][-15:]:
+            print("  agent:", line, file=sys.stderr)
+        raise
     return entry
 
 
@@ -189,6 +187,10 @@ def main() -> int:
             f" {args.remote_pods} remote pods, {args.policies} policies"
             f" (built in {time.monotonic() - t0:.1f} s)"
         )
+        emu = cluster.emulator
+        for r in range(args.rounds):  # pods that get their IP during the run: in the LIST
+            new = args.remote_pods + r
+            emu.insert(remote_pod(new, role=new, ip=False))
         cold: list[float] = []
         for attempt in range(1 if args.quick else 2):
             if attempt:
@@ -196,13 +198,6 @@ def main() -> int:
                 delete_tables(cluster)
             seconds, agent = time_to_ready(cluster, extra)
             cold.append(seconds)
-        restart: list[float] = []
-        for _ in range(args.restarts):
-            cluster.agents["node-1"].stop()
-            seconds, agent = time_to_ready(cluster, extra)
-            restart.append(seconds)
-        adopted = len(agent.events("ruleset_adopted"))
-        emu = cluster.emulator
         kinds: dict[str, list[float]] = {}
         pods_touched: dict[str, list[int]] = {}
         patched: dict[str, list[int]] = {}
@@ -215,27 +210,37 @@ def main() -> int:
             pods_touched.setdefault(kind, []).append(int(entry["pods"]))
             patched.setdefault(kind, []).append(int(entry["patched"]))
 
-        added = pods_added(agent)
-        for r in range(args.rounds):  # pods that will get an IP later, added up front
-            emu.insert(remote_pod(args.remote_pods + r, ip=False))
-        sandbox_cluster.wait_until(
-            lambda: pods_added(agent) >= added + args.rounds, 30, "pods without IP seen"
-        )
+        # Each event below is chosen to change at least one local pod's ruleset (else the
+        # agent rightly commits nothing): roles present are r0 .. r(remote_pods/100 - 1).
+        roles_present = max(1, min(ROLES, args.remote_pods // 100))
+        editable = [
+            i for i in range(min(args.policies, args.local_pods)) if i % ROLES < roles_present
+        ]
         apply_seen = len(agent.lines)
         for r in range(args.rounds):
-            j = (7 * r) % args.remote_pods
-            measure("pod_labels", lambda j=j, r=r: emu.insert(remote_pod(j, j + 1 + r % 2)))
-            n = (r // 2) % REMOTE_NAMESPACES  # off, then back on
+            # pod j = 100r + r%10 has role r%50 in a namespace of team t(r%10): the policies
+            # i = r (mod 50) allow it; its new role r+1 matches none of that team.
+            j = (100 * r + r % 10) % args.remote_pods
+            measure("pod_labels", lambda j=j: emu.insert(remote_pod(j, j // 100 + 1)))
+            # namespaces r-10.. (apart from the pod_labels ones), off then back on
+            n = 10 + (r // 2) % min(roles_present, REMOTE_NAMESPACES - 10)
             off = f"t{n % 10}" if r % 2 else "off"
             measure("namespace_labels", lambda n=n, off=off: emu.insert(remote_namespace(n, off)))
-            i = (13 * r) % args.policies
+            i = editable[(13 * r) % len(editable)]
             measure(
                 "policy",
                 lambda i=i, r=r: emu.insert(policy(i, apps, 1000 * ((r // args.policies) % 2 + 1))),
             )
             new = args.remote_pods + r
-            measure("pod_ip", lambda new=new: emu.insert(remote_pod(new)))
+            measure("pod_ip", lambda new=new: emu.insert(remote_pod(new, role=new)))
         applies = [e for e in agent.lines[apply_seen:] if e.get("event") == "ruleset_applied"]
+        # (b) restarts last: an adopted table's first change is a full replace (by design)
+        restart: list[float] = []
+        for _ in range(args.restarts):
+            cluster.agents["node-1"].stop()
+            seconds, agent = time_to_ready(cluster, extra)
+            restart.append(seconds)
+        adopted = len(agent.events("ruleset_adopted"))
         apply_patch = [float(e["apply_ms"]) for e in applies if e.get("mode") == "patch"]
         apply_replace = [float(e["apply_ms"]) for e in applies if e.get("mode") == "replace"]
         base = statistics.median(apply_patch or apply_replace or [float("nan")])

@@ -103,3 +103,19 @@ def test_policy_index_candidates_include_every_selecting_policy() -> None:
             assert all(p.namespace == pod.namespace for p in candidates)
             checked += len(selecting)
     assert checked > 100
+
+
+def test_affected_through_the_policy_index_equals_the_scan() -> None:
+    rnd = random.Random(21)
+    for _ in range(200):
+        namespaces = {f"ns{i}": model.Namespace(f"ns{i}", {"team": "t1"}) for i in range(3)}
+        pods = {p.key: p for p in (base._pod(rnd, i) for i in range(12))}
+        policies = [base._policy(rnd, i) for i in range(6)]
+        key = rnd.choice(sorted(pods))
+        new = dataclasses.replace(pods[key], labels=base._pod(rnd, 0).labels)
+        local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
+        changes = affected.Changes(pods={key: (pods[key], new)}, policies={})
+        index = policy_index.PolicyIndex.build(policies)
+        assert affected.affected(
+            local, policies, namespaces, changes, policies_for=index.candidates
+        ) == affected.affected(local, policies, namespaces, changes)
