@@ -159,7 +159,8 @@ def wait_commit(
     try:
         entry: dict[str, Any] = sandbox_cluster.wait_until(committed, timeout, f"{kind} committed")
     except TimeoutError:
-        for line in agent.lines[seen:][-15:]:
+        print(f"  agent running: {agent.running}; its last log lines:", file=sys.stderr)
+        for line in agent.lines[seen:][-15:] or agent.raw[-15:]:
             print("  agent:", line, file=sys.stderr)
         raise
     return entry
@@ -203,6 +204,7 @@ def main() -> int:
         patched: dict[str, list[int]] = {}
 
         def measure(kind: str, change: Any) -> None:
+            print(f"  measuring {kind} ({len(kinds.get(kind, []))} done)", file=sys.stderr)
             seen = len(agent.lines)
             change()
             entry = wait_commit(agent, seen, kind)
