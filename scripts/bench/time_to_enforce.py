@@ -224,8 +224,9 @@ def main() -> int:
             # i = r (mod 50) allow it; its new role r+1 matches none of that team.
             j = (100 * r + r % 10) % args.remote_pods
             measure("pod_labels", lambda j=j: emu.insert(remote_pod(j, j // 100 + 1)))
-            # namespaces r-10.. (apart from the pod_labels ones), off then back on
-            n = 10 + (r // 2) % min(roles_present, REMOTE_NAMESPACES - 10)
+            # namespaces r-50.. (apart from those of the pod_labels and pod_ip events), off
+            # then back on
+            n = 50 + (r // 2) % min(roles_present, REMOTE_NAMESPACES - 50)
             off = f"t{n % 10}" if r % 2 else "off"
             measure("namespace_labels", lambda n=n, off=off: emu.insert(remote_namespace(n, off)))
             i = editable[(13 * r) % len(editable)]
