@@ -153,6 +153,21 @@ CONNTRACK_CUT_SECONDS = prometheus_client.Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+RULESET_UPDATES = prometheus_client.Counter(
+    "podseg_ruleset_updates_total",
+    "Committed ruleset changes by mode: patch (set elements only), replace (whole tables), "
+    "patch_refused (an incremental update declined or failed, then replaced).",
+    ["mode"],
+    registry=REGISTRY,
+)
+PASS_SECONDS = prometheus_client.Histogram(
+    "podseg_policy_pass_seconds",
+    "From the agent receiving a batch of API changes to the last affected pod's rules being "
+    "committed, by event kind (pod_labels, namespace_labels, policy, pod_ip, ...).",
+    ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
 for _state in ("enforced", "unprotected", "failed"):
     MANAGED_PODS.labels(_state).set(0)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from agent import model
 from agent.k8s import convert, watch
+from agent.policy import index as policy_index
 
 KINDS = ("nodes", "namespaces", "pods", "networkpolicies", "services", "endpointslices")
 
@@ -56,6 +57,7 @@ class Store:
         self.services: dict[str, model.Service] = {}
         self.endpointslices: dict[str, model.EndpointSlice] = {}
         self.synced: set[str] = set()
+        self._policy_index: policy_index.PolicyIndex | None = None
 
     @property
     def in_sync(self) -> bool:
@@ -103,6 +105,8 @@ class Store:
         olds.setdefault(key, old)
 
     def apply(self, item: watch.WatchEvent | watch.Relist, change: Change) -> None:
+        if item.resource == "networkpolicies":
+            self._policy_index = None
         table = self._table(item.resource)
         if isinstance(item, watch.Relist):
             fresh = {_key(obj): self._convert(item.resource, obj) for obj in item.items}
@@ -127,3 +131,11 @@ class Store:
 
     def policies_in(self, namespace: str) -> list[model.NetworkPolicy]:
         return [p for p in self.policies.values() if p.namespace == namespace]
+
+    def policies_for(self, pod: model.Pod) -> list[model.NetworkPolicy]:
+        """The policies that may select `pod` (a superset; `compile` checks each), through an
+        index by namespace and matchLabels pair kept until the next policy change: O(policies
+        that could match) instead of O(all policies) per pod."""
+        if self._policy_index is None:
+            self._policy_index = policy_index.PolicyIndex.build(self.policies.values())
+        return self._policy_index.candidates(pod)

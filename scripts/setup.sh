@@ -20,6 +20,10 @@ if ! command -v "$PY" >/dev/null 2>&1 \
 elif ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need_apt+=(python3-venv)
 fi
+# Benchmarks (scripts/bench/packet_cost.py): TCP latency (sockperf) and throughput (iperf3).
+for tool in iperf3:iperf3 sockperf:sockperf; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

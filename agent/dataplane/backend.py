@@ -107,11 +107,44 @@ class WorkerClient:
         digest = reply.get("digest")
         return str(digest) if digest else None
 
+    async def commit(self, target: netns.Target, script: str) -> tuple[str | None, int | None]:
+        """Commit `script`; return (digest of the result, namespace generation before it)."""
+        reply = await self.request("apply", path=target.path, ino=target.ino, script=script)
+        digest, generation = reply.get("digest"), reply.get("generation")
+        return (str(digest) if digest else None, _int(generation))
+
+    async def patch(
+        self, target: netns.Target, script: str, generation: int
+    ) -> tuple[bool, int | None]:
+        """Commit an incremental transaction if the namespace is still at `generation`.
+
+        Returns (vouched, new generation): vouched is False when the worker refused (someone
+        else committed there) or another commit raced ours; the caller then replaces the table.
+        """
+        reply = await self.request(
+            "patch", path=target.path, ino=target.ino, script=script, generation=generation
+        )
+        return bool(reply.get("applied")) and bool(reply.get("sole")), _int(reply.get("generation"))
+
+    async def generation(self, target: netns.Target) -> int | None:
+        reply = await self.request("generation", path=target.path, ino=target.ino)
+        return _int(reply.get("generation"))
+
     async def inspect(self, target: netns.Target) -> tuple[str | None, str | None]:
         """(fingerprint, digest of the whole stateless listing) of the owned tables."""
         reply = await self.request("inspect", path=target.path, ino=target.ino)
         fingerprint, digest = reply.get("fingerprint"), reply.get("digest")
         return (str(fingerprint) if fingerprint else None, str(digest) if digest else None)
+
+    async def examine(self, target: netns.Target) -> tuple[str | None, str | None, int | None]:
+        """`inspect` plus the namespace's generation, read before the listing."""
+        reply = await self.request("inspect", path=target.path, ino=target.ino)
+        fingerprint, digest = reply.get("fingerprint"), reply.get("digest")
+        return (
+            str(fingerprint) if fingerprint else None,
+            str(digest) if digest else None,
+            _int(reply.get("generation")),
+        )
 
     async def observe(self, target: netns.Target) -> str | None:
         reply = await self.request("observe", path=target.path, ino=target.ino)
@@ -165,3 +198,7 @@ class WorkerClient:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None

@@ -24,6 +24,15 @@ before the device drop) from letting "replies" in past the ingress policy. Later
 in as chains: quarantine (jumped first from input/output), node guard (before egress_policy),
 visibility mode (a different *_deny body), NFLOG (`log group N` in *_deny), Service addresses
 (more set elements). The per-packet cost is a constant number of rules; all peers live in sets.
+
+Incremental updates: a rendered ruleset is also split into its *skeleton* (the script with every
+named set's elements removed) and its *sets* (qualified set name -> element texts). Every peer
+set of an isolated direction is always declared (empty or not), so a change of peers alone keeps
+the skeleton and can be committed as element deletes/adds (`agent.dataplane.incremental`). The
+table comment carries the skeleton's fingerprint (`shape`, fixed for the table's life since any
+other change replaces the table); the fingerprint of the whole ruleset lives in the one rule of
+the unhooked chain `state` (`podseg state=<16 hex>`), replaced in the same transaction as the
+elements. The split is done on the rendered text, so it covers any set any feature declares.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from agent.policy import ruleset
 
 TABLE = "podseg"
 DENY_MARK = 0x00100000
-FORMAT_VERSION = "podseg-nft/1"
+FORMAT_VERSION = "podseg-nft/2"
 FINGERPRINT_CHARS = 16
 COMMENT_MAX_BYTES = 127  # the kernel keeps at most 128 bytes of table comment (with NUL)
 
@@ -54,7 +63,10 @@ COUNTER_PREFIX = "deny"
 
 _MARK = f"0x{DENY_MARK:08x}"
 _CLEAR_MARK = f"0x{0xFFFFFFFF & ~DENY_MARK:08x}"
-_FP_RE = re.compile(r'comment "podseg fp=([0-9a-f]{16})[ "]')
+_FP_RE = re.compile(r'comment "podseg state=([0-9a-f]{16})"')
+STATE_CHAIN = "state"
+_TABLE_RE = re.compile(r"^table (\S+) " + TABLE + r" \{$")
+_SET_RE = re.compile(r"^  set (\S+) \{$")
 _COMMENT_RE = re.compile(r'comment "(podseg fp=[0-9a-f]{16}[^"]*)"')
 _BAD_IFNAME = re.compile(r'[\s/:"\\]|[^\x21-\x7e]')
 _PROTOCOL_NAMES = {number: name.lower() for name, number in ruleset.PROTOCOL_NUMBERS.items()}
@@ -68,10 +80,17 @@ _ICMPV6_LINK = (
 
 @dataclasses.dataclass(frozen=True)
 class Rendered:
-    """A complete `nft -f` script and the fingerprint it tags the table with."""
+    """A complete `nft -f` script and the fingerprint it tags the table with.
+
+    `shape` fingerprints the skeleton (everything but set elements); `sets` holds each named
+    set's elements as `("<family> <set>", (element, ...))`, sorted by name; both feed the
+    incremental patch (`agent.dataplane.incremental`).
+    """
 
     script: str
     fingerprint: str
+    shape: str = ""
+    sets: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def delete_script() -> str:
@@ -80,7 +99,10 @@ def delete_script() -> str:
 
 
 def parse_fingerprint(listing: str) -> str | None:
-    """The fingerprint in the output of `nft list table inet podseg`, if it is ours."""
+    """The fingerprint in the output of `nft list table inet podseg`, if it is ours.
+
+    It is the comment of the rule in chain `state` (not the table comment, which holds the
+    shape fingerprint): a table without that rule is never taken for current."""
     match = _FP_RE.search(listing)
     return match.group(1) if match else None
 
@@ -102,17 +124,60 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
     body = _inet_body(rs, ifaces)
     netdev = _netdev_table(ifaces) if needs_netdev(rs) and ifaces else []
     fp = fingerprint_of(rs, body + netdev)
+    tables = [f"table inet {TABLE} {{\n", *body, "}\n", *netdev]
+    skeleton, sets = split_sets("".join(tables))
+    shape = fingerprint_of(rs, ["shape", skeleton])
     pod = _sanitize(f"{rs.namespace}/{rs.pod}")
-    comment = f"podseg fp={fp} pod={pod}".encode()[:COMMENT_MAX_BYTES].decode(errors="ignore")
+    comment = f"podseg fp={shape} pod={pod}".encode()[:COMMENT_MAX_BYTES].decode(errors="ignore")
     lines = [
         *_delete_prelude(),
         f"table inet {TABLE} {{\n",
         f'  comment "{comment}"\n',
         *body,
+        _chain(STATE_CHAIN, [], [state_rule(fp)]),
         "}\n",
         *netdev,
     ]
-    return Rendered(script="".join(lines), fingerprint=fp)
+    return Rendered(script="".join(lines), fingerprint=fp, shape=shape, sets=sets)
+
+
+def state_rule(fingerprint: str) -> str:
+    """The one rule of chain `state`: never evaluated (no hook, no jump), it only carries the
+    fingerprint of the whole ruleset, so an incremental update can replace it."""
+    return f'return comment "podseg state={fingerprint}"'
+
+
+def split_sets(text: str) -> tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]:
+    """(skeleton, sets) of rendered table text: every `elements = {...}` block of a named set
+    is cut out of the skeleton and returned as `("<family> <set>", elements)`, sorted."""
+    skeleton: list[str] = []
+    sets: dict[str, tuple[str, ...]] = {}
+    family = ""
+    current = ""
+    elements: list[str] | None = None
+    for line in text.splitlines(keepends=True):
+        bare = line.rstrip("\n")
+        if elements is not None:
+            if bare == "    }":
+                sets[current] = tuple(elements)
+                elements = None
+            else:
+                elements.append(bare.strip().rstrip(","))
+            continue
+        table = _TABLE_RE.match(bare)
+        if table:
+            family = table.group(1)
+        named = _SET_RE.match(bare)
+        if named:
+            current = f"{family} {named.group(1)}"
+            sets[current] = ()
+        elif bare == "    elements = {" and current:
+            elements = []
+            continue
+        elif not bare.startswith("    "):
+            current = ""
+        skeleton.append(line)
+    return "".join(skeleton), tuple(sorted(sets.items()))
 
 
 def fingerprint_of(rs: ruleset.PodRuleset, content: Sequence[str]) -> str:
@@ -426,26 +491,28 @@ def _direction_sets(
     )
     sets: list[str] = []
     rules: list[str] = []
+    # Every set is declared even when empty, so that a change of peers alone never changes
+    # the skeleton and stays an incremental element update.
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
         elements = [format_addr(r) for r in d.any_port_peers if r.family == family]
-        if elements:
-            name = set_name(direction, "any", family)
-            sets.append(_set(name, addr_type, elements))
-            rules.append(f"{ip} {key} @{name} {verdict}")
+        name = set_name(direction, "any", family)
+        sets.append(_set(name, addr_type, elements))
+        rules.append(f"{ip} {key} @{name} {verdict}")
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
         elements = [
             f"{format_addr(e.addrs)} . {format_protocol(e.protocol)} . {format_ports(e.ports)}"
             for e in d.port_peers
             if e.addrs.family == family
         ]
-        if elements:
-            name = set_name(direction, "ports", family)
-            sets.append(_set(name, f"{addr_type} . inet_proto . inet_service", elements))
-            rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
+        name = set_name(direction, "ports", family)
+        sets.append(_set(name, f"{addr_type} . inet_proto . inet_service", elements))
+        rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
     return sets, rules
 
 
 def _set(name: str, type_: str, elements: Sequence[str]) -> str:
+    if not elements:
+        return f"  set {name} {{\n    type {type_}\n    flags interval\n  }}\n"
     joined = ",\n      ".join(elements)
     return (
         f"  set {name} {{\n    type {type_}\n    flags interval\n"

@@ -11,7 +11,9 @@ Requests (`op`): `scan` (list candidate namespaces with their interfaces and add
 table's fingerprint comment), `comment` (the whole owner comment, for the sweep of leftover
 tables), `forget` (drop cached contexts of namespaces that are gone), `counters` (packet counts
 of the named deny counters, for the drop metrics), `conntrack_list`, `conntrack_delete` and
-`conntrack_mark` (a namespace's conntrack entries, for quarantine and strict mode).
+`conntrack_mark` (a namespace's conntrack entries, for quarantine and strict mode), `patch` (an
+incremental set-element transaction, refused unless the namespace's nftables generation is
+still the one of the agent's last commit), `generation` (that generation alone, ~0.2 ms).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 import pyroute2
 
-from agent.dataplane import conntrack, libnft, render_nft
+from agent.dataplane import conntrack, libnft, nftgen, render_nft
 
 CLONE_NEWNET = 0x40000000
 
@@ -51,6 +53,7 @@ class Worker:
         st = os.fstat(self.host_fd)
         self.host_id = (st.st_dev, st.st_ino)
         self.contexts: dict[tuple[int, int], libnft.Context] = {}
+        self.generations: dict[tuple[int, int], nftgen.Reader] = {}
 
     # -- namespace entry -------------------------------------------------------------------
     def _open(self, path: str, ino: int | None) -> tuple[int, tuple[int, int]]:
@@ -83,6 +86,48 @@ class Worker:
                     return ctx.run(script)
                 finally:
                     ctx.set_output_flags(libnft.OUTPUT_TERSE)
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+
+    def _generation_here(self, ident: tuple[int, int]) -> int:
+        """The generation of the namespace the thread is in now (`ident`)."""
+        reader = self.generations.get(ident)
+        if reader is None:
+            reader = nftgen.Reader()
+            self.generations[ident] = reader
+        return reader.get()
+
+    def generation(self, path: str, ino: int | None) -> int:
+        fd, ident = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                return self._generation_here(ident)
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+
+    def patch(self, path: str, ino: int | None, script: str, expected: int) -> dict[str, Any]:
+        """Run an incremental transaction only on tables nobody else committed to since the
+        agent's last commit (generation `expected`), and report whether the commit was the
+        only one (`sole`): otherwise the agent cannot vouch for the result and replaces it."""
+        fd, ident = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                before = self._generation_here(ident)
+                if before != expected:
+                    return {"applied": False, "generation": before, "sole": False}
+                ctx = self.contexts.get(ident)
+                if ctx is None:
+                    ctx = libnft.Context(libnft.OUTPUT_TERSE)
+                    self.contexts[ident] = ctx
+                ctx.run(script)
+                after = self._generation_here(ident)
+                return {"applied": True, "generation": after, "sole": nftgen.follows(before, after)}
             finally:
                 _setns(self.host_fd)
         finally:
@@ -133,10 +178,12 @@ class Worker:
             if names.get(index) != "lo"
         ]
 
-    def apply(self, path: str, ino: int | None, script: str) -> str | None:
-        """Commit the script; return the digest of what the kernel now holds (see `inspect`)."""
+    def apply(self, path: str, ino: int | None, script: str) -> dict[str, Any]:
+        """Commit the script; return the digest of what the kernel now holds (see `inspect`)
+        and the namespace's generation read before that listing."""
         self._run_in(path, ino, script)
-        return self.inspect(path, ino)["digest"]
+        found = self.inspect(path, ino)
+        return {"digest": found["digest"], "generation": found["generation"]}
 
     def _listing(
         self, path: str, ino: int | None, family: str, flags: int = libnft.OUTPUT_TERSE
@@ -151,18 +198,23 @@ class Worker:
         listing = self._listing(path, ino, "inet")
         return render_nft.parse_fingerprint(listing) if listing is not None else None
 
-    def inspect(self, path: str, ino: int | None) -> dict[str, str | None]:
+    def inspect(self, path: str, ino: int | None) -> dict[str, Any]:
         """The owned tables' fingerprint and a digest of their whole kernel listing.
 
         The listing is stateless (no counter values), so the digest changes only when a rule,
         set element, chain or table changes: an edit that keeps our comment is still caught.
         """
+        generation = self.generation(path, ino)  # read first: a later commit makes it stale
         listing = self._listing(path, ino, "inet", libnft.OUTPUT_STATELESS)
         if listing is None:
-            return {"fingerprint": None, "digest": None}
+            return {"fingerprint": None, "digest": None, "generation": generation}
         netdev = self._listing(path, ino, "netdev", libnft.OUTPUT_STATELESS) or ""
         digest = hashlib.sha256(f"{listing}\n--netdev--\n{netdev}".encode()).hexdigest()
-        return {"fingerprint": render_nft.parse_fingerprint(listing), "digest": digest[:32]}
+        return {
+            "fingerprint": render_nft.parse_fingerprint(listing),
+            "digest": digest[:32],
+            "generation": generation,
+        }
 
     def comment(self, path: str, ino: int | None) -> str | None:
         listing = self._listing(path, ino, "inet")
@@ -242,6 +294,10 @@ class Worker:
                 ctx.close()
                 del self.contexts[ident]
                 dropped += 1
+        for ident, reader in list(self.generations.items()):
+            if inos is None or ident[1] in inos:
+                reader.close()
+                del self.generations[ident]
         return dropped
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -251,7 +307,11 @@ class Worker:
         if op == "scan":
             return {"netns": self.scan(str(request["netns_dir"]), bool(request.get("proc")))}
         if op == "apply":
-            return {"digest": self.apply(path, ino, str(request["script"]))}
+            return self.apply(path, ino, str(request["script"]))
+        if op == "patch":
+            return self.patch(path, ino, str(request["script"]), int(request["generation"]))
+        if op == "generation":
+            return {"generation": self.generation(path, ino)}
         if op == "inspect":
             return self.inspect(path, ino)
         if op == "observe":

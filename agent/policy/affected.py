@@ -6,7 +6,9 @@ nothing is only a skipped apply, since fingerprints match) but must never be too
 left out keeps a stale ruleset. So every rule below errs towards "affected", and the property
 test compares it with recompiling everything.
 
-* A namespace change (labels move pods in and out of namespaceSelectors) or a relist: all.
+* A relist, a node change, or a namespace created or deleted: all.
+* A namespace relabel (`namespaces` given): the local pods selected by a policy with a
+  namespaceSelector peer that matches the old or the new labels (only those peers can move).
 * A policy change: the local pods its old or new version selects.
 * A pod change: the pod itself if local, plus every local pod selected by a policy with a
   selector peer that matches the old or new version of the pod, or with an egress rule naming
@@ -19,7 +21,7 @@ test compares it with recompiling everything.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from agent import model, selectors
 from agent.policy import compile as policy_compile
@@ -34,6 +36,11 @@ class Changes:
     namespaces_changed: bool = False
     relisted: bool = False
     services_changed: bool = False
+    # Old and new versions of the namespaces that changed, when known: lets a pure relabel
+    # recompile only the pods whose policies select namespaces by labels.
+    namespaces: Mapping[str, tuple[model.Namespace | None, model.Namespace | None]] = (
+        dataclasses.field(default_factory=dict)
+    )
 
 
 def _peer_matches(
@@ -78,11 +85,20 @@ def affected(
     policies: Iterable[model.NetworkPolicy],
     namespaces: Mapping[str, model.Namespace],
     changes: Changes,
+    policies_for: Callable[[model.Pod], Iterable[model.NetworkPolicy]] | None = None,
 ) -> set[str] | None:
-    """Keys of the local pods to recompile; None means all of them."""
-    if changes.namespaces_changed or changes.relisted:
+    """Keys of the local pods to recompile; None means all of them.
+
+    `policies_for` (optional) gives, for a pod, a superset of the policies that may select
+    it (the store's policy index); without it every policy of the pod's namespace is tried."""
+    if changes.relisted:
         return None
     result: set[str] = set()
+    if changes.namespaces_changed:
+        relabelled = _relabelled_pods(local, policies, changes.namespaces)
+        if relabelled is None:
+            return None
+        result |= relabelled
     for old_policy, new_policy in changes.policies.values():
         for key, pod in local.items():
             if any(
@@ -105,13 +121,17 @@ def affected(
     if not any(policy_compile.is_peer_candidate(p) for p in versions):
         return result
     by_namespace: dict[str, list[model.NetworkPolicy]] = {}
-    for policy in policies:
-        by_namespace.setdefault(policy.namespace, []).append(policy)
+    if policies_for is None:
+        for policy in policies:
+            by_namespace.setdefault(policy.namespace, []).append(policy)
     dependent: dict[str, bool] = {}
     for key, pod in local.items():
         if key in result:
             continue
-        for policy in by_namespace.get(pod.namespace, ()):
+        candidates = (
+            policies_for(pod) if policies_for is not None else by_namespace.get(pod.namespace, ())
+        )
+        for policy in candidates:
             if not policy_compile.selects(policy, pod):
                 continue
             if policy.key not in dependent:
@@ -120,3 +140,35 @@ def affected(
                 result.add(key)
                 break
     return result
+
+
+def _relabelled_pods(
+    local: Mapping[str, model.Pod],
+    policies: Iterable[model.NetworkPolicy],
+    namespaces: Mapping[str, tuple[model.Namespace | None, model.Namespace | None]],
+) -> set[str] | None:
+    """Local pods whose rulesets a relabel of `namespaces` can change; None: cannot tell."""
+    if not namespaces or any(old is None or new is None for old, new in namespaces.values()):
+        return None
+    label_sets = [
+        policy_compile.namespace_labels(name, {name: version})
+        for name, pair in namespaces.items()
+        for version in pair
+        if version is not None
+    ]
+    dependent = []
+    for policy in policies:
+        for rule in (*policy.ingress, *policy.egress):
+            if any(
+                not peer.invalid
+                and peer.namespace_selector is not None
+                and any(selectors.matches(peer.namespace_selector, ls) for ls in label_sets)
+                for peer in rule.peers
+            ):
+                dependent.append(policy)
+                break
+    return {
+        key
+        for key, pod in local.items()
+        if any(policy_compile.selects(policy, pod) for policy in dependent)
+    }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from agent import model, selectors
 from agent.policy import intervals, ruleset
@@ -45,6 +46,9 @@ class ClusterIndex:
     namespaces: Mapping[str, model.Namespace]
     peers: tuple[PeerPod, ...]
     by_namespace: Mapping[str, tuple[PeerPod, ...]]
+    # Derived lookups computed on first use (per-namespace label buckets, resolved peers);
+    # a cache, so it takes no part in equality. See `update_index` and `_resolve_peer`.
+    cache: dict[Any, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,22 +97,88 @@ def policies_selecting(
     return tuple(chosen)
 
 
+def _peer_pod(pod: model.Pod) -> PeerPod | None:
+    if not is_peer_candidate(pod):
+        return None
+    addrs = []
+    for ip in pod.ips:
+        try:
+            addrs.append(intervals.address_range(ip))
+        except ValueError:
+            continue
+    return PeerPod(pod, intervals.merge_addrs(addrs)) if addrs else None
+
+
+def update_index(
+    previous: ClusterIndex,
+    namespaces: Mapping[str, model.Namespace],
+    pods: Mapping[str, model.Pod],
+    changed: Iterable[str],
+) -> ClusterIndex:
+    """`build_index(namespaces, pods.values())` computed from `previous` (built from an earlier
+    snapshot) and the keys of the pods that changed since: only their namespaces are redone,
+    and the label buckets of untouched namespaces are carried over. Equal to a full build
+    (a randomised test checks it); O(changed pods + namespaces) instead of O(all pods)."""
+    by_namespace = dict(previous.by_namespace)
+    touched: dict[str, dict[str, PeerPod]] = {}
+    for key in changed:
+        namespace = key.split("/", 1)[0]
+        if namespace not in touched:
+            touched[namespace] = {p.pod.key: p for p in by_namespace.get(namespace, ())}
+        touched[namespace].pop(key, None)
+        pod = pods.get(key)
+        peer = _peer_pod(pod) if pod is not None else None
+        if peer is not None:
+            touched[namespace][key] = peer
+    for namespace, members in touched.items():
+        ordered = sorted(members.values(), key=lambda p: (p.pod.key, p.pod.uid, p.addrs))
+        if ordered:
+            by_namespace[namespace] = tuple(ordered)
+        else:
+            by_namespace.pop(namespace, None)
+    cache: dict[Any, Any] = {
+        k: v
+        for k, v in previous.cache.items()
+        if isinstance(k, tuple) and k[0] == "labels" and k[1] not in touched
+    }
+    return ClusterIndex(
+        namespaces=dict(namespaces),
+        peers=tuple(p for ns in sorted(by_namespace) for p in by_namespace[ns]),
+        by_namespace=by_namespace,
+        cache=cache,
+    )
+
+
+def _namespace_members(
+    index: ClusterIndex, namespace: str, selector: model.LabelSelector | None
+) -> tuple[PeerPod, ...]:
+    """The namespace's peer pods matching `selector` (None: all), through label buckets: a
+    selector with matchLabels only looks at the pods carrying its first pair."""
+    members = index.by_namespace.get(namespace, ())
+    if selector is None:
+        return members
+    if selector.match_labels and members:
+        buckets = index.cache.get(("labels", namespace))
+        if buckets is None:
+            grouped: dict[tuple[str, str], list[PeerPod]] = {}
+            for member in members:
+                for pair in member.pod.labels.items():
+                    grouped.setdefault(pair, []).append(member)
+            buckets = {pair: tuple(group) for pair, group in grouped.items()}
+            index.cache[("labels", namespace)] = buckets
+        members = buckets.get(selector.match_labels[0], ())
+    return tuple(m for m in members if selectors.matches(selector, m.pod.labels))
+
+
 def build_index(
     namespaces: Mapping[str, model.Namespace], pods: Iterable[model.Pod]
 ) -> ClusterIndex:
     """Index the peer candidates of a snapshot by namespace; unparsable IPs are ignored."""
     peers: list[PeerPod] = []
     for pod in pods:
-        if not is_peer_candidate(pod):
-            continue
-        addrs = []
-        for ip in pod.ips:
-            try:
-                addrs.append(intervals.address_range(ip))
-            except ValueError:
-                continue
-        if addrs:
-            peers.append(PeerPod(pod, intervals.merge_addrs(addrs)))
+        peer = _peer_pod(pod)
+        if peer is not None:
+            peers.append(peer)
     peers.sort(key=lambda p: (p.pod.key, p.pod.uid, p.addrs))
     grouped: dict[str, list[PeerPod]] = {}
     for peer in peers:
@@ -295,7 +365,22 @@ def _egress_named(
 def _resolve_peer(
     policy: model.NetworkPolicy, peer: model.Peer, index: ClusterIndex
 ) -> _PeerSet | None:
-    """What one `from`/`to` entry covers; None when it covers nothing or is invalid."""
+    """What one `from`/`to` entry covers; None when it covers nothing or is invalid.
+
+    It depends only on the policy's namespace, the entry and the snapshot, so it is resolved
+    once per index (many local pods share policies)."""
+    memo_key = ("peer", policy.namespace, peer)
+    if memo_key in index.cache:
+        found: _PeerSet | None = index.cache[memo_key]
+        return found
+    resolved = _resolve_peer_uncached(policy, peer, index)
+    index.cache[memo_key] = resolved
+    return resolved
+
+
+def _resolve_peer_uncached(
+    policy: model.NetworkPolicy, peer: model.Peer, index: ClusterIndex
+) -> _PeerSet | None:
     if peer.invalid:
         return None
     if peer.ip_block is not None:
@@ -309,18 +394,15 @@ def _resolve_peer(
     if peer.namespace_selector is None:
         if peer.pod_selector is None:
             return None  # an empty peer is rejected by the API; match nothing
-        candidates = index.by_namespace.get(policy.namespace, ())
+        candidates = _namespace_members(index, policy.namespace, peer.pod_selector)
     else:
         ns_selector = peer.namespace_selector
         candidates = tuple(
             member
             for ns in sorted(index.by_namespace)
             if selectors.matches(ns_selector, namespace_labels(ns, index.namespaces))
-            for member in index.by_namespace[ns]
+            for member in _namespace_members(index, ns, peer.pod_selector)
         )
-    if peer.pod_selector is not None:
-        pod_selector = peer.pod_selector
-        candidates = tuple(c for c in candidates if selectors.matches(pod_selector, c.pod.labels))
     if not candidates:
         return None
     return _PeerSet(intervals.merge_addrs(a for c in candidates for a in c.addrs), candidates)

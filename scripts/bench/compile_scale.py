@@ -5,7 +5,9 @@ For 100, 1,000 and 10,000 peer pods (each with a named container port that resol
 named port, a namespace-selected peer, an ipBlock with excepts and an allow-all-ports rule.
 Prints, per size, the median and max over repeated runs of compile and of render, the number
 of set elements, and the ratio to the 100-peer case (measured in the same run).
-Usage: .venv/bin/python scripts/bench/compile_scale.py [--repeat 7]
+Ends with `RESULT {json}`. `--backend` is accepted for symmetry with the other benchmarks (the
+compile is backend-neutral; rendering is nft). Usage:
+  .venv/bin/python scripts/bench/compile_scale.py [--repeat 7] [--quick]
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import argparse
 import statistics
 import sys
 import time
+
+import benchlib
 
 from agent import model
 from agent.dataplane import render_nft
@@ -68,15 +72,20 @@ POLICIES = [
 
 def main() -> int:
     parser = argparse.ArgumentParser()
+    benchlib.common_args(parser)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
+    sizes = (100, 1_000) if args.quick else (100, 1_000, 10_000)
+    if args.quick:
+        args.repeat = 3
+    figures: dict[str, dict[str, float]] = {}
     policies = [
         convert.network_policy({"metadata": {"namespace": "ns0", "name": f"p{i}"}, "spec": spec})
         for i, spec in enumerate(POLICIES)
     ]
     baseline: float | None = None
     print("peers   compile median/max ms   render median/max ms   elements   vs 100 peers")
-    for size in (100, 1_000, 10_000):
+    for size in sizes:
         pods, namespaces = cluster(size)
         local = pods[0]
         compile_ms: list[float] = []
@@ -98,6 +107,13 @@ def main() -> int:
             f"      {statistics.median(render_ms):8.1f} / {max(render_ms):8.1f}"
             f"      {elements:7d}      {total / baseline:6.1f}x"
         )
+        figures[str(size)] = {
+            "compile_ms": statistics.median(compile_ms),
+            "render_ms": statistics.median(render_ms),
+            "elements": elements,
+            "ratio": total / baseline,
+        }
+    benchlib.result("compile_scale", args, sizes=figures)
     return 0
 
 

@@ -6,11 +6,16 @@ dataplane worker) for a node with no local pod namespaces (so no root sandbox is
 address can clash with another run). It waits for /readyz, then:
 
 * samples the resident memory (VmRSS) of the agent and the worker, settled and peak (VmHWM);
+* per cached pod (issue 8, item 1d): the agent starts with half the pods; the other half is
+  added once it is ready; the RSS growth divided by the pods added is the cost of one cached
+  pod, and the RSS with all of them is checked against target 2d (<= 150 MiB);
 * patches pod labels at a steady rate for a while and reports the CPU the two processes used,
   in millicores (CPU seconds / wall seconds), median over windows and the worst window;
 * sends SIGTERM and reports the time until the process exited (sizes the grace period).
 
-Usage: .venv/bin/python scripts/bench/footprint.py [--pods 5000] [--policies 500]
+Ends with `RESULT {json}` (scripts/bench/benchlib.py).
+Usage: .venv/bin/python scripts/bench/footprint.py [--pods 10000] [--policies 1000]
+       [--backend nftables] [--quick]
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import tempfile
 import time
 import urllib.request
 from typing import Any
+
+import benchlib
 
 from agent.emulator import server
 
@@ -64,7 +71,33 @@ def pod(i: int, namespaces: int, tier: int) -> dict[str, Any]:
     }
 
 
-def populate(emu: server.EmulatorThread, pods: int, policies: int, namespaces: int) -> None:
+def settled_rss(pid: int, timeout: float = 20.0) -> float:
+    """VmRSS in MiB once three samples 0.5 s apart agree within 0.2 MiB (the agent has
+    finished taking in what it was sent), or the last sample after `timeout`."""
+    samples: list[float] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        samples.append(status_kib(pid, "VmRSS") / 1024)
+        if len(samples) >= 3 and max(samples[-3:]) - min(samples[-3:]) <= 0.2:
+            break
+        time.sleep(0.5)
+    return samples[-1]
+
+
+def watch_events(port: int, resource: str) -> float:
+    """Sum of podseg_watch_events_total for `resource` (all types) of the agent at `port`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(f'podseg_watch_events_total{{resource="{resource}"')
+    )
+
+
+def populate(
+    emu: server.EmulatorThread, pods: int, policies: int, namespaces: int, first: int = 0
+) -> None:
     for n in range(namespaces):
         emu.insert(
             {
@@ -73,7 +106,7 @@ def populate(emu: server.EmulatorThread, pods: int, policies: int, namespaces: i
                 "metadata": {"name": f"ns-{n}", "labels": {"team": f"t{n % 10}"}},
             }
         )
-    for i in range(pods):
+    for i in range(first, pods):
         emu.insert(pod(i, namespaces, i % 3))
     for i in range(policies):
         emu.insert(
@@ -101,21 +134,26 @@ def populate(emu: server.EmulatorThread, pods: int, policies: int, namespaces: i
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pods", type=int, default=5000)
-    parser.add_argument("--policies", type=int, default=500)
+    benchlib.common_args(parser)
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--policies", type=int, default=1_000)
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--churn-seconds", type=float, default=20.0)
     parser.add_argument("--churn-rate", type=float, default=50.0, help="label patches per second")
     args = parser.parse_args()
+    if args.quick:
+        args.pods, args.policies, args.churn_seconds = 1000, 100, 4.0
+    half = args.pods // 2
     emu = server.EmulatorThread()
     emu.start()
     tmp = tempfile.TemporaryDirectory(prefix="podseg-footprint-")
     kubeconfig = os.path.join(tmp.name, "kubeconfig")
     emu.write_kubeconfig(kubeconfig)
     started = time.monotonic()
-    populate(emu, args.pods, args.policies, args.namespaces)
+    populate(emu, half, args.policies, args.namespaces)
     print(
-        f"populated {args.pods} pods, {args.policies} policies in {time.monotonic() - started:.1f}s"
+        f"footprint [{args.backend}]: populated {half} pods, {args.policies} policies"
+        f" in {time.monotonic() - started:.1f}s"
     )
     empty = os.path.join(tmp.name, "netns")
     os.mkdir(empty)
@@ -124,7 +162,7 @@ def main() -> int:
         [
             *(sys.executable, "-m", "agent", "agent", "--node-name", "node-1"),
             *("--kubeconfig", kubeconfig, "--netns-dir", empty, "--no-proc-scan"),
-            *("--metrics-address", "127.0.0.1:0"),
+            *("--metrics-address", "127.0.0.1:0", "--backend", args.backend),
         ],
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -153,6 +191,20 @@ def main() -> int:
         workers = children(agent.pid)
         if workers:
             pids["worker"] = workers[0]
+        rss_half = settled_rss(agent.pid)
+        seen = watch_events(port, "pods")
+        populate(emu, args.pods, 0, args.namespaces, first=half)
+        t1 = time.monotonic()
+        while watch_events(port, "pods") < seen + (args.pods - half):
+            if time.monotonic() - t1 > 120:
+                raise SystemExit("the agent did not see the added pods in 120 s")
+            time.sleep(0.1)
+        rss_full = settled_rss(agent.pid)
+        per_pod_kib = (rss_full - rss_half) * 1024 / max(1, args.pods - half)
+        print(
+            f"agent rss {rss_half:.1f} MiB with {half} pods, {rss_full:.1f} MiB with {args.pods}:"
+            f" {per_pod_kib:.2f} KiB per cached pod"
+        )
         for name, pid in pids.items():
             print(f"{name}: rss {status_kib(pid, 'VmRSS') / 1024:.1f} MiB")
         windows: list[float] = []
@@ -184,10 +236,34 @@ def main() -> int:
                 f"{name}: rss {status_kib(pid, 'VmRSS') / 1024:.1f} MiB,"
                 f" peak {status_kib(pid, 'VmHWM') / 1024:.1f} MiB"
             )
+        worker_rss = status_kib(pids["worker"], "VmRSS") / 1024 if "worker" in pids else 0.0
+        agent_rss = status_kib(agent.pid, "VmRSS") / 1024
+        agent_peak = status_kib(agent.pid, "VmHWM") / 1024
+        targets = [
+            benchlib.target(
+                "2d",
+                f"agent {agent_rss:.1f} MiB (peak {agent_peak:.1f}) + worker {worker_rss:.1f} MiB"
+                f" at {args.pods} cluster pods",
+                agent_rss + worker_rss <= 150,
+                "agent memory <= 150 MiB at 10,000 cluster pods",
+            )
+        ]
         t1 = time.monotonic()
         agent.send_signal(signal.SIGTERM)
         code = agent.wait(timeout=60)
         print(f"SIGTERM -> exit {code} in {time.monotonic() - t1:.2f}s")
+        benchlib.result(
+            "footprint",
+            args,
+            pods=args.pods,
+            policies=args.policies,
+            agent_rss_mib=agent_rss,
+            agent_peak_mib=agent_peak,
+            worker_rss_mib=worker_rss,
+            per_cached_pod_kib=per_pod_kib,
+            cpu_median_millicores=statistics.median(windows) if windows else None,
+            targets=targets,
+        )
         log.seek(0)
         for line in log:
             if '"agent_stopp' in line:

@@ -1,128 +1,312 @@
-"""Benchmark: time from a label change to the rule being in the kernel (demo-sized cluster).
+"""Benchmark (issue 8, items 1a and 1b): time to enforce, cold start and restart to ready.
 
-Builds a sandbox node with 10 local pods, inserts 500 pods on other nodes and 50 policies into
-the API emulator, starts a real agent, then flips one client pod's label N times so that the
-server pod's allowed peer set changes each time. For each flip it records:
+Builds a sandbox node with `--local-pods` pods in real network namespaces (110 by default, the
+kubelet's default pod limit), puts `--remote-pods` pods on other nodes (10,000) in 100 remote
+namespaces and `--policies` NetworkPolicies (1,000) into the API emulator, and runs a real
+`podseg agent --backend <backend>`. Each local pod is selected by ~policies/110 policies, each
+allowing a namespace-selected, label-selected set of remote peers on one port.
 
-* agent latency: the agent's own `latency_ms` (watch event received -> transaction committed);
-* end-to-end: from just before the API PATCH call to the commit time the agent logs
-  (includes the API write, watch delivery, compile, render and the nft transaction);
-* apply only: the nft transaction itself (`apply_ms`), the same-run baseline.
+(b) cold start: agent process start -> /readyz 200 with every local pod programmed from
+    scratch (tables deleted before each run); restart: SIGTERM, start again -> /readyz 200
+    (the tables are adopted by fingerprint).
+(a) time to enforce, `--rounds` times each, from the agent receiving the watch event to the
+    rules being committed in EVERY affected local pod (the agent's `reconcile_committed` log
+    line, also exported as podseg_policy_pass_seconds{kind}):
+      pod_labels        a remote pod's label moves it between two policies' peer sets
+      namespace_labels  a remote namespace's label moves 100 pods in/out of peer sets
+      policy            a policy's port is edited
+      pod_ip            a new remote pod, matched by policies, gets its IP
+    plus the nft transaction alone (`apply_ms` of the same run) as the same-run baseline.
 
-Prints median and p99 of each and their ratio to the apply-only baseline. Needs root.
-Usage: .venv/bin/python scripts/bench/time_to_enforce.py [--flips 200]
+Prints medians, p99 and ratios, each issue-8 target as MET / NOT MET, then `RESULT {json}`.
+Needs root. Usage:
+  .venv/bin/python scripts/bench/time_to_enforce.py [--backend nftables] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import os
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
 
+import benchlib
+
 from agent.sandbox import cluster as sandbox_cluster
 
+REMOTE_NAMESPACES = 100
+ROLES = 50
+PORT_BASE = 8000
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+def remote_pod(j: int, role: int | None = None, ip: bool = True) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": "Running"}
+    if ip:
+        address = f"198.18.{128 + j // 250}.{j % 250 + 1}"
+        status.update(podIP=address, podIPs=[{"ip": address}])
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"p{j}",
+            "namespace": f"r-{j % REMOTE_NAMESPACES}",
+            # roles are independent of namespaces: pod j has role (j // 100) % 50
+            "labels": {"role": f"r{((j // 100) if role is None else role) % ROLES}"},
+        },
+        "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "x"}]},
+        "status": status,
+    }
+
+
+def remote_namespace(n: int, team: str | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": f"r-{n}", "labels": {"team": team or f"t{n % 10}"}},
+    }
+
+
+def policy(i: int, apps: int, port_offset: int = 0) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"namespace": f"app-{i % 10}", "name": f"np{i}"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": f"svc-{i % apps}"}},
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {"matchLabels": {"team": f"t{i % 10}"}},
+                            "podSelector": {"matchLabels": {"role": f"r{i % ROLES}"}},
+                        }
+                    ],
+                    "ports": [{"port": PORT_BASE + port_offset + i % 50, "protocol": "TCP"}],
+                }
+            ],
+        },
+    }
+
+
+def build(cluster: sandbox_cluster.SandboxCluster, args: argparse.Namespace, apps: int) -> None:
+    emu = cluster.emulator
+    for a in range(10):
+        emu.insert(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": f"app-{a}", "labels": {"team": "app"}},
+            }
+        )
+    for n in range(REMOTE_NAMESPACES):
+        emu.insert(remote_namespace(n))
+    for j in range(args.remote_pods):
+        emu.insert(remote_pod(j))
+    for i in range(args.policies):
+        emu.insert(policy(i, apps))
+    node = cluster.nodes["node-1"]
+    wanted = [(f"app-{k % 10}", f"l{k}") for k in range(args.local_pods)]
+    pods = cluster.sandbox.add_pods(node, wanted, ipv6=False, ports=(80,))
+    for k, pod in enumerate(pods):
+        cluster.pods[pod.key] = pod
+        emu.insert(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod.name,
+                    "namespace": pod.namespace,
+                    "labels": {"app": f"svc-{k % apps}"},
+                },
+                "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]},
+                "status": {"phase": "Running", "podIP": pod.ipv4, "podIPs": [{"ip": pod.ipv4}]},
+            }
+        )
+
+
+def delete_tables(cluster: sandbox_cluster.SandboxCluster) -> None:
+    for pod in cluster.pods.values():
+        subprocess.run(
+            ["ip", "netns", "exec", pod.netns, "nft", "-f", "-"],
+            input="table inet podseg\ndelete table inet podseg\n"
+            "table netdev podseg\ndelete table netdev podseg\n",
+            text=True,
+            check=True,
+        )
+
+
+def time_to_ready(
+    cluster: sandbox_cluster.SandboxCluster, extra: list[str]
+) -> tuple[float, sandbox_cluster.AgentProcess]:
+    started = time.monotonic()
+    agent = cluster.start_agent("node-1", extra, wait=False)
+    sandbox_cluster.wait_until(agent.ready, 120, "agent ready")
+    return time.monotonic() - started, agent
+
+
+def wait_commit(
+    agent: sandbox_cluster.AgentProcess, seen: int, kind: str, timeout: float = 30.0
+) -> dict[str, Any]:
+    def committed() -> dict[str, Any] | None:
+        for entry in agent.lines[seen:]:
+            if entry.get("event") == "reconcile_committed" and entry.get("trigger") == kind:
+                return entry
+        return None
+
+    try:
+        entry: dict[str, Any] = sandbox_cluster.wait_until(committed, timeout, f"{kind} committed")
+    except TimeoutError:
+        print(f"  agent running: {agent.running}; its last log lines:", file=sys.stderr)
+        for line in agent.lines[seen:][-15:] or agent.raw[-15:]:
+            print("  agent:", line, file=sys.stderr)
+        raise
+    return entry
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--flips", type=int, default=200)
-    parser.add_argument("--remote-pods", type=int, default=500)
-    parser.add_argument("--policies", type=int, default=50)
+    benchlib.common_args(parser)
+    parser.add_argument("--local-pods", type=int, default=110)
+    parser.add_argument("--remote-pods", type=int, default=10_000)
+    parser.add_argument("--policies", type=int, default=1_000)
+    parser.add_argument("--rounds", type=int, default=40, help="measurements per event kind")
+    parser.add_argument("--restarts", type=int, default=3)
     args = parser.parse_args()
+    if args.quick:
+        args.local_pods, args.remote_pods, args.policies = 12, 400, 60
+        args.rounds, args.restarts = 4, 1
+    apps = 11
+    extra = ["--backend", args.backend, "--resync-period", "3600"]
     with sandbox_cluster.SandboxCluster(nodes=("node-1",), ipv6=False) as cluster:
-        cluster.ensure_namespace("shop", {"team": "shop"})
-        for i in range(8):
-            cluster.add_pod("shop", f"p{i}", {"app": f"p{i}"})
-        cluster.add_pod("shop", "server", {"app": "server"})
-        cluster.add_pod("shop", "client", {"role": "none"})
-        for i in range(args.remote_pods):
-            ns = f"remote-{i % 10}"
-            cluster.emulator.insert(
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-            )
-            cluster.emulator.insert(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {"name": f"r{i}", "namespace": ns, "labels": {"app": f"r{i % 7}"}},
-                    "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "x"}]},
-                    "status": {"podIPs": [{"ip": f"198.18.{200 + i // 250}.{i % 250 + 1}"}]},
-                }
-            )
-        for i in range(args.policies):
-            cluster.apply_policy(
-                {
-                    "metadata": {"namespace": "shop", "name": f"filler-{i}"},
-                    "spec": {
-                        "podSelector": {"matchLabels": {"app": f"p{i % 8}"}},
-                        "ingress": [
-                            {
-                                "from": [
-                                    {
-                                        "namespaceSelector": {},
-                                        "podSelector": {"matchLabels": {"app": f"r{i % 7}"}},
-                                    }
-                                ],
-                                "ports": [{"port": 8000 + i}],
-                            }
-                        ],
-                    },
-                }
-            )
-        cluster.apply_policy(
-            {
-                "metadata": {"namespace": "shop", "name": "server"},
-                "spec": {
-                    "podSelector": {"matchLabels": {"app": "server"}},
-                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}],
-                },
-            }
-        )
-        agent = cluster.start_agent("node-1")
-        agent_ms: list[float] = []
-        e2e_ms: list[float] = []
-        apply_ms: list[float] = []
-        for flip in range(args.flips):
-            seen = len(agent.lines)
-            role = "client" if flip % 2 == 0 else "none"
-            started = time.time()
-            cluster.label_pod("shop/client", {"role": role})
-
-            def applied(seen: int = seen) -> dict[str, Any] | None:
-                for entry in agent.lines[seen:]:
-                    if entry.get("event") == "ruleset_applied" and entry.get("pod") == "server":
-                        return entry
-                return None
-
-            entry = sandbox_cluster.wait_until(applied, 10, "server ruleset applied")
-            committed = datetime.datetime.fromisoformat(entry["timestamp"]).timestamp()
-            e2e_ms.append((committed - started) * 1000)
-            agent_ms.append(float(entry["latency_ms"]))
-            apply_ms.append(float(entry["apply_ms"]))
-        base = statistics.median(apply_ms)
+        t0 = time.monotonic()
+        build(cluster, args, apps)
         print(
-            f"time-to-enforce, {args.flips} label flips, 10 local pods, "
-            f"{args.remote_pods} remote pods, {args.policies + 1} policies"
+            f"time-to-enforce [{args.backend}]: {args.local_pods} local pods (real namespaces),"
+            f" {args.remote_pods} remote pods, {args.policies} policies"
+            f" (built in {time.monotonic() - t0:.1f} s)"
         )
-        for name, values in (
-            ("agent (event -> kernel)", agent_ms),
-            ("end-to-end (PATCH -> kernel)", e2e_ms),
-            ("apply only (nft transaction)", apply_ms),
-        ):
-            med, p99 = statistics.median(values), pct(values, 0.99)
-            print(
-                f"  {name:30s} median {med:7.2f} ms   p99 {p99:7.2f} ms   "
-                f"median/apply {med / base:5.1f}x"
+        emu = cluster.emulator
+        for r in range(args.rounds):  # pods that get their IP during the run: in the LIST
+            new = args.remote_pods + r
+            emu.insert(remote_pod(new, role=new, ip=False))
+        cold: list[float] = []
+        for attempt in range(1 if args.quick else 2):
+            if attempt:
+                cluster.agents["node-1"].stop()
+                delete_tables(cluster)
+            seconds, agent = time_to_ready(cluster, extra)
+            cold.append(seconds)
+        kinds: dict[str, list[float]] = {}
+        pods_touched: dict[str, list[int]] = {}
+        patched: dict[str, list[int]] = {}
+
+        def measure(kind: str, change: Any) -> None:
+            print(f"  measuring {kind} ({len(kinds.get(kind, []))} done)", file=sys.stderr)
+            seen = len(agent.lines)
+            change()
+            entry = wait_commit(agent, seen, kind)
+            kinds.setdefault(kind, []).append(float(entry["latency_ms"]))
+            pods_touched.setdefault(kind, []).append(int(entry["pods"]))
+            patched.setdefault(kind, []).append(int(entry["patched"]))
+
+        # Each event below is chosen to change at least one local pod's ruleset (else the
+        # agent rightly commits nothing): roles present are r0 .. r(remote_pods/100 - 1).
+        roles_present = max(1, min(ROLES, args.remote_pods // 100))
+        editable = [
+            i for i in range(min(args.policies, args.local_pods)) if i % ROLES < roles_present
+        ]
+        apply_seen = len(agent.lines)
+        for r in range(args.rounds):
+            # pod j = 100r + r%10 has role r%50 in a namespace of team t(r%10): the policies
+            # i = r (mod 50) allow it; its new role r+1 matches none of that team.
+            j = (100 * r + r % 10) % args.remote_pods
+            measure("pod_labels", lambda j=j: emu.insert(remote_pod(j, j // 100 + 1)))
+            # namespaces r-50.. (apart from those of the pod_labels and pod_ip events), off
+            # then back on
+            n = 50 + (r // 2) % min(roles_present, REMOTE_NAMESPACES - 50)
+            off = f"t{n % 10}" if r % 2 else "off"
+            measure("namespace_labels", lambda n=n, off=off: emu.insert(remote_namespace(n, off)))
+            i = editable[(13 * r) % len(editable)]
+            measure(
+                "policy",
+                lambda i=i, r=r: emu.insert(policy(i, apps, 1000 * ((r // args.policies) % 2 + 1))),
             )
+            new = args.remote_pods + r
+            measure("pod_ip", lambda new=new: emu.insert(remote_pod(new, role=new)))
+        applies = [e for e in agent.lines[apply_seen:] if e.get("event") == "ruleset_applied"]
+        # (b) restarts last: an adopted table's first change is a full replace (by design)
+        restart: list[float] = []
+        for _ in range(args.restarts):
+            cluster.agents["node-1"].stop()
+            seconds, agent = time_to_ready(cluster, extra)
+            restart.append(seconds)
+        adopted = len(agent.events("ruleset_adopted"))
+        apply_patch = [float(e["apply_ms"]) for e in applies if e.get("mode") == "patch"]
+        apply_replace = [float(e["apply_ms"]) for e in applies if e.get("mode") == "replace"]
+        base = statistics.median(apply_patch or apply_replace or [float("nan")])
+        print(f"  cold start -> ready:   {', '.join(f'{s:.2f} s' for s in cold)}")
+        print(
+            f"  restart -> ready:      {', '.join(f'{s:.2f} s' for s in restart)}"
+            f" (tables adopted in the last restart: {adopted})"
+        )
+        print(
+            f"  one pod's transaction: patch median {statistics.median(apply_patch or [0]):.2f} ms"
+            f" ({len(apply_patch)}), replace median"
+            f" {statistics.median(apply_replace or [0]):.2f} ms ({len(apply_replace)})"
+        )
+        print("  event kind          median ms   p99 ms   pods/event  patched  median/patch")
+        figures: dict[str, Any] = {}
+        every: list[float] = []
+        for kind, values in kinds.items():
+            s = benchlib.summary(values)
+            every.extend(values)
+            figures[kind] = {
+                **s,
+                "pods_median": statistics.median(pods_touched[kind]),
+                "patched_share": sum(patched[kind]) / max(1, sum(pods_touched[kind])),
+            }
+            print(
+                f"  {kind:18s} {s['median']:9.2f} {s['p99']:8.2f}"
+                f"   {statistics.median(pods_touched[kind]):9.0f}"
+                f"   {figures[kind]['patched_share']:6.0%}   {s['median'] / base:8.1f}x"
+            )
+        overall = benchlib.summary(every)
+        targets = [
+            benchlib.target(
+                "2a",
+                f"p50 {overall['median']:.2f} ms, p99 {overall['p99']:.2f} ms (all kinds)",
+                overall["median"] <= 5 and overall["p99"] <= 100,
+                "p50 <= 5 ms and p99 <= 100 ms",
+            ),
+            benchlib.target(
+                "2b",
+                f"cold {max(cold):.2f} s, restart {max(restart):.2f} s (worst)",
+                max(cold + restart) <= 2.0,
+                "cold start and restart to ready <= 2 s",
+            ),
+        ]
+        benchlib.result(
+            "time_to_enforce",
+            args,
+            sizes={
+                "local_pods": args.local_pods,
+                "remote_pods": args.remote_pods,
+                "policies": args.policies,
+            },
+            cold_start_s=cold,
+            restart_s=restart,
+            apply_patch_ms=benchlib.summary(apply_patch),
+            apply_replace_ms=benchlib.summary(apply_replace),
+            kinds=figures,
+            overall_ms=overall,
+            targets=targets,
+        )
     return 0
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())

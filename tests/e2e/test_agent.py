@@ -79,10 +79,10 @@ def test_ready_and_metrics(clean: Env) -> None:
     assert agent.http("/readyz")[0] == 200
     assert agent.http("/healthz")[0] == 200
     assert sample(agent, "podseg_managed_pods", state="enforced") == len(PODS)
-    before = sample(agent, "podseg_policy_programming_seconds_count", kind="networkpolicies") or 0
+    before = sample(agent, "podseg_policy_programming_seconds_count", kind="policy") or 0
     clean.deny_a()
     clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
-    after = sample(agent, "podseg_policy_programming_seconds_count", kind="networkpolicies")
+    after = sample(agent, "podseg_policy_programming_seconds_count", kind="policy")
     assert after is not None and after > before
 
 

@@ -66,8 +66,9 @@ def test_sets_and_rules_per_family_and_direction() -> None:
     assert "ip saddr . meta l4proto . th dport @ingress_ports4 accept" in script
     assert "ip6 saddr . meta l4proto . th dport @ingress_ports6 accept" in script
     assert "ip daddr . meta l4proto . th dport @egress_ports4 ct mark set" in script
-    # empty sets are not emitted, nor rules referencing them
-    assert "egress_any4" not in script and "egress_ports6" not in script
+    # empty sets are declared (without elements), so that a peer change keeps the skeleton
+    assert "  set egress_any4 {\n    type ipv4_addr\n    flags interval\n  }\n" in script
+    assert dict(render_nft.render(SAMPLE, ["eth0"]).sets)["inet egress_ports6"] == ()
 
 
 def test_chain_layout_and_deny_paths() -> None:
@@ -81,6 +82,7 @@ def test_chain_layout_and_deny_paths() -> None:
         "output",
         "egress_policy",
         "egress_deny",
+        "state",
         "egress_eth0",
     ]
     assert "type filter hook input priority filter; policy accept;" in script
@@ -118,7 +120,8 @@ def test_not_isolated_direction_gets_no_chain_and_no_netdev_table() -> None:
     assert "table netdev podseg {" not in script
     assert "egress_" not in script.replace("delete table netdev", "")
     nothing = render_nft.render(ruleset.PodRuleset("prod", "web"), ["eth0"]).script
-    assert "chain" not in nothing and 'comment "podseg fp=' in nothing
+    assert "chain state {" in nothing and 'comment "podseg fp=' in nothing
+    assert "hook" not in nothing
 
 
 def test_egress_without_interfaces_drops_in_output() -> None:
@@ -178,9 +181,18 @@ def test_fingerprint_stable_and_parsed_back() -> None:
     two = render_nft.render(SAMPLE, ["eth0"])
     assert one == two
     assert re.fullmatch(r"[0-9a-f]{16}", one.fingerprint)
-    assert f'comment "podseg fp={one.fingerprint} pod=prod/web"' in one.script
-    listing = f'table inet podseg {{\n\tcomment "podseg fp={one.fingerprint} pod=prod/web"\n}}\n'
+    assert re.fullmatch(r"[0-9a-f]{16}", one.shape) and one.shape != one.fingerprint
+    # the table comment carries the shape; the state rule carries the whole fingerprint
+    assert f'comment "podseg fp={one.shape} pod=prod/web"' in one.script
+    assert f'return comment "podseg state={one.fingerprint}"' in one.script
+    listing = (
+        f'table inet podseg {{\n\tcomment "podseg fp={one.shape} pod=prod/web"\n'
+        f'\tchain state {{\n\t\treturn comment "podseg state={one.fingerprint}"\n\t}}\n}}\n'
+    )
     assert render_nft.parse_fingerprint(listing) == one.fingerprint
+    # a table with only an owner comment (an older format, or an impostor) is not current
+    only_comment = f'table inet podseg {{\n\tcomment "podseg fp={one.fingerprint} pod=x/y"\n}}\n'
+    assert render_nft.parse_fingerprint(only_comment) is None
     assert render_nft.parse_fingerprint("table inet podseg {\n}\n") is None
     assert render_nft.parse_fingerprint('comment "other fp=0123456789abcdef"') is None
     # interface order and duplicates do not matter

@@ -1,0 +1,55 @@
+"""Shared helpers of the benchmarks in scripts/bench: percentiles, targets, the result line.
+
+Every benchmark prints human-readable figures and, last, one line `RESULT {json}` with the
+same figures, so `scripts/bench.sh` can collect them and `tests/e2e/test_bench_quick.py`
+can check the shape of each benchmark's output in `--quick` mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+BACKENDS = ("nftables", "iptables")
+
+
+def common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="nftables",
+        help="dataplane backend, passed through to the agent (--backend)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a CI smoke test")
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The q-quantile by nearest rank (q=0.99: p99); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "median": statistics.median(values) if values else float("nan"),
+        "p99": pct(values, 0.99),
+        "max": max(values) if values else float("nan"),
+    }
+
+
+def target(name: str, measured: str, met: bool, goal: str) -> dict[str, Any]:
+    """One target of issue 8, reported as met or not with its figure."""
+    verdict = "MET" if met else "NOT MET"
+    print(f"  target {name}: {goal}; measured {measured} -> {verdict}")
+    return {"target": name, "goal": goal, "measured": measured, "met": met}
+
+
+def result(benchmark: str, args: argparse.Namespace, **figures: Any) -> None:
+    payload = {"benchmark": benchmark, "backend": args.backend, "quick": args.quick, **figures}
+    print("RESULT " + json.dumps(payload, sort_keys=True, default=str))

@@ -1,0 +1,256 @@
+"""Benchmark (issue 8, item 1c): per-packet cost of podseg's ruleset as peers grow.
+
+Two pods of a sandbox node (real namespaces, veths on the node bridge). Configurations, run
+interleaved in every round (so machine noise hits all of them alike):
+  none     no podseg tables at all
+  N peers  the server's ingress and the client's egress isolated by podseg rulesets whose
+           peer sets hold N (address, tcp, port) elements, the real peer among them
+           (N = 100, 1,000, 10,000; 100 and 10,000 in --quick)
+Measured per configuration and round: TCP request/response latency (sockperf ping-pong,
+64-byte messages; sockperf reports half the round trip) median and p99, and TCP throughput
+(iperf3, one stream). Prints medians over rounds and ratios to `none` of the same run, then
+target 2c as MET / NOT MET, then `RESULT {json}`.
+
+`--backend iptables` loads the rulesets with the iptables renderer (agent/dataplane/render_ipt,
+from the iptables branch) when it is present; without it the benchmark says so and stops.
+Needs root, sockperf and iperf3 (scripts/setup.sh installs them). Usage:
+  .venv/bin/python scripts/bench/packet_cost.py [--backend nftables] [--quick] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import benchlib
+
+from agent.dataplane import render_nft
+from agent.policy import intervals, ruleset
+from agent.sandbox import cluster as sandbox_cluster
+from agent.sandbox import topology
+
+SOCKPERF_PORT = 11111
+IPERF_PORT = 5201
+TCP = 6
+FILLER_BASE = int(intervals.address_range("198.19.200.0").first)
+
+
+def peer_rules(peer_ip: str, n: int) -> ruleset.DirectionRuleset:
+    """An isolated direction allowing `peer_ip` and n-1 filler addresses on the two ports."""
+    real = intervals.address_range(peer_ip)
+    fillers = [ruleset.AddrRange(4, FILLER_BASE + 2 * i, FILLER_BASE + 2 * i) for i in range(n - 1)]
+    triples = [
+        (addr, TCP, ruleset.PortRange(port, port))
+        for addr in [real, *fillers]
+        for port in (SOCKPERF_PORT, IPERF_PORT)
+    ]
+    # one element per (address, port): both ports per peer -> 2n elements; n counts peers
+    return ruleset.DirectionRuleset(
+        isolated=True,
+        port_peers=intervals.canonical_peer_ports(triples),
+        policies=("bench/peers",),
+    )
+
+
+def load(netns: str, script: str) -> None:
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "-f", "-"], input=script, text=True, check=True
+    )
+
+
+def configure(
+    backend: str, server: topology.SandboxPod, client: topology.SandboxPod, peers: int
+) -> None:
+    if backend == "iptables":
+        render_ipt: Any = importlib.import_module("agent.dataplane.render_ipt")
+        apply_ipt: Any = getattr(render_ipt, "bench_apply", None)
+        if apply_ipt is None:
+            raise SystemExit("render_ipt has no bench_apply(netns, ruleset, ifaces) hook")
+    for pod, peer, direction in ((server, client, "ingress"), (client, server, "egress")):
+        if peers == 0:
+            if backend == "iptables":
+                apply_ipt(pod.netns, None, ["eth0"])
+            else:
+                load(pod.netns, render_nft.delete_script())
+            continue
+        rules = peer_rules(peer.ipv4, peers)
+        rs = ruleset.PodRuleset(
+            pod.namespace,
+            pod.name,
+            **{direction: rules},  # type: ignore[arg-type]
+        )
+        if backend == "iptables":
+            apply_ipt(pod.netns, rs, ["eth0"])
+        else:
+            load(pod.netns, render_nft.render(rs, ["eth0"]).script)
+
+
+def listening(netns: str, ports: tuple[int, ...]) -> bool:
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns, "ss", "-ltnH"], capture_output=True, text=True
+    ).stdout
+    return all(f":{port} " in out for port in ports)
+
+
+_PCT = re.compile(r"percentile (\d+\.\d+) =\s+([\d.]+)")
+
+
+def sockperf(client: topology.SandboxPod, server_ip: str, seconds: float) -> tuple[float, float]:
+    done = subprocess.run(
+        [
+            *("ip", "netns", "exec", client.netns, "sockperf", "ping-pong", "--tcp"),
+            *("-i", server_ip, "-p", str(SOCKPERF_PORT), "-t", str(seconds), "-m", "64"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
+    found = {float(q): float(v) for q, v in _PCT.findall(done.stdout + done.stderr)}
+    if 50.0 not in found or 99.0 not in found:
+        raise RuntimeError(f"sockperf gave no percentiles: {done.stdout[-500:]}{done.stderr}")
+    return found[50.0], found[99.0]
+
+
+def iperf(client: topology.SandboxPod, server_ip: str, seconds: float) -> float:
+    done = subprocess.run(
+        [
+            *("ip", "netns", "exec", client.netns, "iperf3", "-c", server_ip),
+            *("-p", str(IPERF_PORT), "-t", str(seconds), "-J"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
+    report = json.loads(done.stdout)
+    if "error" in report:
+        raise RuntimeError(f"iperf3: {report['error']}")
+    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    benchlib.common_args(parser)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per tool run")
+    args = parser.parse_args()
+    sizes = [0, 100, 1_000, 10_000]
+    if args.quick:
+        sizes, args.rounds, args.seconds = [0, 100, 10_000], 1, 1.0
+    for tool in ("sockperf", "iperf3"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: run scripts/setup.sh")
+    if args.backend == "iptables":
+        try:
+            importlib.import_module("agent.dataplane.render_ipt")
+        except ImportError:
+            print("packet-cost: the iptables backend is not on this branch; nothing measured")
+            benchlib.result("packet_cost", args, skipped="iptables backend not available")
+            return 0
+    rng = random.Random(8)
+    with topology.Sandbox() as sandbox:
+        node = sandbox.add_node("node-1")
+        server, client = sandbox.add_pods(
+            node, [("bench", "server"), ("bench", "client")], ipv6=False
+        )
+        servers = [
+            subprocess.Popen(
+                [
+                    *("ip", "netns", "exec", server.netns, "sockperf", "server", "--tcp"),
+                    *("-i", server.ipv4, "-p", str(SOCKPERF_PORT)),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+            subprocess.Popen(
+                [
+                    *("ip", "netns", "exec", server.netns, "iperf3", "-s"),
+                    *("-B", server.ipv4, "-p", str(IPERF_PORT)),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+        ]
+        try:
+            sandbox_cluster.wait_until(
+                lambda: listening(server.netns, (SOCKPERF_PORT, IPERF_PORT)),
+                10,
+                "benchmark servers listening",
+            )
+            lat50: dict[int, list[float]] = {n: [] for n in sizes}
+            lat99: dict[int, list[float]] = {n: [] for n in sizes}
+            gbps: dict[int, list[float]] = {n: [] for n in sizes}
+            started = time.monotonic()
+            for _ in range(args.rounds):
+                order = list(sizes)
+                rng.shuffle(order)
+                for n in order:
+                    configure(args.backend, server, client, n)
+                    p50, p99 = sockperf(client, server.ipv4, args.seconds)
+                    lat50[n].append(p50)
+                    lat99[n].append(p99)
+                    gbps[n].append(iperf(client, server.ipv4, args.seconds))
+            configure(args.backend, server, client, 0)
+        finally:
+            for proc in servers:
+                proc.terminate()
+                proc.wait(5)
+        print(
+            f"packet cost [{args.backend}]: {args.rounds} interleaved rounds"
+            f" in {time.monotonic() - started:.0f} s; latency = sockperf half round trip"
+        )
+        print("  peers     latency p50 us   p99 us   vs none   throughput Gbit/s   vs none")
+        figures: dict[str, Any] = {}
+        base_lat = statistics.median(lat50[0])
+        base_gbps = statistics.median(gbps[0])
+        for n in sizes:
+            m50, m99, g = (
+                statistics.median(lat50[n]),
+                statistics.median(lat99[n]),
+                statistics.median(gbps[n]),
+            )
+            figures[str(n)] = {
+                "latency_p50_us": m50,
+                "latency_p99_us": m99,
+                "gbps": g,
+                "latency_ratio": m50 / base_lat,
+                "gbps_ratio": g / base_gbps,
+            }
+            label = "none" if n == 0 else str(n)
+            print(
+                f"  {label:>6s}   {m50:14.2f} {m99:8.2f}   {m50 / base_lat:6.3f}x"
+                f"   {g:17.2f}   {g / base_gbps:6.3f}x"
+            )
+        top, low = figures[str(max(sizes))], figures[str(min(n for n in sizes if n))]
+        worst = max(
+            abs(top["latency_ratio"] - 1),
+            abs(top["gbps_ratio"] - 1),
+        )
+        flat = max(
+            abs(top["latency_p50_us"] / low["latency_p50_us"] - 1),
+            abs(top["gbps"] / low["gbps"] - 1),
+        )
+        targets = [
+            benchlib.target(
+                "2c",
+                f"{max(sizes)} peers vs none: latency {top['latency_ratio']:.3f}x,"
+                f" throughput {top['gbps_ratio']:.3f}x; {max(sizes)} vs"
+                f" {min(n for n in sizes if n)} peers: {flat:.1%} apart",
+                worst <= 0.03 and flat <= 0.03,
+                "within 3% of no rules, and flat as peers grow from 100 to 10,000",
+            )
+        ]
+        benchlib.result("packet_cost", args, sizes=figures, targets=targets)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Every benchmark of scripts/bench runs in --quick mode and reports what issue 8 asks for:
+medians, p99, same-run ratios, and each target as met or not (the `RESULT {json}` line)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests import conftest
+
+pytestmark = conftest.requires_root
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def run(name: str, *extra: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench" / f"{name}.py"), "--quick", *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, done.stdout
+    result: dict[str, Any] = json.loads(lines[0].removeprefix("RESULT "))
+    assert result["benchmark"] == name and result["quick"] is True
+    return result
+
+
+def _targets(result: dict[str, Any], names: set[str]) -> None:
+    assert {t["target"] for t in result["targets"]} == names
+    for t in result["targets"]:
+        assert isinstance(t["met"], bool) and t["measured"] and t["goal"]
+
+
+def test_time_to_enforce_quick() -> None:
+    result = run("time_to_enforce", "--backend", "nftables")
+    assert result["backend"] == "nftables"
+    assert set(result["kinds"]) == {"pod_labels", "namespace_labels", "policy", "pod_ip"}
+    for figures in result["kinds"].values():
+        assert figures["n"] >= 1 and 0 < figures["median"] <= figures["p99"]
+        assert figures["pods_median"] >= 1
+    # peer changes are committed as set-element patches, not table rewrites
+    assert result["kinds"]["pod_ip"]["patched_share"] == 1.0
+    assert result["apply_patch_ms"]["n"] >= 1
+    assert all(s > 0 for s in result["cold_start_s"] + result["restart_s"])
+    _targets(result, {"2a", "2b"})
+
+
+def test_packet_cost_quick() -> None:
+    result = run("packet_cost")
+    sizes = result["sizes"]
+    assert set(sizes) == {"0", "100", "10000"}
+    assert sizes["0"]["latency_ratio"] == 1.0
+    for figures in sizes.values():
+        assert figures["latency_p50_us"] > 0 and figures["gbps"] > 0
+    _targets(result, {"2c"})
+
+
+def test_footprint_quick() -> None:
+    result = run("footprint")
+    assert result["agent_rss_mib"] > 0 and result["worker_rss_mib"] > 0
+    assert "per_cached_pod_kib" in result
+    _targets(result, {"2d"})
+
+
+@pytest.mark.parametrize("name", ["compile_scale"])
+def test_pure_benchmarks_quick(name: str) -> None:
+    result = run(name)
+    assert result["sizes"]["100"]["ratio"] == 1.0

@@ -1,0 +1,86 @@
+"""The worker's incremental path against the real kernel: generations, patch, refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from agent.dataplane import backend, incremental, netns, render_nft
+from agent.policy import intervals, ruleset
+from tests import conftest
+
+pytestmark = conftest.requires_root
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def pod_netns() -> Iterator[str]:
+    name = f"psg-{secrets.token_hex(3)}-wi"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+        _ip("-n", name, "addr", "add", "198.18.7.19/16", "dev", "eth0")
+        _ip("-n", name, "link", "set", "eth0", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def _rs(*peers: str) -> ruleset.PodRuleset:
+    return ruleset.PodRuleset(
+        "x",
+        "a",
+        ingress=ruleset.DirectionRuleset(
+            isolated=True,
+            any_port_peers=intervals.merge_addrs(intervals.address_range(p) for p in peers),
+            policies=("x/allow",),
+        ),
+    )
+
+
+def test_patch_commits_only_on_the_generation_of_our_last_commit(pod_netns: str) -> None:
+    async def scenario() -> None:
+        client = backend.WorkerClient(timeout=10)
+        try:
+            index = netns.Index(await client.scan("/run/netns", proc=False))
+            target = index.find(["198.18.7.19"])
+            assert target is not None
+            one = render_nft.render(_rs("198.18.1.1"), target.interfaces)
+            two = render_nft.render(_rs("198.18.1.1", "198.18.1.9"), target.interfaces)
+            three = render_nft.render(_rs("198.18.1.9"), target.interfaces)
+            digest, generation = await client.commit(target, one.script)
+            assert digest and generation is not None
+            assert await client.generation(target) == generation
+            script = incremental.patch(one, two)
+            assert script
+            vouched, after = await client.patch(target, script, generation)
+            assert vouched and after == (generation + 1) & 0xFFFFFFFF
+            assert await client.observe(target) == two.fingerprint
+            # Someone else commits in the namespace (here: an unrelated table): refused,
+            # nothing applied, and the caller learns the current generation.
+            subprocess.run(
+                ["ip", "netns", "exec", pod_netns, "nft", "add", "table", "ip", "other"],
+                check=True,
+            )
+            script = incremental.patch(two, three)
+            assert script
+            vouched, now = await client.patch(target, script, after or 0)
+            assert not vouched and now is not None and now != after
+            assert await client.observe(target) == two.fingerprint
+            # A patch that nft rejects is a typed error and changes nothing.
+            with pytest.raises(backend.ApplyFailed):
+                await client.patch(
+                    target, "delete element inet podseg ingress_any4 { 10.9.9.9 }\n", now
+                )
+            assert await client.observe(target) == two.fingerprint
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())

@@ -1,0 +1,102 @@
+"""The incremental patch (pure): when it applies, and exactly which elements it touches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from agent.dataplane import incremental, render_nft
+from agent.policy import intervals, ruleset
+
+A = intervals.address_range
+P = ruleset.PortRange
+
+
+def _rs(
+    *peers: str, ports: tuple[ruleset.PeerPort, ...] = (), egress: bool = False
+) -> ruleset.PodRuleset:
+    d = ruleset.DirectionRuleset(
+        isolated=True,
+        any_port_peers=intervals.merge_addrs(A(p) for p in peers),
+        port_peers=ports,
+        policies=("prod/allow",),
+    )
+    return ruleset.PodRuleset(
+        "prod", "web", ingress=d, egress=d if egress else ruleset.DirectionRuleset()
+    )
+
+
+def test_peer_change_is_an_element_patch_that_replaces_the_state_rule() -> None:
+    old = render_nft.render(_rs("198.18.0.1", "198.18.0.3"), ["eth0"])
+    new = render_nft.render(
+        _rs(
+            "198.18.0.3",
+            "fd00:198:18::5",
+            ports=(ruleset.PeerPort(A("198.18.0.9"), 6, P(80, 81)),),
+        ),
+        ["eth0"],
+    )
+    assert old.shape == new.shape and old.fingerprint != new.fingerprint
+    script = incremental.patch(old, new)
+    assert script == (
+        "flush chain inet podseg state\n"
+        f'add rule inet podseg state return comment "podseg state={new.fingerprint}"\n'
+        "delete element inet podseg ingress_any4 { 198.18.0.1 }\n"
+        "add element inet podseg ingress_any6 { fd00:198:18::5 }\n"
+        "add element inet podseg ingress_ports4 { 198.18.0.9 . tcp . 80-81 }\n"
+    )
+    assert incremental.counts(old, new) == (1, 2)
+
+
+def test_merged_ranges_are_replaced_not_overlapped() -> None:
+    # 198.18.0.1 and .2 merge into one range when .2 arrives: the old single element goes.
+    old = render_nft.render(_rs("198.18.0.1"), ["eth0"])
+    new = render_nft.render(_rs("198.18.0.1", "198.18.0.2"), ["eth0"])
+    script = incremental.patch(old, new)
+    assert script is not None
+    assert "delete element inet podseg ingress_any4 { 198.18.0.1 }" in script
+    assert "add element inet podseg ingress_any4 { 198.18.0.1-198.18.0.2 }" in script
+    assert script.index("delete element") < script.index("add element")
+
+
+def test_same_ruleset_is_an_empty_patch() -> None:
+    one = render_nft.render(_rs("198.18.0.1"), ["eth0"])
+    assert incremental.patch(one, render_nft.render(_rs("198.18.0.1"), ["eth0"])) == ""
+
+
+def test_skeleton_changes_need_a_replace() -> None:
+    base = render_nft.render(_rs("198.18.0.1"), ["eth0"])
+    # interfaces only shape the egress side
+    assert render_nft.render(_rs("198.18.0.1"), ["eth0", "net1"]).shape == base.shape
+    for other in (
+        render_nft.render(_rs("198.18.0.1", egress=True), ["eth0"]),  # a direction isolated
+        render_nft.render(_rs("198.18.0.1", egress=True), ["eth0", "net1"]),  # interfaces
+        render_nft.render(
+            dataclasses.replace(
+                _rs("198.18.0.1"),
+                ingress=dataclasses.replace(_rs().ingress, policies=("prod/other",)),
+            ),
+            ["eth0"],
+        ),  # the isolating policies
+        render_nft.render(ruleset.PodRuleset("prod", "web"), ["eth0"]),
+    ):
+        assert other.shape != base.shape
+        assert incremental.patch(base, other) is None
+    # a Rendered without structure (e.g. from another renderer) never patches
+    bare = render_nft.Rendered(script=base.script, fingerprint=base.fingerprint)
+    assert incremental.patch(bare, base) is None and incremental.patch(base, bare) is None
+
+
+def test_split_sets_cuts_every_named_sets_elements_out_of_the_skeleton() -> None:
+    rendered = render_nft.render(
+        _rs("198.18.0.1", "198.18.0.7", "fd00:198:18::1", egress=True), ["eth0"]
+    )
+    skeleton, sets = render_nft.split_sets(rendered.script)
+    assert "elements" not in skeleton and "198.18.0.7" not in skeleton
+    assert dict(sets)["inet ingress_any4"] == ("198.18.0.1", "198.18.0.7")
+    assert dict(sets)["inet egress_any6"] == ("fd00:198:18::1",)
+    assert [name for name, _ in sets] == sorted(name for name, _ in sets)
+    assert len(sets) == 8
+    # the same split is what `render` exposes (the state chain carries no set)
+    assert rendered.sets == sets
+    empty = render_nft.render(_rs(egress=True), ["eth0"])
+    assert empty.shape == rendered.shape

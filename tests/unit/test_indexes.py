@@ -1,0 +1,121 @@
+"""Issue 8 indexes: namespace relabels recompile only dependent pods; the incrementally updated
+peer index (with label buckets and memoised peers) compiles exactly like a full rebuild."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from agent import model
+from agent.policy import affected
+from agent.policy import compile as policy_compile
+from agent.policy import index as policy_index
+from tests.unit import test_affected as base
+
+
+def test_namespace_relabel_affects_a_superset_of_what_changed() -> None:
+    rnd = random.Random(99)
+    narrowed = 0
+    for _ in range(300):
+        namespaces = {
+            f"ns{i}": model.Namespace(f"ns{i}", {"team": rnd.choice(("t1", "t2"))})
+            for i in range(3)
+        }
+        pods = {p.key: p for p in (base._pod(rnd, i) for i in range(12))}
+        policies = {p.key: p for p in (base._policy(rnd, i) for i in range(4))}
+        before = base._compile_all(pods, policies, namespaces)
+        name = rnd.choice(list(namespaces))
+        old = namespaces[name]
+        labels = dict(old.labels)
+        if rnd.random() < 0.7:
+            labels["team"] = "t2" if labels.get("team") == "t1" else "t1"
+        else:
+            labels.pop("team", None)
+        new_namespaces = dict(namespaces)
+        new_namespaces[name] = dataclasses.replace(old, labels=labels)
+        after = base._compile_all(pods, policies, new_namespaces)
+        local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
+        result = affected.affected(
+            local,
+            policies.values(),
+            new_namespaces,
+            affected.Changes(
+                {}, {}, namespaces_changed=True, namespaces={name: (old, new_namespaces[name])}
+            ),
+        )
+        changed = {k for k in after if before.get(k) != after[k]}
+        assert result is not None
+        assert changed <= result, changed - result
+        narrowed += len(result) < len(local)
+    assert narrowed > 50
+    # created or deleted namespaces: everything, as before
+    created = affected.Changes(
+        {}, {}, namespaces_changed=True, namespaces={"n": (None, model.Namespace("n"))}
+    )
+    assert affected.affected({}, [], {}, created) is None
+
+
+def test_updated_index_compiles_like_a_full_rebuild() -> None:
+    rnd = random.Random(5)
+    namespaces = {f"ns{i}": model.Namespace(f"ns{i}", {"team": f"t{i % 2 + 1}"}) for i in range(3)}
+    pods = {p.key: p for p in (base._pod(rnd, i) for i in range(30))}
+    index = policy_compile.build_index(namespaces, pods.values())
+    for step in range(200):
+        policies = [base._policy(rnd, i) for i in range(4)]
+        changed: set[str] = set()
+        for _ in range(rnd.randrange(1, 4)):
+            if rnd.random() < 0.3 and pods:
+                key = rnd.choice(sorted(pods))
+                del pods[key]
+            else:
+                pod = dataclasses.replace(base._pod(rnd, rnd.randrange(40)), name=f"p{step}")
+                if rnd.random() < 0.5:
+                    pod = dataclasses.replace(pod, name=rnd.choice(sorted(pods)).split("/")[1])
+                key = pod.key
+                pods[key] = pod
+            changed.add(key)
+        # warm the caches of the old index the way a pass does, then update it
+        for pod in list(pods.values())[:5]:
+            policy_compile.compile_indexed(pod, policies, index)
+        index = policy_compile.update_index(index, namespaces, pods, changed)
+        fresh = policy_compile.build_index(namespaces, pods.values())
+        assert index.by_namespace == fresh.by_namespace
+        assert sorted(index.peers, key=lambda p: p.pod.key) == sorted(
+            fresh.peers, key=lambda p: p.pod.key
+        )
+        for pod in pods.values():
+            assert policy_compile.compile_indexed(pod, policies, index) == (
+                policy_compile.compile_indexed(pod, policies, fresh)
+            )
+
+
+def test_policy_index_candidates_include_every_selecting_policy() -> None:
+    rnd = random.Random(11)
+    checked = 0
+    for _ in range(100):
+        policies = [base._policy(rnd, i) for i in range(12)]
+        pods = [base._pod(rnd, i) for i in range(12)]
+        index = policy_index.PolicyIndex.build(policies)
+        for pod in pods:
+            candidates = index.candidates(pod)
+            selecting = {p.key for p in policies if policy_compile.selects(p, pod)}
+            assert selecting <= {p.key for p in candidates}
+            assert all(p.namespace == pod.namespace for p in candidates)
+            checked += len(selecting)
+    assert checked > 100
+
+
+def test_affected_through_the_policy_index_equals_the_scan() -> None:
+    rnd = random.Random(21)
+    for _ in range(200):
+        namespaces = {f"ns{i}": model.Namespace(f"ns{i}", {"team": "t1"}) for i in range(3)}
+        pods = {p.key: p for p in (base._pod(rnd, i) for i in range(12))}
+        policies = [base._policy(rnd, i) for i in range(6)]
+        key = rnd.choice(sorted(pods))
+        new = dataclasses.replace(pods[key], labels=base._pod(rnd, 0).labels)
+        local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
+        changes = affected.Changes(pods={key: (pods[key], new)}, policies={})
+        index = policy_index.PolicyIndex.build(policies)
+        assert affected.affected(
+            local, policies, namespaces, changes, policies_for=index.candidates
+        ) == affected.affected(local, policies, namespaces, changes)
