@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-BACKENDS = ("nftables",)
+BACKENDS = ("nftables", "iptables")
 LOG_FORMATS = ("json", "console")
 
 
@@ -66,7 +66,9 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="host:port serving /metrics, /healthz, /readyz (PODSEG_METRICS_ADDRESS)",
     )
     parser.add_argument(
-        "--backend", default=env("PODSEG_BACKEND", "nftables"), help="nftables (PODSEG_BACKEND)"
+        "--backend",
+        default=env("PODSEG_BACKEND", "nftables"),
+        help="nftables|iptables (PODSEG_BACKEND)",
     )
     parser.add_argument(
         "--log-format", default=env("PODSEG_LOG_FORMAT", "json"), help="json|console"

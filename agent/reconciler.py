@@ -18,7 +18,7 @@ import time
 import structlog
 
 from agent import config, metrics, model, store, sweep
-from agent.dataplane import backend, netns, render_nft
+from agent.dataplane import backend, backends, netns
 from agent.k8s import events, watch
 from agent.policy import affected as policy_affected
 from agent.policy import compile as policy_compile
@@ -61,6 +61,7 @@ class Reconciler:
         self._initial: set[str] | None = None
         self._reported_invalid: set[tuple[str, str]] = set()
         self._swept = False  # the first in-sync pass also sweeps leftover tables
+        self.backend = backends.get(settings.backend)
 
     # -- which pods -----------------------------------------------------------------------
     def is_local(self, pod: model.Pod) -> bool:
@@ -186,10 +187,10 @@ class Reconciler:
             peers,
             node.addresses if node is not None else (),
         )
-        rendered = render_nft.render(ruleset, state.target.interfaces)
+        rendered = self.backend.render(ruleset, state.target.interfaces)
         event = "ruleset_applied"
         if state.fingerprint is None or verify:
-            current, digest = await self.dataplane.inspect(state.target)
+            current, digest = await self.backend.inspect(self.dataplane, state.target)
             if state.fingerprint is None:
                 # First contact: an earlier agent may have left exactly this ruleset; adopt it.
                 if current == rendered.fingerprint:
@@ -204,7 +205,7 @@ class Reconciler:
                 state.fingerprint, state.adopted, event = None, False, "ruleset_reverified"
         if state.fingerprint != rendered.fingerprint:
             started = time.monotonic()
-            state.digest = await self.dataplane.apply(state.target, rendered.script)
+            state.digest = await self.backend.apply(self.dataplane, state.target, rendered)
             state.adopted = False
             done = time.monotonic()
             metrics.APPLY_SECONDS.observe(done - started)
@@ -288,6 +289,7 @@ class Reconciler:
                 self.settings.scan_proc,
                 self.store.pods,
                 tracked,
+                self.backend,
             )
         except backend.DataplaneError as exc:
             metrics.APPLY_ERRORS.labels("sweep").inc()

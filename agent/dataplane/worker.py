@@ -9,7 +9,10 @@ is killed by the agent and started afresh; nothing here is state the agent canno
 Requests (`op`): `scan` (list candidate namespaces with their interfaces and addresses),
 `apply` (run an nft script in one namespace as one transaction), `observe` (read the owned
 table's fingerprint comment), `comment` (the whole owner comment, for the sweep of leftover
-tables), `forget` (drop cached contexts of namespaces that are gone).
+tables), `forget` (drop cached contexts of namespaces that are gone). The iptables backend's
+requests (`ipt_apply`, `ipt_inspect`, `ipt_comment`, `ipt_delete`, `ipt_owned`) run ipset and
+iptables-restore as children forked while the worker is inside the pod's namespace
+(`agent.dataplane.ipt_exec`); its egress-drop table goes through the same nft context.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import json
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyroute2
 
-from agent.dataplane import libnft, render_nft
+from agent.dataplane import ipt_exec, libnft, render_ipt, render_nft
 
 CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -166,6 +171,52 @@ class Worker:
         listing = self._listing(path, ino, "inet")
         return render_nft.parse_comment(listing) if listing is not None else None
 
+    # -- iptables backend -----------------------------------------------------------------
+    def _inside(self, path: str, ino: int | None, fn: Callable[[], T]) -> T:
+        """Run `fn` with this process inside the namespace (children inherit it)."""
+        fd, _ = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                return fn()
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _ipt_comment() -> str | None:
+        for family in (4, 6):
+            comment = render_ipt.parse_comment(ipt_exec.save(family))
+            if comment:
+                return comment
+        return None
+
+    def ipt_apply(self, path: str, ino: int | None, rendered: dict[str, str]) -> str | None:
+        """Egress-drop table first (when wanted), then sets and rules, then cleanup."""
+        netdev = str(rendered.get("netdev") or "")
+        if netdev:
+            self._run_in(path, ino, netdev)
+        self._inside(path, ino, lambda: ipt_exec.apply(rendered))
+        if not netdev:
+            self._run_in(path, ino, render_ipt.netdev_delete_script())
+        return self.ipt_inspect(path, ino)["digest"]
+
+    def ipt_inspect(self, path: str, ino: int | None) -> dict[str, str | None]:
+        """Fingerprint and digest of the owned iptables rules, their sets and the netdev
+        egress-drop table (the whole owned state, as `inspect` for nftables)."""
+        fingerprint, digest, _ = self._inside(path, ino, ipt_exec.inspect)
+        if digest is None:
+            return {"fingerprint": None, "digest": None}
+        netdev = self._listing(path, ino, "netdev", libnft.OUTPUT_STATELESS) or ""
+        whole = hashlib.sha256(f"{digest}\n--netdev--\n{netdev}".encode()).hexdigest()
+        return {"fingerprint": fingerprint, "digest": whole[:32]}
+
+    def ipt_delete(self, path: str, ino: int | None) -> bool:
+        removed = self._inside(path, ino, ipt_exec.delete)
+        self._run_in(path, ino, render_ipt.netdev_delete_script())
+        return removed
+
     def forget(self, inos: list[int] | None) -> int:
         """Close the contexts of the given namespaces (None: all), releasing the namespaces."""
         dropped = 0
@@ -192,6 +243,16 @@ class Worker:
             return {"comment": self.comment(path, ino)}
         if op == "forget":
             return {"forgotten": self.forget(request.get("inos"))}
+        if op == "ipt_apply":
+            return {"digest": self.ipt_apply(path, ino, request["rendered"])}
+        if op == "ipt_inspect":
+            return self.ipt_inspect(path, ino)
+        if op == "ipt_comment":
+            return {"comment": self._inside(path, ino, lambda: self._ipt_comment())}
+        if op == "ipt_delete":
+            return {"removed": self.ipt_delete(path, ino)}
+        if op == "ipt_owned":
+            return {"owned": self._inside(path, ino, ipt_exec.owned)}
         if op == "ping":
             return {"pid": os.getpid(), "contexts": len(self.contexts)}
         raise ValueError(f"unknown op {op!r}")
@@ -230,6 +291,8 @@ def main() -> None:
             reply.update(ok=False, kind="netns_gone", error=str(exc))
         except libnft.NftError as exc:
             reply.update(ok=False, kind="nft", error=str(exc))
+        except ipt_exec.IptError as exc:
+            reply.update(ok=False, kind="ipt", error=str(exc))
         except Exception as exc:  # reported to the agent as a typed error, never a crash
             reply.update(ok=False, kind="internal", error=f"{type(exc).__name__}: {exc}")
         sys.stdout.write(json.dumps(reply) + "\n")

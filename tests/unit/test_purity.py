@@ -11,6 +11,7 @@ PURE = [
     ROOT / "agent" / "model.py",
     *sorted((ROOT / "agent" / "policy").glob("*.py")),
     ROOT / "agent" / "dataplane" / "render_nft.py",
+    ROOT / "agent" / "dataplane" / "render_ipt.py",
 ]
 FORBIDDEN = {
     "subprocess",
