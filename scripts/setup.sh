@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for tool in nft:nftables ip:iproute2 conntrack:conntrack iptables:iptables sysctl:procps; do
+for tool in nft:nftables ip:iproute2 conntrack:conntrack iptables:iptables sysctl:procps ipset:ipset; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 [ -e /usr/lib/x86_64-linux-gnu/libnftables.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libnftables.so.1 ] \
