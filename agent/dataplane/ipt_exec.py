@@ -87,23 +87,32 @@ def _destroy(names: Sequence[str]) -> list[str]:
     return left
 
 
-def apply(rendered: dict[str, str]) -> None:
-    """Apply a rendered ruleset (the fields of `render_ipt.Rendered`) in the current netns.
+def apply(rendered: dict[str, str]) -> str:
+    """Apply a rendered ruleset (the fields of `render_ipt.Rendered`) in the current netns and
+    return the digest of the result (as `inspect`).
 
     The caller has already replaced the netdev egress-drop table when the new ruleset has one
     (before the rules that mark), and removes it afterwards when it has none."""
     generation = secrets.token_hex(3)
-    created = render_ipt.set_names(rendered["ipset"].replace(render_ipt.GEN, generation))
+    sets = rendered["ipset"].replace(render_ipt.GEN, generation)
+    created = render_ipt.set_names(sets)
     try:
-        if rendered["ipset"]:
-            _run(["ipset", "restore"], stdin=rendered["ipset"].replace(render_ipt.GEN, generation))
+        if sets:
+            _run(["ipset", "restore"], stdin=sets)
         for family, body in ((4, rendered["v4"]), (6, rendered["v6"])):
             _restore(family, render_ipt.compose(body, save(family), generation))
     except IptError:
         _destroy([n for n in created if n in set_listing()])  # unreferenced unless v4 landed
         raise
-    referenced = set(render_ipt.referenced_sets(save(4) + save(6)))
-    _destroy([n for n in set_listing() if n not in referenced])
+    v4, v6 = save(4), save(6)
+    referenced = set(render_ipt.referenced_sets(v4 + v6))
+    stale = [n for n in set_listing() if n not in referenced]
+    if stale:
+        try:
+            _run(["ipset", "restore"], stdin="".join(f"destroy {n}\n" for n in stale))
+        except IptError:
+            _destroy([n for n in stale if n in set_listing()])  # still being released: retry
+    return _digest(v4, v6)
 
 
 def delete() -> bool:
@@ -139,8 +148,8 @@ def owned() -> list[str]:
     return out
 
 
-def inspect() -> tuple[str | None, str | None, str]:
-    """(fingerprint, digest, IPv4 save) of the owned rules and the sets they reference.
+def inspect() -> tuple[str | None, str | None]:
+    """(fingerprint, digest) of the owned rules and the sets they reference.
 
     The fingerprint counts only when both families carry the same one (a half-applied pair
     reads as unknown, so it is re-applied). The digest covers every owned rule, the built-in
@@ -149,20 +158,20 @@ def inspect() -> tuple[str | None, str | None, str]:
     v4, v6 = save(4), save(6)
     fp4, fp6 = render_ipt.parse_fingerprint(v4), render_ipt.parse_fingerprint(v6)
     if fp4 is None and fp6 is None:
-        return None, None, v4
-    sets = render_ipt.referenced_sets(v4 + v6)
-    members: list[str] = []
-    if sets:
-        dump = _run(["ipset", "save"])
-        wanted = set(sets)
-        members = sorted(
-            line
-            for line in dump.splitlines()
-            if len(line.split()) > 1 and line.split()[1] in wanted
-        )
+        return None, None
+    return (fp4 if fp4 == fp6 else None), _digest(v4, v6)
+
+
+def _digest(v4: str, v6: str) -> str:
+    """Rules in full; for each referenced set its terse header (type, options, entry count,
+    memory size). Reading every element back (`ipset save`) costs ~15 us per element, too
+    much for a periodic check of every pod; a set whose element was swapped for another
+    with the count and size unchanged is therefore not noticed (README, "Backends")."""
+    sets = set(render_ipt.referenced_sets(v4 + v6))
+    headers = render_ipt.set_headers(_run(["ipset", "list", "-t"])) if sets else {}
     digest = hashlib.sha256()
     for part in (*render_ipt.owned_lines(v4), "--v6--", *render_ipt.owned_lines(v6), "--sets--"):
         digest.update(part.encode() + b"\n")
-    for line in members:
-        digest.update(line.encode() + b"\n")
-    return (fp4 if fp4 == fp6 else None), digest.hexdigest()[:32], v4
+    for name in sorted(sets):
+        digest.update(f"{name}\n{headers.get(name, 'missing')}\n".encode())
+    return digest.hexdigest()[:32]

@@ -190,6 +190,20 @@ def referenced_sets(save: str) -> list[str]:
     return sorted({m.group(1) for m in _SET_REF_RE.finditer(save)})
 
 
+def set_headers(terse: str) -> dict[str, str]:
+    """Each set's block of `ipset list -t` output (type, header, size, references, entry
+    count), keyed by set name."""
+    out: dict[str, str] = {}
+    name = ""
+    for line in terse.splitlines():
+        if line.startswith("Name: "):
+            name = line[6:].strip()
+            out[name] = ""
+        elif name and line.strip():
+            out[name] += line.strip() + "\n"
+    return out
+
+
 def set_names(ipset_script: str) -> list[str]:
     """Names of the sets an `ipset` restore script creates."""
     return [line.split()[1] for line in ipset_script.splitlines() if line.startswith("create ")]
@@ -218,6 +232,10 @@ def _restore(owner: str, rules: Sequence[str]) -> str:
 
 def cidrs(r: ruleset.AddrRange) -> list[str]:
     """The CIDRs covering an address range exactly; a /0 becomes two /1 (ipset needs >= 1)."""
+    if r.first == r.last:  # the common case (a pod address), without the general algorithm
+        if r.family == 4:
+            return [f"{ipaddress.IPv4Address(r.first)}/32"]
+        return [f"{ipaddress.IPv6Address(r.first)}/128"]
     if r.family == 4:
         first: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(r.first)
         last: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(r.last)

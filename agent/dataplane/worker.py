@@ -197,20 +197,22 @@ class Worker:
         netdev = str(rendered.get("netdev") or "")
         if netdev:
             self._run_in(path, ino, netdev)
-        self._inside(path, ino, lambda: ipt_exec.apply(rendered))
+        digest = self._inside(path, ino, lambda: ipt_exec.apply(rendered))
         if not netdev:
             self._run_in(path, ino, render_ipt.netdev_delete_script())
-        return self.ipt_inspect(path, ino)["digest"]
+        return self._with_netdev(path, ino, digest)
 
     def ipt_inspect(self, path: str, ino: int | None) -> dict[str, str | None]:
         """Fingerprint and digest of the owned iptables rules, their sets and the netdev
         egress-drop table (the whole owned state, as `inspect` for nftables)."""
-        fingerprint, digest, _ = self._inside(path, ino, ipt_exec.inspect)
+        fingerprint, digest = self._inside(path, ino, ipt_exec.inspect)
         if digest is None:
             return {"fingerprint": None, "digest": None}
+        return {"fingerprint": fingerprint, "digest": self._with_netdev(path, ino, digest)}
+
+    def _with_netdev(self, path: str, ino: int | None, digest: str) -> str:
         netdev = self._listing(path, ino, "netdev", libnft.OUTPUT_STATELESS) or ""
-        whole = hashlib.sha256(f"{digest}\n--netdev--\n{netdev}".encode()).hexdigest()
-        return {"fingerprint": fingerprint, "digest": whole[:32]}
+        return hashlib.sha256(f"{digest}\n--netdev--\n{netdev}".encode()).hexdigest()[:32]
 
     def ipt_delete(self, path: str, ino: int | None) -> bool:
         removed = self._inside(path, ino, ipt_exec.delete)

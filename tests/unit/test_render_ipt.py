@@ -192,3 +192,14 @@ def test_delete_script_and_parsers_read_a_save() -> None:
     assert render_ipt.referenced_sets(SAVE) == ["PODSEG-aa11bb-i4a"]
     assert render_ipt.owned_lines(SAVE)[2:4] == ["-A INPUT -j FOREIGN", "-A INPUT -j PODSEG-INPUT"]
     assert ":INPUT ACCEPT [10:200]" not in render_ipt.owned_lines(SAVE)  # counters excluded
+
+
+def test_set_headers_split_a_terse_listing_by_set() -> None:
+    terse = (
+        "Name: PODSEG-a-i4a\nType: hash:net\nNumber of entries: 2\n"
+        "Name: foreign\nType: hash:ip\nNumber of entries: 0\n"
+    )
+    assert render_ipt.set_headers(terse) == {
+        "PODSEG-a-i4a": "Type: hash:net\nNumber of entries: 2\n",
+        "foreign": "Type: hash:ip\nNumber of entries: 0\n",
+    }
