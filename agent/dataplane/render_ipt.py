@@ -61,6 +61,7 @@ CHAINS = (INPUT, OUTPUT, IPV6_LINK, EGRESS_ACCEPT, EGRESS_DENY, EGRESS_MARK)
 JUMPS = (("INPUT", INPUT), ("OUTPUT", OUTPUT))
 EXPAND_PORTS = 8  # port ranges up to this size become hash:net,port elements
 MIN_MAXELEM = 65536
+MIN_HASHSIZE = 1024
 
 _MARK = f"0x{render_nft.DENY_MARK:x}"
 _CLEAR = f"0x{0xFFFFFFFF & ~render_nft.DENY_MARK:x}"
@@ -257,7 +258,9 @@ def _set_name(direction: ruleset.Direction, family: int, kind: str) -> str:
 def _create(name: str, kind: str, family: int, elements: Sequence[str]) -> list[str]:
     inet = "inet" if family == 4 else "inet6"
     maxelem = max(MIN_MAXELEM, len(elements))
-    out = [f"create {name} {kind} family {inet} maxelem {maxelem}\n"]
+    # Buckets sized to the content up front: lookups stay short, no resize while loading.
+    hashsize = max(MIN_HASHSIZE, 1 << max(0, len(elements) - 1).bit_length())
+    out = [f"create {name} {kind} family {inet} hashsize {hashsize} maxelem {maxelem}\n"]
     out.extend(f"add {name} {e}\n" for e in elements)
     return out
 

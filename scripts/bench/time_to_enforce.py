@@ -10,7 +10,7 @@ server pod's allowed peer set changes each time. For each flip it records:
 * apply only: the nft transaction itself (`apply_ms`), the same-run baseline.
 
 Prints median and p99 of each and their ratio to the apply-only baseline. Needs root.
-Usage: .venv/bin/python scripts/bench/time_to_enforce.py [--flips 200]
+Usage: .venv/bin/python scripts/bench/time_to_enforce.py [--flips 200] [--backend iptables]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--flips", type=int, default=200)
     parser.add_argument("--remote-pods", type=int, default=500)
     parser.add_argument("--policies", type=int, default=50)
+    parser.add_argument("--backend", default="nftables", help="nftables|iptables")
     args = parser.parse_args()
     with sandbox_cluster.SandboxCluster(nodes=("node-1",), ipv6=False) as cluster:
         cluster.ensure_namespace("shop", {"team": "shop"})
@@ -85,7 +86,7 @@ def main() -> int:
                 },
             }
         )
-        agent = cluster.start_agent("node-1")
+        agent = cluster.start_agent("node-1", ["--backend", args.backend])
         agent_ms: list[float] = []
         e2e_ms: list[float] = []
         apply_ms: list[float] = []

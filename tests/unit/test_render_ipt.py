@@ -50,7 +50,11 @@ def test_peers_go_to_sets_by_kind_and_rule_count_is_flat() -> None:
     small, large = render_ipt.render(rs(10), []), render_ipt.render(rs(2000), [])
     assert len(rules(small.v4, "PODSEG-INPUT")) == len(rules(large.v4, "PODSEG-INPUT"))
     assert large.ipset.count("\nadd ") == 2000 * 2  # two ports each (80-81 is expanded)
-    assert "create PODSEG-@GEN@-i4p hash:net,port family inet maxelem 65536" in large.ipset
+    assert (
+        "create PODSEG-@GEN@-i4p hash:net,port family inet hashsize 4096 maxelem 65536"
+        in large.ipset
+    )
+    assert "create PODSEG-@GEN@-i4p hash:net,port family inet hashsize 1024 " in small.ipset
     assert "add PODSEG-@GEN@-i4p 198.18.0.1/32,tcp:81" in large.ipset
     assert "-A PODSEG-INPUT -m set --match-set PODSEG-@GEN@-i4p src,dst -j ACCEPT" in large.v4
 
