@@ -15,7 +15,7 @@ RUN python -m venv /opt/podseg \
  && /opt/podseg/bin/pip install /src \
  && rm -rf /opt/podseg/lib/python3.11/site-packages/kubernetes/aio \
  && /opt/podseg/bin/pip uninstall -y pip setuptools \
- && /opt/podseg/bin/python -c "import agent.app, agent.cleanup, agent.dataplane.worker"
+ && /opt/podseg/bin/python -c "import agent.app, agent.cleanup, agent.dataplane.worker, agent.responder.app"
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
@@ -43,5 +43,6 @@ COPY --from=build /opt/podseg /opt/podseg
 ENV PATH=/opt/podseg/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 # The agent runs as root with NET_ADMIN, SYS_ADMIN and SYS_PTRACE only (see deploy/): entering
 # other namespaces needs capabilities Kubernetes grants a non-root user only as ambient ones.
+# `podseg responder` (deploy/responder/) runs from the same image as uid 65532: it needs none.
 ENTRYPOINT ["podseg"]
 CMD ["agent"]

@@ -1,4 +1,4 @@
-"""The `podseg` command line: `podseg agent`, `podseg demo`, `podseg cleanup`.
+"""The `podseg` command line: `podseg agent`, `podseg demo`, `podseg cleanup`, `podseg responder`.
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration.
 """
@@ -13,6 +13,7 @@ import types
 from collections.abc import Sequence
 
 from agent import cleanup, config, logs
+from agent.responder import settings as responder_settings
 
 
 def _stop_before_start(signum: int, frame: types.FrameType | None) -> None:
@@ -29,7 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cleanup", help="remove podseg's tables from every pod namespace of this node (root)"
     )
     cleanup.add_arguments(cleanup_parser)
+    responder_parser = sub.add_parser(
+        "responder", help="threat-finding webhooks (Falco, Wiz, generic) -> pod quarantine label"
+    )
+    responder_settings.add_arguments(responder_parser)
     args = parser.parse_args(argv)
+    if args.command == "responder":
+        return _responder(args)
     if args.command == "cleanup":
         logs.configure(args.log_format, "info")
         return cleanup.main(args.netns_dir, not args.no_proc_scan, args.dry_run)
@@ -53,6 +60,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent import demo
 
     return int(demo.main())
+
+
+def _responder(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _stop_before_start)
+    try:
+        settings = responder_settings.settings_from_args(args)
+    except config.ConfigError as exc:
+        print(f"podseg responder: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level)
+    from agent.responder import app as responder_app
+
+    try:
+        return asyncio.run(responder_app.run(settings))
+    except responder_app.StartupError as exc:
+        print(f"podseg responder: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

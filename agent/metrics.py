@@ -83,5 +83,18 @@ for _state in ("enforced", "unprotected", "failed"):
     MANAGED_PODS.labels(_state).set(0)
 
 
-def exposition() -> bytes:
-    return prometheus_client.generate_latest(REGISTRY)
+def exposition(registry: prometheus_client.CollectorRegistry = REGISTRY) -> bytes:
+    """The text exposition of `registry` (the agent's, unless the responder asks for its own)."""
+    return prometheus_client.generate_latest(registry)
+
+
+# -- podseg responder (agent/responder/), its own Deployment: its own registry, so its /metrics
+# shows only what the responder does, not the agent's series at zero ---------------------------
+RESPONDER_REGISTRY = prometheus_client.CollectorRegistry()
+RESPONDER_FINDINGS = prometheus_client.Counter(
+    "podseg_responder_findings_total",
+    "Findings received by podseg responder, by source (falco, wiz, generic) and outcome "
+    "(quarantined, unchanged, dry_run, ignored, unknown_pod, malformed, unauthorized, error).",
+    ["source", "outcome"],
+    registry=RESPONDER_REGISTRY,
+)

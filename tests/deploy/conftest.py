@@ -11,7 +11,12 @@ from tests.deploy import kustomize
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-BASES = {"base": DEPLOY, "monitoring": DEPLOY / "monitoring", "cleanup": DEPLOY / "cleanup"}
+BASES = {
+    "base": DEPLOY,
+    "monitoring": DEPLOY / "monitoring",
+    "cleanup": DEPLOY / "cleanup",
+    "responder": DEPLOY / "responder",
+}
 EXTRA_FILES = [DEPLOY / "monitoring" / "podmonitor.yaml"]  # the PodMonitor alternative
 
 

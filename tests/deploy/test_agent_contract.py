@@ -138,6 +138,9 @@ def test_least_privilege_security_context(rendered: dict[str, list[dict[str, Any
 
 # Harness code that never runs in the cluster: the API emulator, the netns sandbox, the demo.
 NOT_IN_CLUSTER = ("agent/emulator/", "agent/sandbox/", "agent/demo.py")
+# In-cluster code that runs under its own ServiceAccount and role, checked against that role
+# (`code_api_calls("agent/responder/")` in tests/deploy/test_responder.py), not the agent's.
+OTHER_COMPONENTS = ("agent/responder/",)
 VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
 
@@ -186,8 +189,9 @@ def _rule_of(http: str, path: str, watched: bool) -> Iterator[tuple[str, str, st
     yield group, resource, verb
 
 
-def code_api_calls() -> set[tuple[str, str, str]]:
-    """Every (apiGroup, resource, verb) the agent's in-cluster code can request."""
+def code_api_calls(component: str | None = None) -> set[tuple[str, str, str]]:
+    """Every (apiGroup, resource, verb) the agent's in-cluster code can request (or, given a
+    path prefix such as "agent/responder/", that component's code)."""
     endpoints: dict[str, set[tuple[str, str]]] = {}
     for cls in _api_classes():
         for name, _ in inspect.getmembers(cls, inspect.isfunction):
@@ -203,6 +207,10 @@ def code_api_calls() -> set[tuple[str, str, str]]:
     for path in sorted((conftest.ROOT / "agent").rglob("*.py")):
         rel = path.relative_to(conftest.ROOT).as_posix()
         if rel.startswith(NOT_IN_CLUSTER):
+            continue
+        if component is None and rel.startswith(OTHER_COMPONENTS):
+            continue
+        if component is not None and not rel.startswith(component):
             continue
         tree = ast.parse(path.read_text())
         # A module that streams with watch=True watches with every list function it uses.

@@ -6,12 +6,15 @@ import ast
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+# podseg responder: payload parsing and the quarantine decision are pure too.
+RESPONDER_PURE = ("severity", "findings", "falco", "wiz", "generic")
 PURE = [
     ROOT / "agent" / "selectors.py",
     ROOT / "agent" / "model.py",
     *sorted((ROOT / "agent" / "policy").glob("*.py")),
     ROOT / "agent" / "dataplane" / "render_nft.py",
     ROOT / "agent" / "dataplane" / "render_ipt.py",
+    *(ROOT / "agent" / "responder" / f"{m}.py" for m in RESPONDER_PURE),
 ]
 FORBIDDEN = {
     "subprocess",

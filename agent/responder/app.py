@@ -1,0 +1,217 @@
+"""The responder's HTTP service: POST /findings/{falco,wiz,generic}, GET /healthz, /metrics.
+
+Each request: bearer token (401), JSON object (400), the source's parser (400 on wrong types),
+the decision (202 "ignored" with why), a pod name check (400), then the patcher in a thread
+(404 unknown pod, 200 "quarantined" / "unchanged" / "dry-run", 502 on API failure). Every
+decision is one audit log line (`responder.decision`) and one count in
+`podseg_responder_findings_total{source,outcome}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp.web
+import prometheus_client
+import structlog
+
+from agent import metrics
+from agent.responder import auth, falco, findings, generic, patcher, settings, wiz
+
+log = structlog.get_logger(__name__)
+
+PARSERS: dict[str, Callable[[Any], findings.Finding]] = {
+    falco.SOURCE: falco.parse,
+    wiz.SOURCE: wiz.parse,
+    generic.SOURCE: generic.parse,
+}
+
+
+class StartupError(Exception):
+    """The responder cannot start: token, credentials or port."""
+
+
+class Responder:
+    def __init__(
+        self, config: settings.Settings, token: auth.TokenFile, patch: patcher.Patcher
+    ) -> None:
+        self.config = config
+        self.token = token
+        self.patcher = patch
+        self.port = config.port
+        self._runner: aiohttp.web.AppRunner | None = None
+
+    def application(self) -> aiohttp.web.Application:
+        app = aiohttp.web.Application(client_max_size=self.config.max_body_bytes)
+        app.router.add_post("/findings/{source}", self._finding)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def start(self) -> None:
+        self._runner = aiohttp.web.AppRunner(self.application(), access_log=None)
+        await self._runner.setup()
+        site = aiohttp.web.TCPSite(self._runner, self.config.host, self.config.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise StartupError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc}"
+            ) from exc
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
+        policy = self.config.policy
+        log.info(
+            "responder.started",
+            host=self.config.host,
+            port=self.port,
+            min_severity=policy.min_severity.label if policy.min_severity else "none",
+            rules=sorted(policy.rules),
+            dry_run=self.config.dry_run,
+        )
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(text="ok\n")
+
+    async def _metrics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(
+            body=metrics.exposition(metrics.RESPONDER_REGISTRY),
+            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+        )
+
+    async def _finding(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        source = request.match_info["source"]
+        started = time.monotonic()
+        audit: dict[str, Any] = {"source": source, "remote": request.remote or ""}
+        if source not in PARSERS:
+            return _answer(404, "unknown_source", f"no such finding source: {source!r}", audit)
+        why_not = self.token.check(request.headers.get("Authorization"))
+        if why_not:
+            response = _answer(401, "unauthorized", why_not, audit)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="podseg-responder"'
+            return response
+        try:
+            raw = await request.read()
+        except aiohttp.web.HTTPRequestEntityTooLarge:
+            limit = self.config.max_body_bytes
+            return _answer(413, "malformed", f"the body exceeds {limit} bytes", audit)
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _answer(400, "malformed", f"the body is not JSON: {exc}", audit)
+        try:
+            finding = PARSERS[source](payload)
+        except findings.Malformed as exc:
+            return _answer(400, "malformed", str(exc), audit)
+        audit.update(_describe(finding))
+        verdict = findings.decide(finding, self.config.policy)
+        if not verdict.act:
+            return _answer(202, "ignored", verdict.why, audit)
+        bad_name = findings.invalid_name(finding)
+        if bad_name:
+            return _answer(400, "malformed", bad_name, audit)
+        audit["decision"] = verdict.why
+        try:
+            result = await asyncio.to_thread(self.patcher.quarantine, finding)
+        except patcher.ApiFailure as exc:
+            return _answer(502, "error", f"nothing changed: {exc}", audit)
+        audit["resource_version"] = result.resource_version
+        audit["seconds"] = round(time.monotonic() - started, 4)
+        target = f"{finding.namespace}/{finding.pod}"
+        if result.outcome is patcher.Outcome.UNKNOWN_POD:
+            return _answer(404, "unknown_pod", f"no pod {target}; nothing changed", audit)
+        if result.outcome is patcher.Outcome.UNCHANGED:
+            return _answer(200, "unchanged", f"{target} is already quarantined", audit)
+        if result.outcome is patcher.Outcome.DRY_RUN:
+            extra = {"would_patch": result.patch}
+            message = (
+                f"dry run: would set {findings.QUARANTINE_LABEL}={findings.QUARANTINE_VALUE} "
+                f"on {target} ({verdict.why})"
+            )
+            return _answer(200, "dry_run", message, audit, extra)
+        message = (
+            f"{target} quarantined: {findings.QUARANTINE_LABEL}={findings.QUARANTINE_VALUE} "
+            f"({verdict.why})"
+        )
+        return _answer(200, "quarantined", message, audit)
+
+
+def _describe(finding: findings.Finding) -> dict[str, Any]:
+    return {
+        "namespace": finding.namespace,
+        "pod": finding.pod,
+        "rule": findings.clean(finding.rule, 200),
+        "severity": finding.severity.label if finding.severity is not None else "",
+        "reporter": finding.reporter,
+        "finding_id": findings.clean(finding.finding_id, 100),
+    }
+
+
+def _answer(
+    status: int,
+    outcome: str,
+    message: str,
+    audit: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> aiohttp.web.Response:
+    """The audit line, the metric and the JSON answer of one decision."""
+    source = audit["source"] if audit["source"] in PARSERS else "unknown"
+    metrics.RESPONDER_FINDINGS.labels(source, outcome).inc()
+    level = log.warning if status >= 500 or status == 401 else log.info
+    level("responder.decision", outcome=outcome, status=status, message=message, **audit)
+    body: dict[str, Any] = {"outcome": outcome.replace("_", "-"), "message": message}
+    for key in ("namespace", "pod", "rule", "severity"):
+        if audit.get(key):
+            body[key] = audit[key]
+    body.update(extra or {})
+    return aiohttp.web.json_response(body, status=status)
+
+
+def build(
+    config: settings.Settings, clock: Callable[[], datetime.datetime] | None = None
+) -> Responder:
+    try:
+        token = auth.TokenFile(config.token_file)
+    except auth.TokenError as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        api = patcher.api_client(config.kubeconfig)
+    except patcher.StartupError as exc:
+        raise StartupError(str(exc)) from exc
+    patch = patcher.Patcher(api, dry_run=config.dry_run, timeout=config.api_timeout)
+    if clock is not None:
+        patch.clock = clock
+    return Responder(config, token, patch)
+
+
+async def run(config: settings.Settings) -> int:
+    """Serve until SIGTERM/SIGINT; 0 on a clean stop."""
+    responder = build(config)
+    await responder.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
+        await responder.stop()
+        log.info("responder.stopped")
+    return 0
