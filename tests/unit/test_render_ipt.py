@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from agent.dataplane import render_ipt
+from agent.dataplane import backends, render_ipt, render_nft
 from agent.policy import intervals, ruleset
 
 TCP, UDP, SCTP = 6, 17, 132
@@ -207,3 +207,13 @@ def test_set_headers_split_a_terse_listing_by_set() -> None:
         "PODSEG-a-i4a": "Type: hash:net\nNumber of entries: 2\n",
         "foreign": "Type: hash:ip\nNumber of entries: 0\n",
     }
+
+
+def test_backend_choice_and_programs_carry_the_renderers_fingerprints() -> None:
+    rs = ruleset.PodRuleset("x", "a", ingress=isolated(any_port=(A("198.18.0.1"),)))
+    ipt, nft = backends.get("iptables"), backends.get("nftables")
+    assert ipt.render(rs, ["eth0"]).fingerprint == render_ipt.render(rs, ["eth0"]).fingerprint
+    assert nft.render(rs, ["eth0"]).fingerprint == render_nft.render(rs, ["eth0"]).fingerprint
+    assert set(ipt.render(rs, ["eth0"]).payload) == {"ipset", "v4", "v6", "netdev"}
+    with pytest.raises(ValueError):
+        backends.get("ebpf")
