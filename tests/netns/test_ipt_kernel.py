@@ -241,3 +241,27 @@ def test_nftables_and_iptables_backends_ignore_each_other(netns: str) -> None:
         )
         == program.fingerprint
     )
+
+
+def test_sctp_and_ipv6_ranges_load_at_the_ruleset_level(netns: str) -> None:
+    """The SCTP module is absent here, so SCTP is checked as loaded rules and set elements."""
+    sctp = 132
+    rs = ruleset.PodRuleset(
+        "prod",
+        "web",
+        ingress=ruleset.DirectionRuleset(
+            isolated=True,
+            port_peers=(
+                ruleset.PeerPort(v4(20), sctp, P(5000, 6000)),
+                ruleset.PeerPort(v6(20), sctp, P(7000, 7001)),
+            ),
+            policies=("a/b",),
+        ),
+    )
+    apply(netns, rs)
+    v4_rules, v6_rules = save(netns, 4), save(netns, 6)
+    assert "-p sctp -m sctp --dport 5000:6000 -m set --match-set PODSEG-" in v4_rules
+    name = next(s for s in ipsets(netns) if s.endswith("-i6p"))
+    members = _run("ip", "netns", "exec", netns, "ipset", "list", name)
+    assert "sctp:7000" in members and "sctp:7001" in members
+    assert f"--match-set {name} src,dst -j ACCEPT" in v6_rules
