@@ -30,11 +30,13 @@ LABEL org.opencontainers.image.title="podseg" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}"
 # Runtime tools: libnftables1 (the agent's dataplane), nft, ip and conntrack for operators
-# debugging a node (`kubectl exec ... -- nft list ruleset`). Versions follow the base's Debian
+# debugging a node (`kubectl exec ... -- nft list ruleset`); iptables and ipset for
+# `--backend iptables` (and for `podseg cleanup` of its leftovers). Versions follow the base's Debian
 # release and its security updates, hence no pins.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables libnftables1 iproute2 conntrack \
+      iptables ipset \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/podseg /opt/podseg
 # Read-only root filesystem: bytecode was compiled at install time, never write more.

@@ -12,7 +12,9 @@ owners (any other name or family) are never touched. `--dry-run` only lists what
 
 Presence is checked with read-only `list table` commands through the worker's generic nft
 request (it fails when the table is absent), so a leftover table without podseg's fingerprint
-comment, or a lone `netdev` table, is found too.
+comment, or a lone `netdev` table, is found too. Leftovers of the iptables backend (`PODSEG-`
+chains and their jumps in table filter of either family, `PODSEG-` ipsets) are found and
+removed as well, whatever backend the agent ran with (`ipt_owned` / `ipt_delete` requests).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TextIO
 import structlog
 
 from agent import config
-from agent.dataplane import backend, netns, render_nft
+from agent.dataplane import backend, backends, netns, render_nft
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +82,19 @@ async def _has_table(client: backend.WorkerClient, target: netns.Target, table: 
     return True
 
 
+async def _iptables_owned(client: backend.WorkerClient, target: netns.Target) -> list[str]:
+    reply = await client.request("ipt_owned", path=target.path, ino=target.ino)
+    return [str(name) for name in reply.get("owned") or []]
+
+
+async def _ipt_fingerprint(client: backend.WorkerClient, target: netns.Target) -> str | None:
+    try:
+        fingerprint, _ = await backends.Iptables().inspect(client, target)
+    except backend.ApplyFailed:
+        return None  # e.g. iptables not installed: only the nftables side is there
+    return fingerprint
+
+
 async def find_owned(client: backend.WorkerClient, netns_dir: str, proc: bool) -> Report:
     """Every candidate namespace that holds at least one podseg table."""
     candidates = await client.scan(netns_dir, proc=proc)
@@ -90,9 +105,10 @@ async def find_owned(client: backend.WorkerClient, netns_dir: str, proc: bool) -
         addrs = tuple(a for iface in cand.interfaces for a in iface.addrs)
         try:
             tables = tuple([t for t in OWNED_TABLES if await _has_table(client, target, t)])
+            tables += tuple(await _iptables_owned(client, target))
             if not tables:
                 continue
-            fingerprint = await client.observe(target)
+            fingerprint = await client.observe(target) or await _ipt_fingerprint(client, target)
         except backend.NetnsGone:
             continue  # the namespace went away since the scan: nothing left to clean there
         except backend.DataplaneError as exc:
@@ -118,7 +134,10 @@ async def remove(client: backend.WorkerClient, found: Report) -> Report:
         target = netns.Target(item.path, item.ino, ())
         try:
             await client.apply(target, script)
+            if set(item.tables) - set(OWNED_TABLES):
+                await client.request("ipt_delete", path=target.path, ino=target.ino)
             left = [t for t in OWNED_TABLES if await _has_table(client, target, t)]
+            left += await _iptables_owned(client, target)
         except backend.NetnsGone:
             vanished.append(item)
             continue

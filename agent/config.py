@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from agent.policy import containment, ruleset
 
-BACKENDS = ("nftables",)
+BACKENDS = ("nftables", "iptables")
 LOG_FORMATS = ("json", "console")
 
 
@@ -77,7 +77,9 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="host:port serving /metrics, /healthz, /readyz (PODSEG_METRICS_ADDRESS)",
     )
     parser.add_argument(
-        "--backend", default=env("PODSEG_BACKEND", "nftables"), help="nftables (PODSEG_BACKEND)"
+        "--backend",
+        default=env("PODSEG_BACKEND", "nftables"),
+        help="nftables|iptables (PODSEG_BACKEND)",
     )
     parser.add_argument(
         "--log-format", default=env("PODSEG_LOG_FORMAT", "json"), help="json|console"

@@ -19,7 +19,7 @@ import time
 import structlog
 
 from agent import config, eventkind, metrics, model, store, sweep
-from agent.dataplane import backend, incremental, netns, render_nft
+from agent.dataplane import backend, backends, netns, render_nft
 from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
 from agent.policy import affected as policy_affected
@@ -45,7 +45,7 @@ class PodState:
     # The namespace's nftables generation after our last commit (None: unknown), and what
     # that commit holds: together they allow incremental updates (agent.dataplane.incremental).
     generation: int | None = None
-    rendered: render_nft.Rendered | None = None
+    rendered: backends.Program | None = None
     adopted: bool = False  # found in place at start: trusted by comment until first resync
     state: str = "unprotected"
     failures: int = 0
@@ -82,6 +82,7 @@ class Reconciler:
         # rebuild it whole); updated, not rebuilt, when only a few pods changed.
         self._peer_index: policy_compile.ClusterIndex | None = None
         self._peers_dirty: set[str] | None = None
+        self.backend = backends.get(settings.backend)
 
     # -- which pods -----------------------------------------------------------------------
     def is_local(self, pod: model.Pod) -> bool:
@@ -248,7 +249,7 @@ class Reconciler:
         self._report_containment_errors(pod, state, contained.errors, bound)
         rs = contained.ruleset
         self._check_mode_label(pod)
-        rendered = render_nft.render(rs, state.target.interfaces)
+        rendered = self.backend.render(rs, state.target.interfaces)
         applied = False
         previous = state.ruleset
         event = "ruleset_applied"
@@ -261,7 +262,7 @@ class Reconciler:
         ):
             verify = False  # nothing was committed in the namespace since our own commit
         if state.fingerprint is None or verify:
-            current, digest, generation = await self.dataplane.examine(state.target)
+            current, digest, generation = await self._examine(state.target)
             if state.fingerprint is None:
                 # First contact: an earlier agent may have left exactly this ruleset; adopt it.
                 if current == rendered.fingerprint:
@@ -476,7 +477,7 @@ class Reconciler:
     async def _commit(
         self,
         state: PodState,
-        rendered: render_nft.Rendered,
+        rendered: backends.Program,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> str:
         """Commit `rendered`: incrementally when only set elements changed since our last commit
@@ -491,7 +492,7 @@ class Reconciler:
             and state.fingerprint == state.rendered.fingerprint
             and not state.adopted
         ):
-            script = incremental.patch(state.rendered, rendered)
+            script = self.backend.patch_script(state.rendered, rendered)
         if script:
             try:
                 vouched, generation = await self.dataplane.patch(
@@ -504,8 +505,14 @@ class Reconciler:
                 state.generation, state.digest = generation, None
                 return "patch"
             metrics.RULESET_UPDATES.labels("patch_refused").inc()
-        state.digest, state.generation = await self.dataplane.commit(state.target, rendered.script)
+        state.digest, state.generation = await self.backend.commit(
+            self.dataplane, state.target, rendered
+        )
         return "replace"
+
+    async def _examine(self, target: netns.Target) -> tuple[str | None, str | None, int | None]:
+        """Fingerprint, digest and (nftables) generation of what the namespace holds."""
+        return await self.backend.examine(self.dataplane, target)
 
     def _drift(
         self,
@@ -577,6 +584,7 @@ class Reconciler:
                 self.settings.scan_proc,
                 self.store.pods,
                 tracked,
+                self.backend,
             )
         except backend.DataplaneError as exc:
             metrics.APPLY_ERRORS.labels("sweep").inc()

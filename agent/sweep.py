@@ -29,7 +29,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 import structlog
 
 from agent import metrics, model
-from agent.dataplane import backend, netns, render_nft
+from agent.dataplane import backend, backends, netns, render_nft
 
 log = structlog.get_logger(__name__)
 
@@ -116,12 +116,14 @@ async def run(
     scan_proc: bool,
     pods: Mapping[str, model.Pod],
     tracked_inos: Collection[int],
+    dataplane_backend: backends.Backend | None = None,
 ) -> list[Decision]:
     """Scan every candidate namespace, delete leftover tables, return what was swept.
 
     Costs one scan plus one table listing per namespace that is not a local pod's target;
     contexts opened for those namespaces are released again so the sweep pins nothing.
     """
+    owner = dataplane_backend or backends.Nftables()
     candidates: Sequence[netns.Candidate] = await dataplane.scan(netns_dir, scan_proc)
     found: list[Owned] = []
     opened: list[int] = []
@@ -131,10 +133,10 @@ async def run(
                 continue
             opened.append(cand.ino)
             try:
-                reply = await dataplane.request("comment", path=cand.path, ino=cand.ino)
+                comment = await owner.comment(dataplane, netns.Target(cand.path, cand.ino, ()))
             except backend.NetnsGone:
                 continue
-            owned = _owned(cand, reply.get("comment"))
+            owned = _owned(cand, comment)
             if owned is not None:
                 found.append(owned)
         decisions = select(found, pods, tracked_inos)
@@ -142,7 +144,7 @@ async def run(
         for decision in decisions:
             target = netns.Target(decision.owned.path, decision.owned.ino, ())
             try:
-                await dataplane.apply(target, render_nft.delete_script())
+                await owner.delete(dataplane, target)
             except backend.NetnsGone:
                 continue
             metrics.SWEPT_TABLES.labels(decision.reason).inc()

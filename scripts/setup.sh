@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-# prometheus + promtool: the drop-metrics e2e test scrapes the agent with a real server.
+# prometheus + promtool: the drop-metrics e2e test scrapes the agent with a real server;
+# ipset: the iptables backend keeps peers in ipsets.
 for tool in nft:nftables ip:iproute2 conntrack:conntrack iptables:iptables sysctl:procps \
-            prometheus:prometheus promtool:prometheus; do
+            prometheus:prometheus promtool:prometheus ipset:ipset; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 [ -e /usr/lib/x86_64-linux-gnu/libnftables.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libnftables.so.1 ] \

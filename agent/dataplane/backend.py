@@ -95,6 +95,8 @@ class WorkerClient:
             raise NetnsGone(error)
         if kind == "nft":
             raise ApplyFailed(error)
+        if kind == "ipt":  # iptables-restore or ipset refused: nothing of it was committed
+            raise ApplyFailed(error)
         raise DataplaneError(error)
 
     async def scan(self, netns_dir: str, proc: bool = True) -> list[netns.Candidate]:

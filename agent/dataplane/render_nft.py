@@ -540,3 +540,9 @@ def _netdev_table(ifaces: Sequence[str]) -> list[str]:
         )
     out.append("}\n")
     return out
+
+
+def netdev_table(ifaces: Sequence[str]) -> list[str]:
+    """The `table netdev podseg` egress-drop definition alone (the iptables backend reuses it:
+    marked packets are dropped in each interface's egress hook)."""
+    return _netdev_table(canonical_interfaces(ifaces))

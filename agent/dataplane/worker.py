@@ -14,6 +14,10 @@ of the named deny counters, for the drop metrics), `conntrack_list`, `conntrack_
 `conntrack_mark` (a namespace's conntrack entries, for quarantine and strict mode), `patch` (an
 incremental set-element transaction, refused unless the namespace's nftables generation is
 still the one of the agent's last commit), `generation` (that generation alone, ~0.2 ms).
+The iptables backend's requests (`ipt_apply`, `ipt_inspect`, `ipt_comment`, `ipt_delete`,
+`ipt_owned`) run ipset and iptables-restore as children forked while the worker is inside the
+pod's namespace (`agent.dataplane.ipt_exec`); its egress-drop table goes through the same nft
+context.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ import json
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyroute2
 
-from agent.dataplane import conntrack, libnft, nftgen, render_nft
+from agent.dataplane import conntrack, ipt_exec, libnft, nftgen, render_ipt, render_nft
 
 CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -245,46 +251,77 @@ class Worker:
             out[str(target["key"])] = values
         return out
 
-    def conntrack_list(self, path: str, ino: int | None) -> list[dict[str, Any]]:
-        """Every conntrack entry of the namespace (tuple, mark and the key to delete it by)."""
+    def _inside(self, path: str, ino: int | None, fn: Callable[[], T]) -> T:
+        """Run `fn` with this process inside the namespace (children inherit it)."""
         fd, _ = self._open(path, ino)
         try:
             _setns(fd)
             try:
-                with conntrack.Conntrack() as ct:
-                    return ct.dump()
+                return fn()
             finally:
                 _setns(self.host_fd)
         finally:
             os.close(fd)
 
+    def conntrack_list(self, path: str, ino: int | None) -> list[dict[str, Any]]:
+        """Every conntrack entry of the namespace (tuple, mark and the key to delete it by)."""
+        return self._inside(path, ino, _conntrack_dump)
+
     def conntrack_delete(self, path: str, ino: int | None, entries: list[dict[str, Any]]) -> int:
         """Delete the given entries (from `conntrack_list`); returns how many were still there."""
-        fd, _ = self._open(path, ino)
-        try:
-            _setns(fd)
-            try:
-                with conntrack.Conntrack() as ct:
-                    return sum(1 for entry in entries if ct.delete(entry))
-            finally:
-                _setns(self.host_fd)
-        finally:
-            os.close(fd)
+
+        def delete() -> int:
+            with conntrack.Conntrack() as ct:
+                return sum(1 for entry in entries if ct.delete(entry))
+
+        return self._inside(path, ino, delete)
 
     def conntrack_mark(
         self, path: str, ino: int | None, entries: list[dict[str, Any]], mark: int
     ) -> int:
         """OR `mark` into the given entries' marks; returns how many were still there."""
-        fd, _ = self._open(path, ino)
-        try:
-            _setns(fd)
-            try:
-                with conntrack.Conntrack() as ct:
-                    return sum(1 for entry in entries if ct.set_mark(entry, mark))
-            finally:
-                _setns(self.host_fd)
-        finally:
-            os.close(fd)
+
+        def set_mark() -> int:
+            with conntrack.Conntrack() as ct:
+                return sum(1 for entry in entries if ct.set_mark(entry, mark))
+
+        return self._inside(path, ino, set_mark)
+
+    # -- iptables backend -----------------------------------------------------------------
+    @staticmethod
+    def _ipt_comment() -> str | None:
+        for family in (4, 6):
+            comment = render_ipt.parse_comment(ipt_exec.save(family))
+            if comment:
+                return comment
+        return None
+
+    def ipt_apply(self, path: str, ino: int | None, rendered: dict[str, str]) -> str | None:
+        """Egress-drop table first (when wanted), then sets and rules, then cleanup."""
+        netdev = str(rendered.get("netdev") or "")
+        if netdev:
+            self._run_in(path, ino, netdev)
+        digest = self._inside(path, ino, lambda: ipt_exec.apply(rendered))
+        if not netdev:
+            self._run_in(path, ino, render_ipt.netdev_delete_script())
+        return self._with_netdev(path, ino, digest)
+
+    def ipt_inspect(self, path: str, ino: int | None) -> dict[str, str | None]:
+        """Fingerprint and digest of the owned iptables rules, their sets and the netdev
+        egress-drop table (the whole owned state, as `inspect` for nftables)."""
+        fingerprint, digest = self._inside(path, ino, ipt_exec.inspect)
+        if digest is None:
+            return {"fingerprint": None, "digest": None}
+        return {"fingerprint": fingerprint, "digest": self._with_netdev(path, ino, digest)}
+
+    def _with_netdev(self, path: str, ino: int | None, digest: str) -> str:
+        netdev = self._listing(path, ino, "netdev", libnft.OUTPUT_STATELESS) or ""
+        return hashlib.sha256(f"{digest}\n--netdev--\n{netdev}".encode()).hexdigest()[:32]
+
+    def ipt_delete(self, path: str, ino: int | None) -> bool:
+        removed = self._inside(path, ino, ipt_exec.delete)
+        self._run_in(path, ino, render_ipt.netdev_delete_script())
+        return removed
 
     def forget(self, inos: list[int] | None) -> int:
         """Close the contexts of the given namespaces (None: all), releasing the namespaces."""
@@ -329,6 +366,16 @@ class Worker:
         if op == "conntrack_mark":
             entries = list(request["entries"])
             return {"marked": self.conntrack_mark(path, ino, entries, int(request["mark"]))}
+        if op == "ipt_apply":
+            return {"digest": self.ipt_apply(path, ino, request["rendered"])}
+        if op == "ipt_inspect":
+            return self.ipt_inspect(path, ino)
+        if op == "ipt_comment":
+            return {"comment": self._inside(path, ino, lambda: self._ipt_comment())}
+        if op == "ipt_delete":
+            return {"removed": self.ipt_delete(path, ino)}
+        if op == "ipt_owned":
+            return {"owned": self._inside(path, ino, ipt_exec.owned)}
         if op == "ping":
             return {"pid": os.getpid(), "contexts": len(self.contexts)}
         raise ValueError(f"unknown op {op!r}")
@@ -336,6 +383,11 @@ class Worker:
 
 PR_SET_PDEATHSIG = 1
 PARENT_ENV = "PODSEG_WORKER_PARENT"  # the agent's pid, to notice a parent that died early
+
+
+def _conntrack_dump() -> list[dict[str, Any]]:
+    with conntrack.Conntrack() as ct:
+        return ct.dump()
 
 
 def _die_with_parent() -> None:
@@ -367,6 +419,8 @@ def main() -> None:
             reply.update(ok=False, kind="netns_gone", error=str(exc))
         except libnft.NftError as exc:
             reply.update(ok=False, kind="nft", error=str(exc))
+        except ipt_exec.IptError as exc:
+            reply.update(ok=False, kind="ipt", error=str(exc))
         except Exception as exc:  # reported to the agent as a typed error, never a crash
             reply.update(ok=False, kind="internal", error=f"{type(exc).__name__}: {exc}")
         sys.stdout.write(json.dumps(reply) + "\n")

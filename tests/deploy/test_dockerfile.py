@@ -64,7 +64,7 @@ def test_multi_stage_slim_and_no_compilers_in_the_final_image() -> None:
         assert "slim" in base, f"slim base expected, got {base}"
     final = stages[-1]
     runs = " ".join(i["value"] for i in final if i["instruction"] == "RUN") + " "
-    for package in ("nftables", "libnftables1", "iproute2", "conntrack"):
+    for package in ("nftables", "libnftables1", "iproute2", "conntrack", "iptables", "ipset"):
         assert package in runs
     assert "--no-install-recommends" in runs and "rm -rf /var/lib/apt/lists/*" in runs
     for compiler in COMPILERS:

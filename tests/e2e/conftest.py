@@ -3,6 +3,7 @@ node, with the emulator and a real `podseg agent` process, plus a convergence he
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -79,17 +80,26 @@ class Model:
             self.cluster.core.replace_namespaced_pod(name, ns, body)
 
 
-@pytest.fixture(scope="module")
-def model_cluster() -> Iterator[Model]:
+BACKENDS = ("nftables", "iptables")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def model_cluster(request: pytest.FixtureRequest) -> Iterator[Model]:
+    """The model cluster, once per dataplane backend: every conformance case runs on both."""
     if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
         pytest.skip("needs root with ip and nft (real namespaces and nftables)")
+    backend = str(request.param)
+    if backend == "iptables" and not all(
+        shutil.which(t) for t in ("iptables-restore", "ip6tables-restore", "ipset")
+    ):
+        pytest.skip("needs iptables-restore, ip6tables-restore and ipset (scripts/setup.sh)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
         for ns in NAMESPACES:
             cluster.ensure_namespace(ns, {"ns": ns})
         for ns in NAMESPACES:
             for name in PODS:
                 cluster.add_pod(ns, name, {"pod": name})
-        cluster.start_agent("node-1")
+        cluster.start_agent("node-1", ["--backend", backend])
         yield Model(cluster)
 
 

@@ -33,3 +33,8 @@ def test_defaults_and_metrics_address(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_values_are_rejected_with_the_flag_named(argv: list[str]) -> None:
     with pytest.raises(config.ConfigError):
         config.parse(["--node-name", "n", *argv])
+
+
+def test_iptables_backend_is_accepted() -> None:
+    settings = config.parse(["--node-name", "n", "--backend", "iptables"])
+    assert settings.backend == "iptables"

@@ -15,6 +15,7 @@ PURE = [
     ROOT / "agent" / "dataplane" / "render_nft.py",
     ROOT / "agent" / "dataplane" / "incremental.py",  # issue 8: the patch is computed purely
     ROOT / "agent" / "eventkind.py",
+    ROOT / "agent" / "dataplane" / "render_ipt.py",
     *(ROOT / "agent" / "responder" / f"{m}.py" for m in RESPONDER_PURE),
 ]
 FORBIDDEN = {

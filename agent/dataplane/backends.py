@@ -1,0 +1,168 @@
+"""The dataplane backends (`--backend nftables|iptables`) behind one small interface.
+
+The reconciler, the sweep and `podseg cleanup` speak to a `Backend`: render a ruleset (pure)
+into a `Program` with a fingerprint, apply it to a pod's namespace, inspect what a namespace
+holds (fingerprint + digest, for adoption and drift), read the owner comment (for the sweep)
+and delete everything podseg owns there. Each backend turns these into dataplane-worker
+requests; only the worker enters namespaces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from agent.dataplane import backend, incremental, netns, render_ipt, render_nft
+from agent.policy import ruleset
+
+NAMES = ("nftables", "iptables")
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """A rendered ruleset: its fingerprint and what the backend's apply request carries."""
+
+    fingerprint: str
+    payload: Any
+
+
+class Backend(Protocol):
+    name: str
+
+    def render(self, rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Program: ...
+
+    async def apply(
+        self, client: backend.WorkerClient, target: netns.Target, program: Program
+    ) -> str | None: ...
+
+    async def inspect(
+        self, client: backend.WorkerClient, target: netns.Target
+    ) -> tuple[str | None, str | None]: ...
+
+    async def examine(
+        self, client: backend.WorkerClient, target: netns.Target
+    ) -> tuple[str | None, str | None, int | None]:
+        """`inspect` plus the namespace's ruleset generation when the backend tracks one."""
+        ...
+
+    async def commit(
+        self, client: backend.WorkerClient, target: netns.Target, program: Program
+    ) -> tuple[str | None, int | None]:
+        """A full apply: the digest read back and the generation of the commit (or None)."""
+        ...
+
+    def patch_script(self, previous: Program, program: Program) -> str | None:
+        """An incremental update from `previous` to `program`, or None when only a full
+        apply will do (or the backend has no incremental updates)."""
+        ...
+
+    async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None: ...
+
+    async def delete(self, client: backend.WorkerClient, target: netns.Target) -> None: ...
+
+
+class Nftables:
+    """`table inet podseg` (+ `table netdev podseg`), one libnftables transaction per apply."""
+
+    name = "nftables"
+
+    def render(self, rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Program:
+        rendered = render_nft.render(rs, interfaces)
+        return Program(rendered.fingerprint, rendered)
+
+    async def apply(
+        self, client: backend.WorkerClient, target: netns.Target, program: Program
+    ) -> str | None:
+        return await client.apply(target, _nft(program).script)
+
+    async def inspect(
+        self, client: backend.WorkerClient, target: netns.Target
+    ) -> tuple[str | None, str | None]:
+        return await client.inspect(target)
+
+    async def examine(
+        self, client: backend.WorkerClient, target: netns.Target
+    ) -> tuple[str | None, str | None, int | None]:
+        return await client.examine(target)
+
+    async def commit(
+        self, client: backend.WorkerClient, target: netns.Target, program: Program
+    ) -> tuple[str | None, int | None]:
+        return await client.commit(target, _nft(program).script)
+
+    def patch_script(self, previous: Program, program: Program) -> str | None:
+        return incremental.patch(_nft(previous), _nft(program))
+
+    async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None:
+        reply = await client.request("comment", path=target.path, ino=target.ino)
+        found = reply.get("comment")
+        return str(found) if found else None
+
+    async def delete(self, client: backend.WorkerClient, target: netns.Target) -> None:
+        await client.apply(target, render_nft.delete_script())
+
+
+class Iptables:
+    """`PODSEG-` chains in table filter of both families, peers in ipsets (render_ipt)."""
+
+    name = "iptables"
+
+    def render(self, rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Program:
+        rendered = render_ipt.render(rs, interfaces)
+        payload = dataclasses.asdict(rendered)
+        del payload["fingerprint"]
+        return Program(rendered.fingerprint, payload)
+
+    async def apply(
+        self, client: backend.WorkerClient, target: netns.Target, program: Program
+    ) -> str | None:
+        reply = await client.request(
+            "ipt_apply", path=target.path, ino=target.ino, rendered=program.payload
+        )
+        digest = reply.get("digest")
+        return str(digest) if digest else None
+
+    async def inspect(
+        self, client: backend.WorkerClient, target: netns.Target
+    ) -> tuple[str | None, str | None]:
+        reply = await client.request("ipt_inspect", path=target.path, ino=target.ino)
+        fingerprint, digest = reply.get("fingerprint"), reply.get("digest")
+        return (str(fingerprint) if fingerprint else None, str(digest) if digest else None)
+
+    async def examine(
+        self, client: backend.WorkerClient, target: netns.Target
+    ) -> tuple[str | None, str | None, int | None]:
+        fingerprint, digest = await self.inspect(client, target)
+        return fingerprint, digest, None
+
+    async def commit(
+        self, client: backend.WorkerClient, target: netns.Target, program: Program
+    ) -> tuple[str | None, int | None]:
+        return await self.apply(client, target, program), None
+
+    def patch_script(self, previous: Program, program: Program) -> str | None:
+        return None  # ipsets are swapped whole, with the rules, in every apply
+
+    async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None:
+        reply = await client.request("ipt_comment", path=target.path, ino=target.ino)
+        found = reply.get("comment")
+        return str(found) if found else None
+
+    async def delete(self, client: backend.WorkerClient, target: netns.Target) -> None:
+        await client.request("ipt_delete", path=target.path, ino=target.ino)
+
+
+def _nft(program: Program) -> render_nft.Rendered:
+    if not isinstance(program.payload, render_nft.Rendered):
+        raise TypeError("not an nftables program")
+    return program.payload
+
+
+def get(name: str) -> Backend:
+    """The backend called `name` (one of NAMES); ValueError otherwise."""
+    if name == "nftables":
+        return Nftables()
+    if name == "iptables":
+        return Iptables()
+    raise ValueError(f"unknown backend {name!r}")

@@ -1,0 +1,360 @@
+"""Render a `PodRuleset` for the iptables backend: ipsets plus `iptables-restore` scripts.
+
+Pure text generation, the iptables twin of `render_nft`, so the exact kernel program is
+unit-testable and carries the same kind of fingerprint (`podseg fp=<16 hex> pod=<ns>/<name>` in
+the comment of the first rule of `PODSEG-INPUT`), which adoption, drift detection and the sweep
+read back. Everything lives in table `filter`; every chain we create is prefixed `PODSEG-` and
+the only rules outside them are the jumps `-I INPUT 1 -j PODSEG-INPUT` and
+`-I OUTPUT 1 -j PODSEG-OUTPUT` (owned too: each apply deletes and re-inserts them).
+
+Per family (IPv4 with `iptables-restore`, IPv6 with `ip6tables-restore`):
+
+    PODSEG-INPUT  : owner comment; when ingress is isolated: -i lo ACCEPT; established/related
+                    ACCEPT unless the conntrack entry carries DENY_MARK; ICMPv6 link plumbing;
+                    one `-m set` ACCEPT per peer set; DROP
+    PODSEG-OUTPUT : when egress is isolated: -o lo ACCEPT; established/related ACCEPT; ICMPv6
+                    link plumbing; one `-m set` jump to PODSEG-EGRESS-ACCEPT per peer set;
+                    jump PODSEG-EGRESS-DENY
+    (the three below hold rules only when egress is isolated)
+    PODSEG-EGRESS-ACCEPT : clear DENY_MARK on the conntrack entry; ACCEPT
+    PODSEG-EGRESS-DENY   : per pod interface `-o <if>` jump PODSEG-EGRESS-MARK; else DROP
+    PODSEG-EGRESS-MARK   : set DENY_MARK on packet and conntrack entry; ACCEPT
+
+Peers live in ipsets, so a direction has a constant number of rules whatever the number of
+peers: `hash:net` for peers allowed on any port, `hash:net,port` (`cidr,proto:port`) for
+single ports and short port ranges (expanded, at most EXPAND_PORTS ports), and for each longer
+(protocol, port range) of the ruleset one `hash:net` set matched together with `--dport a:b`
+(their number depends on the policies' port ranges, never on the peers). Address ranges are
+split into CIDRs (a /0 into two /1s, which ipset requires).
+
+Set names carry a generation token (`GEN`, replaced by the worker at apply time) so that a new
+ruleset's sets are built beside the old ones and the rules switch to them inside one
+`iptables-restore --noflush` commit per family; the old generation is destroyed afterwards.
+
+Denied egress: a DROP in OUTPUT makes a local UDP send() fail with EPERM, so, as in the
+nftables backend, OUTPUT only marks denied packets and the drop happens in the device egress
+hook of the pod's interface: the nftables `table netdev podseg` (render_nft's, kept for the drop
+alone; there is no iptables hook after the IP output path, and tc's drop action is not built
+into every kernel). `table inet podseg` is never used by this backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+
+from agent.dataplane import render_nft
+from agent.policy import ruleset
+
+FORMAT_VERSION = "podseg-ipt/1"
+GEN = "@GEN@"  # generation placeholder in set names; the worker substitutes a fresh token
+PREFIX = "PODSEG-"
+INPUT = "PODSEG-INPUT"
+OUTPUT = "PODSEG-OUTPUT"
+IPV6_LINK = "PODSEG-IPV6-LINK"
+EGRESS_ACCEPT = "PODSEG-EGRESS-ACCEPT"
+EGRESS_DENY = "PODSEG-EGRESS-DENY"
+EGRESS_MARK = "PODSEG-EGRESS-MARK"
+CHAINS = (INPUT, OUTPUT, IPV6_LINK, EGRESS_ACCEPT, EGRESS_DENY, EGRESS_MARK)
+JUMPS = (("INPUT", INPUT), ("OUTPUT", OUTPUT))
+EXPAND_PORTS = 8  # port ranges up to this size become hash:net,port elements
+MIN_MAXELEM = 65536
+MIN_HASHSIZE = 1024
+
+_MARK = f"0x{render_nft.DENY_MARK:x}"
+_CLEAR = f"0x{0xFFFFFFFF & ~render_nft.DENY_MARK:x}"
+_PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
+_FP_RE = re.compile(r'--comment "?podseg fp=([0-9a-f]{16})[ "]')
+_COMMENT_RE = re.compile(r'--comment "(podseg fp=[0-9a-f]{16}[^"]*)"')
+_SET_REF_RE = re.compile(r"--match-set (PODSEG-\S+) ")
+_ICMPV6_LINK = (
+    # neighbour discovery and router messages (hop limit 255), MLD (hop limit 1)
+    *((t, 255) for t in (133, 134, 135, 136)),
+    *((t, 1) for t in (130, 131, 132, 143)),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """Everything one apply needs; set names still hold the `GEN` placeholder.
+
+    `ipset`: `ipset restore` input creating and filling this generation's sets.
+    `v4`, `v6`: `iptables-restore --noflush` bodies (without the jump fix-ups, see `compose`).
+    `netdev`: nft script creating `table netdev podseg` (the egress drop), or "" for none.
+    """
+
+    fingerprint: str
+    ipset: str
+    v4: str
+    v6: str
+    netdev: str
+
+
+def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
+    """The iptables programme for `rs`; ValueError for an invalid interface name."""
+    ifaces = render_nft.canonical_interfaces(interfaces)
+    sets: list[str] = []
+    bodies: dict[int, list[str]] = {}
+    for family in (4, 6):
+        family_sets, rules = _family(rs, family, ifaces)
+        sets.extend(family_sets)
+        bodies[family] = rules
+    netdev_lines = render_nft.netdev_table(ifaces) if rs.egress.isolated and ifaces else []
+    content = [FORMAT_VERSION, *sets, "--v4--", *bodies[4], "--v6--", *bodies[6], *netdev_lines]
+    fp = render_nft.fingerprint_of(rs, content)
+    pod = re.sub(r"[^A-Za-z0-9._/-]", "_", f"{rs.namespace}/{rs.pod}")
+    comment = f"podseg fp={fp} pod={pod}".encode()[: render_nft.COMMENT_MAX_BYTES]
+    owner = f'-A {INPUT} -m comment --comment "{comment.decode(errors="ignore")}"\n'
+    netdev = ""
+    if netdev_lines:
+        table = f"table netdev {render_nft.TABLE}"
+        netdev = f"{table}\ndelete {table}\n" + "".join(netdev_lines)
+    return Rendered(
+        fingerprint=fp,
+        ipset="".join(sets),
+        v4=_restore(owner, bodies[4]),
+        v6=_restore(owner, bodies[6]),
+        netdev=netdev,
+    )
+
+
+def netdev_delete_script() -> str:
+    """nft script removing the egress-drop table; succeeds when it is absent."""
+    table = f"table netdev {render_nft.TABLE}"
+    return f"{table}\ndelete {table}\n"
+
+
+def compose(body: str, current_save: str, generation: str) -> str:
+    """The final `iptables-restore --noflush` input for one family.
+
+    `current_save` is `iptables-save -t filter` of the namespace now: every existing jump to a
+    PODSEG- chain from a built-in chain is deleted and the jumps are re-inserted at the top, and
+    PODSEG- chains this version does not declare are flushed and removed, all in the same
+    commit as the new rules.
+    """
+    lines = body.replace(GEN, generation).splitlines(keepends=True)
+    assert lines[0] == "*filter\n" and lines[-1] == "COMMIT\n"
+    declared = len(CHAINS) + 1
+    fixups = [line.replace("-A ", "-D ", 1) + "\n" for line in _foreign_jumps(current_save)]
+    extra = [c for c in _owned_chains(current_save) if c not in CHAINS]
+    fixups += [f"-F {c}\n" for c in extra] + [f"-X {c}\n" for c in extra]
+    fixups += [f"-I {builtin} 1 -j {chain}\n" for builtin, chain in JUMPS]
+    return "".join(lines[:declared] + fixups + lines[declared:])
+
+
+def delete_script(current_save: str) -> str | None:
+    """`iptables-restore --noflush` input removing every PODSEG- jump and chain; None when the
+    namespace holds none."""
+    jumps = _foreign_jumps(current_save)
+    chains = _owned_chains(current_save)
+    if not jumps and not chains:
+        return None
+    out = ["*filter\n"]
+    out += [line.replace("-A ", "-D ", 1) + "\n" for line in jumps]
+    out += [f"-F {c}\n" for c in chains] + [f"-X {c}\n" for c in chains]
+    out.append("COMMIT\n")
+    return "".join(out)
+
+
+def parse_fingerprint(save: str) -> str | None:
+    """The fingerprint in `iptables-save -t filter` output, if it holds our owner rule."""
+    for line in save.splitlines():
+        if line.startswith(f"-A {INPUT} "):
+            match = _FP_RE.search(line)
+            if match:
+                return match.group(1)
+    return None
+
+
+def parse_comment(save: str) -> str | None:
+    """The whole owner comment (`podseg fp=... pod=<ns>/<name>`), if present."""
+    for line in save.splitlines():
+        if line.startswith(f"-A {INPUT} "):
+            match = _COMMENT_RE.search(line)
+            if match:
+                return match.group(1)
+    return None
+
+
+def owned_lines(save: str) -> list[str]:
+    """The part of a save that is ours or decides whether ours runs: every rule of the
+    PODSEG- chains and every rule of the built-in INPUT and OUTPUT chains (a foreign rule
+    inserted before our jump could bypass us), in order. Counters are not part of it."""
+    keep = ("-A INPUT ", "-A OUTPUT ", f"-A {PREFIX}", f":{PREFIX}")
+    return [line for line in save.splitlines() if line.startswith(keep)]
+
+
+def referenced_sets(save: str) -> list[str]:
+    """Names of the PODSEG- ipsets the rules of a save match against (sorted, unique)."""
+    return sorted({m.group(1) for m in _SET_REF_RE.finditer(save)})
+
+
+def set_headers(terse: str) -> dict[str, str]:
+    """Each set's block of `ipset list -t` output (type, header, size, references, entry
+    count), keyed by set name."""
+    out: dict[str, str] = {}
+    name = ""
+    for line in terse.splitlines():
+        if line.startswith("Name: "):
+            name = line[6:].strip()
+            out[name] = ""
+        elif name and line.strip():
+            out[name] += line.strip() + "\n"
+    return out
+
+
+def set_names(ipset_script: str) -> list[str]:
+    """Names of the sets an `ipset` restore script creates."""
+    return [line.split()[1] for line in ipset_script.splitlines() if line.startswith("create ")]
+
+
+def _foreign_jumps(save: str) -> list[str]:
+    return [
+        line
+        for line in save.splitlines()
+        if line.startswith(("-A INPUT ", "-A OUTPUT ")) and f"-j {PREFIX}" in line
+    ]
+
+
+def _owned_chains(save: str) -> list[str]:
+    return [
+        line[1:].split()[0]
+        for line in save.splitlines()
+        if line.startswith(f":{PREFIX}") and line[1:].split()
+    ]
+
+
+def _restore(owner: str, rules: Sequence[str]) -> str:
+    head = ["*filter\n", *(f":{c} - [0:0]\n" for c in CHAINS)]
+    return "".join([*head, owner, *rules, "COMMIT\n"])
+
+
+def cidrs(r: ruleset.AddrRange) -> list[str]:
+    """The CIDRs covering an address range exactly; a /0 becomes two /1 (ipset needs >= 1)."""
+    if r.first == r.last:  # the common case (a pod address), without the general algorithm
+        if r.family == 4:
+            return [f"{ipaddress.IPv4Address(r.first)}/32"]
+        return [f"{ipaddress.IPv6Address(r.first)}/128"]
+    if r.family == 4:
+        first: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(r.first)
+        last: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(r.last)
+    else:
+        first, last = ipaddress.IPv6Address(r.first), ipaddress.IPv6Address(r.last)
+    out: list[str] = []
+    for net in ipaddress.summarize_address_range(first, last):
+        if net.prefixlen == 0:
+            out.extend(str(half) for half in net.subnets(prefixlen_diff=1))
+        else:
+            out.append(str(net))
+    return out
+
+
+def _set_name(direction: ruleset.Direction, family: int, kind: str) -> str:
+    return f"{PREFIX}{GEN}-{direction.value[0]}{family}{kind}"
+
+
+def _create(name: str, kind: str, family: int, elements: Sequence[str]) -> list[str]:
+    inet = "inet" if family == 4 else "inet6"
+    maxelem = max(MIN_MAXELEM, len(elements))
+    # Buckets sized to the content up front: lookups stay short, no resize while loading.
+    hashsize = max(MIN_HASHSIZE, 1 << max(0, len(elements) - 1).bit_length())
+    out = [f"create {name} {kind} family {inet} hashsize {hashsize} maxelem {maxelem}\n"]
+    out.extend(f"add {name} {e}\n" for e in elements)
+    return out
+
+
+def _peer_sets(
+    direction: ruleset.Direction, d: ruleset.DirectionRuleset, family: int
+) -> tuple[list[str], list[str]]:
+    """(ipset lines, match specs) of one isolated direction and family."""
+    where = "src" if direction is ruleset.Direction.INGRESS else "dst"
+    sets: list[str] = []
+    matches: list[str] = []
+    anyport = [c for r in d.any_port_peers if r.family == family for c in cidrs(r)]
+    if anyport:
+        name = _set_name(direction, family, "a")
+        sets += _create(name, "hash:net", family, anyport)
+        matches.append(f"-m set --match-set {name} {where}")
+    single: list[str] = []
+    ranges: dict[tuple[int, int, int], list[str]] = {}
+    for e in d.port_peers:
+        if e.addrs.family != family:
+            continue
+        nets = cidrs(e.addrs)
+        proto = _PROTO.get(e.protocol, str(e.protocol))
+        size = e.ports.last - e.ports.first + 1
+        if size <= EXPAND_PORTS and e.protocol in _PROTO:
+            numbers = range(e.ports.first, e.ports.last + 1)
+            single.extend(f"{n},{proto}:{p}" for n in nets for p in numbers)
+        else:
+            ranges.setdefault((e.protocol, e.ports.first, e.ports.last), []).extend(nets)
+    if single:
+        name = _set_name(direction, family, "p")
+        sets += _create(name, "hash:net,port", family, single)
+        matches.append(f"-m set --match-set {name} {where},dst")
+    for n, ((protocol, first, last), nets) in enumerate(sorted(ranges.items())):
+        name = _set_name(direction, family, f"r{n}")
+        sets += _create(name, "hash:net", family, nets)
+        proto = _PROTO.get(protocol, str(protocol))
+        ports = ""
+        if protocol in _PROTO and (first, last) != (0, 65535):
+            ports = f" -m {proto} --dport {first}:{last}"
+        matches.append(f"-p {proto}{ports} -m set --match-set {name} {where}")
+    return sets, matches
+
+
+def _icmpv6_link() -> list[str]:
+    return [
+        f"-A {IPV6_LINK} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -m hl --hl-eq {hl} -j ACCEPT\n"
+        for t, hl in _ICMPV6_LINK
+    ]
+
+
+def _family(
+    rs: ruleset.PodRuleset, family: int, ifaces: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """(ipset lines, rules after the owner rule) for one address family."""
+    sets: list[str] = []
+    rules: list[str] = _icmpv6_link() if family == 6 else []
+    link = [f"-p ipv6-icmp -j {IPV6_LINK}"] if family == 6 else []
+    if rs.ingress.isolated:
+        s, matches = _peer_sets(ruleset.Direction.INGRESS, rs.ingress, family)
+        sets += s
+        rules += _chain_rules(
+            INPUT,
+            [
+                "-i lo -j ACCEPT",
+                f"-m conntrack --ctstate RELATED,ESTABLISHED -m connmark --mark 0x0/{_MARK} "
+                "-j ACCEPT",
+                *link,
+                *(f"{m} -j ACCEPT" for m in matches),
+                "-j DROP",
+            ],
+        )
+    if rs.egress.isolated:
+        s, matches = _peer_sets(ruleset.Direction.EGRESS, rs.egress, family)
+        sets += s
+        rules += _chain_rules(
+            OUTPUT,
+            [
+                "-o lo -j ACCEPT",
+                "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                *link,
+                *(f"{m} -j {EGRESS_ACCEPT}" for m in matches),
+                f"-j {EGRESS_DENY}",
+            ],
+        )
+        rules += _chain_rules(EGRESS_ACCEPT, [f"-j CONNMARK --and-mark {_CLEAR}", "-j ACCEPT"])
+        deny = [*(f"-o {i} -j {EGRESS_MARK}" for i in ifaces), "-j DROP"]
+        rules += _chain_rules(EGRESS_DENY, deny)
+        rules += _chain_rules(
+            EGRESS_MARK,
+            [f"-j MARK --or-mark {_MARK}", f"-j CONNMARK --or-mark {_MARK}", "-j ACCEPT"],
+        )
+    return sets, rules
+
+
+def _chain_rules(chain: str, specs: Iterable[str]) -> list[str]:
+    return [f"-A {chain} {spec}\n" for spec in specs]

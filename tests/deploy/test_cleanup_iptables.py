@@ -1,0 +1,100 @@
+"""`podseg cleanup` also removes what the iptables backend leaves (PODSEG- chains and jumps in
+both families, PODSEG- ipsets, the netdev egress-drop table) and nothing foreign.
+
+Namespaces are made here (`psg-*`) and reached only through a private `--netns-dir` with
+`--no-proc-scan`, as in test_cleanup.py, so no other run's namespaces can be touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from agent.dataplane import backend, backends, netns
+from agent.policy import ruleset
+from tests import conftest
+from tests.deploy import test_cleanup
+
+pytestmark = [
+    conftest.requires_root,
+    pytest.mark.skipif(shutil.which("ipset") is None, reason="ipset not installed"),
+]
+
+
+def _in(name: str, *args: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", name, *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _apply_iptables(name: str) -> None:
+    rs = ruleset.PodRuleset(
+        namespace="shop",
+        pod=name,
+        ingress=ruleset.DirectionRuleset(
+            isolated=True, any_port_peers=(ruleset.AddrRange(4, 1, 1),), policies=("shop/d",)
+        ),
+        egress=ruleset.DirectionRuleset(isolated=True, policies=("shop/d",)),
+    )
+    ipt = backends.Iptables()
+    path = f"/run/netns/{name}"
+
+    async def go() -> None:
+        client = backend.WorkerClient(timeout=20)
+        try:
+            target = netns.Target(path, os.stat(path).st_ino, ("eth0",))
+            await ipt.apply(client, target, ipt.render(rs, ["eth0"]))
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def node(tmp_path: pathlib.Path) -> Iterator[tuple[pathlib.Path, list[str]]]:
+    run = secrets.token_hex(3)
+    names = [f"psg-{run}-ci{i}" for i in range(2)]
+    netns_dir = tmp_path / "netns"
+    netns_dir.mkdir()
+    try:
+        for name in names:
+            subprocess.run(["ip", "netns", "add", name], check=True)
+            _in(name, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+            _in(name, "ip", "link", "set", "eth0", "up")
+            _in(name, "iptables", "-N", "FOREIGN")
+            _in(name, "iptables", "-A", "INPUT", "-j", "FOREIGN")
+            _in(name, "ipset", "create", "foreign", "hash:ip")
+            (netns_dir / name).symlink_to(f"/run/netns/{name}")
+        _apply_iptables(names[0])
+        yield netns_dir, names
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def test_cleanup_removes_iptables_backend_leftovers_only(
+    node: tuple[pathlib.Path, list[str]],
+) -> None:
+    netns_dir, names = node
+    dry = test_cleanup._cleanup(netns_dir, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    listed = [line for line in dry.stdout.splitlines() if line.startswith("would remove: ")]
+    assert len(listed) == 1 and f"/{names[0]} " in listed[0]
+    assert "tables=netdev podseg+iptables+ip6tables+ipset" in listed[0]
+    assert "PODSEG" in _in(names[0], "iptables-save", "-t", "filter")
+
+    done = test_cleanup._cleanup(netns_dir)
+    assert done.returncode == 0, done.stderr + done.stdout
+    for name in names:
+        v4 = _in(name, "iptables-save", "-t", "filter")
+        assert "PODSEG" not in v4 + _in(name, "ip6tables-save", "-t", "filter")
+        assert "-A INPUT -j FOREIGN" in v4
+        assert _in(name, "ipset", "list", "-n").split() == ["foreign"]
+        assert "podseg" not in _in(name, "nft", "list", "tables")

@@ -1,0 +1,80 @@
+"""The agent with `--backend iptables`: adoption after a restart, the sweep of a deleted pod's
+rules and drift repair, checked with live probes and by reading the pods' iptables back.
+(The whole conformance suite runs on both backends through `conftest.model_cluster`.)"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from agent.dataplane import render_ipt
+from agent.sandbox import cluster as sandbox_cluster
+from agent.sandbox import probe, topology
+from tests import conftest
+from tests.e2e import test_agent
+
+PODS = test_agent.PODS
+
+
+def _in(netns: str, *args: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def saved(pod: topology.SandboxPod, family: int = 4) -> str:
+    tool = "iptables-save" if family == 4 else "ip6tables-save"
+    return _in(pod.netns, tool, "-t", "filter")
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[test_agent.Env]:
+    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
+        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
+    if not all(shutil.which(t) for t in ("iptables-restore", "ip6tables-restore", "ipset")):
+        pytest.skip("needs iptables-restore, ip6tables-restore and ipset (scripts/setup.sh)")
+    with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
+        cluster.ensure_namespace("t", {"ns": "t"})
+        for name in (*PODS, "gone"):
+            cluster.add_pod("t", name, {"pod": name})
+        cluster.start_agent("node-1", ["--backend", "iptables", "--resync-period", "1"])
+        yield test_agent.Env(cluster)
+
+
+def test_tampered_rules_are_restored_at_resync(env: test_agent.Env) -> None:
+    env.deny_a()
+    env.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+    drift = test_agent.sample(env.agent, "podseg_ruleset_drift_total") or 0
+    netns = env.cluster.pods["t/a"].netns
+    # Keeps our owner rule and fingerprint: only the digest of the read-back sees it.
+    _in(netns, "iptables", "-I", render_ipt.INPUT, "2", "-j", "ACCEPT")
+    assert env.verdict("t/b", "t/a") == probe.OK  # the tamper opened the pod...
+    env.wait_verdict("t/b", "t/a", probe.TIMEOUT)  # ...until the resync restored it
+    assert (test_agent.sample(env.agent, "podseg_ruleset_drift_total") or 0) > drift
+    assert "-A PODSEG-INPUT -j ACCEPT" not in saved(env.cluster.pods["t/a"])
+
+
+def test_restart_adopts_rules_and_sweeps_a_pod_deleted_meanwhile(env: test_agent.Env) -> None:
+    env.deny_a()
+    env.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+    gone = env.cluster.pods["t/gone"]
+    assert render_ipt.parse_fingerprint(saved(gone)) is not None
+    assert env.agent.stop() == 0
+    assert env.verdict("t/b", "t/a") == probe.TIMEOUT  # fail closed while it is gone
+    env.cluster.core.delete_namespaced_pod("gone", "t")  # unseen: only the sweep can clean
+    agent = env.cluster.start_agent("node-1")
+    adopted = {e["pod"] for e in agent.events("ruleset_adopted")}
+    applied = {e["pod"] for e in agent.events("ruleset_applied")}
+    assert adopted == set(PODS) and applied == set()
+    swept = conftest.wait_for(lambda: agent.events("leftover_table_swept"), what="sweep")
+    assert [e["owner"] for e in swept] == ["t/gone"]
+    assert "PODSEG" not in saved(gone, 4) + saved(gone, 6)
+    assert _in(gone.netns, "ipset", "list", "-n").strip() == ""
+    assert env.verdict("t/b", "t/a") == probe.TIMEOUT
+    for key in (f"t/{p}" for p in PODS):
+        netns = env.cluster.pods[key].netns
+        assert "inet podseg" not in _in(netns, "nft", "list", "tables")  # never the nft table
+        assert render_ipt.parse_fingerprint(saved(env.cluster.pods[key], 6)) is not None
