@@ -79,7 +79,9 @@ class Node:
 
     name: str
     addresses: tuple[str, ...] = ()
-    resource_version: str = ""
+    # Not compared: kubelets update Node status all the time; only the addresses matter here,
+    # so a status-only update is no change (no recompile of every local pod).
+    resource_version: str = dataclasses.field(default="", compare=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,9 @@
 Randomised: for many random snapshots and random changes, recompile every local pod before and
 after the change (the brute-force truth) and require each pod whose ruleset differs to be in
 `affected(...)`. Also checks that the filter actually narrows things down. Snapshots include
-Services and EndpointSlices, and changes include endpoint churn and Service edits.
+Services and EndpointSlices, and changes include endpoint churn, Service edits and namespace
+relabels (peer labels, and the namespace's own `podseg.io/mode` and `podseg.io/node-guard`).
+The truth is what the reconciler programs: the compiled ruleset with quarantine and node guard.
 """
 
 from __future__ import annotations
@@ -14,11 +16,23 @@ from typing import Any
 
 from agent import model
 from agent.k8s import convert
-from agent.policy import affected
+from agent.policy import affected, containment
 from agent.policy import compile as policy_compile
+from agent.policy import mode as policy_mode
 from agent.policy import services as policy_services
 
 APPS = ("a", "b", "c")
+NODES = (model.Node("node-1", ("198.18.0.1",)), model.Node("node-2", ("198.18.128.1",)))
+GUARD_PORTS = containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
+
+
+def _namespace(rnd: random.Random, i: int) -> model.Namespace:
+    labels = {"team": rnd.choice(("t1", "t2"))}
+    if rnd.random() < 0.3:
+        labels[policy_mode.LABEL] = rnd.choice(("enforce", "visibility"))
+    if rnd.random() < 0.2:
+        labels[containment.NODE_GUARD_LABEL] = "off"
+    return model.Namespace(f"ns{i}", labels)
 
 
 def _pod(rnd: random.Random, i: int) -> model.Pod:
@@ -141,7 +155,13 @@ def _compile_all(
     local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
     index = policy_services.build_index((services or {}).values(), (slices or {}).values())
     return {
-        k: policy_compile.compile_pod(p, policies.values(), namespaces, pods.values(), (), index)
+        k: containment.contain(
+            policy_compile.compile_pod(p, policies.values(), namespaces, pods.values(), (), index),
+            p,
+            namespaces.get(p.namespace),
+            NODES,
+            GUARD_PORTS,
+        ).ruleset
         for k, p in local.items()
     }
 
@@ -150,10 +170,7 @@ def test_affected_is_a_superset_of_what_really_changed() -> None:
     rnd = random.Random(1234)
     narrowed = 0
     for _ in range(400):
-        namespaces = {
-            f"ns{i}": model.Namespace(f"ns{i}", {"team": rnd.choice(("t1", "t2"))})
-            for i in range(3)
-        }
+        namespaces = {f"ns{i}": _namespace(rnd, i) for i in range(3)}
         pods = {p.key: p for p in (_pod(rnd, i) for i in range(12))}
         policies = {p.key: p for p in (_policy(rnd, i) for i in range(4))}
         services = {s.key: s for s in (_service(rnd, i) for i in range(3))}
@@ -164,7 +181,9 @@ def test_affected_is_a_superset_of_what_really_changed() -> None:
         new_pods, new_policies = dict(pods), dict(policies)
         new_services, new_slices = dict(services), dict(slices)
         services_changed = False
-        op = rnd.randrange(8)
+        new_namespaces = dict(namespaces)
+        namespace_changes: dict[str, tuple[model.Namespace | None, model.Namespace | None]] = {}
+        op = rnd.randrange(9)
         pod_changes: dict[str, tuple[model.Pod | None, model.Pod | None]] = {}
         policy_changes: dict[str, tuple[Any, Any]] = {}
         if op == 0:  # relabel a pod
@@ -200,6 +219,10 @@ def test_affected_is_a_superset_of_what_really_changed() -> None:
         elif op == 6:  # a slice goes away
             del new_slices[rnd.choice(list(slices))]
             services_changed = True
+        elif op == 8:  # relabel a namespace
+            name = f"ns{rnd.randrange(3)}"
+            new_namespaces[name] = _namespace(rnd, int(name[2:]))
+            namespace_changes[name] = (namespaces[name], new_namespaces[name])
         else:  # a Service changes or goes away
             key = rnd.choice(list(services))
             if rnd.random() < 0.5:
@@ -208,16 +231,20 @@ def test_affected_is_a_superset_of_what_really_changed() -> None:
                 fresh = _service(rnd, int(services[key].name[3:]))
                 new_services[key] = dataclasses.replace(fresh, namespace=services[key].namespace)
             services_changed = True
-        after = _compile_all(new_pods, new_policies, namespaces, new_services, new_slices)
+        after = _compile_all(new_pods, new_policies, new_namespaces, new_services, new_slices)
         local = {
             k: p for k, p in new_pods.items() if p.node_name == "node-1" and not p.host_network
         }
         result = affected.affected(
             local,
             new_policies.values(),
-            namespaces,
+            new_namespaces,
             affected.Changes(
-                pods=pod_changes, policies=policy_changes, services_changed=services_changed
+                pods=pod_changes,
+                policies=policy_changes,
+                services_changed=services_changed,
+                namespaces_changed=bool(namespace_changes),
+                namespaces=namespace_changes,
             ),
         )
         changed = {k for k in after if before.get(k) != after[k]}

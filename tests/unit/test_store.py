@@ -50,3 +50,23 @@ def test_in_sync_only_after_every_kind_listed() -> None:
         assert not cluster.in_sync
     cluster.apply(watch.Relist(store.KINDS[-1], [], "1", 0.0), store.Change())
     assert cluster.in_sync
+
+
+def _node(rv: str, address: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "node-2", "resourceVersion": rv},
+        "status": {"addresses": [{"type": "InternalIP", "address": address}]},
+    }
+
+
+def test_a_node_status_update_is_no_change_but_an_address_change_is() -> None:
+    cluster = store.Store()
+    cluster.apply(
+        watch.WatchEvent("nodes", "ADDED", _node("1", "198.18.128.1"), 0.0), store.Change()
+    )
+    heartbeat = store.Change()
+    cluster.apply(watch.WatchEvent("nodes", "MODIFIED", _node("2", "198.18.128.1"), 0.0), heartbeat)
+    assert not heartbeat  # kubelets rewrite Node status all the time: no recompile of every pod
+    moved = store.Change()
+    cluster.apply(watch.WatchEvent("nodes", "MODIFIED", _node("3", "198.18.128.9"), 0.0), moved)
+    assert moved.nodes and cluster.nodes["node-2"].addresses == ("198.18.128.9",)
