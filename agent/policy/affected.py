@@ -7,7 +7,8 @@ left out keeps a stale ruleset. So every rule below errs towards "affected", and
 test compares it with recompiling everything.
 
 * A relist, a node change, or a namespace created or deleted: all.
-* A namespace relabel (`namespaces` given): the local pods selected by a policy with a
+* A namespace relabel (`namespaces` given): the local pods of that namespace (its labels set
+  their mode and node-guard exemption), and those selected by a policy with a
   namespaceSelector peer that matches the old or the new labels (only those peers can move).
 * A policy change: the local pods its old or new version selects.
 * A pod change: the pod itself if local, plus every local pod selected by a policy with a
@@ -167,8 +168,10 @@ def _relabelled_pods(
             ):
                 dependent.append(policy)
                 break
+    # A pod's own namespace labels choose its mode and node-guard exemption: its pods too.
     return {
         key
         for key, pod in local.items()
-        if any(policy_compile.selects(policy, pod) for policy in dependent)
+        if pod.namespace in namespaces
+        or any(policy_compile.selects(policy, pod) for policy in dependent)
     }
