@@ -153,11 +153,15 @@ class WorkerClient:
         fingerprint = reply.get("fingerprint")
         return str(fingerprint) if fingerprint else None
 
-    async def counters(self, targets: dict[str, netns.Target]) -> dict[str, dict[str, int]]:
-        """Named deny counters (name -> packets) per key; namespaces without a table are absent."""
+    async def counters(
+        self, targets: dict[str, netns.Target], backend_name: str = "nftables"
+    ) -> dict[str, dict[str, int]]:
+        """Named deny counters (name -> packets) per key; namespaces without a table are absent.
+        `backend_name` says where they live (nft named counters, or iptables rule counters)."""
         reply = await self.request(
             "counters",
             targets=[{"key": k, "path": t.path, "ino": t.ino} for k, t in targets.items()],
+            backend=backend_name,
         )
         raw = reply.get("counters") or {}
         return {str(k): {str(n): int(v) for n, v in c.items()} for k, c in raw.items()}

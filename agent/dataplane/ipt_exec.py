@@ -175,3 +175,10 @@ def _digest(v4: str, v6: str) -> str:
     for name in sorted(sets):
         digest.update(f"{name}\n{headers.get(name, 'missing')}\n".encode())
     return digest.hexdigest()[:32]
+
+
+def counters() -> dict[str, int]:
+    """Packet totals of the deny counters (`deny.<direction>.<reason>.<mode>`) of both
+    families, from the per-rule counters of `iptables-save -c` (drop metrics, agent.flows)."""
+    text = "".join(_run([TOOLS[family][0], "-c", "-t", "filter"]) for family in (4, 6))
+    return render_ipt.parse_counters(text)

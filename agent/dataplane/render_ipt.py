@@ -9,16 +9,30 @@ the only rules outside them are the jumps `-I INPUT 1 -j PODSEG-INPUT` and
 
 Per family (IPv4 with `iptables-restore`, IPv6 with `ip6tables-restore`):
 
-    PODSEG-INPUT  : owner comment; when ingress is isolated: -i lo ACCEPT; established/related
-                    ACCEPT unless the conntrack entry carries DENY_MARK; ICMPv6 link plumbing;
-                    one `-m set` ACCEPT per peer set; DROP
-    PODSEG-OUTPUT : when egress is isolated: -o lo ACCEPT; established/related ACCEPT; ICMPv6
-                    link plumbing; one `-m set` jump to PODSEG-EGRESS-ACCEPT per peer set;
-                    jump PODSEG-EGRESS-DENY
-    (the three below hold rules only when egress is isolated)
-    PODSEG-EGRESS-ACCEPT : clear DENY_MARK on the conntrack entry; ACCEPT
-    PODSEG-EGRESS-DENY   : per pod interface `-o <if>` jump PODSEG-EGRESS-MARK; else DROP
-    PODSEG-EGRESS-MARK   : set DENY_MARK on packet and conntrack entry; ACCEPT
+    PODSEG-INPUT  : owner comment; then, when quarantined or ingress is isolated: -i lo ACCEPT;
+                    jump PODSEG-QUARANTINE-IN (first: established traffic included); when
+                    ingress is isolated: established/related ACCEPT unless the conntrack entry
+                    carries DENY_MARK; ICMPv6 link plumbing; one `-m set` ACCEPT per peer set;
+                    the ingress "policy" deny rules
+    PODSEG-OUTPUT : when quarantined, node-guarded or egress is isolated: -o lo ACCEPT; jump
+                    PODSEG-QUARANTINE-OUT; established/related ACCEPT unless DENY_MARK; jump
+                    PODSEG-NODE-GUARD (whatever the policies allow); when egress is isolated:
+                    ICMPv6 link plumbing; one `-m set` jump to PODSEG-EGRESS-ACCEPT per peer
+                    set; jump PODSEG-EGRESS-DENY
+    PODSEG-QUARANTINE-IN  : forensic allow-from sources ACCEPT; ICMPv6 link; "quarantine" deny
+    PODSEG-QUARANTINE-OUT : replies to allow-from sources ACCEPT; ICMPv6 link; "quarantine" deny
+    PODSEG-NODE-GUARD     : blocked addresses (any port), node addresses x guarded protocol/ports
+                            -> jump PODSEG-NODE-GUARD-DENY ("node-guard" deny rules)
+    PODSEG-EGRESS-ACCEPT  : clear DENY_MARK on the conntrack entry; ACCEPT
+    PODSEG-EGRESS-DENY    : the egress "policy" deny rules
+    PODSEG-EGRESS-MARK    : set DENY_MARK on packet and conntrack entry; ACCEPT
+
+Every drop comes from `deny_rules` (the twin of `render_nft.deny_rules`): a rule without target
+whose comment is the counter name (`deny.<direction>.<reason>.<mode>`; its packet counter, read
+from `iptables-save -c`, is the exact total), an NFLOG rule under `-m limit` (group, prefix, rate
+and snaplen as render_nft, so `agent.flows` reads both backends alike), then the verdict: DROP
+for ingress, for egress a jump to PODSEG-EGRESS-MARK per pod interface (else DROP), ACCEPT in
+visibility mode (which never marks). Quarantine and node guard always enforce.
 
 Peers live in ipsets, so a direction has a constant number of rules whatever the number of
 peers: `hash:net` for peers allowed on any port, `hash:net,port` (`cidr,proto:port`) for
@@ -48,7 +62,7 @@ from collections.abc import Iterable, Sequence
 from agent.dataplane import render_nft
 from agent.policy import ruleset
 
-FORMAT_VERSION = "podseg-ipt/1"
+FORMAT_VERSION = "podseg-ipt/2"
 GEN = "@GEN@"  # generation placeholder in set names; the worker substitutes a fresh token
 PREFIX = "PODSEG-"
 INPUT = "PODSEG-INPUT"
@@ -57,7 +71,22 @@ IPV6_LINK = "PODSEG-IPV6-LINK"
 EGRESS_ACCEPT = "PODSEG-EGRESS-ACCEPT"
 EGRESS_DENY = "PODSEG-EGRESS-DENY"
 EGRESS_MARK = "PODSEG-EGRESS-MARK"
-CHAINS = (INPUT, OUTPUT, IPV6_LINK, EGRESS_ACCEPT, EGRESS_DENY, EGRESS_MARK)
+QUARANTINE_IN = "PODSEG-QUARANTINE-IN"
+QUARANTINE_OUT = "PODSEG-QUARANTINE-OUT"
+NODE_GUARD = "PODSEG-NODE-GUARD"
+NODE_GUARD_DENY = "PODSEG-NODE-GUARD-DENY"
+CHAINS = (
+    INPUT,
+    OUTPUT,
+    IPV6_LINK,
+    EGRESS_ACCEPT,
+    EGRESS_DENY,
+    EGRESS_MARK,
+    QUARANTINE_IN,
+    QUARANTINE_OUT,
+    NODE_GUARD,
+    NODE_GUARD_DENY,
+)
 JUMPS = (("INPUT", INPUT), ("OUTPUT", OUTPUT))
 EXPAND_PORTS = 8  # port ranges up to this size become hash:net,port elements
 MIN_MAXELEM = 65536
@@ -69,6 +98,8 @@ _PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
 _FP_RE = re.compile(r'--comment "?podseg fp=([0-9a-f]{16})[ "]')
 _COMMENT_RE = re.compile(r'--comment "(podseg fp=[0-9a-f]{16}[^"]*)"')
 _SET_REF_RE = re.compile(r"--match-set (PODSEG-\S+) ")
+_COUNTER_RE = re.compile(r'^\[(\d+):\d+\] -A PODSEG-\S+ -m comment --comment "?([^" ]+)"?$')
+_RATE_RE = re.compile(r"^(\d+)/(\w+) burst (\d+) packets$")
 _ICMPV6_LINK = (
     # neighbour discovery and router messages (hop limit 255), MLD (hop limit 1)
     *((t, 255) for t in (133, 134, 135, 136)),
@@ -101,7 +132,7 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
         family_sets, rules = _family(rs, family, ifaces)
         sets.extend(family_sets)
         bodies[family] = rules
-    netdev_lines = render_nft.netdev_table(ifaces) if rs.egress.isolated and ifaces else []
+    netdev_lines = render_nft.netdev_table(ifaces) if render_nft.needs_netdev(rs) and ifaces else []
     content = [FORMAT_VERSION, *sets, "--v4--", *bodies[4], "--v6--", *bodies[6], *netdev_lines]
     fp = render_nft.fingerprint_of(rs, content)
     pod = re.sub(r"[^A-Za-z0-9._/-]", "_", f"{rs.namespace}/{rs.pod}")
@@ -319,41 +350,153 @@ def _family(
     sets: list[str] = []
     rules: list[str] = _icmpv6_link() if family == 6 else []
     link = [f"-p ipv6-icmp -j {IPV6_LINK}"] if family == 6 else []
-    if rs.ingress.isolated:
-        s, matches = _peer_sets(ruleset.Direction.INGRESS, rs.ingress, family)
-        sets += s
-        rules += _chain_rules(
-            INPUT,
-            [
-                "-i lo -j ACCEPT",
-                f"-m conntrack --ctstate RELATED,ESTABLISHED -m connmark --mark 0x0/{_MARK} "
-                "-j ACCEPT",
+    established = (
+        f"-m conntrack --ctstate RELATED,ESTABLISHED -m connmark --mark 0x0/{_MARK} -j ACCEPT"
+    )
+    quarantine, guard = rs.quarantine, rs.node_guard
+    if rs.ingress.isolated or quarantine is not None:
+        specs = ["-i lo -j ACCEPT"]
+        if quarantine is not None:
+            specs.append(f"-j {QUARANTINE_IN}")  # before anything, established included
+        if rs.ingress.isolated:
+            s, matches = _peer_sets(ruleset.Direction.INGRESS, rs.ingress, family)
+            sets += s
+            specs += [
+                established,
                 *link,
                 *(f"{m} -j ACCEPT" for m in matches),
-                "-j DROP",
-            ],
-        )
-    if rs.egress.isolated:
-        s, matches = _peer_sets(ruleset.Direction.EGRESS, rs.egress, family)
-        sets += s
-        rules += _chain_rules(
-            OUTPUT,
-            [
-                "-o lo -j ACCEPT",
-                "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-                *link,
-                *(f"{m} -j {EGRESS_ACCEPT}" for m in matches),
-                f"-j {EGRESS_DENY}",
-            ],
-        )
-        rules += _chain_rules(EGRESS_ACCEPT, [f"-j CONNMARK --and-mark {_CLEAR}", "-j ACCEPT"])
-        deny = [*(f"-o {i} -j {EGRESS_MARK}" for i in ifaces), "-j DROP"]
-        rules += _chain_rules(EGRESS_DENY, deny)
+                *deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
+            ]
+        rules += _chain_rules(INPUT, specs)
+    if rs.egress.isolated or quarantine is not None or guard is not None:
+        specs = ["-o lo -j ACCEPT"]
+        if quarantine is not None:
+            specs.append(f"-j {QUARANTINE_OUT}")
+        # A conntrack entry carrying DENY_MARK (a denied flow, or a connection strict mode
+        # cut) gets no shortcut: each of its packets is judged again.
+        specs.append(established)
+        if guard is not None:
+            specs.append(f"-j {NODE_GUARD}")  # whatever the policies allow
+        if rs.egress.isolated:
+            s, matches = _peer_sets(ruleset.Direction.EGRESS, rs.egress, family)
+            sets += s
+            specs += [*link, *(f"{m} -j {EGRESS_ACCEPT}" for m in matches), f"-j {EGRESS_DENY}"]
+            rules += _chain_rules(EGRESS_ACCEPT, [f"-j CONNMARK --and-mark {_CLEAR}", "-j ACCEPT"])
+            rules += _chain_rules(
+                EGRESS_DENY, deny_rules(ruleset.Direction.EGRESS, "policy", ifaces, mode=rs.mode)
+            )
+        rules += _chain_rules(OUTPUT, specs)
         rules += _chain_rules(
             EGRESS_MARK,
             [f"-j MARK --or-mark {_MARK}", f"-j CONNMARK --or-mark {_MARK}", "-j ACCEPT"],
         )
+    if quarantine is not None:
+        s, allowed = _addr_set("qa", family, quarantine.allow_from)
+        sets += s
+        rules += _chain_rules(
+            QUARANTINE_IN,
+            [
+                *(f"-m set --match-set {name} src -j ACCEPT" for name in allowed),
+                *link,
+                *deny_rules(ruleset.Direction.INGRESS, "quarantine", ifaces),
+            ],
+        )
+        rules += _chain_rules(
+            QUARANTINE_OUT,
+            [
+                *(
+                    f"-m conntrack --ctdir REPLY -m set --match-set {name} dst -j ACCEPT"
+                    for name in allowed
+                ),
+                *link,
+                *deny_rules(ruleset.Direction.EGRESS, "quarantine", ifaces),
+            ],
+        )
+    if guard is not None:
+        s, rules_guard = _node_guard(guard, family)
+        sets += s
+        rules += _chain_rules(NODE_GUARD, rules_guard)
+        rules += _chain_rules(
+            NODE_GUARD_DENY, deny_rules(ruleset.Direction.EGRESS, "node-guard", ifaces)
+        )
     return sets, rules
+
+
+def _addr_set(
+    kind: str, family: int, ranges: Sequence[ruleset.AddrRange]
+) -> tuple[list[str], list[str]]:
+    """A `hash:net` set of the ranges of `family` (none when empty): (ipset lines, [name])."""
+    elements = [c for r in ranges if r.family == family for c in cidrs(r)]
+    if not elements:
+        return [], []
+    name = f"{PREFIX}{GEN}-{kind}{family}"
+    return _create(name, "hash:net", family, elements), [name]
+
+
+def _node_guard(guard: ruleset.NodeGuard, family: int) -> tuple[list[str], list[str]]:
+    """(ipset lines, PODSEG-NODE-GUARD rule specs): blocked addresses on any port, node
+    addresses on each guarded protocol/port range (a protocol without ports: all of it)."""
+    blocked_sets, blocked = _addr_set("gb", family, guard.blocked)
+    node_sets, nodes = _addr_set("gn", family, guard.node_addrs)
+    specs = [f"-m set --match-set {name} dst -j {NODE_GUARD_DENY}" for name in blocked]
+    for name in nodes:
+        for p in guard.ports:
+            proto = _PROTO.get(p.protocol, str(p.protocol))
+            ports = ""
+            if p.protocol in _PROTO and (p.ports.first, p.ports.last) != (0, 65535):
+                ports = f" -m {proto} --dport {p.ports.first}:{p.ports.last}"
+            specs.append(f"-p {proto}{ports} -m set --match-set {name} dst -j {NODE_GUARD_DENY}")
+    return blocked_sets + node_sets, specs
+
+
+def log_limit() -> str:
+    """`render_nft.LOG_RATE` as iptables `-m limit` options (the same kernel rate)."""
+    match = _RATE_RE.match(render_nft.LOG_RATE)
+    if match is None:
+        raise ValueError(f"unsupported LOG_RATE {render_nft.LOG_RATE!r}")
+    rate, unit, burst = match.groups()
+    return f"-m limit --limit {rate}/{unit} --limit-burst {burst}"
+
+
+def deny_rules(
+    direction: ruleset.Direction,
+    reason: str,
+    ifaces: Sequence[str],
+    *,
+    mode: ruleset.PolicyMode = ruleset.PolicyMode.ENFORCE,
+) -> list[str]:
+    """Rule specs of one deny (the iptables twin of `render_nft.deny_rules`): count (a rule
+    without target named by the counter name), NFLOG under the kernel rate limit, verdict.
+
+    Egress keeps the silent drop: a jump to PODSEG-EGRESS-MARK for each pod interface (the
+    netdev egress hook drops the marked packet), DROP only for any other interface.
+    Visibility mode logs and counts the same, then accepts without marking.
+    """
+    if reason not in render_nft.DROP_REASONS:
+        raise ValueError(f"unknown drop reason {reason!r}")
+    out = [
+        f'-m comment --comment "{render_nft.counter_name(direction, reason, mode)}"',
+        f"{log_limit()} -j NFLOG --nflog-group {render_nft.NFLOG_GROUP} "
+        f'--nflog-prefix "{render_nft.log_prefix(direction, reason, mode)}" '
+        f"--nflog-size {render_nft.LOG_SNAPLEN} "
+        f"--nflog-threshold {render_nft.LOG_QUEUE_THRESHOLD}",
+    ]
+    if mode is ruleset.PolicyMode.VISIBILITY:
+        return [*out, "-j ACCEPT"]
+    if direction is ruleset.Direction.EGRESS:
+        out += [f"-o {i} -j {EGRESS_MARK}" for i in ifaces]
+    return [*out, "-j DROP"]
+
+
+def parse_counters(save_counters: str) -> dict[str, int]:
+    """Packet totals per deny counter name from `iptables-save -c -t filter` output (rules of
+    the same name, e.g. of both families' saves concatenated, are summed)."""
+    out: dict[str, int] = {}
+    for line in save_counters.splitlines():
+        match = _COUNTER_RE.match(line)
+        if match and render_nft.parse_counter_name(match.group(2)) is not None:
+            out[match.group(2)] = out.get(match.group(2), 0) + int(match.group(1))
+    return out
 
 
 def _chain_rules(chain: str, specs: Iterable[str]) -> list[str]:

@@ -10,7 +10,8 @@ Requests (`op`): `scan` (list candidate namespaces with their interfaces and add
 `apply` (run an nft script in one namespace as one transaction), `observe` (read the owned
 table's fingerprint comment), `comment` (the whole owner comment, for the sweep of leftover
 tables), `forget` (drop cached contexts of namespaces that are gone), `counters` (packet counts
-of the named deny counters, for the drop metrics), `conntrack_list`, `conntrack_delete` and
+of the named deny counters, or with `backend: iptables` of the counting deny rules, for the drop
+metrics), `conntrack_list`, `conntrack_delete` and
 `conntrack_mark` (a namespace's conntrack entries, for quarantine and strict mode), `patch` (an
 incremental set-element transaction, refused unless the namespace's nftables generation is
 still the one of the agent's last commit), `generation` (that generation alone, ~0.2 ms).
@@ -226,12 +227,17 @@ class Worker:
         listing = self._listing(path, ino, "inet")
         return render_nft.parse_comment(listing) if listing is not None else None
 
-    def counters(self, targets: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    def counters(
+        self, targets: list[dict[str, Any]], backend_name: str = "nftables"
+    ) -> dict[str, dict[str, int]]:
         """Packet counts of podseg's named counters, per target key (drop totals, agent.flows).
 
         Targets whose namespace or table is gone are left out: the caller treats a missing or
-        smaller value as a reset.
+        smaller value as a reset. With the iptables backend the counts are the per-rule
+        packet counters of the counting deny rules (`ipt_exec.counters`).
         """
+        if backend_name == "iptables":
+            return self._ipt_counters(targets)
         out: dict[str, dict[str, int]] = {}
         for target in targets:
             try:
@@ -249,6 +255,17 @@ class Worker:
                 if isinstance(counter, dict) and isinstance(counter.get("name"), str):
                     values[counter["name"]] = int(counter.get("packets", 0))
             out[str(target["key"])] = values
+        return out
+
+    def _ipt_counters(self, targets: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for target in targets:
+            try:
+                values = self._inside(str(target["path"]), target.get("ino"), ipt_exec.counters)
+            except (NetnsGone, ipt_exec.IptError, OSError):
+                continue
+            if values:  # no deny rule (not enforced here): absent, as a missing nft table
+                out[str(target["key"])] = values
         return out
 
     def _inside(self, path: str, ino: int | None, fn: Callable[[], T]) -> T:
@@ -358,7 +375,11 @@ class Worker:
         if op == "forget":
             return {"forgotten": self.forget(request.get("inos"))}
         if op == "counters":  # drop totals for agent.flows
-            return {"counters": self.counters(list(request.get("targets") or []))}
+            return {
+                "counters": self.counters(
+                    list(request.get("targets") or []), str(request.get("backend") or "nftables")
+                )
+            }
         if op == "conntrack_list":
             return {"entries": self.conntrack_list(path, ino)}
         if op == "conntrack_delete":

@@ -4,8 +4,9 @@
   deny rule and namespace); they feed `podseg_dropped_flows_total` and the flow log, one JSON
   line per aggregated flow naming both ends (pod, namespace, workload, IP, or `external` with
   the address folded to a /24 or /64), protocol, port, verdict and the isolating policies.
-* Packet totals come from the named nft counters of each deny rule (exact, whatever the
-  rate), read through the dataplane worker every window: `podseg_dropped_packets_total`.
+* Packet totals come from the named nft counters of each deny rule (with `--backend
+  iptables`, the packet counters of its counting deny rules; exact, whatever the rate), read
+  through the dataplane worker every window: `podseg_dropped_packets_total`.
 * Series are labelled by the local pod's namespace and workload, never its name or IP; those of
   workloads with no pod left on the node are removed; past `--max-drop-series` label sets, new
   ones are booked under `_other` and counted in `podseg_dropped_series_folded_total`.
@@ -288,7 +289,7 @@ class Collector:
         if not self.watched:
             return
         targets = {key: w.target for key, w in self.watched.items()}
-        counts = await self.dataplane.counters(targets)
+        counts = await self.dataplane.counters(targets, self.settings.backend)
         for key, values in counts.items():
             watched = self.watched.get(key)
             if watched is None:

@@ -168,6 +168,7 @@ def _relabelled_pods(
             ):
                 dependent.append(policy)
                 break
+    # A pod's own namespace labels choose its mode and node-guard exemption: its pods too.
     return {
         key
         for key, pod in local.items()

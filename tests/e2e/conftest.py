@@ -83,6 +83,17 @@ class Model:
 BACKENDS = ("nftables", "iptables")
 
 
+def backend_args(request: pytest.FixtureRequest) -> list[str]:
+    """`--backend <param>` for a module fixture parametrized over BACKENDS; skips the
+    iptables run when its tools are missing."""
+    backend = str(request.param)
+    if backend == "iptables" and not all(
+        shutil.which(t) for t in ("iptables-restore", "ip6tables-restore", "ipset")
+    ):
+        pytest.skip("needs iptables-restore, ip6tables-restore and ipset (scripts/setup.sh)")
+    return ["--backend", backend]
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def model_cluster(request: pytest.FixtureRequest) -> Iterator[Model]:
     """The model cluster, once per dataplane backend: every conformance case runs on both."""

@@ -75,3 +75,11 @@ def test_footprint_quick() -> None:
 def test_pure_benchmarks_quick(name: str) -> None:
     result = run(name)
     assert result["sizes"]["100"]["ratio"] == 1.0
+
+
+def test_containment_backends_quick() -> None:
+    result = run("containment_backends")
+    for measure in ("apply_ms", "counters_ms"):
+        for name in ("nftables", "iptables"):
+            assert result[measure][name]["n"] > 0 and result[measure][name]["median"] > 0
+        assert result[measure]["ratio_iptables_to_nftables"] > 0

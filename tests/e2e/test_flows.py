@@ -16,6 +16,7 @@ import pytest
 from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import probe
 from tests import conftest
+from tests.e2e import conftest as e2e
 from tests.e2e import prom
 
 NS = "fl"
@@ -82,8 +83,9 @@ def _get(entry: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
+@pytest.fixture(scope="module", params=e2e.BACKENDS)
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    """The drop-capture cluster, once per dataplane backend."""
     if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
         pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     if not prom.available():
@@ -117,7 +119,8 @@ def env() -> Iterator[Env]:
                 },
             )
         agent = cluster.start_agent(
-            "node-1", ["--flow-window", "0.5", "--flow-log-file", str(flow_log)]
+            "node-1",
+            ["--flow-window", "0.5", "--flow-log-file", str(flow_log), *e2e.backend_args(request)],
         )
         server = prom.Prometheus([f"127.0.0.1:{agent.metrics_port}"])
         try:

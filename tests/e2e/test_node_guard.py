@@ -12,6 +12,7 @@ import pytest
 from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import podclient, probe
 from tests import conftest
+from tests.e2e import conftest as e2e
 
 METADATA = "169.254.169.254"
 GUARDED = (22, 445, 10250, 30080)  # SSH, SMB, kubelet, a NodePort
@@ -40,8 +41,9 @@ class Env:
         return str(results[0]["verdict"])
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
+@pytest.fixture(scope="module", params=e2e.BACKENDS)
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    """The node-guard cluster, once per dataplane backend."""
     if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
         pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1", "node-2")) as cluster:
@@ -62,7 +64,7 @@ def env() -> Iterator[Env]:
                 "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
             }
         )
-        cluster.start_agent("node-1")
+        cluster.start_agent("node-1", e2e.backend_args(request))
         yield e
 
 

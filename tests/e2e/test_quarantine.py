@@ -12,6 +12,7 @@ import pytest
 from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import probe
 from tests import conftest
+from tests.e2e import conftest as e2e
 from tests.e2e import test_agent
 
 ECHO = 7000
@@ -51,8 +52,9 @@ class Env:
         return [e for e in items if e.reason == reason]
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
+@pytest.fixture(scope="module", params=e2e.BACKENDS)
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    """The quarantine cluster, once per dataplane backend."""
     if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
         pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
@@ -73,7 +75,7 @@ def env() -> Iterator[Env]:
                 },
             }
         )
-        cluster.start_agent("node-1")
+        cluster.start_agent("node-1", e2e.backend_args(request))
         yield Env(cluster)
 
 

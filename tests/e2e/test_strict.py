@@ -10,6 +10,7 @@ import pytest
 from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import probe
 from tests import conftest
+from tests.e2e import conftest as e2e
 from tests.e2e import test_agent
 
 ECHO = 7000
@@ -46,15 +47,20 @@ def allow_egress(cluster: sandbox_cluster.SandboxCluster, destination: str) -> N
     )
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[sandbox_cluster.SandboxCluster]:
+BACKEND_ARGS: list[str] = []  # the running module cluster's `--backend` arguments
+
+
+@pytest.fixture(scope="module", params=e2e.BACKENDS)
+def cluster(request: pytest.FixtureRequest) -> Iterator[sandbox_cluster.SandboxCluster]:
+    """The strict-mode cluster, once per dataplane backend."""
     if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
         pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as c:
         c.ensure_namespace("s", {"ns": "s"})
         for name in ("server", "client", "other"):
             c.add_pod("s", name, {"pod": name}, echo_ports=(ECHO,))
-        c.start_agent("node-1")
+        BACKEND_ARGS[:] = e2e.backend_args(request)
+        c.start_agent("node-1", BACKEND_ARGS)
         yield c
 
 
@@ -152,7 +158,7 @@ def test_without_strict_the_established_connection_lives_on(
     clean: sandbox_cluster.SandboxCluster,
 ) -> None:
     clean.agents.pop("node-1").stop()
-    clean.start_agent("node-1", ["--no-strict"])
+    clean.start_agent("node-1", ["--no-strict", *BACKEND_ARGS])
     try:
         connection = held(clean)
         allow_ingress(clean, "other")
@@ -168,4 +174,4 @@ def test_without_strict_the_established_connection_lives_on(
         connection.release()
     finally:
         clean.agents.pop("node-1").stop()
-        clean.start_agent("node-1")
+        clean.start_agent("node-1", BACKEND_ARGS)

@@ -257,3 +257,16 @@ def test_affected_is_a_superset_of_what_really_changed() -> None:
 def test_namespace_change_or_relist_means_everything() -> None:
     assert affected.affected({}, [], {}, affected.Changes({}, {}, namespaces_changed=True)) is None
     assert affected.affected({}, [], {}, affected.Changes({}, {}, relisted=True)) is None
+
+
+def test_namespace_relabel_recompiles_that_namespaces_own_pods() -> None:
+    """Its labels set the pods' mode (`podseg.io/mode`) and node-guard exemption
+    (`podseg.io/node-guard=off`), with no policy selecting namespaces by label."""
+    pods = {
+        f"{ns}/p": model.Pod(namespace=ns, name="p", labels={}, node_name="node-1")
+        for ns in ("infra", "other")
+    }
+    old = model.Namespace("infra", {"podseg.io/node-guard": "off"})
+    new = model.Namespace("infra", {})
+    changes = affected.Changes({}, {}, namespaces_changed=True, namespaces={"infra": (old, new)})
+    assert affected.affected(pods, [], {"infra": new}, changes) == {"infra/p"}

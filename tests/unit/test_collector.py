@@ -22,7 +22,10 @@ class CountingWorker(backend.WorkerClient):
         super().__init__()
         self.values: dict[str, dict[str, int]] = {}
 
-    async def counters(self, targets: dict[str, netns.Target]) -> dict[str, dict[str, int]]:
+    async def counters(
+        self, targets: dict[str, netns.Target], backend_name: str = "nftables"
+    ) -> dict[str, dict[str, int]]:
+        self.backend_name = backend_name
         return {k: dict(v) for k, v in self.values.items() if k in targets}
 
 

@@ -106,11 +106,15 @@ def test_ingress_and_egress_guards_and_silent_egress_drop() -> None:
         "0x0/0x100000 -j ACCEPT",
         "-A PODSEG-INPUT -p ipv6-icmp -j PODSEG-IPV6-LINK",
         "-A PODSEG-INPUT -m set --match-set PODSEG-@GEN@-i6a src -j ACCEPT",
+        '-A PODSEG-INPUT -m comment --comment "deny.ingress.policy.enforce"',
+        "-A PODSEG-INPUT -m limit --limit 100/second --limit-burst 50 -j NFLOG --nflog-group "
+        '2100 --nflog-prefix "podseg ingress policy enforce" --nflog-size 128 '
+        "--nflog-threshold 16",
         "-A PODSEG-INPUT -j DROP",
     ]
     # Egress denial marks (packet + conntrack) and accepts; the netdev hook drops it later.
     assert rules(out.v4, "PODSEG-OUTPUT")[-1] == "-A PODSEG-OUTPUT -j PODSEG-EGRESS-DENY"
-    assert rules(out.v4, "PODSEG-EGRESS-DENY") == [
+    assert rules(out.v4, "PODSEG-EGRESS-DENY")[2:] == [
         "-A PODSEG-EGRESS-DENY -o eth0 -j PODSEG-EGRESS-MARK",
         "-A PODSEG-EGRESS-DENY -j DROP",
     ]
@@ -122,7 +126,7 @@ def test_ingress_and_egress_guards_and_silent_egress_drop() -> None:
     assert 'hook egress device "eth0"' in out.netdev and "table inet" not in out.netdev
     # Without an interface nothing could drop a marked packet: fail closed with DROP.
     bare = render_ipt.render(rs, [])
-    assert rules(bare.v4, "PODSEG-EGRESS-DENY") == ["-A PODSEG-EGRESS-DENY -j DROP"]
+    assert rules(bare.v4, "PODSEG-EGRESS-DENY")[2:] == ["-A PODSEG-EGRESS-DENY -j DROP"]
     assert bare.netdev == ""
 
 
