@@ -387,12 +387,8 @@ class Reconciler:
                 allow_from=allow,
                 latency_ms=round(latency * 1000, 3) if latency is not None else None,
             )
-            self.recorder.warn(
-                kind="Pod",
-                api_version="v1",
-                namespace=pod.namespace,
-                name=pod.name,
-                resource_version=pod.resource_version,
+            self.recorder.on_pod(
+                pod,
                 reason="Quarantined",
                 message=f"podseg quarantined this pod at {since}: all traffic in and out is "
                 f"dropped and its connections were cut"
@@ -408,12 +404,8 @@ class Reconciler:
                 since=_iso(state.quarantined_since),
                 quarantined_seconds=round(held, 3),
             )
-            self.recorder.warn(
-                kind="Pod",
-                api_version="v1",
-                namespace=pod.namespace,
-                name=pod.name,
-                resource_version=pod.resource_version,
+            self.recorder.on_pod(
+                pod,
                 reason="QuarantineLifted",
                 message=f"podseg lifted this pod's quarantine (in place since "
                 f"{_iso(state.quarantined_since)}); normal enforcement restored",
@@ -483,12 +475,8 @@ class Reconciler:
             errors=list(errors),
             effect="quarantine applies; invalid entries are ignored",
         )
-        self.recorder.warn(
-            kind="Pod",
-            api_version="v1",
-            namespace=pod.namespace,
-            name=pod.name,
-            resource_version=pod.resource_version,
+        self.recorder.on_pod(
+            pod,
             reason="InvalidQuarantineAnnotation",
             message="podseg quarantine applies; ignored invalid entries: " + "; ".join(errors),
         )
@@ -554,12 +542,8 @@ class Reconciler:
         metrics.RULESET_DRIFT.inc()
         what = "removed" if current is None else "edited"
         bound.warning("ruleset_drift", expected=state.fingerprint, found=current, change=what)
-        self.recorder.warn(
-            kind="Pod",
-            api_version="v1",
-            namespace=pod.namespace,
-            name=pod.name,
-            resource_version=pod.resource_version,
+        self.recorder.on_pod(
+            pod,
             reason="RulesetDrift",
             message=f"podseg rules in this pod's network namespace were {what} outside podseg "
             f"(found fingerprint {current or 'none'}, expected {state.fingerprint}); restored",

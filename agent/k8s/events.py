@@ -15,7 +15,7 @@ from typing import Any
 import kubernetes.client
 import structlog
 
-from agent import metrics
+from agent import metrics, model
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +26,21 @@ class Recorder:
         self._node = node_name
         self._sent: set[tuple[str, str, str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_pod(
+        self, pod: model.Pod, *, reason: str, message: str, event_type: str = "Warning"
+    ) -> None:
+        """An Event about a pod (see `warn`)."""
+        self.warn(
+            kind="Pod",
+            api_version="v1",
+            namespace=pod.namespace,
+            name=pod.name,
+            resource_version=pod.resource_version,
+            reason=reason,
+            message=message,
+            event_type=event_type,
+        )
 
     def warn(
         self,
