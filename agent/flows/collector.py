@@ -43,6 +43,9 @@ def workload_label(pod: model.Pod) -> str:
     return pod.workload or BARE_POD_WORKLOAD
 
 
+COUNTER_BATCH = 8  # pods per counters request to the dataplane worker
+
+
 @dataclasses.dataclass
 class Watched:
     pod: model.Pod
@@ -288,8 +291,13 @@ class Collector:
     async def read_counters(self) -> None:
         if not self.watched:
             return
-        targets = {key: w.target for key, w in self.watched.items()}
-        counts = await self.dataplane.counters(targets, self.settings.backend)
+        targets = list((key, w.target) for key, w in self.watched.items())
+        counts: dict[str, dict[str, int]] = {}
+        # A few pods per request: the worker also commits rulesets, and an apply waiting
+        # behind one read of every pod's counters would wait for all of them.
+        for start in range(0, len(targets), COUNTER_BATCH):
+            batch = dict(targets[start : start + COUNTER_BATCH])
+            counts.update(await self.dataplane.counters(batch, self.settings.backend))
         for key, values in counts.items():
             watched = self.watched.get(key)
             if watched is None:

@@ -21,11 +21,13 @@ class CountingWorker(backend.WorkerClient):
     def __init__(self) -> None:
         super().__init__()
         self.values: dict[str, dict[str, int]] = {}
+        self.requests: list[int] = []  # how many pods each `counters` request asked for
 
     async def counters(
         self, targets: dict[str, netns.Target], backend_name: str = "nftables"
     ) -> dict[str, dict[str, int]]:
         self.backend_name = backend_name
+        self.requests.append(len(targets))
         return {k: dict(v) for k, v in self.values.items() if k in targets}
 
 
@@ -134,3 +136,24 @@ def test_flow_lines_name_both_ends(tmp_path: pathlib.Path) -> None:
     }
     assert sample("podseg_dropped_flows_total", **labels) == 2
     assert sample("podseg_nflog_messages_total", result="truncated") >= 1
+
+
+def test_counters_are_read_a_few_pods_per_request(tmp_path: pathlib.Path) -> None:
+    """A ruleset apply waiting for the worker never waits behind every pod's counter read."""
+    c, worker = make(tmp_path)
+    pods = [pod("cb", f"p{i:02d}", "batch") for i in range(collector.COUNTER_BATCH * 2 + 3)]
+    for p in pods:
+        c.watch(p, TARGET, RS, applied=True)
+        worker.values[p.key] = {ENFORCE: 0}
+    asyncio.run(c.read_counters())
+    for p in pods:
+        worker.values[p.key] = {ENFORCE: 2}
+    asyncio.run(c.read_counters())
+    assert worker.requests == [collector.COUNTER_BATCH, collector.COUNTER_BATCH, 3] * 2
+    labels = {
+        "namespace": "cb",
+        "workload": "batch",
+        "direction": "ingress",
+        "policy_mode": "enforce",
+    }
+    assert sample("podseg_dropped_packets_total", **labels) == 2 * len(pods)
