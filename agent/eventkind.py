@@ -4,7 +4,9 @@ Why: one histogram per resource ("pods") mixes a label change with a new pod IP,
 benchmarks (scripts/bench/) and users care about each separately. The kinds are a small fixed
 set, so the label stays bounded: pod_added, pod_deleted, pod_ip (a pod's addresses changed,
 e.g. a new pod got its IP), pod_labels, pod_other, namespace_labels, namespace, policy, node,
-relist, and mixed for a batch holding several kinds. Pure.
+relist, and mixed for a batch holding several kinds. A batch of Service or EndpointSlice
+changes alone classifies as "" and the reconciler names it by its resource (`services`,
+`endpointslices`). Pure.
 """
 
 from __future__ import annotations
