@@ -69,6 +69,11 @@ LOCK_PATH = pathlib.Path(tempfile.gettempdir()) / "podseg-sandbox.lock"
 LOCK_TIMEOUT = 900.0
 
 
+def bridge_mac(node_index: int) -> str:
+    """The fixed, locally administered MAC address of node `node_index`'s bridge."""
+    return f"02:70:73:67:00:{node_index & 0xFF:02x}"
+
+
 class _MachineLock:
     """One sandbox at a time on this machine, across processes.
 
@@ -311,7 +316,10 @@ class Sandbox:
                 "setup",
                 [
                     "link set lo up",
-                    f"link add {BRIDGE} type bridge stp_state 0 forward_delay 0 mcast_snooping 0",
+                    # A fixed address: a bridge without one takes its lowest port's, so removing
+                    # a pod could change the gateway's MAC under the other pods' ARP caches.
+                    f"link add {BRIDGE} address {bridge_mac(plan.index)} type bridge "
+                    "stp_state 0 forward_delay 0 mcast_snooping 0",
                     f"addr add {plan.bridge_v4} dev {BRIDGE}",
                     f"addr add {plan.bridge_v6} dev {BRIDGE} nodad",
                     f"link set {BRIDGE} up",

@@ -175,6 +175,34 @@ def test_remove_pod_removes_its_namespace(
     assert f" {extra_pod.host_interface}@" not in links
 
 
+def _bridge_mac(netns: str) -> str:
+    out = subprocess.run(
+        ["ip", "-n", netns, "-o", "link", "show", topology.BRIDGE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    match = re.search(r"link/ether ([0-9a-f:]{17})", out)
+    assert match, out
+    return match.group(1)
+
+
+def test_bridge_mac_stays_put_as_pods_come_and_go(sandbox: topology.Sandbox) -> None:
+    """A bridge takes its lowest port's MAC unless set: removing a pod would then change the
+    gateway's MAC under the other pods' ARP caches and cut them off for tens of seconds."""
+    node = sandbox.node("node-1")
+    before = _bridge_mac(node.netns)
+    assert before == topology.bridge_mac(node.index)
+    extra = [sandbox.add_pod(node, "macs", f"m{i}") for i in range(4)]
+    assert _bridge_mac(node.netns) == before
+    for pod in extra:
+        sandbox.remove_pod(pod)
+    assert _bridge_mac(node.netns) == before
+    a, b = sandbox.pods[0], sandbox.pods[1]
+    assert probe.probe(a, b.ipv4, 80, "tcp") == probe.OK
+
+
 def test_pod_names_are_shortened_and_unique() -> None:
     with topology.Sandbox() as box:
         node = box.add_node("ns-x")
