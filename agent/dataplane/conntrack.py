@@ -173,15 +173,7 @@ class Conntrack:
         family = socket.AF_INET if entry["family"] == 4 else socket.AF_INET6
         payload = _nla(CTA_TUPLE_ORIG | NLA_F_NESTED, bytes.fromhex(str(entry["key"])))
         payload += _nla(CTA_MARK, struct.pack("!I", (int(entry.get("mark") or 0) | mark)))
-        seq = self._send(IPCTNL_MSG_CT_NEW, NLM_F_REQUEST | NLM_F_ACK, family, payload)
-        try:
-            for _ in self._messages(seq):
-                pass
-        except ConntrackError as exc:
-            if exc.errno == errno.ENOENT:
-                return False
-            raise
-        return True
+        return self._acknowledged(IPCTNL_MSG_CT_NEW, family, payload)
 
     def delete(self, entry: dict[str, Any]) -> bool:
         """Delete one entry from `dump`; False when it is already gone."""
@@ -189,7 +181,11 @@ class Conntrack:
         payload = _nla(CTA_TUPLE_ORIG | NLA_F_NESTED, bytes.fromhex(str(entry["key"])))
         if entry.get("ct_id") is not None:
             payload += _nla(CTA_ID, struct.pack("!I", int(entry["ct_id"])))
-        seq = self._send(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, family, payload)
+        return self._acknowledged(IPCTNL_MSG_CT_DELETE, family, payload)
+
+    def _acknowledged(self, msg_type: int, family: int, payload: bytes) -> bool:
+        """Send one request and wait for its ack; False when the entry is already gone."""
+        seq = self._send(msg_type, NLM_F_REQUEST | NLM_F_ACK, family, payload)
         try:
             for _ in self._messages(seq):
                 pass
