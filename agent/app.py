@@ -71,6 +71,7 @@ async def run(settings: config.Settings) -> int:
         raise StartupError(
             f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
         ) from exc
+    await dataplane.start()
     deliver = watch.threadsafe_delivery(loop, queue)
     reflectors = [
         watch.Reflector(name, fn, deliver, watch_timeout=settings.watch_timeout)

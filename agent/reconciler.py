@@ -18,7 +18,7 @@ import time
 
 import structlog
 
-from agent import config, eventkind, metrics, model, store, sweep
+from agent import config, eventkind, heap, metrics, model, store, sweep
 from agent.dataplane import backend, backends, netns, render_nft
 from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
@@ -57,14 +57,47 @@ class PodState:
 
 
 @dataclasses.dataclass
+class _Plan:
+    """One pod's work in a pass: its compiled ruleset, then what the kernel steps found.
+
+    A pass compiles every affected pod first (pure), then reads back, patches and replaces
+    in a few batched worker requests (`WorkerClient.batch`), then finishes each pod."""
+
+    pod: model.Pod
+    state: PodState
+    target: netns.Target
+    rs: ruleset.PodRuleset
+    rendered: backends.Program
+    bound: structlog.typing.FilteringBoundLogger
+    verify: bool  # read the namespace back (resync), unless its generation proves no change
+    previous: ruleset.PodRuleset | None  # what this agent committed before (strict mode)
+    event: str = "ruleset_applied"
+    script: str | None = None  # the incremental patch, when one applies
+    mode: str = ""  # how it was committed ("patch" or "replace"); "" not (yet) committed
+    committed_at: float = 0.0  # monotonic time the commit's reply arrived
+    apply_seconds: float = 0.0  # the worker's own time for the commit
+    failed: bool = False
+
+    @property
+    def done(self) -> bool:
+        return bool(self.mode)
+
+    def committed(self, mode: str, at: float, seconds: float) -> None:
+        self.mode, self.committed_at, self.apply_seconds = mode, at, seconds
+
+
+@dataclasses.dataclass
 class _Cut:
     """Connections of one pod to cut once the pass has committed every affected pod."""
 
     pod: model.Pod
     target: netns.Target
-    ruleset: ruleset.PodRuleset
+    rs: ruleset.PodRuleset
     reason: str  # "quarantine" (delete the entries) or "strict" (mark them denied)
     bound: structlog.typing.FilteringBoundLogger
+    # strict: the ruleset before the change; the cut happens only if the change removed an
+    # allow (checked after the pass, off the path to enforcement)
+    previous: ruleset.PodRuleset | None = None
 
 
 class Reconciler:
@@ -94,14 +127,26 @@ class Reconciler:
         # rebuild it whole); updated, not rebuilt, when only a few pods changed.
         self._peer_index: policy_compile.ClusterIndex | None = None
         self._peers_dirty: set[str] | None = None
+        self._local: dict[str, model.Pod] | None = None  # see local_pods
         self.backend = backends.get(settings.backend)
 
     # -- which pods -----------------------------------------------------------------------
     def is_local(self, pod: model.Pod) -> bool:
         return pod.node_name == self.settings.node_name and not pod.host_network
 
-    def local_pods(self) -> dict[str, model.Pod]:
-        return {key: pod for key, pod in self.store.pods.items() if self.is_local(pod)}
+    def local_pods(self, change: store.Change | None = None) -> dict[str, model.Pod]:
+        """This node's pods; with `change`, updated from the last call's answer for only the
+        pods that changed (scanning 10,000 cluster pods costs ~4 ms per pass)."""
+        if change is None or change.relisted or self._local is None:
+            self._local = {key: pod for key, pod in self.store.pods.items() if self.is_local(pod)}
+        else:
+            for key in change.pods:
+                pod = self.store.pods.get(key)
+                if pod is not None and self.is_local(pod):
+                    self._local[key] = pod
+                else:
+                    self._local.pop(key, None)
+        return dict(self._local)
 
     # -- main loop ------------------------------------------------------------------------
     async def run(self, queue: asyncio.Queue[watch.WatchEvent | watch.Relist]) -> None:
@@ -115,18 +160,24 @@ class Reconciler:
             while not queue.empty():
                 batch.append(queue.get_nowait())
             change = store.Change()
-            for item in batch:
-                self.store.apply(item, change)
-            if not self.store.in_sync:
-                continue
-            verify = time.monotonic() >= next_resync
-            if verify:
-                next_resync = time.monotonic() + self.settings.resync_period
-            since = min((item.received for item in batch), default=None)
-            kind = batch[0].resource if batch else ("resync" if verify else "retry")
-            if batch:
-                kind = eventkind.classify(change, self.store.pods, self.store.namespaces) or kind
-            await self.reconcile(change, since=since, kind=kind, verify=verify)
+            # A LIST (start, relist) loads the long-lived mirror, and the pass after it builds
+            # the long-lived indexes: both without collections, then frozen (agent.heap).
+            relists = any(isinstance(item, watch.Relist) for item in batch)
+            with heap.bulk_load() if relists else contextlib.nullcontext():
+                for item in batch:
+                    self.store.apply(item, change)
+                if not self.store.in_sync:
+                    continue
+                verify = time.monotonic() >= next_resync
+                if verify:
+                    next_resync = time.monotonic() + self.settings.resync_period
+                since = min((item.received for item in batch), default=None)
+                kind = batch[0].resource if batch else ("resync" if verify else "retry")
+                if batch:
+                    kind = (
+                        eventkind.classify(change, self.store.pods, self.store.namespaces) or kind
+                    )
+                await self.reconcile(change, since=since, kind=kind, verify=verify)
 
     async def reconcile(
         self,
@@ -151,7 +202,7 @@ class Reconciler:
             self._peers_dirty = None
         else:
             self._peers_dirty.update(change.pods)
-        local = self.local_pods()
+        local = self.local_pods(change)
         if self._initial is None:
             self._initial = {key for key, pod in local.items() if pod.ips}
         for key in set(self.pods) - set(local):
@@ -160,8 +211,7 @@ class Reconciler:
         peers: policy_compile.ClusterIndex | None = None  # built once, only if a pod compiles
         targets = self._affected(local, change)
         now = time.monotonic()
-        committed: collections.Counter[str] = collections.Counter()
-        last_commit: float | None = None
+        plans: list[_Plan] = []
         for key in sorted(local):
             pod = local[key]
             state = self.pods.setdefault(key, PodState(key))
@@ -190,28 +240,26 @@ class Reconciler:
                     state.target, state.target_ips, state.fingerprint = target, pod.ips, None
                 if peers is None:
                     peers = self._peers()
-                mode = await self._program(
-                    pod, state, peers, since, kind, bound, verify, self._service_index()
-                )
-                if mode:
-                    committed[mode] += 1
-                    last_commit = time.monotonic()
-            except backend.NetnsGone as exc:
-                metrics.APPLY_ERRORS.labels("netns_gone").inc()
-                state.target, state.fingerprint = None, None
-                if self.flows is not None:
-                    self.flows.unwatch(key)
-                self._failed(state, "unprotected", str(exc), bound)
-            except backend.WorkerTimeout as exc:
-                metrics.APPLY_ERRORS.labels("timeout").inc()
-                self._failed(state, "failed", str(exc), bound)
-            except backend.ApplyFailed as exc:
-                metrics.APPLY_ERRORS.labels("nft").inc()
-                self._failed(state, "failed", str(exc), bound)
+                plans.append(self._plan(pod, state, peers, bound, verify))
             except Exception as exc:  # one pod's surprise must not stop the others
-                metrics.APPLY_ERRORS.labels("internal").inc()
-                bound.exception("reconcile_pod_crashed")
-                self._failed(state, "failed", f"{type(exc).__name__}: {exc}", bound)
+                self._pod_failed(state, bound, exc)
+        # The kernel work of every pod of the pass goes in a few batched worker requests.
+        for step in (self._skip_unchanged, self._examine_plans, self._commit_plans):
+            try:
+                await step([p for p in plans if not p.failed])
+            except Exception as exc:  # the whole batch (worker timeout): every pod still in it
+                for plan in plans:
+                    if not plan.failed and not plan.done:
+                        self._plan_failed(plan, exc)
+        committed: collections.Counter[str] = collections.Counter()
+        last_commit: float | None = None
+        for plan in plans:
+            if plan.failed:
+                continue
+            self._finish(plan, since, kind)
+            if plan.mode:
+                committed[plan.mode] += 1
+                last_commit = max(last_commit or 0.0, plan.committed_at)
         if committed and since is not None and last_commit is not None:
             # From the first event of the batch being received to the last affected pod's
             # rules being committed: what scripts/bench/time_to_enforce.py measures.
@@ -231,18 +279,15 @@ class Reconciler:
             self._swept = True
             await self._sweep()
 
-    async def _program(
+    def _plan(
         self,
         pod: model.Pod,
         state: PodState,
         peers: policy_compile.ClusterIndex,
-        since: float | None,
-        kind: str,
         bound: structlog.typing.FilteringBoundLogger,
-        verify: bool = False,
-        service_index: policy_services.ServiceIndex | None = None,
-    ) -> str:
-        """Bring one pod's tables to its current ruleset; the commit mode, or "" if none."""
+        verify: bool,
+    ) -> _Plan:
+        """Compile and render one pod's ruleset (pure); the kernel work comes later."""
         assert state.target is not None
         node = self.store.nodes.get(self.settings.node_name)
         compiled = policy_compile.compile_indexed(
@@ -250,7 +295,7 @@ class Reconciler:
             self.store.policies_for(pod),
             peers,
             node.addresses if node is not None else (),
-            service_index,
+            self._service_index(),
         )
         contained = containment.contain(
             compiled,
@@ -260,64 +305,151 @@ class Reconciler:
             self.settings.node_guard_ports,
         )
         self._report_containment_errors(pod, state, contained.errors, bound)
-        rs = contained.ruleset
         self._check_mode_label(pod)
+        rs = contained.ruleset
         rendered = self.backend.render(rs, state.target.interfaces)
-        applied = False
-        previous = state.ruleset
-        event = "ruleset_applied"
+        return _Plan(pod, state, state.target, rs, rendered, bound, verify, state.ruleset)
+
+    async def _skip_unchanged(self, plans: list[_Plan]) -> None:
+        """Resync: a namespace whose nftables generation is still the one of our own last
+        commit holds exactly what we committed, so it needs no listing."""
+        checks = [
+            p
+            for p in plans
+            if p.verify
+            and p.state.fingerprint is not None
+            and p.state.generation is not None
+            and not p.state.adopted
+        ]
+        if not checks:
+            return
+        replies = await self.dataplane.batch(
+            [{"op": "generation", "path": p.target.path, "ino": p.target.ino} for p in checks]
+        )
+        for plan, reply in zip(checks, replies, strict=True):
+            if isinstance(reply, backend.DataplaneError):
+                self._plan_failed(plan, reply)
+            elif backend.as_int(reply.get("generation")) == plan.state.generation:
+                plan.verify = False  # nothing was committed there since our own commit
+
+    async def _examine_plans(self, plans: list[_Plan]) -> None:
+        """First contact (adopt what an earlier agent left) and resync (drift) read-backs."""
+        reads = [p for p in plans if p.state.fingerprint is None or p.verify]
+        if not reads:
+            return
+        replies = await self.dataplane.batch(
+            [self.backend.examine_request(p.target) for p in reads]
+        )
+        for plan, reply in zip(reads, replies, strict=True):
+            if isinstance(reply, backend.DataplaneError):
+                self._plan_failed(plan, reply)
+                continue
+            self._examined(plan, *backend.examined(reply))
+
+    def _examined(
+        self, plan: _Plan, current: str | None, digest: str | None, generation: int | None
+    ) -> None:
+        state, rendered, rs, bound = plan.state, plan.rendered, plan.rs, plan.bound
+        if state.fingerprint is None:
+            # First contact: an earlier agent may have left exactly this ruleset; adopt it.
+            if current == rendered.fingerprint:
+                bound.info("ruleset_adopted", fingerprint=current)
+                state.fingerprint, state.digest, state.adopted = current, digest, True
+                state.ruleset = rs
+                state.generation, state.rendered = generation, rendered
+                if rs.quarantine is not None and state.quarantined_since is None:
+                    self._contain(plan.pod, state, rs, rs, None, bound)
+            elif current is not None and plan.previous is None:
+                # An older podseg ruleset is in place (e.g. changed while the agent was
+                # down): treat it as one that allowed everything, so strict mode checks.
+                plan.previous = ruleset.PodRuleset(rs.namespace, rs.pod)
+        elif current != state.fingerprint or (state.digest is not None and digest != state.digest):
+            # Resync: the kernel no longer holds exactly what we committed.
+            self._drift(plan.pod, state, current, bound)
+        elif state.digest is None:
+            # Our last commit was incremental (no read-back) and something was committed in
+            # the namespace since: the fingerprint still matches but we cannot vouch for the
+            # rest, so rewrite it (atomically, no gap).
+            state.fingerprint, plan.event = None, "ruleset_reverified"
+        elif state.adopted:
+            # An adopted table was vouched for by its comment alone; rewrite it once
+            # (atomically, no gap) so that from now on its digest is ours to compare.
+            state.fingerprint, state.adopted, plan.event = None, False, "ruleset_reverified"
+
+    async def _commit_plans(self, plans: list[_Plan]) -> None:
+        """Commit every plan whose ruleset is not in place: incrementally when only set
+        elements changed since our last commit and nobody else committed in the namespace
+        since, else by replacing the tables; a refused patch is replaced in the same pass."""
+        pending = [p for p in plans if p.state.fingerprint != p.rendered.fingerprint]
+        for plan in pending:
+            plan.script = self._patch_script(plan.state, plan.rendered)
+        patches = [p for p in pending if p.script]
+        replaces = [p for p in pending if not p.script]
+        if patches:
+            replies = await self.dataplane.batch(
+                [
+                    {
+                        "op": "patch",
+                        "path": p.target.path,
+                        "ino": p.target.ino,
+                        "script": p.script,
+                        "generation": p.state.generation or 0,
+                    }
+                    for p in patches
+                ]
+            )
+            arrived = time.monotonic()
+            for plan, reply in zip(patches, replies, strict=True):
+                if isinstance(reply, backend.ApplyFailed):  # atomic: nothing changed
+                    plan.bound.warning("incremental_update_failed", error=str(reply))
+                elif isinstance(reply, backend.DataplaneError):
+                    self._plan_failed(plan, reply)
+                    continue
+                elif reply.get("applied") and reply.get("sole"):
+                    plan.state.generation = backend.as_int(reply.get("generation"))
+                    plan.state.digest = None
+                    plan.committed("patch", arrived, float(reply.get("seconds") or 0.0))
+                    continue
+                metrics.RULESET_UPDATES.labels("patch_refused").inc()
+                replaces.append(plan)
+        if replaces:
+            replies = await self.dataplane.batch(
+                [self.backend.commit_request(p.target, p.rendered) for p in replaces]
+            )
+            arrived = time.monotonic()
+            for plan, reply in zip(replaces, replies, strict=True):
+                if isinstance(reply, backend.DataplaneError):
+                    self._plan_failed(plan, reply)
+                    continue
+                plan.state.digest, plan.state.generation = backend.committed(reply)
+                plan.committed("replace", arrived, float(reply.get("seconds") or 0.0))
+
+    def _patch_script(self, state: PodState, rendered: backends.Program) -> str | None:
         if (
-            verify
-            and state.fingerprint is not None
+            state.rendered is not None
             and state.generation is not None
+            and state.fingerprint is not None
+            and state.fingerprint == state.rendered.fingerprint
             and not state.adopted
-            and await self.dataplane.generation(state.target) == state.generation
         ):
-            verify = False  # nothing was committed in the namespace since our own commit
-        if state.fingerprint is None or verify:
-            current, digest, generation = await self._examine(state.target)
-            if state.fingerprint is None:
-                # First contact: an earlier agent may have left exactly this ruleset; adopt it.
-                if current == rendered.fingerprint:
-                    bound.info("ruleset_adopted", fingerprint=current)
-                    state.fingerprint, state.digest, state.adopted = current, digest, True
-                    state.ruleset = rs
-                    state.generation, state.rendered = generation, rendered
-                    if rs.quarantine is not None and state.quarantined_since is None:
-                        await self._contain(pod, state, rs, rs, None, bound)
-                elif current is not None and previous is None:
-                    # An older podseg ruleset is in place (e.g. changed while the agent was
-                    # down): treat it as one that allowed everything, so strict mode checks.
-                    previous = ruleset.PodRuleset(rs.namespace, rs.pod)
-            elif current != state.fingerprint or (
-                state.digest is not None and digest != state.digest
-            ):
-                # Resync: the kernel no longer holds exactly what we committed.
-                self._drift(pod, state, current, bound)
-            elif state.digest is None:
-                # Our last commit was incremental (no read-back) and something was committed in
-                # the namespace since: the fingerprint still matches but we cannot vouch for the
-                # rest, so rewrite it (atomically, no gap).
-                state.fingerprint, event = None, "ruleset_reverified"
-            elif state.adopted:
-                # An adopted table was vouched for by its comment alone; rewrite it once
-                # (atomically, no gap) so that from now on its digest is ours to compare.
-                state.fingerprint, state.adopted, event = None, False, "ruleset_reverified"
-        if state.fingerprint != rendered.fingerprint:
-            started = time.monotonic()
-            mode = await self._commit(state, rendered, bound)
-            state.adopted, applied = False, True
+            return self.backend.patch_script(state.rendered, rendered)
+        return None
+
+    def _finish(self, plan: _Plan, since: float | None, kind: str) -> None:
+        """After the commits: bookkeeping, the pod's log line, metrics, containment."""
+        state, rs, rendered = plan.state, plan.rs, plan.rendered
+        if plan.mode:
+            state.adopted = False
             state.rendered = rendered
-            done = time.monotonic()
-            metrics.RULESET_UPDATES.labels(mode).inc()
-            metrics.APPLY_SECONDS.observe(done - started)
+            metrics.RULESET_UPDATES.labels(plan.mode).inc()
+            metrics.APPLY_SECONDS.observe(plan.apply_seconds)
             metrics.APPLIES.inc()
             latency = None
             if since is not None:
-                latency = done - since
+                latency = plan.committed_at - since
                 metrics.POLICY_PROGRAMMING_SECONDS.labels(kind or "unknown").observe(latency)
-            bound.info(
-                event,
+            plan.bound.info(
+                plan.event,
                 fingerprint=rendered.fingerprint,
                 ingress_isolated=rs.ingress.isolated,
                 egress_isolated=rs.egress.isolated,
@@ -325,20 +457,46 @@ class Reconciler:
                 policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
                 quarantined=rs.quarantine is not None,
                 node_guard=rs.node_guard is not None,
-                apply_ms=round((done - started) * 1000, 3),
-                mode=mode,
+                apply_ms=round(plan.apply_seconds * 1000, 3),
+                mode=plan.mode,
                 latency_ms=round(latency * 1000, 3) if latency is not None else None,
                 trigger=kind,
             )
             state.fingerprint = rendered.fingerprint
             state.ruleset = rs
-            await self._contain(pod, state, previous, rs, latency, bound)
-        else:
-            mode = ""
+            self._contain(plan.pod, state, plan.previous, rs, latency, plan.bound)
         state.state, state.failures, state.retry_at, state.last_error = "enforced", 0, 0.0, ""
         if self.flows is not None:
-            self.flows.watch(pod, state.target, rs, applied)
-        return mode
+            self.flows.watch(plan.pod, plan.target, rs, bool(plan.mode))
+
+    def _plan_failed(self, plan: _Plan, exc: Exception) -> None:
+        plan.failed = True
+        self._pod_failed(plan.state, plan.bound, exc)
+
+    def _pod_failed(
+        self, state: PodState, bound: structlog.typing.FilteringBoundLogger, exc: Exception
+    ) -> None:
+        """One pod's failure: counted, logged, retried with backoff; never the others'."""
+        if isinstance(exc, backend.NetnsGone):
+            metrics.APPLY_ERRORS.labels("netns_gone").inc()
+            state.target, state.fingerprint = None, None
+            if self.flows is not None:
+                self.flows.unwatch(state.key)
+            self._failed(state, "unprotected", str(exc), bound)
+        elif isinstance(exc, backend.WorkerTimeout):
+            metrics.APPLY_ERRORS.labels("timeout").inc()
+            self._failed(state, "failed", str(exc), bound)
+        elif isinstance(exc, backend.ApplyFailed):
+            metrics.APPLY_ERRORS.labels("nft").inc()
+            self._failed(state, "failed", str(exc), bound)
+        else:
+            metrics.APPLY_ERRORS.labels("internal").inc()
+            bound.error(
+                "reconcile_pod_crashed",
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            self._failed(state, "failed", f"{type(exc).__name__}: {exc}", bound)
 
     def _check_mode_label(self, pod: model.Pod) -> None:
         """Report (once per value) a `podseg.io/mode` label that is neither mode: enforced."""
@@ -356,7 +514,7 @@ class Reconciler:
             effect="enforce (the default) applies",
         )
 
-    async def _contain(
+    def _contain(
         self,
         pod: model.Pod,
         state: PodState,
@@ -412,26 +570,27 @@ class Reconciler:
                 event_type="Normal",
             )
             state.quarantined_since = None
-        strict = self.settings.strict and previous is not None
-        if not reason and strict and verdict.removes_allows(previous, rs):
-            reason = "strict"
+        if not reason and self.settings.strict and previous is not None:
+            reason = "strict"  # if the change removed an allow: decided in _cut_connections
         if not reason:
             return
         assert state.target is not None
         # Cut after the pass: every affected pod's rules are committed first, so listing
         # conntrack tables (12-40 ms each: the kernel walks its global table) never delays
         # another pod's enforcement.
-        self._cuts.append(_Cut(pod, state.target, rs, reason, bound))
+        self._cuts.append(_Cut(pod, state.target, rs, reason, bound, previous))
 
     async def _cut_connections(self) -> None:
         """Delete (quarantine) or mark denied (strict mode) the conntrack entries of this
         pass's pods that their new rulesets no longer allow."""
         cuts, self._cuts = self._cuts, []
         for job in cuts:
+            if job.reason == "strict" and not verdict.removes_allows(job.previous, job.rs):
+                continue  # the change only added allows: no connection became illegal
             started = time.monotonic()
             try:
                 entries = await self.dataplane.conntrack_list(job.target)
-                doomed = verdict.illegal(job.ruleset, job.pod.ips, entries)
+                doomed = verdict.illegal(job.rs, job.pod.ips, entries)
                 cut = 0
                 if doomed and job.reason == "quarantine":
                     # Deleted: the quarantine chains sit before any conntrack shortcut, so
@@ -491,46 +650,6 @@ class Reconciler:
             )
         self._peer_index, self._peers_dirty = index, set()
         return index
-
-    async def _commit(
-        self,
-        state: PodState,
-        rendered: backends.Program,
-        bound: structlog.typing.FilteringBoundLogger,
-    ) -> str:
-        """Commit `rendered`: incrementally when only set elements changed since our last commit
-        and nobody else committed in the namespace since; else by replacing the tables.
-        Returns the mode used ("patch" or "replace")."""
-        assert state.target is not None
-        script = None
-        if (
-            state.rendered is not None
-            and state.generation is not None
-            and state.fingerprint is not None
-            and state.fingerprint == state.rendered.fingerprint
-            and not state.adopted
-        ):
-            script = self.backend.patch_script(state.rendered, rendered)
-        if script:
-            try:
-                vouched, generation = await self.dataplane.patch(
-                    state.target, script, state.generation or 0
-                )
-            except backend.ApplyFailed as exc:  # the transaction is atomic: nothing changed
-                vouched, generation = False, None
-                bound.warning("incremental_update_failed", error=str(exc))
-            if vouched:
-                state.generation, state.digest = generation, None
-                return "patch"
-            metrics.RULESET_UPDATES.labels("patch_refused").inc()
-        state.digest, state.generation = await self.backend.commit(
-            self.dataplane, state.target, rendered
-        )
-        return "replace"
-
-    async def _examine(self, target: netns.Target) -> tuple[str | None, str | None, int | None]:
-        """Fingerprint, digest and (nftables) generation of what the namespace holds."""
-        return await self.backend.examine(self.dataplane, target)
 
     def _drift(
         self,

@@ -39,6 +39,23 @@ class WorkerTimeout(DataplaneError):
     """The worker did not answer in time; it has been killed and will be restarted."""
 
 
+# Requests per batch round trip: bounds one trip's time (a drop-counter read or another pod's
+# urgent change waits at most one trip) while sparing a round trip per pod.
+BATCH_SIZE = 64
+
+Reply = dict[str, Any] | DataplaneError  # one request's answer in a batch
+
+
+def failure(reply: Mapping[str, Any]) -> DataplaneError:
+    """The typed error of a failed worker reply."""
+    kind, error = reply.get("kind"), str(reply.get("error"))
+    if kind == "netns_gone":
+        return NetnsGone(error)
+    if kind in ("nft", "ipt"):  # nft, iptables-restore or ipset refused: nothing committed
+        return ApplyFailed(error)
+    return DataplaneError(error)
+
+
 class WorkerClient:
     """Serialises requests to one worker process (started lazily, restarted on failure)."""
 
@@ -63,6 +80,12 @@ class WorkerClient:
                 env={**os.environ, "PODSEG_WORKER_PARENT": str(os.getpid())},
             )
         return self._proc
+
+    async def start(self) -> None:
+        """Start the worker now, so its start-up (an interpreter and its imports, ~0.3 s)
+        overlaps the initial LISTs instead of delaying the first pass."""
+        async with self._lock:
+            await self._ensure()
 
     async def _kill(self) -> None:
         proc, self._proc = self._proc, None
@@ -90,14 +113,22 @@ class WorkerClient:
         reply: dict[str, Any] = json.loads(raw)
         if reply.get("ok"):
             return reply
-        kind, error = reply.get("kind"), str(reply.get("error"))
-        if kind == "netns_gone":
-            raise NetnsGone(error)
-        if kind == "nft":
-            raise ApplyFailed(error)
-        if kind == "ipt":  # iptables-restore or ipset refused: nothing of it was committed
-            raise ApplyFailed(error)
-        raise DataplaneError(error)
+        raise failure(reply)
+
+    async def batch(self, requests: Sequence[Mapping[str, Any]]) -> list[Reply]:
+        """Run several requests in as few round trips as possible (`BATCH_SIZE` per trip).
+
+        Each answer is the reply of its request, in order, or the typed error that request
+        alone met: one pod's vanished namespace never fails the others of the batch. A worker
+        that does not answer in time fails the whole call (`WorkerTimeout`), as `request`.
+        """
+        answers: list[Reply] = []
+        for start in range(0, len(requests), BATCH_SIZE):
+            chunk = [dict(r) for r in requests[start : start + BATCH_SIZE]]
+            reply = await self.request("batch", requests=chunk)
+            for part in reply["replies"]:
+                answers.append(part if part.get("ok") else failure(part))
+        return answers
 
     async def scan(self, netns_dir: str, proc: bool = True) -> list[netns.Candidate]:
         reply = await self.request("scan", netns_dir=netns_dir, proc=proc)
@@ -111,9 +142,9 @@ class WorkerClient:
 
     async def commit(self, target: netns.Target, script: str) -> tuple[str | None, int | None]:
         """Commit `script`; return (digest of the result, namespace generation before it)."""
-        reply = await self.request("apply", path=target.path, ino=target.ino, script=script)
-        digest, generation = reply.get("digest"), reply.get("generation")
-        return (str(digest) if digest else None, _int(generation))
+        return committed(
+            await self.request("apply", path=target.path, ino=target.ino, script=script)
+        )
 
     async def patch(
         self, target: netns.Target, script: str, generation: int
@@ -126,11 +157,13 @@ class WorkerClient:
         reply = await self.request(
             "patch", path=target.path, ino=target.ino, script=script, generation=generation
         )
-        return bool(reply.get("applied")) and bool(reply.get("sole")), _int(reply.get("generation"))
+        return bool(reply.get("applied")) and bool(reply.get("sole")), as_int(
+            reply.get("generation")
+        )
 
     async def generation(self, target: netns.Target) -> int | None:
         reply = await self.request("generation", path=target.path, ino=target.ino)
-        return _int(reply.get("generation"))
+        return as_int(reply.get("generation"))
 
     async def inspect(self, target: netns.Target) -> tuple[str | None, str | None]:
         """(fingerprint, digest of the whole stateless listing) of the owned tables."""
@@ -140,13 +173,7 @@ class WorkerClient:
 
     async def examine(self, target: netns.Target) -> tuple[str | None, str | None, int | None]:
         """`inspect` plus the namespace's generation, read before the listing."""
-        reply = await self.request("inspect", path=target.path, ino=target.ino)
-        fingerprint, digest = reply.get("fingerprint"), reply.get("digest")
-        return (
-            str(fingerprint) if fingerprint else None,
-            str(digest) if digest else None,
-            _int(reply.get("generation")),
-        )
+        return examined(await self.request("inspect", path=target.path, ino=target.ino))
 
     async def observe(self, target: netns.Target) -> str | None:
         reply = await self.request("observe", path=target.path, ino=target.ino)
@@ -206,5 +233,22 @@ class WorkerClient:
             await proc.wait()
 
 
-def _int(value: Any) -> int | None:
+def examined(reply: Mapping[str, Any]) -> tuple[str | None, str | None, int | None]:
+    """(fingerprint, digest, generation or None) from an inspect reply (either backend)."""
+    fingerprint, digest = reply.get("fingerprint"), reply.get("digest")
+    return (
+        str(fingerprint) if fingerprint else None,
+        str(digest) if digest else None,
+        as_int(reply.get("generation")),
+    )
+
+
+def committed(reply: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """(digest read back, generation or None) from an apply reply (either backend)."""
+    digest = reply.get("digest")
+    return str(digest) if digest else None, as_int(reply.get("generation"))
+
+
+def as_int(value: Any) -> int | None:
+    """An integer field of a reply (generation ids), None when absent or not an integer."""
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None

@@ -57,6 +57,14 @@ class Backend(Protocol):
         apply will do (or the backend has no incremental updates)."""
         ...
 
+    def examine_request(self, target: netns.Target) -> dict[str, Any]:
+        """The worker request behind `examine`, for batches (`WorkerClient.batch`)."""
+        ...
+
+    def commit_request(self, target: netns.Target, program: Program) -> dict[str, Any]:
+        """The worker request behind `commit`, for batches."""
+        ...
+
     async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None: ...
 
     async def delete(self, client: backend.WorkerClient, target: netns.Target) -> None: ...
@@ -84,15 +92,26 @@ class Nftables:
     async def examine(
         self, client: backend.WorkerClient, target: netns.Target
     ) -> tuple[str | None, str | None, int | None]:
-        return await client.examine(target)
+        return backend.examined(await client.request(**self.examine_request(target)))
 
     async def commit(
         self, client: backend.WorkerClient, target: netns.Target, program: Program
     ) -> tuple[str | None, int | None]:
-        return await client.commit(target, _nft(program).script)
+        return backend.committed(await client.request(**self.commit_request(target, program)))
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
         return incremental.patch(_nft(previous), _nft(program))
+
+    def examine_request(self, target: netns.Target) -> dict[str, Any]:
+        return {"op": "inspect", "path": target.path, "ino": target.ino}
+
+    def commit_request(self, target: netns.Target, program: Program) -> dict[str, Any]:
+        return {
+            "op": "apply",
+            "path": target.path,
+            "ino": target.ino,
+            "script": _nft(program).script,
+        }
 
     async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None:
         reply = await client.request("comment", path=target.path, ino=target.ino)
@@ -117,32 +136,37 @@ class Iptables:
     async def apply(
         self, client: backend.WorkerClient, target: netns.Target, program: Program
     ) -> str | None:
-        reply = await client.request(
-            "ipt_apply", path=target.path, ino=target.ino, rendered=program.payload
-        )
-        digest = reply.get("digest")
-        return str(digest) if digest else None
+        return (await self.commit(client, target, program))[0]
 
     async def inspect(
         self, client: backend.WorkerClient, target: netns.Target
     ) -> tuple[str | None, str | None]:
-        reply = await client.request("ipt_inspect", path=target.path, ino=target.ino)
-        fingerprint, digest = reply.get("fingerprint"), reply.get("digest")
-        return (str(fingerprint) if fingerprint else None, str(digest) if digest else None)
+        fingerprint, digest, _ = await self.examine(client, target)
+        return fingerprint, digest
 
     async def examine(
         self, client: backend.WorkerClient, target: netns.Target
     ) -> tuple[str | None, str | None, int | None]:
-        fingerprint, digest = await self.inspect(client, target)
-        return fingerprint, digest, None
+        return backend.examined(await client.request(**self.examine_request(target)))
 
     async def commit(
         self, client: backend.WorkerClient, target: netns.Target, program: Program
     ) -> tuple[str | None, int | None]:
-        return await self.apply(client, target, program), None
+        return backend.committed(await client.request(**self.commit_request(target, program)))
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
         return None  # ipsets are swapped whole, with the rules, in every apply
+
+    def examine_request(self, target: netns.Target) -> dict[str, Any]:
+        return {"op": "ipt_inspect", "path": target.path, "ino": target.ino}
+
+    def commit_request(self, target: netns.Target, program: Program) -> dict[str, Any]:
+        return {
+            "op": "ipt_apply",
+            "path": target.path,
+            "ino": target.ino,
+            "rendered": program.payload,
+        }
 
     async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None:
         reply = await client.request("ipt_comment", path=target.path, ino=target.ino)

@@ -14,7 +14,9 @@ of the named deny counters, or with `backend: iptables` of the counting deny rul
 metrics), `conntrack_list`, `conntrack_delete` and
 `conntrack_mark` (a namespace's conntrack entries, for quarantine and strict mode), `patch` (an
 incremental set-element transaction, refused unless the namespace's nftables generation is
-still the one of the agent's last commit), `generation` (that generation alone, ~0.2 ms).
+still the one of the agent's last commit), `generation` (that generation alone, ~0.2 ms),
+`batch` (several of these requests in one round trip, each answered on its own: the agent
+commits every pod of a pass with one request, not one per pod).
 The iptables backend's requests (`ipt_apply`, `ipt_inspect`, `ipt_comment`, `ipt_delete`,
 `ipt_owned`) run ipset and iptables-restore as children forked while the worker is inside the
 pod's namespace (`agent.dataplane.ipt_exec`); its egress-drop table goes through the same nft
@@ -29,6 +31,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -397,6 +400,8 @@ class Worker:
             return {"removed": self.ipt_delete(path, ino)}
         if op == "ipt_owned":
             return {"owned": self._inside(path, ino, ipt_exec.owned)}
+        if op == "batch":  # each part succeeds or fails on its own, in order
+            return {"replies": [answer(self, dict(part)) for part in request.get("requests", [])]}
         if op == "ping":
             return {"pid": os.getpid(), "contexts": len(self.contexts)}
         raise ValueError(f"unknown op {op!r}")
@@ -425,26 +430,32 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def answer(worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
+    """The reply to one request: its result with `ok`, or a typed error (never raises)."""
+    reply: dict[str, Any] = {"id": request.get("id")}
+    started = time.perf_counter()
+    try:
+        reply.update(worker.handle(request))
+        reply["ok"] = True
+    except NetnsGone as exc:
+        reply.update(ok=False, kind="netns_gone", error=str(exc))
+    except libnft.NftError as exc:
+        reply.update(ok=False, kind="nft", error=str(exc))
+    except ipt_exec.IptError as exc:
+        reply.update(ok=False, kind="ipt", error=str(exc))
+    except Exception as exc:  # reported to the agent as a typed error, never a crash
+        reply.update(ok=False, kind="internal", error=f"{type(exc).__name__}: {exc}")
+    reply["seconds"] = time.perf_counter() - started  # this request's own time in the worker
+    return reply
+
+
 def main() -> None:
     _die_with_parent()
     worker = Worker()
     for line in sys.stdin:
         if not line.strip():
             continue
-        request = json.loads(line)
-        reply: dict[str, Any] = {"id": request.get("id")}
-        try:
-            reply.update(worker.handle(request))
-            reply["ok"] = True
-        except NetnsGone as exc:
-            reply.update(ok=False, kind="netns_gone", error=str(exc))
-        except libnft.NftError as exc:
-            reply.update(ok=False, kind="nft", error=str(exc))
-        except ipt_exec.IptError as exc:
-            reply.update(ok=False, kind="ipt", error=str(exc))
-        except Exception as exc:  # reported to the agent as a typed error, never a crash
-            reply.update(ok=False, kind="internal", error=f"{type(exc).__name__}: {exc}")
-        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.write(json.dumps(answer(worker, json.loads(line))) + "\n")
         sys.stdout.flush()
 
 

@@ -1,0 +1,29 @@
+"""Keeps Python's cyclic garbage collector off the path to enforcement.
+
+The agent mirrors every pod of the cluster: at 10,000 pods that is about a million long-lived
+objects, and a full (oldest-generation) collection walks all of them. Measured: up to 106 ms
+per collection, landing in the middle of whichever pass is running (the p99 of time to
+enforce). The model objects form no reference cycles, so they never need the cyclic collector:
+refcounting frees them. After loading a full LIST, the loaded objects are moved to the
+collector's permanent generation (`gc.freeze`), so later collections walk only what changed
+since; no collection runs while a LIST is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def bulk_load() -> Iterator[None]:
+    """Load many long-lived objects without collections, then exempt them from future ones."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()

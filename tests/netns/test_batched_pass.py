@@ -1,0 +1,243 @@
+"""A reconcile pass does the kernel work of all its pods in batched worker requests.
+
+Against the real worker process and real namespaces: the `batch` op answers each part on its
+own (one vanished namespace fails only its part), and a change that affects several pods is
+committed to all of them in one worker round trip, not one per pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent import config, reconciler, store
+from agent.dataplane import backend, netns, render_nft
+from agent.k8s import events, watch
+from agent.policy import intervals, ruleset
+from tests import conftest
+
+pytestmark = conftest.requires_root
+
+ADDRESSES = ("198.18.7.31", "198.18.7.32", "198.18.7.33")
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def pod_namespaces(tmp_path: pathlib.Path) -> Iterator[list[str]]:
+    """Three pod namespaces, also linked from `tmp_path`: the agent under test searches only
+    there, so its sweep never touches another test run's namespaces."""
+    tag = secrets.token_hex(3)
+    names: list[str] = []
+    try:
+        for i, address in enumerate(ADDRESSES):
+            name = f"psg-{tag}-b{i}"
+            _ip("netns", "add", name)
+            names.append(name)
+            (tmp_path / name).symlink_to(f"/run/netns/{name}")
+            _ip("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+            _ip("-n", name, "addr", "add", f"{address}/16", "dev", "eth0")
+            _ip("-n", name, "link", "set", "eth0", "up")
+        yield names
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+class CountingClient(backend.WorkerClient):
+    """The real worker client, counting round trips by op."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=10)
+        self.trips: list[tuple[str, int]] = []
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        self.trips.append((op, len(fields.get("requests", ()))))
+        return await super().request(op, **fields)
+
+
+def _pod(name: str, ip: str, node: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "shop", "name": name, "uid": name, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+def _relist(resource: str, items: list[dict[str, Any]]) -> watch.Relist:
+    return watch.Relist(resource, items, "1", time.monotonic())
+
+
+def _listing(name: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", name, "nft", "list", "table", "inet", "podseg"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_batch_answers_each_part_on_its_own(
+    pod_namespaces: list[str], tmp_path: pathlib.Path
+) -> None:
+    async def scenario() -> None:
+        client = backend.WorkerClient(timeout=10)
+        try:
+            index = netns.Index(await client.scan(str(tmp_path), proc=False))
+            first, second = index.find([ADDRESSES[0]]), index.find([ADDRESSES[1]])
+            assert first is not None and second is not None
+            rs = ruleset.PodRuleset(
+                "shop",
+                "a",
+                ingress=ruleset.DirectionRuleset(
+                    isolated=True,
+                    any_port_peers=(intervals.address_range("198.18.9.9"),),
+                ),
+            )
+            script = render_nft.render(rs, first.interfaces).script
+            gone = {"op": "apply", "path": "/run/netns/psg-never-there", "ino": 1, "script": script}
+            replies = await client.batch(
+                [
+                    {"op": "apply", "path": first.path, "ino": first.ino, "script": script},
+                    gone,
+                    {"op": "inspect", "path": second.path, "ino": second.ino},
+                    {"op": "apply", "path": second.path, "ino": second.ino, "script": "bogus"},
+                ]
+            )
+            assert isinstance(replies[0], dict) and replies[0]["digest"]
+            assert isinstance(replies[1], backend.NetnsGone)
+            assert isinstance(replies[2], dict) and replies[2]["fingerprint"] is None
+            assert isinstance(replies[3], backend.ApplyFailed)
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+    assert "198.18.9.9" in _listing(pod_namespaces[0])
+    assert (
+        "podseg"
+        not in subprocess.run(
+            ["ip", "netns", "exec", pod_namespaces[1], "nft", "list", "tables"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+
+
+def test_a_change_to_several_pods_is_one_round_trip(
+    pod_namespaces: list[str], tmp_path: pathlib.Path
+) -> None:
+    policy = {
+        "metadata": {"namespace": "shop", "name": "from-client", "resourceVersion": "1"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}],
+        },
+    }
+    local = [_pod(f"web-{i}", ip, "node-1", {"app": "web"}) for i, ip in enumerate(ADDRESSES)]
+    client_pod = _pod("client", "198.18.8.1", "node-2", {"role": "client"})
+    cluster = store.Store()
+    for resource, items in (
+        ("nodes", []),
+        ("namespaces", [{"metadata": {"name": "shop"}}]),
+        ("pods", [*local, client_pod]),
+        ("networkpolicies", [policy]),
+        ("services", []),
+        ("endpointslices", []),
+    ):
+        cluster.apply(_relist(resource, items), store.Change())
+    settings = config.Settings(
+        node_name="node-1",
+        kubeconfig=None,
+        netns_dir=str(tmp_path),
+        scan_proc=False,
+        strict=False,
+        node_guard_ports=None,
+    )
+    dataplane = CountingClient()
+    rec = reconciler.Reconciler(settings, cluster, dataplane, events.Recorder(None, "node-1"))
+
+    async def scenario() -> list[tuple[str, int]]:
+        try:
+            await rec.reconcile(None)
+            assert {s.state for s in rec.pods.values()} == {"enforced"}
+            dataplane.trips.clear()
+            # The client pod gets a second address: one element more in every web pod.
+            moved = _pod("client", "198.18.8.2", "node-2", {"role": "client"})
+            change = store.Change()
+            cluster.apply(watch.WatchEvent("pods", "MODIFIED", moved, time.monotonic()), change)
+            await rec.reconcile(change, since=time.monotonic(), kind="pod_ip")
+            return list(dataplane.trips)
+        finally:
+            await dataplane.close()
+
+    trips = asyncio.run(scenario())
+    assert trips == [("batch", 3)], trips  # three pods patched, one round trip
+    for name in pod_namespaces:
+        listing = _listing(name)
+        assert "198.18.8.2" in listing and "198.18.8.1" not in listing
+    assert {s.state for s in rec.pods.values()} == {"enforced"}
+
+
+def test_a_vanished_namespace_fails_only_its_pod(
+    pod_namespaces: list[str], tmp_path: pathlib.Path
+) -> None:
+    policy = {
+        "metadata": {"namespace": "shop", "name": "deny", "resourceVersion": "1"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+    local = [_pod(f"web-{i}", ip, "node-1", {"app": "web"}) for i, ip in enumerate(ADDRESSES)]
+    cluster = store.Store()
+    for resource, items in (
+        ("nodes", []),
+        ("namespaces", [{"metadata": {"name": "shop"}}]),
+        ("pods", local),
+        ("networkpolicies", []),
+        ("services", []),
+        ("endpointslices", []),
+    ):
+        cluster.apply(_relist(resource, items), store.Change())
+    settings = config.Settings(
+        node_name="node-1",
+        kubeconfig=None,
+        netns_dir=str(tmp_path),
+        scan_proc=False,
+        strict=False,
+        node_guard_ports=None,
+    )
+    dataplane = backend.WorkerClient(timeout=10)
+    rec = reconciler.Reconciler(settings, cluster, dataplane, events.Recorder(None, "node-1"))
+
+    before: dict[str, str | None] = {}
+
+    async def scenario() -> None:
+        try:
+            await rec.reconcile(None)
+            assert {s.state for s in rec.pods.values()} == {"enforced"}
+            before.update({key: s.fingerprint for key, s in rec.pods.items()})
+            _ip("netns", "del", pod_namespaces[1])
+            change = store.Change()
+            cluster.apply(watch.WatchEvent("networkpolicies", "ADDED", policy, 0.0), change)
+            await rec.reconcile(change, since=time.monotonic(), kind="policy")
+        finally:
+            await dataplane.close()
+
+    asyncio.run(scenario())
+    states = {key: s.state for key, s in rec.pods.items()}
+    assert states == {
+        "shop/web-0": "enforced",
+        "shop/web-1": "unprotected",
+        "shop/web-2": "enforced",
+    }
+    for key, name in (("shop/web-0", pod_namespaces[0]), ("shop/web-2", pod_namespaces[2])):
+        committed = render_nft.parse_fingerprint(_listing(name))
+        assert committed == rec.pods[key].fingerprint != before[key]  # the new policy is in
