@@ -35,9 +35,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import pyroute2
-
-from agent.dataplane import conntrack, ipt_exec, libnft, nftgen, render_ipt, render_nft
+from agent.dataplane import (
+    conntrack,
+    ipt_exec,
+    libnft,
+    linkaddrs,
+    nftgen,
+    render_ipt,
+    render_nft,
+)
 
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
@@ -170,23 +176,12 @@ class Worker:
             found.append({"path": path, "ino": ident[1], "interfaces": interfaces})
         return found
 
-    def _interfaces(self, fd: int) -> list[dict[str, Any]]:
+    def _interfaces(self, fd: int) -> list[dict[str, object]]:
         _setns(fd)
         try:
-            with pyroute2.IPRoute() as ipr:
-                names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-                addrs: dict[int, list[str]] = {}
-                for msg in ipr.get_addr():
-                    addr = msg.get_attr("IFA_ADDRESS")
-                    if addr:
-                        addrs.setdefault(msg["index"], []).append(str(addr))
+            return linkaddrs.interfaces()
         finally:
             _setns(self.host_fd)
-        return [
-            {"name": names.get(index, ""), "addrs": sorted(a)}
-            for index, a in sorted(addrs.items())
-            if names.get(index) != "lo"
-        ]
 
     def apply(self, path: str, ino: int | None, script: str) -> dict[str, Any]:
         """Commit the script; return the digest of what the kernel now holds (see `inspect`)
