@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -120,7 +121,10 @@ class Reconciler:
         self._initial: set[str] | None = None
         self._reported_invalid: set[tuple[str, str]] = set()
         self._swept = False  # the first in-sync pass also sweeps leftover tables
-        self._cuts: list[_Cut] = []  # connections to cut at the end of the pass
+        # Connections to cut after a pass, by pod (see _cut_connections); whether API events
+        # wait to be handled (set by `run`), which defers strict-mode cuts.
+        self._cuts: dict[str, _Cut] = {}
+        self._events_waiting: Callable[[], bool] = lambda: False
         self._reported_services: set[tuple[str, str, str, str]] = set()
         self._services: policy_services.ServiceIndex | None = None  # until Services change
         # The peer index of the last pass that compiled, and the pods changed since (None:
@@ -151,14 +155,20 @@ class Reconciler:
     # -- main loop ------------------------------------------------------------------------
     async def run(self, queue: asyncio.Queue[watch.WatchEvent | watch.Relist]) -> None:
         next_resync = time.monotonic() + self.settings.resync_period
+        self._events_waiting = lambda: not queue.empty()
         while True:
             now = time.monotonic()
             wake_at = min([next_resync] + [s.retry_at for s in self.pods.values() if s.retry_at])
             batch: list[watch.WatchEvent | watch.Relist] = []
             with contextlib.suppress(TimeoutError):
-                batch.append(await asyncio.wait_for(queue.get(), max(0.0, wake_at - now)))
+                # Connection cuts left over from the last pass run as soon as no event waits.
+                wait = 0.0 if self._cuts else max(0.0, wake_at - now)
+                batch.append(await asyncio.wait_for(queue.get(), wait))
             while not queue.empty():
                 batch.append(queue.get_nowait())
+            if not batch and self._cuts and time.monotonic() < wake_at:
+                await self._cut_connections()
+                continue
             change = store.Change()
             # A LIST (start, relist) loads the long-lived mirror, and the pass after it builds
             # the long-lived indexes: both without collections, then frozen (agent.heap).
@@ -467,7 +477,8 @@ class Reconciler:
             self._contain(plan.pod, state, plan.previous, rs, latency, plan.bound)
         state.state, state.failures, state.retry_at, state.last_error = "enforced", 0, 0.0, ""
         if self.flows is not None:
-            self.flows.watch(plan.pod, plan.target, rs, bool(plan.mode))
+            # A replaced table starts its counters at zero; a patch keeps them counting.
+            self.flows.watch(plan.pod, plan.target, rs, plan.mode == "replace")
 
     def _plan_failed(self, plan: _Plan, exc: Exception) -> None:
         plan.failed = True
@@ -578,13 +589,27 @@ class Reconciler:
         # Cut after the pass: every affected pod's rules are committed first, so listing
         # conntrack tables (12-40 ms each: the kernel walks its global table) never delays
         # another pod's enforcement.
-        self._cuts.append(_Cut(pod, state.target, rs, reason, bound, previous))
+        earlier = self._cuts.get(pod.key)
+        if earlier is not None:  # not cut yet: one cut covers both changes
+            previous = earlier.previous
+            reason = "quarantine" if "quarantine" in (reason, earlier.reason) else reason
+        self._cuts[pod.key] = _Cut(pod, state.target, rs, reason, bound, previous)
 
     async def _cut_connections(self) -> None:
         """Delete (quarantine) or mark denied (strict mode) the conntrack entries of this
-        pass's pods that their new rulesets no longer allow."""
-        cuts, self._cuts = self._cuts, []
-        for job in cuts:
+        pass's pods that their new rulesets no longer allow.
+
+        Quarantine cuts all run now. Strict-mode cuts (a conntrack listing costs 12-40 ms per
+        pod) yield to API events waiting to be handled, so they never delay the next change's
+        enforcement: at least one runs per call, the rest as soon as no event waits.
+        """
+        ran = 0
+        for key in sorted(self._cuts, key=lambda k: self._cuts[k].reason != "quarantine"):
+            job = self._cuts[key]
+            if job.reason != "quarantine" and ran and self._events_waiting():
+                return
+            del self._cuts[key]
+            ran += 1
             if job.reason == "strict" and not verdict.removes_allows(job.previous, job.rs):
                 continue  # the change only added allows: no connection became illegal
             started = time.monotonic()
@@ -724,6 +749,7 @@ class Reconciler:
             log.warning("sweep_failed", error=str(exc))
 
     async def _forget(self, state: PodState) -> None:
+        self._cuts.pop(state.key, None)
         if self.flows is not None:
             self.flows.unwatch(state.key)
         if state.target is not None:

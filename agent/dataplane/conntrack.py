@@ -95,6 +95,23 @@ def parse_tuple(raw: bytes) -> dict[str, Any]:
     }
 
 
+COUNT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_count"
+
+
+def tracked_here() -> int | None:
+    """How many connections the current network namespace tracks (its own count, read from
+    the sysctl of the namespace the process is in); None when conntrack is not loaded.
+
+    Why: a dump walks the kernel's global conntrack hash, 12-40 ms on a busy node, even for a
+    namespace that tracks nothing; this read costs microseconds and lets the caller skip it.
+    """
+    try:
+        with open(COUNT_SYSCTL) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 class Conntrack:
     """A ctnetlink socket bound to the namespace the calling thread is in when it is made."""
 

@@ -407,6 +407,8 @@ PARENT_ENV = "PODSEG_WORKER_PARENT"  # the agent's pid, to notice a parent that 
 
 
 def _conntrack_dump() -> list[dict[str, Any]]:
+    if conntrack.tracked_here() == 0:
+        return []  # nothing to list: spare the walk of the global table
     with conntrack.Conntrack() as ct:
         return ct.dump()
 

@@ -1,8 +1,9 @@
 """A reconcile pass does the kernel work of all its pods in batched worker requests.
 
 Against the real worker process and real namespaces: the `batch` op answers each part on its
-own (one vanished namespace fails only its part), and a change that affects several pods is
-committed to all of them in one worker round trip, not one per pod.
+own (one vanished namespace fails only its part), a change that affects several pods is
+committed to all of them in one worker round trip, not one per pod, and drop counts stay exact
+when a pod's table is patched rather than replaced.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from agent import config, reconciler, store
+from agent import config, metrics, reconciler, store
 from agent.dataplane import backend, netns, render_nft
+from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
 from agent.policy import intervals, ruleset
 from tests import conftest
@@ -241,3 +243,149 @@ def test_a_vanished_namespace_fails_only_its_pod(
     for key, name in (("shop/web-0", pod_namespaces[0]), ("shop/web-2", pod_namespaces[2])):
         committed = render_nft.parse_fingerprint(_listing(name))
         assert committed == rec.pods[key].fingerprint != before[key]  # the new policy is in
+
+
+@pytest.fixture
+def web_and_client(tmp_path: pathlib.Path) -> Iterator[tuple[str, str]]:
+    """A pod namespace (198.18.7.34) wired by a veth to a client namespace (198.18.7.50)."""
+    tag = secrets.token_hex(3)
+    web, client = f"psg-{tag}-bw", f"psg-{tag}-bc"
+    try:
+        for name in (web, client):
+            _ip("netns", "add", name)
+        (tmp_path / web).symlink_to(f"/run/netns/{web}")
+        _ip(
+            "-n",
+            web,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            client,
+        )
+        for name, address in ((web, "198.18.7.34"), (client, "198.18.7.50")):
+            _ip("-n", name, "addr", "add", f"{address}/16", "dev", "eth0")
+            _ip("-n", name, "link", "set", "eth0", "up")
+        # Ready when a datagram reaches the web side: its "port unreachable" comes back.
+        subprocess.run(["ip", "netns", "exec", client, "python3", "-c", REACHED], check=True)
+        yield web, client
+    finally:
+        for name in (web, client):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+REACHED = """
+import socket, sys, time
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("198.18.7.34", 9))
+    s.settimeout(0.2)
+    try:
+        s.send(b"ready?")
+        s.recv(1)
+    except ConnectionRefusedError:
+        sys.exit(0)
+    except OSError:
+        pass
+    finally:
+        s.close()
+sys.exit("198.18.7.34 not reachable from the client namespace")
+"""
+
+
+def _send_udp(client: str, count: int) -> None:
+    code = (
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"for _ in range({count}): s.sendto(b'x', ('198.18.7.34', 9))"
+    )
+    subprocess.run(["ip", "netns", "exec", client, "python3", "-c", code], check=True)
+
+
+def test_drop_counts_stay_exact_across_a_patch(
+    web_and_client: tuple[str, str], tmp_path: pathlib.Path
+) -> None:
+    """A patch keeps the table's counters counting, so the drop metric must not count the
+    drops before the patch a second time (as it must after a replace, which restarts them)."""
+    _web, client = web_and_client
+    policy = {
+        "metadata": {"namespace": "shop", "name": "from-client", "resourceVersion": "1"},
+        "spec": {
+            "podSelector": {},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}],
+        },
+    }
+    peer = _pod("peer", "198.18.8.1", "node-2", {"role": "client"})
+    cluster = store.Store()
+    for resource, items in (
+        ("nodes", []),
+        ("namespaces", [{"metadata": {"name": "shop"}}]),
+        ("pods", [_pod("web", "198.18.7.34", "node-1", {}), peer]),
+        ("networkpolicies", [policy]),
+        ("services", []),
+        ("endpointslices", []),
+    ):
+        cluster.apply(_relist(resource, items), store.Change())
+    settings = config.Settings(
+        node_name="node-1",
+        kubeconfig=None,
+        netns_dir=str(tmp_path),
+        scan_proc=False,
+        strict=False,
+        node_guard_ports=None,
+        flow_log_file=str(tmp_path / "flows.jsonl"),
+    )
+    dataplane = backend.WorkerClient(timeout=10)
+    flows = flows_collector.Collector(settings, cluster, dataplane)  # counters only, no NFLOG
+    rec = reconciler.Reconciler(
+        settings, cluster, dataplane, events.Recorder(None, "node-1"), flows
+    )
+    labels = {
+        "namespace": "shop",
+        "workload": "<none>",
+        "direction": "ingress",
+        "policy_mode": "enforce",
+    }
+
+    def dropped() -> float:
+        return metrics.REGISTRY.get_sample_value("podseg_dropped_packets_total", labels) or 0.0
+
+    async def counted(expected: float) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            await flows.read_counters()
+            if dropped() - start >= expected or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.05)
+
+    start = dropped()
+
+    async def scenario() -> list[str]:
+        modes = []
+        try:
+            await rec.reconcile(None)
+            _send_udp(client, 3)
+            await counted(3)
+            change = store.Change()
+            moved = _pod("peer", "198.18.8.2", "node-2", {"role": "client"})
+            cluster.apply(watch.WatchEvent("pods", "MODIFIED", moved, time.monotonic()), change)
+            await rec.reconcile(change, since=time.monotonic(), kind="pod_ip")
+            modes.append(metrics_mode())
+            _send_udp(client, 2)
+            await counted(5)
+            await flows.read_counters()  # and stays there
+        finally:
+            await dataplane.close()
+        return modes
+
+    def metrics_mode() -> str:
+        state = rec.pods["shop/web"]
+        return "patch" if state.digest is None else "replace"
+
+    assert asyncio.run(scenario()) == ["patch"]
+    assert dropped() - start == 5

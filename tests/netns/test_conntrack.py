@@ -10,10 +10,11 @@ import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from agent.dataplane import backend, netns, render_nft
+from agent.dataplane import backend, conntrack, netns, render_nft
 from tests import conftest
 
 pytestmark = conftest.requires_root
@@ -99,6 +100,40 @@ def test_list_mark_and_delete_in_one_namespace_only(two_netns: list[str]) -> Non
 
     try:
         asyncio.run(scenario())
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_the_namespace_count_is_its_own(two_netns: list[str]) -> None:
+    """The count the worker checks before a dump is the namespace's, not the node's: 0 for a
+    namespace without connections however many another one tracks."""
+
+    def count(name: str) -> int:
+        out = subprocess.run(
+            ["ip", "netns", "exec", name, "cat", conntrack.COUNT_SYSCTL],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return int(out)
+
+    assert count(two_netns[1]) == 0
+    sockets = _connect_inside(two_netns[0], "198.18.9.1")
+    try:
+        assert count(two_netns[0]) >= 1
+        assert count(two_netns[1]) == 0
+
+        async def listed() -> list[dict[str, Any]]:
+            client = backend.WorkerClient(timeout=10)
+            try:
+                path = f"/run/netns/{two_netns[1]}"
+                target = netns.Target(path, os.stat(path).st_ino, ("eth0",))
+                return await client.conntrack_list(target)
+            finally:
+                await client.close()
+
+        assert asyncio.run(listed()) == []
     finally:
         for s in sockets:
             s.close()
