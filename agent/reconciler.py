@@ -78,6 +78,8 @@ class _Plan:
     committed_at: float = 0.0  # monotonic time the commit's reply arrived
     apply_seconds: float = 0.0  # the worker's own time for the commit
     failed: bool = False
+    # Reverification: the digest of the listing found before our rewrite (compared after it)
+    seen: str | None = None
 
     @property
     def done(self) -> bool:
@@ -377,10 +379,11 @@ class Reconciler:
             # Resync: the kernel no longer holds exactly what we committed.
             self._drift(plan.pod, state, current, bound)
         elif state.digest is None:
-            # Our last commit was incremental (no read-back) and something was committed in
-            # the namespace since: the fingerprint still matches but we cannot vouch for the
-            # rest, so rewrite it (atomically, no gap).
-            state.fingerprint, plan.event = None, "ruleset_reverified"
+            # Our last commit was not read back (it was the namespace's only one) and something
+            # was committed in the namespace since: the fingerprint still matches but we cannot
+            # vouch for the rest, so rewrite it (atomically, no gap) and read it back; if the
+            # rewrite changed the listing, that something was an edit of our table (drift).
+            state.fingerprint, plan.event, plan.seen = None, "ruleset_reverified", digest
         elif state.adopted:
             # An adopted table was vouched for by its comment alone; rewrite it once
             # (atomically, no gap) so that from now on its digest is ours to compare.
@@ -424,7 +427,10 @@ class Reconciler:
                 replaces.append(plan)
         if replaces:
             replies = await self.dataplane.batch(
-                [self.backend.commit_request(p.target, p.rendered) for p in replaces]
+                [
+                    self.backend.commit_request(p.target, p.rendered, read_back=bool(p.seen))
+                    for p in replaces
+                ]
             )
             arrived = time.monotonic()
             for plan, reply in zip(replaces, replies, strict=True):
@@ -433,6 +439,9 @@ class Reconciler:
                     continue
                 plan.state.digest, plan.state.generation = backend.committed(reply)
                 plan.committed("replace", arrived, float(reply.get("seconds") or 0.0))
+                if plan.seen is not None and plan.state.digest != plan.seen:
+                    current = plan.rendered.fingerprint
+                    self._report_drift(plan.pod, current, current, plan.bound)
 
     def _patch_script(self, state: PodState, rendered: backends.Program) -> str | None:
         if (
@@ -683,16 +692,25 @@ class Reconciler:
         current: str | None,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
+        self._report_drift(pod, state.fingerprint, current, bound)
+        state.fingerprint, state.digest, state.generation = None, None, None
+
+    def _report_drift(
+        self,
+        pod: model.Pod,
+        expected: str | None,
+        current: str | None,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
         metrics.RULESET_DRIFT.inc()
         what = "removed" if current is None else "edited"
-        bound.warning("ruleset_drift", expected=state.fingerprint, found=current, change=what)
+        bound.warning("ruleset_drift", expected=expected, found=current, change=what)
         self.recorder.on_pod(
             pod,
             reason="RulesetDrift",
             message=f"podseg rules in this pod's network namespace were {what} outside podseg "
-            f"(found fingerprint {current or 'none'}, expected {state.fingerprint}); restored",
+            f"(found fingerprint {current or 'none'}, expected {expected}); restored",
         )
-        state.fingerprint, state.digest, state.generation = None, None, None
 
     def _affected(
         self, local: dict[str, model.Pod], change: store.Change | None

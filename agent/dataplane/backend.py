@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ class WorkerTimeout(DataplaneError):
 # Requests per batch round trip: bounds one trip's time (a drop-counter read or another pod's
 # urgent change waits at most one trip) while sparing a round trip per pod.
 BATCH_SIZE = 64
+PARTS_PER_TIMEOUT = 8
 
 Reply = dict[str, Any] | DataplaneError  # one request's answer in a batch
 
@@ -95,6 +97,10 @@ class WorkerClient:
         self.restarts += 1
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        # A batch gets the budget of its parts, counted by groups of PARTS_PER_TIMEOUT (an
+        # iptables apply starts ~10 processes: 64 of them may well outlast one timeout).
+        parts = len(fields.get("requests", ())) if op == "batch" else 1
+        timeout = self.timeout * max(1, math.ceil(parts / PARTS_PER_TIMEOUT))
         async with self._lock:
             proc = await self._ensure()
             assert proc.stdin is not None and proc.stdout is not None
@@ -102,8 +108,8 @@ class WorkerClient:
             line = json.dumps({"id": req_id, "op": op, **fields}) + "\n"
             try:
                 proc.stdin.write(line.encode())
-                await asyncio.wait_for(proc.stdin.drain(), self.timeout)
-                raw = await asyncio.wait_for(proc.stdout.readline(), self.timeout)
+                await asyncio.wait_for(proc.stdin.drain(), timeout)
+                raw = await asyncio.wait_for(proc.stdout.readline(), timeout)
             except (TimeoutError, ConnectionError, BrokenPipeError) as exc:
                 await self._kill()
                 raise WorkerTimeout(f"dataplane worker did not answer {op} in time") from exc

@@ -61,8 +61,11 @@ class Backend(Protocol):
         """The worker request behind `examine`, for batches (`WorkerClient.batch`)."""
         ...
 
-    def commit_request(self, target: netns.Target, program: Program) -> dict[str, Any]:
-        """The worker request behind `commit`, for batches."""
+    def commit_request(
+        self, target: netns.Target, program: Program, read_back: bool = False
+    ) -> dict[str, Any]:
+        """The worker request behind `commit`, for batches; with `read_back`, the reply
+        always carries the digest of what the namespace holds after the commit."""
         ...
 
     async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None: ...
@@ -105,9 +108,12 @@ class Nftables:
     def examine_request(self, target: netns.Target) -> dict[str, Any]:
         return {"op": "inspect", "path": target.path, "ino": target.ino}
 
-    def commit_request(self, target: netns.Target, program: Program) -> dict[str, Any]:
+    def commit_request(
+        self, target: netns.Target, program: Program, read_back: bool = False
+    ) -> dict[str, Any]:
         return {
-            "op": "apply",
+            # "commit" reads back only when another commit slipped in; "apply" always does
+            "op": "apply" if read_back else "commit",
             "path": target.path,
             "ino": target.ino,
             "script": _nft(program).script,
@@ -160,8 +166,10 @@ class Iptables:
     def examine_request(self, target: netns.Target) -> dict[str, Any]:
         return {"op": "ipt_inspect", "path": target.path, "ino": target.ino}
 
-    def commit_request(self, target: netns.Target, program: Program) -> dict[str, Any]:
-        return {
+    def commit_request(
+        self, target: netns.Target, program: Program, read_back: bool = False
+    ) -> dict[str, Any]:
+        return {  # always read back
             "op": "ipt_apply",
             "path": target.path,
             "ino": target.ino,

@@ -15,6 +15,7 @@ metrics), `conntrack_list`, `conntrack_delete` and
 `conntrack_mark` (a namespace's conntrack entries, for quarantine and strict mode), `patch` (an
 incremental set-element transaction, refused unless the namespace's nftables generation is
 still the one of the agent's last commit), `generation` (that generation alone, ~0.2 ms),
+`commit` (a whole ruleset, read back only when another commit slipped in),
 `batch` (several of these requests in one round trip, each answered on its own: the agent
 commits every pod of a pass with one request, not one per pod).
 The iptables backend's requests (`ipt_apply`, `ipt_inspect`, `ipt_comment`, `ipt_delete`,
@@ -91,10 +92,7 @@ class Worker:
         try:
             _setns(fd)
             try:
-                ctx = self.contexts.get(ident)
-                if ctx is None:
-                    ctx = libnft.Context(libnft.OUTPUT_TERSE)
-                    self.contexts[ident] = ctx
+                ctx = self._context(ident)
                 if flags == libnft.OUTPUT_TERSE:
                     return ctx.run(script)
                 ctx.set_output_flags(flags)
@@ -137,17 +135,42 @@ class Worker:
                 before = self._generation_here(ident)
                 if before != expected:
                     return {"applied": False, "generation": before, "sole": False}
-                ctx = self.contexts.get(ident)
-                if ctx is None:
-                    ctx = libnft.Context(libnft.OUTPUT_TERSE)
-                    self.contexts[ident] = ctx
-                ctx.run(script)
+                self._context(ident).run(script)
                 after = self._generation_here(ident)
                 return {"applied": True, "generation": after, "sole": nftgen.follows(before, after)}
             finally:
                 _setns(self.host_fd)
         finally:
             os.close(fd)
+
+    def commit(self, path: str, ino: int | None, script: str) -> dict[str, Any]:
+        """Commit a whole ruleset (a table replace). When the namespace's generation moved by
+        exactly this commit, what the namespace holds is what the script says, so no read-back
+        is needed (`digest` None: later checks go by generation, as after a patch); otherwise
+        someone committed in between and the result is read back as `apply` does."""
+        fd, ident = self._open(path, ino)
+        try:
+            _setns(fd)
+            try:
+                before = self._generation_here(ident)
+                self._context(ident).run(script)
+                after = self._generation_here(ident)
+            finally:
+                _setns(self.host_fd)
+        finally:
+            os.close(fd)
+        if nftgen.follows(before, after):
+            return {"digest": None, "generation": after, "sole": True}
+        found = self.inspect(path, ino)
+        return {"digest": found["digest"], "generation": found["generation"], "sole": False}
+
+    def _context(self, ident: tuple[int, int]) -> libnft.Context:
+        """The namespace's libnftables context (the thread must be inside the namespace)."""
+        ctx = self.contexts.get(ident)
+        if ctx is None:
+            ctx = libnft.Context(libnft.OUTPUT_TERSE)
+            self.contexts[ident] = ctx
+        return ctx
 
     # -- operations ------------------------------------------------------------------------
     def scan(self, netns_dir: str, proc: bool) -> list[dict[str, Any]]:
@@ -360,6 +383,8 @@ class Worker:
             return {"netns": self.scan(str(request["netns_dir"]), bool(request.get("proc")))}
         if op == "apply":
             return self.apply(path, ino, str(request["script"]))
+        if op == "commit":
+            return self.commit(path, ino, str(request["script"]))
         if op == "patch":
             return self.patch(path, ino, str(request["script"]), int(request["generation"]))
         if op == "generation":

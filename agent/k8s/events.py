@@ -9,20 +9,21 @@ from __future__ import annotations
 import asyncio
 import datetime
 import secrets
-import typing
+import urllib.parse
 from typing import Any
 
 import kubernetes.client
 import structlog
 
 from agent import metrics, model
+from agent.k8s import rest
 
 log = structlog.get_logger(__name__)
 
 
 class Recorder:
     def __init__(self, api: kubernetes.client.ApiClient | None, node_name: str) -> None:
-        self._core = kubernetes.client.CoreV1Api(api) if api is not None else None
+        self._api = api
         self._node = node_name
         self._sent: set[tuple[str, str, str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -55,7 +56,7 @@ class Recorder:
         event_type: str = "Warning",
     ) -> None:
         marker = (f"{namespace}/{name}", kind, resource_version, reason)
-        if self._core is None or marker in self._sent:
+        if self._api is None or marker in self._sent:
             return
         self._sent.add(marker)
         now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
@@ -85,14 +86,15 @@ class Recorder:
         task.add_done_callback(self._tasks.discard)
 
     async def _post(self, namespace: str, body: dict[str, Any]) -> None:
-        assert self._core is not None
+        api = self._api
+        assert api is not None
+
+        def post() -> None:
+            path = f"/api/v1/namespaces/{urllib.parse.quote(namespace, safe='')}/events"
+            rest.call(api, "POST", path, body=body, timeout=(5, 10)).release_conn()
+
         try:
-            await asyncio.to_thread(
-                self._core.create_namespaced_event,
-                namespace,
-                typing.cast(Any, body),
-                _request_timeout=(5, 10),
-            )
+            await asyncio.to_thread(post)
         except Exception as exc:
             metrics.API_ERRORS.labels("events").inc()
             log.warning("event_post_failed", namespace=namespace, error=str(exc))

@@ -26,11 +26,11 @@ import kubernetes.watch.watch
 import structlog
 
 from agent import metrics
-from agent.k8s import errors
+from agent.k8s import errors, rest
 
 log = structlog.get_logger(__name__)
 
-ListFn = Callable[..., Any]
+ListFn = rest.ListFn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,21 +53,12 @@ Delivery = Callable[[WatchEvent | Relist], None]
 
 
 def list_functions(api: kubernetes.client.ApiClient, node_name: str) -> dict[str, ListFn]:
-    core = kubernetes.client.CoreV1Api(api)
-    networking = kubernetes.client.NetworkingV1Api(api)
-    return {
-        # Every Node: the node guard keeps pods away from all nodes' addresses; our own Node
-        # (found by name in the store) is the "pod's node" that ingress always admits.
-        "nodes": core.list_node,
-        "namespaces": core.list_namespace,
-        "pods": core.list_pod_for_all_namespaces,
-        "networkpolicies": networking.list_network_policy_for_all_namespaces,
-        # Service traffic (agent.policy.services): ClusterIPs and the backends behind them.
-        "services": core.list_service_for_all_namespaces,
-        "endpointslices": kubernetes.client.DiscoveryV1Api(
-            api
-        ).list_endpoint_slice_for_all_namespaces,
-    }
+    """The list/watch function of every kind the agent mirrors (agent.k8s.rest).
+
+    Every Node: the node guard keeps pods away from all nodes' addresses, and the agent's own
+    Node (found by name in the store) is the "pod's node" that ingress always admits. Services
+    and EndpointSlices: Service traffic (agent.policy.services)."""
+    return {resource: rest.lister(api, resource) for resource in rest.PATHS}
 
 
 class Reflector:

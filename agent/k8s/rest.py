@@ -1,0 +1,84 @@
+"""The agent's API calls as plain REST requests through the official client's `ApiClient`.
+
+Why: the client (kubernetes 37) validates the arguments of every generated API method with
+pydantic when the API module is imported; importing `CoreV1Api` and `NetworkingV1Api` costs
+~0.9 s, a third of the agent's cold start to ready on a 2-core node. The agent needs six
+list/watch paths and one POST, so it builds them with the same client's `param_serialize`
+and `call_api`: authentication, TLS, proxies and serialisation stay the client's; only the
+per-method wrappers are skipped. Errors are the client's `ApiException`, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes.client
+
+# The collection path of each kind the agent lists and watches (cluster-wide).
+PATHS = {
+    "nodes": "/api/v1/nodes",
+    "namespaces": "/api/v1/namespaces",
+    "pods": "/api/v1/pods",
+    "networkpolicies": "/apis/networking.k8s.io/v1/networkpolicies",
+    "services": "/api/v1/services",
+    "endpointslices": "/apis/discovery.k8s.io/v1/endpointslices",
+}
+
+# Keyword arguments of the generated list methods -> query parameters.
+_QUERY = {
+    "limit": "limit",
+    "_continue": "continue",
+    "watch": "watch",
+    "resource_version": "resourceVersion",
+    "allow_watch_bookmarks": "allowWatchBookmarks",
+    "timeout_seconds": "timeoutSeconds",
+}
+
+ListFn = Callable[..., Any]
+
+
+def call(
+    api: kubernetes.client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: list[tuple[str, Any]] | None = None,
+    body: Any = None,
+    timeout: Any = None,
+) -> Any:
+    """One request; the raw urllib3 response (unread). Non-2xx raises `ApiException`."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    request = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=query or [],
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*request, _request_timeout=timeout)
+    if not 200 <= response.status <= 299:
+        response.read()
+        raise kubernetes.client.ApiException.from_response(http_resp=response, body=None, data=None)
+    return response.response
+
+
+def lister(api: kubernetes.client.ApiClient, resource: str) -> ListFn:
+    """A list/watch function of `resource` taking the generated `list_*` methods' keyword
+    arguments (`limit`, `_continue`, `watch`, ...); it always returns the raw response, as
+    those methods do with `_preload_content=False`."""
+    path = PATHS[resource]
+
+    def list_or_watch(**kwargs: Any) -> Any:
+        timeout = kwargs.pop("_request_timeout", None)
+        kwargs.pop("_preload_content", None)
+        unknown = set(kwargs) - set(_QUERY)
+        if unknown:
+            raise TypeError(f"unexpected arguments {sorted(unknown)}")
+        query = [(_QUERY[k], v) for k, v in kwargs.items() if v is not None]
+        return call(api, "GET", path, query=query, timeout=timeout)
+
+    return list_or_watch
