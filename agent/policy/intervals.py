@@ -120,49 +120,178 @@ def canonical_peer_ports(
     sets are large and scattered (pod IPs) while each peer has few port ranges: when named
     ports resolve to different numbers on different pods, a port-major cut would repeat every
     scattered address in every port run (measured: 535k vs ~30k elements for 10k pods).
-    The cost is one sweep over the distinct address boundaries.
+
+    Cost (issue 8): this runs for every direction of every recompiled pod, on typically
+    100-200 scattered single addresses with one or two ports each. Distinct address keys are
+    grouped into clusters of overlapping keys; a lone key (the usual case) is its own run minus
+    the holes, and only a cluster of several keys takes the boundary sweep. Port sets are
+    canonicalised once per distinct set, and runs come out in order, so no final sort.
     """
-    by_addr: dict[ruleset.AddrRange, set[tuple[int, ruleset.PortRange]]] = collections.defaultdict(
-        set
-    )
+    # Plain-int tuples inside: hashing and ordering them is done in C, unlike the dataclasses.
+    by_key: dict[tuple[int, int, int], set[tuple[int, int, int]]] = {}
+    addr_objects: dict[tuple[int, int, int], ruleset.AddrRange] = {}
+    port_objects: dict[tuple[int, int], ruleset.PortRange] = {}
     for addrs, proto, ports in triples:
-        if addrs.first <= addrs.last and ports.first <= ports.last:
-            by_addr[addrs].add((proto, ports))
+        first, last, pfirst, plast = addrs.first, addrs.last, ports.first, ports.last
+        if first > last or pfirst > plast:
+            continue
+        key = (addrs.family, first, last)
+        pairs = by_key.get(key)
+        if pairs is None:
+            by_key[key] = {(proto, pfirst, plast)}
+            addr_objects[key] = addrs
+        else:
+            pairs.add((proto, pfirst, plast))
+        if (pfirst, plast) not in port_objects:
+            port_objects[(pfirst, plast)] = ports
+    if not by_key:
+        return ()
+    holes_of = _holes_by_family(exclude)
+    canon: dict[object, _PortSet] = {}
+    runs: list[tuple[int, int, int, _PortSet]] = []
+    keys = sorted(by_key)
+    i, n = 0, len(keys)
+    while i < n:
+        family, first, last = key = keys[i]
+        j = i + 1
+        reach = last
+        while j < n and keys[j][1] <= reach and keys[j][0] == family:
+            reach = max(reach, keys[j][2])
+            j += 1
+        holes = holes_of.get(family)
+        if j > i + 1:  # overlapping keys: sweep their boundaries
+            for run in _cluster_runs(family, keys[i:j], holes or (), by_key, port_objects):
+                _add_run(runs, *run)
+            i = j
+            continue
+        i = j
+        pairs = by_key[key]
+        # A lone pair is its own canonical form; a bigger set is keyed by its frozenset.
+        memo: object = next(iter(pairs)) if len(pairs) == 1 else frozenset(pairs)
+        port_set = canon.get(memo)
+        if port_set is None:
+            port_set = canon[memo] = _canonical_pairs(pairs, port_objects)
+        if holes:
+            for piece_first, piece_last in _minus_holes(first, last, holes):
+                _add_run(runs, family, piece_first, piece_last, port_set)
+            continue
+        if runs:
+            prev_family, prev_first, prev_last, prev_set = runs[-1]
+            if prev_family == family and prev_last + 1 == first and prev_set == port_set:
+                runs[-1] = (family, prev_first, last, prev_set)
+                continue
+        runs.append((family, first, last, port_set))
 
     out: list[ruleset.PeerPort] = []
-    for family in sorted({a.family for a in by_addr}):
-        keys = [a for a in by_addr if a.family == family]
-        holes = [e for e in exclude if e.family == family]
-        for addrs, port_set in _address_runs(family, keys, holes, by_addr):
-            out.extend(ruleset.PeerPort(addrs, proto, ports) for proto, ports in port_set)
-    out.sort()
+    peer_port = ruleset.PeerPort
+    for run in runs:
+        addrs = addr_objects.get(run[:3]) or ruleset.AddrRange(*run[:3])
+        port_set = run[3]
+        if len(port_set) == 1:
+            out.append(peer_port(addrs, *port_set[0]))
+        else:
+            out.extend(peer_port(addrs, proto, ports) for proto, ports in port_set)
     return tuple(out)
 
 
 _PortSet = tuple[tuple[int, ruleset.PortRange], ...]
 
 
-def _address_runs(
+def _holes_by_family(exclude: Sequence[ruleset.AddrRange]) -> dict[int, list[tuple[int, int]]]:
+    """`exclude` as sorted, merged (first, last) pairs per family (empty ranges dropped)."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for family, first, last in sorted((e.family, e.first, e.last) for e in exclude):
+        if first > last:
+            continue
+        merged = out.setdefault(family, [])
+        if merged and first <= merged[-1][1] + 1:
+            if last > merged[-1][1]:
+                merged[-1] = (merged[-1][0], last)
+        else:
+            merged.append((first, last))
+    return out
+
+
+def _minus_holes(first: int, last: int, holes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[first, last] minus sorted, disjoint `holes`, as (first, last) pieces in order."""
+    if not holes:
+        return [(first, last)]
+    pieces: list[tuple[int, int]] = []
+    k = max(bisect.bisect_left(holes, (first, -1)) - 1, 0)
+    while k < len(holes) and holes[k][0] <= last:
+        hole_first, hole_last = holes[k]
+        if hole_last >= first:
+            if hole_first > first:
+                pieces.append((first, hole_first - 1))
+            first = max(first, hole_last + 1)
+            if first > last:
+                return pieces
+        k += 1
+    pieces.append((first, last))
+    return pieces
+
+
+def _add_run(
+    runs: list[tuple[int, int, int, _PortSet]],
     family: int,
-    keys: Sequence[ruleset.AddrRange],
-    holes: Sequence[ruleset.AddrRange],
-    ports_of: Mapping[ruleset.AddrRange, set[tuple[int, ruleset.PortRange]]],
-) -> list[tuple[ruleset.AddrRange, _PortSet]]:
-    """Maximal address runs (one family) with a constant, non-empty canonical port set."""
-    starts: dict[int, list[ruleset.AddrRange | None]] = collections.defaultdict(list)
-    ends: dict[int, list[ruleset.AddrRange | None]] = collections.defaultdict(list)
+    first: int,
+    last: int,
+    port_set: _PortSet,
+) -> None:
+    """Append a run in address order, joining it to the previous one when they touch and
+    allow the same ports (runs are maximal)."""
+    if runs:
+        prev_family, prev_first, prev_last, prev_set = runs[-1]
+        if prev_family == family and prev_last + 1 == first and prev_set == port_set:
+            runs[-1] = (family, prev_first, last, prev_set)
+            return
+    runs.append((family, first, last, port_set))
+
+
+def _canonical_pairs(
+    pairs: Iterable[tuple[int, int, int]], port_objects: dict[tuple[int, int], ruleset.PortRange]
+) -> _PortSet:
+    """The canonical (protocol, merged port range) tuple of (protocol, first, last) pairs."""
+    merged: list[tuple[int, int, int]] = []
+    for proto, first, last in sorted(pairs):
+        if merged and merged[-1][0] == proto and first <= merged[-1][2] + 1:
+            if last > merged[-1][2]:
+                merged[-1] = (proto, merged[-1][1], last)
+        else:
+            merged.append((proto, first, last))
+    out = []
+    for proto, first, last in merged:
+        ports = port_objects.get((first, last))
+        if ports is None:
+            ports = port_objects[(first, last)] = ruleset.PortRange(first, last)
+        out.append((proto, ports))
+    return tuple(out)
+
+
+def _cluster_runs(
+    family: int,
+    keys: Sequence[tuple[int, int, int]],
+    holes: Sequence[tuple[int, int]],
+    pairs_of: Mapping[tuple[int, int, int], set[tuple[int, int, int]]],
+    port_objects: dict[tuple[int, int], ruleset.PortRange],
+) -> list[tuple[int, int, int, _PortSet]]:
+    """Maximal runs (constant, non-empty canonical port set) over overlapping keys of one
+    family: a sweep over the distinct boundaries of the keys and the holes they touch."""
+    starts: dict[int, list[tuple[int, int, int] | None]] = collections.defaultdict(list)
+    ends: dict[int, list[tuple[int, int, int] | None]] = collections.defaultdict(list)
+    low, high = keys[0][1], max(key[2] for key in keys)
     for key in keys:
-        starts[key.first].append(key)
-        ends[key.last + 1].append(key)
-    for hole in holes:  # None marks an excluded stretch
-        starts[hole.first].append(None)
-        ends[hole.last + 1].append(None)
+        starts[key[1]].append(key)
+        ends[key[2] + 1].append(key)
+    for hole_first, hole_last in holes:  # None marks an excluded stretch
+        if hole_last >= low and hole_first <= high:
+            starts[hole_first].append(None)
+            ends[hole_last + 1].append(None)
     bounds = sorted(set(starts) | set(ends))
 
-    active: set[ruleset.AddrRange] = set()
+    active: set[tuple[int, int, int]] = set()
     excluded = 0
-    current: _PortSet = ()
-    runs: list[tuple[ruleset.AddrRange, _PortSet]] = []
+    runs: list[tuple[int, int, int, _PortSet]] = []
     for i, bound in enumerate(bounds[:-1]):
         for ending in ends.get(bound, ()):
             if ending is None:
@@ -174,26 +303,8 @@ def _address_runs(
                 excluded += 1
             else:
                 active.add(starting)
-        current = () if excluded or not active else _port_set(active, ports_of)
-        if not current:
+        if excluded or not active:
             continue
-        last = bounds[i + 1] - 1
-        if runs and runs[-1][1] == current and runs[-1][0].last + 1 == bound:
-            runs[-1] = (ruleset.AddrRange(family, runs[-1][0].first, last), current)
-        else:
-            runs.append((ruleset.AddrRange(family, bound, last), current))
+        pairs = {pair for key in active for pair in pairs_of[key]}
+        _add_run(runs, family, bound, bounds[i + 1] - 1, _canonical_pairs(pairs, port_objects))
     return runs
-
-
-def _port_set(
-    active: Iterable[ruleset.AddrRange],
-    ports_of: Mapping[ruleset.AddrRange, set[tuple[int, ruleset.PortRange]]],
-) -> _PortSet:
-    """The canonical (protocol, merged port range) set allowed for the active keys."""
-    per_proto: dict[int, list[ruleset.PortRange]] = collections.defaultdict(list)
-    for key in active:
-        for proto, ports in ports_of[key]:
-            per_proto[proto].append(ports)
-    return tuple(
-        (proto, ports) for proto in sorted(per_proto) for ports in merge_ports(per_proto[proto])
-    )
