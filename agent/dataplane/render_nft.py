@@ -579,7 +579,11 @@ def _port_elements(port_peers: Sequence[ruleset.PeerPort], family: int) -> list[
         if addrs.family != family:
             continue
         if addrs is not addrs_before:
-            addrs_before, addr_text = addrs, format_addr(addrs)
+            addrs_before, first = addrs, addrs.first
+            if family == 4 and first == addrs.last and 0 <= first <= _V4_MAX:  # most peers
+                addr_text = f"{first >> 24}.{first >> 16 & 255}.{first >> 8 & 255}.{first & 255}"
+            else:
+                addr_text = format_addr(addrs)
         ports = e.ports
         port_text = str(ports.first) if ports.first == ports.last else f"{ports.first}-{ports.last}"
         out.append(f"{addr_text} . {_PROTOCOL_NAMES.get(e.protocol) or e.protocol} . {port_text}")

@@ -13,6 +13,7 @@ import bisect
 import collections
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from agent.policy import ruleset
 
@@ -37,10 +38,18 @@ def address_range(ip: str) -> ruleset.AddrRange:
     return ruleset.AddrRange(addr.version, int(addr), int(addr))
 
 
+def _addr_order(r: ruleset.AddrRange) -> tuple[int, int, int]:
+    return (r.family, r.first, r.last)
+
+
+def _port_order(r: ruleset.PortRange) -> tuple[int, int]:
+    return (r.first, r.last)
+
+
 def merge_addrs(ranges: Iterable[ruleset.AddrRange]) -> tuple[ruleset.AddrRange, ...]:
     """Sorted, disjoint ranges covering exactly the union; touching ranges are joined."""
     out: list[ruleset.AddrRange] = []
-    for r in sorted(ranges):
+    for r in sorted(ranges, key=_addr_order):  # the dataclass order, compared in C
         if r.first > r.last:
             continue
         if out and out[-1].family == r.family and r.first <= out[-1].last + 1:
@@ -54,7 +63,7 @@ def merge_addrs(ranges: Iterable[ruleset.AddrRange]) -> tuple[ruleset.AddrRange,
 def merge_ports(ranges: Iterable[ruleset.PortRange]) -> tuple[ruleset.PortRange, ...]:
     """Sorted, disjoint port ranges covering exactly the union; touching ranges are joined."""
     out: list[ruleset.PortRange] = []
-    for r in sorted(ranges):
+    for r in sorted(ranges, key=_port_order):
         if r.first > r.last:
             continue
         if out and r.first <= out[-1].last + 1:
@@ -128,27 +137,24 @@ def canonical_peer_ports(
     canonicalised once per distinct set, and runs come out in order, so no final sort.
     """
     # Plain-int tuples inside: hashing and ordering them is done in C, unlike the dataclasses.
-    by_key: dict[tuple[int, int, int], set[tuple[int, int, int]]] = {}
-    addr_objects: dict[tuple[int, int, int], ruleset.AddrRange] = {}
-    port_objects: dict[tuple[int, int], ruleset.PortRange] = {}
+    # Each key's entry is [its AddrRange (reused in the output), (proto, first, last), ...];
+    # a pair may repeat (several policies allow the same thing): the canonical form merges it.
+    by_key: dict[tuple[int, int, int], list[Any]] = {}
     for addrs, proto, ports in triples:
         first, last, pfirst, plast = addrs.first, addrs.last, ports.first, ports.last
         if first > last or pfirst > plast:
             continue
         key = (addrs.family, first, last)
-        pairs = by_key.get(key)
-        if pairs is None:
-            by_key[key] = {(proto, pfirst, plast)}
-            addr_objects[key] = addrs
+        entry = by_key.get(key)
+        if entry is None:
+            by_key[key] = [addrs, (proto, pfirst, plast)]
         else:
-            pairs.add((proto, pfirst, plast))
-        if (pfirst, plast) not in port_objects:
-            port_objects[(pfirst, plast)] = ports
+            entry.append((proto, pfirst, plast))
     if not by_key:
         return ()
     holes_of = _holes_by_family(exclude)
     canon: dict[object, _PortSet] = {}
-    runs: list[tuple[int, int, int, _PortSet]] = []
+    runs: list[_Run] = []
     keys = sorted(by_key)
     i, n = 0, len(keys)
     while i < n:
@@ -160,41 +166,47 @@ def canonical_peer_ports(
             j += 1
         holes = holes_of.get(family)
         if j > i + 1:  # overlapping keys: sweep their boundaries
-            for run in _cluster_runs(family, keys[i:j], holes or (), by_key, port_objects):
+            for run in _cluster_runs(family, keys[i:j], holes or (), by_key):
                 _add_run(runs, *run)
             i = j
             continue
         i = j
-        pairs = by_key[key]
-        # A lone pair is its own canonical form; a bigger set is keyed by its frozenset.
-        memo: object = next(iter(pairs)) if len(pairs) == 1 else frozenset(pairs)
+        entry = by_key[key]
+        # A lone pair is its own canonical form; more are keyed by their frozenset.
+        memo: object = entry[1] if len(entry) == 2 else frozenset(entry[1:])
         port_set = canon.get(memo)
         if port_set is None:
-            port_set = canon[memo] = _canonical_pairs(pairs, port_objects)
+            port_set = canon[memo] = _canonical_pairs(entry[1:])
         if holes:
             for piece_first, piece_last in _minus_holes(first, last, holes):
                 _add_run(runs, family, piece_first, piece_last, port_set)
             continue
         if runs:
-            prev_family, prev_first, prev_last, prev_set = runs[-1]
+            prev_family, prev_first, prev_last, prev_set, _ = runs[-1]
             if prev_family == family and prev_last + 1 == first and prev_set == port_set:
-                runs[-1] = (family, prev_first, last, prev_set)
+                runs[-1] = (family, prev_first, last, prev_set, None)
                 continue
-        runs.append((family, first, last, port_set))
+        runs.append((family, first, last, port_set, entry[0]))  # the key's own AddrRange
 
     out: list[ruleset.PeerPort] = []
     peer_port = ruleset.PeerPort
-    for run in runs:
-        addrs = addr_objects.get(run[:3]) or ruleset.AddrRange(*run[:3])
-        port_set = run[3]
-        if len(port_set) == 1:
-            out.append(peer_port(addrs, *port_set[0]))
-        else:
-            out.extend(peer_port(addrs, proto, ports) for proto, ports in port_set)
+    port_objects: dict[tuple[int, int], ruleset.PortRange] = {}
+    for family, first, last, port_set, own in runs:
+        run_addrs = own if own is not None else ruleset.AddrRange(family, first, last)
+        for proto, port_first, port_last in port_set:
+            run_ports = port_objects.get((port_first, port_last))
+            if run_ports is None:
+                run_ports = port_objects[(port_first, port_last)] = ruleset.PortRange(
+                    port_first, port_last
+                )
+            out.append(peer_port(run_addrs, proto, run_ports))
     return tuple(out)
 
 
-_PortSet = tuple[tuple[int, ruleset.PortRange], ...]
+# A canonical port set: sorted, merged (protocol, first port, last port); and a run of
+# addresses (family, first, last) allowing one, with the AddrRange to reuse when it has one.
+_PortSet = tuple[tuple[int, int, int], ...]
+_Run = tuple[int, int, int, _PortSet, ruleset.AddrRange | None]
 
 
 def _holes_by_family(exclude: Sequence[ruleset.AddrRange]) -> dict[int, list[tuple[int, int]]]:
@@ -232,26 +244,25 @@ def _minus_holes(first: int, last: int, holes: Sequence[tuple[int, int]]) -> lis
 
 
 def _add_run(
-    runs: list[tuple[int, int, int, _PortSet]],
+    runs: list[_Run],
     family: int,
     first: int,
     last: int,
     port_set: _PortSet,
+    addrs: ruleset.AddrRange | None = None,
 ) -> None:
     """Append a run in address order, joining it to the previous one when they touch and
     allow the same ports (runs are maximal)."""
     if runs:
-        prev_family, prev_first, prev_last, prev_set = runs[-1]
+        prev_family, prev_first, prev_last, prev_set, _ = runs[-1]
         if prev_family == family and prev_last + 1 == first and prev_set == port_set:
-            runs[-1] = (family, prev_first, last, prev_set)
+            runs[-1] = (family, prev_first, last, prev_set, None)
             return
-    runs.append((family, first, last, port_set))
+    runs.append((family, first, last, port_set, addrs))
 
 
-def _canonical_pairs(
-    pairs: Iterable[tuple[int, int, int]], port_objects: dict[tuple[int, int], ruleset.PortRange]
-) -> _PortSet:
-    """The canonical (protocol, merged port range) tuple of (protocol, first, last) pairs."""
+def _canonical_pairs(pairs: Iterable[tuple[int, int, int]]) -> _PortSet:
+    """The canonical form of (protocol, first, last) pairs: sorted, merged per protocol."""
     merged: list[tuple[int, int, int]] = []
     for proto, first, last in sorted(pairs):
         if merged and merged[-1][0] == proto and first <= merged[-1][2] + 1:
@@ -259,22 +270,15 @@ def _canonical_pairs(
                 merged[-1] = (proto, merged[-1][1], last)
         else:
             merged.append((proto, first, last))
-    out = []
-    for proto, first, last in merged:
-        ports = port_objects.get((first, last))
-        if ports is None:
-            ports = port_objects[(first, last)] = ruleset.PortRange(first, last)
-        out.append((proto, ports))
-    return tuple(out)
+    return tuple(merged)
 
 
 def _cluster_runs(
     family: int,
     keys: Sequence[tuple[int, int, int]],
     holes: Sequence[tuple[int, int]],
-    pairs_of: Mapping[tuple[int, int, int], set[tuple[int, int, int]]],
-    port_objects: dict[tuple[int, int], ruleset.PortRange],
-) -> list[tuple[int, int, int, _PortSet]]:
+    entries: Mapping[tuple[int, int, int], list[Any]],
+) -> list[_Run]:
     """Maximal runs (constant, non-empty canonical port set) over overlapping keys of one
     family: a sweep over the distinct boundaries of the keys and the holes they touch."""
     starts: dict[int, list[tuple[int, int, int] | None]] = collections.defaultdict(list)
@@ -291,7 +295,7 @@ def _cluster_runs(
 
     active: set[tuple[int, int, int]] = set()
     excluded = 0
-    runs: list[tuple[int, int, int, _PortSet]] = []
+    runs: list[_Run] = []
     for i, bound in enumerate(bounds[:-1]):
         for ending in ends.get(bound, ()):
             if ending is None:
@@ -305,6 +309,6 @@ def _cluster_runs(
                 active.add(starting)
         if excluded or not active:
             continue
-        pairs = {pair for key in active for pair in pairs_of[key]}
-        _add_run(runs, family, bound, bounds[i + 1] - 1, _canonical_pairs(pairs, port_objects))
+        pairs = {pair for key in active for pair in entries[key][1:]}
+        _add_run(runs, family, bound, bounds[i + 1] - 1, _canonical_pairs(pairs))
     return runs

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import bisect
 import collections
+import dataclasses
 import random
+from typing import Any
 
 import pytest
 
@@ -339,3 +341,31 @@ def test_overlapping_cluster_next_to_lone_keys_joins_runs() -> None:
         ruleset.PeerPort(A(4, 0, 10), 6, P(80, 80)),
         ruleset.PeerPort(A(4, 11, 11), 17, P(53, 53)),
     )
+
+
+def test_merges_sorting_by_field_tuples_equal_the_dataclass_order() -> None:
+    """merge_addrs/merge_ports sort by a tuple key (compared in C); the result is the one of
+    the dataclass order they replaced."""
+    rnd = random.Random(77)
+    for _ in range(500):
+        addrs = [
+            A(rnd.choice((4, 6)), f, f + rnd.randrange(-1, 6))
+            for f in (rnd.randrange(50) for _ in range(rnd.randrange(0, 30)))
+        ]
+        ports = [P(f, f + rnd.randrange(-1, 6)) for f in (rnd.randrange(50) for _ in range(20))]
+        for merge, items in ((intervals.merge_addrs, addrs), (intervals.merge_ports, ports)):
+            got = merge(items)
+            out: list[Any] = []
+            for r in sorted(items):  # the original: the dataclasses' own ordering
+                if r.first > r.last:
+                    continue
+                if (
+                    out
+                    and getattr(out[-1], "family", 0) == getattr(r, "family", 0)
+                    and (r.first <= out[-1].last + 1)
+                ):
+                    if r.last > out[-1].last:
+                        out[-1] = dataclasses.replace(out[-1], last=r.last)
+                else:
+                    out.append(r)
+            assert got == tuple(out)
