@@ -140,7 +140,9 @@ def update_index(
     namespaces = dict(namespaces)
     return ClusterIndex(
         namespaces=namespaces,
-        peers=tuple(itertools.chain.from_iterable(by_namespace[ns] for ns in sorted(by_namespace))),
+        peers=previous.peers
+        if not touched
+        else tuple(itertools.chain.from_iterable(by_namespace[ns] for ns in sorted(by_namespace))),
         by_namespace=by_namespace,
         cache=_carried_cache(previous, namespaces, by_namespace.keys(), touched),
     )
