@@ -211,7 +211,8 @@ class _PortCover:
             _, member_last, member_port_first, member_port_last = members[i]
             if (
                 member_last >= last
-                and member_port_first <= port_first <= port_last <= member_port_last
+                and member_port_first <= port_first
+                and port_last <= member_port_last
             ):
                 return True
             i -= 1

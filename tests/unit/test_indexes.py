@@ -155,7 +155,7 @@ def test_updated_index_carries_only_resolved_peers_that_still_hold() -> None:
         dropped += len(resolved - kept)
         for _, policy_namespace, peer in kept:
             owner = next(p for p in policies if p.namespace == policy_namespace)
-            assert index.cache[("peer", policy_namespace, peer)] == (
+            assert index.cache[("peer", policy_namespace, peer)][0] == (
                 policy_compile._resolve_peer_uncached(owner, peer, fresh)
             )
         for pod in pods.values():
@@ -194,3 +194,30 @@ def test_first_peer_pod_of_a_namespace_reaches_a_memoised_namespace_selector() -
     assert intervals.contains(
         after.ingress.any_port_peers, 4, intervals.address_range("198.18.1.3").first
     )
+
+
+def test_memoised_peers_unused_for_many_updates_are_dropped() -> None:
+    """Memos are keyed by peer values that policy edits leave behind: one unused for
+    `_UNUSED_UPDATES` updates goes, one in use stays (the cache stays bounded)."""
+    namespaces = {n: model.Namespace(n, {"team": "t1"}) for n in ("ns0", "ns1")}
+    local = model.Pod("ns0", "local", node_name="node-1", ips=("198.18.1.1",), phase="Running")
+    other = model.Pod("ns1", "other", node_name="node-2", ips=("198.18.1.2",), phase="Running")
+    pods = {p.key: p for p in (local, other)}
+    team = model.LabelSelector((("team", "t1"),))
+    used = model.NetworkPolicy(
+        "ns0", "used", ingress=(model.PolicyRule(peers=(model.Peer(pod_selector=team),)),)
+    )
+    forgotten = model.NetworkPolicy(
+        "ns0",
+        "edited-away",
+        ingress=(model.PolicyRule(peers=(model.Peer(namespace_selector=team),)),),
+    )
+    index = policy_compile.build_index(namespaces, pods.values())
+    policy_compile.compile_indexed(local, [used, forgotten], index)
+    peer_keys = {k for k in index.cache if isinstance(k, tuple) and k[0] in ("peer", "namespaces")}
+    assert len(peer_keys) == 3
+    for _ in range(policy_compile._UNUSED_UPDATES + 2):
+        index = policy_compile.update_index(index, namespaces, pods, ())
+        policy_compile.compile_indexed(local, [used], index)
+    kept = {k for k in index.cache if isinstance(k, tuple) and k[0] in ("peer", "namespaces")}
+    assert kept == {("peer", "ns0", used.ingress[0].peers[0])}

@@ -25,6 +25,9 @@ def _random_port_peers(rnd: random.Random, n: int) -> list[ruleset.PeerPort]:
     out = []
     for addrs in _random_addrs(rnd, n):
         port = rnd.choice((80, 81, 443, rnd.randrange(1, 100)))
+        if rnd.random() < 0.05:  # degenerate (empty) ranges: answered like the reference too
+            out.append(PP(A(addrs.family, addrs.last + 1, addrs.first), 6, P(port + 1, port)))
+            continue
         out.append(PP(addrs, rnd.choice((6, 6, 17, 132)), P(port, port + rnd.choice((0, 0, 1, 9)))))
     return out
 
@@ -129,3 +132,19 @@ def test_unchanged_and_widened_port_peers_remove_nothing() -> None:
         port_peers=(PP(A(4, 0, 100), 6, P(80, 80)), PP(A(4, 15, 15), 6, P(80, 80))),
     )
     assert not verdict.removes_allows(_rs(old, plain), _rs(long_first, plain))
+
+
+def test_degenerate_elements_are_judged_like_the_reference() -> None:
+    """An element with an empty port or address range (never compiled, but possible input)
+    counts as covered exactly when the pairwise comparison says so."""
+    plain = ruleset.DirectionRuleset()
+    wide = ruleset.DirectionRuleset(isolated=True, port_peers=(PP(A(4, 0, 100), 6, P(80, 81)),))
+    for odd in (
+        PP(A(4, 10, 10), 6, P(81, 80)),  # ports backwards, inside the wide element's bounds
+        PP(A(4, 11, 10), 6, P(80, 80)),  # addresses backwards
+        PP(A(4, 11, 10), 6, P(82, 79)),  # both, outside the port bounds
+    ):
+        old = ruleset.DirectionRuleset(isolated=True, port_peers=(odd,))
+        for new in (wide, old, ruleset.DirectionRuleset(isolated=True)):
+            want = verdict._removes_allows_reference(_rs(old, plain), _rs(new, plain))
+            assert verdict.removes_allows(_rs(old, plain), _rs(new, plain)) == want, (odd, new)
