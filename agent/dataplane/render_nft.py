@@ -149,7 +149,62 @@ def state_rule(fingerprint: str) -> str:
 
 def split_sets(text: str) -> tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]:
     """(skeleton, sets) of rendered table text: every `elements = {...}` block of a named set
-    is cut out of the skeleton and returned as `("<family> <set>", elements)`, sorted."""
+    is cut out of the skeleton and returned as `("<family> <set>", elements)`, sorted.
+
+    The same as the line-by-line `_split_sets_lines` (a randomised test compares them), but an
+    element block, most of the text of a large ruleset, is cut with one `list.index` and one
+    slice; text with any line break other than `\n` takes the line-by-line form."""
+    if _odd_breaks(text):
+        return _split_sets_lines(text)
+    lines = text.split("\n")  # lines[-1] is what follows the final "\n" (usually "")
+    last = len(lines) - 1
+    skeleton: list[str] = []
+    kept_last = -1
+    sets: dict[str, tuple[str, ...]] = {}
+    family = current = ""
+    i = 0
+    while i <= last:
+        bare = lines[i]
+        if bare == "    elements = {" and current:
+            try:
+                close = lines.index("    }", i + 1)
+            except ValueError:  # never closed: the rest is elements that never make a set
+                break
+            sets[current] = tuple([line.strip().rstrip(",") for line in lines[i + 1 : close]])
+            i = close + 1
+            continue
+        if bare.startswith("    "):
+            pass  # a rule, set property or stray element line: changes nothing
+        elif bare.startswith("table ") and (table := _TABLE_RE.match(bare)):
+            family, current = table.group(1), ""
+        elif bare.startswith("  set ") and (named := _SET_RE.match(bare)):
+            current = f"{family} {named.group(1)}"
+            sets[current] = ()
+        else:
+            current = ""
+        skeleton.append(bare)
+        kept_last = i
+        i += 1
+    joined = "\n".join(skeleton)
+    if skeleton and kept_last < last:  # the last kept line had its line break
+        joined += "\n"
+    return joined, tuple(sorted(sets.items()))
+
+
+# Line boundaries of str.splitlines other than "\n": text holding one is split line by line.
+_OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_ASCII_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
+
+
+def _odd_breaks(text: str) -> bool:
+    """Whether `text` holds a line break other than `\n` (substring tests run at C speed)."""
+    if not text.isascii():
+        return _OTHER_BREAKS.search(text) is not None
+    return any(c in text for c in _ASCII_BREAKS)
+
+
+def _split_sets_lines(text: str) -> tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]:
+    """`split_sets` one line at a time: the reference form (and the path for odd breaks)."""
     skeleton: list[str] = []
     sets: dict[str, tuple[str, ...]] = {}
     family = ""
@@ -207,15 +262,22 @@ def canonical_interfaces(interfaces: Sequence[str]) -> tuple[str, ...]:
 
 def format_addr(r: ruleset.AddrRange) -> str:
     """An address range as nft text: `a`, `a/len` when it is exactly a prefix, else `a-b`."""
+    first = r.first
+    if r.family == 4 and 0 <= first <= _V4_MAX:  # dotted quads directly (tens of thousands)
+        text = f"{first >> 24}.{first >> 16 & 255}.{first >> 8 & 255}.{first & 255}"
+    else:
+        text = str(ipaddress.ip_address(first) if r.family == 4 else ipaddress.IPv6Address(first))
+    if first == r.last:
+        return text
     bits = 32 if r.family == 4 else 128
-    first = ipaddress.ip_address(r.first) if r.family == 4 else ipaddress.IPv6Address(r.first)
-    if r.first == r.last:
-        return str(first)
-    size = r.last - r.first + 1
-    if size & (size - 1) == 0 and r.first % size == 0:
-        return f"{first}/{bits - (size.bit_length() - 1)}"
+    size = r.last - first + 1
+    if size & (size - 1) == 0 and first % size == 0:
+        return f"{text}/{bits - (size.bit_length() - 1)}"
     last = ipaddress.ip_address(r.last) if r.family == 4 else ipaddress.IPv6Address(r.last)
-    return f"{first}-{last}"
+    return f"{text}-{last}"
+
+
+_V4_MAX = (1 << 32) - 1
 
 
 def format_ports(p: ruleset.PortRange) -> str:
@@ -499,15 +561,33 @@ def _direction_sets(
         sets.append(_set(name, addr_type, elements))
         rules.append(f"{ip} {key} @{name} {verdict}")
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        elements = [
-            f"{format_addr(e.addrs)} . {format_protocol(e.protocol)} . {format_ports(e.ports)}"
-            for e in d.port_peers
-            if e.addrs.family == family
-        ]
+        elements = _port_elements(d.port_peers, family)
         name = set_name(direction, "ports", family)
         sets.append(_set(name, f"{addr_type} . inet_proto . inet_service", elements))
         rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
     return sets, rules
+
+
+def _port_elements(port_peers: Sequence[ruleset.PeerPort], family: int) -> list[str]:
+    """`addr . proto . ports` texts of one family's elements: the address text is made once
+    per address run (a run's elements are adjacent and share their AddrRange)."""
+    out: list[str] = []
+    addrs_before: ruleset.AddrRange | None = None
+    addr_text = ""
+    for e in port_peers:
+        addrs = e.addrs
+        if addrs.family != family:
+            continue
+        if addrs is not addrs_before:
+            addrs_before, first = addrs, addrs.first
+            if family == 4 and first == addrs.last and 0 <= first <= _V4_MAX:  # most peers
+                addr_text = f"{first >> 24}.{first >> 16 & 255}.{first >> 8 & 255}.{first & 255}"
+            else:
+                addr_text = format_addr(addrs)
+        ports = e.ports
+        port_text = str(ports.first) if ports.first == ports.last else f"{ports.first}-{ports.last}"
+        out.append(f"{addr_text} . {_PROTOCOL_NAMES.get(e.protocol) or e.protocol} . {port_text}")
+    return out
 
 
 def _set(name: str, type_: str, elements: Sequence[str]) -> str:

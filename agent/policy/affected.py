@@ -22,7 +22,7 @@ test compares it with recompiling everything.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from agent import model, selectors
 from agent.policy import compile as policy_compile
@@ -48,36 +48,38 @@ def _peer_matches(
     policy: model.NetworkPolicy,
     peer: model.Peer,
     pod: model.Pod,
-    namespaces: Mapping[str, model.Namespace],
+    labels_of: Callable[[str], Mapping[str, str]],
 ) -> bool:
+    """Whether a selector peer of `policy` covers `pod` (`labels_of`: a namespace's labels).
+    The cheap tests come first: the namespace name, then the pod's own labels, and only then
+    the namespace's labels (a dict built per namespace)."""
     if peer.invalid or peer.ip_block is not None:
         return False
-    if peer.namespace_selector is None:
-        if pod.namespace != policy.namespace:
-            return False
-    elif not selectors.matches(
-        peer.namespace_selector, policy_compile.namespace_labels(pod.namespace, namespaces)
-    ):
+    if peer.namespace_selector is None and pod.namespace != policy.namespace:
         return False
-    return peer.pod_selector is None or selectors.matches(peer.pod_selector, pod.labels)
+    if peer.pod_selector is not None and not selectors.matches(peer.pod_selector, pod.labels):
+        return False
+    return peer.namespace_selector is None or selectors.matches(
+        peer.namespace_selector, labels_of(pod.namespace)
+    )
 
 
 def _depends_on_pod(
     policy: model.NetworkPolicy,
-    pods: Iterable[model.Pod],
-    namespaces: Mapping[str, model.Namespace],
+    candidates: Sequence[model.Pod],
+    labels_of: Callable[[str], Mapping[str, str]],
 ) -> bool:
-    """Whether any version in `pods` could change what `policy` allows."""
-    candidates = [p for p in pods if policy_compile.is_peer_candidate(p)]
-    if not candidates:
-        return False
+    """Whether any of `candidates` (pod versions that are peer candidates, at least one)
+    could change what `policy` allows."""
     for rule in policy.egress:
         if any(isinstance(port.port, str) for port in rule.ports):
             return True
-    for rule in (*policy.ingress, *policy.egress):
-        for peer in rule.peers:
-            if any(_peer_matches(policy, peer, pod, namespaces) for pod in candidates):
-                return True
+    for rules in (policy.ingress, policy.egress):
+        for rule in rules:
+            for peer in rule.peers:
+                for pod in candidates:
+                    if _peer_matches(policy, peer, pod, labels_of):
+                        return True
     return False
 
 
@@ -119,25 +121,38 @@ def affected(
         if key in local:
             result.add(key)
         versions.extend(p for p in (old, new) if p is not None)
-    if not any(policy_compile.is_peer_candidate(p) for p in versions):
+    candidates = [p for p in versions if policy_compile.is_peer_candidate(p)]
+    if not candidates:
         return result
     by_namespace: dict[str, list[model.NetworkPolicy]] = {}
     if policies_for is None:
         for policy in policies:
             by_namespace.setdefault(policy.namespace, []).append(policy)
-    dependent: dict[str, bool] = {}
+    namespace_labels: dict[str, Mapping[str, str]] = {}
+
+    def labels_of(name: str) -> Mapping[str, str]:
+        labels = namespace_labels.get(name)
+        if labels is None:
+            labels = namespace_labels[name] = policy_compile.namespace_labels(name, namespaces)
+        return labels
+
+    # Keyed by the policy object (kept alive in the value): a policy's dependence is decided
+    # once per call. It is asked before `selects`, as it is false for most policies.
+    dependent: dict[int, tuple[model.NetworkPolicy, bool]] = {}
     for key, pod in local.items():
         if key in result:
             continue
-        candidates = (
+        pod_policies = (
             policies_for(pod) if policies_for is not None else by_namespace.get(pod.namespace, ())
         )
-        for policy in candidates:
-            if not policy_compile.selects(policy, pod):
-                continue
-            if policy.key not in dependent:
-                dependent[policy.key] = _depends_on_pod(policy, versions, namespaces)
-            if dependent[policy.key]:
+        for policy in pod_policies:
+            known = dependent.get(id(policy))
+            if known is None:
+                known = dependent[id(policy)] = (
+                    policy,
+                    _depends_on_pod(policy, candidates, labels_of),
+                )
+            if known[1] and policy_compile.selects(policy, pod):
                 result.add(key)
                 break
     return result
@@ -157,7 +172,7 @@ def _relabelled_pods(
         for version in pair
         if version is not None
     ]
-    dependent = []
+    dependent: dict[str, list[model.NetworkPolicy]] = {}  # by namespace: only those select
     for policy in policies:
         for rule in (*policy.ingress, *policy.egress):
             if any(
@@ -166,12 +181,12 @@ def _relabelled_pods(
                 and any(selectors.matches(peer.namespace_selector, ls) for ls in label_sets)
                 for peer in rule.peers
             ):
-                dependent.append(policy)
+                dependent.setdefault(policy.namespace, []).append(policy)
                 break
     # A pod's own namespace labels choose its mode and node-guard exemption: its pods too.
     return {
         key
         for key, pod in local.items()
         if pod.namespace in namespaces
-        or any(policy_compile.selects(policy, pod) for policy in dependent)
+        or any(policy_compile.selects(policy, pod) for policy in dependent.get(pod.namespace, ()))
     }

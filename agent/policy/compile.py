@@ -17,7 +17,8 @@ the destination pod up by IP.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
 from agent import model, selectors
@@ -117,8 +118,9 @@ def update_index(
 ) -> ClusterIndex:
     """`build_index(namespaces, pods.values())` computed from `previous` (built from an earlier
     snapshot) and the keys of the pods that changed since: only their namespaces are redone,
-    and the label buckets of untouched namespaces are carried over. Equal to a full build
-    (a randomised test checks it); O(changed pods + namespaces) instead of O(all pods)."""
+    and what `previous` memoised that the change cannot have touched (label buckets, resolved
+    peers, namespaceSelector matches; see `_carried_cache`) is carried over. Equal to a full
+    build (randomised tests check it); O(changed pods + namespaces) instead of O(all pods)."""
     by_namespace = dict(previous.by_namespace)
     touched: dict[str, dict[str, PeerPod]] = {}
     for key in changed:
@@ -136,17 +138,73 @@ def update_index(
             by_namespace[namespace] = tuple(ordered)
         else:
             by_namespace.pop(namespace, None)
-    cache: dict[Any, Any] = {
-        k: v
-        for k, v in previous.cache.items()
-        if isinstance(k, tuple) and k[0] == "labels" and k[1] not in touched
-    }
+    namespaces = dict(namespaces)
     return ClusterIndex(
-        namespaces=dict(namespaces),
-        peers=tuple(p for ns in sorted(by_namespace) for p in by_namespace[ns]),
+        namespaces=namespaces,
+        peers=previous.peers
+        if not touched
+        else tuple(itertools.chain.from_iterable(by_namespace[ns] for ns in sorted(by_namespace))),
         by_namespace=by_namespace,
-        cache=cache,
+        cache=_carried_cache(previous, namespaces, by_namespace.keys(), touched),
     )
+
+
+# Memos of the peer index (see `_carried_cache`): the index's update count, and how many
+# updates a resolved peer or namespaceSelector match survives without being used.
+_GENERATION = "generation"
+_UNUSED_UPDATES = 100
+
+
+def _carried_cache(
+    previous: ClusterIndex,
+    namespaces: Mapping[str, model.Namespace],
+    holders: Set[str],
+    touched: Iterable[str],
+) -> dict[Any, Any]:
+    """The entries of `previous.cache` still true after the pods of the `touched` namespaces
+    changed: label buckets of the untouched namespaces, and resolved peers that cannot see a
+    touched namespace. A peer's resolution reads the policy's own namespace (podSelector
+    alone) or every namespace its namespaceSelector matches, so it is kept when none of those
+    was touched -- and only while no namespace changed (labels, or one created or deleted).
+    ipBlock and invalid peers read no pod at all. The namespaces a selector matches are kept
+    while no namespace changed and the same namespaces (`holders`) hold peer pods.
+
+    Both kinds of memo are keyed by values that policy edits leave behind, so one not used
+    for `_UNUSED_UPDATES` updates is dropped: the cache holds what recent passes used, not
+    every peer the agent has ever seen."""
+    generation = previous.cache.get(_GENERATION, 0)
+    oldest = generation - _UNUSED_UPDATES
+    touched = set(touched)
+    same_namespaces = previous.namespaces == namespaces
+    same_holders = same_namespaces and previous.by_namespace.keys() == holders
+    touched_labels = {ns: namespace_labels(ns, namespaces) for ns in touched}
+    cache: dict[Any, Any] = {_GENERATION: generation + 1}
+    for key, value in previous.cache.items():
+        if not isinstance(key, tuple):
+            continue
+        if key[0] == "labels":
+            if key[1] not in touched:
+                cache[key] = value
+            continue
+        if key[0] not in ("namespaces", "peer") or value[1] < oldest:
+            continue
+        if key[0] == "namespaces":  # which namespaces (with peers) a selector matches
+            if same_holders:
+                cache[key] = value
+            continue
+        if not same_namespaces:
+            continue
+        _, policy_namespace, peer = key
+        if peer.invalid or peer.ip_block is not None:
+            cache[key] = value
+        elif peer.namespace_selector is None:
+            if policy_namespace not in touched:
+                cache[key] = value
+        elif not any(
+            selectors.matches(peer.namespace_selector, labels) for labels in touched_labels.values()
+        ):
+            cache[key] = value
+    return cache
 
 
 def _namespace_members(
@@ -370,12 +428,30 @@ def _resolve_peer(
     It depends only on the policy's namespace, the entry and the snapshot, so it is resolved
     once per index (many local pods share policies)."""
     memo_key = ("peer", policy.namespace, peer)
-    if memo_key in index.cache:
-        found: _PeerSet | None = index.cache[memo_key]
-        return found
-    resolved = _resolve_peer_uncached(policy, peer, index)
-    index.cache[memo_key] = resolved
-    return resolved
+    memo: list[Any] | None = index.cache.get(memo_key)  # [resolved, generation last used]
+    if memo is None:
+        memo = index.cache[memo_key] = [_resolve_peer_uncached(policy, peer, index), 0]
+    memo[1] = index.cache.get(_GENERATION, 0)
+    found: _PeerSet | None = memo[0]
+    return found
+
+
+def _matching_namespaces(index: ClusterIndex, selector: model.LabelSelector) -> tuple[str, ...]:
+    """The namespaces holding peer pods whose labels `selector` matches, sorted; memoised per
+    selector value, as many policies share a namespaceSelector (and carried over by
+    `update_index` while no namespace changes)."""
+    memo_key = ("namespaces", selector)
+    memo: list[Any] | None = index.cache.get(memo_key)  # [names, generation last used]
+    if memo is None:
+        names = tuple(
+            ns
+            for ns in sorted(index.by_namespace)
+            if selectors.matches(selector, namespace_labels(ns, index.namespaces))
+        )
+        memo = index.cache[memo_key] = [names, 0]
+    memo[1] = index.cache.get(_GENERATION, 0)
+    found: tuple[str, ...] = memo[0]
+    return found
 
 
 def _resolve_peer_uncached(
@@ -396,11 +472,9 @@ def _resolve_peer_uncached(
             return None  # an empty peer is rejected by the API; match nothing
         candidates = _namespace_members(index, policy.namespace, peer.pod_selector)
     else:
-        ns_selector = peer.namespace_selector
         candidates = tuple(
             member
-            for ns in sorted(index.by_namespace)
-            if selectors.matches(ns_selector, namespace_labels(ns, index.namespaces))
+            for ns in _matching_namespaces(index, peer.namespace_selector)
             for member in _namespace_members(index, ns, peer.pod_selector)
         )
     if not candidates:

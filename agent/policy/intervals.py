@@ -13,6 +13,7 @@ import bisect
 import collections
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from agent.policy import ruleset
 
@@ -37,10 +38,18 @@ def address_range(ip: str) -> ruleset.AddrRange:
     return ruleset.AddrRange(addr.version, int(addr), int(addr))
 
 
+def _addr_order(r: ruleset.AddrRange) -> tuple[int, int, int]:
+    return (r.family, r.first, r.last)
+
+
+def _port_order(r: ruleset.PortRange) -> tuple[int, int]:
+    return (r.first, r.last)
+
+
 def merge_addrs(ranges: Iterable[ruleset.AddrRange]) -> tuple[ruleset.AddrRange, ...]:
     """Sorted, disjoint ranges covering exactly the union; touching ranges are joined."""
     out: list[ruleset.AddrRange] = []
-    for r in sorted(ranges):
+    for r in sorted(ranges, key=_addr_order):  # the dataclass order, compared in C
         if r.first > r.last:
             continue
         if out and out[-1].family == r.family and r.first <= out[-1].last + 1:
@@ -54,7 +63,7 @@ def merge_addrs(ranges: Iterable[ruleset.AddrRange]) -> tuple[ruleset.AddrRange,
 def merge_ports(ranges: Iterable[ruleset.PortRange]) -> tuple[ruleset.PortRange, ...]:
     """Sorted, disjoint port ranges covering exactly the union; touching ranges are joined."""
     out: list[ruleset.PortRange] = []
-    for r in sorted(ranges):
+    for r in sorted(ranges, key=_port_order):
         if r.first > r.last:
             continue
         if out and r.first <= out[-1].last + 1:
@@ -120,49 +129,173 @@ def canonical_peer_ports(
     sets are large and scattered (pod IPs) while each peer has few port ranges: when named
     ports resolve to different numbers on different pods, a port-major cut would repeat every
     scattered address in every port run (measured: 535k vs ~30k elements for 10k pods).
-    The cost is one sweep over the distinct address boundaries.
+
+    Cost (issue 8): this runs for every direction of every recompiled pod, on typically
+    100-200 scattered single addresses with one or two ports each. Distinct address keys are
+    grouped into clusters of overlapping keys; a lone key (the usual case) is its own run minus
+    the holes, and only a cluster of several keys takes the boundary sweep. Port sets are
+    canonicalised once per distinct set, and runs come out in order, so no final sort.
     """
-    by_addr: dict[ruleset.AddrRange, set[tuple[int, ruleset.PortRange]]] = collections.defaultdict(
-        set
-    )
+    # Plain-int tuples inside: hashing and ordering them is done in C, unlike the dataclasses.
+    # Each key's entry is [its AddrRange (reused in the output), (proto, first, last), ...];
+    # a pair may repeat (several policies allow the same thing): the canonical form merges it.
+    by_key: dict[tuple[int, int, int], list[Any]] = {}
     for addrs, proto, ports in triples:
-        if addrs.first <= addrs.last and ports.first <= ports.last:
-            by_addr[addrs].add((proto, ports))
+        first, last, pfirst, plast = addrs.first, addrs.last, ports.first, ports.last
+        if first > last or pfirst > plast:
+            continue
+        key = (addrs.family, first, last)
+        entry = by_key.get(key)
+        if entry is None:
+            by_key[key] = [addrs, (proto, pfirst, plast)]
+        else:
+            entry.append((proto, pfirst, plast))
+    if not by_key:
+        return ()
+    holes_of = _holes_by_family(exclude)
+    canon: dict[object, _PortSet] = {}
+    runs: list[_Run] = []
+    keys = sorted(by_key)
+    i, n = 0, len(keys)
+    while i < n:
+        family, first, last = key = keys[i]
+        j = i + 1
+        reach = last
+        while j < n and keys[j][1] <= reach and keys[j][0] == family:
+            reach = max(reach, keys[j][2])
+            j += 1
+        holes = holes_of.get(family)
+        if j > i + 1:  # overlapping keys: sweep their boundaries
+            for run in _cluster_runs(family, keys[i:j], holes or (), by_key):
+                _add_run(runs, *run)
+            i = j
+            continue
+        i = j
+        entry = by_key[key]
+        # A lone pair is its own canonical form; more are keyed by their frozenset.
+        memo: object = entry[1] if len(entry) == 2 else frozenset(entry[1:])
+        port_set = canon.get(memo)
+        if port_set is None:
+            port_set = canon[memo] = _canonical_pairs(entry[1:])
+        if holes:
+            for piece_first, piece_last in _minus_holes(first, last, holes):
+                _add_run(runs, family, piece_first, piece_last, port_set)
+            continue
+        if runs:
+            prev_family, prev_first, prev_last, prev_set, _ = runs[-1]
+            if prev_family == family and prev_last + 1 == first and prev_set == port_set:
+                runs[-1] = (family, prev_first, last, prev_set, None)
+                continue
+        runs.append((family, first, last, port_set, entry[0]))  # the key's own AddrRange
 
     out: list[ruleset.PeerPort] = []
-    for family in sorted({a.family for a in by_addr}):
-        keys = [a for a in by_addr if a.family == family]
-        holes = [e for e in exclude if e.family == family]
-        for addrs, port_set in _address_runs(family, keys, holes, by_addr):
-            out.extend(ruleset.PeerPort(addrs, proto, ports) for proto, ports in port_set)
-    out.sort()
+    peer_port = ruleset.PeerPort
+    port_objects: dict[tuple[int, int], ruleset.PortRange] = {}
+    for family, first, last, port_set, own in runs:
+        run_addrs = own if own is not None else ruleset.AddrRange(family, first, last)
+        for proto, port_first, port_last in port_set:
+            run_ports = port_objects.get((port_first, port_last))
+            if run_ports is None:
+                run_ports = port_objects[(port_first, port_last)] = ruleset.PortRange(
+                    port_first, port_last
+                )
+            out.append(peer_port(run_addrs, proto, run_ports))
     return tuple(out)
 
 
-_PortSet = tuple[tuple[int, ruleset.PortRange], ...]
+# A canonical port set: sorted, merged (protocol, first port, last port); and a run of
+# addresses (family, first, last) allowing one, with the AddrRange to reuse when it has one.
+_PortSet = tuple[tuple[int, int, int], ...]
+_Run = tuple[int, int, int, _PortSet, ruleset.AddrRange | None]
 
 
-def _address_runs(
+def _holes_by_family(exclude: Sequence[ruleset.AddrRange]) -> dict[int, list[tuple[int, int]]]:
+    """`exclude` as sorted, merged (first, last) pairs per family (empty ranges dropped)."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for family, first, last in sorted((e.family, e.first, e.last) for e in exclude):
+        if first > last:
+            continue
+        merged = out.setdefault(family, [])
+        if merged and first <= merged[-1][1] + 1:
+            if last > merged[-1][1]:
+                merged[-1] = (merged[-1][0], last)
+        else:
+            merged.append((first, last))
+    return out
+
+
+def _minus_holes(first: int, last: int, holes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[first, last] minus sorted, disjoint `holes`, as (first, last) pieces in order."""
+    if not holes:
+        return [(first, last)]
+    pieces: list[tuple[int, int]] = []
+    k = max(bisect.bisect_left(holes, (first, -1)) - 1, 0)
+    while k < len(holes) and holes[k][0] <= last:
+        hole_first, hole_last = holes[k]
+        if hole_last >= first:
+            if hole_first > first:
+                pieces.append((first, hole_first - 1))
+            first = max(first, hole_last + 1)
+            if first > last:
+                return pieces
+        k += 1
+    pieces.append((first, last))
+    return pieces
+
+
+def _add_run(
+    runs: list[_Run],
     family: int,
-    keys: Sequence[ruleset.AddrRange],
-    holes: Sequence[ruleset.AddrRange],
-    ports_of: Mapping[ruleset.AddrRange, set[tuple[int, ruleset.PortRange]]],
-) -> list[tuple[ruleset.AddrRange, _PortSet]]:
-    """Maximal address runs (one family) with a constant, non-empty canonical port set."""
-    starts: dict[int, list[ruleset.AddrRange | None]] = collections.defaultdict(list)
-    ends: dict[int, list[ruleset.AddrRange | None]] = collections.defaultdict(list)
+    first: int,
+    last: int,
+    port_set: _PortSet,
+    addrs: ruleset.AddrRange | None = None,
+) -> None:
+    """Append a run in address order, joining it to the previous one when they touch and
+    allow the same ports (runs are maximal)."""
+    if runs:
+        prev_family, prev_first, prev_last, prev_set, _ = runs[-1]
+        if prev_family == family and prev_last + 1 == first and prev_set == port_set:
+            runs[-1] = (family, prev_first, last, prev_set, None)
+            return
+    runs.append((family, first, last, port_set, addrs))
+
+
+def _canonical_pairs(pairs: Iterable[tuple[int, int, int]]) -> _PortSet:
+    """The canonical form of (protocol, first, last) pairs: sorted, merged per protocol."""
+    merged: list[tuple[int, int, int]] = []
+    for proto, first, last in sorted(pairs):
+        if merged and merged[-1][0] == proto and first <= merged[-1][2] + 1:
+            if last > merged[-1][2]:
+                merged[-1] = (proto, merged[-1][1], last)
+        else:
+            merged.append((proto, first, last))
+    return tuple(merged)
+
+
+def _cluster_runs(
+    family: int,
+    keys: Sequence[tuple[int, int, int]],
+    holes: Sequence[tuple[int, int]],
+    entries: Mapping[tuple[int, int, int], list[Any]],
+) -> list[_Run]:
+    """Maximal runs (constant, non-empty canonical port set) over overlapping keys of one
+    family: a sweep over the distinct boundaries of the keys and the holes they touch."""
+    starts: dict[int, list[tuple[int, int, int] | None]] = collections.defaultdict(list)
+    ends: dict[int, list[tuple[int, int, int] | None]] = collections.defaultdict(list)
+    low, high = keys[0][1], max(key[2] for key in keys)
     for key in keys:
-        starts[key.first].append(key)
-        ends[key.last + 1].append(key)
-    for hole in holes:  # None marks an excluded stretch
-        starts[hole.first].append(None)
-        ends[hole.last + 1].append(None)
+        starts[key[1]].append(key)
+        ends[key[2] + 1].append(key)
+    for hole_first, hole_last in holes:  # None marks an excluded stretch
+        if hole_last >= low and hole_first <= high:
+            starts[hole_first].append(None)
+            ends[hole_last + 1].append(None)
     bounds = sorted(set(starts) | set(ends))
 
-    active: set[ruleset.AddrRange] = set()
+    active: set[tuple[int, int, int]] = set()
     excluded = 0
-    current: _PortSet = ()
-    runs: list[tuple[ruleset.AddrRange, _PortSet]] = []
+    runs: list[_Run] = []
     for i, bound in enumerate(bounds[:-1]):
         for ending in ends.get(bound, ()):
             if ending is None:
@@ -174,26 +307,8 @@ def _address_runs(
                 excluded += 1
             else:
                 active.add(starting)
-        current = () if excluded or not active else _port_set(active, ports_of)
-        if not current:
+        if excluded or not active:
             continue
-        last = bounds[i + 1] - 1
-        if runs and runs[-1][1] == current and runs[-1][0].last + 1 == bound:
-            runs[-1] = (ruleset.AddrRange(family, runs[-1][0].first, last), current)
-        else:
-            runs.append((ruleset.AddrRange(family, bound, last), current))
+        pairs = {pair for key in active for pair in entries[key][1:]}
+        _add_run(runs, family, bound, bounds[i + 1] - 1, _canonical_pairs(pairs))
     return runs
-
-
-def _port_set(
-    active: Iterable[ruleset.AddrRange],
-    ports_of: Mapping[ruleset.AddrRange, set[tuple[int, ruleset.PortRange]]],
-) -> _PortSet:
-    """The canonical (protocol, merged port range) set allowed for the active keys."""
-    per_proto: dict[int, list[ruleset.PortRange]] = collections.defaultdict(list)
-    for key in active:
-        for proto, ports in ports_of[key]:
-            per_proto[proto].append(ports)
-    return tuple(
-        (proto, ports) for proto in sorted(per_proto) for ports in merge_ports(per_proto[proto])
-    )

@@ -71,6 +71,17 @@ def test_footprint_quick() -> None:
     _targets(result, {"2d"})
 
 
+def test_pure_path_quick() -> None:
+    result = run("pure_path")
+    assert set(result["passes"]) == {"pod_labels", "namespace_labels", "policy", "pod_ip"}
+    for stage in ("compile", "render", "removes_allows", "patch", "pure"):
+        figures = result["stages"][stage]
+        assert figures["n"] >= 1 and 0 <= figures["median"] <= figures["p99"]
+    assert result["stages"]["pure"]["median"] > 0
+    assert result["same_run_ratios"]["removes_allows"] > 0
+    _targets(result, {"2a-pure"})
+
+
 @pytest.mark.parametrize("name", ["compile_scale"])
 def test_pure_benchmarks_quick(name: str) -> None:
     result = run(name)

@@ -7,7 +7,7 @@ import dataclasses
 import random
 
 from agent import model
-from agent.policy import affected
+from agent.policy import affected, intervals
 from agent.policy import compile as policy_compile
 from agent.policy import index as policy_index
 from tests.unit import test_affected as base
@@ -119,3 +119,105 @@ def test_affected_through_the_policy_index_equals_the_scan() -> None:
         assert affected.affected(
             local, policies, namespaces, changes, policies_for=index.candidates
         ) == affected.affected(local, policies, namespaces, changes)
+
+
+def test_updated_index_carries_only_resolved_peers_that_still_hold() -> None:
+    """Issue 8: resolved peers survive an update unless it can change them (a pod of a
+    namespace they read, or any namespace change). Fixed policies, so memos do carry over;
+    every carried memo equals a fresh resolution and every pod compiles as from scratch."""
+    rnd = random.Random(17)
+    namespaces = {f"ns{i}": model.Namespace(f"ns{i}", {"team": f"t{i % 2 + 1}"}) for i in range(3)}
+    pods = {p.key: p for p in (base._pod(rnd, i) for i in range(30))}
+    policies = [base._policy(rnd, i) for i in range(10)]
+    index = policy_compile.build_index(namespaces, pods.values())
+    carried = dropped = 0
+    for step in range(100):
+        for pod in pods.values():  # a pass resolves every peer of these policies
+            policy_compile.compile_indexed(pod, policies, index)
+        resolved = {k for k in index.cache if k[0] == "peer"}
+        if rnd.random() < 0.15:
+            namespaces = dict(namespaces)
+            name = rnd.choice(sorted(namespaces))
+            labels = {"team": rnd.choice(("t1", "t2"))}
+            namespaces[name] = dataclasses.replace(namespaces[name], labels=labels)
+        changed: set[str] = set()
+        for _ in range(rnd.randrange(0, 3)):
+            pod = dataclasses.replace(base._pod(rnd, rnd.randrange(40)), name=f"p{step % 35}")
+            if rnd.random() < 0.2 and pod.key in pods:
+                del pods[pod.key]
+            else:
+                pods[pod.key] = pod
+            changed.add(pod.key)
+        index = policy_compile.update_index(index, namespaces, pods, changed)
+        fresh = policy_compile.build_index(namespaces, pods.values())
+        kept = {k for k in index.cache if k[0] == "peer"}
+        carried += len(kept)
+        dropped += len(resolved - kept)
+        for _, policy_namespace, peer in kept:
+            owner = next(p for p in policies if p.namespace == policy_namespace)
+            assert index.cache[("peer", policy_namespace, peer)][0] == (
+                policy_compile._resolve_peer_uncached(owner, peer, fresh)
+            )
+        for pod in pods.values():
+            assert policy_compile.compile_indexed(pod, policies, index) == (
+                policy_compile.compile_indexed(pod, policies, fresh)
+            )
+    assert carried > 200 and dropped > 200  # both paths are exercised
+
+
+def test_first_peer_pod_of_a_namespace_reaches_a_memoised_namespace_selector() -> None:
+    """A namespace that held no peer pod gets one: a namespaceSelector resolved before must
+    see it after the update (its memo of matching namespaces is not carried over)."""
+    namespaces = {n: model.Namespace(n, {"team": "t1"}) for n in ("ns0", "ns1")}
+
+    def pod(namespace: str, name: str, ip: str, node: str = "node-2") -> model.Pod:
+        return model.Pod(namespace, name, labels={}, node_name=node, ips=(ip,), phase="Running")
+
+    local = pod("ns0", "local", "198.18.1.1", node="node-1")
+    pods = {p.key: p for p in (local, pod("ns0", "a", "198.18.1.2"))}
+    team = model.LabelSelector((("team", "t1"),))
+    policy = model.NetworkPolicy(
+        "ns0",
+        "from-team",
+        ingress=(model.PolicyRule(peers=(model.Peer(namespace_selector=team),)),),
+    )
+    index = policy_compile.build_index(namespaces, pods.values())
+    before = policy_compile.compile_indexed(local, [policy], index)
+    newcomer = pod("ns1", "b", "198.18.1.3")
+    pods[newcomer.key] = newcomer
+    index = policy_compile.update_index(index, namespaces, pods, {newcomer.key})
+    after = policy_compile.compile_indexed(local, [policy], index)
+    fresh = policy_compile.compile_indexed(
+        local, [policy], policy_compile.build_index(namespaces, pods.values())
+    )
+    assert after == fresh and after != before
+    assert intervals.contains(
+        after.ingress.any_port_peers, 4, intervals.address_range("198.18.1.3").first
+    )
+
+
+def test_memoised_peers_unused_for_many_updates_are_dropped() -> None:
+    """Memos are keyed by peer values that policy edits leave behind: one unused for
+    `_UNUSED_UPDATES` updates goes, one in use stays (the cache stays bounded)."""
+    namespaces = {n: model.Namespace(n, {"team": "t1"}) for n in ("ns0", "ns1")}
+    local = model.Pod("ns0", "local", node_name="node-1", ips=("198.18.1.1",), phase="Running")
+    other = model.Pod("ns1", "other", node_name="node-2", ips=("198.18.1.2",), phase="Running")
+    pods = {p.key: p for p in (local, other)}
+    team = model.LabelSelector((("team", "t1"),))
+    used = model.NetworkPolicy(
+        "ns0", "used", ingress=(model.PolicyRule(peers=(model.Peer(pod_selector=team),)),)
+    )
+    forgotten = model.NetworkPolicy(
+        "ns0",
+        "edited-away",
+        ingress=(model.PolicyRule(peers=(model.Peer(namespace_selector=team),)),),
+    )
+    index = policy_compile.build_index(namespaces, pods.values())
+    policy_compile.compile_indexed(local, [used, forgotten], index)
+    peer_keys = {k for k in index.cache if isinstance(k, tuple) and k[0] in ("peer", "namespaces")}
+    assert len(peer_keys) == 3
+    for _ in range(policy_compile._UNUSED_UPDATES + 2):
+        index = policy_compile.update_index(index, namespaces, pods, ())
+        policy_compile.compile_indexed(local, [used], index)
+    kept = {k for k in index.cache if isinstance(k, tuple) and k[0] in ("peer", "namespaces")}
+    assert kept == {("peer", "ns0", used.ingress[0].peers[0])}
