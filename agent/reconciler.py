@@ -205,6 +205,7 @@ class Reconciler:
         a table edited or flushed behind our back is restored (and counted as drift), and a
         namespace that vanished is noticed even when no API change touched its pod.
         """
+        started = time.monotonic()
         if change is None or change.policies or change.relisted:
             self._report_invalid_policies()
         if change is None or change.services or change.endpointslices or change.relisted:
@@ -255,6 +256,7 @@ class Reconciler:
                 plans.append(self._plan(pod, state, peers, bound, verify))
             except Exception as exc:  # one pod's surprise must not stop the others
                 self._pod_failed(state, bound, exc)
+        compiled = time.monotonic()
         # The kernel work of every pod of the pass goes in a few batched worker requests.
         for step in (self._skip_unchanged, self._examine_plans, self._commit_plans):
             try:
@@ -283,6 +285,10 @@ class Reconciler:
                 patched=committed.get("patch", 0),
                 recompiled=len(targets) if targets is not None else len(local),
                 latency_ms=round((last_commit - since) * 1000, 3),
+                # where it went: waiting for the pass, deciding and compiling, the kernel
+                queued_ms=round((started - since) * 1000, 3),
+                compile_ms=round((compiled - started) * 1000, 3),
+                kernel_ms=round((last_commit - compiled) * 1000, 3),
             )
         await self._cut_connections()
         self._update_gauges()

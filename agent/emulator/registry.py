@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import copy
 import datetime
 import json
@@ -150,15 +151,22 @@ class Registry:
         start: tuple[str, str] | None = None
         if continue_token:
             rv, start = _decode_continue(continue_token)
-        items = [
-            obj
-            for obj in self.store.items(flt.rt, flt.namespace)
-            if (start is None or store.obj_key(obj) > start) and flt.matches(obj)
-        ]
+        keys = self.store.keys(flt.rt)
+        first = 0 if start is None else bisect.bisect_right(keys, start)
+        items: list[dict[str, Any]] = []
+        remaining = 0
+        for key in keys[first:]:
+            if flt.namespace is not None and key[0] != flt.namespace:
+                continue
+            obj = self.store.get(flt.rt, key[0], key[1])
+            if obj is None or not flt.matches(obj):
+                continue
+            if limit and len(items) == limit:
+                remaining += 1  # counted, not copied
+                continue
+            items.append(obj)
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        if limit and len(items) > limit:
-            remaining = len(items) - limit
-            items = items[:limit]
+        if remaining:
             meta["continue"] = _encode_continue(rv, store.obj_key(items[-1]))
             meta["remainingItemCount"] = remaining
         return {

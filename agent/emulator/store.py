@@ -35,6 +35,9 @@ class Store:
         }
         self._history: collections.deque[watch.Event] = collections.deque()
         self._watchers: set[watch.Watcher] = set()
+        # Each table's keys in order, kept until a key comes or goes: a paged LIST of 10,000
+        # pods asks for them once per page (sorting per page made the pages quadratic).
+        self._ordered: dict[tuple[str, str], list[ObjKey]] = {}
 
     # --- reads ------------------------------------------------------------------------
 
@@ -46,7 +49,14 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Objects of ``rt`` (in ``namespace`` if given) in (namespace, name) order."""
         table = self._objects[rt.key]
-        return [table[key] for key in sorted(table) if namespace is None or key[0] == namespace]
+        return [table[key] for key in self.keys(rt) if namespace is None or key[0] == namespace]
+
+    def keys(self, rt: resources.ResourceType) -> list[ObjKey]:
+        """The keys of ``rt``'s objects in (namespace, name) order (do not modify)."""
+        ordered = self._ordered.get(rt.key)
+        if ordered is None:
+            ordered = self._ordered[rt.key] = sorted(self._objects[rt.key])
+        return ordered
 
     def events_after(self, rv: int) -> Iterator[watch.Event]:
         """History events newer than ``rv``; caller must check ``rv >= compacted_rv``."""
@@ -66,10 +76,14 @@ class Store:
         self.rv += 1
         stored = watch.with_rv(obj, self.rv)
         key = obj_key(stored)
+        table = self._objects[rt.key]
         if kind == watch.DELETED:
-            del self._objects[rt.key][key]
+            del table[key]
+            self._ordered.pop(rt.key, None)
         else:
-            self._objects[rt.key][key] = stored
+            if key not in table:
+                self._ordered.pop(rt.key, None)
+            table[key] = stored
         event = watch.Event(self.rv, kind, rt, stored, old)
         self._history.append(event)
         while len(self._history) > self.history_limit:

@@ -16,7 +16,9 @@ allowing a namespace-selected, label-selected set of remote peers on one port.
       namespace_labels  a remote namespace's label moves 100 pods in/out of peer sets
       policy            a policy's port is edited
       pod_ip            a new remote pod, matched by policies, gets its IP
-    plus the nft transaction alone (`apply_ms` of the same run) as the same-run baseline.
+    plus the nft transaction alone (`apply_ms` of the same run) as the same-run baseline, and
+    where each event's time went (the agent's own split: waiting for the pass, deciding and
+    compiling, the batched kernel work).
 
 Prints medians, p99 and ratios, each issue-8 target as MET / NOT MET, then `RESULT {json}`.
 Needs root. Usage:
@@ -202,6 +204,7 @@ def main() -> int:
         kinds: dict[str, list[float]] = {}
         pods_touched: dict[str, list[int]] = {}
         patched: dict[str, list[int]] = {}
+        parts: dict[str, dict[str, list[float]]] = {}  # where the time went, per kind
 
         def measure(kind: str, change: Any) -> None:
             print(f"  measuring {kind} ({len(kinds.get(kind, []))} done)", file=sys.stderr)
@@ -211,6 +214,8 @@ def main() -> int:
             kinds.setdefault(kind, []).append(float(entry["latency_ms"]))
             pods_touched.setdefault(kind, []).append(int(entry["pods"]))
             patched.setdefault(kind, []).append(int(entry["patched"]))
+            for part in ("queued_ms", "compile_ms", "kernel_ms"):
+                parts.setdefault(kind, {}).setdefault(part, []).append(float(entry.get(part, 0)))
 
         # Each event below is chosen to change at least one local pod's ruleset (else the
         # agent rightly commits nothing): roles present are r0 .. r(remote_pods/100 - 1).
@@ -257,7 +262,10 @@ def main() -> int:
             f" ({len(apply_patch)}), replace median"
             f" {statistics.median(apply_replace or [0]):.2f} ms ({len(apply_replace)})"
         )
-        print("  event kind          median ms   p99 ms   pods/event  patched  median/patch")
+        print(
+            "  event kind          median ms   p99 ms   pods/event  patched  median/patch"
+            "   queued / compile / kernel ms (medians)"
+        )
         figures: dict[str, Any] = {}
         every: list[float] = []
         for kind, values in kinds.items():
@@ -267,11 +275,14 @@ def main() -> int:
                 **s,
                 "pods_median": statistics.median(pods_touched[kind]),
                 "patched_share": sum(patched[kind]) / max(1, sum(pods_touched[kind])),
+                **{part: statistics.median(v) for part, v in parts[kind].items()},
             }
             print(
                 f"  {kind:18s} {s['median']:9.2f} {s['p99']:8.2f}"
                 f"   {statistics.median(pods_touched[kind]):9.0f}"
                 f"   {figures[kind]['patched_share']:6.0%}   {s['median'] / base:8.1f}x"
+                f"     {figures[kind]['queued_ms']:6.2f} / {figures[kind]['compile_ms']:6.2f}"
+                f" / {figures[kind]['kernel_ms']:6.2f}"
             )
         overall = benchlib.summary(every)
         targets = [
