@@ -32,6 +32,9 @@ from agent.policy import services as policy_services
 log = structlog.get_logger(__name__)
 
 READINESS_ATTEMPTS = 3
+# A pass with more pods than this hands their kernel work to the worker in chunks of this
+# many while it compiles the rest; a pass under it (most events) sends one batch.
+PIPELINE_CHUNK = 16
 
 
 @dataclasses.dataclass
@@ -225,46 +228,53 @@ class Reconciler:
         targets = self._affected(local, change)
         now = time.monotonic()
         plans: list[_Plan] = []
-        for key in sorted(local):
-            pod = local[key]
-            state = self.pods.setdefault(key, PodState(key))
-            if not pod.ips:
-                state.state = "unprotected"
-                continue
-            if state.retry_at > now and state.target_ips == pod.ips:
-                continue
-            current = state.fingerprint is not None and state.target_ips == pod.ips
-            if current and not verify and targets is not None and key not in targets:
-                continue  # nothing this pod's ruleset depends on changed
-            bound = log.bind(pod=pod.name, namespace=pod.namespace)
-            try:
-                if state.target is None or state.target_ips != pod.ips:
-                    if index is None:
-                        index = netns.Index(
-                            await self.dataplane.scan(
-                                self.settings.netns_dir, self.settings.scan_proc
+        kernel: list[asyncio.Task[None]] = []  # the batched kernel work of the plans so far
+        handed = 0  # plans[:handed] are in `kernel`
+        try:
+            for key in sorted(local):
+                pod = local[key]
+                state = self.pods.setdefault(key, PodState(key))
+                if not pod.ips:
+                    state.state = "unprotected"
+                    continue
+                if state.retry_at > now and state.target_ips == pod.ips:
+                    continue
+                current = state.fingerprint is not None and state.target_ips == pod.ips
+                if current and not verify and targets is not None and key not in targets:
+                    continue  # nothing this pod's ruleset depends on changed
+                bound = log.bind(pod=pod.name, namespace=pod.namespace)
+                try:
+                    if state.target is None or state.target_ips != pod.ips:
+                        if index is None:
+                            index = netns.Index(
+                                await self.dataplane.scan(
+                                    self.settings.netns_dir, self.settings.scan_proc
+                                )
                             )
-                        )
-                    target = index.find(pod.ips)
-                    if target is None:
-                        metrics.NETNS_LOOKUP_FAILURES.inc()
-                        self._failed(state, "unprotected", f"no namespace holds {pod.ips}", bound)
-                        continue
-                    state.target, state.target_ips, state.fingerprint = target, pod.ips, None
-                if peers is None:
-                    peers = self._peers()
-                plans.append(self._plan(pod, state, peers, bound, verify))
-            except Exception as exc:  # one pod's surprise must not stop the others
-                self._pod_failed(state, bound, exc)
-        compiled = time.monotonic()
-        # The kernel work of every pod of the pass goes in a few batched worker requests.
-        for step in (self._skip_unchanged, self._examine_plans, self._commit_plans):
-            try:
-                await step([p for p in plans if not p.failed])
-            except Exception as exc:  # the whole batch (worker timeout): every pod still in it
-                for plan in plans:
-                    if not plan.failed and not plan.done:
-                        self._plan_failed(plan, exc)
+                        target = index.find(pod.ips)
+                        if target is None:
+                            metrics.NETNS_LOOKUP_FAILURES.inc()
+                            self._failed(
+                                state, "unprotected", f"no namespace holds {pod.ips}", bound
+                            )
+                            continue
+                        state.target, state.target_ips, state.fingerprint = target, pod.ips, None
+                    if peers is None:
+                        peers = self._peers()
+                    plans.append(self._plan(pod, state, peers, bound, verify))
+                except Exception as exc:  # one pod's surprise must not stop the others
+                    self._pod_failed(state, bound, exc)
+                if len(plans) - handed >= PIPELINE_CHUNK:
+                    # The worker programs these while the next ones compile (two cores).
+                    kernel.append(asyncio.create_task(self._kernel(plans[handed:])))
+                    handed = len(plans)
+                    await asyncio.sleep(0)  # let the task send its request now
+            compiled = time.monotonic()
+            kernel.append(asyncio.create_task(self._kernel(plans[handed:])))
+            await asyncio.gather(*kernel)
+        finally:  # cancelled (the agent stops): no kernel work outlives the pass
+            for task in kernel:
+                task.cancel()
         committed: collections.Counter[str] = collections.Counter()
         last_commit: float | None = None
         for plan in plans:
@@ -296,6 +306,17 @@ class Reconciler:
         if verify or not self._swept:
             self._swept = True
             await self._sweep()
+
+    async def _kernel(self, plans: list[_Plan]) -> None:
+        """The kernel work of some plans, in a few batched worker requests: resync shortcuts,
+        read-backs, then commits. Never raises: a failure fails the plans it touched."""
+        for step in (self._skip_unchanged, self._examine_plans, self._commit_plans):
+            try:
+                await step([p for p in plans if not p.failed])
+            except Exception as exc:  # the whole batch (worker timeout): every pod still in it
+                for plan in plans:
+                    if not plan.failed and not plan.done:
+                        self._plan_failed(plan, exc)
 
     def _plan(
         self,
@@ -356,7 +377,7 @@ class Reconciler:
         if not reads:
             return
         replies = await self.dataplane.batch(
-            [self.backend.examine_request(p.target) for p in reads]
+            [self.backend.examine_request(p.target, whole=p.verify) for p in reads]
         )
         for plan, reply in zip(reads, replies, strict=True):
             if isinstance(reply, backend.DataplaneError):

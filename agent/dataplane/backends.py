@@ -57,8 +57,9 @@ class Backend(Protocol):
         apply will do (or the backend has no incremental updates)."""
         ...
 
-    def examine_request(self, target: netns.Target) -> dict[str, Any]:
-        """The worker request behind `examine`, for batches (`WorkerClient.batch`)."""
+    def examine_request(self, target: netns.Target, whole: bool = True) -> dict[str, Any]:
+        """The worker request behind `examine`, for batches (`WorkerClient.batch`). Without
+        `whole`, the reply may leave the digest out (None): enough to adopt by fingerprint."""
         ...
 
     def commit_request(
@@ -105,8 +106,8 @@ class Nftables:
     def patch_script(self, previous: Program, program: Program) -> str | None:
         return incremental.patch(_nft(previous), _nft(program))
 
-    def examine_request(self, target: netns.Target) -> dict[str, Any]:
-        return {"op": "inspect", "path": target.path, "ino": target.ino}
+    def examine_request(self, target: netns.Target, whole: bool = True) -> dict[str, Any]:
+        return {"op": "inspect" if whole else "glance", "path": target.path, "ino": target.ino}
 
     def commit_request(
         self, target: netns.Target, program: Program, read_back: bool = False
@@ -163,7 +164,7 @@ class Iptables:
     def patch_script(self, previous: Program, program: Program) -> str | None:
         return None  # ipsets are swapped whole, with the rules, in every apply
 
-    def examine_request(self, target: netns.Target) -> dict[str, Any]:
+    def examine_request(self, target: netns.Target, whole: bool = True) -> dict[str, Any]:
         return {"op": "ipt_inspect", "path": target.path, "ino": target.ino}
 
     def commit_request(

@@ -15,7 +15,8 @@ metrics), `conntrack_list`, `conntrack_delete` and
 `conntrack_mark` (a namespace's conntrack entries, for quarantine and strict mode), `patch` (an
 incremental set-element transaction, refused unless the namespace's nftables generation is
 still the one of the agent's last commit), `generation` (that generation alone, ~0.2 ms),
-`commit` (a whole ruleset, read back only when another commit slipped in),
+`commit` (a whole ruleset, read back only when another commit slipped in), `glance` (the
+fingerprint and generation alone, for adoption at first contact),
 `batch` (several of these requests in one round trip, each answered on its own: the agent
 commits every pod of a pass with one request, not one per pod).
 The iptables backend's requests (`ipt_apply`, `ipt_inspect`, `ipt_comment`, `ipt_delete`,
@@ -222,6 +223,23 @@ class Worker:
         except libnft.NftError:
             return None
 
+    def glance(self, path: str, ino: int | None) -> dict[str, Any]:
+        """First contact: the ruleset fingerprint alone (the one rule of chain `state`, not a
+        listing of every set) and the generation, read first. ~0.3 ms against ~2 ms for
+        `inspect` of a table with a few hundred elements: it is what adoption needs."""
+        generation = self.generation(path, ino)
+        try:
+            listing = self._run_in(
+                path, ino, f"list chain inet {render_nft.TABLE} {render_nft.STATE_CHAIN}"
+            )
+        except libnft.NftError:  # no table (or no chain: not ours, or an older format)
+            listing = ""
+        return {
+            "fingerprint": render_nft.parse_fingerprint(listing),
+            "digest": None,
+            "generation": generation,
+        }
+
     def observe(self, path: str, ino: int | None) -> str | None:
         listing = self._listing(path, ino, "inet")
         return render_nft.parse_fingerprint(listing) if listing is not None else None
@@ -391,6 +409,8 @@ class Worker:
             return {"generation": self.generation(path, ino)}
         if op == "inspect":
             return self.inspect(path, ino)
+        if op == "glance":
+            return self.glance(path, ino)
         if op == "observe":
             return {"fingerprint": self.observe(path, ino)}
         if op == "comment":  # the owner comment, for the sweep of leftover tables
