@@ -11,8 +11,8 @@ Measured per configuration and round: TCP request/response latency (sockperf pin
 (iperf3, one stream). Prints medians over rounds and ratios to `none` of the same run, then
 target 2c as MET / NOT MET, then `RESULT {json}`.
 
-`--backend iptables` loads the rulesets with the iptables renderer (agent/dataplane/render_ipt,
-from the iptables branch) when it is present; without it the benchmark says so and stops.
+The rulesets are programmed through the real dataplane worker with the chosen backend
+(`--backend nftables|iptables`), as the agent programs them.
 Needs root, sockperf and iperf3 (scripts/setup.sh installs them). Usage:
   .venv/bin/python scripts/bench/packet_cost.py [--backend nftables] [--quick] [--rounds 5]
 """
@@ -20,7 +20,7 @@ Needs root, sockperf and iperf3 (scripts/setup.sh installs them). Usage:
 from __future__ import annotations
 
 import argparse
-import importlib
+import asyncio
 import json
 import random
 import re
@@ -33,7 +33,8 @@ from typing import Any
 
 import benchlib
 
-from agent.dataplane import render_nft
+from agent.dataplane import backend as dataplane_backend
+from agent.dataplane import backends, netns
 from agent.policy import intervals, ruleset
 from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import topology
@@ -61,37 +62,37 @@ def peer_rules(peer_ip: str, n: int) -> ruleset.DirectionRuleset:
     )
 
 
-def load(netns: str, script: str) -> None:
-    subprocess.run(
-        ["ip", "netns", "exec", netns, "nft", "-f", "-"], input=script, text=True, check=True
-    )
-
-
 def configure(
     backend: str, server: topology.SandboxPod, client: topology.SandboxPod, peers: int
 ) -> None:
-    if backend == "iptables":
-        render_ipt: Any = importlib.import_module("agent.dataplane.render_ipt")
-        apply_ipt: Any = getattr(render_ipt, "bench_apply", None)
-        if apply_ipt is None:
-            raise SystemExit("render_ipt has no bench_apply(netns, ruleset, ifaces) hook")
-    for pod, peer, direction in ((server, client, "ingress"), (client, server, "egress")):
-        if peers == 0:
-            if backend == "iptables":
-                apply_ipt(pod.netns, None, ["eth0"])
-            else:
-                load(pod.netns, render_nft.delete_script())
-            continue
-        rules = peer_rules(peer.ipv4, peers)
-        rs = ruleset.PodRuleset(
-            pod.namespace,
-            pod.name,
-            **{direction: rules},  # type: ignore[arg-type]
-        )
-        if backend == "iptables":
-            apply_ipt(pod.netns, rs, ["eth0"])
-        else:
-            load(pod.netns, render_nft.render(rs, ["eth0"]).script)
+    """Program both pods' rulesets (`peers` peers; 0: no tables) through the real dataplane
+    worker and the chosen backend, as the agent does; the other backend's state is removed."""
+    asyncio.run(_configure(backend, server, client, peers))
+
+
+async def _configure(
+    backend: str, server: topology.SandboxPod, client: topology.SandboxPod, peers: int
+) -> None:
+    worker = dataplane_backend.WorkerClient(timeout=60)
+    try:
+        index = netns.Index(await worker.scan("/run/netns", proc=False))
+        for pod, peer, direction in ((server, client, "ingress"), (client, server, "egress")):
+            target = index.find([pod.ipv4])
+            if target is None:
+                raise SystemExit(f"no namespace holds {pod.ipv4}")
+            for name in backends.NAMES:
+                await backends.get(name).delete(worker, target)
+            if peers == 0:
+                continue
+            rs = ruleset.PodRuleset(
+                pod.namespace,
+                pod.name,
+                **{direction: peer_rules(peer.ipv4, peers)},  # type: ignore[arg-type]
+            )
+            chosen = backends.get(backend)
+            await chosen.apply(worker, target, chosen.render(rs, target.interfaces))
+    finally:
+        await worker.close()
 
 
 def listening(netns: str, ports: tuple[int, ...]) -> bool:
@@ -148,13 +149,6 @@ def main() -> int:
     for tool in ("sockperf", "iperf3"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: run scripts/setup.sh")
-    if args.backend == "iptables":
-        try:
-            importlib.import_module("agent.dataplane.render_ipt")
-        except ImportError:
-            print("packet-cost: the iptables backend is not on this branch; nothing measured")
-            benchlib.result("packet_cost", args, skipped="iptables backend not available")
-            return 0
     rng = random.Random(8)
     with topology.Sandbox() as sandbox:
         node = sandbox.add_node("node-1")

@@ -81,6 +81,34 @@ def _relist(resource: str, items: list[dict[str, Any]]) -> watch.Relist:
     return watch.Relist(resource, items, "1", time.monotonic())
 
 
+def _store(pods: list[dict[str, Any]], policies: list[dict[str, Any]]) -> store.Store:
+    """A store in sync (every kind listed) holding namespace `shop`, `pods` and `policies`."""
+    cluster = store.Store()
+    for resource, items in (
+        ("nodes", []),
+        ("namespaces", [{"metadata": {"name": "shop"}}]),
+        ("pods", pods),
+        ("networkpolicies", policies),
+        ("services", []),
+        ("endpointslices", []),
+    ):
+        cluster.apply(_relist(resource, items), store.Change())
+    return cluster
+
+
+def _settings(netns_dir: pathlib.Path, **extra: Any) -> config.Settings:
+    """Agent settings searching only `netns_dir` (the test's own namespaces)."""
+    return config.Settings(
+        node_name="node-1",
+        kubeconfig=None,
+        netns_dir=str(netns_dir),
+        scan_proc=False,
+        strict=False,
+        node_guard_ports=None,
+        **extra,
+    )
+
+
 def _listing(name: str) -> str:
     return subprocess.run(
         ["ip", "netns", "exec", name, "nft", "list", "table", "inet", "podseg"],
@@ -149,24 +177,8 @@ def test_a_change_to_several_pods_is_one_round_trip(
     }
     local = [_pod(f"web-{i}", ip, "node-1", {"app": "web"}) for i, ip in enumerate(ADDRESSES)]
     client_pod = _pod("client", "198.18.8.1", "node-2", {"role": "client"})
-    cluster = store.Store()
-    for resource, items in (
-        ("nodes", []),
-        ("namespaces", [{"metadata": {"name": "shop"}}]),
-        ("pods", [*local, client_pod]),
-        ("networkpolicies", [policy]),
-        ("services", []),
-        ("endpointslices", []),
-    ):
-        cluster.apply(_relist(resource, items), store.Change())
-    settings = config.Settings(
-        node_name="node-1",
-        kubeconfig=None,
-        netns_dir=str(tmp_path),
-        scan_proc=False,
-        strict=False,
-        node_guard_ports=None,
-    )
+    cluster = _store([*local, client_pod], [policy])
+    settings = _settings(tmp_path)
     dataplane = CountingClient()
     rec = reconciler.Reconciler(settings, cluster, dataplane, events.Recorder(None, "node-1"))
 
@@ -206,24 +218,8 @@ def test_a_vanished_namespace_fails_only_its_pod(
         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
     }
     local = [_pod(f"web-{i}", ip, "node-1", {"app": "web"}) for i, ip in enumerate(ADDRESSES)]
-    cluster = store.Store()
-    for resource, items in (
-        ("nodes", []),
-        ("namespaces", [{"metadata": {"name": "shop"}}]),
-        ("pods", local),
-        ("networkpolicies", []),
-        ("services", []),
-        ("endpointslices", []),
-    ):
-        cluster.apply(_relist(resource, items), store.Change())
-    settings = config.Settings(
-        node_name="node-1",
-        kubeconfig=None,
-        netns_dir=str(tmp_path),
-        scan_proc=False,
-        strict=False,
-        node_guard_ports=None,
-    )
+    cluster = _store(local, [])
+    settings = _settings(tmp_path)
     dataplane = backend.WorkerClient(timeout=10)
     rec = reconciler.Reconciler(settings, cluster, dataplane, events.Recorder(None, "node-1"))
 
@@ -329,25 +325,8 @@ def test_drop_counts_stay_exact_across_a_patch(
         },
     }
     peer = _pod("peer", "198.18.8.1", "node-2", {"role": "client"})
-    cluster = store.Store()
-    for resource, items in (
-        ("nodes", []),
-        ("namespaces", [{"metadata": {"name": "shop"}}]),
-        ("pods", [_pod("web", "198.18.7.34", "node-1", {}), peer]),
-        ("networkpolicies", [policy]),
-        ("services", []),
-        ("endpointslices", []),
-    ):
-        cluster.apply(_relist(resource, items), store.Change())
-    settings = config.Settings(
-        node_name="node-1",
-        kubeconfig=None,
-        netns_dir=str(tmp_path),
-        scan_proc=False,
-        strict=False,
-        node_guard_ports=None,
-        flow_log_file=str(tmp_path / "flows.jsonl"),
-    )
+    cluster = _store([_pod("web", "198.18.7.34", "node-1", {}), peer], [policy])
+    settings = _settings(tmp_path, flow_log_file=str(tmp_path / "flows.jsonl"))
     dataplane = backend.WorkerClient(timeout=10)
     flows = flows_collector.Collector(settings, cluster, dataplane)  # counters only, no NFLOG
     rec = reconciler.Reconciler(
