@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every benchmark of scripts/bench/ (issue 8) and collects their RESULT lines.
 #   bash scripts/bench.sh [--backend nftables|iptables] [--quick]
-# As root. Full run on the 2-core development machine: about 8 minutes (time_to_enforce ~4,
-# packet_cost ~2, footprint ~1, compile_scale ~1, pure_path a few seconds); --quick: about
+# As root. Full run on the 2-core development machine: about 4 minutes with nftables
+# (time_to_enforce ~1.5, packet_cost ~1.5, footprint ~0.5, compile_scale ~0.5, pure_path a few
+# seconds), about 8 with iptables (its time_to_enforce events take ~0.9 s each); --quick: about
 # 1.5 minutes.
 # Results: bench-results-<backend>.jsonl (one JSON object per benchmark) in the repo root;
 # `.venv/bin/python scripts/bench/side_by_side.py bench-results-*.jsonl` compares backends.
