@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import secrets
-import urllib.parse
 from typing import Any
 
 import kubernetes.client
@@ -90,8 +89,11 @@ class Recorder:
         assert api is not None
 
         def post() -> None:
-            path = f"/api/v1/namespaces/{urllib.parse.quote(namespace, safe='')}/events"
-            rest.call(api, "POST", path, body=body, timeout=(5, 10)).release_conn()
+            params = {"namespace": namespace}
+            response = rest.call(
+                api, "POST", rest.EVENTS, path_params=params, body=body, timeout=(5, 10)
+            )
+            response.release_conn()
 
         try:
             await asyncio.to_thread(post)

@@ -25,6 +25,13 @@ PATHS = {
     "endpointslices": "/apis/discovery.k8s.io/v1/endpointslices",
 }
 
+EVENTS = "/api/v1/namespaces/{namespace}/events"
+
+# Every request the agent can make, as (HTTP method, path template): `call` refuses any other,
+# and tests/deploy/test_agent_contract.py checks that the ClusterRole grants each of them (a GET
+# of a collection is a list, and with `watch` a watch).
+ROUTES = frozenset({("GET", path) for path in PATHS.values()} | {("POST", EVENTS)})
+
 # Keyword arguments of the generated list methods -> query parameters.
 _QUERY = {
     "limit": "limit",
@@ -43,17 +50,22 @@ def call(
     method: str,
     path: str,
     *,
+    path_params: dict[str, str] | None = None,
     query: list[tuple[str, Any]] | None = None,
     body: Any = None,
     timeout: Any = None,
 ) -> Any:
-    """One request; the raw urllib3 response (unread). Non-2xx raises `ApiException`."""
+    """One request to a route of `ROUTES` (`path` is its template, filled from `path_params`);
+    the raw urllib3 response (unread). Non-2xx raises `ApiException`."""
+    if (method, path) not in ROUTES:
+        raise ValueError(f"{method} {path} is not one of the agent's API routes")
     headers = {"Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = "application/json"
     request = api.param_serialize(
         method=method,
         resource_path=path,
+        path_params=path_params or {},
         query_params=query or [],
         header_params=headers,
         body=body,

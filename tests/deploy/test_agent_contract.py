@@ -16,6 +16,7 @@ import kubernetes.client
 import pytest
 
 from agent import cleanup, config
+from agent.k8s import rest
 from tests.deploy import conftest
 from tests.deploy.conftest import find
 
@@ -234,6 +235,15 @@ def code_api_calls(component: str | None = None) -> set[tuple[str, str, str]]:
             if isinstance(node, ast.Attribute) and node.attr in endpoints:
                 for endpoint in endpoints[node.attr]:
                     needed.update(_rule_of(*endpoint, watched))
+            # The agent's own REST calls (agent.k8s.rest): it refuses any route not declared.
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("call", "lister")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "rest"
+            ):
+                for method, route in rest.ROUTES:
+                    needed.update(_rule_of(method, route, watched=True))
     return needed
 
 
@@ -256,6 +266,21 @@ def test_cluster_role_covers_every_api_call_in_the_code(
     role = find(rendered["base"], "ClusterRole", "podseg-agent")
     missing = needed - _granted(role)
     assert not missing, f"ClusterRole podseg-agent lacks {sorted(missing)}"
+
+
+def test_the_agent_requests_only_its_declared_routes() -> None:
+    """What the RBAC check above reads (`rest.ROUTES`) binds the code: any other route is
+    refused before a request leaves the agent."""
+    api = kubernetes.client.ApiClient()
+    try:
+        with pytest.raises(ValueError, match="not one of the agent's API routes"):
+            rest.call(api, "DELETE", rest.PATHS["pods"])
+        with pytest.raises(ValueError, match="not one of the agent's API routes"):
+            rest.call(
+                api, "POST", "/api/v1/namespaces/{namespace}/pods", path_params={"namespace": "x"}
+            )
+    finally:
+        api.close()
 
 
 def test_role_grants_no_write_beyond_events(rendered: dict[str, list[dict[str, Any]]]) -> None:
