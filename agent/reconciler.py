@@ -744,21 +744,11 @@ class Reconciler:
     ) -> set[str] | None:
         if change is None:
             return None
-        changes = policy_affected.Changes(
-            pods={k: (old, self.store.pods.get(k)) for k, old in change.pods.items()},
-            policies={k: (old, self.store.policies.get(k)) for k, old in change.policies.items()},
-            namespaces_changed=bool(change.namespaces or change.nodes),
-            relisted=change.relisted or bool(change.nodes),
-            services_changed=bool(change.services or change.endpointslices),
-            namespaces={
-                k: (old, self.store.namespaces.get(k)) for k, old in change.namespaces.items()
-            },
-        )
         return policy_affected.affected(
             local,
             self.store.policies.values(),
             self.store.namespaces,
-            changes,
+            self.store.affected_changes(change),
             policies_for=self.store.policies_for,
         )
 

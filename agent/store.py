@@ -13,6 +13,7 @@ from typing import Any
 
 from agent import model
 from agent.k8s import convert, watch
+from agent.policy import affected as policy_affected
 from agent.policy import index as policy_index
 
 KINDS = ("nodes", "namespaces", "pods", "networkpolicies", "services", "endpointslices")
@@ -103,6 +104,19 @@ class Store:
         else:
             olds = change.policies
         olds.setdefault(key, old)
+
+    def affected_changes(self, change: Change) -> policy_affected.Changes:
+        """What a batch changed (`change`, applied to this store), old and new side by side,
+        as `agent.policy.affected` takes it. A Node change counts as a relist: it may move
+        every pod's node addresses and node guard."""
+        return policy_affected.Changes(
+            pods={k: (old, self.pods.get(k)) for k, old in change.pods.items()},
+            policies={k: (old, self.policies.get(k)) for k, old in change.policies.items()},
+            namespaces_changed=bool(change.namespaces or change.nodes),
+            relisted=change.relisted or bool(change.nodes),
+            services_changed=bool(change.services or change.endpointslices),
+            namespaces={k: (old, self.namespaces.get(k)) for k, old in change.namespaces.items()},
+        )
 
     def apply(self, item: watch.WatchEvent | watch.Relist, change: Change) -> None:
         if item.resource == "networkpolicies":

@@ -133,16 +133,7 @@ class Pass:
         change = store.Change()
         self.store.apply(watch.WatchEvent(resource, "MODIFIED", obj, time.monotonic()), change)
         figures = self.passes.setdefault(kind, {"affected": [], "update_index": []})
-        changes = affected.Changes(
-            pods={k: (old, self.store.pods.get(k)) for k, old in change.pods.items()},
-            policies={k: (old, self.store.policies.get(k)) for k, old in change.policies.items()},
-            namespaces_changed=bool(change.namespaces or change.nodes),
-            relisted=change.relisted or bool(change.nodes),
-            services_changed=bool(change.services or change.endpointslices),
-            namespaces={
-                k: (old, self.store.namespaces.get(k)) for k, old in change.namespaces.items()
-            },
-        )
+        changes = self.store.affected_changes(change)
         local = self.local
         targets = timed(
             lambda: affected.affected(
