@@ -177,10 +177,6 @@ class WorkerClient:
         fingerprint, digest = reply.get("fingerprint"), reply.get("digest")
         return (str(fingerprint) if fingerprint else None, str(digest) if digest else None)
 
-    async def examine(self, target: netns.Target) -> tuple[str | None, str | None, int | None]:
-        """`inspect` plus the namespace's generation, read before the listing."""
-        return examined(await self.request("inspect", path=target.path, ino=target.ino))
-
     async def observe(self, target: netns.Target) -> str | None:
         reply = await self.request("observe", path=target.path, ino=target.ino)
         fingerprint = reply.get("fingerprint")

@@ -40,33 +40,23 @@ class Backend(Protocol):
         self, client: backend.WorkerClient, target: netns.Target
     ) -> tuple[str | None, str | None]: ...
 
-    async def examine(
-        self, client: backend.WorkerClient, target: netns.Target
-    ) -> tuple[str | None, str | None, int | None]:
-        """`inspect` plus the namespace's ruleset generation when the backend tracks one."""
-        ...
-
-    async def commit(
-        self, client: backend.WorkerClient, target: netns.Target, program: Program
-    ) -> tuple[str | None, int | None]:
-        """A full apply: the digest read back and the generation of the commit (or None)."""
-        ...
-
     def patch_script(self, previous: Program, program: Program) -> str | None:
         """An incremental update from `previous` to `program`, or None when only a full
         apply will do (or the backend has no incremental updates)."""
         ...
 
     def examine_request(self, target: netns.Target, whole: bool = True) -> dict[str, Any]:
-        """The worker request behind `examine`, for batches (`WorkerClient.batch`). Without
-        `whole`, the reply may leave the digest out (None): enough to adopt by fingerprint."""
+        """The worker request reading what a namespace holds, for batches (`WorkerClient.batch`;
+        `backend.examined` reads its reply). Without `whole`, the reply may leave the digest out
+        (None): enough to adopt by fingerprint."""
         ...
 
     def commit_request(
         self, target: netns.Target, program: Program, read_back: bool = False
     ) -> dict[str, Any]:
-        """The worker request behind `commit`, for batches; with `read_back`, the reply
-        always carries the digest of what the namespace holds after the commit."""
+        """The worker request committing a whole ruleset, for batches (`backend.committed`
+        reads its reply); with `read_back`, the reply always carries the digest of what the
+        namespace holds after the commit."""
         ...
 
     async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None: ...
@@ -92,16 +82,6 @@ class Nftables:
         self, client: backend.WorkerClient, target: netns.Target
     ) -> tuple[str | None, str | None]:
         return await client.inspect(target)
-
-    async def examine(
-        self, client: backend.WorkerClient, target: netns.Target
-    ) -> tuple[str | None, str | None, int | None]:
-        return backend.examined(await client.request(**self.examine_request(target)))
-
-    async def commit(
-        self, client: backend.WorkerClient, target: netns.Target, program: Program
-    ) -> tuple[str | None, int | None]:
-        return backend.committed(await client.request(**self.commit_request(target, program)))
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
         return incremental.patch(_nft(previous), _nft(program))
@@ -143,23 +123,15 @@ class Iptables:
     async def apply(
         self, client: backend.WorkerClient, target: netns.Target, program: Program
     ) -> str | None:
-        return (await self.commit(client, target, program))[0]
+        return backend.committed(await client.request(**self.commit_request(target, program)))[0]
 
     async def inspect(
         self, client: backend.WorkerClient, target: netns.Target
     ) -> tuple[str | None, str | None]:
-        fingerprint, digest, _ = await self.examine(client, target)
+        fingerprint, digest, _ = backend.examined(
+            await client.request(**self.examine_request(target))
+        )
         return fingerprint, digest
-
-    async def examine(
-        self, client: backend.WorkerClient, target: netns.Target
-    ) -> tuple[str | None, str | None, int | None]:
-        return backend.examined(await client.request(**self.examine_request(target)))
-
-    async def commit(
-        self, client: backend.WorkerClient, target: netns.Target, program: Program
-    ) -> tuple[str | None, int | None]:
-        return backend.committed(await client.request(**self.commit_request(target, program)))
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
         return None  # ipsets are swapped whole, with the rules, in every apply

@@ -129,41 +129,40 @@ class Worker:
         """Run an incremental transaction only on tables nobody else committed to since the
         agent's last commit (generation `expected`), and report whether the commit was the
         only one (`sole`): otherwise the agent cannot vouch for the result and replaces it."""
-        fd, ident = self._open(path, ino)
-        try:
-            _setns(fd)
-            try:
-                before = self._generation_here(ident)
-                if before != expected:
-                    return {"applied": False, "generation": before, "sole": False}
-                self._context(ident).run(script)
-                after = self._generation_here(ident)
-                return {"applied": True, "generation": after, "sole": nftgen.follows(before, after)}
-            finally:
-                _setns(self.host_fd)
-        finally:
-            os.close(fd)
+        before, after = self._counted(path, ino, script, expected)
+        if after is None:
+            return {"applied": False, "generation": before, "sole": False}
+        return {"applied": True, "generation": after, "sole": nftgen.follows(before, after)}
 
     def commit(self, path: str, ino: int | None, script: str) -> dict[str, Any]:
         """Commit a whole ruleset (a table replace). When the namespace's generation moved by
         exactly this commit, what the namespace holds is what the script says, so no read-back
         is needed (`digest` None: later checks go by generation, as after a patch); otherwise
         someone committed in between and the result is read back as `apply` does."""
+        before, after = self._counted(path, ino, script)
+        if after is not None and nftgen.follows(before, after):
+            return {"digest": None, "generation": after, "sole": True}
+        found = self.inspect(path, ino)
+        return {"digest": found["digest"], "generation": found["generation"], "sole": False}
+
+    def _counted(
+        self, path: str, ino: int | None, script: str, expected: int | None = None
+    ) -> tuple[int, int | None]:
+        """Run `script` in the namespace between two reads of its generation: (before, after).
+        With `expected`, nothing runs unless `before` is that generation (after is None)."""
         fd, ident = self._open(path, ino)
         try:
             _setns(fd)
             try:
                 before = self._generation_here(ident)
+                if expected is not None and before != expected:
+                    return before, None
                 self._context(ident).run(script)
-                after = self._generation_here(ident)
+                return before, self._generation_here(ident)
             finally:
                 _setns(self.host_fd)
         finally:
             os.close(fd)
-        if nftgen.follows(before, after):
-            return {"digest": None, "generation": after, "sole": True}
-        found = self.inspect(path, ino)
-        return {"digest": found["digest"], "generation": found["generation"], "sole": False}
 
     def _context(self, ident: tuple[int, int]) -> libnft.Context:
         """The namespace's libnftables context (the thread must be inside the namespace)."""
