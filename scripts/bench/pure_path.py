@@ -42,34 +42,16 @@ PURE_BEFORE_MS = 1.56
 T = TypeVar("T")
 
 
-def build(local_pods: int, remote_pods: int, policies: int) -> store.Store:
-    objs: list[tuple[str, dict[str, Any]]] = []
-    for a in range(10):
-        ns = {"apiVersion": "v1", "kind": "Namespace"}
-        objs.append(
-            ("namespaces", {**ns, "metadata": {"name": f"app-{a}", "labels": {"team": "app"}}})
-        )
-    objs += [("namespaces", tte.remote_namespace(n)) for n in range(tte.REMOTE_NAMESPACES)]
-    objs += [("pods", tte.remote_pod(j)) for j in range(remote_pods)]
-    objs += [("networkpolicies", tte.policy(i, APPS)) for i in range(policies)]
-    for k in range(local_pods):
-        ip = f"198.18.{k // 200}.{k % 200 + 2}"
-        meta = {"name": f"l{k}", "namespace": f"app-{k % 10}", "labels": {"app": f"svc-{k % APPS}"}}
-        objs.append(
-            (
-                "pods",
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": meta,
-                    "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "x"}]},
-                    "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-                },
-            )
-        )
+def build(args: argparse.Namespace) -> store.Store:
+    objs = tte.cluster_objects(args, APPS)
+    objs += [
+        tte.local_pod(k, f"198.18.{k // 200}.{k % 200 + 2}", APPS, NODE)
+        for k in range(args.local_pods)
+    ]
+    by_kind = {"Namespace": "namespaces", "Pod": "pods", "NetworkPolicy": "networkpolicies"}
     st = store.Store()
     for kind in store.KINDS:
-        items = [o for r, o in objs if r == kind]
+        items = [o for o in objs if by_kind.get(o["kind"]) == kind]
         st.apply(watch.Relist(kind, items, "1", time.monotonic()), store.Change())
     return st
 
@@ -179,15 +161,14 @@ def ms(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     benchlib.common_args(parser)
-    parser.add_argument("--local-pods", type=int, default=110)
-    parser.add_argument("--remote-pods", type=int, default=10_000)
-    parser.add_argument("--policies", type=int, default=1_000)
+    tte.add_size_args(parser)
     parser.add_argument("--rounds", type=int, default=15, help="events per kind")
     args = parser.parse_args()
+    tte.apply_quick_size(args)
     if args.quick:
-        args.local_pods, args.remote_pods, args.policies, args.rounds = 12, 400, 60, 3
+        args.rounds = 3
     started = time.perf_counter()
-    st = build(args.local_pods, args.remote_pods, args.policies)
+    st = build(args)
     run = Pass(st)
     cold: list[float] = []
     for key in sorted(run.local):

@@ -93,40 +93,62 @@ def policy(i: int, apps: int, port_offset: int = 0) -> dict[str, Any]:
     }
 
 
+def app_namespace(a: int) -> dict[str, Any]:
+    """One of the 10 namespaces of the local pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": f"app-{a}", "labels": {"team": "app"}},
+    }
+
+
+def local_pod(k: int, ip: str, apps: int, node: str = "node-1") -> dict[str, Any]:
+    """Local pod k (`l<k>` in namespace app-<k % 10>, app svc-<k % apps>) holding `ip`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"l{k}",
+            "namespace": f"app-{k % 10}",
+            "labels": {"app": f"svc-{k % apps}"},
+        },
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+def cluster_objects(args: argparse.Namespace, apps: int) -> list[dict[str, Any]]:
+    """The API objects of the benchmark's cluster, local pods apart."""
+    return [
+        *(app_namespace(a) for a in range(10)),
+        *(remote_namespace(n) for n in range(REMOTE_NAMESPACES)),
+        *(remote_pod(j) for j in range(args.remote_pods)),
+        *(policy(i, apps) for i in range(args.policies)),
+    ]
+
+
+def add_size_args(parser: argparse.ArgumentParser) -> None:
+    """The cluster size (issue 8, 1a) and `--quick`'s smaller one (see `apply_quick_size`)."""
+    parser.add_argument("--local-pods", type=int, default=110)
+    parser.add_argument("--remote-pods", type=int, default=10_000)
+    parser.add_argument("--policies", type=int, default=1_000)
+
+
+def apply_quick_size(args: argparse.Namespace) -> None:
+    if args.quick:
+        args.local_pods, args.remote_pods, args.policies = 12, 400, 60
+
+
 def build(cluster: sandbox_cluster.SandboxCluster, args: argparse.Namespace, apps: int) -> None:
     emu = cluster.emulator
-    for a in range(10):
-        emu.insert(
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": f"app-{a}", "labels": {"team": "app"}},
-            }
-        )
-    for n in range(REMOTE_NAMESPACES):
-        emu.insert(remote_namespace(n))
-    for j in range(args.remote_pods):
-        emu.insert(remote_pod(j))
-    for i in range(args.policies):
-        emu.insert(policy(i, apps))
+    for obj in cluster_objects(args, apps):
+        emu.insert(obj)
     node = cluster.nodes["node-1"]
     wanted = [(f"app-{k % 10}", f"l{k}") for k in range(args.local_pods)]
     pods = cluster.sandbox.add_pods(node, wanted, ipv6=False, ports=(80,))
     for k, pod in enumerate(pods):
         cluster.pods[pod.key] = pod
-        emu.insert(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": pod.name,
-                    "namespace": pod.namespace,
-                    "labels": {"app": f"svc-{k % apps}"},
-                },
-                "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]},
-                "status": {"phase": "Running", "podIP": pod.ipv4, "podIPs": [{"ip": pod.ipv4}]},
-            }
-        )
+        emu.insert(local_pod(k, pod.ipv4, apps))
 
 
 def delete_tables(cluster: sandbox_cluster.SandboxCluster) -> None:
@@ -171,14 +193,12 @@ def wait_commit(
 def main() -> int:
     parser = argparse.ArgumentParser()
     benchlib.common_args(parser)
-    parser.add_argument("--local-pods", type=int, default=110)
-    parser.add_argument("--remote-pods", type=int, default=10_000)
-    parser.add_argument("--policies", type=int, default=1_000)
+    add_size_args(parser)
     parser.add_argument("--rounds", type=int, default=40, help="measurements per event kind")
     parser.add_argument("--restarts", type=int, default=3)
     args = parser.parse_args()
+    apply_quick_size(args)
     if args.quick:
-        args.local_pods, args.remote_pods, args.policies = 12, 400, 60
         args.rounds, args.restarts = 4, 1
     apps = 11
     extra = ["--backend", args.backend, "--resync-period", "3600"]
