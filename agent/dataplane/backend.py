@@ -12,13 +12,12 @@ import contextlib
 import itertools
 import json
 import math
-import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 
+from agent import child
 from agent.dataplane import netns
 
 log = structlog.get_logger(__name__)
@@ -70,16 +69,8 @@ class WorkerClient:
 
     async def _ensure(self) -> asyncio.subprocess.Process:
         if self._proc is None or self._proc.returncode is not None:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "agent.dataplane.worker",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=64 * 1024 * 1024,
-                # The worker dies with us (parent-death signal); this lets it notice if we
-                # died before it could ask for that.
-                env={**os.environ, "PODSEG_WORKER_PARENT": str(os.getpid())},
+            self._proc = await child.spawn(
+                "agent.dataplane.worker", child.WORKER_PARENT_ENV, limit=64 * 1024 * 1024
             )
         return self._proc
 

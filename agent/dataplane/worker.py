@@ -31,12 +31,12 @@ import ctypes
 import hashlib
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from agent import child
 from agent.dataplane import (
     conntrack,
     ipt_exec,
@@ -446,29 +446,11 @@ class Worker:
         raise ValueError(f"unknown op {op!r}")
 
 
-PR_SET_PDEATHSIG = 1
-PARENT_ENV = "PODSEG_WORKER_PARENT"  # the agent's pid, to notice a parent that died early
-
-
 def _conntrack_dump() -> list[dict[str, Any]]:
     if conntrack.tracked_here() == 0:
         return []  # nothing to list: spare the walk of the global table
     with conntrack.Conntrack() as ct:
         return ct.dump()
-
-
-def _die_with_parent() -> None:
-    """Never outlive the agent: a worker left running could go on applying a stale request.
-
-    The kernel sends SIGKILL when the parent dies; an nft transaction cut short that way is
-    aborted by the kernel as a whole, so no half ruleset is possible. If the parent is already
-    gone (re-parented before prctl took effect: `PODSEG_WORKER_PARENT` names the agent),
-    leave at once.
-    """
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    expected = os.environ.get(PARENT_ENV)
-    if expected is not None and os.getppid() != int(expected):
-        os._exit(1)
 
 
 def answer(worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
@@ -491,7 +473,7 @@ def answer(worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    _die_with_parent()
+    child.die_with_parent(child.WORKER_PARENT_ENV)
     worker = Worker()
     for line in sys.stdin:
         if not line.strip():

@@ -19,14 +19,13 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import os
 import sys
 import time
 from typing import Any, TextIO
 
 import structlog
 
-from agent import config, metrics, model, store
+from agent import child, config, metrics, model, store
 from agent.dataplane import backend, netns, render_nft
 from agent.flows import aggregate, nflog
 from agent.policy import ruleset
@@ -109,14 +108,8 @@ class Collector:
     async def _start_reader(self) -> None:
         """Start (or restart) the reader process and reopen every watched namespace."""
         self._opened.clear()
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent.flows.reader",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=16 * 1024 * 1024,
-            env={**os.environ, "PODSEG_READER_PARENT": str(os.getpid())},
+        self._proc = await child.spawn(
+            "agent.flows.reader", child.READER_PARENT_ENV, limit=16 * 1024 * 1024
         )
         self._reader_task = asyncio.create_task(self._read_loop(), name="flow-reader")
         for key, watched in self.watched.items():

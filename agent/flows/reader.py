@@ -21,18 +21,16 @@ import errno
 import json
 import os
 import selectors
-import signal
 import socket
 import sys
 import time
 from typing import Any
 
+from agent import child
 from agent.dataplane import render_nft
 from agent.flows import nflog
 
 CLONE_NEWNET = 0x40000000
-PR_SET_PDEATHSIG = 1
-PARENT_ENV = "PODSEG_READER_PARENT"
 CHECK_PERIOD = 1.0  # seconds between checks that each namespace still exists
 FLUSH_HUNDREDTHS = 10  # the kernel hands over a partly filled batch after 100 ms
 RCVBUF = 1 << 20
@@ -210,15 +208,8 @@ class Reader:
                 next_check = time.monotonic() + CHECK_PERIOD
 
 
-def _die_with_parent() -> None:
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    expected = os.environ.get(PARENT_ENV)
-    if expected is not None and os.getppid() != int(expected):
-        os._exit(1)
-
-
 def main() -> None:
-    _die_with_parent()
+    child.die_with_parent(child.READER_PARENT_ENV)
     Reader().run()
 
 

@@ -1,0 +1,43 @@
+"""The agent's child processes (the dataplane worker, the drop reader): how they are started
+and how they make sure they never outlive the agent.
+
+A child left running after its agent died could go on acting on stale requests. The agent
+passes its pid in the child's environment; the child asks the kernel for SIGKILL when its
+parent dies (an nft transaction cut short that way is aborted whole), and leaves at once if
+it was already re-parented before it could ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+# The environment variable naming the agent's pid, per child.
+WORKER_PARENT_ENV = "PODSEG_WORKER_PARENT"
+READER_PARENT_ENV = "PODSEG_READER_PARENT"
+
+
+async def spawn(module: str, parent_env: str, limit: int) -> asyncio.subprocess.Process:
+    """`python -m module` with pipes on stdin/stdout (lines up to `limit` bytes), told our pid
+    in `parent_env`."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=limit,
+        env={**os.environ, parent_env: str(os.getpid())},
+    )
+
+
+def die_with_parent(parent_env: str) -> None:
+    """In the child: SIGKILL when the parent dies; exit now if it is gone already."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    expected = os.environ.get(parent_env)
+    if expected is not None and os.getppid() != int(expected):
+        os._exit(1)
