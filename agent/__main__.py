@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import signal
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from agent import cleanup, config, logs
 from agent.responder import settings as responder_settings
@@ -36,46 +38,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     responder_settings.add_arguments(responder_parser)
     args = parser.parse_args(argv)
     if args.command == "responder":
-        return _responder(args)
+        return _serve(
+            "responder", args, responder_settings.settings_from_args, "agent.responder.app"
+        )
     if args.command == "cleanup":
         logs.configure(args.log_format, "info")
         return cleanup.main(args.netns_dir, not args.no_proc_scan, args.dry_run)
     if args.command == "agent":
-        # Until the event loop installs its own handler, SIGTERM means a clean stop too
-        # (nothing has been written yet, and rules already in the kernel stay).
-        signal.signal(signal.SIGTERM, _stop_before_start)
-        try:
-            settings = config.settings_from_args(args)
-        except config.ConfigError as exc:
-            print(f"podseg agent: {exc}", file=sys.stderr)
-            return 2
-        logs.configure(settings.log_format, settings.log_level)
-        from agent import app
-
-        try:
-            return asyncio.run(app.run(settings))
-        except app.StartupError as exc:
-            print(f"podseg agent: {exc}", file=sys.stderr)
-            return 2
+        return _serve("agent", args, config.settings_from_args, "agent.app")
     from agent import demo
 
     return int(demo.main())
 
 
-def _responder(args: argparse.Namespace) -> int:
+def _serve(
+    command: str,
+    args: argparse.Namespace,
+    settings_from_args: Callable[[argparse.Namespace], Any],
+    app_module: str,
+) -> int:
+    """Run a service (`podseg agent`, `podseg responder`): bad settings or a failed start-up
+    exit 2 with one line on stderr. Until the event loop installs its own handler, SIGTERM
+    means a clean stop too (nothing has been written yet, and rules in the kernel stay). The
+    service module is imported only now, so `--help` and bad flags answer at once."""
     signal.signal(signal.SIGTERM, _stop_before_start)
     try:
-        settings = responder_settings.settings_from_args(args)
+        settings = settings_from_args(args)
     except config.ConfigError as exc:
-        print(f"podseg responder: {exc}", file=sys.stderr)
+        print(f"podseg {command}: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level)
-    from agent.responder import app as responder_app
-
+    service = importlib.import_module(app_module)
     try:
-        return asyncio.run(responder_app.run(settings))
-    except responder_app.StartupError as exc:
-        print(f"podseg responder: {exc}", file=sys.stderr)
+        return int(asyncio.run(service.run(settings)))
+    except service.StartupError as exc:
+        print(f"podseg {command}: {exc}", file=sys.stderr)
         return 2
 
 
