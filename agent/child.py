@@ -10,6 +10,7 @@ it was already re-parented before it could ask.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -41,3 +42,17 @@ def die_with_parent(parent_env: str) -> None:
     expected = os.environ.get(parent_env)
     if expected is not None and os.getppid() != int(expected):
         os._exit(1)
+
+
+async def stop(proc: asyncio.subprocess.Process | None, grace: float = 2.0) -> None:
+    """End a child: close its stdin (it exits at EOF), SIGKILL it after `grace` seconds."""
+    if proc is None or proc.returncode is not None:
+        return
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

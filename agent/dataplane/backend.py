@@ -8,7 +8,6 @@ worker's answers are mapped to typed errors (`NetnsGone`, `ApplyFailed`) the rec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import math
@@ -214,16 +213,7 @@ class WorkerClient:
 
     async def close(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 2.0)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await child.stop(proc)
 
 
 def examined(reply: Mapping[str, Any]) -> tuple[str | None, str | None, int | None]:

@@ -128,15 +128,7 @@ class Collector:
         with contextlib.suppress(Exception):
             self.emit_flows()
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), 2.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        await child.stop(proc)
         if self._stream is not None:
             self._stream.close()
 
