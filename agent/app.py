@@ -16,7 +16,7 @@ import kubernetes.config
 import structlog
 
 from agent import config, health, reconciler, store
-from agent.dataplane import backend
+from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
 
@@ -50,7 +50,7 @@ async def run(settings: config.Settings) -> int:
     api = api_client(settings)
     queue: asyncio.Queue[watch.WatchEvent | watch.Relist] = asyncio.Queue()
     cluster = store.Store()
-    dataplane = backend.WorkerClient(timeout=settings.worker_timeout)
+    dataplane = client.WorkerClient(timeout=settings.worker_timeout)
     recorder = events.Recorder(api, settings.node_name)
     flows = (
         flows_collector.Collector(settings, cluster, dataplane) if settings.flow_capture else None

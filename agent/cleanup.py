@@ -5,7 +5,7 @@ podseg leaves `table inet podseg` / `table netdev podseg` in every pod namespace
 This command finds them and deletes them, for the uninstall path (docs/operations.md).
 
 Like the agent, this process never enters a namespace itself: it drives the dataplane worker
-(`backend.WorkerClient`), which scans the candidate namespaces (named ones in `--netns-dir`, then
+(`dp_client.WorkerClient`), which scans the candidate namespaces (named ones in `--netns-dir`, then
 `/proc/*/ns/net`, never the host namespace) and runs `render_nft.delete_script()` in each
 namespace that holds an owned table, one atomic transaction per namespace. Tables of other
 owners (any other name or family) are never touched. `--dry-run` only lists what would go.
@@ -29,7 +29,9 @@ from typing import TextIO
 import structlog
 
 from agent import config
-from agent.dataplane import backend, backends, netns, render_nft
+from agent.dataplane import backends, netns
+from agent.dataplane import client as dp_client
+from agent.dataplane.nft import render as render_nft
 
 log = structlog.get_logger(__name__)
 
@@ -71,31 +73,31 @@ class Report:
     failed: tuple[tuple[Owned, str], ...] = ()
 
 
-async def _has_table(client: backend.WorkerClient, target: netns.Target, table: str) -> bool:
+async def _has_table(client: dp_client.WorkerClient, target: netns.Target, table: str) -> bool:
     try:
         script = f"list table {table}"
         await client.request("apply", path=target.path, ino=target.ino, script=script)
-    except backend.ApplyFailed as exc:
+    except dp_client.ApplyFailed as exc:
         if "No such file or directory" in str(exc):
             return False  # the table is absent
         raise  # e.g. "Operation not permitted": never report a namespace clean we cannot read
     return True
 
 
-async def _iptables_owned(client: backend.WorkerClient, target: netns.Target) -> list[str]:
+async def _iptables_owned(client: dp_client.WorkerClient, target: netns.Target) -> list[str]:
     reply = await client.request("ipt_owned", path=target.path, ino=target.ino)
     return [str(name) for name in reply.get("owned") or []]
 
 
-async def _ipt_fingerprint(client: backend.WorkerClient, target: netns.Target) -> str | None:
+async def _ipt_fingerprint(client: dp_client.WorkerClient, target: netns.Target) -> str | None:
     try:
         fingerprint, _ = await backends.Iptables().inspect(client, target)
-    except backend.ApplyFailed:
+    except dp_client.ApplyFailed:
         return None  # e.g. iptables not installed: only the nftables side is there
     return fingerprint
 
 
-async def find_owned(client: backend.WorkerClient, netns_dir: str, proc: bool) -> Report:
+async def find_owned(client: dp_client.WorkerClient, netns_dir: str, proc: bool) -> Report:
     """Every candidate namespace that holds at least one podseg table."""
     candidates = await client.scan(netns_dir, proc=proc)
     owned: list[Owned] = []
@@ -109,9 +111,9 @@ async def find_owned(client: backend.WorkerClient, netns_dir: str, proc: bool) -
             if not tables:
                 continue
             fingerprint = await client.observe(target) or await _ipt_fingerprint(client, target)
-        except backend.NetnsGone:
+        except dp_client.NetnsGone:
             continue  # the namespace went away since the scan: nothing left to clean there
-        except backend.DataplaneError as exc:
+        except dp_client.DataplaneError as exc:
             unreadable.append((Owned(cand.path, cand.ino, (), None, addrs), str(exc)))
             log.error("cleanup_cannot_read", netns=cand.path, error=str(exc))
             continue
@@ -124,7 +126,7 @@ async def find_owned(client: backend.WorkerClient, netns_dir: str, proc: bool) -
     return Report(scanned=len(candidates), owned=tuple(owned), failed=tuple(unreadable))
 
 
-async def remove(client: backend.WorkerClient, found: Report) -> Report:
+async def remove(client: dp_client.WorkerClient, found: Report) -> Report:
     """Delete the owned tables of each namespace in `found`, one transaction per namespace."""
     removed: list[Owned] = []
     vanished: list[Owned] = []
@@ -138,10 +140,10 @@ async def remove(client: backend.WorkerClient, found: Report) -> Report:
                 await client.request("ipt_delete", path=target.path, ino=target.ino)
             left = [t for t in OWNED_TABLES if await _has_table(client, target, t)]
             left += await _iptables_owned(client, target)
-        except backend.NetnsGone:
+        except dp_client.NetnsGone:
             vanished.append(item)
             continue
-        except backend.DataplaneError as exc:
+        except dp_client.DataplaneError as exc:
             failed.append((item, str(exc)))
             log.error("cleanup_failed", netns=item.path, error=str(exc))
             continue
@@ -158,7 +160,7 @@ async def remove(client: backend.WorkerClient, found: Report) -> Report:
 
 
 async def run(netns_dir: str, proc: bool, dry_run: bool, timeout: float = 10.0) -> Report:
-    client = backend.WorkerClient(timeout=timeout)
+    client = dp_client.WorkerClient(timeout=timeout)
     try:
         found = await find_owned(client, netns_dir, proc)
         return found if dry_run else await remove(client, found)
@@ -193,7 +195,7 @@ def main(netns_dir: str, proc: bool, dry_run: bool, out: TextIO = sys.stdout) ->
     """Exit code: 0 when every owned table is gone (or listed, in a dry run), 1 otherwise."""
     try:
         report = asyncio.run(run(netns_dir, proc, dry_run))
-    except backend.DataplaneError as exc:
+    except dp_client.DataplaneError as exc:
         print(f"podseg cleanup: dataplane worker failed: {exc}", file=sys.stderr)
         return 1
     print_report(report, dry_run, out)

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-from agent.policy import containment, ruleset
+from agent.calc import containment, ruleset
 
 BACKENDS = ("nftables", "iptables")
 LOG_FORMATS = ("json", "console")
@@ -39,7 +39,7 @@ class Settings:
     flow_window: float = 5.0
     max_drop_series: int = 1000
     flow_capture: bool = True
-    # Containment (agent.policy.containment): guarded node services, None = guard off.
+    # Containment (agent.calc.containment): guarded node services, None = guard off.
     node_guard_ports: tuple[ruleset.ProtoPorts, ...] | None = dataclasses.field(
         default_factory=lambda: containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
     )

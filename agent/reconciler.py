@@ -19,15 +19,17 @@ from collections.abc import Callable
 
 import structlog
 
-from agent import config, eventkind, heap, metrics, model, store, sweep
-from agent.dataplane import backend, backends, netns, render_nft
+from agent import config, heap, metrics, model, store
+from agent.calc import affected as calc_affected
+from agent.calc import compile as calc_compile
+from agent.calc import containment, ruleset, verdict
+from agent.calc import mode as calc_mode
+from agent.calc import services as calc_services
+from agent.dataplane import backends, client, netns
+from agent.dataplane.nft import render as render_nft
 from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
-from agent.policy import affected as policy_affected
-from agent.policy import compile as policy_compile
-from agent.policy import containment, ruleset, verdict
-from agent.policy import mode as policy_mode
-from agent.policy import services as policy_services
+from agent.sync import eventkind, sweep
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +49,7 @@ class PodState:
     fingerprint: str | None = None
     digest: str | None = None  # of the kernel's whole stateless listing after our apply
     # The namespace's nftables generation after our last commit (None: unknown), and what
-    # that commit holds: together they allow incremental updates (agent.dataplane.incremental).
+    # that commit holds: together they allow incremental updates (agent.dataplane.nft.incremental).
     generation: int | None = None
     rendered: backends.Program | None = None
     adopted: bool = False  # found in place at start: trusted by comment until first resync
@@ -111,7 +113,7 @@ class Reconciler:
         self,
         settings: config.Settings,
         cluster: store.Store,
-        dataplane: backend.WorkerClient,
+        dataplane: client.WorkerClient,
         recorder: events.Recorder,
         flows: flows_collector.Collector | None = None,
     ) -> None:
@@ -131,10 +133,10 @@ class Reconciler:
         self._cuts: dict[str, _Cut] = {}
         self._events_waiting: Callable[[], bool] = lambda: False
         self._reported_services: set[tuple[str, str, str, str]] = set()
-        self._services: policy_services.ServiceIndex | None = None  # until Services change
+        self._services: calc_services.ServiceIndex | None = None  # until Services change
         # The peer index of the last pass that compiled, and the pods changed since (None:
         # rebuild it whole); updated, not rebuilt, when only a few pods changed.
-        self._peer_index: policy_compile.ClusterIndex | None = None
+        self._peer_index: calc_compile.ClusterIndex | None = None
         self._peers_dirty: set[str] | None = None
         self._local: dict[str, model.Pod] | None = None  # see local_pods
         self.backend = backends.get(settings.backend)
@@ -224,7 +226,7 @@ class Reconciler:
         for key in set(self.pods) - set(local):
             await self._forget(self.pods.pop(key))
         index: netns.Index | None = None
-        peers: policy_compile.ClusterIndex | None = None  # built once, only if a pod compiles
+        peers: calc_compile.ClusterIndex | None = None  # built once, only if a pod compiles
         targets = self._affected(local, change)
         now = time.monotonic()
         plans: list[_Plan] = []
@@ -322,14 +324,14 @@ class Reconciler:
         self,
         pod: model.Pod,
         state: PodState,
-        peers: policy_compile.ClusterIndex,
+        peers: calc_compile.ClusterIndex,
         bound: structlog.typing.FilteringBoundLogger,
         verify: bool,
     ) -> _Plan:
         """Compile and render one pod's ruleset (pure); the kernel work comes later."""
         assert state.target is not None
         node = self.store.nodes.get(self.settings.node_name)
-        compiled = policy_compile.compile_indexed(
+        compiled = calc_compile.compile_indexed(
             pod,
             self.store.policies_for(pod),
             peers,
@@ -366,9 +368,9 @@ class Reconciler:
             [{"op": "generation", "path": p.target.path, "ino": p.target.ino} for p in checks]
         )
         for plan, reply in zip(checks, replies, strict=True):
-            if isinstance(reply, backend.DataplaneError):
+            if isinstance(reply, client.DataplaneError):
                 self._plan_failed(plan, reply)
-            elif backend.as_int(reply.get("generation")) == plan.state.generation:
+            elif client.as_int(reply.get("generation")) == plan.state.generation:
                 plan.verify = False  # nothing was committed there since our own commit
 
     async def _examine_plans(self, plans: list[_Plan]) -> None:
@@ -380,10 +382,10 @@ class Reconciler:
             [self.backend.examine_request(p.target, whole=p.verify) for p in reads]
         )
         for plan, reply in zip(reads, replies, strict=True):
-            if isinstance(reply, backend.DataplaneError):
+            if isinstance(reply, client.DataplaneError):
                 self._plan_failed(plan, reply)
                 continue
-            self._examined(plan, *backend.examined(reply))
+            self._examined(plan, *client.examined(reply))
 
     def _examined(
         self, plan: _Plan, current: str | None, digest: str | None, generation: int | None
@@ -440,13 +442,13 @@ class Reconciler:
             )
             arrived = time.monotonic()
             for plan, reply in zip(patches, replies, strict=True):
-                if isinstance(reply, backend.ApplyFailed):  # atomic: nothing changed
+                if isinstance(reply, client.ApplyFailed):  # atomic: nothing changed
                     plan.bound.warning("incremental_update_failed", error=str(reply))
-                elif isinstance(reply, backend.DataplaneError):
+                elif isinstance(reply, client.DataplaneError):
                     self._plan_failed(plan, reply)
                     continue
                 elif reply.get("applied") and reply.get("sole"):
-                    plan.state.generation = backend.as_int(reply.get("generation"))
+                    plan.state.generation = client.as_int(reply.get("generation"))
                     plan.state.digest = None
                     plan.committed("patch", arrived, float(reply.get("seconds") or 0.0))
                     continue
@@ -461,10 +463,10 @@ class Reconciler:
             )
             arrived = time.monotonic()
             for plan, reply in zip(replaces, replies, strict=True):
-                if isinstance(reply, backend.DataplaneError):
+                if isinstance(reply, client.DataplaneError):
                     self._plan_failed(plan, reply)
                     continue
-                plan.state.digest, plan.state.generation = backend.committed(reply)
+                plan.state.digest, plan.state.generation = client.committed(reply)
                 plan.committed("replace", arrived, float(reply.get("seconds") or 0.0))
                 if plan.seen is not None and plan.state.digest != plan.seen:
                     current = plan.rendered.fingerprint
@@ -524,16 +526,16 @@ class Reconciler:
         self, state: PodState, bound: structlog.typing.FilteringBoundLogger, exc: Exception
     ) -> None:
         """One pod's failure: counted, logged, retried with backoff; never the others'."""
-        if isinstance(exc, backend.NetnsGone):
+        if isinstance(exc, client.NetnsGone):
             metrics.APPLY_ERRORS.labels("netns_gone").inc()
             state.target, state.fingerprint = None, None
             if self.flows is not None:
                 self.flows.unwatch(state.key)
             self._failed(state, "unprotected", str(exc), bound)
-        elif isinstance(exc, backend.WorkerTimeout):
+        elif isinstance(exc, client.WorkerTimeout):
             metrics.APPLY_ERRORS.labels("timeout").inc()
             self._failed(state, "failed", str(exc), bound)
-        elif isinstance(exc, backend.ApplyFailed):
+        elif isinstance(exc, client.ApplyFailed):
             metrics.APPLY_ERRORS.labels("nft").inc()
             self._failed(state, "failed", str(exc), bound)
         else:
@@ -547,7 +549,7 @@ class Reconciler:
 
     def _check_mode_label(self, pod: model.Pod) -> None:
         """Report (once per value) a `podseg.io/mode` label that is neither mode: enforced."""
-        _mode, invalid = policy_mode.resolve(pod, self.store.namespaces)
+        _mode, invalid = calc_mode.resolve(pod, self.store.namespaces)
         if invalid is None or (pod.key, invalid) in self._reported_modes:
             return
         self._reported_modes.add((pod.key, invalid))
@@ -556,7 +558,7 @@ class Reconciler:
             "invalid_mode_label",
             pod=pod.name,
             namespace=pod.namespace,
-            label=policy_mode.LABEL,
+            label=calc_mode.LABEL,
             value=invalid,
             effect="enforce (the default) applies",
         )
@@ -661,7 +663,7 @@ class Reconciler:
                     cut = await self.dataplane.conntrack_mark(
                         job.target, doomed, render_nft.DENY_MARK
                     )
-            except backend.DataplaneError as exc:
+            except client.DataplaneError as exc:
                 metrics.APPLY_ERRORS.labels("conntrack").inc()
                 job.bound.warning("connections_cut_failed", reason=job.reason, error=str(exc))
                 continue
@@ -701,12 +703,12 @@ class Reconciler:
             message="podseg quarantine applies; ignored invalid entries: " + "; ".join(errors),
         )
 
-    def _peers(self) -> policy_compile.ClusterIndex:
+    def _peers(self) -> calc_compile.ClusterIndex:
         """The peer index of the current snapshot (fresh per pass: it memoises peers)."""
         if self._peer_index is None or self._peers_dirty is None:
-            index = policy_compile.build_index(self.store.namespaces, self.store.pods.values())
+            index = calc_compile.build_index(self.store.namespaces, self.store.pods.values())
         else:
-            index = policy_compile.update_index(
+            index = calc_compile.update_index(
                 self._peer_index, self.store.namespaces, self.store.pods, self._peers_dirty
             )
         self._peer_index, self._peers_dirty = index, set()
@@ -744,7 +746,7 @@ class Reconciler:
     ) -> set[str] | None:
         if change is None:
             return None
-        return policy_affected.affected(
+        return calc_affected.affected(
             local,
             self.store.policies.values(),
             self.store.namespaces,
@@ -768,7 +770,7 @@ class Reconciler:
         state.last_error = error
 
     async def _sweep(self) -> None:
-        """Delete podseg tables left in namespaces of pods that are gone (agent.sweep)."""
+        """Delete podseg tables left in namespaces of pods that are gone (agent.sync.sweep)."""
         tracked = {s.target.ino for s in self.pods.values() if s.target is not None}
         try:
             await sweep.run(
@@ -779,7 +781,7 @@ class Reconciler:
                 tracked,
                 self.backend,
             )
-        except backend.DataplaneError as exc:
+        except client.DataplaneError as exc:
             metrics.APPLY_ERRORS.labels("sweep").inc()
             log.warning("sweep_failed", error=str(exc))
 
@@ -790,7 +792,7 @@ class Reconciler:
         if state.target is not None:
             try:
                 await self.dataplane.forget([state.target.ino])
-            except backend.DataplaneError as exc:
+            except client.DataplaneError as exc:
                 log.warning("netns_release_failed", pod=state.key, error=str(exc))
 
     # -- reporting ------------------------------------------------------------------------
@@ -825,16 +827,16 @@ class Reconciler:
         for namespace, count in per_namespace.items():
             metrics.INVALID_POLICIES.labels(namespace).set(count)
 
-    def _service_index(self) -> policy_services.ServiceIndex:
+    def _service_index(self) -> calc_services.ServiceIndex:
         """The Service frontends, rebuilt only after a Service or EndpointSlice change (they
         do not depend on pods; `problems` is only read right after a rebuild)."""
         if self._services is None:
-            self._services = policy_services.build_index(
+            self._services = calc_services.build_index(
                 self.store.services.values(), self.store.endpointslices.values(), self.store.pods
             )
         return self._services
 
-    def _report_service_problems(self, index: policy_services.ServiceIndex) -> None:
+    def _report_service_problems(self, index: calc_services.ServiceIndex) -> None:
         """Log each bad Service/EndpointSlice input once per object version, and count it."""
         for problem in index.problems:
             marker = (problem.kind, problem.key, problem.resource_version, problem.message)

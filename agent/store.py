@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent import model
+from agent.calc import affected as calc_affected
+from agent.calc import index as calc_index
 from agent.k8s import convert, watch
-from agent.policy import affected as policy_affected
-from agent.policy import index as policy_index
 
 KINDS = ("nodes", "namespaces", "pods", "networkpolicies", "services", "endpointslices")
 
@@ -58,7 +58,7 @@ class Store:
         self.services: dict[str, model.Service] = {}
         self.endpointslices: dict[str, model.EndpointSlice] = {}
         self.synced: set[str] = set()
-        self._policy_index: policy_index.PolicyIndex | None = None
+        self._policy_index: calc_index.PolicyIndex | None = None
 
     @property
     def in_sync(self) -> bool:
@@ -105,11 +105,11 @@ class Store:
             olds = change.policies
         olds.setdefault(key, old)
 
-    def affected_changes(self, change: Change) -> policy_affected.Changes:
+    def affected_changes(self, change: Change) -> calc_affected.Changes:
         """What a batch changed (`change`, applied to this store), old and new side by side,
-        as `agent.policy.affected` takes it. A Node change counts as a relist: it may move
+        as `agent.calc.affected` takes it. A Node change counts as a relist: it may move
         every pod's node addresses and node guard."""
-        return policy_affected.Changes(
+        return calc_affected.Changes(
             pods={k: (old, self.pods.get(k)) for k, old in change.pods.items()},
             policies={k: (old, self.policies.get(k)) for k, old in change.policies.items()},
             namespaces_changed=bool(change.namespaces or change.nodes),
@@ -151,5 +151,5 @@ class Store:
         index by namespace and matchLabels pair kept until the next policy change: O(policies
         that could match) instead of O(all policies) per pod."""
         if self._policy_index is None:
-            self._policy_index = policy_index.PolicyIndex.build(self.policies.values())
+            self._policy_index = calc_index.PolicyIndex.build(self.policies.values())
         return self._policy_index.candidates(pod)

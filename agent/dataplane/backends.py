@@ -13,8 +13,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from agent.dataplane import backend, incremental, netns, render_ipt, render_nft
-from agent.policy import ruleset
+from agent.calc import ruleset
+from agent.dataplane import client as dp_client
+from agent.dataplane import netns
+from agent.dataplane.ipt import render as render_ipt
+from agent.dataplane.nft import incremental
+from agent.dataplane.nft import render as render_nft
 
 NAMES = ("nftables", "iptables")
 
@@ -33,11 +37,11 @@ class Backend(Protocol):
     def render(self, rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Program: ...
 
     async def apply(
-        self, client: backend.WorkerClient, target: netns.Target, program: Program
+        self, client: dp_client.WorkerClient, target: netns.Target, program: Program
     ) -> str | None: ...
 
     async def inspect(
-        self, client: backend.WorkerClient, target: netns.Target
+        self, client: dp_client.WorkerClient, target: netns.Target
     ) -> tuple[str | None, str | None]: ...
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
@@ -47,21 +51,21 @@ class Backend(Protocol):
 
     def examine_request(self, target: netns.Target, whole: bool = True) -> dict[str, Any]:
         """The worker request reading what a namespace holds, for batches (`WorkerClient.batch`;
-        `backend.examined` reads its reply). Without `whole`, the reply may leave the digest out
+        `dp_client.examined` reads its reply). Without `whole`, the reply may leave the digest out
         (None): enough to adopt by fingerprint."""
         ...
 
     def commit_request(
         self, target: netns.Target, program: Program, read_back: bool = False
     ) -> dict[str, Any]:
-        """The worker request committing a whole ruleset, for batches (`backend.committed`
+        """The worker request committing a whole ruleset, for batches (`dp_client.committed`
         reads its reply); with `read_back`, the reply always carries the digest of what the
         namespace holds after the commit."""
         ...
 
-    async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None: ...
+    async def comment(self, client: dp_client.WorkerClient, target: netns.Target) -> str | None: ...
 
-    async def delete(self, client: backend.WorkerClient, target: netns.Target) -> None: ...
+    async def delete(self, client: dp_client.WorkerClient, target: netns.Target) -> None: ...
 
 
 class Nftables:
@@ -74,12 +78,12 @@ class Nftables:
         return Program(rendered.fingerprint, rendered)
 
     async def apply(
-        self, client: backend.WorkerClient, target: netns.Target, program: Program
+        self, client: dp_client.WorkerClient, target: netns.Target, program: Program
     ) -> str | None:
         return await client.apply(target, _nft(program).script)
 
     async def inspect(
-        self, client: backend.WorkerClient, target: netns.Target
+        self, client: dp_client.WorkerClient, target: netns.Target
     ) -> tuple[str | None, str | None]:
         return await client.inspect(target)
 
@@ -100,12 +104,12 @@ class Nftables:
             "script": _nft(program).script,
         }
 
-    async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None:
+    async def comment(self, client: dp_client.WorkerClient, target: netns.Target) -> str | None:
         reply = await client.request("comment", path=target.path, ino=target.ino)
         found = reply.get("comment")
         return str(found) if found else None
 
-    async def delete(self, client: backend.WorkerClient, target: netns.Target) -> None:
+    async def delete(self, client: dp_client.WorkerClient, target: netns.Target) -> None:
         await client.apply(target, render_nft.delete_script())
 
 
@@ -121,14 +125,14 @@ class Iptables:
         return Program(rendered.fingerprint, payload)
 
     async def apply(
-        self, client: backend.WorkerClient, target: netns.Target, program: Program
+        self, client: dp_client.WorkerClient, target: netns.Target, program: Program
     ) -> str | None:
-        return backend.committed(await client.request(**self.commit_request(target, program)))[0]
+        return dp_client.committed(await client.request(**self.commit_request(target, program)))[0]
 
     async def inspect(
-        self, client: backend.WorkerClient, target: netns.Target
+        self, client: dp_client.WorkerClient, target: netns.Target
     ) -> tuple[str | None, str | None]:
-        fingerprint, digest, _ = backend.examined(
+        fingerprint, digest, _ = dp_client.examined(
             await client.request(**self.examine_request(target))
         )
         return fingerprint, digest
@@ -149,12 +153,12 @@ class Iptables:
             "rendered": program.payload,
         }
 
-    async def comment(self, client: backend.WorkerClient, target: netns.Target) -> str | None:
+    async def comment(self, client: dp_client.WorkerClient, target: netns.Target) -> str | None:
         reply = await client.request("ipt_comment", path=target.path, ino=target.ino)
         found = reply.get("comment")
         return str(found) if found else None
 
-    async def delete(self, client: backend.WorkerClient, target: netns.Target) -> None:
+    async def delete(self, client: dp_client.WorkerClient, target: netns.Target) -> None:
         await client.request("ipt_delete", path=target.path, ino=target.ino)
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import ipaddress
 from collections.abc import Callable
 
-from agent.dataplane import render_nft
+from agent.dataplane.nft import render as render_nft
 from agent.flows import nflog
 
 EXTERNAL_PREFIX = {4: 24, 6: 64}

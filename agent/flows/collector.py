@@ -26,9 +26,10 @@ from typing import Any, TextIO
 import structlog
 
 from agent import child, config, metrics, model, store
-from agent.dataplane import backend, netns, render_nft
+from agent.calc import ruleset
+from agent.dataplane import client, netns
+from agent.dataplane.nft import render as render_nft
 from agent.flows import aggregate, nflog
-from agent.policy import ruleset
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +84,7 @@ class Collector:
         self,
         settings: config.Settings,
         cluster: store.Store,
-        dataplane: backend.WorkerClient,
+        dataplane: client.WorkerClient,
     ) -> None:
         self.settings = settings
         self.store = cluster
@@ -225,7 +226,7 @@ class Collector:
                 self.emit_flows()
                 await self.read_counters()
                 self.drop_gone_series()
-            except backend.DataplaneError as exc:
+            except client.DataplaneError as exc:
                 log.warning("drop_counters_unreadable", error=str(exc))
             except Exception:  # never let a reporting bug stop enforcement or capture
                 log.exception("flow_window_failed")

@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from agent import child
-from agent.dataplane import render_nft
+from agent.dataplane.nft import render as render_nft
 from agent.flows import nflog
 
 CLONE_NEWNET = 0x40000000

@@ -57,7 +57,7 @@ def list_functions(api: kubernetes.client.ApiClient, node_name: str) -> dict[str
 
     Every Node: the node guard keeps pods away from all nodes' addresses, and the agent's own
     Node (found by name in the store) is the "pod's node" that ingress always admits. Services
-    and EndpointSlices: Service traffic (agent.policy.services)."""
+    and EndpointSlices: Service traffic (agent.calc.services)."""
     return {resource: rest.lister(api, resource) for resource in rest.PATHS}
 
 

@@ -113,7 +113,7 @@ def quarantined_by(finding: Finding) -> str:
     return clean(by, SOURCE_MAX + 40)
 
 
-# The values the agent reads as "quarantined" (agent/policy/containment.py on issue-5): a pod
+# The values the agent reads as "quarantined" (agent/calc/containment.py on issue-5): a pod
 # labelled with any of them is already contained, so the responder leaves it unchanged.
 QUARANTINED_VALUES = frozenset({"true", "yes", "1", "on"})
 

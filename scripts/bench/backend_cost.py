@@ -26,8 +26,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agent.dataplane import backend, backends, netns
-from agent.policy import ruleset
+from agent.calc import ruleset
+from agent.dataplane import backends, netns
+from agent.dataplane import client as dp_client
 from agent.sandbox import topology
 
 PORT_ECHO, PORT_BULK = 5001, 5002
@@ -108,7 +109,7 @@ class Cell:
 
 
 async def program(
-    client: backend.WorkerClient,
+    client: dp_client.WorkerClient,
     name: str,
     targets: dict[str, netns.Target],
     rulesets: dict[str, ruleset.PodRuleset],
@@ -187,7 +188,7 @@ async def run_rounds(
     cli: topology.SandboxPod,
     ask: Any,
 ) -> None:
-    client = backend.WorkerClient(timeout=60)
+    client = dp_client.WorkerClient(timeout=60)
     try:
         for rnd in range(args.rounds):
             for label in labels if rnd % 2 == 0 else list(reversed(labels)):

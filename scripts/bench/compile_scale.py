@@ -20,9 +20,9 @@ import time
 import benchlib
 
 from agent import model
-from agent.dataplane import render_nft
+from agent.calc import compile as calc_compile
+from agent.dataplane.nft import render as render_nft
 from agent.k8s import convert
-from agent.policy import compile as policy_compile
 
 
 def cluster(size: int) -> tuple[list[model.Pod], dict[str, model.Namespace]]:
@@ -93,7 +93,7 @@ def main() -> int:
         elements = 0
         for _ in range(args.repeat):
             started = time.perf_counter()
-            rs = policy_compile.compile_pod(local, policies, namespaces, pods)
+            rs = calc_compile.compile_pod(local, policies, namespaces, pods)
             compiled = time.perf_counter()
             rendered = render_nft.render(rs, ("eth0",))
             done = time.perf_counter()

@@ -21,8 +21,9 @@ from typing import Any
 
 import benchlib
 
-from agent.dataplane import backend, backends, netns
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
+from agent.dataplane import backends, netns
+from agent.dataplane import client as dp_client
 from agent.sandbox import topology
 
 PEER_BASE = int(ipaddress.IPv4Address("198.19.0.0"))
@@ -47,7 +48,7 @@ def full_ruleset(peers: int) -> ruleset.PodRuleset:
 
 
 async def rounds(args: argparse.Namespace, target: netns.Target) -> dict[str, Any]:
-    client = backend.WorkerClient(timeout=30)
+    client = dp_client.WorkerClient(timeout=30)
     applies: dict[str, list[float]] = {b: [] for b in benchlib.BACKENDS}
     reads: dict[str, list[float]] = {b: [] for b in benchlib.BACKENDS}
     rs = full_ruleset(args.peers)

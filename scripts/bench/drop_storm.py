@@ -31,7 +31,7 @@ from typing import Any
 
 import prometheus_client.parser
 
-from agent.dataplane import render_nft
+from agent.dataplane.nft import render as render_nft
 from agent.sandbox import cluster as sandbox_cluster
 
 STORM = r"""

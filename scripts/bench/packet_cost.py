@@ -33,9 +33,9 @@ from typing import Any
 
 import benchlib
 
-from agent.dataplane import backend as dataplane_backend
+from agent.calc import intervals, ruleset
 from agent.dataplane import backends, netns
-from agent.policy import intervals, ruleset
+from agent.dataplane import client as dataplane_backend
 from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import topology
 

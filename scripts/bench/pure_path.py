@@ -28,10 +28,11 @@ import benchlib
 import time_to_enforce as tte
 
 from agent import store
-from agent.dataplane import incremental, render_nft
+from agent.calc import affected, ruleset, verdict
+from agent.calc import compile as calc_compile
+from agent.dataplane.nft import incremental
+from agent.dataplane.nft import render as render_nft
 from agent.k8s import watch
-from agent.policy import affected, ruleset, verdict
-from agent.policy import compile as policy_compile
 
 NODE = "node-1"
 APPS = 11
@@ -69,7 +70,7 @@ class Pass:
     def __init__(self, st: store.Store) -> None:
         self.store = st
         self.local = {k: p for k, p in st.pods.items() if p.node_name == NODE}
-        self.index = policy_compile.build_index(st.namespaces, st.pods.values())
+        self.index = calc_compile.build_index(st.namespaces, st.pods.values())
         self.rulesets: dict[str, ruleset.PodRuleset] = {}
         self.rendered: dict[str, render_nft.Rendered] = {}
         self.stages: dict[str, list[float]] = {
@@ -84,9 +85,7 @@ class Pass:
         pod = self.local[key]
         t: dict[str, list[float]] = {s: [] for s in self.stages}
         rs = timed(
-            lambda: policy_compile.compile_indexed(
-                pod, self.store.policies_for(pod), self.index, ()
-            ),
+            lambda: calc_compile.compile_indexed(pod, self.store.policies_for(pod), self.index, ()),
             t["compile"],
         )
         out = timed(lambda: render_nft.render(rs, ("eth0",)), t["render"])
@@ -128,7 +127,7 @@ class Pass:
             figures["affected"],
         )
         self.index = timed(
-            lambda: policy_compile.update_index(
+            lambda: calc_compile.update_index(
                 self.index, self.store.namespaces, self.store.pods, change.pods
             ),
             figures["update_index"],

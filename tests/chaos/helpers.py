@@ -21,10 +21,10 @@ import time
 from typing import Any
 
 from agent import config, store
-from agent.dataplane import render_nft
+from agent.calc import compile as calc_compile
+from agent.calc import containment
+from agent.dataplane.nft import render as render_nft
 from agent.k8s import watch
-from agent.policy import compile as policy_compile
-from agent.policy import containment
 from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import podclient, probe, topology
 from tests import conftest
@@ -61,7 +61,7 @@ def expected_rendered(
     """Pod key -> what a from-scratch compile of the API state renders, for every pod of
     `node` that exists both in the API (with IPs) and in the sandbox."""
     snapshot = fresh_store(cluster, node)
-    index = policy_compile.build_index(snapshot.namespaces, snapshot.pods.values())
+    index = calc_compile.build_index(snapshot.namespaces, snapshot.pods.values())
     node_obj = getattr(snapshot, "nodes", {}).get(node)
     node_addresses = node_obj.addresses if node_obj is not None else ()
     out: dict[str, render_nft.Rendered] = {}
@@ -69,7 +69,7 @@ def expected_rendered(
         sandbox_pod = cluster.pods.get(key)
         if pod.node_name != node or pod.host_network or not pod.ips or sandbox_pod is None:
             continue
-        rs = policy_compile.compile_indexed(
+        rs = calc_compile.compile_indexed(
             pod, snapshot.policies_in(pod.namespace), index, node_addresses
         )
         rs = containment.contain(  # as the agent does, with its default settings

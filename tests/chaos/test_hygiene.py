@@ -15,8 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 from agent import model
-from agent.dataplane import backend, netns, render_nft
-from agent.policy import compile as policy_compile
+from agent.calc import compile as calc_compile
+from agent.dataplane import client as dp_client
+from agent.dataplane import netns
+from agent.dataplane.nft import render as render_nft
 from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import iproute, topology
 from tests import conftest
@@ -68,14 +70,14 @@ def scripts(pod: topology.SandboxPod) -> list[str]:
             egress=(model.PolicyRule(peers=(model.Peer(ip_block=model.IPBlock(cidr)),)),),
             policy_types=("Ingress", "Egress"),
         )
-        rs = policy_compile.compile_pod(target, [policy], {}, [target])
+        rs = calc_compile.compile_pod(target, [policy], {}, [target])
         out.append(render_nft.render(rs, [pod.interface]).script)
     return out
 
 
 def test_worker_leaks_nothing_over_1000_apply_cycles(sandbox_pod: topology.SandboxPod) -> None:
     async def run() -> tuple[dict[str, int], dict[str, int], dict[str, int], dict[str, int]]:
-        client = backend.WorkerClient(timeout=10)
+        client = dp_client.WorkerClient(timeout=10)
         try:
             script_a, script_b = scripts(sandbox_pod)
             candidates = await client.scan(iproute.NETNS_DIR, False)

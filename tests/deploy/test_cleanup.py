@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.dataplane import render_nft
-from agent.policy import ruleset
+from agent.calc import ruleset
+from agent.dataplane.nft import render as render_nft
 from tests import conftest
 
 pytestmark = conftest.requires_root

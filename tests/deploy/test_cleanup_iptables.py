@@ -17,8 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.dataplane import backend, backends, netns
-from agent.policy import ruleset
+from agent.calc import ruleset
+from agent.dataplane import backends, netns
+from agent.dataplane import client as dp_client
 from tests import conftest
 from tests.deploy import test_cleanup
 
@@ -47,7 +48,7 @@ def _apply_iptables(name: str) -> None:
     path = f"/run/netns/{name}"
 
     async def go() -> None:
-        client = backend.WorkerClient(timeout=20)
+        client = dp_client.WorkerClient(timeout=20)
         try:
             target = netns.Target(path, os.stat(path).st_ino, ("eth0",))
             await ipt.apply(client, target, ipt.render(rs, ["eth0"]))

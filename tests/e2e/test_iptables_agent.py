@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.dataplane import render_ipt
+from agent.dataplane.ipt import render as render_ipt
 from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import probe, topology
 from tests import conftest

@@ -4,7 +4,7 @@ One sandbox node with the emulator, a real `podseg agent` and the service-proxy 
 (`agent.sandbox.serviceproxy`: nftables DNAT in the node namespace, like kube-proxy). The pod
 `svc/client` is the policed client; `svc/guest` is never egress-isolated and proves, in every
 case, that the Service itself works (so a timeout from `client` is podseg's drop, not a broken
-proxy). Without the Service translation (`agent.policy.services`) every "ok" from `client`
+proxy). Without the Service translation (`agent.calc.services`) every "ok" from `client`
 below would be a timeout: its egress rules see the ClusterIP, never the backend.
 """
 

@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 
 from agent import config, metrics, reconciler, store
-from agent.dataplane import backend, netns, render_nft
+from agent.calc import intervals, ruleset
+from agent.dataplane import client as dp_client
+from agent.dataplane import netns
+from agent.dataplane.nft import render as render_nft
 from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
-from agent.policy import intervals, ruleset
 from tests import conftest
 
 pytestmark = conftest.requires_root
@@ -55,7 +57,7 @@ def pod_namespaces(tmp_path: pathlib.Path) -> Iterator[list[str]]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-class CountingClient(backend.WorkerClient):
+class CountingClient(dp_client.WorkerClient):
     """The real worker client, counting round trips by op."""
 
     def __init__(self) -> None:
@@ -122,7 +124,7 @@ def test_batch_answers_each_part_on_its_own(
     pod_namespaces: list[str], tmp_path: pathlib.Path
 ) -> None:
     async def scenario() -> None:
-        client = backend.WorkerClient(timeout=10)
+        client = dp_client.WorkerClient(timeout=10)
         try:
             index = netns.Index(await client.scan(str(tmp_path), proc=False))
             first, second = index.find([ADDRESSES[0]]), index.find([ADDRESSES[1]])
@@ -146,9 +148,9 @@ def test_batch_answers_each_part_on_its_own(
                 ]
             )
             assert isinstance(replies[0], dict) and replies[0]["digest"]
-            assert isinstance(replies[1], backend.NetnsGone)
+            assert isinstance(replies[1], dp_client.NetnsGone)
             assert isinstance(replies[2], dict) and replies[2]["fingerprint"] is None
-            assert isinstance(replies[3], backend.ApplyFailed)
+            assert isinstance(replies[3], dp_client.ApplyFailed)
         finally:
             await client.close()
 
@@ -220,7 +222,7 @@ def test_a_vanished_namespace_fails_only_its_pod(
     local = [_pod(f"web-{i}", ip, "node-1", {"app": "web"}) for i, ip in enumerate(ADDRESSES)]
     cluster = _store(local, [])
     settings = _settings(tmp_path)
-    dataplane = backend.WorkerClient(timeout=10)
+    dataplane = dp_client.WorkerClient(timeout=10)
     rec = reconciler.Reconciler(settings, cluster, dataplane, events.Recorder(None, "node-1"))
 
     before: dict[str, str | None] = {}
@@ -327,7 +329,7 @@ def test_drop_counts_stay_exact_across_a_patch(
     peer = _pod("peer", "198.18.8.1", "node-2", {"role": "client"})
     cluster = _store([_pod("web", "198.18.7.34", "node-1", {}), peer], [policy])
     settings = _settings(tmp_path, flow_log_file=str(tmp_path / "flows.jsonl"))
-    dataplane = backend.WorkerClient(timeout=10)
+    dataplane = dp_client.WorkerClient(timeout=10)
     flows = flows_collector.Collector(settings, cluster, dataplane)  # counters only, no NFLOG
     rec = reconciler.Reconciler(
         settings, cluster, dataplane, events.Recorder(None, "node-1"), flows

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from agent.dataplane import backend, conntrack, netns, render_nft
+from agent.dataplane import client as dp_client
+from agent.dataplane import conntrack, netns
+from agent.dataplane.nft import render as render_nft
 from tests import conftest
 
 pytestmark = conftest.requires_root
@@ -79,7 +81,7 @@ def test_list_mark_and_delete_in_one_namespace_only(two_netns: list[str]) -> Non
     )
 
     async def scenario() -> None:
-        client = backend.WorkerClient(timeout=10)
+        client = dp_client.WorkerClient(timeout=10)
         try:
             targets = [
                 netns.Target(f"/run/netns/{n}", os.stat(f"/run/netns/{n}").st_ino, ("eth0",))
@@ -125,7 +127,7 @@ def test_the_namespace_count_is_its_own(two_netns: list[str]) -> None:
         assert count(two_netns[1]) == 0
 
         async def listed() -> list[dict[str, Any]]:
-            client = backend.WorkerClient(timeout=10)
+            client = dp_client.WorkerClient(timeout=10)
             try:
                 path = f"/run/netns/{two_netns[1]}"
                 target = netns.Target(path, os.stat(path).st_ino, ("eth0",))

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.dataplane import backend, netns, render_nft
-from agent.policy import ruleset
+from agent.calc import ruleset
+from agent.dataplane import client as dp_client
+from agent.dataplane import netns
+from agent.dataplane.nft import render as render_nft
 from tests import conftest
 
 pytestmark = conftest.requires_root
@@ -50,7 +52,7 @@ def _isolated() -> ruleset.PodRuleset:
 
 def test_scan_finds_pod_namespace_by_ip_and_apply_observe_roundtrip(pod_netns: str) -> None:
     async def scenario() -> None:
-        client = backend.WorkerClient(timeout=10)
+        client = dp_client.WorkerClient(timeout=10)
         try:
             index = netns.Index(await client.scan("/run/netns", proc=True))
             target = index.find(["198.18.7.9", "fd00:198:18::7:9"])
@@ -70,11 +72,11 @@ def test_scan_finds_pod_namespace_by_ip_and_apply_observe_roundtrip(pod_netns: s
             assert "198.18.1.1 . tcp . 80" in listing
             # Re-applying is one transaction over the existing table, never an error.
             await client.apply(target, rendered.script)
-            with pytest.raises(backend.ApplyFailed):
+            with pytest.raises(dp_client.ApplyFailed):
                 await client.apply(target, "table inet podseg { chain c { bogus } }")
             assert await client.observe(target) == rendered.fingerprint  # old rules intact
             wrong = netns.Target(target.path, target.ino + 1, target.interfaces)
-            with pytest.raises(backend.NetnsGone):
+            with pytest.raises(dp_client.NetnsGone):
                 await client.apply(wrong, rendered.script)
         finally:
             await client.close()
@@ -84,13 +86,13 @@ def test_scan_finds_pod_namespace_by_ip_and_apply_observe_roundtrip(pod_netns: s
 
 def test_vanished_namespace_is_a_typed_error_not_a_crash(pod_netns: str) -> None:
     async def scenario() -> None:
-        client = backend.WorkerClient(timeout=10)
+        client = dp_client.WorkerClient(timeout=10)
         try:
             target = netns.Index(await client.scan("/run/netns", proc=False)).find(["198.18.7.9"])
             assert target is not None
             await client.forget(None)
             _ip("netns", "del", pod_netns)
-            with pytest.raises(backend.NetnsGone):
+            with pytest.raises(dp_client.NetnsGone):
                 await client.apply(target, render_nft.delete_script())
             reply = await client.request("ping")  # the worker survived
             assert reply["ok"]
@@ -102,7 +104,7 @@ def test_vanished_namespace_is_a_typed_error_not_a_crash(pod_netns: str) -> None
 
 def test_root_namespace_is_never_a_candidate() -> None:
     async def scenario() -> set[int]:
-        client = backend.WorkerClient(timeout=10)
+        client = dp_client.WorkerClient(timeout=10)
         try:
             return {c.ino for c in await client.scan("/run/netns", proc=True)}
         finally:
@@ -131,7 +133,7 @@ def test_namespace_reachable_only_through_a_process_is_found_via_proc() -> None:
         _ip("netns", "del", name)  # no name left: only /proc/<pid>/ns/net leads there
 
         async def scenario() -> netns.Target | None:
-            client = backend.WorkerClient(timeout=10)
+            client = dp_client.WorkerClient(timeout=10)
             try:
                 named = netns.Index(await client.scan("/run/netns", proc=False))
                 assert named.find(["198.18.7.77"]) is None

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from agent.dataplane import backend, netns, render_nft
-from agent.policy import ruleset
+from agent.calc import ruleset
+from agent.dataplane import client as dp_client
+from agent.dataplane import netns
+from agent.dataplane.nft import render as render_nft
 from agent.sandbox import probe, topology
 from tests import conftest
 
@@ -114,7 +116,7 @@ def test_reader_receives_drops_from_inside_the_pod_namespace(sandbox: topology.S
         assert rival.proc.poll() is None
 
         async def counters() -> dict[str, dict[str, int]]:
-            client = backend.WorkerClient(timeout=10)
+            client = dp_client.WorkerClient(timeout=10)
             try:
                 target = netns.Target(b.netns_path, ino, (b.interface,))
                 return await client.counters({"x/b": target})

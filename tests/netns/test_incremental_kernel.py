@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from agent.dataplane import incremental, render_nft
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
+from agent.dataplane.nft import incremental
+from agent.dataplane.nft import render as render_nft
 from tests import conftest
 
 pytestmark = conftest.requires_root

@@ -9,8 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.dataplane import backend, incremental, netns, render_nft
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
+from agent.dataplane import client as dp_client
+from agent.dataplane import netns
+from agent.dataplane.nft import incremental
+from agent.dataplane.nft import render as render_nft
 from tests import conftest
 
 pytestmark = conftest.requires_root
@@ -47,7 +50,7 @@ def _rs(*peers: str) -> ruleset.PodRuleset:
 
 def test_patch_commits_only_on_the_generation_of_our_last_commit(pod_netns: str) -> None:
     async def scenario() -> None:
-        client = backend.WorkerClient(timeout=10)
+        client = dp_client.WorkerClient(timeout=10)
         try:
             index = netns.Index(await client.scan("/run/netns", proc=False))
             target = index.find(["198.18.7.19"])
@@ -75,7 +78,7 @@ def test_patch_commits_only_on_the_generation_of_our_last_commit(pod_netns: str)
             assert not vouched and now is not None and now != after
             assert await client.observe(target) == two.fingerprint
             # A patch that nft rejects is a typed error and changes nothing.
-            with pytest.raises(backend.ApplyFailed):
+            with pytest.raises(dp_client.ApplyFailed):
                 await client.patch(
                     target, "delete element inet podseg ingress_any4 { 10.9.9.9 }\n", now
                 )

@@ -15,9 +15,12 @@ from typing import TypeVar
 
 import pytest
 
-from agent.dataplane import backend, backends, render_ipt, render_nft
+from agent.calc import intervals, ruleset
+from agent.dataplane import backends
+from agent.dataplane import client as dp_client
 from agent.dataplane import netns as dp_netns
-from agent.policy import intervals, ruleset
+from agent.dataplane.ipt import render as render_ipt
+from agent.dataplane.nft import render as render_nft
 from tests.netns import test_render_kernel as rk
 
 netns = rk.netns  # fixtures shared with the nftables kernel tests
@@ -34,9 +37,9 @@ T = TypeVar("T")
 IPT = backends.Iptables()
 
 
-def with_worker(fn: Callable[[backend.WorkerClient], Awaitable[T]]) -> T:
+def with_worker(fn: Callable[[dp_client.WorkerClient], Awaitable[T]]) -> T:
     async def scenario() -> T:
-        client = backend.WorkerClient(timeout=20)
+        client = dp_client.WorkerClient(timeout=20)
         try:
             return await fn(client)
         finally:
@@ -53,7 +56,7 @@ def target(ns: str, ifaces: tuple[str, ...] = ("eth0",)) -> dp_netns.Target:
 def apply(ns: str, rs: ruleset.PodRuleset) -> tuple[str, str | None]:
     program = IPT.render(rs, ["eth0"])
 
-    async def go(client: backend.WorkerClient) -> tuple[str, str | None]:
+    async def go(client: dp_client.WorkerClient) -> tuple[str, str | None]:
         digest = await IPT.apply(client, target(ns), program)
         fp, digest2 = await IPT.inspect(client, target(ns))
         assert fp == program.fingerprint and digest2 == digest
@@ -204,7 +207,7 @@ def test_delete_is_idempotent_and_spares_foreign_rules_and_sets(netns: str) -> N
     _run("ip", "netns", "exec", netns, "ipset", "create", "foreign", "hash:ip")
     apply(netns, both_ways(v4(20), 80, 53))
 
-    async def delete_twice(client: backend.WorkerClient) -> tuple[object, object]:
+    async def delete_twice(client: dp_client.WorkerClient) -> tuple[object, object]:
         first = await client.request("ipt_delete", path=target(netns).path, ino=target(netns).ino)
         second = await client.request("ipt_delete", path=target(netns).path, ino=target(netns).ino)
         return first["removed"], second["removed"]
@@ -222,7 +225,7 @@ def test_nftables_and_iptables_backends_ignore_each_other(netns: str) -> None:
     apply(netns, rs)  # iptables-nft keeps its rules in nftables tables `ip filter`/`ip6 filter`
     nft = backends.Nftables()
 
-    async def nft_side(client: backend.WorkerClient) -> tuple[object, ...]:
+    async def nft_side(client: dp_client.WorkerClient) -> tuple[object, ...]:
         t = target(netns)
         seen = await nft.inspect(client, t), await nft.comment(client, t)
         await nft.delete(client, t)  # the nftables backend's delete leaves iptables alone

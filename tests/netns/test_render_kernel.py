@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.dataplane import render_nft
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
+from agent.dataplane.nft import render as render_nft
 
 pytestmark = [
     pytest.mark.root,

@@ -15,11 +15,11 @@ import random
 from typing import Any
 
 from agent import model
+from agent.calc import affected, containment
+from agent.calc import compile as calc_compile
+from agent.calc import mode as calc_mode
+from agent.calc import services as calc_services
 from agent.k8s import convert
-from agent.policy import affected, containment
-from agent.policy import compile as policy_compile
-from agent.policy import mode as policy_mode
-from agent.policy import services as policy_services
 
 APPS = ("a", "b", "c")
 NODES = (model.Node("node-1", ("198.18.0.1",)), model.Node("node-2", ("198.18.128.1",)))
@@ -29,7 +29,7 @@ GUARD_PORTS = containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
 def _namespace(rnd: random.Random, i: int) -> model.Namespace:
     labels = {"team": rnd.choice(("t1", "t2"))}
     if rnd.random() < 0.3:
-        labels[policy_mode.LABEL] = rnd.choice(("enforce", "visibility"))
+        labels[calc_mode.LABEL] = rnd.choice(("enforce", "visibility"))
     if rnd.random() < 0.2:
         labels[containment.NODE_GUARD_LABEL] = "off"
     return model.Namespace(f"ns{i}", labels)
@@ -153,10 +153,10 @@ def _compile_all(
     slices: dict[str, model.EndpointSlice] | None = None,
 ) -> dict[str, Any]:
     local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
-    index = policy_services.build_index((services or {}).values(), (slices or {}).values())
+    index = calc_services.build_index((services or {}).values(), (slices or {}).values())
     return {
         k: containment.contain(
-            policy_compile.compile_pod(p, policies.values(), namespaces, pods.values(), (), index),
+            calc_compile.compile_pod(p, policies.values(), namespaces, pods.values(), (), index),
             p,
             namespaces.get(p.namespace),
             NODES,

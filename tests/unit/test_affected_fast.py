@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agent import model, selectors
-from agent.policy import affected
-from agent.policy import compile as policy_compile
-from agent.policy import index as policy_index
+from agent.calc import affected
+from agent.calc import compile as calc_compile
+from agent.calc import index as calc_index
 from tests.unit import test_affected as base
 
 
@@ -32,7 +32,7 @@ def _ref_peer_matches(
         if pod.namespace != policy.namespace:
             return False
     elif not selectors.matches(
-        peer.namespace_selector, policy_compile.namespace_labels(pod.namespace, namespaces)
+        peer.namespace_selector, calc_compile.namespace_labels(pod.namespace, namespaces)
     ):
         return False
     return peer.pod_selector is None or selectors.matches(peer.pod_selector, pod.labels)
@@ -44,7 +44,7 @@ def _ref_depends_on_pod(
     namespaces: Mapping[str, model.Namespace],
 ) -> bool:
     """Whether any version in `pods` could change what `policy` allows."""
-    candidates = [p for p in pods if policy_compile.is_peer_candidate(p)]
+    candidates = [p for p in pods if calc_compile.is_peer_candidate(p)]
     if not candidates:
         return False
     for rule in policy.egress:
@@ -79,13 +79,13 @@ def _reference_affected(
     for old_policy, new_policy in changes.policies.values():
         for key, pod in local.items():
             if any(
-                p is not None and policy_compile.selects(p, pod) for p in (old_policy, new_policy)
+                p is not None and calc_compile.selects(p, pod) for p in (old_policy, new_policy)
             ):
                 result.add(key)
     if changes.services_changed:
         policy_list = list(policies)
         for key, pod in local.items():
-            if any(p.isolates_egress and policy_compile.selects(p, pod) for p in policy_list):
+            if any(p.isolates_egress and calc_compile.selects(p, pod) for p in policy_list):
                 result.add(key)
         policies = policy_list
     if not changes.pods:
@@ -95,7 +95,7 @@ def _reference_affected(
         if key in local:
             result.add(key)
         versions.extend(p for p in (old, new) if p is not None)
-    if not any(policy_compile.is_peer_candidate(p) for p in versions):
+    if not any(calc_compile.is_peer_candidate(p) for p in versions):
         return result
     by_namespace: dict[str, list[model.NetworkPolicy]] = {}
     if policies_for is None:
@@ -109,7 +109,7 @@ def _reference_affected(
             policies_for(pod) if policies_for is not None else by_namespace.get(pod.namespace, ())
         )
         for policy in candidates:
-            if not policy_compile.selects(policy, pod):
+            if not calc_compile.selects(policy, pod):
                 continue
             if policy.key not in dependent:
                 dependent[policy.key] = _ref_depends_on_pod(policy, versions, namespaces)
@@ -128,7 +128,7 @@ def _ref_relabelled_pods(
     if not namespaces or any(old is None or new is None for old, new in namespaces.values()):
         return None
     label_sets = [
-        policy_compile.namespace_labels(name, {name: version})
+        calc_compile.namespace_labels(name, {name: version})
         for name, pair in namespaces.items()
         for version in pair
         if version is not None
@@ -149,7 +149,7 @@ def _ref_relabelled_pods(
         key
         for key, pod in local.items()
         if pod.namespace in namespaces
-        or any(policy_compile.selects(policy, pod) for policy in dependent)
+        or any(calc_compile.selects(policy, pod) for policy in dependent)
     }
 
 
@@ -228,7 +228,7 @@ def test_affected_equals_the_original_form() -> None:
         policies = {p.key: p for p in (base._policy(rnd, i) for i in range(rnd.randrange(1, 12)))}
         changes, pods, policies, namespaces = _random_change(rnd, pods, policies, namespaces)
         local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
-        index = policy_index.PolicyIndex.build(policies.values())
+        index = calc_index.PolicyIndex.build(policies.values())
         for policies_for in (None, index.candidates):
             want = _reference_affected(
                 local, policies.values(), namespaces, changes, policies_for=policies_for

@@ -8,14 +8,14 @@ import json
 import pathlib
 
 from agent import config, metrics, model, store
-from agent.dataplane import backend, netns
+from agent.calc import ruleset
+from agent.dataplane import client, netns
 from agent.flows import collector
-from agent.policy import ruleset
 
 ENFORCE = "deny.ingress.policy.enforce"
 
 
-class CountingWorker(backend.WorkerClient):
+class CountingWorker(client.WorkerClient):
     """Answers `counters` from a dict the test sets (the real worker reads nft counters)."""
 
     def __init__(self) -> None:

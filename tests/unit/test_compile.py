@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from agent import model
-from agent.policy import compile as policy_compile
-from agent.policy import intervals, ruleset
+from agent.calc import compile as calc_compile
+from agent.calc import intervals, ruleset
 
 TCP, UDP, SCTP = 6, 17, 132
 Sel = model.LabelSelector
@@ -85,7 +85,7 @@ PODS = (WEB, CLIENT, OTHER_NS_CLIENT, DB)
 def compile_web(
     *policies: model.NetworkPolicy, pods: tuple[model.Pod, ...] = PODS
 ) -> ruleset.PodRuleset:
-    return policy_compile.compile_pod(WEB, policies, NAMESPACES, pods)
+    return calc_compile.compile_pod(WEB, policies, NAMESPACES, pods)
 
 
 def test_no_policy_means_not_isolated() -> None:
@@ -103,7 +103,7 @@ def test_policy_selection_namespace_labels_and_malformed_selector() -> None:
     rs = compile_web(other_ns, not_matching, malformed, selecting)
     assert rs.ingress.isolated and rs.ingress.policies == ("prod/web",)
     assert rs.ingress.any_port_peers == () and rs.ingress.port_peers == ()  # deny all
-    assert [p.key for p in policy_compile.policies_selecting(WEB, [selecting, other_ns])] == [
+    assert [p.key for p in calc_compile.policies_selecting(WEB, [selecting, other_ns])] == [
         "prod/web"
     ]
 
@@ -196,16 +196,16 @@ def test_namespace_and_pod_selector_in_one_peer_vs_two_peers() -> None:
 
 def test_implicit_namespace_name_label_and_missing_namespace_objects() -> None:
     by_name = model.Peer(namespace_selector=sel(**{"kubernetes.io/metadata.name": "dev"}))
-    rs = policy_compile.compile_pod(WEB, [policy("prod", "p", ingress=(rule(by_name),))], {}, PODS)
+    rs = calc_compile.compile_pod(WEB, [policy("prod", "p", ingress=(rule(by_name),))], {}, PODS)
     assert allows(rs.ingress, "198.18.1.30", TCP, 1)
     assert not allows(rs.ingress, "198.18.0.20", TCP, 1)
     # No Namespace objects at all: `{}` still matches every namespace that has pods,
     # a label selector matches none of them.
     everyone = model.Peer(namespace_selector=Sel())
-    rs = policy_compile.compile_pod(WEB, [policy("prod", "p", ingress=(rule(everyone),))], {}, PODS)
+    rs = calc_compile.compile_pod(WEB, [policy("prod", "p", ingress=(rule(everyone),))], {}, PODS)
     assert allows(rs.ingress, "198.18.1.30", TCP, 1) and allows(rs.ingress, "198.18.0.20", TCP, 1)
     labelled = model.Peer(namespace_selector=sel(env="dev"))
-    rs = policy_compile.compile_pod(WEB, [policy("prod", "p", ingress=(rule(labelled),))], {}, PODS)
+    rs = calc_compile.compile_pod(WEB, [policy("prod", "p", ingress=(rule(labelled),))], {}, PODS)
     assert rs.ingress.any_port_peers == ()
 
 
@@ -440,20 +440,20 @@ def test_result_is_independent_of_input_order() -> None:
     rnd = random.Random(42)
     for _ in range(20):
         policies, pods = _random_world(rnd)
-        want = policy_compile.compile_pod(WEB, policies, NAMESPACES, pods)
+        want = calc_compile.compile_pod(WEB, policies, NAMESPACES, pods)
         assert want.ingress.port_peers or want.ingress.any_port_peers
         for _ in range(3):
             rnd.shuffle(policies)
             rnd.shuffle(pods)
-            assert policy_compile.compile_pod(WEB, policies, NAMESPACES, pods) == want
+            assert calc_compile.compile_pod(WEB, policies, NAMESPACES, pods) == want
         # duplicated input objects change nothing either
         assert (
-            policy_compile.compile_pod(WEB, policies + policies[:2], NAMESPACES, pods + pods[:5])
+            calc_compile.compile_pod(WEB, policies + policies[:2], NAMESPACES, pods + pods[:5])
             == want
         )
 
 
 def test_compile_indexed_matches_compile_pod() -> None:
     pol = policy("prod", "p", ingress=(rule(model.Peer(namespace_selector=Sel())),))
-    index = policy_compile.build_index(NAMESPACES, PODS)
-    assert policy_compile.compile_indexed(WEB, [pol], index) == compile_web(pol)
+    index = calc_compile.build_index(NAMESPACES, PODS)
+    assert calc_compile.compile_indexed(WEB, [pol], index) == compile_web(pol)

@@ -9,9 +9,10 @@ import struct
 import pytest
 
 from agent import config, model
-from agent.dataplane import conntrack, render_nft
+from agent.calc import containment, intervals, ruleset, verdict
+from agent.dataplane import conntrack
+from agent.dataplane.nft import render as render_nft
 from agent.k8s import convert
-from agent.policy import containment, intervals, ruleset, verdict
 
 EGRESS = ruleset.Direction.EGRESS
 INGRESS = ruleset.Direction.INGRESS

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agent import eventkind, model, store
+from agent import model, store
+from agent.sync import eventkind
 
 
 def _pod(ips: tuple[str, ...] = ("198.18.0.1",), **labels: str) -> model.Pod:

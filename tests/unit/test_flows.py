@@ -9,12 +9,12 @@ import struct
 import pytest
 
 from agent import model
-from agent.dataplane import render_nft
+from agent.calc import compile as calc_compile
+from agent.calc import mode as calc_mode
+from agent.calc import ruleset
+from agent.dataplane.nft import render as render_nft
 from agent.flows import aggregate, nflog
 from agent.k8s import convert
-from agent.policy import compile as policy_compile
-from agent.policy import mode as policy_mode
-from agent.policy import ruleset
 
 PREFIX = "podseg ingress policy enforce"
 
@@ -211,13 +211,13 @@ def test_workload_from_owner_references(
 
 def test_mode_label_pod_wins_and_unknown_values_enforce() -> None:
     vis, enf = ruleset.PolicyMode.VISIBILITY, ruleset.PolicyMode.ENFORCE
-    namespaces = {"x": model.Namespace("x", {policy_mode.LABEL: "visibility"})}
+    namespaces = {"x": model.Namespace("x", {calc_mode.LABEL: "visibility"})}
     pod = model.Pod("x", "a")
-    assert policy_mode.resolve(pod, namespaces) == (vis, None)
-    pinned = model.Pod("x", "a", labels={policy_mode.LABEL: "enforce"})
-    assert policy_mode.resolve(pinned, namespaces) == (enf, None)
-    assert policy_mode.resolve(pod, {}) == (enf, None)
-    typo = model.Pod("x", "a", labels={policy_mode.LABEL: "visiblity"})
-    assert policy_mode.resolve(typo, namespaces) == (enf, "visiblity")
-    compiled = policy_compile.compile_pod(pod, [], namespaces, [pod])
+    assert calc_mode.resolve(pod, namespaces) == (vis, None)
+    pinned = model.Pod("x", "a", labels={calc_mode.LABEL: "enforce"})
+    assert calc_mode.resolve(pinned, namespaces) == (enf, None)
+    assert calc_mode.resolve(pod, {}) == (enf, None)
+    typo = model.Pod("x", "a", labels={calc_mode.LABEL: "visiblity"})
+    assert calc_mode.resolve(typo, namespaces) == (enf, "visiblity")
+    compiled = calc_compile.compile_pod(pod, [], namespaces, [pod])
     assert compiled.mode is vis

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from agent.dataplane import incremental, render_nft
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
+from agent.dataplane.nft import incremental
+from agent.dataplane.nft import render as render_nft
 
 A = intervals.address_range
 P = ruleset.PortRange

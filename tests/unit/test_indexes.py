@@ -7,9 +7,9 @@ import dataclasses
 import random
 
 from agent import model
-from agent.policy import affected, intervals
-from agent.policy import compile as policy_compile
-from agent.policy import index as policy_index
+from agent.calc import affected, intervals
+from agent.calc import compile as calc_compile
+from agent.calc import index as calc_index
 from tests.unit import test_affected as base
 
 
@@ -59,7 +59,7 @@ def test_updated_index_compiles_like_a_full_rebuild() -> None:
     rnd = random.Random(5)
     namespaces = {f"ns{i}": model.Namespace(f"ns{i}", {"team": f"t{i % 2 + 1}"}) for i in range(3)}
     pods = {p.key: p for p in (base._pod(rnd, i) for i in range(30))}
-    index = policy_compile.build_index(namespaces, pods.values())
+    index = calc_compile.build_index(namespaces, pods.values())
     for step in range(200):
         policies = [base._policy(rnd, i) for i in range(4)]
         changed: set[str] = set()
@@ -76,16 +76,16 @@ def test_updated_index_compiles_like_a_full_rebuild() -> None:
             changed.add(key)
         # warm the caches of the old index the way a pass does, then update it
         for pod in list(pods.values())[:5]:
-            policy_compile.compile_indexed(pod, policies, index)
-        index = policy_compile.update_index(index, namespaces, pods, changed)
-        fresh = policy_compile.build_index(namespaces, pods.values())
+            calc_compile.compile_indexed(pod, policies, index)
+        index = calc_compile.update_index(index, namespaces, pods, changed)
+        fresh = calc_compile.build_index(namespaces, pods.values())
         assert index.by_namespace == fresh.by_namespace
         assert sorted(index.peers, key=lambda p: p.pod.key) == sorted(
             fresh.peers, key=lambda p: p.pod.key
         )
         for pod in pods.values():
-            assert policy_compile.compile_indexed(pod, policies, index) == (
-                policy_compile.compile_indexed(pod, policies, fresh)
+            assert calc_compile.compile_indexed(pod, policies, index) == (
+                calc_compile.compile_indexed(pod, policies, fresh)
             )
 
 
@@ -95,10 +95,10 @@ def test_policy_index_candidates_include_every_selecting_policy() -> None:
     for _ in range(100):
         policies = [base._policy(rnd, i) for i in range(12)]
         pods = [base._pod(rnd, i) for i in range(12)]
-        index = policy_index.PolicyIndex.build(policies)
+        index = calc_index.PolicyIndex.build(policies)
         for pod in pods:
             candidates = index.candidates(pod)
-            selecting = {p.key for p in policies if policy_compile.selects(p, pod)}
+            selecting = {p.key for p in policies if calc_compile.selects(p, pod)}
             assert selecting <= {p.key for p in candidates}
             assert all(p.namespace == pod.namespace for p in candidates)
             checked += len(selecting)
@@ -115,7 +115,7 @@ def test_affected_through_the_policy_index_equals_the_scan() -> None:
         new = dataclasses.replace(pods[key], labels=base._pod(rnd, 0).labels)
         local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
         changes = affected.Changes(pods={key: (pods[key], new)}, policies={})
-        index = policy_index.PolicyIndex.build(policies)
+        index = calc_index.PolicyIndex.build(policies)
         assert affected.affected(
             local, policies, namespaces, changes, policies_for=index.candidates
         ) == affected.affected(local, policies, namespaces, changes)
@@ -129,11 +129,11 @@ def test_updated_index_carries_only_resolved_peers_that_still_hold() -> None:
     namespaces = {f"ns{i}": model.Namespace(f"ns{i}", {"team": f"t{i % 2 + 1}"}) for i in range(3)}
     pods = {p.key: p for p in (base._pod(rnd, i) for i in range(30))}
     policies = [base._policy(rnd, i) for i in range(10)]
-    index = policy_compile.build_index(namespaces, pods.values())
+    index = calc_compile.build_index(namespaces, pods.values())
     carried = dropped = 0
     for step in range(100):
         for pod in pods.values():  # a pass resolves every peer of these policies
-            policy_compile.compile_indexed(pod, policies, index)
+            calc_compile.compile_indexed(pod, policies, index)
         resolved = {k for k in index.cache if k[0] == "peer"}
         if rnd.random() < 0.15:
             namespaces = dict(namespaces)
@@ -148,19 +148,19 @@ def test_updated_index_carries_only_resolved_peers_that_still_hold() -> None:
             else:
                 pods[pod.key] = pod
             changed.add(pod.key)
-        index = policy_compile.update_index(index, namespaces, pods, changed)
-        fresh = policy_compile.build_index(namespaces, pods.values())
+        index = calc_compile.update_index(index, namespaces, pods, changed)
+        fresh = calc_compile.build_index(namespaces, pods.values())
         kept = {k for k in index.cache if k[0] == "peer"}
         carried += len(kept)
         dropped += len(resolved - kept)
         for _, policy_namespace, peer in kept:
             owner = next(p for p in policies if p.namespace == policy_namespace)
             assert index.cache[("peer", policy_namespace, peer)][0] == (
-                policy_compile._resolve_peer_uncached(owner, peer, fresh)
+                calc_compile._resolve_peer_uncached(owner, peer, fresh)
             )
         for pod in pods.values():
-            assert policy_compile.compile_indexed(pod, policies, index) == (
-                policy_compile.compile_indexed(pod, policies, fresh)
+            assert calc_compile.compile_indexed(pod, policies, index) == (
+                calc_compile.compile_indexed(pod, policies, fresh)
             )
     assert carried > 200 and dropped > 200  # both paths are exercised
 
@@ -181,14 +181,14 @@ def test_first_peer_pod_of_a_namespace_reaches_a_memoised_namespace_selector() -
         "from-team",
         ingress=(model.PolicyRule(peers=(model.Peer(namespace_selector=team),)),),
     )
-    index = policy_compile.build_index(namespaces, pods.values())
-    before = policy_compile.compile_indexed(local, [policy], index)
+    index = calc_compile.build_index(namespaces, pods.values())
+    before = calc_compile.compile_indexed(local, [policy], index)
     newcomer = pod("ns1", "b", "198.18.1.3")
     pods[newcomer.key] = newcomer
-    index = policy_compile.update_index(index, namespaces, pods, {newcomer.key})
-    after = policy_compile.compile_indexed(local, [policy], index)
-    fresh = policy_compile.compile_indexed(
-        local, [policy], policy_compile.build_index(namespaces, pods.values())
+    index = calc_compile.update_index(index, namespaces, pods, {newcomer.key})
+    after = calc_compile.compile_indexed(local, [policy], index)
+    fresh = calc_compile.compile_indexed(
+        local, [policy], calc_compile.build_index(namespaces, pods.values())
     )
     assert after == fresh and after != before
     assert intervals.contains(
@@ -212,12 +212,12 @@ def test_memoised_peers_unused_for_many_updates_are_dropped() -> None:
         "edited-away",
         ingress=(model.PolicyRule(peers=(model.Peer(namespace_selector=team),)),),
     )
-    index = policy_compile.build_index(namespaces, pods.values())
-    policy_compile.compile_indexed(local, [used, forgotten], index)
+    index = calc_compile.build_index(namespaces, pods.values())
+    calc_compile.compile_indexed(local, [used, forgotten], index)
     peer_keys = {k for k in index.cache if isinstance(k, tuple) and k[0] in ("peer", "namespaces")}
     assert len(peer_keys) == 3
-    for _ in range(policy_compile._UNUSED_UPDATES + 2):
-        index = policy_compile.update_index(index, namespaces, pods, ())
-        policy_compile.compile_indexed(local, [used], index)
+    for _ in range(calc_compile._UNUSED_UPDATES + 2):
+        index = calc_compile.update_index(index, namespaces, pods, ())
+        calc_compile.compile_indexed(local, [used], index)
     kept = {k for k in index.cache if isinstance(k, tuple) and k[0] in ("peer", "namespaces")}
     assert kept == {("peer", "ns0", used.ingress[0].peers[0])}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
 
 A = ruleset.AddrRange
 P = ruleset.PortRange

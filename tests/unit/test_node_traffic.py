@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from agent import model
+from agent.calc import compile as calc_compile
+from agent.calc import intervals
 from agent.k8s import convert
-from agent.policy import compile as policy_compile
-from agent.policy import intervals
 
 POD = model.Pod("x", "a", labels={"app": "a"}, node_name="node-1", ips=("198.18.1.2",))
 DENY_INGRESS = model.NetworkPolicy("x", "deny", policy_types=("Ingress",))
@@ -14,9 +14,9 @@ NODE = ("198.18.0.1", "fd00:198:18:1::1")
 
 
 def test_node_addresses_are_admitted_only_when_ingress_is_isolated() -> None:
-    open_pod = policy_compile.compile_pod(POD, [], {}, [POD], NODE)
+    open_pod = calc_compile.compile_pod(POD, [], {}, [POD], NODE)
     assert not open_pod.ingress.isolated and open_pod.ingress.any_port_peers == ()
-    isolated = policy_compile.compile_pod(POD, [DENY_INGRESS, DENY_EGRESS], {}, [POD], NODE)
+    isolated = calc_compile.compile_pod(POD, [DENY_INGRESS, DENY_EGRESS], {}, [POD], NODE)
     assert isolated.ingress.any_port_peers == tuple(
         sorted(intervals.address_range(a) for a in NODE)
     )
@@ -24,7 +24,7 @@ def test_node_addresses_are_admitted_only_when_ingress_is_isolated() -> None:
 
 
 def test_without_node_addresses_nothing_extra_is_admitted() -> None:
-    isolated = policy_compile.compile_pod(POD, [DENY_INGRESS], {}, [POD])
+    isolated = calc_compile.compile_pod(POD, [DENY_INGRESS], {}, [POD])
     assert isolated.ingress.isolated and isolated.ingress.any_port_peers == ()
 
 

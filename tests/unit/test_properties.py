@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import model, store
-from agent.dataplane import render_nft
+from agent.calc import compile as calc_compile
+from agent.calc import services as calc_services
+from agent.dataplane.nft import render as render_nft
 from agent.emulator import validation
 from agent.k8s import convert, watch
-from agent.policy import compile as policy_compile
-from agent.policy import services as policy_services
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMESPACES = ("x", "y", "z")
@@ -188,8 +188,8 @@ def slice_obj(
 
 def fingerprints(snapshot: store.Store, policies_order: random.Random | None = None) -> dict:
     """Every pod's compiled fingerprint, as the reconciler computes it."""
-    index = policy_compile.build_index(snapshot.namespaces, snapshot.pods.values())
-    services = policy_services.build_index(
+    index = calc_compile.build_index(snapshot.namespaces, snapshot.pods.values())
+    services = calc_services.build_index(
         snapshot.services.values(), snapshot.endpointslices.values()
     )
     out = {}
@@ -198,7 +198,7 @@ def fingerprints(snapshot: store.Store, policies_order: random.Random | None = N
         policies = snapshot.policies_in(pod.namespace)
         if policies_order is not None:
             policies_order.shuffle(policies)
-        rs = policy_compile.compile_indexed(pod, policies, index, (), services)
+        rs = calc_compile.compile_indexed(pod, policies, index, (), services)
         out[key] = render_nft.render(rs, ["eth0"]).fingerprint
     return out
 
@@ -374,9 +374,9 @@ def test_random_policies_never_crash_convert_compile_or_render(spec: Any) -> Non
         ]
     )
     assert list(snapshot.policies.values()) == [policy]
-    index = policy_compile.build_index(PEER_NAMESPACES, PEERS)
+    index = calc_compile.build_index(PEER_NAMESPACES, PEERS)
     for pod in PEERS[:2]:
-        rs = policy_compile.compile_indexed(pod, [policy], index)
+        rs = calc_compile.compile_indexed(pod, [policy], index)
         rendered = render_nft.render(rs, ["eth0"])
         assert render_nft.parse_fingerprint(rendered.script) == rendered.fingerprint
 
@@ -408,8 +408,8 @@ def test_invalid_entries_allow_nothing(peers: list[Any], bad_port: Any) -> None:
         policy = convert.network_policy(policy_obj("x", "broken", spec))
         # (convert may not flag every name the API rejects, e.g. "no--pe"; such a name can
         # never match a container port the API accepted, so the safety property below holds)
-        index = policy_compile.build_index(PEER_NAMESPACES, PEERS)
-        rs = policy_compile.compile_indexed(target, [policy], index)
+        index = calc_compile.build_index(PEER_NAMESPACES, PEERS)
+        rs = calc_compile.compile_indexed(target, [policy], index)
         assert rs.ingress.isolated
         assert rs.ingress.any_port_peers == () and rs.ingress.port_peers == (), spec
 

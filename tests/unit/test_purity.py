@@ -1,4 +1,5 @@
-"""The pure core (model, selectors, policy, nft rendering) must not import I/O modules."""
+"""The pure core (model, selectors, calc, rendering) must not import I/O modules, directly or
+through another agent module."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ RESPONDER_PURE = ("severity", "findings", "falco", "wiz", "generic")
 PURE = [
     ROOT / "agent" / "selectors.py",
     ROOT / "agent" / "model.py",
-    *sorted((ROOT / "agent" / "policy").glob("*.py")),
-    ROOT / "agent" / "dataplane" / "render_nft.py",
-    ROOT / "agent" / "dataplane" / "incremental.py",  # issue 8: the patch is computed purely
-    ROOT / "agent" / "eventkind.py",
-    ROOT / "agent" / "dataplane" / "render_ipt.py",
+    *sorted((ROOT / "agent" / "calc").glob("*.py")),
+    ROOT / "agent" / "dataplane" / "netns.py",
+    ROOT / "agent" / "dataplane" / "nft" / "render.py",
+    ROOT / "agent" / "dataplane" / "nft" / "incremental.py",
+    ROOT / "agent" / "dataplane" / "ipt" / "render.py",
+    ROOT / "agent" / "sync" / "eventkind.py",
     *(ROOT / "agent" / "responder" / f"{m}.py" for m in RESPONDER_PURE),
 ]
 FORBIDDEN = {
@@ -58,6 +60,41 @@ def test_pure_modules_import_no_io() -> None:
     offenders = {
         str(path.relative_to(ROOT)): sorted(
             imported_roots(path.read_text()) & (FORBIDDEN | {"__import__"})
+        )
+        for path in PURE
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def _agent_imports(source: str) -> set[pathlib.Path]:
+    """The agent modules `source` imports (as files), for the transitive check."""
+    found: set[pathlib.Path] = set()
+    tree = ast.parse(source)
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for inner in ast.walk(node)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:  # annotations only: never imported at run time
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("agent"):
+            base = ROOT.joinpath(*node.module.split("."))
+            for alias in node.names:
+                for candidate in (base / f"{alias.name}.py", base / alias.name / "__init__.py"):
+                    if candidate.is_file():
+                        found.add(candidate)
+            if base.with_suffix(".py").is_file():
+                found.add(base.with_suffix(".py"))
+    return found
+
+
+def test_pure_modules_import_only_pure_agent_modules() -> None:
+    pure = set(PURE)
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(
+            str(dep.relative_to(ROOT)) for dep in _agent_imports(path.read_text()) - pure
         )
         for path in PURE
     }

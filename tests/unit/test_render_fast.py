@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from agent.dataplane import render_nft
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
+from agent.dataplane.nft import render as render_nft
 
 A = ruleset.AddrRange
 P = ruleset.PortRange

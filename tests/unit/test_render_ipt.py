@@ -6,8 +6,10 @@ import dataclasses
 
 import pytest
 
-from agent.dataplane import backends, render_ipt, render_nft
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
+from agent.dataplane import backends
+from agent.dataplane.ipt import render as render_ipt
+from agent.dataplane.nft import render as render_nft
 
 TCP, UDP, SCTP = 6, 17, 132
 P = ruleset.PortRange

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.dataplane import render_ipt, render_nft
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
+from agent.dataplane.ipt import render as render_ipt
+from agent.dataplane.nft import render as render_nft
 
 TCP, UDP = 6, 17
 A = intervals.address_range

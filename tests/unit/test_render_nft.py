@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from agent.dataplane import render_nft
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
+from agent.dataplane.nft import render as render_nft
 
 A = ruleset.AddrRange
 P = ruleset.PortRange

@@ -1,4 +1,4 @@
-"""Service translation (agent.policy.services) and Service/EndpointSlice conversion. Pure.
+"""Service translation (agent.calc.services) and Service/EndpointSlice conversion. Pure.
 
 Each test compiles a client pod's egress with and without Services and checks which
 ClusterIP . protocol . port elements appear: a Service opens only where a ready backend of the
@@ -12,10 +12,10 @@ import random
 from typing import Any
 
 from agent import model
+from agent.calc import compile as calc_compile
+from agent.calc import intervals, ruleset
+from agent.calc import services as calc_services
 from agent.k8s import convert
-from agent.policy import compile as policy_compile
-from agent.policy import intervals, ruleset
-from agent.policy import services as policy_services
 from agent.sandbox import endpoints, serviceproxy
 
 TCP, UDP = 6, 17
@@ -105,12 +105,12 @@ def _egress(
     slices: list[model.EndpointSlice],
     pod: model.Pod = CLIENT,
 ) -> ruleset.DirectionRuleset:
-    index = policy_services.build_index(services, slices, {p.key: p for p in PODS})
-    return policy_compile.compile_pod(pod, [policy], {}, PODS, (), index).egress
+    index = calc_services.build_index(services, slices, {p.key: p for p in PODS})
+    return calc_compile.compile_pod(pod, [policy], {}, PODS, (), index).egress
 
 
 def _opens(direction: ruleset.DirectionRuleset, ip: str, proto: int, port: int) -> bool:
-    return policy_services.allows(direction, intervals.address_range(ip), proto, port)
+    return calc_services.allows(direction, intervals.address_range(ip), proto, port)
 
 
 def test_cluster_ip_opens_when_a_ready_backend_is_allowed_on_the_target_port() -> None:
@@ -134,9 +134,9 @@ def test_partly_allowed_service_opens_and_is_reported_incomplete() -> None:
     slices = [_slice([("198.18.1.2", True), ("198.18.1.4", True)])]
     egress = _egress(ALLOW_DB_81, [_service()], slices)
     assert _opens(egress, CLUSTER_IP, TCP, 5432)
-    index = policy_services.build_index([_service()], slices)
+    index = calc_services.build_index([_service()], slices)
     base = _egress(ALLOW_DB_81, [], [])
-    [(frontend, complete)] = policy_services.open_frontends(base, index, "node-1")
+    [(frontend, complete)] = calc_services.open_frontends(base, index, "node-1")
     assert frontend.service == "x/db" and not complete
 
 
@@ -179,8 +179,8 @@ def test_named_target_port_resolves_per_backend_slice() -> None:
     named_policy = _policy(
         [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}], "ports": [{"port": "pg"}]}]
     )
-    index = policy_services.build_index([svc], both)
-    egress = policy_compile.compile_pod(
+    index = calc_services.build_index([svc], both)
+    egress = calc_compile.compile_pod(
         CLIENT, [named_policy], {}, [CLIENT, named_db], (), index
     ).egress
     assert _opens(egress, CLUSTER_IP, TCP, 5432)
@@ -191,7 +191,7 @@ def test_port_that_resolves_to_nothing_opens_nothing_and_is_reported() -> None:
     slices = [_slice([("198.18.1.2", True)], ports=[{"name": "pg"}])]  # no number
     egress = _egress(ALLOW_DB_81, [svc], slices)
     assert not _opens(egress, CLUSTER_IP, TCP, 5432)
-    problems = policy_services.build_index([svc], slices).problems
+    problems = calc_services.build_index([svc], slices).problems
     assert any("resolves to no port" in p.message for p in problems)
 
 
@@ -241,7 +241,7 @@ def test_headless_and_external_name_services_add_nothing() -> None:
         }
     )
     assert headless.headless and headless.cluster_ips == ()
-    index = policy_services.build_index([headless, external], [_slice([("198.18.1.2", True)])])
+    index = calc_services.build_index([headless, external], [_slice([("198.18.1.2", True)])])
     assert index.frontends == ()
 
 
@@ -270,7 +270,7 @@ def test_unknown_pods_and_orphan_slices_are_reported_and_judged_by_address_only(
     )
     orphan = _slice([("198.18.1.2", True)], service="nosuch", name="o")
     selectorless = _service(selector=None)
-    index = policy_services.build_index([selectorless], [ghost, orphan], {p.key: p for p in PODS})
+    index = calc_services.build_index([selectorless], [ghost, orphan], {p.key: p for p in PODS})
     messages = " | ".join(p.message for p in index.problems)
     assert "unknown pod x/ghost" in messages
     assert "no known Service" in messages
@@ -322,7 +322,7 @@ def test_allows_agrees_with_brute_force_membership() -> None:
                 a.first <= addr <= a.last and p == proto and r.first <= port <= r.last
                 for a, p, r in triples
             )
-            got = policy_services.allows(direction, ruleset.AddrRange(4, addr, addr), proto, port)
+            got = calc_services.allows(direction, ruleset.AddrRange(4, addr, addr), proto, port)
             assert got == truth, (addr, proto, port)
 
 

@@ -1,11 +1,12 @@
-"""The sweep's decision (agent.sweep.select): only tables of pods that are gone are deleted,
+"""The sweep's decision (agent.sync.sweep.select): only tables of pods that are gone are deleted,
 never a current target, never a namespace holding the named pod's addresses, never in doubt."""
 
 from __future__ import annotations
 
-from agent import model, sweep
-from agent.dataplane import render_nft
-from agent.policy import ruleset
+from agent import model
+from agent.calc import ruleset
+from agent.dataplane.nft import render as render_nft
+from agent.sync import sweep
 
 
 def owned(owner: str, ino: int = 7, addrs: tuple[str, ...] = ("198.18.0.9",)) -> sweep.Owned:

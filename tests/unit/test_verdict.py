@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from agent.policy import intervals, ruleset, verdict
+from agent.calc import intervals, ruleset, verdict
 
 A = ruleset.AddrRange
 P = ruleset.PortRange

@@ -28,7 +28,7 @@ visibility mode (a different *_deny body), NFLOG (`log group N` in *_deny), Serv
 Incremental updates: a rendered ruleset is also split into its *skeleton* (the script with every
 named set's elements removed) and its *sets* (qualified set name -> element texts). Every peer
 set of an isolated direction is always declared (empty or not), so a change of peers alone keeps
-the skeleton and can be committed as element deletes/adds (`agent.dataplane.incremental`). The
+the skeleton and can be committed as element deletes/adds (`agent.dataplane.nft.incremental`). The
 table comment carries the skeleton's fingerprint (`shape`, fixed for the table's life since any
 other change replaces the table); the fingerprint of the whole ruleset lives in the one rule of
 the unhooked chain `state` (`podseg state=<16 hex>`), replaced in the same transaction as the
@@ -43,7 +43,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
-from agent.policy import ruleset
+from agent.calc import ruleset
 
 TABLE = "podseg"
 DENY_MARK = 0x00100000
@@ -84,7 +84,7 @@ class Rendered:
 
     `shape` fingerprints the skeleton (everything but set elements); `sets` holds each named
     set's elements as `("<family> <set>", (element, ...))`, sorted by name; both feed the
-    incremental patch (`agent.dataplane.incremental`).
+    incremental patch (`agent.dataplane.nft.incremental`).
     """
 
     script: str

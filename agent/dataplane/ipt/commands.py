@@ -23,7 +23,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 
-from agent.dataplane import render_ipt
+from agent.dataplane.ipt import render as render_ipt
 
 TIMEOUT = 5.0
 DESTROY_RETRY_SECONDS = 1.0

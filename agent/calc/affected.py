@@ -15,7 +15,7 @@ test compares it with recompiling everything.
   selector peer that matches the old or new version of the pod, or with an egress rule naming
   a port (those resolve against whichever pods the rule covers).
 * A Service or EndpointSlice change: every local pod whose egress is isolated (only egress
-  rules translate Services, `agent.policy.services`; the translation depends on the compiled
+  rules translate Services, `agent.calc.services`; the translation depends on the compiled
   egress and the Services, never on other pods directly, so pod changes need nothing new).
 """
 
@@ -25,7 +25,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from agent import model, selectors
-from agent.policy import compile as policy_compile
+from agent.calc import compile as calc_compile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,13 +105,13 @@ def affected(
     for old_policy, new_policy in changes.policies.values():
         for key, pod in local.items():
             if any(
-                p is not None and policy_compile.selects(p, pod) for p in (old_policy, new_policy)
+                p is not None and calc_compile.selects(p, pod) for p in (old_policy, new_policy)
             ):
                 result.add(key)
     if changes.services_changed:
         policy_list = list(policies)
         for key, pod in local.items():
-            if any(p.isolates_egress and policy_compile.selects(p, pod) for p in policy_list):
+            if any(p.isolates_egress and calc_compile.selects(p, pod) for p in policy_list):
                 result.add(key)
         policies = policy_list
     if not changes.pods:
@@ -121,7 +121,7 @@ def affected(
         if key in local:
             result.add(key)
         versions.extend(p for p in (old, new) if p is not None)
-    candidates = [p for p in versions if policy_compile.is_peer_candidate(p)]
+    candidates = [p for p in versions if calc_compile.is_peer_candidate(p)]
     if not candidates:
         return result
     by_namespace: dict[str, list[model.NetworkPolicy]] = {}
@@ -133,7 +133,7 @@ def affected(
     def labels_of(name: str) -> Mapping[str, str]:
         labels = namespace_labels.get(name)
         if labels is None:
-            labels = namespace_labels[name] = policy_compile.namespace_labels(name, namespaces)
+            labels = namespace_labels[name] = calc_compile.namespace_labels(name, namespaces)
         return labels
 
     # Keyed by the policy object (kept alive in the value): a policy's dependence is decided
@@ -152,7 +152,7 @@ def affected(
                     policy,
                     _depends_on_pod(policy, candidates, labels_of),
                 )
-            if known[1] and policy_compile.selects(policy, pod):
+            if known[1] and calc_compile.selects(policy, pod):
                 result.add(key)
                 break
     return result
@@ -167,7 +167,7 @@ def _relabelled_pods(
     if not namespaces or any(old is None or new is None for old, new in namespaces.values()):
         return None
     label_sets = [
-        policy_compile.namespace_labels(name, {name: version})
+        calc_compile.namespace_labels(name, {name: version})
         for name, pair in namespaces.items()
         for version in pair
         if version is not None
@@ -188,5 +188,5 @@ def _relabelled_pods(
         key
         for key, pod in local.items()
         if pod.namespace in namespaces
-        or any(policy_compile.selects(policy, pod) for policy in dependent.get(pod.namespace, ()))
+        or any(calc_compile.selects(policy, pod) for policy in dependent.get(pod.namespace, ()))
     }

@@ -16,7 +16,7 @@ exactly the new canonical set.
 
 from __future__ import annotations
 
-from agent.dataplane import render_nft
+from agent.dataplane.nft import render as render_nft
 
 
 def patch(old: render_nft.Rendered, new: render_nft.Rendered) -> str | None:

@@ -29,7 +29,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 import structlog
 
 from agent import metrics, model
-from agent.dataplane import backend, backends, netns, render_nft
+from agent.dataplane import backends, client, netns
+from agent.dataplane.nft import render as render_nft
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +112,7 @@ def _owned(cand: netns.Candidate, comment: str | None) -> Owned | None:
 
 
 async def run(
-    dataplane: backend.WorkerClient,
+    dataplane: client.WorkerClient,
     netns_dir: str,
     scan_proc: bool,
     pods: Mapping[str, model.Pod],
@@ -134,7 +135,7 @@ async def run(
             opened.append(cand.ino)
             try:
                 comment = await owner.comment(dataplane, netns.Target(cand.path, cand.ino, ()))
-            except backend.NetnsGone:
+            except client.NetnsGone:
                 continue
             owned = _owned(cand, comment)
             if owned is not None:
@@ -145,7 +146,7 @@ async def run(
             target = netns.Target(decision.owned.path, decision.owned.ino, ())
             try:
                 await owner.delete(dataplane, target)
-            except backend.NetnsGone:
+            except client.NetnsGone:
                 continue
             metrics.SWEPT_TABLES.labels(decision.reason).inc()
             log.info(
@@ -158,5 +159,5 @@ async def run(
         return swept
     finally:
         if opened:
-            with contextlib.suppress(backend.DataplaneError):
+            with contextlib.suppress(client.DataplaneError):
                 await dataplane.forget(opened)

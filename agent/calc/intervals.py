@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from agent.policy import ruleset
+from agent.calc import ruleset
 
 MAX_PORT = 65535
 ALL_PORTS = ruleset.PortRange(0, MAX_PORT)

@@ -16,7 +16,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
 
 _PORTED = frozenset(ruleset.PROTOCOL_NUMBERS.values())
 

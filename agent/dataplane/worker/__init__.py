@@ -21,7 +21,7 @@ fingerprint and generation alone, for adoption at first contact),
 commits every pod of a pass with one request, not one per pod).
 The iptables backend's requests (`ipt_apply`, `ipt_inspect`, `ipt_comment`, `ipt_delete`,
 `ipt_owned`) run ipset and iptables-restore as children forked while the worker is inside the
-pod's namespace (`agent.dataplane.ipt_exec`); its egress-drop table goes through the same nft
+pod's namespace (`agent.dataplane.ipt.commands`); its egress-drop table goes through the same nft
 context.
 """
 
@@ -37,15 +37,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from agent import child
-from agent.dataplane import (
-    conntrack,
-    ipt_exec,
-    libnft,
-    linkaddrs,
-    nftgen,
-    render_ipt,
-    render_nft,
-)
+from agent.dataplane import conntrack, linkaddrs
+from agent.dataplane.ipt import commands as ipt_exec
+from agent.dataplane.ipt import render as render_ipt
+from agent.dataplane.nft import generation as nftgen
+from agent.dataplane.nft import libnft
+from agent.dataplane.nft import render as render_nft
 
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")

@@ -59,8 +59,8 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 
-from agent.dataplane import render_nft
-from agent.policy import ruleset
+from agent.calc import ruleset
+from agent.dataplane.nft import render as render_nft
 
 FORMAT_VERSION = "podseg-ipt/2"
 GEN = "@GEN@"  # generation placeholder in set names; the worker substitutes a fresh token

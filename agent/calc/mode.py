@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent import model
-from agent.policy import ruleset
+from agent.calc import ruleset
 
 LABEL = "podseg.io/mode"
 _MODES = {m.value: m for m in ruleset.PolicyMode}

@@ -35,7 +35,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 
 from agent import model
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
 
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
 _BIG = 1 << 130

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from agent import model
-from agent.policy import intervals, ruleset
+from agent.calc import intervals, ruleset
 
 QUARANTINE_LABEL = "podseg.io/quarantine"
 ALLOW_FROM_ANNOTATION = "podseg.io/quarantine-allow-from"

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
 from agent import model, selectors
-from agent.policy import intervals, ruleset
-from agent.policy import mode as policy_mode
-from agent.policy import services as policy_services
+from agent.calc import intervals, ruleset
+from agent.calc import mode as calc_mode
+from agent.calc import services as calc_services
 
 IMPLICIT_NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
@@ -254,12 +254,12 @@ def compile_pod(
     namespaces: Mapping[str, model.Namespace],
     pods: Iterable[model.Pod],
     node_addresses: Sequence[str] = (),
-    service_index: policy_services.ServiceIndex | None = None,
+    service_index: calc_services.ServiceIndex | None = None,
 ) -> ruleset.PodRuleset:
     """The desired ruleset of `pod` given every policy, namespace and pod of the snapshot,
     and the addresses of the pod's own node (always allowed in, as upstream specifies).
     With `service_index`, egress also allows the Services whose allowed backends it reaches
-    (`agent.policy.services`)."""
+    (`agent.calc.services`)."""
     return compile_indexed(
         pod, policies, build_index(namespaces, pods), node_addresses, service_index
     )
@@ -270,13 +270,13 @@ def compile_indexed(
     policies: Iterable[model.NetworkPolicy],
     index: ClusterIndex,
     node_addresses: Sequence[str] = (),
-    service_index: policy_services.ServiceIndex | None = None,
+    service_index: calc_services.ServiceIndex | None = None,
 ) -> ruleset.PodRuleset:
     """`compile_pod` over a prebuilt `ClusterIndex` (cheaper when compiling many pods)."""
     selecting = policies_selecting(pod, policies)
     egress = _direction(pod, [p for p in selecting if p.isolates_egress], _EGRESS, index)
     if service_index is not None:
-        egress = policy_services.translate(egress, service_index, pod.node_name)
+        egress = calc_services.translate(egress, service_index, pod.node_name)
     return ruleset.PodRuleset(
         namespace=pod.namespace,
         pod=pod.name,
@@ -290,7 +290,7 @@ def compile_indexed(
             always=_node_ranges(node_addresses),
         ),
         egress=egress,
-        mode=policy_mode.resolve(pod, index.namespaces)[0],
+        mode=calc_mode.resolve(pod, index.namespaces)[0],
     )
 
 
