@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from agent.calc import intervals, ruleset
-from agent.dataplane import client
+from agent.dataplane import client as dp_client
 from agent.dataplane.nft import render as render_nft
 from tests.netns import test_flow_reader as fr
 from tests.netns import test_ipt_kernel as ik
@@ -25,7 +25,7 @@ ENF, VIS = ruleset.PolicyMode.ENFORCE, ruleset.PolicyMode.VISIBILITY
 
 
 def counters(ns: str) -> dict[str, int]:
-    async def go(client: client.WorkerClient) -> dict[str, dict[str, int]]:
+    async def go(client: dp_client.WorkerClient) -> dict[str, dict[str, int]]:
         return await client.counters({"k": ik.target(ns)}, "iptables")
 
     return ik.with_worker(go).get("k", {})

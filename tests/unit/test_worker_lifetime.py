@@ -13,10 +13,10 @@ from tests import conftest
 # sees no EOF when the parent dies: only the parent-death signal can end it.
 PARENT = """
 import asyncio, subprocess, sys
-from agent.dataplane import client
+from agent.dataplane import client as dp_client
 
 async def main():
-    client = client.WorkerClient()
+    client = dp_client.WorkerClient()
     pid = (await client.request("ping"))["pid"]
     fd = client._proc.stdin.transport.get_extra_info("pipe").fileno()
     holder = subprocess.Popen(["sleep", "30"], pass_fds=[fd])
