@@ -15,10 +15,11 @@ import kubernetes.client
 import kubernetes.config
 import structlog
 
-from agent import config, health, reconciler, store
+from agent import config, health, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
+from agent.sync import loop as sync_loop
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +56,7 @@ async def run(settings: config.Settings) -> int:
     flows = (
         flows_collector.Collector(settings, cluster, dataplane) if settings.flow_capture else None
     )
-    rec = reconciler.Reconciler(settings, cluster, dataplane, recorder, flows)
+    rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows)
     loop_alive = {"beat": loop.time()}
 
     def alive() -> bool:

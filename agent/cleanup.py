@@ -10,11 +10,10 @@ Like the agent, this process never enters a namespace itself: it drives the data
 namespace that holds an owned table, one atomic transaction per namespace. Tables of other
 owners (any other name or family) are never touched. `--dry-run` only lists what would go.
 
-Presence is checked with read-only `list table` commands through the worker's generic nft
-request (it fails when the table is absent), so a leftover table without podseg's fingerprint
-comment, or a lone `netdev` table, is found too. Leftovers of the iptables backend (`PODSEG-`
-chains and their jumps in table filter of either family, `PODSEG-` ipsets) are found and
-removed as well, whatever backend the agent ran with (`ipt_owned` / `ipt_delete` requests).
+Presence is read from the namespace's list of table names (`protocol.ListOwned`), so a
+leftover table without podseg's fingerprint comment, or a lone `netdev` table, is found too.
+Leftovers of the iptables backend (`PODSEG-` chains and their jumps in table filter of either
+family, `PODSEG-` ipsets) are found and removed as well, whatever backend the agent ran with.
 """
 
 from __future__ import annotations
@@ -29,8 +28,8 @@ from typing import TextIO
 import structlog
 
 from agent import config
-from agent.dataplane import backends, netns
 from agent.dataplane import client as dp_client
+from agent.dataplane import netns, protocol
 from agent.dataplane.nft import render as render_nft
 
 log = structlog.get_logger(__name__)
@@ -73,47 +72,38 @@ class Report:
     failed: tuple[tuple[Owned, str], ...] = ()
 
 
-async def _has_table(client: dp_client.WorkerClient, target: netns.Target, table: str) -> bool:
+async def _owned(dataplane: protocol.Dataplane, target: netns.Target) -> tuple[str, ...]:
+    """Every podseg table (nftables) and iptables-backend object the namespace holds."""
+    tables = await dataplane.call(protocol.ListOwned(target.path, target.ino))
+    return tables.nftables + tables.iptables
+
+
+async def _fingerprint(dataplane: protocol.Dataplane, target: netns.Target) -> str | None:
+    found = await dataplane.call(protocol.Glance(target.path, target.ino))
+    if found.fingerprint is not None:
+        return found.fingerprint
     try:
-        script = f"list table {table}"
-        await client.request("apply", path=target.path, ino=target.ino, script=script)
-    except dp_client.ApplyFailed as exc:
-        if "No such file or directory" in str(exc):
-            return False  # the table is absent
-        raise  # e.g. "Operation not permitted": never report a namespace clean we cannot read
-    return True
-
-
-async def _iptables_owned(client: dp_client.WorkerClient, target: netns.Target) -> list[str]:
-    reply = await client.request("ipt_owned", path=target.path, ino=target.ino)
-    return [str(name) for name in reply.get("owned") or []]
-
-
-async def _ipt_fingerprint(client: dp_client.WorkerClient, target: netns.Target) -> str | None:
-    try:
-        fingerprint, _ = await backends.Iptables().inspect(client, target)
-    except dp_client.ApplyFailed:
+        return (await dataplane.call(protocol.IptInspect(target.path, target.ino))).fingerprint
+    except protocol.ApplyFailed:
         return None  # e.g. iptables not installed: only the nftables side is there
-    return fingerprint
 
 
-async def find_owned(client: dp_client.WorkerClient, netns_dir: str, proc: bool) -> Report:
+async def find_owned(dataplane: protocol.Dataplane, netns_dir: str, proc: bool) -> Report:
     """Every candidate namespace that holds at least one podseg table."""
-    candidates = await client.scan(netns_dir, proc=proc)
+    candidates = (await dataplane.call(protocol.Scan(netns_dir, proc))).candidates
     owned: list[Owned] = []
     unreadable: list[tuple[Owned, str]] = []
     for cand in candidates:
         target = netns.Target(cand.path, cand.ino, ())
         addrs = tuple(a for iface in cand.interfaces for a in iface.addrs)
         try:
-            tables = tuple([t for t in OWNED_TABLES if await _has_table(client, target, t)])
-            tables += tuple(await _iptables_owned(client, target))
+            tables = await _owned(dataplane, target)
             if not tables:
                 continue
-            fingerprint = await client.observe(target) or await _ipt_fingerprint(client, target)
-        except dp_client.NetnsGone:
+            fingerprint = await _fingerprint(dataplane, target)
+        except protocol.NetnsGone:
             continue  # the namespace went away since the scan: nothing left to clean there
-        except dp_client.DataplaneError as exc:
+        except protocol.DataplaneError as exc:
             unreadable.append((Owned(cand.path, cand.ino, (), None, addrs), str(exc)))
             log.error("cleanup_cannot_read", netns=cand.path, error=str(exc))
             continue
@@ -126,7 +116,7 @@ async def find_owned(client: dp_client.WorkerClient, netns_dir: str, proc: bool)
     return Report(scanned=len(candidates), owned=tuple(owned), failed=tuple(unreadable))
 
 
-async def remove(client: dp_client.WorkerClient, found: Report) -> Report:
+async def remove(dataplane: protocol.Dataplane, found: Report) -> Report:
     """Delete the owned tables of each namespace in `found`, one transaction per namespace."""
     removed: list[Owned] = []
     vanished: list[Owned] = []
@@ -135,15 +125,14 @@ async def remove(client: dp_client.WorkerClient, found: Report) -> Report:
     for item in found.owned:
         target = netns.Target(item.path, item.ino, ())
         try:
-            await client.apply(target, script)
+            await dataplane.call(protocol.Apply(target.path, target.ino, script))
             if set(item.tables) - set(OWNED_TABLES):
-                await client.request("ipt_delete", path=target.path, ino=target.ino)
-            left = [t for t in OWNED_TABLES if await _has_table(client, target, t)]
-            left += await _iptables_owned(client, target)
-        except dp_client.NetnsGone:
+                await dataplane.call(protocol.IptDelete(target.path, target.ino))
+            left = await _owned(dataplane, target)
+        except protocol.NetnsGone:
             vanished.append(item)
             continue
-        except dp_client.DataplaneError as exc:
+        except protocol.DataplaneError as exc:
             failed.append((item, str(exc)))
             log.error("cleanup_failed", netns=item.path, error=str(exc))
             continue
@@ -153,19 +142,19 @@ async def remove(client: dp_client.WorkerClient, found: Report) -> Report:
             continue
         removed.append(item)
         log.info("cleanup_removed", netns=item.path, tables=list(item.tables))
-    await client.forget(None)
+    await dataplane.call(protocol.Forget(None))
     return dataclasses.replace(
         found, removed=tuple(removed), vanished=tuple(vanished), failed=tuple(failed)
     )
 
 
 async def run(netns_dir: str, proc: bool, dry_run: bool, timeout: float = 10.0) -> Report:
-    client = dp_client.WorkerClient(timeout=timeout)
+    worker = dp_client.WorkerClient(timeout=timeout)
     try:
-        found = await find_owned(client, netns_dir, proc)
-        return found if dry_run else await remove(client, found)
+        found = await find_owned(worker, netns_dir, proc)
+        return found if dry_run else await remove(worker, found)
     finally:
-        await client.close()
+        await worker.close()
 
 
 def describe(item: Owned) -> str:
@@ -195,7 +184,7 @@ def main(netns_dir: str, proc: bool, dry_run: bool, out: TextIO = sys.stdout) ->
     """Exit code: 0 when every owned table is gone (or listed, in a dry run), 1 otherwise."""
     try:
         report = asyncio.run(run(netns_dir, proc, dry_run))
-    except dp_client.DataplaneError as exc:
+    except protocol.DataplaneError as exc:
         print(f"podseg cleanup: dataplane worker failed: {exc}", file=sys.stderr)
         return 1
     print_report(report, dry_run, out)

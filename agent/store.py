@@ -146,10 +146,13 @@ class Store:
     def policies_in(self, namespace: str) -> list[model.NetworkPolicy]:
         return [p for p in self.policies.values() if p.namespace == namespace]
 
-    def policies_for(self, pod: model.Pod) -> list[model.NetworkPolicy]:
-        """The policies that may select `pod` (a superset; `compile` checks each), through an
-        index by namespace and matchLabels pair kept until the next policy change: O(policies
-        that could match) instead of O(all policies) per pod."""
+    def policy_index(self) -> calc_index.PolicyIndex:
+        """The policies by namespace and matchLabels pair, kept until the next policy change:
+        a pod's candidates cost O(policies that could match), not O(all policies)."""
         if self._policy_index is None:
             self._policy_index = calc_index.PolicyIndex.build(self.policies.values())
-        return self._policy_index.candidates(pod)
+        return self._policy_index
+
+    def policies_for(self, pod: model.Pod) -> list[model.NetworkPolicy]:
+        """The policies that may select `pod` (a superset; `compile` checks each)."""
+        return self.policy_index().candidates(pod)

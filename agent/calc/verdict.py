@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Protocol, TypeVar
 
 from agent.calc import intervals, ruleset
 
@@ -68,17 +68,34 @@ def allows(
     )
 
 
-def illegal(
-    rs: ruleset.PodRuleset, pod_ips: Iterable[str], entries: Iterable[Mapping[str, Any]]
-) -> list[Mapping[str, Any]]:
-    """The conntrack entries (worker `conntrack_list` form) that `rs` does not allow."""
+class Connection(Protocol):
+    """A conntrack entry's original tuple, as the dataplane reports it."""
+
+    @property
+    def src(self) -> str: ...
+
+    @property
+    def dst(self) -> str: ...
+
+    @property
+    def proto(self) -> int: ...
+
+    @property
+    def dport(self) -> int | None: ...
+
+
+C = TypeVar("C", bound=Connection)
+
+
+def illegal(rs: ruleset.PodRuleset, pod_ips: Iterable[str], entries: Iterable[C]) -> list[C]:
+    """The conntrack entries that `rs` does not allow (connections of the pod's own
+    addresses; loopback and others' entries are left alone)."""
     own = {str(ipaddress.ip_address(ip)) for ip in pod_ips}
     out = []
     for entry in entries:
-        src, dst = str(entry.get("src")), str(entry.get("dst"))
-        proto = int(entry.get("proto") or 0)
-        dport = entry.get("dport")
-        port = int(dport) if dport is not None and proto in _PORTED else None
+        src, dst = str(entry.src), str(entry.dst)
+        proto = int(entry.proto or 0)
+        port = int(entry.dport) if entry.dport is not None and proto in _PORTED else None
         try:
             if dst in own and src not in own:
                 ok = allows(rs, ruleset.Direction.INGRESS, src, proto, port)

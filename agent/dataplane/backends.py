@@ -1,10 +1,9 @@
 """The dataplane backends (`--backend nftables|iptables`) behind one small interface.
 
-The reconciler, the sweep and `podseg cleanup` speak to a `Backend`: render a ruleset (pure)
-into a `Program` with a fingerprint, apply it to a pod's namespace, inspect what a namespace
-holds (fingerprint + digest, for adoption and drift), read the owner comment (for the sweep)
-and delete everything podseg owns there. Each backend turns these into dataplane-worker
-requests; only the worker enters namespaces.
+The sync layer, the sweep and `podseg cleanup` speak to a `Backend`: render a ruleset (pure)
+into a `Program` with a fingerprint, and build the worker requests that commit it, read back
+what a namespace holds (fingerprint + digest, for adoption and drift), read the owner comment
+(for the sweep) and delete everything podseg owns there. Only the worker enters namespaces.
 """
 
 from __future__ import annotations
@@ -14,8 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from agent.calc import ruleset
-from agent.dataplane import client as dp_client
-from agent.dataplane import netns
+from agent.dataplane import netns, protocol
 from agent.dataplane.ipt import render as render_ipt
 from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
@@ -25,10 +23,10 @@ NAMES = ("nftables", "iptables")
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """A rendered ruleset: its fingerprint and what the backend's apply request carries."""
+    """A rendered ruleset: its fingerprint and what the backend's commit request carries."""
 
     fingerprint: str
-    payload: Any
+    payload: render_nft.Rendered | protocol.IptProgram
 
 
 class Backend(Protocol):
@@ -36,40 +34,32 @@ class Backend(Protocol):
 
     def render(self, rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Program: ...
 
-    async def apply(
-        self, client: dp_client.WorkerClient, target: netns.Target, program: Program
-    ) -> str | None: ...
-
-    async def inspect(
-        self, client: dp_client.WorkerClient, target: netns.Target
-    ) -> tuple[str | None, str | None]: ...
-
     def patch_script(self, previous: Program, program: Program) -> str | None:
         """An incremental update from `previous` to `program`, or None when only a full
-        apply will do (or the backend has no incremental updates)."""
+        commit will do (or the backend has no incremental updates)."""
         ...
 
-    def examine_request(self, target: netns.Target, whole: bool = True) -> dict[str, Any]:
-        """The worker request reading what a namespace holds, for batches (`WorkerClient.batch`;
-        `dp_client.examined` reads its reply). Without `whole`, the reply may leave the digest out
-        (None): enough to adopt by fingerprint."""
+    def examine_request(
+        self, target: netns.Target, whole: bool = True
+    ) -> protocol.Request[protocol.Examined]:
+        """The request reading what a namespace holds. Without `whole`, the reply may leave
+        the digest out (None): enough to adopt by fingerprint."""
         ...
 
     def commit_request(
         self, target: netns.Target, program: Program, read_back: bool = False
-    ) -> dict[str, Any]:
-        """The worker request committing a whole ruleset, for batches (`dp_client.committed`
-        reads its reply); with `read_back`, the reply always carries the digest of what the
-        namespace holds after the commit."""
+    ) -> protocol.Request[protocol.Committed]:
+        """The request committing a whole ruleset; with `read_back`, the reply always carries
+        the digest of what the namespace holds after the commit."""
         ...
 
-    async def comment(self, client: dp_client.WorkerClient, target: netns.Target) -> str | None: ...
+    def comment_request(self, target: netns.Target) -> protocol.Request[protocol.Comment]: ...
 
-    async def delete(self, client: dp_client.WorkerClient, target: netns.Target) -> None: ...
+    def delete_requests(self, target: netns.Target) -> list[protocol.Request[Any]]: ...
 
 
 class Nftables:
-    """`table inet podseg` (+ `table netdev podseg`), one libnftables transaction per apply."""
+    """`table inet podseg` (+ `table netdev podseg`), one libnftables transaction per commit."""
 
     name = "nftables"
 
@@ -77,89 +67,87 @@ class Nftables:
         rendered = render_nft.render(rs, interfaces)
         return Program(rendered.fingerprint, rendered)
 
-    async def apply(
-        self, client: dp_client.WorkerClient, target: netns.Target, program: Program
-    ) -> str | None:
-        return await client.apply(target, _nft(program).script)
-
-    async def inspect(
-        self, client: dp_client.WorkerClient, target: netns.Target
-    ) -> tuple[str | None, str | None]:
-        return await client.inspect(target)
-
     def patch_script(self, previous: Program, program: Program) -> str | None:
         return incremental.patch(_nft(previous), _nft(program))
 
-    def examine_request(self, target: netns.Target, whole: bool = True) -> dict[str, Any]:
-        return {"op": "inspect" if whole else "glance", "path": target.path, "ino": target.ino}
+    def examine_request(
+        self, target: netns.Target, whole: bool = True
+    ) -> protocol.Request[protocol.Examined]:
+        if whole:
+            return protocol.Inspect(target.path, target.ino)
+        return protocol.Glance(target.path, target.ino)
 
     def commit_request(
         self, target: netns.Target, program: Program, read_back: bool = False
-    ) -> dict[str, Any]:
-        return {
-            # "commit" reads back only when another commit slipped in; "apply" always does
-            "op": "apply" if read_back else "commit",
-            "path": target.path,
-            "ino": target.ino,
-            "script": _nft(program).script,
-        }
+    ) -> protocol.Request[protocol.Committed]:
+        # Commit reads back only when another commit slipped in; Apply always does.
+        if read_back:
+            return protocol.Apply(target.path, target.ino, _nft(program).script)
+        return protocol.Commit(target.path, target.ino, _nft(program).script)
 
-    async def comment(self, client: dp_client.WorkerClient, target: netns.Target) -> str | None:
-        reply = await client.request("comment", path=target.path, ino=target.ino)
-        found = reply.get("comment")
-        return str(found) if found else None
+    def comment_request(self, target: netns.Target) -> protocol.Request[protocol.Comment]:
+        return protocol.ReadComment(target.path, target.ino)
 
-    async def delete(self, client: dp_client.WorkerClient, target: netns.Target) -> None:
-        await client.apply(target, render_nft.delete_script())
+    def delete_requests(self, target: netns.Target) -> list[protocol.Request[Any]]:
+        return [protocol.Apply(target.path, target.ino, render_nft.delete_script())]
 
 
 class Iptables:
-    """`PODSEG-` chains in table filter of both families, peers in ipsets (render_ipt)."""
+    """`PODSEG-` chains in table filter of both families, peers in ipsets (ipt.render)."""
 
     name = "iptables"
 
     def render(self, rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Program:
         rendered = render_ipt.render(rs, interfaces)
-        payload = dataclasses.asdict(rendered)
-        del payload["fingerprint"]
-        return Program(rendered.fingerprint, payload)
-
-    async def apply(
-        self, client: dp_client.WorkerClient, target: netns.Target, program: Program
-    ) -> str | None:
-        return dp_client.committed(await client.request(**self.commit_request(target, program)))[0]
-
-    async def inspect(
-        self, client: dp_client.WorkerClient, target: netns.Target
-    ) -> tuple[str | None, str | None]:
-        fingerprint, digest, _ = dp_client.examined(
-            await client.request(**self.examine_request(target))
+        program = protocol.IptProgram(
+            ipset=rendered.ipset, v4=rendered.v4, v6=rendered.v6, netdev=rendered.netdev
         )
-        return fingerprint, digest
+        return Program(rendered.fingerprint, program)
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
-        return None  # ipsets are swapped whole, with the rules, in every apply
+        return None  # ipsets are swapped whole, with the rules, in every commit
 
-    def examine_request(self, target: netns.Target, whole: bool = True) -> dict[str, Any]:
-        return {"op": "ipt_inspect", "path": target.path, "ino": target.ino}
+    def examine_request(
+        self, target: netns.Target, whole: bool = True
+    ) -> protocol.Request[protocol.Examined]:
+        return protocol.IptInspect(target.path, target.ino)
 
     def commit_request(
         self, target: netns.Target, program: Program, read_back: bool = False
-    ) -> dict[str, Any]:
-        return {  # always read back
-            "op": "ipt_apply",
-            "path": target.path,
-            "ino": target.ino,
-            "rendered": program.payload,
-        }
+    ) -> protocol.Request[protocol.Committed]:
+        if not isinstance(program.payload, protocol.IptProgram):
+            raise TypeError("not an iptables program")
+        return protocol.IptApply(target.path, target.ino, program.payload)  # always read back
 
-    async def comment(self, client: dp_client.WorkerClient, target: netns.Target) -> str | None:
-        reply = await client.request("ipt_comment", path=target.path, ino=target.ino)
-        found = reply.get("comment")
-        return str(found) if found else None
+    def comment_request(self, target: netns.Target) -> protocol.Request[protocol.Comment]:
+        return protocol.IptComment(target.path, target.ino)
 
-    async def delete(self, client: dp_client.WorkerClient, target: netns.Target) -> None:
-        await client.request("ipt_delete", path=target.path, ino=target.ino)
+    def delete_requests(self, target: netns.Target) -> list[protocol.Request[Any]]:
+        return [protocol.IptDelete(target.path, target.ino)]
+
+
+async def commit(
+    dataplane: protocol.Dataplane,
+    backend: Backend,
+    target: netns.Target,
+    program: Program,
+    read_back: bool = True,
+) -> protocol.Committed:
+    """Commit a rendered ruleset with `backend` (one request; passes batch theirs)."""
+    return await dataplane.call(backend.commit_request(target, program, read_back=read_back))
+
+
+async def examine(
+    dataplane: protocol.Dataplane, backend: Backend, target: netns.Target
+) -> protocol.Examined:
+    """What `backend` finds of ours in the namespace (fingerprint, digest)."""
+    return await dataplane.call(backend.examine_request(target))
+
+
+async def delete(dataplane: protocol.Dataplane, backend: Backend, target: netns.Target) -> None:
+    """Remove everything `backend` owns in the namespace (idempotent)."""
+    for request in backend.delete_requests(target):
+        await dataplane.call(request)
 
 
 def _nft(program: Program) -> render_nft.Rendered:

@@ -27,9 +27,10 @@ import structlog
 
 from agent import child, config, metrics, model, store
 from agent.calc import ruleset
-from agent.dataplane import client, netns
+from agent.dataplane import netns, protocol
 from agent.dataplane.nft import render as render_nft
 from agent.flows import aggregate, nflog
+from agent.flows import reader as flows_reader
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +85,7 @@ class Collector:
         self,
         settings: config.Settings,
         cluster: store.Store,
-        dataplane: client.WorkerClient,
+        dataplane: protocol.Dataplane,
     ) -> None:
         self.settings = settings
         self.store = cluster
@@ -114,9 +115,7 @@ class Collector:
         )
         self._reader_task = asyncio.create_task(self._read_loop(), name="flow-reader")
         for key, watched in self.watched.items():
-            self._send(
-                {"op": "open", "key": key, "path": watched.target.path, "ino": watched.target.ino}
-            )
+            self._send(flows_reader.Open(key, watched.target.path, watched.target.ino))
 
     async def close(self) -> None:
         if self._reader_task is not None:
@@ -133,11 +132,11 @@ class Collector:
         if self._stream is not None:
             self._stream.close()
 
-    def _send(self, request: dict[str, Any]) -> None:
+    def _send(self, request: flows_reader.Open | flows_reader.Close) -> None:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None:
             return
-        proc.stdin.write((json.dumps(request) + "\n").encode())
+        proc.stdin.write(flows_reader.encode(request).encode())
 
     # -- what to watch (called by the reconciler) ------------------------------------------
     def watch(
@@ -154,11 +153,11 @@ class Collector:
         if applied:
             self.last_counts[pod.key] = {}  # a replaced table starts its counters at zero
         if old is None or (old.target.path, old.target.ino) != (target.path, target.ino):
-            self._send({"op": "open", "key": pod.key, "path": target.path, "ino": target.ino})
+            self._send(flows_reader.Open(pod.key, target.path, target.ino))
 
     def unwatch(self, key: str) -> None:
         if self.watched.pop(key, None) is not None:
-            self._send({"op": "close", "key": key})
+            self._send(flows_reader.Close(key))
         self.last_counts.pop(key, None)
 
     # -- reading ----------------------------------------------------------------------------
@@ -226,7 +225,7 @@ class Collector:
                 self.emit_flows()
                 await self.read_counters()
                 self.drop_gone_series()
-            except client.DataplaneError as exc:
+            except protocol.DataplaneError as exc:
                 log.warning("drop_counters_unreadable", error=str(exc))
             except Exception:  # never let a reporting bug stop enforcement or capture
                 log.exception("flow_window_failed")
@@ -277,13 +276,17 @@ class Collector:
     async def read_counters(self) -> None:
         if not self.watched:
             return
-        targets = list((key, w.target) for key, w in self.watched.items())
+        targets = [
+            protocol.CounterTarget(key, w.target.path, w.target.ino)
+            for key, w in self.watched.items()
+        ]
         counts: dict[str, dict[str, int]] = {}
         # A few pods per request: the worker also commits rulesets, and an apply waiting
         # behind one read of every pod's counters would wait for all of them.
         for start in range(0, len(targets), COUNTER_BATCH):
-            batch = dict(targets[start : start + COUNTER_BATCH])
-            counts.update(await self.dataplane.counters(batch, self.settings.backend))
+            batch = tuple(targets[start : start + COUNTER_BATCH])
+            request = protocol.ReadCounters(batch, self.settings.backend)
+            counts.update((await self.dataplane.call(request)).values)
         for key, values in counts.items():
             watched = self.watched.get(key)
             if watched is None:

@@ -4,18 +4,17 @@ Kernel LOG output from a pod namespace is discarded, so denied packets are logge
 group of that namespace, and only a netlink socket created *inside* the namespace receives
 them. A socket stays bound to the namespace it was created in, so this process enters the
 namespace (setns) only to create the socket, and returns at once; the agent's event loop never
-switches namespace (design.md, doctrine 5). It does nothing else, like the dataplane worker.
+switches namespace (docs/architecture.md). It does nothing else, like the dataplane worker.
 
-Protocol (JSON lines): requests on stdin: `{"op": "open", "key", "path", "ino"}` and
-`{"op": "close", "key"}`. Output on stdout: `{"key", "packets": [[prefix, src, dst, proto,
-sport, dport], ...], "stats": {...}}` per received datagram, `{"opened": key}`,
-`{"closed": key, "reason": ...}` (closed on request, or because the namespace is gone: its
-path no longer names the same inode), and `{"error": ..., "key": ...}`. It dies with the agent.
+Protocol (JSON lines): requests on stdin are `Open` and `Close` (`encode`/`decode`). Output
+on stdout: `{"key", "packets": [[prefix, src, dst, proto, sport, dport], ...], "stats": {...}}`
+per received datagram, `{"opened": key}`, `{"closed": key, "reason": ...}` (closed on request,
+or because the namespace is gone: its path no longer names the same inode), and
+`{"error": ..., "key": ...}`. It dies with the agent.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import errno
 import json
@@ -27,23 +26,47 @@ import time
 from typing import Any
 
 from agent import child
+from agent.dataplane import enter, protocol
 from agent.dataplane.nft import render as render_nft
 from agent.flows import nflog
 
-CLONE_NEWNET = 0x40000000
 CHECK_PERIOD = 1.0  # seconds between checks that each namespace still exists
 FLUSH_HUNDREDTHS = 10  # the kernel hands over a partly filled batch after 100 ms
 RCVBUF = 1 << 20
 RECV_SIZE = 1 << 18
 MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
 
-_libc = ctypes.CDLL(None, use_errno=True)
+
+@dataclasses.dataclass(frozen=True)
+class Open:
+    """Agent -> reader: read the NFLOG group of this pod's namespace under `key`."""
+
+    key: str
+    path: str
+    ino: int
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
+@dataclasses.dataclass(frozen=True)
+class Close:
+    """Agent -> reader: stop reading `key`."""
+
+    key: str
+
+
+def encode(message: Open | Close) -> str:
+    """The request line for the reader's stdin."""
+    op = "open" if isinstance(message, Open) else "close"
+    return json.dumps({"op": op, **dataclasses.asdict(message)}) + "\n"
+
+
+def decode(raw: dict[str, Any]) -> Open | Close:
+    """A request line's message; ValueError/KeyError/TypeError when malformed."""
+    op = raw.get("op")
+    if op == "open":
+        return Open(str(raw["key"]), str(raw["path"]), int(raw["ino"]))
+    if op == "close":
+        return Close(str(raw["key"]))
+    raise ValueError(f"unknown op {op!r}")
 
 
 @dataclasses.dataclass
@@ -57,8 +80,7 @@ class Source:
 class Reader:
     def __init__(self, group: int = render_nft.NFLOG_GROUP) -> None:
         self.group = group
-        self.host_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
-        self.host_ino = os.fstat(self.host_fd).st_ino
+        self.host = enter.Host()
         self.sources: dict[str, Source] = {}
         self.by_fd: dict[int, Source] = {}
         self.selector = selectors.DefaultSelector()
@@ -69,18 +91,11 @@ class Reader:
         sys.stdout.flush()
 
     def _socket_in(self, path: str, ino: int) -> socket.socket:
-        fd = os.open(path, os.O_RDONLY)
         try:
-            st = os.fstat(fd)
-            if st.st_ino != ino or st.st_ino == self.host_ino:
-                raise OSError(errno.ESTALE, "namespace changed or is the host namespace")
-            _setns(fd)
-            try:
+            with self.host.entered(path, ino):
                 sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nflog.NETLINK_NETFILTER)
-            finally:
-                _setns(self.host_fd)
-        finally:
-            os.close(fd)
+        except protocol.NetnsGone as exc:
+            raise OSError(errno.ESTALE, str(exc)) from exc
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             sock.bind((0, 0))
@@ -169,15 +184,11 @@ class Reader:
                 }
             )
 
-    def handle(self, request: dict[str, Any]) -> None:
-        op = request.get("op")
-        key = str(request.get("key", ""))
-        if op == "open":
-            self.open(key, str(request["path"]), int(request["ino"]))
-        elif op == "close":
-            self.close(key, "requested")
+    def handle(self, message: Open | Close) -> None:
+        if isinstance(message, Open):
+            self.open(message.key, message.path, message.ino)
         else:
-            self.emit({"error": f"unknown op {op!r}", "key": key})
+            self.close(message.key, "requested")
 
     def run(self) -> None:
         stdin = sys.stdin.fileno()
@@ -196,7 +207,7 @@ class Reader:
                         line, pending = pending.split(b"\n", 1)
                         if line.strip():
                             try:
-                                self.handle(json.loads(line))
+                                self.handle(decode(json.loads(line)))
                             except (ValueError, KeyError, TypeError) as exc:
                                 self.emit({"error": f"bad request: {exc}", "key": ""})
                 else:

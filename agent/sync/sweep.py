@@ -1,4 +1,5 @@
-"""Removes podseg tables left in namespaces whose pod is gone (design.md doctrine 3).
+"""Removes podseg tables left in namespaces whose pod is gone (docs/architecture.md: own what
+you create).
 
 An agent that was down while a pod was deleted never saw the delete; if that pod's network
 namespace lingers (a sandbox being torn down, a CNI that keeps it, a pod recreated under the
@@ -29,7 +30,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 import structlog
 
 from agent import metrics, model
-from agent.dataplane import backends, client, netns
+from agent.dataplane import backends, netns, protocol
 from agent.dataplane.nft import render as render_nft
 
 log = structlog.get_logger(__name__)
@@ -112,7 +113,7 @@ def _owned(cand: netns.Candidate, comment: str | None) -> Owned | None:
 
 
 async def run(
-    dataplane: client.WorkerClient,
+    dataplane: protocol.Dataplane,
     netns_dir: str,
     scan_proc: bool,
     pods: Mapping[str, model.Pod],
@@ -125,7 +126,8 @@ async def run(
     contexts opened for those namespaces are released again so the sweep pins nothing.
     """
     owner = dataplane_backend or backends.Nftables()
-    candidates: Sequence[netns.Candidate] = await dataplane.scan(netns_dir, scan_proc)
+    scanned = await dataplane.call(protocol.Scan(netns_dir, scan_proc))
+    candidates: Sequence[netns.Candidate] = scanned.candidates
     found: list[Owned] = []
     opened: list[int] = []
     try:
@@ -133,9 +135,10 @@ async def run(
             if cand.ino in tracked_inos:
                 continue
             opened.append(cand.ino)
+            target = netns.Target(cand.path, cand.ino, ())
             try:
-                comment = await owner.comment(dataplane, netns.Target(cand.path, cand.ino, ()))
-            except client.NetnsGone:
+                comment = (await dataplane.call(owner.comment_request(target))).comment
+            except protocol.NetnsGone:
                 continue
             owned = _owned(cand, comment)
             if owned is not None:
@@ -145,8 +148,8 @@ async def run(
         for decision in decisions:
             target = netns.Target(decision.owned.path, decision.owned.ino, ())
             try:
-                await owner.delete(dataplane, target)
-            except client.NetnsGone:
+                await backends.delete(dataplane, owner, target)
+            except protocol.NetnsGone:
                 continue
             metrics.SWEPT_TABLES.labels(decision.reason).inc()
             log.info(
@@ -159,5 +162,5 @@ async def run(
         return swept
     finally:
         if opened:
-            with contextlib.suppress(client.DataplaneError):
-                await dataplane.forget(opened)
+            with contextlib.suppress(protocol.DataplaneError):
+                await dataplane.call(protocol.Forget(tuple(opened)))

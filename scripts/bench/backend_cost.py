@@ -117,15 +117,15 @@ async def program(
     """Remove both backends' state, then apply `name` (unless "none"); return apply ms."""
     elapsed = 0.0
     for target in targets.values():
-        await backends.Nftables().delete(client, target)
-        await backends.Iptables().delete(client, target)
+        await backends.delete(client, backends.Nftables(), target)
+        await backends.delete(client, backends.Iptables(), target)
     if name == "none":
         return 0.0
     chosen = backends.get(name.split("-")[0])
     for pod, target in targets.items():
         prog = chosen.render(rulesets[pod], target.interfaces)
         started = time.perf_counter()
-        await chosen.apply(client, target, prog)
+        await backends.commit(client, chosen, target, prog)
         elapsed += time.perf_counter() - started
     return elapsed * 1000 / len(targets)
 

@@ -22,7 +22,7 @@ from typing import Any
 import benchlib
 
 from agent.calc import intervals, ruleset
-from agent.dataplane import backends, netns
+from agent.dataplane import backends, netns, protocol
 from agent.dataplane import client as dp_client
 from agent.sandbox import topology
 
@@ -58,14 +58,17 @@ async def rounds(args: argparse.Namespace, target: netns.Target) -> dict[str, An
                 be = backends.get(name)
                 program = be.render(rs, list(target.interfaces))
                 start = time.perf_counter()
-                await be.apply(client, target, program)
+                await backends.commit(client, be, target, program)
                 applies[name].append((time.perf_counter() - start) * 1000)
                 for _ in range(args.reads):
                     start = time.perf_counter()
-                    counts = await client.counters({"k": target}, name)
+                    request = protocol.ReadCounters(
+                        (protocol.CounterTarget("k", target.path, target.ino),), name
+                    )
+                    counts = (await client.call(request)).values
                     reads[name].append((time.perf_counter() - start) * 1000)
                     assert "deny.ingress.quarantine.enforce" in counts["k"], counts
-                await be.delete(client, target)
+                await backends.delete(client, be, target)
     finally:
         await client.close()
     return {"apply_ms": applies, "counters_ms": reads}

@@ -81,7 +81,7 @@ async def _configure(
             if target is None:
                 raise SystemExit(f"no namespace holds {pod.ipv4}")
             for name in backends.NAMES:
-                await backends.get(name).delete(worker, target)
+                await backends.delete(worker, backends.get(name), target)
             if peers == 0:
                 continue
             rs = ruleset.PodRuleset(
@@ -90,7 +90,7 @@ async def _configure(
                 **{direction: peer_rules(peer.ipv4, peers)},  # type: ignore[arg-type]
             )
             chosen = backends.get(backend)
-            await chosen.apply(worker, target, chosen.render(rs, target.interfaces))
+            await backends.commit(worker, chosen, target, chosen.render(rs, target.interfaces))
     finally:
         await worker.close()
 

@@ -23,6 +23,7 @@ from agent.sandbox import cluster as sandbox_cluster
 from agent.sandbox import iproute, topology
 from tests import conftest
 from tests.chaos import helpers
+from tests.support import dataplane as dpt
 
 CYCLES = 1000
 WARMUP = 100
@@ -86,14 +87,14 @@ def test_worker_leaks_nothing_over_1000_apply_cycles(sandbox_pod: topology.Sandb
             worker_before = self_before = None
             for cycle in range(CYCLES):
                 if cycle == WARMUP:
-                    pid = int((await client.request("ping"))["pid"])
+                    pid = await dpt.pid(client)
                     worker_before, self_before = footprint(pid), footprint(os.getpid())
-                await client.apply(target, script_a if cycle % 2 else script_b)
-                assert await client.observe(target) is not None
+                await dpt.apply(client, target, script_a if cycle % 2 else script_b)
+                assert await dpt.fingerprint(client, target) is not None
                 if cycle % 50 == 0:  # scans open netlink sockets; forget closes contexts
                     await client.scan(iproute.NETNS_DIR, False)
                     await client.forget(None)
-            pid = int((await client.request("ping"))["pid"])
+            pid = await dpt.pid(client)
             assert client.restarts == 0
             assert worker_before is not None and self_before is not None
             return worker_before, footprint(pid), self_before, footprint(os.getpid())

@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from agent import config, metrics, reconciler, store
+from agent import config, metrics, store
 from agent.calc import intervals, ruleset
 from agent.dataplane import client as dp_client
-from agent.dataplane import netns
+from agent.dataplane import netns, protocol
 from agent.dataplane.nft import render as render_nft
 from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
+from agent.sync import loop as sync_loop
 from tests import conftest
 
 pytestmark = conftest.requires_root
@@ -65,10 +66,11 @@ class CountingClient(dp_client.WorkerClient):
         self.trips: list[tuple[str, int]] = []
         self.ops: list[str] = []  # every request, the parts of batches included
 
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        self.trips.append((op, len(fields.get("requests", ()))))
-        self.ops.extend(str(part["op"]) for part in fields.get("requests", [{"op": op}]))
-        return await super().request(op, **fields)
+    async def _round_trip(self, request: protocol.Request[Any], parts: int) -> dict[str, Any]:
+        inner = request.requests if isinstance(request, protocol.Batch) else ()
+        self.trips.append((request.op.value, len(inner)))
+        self.ops.extend(part.op.value for part in inner or (request,))
+        return await super()._round_trip(request, parts)
 
 
 def _pod(name: str, ip: str, node: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -138,19 +140,19 @@ def test_batch_answers_each_part_on_its_own(
                 ),
             )
             script = render_nft.render(rs, first.interfaces).script
-            gone = {"op": "apply", "path": "/run/netns/psg-never-there", "ino": 1, "script": script}
-            replies = await client.batch(
+            gone = protocol.Apply("/run/netns/psg-never-there", 1, script)
+            replies: list[Any] = await client.batch(
                 [
-                    {"op": "apply", "path": first.path, "ino": first.ino, "script": script},
+                    protocol.Apply(first.path, first.ino, script),
                     gone,
-                    {"op": "inspect", "path": second.path, "ino": second.ino},
-                    {"op": "apply", "path": second.path, "ino": second.ino, "script": "bogus"},
+                    protocol.Inspect(second.path, second.ino),
+                    protocol.Apply(second.path, second.ino, "bogus"),
                 ]
             )
-            assert isinstance(replies[0], dict) and replies[0]["digest"]
-            assert isinstance(replies[1], dp_client.NetnsGone)
-            assert isinstance(replies[2], dict) and replies[2]["fingerprint"] is None
-            assert isinstance(replies[3], dp_client.ApplyFailed)
+            assert isinstance(replies[0], protocol.Committed) and replies[0].digest
+            assert isinstance(replies[1], protocol.NetnsGone)
+            assert isinstance(replies[2], protocol.Examined) and replies[2].fingerprint is None
+            assert isinstance(replies[3], protocol.ApplyFailed)
         finally:
             await client.close()
 
@@ -182,7 +184,7 @@ def test_a_change_to_several_pods_is_one_round_trip(
     cluster = _store([*local, client_pod], [policy])
     settings = _settings(tmp_path)
     dataplane = CountingClient()
-    rec = reconciler.Reconciler(settings, cluster, dataplane, events.Recorder(None, "node-1"))
+    rec = sync_loop.Reconciler(settings, cluster, dataplane, events.Recorder(None, "node-1"))
 
     async def scenario() -> list[tuple[str, int]]:
         try:
@@ -223,7 +225,7 @@ def test_a_vanished_namespace_fails_only_its_pod(
     cluster = _store(local, [])
     settings = _settings(tmp_path)
     dataplane = dp_client.WorkerClient(timeout=10)
-    rec = reconciler.Reconciler(settings, cluster, dataplane, events.Recorder(None, "node-1"))
+    rec = sync_loop.Reconciler(settings, cluster, dataplane, events.Recorder(None, "node-1"))
 
     before: dict[str, str | None] = {}
 
@@ -331,7 +333,7 @@ def test_drop_counts_stay_exact_across_a_patch(
     settings = _settings(tmp_path, flow_log_file=str(tmp_path / "flows.jsonl"))
     dataplane = dp_client.WorkerClient(timeout=10)
     flows = flows_collector.Collector(settings, cluster, dataplane)  # counters only, no NFLOG
-    rec = reconciler.Reconciler(
+    rec = sync_loop.Reconciler(
         settings, cluster, dataplane, events.Recorder(None, "node-1"), flows
     )
     labels = {

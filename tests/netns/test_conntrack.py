@@ -10,14 +10,14 @@ import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from agent.dataplane import client as dp_client
-from agent.dataplane import conntrack, netns
+from agent.dataplane import conntrack, netns, protocol
 from agent.dataplane.nft import render as render_nft
 from tests import conftest
+from tests.support import dataplane as dpt
 
 pytestmark = conftest.requires_root
 
@@ -87,16 +87,19 @@ def test_list_mark_and_delete_in_one_namespace_only(two_netns: list[str]) -> Non
                 netns.Target(f"/run/netns/{n}", os.stat(f"/run/netns/{n}").st_ino, ("eth0",))
                 for n in two_netns
             ]
-            mine = [e for e in await client.conntrack_list(targets[0]) if e["proto"] == 6]
-            assert [(e["src"], e["dst"]) for e in mine] == [("198.18.9.1", "198.18.9.1")]
-            assert await client.conntrack_mark(targets[0], mine, render_nft.DENY_MARK) == 1
-            (marked,) = [e for e in await client.conntrack_list(targets[0]) if e["proto"] == 6]
-            assert marked["mark"] & render_nft.DENY_MARK
-            assert await client.conntrack_delete(targets[0], [marked]) == 1
-            assert await client.conntrack_delete(targets[0], [marked]) == 0  # gone already
-            assert not [e for e in await client.conntrack_list(targets[0]) if e["proto"] == 6]
-            others = [e for e in await client.conntrack_list(targets[1]) if e["proto"] == 6]
-            assert [(e["src"], e["mark"]) for e in others] == [("198.18.9.2", 0)]  # untouched
+            mine = [e for e in await dpt.conntrack(client, targets[0]) if e.proto == 6]
+            assert [(e.src, e.dst) for e in mine] == [("198.18.9.1", "198.18.9.1")]
+            t0 = targets[0]
+            mark = protocol.ConntrackMark(t0.path, t0.ino, tuple(mine), render_nft.DENY_MARK)
+            assert (await client.call(mark)).count == 1
+            (marked,) = [e for e in await dpt.conntrack(client, targets[0]) if e.proto == 6]
+            assert marked.mark & render_nft.DENY_MARK
+            delete = protocol.ConntrackDelete(t0.path, t0.ino, (marked,))
+            assert (await client.call(delete)).count == 1
+            assert (await client.call(delete)).count == 0  # gone already
+            assert not [e for e in await dpt.conntrack(client, targets[0]) if e.proto == 6]
+            others = [e for e in await dpt.conntrack(client, targets[1]) if e.proto == 6]
+            assert [(e.src, e.mark) for e in others] == [("198.18.9.2", 0)]  # untouched
         finally:
             await client.close()
 
@@ -126,12 +129,12 @@ def test_the_namespace_count_is_its_own(two_netns: list[str]) -> None:
         assert count(two_netns[0]) >= 1
         assert count(two_netns[1]) == 0
 
-        async def listed() -> list[dict[str, Any]]:
+        async def listed() -> list[protocol.ConntrackEntry]:
             client = dp_client.WorkerClient(timeout=10)
             try:
                 path = f"/run/netns/{two_netns[1]}"
                 target = netns.Target(path, os.stat(path).st_ino, ("eth0",))
-                return await client.conntrack_list(target)
+                return await dpt.conntrack(client, target)
             finally:
                 await client.close()
 

@@ -12,9 +12,10 @@ import pytest
 
 from agent.calc import ruleset
 from agent.dataplane import client as dp_client
-from agent.dataplane import netns
+from agent.dataplane import netns, protocol
 from agent.dataplane.nft import render as render_nft
 from tests import conftest
+from tests.support import dataplane as dpt
 
 pytestmark = conftest.requires_root
 
@@ -59,10 +60,10 @@ def test_scan_finds_pod_namespace_by_ip_and_apply_observe_roundtrip(pod_netns: s
             assert target is not None
             assert target.path == f"/run/netns/{pod_netns}"
             assert target.interfaces == ("eth0",)
-            assert await client.observe(target) is None
+            assert await dpt.fingerprint(client, target) is None
             rendered = render_nft.render(_isolated(), target.interfaces)
-            await client.apply(target, rendered.script)
-            assert await client.observe(target) == rendered.fingerprint
+            await dpt.apply(client, target, rendered.script)
+            assert await dpt.fingerprint(client, target) == rendered.fingerprint
             listing = subprocess.run(
                 ["ip", "netns", "exec", pod_netns, "nft", "list", "table", "inet", "podseg"],
                 check=True,
@@ -71,13 +72,13 @@ def test_scan_finds_pod_namespace_by_ip_and_apply_observe_roundtrip(pod_netns: s
             ).stdout
             assert "198.18.1.1 . tcp . 80" in listing
             # Re-applying is one transaction over the existing table, never an error.
-            await client.apply(target, rendered.script)
-            with pytest.raises(dp_client.ApplyFailed):
-                await client.apply(target, "table inet podseg { chain c { bogus } }")
-            assert await client.observe(target) == rendered.fingerprint  # old rules intact
+            await dpt.apply(client, target, rendered.script)
+            with pytest.raises(protocol.ApplyFailed):
+                await dpt.apply(client, target, "table inet podseg { chain c { bogus } }")
+            assert await dpt.fingerprint(client, target) == rendered.fingerprint  # old rules intact
             wrong = netns.Target(target.path, target.ino + 1, target.interfaces)
-            with pytest.raises(dp_client.NetnsGone):
-                await client.apply(wrong, rendered.script)
+            with pytest.raises(protocol.NetnsGone):
+                await dpt.apply(client, wrong, rendered.script)
         finally:
             await client.close()
 
@@ -92,10 +93,9 @@ def test_vanished_namespace_is_a_typed_error_not_a_crash(pod_netns: str) -> None
             assert target is not None
             await client.forget(None)
             _ip("netns", "del", pod_netns)
-            with pytest.raises(dp_client.NetnsGone):
-                await client.apply(target, render_nft.delete_script())
-            reply = await client.request("ping")  # the worker survived
-            assert reply["ok"]
+            with pytest.raises(protocol.NetnsGone):
+                await dpt.apply(client, target, render_nft.delete_script())
+            assert await dpt.pid(client) > 0  # the worker survived
         finally:
             await client.close()
 

@@ -21,6 +21,7 @@ from agent.dataplane import netns
 from agent.dataplane.nft import render as render_nft
 from agent.sandbox import probe, topology
 from tests import conftest
+from tests.support import dataplane as dpt
 
 pytestmark = conftest.requires_root
 
@@ -119,7 +120,7 @@ def test_reader_receives_drops_from_inside_the_pod_namespace(sandbox: topology.S
             client = dp_client.WorkerClient(timeout=10)
             try:
                 target = netns.Target(b.netns_path, ino, (b.interface,))
-                return await client.counters({"x/b": target})
+                return await dpt.counters(client, {"x/b": target})
             finally:
                 await client.close()
 

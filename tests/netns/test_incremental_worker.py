@@ -11,10 +11,11 @@ import pytest
 
 from agent.calc import intervals, ruleset
 from agent.dataplane import client as dp_client
-from agent.dataplane import netns
+from agent.dataplane import netns, protocol
 from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
 from tests import conftest
+from tests.support import dataplane as dpt
 
 pytestmark = conftest.requires_root
 
@@ -58,14 +59,16 @@ def test_patch_commits_only_on_the_generation_of_our_last_commit(pod_netns: str)
             one = render_nft.render(_rs("198.18.1.1"), target.interfaces)
             two = render_nft.render(_rs("198.18.1.1", "198.18.1.9"), target.interfaces)
             three = render_nft.render(_rs("198.18.1.9"), target.interfaces)
-            digest, generation = await client.commit(target, one.script)
+            committed = await dpt.apply(client, target, one.script)
+            digest, generation = committed.digest, committed.generation
             assert digest and generation is not None
-            assert await client.generation(target) == generation
+            assert await dpt.generation(client, target) == generation
             script = incremental.patch(one, two)
             assert script
-            vouched, after = await client.patch(target, script, generation)
+            patched = await dpt.patch(client, target, script, generation)
+            vouched, after = patched.applied and patched.sole, patched.generation
             assert vouched and after == (generation + 1) & 0xFFFFFFFF
-            assert await client.observe(target) == two.fingerprint
+            assert await dpt.fingerprint(client, target) == two.fingerprint
             # Someone else commits in the namespace (here: an unrelated table): refused,
             # nothing applied, and the caller learns the current generation.
             subprocess.run(
@@ -74,15 +77,19 @@ def test_patch_commits_only_on_the_generation_of_our_last_commit(pod_netns: str)
             )
             script = incremental.patch(two, three)
             assert script
-            vouched, now = await client.patch(target, script, after or 0)
+            patched = await dpt.patch(client, target, script, after or 0)
+            vouched, now = patched.applied and patched.sole, patched.generation
             assert not vouched and now is not None and now != after
-            assert await client.observe(target) == two.fingerprint
+            assert await dpt.fingerprint(client, target) == two.fingerprint
             # A patch that nft rejects is a typed error and changes nothing.
-            with pytest.raises(dp_client.ApplyFailed):
-                await client.patch(
-                    target, "delete element inet podseg ingress_any4 { 10.9.9.9 }\n", now
+            with pytest.raises(protocol.ApplyFailed):
+                await dpt.patch(
+                    client,
+                    target,
+                    "delete element inet podseg ingress_any4 { 10.9.9.9 }\n",
+                    now or 0,
                 )
-            assert await client.observe(target) == two.fingerprint
+            assert await dpt.fingerprint(client, target) == two.fingerprint
         finally:
             await client.close()
 

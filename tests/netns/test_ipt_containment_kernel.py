@@ -14,6 +14,7 @@ from agent.dataplane import client as dp_client
 from agent.dataplane.nft import render as render_nft
 from tests.netns import test_flow_reader as fr
 from tests.netns import test_ipt_kernel as ik
+from tests.support import dataplane as dpt
 
 netns = ik.netns  # fixtures shared with the other kernel tests
 pod_and_peer = ik.pod_and_peer
@@ -26,7 +27,7 @@ ENF, VIS = ruleset.PolicyMode.ENFORCE, ruleset.PolicyMode.VISIBILITY
 
 def counters(ns: str) -> dict[str, int]:
     async def go(client: dp_client.WorkerClient) -> dict[str, dict[str, int]]:
-        return await client.counters({"k": ik.target(ns)}, "iptables")
+        return await dpt.counters(client, {"k": ik.target(ns)}, "iptables")
 
     return ik.with_worker(go).get("k", {})
 

@@ -16,12 +16,13 @@ from typing import TypeVar
 import pytest
 
 from agent.calc import intervals, ruleset
-from agent.dataplane import backends
+from agent.dataplane import backends, protocol
 from agent.dataplane import client as dp_client
 from agent.dataplane import netns as dp_netns
 from agent.dataplane.ipt import render as render_ipt
 from agent.dataplane.nft import render as render_nft
 from tests.netns import test_render_kernel as rk
+from tests.support import dataplane as dpt
 
 netns = rk.netns  # fixtures shared with the nftables kernel tests
 pod_and_peer = rk.pod_and_peer
@@ -57,8 +58,9 @@ def apply(ns: str, rs: ruleset.PodRuleset) -> tuple[str, str | None]:
     program = IPT.render(rs, ["eth0"])
 
     async def go(client: dp_client.WorkerClient) -> tuple[str, str | None]:
-        digest = await IPT.apply(client, target(ns), program)
-        fp, digest2 = await IPT.inspect(client, target(ns))
+        digest = (await backends.commit(client, IPT, target(ns), program)).digest
+        assert digest is not None
+        fp, digest2 = await dpt.examine(client, IPT, target(ns))
         assert fp == program.fingerprint and digest2 == digest
         return program.fingerprint, digest
 
@@ -66,7 +68,7 @@ def apply(ns: str, rs: ruleset.PodRuleset) -> tuple[str, str | None]:
 
 
 def inspect(ns: str) -> tuple[str | None, str | None]:
-    return with_worker(lambda client: IPT.inspect(client, target(ns)))
+    return with_worker(lambda client: dpt.examine(client, IPT, target(ns)))
 
 
 def ipsets(ns: str) -> list[str]:
@@ -117,7 +119,7 @@ def test_denials_are_silent_and_denied_flows_open_no_reply_path(
     assert "inet podseg" not in nft_tables(pod)
     assert "netdev podseg" in nft_tables(pod)
     # Removing everything restores traffic (the setup itself works).
-    with_worker(lambda client: IPT.delete(client, target(pod)))
+    with_worker(lambda client: backends.delete(client, IPT, target(pod)))
     assert udp_exchange(peer, pod, "198.18.0.10", 80, 40004) == ("sent", "got hi 40004")
     assert udp_exchange(pod, peer, "198.18.0.20", 9999, 40005) == ("sent", "got hi 40005")
 
@@ -208,9 +210,9 @@ def test_delete_is_idempotent_and_spares_foreign_rules_and_sets(netns: str) -> N
     apply(netns, both_ways(v4(20), 80, 53))
 
     async def delete_twice(client: dp_client.WorkerClient) -> tuple[object, object]:
-        first = await client.request("ipt_delete", path=target(netns).path, ino=target(netns).ino)
-        second = await client.request("ipt_delete", path=target(netns).path, ino=target(netns).ino)
-        return first["removed"], second["removed"]
+        request = protocol.IptDelete(target(netns).path, target(netns).ino)
+        first, second = await client.call(request), await client.call(request)
+        return first.removed, second.removed
 
     assert with_worker(delete_twice) == (True, False)
     assert "PODSEG" not in save(netns, 4) + save(netns, 6)
@@ -227,15 +229,15 @@ def test_nftables_and_iptables_backends_ignore_each_other(netns: str) -> None:
 
     async def nft_side(client: dp_client.WorkerClient) -> tuple[object, ...]:
         t = target(netns)
-        seen = await nft.inspect(client, t), await nft.comment(client, t)
-        await nft.delete(client, t)  # the nftables backend's delete leaves iptables alone
+        seen = await dpt.examine(client, nft, t), await dpt.comment(client, nft, t)
+        await backends.delete(client, nft, t)  # the nftables backend's delete leaves iptables alone
         return seen
 
     assert with_worker(nft_side) == ((None, None), None)
     assert render_ipt.parse_fingerprint(save(netns, 6)) is not None
-    with_worker(lambda client: IPT.delete(client, target(netns)))
+    with_worker(lambda client: backends.delete(client, IPT, target(netns)))
     program = nft.render(rs, ["eth0"])
-    with_worker(lambda client: nft.apply(client, target(netns), program))
+    with_worker(lambda client: backends.commit(client, nft, target(netns), program))
     assert inspect(netns) == (None, None)  # and the iptables side ignores nftables tables
     assert "inet podseg" in nft_tables(netns)
     assert (

@@ -6,29 +6,38 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
+from collections.abc import Sequence
+from typing import TypeVar, cast
 
 from agent import config, metrics, model, store
 from agent.calc import ruleset
-from agent.dataplane import client, netns
+from agent.dataplane import netns, protocol
 from agent.flows import collector
 
 ENFORCE = "deny.ingress.policy.enforce"
+R = TypeVar("R")
 
 
-class CountingWorker(client.WorkerClient):
-    """Answers `counters` from a dict the test sets (the real worker reads nft counters)."""
+class CountingWorker:
+    """Answers counter reads from a dict the test sets (the real worker reads nft counters)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.values: dict[str, dict[str, int]] = {}
-        self.requests: list[int] = []  # how many pods each `counters` request asked for
+        self.requests: list[int] = []  # how many pods each counter read asked for
+        self.backend_name = ""
 
-    async def counters(
-        self, targets: dict[str, netns.Target], backend_name: str = "nftables"
-    ) -> dict[str, dict[str, int]]:
-        self.backend_name = backend_name
-        self.requests.append(len(targets))
-        return {k: dict(v) for k, v in self.values.items() if k in targets}
+    async def call(self, request: protocol.Request[R]) -> R:
+        assert isinstance(request, protocol.ReadCounters)
+        self.backend_name = request.backend
+        self.requests.append(len(request.targets))
+        keys = {t.key for t in request.targets}
+        reply = protocol.Counters({k: dict(v) for k, v in self.values.items() if k in keys})
+        return cast(R, reply)
+
+    async def batch(
+        self, requests: Sequence[protocol.Request[R]]
+    ) -> list[R | protocol.DataplaneError]:
+        return [await self.call(r) for r in requests]
 
 
 def sample(name: str, **labels: str) -> float:

@@ -10,7 +10,7 @@ import pytest
 
 from agent import config, model
 from agent.calc import containment, intervals, ruleset, verdict
-from agent.dataplane import conntrack
+from agent.dataplane import conntrack, protocol
 from agent.dataplane.nft import render as render_nft
 from agent.k8s import convert
 
@@ -239,12 +239,16 @@ def test_illegal_picks_entries_by_direction() -> None:
         ),
     )
     me = "198.18.1.5"
+
+    def entry(src: str, dst: str, proto: int, sport: int, dport: int) -> protocol.ConntrackEntry:
+        return protocol.ConntrackEntry(4, src, dst, proto, sport, dport, mark=0, key="")
+
     entries = [
-        {"src": "198.18.1.9", "dst": me, "proto": TCP, "sport": 4000, "dport": 80},  # allowed in
-        {"src": "198.18.1.8", "dst": me, "proto": TCP, "sport": 4000, "dport": 80},  # not
-        {"src": me, "dst": "198.18.1.9", "proto": UDP, "sport": 5000, "dport": 53},  # allowed out
-        {"src": me, "dst": "198.18.1.8", "proto": TCP, "sport": 5000, "dport": 80},  # not
-        {"src": "127.0.0.1", "dst": "127.0.0.1", "proto": TCP, "sport": 1, "dport": 2},  # lo
+        entry("198.18.1.9", me, TCP, 4000, 80),  # allowed in
+        entry("198.18.1.8", me, TCP, 4000, 80),  # not
+        entry(me, "198.18.1.9", UDP, 5000, 53),  # allowed out
+        entry(me, "198.18.1.8", TCP, 5000, 80),  # not
+        entry("127.0.0.1", "127.0.0.1", TCP, 1, 2),  # lo
     ]
     assert verdict.illegal(rs, [me], entries) == [entries[1], entries[3]]
 

@@ -13,11 +13,11 @@ from tests import conftest
 # sees no EOF when the parent dies: only the parent-death signal can end it.
 PARENT = """
 import asyncio, subprocess, sys
-from agent.dataplane import client as dp_client
+from agent.dataplane import client as dp_client, protocol
 
 async def main():
     client = dp_client.WorkerClient()
-    pid = (await client.request("ping"))["pid"]
+    pid = (await client.call(protocol.Ping())).pid
     fd = client._proc.stdin.transport.get_extra_info("pipe").fileno()
     holder = subprocess.Popen(["sleep", "30"], pass_fds=[fd])
     print(pid, holder.pid, flush=True)

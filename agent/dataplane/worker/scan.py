@@ -1,0 +1,45 @@
+"""Listing the candidate namespaces of a node, each once, with its interfaces and addresses,
+so the agent can find a pod's namespace by the pod's IPs (never through CNI files)."""
+
+from __future__ import annotations
+
+import os
+
+from agent.dataplane import enter, linkaddrs, netns, protocol
+
+
+def scan(host: enter.Host, request: protocol.Scan) -> protocol.Scanned:
+    """Every candidate namespace once (named ones in `netns_dir` first, then /proc), never
+    the host namespace; namespaces that vanish while listed are skipped."""
+    seen: set[enter.Ident] = {host.ident}
+    found: list[netns.Candidate] = []
+    paths: list[str] = []
+    if os.path.isdir(request.netns_dir):
+        names = sorted(os.listdir(request.netns_dir))
+        paths += [os.path.join(request.netns_dir, n) for n in names]
+    if request.proc:
+        paths += [f"/proc/{p}/ns/net" for p in os.listdir("/proc") if p.isdigit()]
+    for path in paths:
+        try:
+            fd, ident = host.open(path, None)
+        except protocol.NetnsGone:
+            continue
+        try:
+            if ident in seen:
+                continue
+            seen.add(ident)
+            with host.inside(fd):
+                listed = linkaddrs.interfaces()
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        found.append(netns.Candidate(path, ident[1], tuple(_interface(i) for i in listed)))
+    return protocol.Scanned(tuple(found))
+
+
+def _interface(listed: dict[str, object]) -> netns.Interface:
+    addrs = listed.get("addrs")
+    return netns.Interface(
+        str(listed.get("name")), tuple(str(a) for a in addrs) if isinstance(addrs, list) else ()
+    )

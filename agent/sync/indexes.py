@@ -1,0 +1,98 @@
+"""The derived views of the store a pass needs, kept up to date between passes instead of
+rebuilt: this node's pods, the peer index, the Service frontends.
+
+Why: a 10,000-pod cluster makes each of these cost milliseconds to rebuild, on every event;
+updated from what a batch changed, they cost what the change touched. A relist (or the first
+pass) rebuilds them whole, so they can never drift from the store for long.
+"""
+
+from __future__ import annotations
+
+from agent import config, model, store
+from agent.calc import compile as calc_compile
+from agent.calc import desired as calc_desired
+from agent.calc import services as calc_services
+
+
+class Indexes:
+    def __init__(self, settings: config.Settings, cluster: store.Store) -> None:
+        self.settings = settings
+        self.store = cluster
+        self._services: calc_services.ServiceIndex | None = None  # until Services change
+        # The peer index of the last pass that compiled, and the pods changed since (None:
+        # rebuild it whole).
+        self._peer_index: calc_compile.ClusterIndex | None = None
+        self._peers_dirty: set[str] | None = None
+        self._local: dict[str, model.Pod] | None = None
+
+    def is_local(self, pod: model.Pod) -> bool:
+        return pod.node_name == self.settings.node_name and not pod.host_network
+
+    def changed(self, change: store.Change | None) -> bool:
+        """Take note of a batch's change (None: anything may have changed); True when the
+        Service frontends were rebuilt (their problems are then worth reporting)."""
+        if change is None or change.relisted or self._peers_dirty is None:
+            self._peers_dirty = None
+        else:
+            self._peers_dirty.update(change.pods)
+        if change is None or change.services or change.endpointslices or change.relisted:
+            self._services = None
+            return True
+        return False
+
+    def local_pods(self, change: store.Change | None = None) -> dict[str, model.Pod]:
+        """This node's pods; with `change`, updated from the last call's answer for only the
+        pods that changed (scanning 10,000 cluster pods costs ~4 ms per pass)."""
+        if change is None or change.relisted or self._local is None:
+            self._local = {key: pod for key, pod in self.store.pods.items() if self.is_local(pod)}
+        else:
+            for key in change.pods:
+                pod = self.store.pods.get(key)
+                if pod is not None and self.is_local(pod):
+                    self._local[key] = pod
+                else:
+                    self._local.pop(key, None)
+        return dict(self._local)
+
+    def peers(self) -> calc_compile.ClusterIndex:
+        """The peer index of the current snapshot (fresh per pass: it memoises peers)."""
+        if self._peer_index is None or self._peers_dirty is None:
+            index = calc_compile.build_index(self.store.namespaces, self.store.pods.values())
+        else:
+            index = calc_compile.update_index(
+                self._peer_index, self.store.namespaces, self.store.pods, self._peers_dirty
+            )
+        self._peer_index, self._peers_dirty = index, set()
+        return index
+
+    def services(self) -> calc_services.ServiceIndex:
+        """The Service frontends, rebuilt only after a Service or EndpointSlice change (they
+        do not depend on pods; `problems` is only read right after a rebuild)."""
+        if self._services is None:
+            self._services = calc_services.build_index(
+                self.store.services.values(), self.store.endpointslices.values(), self.store.pods
+            )
+        return self._services
+
+    def cluster(self) -> calc_desired.Cluster:
+        """The shared part of the snapshot for this pass's desired rulesets."""
+        return calc_desired.Cluster(
+            namespaces=self.store.namespaces,
+            nodes=self.store.nodes,
+            policies=self.store.policy_index(),
+            peers=self.peers(),
+            services=self.services(),
+            guard_ports=self.settings.node_guard_ports,
+        )
+
+    def affected(self, local: dict[str, model.Pod], change: store.Change | None) -> set[str] | None:
+        """The local pods `change` may affect; None: all of them."""
+        if change is None:
+            return None
+        return calc_desired.affected(
+            local,
+            self.store.namespaces,
+            self.store.policies.values(),
+            self.store.policy_index(),
+            self.store.affected_changes(change),
+        )

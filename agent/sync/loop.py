@@ -1,0 +1,382 @@
+"""Turns the store into kernel state: the event loop of the agent and its passes.
+
+The loop takes API events in batches, applies them to the store, and runs a pass once every
+initial LIST is done: the local pods the batch affects get their desired ruleset
+(`agent.calc.desired`), rendered by the backend, and the kernel work of all of them runs in a
+few batched dataplane round trips (`agent.sync.kernel`), deciding adopt / verify / patch /
+replace per pod (`agent.sync.pod`). Then connections that became illegal are cut
+(`agent.sync.cuts`), gauges and readiness updated (`agent.sync.status`), leftovers swept
+(`agent.sync.sweep`). Periodically (resync) every pod's namespace is read back.
+
+Desired state depends only on the current snapshot, never on event order. One pod's failure
+(namespace not found yet, vanished, nft error, hung worker) is logged, counted and retried
+with backoff; it never stops the pass for the other pods. Nothing is written before every
+initial LIST is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+
+import structlog
+
+from agent import config, heap, metrics, model, store
+from agent.calc import desired as calc_desired
+from agent.dataplane import backends, netns, protocol
+from agent.flows import collector as flows_collector
+from agent.k8s import watch
+from agent.sync import cuts, eventkind, failures, indexes, kernel, report, status, sweep
+from agent.sync import pod as sync_pod
+
+log = structlog.get_logger(__name__)
+
+# A pass with more pods than this hands their kernel work to the worker in chunks of this
+# many while it compiles the rest; a pass under it (most events) sends one batch.
+PIPELINE_CHUNK = 16
+
+Queue = asyncio.Queue[watch.WatchEvent | watch.Relist]
+
+
+@dataclasses.dataclass
+class Pass:
+    """One pass's bookkeeping: what triggered it, when, and the plans it made."""
+
+    kind: str
+    since: float | None  # monotonic time the first event of the batch arrived
+    verify: bool
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    compiled: float = 0.0
+    plans: list[sync_pod.Plan] = dataclasses.field(default_factory=list)
+    recompiled: int = 0
+
+    def summarize(self) -> None:
+        """Metrics and the pass's log line: from the first event of the batch being received
+        to the last affected pod's rules being committed (what
+        scripts/bench/time_to_enforce.py measures), and where that time went."""
+        committed = collections.Counter(p.mode.value for p in self.plans if p.done and not p.failed)
+        commits = [p.committed_at for p in self.plans if p.done and not p.failed]
+        if not committed or self.since is None:
+            return
+        last = max(commits)
+        metrics.PASS_SECONDS.labels(self.kind or "unknown").observe(last - self.since)
+        log.info(
+            "reconcile_committed",
+            trigger=self.kind,
+            pods=sum(committed.values()),
+            patched=committed.get(sync_pod.Mode.PATCH.value, 0),
+            recompiled=self.recompiled,
+            latency_ms=round((last - self.since) * 1000, 3),
+            queued_ms=round((self.started - self.since) * 1000, 3),
+            compile_ms=round((self.compiled - self.started) * 1000, 3),
+            kernel_ms=round((last - self.compiled) * 1000, 3),
+        )
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: config.Settings,
+        cluster: store.Store,
+        dataplane: protocol.Dataplane,
+        recorder: report.Recorder,
+        flows: flows_collector.Collector | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = cluster
+        self.dataplane = dataplane
+        self.flows = flows  # drop capture (agent.flows); None when disabled
+        self.backend = backends.get(settings.backend)
+        self.reporter = report.Reporter(recorder)
+        self.cuts = cuts.Cuts(dataplane, self.reporter, settings.strict)
+        self.readiness = status.Readiness()
+        self.pods: dict[str, sync_pod.PodState] = {}
+        self._swept = False  # the first in-sync pass also sweeps leftover tables
+        self._events_waiting: Callable[[], bool] = lambda: False
+        self.indexes = indexes.Indexes(settings, cluster)
+
+    @property
+    def ready(self) -> bool:
+        return self.readiness.ready
+
+    def local_pods(self, change: store.Change | None = None) -> dict[str, model.Pod]:
+        return self.indexes.local_pods(change)
+
+    # -- main loop ------------------------------------------------------------------------
+    async def run(self, queue: Queue) -> None:
+        next_resync = time.monotonic() + self.settings.resync_period
+        self._events_waiting = lambda: not queue.empty()
+        while True:
+            wake_at = min([next_resync] + [s.retry_at for s in self.pods.values() if s.retry_at])
+            batch = await self._next_batch(queue, wake_at)
+            if not batch and self.cuts and time.monotonic() < wake_at:
+                await self.cuts.run(self._events_waiting)
+                continue
+            change = store.Change()
+            # A LIST (start, relist) loads the long-lived mirror, and the pass after it builds
+            # the long-lived indexes: both without collections, then frozen (agent.heap).
+            relists = any(isinstance(item, watch.Relist) for item in batch)
+            with heap.bulk_load() if relists else contextlib.nullcontext():
+                for item in batch:
+                    self.store.apply(item, change)
+                if not self.store.in_sync:
+                    continue
+                verify = time.monotonic() >= next_resync
+                if verify:
+                    next_resync = time.monotonic() + self.settings.resync_period
+                since = min((item.received for item in batch), default=None)
+                kind = batch[0].resource if batch else ("resync" if verify else "retry")
+                if batch:
+                    kind = (
+                        eventkind.classify(change, self.store.pods, self.store.namespaces) or kind
+                    )
+                await self.reconcile(change, since=since, kind=kind, verify=verify)
+
+    async def _next_batch(
+        self, queue: Queue, wake_at: float
+    ) -> list[watch.WatchEvent | watch.Relist]:
+        """Every event waiting now; when none, the first to come before `wake_at` (at once
+        when connection cuts wait to run)."""
+        batch: list[watch.WatchEvent | watch.Relist] = []
+        with contextlib.suppress(TimeoutError):
+            wait = 0.0 if self.cuts else max(0.0, wake_at - time.monotonic())
+            batch.append(await asyncio.wait_for(queue.get(), wait))
+        while not queue.empty():
+            batch.append(queue.get_nowait())
+        return batch
+
+    async def reconcile(
+        self,
+        change: store.Change | None = None,
+        *,
+        since: float | None = None,
+        kind: str = "",
+        verify: bool = False,
+    ) -> None:
+        """One pass over every local pod; applies only what changed.
+
+        With `verify` (the periodic resync), each pod's table is read back from the kernel:
+        a table edited or flushed behind our back is restored (and counted as drift), and a
+        namespace that vanished is noticed even when no API change touched its pod.
+        """
+        run = Pass(kind, since, verify)
+        self._refresh_inputs(change)
+        local = self.local_pods(change)
+        self.readiness.first_pass([key for key, pod in local.items() if pod.ips])
+        for key in set(self.pods) - set(local):
+            await self._forget(self.pods.pop(key))
+        await self._plan_and_commit(run, local, change)
+        self._finish_pass(run)
+        await self.cuts.run(self._events_waiting)
+        status.update_gauges(self.pods)
+        self.readiness.update(self.pods, self.store.pods.keys())
+        if verify or not self._swept:
+            self._swept = True
+            services = set(self.store.services) | set(self.store.endpointslices)
+            self.reporter.prune(self.store.pods.keys(), self.store.policies.keys(), services)
+            await self._sweep()
+
+    def _refresh_inputs(self, change: store.Change | None) -> None:
+        """Report bad policies and Service input when they changed; update the indexes."""
+        if change is None or change.policies or change.relisted:
+            self.reporter.invalid_policies(self.store.policies.values())
+        if self.indexes.changed(change):
+            self.reporter.service_problems(self.indexes.services())
+
+    async def _plan_and_commit(
+        self, run: Pass, local: dict[str, model.Pod], change: store.Change | None
+    ) -> None:
+        """Plan every pod that needs it (pure), handing the kernel work to the dataplane in
+        chunks while the rest is planned; wait for all of it."""
+        index: netns.Index | None = None
+        cluster: calc_desired.Cluster | None = None  # built once, only if a pod compiles
+        targets = self.indexes.affected(local, change)
+        run.recompiled = len(targets) if targets is not None else len(local)
+        now = time.monotonic()
+        work: list[asyncio.Task[None]] = []
+        handed = 0  # run.plans[:handed] are in `work`
+        try:
+            for key in sorted(local):
+                pod = local[key]
+                state = self.pods.setdefault(key, sync_pod.PodState(key))
+                if not self._due(pod, state, targets, run.verify, now):
+                    continue
+                bound = log.bind(pod=pod.name, namespace=pod.namespace)
+                try:
+                    if state.target is None or state.target_ips != pod.ips:
+                        index = index or await self._scan()
+                        if not self._locate(pod, state, index, bound):
+                            continue
+                    cluster = cluster or self.indexes.cluster()
+                    run.plans.append(self._plan(pod, state, cluster, bound, run.verify))
+                except Exception as exc:  # one pod's surprise must not stop the others
+                    self._pod_failed(state, bound, exc)
+                if len(run.plans) - handed >= PIPELINE_CHUNK:
+                    # The worker programs these while the next ones compile (two cores).
+                    work.append(asyncio.create_task(self._kernel(run.plans[handed:])))
+                    handed = len(run.plans)
+                    await asyncio.sleep(0)  # let the task send its request now
+            run.compiled = time.monotonic()
+            work.append(asyncio.create_task(self._kernel(run.plans[handed:])))
+            await asyncio.gather(*work)
+        finally:  # cancelled (the agent stops): no kernel work outlives the pass
+            for task in work:
+                task.cancel()
+
+    def _due(
+        self,
+        pod: model.Pod,
+        state: sync_pod.PodState,
+        targets: set[str] | None,
+        verify: bool,
+        now: float,
+    ) -> bool:
+        """Whether this pass must plan `pod`."""
+        if not pod.ips:
+            state.state = sync_pod.Status.UNPROTECTED
+            return False
+        if state.retry_at > now and state.target_ips == pod.ips:
+            return False  # backing off
+        current = state.fingerprint is not None and state.target_ips == pod.ips
+        # Nothing this pod's ruleset depends on changed?
+        return not (current and not verify and targets is not None and pod.key not in targets)
+
+    async def _scan(self) -> netns.Index:
+        scanned = await self.dataplane.call(
+            protocol.Scan(self.settings.netns_dir, self.settings.scan_proc)
+        )
+        return netns.Index(scanned.candidates)
+
+    def _locate(
+        self,
+        pod: model.Pod,
+        state: sync_pod.PodState,
+        index: netns.Index,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> bool:
+        """Find the pod's namespace by its IPs; False (counted, retried) when none holds them."""
+        target = index.find(pod.ips)
+        if target is None:
+            metrics.NETNS_LOOKUP_FAILURES.inc()
+            failures.fail(
+                state, sync_pod.Status.UNPROTECTED, f"no namespace holds {pod.ips}", bound
+            )
+            return False
+        state.target, state.target_ips, state.fingerprint = target, pod.ips, None
+        return True
+
+    def _plan(
+        self,
+        pod: model.Pod,
+        state: sync_pod.PodState,
+        cluster: calc_desired.Cluster,
+        bound: structlog.typing.FilteringBoundLogger,
+        verify: bool,
+    ) -> sync_pod.Plan:
+        """The pod's desired ruleset, rendered (pure); the kernel work comes later."""
+        assert state.target is not None
+        wanted = calc_desired.desired(pod, cluster)
+        self.reporter.containment_errors(
+            pod, state.containment_errors, wanted.containment_errors, bound
+        )
+        state.containment_errors = wanted.containment_errors
+        self.reporter.mode_label(pod, wanted.invalid_mode)
+        rs = wanted.ruleset
+        rendered = self.backend.render(rs, state.target.interfaces)
+        return sync_pod.Plan(pod, state, state.target, rs, rendered, bound, verify, state.ruleset)
+
+    async def _kernel(self, plans: list[sync_pod.Plan]) -> None:
+        await kernel.run(plans, self.dataplane, self.backend, self)
+
+    # -- kernel.Outcomes --------------------------------------------------------------------
+    def failed(self, plan: sync_pod.Plan, exc: Exception) -> None:
+        self._pod_failed(plan.state, plan.bound, exc)
+
+    def adopted(self, plan: sync_pod.Plan) -> None:
+        plan.bound.info("ruleset_adopted", fingerprint=plan.state.fingerprint)
+        if plan.rs.quarantine is not None and plan.state.quarantined_since is None:
+            self.cuts.after_commit(plan.pod, plan.state, plan.rs, plan.rs, None, plan.bound)
+
+    def drift(self, plan: sync_pod.Plan, expected: str | None, found: str | None) -> None:
+        self.reporter.drift(plan.pod, expected, found, plan.bound)
+
+    # -- after the kernel -------------------------------------------------------------------
+    def _finish_pass(self, run: Pass) -> None:
+        for plan in run.plans:
+            if not plan.failed:
+                self._finish(plan, run)
+        run.summarize()
+
+    def _finish(self, plan: sync_pod.Plan, run: Pass) -> None:
+        """After the commits: bookkeeping, the pod's log line, metrics, containment."""
+        state, rs, rendered = plan.state, plan.rs, plan.rendered
+        if plan.done:
+            state.adopted = False
+            state.rendered = rendered
+            metrics.RULESET_UPDATES.labels(plan.mode.value).inc()
+            metrics.APPLY_SECONDS.observe(plan.apply_seconds)
+            metrics.APPLIES.inc()
+            latency = None
+            if run.since is not None:
+                latency = plan.committed_at - run.since
+                metrics.POLICY_PROGRAMMING_SECONDS.labels(run.kind or "unknown").observe(latency)
+            plan.bound.info(
+                plan.event,
+                fingerprint=rendered.fingerprint,
+                ingress_isolated=rs.ingress.isolated,
+                egress_isolated=rs.egress.isolated,
+                policy_mode=rs.mode.value,
+                policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
+                quarantined=rs.quarantine is not None,
+                node_guard=rs.node_guard is not None,
+                apply_ms=round(plan.apply_seconds * 1000, 3),
+                mode=plan.mode.value,
+                latency_ms=round(latency * 1000, 3) if latency is not None else None,
+                trigger=run.kind,
+            )
+            state.fingerprint = rendered.fingerprint
+            state.ruleset = rs
+            self.cuts.after_commit(plan.pod, state, plan.previous, rs, latency, plan.bound)
+        state.succeed()
+        if self.flows is not None:
+            # A replaced table starts its counters at zero; a patch keeps them counting.
+            self.flows.watch(plan.pod, plan.target, rs, plan.mode is sync_pod.Mode.REPLACE)
+
+    # -- failures ---------------------------------------------------------------------------
+    def _pod_failed(
+        self, state: sync_pod.PodState, bound: structlog.typing.FilteringBoundLogger, exc: Exception
+    ) -> None:
+        """One pod's failure: counted, logged, retried with backoff; never the others'."""
+        if failures.record(state, bound, exc) and self.flows is not None:
+            self.flows.unwatch(state.key)
+
+    # -- leftovers --------------------------------------------------------------------------
+    async def _sweep(self) -> None:
+        """Delete podseg tables left in namespaces of pods that are gone (agent.sync.sweep)."""
+        tracked = {s.target.ino for s in self.pods.values() if s.target is not None}
+        try:
+            await sweep.run(
+                self.dataplane,
+                self.settings.netns_dir,
+                self.settings.scan_proc,
+                self.store.pods,
+                tracked,
+                self.backend,
+            )
+        except protocol.DataplaneError as exc:
+            metrics.APPLY_ERRORS.labels("sweep").inc()
+            log.warning("sweep_failed", error=str(exc))
+
+    async def _forget(self, state: sync_pod.PodState) -> None:
+        self.cuts.drop(state.key)
+        if self.flows is not None:
+            self.flows.unwatch(state.key)
+        if state.target is not None:
+            try:
+                await self.dataplane.call(protocol.Forget((state.target.ino,)))
+            except protocol.DataplaneError as exc:
+                log.warning("netns_release_failed", pod=state.key, error=str(exc))

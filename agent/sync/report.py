@@ -1,0 +1,213 @@
+"""What the sync layer tells operators: log lines, Kubernetes Events and metrics about bad
+input and about what happened to a pod's rules (drift, quarantine).
+
+Why one place: each report is deduplicated (an invalid policy is reported once per version,
+not once per pass), and the dedup memory is pruned when the objects are gone, so a
+long-running agent neither repeats itself nor grows with every object it has ever seen.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+from collections.abc import Collection, Iterable
+from typing import Protocol
+
+import structlog
+
+from agent import metrics, model
+from agent.calc import mode as calc_mode
+from agent.calc import ruleset
+from agent.calc import services as calc_services
+from agent.dataplane.nft import render as render_nft
+
+log = structlog.get_logger(__name__)
+
+
+class Recorder(Protocol):
+    """Posts Kubernetes Events (`agent.k8s.events.Recorder`; tests keep them in memory)."""
+
+    def on_pod(
+        self, pod: model.Pod, *, reason: str, message: str, event_type: str = "Warning"
+    ) -> None: ...
+
+    def warn(
+        self,
+        *,
+        kind: str,
+        api_version: str,
+        namespace: str,
+        name: str,
+        resource_version: str,
+        reason: str,
+        message: str,
+        event_type: str = "Warning",
+    ) -> None: ...
+
+
+def iso(wall: float) -> str:
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+class Reporter:
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self._policies: set[tuple[str, str]] = set()  # (policy key, resourceVersion)
+        self._services: set[tuple[str, str, str, str]] = set()
+        self._modes: set[tuple[str, str]] = set()  # (pod key, invalid value)
+
+    def prune(
+        self,
+        pods: Collection[str],
+        policies: Collection[str],
+        services: Collection[str],
+    ) -> None:
+        """Forget what was reported about objects that are gone (keys of live objects)."""
+        self._policies = {m for m in self._policies if m[0] in policies}
+        self._services = {m for m in self._services if m[1] in services}
+        self._modes = {m for m in self._modes if m[0] in pods}
+
+    # -- input problems ---------------------------------------------------------------------
+    def invalid_policies(self, policies: Iterable[model.NetworkPolicy]) -> None:
+        """Each policy with invalid parts: a log line and a Warning Event once per version;
+        the per-namespace gauge always."""
+        per_namespace: collections.Counter[str] = collections.Counter()
+        for policy in policies:
+            if not policy.errors:
+                continue
+            per_namespace[policy.namespace] += 1
+            marker = (policy.key, policy.resource_version)
+            if marker in self._policies:
+                continue
+            self._policies.add(marker)
+            log.warning(
+                "policy_invalid_parts",
+                policy=policy.name,
+                namespace=policy.namespace,
+                errors=list(policy.errors),
+                effect="invalid parts match nothing; valid parts are enforced",
+            )
+            self.recorder.warn(
+                kind="NetworkPolicy",
+                api_version="networking.k8s.io/v1",
+                namespace=policy.namespace,
+                name=policy.name,
+                resource_version=policy.resource_version,
+                reason="InvalidPolicy",
+                message="podseg ignores invalid parts (they match nothing): "
+                + "; ".join(policy.errors),
+            )
+        metrics.INVALID_POLICIES.clear()
+        for namespace, count in per_namespace.items():
+            metrics.INVALID_POLICIES.labels(namespace).set(count)
+
+    def service_problems(self, index: calc_services.ServiceIndex) -> None:
+        """Each bad Service/EndpointSlice input once per object version, counted."""
+        for problem in index.problems:
+            marker = (problem.kind, problem.key, problem.resource_version, problem.message)
+            if marker in self._services:
+                continue
+            self._services.add(marker)
+            metrics.SERVICE_INPUT_PROBLEMS.labels(problem.kind).inc()
+            namespace, _, name = problem.key.partition("/")
+            log.warning(
+                "service_input_ignored",
+                kind=problem.kind,
+                namespace=namespace,
+                name=name,
+                problem=problem.message,
+                effect="opens nothing by itself; backends count only by address and port",
+            )
+
+    def mode_label(self, pod: model.Pod, invalid: str | None) -> None:
+        """A `podseg.io/mode` label that is neither mode (enforce applies), once per value."""
+        if invalid is None or (pod.key, invalid) in self._modes:
+            return
+        self._modes.add((pod.key, invalid))
+        metrics.INVALID_MODE_LABELS.inc()
+        log.warning(
+            "invalid_mode_label",
+            pod=pod.name,
+            namespace=pod.namespace,
+            label=calc_mode.LABEL,
+            value=invalid,
+            effect="enforce (the default) applies",
+        )
+
+    def containment_errors(
+        self,
+        pod: model.Pod,
+        before: tuple[str, ...],
+        errors: tuple[str, ...],
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        """A bad forensic annotation never lifts a quarantine; say why once per change."""
+        if errors == before or not errors:
+            return
+        bound.warning(
+            "quarantine_annotation_invalid",
+            errors=list(errors),
+            effect="quarantine applies; invalid entries are ignored",
+        )
+        self.recorder.on_pod(
+            pod,
+            reason="InvalidQuarantineAnnotation",
+            message="podseg quarantine applies; ignored invalid entries: " + "; ".join(errors),
+        )
+
+    # -- what happened to a pod's rules -----------------------------------------------------
+    def drift(
+        self,
+        pod: model.Pod,
+        expected: str | None,
+        found: str | None,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        metrics.RULESET_DRIFT.inc()
+        what = "removed" if found is None else "edited"
+        bound.warning("ruleset_drift", expected=expected, found=found, change=what)
+        self.recorder.on_pod(
+            pod,
+            reason="RulesetDrift",
+            message=f"podseg rules in this pod's network namespace were {what} outside podseg "
+            f"(found fingerprint {found or 'none'}, expected {expected}); restored",
+        )
+
+    def quarantined(
+        self,
+        pod: model.Pod,
+        since: float,
+        quarantine: ruleset.Quarantine,
+        latency: float | None,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        allow = [render_nft.format_addr(r) for r in quarantine.allow_from]
+        bound.warning(
+            "pod_quarantined",
+            since=iso(since),
+            allow_from=allow,
+            latency_ms=round(latency * 1000, 3) if latency is not None else None,
+        )
+        self.recorder.on_pod(
+            pod,
+            reason="Quarantined",
+            message=f"podseg quarantined this pod at {iso(since)}: all traffic in and out is "
+            f"dropped and its connections were cut"
+            + (f"; forensic access from {', '.join(allow)}" if allow else ""),
+        )
+
+    def quarantine_lifted(
+        self,
+        pod: model.Pod,
+        since: float,
+        held: float,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        bound.info("pod_quarantine_lifted", since=iso(since), quarantined_seconds=round(held, 3))
+        self.recorder.on_pod(
+            pod,
+            reason="QuarantineLifted",
+            message=f"podseg lifted this pod's quarantine (in place since {iso(since)}); "
+            "normal enforcement restored",
+            event_type="Normal",
+        )
