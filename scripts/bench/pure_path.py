@@ -28,8 +28,10 @@ import benchlib
 import time_to_enforce as tte
 
 from agent import store
-from agent.calc import affected, ruleset, verdict
+from agent.calc import affected, containment, ruleset, verdict
 from agent.calc import compile as calc_compile
+from agent.calc import desired as calc_desired
+from agent.calc import services as calc_services
 from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
 from agent.k8s import watch
@@ -64,6 +66,9 @@ def timed(fn: Callable[[], T], into: list[float]) -> T:
     return out
 
 
+GUARD_PORTS = containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
+
+
 class Pass:
     """The pure state the reconciler keeps between passes, and the timings of each stage."""
 
@@ -71,6 +76,7 @@ class Pass:
         self.store = st
         self.local = {k: p for k, p in st.pods.items() if p.node_name == NODE}
         self.index = calc_compile.build_index(st.namespaces, st.pods.values())
+        self.services = calc_services.build_index(st.services.values(), st.endpointslices.values())
         self.rulesets: dict[str, ruleset.PodRuleset] = {}
         self.rendered: dict[str, render_nft.Rendered] = {}
         self.stages: dict[str, list[float]] = {
@@ -84,10 +90,15 @@ class Pass:
     def program(self, key: str, measure: bool) -> None:
         pod = self.local[key]
         t: dict[str, list[float]] = {s: [] for s in self.stages}
-        rs = timed(
-            lambda: calc_compile.compile_indexed(pod, self.store.policies_for(pod), self.index, ()),
-            t["compile"],
+        cluster = calc_desired.Cluster(
+            namespaces=self.store.namespaces,
+            nodes=self.store.nodes,
+            policies=self.store.policy_index(),
+            peers=self.index,
+            services=self.services,
+            guard_ports=GUARD_PORTS,
         )
+        rs = timed(lambda: calc_desired.desired(pod, cluster).ruleset, t["compile"])
         out = timed(lambda: render_nft.render(rs, ("eth0",)), t["render"])
         old_rs, old_out = self.rulesets.get(key), self.rendered.get(key)
         timed(lambda: verdict.removes_allows(old_rs, rs), t["removes_allows"])

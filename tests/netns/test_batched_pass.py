@@ -333,9 +333,7 @@ def test_drop_counts_stay_exact_across_a_patch(
     settings = _settings(tmp_path, flow_log_file=str(tmp_path / "flows.jsonl"))
     dataplane = dp_client.WorkerClient(timeout=10)
     flows = flows_collector.Collector(settings, cluster, dataplane)  # counters only, no NFLOG
-    rec = sync_loop.Reconciler(
-        settings, cluster, dataplane, events.Recorder(None, "node-1"), flows
-    )
+    rec = sync_loop.Reconciler(settings, cluster, dataplane, events.Recorder(None, "node-1"), flows)
     labels = {
         "namespace": "shop",
         "workload": "<none>",

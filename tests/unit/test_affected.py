@@ -16,9 +16,8 @@ from typing import Any
 
 from agent import model
 from agent.calc import affected, containment
-from agent.calc import compile as calc_compile
+from agent.calc import desired as calc_desired
 from agent.calc import mode as calc_mode
-from agent.calc import services as calc_services
 from agent.k8s import convert
 
 APPS = ("a", "b", "c")
@@ -153,17 +152,16 @@ def _compile_all(
     slices: dict[str, model.EndpointSlice] | None = None,
 ) -> dict[str, Any]:
     local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
-    index = calc_services.build_index((services or {}).values(), (slices or {}).values())
-    return {
-        k: containment.contain(
-            calc_compile.compile_pod(p, policies.values(), namespaces, pods.values(), (), index),
-            p,
-            namespaces.get(p.namespace),
-            NODES,
-            GUARD_PORTS,
-        ).ruleset
-        for k, p in local.items()
-    }
+    cluster = calc_desired.Cluster.of(
+        pods=pods.values(),
+        namespaces=namespaces,
+        policies=policies.values(),
+        nodes=NODES,
+        services=(services or {}).values(),
+        endpointslices=(slices or {}).values(),
+        guard_ports=GUARD_PORTS,
+    )
+    return {k: calc_desired.desired(p, cluster).ruleset for k, p in local.items()}
 
 
 def test_affected_is_a_superset_of_what_really_changed() -> None:

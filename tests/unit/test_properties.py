@@ -1,8 +1,10 @@
 """Property and fuzz tests (hypothesis) for the promises the pure core makes.
 
 * Desired state depends only on the final snapshot: any interleaving of the same watch events
-  (with replays), or a single relist, compiles every pod to the same fingerprint -- Services
-  and EndpointSlices (endpoint churn, readiness flips) included.
+  (with replays), or a single relist, gives every pod the same desired ruleset
+  (`calc.desired`: policies, Services and EndpointSlices with endpoint churn and readiness
+  flips, quarantine with forensic sources, the node guard with node address changes and
+  exempt namespaces).
 * Random valid and invalid NetworkPolicies never crash convert, compile or render, and an
   entry that is invalid never allows anything (fail closed).
 * The emulator's validator accepts exactly what the real API server accepts, judged by an
@@ -24,7 +26,8 @@ from hypothesis import strategies as st
 
 from agent import model, store
 from agent.calc import compile as calc_compile
-from agent.calc import services as calc_services
+from agent.calc import containment
+from agent.calc import desired as calc_desired
 from agent.dataplane.nft import render as render_nft
 from agent.emulator import validation
 from agent.k8s import convert, watch
@@ -116,7 +119,13 @@ def policy_obj(namespace: str, name: str, spec: Any, rv: int = 1) -> dict[str, A
     }
 
 
-def pod_obj(namespace: str, name: str, labels: dict[str, str], rv: int = 1) -> dict[str, Any]:
+def pod_obj(
+    namespace: str,
+    name: str,
+    labels: dict[str, str],
+    rv: int = 1,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
     index = NAMESPACES.index(namespace) * 16 + POD_NAMES.index(name) + 2
     return {
         "apiVersion": "v1",
@@ -125,6 +134,7 @@ def pod_obj(namespace: str, name: str, labels: dict[str, str], rv: int = 1) -> d
             "namespace": namespace,
             "name": name,
             "labels": labels,
+            "annotations": annotations or {},
             "resourceVersion": str(rv),
         },
         "spec": {
@@ -186,21 +196,62 @@ def slice_obj(
     }
 
 
-def fingerprints(snapshot: store.Store, policies_order: random.Random | None = None) -> dict:
-    """Every pod's compiled fingerprint, as the reconciler computes it."""
-    index = calc_compile.build_index(snapshot.namespaces, snapshot.pods.values())
-    services = calc_services.build_index(
-        snapshot.services.values(), snapshot.endpointslices.values()
+def node_obj(name: str, addresses: Sequence[str], rv: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "resourceVersion": str(rv)},
+        "status": {"addresses": [{"type": "InternalIP", "address": a} for a in addresses]},
+    }
+
+
+GUARD_PORTS = containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
+NODE_ADDRESSES = ("198.18.100.1", "198.18.100.2", "fd00:198:18::100:1")
+FORENSICS = ("198.18.200.0/24", "fd00:198:18:200::/64", "not-a-cidr")
+
+
+def fingerprints(
+    snapshot: store.Store, policies_order: random.Random | None = None
+) -> dict[str, str]:
+    """Every pod's desired ruleset (`calc.desired`, as the agent computes it), fingerprinted."""
+    policies = list(snapshot.policies.values())
+    if policies_order is not None:
+        policies_order.shuffle(policies)
+    cluster = calc_desired.Cluster.of(
+        pods=snapshot.pods.values(),
+        namespaces=snapshot.namespaces,
+        policies=policies,
+        nodes=snapshot.nodes.values(),
+        services=snapshot.services.values(),
+        endpointslices=snapshot.endpointslices.values(),
+        guard_ports=GUARD_PORTS,
     )
     out = {}
     for key in sorted(snapshot.pods):
-        pod = snapshot.pods[key]
-        policies = snapshot.policies_in(pod.namespace)
-        if policies_order is not None:
-            policies_order.shuffle(policies)
-        rs = calc_compile.compile_indexed(pod, policies, index, (), services)
+        rs = calc_desired.desired(snapshot.pods[key], cluster).ruleset
         out[key] = render_nft.render(rs, ["eth0"]).fingerprint
     return out
+
+
+@st.composite
+def pod_labels(draw: st.DrawFn) -> tuple[dict[str, str], dict[str, str]]:
+    """Labels (sometimes quarantined) and annotations (sometimes forensic sources)."""
+    labels = draw(labels_st)
+    annotations: dict[str, str] = {}
+    if draw(st.integers(0, 3)) == 0:
+        labels[containment.QUARANTINE_LABEL] = "true"
+        sources = draw(st.lists(st.sampled_from(FORENSICS), unique=True, max_size=2))
+        if sources:
+            annotations[containment.ALLOW_FROM_ANNOTATION] = ",".join(sources)
+    return labels, annotations
+
+
+@st.composite
+def namespace_labels(draw: st.DrawFn) -> dict[str, str]:
+    labels = draw(labels_st)
+    if draw(st.integers(0, 3)) == 0:
+        labels[containment.NODE_GUARD_LABEL] = "off"
+    return labels
 
 
 # -- 1. order independence ---------------------------------------------------------------
@@ -212,15 +263,21 @@ def histories(draw: st.DrawFn) -> dict[tuple[str, str], list[dict[str, Any] | No
     """Per object, the sequence of versions it goes through (None = deleted)."""
     out: dict[tuple[str, str], list[dict[str, Any] | None]] = {}
     rv = iter(range(1, 10_000))
+    for node in ("node-1", "node-2"):
+        out[("nodes", node)] = [
+            node_obj(node, draw(st.lists(st.sampled_from(NODE_ADDRESSES), unique=True)), next(rv))
+            for _ in range(draw(st.integers(1, 3)))
+        ]
     for ns in NAMESPACES:
-        out[("namespaces", ns)] = [ns_obj(ns, draw(labels_st), next(rv))]
+        out[("namespaces", ns)] = [ns_obj(ns, draw(namespace_labels()), next(rv))]
         out[("namespaces", ns)] += [
-            ns_obj(ns, draw(labels_st), next(rv)) for _ in range(draw(st.integers(0, 2)))
+            ns_obj(ns, draw(namespace_labels()), next(rv)) for _ in range(draw(st.integers(0, 2)))
         ]
         for name in draw(st.lists(st.sampled_from(POD_NAMES), unique=True, max_size=3)):
-            versions: list[dict[str, Any] | None] = [
-                pod_obj(ns, name, draw(labels_st), next(rv)) for _ in range(draw(st.integers(1, 3)))
-            ]
+            versions: list[dict[str, Any] | None] = []
+            for _ in range(draw(st.integers(1, 3))):
+                labels, annotations = draw(pod_labels())
+                versions.append(pod_obj(ns, name, labels, next(rv), annotations))
             if draw(st.booleans()):
                 versions.append(None)
             out[("pods", f"{ns}/{name}")] = versions
@@ -299,7 +356,7 @@ def test_compile_is_independent_of_event_order(
     final = {key: versions[-1] for key, versions in hist.items()}
     relist = feed(
         watch.Relist(kind, [obj for (k, _), obj in final.items() if k == kind and obj], "", 0.0)
-        for kind in ("namespaces", "pods", "networkpolicies", "services", "endpointslices")
+        for kind in ("nodes", "namespaces", "pods", "networkpolicies", "services", "endpointslices")
     )
     expected = fingerprints(relist)
     assert fingerprints(one) == expected
