@@ -28,7 +28,7 @@ from typing import Any
 
 from agent.dataplane import backend, backends, netns
 from agent.policy import ruleset
-from agent.sandbox import topology
+from testbed.sandbox import topology
 
 PORT_ECHO, PORT_BULK = 5001, 5002
 PEER_BASE = int(ipaddress.IPv4Address("198.19.0.0"))

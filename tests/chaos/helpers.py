@@ -25,8 +25,8 @@ from agent.dataplane import render_nft
 from agent.k8s import watch
 from agent.policy import compile as policy_compile
 from agent.policy import containment
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import podclient, probe, topology
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import podclient, probe, topology
 from tests import conftest
 
 # Agents started by these tests dump their threads' stacks on SIGABRT (see kill_agent).

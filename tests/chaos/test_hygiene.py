@@ -17,8 +17,8 @@ import pytest
 from agent import model
 from agent.dataplane import backend, netns, render_nft
 from agent.policy import compile as policy_compile
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import iproute, topology
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import iproute, topology
 from tests import conftest
 from tests.chaos import helpers
 

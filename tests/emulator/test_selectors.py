@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.emulator import selectors
+from testbed.emulator import selectors
 
 LABELS = {"app": "web", "tier": "fe", "replicas": "3"}
 

@@ -17,7 +17,7 @@ import pytest
 
 from agent.dataplane import backend, netns, render_nft
 from agent.policy import ruleset
-from agent.sandbox import probe, topology
+from testbed.sandbox import probe, topology
 from tests import conftest
 
 pytestmark = conftest.requires_root

@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 
 from agent import model, store
 from agent.dataplane import render_nft
-from agent.emulator import validation
 from agent.k8s import convert, watch
 from agent.policy import compile as policy_compile
 from agent.policy import services as policy_services
+from testbed.emulator import validation
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMESPACES = ("x", "y", "z")

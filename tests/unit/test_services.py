@@ -16,7 +16,7 @@ from agent.k8s import convert
 from agent.policy import compile as policy_compile
 from agent.policy import intervals, ruleset
 from agent.policy import services as policy_services
-from agent.sandbox import endpoints, serviceproxy
+from testbed.sandbox import endpoints, serviceproxy
 
 TCP, UDP = 6, 17
 CLUSTER_IP = "198.19.192.10"

@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonpatch
 
-from agent.emulator import errors
+from testbed.emulator import errors
 
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"

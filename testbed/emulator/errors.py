@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.emulator import fielderrors, resources
+from testbed.emulator import fielderrors, resources
 
 
 class ApiError(Exception):

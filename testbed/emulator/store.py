@@ -12,7 +12,7 @@ import collections
 from collections.abc import Iterator
 from typing import Any
 
-from agent.emulator import resources, watch
+from testbed.emulator import resources, watch
 
 ObjKey = tuple[str, str]  # (namespace, name); namespace is "" for cluster-scoped objects
 

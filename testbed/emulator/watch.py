@@ -12,7 +12,7 @@ import collections
 import dataclasses
 from typing import Any
 
-from agent.emulator import resources, selectors
+from testbed.emulator import resources, selectors
 
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"

@@ -18,7 +18,7 @@ import random
 import uuid
 from typing import Any
 
-from agent.emulator import (
+from testbed.emulator import (
     defaults,
     errors,
     fielderrors,

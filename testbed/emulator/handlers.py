@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp.web
 import structlog
 
-from agent.emulator import (
+from testbed.emulator import (
     discovery,
     errors,
     faults,

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from agent.emulator import names
+from testbed.emulator import names
 
 
 class SelectorError(ValueError):

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aiohttp.web
 import structlog
 
-from agent.emulator import faults, handlers, kubeconfig, registry, store
+from testbed.emulator import faults, handlers, kubeconfig, registry, store
 
 log = structlog.get_logger()
 T = TypeVar("T")
