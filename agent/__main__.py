@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     agent_parser = sub.add_parser("agent", help="run the node agent")
     config.add_agent_arguments(agent_parser)
-    sub.add_parser("demo", help="run the sandbox demo (root)")
+    sub.add_parser("demo", help="run the sandbox demo (root; needs podseg-testbed)")
     cleanup_parser = sub.add_parser(
         "cleanup", help="remove podseg's tables from every pod namespace of this node (root)"
     )
@@ -46,8 +46,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cleanup.main(args.netns_dir, not args.no_proc_scan, args.dry_run)
     if args.command == "agent":
         return _serve("agent", args, config.settings_from_args, "agent.app")
-    from agent import demo
+    return _demo()
 
+
+def _demo() -> int:
+    """`podseg demo` is test tooling: it ships with the podseg-testbed distribution (testbed/),
+    not with the runtime, so it is looked up only now and may be missing (exit 2)."""
+    try:
+        demo = importlib.import_module("testbed.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("testbed", "testbed.demo"):
+            raise
+        print(
+            "podseg demo: the demo ships with the podseg-testbed package"
+            " (bash scripts/demo.sh installs it)",
+            file=sys.stderr,
+        )
+        return 2
     return int(demo.main())
 
 

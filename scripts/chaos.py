@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from agent.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import cluster as sandbox_cluster
 from tests.chaos import engine
 
 

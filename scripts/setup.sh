@@ -32,16 +32,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+# Two editable installs: podseg[dev] (the runtime agent/ plus the dev tools) and podseg-testbed
+# (testbed/: API emulator, netns sandbox, `podseg demo`), which the tests and the demo need.
 stamp=.venv/.podseg-installed
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$(cat pyproject.toml testbed/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: creating .venv and installing podseg[dev]"
+  echo "setup: creating .venv and installing podseg[dev] and podseg-testbed"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   log=$(mktemp)
-  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[dev]'; } >"$log" 2>&1; then
+  if ! { .venv/bin/python -m pip install -q --upgrade pip \
+         && .venv/bin/python -m pip install -q -e '.[dev]' -e ./testbed; } >"$log" 2>&1; then
     cat "$log"; echo "setup: pip install failed" >&2; exit 1
   fi
   rm -f "$log"
   .venv/bin/python -c 'import agent, kubernetes, pyroute2, prometheus_client, structlog, aiohttp'
+  .venv/bin/python -I -c 'import testbed.emulator.server, testbed.sandbox.cluster, testbed.demo'
   echo "$want" > "$stamp"
 fi

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "== ruff"; .venv/bin/ruff check agent tests scripts
-echo "== ruff format"; .venv/bin/ruff format --check agent tests scripts
-echo "== mypy --strict agent"; .venv/bin/mypy
+echo "== ruff"; .venv/bin/ruff check agent testbed tests scripts
+echo "== ruff format"; .venv/bin/ruff format --check agent testbed tests scripts
+echo "== mypy --strict agent testbed"; .venv/bin/mypy
 echo "== pytest"
 exec .venv/bin/pytest -q -ra "$@" tests

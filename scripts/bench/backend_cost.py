@@ -29,7 +29,7 @@ from typing import Any
 from agent.calc import ruleset
 from agent.dataplane import backends, netns
 from agent.dataplane import client as dp_client
-from agent.sandbox import topology
+from testbed.sandbox import topology
 
 PORT_ECHO, PORT_BULK = 5001, 5002
 PEER_BASE = int(ipaddress.IPv4Address("198.19.0.0"))

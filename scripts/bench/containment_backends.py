@@ -24,7 +24,7 @@ import benchlib
 from agent.calc import intervals, ruleset
 from agent.dataplane import backends, netns, protocol
 from agent.dataplane import client as dp_client
-from agent.sandbox import topology
+from testbed.sandbox import topology
 
 PEER_BASE = int(ipaddress.IPv4Address("198.19.0.0"))
 GUARDED = ((6, 22, 22), (6, 445, 445), (6, 10250, 10250), (6, 30000, 32767), (17, 30000, 32767))

@@ -32,7 +32,7 @@ from typing import Any
 import prometheus_client.parser
 
 from agent.dataplane.nft import render as render_nft
-from agent.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import cluster as sandbox_cluster
 
 STORM = r"""
 import errno, socket, sys, time

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from agent.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import cluster as sandbox_cluster
 
 
 def pct(values: list[float], q: float) -> float:

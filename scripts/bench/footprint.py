@@ -35,7 +35,7 @@ from typing import Any
 
 import benchlib
 
-from agent.emulator import server
+from testbed.emulator import server
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -36,8 +36,8 @@ import benchlib
 from agent.calc import intervals, ruleset
 from agent.dataplane import backends, netns
 from agent.dataplane import client as dataplane_backend
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import topology
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import topology
 
 SOCKPERF_PORT = 11111
 IPERF_PORT = 5201

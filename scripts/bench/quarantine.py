@@ -25,8 +25,8 @@ import sys
 import time
 from typing import Any
 
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import probe
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import probe
 
 ECHO = 7000
 INTERVAL = 0.002

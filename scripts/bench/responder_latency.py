@@ -28,7 +28,7 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 
-from agent.emulator import server
+from testbed.emulator import server
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "responder" / "payloads" / "falco_drop_and_execute.json"

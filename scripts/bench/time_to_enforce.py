@@ -37,7 +37,7 @@ from typing import Any
 
 import benchlib
 
-from agent.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import cluster as sandbox_cluster
 
 REMOTE_NAMESPACES = 100
 ROLES = 50

@@ -25,8 +25,8 @@ from agent.calc import compile as calc_compile
 from agent.calc import containment
 from agent.dataplane.nft import render as render_nft
 from agent.k8s import watch
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import podclient, probe, topology
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import podclient, probe, topology
 from tests import conftest
 
 # Agents started by these tests dump their threads' stacks on SIGABRT (see kill_agent).

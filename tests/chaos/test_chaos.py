@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import cluster as sandbox_cluster
 from tests import conftest
 from tests.chaos import engine
 

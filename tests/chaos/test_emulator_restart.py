@@ -12,7 +12,7 @@ import kubernetes.client
 import kubernetes.watch
 import pytest
 
-from agent.emulator import server
+from testbed.emulator import server
 from tests import conftest
 from tests.emulator import helpers
 

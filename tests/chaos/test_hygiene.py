@@ -19,8 +19,8 @@ from agent.calc import compile as calc_compile
 from agent.dataplane import client as dp_client
 from agent.dataplane import netns
 from agent.dataplane.nft import render as render_nft
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import iproute, topology
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import iproute, topology
 from tests import conftest
 from tests.chaos import helpers
 from tests.support import dataplane as dpt

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import probe
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import probe
 from tests import conftest
 from tests.chaos import helpers
 from tests.e2e import test_agent

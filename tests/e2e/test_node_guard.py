@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import podclient, probe
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import podclient, probe
 from tests import conftest
 from tests.e2e import conftest as e2e
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import probe
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import probe
 from tests import conftest
 from tests.e2e import conftest as e2e
 from tests.e2e import test_agent

@@ -1,7 +1,7 @@
 """Egress policies through Services, probed live through real ClusterIPs.
 
 One sandbox node with the emulator, a real `podseg agent` and the service-proxy stand-in
-(`agent.sandbox.serviceproxy`: nftables DNAT in the node namespace, like kube-proxy). The pod
+(`testbed.sandbox.serviceproxy`: nftables DNAT in the node namespace, like kube-proxy). The pod
 `svc/client` is the policed client; `svc/guest` is never egress-isolated and proves, in every
 case, that the Service itself works (so a timeout from `client` is podseg's drop, not a broken
 proxy). Without the Service translation (`agent.calc.services`) every "ok" from `client`
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from agent.emulator import serviceips
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import probe
+from testbed.emulator import serviceips
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import probe
 from tests import conftest
 
 NS = "svc"

@@ -16,7 +16,7 @@ import kubernetes.client
 import kubernetes.config
 import kubernetes.watch
 
-from agent.emulator import server
+from testbed.emulator import server
 
 
 def client_for(emu: server.EmulatorThread, directory: pathlib.Path) -> kubernetes.client.ApiClient:

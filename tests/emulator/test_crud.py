@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from agent.emulator import server
+from testbed.emulator import server
 from tests.emulator import helpers
 
 ApiException = kubernetes.client.ApiException

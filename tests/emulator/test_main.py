@@ -1,4 +1,4 @@
-"""``python -m agent.emulator`` as a subprocess: prints its URL first, serves, exits on TERM."""
+"""``python -m testbed.emulator`` as a subprocess: prints its URL first, serves, exits on TERM."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 def test_module_entry_point(tmp_path: pathlib.Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.emulator", "--port", "0", "--kubeconfig", str(kubeconfig)],
+        [sys.executable, "-m", "testbed.emulator", "--port", "0", "--kubeconfig", str(kubeconfig)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.emulator import selectors
+from testbed.emulator import queryselectors
 
 LABELS = {"app": "web", "tier": "fe", "replicas": "3"}
 
@@ -29,21 +29,21 @@ LABELS = {"app": "web", "tier": "fe", "replicas": "3"}
     ],
 )
 def test_label_selector(text: str, matches: bool) -> None:
-    assert selectors.parse_label_selector(text).matches(LABELS) is matches
+    assert queryselectors.parse_label_selector(text).matches(LABELS) is matches
 
 
 @pytest.mark.parametrize(
     "text", ["app in (", "app in ()", "=x", "app=web,", "app==a=b", "Bad Key=x", "app=a b"]
 )
 def test_label_selector_errors(text: str) -> None:
-    with pytest.raises(selectors.SelectorError):
-        selectors.parse_label_selector(text)
+    with pytest.raises(queryselectors.SelectorError):
+        queryselectors.parse_label_selector(text)
 
 
 def test_field_selector_escapes_and_negation() -> None:
-    sel = selectors.parse_field_selector(r"metadata.name=a\,b,spec.nodeName!=n1")
+    sel = queryselectors.parse_field_selector(r"metadata.name=a\,b,spec.nodeName!=n1")
     assert sel.matches({"metadata.name": "a,b", "spec.nodeName": "n2"})
     assert not sel.matches({"metadata.name": "a,b", "spec.nodeName": "n1"})
     assert sel.fields() == {"metadata.name", "spec.nodeName"}
-    with pytest.raises(selectors.SelectorError):
-        selectors.parse_field_selector("justakey")
+    with pytest.raises(queryselectors.SelectorError):
+        queryselectors.parse_field_selector("justakey")

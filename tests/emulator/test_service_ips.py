@@ -1,4 +1,4 @@
-"""Service ClusterIP allocation and validation (agent.emulator.serviceips), via the client."""
+"""Service ClusterIP allocation and validation (testbed.emulator.serviceips), via the client."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from agent.emulator import serviceips
+from testbed.emulator import serviceips
 from tests.emulator import helpers
 
 

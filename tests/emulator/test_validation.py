@@ -7,7 +7,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from agent.emulator import names, resources, server, validation
+from testbed.emulator import names, resources, server, validation
 from tests.emulator import helpers
 
 PORT = {"port": 80}

@@ -13,7 +13,7 @@ import kubernetes.client
 import kubernetes.watch
 import pytest
 
-from agent.emulator import server
+from testbed.emulator import server
 from tests.emulator import helpers
 
 

@@ -19,7 +19,7 @@ from agent.calc import ruleset
 from agent.dataplane import client as dp_client
 from agent.dataplane import netns
 from agent.dataplane.nft import render as render_nft
-from agent.sandbox import probe, topology
+from testbed.sandbox import probe, topology
 from tests import conftest
 from tests.support import dataplane as dpt
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.sandbox import addressing, iproute, probe, topology
+from testbed.sandbox import addressing, iproute, probe, topology
 
 pytestmark = [
     pytest.mark.root,

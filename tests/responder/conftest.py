@@ -16,8 +16,8 @@ import kubernetes.client
 import pytest
 
 from agent import metrics
-from agent.emulator import server
 from agent.responder import app, findings, settings, severity
+from testbed.emulator import server
 from tests.emulator import helpers
 from tests.responder import harness
 

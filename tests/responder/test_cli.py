@@ -11,7 +11,7 @@ import sys
 import kubernetes.client
 import pytest
 
-from agent.emulator import server
+from testbed.emulator import server
 from tests.responder import harness, payloads
 from tests.responder.conftest import SHOP_WEB, TOKEN, pod_meta
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import kubernetes.client
 
-from agent.emulator import server
+from testbed.emulator import server
 from tests.responder import payloads
 from tests.responder.conftest import PAYMENTS_API, SHOP_WEB, TOKEN, Start, count, pod_meta
 

@@ -1,4 +1,5 @@
-"""`podseg agent` refuses to start with a clear message and exit code 2 on bad settings."""
+"""`podseg agent` refuses to start with a clear message and exit code 2 on bad settings;
+`podseg demo` runs the testbed demo, or says where it ships when only the runtime is installed."""
 
 from __future__ import annotations
 
@@ -36,3 +37,27 @@ def test_bad_settings_exit_2_with_a_message(args: tuple[str, ...], message: str)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_without_the_testbed_says_where_it_ships(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`podseg demo` is test tooling (podseg-testbed); the runtime alone answers in one line."""
+    from agent import __main__ as cli
+
+    monkeypatch.setitem(sys.modules, "testbed", None)  # None: import fails as if not installed
+    monkeypatch.setitem(sys.modules, "testbed.demo", None)
+    assert cli.main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "podseg demo: the demo ships with the podseg-testbed package"
+        " (bash scripts/demo.sh installs it)"
+    ]
+
+
+def test_demo_runs_the_testbed_demo_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import __main__ as cli
+    from testbed import demo
+
+    monkeypatch.setattr(demo, "main", lambda: 7)
+    assert cli.main(["demo"]) == 7

@@ -29,8 +29,8 @@ from agent.calc import compile as calc_compile
 from agent.calc import containment
 from agent.calc import desired as calc_desired
 from agent.dataplane.nft import render as render_nft
-from agent.emulator import validation
 from agent.k8s import convert, watch
+from testbed.emulator import validation
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMESPACES = ("x", "y", "z")

@@ -16,7 +16,7 @@ from agent.calc import compile as calc_compile
 from agent.calc import intervals, ruleset
 from agent.calc import services as calc_services
 from agent.k8s import convert
-from agent.sandbox import endpoints, serviceproxy
+from testbed.sandbox import endpoints, serviceproxy
 
 TCP, UDP = 6, 17
 CLUSTER_IP = "198.19.192.10"

@@ -7,7 +7,7 @@ PreferDualStack, RequireDualStack), keep the allocation on updates that omit it,
 address that is outside the range or already taken, and treat `clusterIP: None` as headless.
 
 The ranges lie inside the sandbox's address space (198.18.0.0/15, fd00:198:18::/48) but away
-from every address `agent.sandbox.addressing` hands to nodes, pods and links.
+from every address `testbed.sandbox.addressing` hands to nodes, pods and links.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ This plays etcd plus the watch cache: every write bumps the global RV, is append
 history window and is pushed to live watchers.  A watch may resume from any RV still inside
 the window; older RVs are "compacted" and get 410 Expired.  Not thread-safe: only the
 emulator's event loop calls it.  Stored dicts are treated as immutable (writes replace them).
+The server's source of truth, not to be confused with `agent.store`, the agent's mirror of it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import collections
 from collections.abc import Iterator
 from typing import Any
 
-from agent.emulator import resources, watch
+from testbed.emulator import resources, watchcache
 
 ObjKey = tuple[str, str]  # (namespace, name); namespace is "" for cluster-scoped objects
 
@@ -33,8 +34,8 @@ class Store:
         self._objects: dict[tuple[str, str], dict[ObjKey, dict[str, Any]]] = {
             rt.key: {} for rt in resources.ALL
         }
-        self._history: collections.deque[watch.Event] = collections.deque()
-        self._watchers: set[watch.Watcher] = set()
+        self._history: collections.deque[watchcache.Event] = collections.deque()
+        self._watchers: set[watchcache.Watcher] = set()
         # Each table's keys in order, kept until a key comes or goes: a paged LIST of 10,000
         # pods asks for them once per page (sorting per page made the pages quadratic).
         self._ordered: dict[tuple[str, str], list[ObjKey]] = {}
@@ -58,7 +59,7 @@ class Store:
             ordered = self._ordered[rt.key] = sorted(self._objects[rt.key])
         return ordered
 
-    def events_after(self, rv: int) -> Iterator[watch.Event]:
+    def events_after(self, rv: int) -> Iterator[watchcache.Event]:
         """History events newer than ``rv``; caller must check ``rv >= compacted_rv``."""
         for event in self._history:
             if event.rv > rv:
@@ -74,17 +75,17 @@ class Store:
         old: dict[str, Any] | None,
     ) -> dict[str, Any]:
         self.rv += 1
-        stored = watch.with_rv(obj, self.rv)
+        stored = watchcache.with_rv(obj, self.rv)
         key = obj_key(stored)
         table = self._objects[rt.key]
-        if kind == watch.DELETED:
+        if kind == watchcache.DELETED:
             del table[key]
             self._ordered.pop(rt.key, None)
         else:
             if key not in table:
                 self._ordered.pop(rt.key, None)
             table[key] = stored
-        event = watch.Event(self.rv, kind, rt, stored, old)
+        event = watchcache.Event(self.rv, kind, rt, stored, old)
         self._history.append(event)
         while len(self._history) > self.history_limit:
             self.compacted_rv = self._history.popleft().rv
@@ -95,22 +96,22 @@ class Store:
         return stored
 
     def create(self, rt: resources.ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-        return self._commit(watch.ADDED, rt, obj, None)
+        return self._commit(watchcache.ADDED, rt, obj, None)
 
     def update(
         self, rt: resources.ResourceType, obj: dict[str, Any], old: dict[str, Any]
     ) -> dict[str, Any]:
-        return self._commit(watch.MODIFIED, rt, obj, old)
+        return self._commit(watchcache.MODIFIED, rt, obj, old)
 
     def delete(self, rt: resources.ResourceType, old: dict[str, Any]) -> dict[str, Any]:
-        return self._commit(watch.DELETED, rt, old, old)
+        return self._commit(watchcache.DELETED, rt, old, old)
 
     # --- watchers ---------------------------------------------------------------------
 
-    def add_watcher(self, watcher: watch.Watcher) -> None:
+    def add_watcher(self, watcher: watchcache.Watcher) -> None:
         self._watchers.add(watcher)
 
-    def remove_watcher(self, watcher: watch.Watcher) -> None:
+    def remove_watcher(self, watcher: watchcache.Watcher) -> None:
         self._watchers.discard(watcher)
 
     def close_watchers(self) -> int:
@@ -139,7 +140,7 @@ class Store:
         for table in self._objects.values():
             for key in sorted(table):
                 self.rv += 1
-                table[key] = watch.with_rv(table[key], self.rv)
+                table[key] = watchcache.with_rv(table[key], self.rv)
         self._history.clear()
         self.compacted_rv = self.rv
         return closed

@@ -15,7 +15,7 @@ node namespace gets one table, `table inet psg-proxy`:
   masquerade in `postrouting` as kube-proxy does, but this does not work in the sandbox yet
   (the packet never reaches conntrack confirmation; not needed by any test, not investigated).
 
-Pods route everything through their node (see `agent.sandbox.topology`), so requests and
+Pods route everything through their node (see `testbed.sandbox.topology`), so requests and
 replies both cross the node namespace, whose conntrack un-NATs replies: the client sees the
 ClusterIP, the backend sees the client pod's own address (no SNAT otherwise).
 

@@ -16,15 +16,15 @@ from typing import Any
 import aiohttp.web
 import structlog
 
-from agent.emulator import (
+from testbed.emulator import (
+    apistatus,
     discovery,
-    errors,
     faults,
     patching,
+    queryselectors,
     registry,
     resources,
-    selectors,
-    watch,
+    watchcache,
 )
 
 log = structlog.get_logger()
@@ -53,7 +53,7 @@ def json_response(obj: Any, status: int = 200) -> aiohttp.web.Response:
     return aiohttp.web.json_response(obj, status=status, dumps=dumps)
 
 
-def error_response(err: errors.ApiError) -> aiohttp.web.Response:
+def error_response(err: apistatus.ApiError) -> aiohttp.web.Response:
     return json_response(err.status(), status=err.code)
 
 
@@ -70,7 +70,7 @@ class Target:
 def resolve(group: str, version: str, tail: str) -> Target:
     segs = [s for s in tail.split("/") if s != ""]
     if not segs:
-        raise errors.unknown_path()
+        raise apistatus.unknown_path()
     ns: str | None = None
     rt: resources.ResourceType | None = None
     if segs[0] == "namespaces" and len(segs) >= 3:
@@ -81,13 +81,13 @@ def resolve(group: str, version: str, tail: str) -> Target:
         rt = resources.lookup(group, version, segs[0])
         rest = segs[1:]
         if rt is None or (rt.namespaced and rest):
-            raise errors.unknown_path()
+            raise apistatus.unknown_path()
     if len(rest) > 2:
-        raise errors.unknown_path()
+        raise apistatus.unknown_path()
     name = rest[0] if rest else None
     sub = rest[1] if len(rest) > 1 else None
     if sub is not None and sub not in rt.subresources:
-        raise errors.unknown_path()
+        raise apistatus.unknown_path()
     return Target(rt, ns, name, sub)
 
 
@@ -98,9 +98,9 @@ def _int_param(query: Any, key: str) -> int | None:
     try:
         value = int(raw)
     except ValueError as exc:
-        raise errors.bad_request(f"invalid value for {key}: {raw!r}") from exc
+        raise apistatus.bad_request(f"invalid value for {key}: {raw!r}") from exc
     if value < 0:
-        raise errors.bad_request(f"invalid value for {key}: {raw!r}")
+        raise apistatus.bad_request(f"invalid value for {key}: {raw!r}")
     return value
 
 
@@ -108,21 +108,21 @@ def _flag(query: Any, key: str) -> bool:
     return str(query.get(key, "")).lower() in ("true", "1")
 
 
-def build_filter(target: Target, query: Any) -> watch.Filter:
+def build_filter(target: Target, query: Any) -> watchcache.Filter:
     rt = target.rt
     try:
-        labels = selectors.parse_label_selector(query.get("labelSelector", ""))
-        fields = selectors.parse_field_selector(query.get("fieldSelector", ""))
-    except selectors.SelectorError as exc:
-        raise errors.bad_request(str(exc)) from exc
+        labels = queryselectors.parse_label_selector(query.get("labelSelector", ""))
+        fields = queryselectors.parse_field_selector(query.get("fieldSelector", ""))
+    except queryselectors.SelectorError as exc:
+        raise apistatus.bad_request(str(exc)) from exc
     allowed = {"metadata.name", *rt.field_labels}
     if rt.namespaced:
         allowed.add("metadata.namespace")
     for field in sorted(fields.fields()):
         if field not in allowed:
-            raise errors.bad_request(f"field label not supported: {field}")
+            raise apistatus.bad_request(f"field label not supported: {field}")
     namespace = target.namespace if rt.namespaced else None
-    return watch.Filter(rt, namespace, labels, fields)
+    return watchcache.Filter(rt, namespace, labels, fields)
 
 
 async def _read_json(request: aiohttp.web.Request, *, optional: bool = False) -> Any:
@@ -130,11 +130,11 @@ async def _read_json(request: aiohttp.web.Request, *, optional: bool = False) ->
     if not raw.strip():
         if optional:
             return None
-        raise errors.bad_request("the request body is empty")
+        raise apistatus.bad_request("the request body is empty")
     try:
         return json.loads(raw)
     except ValueError as exc:
-        raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
+        raise apistatus.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
 
 
 class Api:
@@ -179,20 +179,20 @@ class Api:
         if api and self.faults.error_status is not None:
             code = self.faults.error_status
             reason = _STATUS_REASONS.get(code, "InternalError")
-            return error_response(errors.ApiError(code, reason, f"injected fault: {reason}", {}))
+            return error_response(apistatus.ApiError(code, reason, f"injected fault: {reason}", {}))
         try:
             return await handler(request)
-        except errors.ApiError as err:
+        except apistatus.ApiError as err:
             return error_response(err)
         except aiohttp.web.HTTPException as exc:
             if exc.status == 404:
-                return error_response(errors.unknown_path())
+                return error_response(apistatus.unknown_path())
             if exc.status == 405:
-                return error_response(errors.method_not_allowed())
+                return error_response(apistatus.method_not_allowed())
             raise
         except Exception as exc:  # a bug in the emulator: answer like the server would
             log.exception("emulator.handler_error", path=request.path, method=request.method)
-            return error_response(errors.internal(f"emulator error: {exc!r}"))
+            return error_response(apistatus.internal(f"emulator error: {exc!r}"))
 
     # --- discovery ------------------------------------------------------------------------
 
@@ -215,14 +215,14 @@ class Api:
     async def _group(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         body = discovery.api_group(request.match_info["group"])
         if body is None:
-            raise errors.unknown_path()
+            raise apistatus.unknown_path()
         return json_response(body)
 
     async def _group_resources(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         info = request.match_info
         body = discovery.api_resource_list(info["group"], info["version"])
         if body is None:
-            raise errors.unknown_path()
+            raise apistatus.unknown_path()
         return json_response(body)
 
     # --- resources ------------------------------------------------------------------------
@@ -241,7 +241,7 @@ class Api:
         reg = self.registry
         if method != "GET" and request.query.get("dryRun"):
             # Refuse loudly rather than persist a write the caller meant as a dry run.
-            raise errors.bad_request("dryRun is not supported by the podseg API emulator")
+            raise apistatus.bad_request("dryRun is not supported by the podseg API emulator")
         rt = target.rt
         ns = target.namespace or ""
         if target.name is None:
@@ -254,13 +254,13 @@ class Api:
                 return json_response(reg.list(flt, limit, token))
             if method == "POST":
                 if rt.namespaced and target.namespace is None:
-                    raise errors.method_not_allowed()
+                    raise apistatus.method_not_allowed()
                 return json_response(reg.create(rt, ns, await _read_json(request)), 201)
             if method == "DELETE":
                 if rt.namespaced and target.namespace is None:
-                    raise errors.method_not_allowed()
+                    raise apistatus.method_not_allowed()
                 return json_response(reg.delete_collection(build_filter(target, request.query)))
-            raise errors.method_not_allowed()
+            raise apistatus.method_not_allowed()
         name = target.name
         sub = target.subresource
         if method == "GET":
@@ -270,18 +270,18 @@ class Api:
         if method == "PATCH":
             content_type = request.content_type
             if content_type not in patching.SUPPORTED:
-                raise errors.unsupported_media_type(content_type)
+                raise apistatus.unsupported_media_type(content_type)
             body = await _read_json(request)
             return json_response(reg.patch(rt, ns, name, content_type, body, sub))
         if method == "DELETE" and sub is None:
             options = await _read_json(request, optional=True)
             return json_response(reg.delete(rt, ns, name, options))
-        raise errors.method_not_allowed()
+        raise apistatus.method_not_allowed()
 
     # --- watch ----------------------------------------------------------------------------
 
     async def _watch(
-        self, request: aiohttp.web.Request, flt: watch.Filter
+        self, request: aiohttp.web.Request, flt: watchcache.Filter
     ) -> aiohttp.web.StreamResponse:
         query = request.query
         store = self.registry.store
@@ -289,22 +289,22 @@ class Api:
         bookmarks = _flag(query, "allowWatchBookmarks")
         send_initial = _flag(query, "sendInitialEvents")
         rv_text = query.get("resourceVersion", "")
-        watcher = watch.Watcher(flt)
+        watcher = watchcache.Watcher(flt)
         initial: list[tuple[str, dict[str, Any]]] = []
-        expired: errors.ApiError | None = None
+        expired: apistatus.ApiError | None = None
         # Everything up to add_watcher runs without awaiting, so no write can slip between
         # the snapshot/history replay and the registration of the live queue.
         if rv_text in ("", "0") or send_initial:
-            initial = [(watch.ADDED, obj) for obj in store.items(flt.rt, flt.namespace)]
+            initial = [(watchcache.ADDED, obj) for obj in store.items(flt.rt, flt.namespace)]
             initial = [(t, o) for t, o in initial if flt.matches(o)]
             store.add_watcher(watcher)
         else:
             try:
                 since = int(rv_text)
             except ValueError as exc:
-                raise errors.bad_request(f"invalid resource version: {rv_text!r}") from exc
+                raise apistatus.bad_request(f"invalid resource version: {rv_text!r}") from exc
             if since < store.compacted_rv:
-                expired = errors.expired(since, store.compacted_rv + 1)
+                expired = apistatus.expired(since, store.compacted_rv + 1)
             else:
                 for event in store.events_after(since):
                     translated = watcher.translate(event)
@@ -318,13 +318,13 @@ class Api:
         try:
             await resp.prepare(request)
             if expired is not None:
-                await _send(resp, watch.ERROR, expired.status())
+                await _send(resp, watchcache.ERROR, expired.status())
                 await resp.write_eof()
                 return resp
             for kind, obj in initial:
                 await _send(resp, kind, obj)
             if send_initial and bookmarks:
-                await _send(resp, watch.BOOKMARK, self._bookmark(flt.rt, initial_rv, True))
+                await _send(resp, watchcache.BOOKMARK, self._bookmark(flt.rt, initial_rv, True))
             await self._pump(resp, watcher, timeout, bookmarks)
             await resp.write_eof()
         except (ConnectionError, aiohttp.ClientConnectionResetError):
@@ -336,7 +336,7 @@ class Api:
     async def _pump(
         self,
         resp: aiohttp.web.StreamResponse,
-        watcher: watch.Watcher,
+        watcher: watchcache.Watcher,
         timeout: int | None,
         bookmarks: bool,
     ) -> None:
@@ -357,7 +357,7 @@ class Api:
                 return
             if next_bookmark is not None and now >= next_bookmark:
                 # The queue is drained, so every event up to store.rv has been delivered.
-                await _send(resp, watch.BOOKMARK, self._bookmark(watcher.filter.rt, store.rv))
+                await _send(resp, watchcache.BOOKMARK, self._bookmark(watcher.filter.rt, store.rv))
                 next_bookmark = now + self.bookmark_interval
                 continue
             waits = [t - now for t in (deadline, next_bookmark) if t is not None]

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aiohttp.web
 import structlog
 
-from agent.emulator import faults, handlers, kubeconfig, registry, store
+from testbed.emulator import faults, handlers, kubeconfig, objectstore, registry
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -42,7 +42,7 @@ class Emulator:
         self.port = port
         self.url = ""
         self.faults = faults.Faults()
-        self.store = store.Store(history=history)
+        self.store = objectstore.Store(history=history)
         self.registry = registry.Registry(self.store, validate=validate)
         self._api = handlers.Api(self.registry, self.faults, bookmark_interval)
         self._runner: aiohttp.web.AppRunner | None = None

@@ -1,4 +1,4 @@
-"""The sandbox's handle on one running pod process (`agent.sandbox.podproc`).
+"""The sandbox's handle on one running pod process (`testbed.sandbox.podproc`).
 
 Starting the process inside its namespace, waiting for its ready line, exchanging JSON lines
 with deadlines and stopping it are kept here so the topology code deals in namespaces and
@@ -21,10 +21,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
-import agent
+import testbed
 
-# The directory that holds the `agent` package, so the child finds it whatever its cwd.
-_SOURCE_ROOT = str(pathlib.Path(agent.__file__).resolve().parent.parent)
+# The directory that holds the `testbed` package, so the child (started with `python -S`, which
+# skips site-packages and so any editable install) finds it whatever its cwd.
+_SOURCE_ROOT = str(pathlib.Path(testbed.__file__).resolve().parent.parent)
 READY_TIMEOUT = 20.0
 _STOP_TIMEOUT = 5.0
 
@@ -69,7 +70,7 @@ class PodProcess:
             sys.executable,
             "-S",  # stdlib only: skips site-packages processing, ~20 ms faster to start
             "-m",
-            "agent.sandbox.podproc",
+            "testbed.sandbox.podproc",
             "--name",
             name,
             "--ports",

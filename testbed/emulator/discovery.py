@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.emulator import resources
+from testbed.emulator import resources
 
 VERSION_INFO: dict[str, str] = {
     "major": "1",

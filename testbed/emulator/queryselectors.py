@@ -3,6 +3,8 @@
 Implements the grammar of k8s.io/apimachinery/pkg/labels (``=``, ``==``, ``!=``, ``in``,
 ``notin``, ``key``, ``!key``, ``>``/``<``; comma is AND) and pkg/fields (``=``, ``==``, ``!=``
 with backslash escapes), so list and watch filter exactly as the real server does.
+Selectors as request query strings, unlike `agent.selectors`, which matches the structured
+``LabelSelector`` of a NetworkPolicy.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from agent.emulator import names
+from testbed.emulator import names
 
 
 class SelectorError(ValueError):

@@ -3,7 +3,7 @@
 Each sandbox node is a namespace `psg-<run>-<node>` holding a bridge `psg0` that acts as the
 pod network's gateway; nodes are routed to each other over veth links between their namespaces
 (full mesh). Each pod is a namespace `psg-<run>-<namespace>-<name>` whose `eth0` is a veth into
-its node's bridge, running `agent.sandbox.podproc` (servers plus prober).
+its node's bridge, running `testbed.sandbox.podproc` (servers plus prober).
 
 Pods hold their addresses as /32 and /128 and send everything, even to pods on the same bridge,
 to the node's gateway address, which routes it (Calico style). The reason is the kernel's
@@ -15,7 +15,7 @@ family and its node one per pod.
 Nothing of a sandbox has a link into, or changes anything in, the root namespace. `close()`
 (also run by the context manager and, as a last resort, at garbage collection or interpreter
 exit) kills the pod processes and deletes every namespace of the run, including any left over
-under the run's prefix. Addresses: see `agent.sandbox.addressing`.
+under the run's prefix. Addresses: see `testbed.sandbox.addressing`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import types
 import weakref
 from collections.abc import Iterable, Sequence
 
-from agent.sandbox import addressing, iproute, podclient
+from testbed.sandbox import addressing, iproute, podclient
 
 BRIDGE = "psg0"
 POD_INTERFACE = "eth0"

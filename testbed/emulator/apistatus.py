@@ -3,13 +3,15 @@
 Handlers raise ApiError; the server turns it into a JSON Status body with the same HTTP code,
 reason, message wording and ``details`` layout as kube-apiserver (k8s.io/apimachinery
 pkg/api/errors), because clients branch on ``reason``/``code`` and tests compare messages.
+Named for what it produces, the server's side of a failure; `agent.k8s.errors` is the agent's
+side (which failures mean relist or retry).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from agent.emulator import fielderrors, resources
+from testbed.emulator import fielderrors, resources
 
 
 class ApiError(Exception):

@@ -1,4 +1,4 @@
-"""``python -m agent.emulator``: run the emulator as a standalone process.
+"""``python -m testbed.emulator``: run the emulator as a standalone process.
 
 The first stdout line is the server URL (flushed), written only after the kubeconfig (if
 requested) is in place, so a parent can block on that line and then use either.  Logs go to
@@ -14,11 +14,11 @@ import sys
 
 import structlog
 
-from agent.emulator import server
+from testbed.emulator import server
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m agent.emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m testbed.emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--kubeconfig", help="write a kubeconfig for the server here")

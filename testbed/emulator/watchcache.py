@@ -1,8 +1,10 @@
-"""Watch plumbing: the events the store records and the per-stream filter/queue.
+"""The server half of watches, after kube-apiserver's watch cache: the events the object store
+records and, per stream, the filter and queue.
 
-A Watcher receives every write to its resource (pushed synchronously by the store, so queue
-order is RV order) and translates it for its own selectors: an object that stops matching is
-delivered as DELETED and one that starts matching as ADDED, as the real watch cache does.
+A Watcher receives every write to its resource (pushed synchronously by the object store, so
+queue order is RV order) and translates it for its own selectors: an object that stops matching
+is delivered as DELETED and one that starts matching as ADDED, as the real watch cache does.
+The client half, the agent's list-then-watch, is `agent.k8s.watch`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import collections
 import dataclasses
 from typing import Any
 
-from agent.emulator import resources, selectors
+from testbed.emulator import queryselectors, resources
 
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
@@ -44,8 +46,12 @@ class Filter:
 
     rt: resources.ResourceType
     namespace: str | None = None
-    labels: selectors.LabelSelector = dataclasses.field(default_factory=selectors.LabelSelector)
-    fields: selectors.FieldSelector = dataclasses.field(default_factory=selectors.FieldSelector)
+    labels: queryselectors.LabelSelector = dataclasses.field(
+        default_factory=queryselectors.LabelSelector
+    )
+    fields: queryselectors.FieldSelector = dataclasses.field(
+        default_factory=queryselectors.FieldSelector
+    )
 
     def matches(self, obj: dict[str, Any]) -> bool:
         meta = obj.get("metadata") or {}
@@ -54,7 +60,7 @@ class Filter:
         if not self.labels.matches(meta.get("labels")):
             return False
         if self.fields.requirements:
-            visible = selectors.field_set(obj, self.rt.field_labels, self.rt.namespaced)
+            visible = queryselectors.field_set(obj, self.rt.field_labels, self.rt.namespaced)
             if not self.fields.matches(visible):
                 return False
         return True

@@ -1,6 +1,6 @@
 """The process that plays a pod: tiny servers plus a prober, run inside the pod's namespace.
 
-Started as `ip netns exec NETNS python -m agent.sandbox.podproc --name NS/POD [--ports 80,81]`.
+Started as `ip netns exec NETNS python -m testbed.sandbox.podproc --name NS/POD [--ports 80,81]`.
 It serves TCP and UDP on every port on both IPv4 and IPv6 (TCP: accept, write one line naming
 the pod, close; UDP: reply one line naming the pod to every datagram), and it is also the client
 end of probes: connections must start inside the source pod's namespace to meet that pod's

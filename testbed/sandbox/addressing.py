@@ -86,7 +86,7 @@ def pod_addresses(
     """Return the addresses of the node's pod number `ordinal` (0-based).
 
     Pods hold them as host addresses (/32, /128) behind their node's gateway; see
-    `agent.sandbox.topology` for why.
+    `testbed.sandbox.topology` for why.
     """
     if not 0 <= ordinal < plan.max_pods:
         raise ValueError(f"pod ordinal {ordinal} outside 0..{plan.max_pods - 1}")

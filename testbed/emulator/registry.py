@@ -18,16 +18,16 @@ import random
 import uuid
 from typing import Any
 
-from agent.emulator import (
+from testbed.emulator import (
+    apistatus,
     defaults,
-    errors,
     fielderrors,
+    objectstore,
     patching,
     resources,
     serviceips,
-    store,
     validation,
-    watch,
+    watchcache,
 )
 
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -46,7 +46,7 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
         meta = {}
         obj["metadata"] = meta
     if not isinstance(meta, dict):
-        raise errors.bad_request("metadata must be a JSON object")
+        raise apistatus.bad_request("metadata must be a JSON object")
     return meta
 
 
@@ -55,7 +55,7 @@ def _outside_meta_status(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class Registry:
-    def __init__(self, st: store.Store, *, validate: bool = True) -> None:
+    def __init__(self, st: objectstore.Store, *, validate: bool = True) -> None:
         self.store = st
         self.validate_enabled = validate
         for name in INITIAL_NAMESPACES:
@@ -88,22 +88,22 @@ class Registry:
             assert isinstance(spec, dict)
             value = spec.get("clusterIPs") or spec.get("clusterIP")
             field = fielderrors.invalid("spec.clusterIPs", value, str(exc))
-            raise errors.invalid(rt, me[1], [field]) from None
+            raise apistatus.invalid(rt, me[1], [field]) from None
 
     def _check_type(self, rt: resources.ResourceType, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
-            raise errors.bad_request(
+            raise apistatus.bad_request(
                 f"the object provided is unrecognized (must be of type {rt.kind})"
             )
         api_version = body.setdefault("apiVersion", rt.api_version)
         kind = body.setdefault("kind", rt.kind)
         if api_version != rt.api_version:
-            raise errors.bad_request(
+            raise apistatus.bad_request(
                 f"the API version in the data ({api_version}) does not match the expected API "
                 f"version ({rt.api_version})"
             )
         if kind != rt.kind:
-            raise errors.bad_request(
+            raise apistatus.bad_request(
                 f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})"
             )
         return body
@@ -111,7 +111,7 @@ class Registry:
     def _check_namespace(self, rt: resources.ResourceType, meta: dict[str, Any], ns: str) -> None:
         if rt.namespaced:
             if meta.get("namespace") and meta["namespace"] != ns:
-                raise errors.bad_request(
+                raise apistatus.bad_request(
                     "the namespace of the provided object does not match the namespace sent "
                     "on the request"
                 )
@@ -121,7 +121,7 @@ class Registry:
 
     def _require_namespace(self, rt: resources.ResourceType, ns: str) -> None:
         if rt.namespaced and self.store.get(resources.NAMESPACES, "", ns) is None:
-            raise errors.not_found(resources.NAMESPACES, ns)
+            raise apistatus.not_found(resources.NAMESPACES, ns)
 
     def _validate(
         self, rt: resources.ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
@@ -131,12 +131,12 @@ class Registry:
         errs = validation.validate(rt, obj, old)
         if errs:
             name = str(obj["metadata"].get("name") or obj["metadata"].get("generateName") or "")
-            raise errors.invalid(rt, name, errs)
+            raise apistatus.invalid(rt, name, errs)
 
     def _existing(self, rt: resources.ResourceType, ns: str, name: str) -> dict[str, Any]:
         old = self.store.get(rt, ns, name)
         if old is None:
-            raise errors.not_found(rt, name)
+            raise apistatus.not_found(rt, name)
         return old
 
     # --- verbs --------------------------------------------------------------------------
@@ -145,7 +145,7 @@ class Registry:
         return self._existing(rt, ns, name)
 
     def list(
-        self, flt: watch.Filter, limit: int | None = None, continue_token: str | None = None
+        self, flt: watchcache.Filter, limit: int | None = None, continue_token: str | None = None
     ) -> dict[str, Any]:
         rv = self.store.rv
         start: tuple[str, str] | None = None
@@ -167,7 +167,7 @@ class Registry:
             items.append(obj)
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if remaining:
-            meta["continue"] = _encode_continue(rv, store.obj_key(items[-1]))
+            meta["continue"] = _encode_continue(rv, objectstore.obj_key(items[-1]))
             meta["remainingItemCount"] = remaining
         return {
             "kind": flt.rt.list_kind,
@@ -185,7 +185,9 @@ class Registry:
         self._check_namespace(rt, meta, ns)
         self._require_namespace(rt, ns)
         if meta.get("resourceVersion"):
-            raise errors.bad_request("resourceVersion should not be set on objects to be created")
+            raise apistatus.bad_request(
+                "resourceVersion should not be set on objects to be created"
+            )
         for key in _SERVER_META:
             meta.pop(key, None)
         defaults.initial_status(rt, obj)
@@ -200,9 +202,9 @@ class Registry:
         if not isinstance(meta.get("name"), str) or not meta["name"]:
             # Even with validation off an object needs a usable name to be stored.
             required = fielderrors.required("metadata.name", "name or generateName is required")
-            raise errors.invalid(rt, "", [required])
+            raise apistatus.invalid(rt, "", [required])
         if self.store.get(rt, ns, meta["name"]) is not None:
-            raise errors.already_exists(rt, meta["name"])
+            raise apistatus.already_exists(rt, meta["name"])
         return self.store.create(rt, obj)
 
     def _generate_name(self, rt: resources.ResourceType, ns: str, prefix: str) -> str:
@@ -224,7 +226,7 @@ class Registry:
         obj = self._check_type(rt, copy.deepcopy(body))
         meta = _meta(obj)
         if meta.get("name") != name:
-            raise errors.bad_request(
+            raise apistatus.bad_request(
                 f"the name of the object ({meta.get('name', '')}) does not match the name on "
                 f"the URL ({name})"
             )
@@ -232,7 +234,7 @@ class Registry:
         old = self._existing(rt, ns, name)
         rv = meta.get("resourceVersion")
         if rv and rv != old["metadata"]["resourceVersion"]:
-            raise errors.conflict(rt, name)
+            raise apistatus.conflict(rt, name)
         return self._update(rt, obj, old, subresource)
 
     def _update(
@@ -284,20 +286,20 @@ class Registry:
         subresource: str | None = None,
     ) -> dict[str, Any]:
         if content_type not in patching.SUPPORTED:
-            raise errors.unsupported_media_type(content_type)
+            raise apistatus.unsupported_media_type(content_type)
         old = self._existing(rt, ns, name)
         patched = patching.apply(content_type, old, patch)
         obj = self._check_type(rt, patched)
         meta = _meta(obj)
         if meta.get("name") != name:
-            raise errors.bad_request(
+            raise apistatus.bad_request(
                 f"the name of the object ({meta.get('name', '')}) does not match the name on "
                 f"the URL ({name})"
             )
         self._check_namespace(rt, meta, ns)
         rv = meta.get("resourceVersion")
         if rv and rv != old["metadata"]["resourceVersion"]:
-            raise errors.conflict(rt, name)
+            raise apistatus.conflict(rt, name)
         return self._update(rt, obj, old, subresource)
 
     def delete(
@@ -307,7 +309,7 @@ class Registry:
         gone = self._delete(rt, ns, name, options)
         if rt.return_deleted_object:
             return gone
-        return errors.status_success(rt, name, str(gone["metadata"].get("uid", "")))
+        return apistatus.status_success(rt, name, str(gone["metadata"].get("uid", "")))
 
     def _delete(
         self, rt: resources.ResourceType, ns: str, name: str, options: Any
@@ -317,14 +319,14 @@ class Registry:
         if isinstance(pre, dict):
             meta = old["metadata"]
             if pre.get("uid") and pre["uid"] != meta.get("uid"):
-                raise errors.conflict(
+                raise apistatus.conflict(
                     rt,
                     name,
                     f"Precondition failed: UID in precondition: {pre['uid']}, UID in object "
                     f"meta: {meta.get('uid')}",
                 )
             if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
-                raise errors.conflict(
+                raise apistatus.conflict(
                     rt,
                     name,
                     "Precondition failed: ResourceVersion in precondition: "
@@ -333,18 +335,18 @@ class Registry:
                 )
         if rt is resources.NAMESPACES:
             if name in UNDELETABLE_NAMESPACES:
-                raise errors.forbidden(rt, name, "this namespace may not be deleted")
+                raise apistatus.forbidden(rt, name, "this namespace may not be deleted")
             for other in resources.ALL:
                 if other.namespaced:
                     for obj in self.store.items(other, name):
                         self.store.delete(other, obj)
         return self.store.delete(rt, old)
 
-    def delete_collection(self, flt: watch.Filter) -> dict[str, Any]:
+    def delete_collection(self, flt: watchcache.Filter) -> dict[str, Any]:
         deleted = []
         for obj in self.store.items(flt.rt, flt.namespace):
             if flt.matches(obj):
-                ns, name = store.obj_key(obj)
+                ns, name = objectstore.obj_key(obj)
                 if flt.rt is resources.NAMESPACES and name in UNDELETABLE_NAMESPACES:
                     continue
                 deleted.append(self._delete(flt.rt, ns, name, None))
@@ -407,4 +409,4 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
         ns, name = data["start"]
         return int(data["rv"]), (str(ns), str(name))
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise errors.bad_request(f"continue key is not valid: {exc}") from exc
+        raise apistatus.bad_request(f"continue key is not valid: {exc}") from exc

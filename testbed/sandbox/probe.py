@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from agent.sandbox import podclient, topology
+from testbed.sandbox import podclient, topology
 
 MatrixKey = tuple[str, str, int, str]
 Matrix = dict[MatrixKey, str]

@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonpatch
 
-from agent.emulator import errors
+from testbed.emulator import apistatus
 
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
@@ -43,7 +43,7 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
     if directive == "replace":
         return copy.deepcopy(body)
     if directive is not None:
-        raise errors.bad_request(f"Unknown patch type: {directive}")
+        raise apistatus.bad_request(f"Unknown patch type: {directive}")
     result: dict[str, Any] = dict(target) if isinstance(target, dict) else {}
     for key, value in body.items():
         if value is None:
@@ -61,24 +61,24 @@ def apply(content_type: str, original: dict[str, Any], patch: Any) -> dict[str, 
     """Apply ``patch`` (already JSON-decoded) to a copy of ``original``."""
     if content_type == JSON_PATCH:
         if not isinstance(patch, list):
-            raise errors.bad_request(
+            raise apistatus.bad_request(
                 "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
             )
         try:
             result = jsonpatch.apply_patch(copy.deepcopy(original), patch)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            raise errors.ApiError(422, "Invalid", str(exc), {}) from exc
+            raise apistatus.ApiError(422, "Invalid", str(exc), {}) from exc
         except (KeyError, TypeError, ValueError) as exc:
-            raise errors.bad_request(f"invalid JSON patch: {exc}") from exc
+            raise apistatus.bad_request(f"invalid JSON patch: {exc}") from exc
     elif content_type in (MERGE, STRATEGIC):
         if not isinstance(patch, dict):
-            raise errors.bad_request(
+            raise apistatus.bad_request(
                 "json: cannot unmarshal array into Go value of type map[string]interface {}"
             )
         fn = merge_patch if content_type == MERGE else strategic_merge_patch
         result = fn(copy.deepcopy(original), patch)
     else:
-        raise errors.unsupported_media_type(content_type)
+        raise apistatus.unsupported_media_type(content_type)
     if not isinstance(result, dict):
-        raise errors.bad_request("patched object is not a JSON object")
+        raise apistatus.bad_request("patched object is not a JSON object")
     return result

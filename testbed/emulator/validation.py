@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, TypeGuard
 
-from agent.emulator import fielderrors, names, resources
+from testbed.emulator import fielderrors, names, resources
 
 FE = fielderrors.FieldError
 PROTOCOLS = ("SCTP", "TCP", "UDP")

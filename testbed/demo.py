@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.sandbox import cluster as sandbox_cluster
-from agent.sandbox import probe
+from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import probe
 
 PODS = {
     "shop/web": {"app": "web"},

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.emulator import resources, serviceips
+from testbed.emulator import resources, serviceips
 
 
 def _dict(parent: dict[str, Any], key: str) -> dict[str, Any]:

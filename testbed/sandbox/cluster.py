@@ -23,8 +23,8 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 
-from agent.emulator import server as emulator_server
-from agent.sandbox import endpoints, serviceproxy, topology
+from testbed.emulator import server as emulator_server
+from testbed.sandbox import endpoints, serviceproxy, topology
 
 PORTS = (80, 81)
 PROTOCOLS = ("TCP", "UDP")
@@ -323,7 +323,7 @@ class SandboxCluster:
         for policy in self.networking.list_network_policy_for_all_namespaces().items:
             self.delete_policy(policy.metadata.namespace, policy.metadata.name)
 
-    # -- Services (agent.sandbox.serviceproxy, agent.sandbox.endpoints) -------------------
+    # -- Services (testbed.sandbox.serviceproxy, testbed.sandbox.endpoints) -------------------
     def start_service_proxy(self) -> serviceproxy.ServiceProxy:
         """Start the kube-proxy stand-in on every node namespace (idempotent)."""
         if self.proxy is None:

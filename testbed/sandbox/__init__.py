@@ -1,0 +1,1 @@
+"""A sandbox node of network namespaces: pods, probes and a service proxy around real agents."""
