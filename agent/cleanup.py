@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import os
 import sys
+from collections.abc import Mapping
 from typing import TextIO
 
 import structlog
@@ -37,18 +38,37 @@ log = structlog.get_logger(__name__)
 OWNED_TABLES = (f"inet {render_nft.TABLE}", f"netdev {render_nft.TABLE}")
 
 
+OPTIONS = (
+    *config.NETNS_OPTIONS,
+    config.LOG_OPTIONS[0],  # --log-format; the report itself goes to stdout
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    netns_dir: str = "/var/run/netns"
+    scan_proc: bool = True
+    dry_run: bool = False
+    log_format: str = "json"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `podseg cleanup`; namespace discovery flags mean what they mean for agent."""
-    env = os.environ.get
     parser.add_argument(
         "--dry-run", action="store_true", help="only list the namespaces and tables to remove"
     )
-    config.add_netns_arguments(parser)
-    parser.add_argument(
-        "--log-format",
-        choices=config.LOG_FORMATS,
-        default=env("PODSEG_LOG_FORMAT", "json"),
-        help="json|console (PODSEG_LOG_FORMAT); the report itself goes to stdout",
+    config.add_options(parser, OPTIONS)
+
+
+def settings_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
+    given = config.resolve(args, OPTIONS, os.environ if environ is None else environ)
+    return Settings(
+        netns_dir=given.get("netns_dir", Settings.netns_dir),
+        scan_proc=given.get("no_proc_scan", Settings.scan_proc),
+        dry_run=bool(args.dry_run),
+        log_format=given.get("log_format", Settings.log_format),
     )
 
 

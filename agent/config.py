@@ -1,7 +1,11 @@
-"""Validated, frozen agent settings built from flags and their environment variables.
+"""Validated, frozen settings built from flags and their environment variables.
 
-One place decides defaults and rejects bad values with a clear message before anything starts,
-so the rest of the agent never re-checks its configuration.
+One place decides defaults (the `Settings` dataclass: each default is stated there once) and
+rejects bad values with a one-line message naming the flag or variable, before anything starts
+(`podseg` exits 2). Every option is declared once (`Option`): its flag, its variable, how its
+text is read. Every boolean variable is read by `boolean`, one vocabulary for all of them.
+A flag given on the command line wins over its variable; a variable set to the empty string
+counts as unset.
 """
 
 from __future__ import annotations
@@ -9,16 +13,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from agent.calc import containment, ruleset
 
 BACKENDS = ("nftables", "iptables")
 LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
 
 
 class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names the flag."""
+    """A setting is missing or invalid; the message names the flag or variable."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,157 +54,257 @@ class Settings:
     strict: bool = True  # cut established connections a ruleset change made illegal
 
 
-def add_netns_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where pod namespaces are searched; shared by `podseg agent` and `podseg cleanup`."""
-    env = os.environ.get
-    parser.add_argument(
-        "--netns-dir",
-        default=env("PODSEG_NETNS_DIR", "/var/run/netns"),
-        help="directory of named network namespaces (PODSEG_NETNS_DIR); /proc is searched too",
-    )
-    parser.add_argument(
-        "--no-proc-scan",
-        action="store_true",
-        default=env("PODSEG_NO_PROC_SCAN", "") not in ("", "0", "false"),
-        help="do not search /proc/*/ns/net for pod namespaces (PODSEG_NO_PROC_SCAN)",
-    )
+# -- reading values ------------------------------------------------------------------------
+def boolean(text: str) -> bool:
+    """The one vocabulary of every boolean variable: 1/true/yes/on, 0/false/no/off."""
+    value = text.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise ValueError(f"expected one of {', '.join(TRUE + FALSE)}")
 
 
-def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument("--node-name", default=env("NODE_NAME"), help="this node (NODE_NAME)")
-    parser.add_argument(
-        "--kubeconfig",
-        default=env("KUBECONFIG"),
-        help="kubeconfig file (KUBECONFIG); in-cluster config when absent",
-    )
-    add_netns_arguments(parser)
-    parser.add_argument(
-        "--metrics-address",
-        default=env("PODSEG_METRICS_ADDRESS", "0.0.0.0:9808"),
-        help="host:port serving /metrics, /healthz, /readyz (PODSEG_METRICS_ADDRESS)",
-    )
-    parser.add_argument(
-        "--backend",
-        default=env("PODSEG_BACKEND", "nftables"),
-        help="nftables|iptables (PODSEG_BACKEND)",
-    )
-    parser.add_argument(
-        "--log-format", default=env("PODSEG_LOG_FORMAT", "json"), help="json|console"
-    )
-    parser.add_argument("--log-level", default=env("PODSEG_LOG_LEVEL", "info"))
-    parser.add_argument(
-        "--resync-period",
-        type=float,
-        default=float(env("PODSEG_RESYNC_PERIOD", "60")),
-        help="seconds between full re-checks of every local pod (PODSEG_RESYNC_PERIOD)",
-    )
-    add_flow_arguments(parser)
-    add_containment_arguments(parser)
+def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def read(text: str) -> Any:
+        value = kind(text)
+        if not value > 0:
+            raise ValueError("must be positive")
+        return value
+
+    return read
 
 
-def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
-    """Drop capture: the flow log, its aggregation window, the metrics series cap."""
-    env = os.environ.get
-    parser.add_argument(
-        "--flow-log-file",
-        default=env("PODSEG_FLOW_LOG_FILE"),
-        help="append dropped-flow JSON lines here instead of stdout (PODSEG_FLOW_LOG_FILE)",
-    )
-    parser.add_argument(
-        "--flow-window",
-        type=float,
-        default=float(env("PODSEG_FLOW_WINDOW", "5")),
-        help="seconds over which drops are aggregated into flows (PODSEG_FLOW_WINDOW)",
-    )
-    parser.add_argument(
-        "--max-drop-series",
-        type=int,
-        default=int(env("PODSEG_MAX_DROP_SERIES", "1000")),
-        help="cap on namespace/workload series of the drop metrics (PODSEG_MAX_DROP_SERIES)",
-    )
-    parser.add_argument(
-        "--no-flow-capture",
-        action="store_true",
-        default=env("PODSEG_NO_FLOW_CAPTURE", "") not in ("", "0", "false"),
-        help="do not read NFLOG drops nor drop counters (PODSEG_NO_FLOW_CAPTURE)",
-    )
+def at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
 
 
-def _flag(value: str | None, default: bool) -> bool:
-    if value is None or value.strip() == "":
-        return default
-    return value.strip().lower() not in ("0", "false", "no", "off")
+def choice(options: Sequence[str]) -> Callable[[str], str]:
+    def read(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return text
+
+    return read
 
 
-def add_containment_arguments(parser: argparse.ArgumentParser) -> None:
-    """Node guard and strict mode flags (quarantine needs none: it is a pod label)."""
-    env = os.environ.get
-    parser.add_argument(
-        "--node-guard-ports",
-        default=env("PODSEG_NODE_GUARD_PORTS") or containment.DEFAULT_NODE_GUARD_PORTS,
-        help="node services no pod may reach, proto:port[-port],... (PODSEG_NODE_GUARD_PORTS)",
-    )
-    parser.add_argument(
-        "--no-node-guard",
-        action="store_true",
-        default=not _flag(env("PODSEG_NODE_GUARD"), True),
-        help="do not guard nodes from pods (PODSEG_NODE_GUARD=false)",
-    )
-    parser.add_argument(
-        "--no-strict",
-        action="store_true",
-        default=not _flag(env("PODSEG_STRICT"), True),
-        help="keep established connections a change made illegal (PODSEG_STRICT=false)",
-    )
-
-
-def _split_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
+def address(text: str) -> tuple[str, int]:
+    """`host:port` (IPv6 hosts in brackets) -> (host, port); an empty host means 0.0.0.0."""
+    host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"--metrics-address {address!r}: expected host:port")
+        raise ValueError("expected host:port")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    if not args.node_name:
+def text(value: str) -> str:
+    return value
+
+
+# -- options -------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One setting's flag and environment variable. A `switch` is a flag without a value
+    (`--no-strict`) that sets the setting to `switch_value`; its variable holds a boolean
+    that names the setting (`PODSEG_STRICT`) or, with `env_inverted`, its switch
+    (`PODSEG_NO_FLOW_CAPTURE`)."""
+
+    flag: str
+    env: str | None
+    read: Callable[[str], Any]
+    help: str
+    switch: bool = False
+    switch_value: bool = False
+    env_inverted: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def add(self, parser: argparse.ArgumentParser) -> None:
+        help_text = self.help + (f" ({self.env})" if self.env else "")
+        if self.switch:
+            parser.add_argument(
+                self.flag, dest=self.dest, action="store_true", default=None, help=help_text
+            )
+        else:
+            parser.add_argument(self.flag, dest=self.dest, default=None, help=help_text)
+
+    def value(self, args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+        """The option's value from the command line, else its variable; None when neither
+        is set. ConfigError (naming the flag or variable) when it cannot be read."""
+        given = getattr(args, self.dest, None)
+        if given is not None:
+            return self.switch_value if self.switch else self._read(self.flag, str(given))
+        raw = environ.get(self.env, "") if self.env else ""
+        if raw.strip() == "":
+            return None
+        if self.switch:
+            said = self._read(self.env or self.flag, raw, boolean)
+            return (not said) if self.env_inverted else said
+        return self._read(self.env or self.flag, raw)
+
+    def _read(self, where: str, raw: str, read: Callable[[str], Any] | None = None) -> Any:
+        try:
+            return (read or self.read)(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{where} {raw!r}: {exc}") from None
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    for option in options:
+        option.add(parser)
+
+
+def default(field: str) -> Any:
+    """The default of a `Settings` field (for help texts)."""
+    spec = Settings.__dataclass_fields__[field]
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return spec.default
+
+
+NETNS_OPTIONS = (
+    Option(
+        "--netns-dir",
+        "PODSEG_NETNS_DIR",
+        text,
+        f"directory of named network namespaces (default {default('netns_dir')}); "
+        "/proc is searched too",
+    ),
+    Option(
+        "--no-proc-scan",
+        "PODSEG_NO_PROC_SCAN",
+        boolean,
+        "do not search /proc/*/ns/net for pod namespaces",
+        switch=True,
+        env_inverted=True,
+    ),
+)
+LOG_OPTIONS = (
+    Option("--log-format", "PODSEG_LOG_FORMAT", choice(LOG_FORMATS), "json|console"),
+    Option("--log-level", "PODSEG_LOG_LEVEL", choice(LOG_LEVELS), "|".join(LOG_LEVELS)),
+)
+AGENT_OPTIONS = (
+    Option("--node-name", "NODE_NAME", text, "this node (required)"),
+    Option("--kubeconfig", "KUBECONFIG", text, "kubeconfig file; in-cluster config when absent"),
+    *NETNS_OPTIONS,
+    Option(
+        "--metrics-address",
+        "PODSEG_METRICS_ADDRESS",
+        address,
+        f"host:port serving /metrics, /healthz, /readyz (default "
+        f"{default('metrics_host')}:{default('metrics_port')})",
+    ),
+    Option("--backend", "PODSEG_BACKEND", choice(BACKENDS), "|".join(BACKENDS)),
+    *LOG_OPTIONS,
+    Option(
+        "--resync-period",
+        "PODSEG_RESYNC_PERIOD",
+        positive(float),
+        f"seconds between full re-checks of every local pod (default {default('resync_period')})",
+    ),
+    Option(
+        "--flow-log-file",
+        "PODSEG_FLOW_LOG_FILE",
+        text,
+        "append dropped-flow JSON lines here instead of stdout",
+    ),
+    Option(
+        "--flow-window",
+        "PODSEG_FLOW_WINDOW",
+        positive(float),
+        f"seconds over which drops are aggregated into flows (default {default('flow_window')})",
+    ),
+    Option(
+        "--max-drop-series",
+        "PODSEG_MAX_DROP_SERIES",
+        at_least_one,
+        f"cap on namespace/workload series of the drop metrics "
+        f"(default {default('max_drop_series')})",
+    ),
+    Option(
+        "--no-flow-capture",
+        "PODSEG_NO_FLOW_CAPTURE",
+        boolean,
+        "do not read NFLOG drops nor drop counters",
+        switch=True,
+        env_inverted=True,
+    ),
+    Option(
+        "--node-guard-ports",
+        "PODSEG_NODE_GUARD_PORTS",
+        containment.parse_ports,
+        f"node services no pod may reach, proto:port[-port],... "
+        f"(default {containment.DEFAULT_NODE_GUARD_PORTS})",
+    ),
+    Option(
+        "--no-node-guard",
+        "PODSEG_NODE_GUARD",
+        boolean,
+        "do not guard nodes from pods (PODSEG_NODE_GUARD=false)",
+        switch=True,
+    ),
+    Option(
+        "--no-strict",
+        "PODSEG_STRICT",
+        boolean,
+        "keep established connections a change made illegal (PODSEG_STRICT=false)",
+        switch=True,
+    ),
+)
+
+
+def resolve(
+    args: argparse.Namespace, options: Sequence[Option], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """Every option that is set, by dest (flag name with underscores), read and checked."""
+    found = {option.dest: option.value(args, environ) for option in options}
+    return {dest: value for dest, value in found.items() if value is not None}
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, AGENT_OPTIONS)
+
+
+def add_netns_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where pod namespaces are searched; shared by `podseg agent` and `podseg cleanup`."""
+    add_options(parser, NETNS_OPTIONS)
+
+
+def settings_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """The agent's settings from its parsed flags and `environ` (default: the process's)."""
+    given = resolve(args, AGENT_OPTIONS, os.environ if environ is None else environ)
+    if not given.get("node_name"):
         raise ConfigError("--node-name (or NODE_NAME) is required")
-    if args.backend not in BACKENDS:
-        raise ConfigError(f"--backend {args.backend!r}: expected one of {', '.join(BACKENDS)}")
-    if args.log_format not in LOG_FORMATS:
-        raise ConfigError(f"--log-format {args.log_format!r}: expected json or console")
-    if args.resync_period <= 0:
-        raise ConfigError("--resync-period must be positive")
-    host, port = _split_address(args.metrics_address)
-    if getattr(args, "flow_window", 5.0) <= 0:
-        raise ConfigError("--flow-window must be positive")
-    if getattr(args, "max_drop_series", 1000) < 1:
-        raise ConfigError("--max-drop-series must be at least 1")
-    try:
-        guard_ports = containment.parse_ports(args.node_guard_ports)
-    except ValueError as exc:
-        raise ConfigError(f"--node-guard-ports: {exc}") from exc
-    return Settings(
-        node_name=args.node_name,
-        kubeconfig=args.kubeconfig or None,
-        netns_dir=args.netns_dir,
-        scan_proc=not args.no_proc_scan,
-        metrics_host=host,
-        metrics_port=port,
-        backend=args.backend,
-        log_format=args.log_format,
-        log_level=args.log_level,
-        resync_period=args.resync_period,
-        flow_log_file=getattr(args, "flow_log_file", None) or None,
-        flow_window=getattr(args, "flow_window", 5.0),
-        max_drop_series=getattr(args, "max_drop_series", 1000),
-        flow_capture=not getattr(args, "no_flow_capture", False),
-        node_guard_ports=None if args.no_node_guard else guard_ports,
-        strict=not args.no_strict,
-    )
+    fields: dict[str, Any] = {
+        "node_name": given["node_name"],
+        "kubeconfig": given.get("kubeconfig") or None,
+    }
+    renamed = {
+        "no_proc_scan": "scan_proc",
+        "no_flow_capture": "flow_capture",
+        "no_strict": "strict",
+    }
+    for dest, value in given.items():
+        if dest in renamed:
+            fields[renamed[dest]] = value
+        elif dest in Settings.__dataclass_fields__ and dest not in fields:
+            fields[dest] = value
+    if "flow_log_file" in given:
+        fields["flow_log_file"] = given["flow_log_file"] or None
+    if "metrics_address" in given:
+        fields["metrics_host"], fields["metrics_port"] = given["metrics_address"]
+    if given.get("no_node_guard") is False:
+        fields["node_guard_ports"] = None
+    return Settings(**fields)
 
 
-def parse(argv: Sequence[str]) -> Settings:
+def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(prog="podseg agent")
     add_agent_arguments(parser)
-    return settings_from_args(parser.parse_args(list(argv)))
+    return settings_from_args(parser.parse_args(list(argv)), environ)

@@ -84,7 +84,7 @@ def test_agent_daemonset_args_and_env_parse_into_the_intended_settings(
         {o["metadata"]["name"]: o["data"] for o in rendered["base"] if o["kind"] == "ConfigMap"}
     )
     args, env = _parse(config.add_agent_arguments, container, container["args"][1:])
-    settings = config.settings_from_args(args)
+    settings = config.settings_from_args(args, env)
     assert settings.node_name == SAMPLE_FIELDS["spec.nodeName"]  # from NODE_NAME
     assert settings.metrics_host == SAMPLE_FIELDS["status.podIP"]
     assert settings.kubeconfig is None  # in-cluster credentials
@@ -118,9 +118,10 @@ def test_cleanup_daemonset_args_parse(rendered: dict[str, list[dict[str, Any]]])
     init = ds["spec"]["template"]["spec"]["initContainers"][0]
     assert init["args"][0] == "cleanup"
     args, env = _parse(cleanup.add_arguments, init, init["args"][1:])
-    assert not args.dry_run and not args.no_proc_scan
-    assert args.netns_dir == "/var/run/netns"
-    assert {m["mountPath"] for m in init["volumeMounts"]} == {args.netns_dir}
+    settings = cleanup.settings_from_args(args, env)
+    assert not settings.dry_run and settings.scan_proc
+    assert settings.netns_dir == "/var/run/netns"
+    assert {m["mountPath"] for m in init["volumeMounts"]} == {settings.netns_dir}
     _args_env_used(init, env.read)
 
 

@@ -22,7 +22,6 @@ from agent.dataplane import backends, netns
 from agent.dataplane import client as dp_client
 from tests import conftest
 from tests.deploy import test_cleanup
-from tests.support import dataplane as dpt
 
 pytestmark = [
     conftest.requires_root,
@@ -52,7 +51,7 @@ def _apply_iptables(name: str) -> None:
         client = dp_client.WorkerClient(timeout=20)
         try:
             target = netns.Target(path, os.stat(path).st_ino, ("eth0",))
-            await dpt.apply(ipt, client, target, ipt.render(rs, ["eth0"]))
+            await backends.commit(client, ipt, target, ipt.render(rs, ["eth0"]))
         finally:
             await client.close()
 

@@ -14,6 +14,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+import agent
 from agent import metrics
 from tests.deploy import conftest, kustomize
 from tests.deploy.conftest import find
@@ -157,10 +158,7 @@ def test_namespace_admits_the_agent_and_images_match_the_version(
 ) -> None:
     ns = find(rendered["base"], "Namespace")
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
-    version = re.search(
-        r'^version = "([^"]+)"', (conftest.ROOT / "pyproject.toml").read_text(), re.M
-    )
-    assert version is not None
+    version = agent.__version__
     images = {
         c["image"]
         for o in all_objects(rendered)
@@ -168,7 +166,7 @@ def test_namespace_admits_the_agent_and_images_match_the_version(
         for key in ("containers", "initContainers")
         for c in o["spec"]["template"]["spec"].get(key, [])
     }
-    assert images == {f"ghcr.io/podseg/podseg:{version.group(1)}"}
+    assert images == {f"ghcr.io/podseg/podseg:{version}"}
 
 
 def test_renderer_refuses_what_it_does_not_implement(tmp_path: pathlib.Path) -> None:

@@ -4,11 +4,10 @@ get and patch on pods."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+import agent
 from agent.responder import settings
-from tests.deploy import conftest
 from tests.deploy import test_agent_contract as contract
 from tests.deploy.conftest import find
 
@@ -65,11 +64,8 @@ def test_deployment_runs_non_root_read_only_with_resources(
     assert "hostNetwork" not in pod and "hostPID" not in pod
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     assert "memory" in container["resources"]["limits"]
-    version = re.search(
-        r'^version = "([^"]+)"', (conftest.ROOT / "pyproject.toml").read_text(), re.M
-    )
-    assert version is not None
-    assert container["image"] == f"ghcr.io/podseg/podseg:{version.group(1)}"
+    version = agent.__version__
+    assert container["image"] == f"ghcr.io/podseg/podseg:{version}"
 
 
 def test_service_selects_the_responder_and_only_it(

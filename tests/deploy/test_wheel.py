@@ -91,4 +91,4 @@ def test_the_wheel_does_not_depend_on_the_tooling(wheel: zipfile.ZipFile) -> Non
     assert needed >= RUNTIME_DEPS, f"{path}: {requires}"  # the parsing sees the dependencies
     assert needed.isdisjoint(TOOLING_ONLY_DEPS), sorted(needed & TOOLING_ONLY_DEPS)
     entry_points = wheel.read(path.replace("METADATA", "entry_points.txt")).decode()
-    assert "podseg = agent.__main__:main" in entry_points
+    assert "podseg = agent.cli:main" in entry_points

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+import agent
+
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ("NODE_NAME", "KUBECONFIG")}
@@ -43,7 +45,7 @@ def test_demo_without_the_testbed_says_where_it_ships(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`podseg demo` is test tooling (podseg-testbed); the runtime alone answers in one line."""
-    from agent import __main__ as cli
+    from agent import cli
 
     monkeypatch.setitem(sys.modules, "testbed", None)  # None: import fails as if not installed
     monkeypatch.setitem(sys.modules, "testbed.demo", None)
@@ -56,8 +58,22 @@ def test_demo_without_the_testbed_says_where_it_ships(
 
 
 def test_demo_runs_the_testbed_demo_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent import __main__ as cli
+    from agent import cli
     from testbed import demo
 
     monkeypatch.setattr(demo, "main", lambda: 7)
     assert cli.main(["demo"]) == 7
+
+
+def test_version_is_printed_and_a_bad_variable_exits_2_without_a_traceback() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "agent", "--version"], capture_output=True, text=True, check=False
+    )
+    assert shown.returncode == 0 and shown.stdout.strip() == f"podseg {agent.version()}"
+    helped = run("--help", env={"PODSEG_RESYNC_PERIOD": "abc"})
+    assert helped.returncode == 0  # --help answers whatever the environment says
+    bad = run("--node-name", "n", env={"PODSEG_RESYNC_PERIOD": "abc"})
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "podseg agent: PODSEG_RESYNC_PERIOD 'abc': could not convert string to float: 'abc'"
+    ]

@@ -12,6 +12,8 @@ from agent.dataplane.nft import generation, libnft
 from agent.dataplane.nft import render as render_nft
 from agent.dataplane.worker import namespaces
 
+TABLE = render_nft.TABLE
+
 
 def _counted(
     ns: namespaces.Namespaces, path: str, ino: int | None, script: str, expected: int | None = None
@@ -121,13 +123,14 @@ def comment(ns: namespaces.Namespaces, request: protocol.ReadComment) -> protoco
 
 
 def owned_tables(ns: namespaces.Namespaces, path: str, ino: int | None) -> tuple[str, ...]:
-    """The podseg tables of the namespace (`inet podseg`, `netdev podseg`), from one listing
-    of its table names: absence is an answer, not an error to interpret."""
+    """The podseg tables of the namespace (`inet podseg`, `netdev podseg`; a table of that
+    name in another family is not ours), from one listing of its table names: absence is an
+    answer, not an error to interpret."""
     text = ns.run(path, ino, "list tables")
     found = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "table" and parts[2] == render_nft.TABLE:
+        if parts[:1] == ["table"] and parts[1:] in (["inet", TABLE], ["netdev", TABLE]):
             found.append(f"{parts[1]} {parts[2]}")
     return tuple(sorted(found))
 
