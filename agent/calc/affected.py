@@ -96,9 +96,10 @@ def affected(
     it (the store's policy index); without it every policy of the pod's namespace is tried."""
     if changes.relisted:
         return None
+    policy_list = list(policies)
     result: set[str] = set()
     if changes.namespaces_changed:
-        relabelled = _relabelled_pods(local, policies, changes.namespaces)
+        relabelled = _relabelled_pods(local, policy_list, changes.namespaces)
         if relabelled is None:
             return None
         result |= relabelled
@@ -109,13 +110,25 @@ def affected(
             ):
                 result.add(key)
     if changes.services_changed:
-        policy_list = list(policies)
         for key, pod in local.items():
             if any(p.isolates_egress and calc_compile.selects(p, pod) for p in policy_list):
                 result.add(key)
-        policies = policy_list
-    if not changes.pods:
-        return result
+    if changes.pods:
+        result |= _peer_changes(local, policy_list, namespaces, changes, policies_for, result)
+    return result
+
+
+def _peer_changes(
+    local: Mapping[str, model.Pod],
+    policies: list[model.NetworkPolicy],
+    namespaces: Mapping[str, model.Namespace],
+    changes: Changes,
+    policies_for: Callable[[model.Pod], Iterable[model.NetworkPolicy]] | None,
+    already: set[str],
+) -> set[str]:
+    """Local pods a pod change touches: the changed pods themselves, and the pods selected by
+    a policy whose peers the changed pods' old or new versions may be (beyond `already`)."""
+    result: set[str] = set()
     versions: list[model.Pod] = []
     for key, (old, new) in changes.pods.items():
         if key in local:
@@ -140,7 +153,7 @@ def affected(
     # once per call. It is asked before `selects`, as it is false for most policies.
     dependent: dict[int, tuple[model.NetworkPolicy, bool]] = {}
     for key, pod in local.items():
-        if key in result:
+        if key in already or key in result:
             continue
         pod_policies = (
             policies_for(pod) if policies_for is not None else by_namespace.get(pod.namespace, ())

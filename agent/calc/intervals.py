@@ -130,15 +130,23 @@ def canonical_peer_ports(
     ports resolve to different numbers on different pods, a port-major cut would repeat every
     scattered address in every port run (measured: 535k vs ~30k elements for 10k pods).
 
-    Cost (issue 8): this runs for every direction of every recompiled pod, on typically
+    Cost: this runs for every direction of every recompiled pod, on typically
     100-200 scattered single addresses with one or two ports each. Distinct address keys are
     grouped into clusters of overlapping keys; a lone key (the usual case) is its own run minus
     the holes, and only a cluster of several keys takes the boundary sweep. Port sets are
     canonicalised once per distinct set, and runs come out in order, so no final sort.
     """
-    # Plain-int tuples inside: hashing and ordering them is done in C, unlike the dataclasses.
-    # Each key's entry is [its AddrRange (reused in the output), (proto, first, last), ...];
-    # a pair may repeat (several policies allow the same thing): the canonical form merges it.
+    by_key = _by_address_key(triples)
+    if not by_key:
+        return ()
+    return _elements(_runs(by_key, _holes_by_family(exclude)))
+
+
+def _by_address_key(triples: Iterable[Triple]) -> dict[tuple[int, int, int], list[Any]]:
+    """The triples grouped by address range: (family, first, last) -> [its AddrRange (reused
+    in the output), (proto, first port, last port), ...]. Plain-int tuples inside: hashing and
+    ordering them is done in C, unlike the dataclasses. A pair may repeat (several policies
+    allow the same thing): the canonical form merges it. Empty ranges are dropped."""
     by_key: dict[tuple[int, int, int], list[Any]] = {}
     for addrs, proto, ports in triples:
         first, last, pfirst, plast = addrs.first, addrs.last, ports.first, ports.last
@@ -150,9 +158,14 @@ def canonical_peer_ports(
             by_key[key] = [addrs, (proto, pfirst, plast)]
         else:
             entry.append((proto, pfirst, plast))
-    if not by_key:
-        return ()
-    holes_of = _holes_by_family(exclude)
+    return by_key
+
+
+def _runs(
+    by_key: dict[tuple[int, int, int], list[Any]], holes_of: dict[int, list[tuple[int, int]]]
+) -> list[_Run]:
+    """Maximal address runs with a constant port set, in order: a lone key is its own run
+    minus the holes; a cluster of overlapping keys takes the boundary sweep."""
     canon: dict[object, _PortSet] = {}
     runs: list[_Run] = []
     keys = sorted(by_key)
@@ -187,7 +200,11 @@ def canonical_peer_ports(
                 runs[-1] = (family, prev_first, last, prev_set, None)
                 continue
         runs.append((family, first, last, port_set, entry[0]))  # the key's own AddrRange
+    return runs
 
+
+def _elements(runs: list[_Run]) -> tuple[ruleset.PeerPort, ...]:
+    """One PeerPort per run and protocol/port range of its set, sharing equal PortRanges."""
     out: list[ruleset.PeerPort] = []
     peer_port = ruleset.PeerPort
     port_objects: dict[tuple[int, int], ruleset.PortRange] = {}

@@ -42,7 +42,7 @@ _BIG = 1 << 130
 
 
 @dataclasses.dataclass(frozen=True, order=True)
-class Backend:
+class ServiceBackend:
     """One ready endpoint address and the port a Service port resolved to on it."""
 
     addr: ruleset.AddrRange
@@ -59,7 +59,7 @@ class Frontend:
     protocol: int
     port: int
     addrs: tuple[ruleset.AddrRange, ...]
-    backends: tuple[Backend, ...]
+    backends: tuple[ServiceBackend, ...]
     local_only: bool = False
 
 
@@ -109,9 +109,24 @@ def build_index(
     pods: Mapping[str, model.Pod] | None = None,
 ) -> ServiceIndex:
     """The frontends of every Service with virtual addresses; `pods` only feeds `problems`."""
-    by_service: dict[str, list[model.EndpointSlice]] = {}
+    services = sorted(services, key=lambda s: s.key)
     problems: list[Problem] = []
-    known = {s.key for s in services}
+    by_service = _slices_by_service({s.key for s in services}, slices, pods, problems)
+    frontends: list[Frontend] = []
+    for service in services:
+        frontends += _frontends(service, by_service.get(service.key, []), problems)
+    return ServiceIndex(frontends=tuple(frontends), problems=tuple(problems))
+
+
+def _slices_by_service(
+    known: set[str],
+    slices: Iterable[model.EndpointSlice],
+    pods: Mapping[str, model.Pod] | None,
+    problems: list[Problem],
+) -> dict[str, list[model.EndpointSlice]]:
+    """The EndpointSlices of each known Service; the others, and endpoints naming unknown
+    pods, become problems."""
+    by_service: dict[str, list[model.EndpointSlice]] = {}
     for piece in sorted(slices, key=lambda s: s.key):
         for error in piece.errors:
             problems.append(Problem("EndpointSlice", piece.key, piece.resource_version, error))
@@ -128,58 +143,63 @@ def build_index(
             )
             continue
         by_service.setdefault(service_key, []).append(piece)
-        if pods is not None:
-            for endpoint in piece.endpoints:
-                target = endpoint.target_pod
-                if target is not None and target not in pods:
-                    problems.append(
-                        Problem(
-                            "EndpointSlice",
-                            piece.key,
-                            piece.resource_version,
-                            f"endpoint {','.join(endpoint.addresses)} refers to unknown pod "
-                            f"{target}; judged by its address only",
-                        )
-                    )
-    frontends: list[Frontend] = []
-    for service in sorted(services, key=lambda s: s.key):
-        for error in service.errors:
-            problems.append(Problem("Service", service.key, service.resource_version, error))
-        if service.headless or service.type == "ExternalName":
+        if pods is None:
             continue
-        if service.selector is None:
-            problems.append(
-                Problem(
-                    "Service",
-                    service.key,
-                    service.resource_version,
-                    "has no selector: only backends in hand-made EndpointSlices count, "
-                    "judged by address",
+        for endpoint in piece.endpoints:
+            target = endpoint.target_pod
+            if target is not None and target not in pods:
+                problems.append(
+                    Problem(
+                        "EndpointSlice",
+                        piece.key,
+                        piece.resource_version,
+                        f"endpoint {','.join(endpoint.addresses)} refers to unknown pod "
+                        f"{target}; judged by its address only",
+                    )
+                )
+    return by_service
+
+
+def _frontends(
+    service: model.Service, service_slices: list[model.EndpointSlice], problems: list[Problem]
+) -> list[Frontend]:
+    """One frontend per family with virtual addresses and per port of a known protocol."""
+    for error in service.errors:
+        problems.append(Problem("Service", service.key, service.resource_version, error))
+    if service.headless or service.type == "ExternalName":
+        return []
+    if service.selector is None:
+        problems.append(
+            Problem(
+                "Service",
+                service.key,
+                service.resource_version,
+                "has no selector: only backends in hand-made EndpointSlices count, "
+                "judged by address",
+            )
+        )
+    frontends: list[Frontend] = []
+    addresses = (*service.cluster_ips, *service.external_ips)
+    for address_type, family in _FAMILIES.items():
+        addrs = _addrs(addresses, family)
+        if not addrs:
+            continue
+        family_slices = [s for s in service_slices if s.address_type == address_type]
+        for port in service.ports:
+            if port.protocol not in ruleset.PROTOCOL_NUMBERS:
+                continue
+            frontends.append(
+                Frontend(
+                    service=service.key,
+                    family=family,
+                    protocol=ruleset.PROTOCOL_NUMBERS[port.protocol],
+                    port=port.port,
+                    addrs=addrs,
+                    backends=_backends(service, port, family_slices, problems),
+                    local_only=service.internal_traffic_local,
                 )
             )
-        addresses = (*service.cluster_ips, *service.external_ips)
-        service_slices = by_service.get(service.key, [])
-        for address_type, family in _FAMILIES.items():
-            addrs = _addrs(addresses, family)
-            if not addrs:
-                continue
-            family_slices = [s for s in service_slices if s.address_type == address_type]
-            for port in service.ports:
-                if port.protocol not in ruleset.PROTOCOL_NUMBERS:
-                    continue
-                backends = _backends(service, port, family_slices, problems)
-                frontends.append(
-                    Frontend(
-                        service=service.key,
-                        family=family,
-                        protocol=ruleset.PROTOCOL_NUMBERS[port.protocol],
-                        port=port.port,
-                        addrs=addrs,
-                        backends=backends,
-                        local_only=service.internal_traffic_local,
-                    )
-                )
-    return ServiceIndex(frontends=tuple(frontends), problems=tuple(problems))
+    return frontends
 
 
 def _backends(
@@ -187,9 +207,9 @@ def _backends(
     port: model.ServicePort,
     slices: Sequence[model.EndpointSlice],
     problems: list[Problem],
-) -> tuple[Backend, ...]:
+) -> tuple[ServiceBackend, ...]:
     """The ready backends of one Service port, with the port it resolved to on each."""
-    out: set[Backend] = set()
+    out: set[ServiceBackend] = set()
     for piece in slices:
         resolved = [p for p in piece.ports if p.name == port.name and p.protocol == port.protocol]
         number = resolved[0].port if resolved else None
@@ -211,7 +231,7 @@ def _backends(
             for ip in endpoint.addresses:
                 addr = _address(ip)
                 if addr is not None:
-                    out.add(Backend(addr, number, endpoint.node_name or ""))
+                    out.add(ServiceBackend(addr, number, endpoint.node_name or ""))
     return tuple(sorted(out))
 
 

@@ -117,10 +117,10 @@ def removes_allows(old: ruleset.PodRuleset | None, new: ruleset.PodRuleset) -> b
     milliseconds, so strict mode skips it when a change only adds allows.
 
     It runs for every recompiled pod in strict mode, so it avoids the quadratic comparison of
-    every old element with every new one (issue 8): elements present unchanged in `new` are
-    covered by themselves (a set lookup), and only the others are looked up in sorted
-    containment indexes. The answer equals that of the pairwise comparison
-    (`_removes_allows_reference`, checked by a randomised test) for any input.
+    every old element with every new one: elements present unchanged in `new` are covered by
+    themselves (a set lookup), and only the others are looked up in sorted containment
+    indexes. The answer equals that of the pairwise comparison (`_removes_allows_reference`,
+    checked by a randomised test) for any input.
     """
     if old is None:
         return True
@@ -128,48 +128,48 @@ def removes_allows(old: ruleset.PodRuleset | None, new: ruleset.PodRuleset) -> b
         return True
     if new.node_guard is not None and _guards_more(old.node_guard, new.node_guard):
         return True
-    for before, after in ((old.ingress, new.ingress), (old.egress, new.egress)):
-        if not after.isolated:
-            continue
-        if not before.isolated:
-            return True
-        any_port: _Cover | None = None
-        if before.any_port_peers != after.any_port_peers:
-            any_port = _Cover(after.any_port_peers)
-            for r in before.any_port_peers:
-                if not any_port.holds(r.family, r.first, r.last):
-                    return True
-        if not before.port_peers or before.port_peers is after.port_peers:
-            continue
-        kept = {
-            (n.addrs.family, n.addrs.first, n.addrs.last, n.protocol, n.ports.first, n.ports.last)
-            for n in after.port_peers
-        }
-        rest = [
-            flat
-            for flat in (
-                (
-                    e.addrs.family,
-                    e.addrs.first,
-                    e.addrs.last,
-                    e.protocol,
-                    e.ports.first,
-                    e.ports.last,
-                )
-                for e in before.port_peers
-            )
-            if flat not in kept
-        ]
-        if not rest:
-            continue
-        if any_port is None:
-            any_port = _Cover(after.any_port_peers)
-        ported = _PortCover(kept)
-        for family, first, last, protocol, port_first, port_last in rest:
-            if any_port.holds(family, first, last):
-                continue
-            if not ported.holds(family, first, last, protocol, port_first, port_last):
+    return any(
+        _direction_narrows(before, after)
+        for before, after in ((old.ingress, new.ingress), (old.egress, new.egress))
+    )
+
+
+def _direction_narrows(before: ruleset.DirectionRuleset, after: ruleset.DirectionRuleset) -> bool:
+    """Whether `after` may forbid something `before` allowed, for one direction."""
+    if not after.isolated:
+        return False
+    if not before.isolated:
+        return True
+    any_port: _Cover | None = None
+    if before.any_port_peers != after.any_port_peers:
+        any_port = _Cover(after.any_port_peers)
+        for r in before.any_port_peers:
+            if not any_port.holds(r.family, r.first, r.last):
                 return True
+    if not before.port_peers or before.port_peers is after.port_peers:
+        return False
+    kept = {
+        (n.addrs.family, n.addrs.first, n.addrs.last, n.protocol, n.ports.first, n.ports.last)
+        for n in after.port_peers
+    }
+    rest = [
+        flat
+        for flat in (
+            (e.addrs.family, e.addrs.first, e.addrs.last, e.protocol, e.ports.first, e.ports.last)
+            for e in before.port_peers
+        )
+        if flat not in kept
+    ]
+    if not rest:
+        return False
+    if any_port is None:
+        any_port = _Cover(after.any_port_peers)
+    ported = _PortCover(kept)
+    for family, first, last, protocol, port_first, port_last in rest:
+        if any_port.holds(family, first, last):
+            continue
+        if not ported.holds(family, first, last, protocol, port_first, port_last):
+            return True
     return False
 
 

@@ -344,8 +344,32 @@ def service(obj: Raw) -> model.Service:
         ingress = load_balancer.get("ingress") if isinstance(load_balancer, Mapping) else None
         lb_ips = [e.get("ip") for e in ingress or [] if isinstance(e, Mapping) and e.get("ip")]
         external += _ips(lb_ips, "status.loadBalancer.ingress", errors)
+    ports = _service_ports(spec.get("ports"), errors)
+    selector_raw = spec.get("selector")
+    selector_labels = (
+        {str(k): str(v) for k, v in selector_raw.items()}
+        if isinstance(selector_raw, Mapping) and selector_raw
+        else None
+    )
+    return model.Service(
+        namespace=str(meta.get("namespace") or "default"),
+        name=str(meta.get("name") or ""),
+        type=kind,
+        cluster_ips=tuple(dict.fromkeys(cluster_ips)),
+        external_ips=tuple(sorted(set(external))),
+        ports=tuple(ports),
+        selector=selector_labels,
+        headless=headless,
+        internal_traffic_local=spec.get("internalTrafficPolicy") == "Local",
+        errors=tuple(errors),
+        resource_version=str(meta.get("resourceVersion") or ""),
+    )
+
+
+def _service_ports(raw_ports: Any, errors: list[str]) -> list[model.ServicePort]:
+    """The Service's valid ports; each invalid one is dropped and listed in `errors`."""
     ports: list[model.ServicePort] = []
-    for i, raw in enumerate(spec.get("ports") or [] if isinstance(spec.get("ports"), list) else []):
+    for i, raw in enumerate(raw_ports if isinstance(raw_ports, list) else []):
         where = f"spec.ports[{i}]"
         if not isinstance(raw, Mapping):
             errors.append(f"{where}: not an object")
@@ -368,35 +392,14 @@ def service(obj: Raw) -> model.Service:
             target = None
         name = raw.get("name") if isinstance(raw.get("name"), str) else ""
         ports.append(model.ServicePort(number, str(protocol), str(name), target))
-    selector_raw = spec.get("selector")
-    selector_labels = (
-        {str(k): str(v) for k, v in selector_raw.items()}
-        if isinstance(selector_raw, Mapping) and selector_raw
-        else None
-    )
-    return model.Service(
-        namespace=str(meta.get("namespace") or "default"),
-        name=str(meta.get("name") or ""),
-        type=kind,
-        cluster_ips=tuple(dict.fromkeys(cluster_ips)),
-        external_ips=tuple(sorted(set(external))),
-        ports=tuple(ports),
-        selector=selector_labels,
-        headless=headless,
-        internal_traffic_local=spec.get("internalTrafficPolicy") == "Local",
-        errors=tuple(errors),
-        resource_version=str(meta.get("resourceVersion") or ""),
-    )
+    return ports
 
 
-def endpoint_slice(obj: Raw) -> model.EndpointSlice:
-    """An EndpointSlice; addresses of the wrong family or unparsable ones are dropped."""
-    meta = _meta(obj)
-    namespace_name = str(meta.get("namespace") or "default")
-    errors: list[str] = []
-    address_type = str(obj.get("addressType") or "")
+def _endpoints(
+    raw_endpoints: Any, address_type: str, namespace_name: str, errors: list[str]
+) -> list[model.Endpoint]:
+    """The slice's endpoints; addresses of the wrong family or unparsable ones are dropped."""
     endpoints: list[model.Endpoint] = []
-    raw_endpoints = obj.get("endpoints")
     for i, raw in enumerate(raw_endpoints if isinstance(raw_endpoints, list) else []):
         where = f"endpoints[{i}]"
         if not isinstance(raw, Mapping):
@@ -427,6 +430,16 @@ def endpoint_slice(obj: Raw) -> model.EndpointSlice:
                 target_pod=target,
             )
         )
+    return endpoints
+
+
+def endpoint_slice(obj: Raw) -> model.EndpointSlice:
+    """An EndpointSlice; addresses of the wrong family or unparsable ones are dropped."""
+    meta = _meta(obj)
+    namespace_name = str(meta.get("namespace") or "default")
+    errors: list[str] = []
+    address_type = str(obj.get("addressType") or "")
+    endpoints = _endpoints(obj.get("endpoints"), address_type, namespace_name, errors)
     ports: list[model.EndpointPort] = []
     raw_ports = obj.get("ports")
     for i, raw in enumerate(raw_ports if isinstance(raw_ports, list) else []):

@@ -349,55 +349,92 @@ def _family(
     """(ipset lines, rules after the owner rule) for one address family."""
     sets: list[str] = []
     rules: list[str] = _icmpv6_link() if family == 6 else []
-    link = [f"-p ipv6-icmp -j {IPV6_LINK}"] if family == 6 else []
-    established = (
-        f"-m conntrack --ctstate RELATED,ESTABLISHED -m connmark --mark 0x0/{_MARK} -j ACCEPT"
-    )
-    quarantine, guard = rs.quarantine, rs.node_guard
-    if rs.ingress.isolated or quarantine is not None:
-        specs = ["-i lo -j ACCEPT"]
-        if quarantine is not None:
-            specs.append(f"-j {QUARANTINE_IN}")  # before anything, established included
-        if rs.ingress.isolated:
-            s, matches = _peer_sets(ruleset.Direction.INGRESS, rs.ingress, family)
-            sets += s
-            specs += [
-                established,
-                *link,
-                *(f"{m} -j ACCEPT" for m in matches),
-                *deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
-            ]
-        rules += _chain_rules(INPUT, specs)
-    if rs.egress.isolated or quarantine is not None or guard is not None:
-        specs = ["-o lo -j ACCEPT"]
-        if quarantine is not None:
-            specs.append(f"-j {QUARANTINE_OUT}")
-        # A conntrack entry carrying DENY_MARK (a denied flow, or a connection strict mode
-        # cut) gets no shortcut: each of its packets is judged again.
-        specs.append(established)
-        if guard is not None:
-            specs.append(f"-j {NODE_GUARD}")  # whatever the policies allow
-        if rs.egress.isolated:
-            s, matches = _peer_sets(ruleset.Direction.EGRESS, rs.egress, family)
-            sets += s
-            specs += [*link, *(f"{m} -j {EGRESS_ACCEPT}" for m in matches), f"-j {EGRESS_DENY}"]
-            rules += _chain_rules(EGRESS_ACCEPT, [f"-j CONNMARK --and-mark {_CLEAR}", "-j ACCEPT"])
-            rules += _chain_rules(
-                EGRESS_DENY, deny_rules(ruleset.Direction.EGRESS, "policy", ifaces, mode=rs.mode)
-            )
-        rules += _chain_rules(OUTPUT, specs)
+    for part in (_ingress, _egress, _containment):
+        part_sets, part_rules = part(rs, family, ifaces)
+        sets += part_sets
+        rules += part_rules
+    return sets, rules
+
+
+_ESTABLISHED = (
+    f"-m conntrack --ctstate RELATED,ESTABLISHED -m connmark --mark 0x0/{_MARK} -j ACCEPT"
+)
+
+
+def _link(family: int) -> list[str]:
+    return [f"-p ipv6-icmp -j {IPV6_LINK}"] if family == 6 else []
+
+
+def _ingress(
+    rs: ruleset.PodRuleset, family: int, ifaces: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The INPUT chain: quarantine first, then the ingress policy."""
+    if not rs.ingress.isolated and rs.quarantine is None:
+        return [], []
+    sets: list[str] = []
+    specs = ["-i lo -j ACCEPT"]
+    if rs.quarantine is not None:
+        specs.append(f"-j {QUARANTINE_IN}")  # before anything, established included
+    if rs.ingress.isolated:
+        sets, matches = _peer_sets(ruleset.Direction.INGRESS, rs.ingress, family)
+        specs += [
+            _ESTABLISHED,
+            *_link(family),
+            *(f"{m} -j ACCEPT" for m in matches),
+            *deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
+        ]
+    return sets, _chain_rules(INPUT, specs)
+
+
+def _egress(
+    rs: ruleset.PodRuleset, family: int, ifaces: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The OUTPUT chain (quarantine, node guard, the egress policy) and the chains it jumps
+    to for accepting, denying and marking."""
+    if not rs.egress.isolated and rs.quarantine is None and rs.node_guard is None:
+        return [], []
+    sets: list[str] = []
+    rules: list[str] = []
+    specs = ["-o lo -j ACCEPT"]
+    if rs.quarantine is not None:
+        specs.append(f"-j {QUARANTINE_OUT}")
+    # A conntrack entry carrying DENY_MARK (a denied flow, or a connection strict mode cut)
+    # gets no shortcut: each of its packets is judged again.
+    specs.append(_ESTABLISHED)
+    if rs.node_guard is not None:
+        specs.append(f"-j {NODE_GUARD}")  # whatever the policies allow
+    if rs.egress.isolated:
+        sets, matches = _peer_sets(ruleset.Direction.EGRESS, rs.egress, family)
+        specs += [
+            *_link(family),
+            *(f"{m} -j {EGRESS_ACCEPT}" for m in matches),
+            f"-j {EGRESS_DENY}",
+        ]
+        rules += _chain_rules(EGRESS_ACCEPT, [f"-j CONNMARK --and-mark {_CLEAR}", "-j ACCEPT"])
         rules += _chain_rules(
-            EGRESS_MARK,
-            [f"-j MARK --or-mark {_MARK}", f"-j CONNMARK --or-mark {_MARK}", "-j ACCEPT"],
+            EGRESS_DENY, deny_rules(ruleset.Direction.EGRESS, "policy", ifaces, mode=rs.mode)
         )
-    if quarantine is not None:
-        s, allowed = _addr_set("qa", family, quarantine.allow_from)
-        sets += s
+    rules += _chain_rules(OUTPUT, specs)
+    rules += _chain_rules(
+        EGRESS_MARK,
+        [f"-j MARK --or-mark {_MARK}", f"-j CONNMARK --or-mark {_MARK}", "-j ACCEPT"],
+    )
+    return sets, rules
+
+
+def _containment(
+    rs: ruleset.PodRuleset, family: int, ifaces: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The quarantine chains (forensic sources in, replies to them out) and the node guard."""
+    sets: list[str] = []
+    rules: list[str] = []
+    if rs.quarantine is not None:
+        sets, allowed = _addr_set("qa", family, rs.quarantine.allow_from)
         rules += _chain_rules(
             QUARANTINE_IN,
             [
                 *(f"-m set --match-set {name} src -j ACCEPT" for name in allowed),
-                *link,
+                *_link(family),
                 *deny_rules(ruleset.Direction.INGRESS, "quarantine", ifaces),
             ],
         )
@@ -408,13 +445,13 @@ def _family(
                     f"-m conntrack --ctdir REPLY -m set --match-set {name} dst -j ACCEPT"
                     for name in allowed
                 ),
-                *link,
+                *_link(family),
                 *deny_rules(ruleset.Direction.EGRESS, "quarantine", ifaces),
             ],
         )
-    if guard is not None:
-        s, rules_guard = _node_guard(guard, family)
-        sets += s
+    if rs.node_guard is not None:
+        guard_sets, rules_guard = _node_guard(rs.node_guard, family)
+        sets += guard_sets
         rules += _chain_rules(NODE_GUARD, rules_guard)
         rules += _chain_rules(
             NODE_GUARD_DENY, deny_rules(ruleset.Direction.EGRESS, "node-guard", ifaces)
