@@ -5,33 +5,28 @@ Quarantine and strict mode must cut connections that the new ruleset no longer a
 on. Deleting the entry makes its next packet meet the ruleset as a new flow. The worker calls
 this after entering a pod's namespace (conntrack tables are per namespace).
 
-Raw netlink rather than pyroute2's `NFCTSocket` (whose dump costs ~85 ms per call here, against
-well under a millisecond) or a `conntrack` process per namespace. The entries' original tuples
-are returned as raw attribute bytes (hex), so a delete sends back exactly the tuple the kernel
-reported (ICMP ids, zones and all) without re-encoding it.
+Raw netlink (the codec of `agent.dataplane.netlink`) rather than pyroute2's `NFCTSocket` (whose
+dump costs ~85 ms per call here, against well under a millisecond) or a `conntrack` process per
+namespace. The entries' original tuples are returned as raw attribute bytes (hex), so a delete
+sends back exactly the tuple the kernel reported (ICMP ids, zones and all) without re-encoding
+it.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import socket
 import struct
+from collections.abc import Iterator
 from typing import Any
 
-NETLINK_NETFILTER = 12
+from agent.dataplane import netlink
+
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW = 0
 IPCTNL_MSG_CT_GET = 1
 IPCTNL_MSG_CT_DELETE = 2
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLA_F_NESTED = 0x8000
-NLA_TYPE_MASK = 0x3FFF
 
 CTA_TUPLE_ORIG = 1
 CTA_MARK = 8
@@ -41,39 +36,19 @@ CTA_TUPLE_PROTO = 2
 CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
 
-_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
-_NFGEN = struct.Struct("=BBH")  # nfgenmsg: family, version, res_id (big endian, 0 here)
-_NLA = struct.Struct("=HH")
 MAX_ENTRIES = 1_000_000  # a bound on one dump, far above any pod's table
+_RECV_BYTES = 1 << 20
 
 
-class ConntrackError(OSError):
+class ConntrackError(netlink.NetlinkError):
     """ctnetlink refused a request."""
-
-
-def _attrs(data: bytes) -> dict[int, bytes]:
-    """Top-level netlink attributes of `data` by type (nested flag stripped)."""
-    out: dict[int, bytes] = {}
-    offset = 0
-    while offset + _NLA.size <= len(data):
-        length, kind = _NLA.unpack_from(data, offset)
-        if length < _NLA.size:
-            break
-        out[kind & NLA_TYPE_MASK] = data[offset + _NLA.size : offset + length]
-        offset += (length + 3) & ~3
-    return out
-
-
-def _nla(kind: int, payload: bytes) -> bytes:
-    body = _NLA.pack(_NLA.size + len(payload), kind) + payload
-    return body + b"\0" * (-len(body) % 4)
 
 
 def parse_tuple(raw: bytes) -> dict[str, Any]:
     """An original-direction tuple: src, dst, proto and (TCP/UDP/SCTP) ports."""
-    parts = _attrs(raw)
-    ips = _attrs(parts.get(CTA_TUPLE_IP, b""))
-    proto = _attrs(parts.get(CTA_TUPLE_PROTO, b""))
+    parts = netlink.attrs(raw)
+    ips = netlink.attrs(parts.get(CTA_TUPLE_IP, b""))
+    proto = netlink.attrs(parts.get(CTA_TUPLE_PROTO, b""))
     if CTA_IP_V4_SRC in ips:
         src = str(ipaddress.IPv4Address(ips[CTA_IP_V4_SRC]))
         dst = str(ipaddress.IPv4Address(ips.get(CTA_IP_V4_DST, b"\0" * 4)))
@@ -116,7 +91,7 @@ class Conntrack:
     """A ctnetlink socket bound to the namespace the calling thread is in when it is made."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
         self.sock.bind((0, 0))
         self.sock.settimeout(5.0)
         self.seq = 0
@@ -132,39 +107,24 @@ class Conntrack:
 
     def _send(self, msg: int, flags: int, family: int, payload: bytes = b"") -> int:
         self.seq += 1
-        body = _NFGEN.pack(family, 0, 0) + payload
-        kind = (NFNL_SUBSYS_CTNETLINK << 8) | msg
-        self.sock.send(_HDR.pack(_HDR.size + len(body), kind, flags, self.seq, 0) + body)
+        kind = netlink.nfnl_type(NFNL_SUBSYS_CTNETLINK, msg)
+        self.sock.send(netlink.message(kind, flags, self.seq, netlink.nfgen(family) + payload))
         return self.seq
 
-    def _messages(self, seq: int) -> Any:
-        """Yield the payloads (after nfgenmsg) answering `seq` until DONE or the ACK."""
-        while True:
-            data = self.sock.recv(1 << 20)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, kind, _flags, got_seq, _pid = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    return
-                body = data[offset + _HDR.size : offset + length]
-                offset += (length + 3) & ~3
-                if got_seq != seq:
-                    continue
-                if kind == NLMSG_DONE:
-                    return
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", body)[0]
-                    if code:
-                        raise ConntrackError(code, os.strerror(code))
-                    return
-                yield body[_NFGEN.size :]
+    def _messages(self, seq: int) -> Iterator[bytes]:
+        """The payloads (after nfgenmsg) answering `seq`, until DONE or the ack."""
+        for _header, body in netlink.responses(
+            self.sock, seq, bufsize=_RECV_BYTES, error=ConntrackError
+        ):
+            yield body[netlink.NFGENMSG.size :]
 
     def dump(self) -> list[dict[str, Any]]:
         """Every entry of the namespace (IPv4 and IPv6): its tuple, mark and raw key."""
-        seq = self._send(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, socket.AF_UNSPEC)
+        flags = netlink.NLM_F_REQUEST | netlink.NLM_F_DUMP
+        seq = self._send(IPCTNL_MSG_CT_GET, flags, socket.AF_UNSPEC)
         entries: list[dict[str, Any]] = []
         for payload in self._messages(seq):
-            attrs = _attrs(payload)
+            attrs = netlink.attrs(payload)
             orig = attrs.get(CTA_TUPLE_ORIG)
             if orig is None:
                 continue
@@ -188,21 +148,21 @@ class Conntrack:
         A marked entry keeps its true direction and the ruleset re-judges each packet of it.
         """
         family = socket.AF_INET if entry["family"] == 4 else socket.AF_INET6
-        payload = _nla(CTA_TUPLE_ORIG | NLA_F_NESTED, bytes.fromhex(str(entry["key"])))
-        payload += _nla(CTA_MARK, struct.pack("!I", (int(entry.get("mark") or 0) | mark)))
+        payload = netlink.nested(CTA_TUPLE_ORIG, bytes.fromhex(str(entry["key"])))
+        payload += netlink.attr(CTA_MARK, struct.pack("!I", (int(entry.get("mark") or 0) | mark)))
         return self._acknowledged(IPCTNL_MSG_CT_NEW, family, payload)
 
     def delete(self, entry: dict[str, Any]) -> bool:
         """Delete one entry from `dump`; False when it is already gone."""
         family = socket.AF_INET if entry["family"] == 4 else socket.AF_INET6
-        payload = _nla(CTA_TUPLE_ORIG | NLA_F_NESTED, bytes.fromhex(str(entry["key"])))
+        payload = netlink.nested(CTA_TUPLE_ORIG, bytes.fromhex(str(entry["key"])))
         if entry.get("ct_id") is not None:
-            payload += _nla(CTA_ID, struct.pack("!I", int(entry["ct_id"])))
+            payload += netlink.attr(CTA_ID, struct.pack("!I", int(entry["ct_id"])))
         return self._acknowledged(IPCTNL_MSG_CT_DELETE, family, payload)
 
     def _acknowledged(self, msg_type: int, family: int, payload: bytes) -> bool:
         """Send one request and wait for its ack; False when the entry is already gone."""
-        seq = self._send(msg_type, NLM_F_REQUEST | NLM_F_ACK, family, payload)
+        seq = self._send(msg_type, netlink.NLM_F_REQUEST | netlink.NLM_F_ACK, family, payload)
         try:
             for _ in self._messages(seq):
                 pass

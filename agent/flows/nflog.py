@@ -6,7 +6,8 @@ datagrams there and hands them to `parse`. Anything odd (a message cut short, an
 running past its message, a payload that is not IPv4/IPv6, a prefix that is not ours) is
 counted under a `Stats` field and skipped; parsing never raises on kernel input.
 Also builds the two configuration requests the reader sends (bind a group, set the flush
-timeout).
+timeout). The netlink framing is `agent.dataplane.netlink`'s; this module knows NFLOG's
+messages and the IP headers inside them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import dataclasses
 import ipaddress
 import struct
 
-NETLINK_NETFILTER = 12
+from agent.dataplane import netlink
+
+NETLINK_NETFILTER = netlink.NETLINK_NETFILTER
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
@@ -24,13 +27,9 @@ NFULA_PREFIX = 10
 NFULA_CFG_CMD = 1
 NFULA_CFG_TIMEOUT = 4
 NFULNL_CFG_CMD_BIND = 1
-NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 AF_INET, AF_INET6 = 2, 10
 
-_NLMSGHDR = struct.Struct("=IHHII")
-_NLATTR = struct.Struct("=HH")
-_NFGENMSG = struct.Struct("!BBH")
+_PACKET = netlink.nfnl_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET)
 _PORT_PROTOCOLS = {6, 17, 132}  # TCP, UDP, SCTP: the first 4 bytes are source, dest port
 _IPV6_EXTENSIONS = {0, 43, 60}  # hop-by-hop, routing, destination options (44: fragment)
 
@@ -63,47 +62,32 @@ class Stats:
         self.other += other.other
 
 
-def _align(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def _attr(kind: int, data: bytes) -> bytes:
-    return (
-        _NLATTR.pack(_NLATTR.size + len(data), kind)
-        + data
-        + b"\0" * (_align(len(data)) - len(data))
-    )
-
-
 def config_message(group: int, attrs: bytes, seq: int, family: int = 0) -> bytes:
     """A NFULNL_MSG_CONFIG request (with ack) for `group` carrying `attrs`."""
-    body = _NFGENMSG.pack(family, 0, group) + attrs
-    kind = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG
-    return (
-        _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
-    )
+    kind = netlink.nfnl_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG)
+    flags = netlink.NLM_F_REQUEST | netlink.NLM_F_ACK
+    return netlink.message(kind, flags, seq, netlink.nfgen(family, group) + attrs)
 
 
 def bind_message(group: int, seq: int) -> bytes:
     """Bind this socket to NFLOG `group` (fails with EBUSY when another socket holds it)."""
-    return config_message(group, _attr(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND])), seq)
+    return config_message(group, netlink.attr(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND])), seq)
 
 
 def timeout_message(group: int, hundredths: int, seq: int) -> bytes:
     """Flush a partly filled batch after `hundredths` of a second (the queue-threshold waits)."""
-    return config_message(group, _attr(NFULA_CFG_TIMEOUT, struct.pack("!I", hundredths)), seq)
+    timeout = netlink.attr(NFULA_CFG_TIMEOUT, struct.pack("!I", hundredths))
+    return config_message(group, timeout, seq)
 
 
 def ack_error(buf: bytes) -> int | None:
     """The errno of the first NLMSG_ERROR in `buf` (0 is a plain ack); None when there is none."""
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(buf):
-        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
-        if length < _NLMSGHDR.size:
-            return None
-        if kind == NLMSG_ERROR and offset + _NLMSGHDR.size + 4 <= len(buf):
-            return -int(struct.unpack_from("=i", buf, offset + _NLMSGHDR.size)[0])
-        offset += _align(length)
+    try:
+        for header, body in netlink.messages(buf):
+            if header.type == netlink.NLMSG_ERROR:
+                return netlink.error_code(body)
+    except netlink.MalformedError:
+        pass
     return None
 
 
@@ -111,51 +95,32 @@ def parse(buf: bytes) -> tuple[list[Packet], Stats]:
     """Every packet in one received datagram (one message, or a batch of them)."""
     packets: list[Packet] = []
     stats = Stats()
-    offset = 0
-    while offset < len(buf):
-        if len(buf) - offset < _NLMSGHDR.size:
-            stats.truncated += 1
-            break
-        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, offset)
-        if length < _NLMSGHDR.size:
-            stats.unparseable += 1
-            break
-        if offset + length > len(buf):
-            stats.truncated += 1
-            break
-        body = buf[offset + _NLMSGHDR.size : offset + length]
-        offset += _align(length)
-        if kind != (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
-            stats.other += 1
-            continue
-        packet, result = _packet(body)
-        if packet is not None:
-            packets.append(packet)
-            stats.ok += 1
-        elif result == "truncated":
-            stats.truncated += 1
-        else:
-            stats.unparseable += 1
+    try:
+        for header, body in netlink.messages(buf):
+            if header.type != _PACKET:
+                stats.other += 1
+                continue
+            packet, result = _packet(body)
+            if packet is not None:
+                packets.append(packet)
+                stats.ok += 1
+            elif result == "truncated":
+                stats.truncated += 1
+            else:
+                stats.unparseable += 1
+    except netlink.TruncatedError:
+        stats.truncated += 1
+    except netlink.MalformedError:
+        stats.unparseable += 1
     return packets, stats
 
 
-def _attributes(data: bytes) -> dict[int, bytes] | None:
-    attrs: dict[int, bytes] = {}
-    offset = 0
-    while offset + _NLATTR.size <= len(data):
-        length, kind = _NLATTR.unpack_from(data, offset)
-        if length < _NLATTR.size or offset + length > len(data):
-            return None
-        attrs[kind & 0x3FFF] = data[offset + _NLATTR.size : offset + length]
-        offset += _align(length)
-    return attrs
-
-
 def _packet(body: bytes) -> tuple[Packet | None, str]:
-    if len(body) < _NFGENMSG.size:
+    if len(body) < netlink.NFGENMSG.size:
         return None, "truncated"
-    attrs = _attributes(body[_NFGENMSG.size :])
-    if attrs is None:
+    try:
+        attrs = netlink.attrs(body, netlink.NFGENMSG.size)
+    except netlink.MalformedError:  # an attribute cut short or shorter than its header
         return None, "truncated"
     prefix = attrs.get(NFULA_PREFIX, b"").split(b"\0", 1)[0].decode(errors="replace")
     payload = attrs.get(NFULA_PAYLOAD)

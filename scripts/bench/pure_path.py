@@ -8,8 +8,8 @@ reconciler runs:
   per pod  : compile.compile_indexed, render_nft.render, verdict.removes_allows (strict mode,
              against the pod's previous ruleset), incremental.patch (against the previous
              rendering); `pure_ms` is their sum, the pure cost of one affected pod.
-and, in the same run, the reference forms kept for the equivalence tests
-(`verdict._removes_allows_reference`, `render_nft._split_sets_lines`) for a same-run ratio.
+and, in the same run, the reference form kept for the equivalence tests
+(`verdict._removes_allows_reference`) for a same-run ratio.
 Prints medians and p99, target 2a's pure share as MET / NOT MET, then `RESULT {json}`.
 Usage:
   .venv/bin/python scripts/bench/pure_path.py [--rounds 15] [--quick]
@@ -82,8 +82,7 @@ class Pass:
         self.stages: dict[str, list[float]] = {
             s: [] for s in ("compile", "render", "removes_allows", "patch", "pure")
         }
-        self.reference: dict[str, list[float]] = {"removes_allows": [], "split_sets": []}
-        self.split: list[float] = []
+        self.reference: dict[str, list[float]] = {"removes_allows": []}
         self.passes: dict[str, dict[str, list[float]]] = {}
         self.pods: dict[str, list[int]] = {}
 
@@ -117,9 +116,6 @@ class Pass:
         timed(
             lambda: verdict._removes_allows_reference(old_rs, rs), self.reference["removes_allows"]
         )
-        text = out.script
-        timed(lambda: render_nft._split_sets_lines(text), self.reference["split_sets"])
-        timed(lambda: render_nft.split_sets(text), self.split)
 
     def event(self, kind: str, resource: str, obj: dict[str, Any], measure: bool = True) -> None:
         change = store.Change()
@@ -208,9 +204,6 @@ def main() -> int:
     ratio_removes = statistics.median(run.reference["removes_allows"]) / max(
         1e-9, statistics.median(run.stages["removes_allows"])
     )
-    ratio_split = statistics.median(run.reference["split_sets"]) / max(
-        1e-9, statistics.median(run.split)
-    )
     pure = benchlib.summary(run.stages["pure"])
     print(
         f"  pure median vs {PURE_BEFORE_MS} ms before the issue-8 follow-up: "
@@ -222,7 +215,6 @@ def main() -> int:
         "(in the timings above, mostly in their p99)"
     )
     print(f"  same run: removes_allows reference / fast = {ratio_removes:.1f}x")
-    print(f"  same run: split_sets line-by-line / fast = {ratio_split:.1f}x")
     print("per pass (fixed cost of one event):")
     for kind, figures in run.passes.items():
         pods = statistics.median(run.pods[kind])
@@ -250,7 +242,7 @@ def main() -> int:
             }
             for kind, f in run.passes.items()
         },
-        same_run_ratios={"removes_allows": ratio_removes, "split_sets": ratio_split},
+        same_run_ratios={"removes_allows": ratio_removes},
         pure_before_ms=PURE_BEFORE_MS,
         gc_ms={"pauses": len(pauses), "total": sum(pauses), "max": max(pauses, default=0.0)},
         targets=targets,

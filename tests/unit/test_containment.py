@@ -10,7 +10,7 @@ import pytest
 
 from agent import config, model
 from agent.calc import containment, intervals, ruleset, verdict
-from agent.dataplane import conntrack, protocol
+from agent.dataplane import conntrack, netlink, protocol
 from agent.dataplane.nft import render as render_nft
 from agent.k8s import convert
 
@@ -286,16 +286,16 @@ def test_removes_allows_is_conservative_but_skips_pure_widening() -> None:
 
 # -- conntrack wire format -------------------------------------------------------------------
 def test_conntrack_tuple_parsing() -> None:
-    ip = conntrack._nla(
-        conntrack.CTA_TUPLE_IP | conntrack.NLA_F_NESTED,
-        conntrack._nla(conntrack.CTA_IP_V4_SRC, bytes([198, 18, 1, 5]))
-        + conntrack._nla(conntrack.CTA_IP_V4_DST, bytes([198, 18, 1, 9])),
+    ip = netlink.nested(
+        conntrack.CTA_TUPLE_IP,
+        netlink.attr(conntrack.CTA_IP_V4_SRC, bytes([198, 18, 1, 5])),
+        netlink.attr(conntrack.CTA_IP_V4_DST, bytes([198, 18, 1, 9])),
     )
-    proto = conntrack._nla(
-        conntrack.CTA_TUPLE_PROTO | conntrack.NLA_F_NESTED,
-        conntrack._nla(conntrack.CTA_PROTO_NUM, bytes([6]))
-        + conntrack._nla(conntrack.CTA_PROTO_SRC_PORT, struct.pack("!H", 40000))
-        + conntrack._nla(conntrack.CTA_PROTO_DST_PORT, struct.pack("!H", 80)),
+    proto = netlink.nested(
+        conntrack.CTA_TUPLE_PROTO,
+        netlink.attr(conntrack.CTA_PROTO_NUM, bytes([6])),
+        netlink.attr(conntrack.CTA_PROTO_SRC_PORT, struct.pack("!H", 40000)),
+        netlink.attr(conntrack.CTA_PROTO_DST_PORT, struct.pack("!H", 80)),
     )
     assert conntrack.parse_tuple(ip + proto) == {
         "family": 4,

@@ -12,6 +12,7 @@ from agent import model
 from agent.calc import compile as calc_compile
 from agent.calc import mode as calc_mode
 from agent.calc import ruleset
+from agent.dataplane import netlink
 from agent.dataplane.nft import render as render_nft
 from agent.flows import aggregate, nflog
 from agent.k8s import convert
@@ -61,7 +62,7 @@ def _ipv6(src: str, dst: str, sport: int, dport: int, hop_by_hop: bool = False) 
 def test_parse_ipv4_tcp_and_ipv6_udp_with_an_extension_header() -> None:
     buf = _message(_ipv4("198.18.1.2", "198.18.1.3", 6, 40000, 80))
     buf += _message(_ipv6("fd00:198:18::2", "fd00:198:18::3", 5353, 81, True), family=10)
-    buf += struct.pack("=IHHII", 16, nflog.NLMSG_DONE, 0, 0, 0)
+    buf += struct.pack("=IHHII", 16, netlink.NLMSG_DONE, 0, 0, 0)
     packets, stats = nflog.parse(buf)
     assert packets == [
         nflog.Packet(PREFIX, "198.18.1.2", "198.18.1.3", 6, 40000, 80),
@@ -90,9 +91,9 @@ def test_bind_request_and_ack_error() -> None:
     request = nflog.bind_message(7, seq=3)
     length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", request)
     assert length == len(request) and kind == (4 << 8) | 1 and seq == 3
-    assert flags == nflog.NLM_F_REQUEST | nflog.NLM_F_ACK
+    assert flags == netlink.NLM_F_REQUEST | netlink.NLM_F_ACK
     assert struct.unpack_from("!BBH", request, 16) == (0, 0, 7)
-    ack = struct.pack("=IHHII", 36, nflog.NLMSG_ERROR, 0, 3, 0) + struct.pack("=i", -16)
+    ack = struct.pack("=IHHII", 36, netlink.NLMSG_ERROR, 0, 3, 0) + struct.pack("=i", -16)
     assert nflog.ack_error(ack + b"\0" * 16) == 16  # EBUSY
     assert nflog.ack_error(b"") is None
 

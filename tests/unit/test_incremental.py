@@ -87,17 +87,19 @@ def test_skeleton_changes_need_a_replace() -> None:
     assert incremental.patch(bare, base) is None and incremental.patch(base, bare) is None
 
 
-def test_split_sets_cuts_every_named_sets_elements_out_of_the_skeleton() -> None:
+def test_sets_are_every_named_sets_elements_from_the_tables() -> None:
     rendered = render_nft.render(
         _rs("198.18.0.1", "198.18.0.7", "fd00:198:18::1", egress=True), ["eth0"]
     )
-    skeleton, sets = render_nft.split_sets(rendered.script)
-    assert "elements" not in skeleton and "198.18.0.7" not in skeleton
-    assert dict(sets)["inet ingress_any4"] == ("198.18.0.1", "198.18.0.7")
-    assert dict(sets)["inet egress_any6"] == ("fd00:198:18::1",)
-    assert [name for name, _ in sets] == sorted(name for name, _ in sets)
-    assert len(sets) == 8
-    # the same split is what `render` exposes (the state chain carries no set)
-    assert rendered.sets == sets
+    sets = dict(rendered.sets)
+    assert sets["inet ingress_any4"] == ("198.18.0.1", "198.18.0.7")
+    assert sets["inet egress_any6"] == ("fd00:198:18::1",)
+    assert sets["inet egress_ports4"] == ()
+    assert [name for name, _ in rendered.sets] == sorted(sets) and len(sets) == 8
+    # the same elements the tables hold and the script lists (the state chain has no set)
+    inet, netdev = rendered.tables
+    assert {f"inet {s.name}": s.elements for s in inet.sets} == sets and not netdev.sets
+    assert "      198.18.0.1,\n      198.18.0.7\n    }" in rendered.script
+    # elements are not part of the skeleton
     empty = render_nft.render(_rs(egress=True), ["eth0"])
     assert empty.shape == rendered.shape

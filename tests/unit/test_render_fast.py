@@ -1,7 +1,6 @@
 """The fast paths of `render_nft` (issue 8) produce exactly the text of the straightforward
-forms: dotted quads without `ipaddress`, one address text per run, and the element blocks cut
-out of the table text without a loop over their lines. Checked piecewise and on whole
-`Rendered` values of random rulesets rendered once with the reference pieces swapped in."""
+forms: dotted quads without `ipaddress`, and one address text per run. Checked piecewise and on
+whole `Rendered` values of random rulesets rendered once with the reference pieces swapped in."""
 
 from __future__ import annotations
 
@@ -136,52 +135,6 @@ def test_render_equals_rendering_with_the_reference_pieces(
     fast = [render_nft.render(rs, ifaces) for rs, ifaces in cases]
     monkeypatch.setattr(render_nft, "format_addr", _reference_format_addr)
     monkeypatch.setattr(render_nft, "_port_elements", _reference_port_elements)
-    monkeypatch.setattr(render_nft, "split_sets", render_nft._split_sets_lines)
     slow = [render_nft.render(rs, ifaces) for rs, ifaces in cases]
     assert fast == slow
     assert any(r.sets and any(elements for _, elements in r.sets) for r in fast)
-
-
-def _mangled(rnd: random.Random, text: str) -> str:
-    """Rendered text with lines dropped, duplicated or swapped, odd breaks and edits."""
-    lines = text.split("\n")
-    for _ in range(rnd.randrange(0, 4)):
-        what = rnd.random()
-        i = rnd.randrange(len(lines))
-        if what < 0.25:
-            lines.pop(i)
-        elif what < 0.45:
-            lines.insert(i, lines[rnd.randrange(len(lines))])
-        elif what < 0.6:
-            lines.insert(i, rnd.choice(("    elements = {", "    }", "  set x {", "", "  }")))
-        elif what < 0.7:
-            lines[i] += rnd.choice(("\r", "\x0b", "\u2028", "\x85", " "))
-        else:
-            j = rnd.randrange(len(lines))
-            lines[i], lines[j] = lines[j], lines[i]
-    out = "\n".join(lines)
-    cut = rnd.random()
-    if cut < 0.2:
-        out = out.rstrip("\n")  # no final line break
-    elif cut < 0.3:
-        out = out[: rnd.randrange(len(out) + 1)]
-    return out
-
-
-def test_split_sets_equals_the_line_by_line_form() -> None:
-    rnd = random.Random(3)
-    for _ in range(400):
-        rs = _random_ruleset(rnd)
-        script = render_nft.render(rs, ("eth0",)).script
-        for text in (script, _mangled(rnd, script), _mangled(rnd, script)):
-            assert render_nft.split_sets(text) == render_nft._split_sets_lines(text), text
-    edges = (
-        "",
-        "\n",
-        "    elements = {\n",
-        "  set a {\n    elements = {\n      1\n    }",  # closed on the last line, no break
-        "  set a {\n    elements = {",  # opened on the last line: never closed
-        "  set a {\n    elements = {\n      1,\n      2\n",  # never closed
-    )
-    for text in edges:
-        assert render_nft.split_sets(text) == render_nft._split_sets_lines(text)

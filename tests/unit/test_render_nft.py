@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 
 import pytest
 
 from agent.calc import intervals, ruleset
 from agent.dataplane.nft import render as render_nft
+from tests.unit import test_render_golden
 
 A = ruleset.AddrRange
 P = ruleset.PortRange
@@ -272,3 +274,66 @@ def test_delete_script() -> None:
         "table netdev podseg\ndelete table netdev podseg\n"
     )
     assert render_nft.TABLE == "podseg"
+
+
+def _read(script: str) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """The skeleton and the sets of a script, read from its text alone: the skeleton is the
+    tables' text without the delete prelude, the owner comment, the state chain and the
+    elements of any set; the sets are `"<family> <set>"` -> elements."""
+    lines = script.splitlines(keepends=True)
+    assert "".join(lines[:4]) == render_nft.delete_script()
+    skeleton: list[str] = []
+    sets: dict[str, tuple[str, ...]] = {}
+    family = current = ""
+    block: list[str] | None = None  # the element lines of `current`, or of the state chain
+    for line in lines[4:]:
+        if block is not None:
+            if line in ("    }\n", "  }\n"):
+                if current:
+                    sets[current] = tuple(e.strip().rstrip(",") for e in block)
+                block = None
+            else:
+                block.append(line)
+            continue
+        if table := re.fullmatch(r"table (\S+) podseg \{\n", line):
+            family = table.group(1)
+        elif named := re.fullmatch(r"  set (\S+) \{\n", line):
+            current = f"{family} {named.group(1)}"
+            sets[current] = ()
+        elif line == "    elements = {\n":
+            block = []
+            continue
+        elif line == "  chain state {\n":
+            current, block = "", []
+            continue
+        elif line.startswith('  comment "podseg fp='):
+            continue
+        skeleton.append(line)
+    return "".join(skeleton), sets
+
+
+def test_sets_and_shape_match_the_script_for_any_ruleset() -> None:
+    rnd = random.Random(7)
+    for _ in range(400):
+        rs, ifaces = test_render_golden.random_case(rnd)
+        rendered = render_nft.render(rs, ifaces)
+        skeleton, sets = _read(rendered.script)
+        assert "elements" not in skeleton and "podseg state=" not in skeleton
+        assert rendered.sets == tuple(sorted(sets.items()))
+        assert rendered.shape == render_nft.fingerprint_of(rs, ["shape", skeleton])
+        assert rendered.script == render_nft.script_text(rendered.tables)
+
+
+def test_tables_are_the_structure_of_the_script() -> None:
+    inet, netdev = render_nft.render(SAMPLE, ["eth0"]).tables
+    assert (inet.family, inet.name, netdev.family) == ("inet", "podseg", "netdev")
+    assert inet.comment is not None and inet.comment.startswith("podseg fp=")
+    assert inet.counters == ("deny.egress.policy.enforce", "deny.ingress.policy.enforce")
+    assert inet.sets[0] == render_nft.NamedSet(
+        "ingress_any4", "ipv4_addr", ("interval",), ("198.18.3.0/24",)
+    )
+    assert [c.name for c in inet.chains][-1] == render_nft.STATE_CHAIN
+    assert netdev.chains[0].header == (
+        'type filter hook egress device "eth0" priority filter; policy accept;',
+    )
+    assert render_nft.netdev_table(["eth0"]) == render_nft.table_text(netdev)

@@ -25,14 +25,15 @@ in as chains: quarantine (jumped first from input/output), node guard (before eg
 visibility mode (a different *_deny body), NFLOG (`log group N` in *_deny), Service addresses
 (more set elements). The per-packet cost is a constant number of rules; all peers live in sets.
 
-Incremental updates: a rendered ruleset is also split into its *skeleton* (the script with every
-named set's elements removed) and its *sets* (qualified set name -> element texts). Every peer
-set of an isolated direction is always declared (empty or not), so a change of peers alone keeps
-the skeleton and can be committed as element deletes/adds (`agent.dataplane.nft.incremental`). The
-table comment carries the skeleton's fingerprint (`shape`, fixed for the table's life since any
-other change replaces the table); the fingerprint of the whole ruleset lives in the one rule of
-the unhooked chain `state` (`podseg state=<16 hex>`), replaced in the same transaction as the
-elements. The split is done on the rendered text, so it covers any set any feature declares.
+Incremental updates: the tables are built as data first (`Table`, `NamedSet`, `Chain`) and
+the script is produced from them, so a rendered ruleset also has its *skeleton* (the tables'
+text with every named set's elements left out) and its *sets* (qualified set name -> element
+texts) straight from that structure. Every peer set of an isolated direction is always declared
+(empty or not), so a change of peers alone keeps the skeleton and can be committed as element
+deletes/adds (`agent.dataplane.nft.incremental`). The table comment carries the skeleton's
+fingerprint (`shape`, fixed for the table's life since any other change replaces the table); the
+fingerprint of the whole ruleset lives in the one rule of the unhooked chain `state`
+(`podseg state=<16 hex>`), replaced in the same transaction as the elements.
 """
 
 from __future__ import annotations
@@ -65,8 +66,6 @@ _MARK = f"0x{DENY_MARK:08x}"
 _CLEAR_MARK = f"0x{0xFFFFFFFF & ~DENY_MARK:08x}"
 _FP_RE = re.compile(r'comment "podseg state=([0-9a-f]{16})"')
 STATE_CHAIN = "state"
-_TABLE_RE = re.compile(r"^table (\S+) " + TABLE + r" \{$")
-_SET_RE = re.compile(r"^  set (\S+) \{$")
 _COMMENT_RE = re.compile(r'comment "(podseg fp=[0-9a-f]{16}[^"]*)"')
 _BAD_IFNAME = re.compile(r'[\s/:"\\]|[^\x21-\x7e]')
 _PROTOCOL_NAMES = {number: name.lower() for name, number in ruleset.PROTOCOL_NUMBERS.items()}
@@ -78,19 +77,52 @@ _ICMPV6_LINK = (
 )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class NamedSet:
+    """A named set: its `type` and `flags` and its elements, each as nft spells them."""
+
+    name: str
+    type: str
+    flags: tuple[str, ...] = ("interval",)
+    elements: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Chain:
+    """A chain: `header` statements (hook, priority, policy), then its rules, as nft text."""
+
+    name: str
+    header: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Table:
+    """One table as data; `table_text` writes it as comment, named counters, sets, chains."""
+
+    family: str
+    name: str
+    comment: str | None = None
+    sets: tuple[NamedSet, ...] = ()
+    counters: tuple[str, ...] = ()
+    chains: tuple[Chain, ...] = ()
+
+
 @dataclasses.dataclass(frozen=True)
 class Rendered:
     """A complete `nft -f` script and the fingerprint it tags the table with.
 
     `shape` fingerprints the skeleton (everything but set elements); `sets` holds each named
     set's elements as `("<family> <set>", (element, ...))`, sorted by name; both feed the
-    incremental patch (`agent.dataplane.nft.incremental`).
+    incremental patch (`agent.dataplane.nft.incremental`). `tables` is the structure the script
+    was written from (after the delete prelude).
     """
 
     script: str
     fingerprint: str
     shape: str = ""
     sets: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    tables: tuple[Table, ...] = ()
 
 
 def delete_script() -> str:
@@ -121,118 +153,84 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
     ValueError for a name that is not a valid interface name.
     """
     ifaces = canonical_interfaces(interfaces)
-    body = _inet_body(rs, ifaces)
-    netdev = _netdev_table(ifaces) if needs_netdev(rs) and ifaces else []
-    fp = fingerprint_of(rs, body + netdev)
-    tables = [f"table inet {TABLE} {{\n", *body, "}\n", *netdev]
-    skeleton, sets = split_sets("".join(tables))
-    shape = fingerprint_of(rs, ["shape", skeleton])
+    inet = _inet_table(rs, ifaces)
+    netdev = (_netdev_table(ifaces),) if needs_netdev(rs) and ifaces else ()
+    # The fingerprint hashes the text of everything but the comment and the state chain, which
+    # carry the fingerprints; the shape hashes the same text with no set elements.
+    pieces = _Pieces(inet)
+    body = [*pieces.counters, *pieces.sets, *pieces.chains]
+    netdev_text = [piece for table in netdev for piece in table_text(table)]
+    fp = fingerprint_of(rs, body + netdev_text)
+    skeleton = pieces.text(elements=False)
+    skeleton += [piece for table in netdev for piece in table_text(table, elements=False)]
+    shape = fingerprint_of(rs, ["shape", "".join(skeleton)])
     pod = _sanitize(f"{rs.namespace}/{rs.pod}")
     comment = f"podseg fp={shape} pod={pod}".encode()[:COMMENT_MAX_BYTES].decode(errors="ignore")
-    lines = [
-        *_delete_prelude(),
-        f"table inet {TABLE} {{\n",
-        f'  comment "{comment}"\n',
-        *body,
-        _chain(STATE_CHAIN, [], [state_rule(fp)]),
-        "}\n",
-        *netdev,
-    ]
-    return Rendered(script="".join(lines), fingerprint=fp, shape=shape, sets=sets)
+    state = Chain(STATE_CHAIN, rules=(state_rule(fp),))
+    inet = Table(inet.family, inet.name, comment, inet.sets, inet.counters, (*inet.chains, state))
+    # The text of the inet table: `body` between the comment and the state chain.
+    script = [*_delete_prelude(), *_table_open(inet), *body, _chain_text(state), "}\n"]
+    tables = (inet, *netdev)
+    sets = sorted((f"{t.family} {s.name}", s.elements) for t in tables for s in t.sets)
+    return Rendered("".join(script + netdev_text), fp, shape, tuple(sets), tables)
+
+
+def script_text(tables: Sequence[Table]) -> str:
+    """The `nft -f` script that replaces podseg's tables with `tables` (`render` writes the
+    same text, reusing the pieces it has already hashed)."""
+    return "".join([*_delete_prelude(), *(piece for t in tables for piece in table_text(t))])
+
+
+def table_text(table: Table, *, elements: bool = True) -> list[str]:
+    """The text of `table` in pieces: opening line and comment, one piece per counter, set and
+    chain, closing line (fingerprints hash these pieces one by one). Without `elements`, every
+    set is declared without its elements: the skeleton."""
+    return _Pieces(table).text(elements=elements)
+
+
+class _Pieces:
+    """The text of one table, each piece made once (a set's both with and without elements)."""
+
+    def __init__(self, table: Table) -> None:
+        self.head = _table_open(table)
+        self.counters = [f"  counter {name} {{\n  }}\n" for name in table.counters]
+        self.bare_sets: list[str] = []
+        self.sets: list[str] = []
+        for s in table.sets:
+            head = f"  set {s.name} {{\n    type {s.type}\n"
+            if s.flags:
+                head += f"    flags {', '.join(s.flags)}\n"
+            self.bare_sets.append(head + "  }\n")
+            if s.elements:
+                joined = ",\n      ".join(s.elements)
+                head += f"    elements = {{\n      {joined}\n    }}\n"
+            self.sets.append(head + "  }\n")
+        self.chains = [_chain_text(c) for c in table.chains]
+
+    def text(self, *, elements: bool = True) -> list[str]:
+        sets = self.sets if elements else self.bare_sets
+        return [*self.head, *self.counters, *sets, *self.chains, "}\n"]
+
+
+def _table_open(table: Table) -> list[str]:
+    head = [f"table {table.family} {table.name} {{\n"]
+    if table.comment is not None:
+        head.append(f'  comment "{table.comment}"\n')
+    return head
+
+
+def _chain_text(chain: Chain) -> str:
+    lines = [f"  chain {chain.name} {{\n"]
+    lines.extend(f"    {h}\n" for h in chain.header)
+    lines.extend(f"    {r}\n" for r in chain.rules)
+    lines.append("  }\n")
+    return "".join(lines)
 
 
 def state_rule(fingerprint: str) -> str:
     """The one rule of chain `state`: never evaluated (no hook, no jump), it only carries the
     fingerprint of the whole ruleset, so an incremental update can replace it."""
     return f'return comment "podseg state={fingerprint}"'
-
-
-def split_sets(text: str) -> tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]:
-    """(skeleton, sets) of rendered table text: every `elements = {...}` block of a named set
-    is cut out of the skeleton and returned as `("<family> <set>", elements)`, sorted.
-
-    The same as the line-by-line `_split_sets_lines` (a randomised test compares them), but an
-    element block, most of the text of a large ruleset, is cut with one `list.index` and one
-    slice; text with any line break other than `\n` takes the line-by-line form."""
-    if _odd_breaks(text):
-        return _split_sets_lines(text)
-    lines = text.split("\n")  # lines[-1] is what follows the final "\n" (usually "")
-    last = len(lines) - 1
-    skeleton: list[str] = []
-    kept_last = -1
-    sets: dict[str, tuple[str, ...]] = {}
-    family = current = ""
-    i = 0
-    while i <= last:
-        bare = lines[i]
-        if bare == "    elements = {" and current:
-            try:
-                close = lines.index("    }", i + 1)
-            except ValueError:  # never closed: the rest is elements that never make a set
-                break
-            sets[current] = tuple([line.strip().rstrip(",") for line in lines[i + 1 : close]])
-            i = close + 1
-            continue
-        if bare.startswith("    "):
-            pass  # a rule, set property or stray element line: changes nothing
-        elif bare.startswith("table ") and (table := _TABLE_RE.match(bare)):
-            family, current = table.group(1), ""
-        elif bare.startswith("  set ") and (named := _SET_RE.match(bare)):
-            current = f"{family} {named.group(1)}"
-            sets[current] = ()
-        else:
-            current = ""
-        skeleton.append(bare)
-        kept_last = i
-        i += 1
-    joined = "\n".join(skeleton)
-    if skeleton and kept_last < last:  # the last kept line had its line break
-        joined += "\n"
-    return joined, tuple(sorted(sets.items()))
-
-
-# Line boundaries of str.splitlines other than "\n": text holding one is split line by line.
-_OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-_ASCII_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
-
-
-def _odd_breaks(text: str) -> bool:
-    """Whether `text` holds a line break other than `\n` (substring tests run at C speed)."""
-    if not text.isascii():
-        return _OTHER_BREAKS.search(text) is not None
-    return any(c in text for c in _ASCII_BREAKS)
-
-
-def _split_sets_lines(text: str) -> tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]:
-    """`split_sets` one line at a time: the reference form (and the path for odd breaks)."""
-    skeleton: list[str] = []
-    sets: dict[str, tuple[str, ...]] = {}
-    family = ""
-    current = ""
-    elements: list[str] | None = None
-    for line in text.splitlines(keepends=True):
-        bare = line.rstrip("\n")
-        if elements is not None:
-            if bare == "    }":
-                sets[current] = tuple(elements)
-                elements = None
-            else:
-                elements.append(bare.strip().rstrip(","))
-            continue
-        table = _TABLE_RE.match(bare)
-        if table:
-            family = table.group(1)
-        named = _SET_RE.match(bare)
-        if named:
-            current = f"{family} {named.group(1)}"
-            sets[current] = ()
-        elif bare == "    elements = {" and current:
-            elements = []
-            continue
-        elif not bare.startswith("    "):
-            current = ""
-        skeleton.append(line)
-    return "".join(skeleton), tuple(sorted(sets.items()))
 
 
 def fingerprint_of(rs: ruleset.PodRuleset, content: Sequence[str]) -> str:
@@ -322,73 +320,6 @@ def _sanitize(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._/-]", "_", text)
 
 
-def _inet_body(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    policy_rules: dict[ruleset.Direction, list[str]] = {}
-    for direction, d in (
-        (ruleset.Direction.INGRESS, rs.ingress),
-        (ruleset.Direction.EGRESS, rs.egress),
-    ):
-        if d.isolated:
-            sets, rules = _direction_sets(direction, d)
-            out.extend(sets)
-            policy_rules[direction] = rules
-    quarantine, guard = rs.quarantine, rs.node_guard
-    if not policy_rules and quarantine is None and guard is None:
-        return out
-    containment = _containment(rs, ifaces)
-    out.extend(containment.sets)
-    out.append(_chain("ipv6_link", [], list(_ICMPV6_LINK)))
-    if ruleset.Direction.INGRESS in policy_rules or quarantine is not None:
-        rules = ['iif "lo" accept']
-        if quarantine is not None:
-            rules.append("jump quarantine_ingress")  # before anything, established included
-        if ruleset.Direction.INGRESS in policy_rules:
-            rules += [
-                f"ct state established,related ct mark & {_MARK} == 0x00000000 accept",
-                "meta nfproto ipv6 jump ipv6_link",
-                "jump ingress_policy",
-                "jump ingress_deny",
-            ]
-        out.append(
-            _chain("input", ["type filter hook input priority filter; policy accept;"], rules)
-        )
-        if ruleset.Direction.INGRESS in policy_rules:
-            out.append(_chain("ingress_policy", [], policy_rules[ruleset.Direction.INGRESS]))
-            out.append(
-                _chain(
-                    "ingress_deny",
-                    [],
-                    deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
-                )
-            )
-    if ruleset.Direction.EGRESS in policy_rules or quarantine is not None or guard is not None:
-        rules = ['oif "lo" accept']
-        if quarantine is not None:
-            rules.append("jump quarantine_egress")
-        # A conntrack entry carrying DENY_MARK (a denied flow, or a connection strict mode cut)
-        # gets no shortcut: each of its packets is judged again.
-        rules.append(f"ct state established,related ct mark & {_MARK} == 0x00000000 accept")
-        if guard is not None:
-            rules.append("jump node_guard")  # whatever the policies allow
-        if ruleset.Direction.EGRESS in policy_rules:
-            rules += ["meta nfproto ipv6 jump ipv6_link", "jump egress_policy", "jump egress_deny"]
-        out.append(
-            _chain("output", ["type filter hook output priority filter; policy accept;"], rules)
-        )
-        if ruleset.Direction.EGRESS in policy_rules:
-            out.append(_chain("egress_policy", [], policy_rules[ruleset.Direction.EGRESS]))
-            out.append(
-                _chain(
-                    "egress_deny",
-                    [],
-                    deny_rules(ruleset.Direction.EGRESS, "policy", ifaces, mode=rs.mode),
-                )
-            )
-    out.extend(containment.chains)
-    return _declare_counters(out)
-
-
 def log_prefix(direction: ruleset.Direction, reason: str, mode: ruleset.PolicyMode) -> str:
     """The NFLOG prefix of a deny rule: `podseg <direction> <reason> <mode>`."""
     return f"{LOG_PREFIX} {direction.value} {_sanitize_token(reason)} {mode.value}"
@@ -450,15 +381,6 @@ def deny_rules(
     ]
 
 
-_COUNTER_REF = re.compile(r'counter name "([^"]+)"')
-
-
-def _declare_counters(body: list[str]) -> list[str]:
-    """Prepend a declaration of every named counter the rules refer to."""
-    names = sorted({m for part in body for m in _COUNTER_REF.findall(part)})
-    return [f"  counter {name} {{\n  }}\n" for name in names] + body
-
-
 def _sanitize_token(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "_"
 
@@ -471,101 +393,175 @@ def needs_netdev(rs: ruleset.PodRuleset) -> bool:
     return rs.egress.isolated or rs.quarantine is not None or rs.node_guard is not None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Containment:
-    sets: list[str]
-    chains: list[str]
+class _Body:
+    """The sets, chains and named counters of a table while it is built; every deny chain
+    comes from `deny`, so each counter a rule names is declared."""
+
+    def __init__(self, ifaces: Sequence[str]) -> None:
+        self.ifaces = ifaces
+        self.sets: list[NamedSet] = []
+        self.chains: list[Chain] = []
+        self.counters: set[str] = set()
+
+    def chain(self, name: str, rules: Sequence[str], header: Sequence[str] = ()) -> None:
+        self.chains.append(Chain(name, tuple(header), tuple(rules)))
+
+    def deny(
+        self,
+        direction: ruleset.Direction,
+        reason: str,
+        mode: ruleset.PolicyMode = ruleset.PolicyMode.ENFORCE,
+    ) -> list[str]:
+        self.counters.add(counter_name(direction, reason, mode))
+        return deny_rules(direction, reason, self.ifaces, mode=mode)
+
+    def table(self, family: str) -> Table:
+        return Table(
+            family,
+            TABLE,
+            sets=tuple(self.sets),
+            counters=tuple(sorted(self.counters)),
+            chains=tuple(self.chains),
+        )
+
+
+def _inet_table(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> Table:
+    """`table inet podseg` without its comment and `state` chain (they carry fingerprints)."""
+    body = _Body(ifaces)
+    ingress = _direction(body, ruleset.Direction.INGRESS, rs.ingress)
+    egress = _direction(body, ruleset.Direction.EGRESS, rs.egress)
+    quarantine, guard = rs.quarantine, rs.node_guard
+    if ingress is None and egress is None and quarantine is None and guard is None:
+        return body.table("inet")
+    containment: list[Chain] = []
+    if quarantine is not None:
+        containment += _quarantine(body, quarantine)
+    if guard is not None:
+        containment += _node_guard(body, guard)
+    body.chain("ipv6_link", _ICMPV6_LINK)
+    if ingress is not None or quarantine is not None:
+        _input_chains(body, rs, ingress)
+    if egress is not None or quarantine is not None or guard is not None:
+        _output_chains(body, rs, egress)
+    body.chains += containment
+    return body.table("inet")
+
+
+def _input_chains(body: _Body, rs: ruleset.PodRuleset, policy: list[str] | None) -> None:
+    """The input hook and, when ingress is isolated, its policy and deny chains."""
+    rules = ['iif "lo" accept']
+    if rs.quarantine is not None:
+        rules.append("jump quarantine_ingress")  # before anything, established included
+    if policy is not None:
+        rules += [
+            f"ct state established,related ct mark & {_MARK} == 0x00000000 accept",
+            "meta nfproto ipv6 jump ipv6_link",
+            "jump ingress_policy",
+            "jump ingress_deny",
+        ]
+    body.chain("input", rules, ["type filter hook input priority filter; policy accept;"])
+    if policy is not None:
+        body.chain("ingress_policy", policy)
+        body.chain("ingress_deny", body.deny(ruleset.Direction.INGRESS, "policy", rs.mode))
+
+
+def _output_chains(body: _Body, rs: ruleset.PodRuleset, policy: list[str] | None) -> None:
+    """The output hook and, when egress is isolated, its policy and deny chains."""
+    rules = ['oif "lo" accept']
+    if rs.quarantine is not None:
+        rules.append("jump quarantine_egress")
+    # A conntrack entry carrying DENY_MARK (a denied flow, or a connection strict mode cut)
+    # gets no shortcut: each of its packets is judged again.
+    rules.append(f"ct state established,related ct mark & {_MARK} == 0x00000000 accept")
+    if rs.node_guard is not None:
+        rules.append("jump node_guard")  # whatever the policies allow
+    if policy is not None:
+        rules += ["meta nfproto ipv6 jump ipv6_link", "jump egress_policy", "jump egress_deny"]
+    body.chain("output", rules, ["type filter hook output priority filter; policy accept;"])
+    if policy is not None:
+        body.chain("egress_policy", policy)
+        body.chain("egress_deny", body.deny(ruleset.Direction.EGRESS, "policy", rs.mode))
 
 
 def _addr_sets(
     prefix: str, ranges: Sequence[ruleset.AddrRange]
-) -> tuple[list[str], list[tuple[str, str]]]:
+) -> tuple[list[NamedSet], list[tuple[str, str]]]:
     """Sets `<prefix>4`/`<prefix>6` of the non-empty families, and (family keyword, set name)."""
-    sets: list[str] = []
+    sets: list[NamedSet] = []
     names: list[tuple[str, str]] = []
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        elements = [format_addr(r) for r in ranges if r.family == family]
+        elements = tuple([format_addr(r) for r in ranges if r.family == family])
         if elements:
             name = f"{prefix}{family}"
-            sets.append(_set(name, addr_type, elements))
+            sets.append(NamedSet(name, addr_type, elements=elements))
             names.append((ip, name))
     return sets, names
 
 
-def _containment(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> _Containment:
-    """Sets and chains of quarantine and the node guard (jumped from input/output)."""
-    sets: list[str] = []
-    chains: list[str] = []
-    if rs.quarantine is not None:
-        allow_sets, allowed = _addr_sets("quarantine_allow", rs.quarantine.allow_from)
-        sets += allow_sets
-        chains.append(
-            _chain(
-                "quarantine_ingress",
-                [],
-                [f"{ip} saddr @{name} accept" for ip, name in allowed]
-                + ["meta nfproto ipv6 jump ipv6_link"]
-                + deny_rules(ruleset.Direction.INGRESS, "quarantine", ifaces),
-            )
-        )
-        chains.append(
-            _chain(
-                "quarantine_egress",
-                [],
-                [f"ct direction reply {ip} daddr @{name} accept" for ip, name in allowed]
-                + ["meta nfproto ipv6 jump ipv6_link"]
-                + deny_rules(ruleset.Direction.EGRESS, "quarantine", ifaces),
-            )
-        )
-    guard = rs.node_guard
-    if guard is not None:
-        blocked_sets, blocked = _addr_sets("node_guard_blocked", guard.blocked)
-        node_sets, nodes = _addr_sets("node_guard_nodes", guard.node_addrs)
-        sets += blocked_sets + node_sets
-        rules = [f"{ip} daddr @{name} jump node_guard_deny" for ip, name in blocked]
-        if guard.ports and nodes:
-            elements = [
-                f"{format_protocol(p.protocol)} . {format_ports(p.ports)}" for p in guard.ports
-            ]
-            sets.append(_set("node_guard_ports", "inet_proto . inet_service", elements))
-            rules += [
-                f"{ip} daddr @{name} meta l4proto . th dport @node_guard_ports jump node_guard_deny"
-                for ip, name in nodes
-            ]
-        chains.append(_chain("node_guard", [], rules))
-        chains.append(
-            _chain(
-                "node_guard_deny", [], deny_rules(ruleset.Direction.EGRESS, "node-guard", ifaces)
-            )
-        )
-    return _Containment(sets, chains)
+def _quarantine(body: _Body, quarantine: ruleset.Quarantine) -> list[Chain]:
+    """The allow sets of quarantine, and its chains (jumped first from input and output)."""
+    allow_sets, allowed = _addr_sets("quarantine_allow", quarantine.allow_from)
+    body.sets += allow_sets
+    ingress = [f"{ip} saddr @{name} accept" for ip, name in allowed]
+    ingress += ["meta nfproto ipv6 jump ipv6_link"]
+    ingress += body.deny(ruleset.Direction.INGRESS, "quarantine")
+    egress = [f"ct direction reply {ip} daddr @{name} accept" for ip, name in allowed]
+    egress += ["meta nfproto ipv6 jump ipv6_link"]
+    egress += body.deny(ruleset.Direction.EGRESS, "quarantine")
+    return [
+        Chain("quarantine_ingress", rules=tuple(ingress)),
+        Chain("quarantine_egress", rules=tuple(egress)),
+    ]
 
 
-def _direction_sets(
-    direction: ruleset.Direction, d: ruleset.DirectionRuleset
-) -> tuple[list[str], list[str]]:
-    """Set definitions and the matching accept rules of one isolated direction."""
+def _node_guard(body: _Body, guard: ruleset.NodeGuard) -> list[Chain]:
+    """The sets of the node guard, and its chains (jumped from output)."""
+    blocked_sets, blocked = _addr_sets("node_guard_blocked", guard.blocked)
+    node_sets, nodes = _addr_sets("node_guard_nodes", guard.node_addrs)
+    body.sets += blocked_sets + node_sets
+    rules = [f"{ip} daddr @{name} jump node_guard_deny" for ip, name in blocked]
+    if guard.ports and nodes:
+        elements = tuple(
+            [f"{format_protocol(p.protocol)} . {format_ports(p.ports)}" for p in guard.ports]
+        )
+        body.sets.append(
+            NamedSet("node_guard_ports", "inet_proto . inet_service", elements=elements)
+        )
+        rules += [
+            f"{ip} daddr @{name} meta l4proto . th dport @node_guard_ports jump node_guard_deny"
+            for ip, name in nodes
+        ]
+    deny = body.deny(ruleset.Direction.EGRESS, "node-guard")
+    return [Chain("node_guard", rules=tuple(rules)), Chain("node_guard_deny", rules=tuple(deny))]
+
+
+def _direction(
+    body: _Body, direction: ruleset.Direction, d: ruleset.DirectionRuleset
+) -> list[str] | None:
+    """Declare the peer sets of a direction; its accept rules, or None when not isolated."""
+    if not d.isolated:
+        return None
     key = "saddr" if direction is ruleset.Direction.INGRESS else "daddr"
     verdict = (
         "accept"
         if direction is ruleset.Direction.INGRESS
         else (f"ct mark set ct mark & {_CLEAR_MARK} accept")
     )
-    sets: list[str] = []
     rules: list[str] = []
     # Every set is declared even when empty, so that a change of peers alone never changes
     # the skeleton and stays an incremental element update.
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        elements = [format_addr(r) for r in d.any_port_peers if r.family == family]
+        elements = tuple([format_addr(r) for r in d.any_port_peers if r.family == family])
         name = set_name(direction, "any", family)
-        sets.append(_set(name, addr_type, elements))
+        body.sets.append(NamedSet(name, addr_type, elements=elements))
         rules.append(f"{ip} {key} @{name} {verdict}")
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        elements = _port_elements(d.port_peers, family)
+        elements = tuple(_port_elements(d.port_peers, family))
         name = set_name(direction, "ports", family)
-        sets.append(_set(name, f"{addr_type} . inet_proto . inet_service", elements))
+        set_type = f"{addr_type} . inet_proto . inet_service"
+        body.sets.append(NamedSet(name, set_type, elements=elements))
         rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
-    return sets, rules
+    return rules
 
 
 def _port_elements(port_peers: Sequence[ruleset.PeerPort], family: int) -> list[str]:
@@ -590,39 +586,20 @@ def _port_elements(port_peers: Sequence[ruleset.PeerPort], family: int) -> list[
     return out
 
 
-def _set(name: str, type_: str, elements: Sequence[str]) -> str:
-    if not elements:
-        return f"  set {name} {{\n    type {type_}\n    flags interval\n  }}\n"
-    joined = ",\n      ".join(elements)
-    return (
-        f"  set {name} {{\n    type {type_}\n    flags interval\n"
-        f"    elements = {{\n      {joined}\n    }}\n  }}\n"
-    )
-
-
-def _chain(name: str, header: Sequence[str], rules: Sequence[str]) -> str:
-    lines = [f"  chain {name} {{\n"]
-    lines.extend(f"    {h}\n" for h in header)
-    lines.extend(f"    {r}\n" for r in rules)
-    lines.append("  }\n")
-    return "".join(lines)
-
-
-def _netdev_table(ifaces: Sequence[str]) -> list[str]:
-    out = [f"table netdev {TABLE} {{\n"]
-    for chain, iface in interface_chains(ifaces):
-        out.append(
-            _chain(
-                chain,
-                [f'type filter hook egress device "{iface}" priority filter; policy accept;'],
-                [f"meta mark & {_MARK} == {_MARK} counter drop"],
-            )
+def _netdev_table(ifaces: Sequence[str]) -> Table:
+    """`table netdev podseg`: on each interface, an egress hook drops what DENY_MARK marks."""
+    chains = tuple(
+        Chain(
+            chain,
+            (f'type filter hook egress device "{iface}" priority filter; policy accept;',),
+            (f"meta mark & {_MARK} == {_MARK} counter drop",),
         )
-    out.append("}\n")
-    return out
+        for chain, iface in interface_chains(ifaces)
+    )
+    return Table("netdev", TABLE, chains=chains)
 
 
 def netdev_table(ifaces: Sequence[str]) -> list[str]:
-    """The `table netdev podseg` egress-drop definition alone (the iptables backend reuses it:
-    marked packets are dropped in each interface's egress hook)."""
-    return _netdev_table(canonical_interfaces(ifaces))
+    """The `table netdev podseg` egress-drop definition alone, as `table_text` pieces (the
+    iptables backend reuses it: marked packets are dropped in each interface's egress hook)."""
+    return table_text(_netdev_table(canonical_interfaces(ifaces)))
