@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from typing import Any
 
 import kubernetes.client
 import kubernetes.config
@@ -47,23 +48,20 @@ def _api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
 
 
 async def run(settings: config.Settings) -> int:
+    """Run the agent until SIGTERM/SIGINT (exit 0) or a crashed task (exit 1)."""
     loop = asyncio.get_running_loop()
     api = api_client(settings)
     queue: asyncio.Queue[watch.WatchEvent | watch.Relist] = asyncio.Queue()
     cluster = store.Store()
     dataplane = client.WorkerClient(timeout=settings.worker_timeout)
-    recorder = events.Recorder(api, settings.node_name)
     flows = (
         flows_collector.Collector(settings, cluster, dataplane) if settings.flow_capture else None
     )
+    recorder = events.Recorder(api, settings.node_name)
     rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows)
-    loop_alive = {"beat": loop.time()}
-
-    def alive() -> bool:
-        return loop.time() - loop_alive["beat"] < 30.0
-
+    beat = Heartbeat(loop)
     endpoint = health.Endpoint(
-        settings.metrics_host, settings.metrics_port, lambda: rec.ready, alive
+        settings.metrics_host, settings.metrics_port, lambda: rec.ready, beat.alive
     )
     try:
         await endpoint.start()
@@ -89,20 +87,44 @@ async def run(settings: config.Settings) -> int:
         netns_dir=settings.netns_dir,
         metrics_port=endpoint.port,
     )
+    tasks = [
+        asyncio.create_task(rec.run(queue), name="reconciler"),
+        asyncio.create_task(beat.run(), name="heartbeat"),
+    ]
+    code = await _until_stopped(loop, tasks)
+    for reflector in reflectors:
+        reflector.stop()
+    await _cancel(tasks)
+    if flows is not None:
+        await flows.close()
+    await dataplane.close()
+    await endpoint.stop()
+    api.close()
+    log.info("agent_stopped", rules="left in place (fail closed)")
+    return code
 
+
+class Heartbeat:
+    """Proof that the event loop turns (`/healthz`): a beat a second, stale after 30 s."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.last = loop.time()
+
+    def alive(self) -> bool:
+        return self.loop.time() - self.last < 30.0
+
+    async def run(self) -> None:
+        while True:
+            self.last = self.loop.time()
+            await asyncio.sleep(1.0)
+
+
+async def _until_stopped(loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[None]]) -> int:
+    """Wait for SIGTERM/SIGINT (0) or the end of a task (1 if it crashed)."""
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-
-    async def heartbeat() -> None:
-        while True:
-            loop_alive["beat"] = loop.time()
-            await asyncio.sleep(1.0)
-
-    tasks = [
-        asyncio.create_task(rec.run(queue), name="reconciler"),
-        asyncio.create_task(heartbeat(), name="heartbeat"),
-    ]
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     code = 0
@@ -111,9 +133,12 @@ async def run(settings: config.Settings) -> int:
             log.error("task_crashed", task=task.get_name(), error=repr(task.exception()))
             code = 1
     log.info("agent_stopping", reason="signal" if stopper in done else "task ended")
-    for reflector in reflectors:
-        reflector.stop()
-    for task in [stopper, *tasks]:
+    await _cancel([stopper])
+    return code
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
         # Re-cancel until done: on Python 3.11 a cancel that lands while an inner wait_for
         # completes is swallowed, and the reconciler would run on (seen in tests/chaos).
         while not task.done():
@@ -121,10 +146,3 @@ async def run(settings: config.Settings) -> int:
             await asyncio.wait({task}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    if flows is not None:
-        await flows.close()
-    await dataplane.close()
-    await endpoint.stop()
-    api.close()
-    log.info("agent_stopped", rules="left in place (fail closed)")
-    return code

@@ -1,4 +1,5 @@
-"""Every Prometheus metric podseg exports, in one registry (design.md section 2, "Metrics").
+"""Every Prometheus metric podseg exports, in one registry (docs/metrics.md, the reference a test
+keeps in step with this module; bounded labels: docs/architecture.md, doctrine 7).
 
 Labels stay bounded: namespaces, workloads, directions, states, kinds; never pod IPs or names.
 """
