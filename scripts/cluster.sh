@@ -154,6 +154,9 @@ setup_mntns() {
     echo "$v" > "$f"
     nsenter --mount="$MNTNS" -- mount --bind -o ro "$f" "/proc/sys/$k"
   done
+  # /run, /var/lib and /var/log are private too (fixed paths of containerd, its
+  # shims, runc, the CNI cache and the kubelet: see mntns-init.sh)
+  nsenter --mount="$MNTNS" -- "$CL/mntns-init.sh" "$STATE/shadow/" "$STATE" "$RUN" "$PSG_CLUSTER_CACHE" "$LOGS"
 }
 
 # cgroups: $CGROUP in every v1 hierarchy (the kubelet's cgroupRoot must exist in
@@ -257,7 +260,7 @@ start_containerd() {
 
 start_kubelet() {
   start kubelet node "$BIN/kubelet" --config="$STATE/kubelet.yaml" --kubeconfig="$STATE/kubelet.kubeconfig" \
-    --root-dir="$STATE/kubelet" --node-ip="$NODE_IP" --hostname-override="$NODE" --v=1
+    --root-dir="$STATE/kubelet" --cert-dir="$STATE/kubelet/pki" --node-ip="$NODE_IP" --hostname-override="$NODE" --v=1
 }
 
 start_kube_proxy() {
