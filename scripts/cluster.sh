@@ -46,9 +46,13 @@ pid_of() { [ -f "$PIDS/$1.pid" ] && cat "$PIDS/$1.pid" || true; }
 # alive NAME: its recorded pid runs and is ours (command line names our paths),
 # so a pid reused after a reboot is never taken for one of ours.
 alive() {
-  local pid cmd
-  pid=$(pid_of "$1"); [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  local pid cmd st
+  pid=$(pid_of "$1"); [ -n "$pid" ] || return 1
+  st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ] || return 1
   cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+  # empty while the process is between two execs (setsid -> sh -> nsenter -> X)
+  [ -n "$cmd" ] || return 0
   case "$cmd" in *"$BIN"*|*"$STATE"*|*"$RUN"*) return 0 ;; esac
   return 1
 }
@@ -313,7 +317,12 @@ cmd_up() {
   fi
   ensure_packages
   check_kernel
-  bash "$CL/build.sh"
+  # PSG_CLUSTER_NO_BUILD=1: use the binaries in the cache as they are
+  if [ "${PSG_CLUSTER_NO_BUILD:-0}" = 1 ]; then
+    [ -x "$BIN/psg-kube" ] || die "PSG_CLUSTER_NO_BUILD=1 but $BIN/psg-kube is missing"
+  else
+    bash "$CL/build.sh"
+  fi
   mkdir -p "$LOGS" "$PIDS" "$STATE" "$RUN"
   rm -f "$LOGS"/*.log
   say "namespaces $NET_NS, $NODE; mount namespace $MNTNS; cgroup $CGROUP"

@@ -28,7 +28,8 @@ image_archive() {
 image_load() {
   local archive=$1 name=$2
   ctr_k8s images import "$archive" >/dev/null
-  ctr_k8s images ls -q | grep -qxF "$name" || { echo "image: $name missing after import of $archive" >&2; return 1; }
+  local have; have=$(ctr_k8s images ls -q)   # (not piped into grep -q: SIGPIPE + pipefail)
+  grep -qxF "$name" <<<"$have" || { echo "image: $name missing after import of $archive" >&2; return 1; }
 }
 
 # image_import ROOTFS NAME ENTRYPOINT_JSON [CMD_JSON] [K=V ...]

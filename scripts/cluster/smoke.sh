@@ -15,6 +15,19 @@ check() {  # check NAME CMD...
   if out=$("$@" 2>&1); then passed=$((passed + 1)); echo "smoke: PASS $name${out:+: $(echo "$out" | tail -1)}"
   else failed=$((failed + 1)); echo "smoke: FAIL $name: $(echo "$out" | tail -3 | tr '\n' ' ')"; fi
 }
+# GET /hostname from inside POD with busybox nc (busybox-static's wget -T
+# crashes with SIGSEGV on Debian bookworm); prints the answering pod's name
+http_get() {
+  local out
+  out=$(kc -n "$ns" exec "$1" -- sh -c "printf 'GET /hostname HTTP/1.0\r\n\r\n' | nc -w 3 $2 $3") || return 1
+  out=$(printf '%s' "$out" | tail -n 1)
+  [[ "$out" == web-* ]] && echo "$out"
+}
+both_endpoints() {
+  local i seen=""
+  for i in 1 2 3 4 5 6 7 8 9 10 11 12; do seen+="$(http_get "$@")"$'\n'; done
+  [ "$(printf '%s' "$seen" | sort -u | grep -c .)" = 2 ] && echo "answers from: $(printf '%s' "$seen" | sort -u | tr '\n' ' ')"
+}
 t0=$SECONDS
 kc delete namespace "$ns" --ignore-not-found --wait=true >/dev/null
 kc create namespace "$ns" >/dev/null
@@ -45,6 +58,11 @@ spec:
   ports: [{port: 80, targetPort: 8080, protocol: TCP}]
 YAML
 check "deployment ready" kc -n "$ns" rollout status deploy/web --timeout=180s
+if [ "$failed" != 0 ]; then
+  kc -n "$ns" get events --sort-by=.lastTimestamp | tail -5
+  echo "smoke: $passed passed, $failed failed"
+  exit 1
+fi
 mapfile -t pods < <(kc -n "$ns" get pods -l app=web -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}')
 mapfile -t ips < <(kc -n "$ns" get pods -l app=web -o 'jsonpath={range .items[*]}{.status.podIP}{"\n"}{end}')
 svc=$(kc -n "$ns" get svc web -o 'jsonpath={.spec.clusterIP}')
@@ -52,10 +70,9 @@ echo "smoke: pods ${pods[*]} ips ${ips[*]} service $svc"
 if [ ${#pods[@]} -eq 2 ]; then
   check "kubectl exec" kc -n "$ns" exec "${pods[0]}" -- /agnhost connect --timeout=3s "127.0.0.1:8080"
   check "pod-to-pod tcp ${ips[0]} -> ${ips[1]}:8080" kc -n "$ns" exec "${pods[0]}" -- /agnhost connect --timeout=3s "${ips[1]}:8080"
-  check "pod-to-pod http" kc -n "$ns" exec "${pods[0]}" -- wget -qO- -T 3 "http://${ips[1]}:8080/hostname"
-  check "service $svc:80 (kube-proxy nftables)" kc -n "$ns" exec "${pods[0]}" -- wget -qO- -T 3 "http://$svc:80/hostname"
-  check "service hairpin (pod reaches itself through the service)" \
-    bash -c "for i in 1 2 3 4 5 6 7 8; do $BIN/kubectl --kubeconfig $KUBECONFIG_ADMIN -n $ns exec ${pods[1]} -- wget -qO- -T 3 http://$svc:80/hostname; echo; done | sort -u | grep -c . | grep -qx 2 && echo 'both endpoints answered'"
+  check "pod-to-pod http" http_get "${pods[0]}" "${ips[1]}" 8080
+  check "service $svc:80 (kube-proxy nftables)" http_get "${pods[0]}" "$svc" 80
+  check "service reaches both endpoints, hairpin included" both_endpoints "${pods[1]}" "$svc" 80
   check "pod reaches kubernetes service $KUBERNETES_SVC_IP:443" kc -n "$ns" exec "${pods[0]}" -- /agnhost connect --timeout=3s "$KUBERNETES_SVC_IP:443"
   check "kubectl logs" kc -n "$ns" logs "${pods[0]}" --tail=1
 else

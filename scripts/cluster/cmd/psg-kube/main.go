@@ -49,7 +49,7 @@ var components = map[string]func(){
 	}),
 	"kubectl": func() {
 		// kubectl reads -v before building its command tree (plugins, kuberc).
-		_ = logs.GlogSetter(kubectlcmd.GetLogVerbosity(os.Args))
+		_, _ = logs.GlogSetter(kubectlcmd.GetLogVerbosity(os.Args))
 		if err := cli.RunNoErrOutput(kubectlcmd.NewDefaultKubectlCommand()); err != nil {
 			kubectlutil.CheckErr(err)
 		}
