@@ -36,6 +36,8 @@ if [ "$force" = 0 ] && [ -f "$bin/.stamp" ] && [ "$(cat "$bin/.stamp")" = "$want
   exit 0
 fi
 
+command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
+command -v go >/dev/null || { echo "build: no go toolchain in PATH or /usr/local/go/bin" >&2; exit 1; }
 mkdir -p "$bin" "$cache/gomod" "$cache/gocache"
 export GOMODCACHE=$cache/gomod GOCACHE=$cache/gocache
 export CGO_ENABLED=0 GOFLAGS="-p=2 -buildvcs=false -trimpath -mod=readonly" GOTOOLCHAIN=local

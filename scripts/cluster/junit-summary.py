@@ -21,9 +21,10 @@ def main(path: str) -> int:
         if tc.find("skipped") is not None or tc.get("status") == "skipped":
             skipped += 1
             continue
-        if name.startswith("[SynchronizedBeforeSuite]") or name.startswith("[SynchronizedAfterSuite]") or name.startswith("[ReportAfterSuite]"):
-            if tc.find("failure") is None and tc.find("error") is None:
-                continue
+        # suite-level nodes ([SynchronizedBeforeSuite], [ReportAfterSuite] ...) are
+        # not specs: listed only when they fail
+        if not name.startswith("[It]") and tc.find("failure") is None and tc.find("error") is None:
+            continue
         fail = tc.find("failure")
         if fail is None:
             fail = tc.find("error")
