@@ -54,7 +54,7 @@ set +e
 if [ "$procs" -gt 1 ] && [ "$dry" = 0 ]; then
   # the ginkgo CLI runs the compiled suite in N processes (a compiled e2e.test
   # alone has no parallel mode); flags after -- go to every e2e.test process
-  ginkgo_args=() a
+  ginkgo_args=()
   for a in "${args[@]}"; do
     case "$a" in --ginkgo.*) ginkgo_args+=("--${a#--ginkgo.}") ;; esac
   done
