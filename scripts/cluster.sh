@@ -30,8 +30,9 @@ CL=$HERE/cluster
 CGROUP=/$NODE                       # kubelet cgroupRoot; our daemons in $CGROUP/daemons
 COMPONENTS="etcd kube-apiserver relay kube-controller-manager kube-scheduler containerd kubelet kube-proxy"
 
+exec 9>&2                            # errors reach the terminal even from a silenced check
 say()  { echo "cluster: $*"; }
-die()  { echo "cluster: ERROR: $*" >&2; exit 1; }
+die()  { echo "cluster: ERROR: $*" >&9; exit 1; }
 # fail COMPONENT WHAT: the one-line error of a component that did not come up
 fail() { die "$1 $2 (log: $LOGS/$1.log); clean up with: bash scripts/cluster.sh down"; }
 
@@ -289,6 +290,12 @@ configure_pod_network() {
   say "node $NODE pod CIDR $cidr"
 }
 
+# the API through the relay; a dead relay is its own error, not the apiserver's
+api_ready() {
+  alive relay || fail relay "exited (is 127.0.0.1:$PSG_CLUSTER_API_PORT taken? PSG_CLUSTER_API_PORT picks another)"
+  kc get --raw /readyz
+}
+
 node_ready() {
   [ "$(kc get node "$NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
@@ -315,6 +322,9 @@ cmd_up() {
     say "a previous cluster is partly there; taking it down first"
     cmd_down
   fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PSG_CLUSTER_API_PORT") 2>/dev/null; then
+    die "127.0.0.1:$PSG_CLUSTER_API_PORT (the API relay's port) is already in use; set PSG_CLUSTER_API_PORT"
+  fi
   ensure_packages
   check_kernel
   # PSG_CLUSTER_NO_BUILD=1: use the binaries in the cache as they are
@@ -334,8 +344,7 @@ cmd_up() {
   say "starting etcd";               start_etcd
   say "starting kube-apiserver";     start_apiserver
   start_relay
-  wait_for kube-apiserver 180 "ready (via relay 127.0.0.1:$PSG_CLUSTER_API_PORT)" kc get --raw /readyz
-  alive relay || fail relay "exited"
+  wait_for kube-apiserver 180 "ready (via relay 127.0.0.1:$PSG_CLUSTER_API_PORT)" api_ready
   say "starting controller-manager, scheduler"; start_controllers
   say "starting containerd and importing images"; start_containerd
   say "starting kubelet";            start_kubelet

@@ -3,7 +3,8 @@
 # cluster (bash scripts/cluster.sh conformance [options] [-- extra e2e.test flags]).
 #
 #   --dry-run        list the specs that would run (ginkgo dry run), run nothing
-#   --procs N        run N ginkgo processes in parallel (uses the ginkgo CLI; default 1)
+#   --procs N        run N ginkgo processes in parallel (ginkgo CLI; default 4; 1 = e2e.test alone)
+#                    47 specs, no enforcer, 2 cores: 1276 s with 1, 666 s with 2, 350 s with 4
 #   --focus RE       ginkgo focus (default: the sig-network Netpol and NetworkPolicy API specs)
 #   --skip RE        ginkgo skip (default: Feature:SCTPConnectivity, see below)
 #   --timeout D      whole-suite timeout (default 2h)
@@ -19,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/config.sh"
 focus='\[sig-network\] (Netpol|NetworkPolicy API) '
 skip='\[Feature:SCTPConnectivity\]'
-procs=1 dry=0 timeout=2h extra=()
+procs=4 dry=0 timeout=2h extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
