@@ -5,6 +5,8 @@
 #
 #   bash scripts/cluster/image.sh import ROOTFS NAME ENTRYPOINT_JSON [CMD_JSON] [K=V ...]
 #       e.g. image.sh import /tmp/rootfs podseg/agent:dev '["/venv/bin/podseg"]' '["agent"]'
+#       NAME is stored fully qualified as the kubelet asks for it (docker.io/podseg/agent:dev);
+#       pods use it with imagePullPolicy: Never or IfNotPresent.
 #   bash scripts/cluster/image.sh standard     # pause, agnhost, busybox for the e2e suite
 #   bash scripts/cluster/image.sh list
 set -euo pipefail
@@ -32,9 +34,20 @@ image_load() {
   grep -qxF "$name" <<<"$have" || { echo "image: $name missing after import of $archive" >&2; return 1; }
 }
 
+# image_ref NAME: the fully qualified name the kubelet will ask for
+# (podseg/agent:dev -> docker.io/podseg/agent:dev, busybox -> docker.io/library/busybox:latest)
+image_ref() {
+  local n=$1 first=${1%%/*}
+  case "$n" in */*) ;; *) n=library/$n ;; esac
+  case "$first" in *.*|*:*|localhost) [ "$first" != "$1" ] || n=docker.io/$n ;; *) n=docker.io/$n ;; esac
+  case "${n##*/}" in *:*|*@*) ;; *) n=$n:latest ;; esac
+  echo "$n"
+}
+
 # image_import ROOTFS NAME ENTRYPOINT_JSON [CMD_JSON] [K=V ...]
 image_import() {
-  local rootfs=$1 name=$2 ep=$3 cmd=${4:-[]}
+  local rootfs=$1 name ep=$3 cmd=${4:-[]}
+  name=$(image_ref "$2")
   shift 3; [ $# -gt 0 ] && shift
   local out
   out=$PSG_CLUSTER_CACHE/images/$(echo "$name" | tr '/:' '__').tar
