@@ -52,6 +52,9 @@ class Settings:
         default_factory=lambda: containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
     )
     strict: bool = True  # cut established connections a ruleset change made illegal
+    # A pod's podseg.io/mode label may loosen its namespace's mode (visibility in an
+    # enforcing namespace): off, since whoever can create a pod could switch off enforcement.
+    allow_pod_visibility: bool = False
 
 
 # -- reading values ------------------------------------------------------------------------
@@ -246,6 +249,14 @@ AGENT_OPTIONS = (
         boolean,
         "do not guard nodes from pods (PODSEG_NODE_GUARD=false)",
         switch=True,
+    ),
+    Option(
+        "--allow-pod-visibility",
+        "PODSEG_ALLOW_POD_VISIBILITY",
+        boolean,
+        "let a pod's podseg.io/mode=visibility label loosen an enforcing namespace",
+        switch=True,
+        switch_value=True,
     ),
     Option(
         "--no-strict",

@@ -284,7 +284,7 @@ class Reconciler:
             pod, state.containment_errors, wanted.containment_errors, bound
         )
         state.containment_errors = wanted.containment_errors
-        self.reporter.mode_label(pod, wanted.invalid_mode)
+        self.reporter.mode_label(pod, wanted.invalid_mode, wanted.refused_mode)
         rs = wanted.ruleset
         rendered = self.backend.render(rs, state.target.interfaces)
         return sync_pod.Plan(pod, state, state.target, rs, rendered, bound, verify, state.ruleset)

@@ -210,15 +210,21 @@ def test_workload_from_owner_references(
     assert _pod(owners, labels).workload == workload
 
 
-def test_mode_label_pod_wins_and_unknown_values_enforce() -> None:
+def test_mode_label_pod_tightens_only_and_unknown_values_enforce() -> None:
     vis, enf = ruleset.PolicyMode.VISIBILITY, ruleset.PolicyMode.ENFORCE
     namespaces = {"x": model.Namespace("x", {calc_mode.LABEL: "visibility"})}
     pod = model.Pod("x", "a")
-    assert calc_mode.resolve(pod, namespaces) == (vis, None)
+    assert calc_mode.resolve(pod, namespaces) == calc_mode.Resolution(vis)
     pinned = model.Pod("x", "a", labels={calc_mode.LABEL: "enforce"})
-    assert calc_mode.resolve(pinned, namespaces) == (enf, None)
-    assert calc_mode.resolve(pod, {}) == (enf, None)
+    assert calc_mode.resolve(pinned, namespaces) == calc_mode.Resolution(enf)
+    assert calc_mode.resolve(pod, {}) == calc_mode.Resolution(enf)
     typo = model.Pod("x", "a", labels={calc_mode.LABEL: "visiblity"})
-    assert calc_mode.resolve(typo, namespaces) == (enf, "visiblity")
+    assert calc_mode.resolve(typo, namespaces) == calc_mode.Resolution(enf, "visiblity")
+    # A pod cannot opt itself out of an enforcing namespace, unless the operator allows it.
+    loose = model.Pod("y", "a", labels={calc_mode.LABEL: "visibility"})
+    enforcing = {"y": model.Namespace("y", {calc_mode.LABEL: "enforce"})}
+    for spaces in (enforcing, {}):
+        assert calc_mode.resolve(loose, spaces) == calc_mode.Resolution(enf, refused="visibility")
+        assert calc_mode.resolve(loose, spaces, pod_may_loosen=True).mode is vis
     compiled = calc_compile.compile_pod(pod, [], namespaces, [pod])
     assert compiled.mode is vis
