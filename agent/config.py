@@ -55,6 +55,8 @@ class Settings:
     # A pod's podseg.io/mode label may loosen its namespace's mode (visibility in an
     # enforcing namespace): off, since whoever can create a pod could switch off enforcement.
     allow_pod_visibility: bool = False
+    # The widest forensic source a quarantine annotation may open (IPv4, IPv6 prefix lengths).
+    quarantine_widest_source: tuple[int, int] = containment.WIDEST_ALLOW_FROM
 
 
 # -- reading values ------------------------------------------------------------------------
@@ -249,6 +251,13 @@ AGENT_OPTIONS = (
         boolean,
         "do not guard nodes from pods (PODSEG_NODE_GUARD=false)",
         switch=True,
+    ),
+    Option(
+        "--quarantine-widest-source",
+        "PODSEG_QUARANTINE_WIDEST_SOURCE",
+        containment.parse_widest,
+        "shortest IPv4,IPv6 prefix a podseg.io/quarantine-allow-from entry may have "
+        f"(default {','.join(map(str, containment.WIDEST_ALLOW_FROM))}); /0 is always refused",
     ),
     Option(
         "--allow-pod-visibility",

@@ -38,6 +38,7 @@ class Cluster:
     services: calc_services.ServiceIndex
     guard_ports: tuple[ruleset.ProtoPorts, ...] | None = None
     pod_may_loosen_mode: bool = False  # --allow-pod-visibility
+    allow_from_widest: tuple[int, int] = containment.WIDEST_ALLOW_FROM
 
     @classmethod
     def of(
@@ -95,6 +96,7 @@ def desired(pod: model.Pod, cluster: Cluster) -> Desired:
         cluster.namespaces.get(pod.namespace),
         cluster.nodes.values(),
         cluster.guard_ports,
+        cluster.allow_from_widest,
     )
     return Desired(contained.ruleset, contained.errors, mode.invalid, mode.refused)
 
