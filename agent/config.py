@@ -43,6 +43,7 @@ class Settings:
     worker_timeout: float = 10.0
     watch_timeout: int = 300
     resync_period: float = 60.0
+    stale_after: float = 60.0  # /readyz fails once a kind's mirror failed to refresh this long
     flow_log_file: str | None = None  # None: the flow log goes to stdout
     flow_window: float = 5.0
     max_drop_series: int = 1000
@@ -210,6 +211,13 @@ AGENT_OPTIONS = (
         "PODSEG_RESYNC_PERIOD",
         positive(float),
         f"seconds between full re-checks of every local pod (default {default('resync_period')})",
+    ),
+    Option(
+        "--stale-after",
+        "PODSEG_STALE_AFTER",
+        positive(float),
+        f"seconds of failed API refreshes after which /readyz fails (default "
+        f"{default('stale_after')}); enforcement goes on meanwhile",
     ),
     Option(
         "--flow-log-file",
