@@ -6,9 +6,10 @@ dataplane worker) for a node with no local pod namespaces (so no root sandbox is
 address can clash with another run). It waits for /readyz, then:
 
 * samples the resident memory (VmRSS) of the agent and the worker, settled and peak (VmHWM);
-* per cached pod (issue 8, item 1d): the agent starts with half the pods; the other half is
-  added once it is ready; the RSS growth divided by the pods added is the cost of one cached
-  pod, and the RSS with all of them is checked against target 2d (<= 150 MiB);
+* per cached pod: the agent starts with half the pods; the other half is added once it is
+  ready; the RSS growth divided by the pods added is the cost of one cached pod, and the RSS
+  of agent and worker with all of them is checked against target 2d (<= 150 MiB at 10,000
+  cluster pods);
 * patches pod labels at a steady rate for a while and reports the CPU the two processes used,
   in millicores (CPU seconds / wall seconds), median over windows and the worst window;
 * sends SIGTERM and reports the time until the process exited (sizes the grace period).

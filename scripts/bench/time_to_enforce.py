@@ -1,4 +1,4 @@
-"""Benchmark (issue 8, items 1a and 1b): time to enforce, cold start and restart to ready.
+"""Benchmark: time to enforce, cold start and restart to ready.
 
 Builds a sandbox node with `--local-pods` pods in real network namespaces (110 by default, the
 kubelet's default pod limit), puts `--remote-pods` pods on other nodes (10,000) in 100 remote
@@ -6,21 +6,25 @@ namespaces and `--policies` NetworkPolicies (1,000) into the API emulator, and r
 `podseg agent --backend <backend>`. Each local pod is selected by ~policies/110 policies, each
 allowing a namespace-selected, label-selected set of remote peers on one port.
 
-(b) cold start: agent process start -> /readyz 200 with every local pod programmed from
-    scratch (tables deleted before each run); restart: SIGTERM, start again -> /readyz 200
-    (the tables are adopted by fingerprint).
-(a) time to enforce, `--rounds` times each, from the agent receiving the watch event to the
-    rules being committed in EVERY affected local pod (the agent's `reconcile_committed` log
-    line, also exported as podseg_policy_pass_seconds{kind}):
-      pod_labels        a remote pod's label moves it between two policies' peer sets
-      namespace_labels  a remote namespace's label moves 100 pods in/out of peer sets
-      policy            a policy's port is edited
-      pod_ip            a new remote pod, matched by policies, gets its IP
-    plus the nft transaction alone (`apply_ms` of the same run) as the same-run baseline, and
-    where each event's time went (the agent's own split: waiting for the pass, deciding and
-    compiling, the batched kernel work).
+It measures:
 
-Prints medians, p99 and ratios, each issue-8 target as MET / NOT MET, then `RESULT {json}`.
+* cold start: agent process start -> /readyz 200 with every local pod programmed from scratch
+  (tables deleted before each run); restart: SIGTERM, start again -> /readyz 200 (the tables
+  are adopted by fingerprint);
+* time to enforce, `--rounds` times each, from the agent receiving the watch event to the
+  rules being committed in EVERY affected local pod (the agent's `reconcile_committed` log
+  line, also exported as podseg_policy_pass_seconds{kind}):
+    pod_labels        a remote pod's label moves it between two policies' peer sets
+    namespace_labels  a remote namespace's label moves 100 pods in/out of peer sets
+    policy            a policy's port is edited
+    pod_ip            a new remote pod, matched by policies, gets its IP
+  plus the nft transaction alone (`apply_ms` of the same run) as the same-run baseline, and
+  where each event's time went (the agent's own split: waiting for the pass, deciding and
+  compiling, the batched kernel work).
+
+Prints medians, p99 and ratios, then target 2a (time to enforce over all kinds: p50 <= 5 ms and
+p99 <= 100 ms) and target 2b (cold start and restart to ready <= 2 s) as MET / NOT MET, then
+`RESULT {json}`.
 Needs root. Usage:
   .venv/bin/python scripts/bench/time_to_enforce.py [--backend nftables] [--quick]
 """
@@ -128,7 +132,8 @@ def cluster_objects(args: argparse.Namespace, apps: int) -> list[dict[str, Any]]
 
 
 def add_size_args(parser: argparse.ArgumentParser) -> None:
-    """The cluster size (issue 8, 1a) and `--quick`'s smaller one (see `apply_quick_size`)."""
+    """The cluster size of the time-to-enforce measurement, and `--quick`'s smaller one (see
+    `apply_quick_size`)."""
     parser.add_argument("--local-pods", type=int, default=110)
     parser.add_argument("--remote-pods", type=int, default=10_000)
     parser.add_argument("--policies", type=int, default=1_000)
@@ -262,7 +267,7 @@ def main() -> int:
             new = args.remote_pods + r
             measure("pod_ip", lambda new=new: emu.insert(remote_pod(new, role=new)))
         applies = [e for e in agent.lines[apply_seen:] if e.get("event") == "ruleset_applied"]
-        # (b) restarts last: an adopted table's first change is a full replace (by design)
+        # restarts last: an adopted table's first change is a full replace (by design)
         restart: list[float] = []
         for _ in range(args.restarts):
             cluster.agents["node-1"].stop()
