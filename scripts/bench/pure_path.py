@@ -168,7 +168,7 @@ def ms(values: list[float]) -> str:
     return f"median {s['median']:.3f} ms, p99 {s['p99']:.3f} ms (n={s['n']})"
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     benchlib.common_args(parser)
     tte.add_size_args(parser)
@@ -177,6 +177,11 @@ def main() -> int:
     tte.apply_quick_size(args)
     if args.quick:
         args.rounds = 3
+    return args
+
+
+def cold_start(args: argparse.Namespace) -> Pass:
+    """The store built and every local pod programmed once (not measured, but reported)."""
     started = time.perf_counter()
     st = build(args)
     run = Pass(st)
@@ -188,6 +193,11 @@ def main() -> int:
         f"{args.policies} policies (built in {time.perf_counter() - started:.1f} s; "
         f"cold program {statistics.median(cold):.2f} ms/pod)"
     )
+    return run
+
+
+def measure(run: Pass, args: argparse.Namespace) -> list[float]:
+    """Apply `--rounds` events of each kind; returns the garbage collector's pauses (ms)."""
     pauses: list[float] = []
     paused = [0.0]
 
@@ -202,10 +212,16 @@ def main() -> int:
         for kind, (resource, obj) in events(r, args.remote_pods, args.policies).items():
             run.event(kind, resource, obj)
     gc.callbacks.remove(on_gc)
+    return pauses
+
+
+def report(run: Pass, pauses: list[float]) -> float:
+    """Print the per-pod stages and the per-pass costs; returns the same-run ratio of the
+    reference removes_allows to the fast one."""
     print("per affected pod:")
     for stage, values in run.stages.items():
         print(f"  {stage:15s} {ms(values)}")
-    ratio_removes = statistics.median(run.reference["removes_allows"]) / max(
+    ratio_removes: float = statistics.median(run.reference["removes_allows"]) / max(
         1e-9, statistics.median(run.stages["removes_allows"])
     )
     pure = benchlib.summary(run.stages["pure"])
@@ -226,6 +242,15 @@ def main() -> int:
             f"  {kind:17s} affected {ms(figures['affected'])}; update_index "
             f"{ms(figures['update_index'])}; pods recompiled (median) {pods:g}"
         )
+    return ratio_removes
+
+
+def main() -> int:
+    args = parse_args()
+    run = cold_start(args)
+    pauses = measure(run, args)
+    ratio_removes = report(run, pauses)
+    pure = benchlib.summary(run.stages["pure"])
     targets = [
         benchlib.target(
             "2a-pure",
