@@ -17,8 +17,8 @@ import kubernetes.client
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
 from tests.chaos import helpers
+from tests.support.polling import wait_for
 
 NAMESPACES = ("c1", "c2")
 PODS = ("p0", "p1", "p2", "p3")
@@ -187,7 +187,7 @@ class Chaos:
     def run(self, events: int, kill_every: int) -> Stats:
         cl = self.cluster
         deny = helpers.Prober(cl.pods["c1/p0"], cl.pods["vault/secret"])
-        conftest.wait_for(lambda: helpers.converged(cl), timeout=30, what="initial rules")
+        wait_for(lambda: helpers.converged(cl), timeout=30, what="initial rules")
         deny.start()
         try:
             for _ in range(events * 3):  # draws that change nothing do not count
@@ -199,14 +199,14 @@ class Chaos:
             agent = cl.agents["node-1"]
             if not agent.running:
                 cl.start_agent("node-1")
-            conftest.wait_for(agent.ready, timeout=30, what="agent ready at the end")
-            conftest.wait_for(
+            wait_for(agent.ready, timeout=30, what="agent ready at the end")
+            wait_for(
                 lambda: helpers.converged(cl),
                 timeout=60,
                 what=f"kernel == from-scratch compile: {helpers.mismatches(cl)}",
             )
             leftovers = sorted(self.deleted)
-            conftest.wait_for(
+            wait_for(
                 lambda: all(helpers.table_state(cl.pods[k])[0] is None for k in leftovers),
                 timeout=30,
                 what=f"tables of deleted pods {leftovers} swept",

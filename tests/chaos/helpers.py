@@ -27,7 +27,7 @@ from agent.dataplane.nft import render as render_nft
 from agent.k8s import watch
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import podclient, probe, topology
-from tests import conftest
+from tests.support.polling import wait_for
 
 # Agents started by these tests dump their threads' stacks on SIGABRT (see kill_agent).
 os.environ.setdefault("PYTHONFAULTHANDLER", "1")
@@ -267,7 +267,7 @@ def kill_agent(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         code = popen.wait(15)
-    conftest.wait_for(
+    wait_for(
         lambda: not any(alive(pid) for pid in workers),
         timeout=15,
         what=f"worker {workers} to exit after its agent",

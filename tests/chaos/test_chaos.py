@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
-from tests import conftest
 from tests.chaos import engine
 
 EVENTS = 300
@@ -18,8 +17,6 @@ KILL_EVERY = 15  # on average: ~20 kills in the CI run
 
 @pytest.fixture
 def cluster() -> Iterator[sandbox_cluster.SandboxCluster]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cl:
         engine.build(cl)
         cl.start_agent("node-1", ["--resync-period", "1"])

@@ -13,8 +13,8 @@ import kubernetes.watch
 import pytest
 
 from testbed.emulator import server
-from tests import conftest
 from tests.emulator import helpers
+from tests.support.polling import wait_for
 
 
 @pytest.fixture
@@ -48,9 +48,9 @@ def test_restart_keeps_objects_renumbers_them_and_expires_every_resume(
 
     watcher = threading.Thread(target=watch_until_closed, daemon=True)
     watcher.start()
-    conftest.wait_for(lambda: emulator.watch_count >= 1, what="watch open")
+    wait_for(lambda: emulator.watch_count >= 1, what="watch open")
     assert emulator.restart() >= 1
-    conftest.wait_for(ended.is_set, what="the open watch ended by the restart")
+    wait_for(ended.is_set, what="the open watch ended by the restart")
 
     after = core.list_namespaced_pod("default")
     assert {p.metadata.name: p.metadata.labels for p in after.items} == {

@@ -13,17 +13,15 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
 from tests.chaos import helpers
 from tests.e2e import test_agent
+from tests.support.polling import wait_for
 
 RESTARTS = 6  # alternating SIGTERM and kill -9
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[sandbox_cluster.SandboxCluster]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cl:
         cl.ensure_namespace("t", {"ns": "t"})
         for name, role in (("server", "server"), ("friend", "friend"), ("stranger", "other")):
@@ -53,7 +51,7 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
     cluster: sandbox_cluster.SandboxCluster,
 ) -> None:
     host_before = root_tables()
-    conftest.wait_for(lambda: helpers.converged(cluster), timeout=20, what="initial rules")
+    wait_for(lambda: helpers.converged(cluster), timeout=20, what="initial rules")
     pods = cluster.pods
     deny = helpers.Prober(pods["t/stranger"], pods["t/server"])
     allow = helpers.Prober(pods["t/friend"], pods["t/server"], timeout=1.0)
@@ -63,8 +61,8 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
     adopted_restarts = 0
     swept_gone = False
     try:
-        conftest.wait_for(lambda: allow.count(probe.OK) > 0, what="allowed prober connected")
-        conftest.wait_for(lambda: deny.count(probe.TIMEOUT) > 0, what="denied prober blocked")
+        wait_for(lambda: allow.count(probe.OK) > 0, what="allowed prober connected")
+        wait_for(lambda: deny.count(probe.TIMEOUT) > 0, what="denied prober blocked")
         for i in range(RESTARTS):
             agent = cluster.agents["node-1"]
             how = "term" if i % 2 == 0 else "kill"
@@ -79,7 +77,7 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
             if adopted >= {"server", "friend", "stranger"}:
                 adopted_restarts += 1
             if i == 2:
-                swept = conftest.wait_for(
+                swept = wait_for(
                     lambda agent=agent: agent.events("leftover_table_swept"),
                     what="the deleted pod's table swept",
                 )
@@ -119,9 +117,7 @@ def test_tampered_table_is_restored_counted_and_reported(
 ) -> None:
     # Events are deduplicated per pod version: give the pod a new one for this round.
     cluster.label_pod("t/server", {"round": tamper})
-    expected = conftest.wait_for(
-        lambda: helpers.converged(cluster), timeout=20, what="rules in place"
-    )
+    expected = wait_for(lambda: helpers.converged(cluster), timeout=20, what="rules in place")
     reported = len(_drift_events(cluster))
     agent = cluster.agents["node-1"]
     server = cluster.pods["t/server"]
@@ -143,7 +139,7 @@ def test_tampered_table_is_restored_counted_and_reported(
         ["ip", "netns", "exec", server.netns, "nft", "-f", "-"], input=script, text=True, check=True
     )
     assert probe.probe(stranger, server.ipv4, 80, "tcp", 0.8) == probe.OK  # the hole is real
-    conftest.wait_for(
+    wait_for(
         lambda: helpers.table_state(server)[0] == expected["t/server"],
         timeout=10,
         what="table restored",
@@ -151,9 +147,7 @@ def test_tampered_table_is_restored_counted_and_reported(
     assert helpers.converged(cluster), helpers.mismatches(cluster)
     assert probe.probe(stranger, server.ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
     assert (test_agent.sample(agent, "podseg_ruleset_drift_total") or 0) > drift
-    conftest.wait_for(
-        lambda: len(_drift_events(cluster)) > reported, what="a new RulesetDrift event"
-    )
+    wait_for(lambda: len(_drift_events(cluster)) > reported, what="a new RulesetDrift event")
     event = _drift_events(cluster)[-1]
     assert event.involved_object.kind == "Pod" and event.involved_object.name == "server"
     assert event.type == "Warning"

@@ -20,9 +20,9 @@ import pytest
 
 from agent.calc import ruleset
 from agent.dataplane.nft import render as render_nft
-from tests import conftest
+from tests.support import privilege
 
-pytestmark = conftest.requires_root
+pytestmark = privilege.requires_root
 
 FOREIGN = "table inet foreign { chain c { type filter hook input priority 10; }; }\n" + (
     "table ip podseg { chain c { type filter hook input priority 20; }; }\n"

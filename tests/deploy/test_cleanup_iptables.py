@@ -20,11 +20,11 @@ import pytest
 from agent.calc import ruleset
 from agent.dataplane import backends, netns
 from agent.dataplane import client as dp_client
-from tests import conftest
 from tests.deploy import test_cleanup
+from tests.support import privilege
 
 pytestmark = [
-    conftest.requires_root,
+    privilege.requires_root,
     pytest.mark.skipif(shutil.which("ipset") is None, reason="ipset not installed"),
 ]
 

@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from tests import conftest
+from tests.support.polling import wait_for
 
 BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -76,7 +76,7 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else None
 
     def wait_up(self, timeout: float = 30.0) -> None:
-        conftest.wait_for(
+        wait_for(
             lambda: self.value("min(up)") == 1.0,
             timeout=timeout,
             interval=0.2,

@@ -11,10 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests import conftest
-
-pytestmark = conftest.requires_root
-
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 

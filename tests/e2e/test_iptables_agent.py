@@ -13,8 +13,8 @@ import pytest
 from agent.dataplane.ipt import render as render_ipt
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe, topology
-from tests import conftest
 from tests.e2e import test_agent
+from tests.support.polling import wait_for
 
 PODS = test_agent.PODS
 
@@ -32,8 +32,6 @@ def saved(pod: topology.SandboxPod, family: int = 4) -> str:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[test_agent.Env]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     if not all(shutil.which(t) for t in ("iptables-restore", "ip6tables-restore", "ipset")):
         pytest.skip("needs iptables-restore, ip6tables-restore and ipset (scripts/setup.sh)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
@@ -69,7 +67,7 @@ def test_restart_adopts_rules_and_sweeps_a_pod_deleted_meanwhile(env: test_agent
     adopted = {e["pod"] for e in agent.events("ruleset_adopted")}
     applied = {e["pod"] for e in agent.events("ruleset_applied")}
     assert adopted == set(PODS) and applied == set()
-    swept = conftest.wait_for(lambda: agent.events("leftover_table_swept"), what="sweep")
+    swept = wait_for(lambda: agent.events("leftover_table_swept"), what="sweep")
     assert [e["owner"] for e in swept] == ["t/gone"]
     assert "PODSEG" not in saved(gone, 4) + saved(gone, 6)
     assert _in(gone.netns, "ipset", "list", "-n").strip() == ""

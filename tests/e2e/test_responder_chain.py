@@ -11,7 +11,6 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
 from tests.responder import harness, payloads
 
 ECHO = 7000
@@ -23,8 +22,6 @@ INTERVAL = 0.005  # one echo per 5 ms: the cut is known to within that
 
 @pytest.fixture(scope="module")
 def chain() -> Iterator[tuple[sandbox_cluster.SandboxCluster, harness.ResponderProcess]]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
         cluster.ensure_namespace(NAMESPACE, {"ns": NAMESPACE})
         cluster.add_pod(NAMESPACE, POD, {"app": "api"}, echo_ports=(ECHO,))

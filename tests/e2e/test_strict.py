@@ -9,9 +9,9 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
 from tests.e2e import conftest as e2e
 from tests.e2e import test_agent
+from tests.support.polling import wait_for
 
 ECHO = 7000
 BUDGET = 5.0
@@ -53,8 +53,6 @@ BACKEND_ARGS: list[str] = []  # the running module cluster's `--backend` argumen
 @pytest.fixture(scope="module", params=e2e.BACKENDS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[sandbox_cluster.SandboxCluster]:
     """The strict-mode cluster, once per dataplane backend."""
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as c:
         c.ensure_namespace("s", {"ns": "s"})
         for name in ("server", "client", "other"):
@@ -70,7 +68,7 @@ def clean(cluster: sandbox_cluster.SandboxCluster) -> Iterator[sandbox_cluster.S
     allow_ingress(cluster, "client")
     allow_egress(cluster, "server")
     pods = cluster.pods
-    conftest.wait_for(
+    wait_for(
         lambda: (
             probe.probe(pods["s/other"], pods["s/server"].ipv4, 80, timeout=0.5) == probe.TIMEOUT
         ),
@@ -142,12 +140,12 @@ def test_change_that_keeps_the_allow_keeps_the_connection(
         }
     )
     pods = clean.pods
-    conftest.wait_for(
+    wait_for(
         lambda: probe.probe(pods["s/client"], pods["s/other"].ipv4, 80, timeout=0.5) == probe.OK,
         what="widened",
     )
     allow_egress(clean, "server")  # narrow again: removes an allow, but not this connection's
-    conftest.wait_for(
+    wait_for(
         lambda: len(agent.events("connections_cut")) > cuts, what="strict check after narrowing"
     )
     assert connection.alive(2.0)
@@ -163,7 +161,7 @@ def test_without_strict_the_established_connection_lives_on(
         connection = held(clean)
         allow_ingress(clean, "other")
         pods = clean.pods
-        conftest.wait_for(
+        wait_for(
             lambda: (
                 probe.probe(pods["s/client"], pods["s/server"].ipv4, 80, timeout=0.5)
                 == probe.TIMEOUT

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from tests import conftest
+from tests.support.polling import wait_for
 
 # The parent also hands the write end of the worker's stdin to a long sleeper, so the worker
 # sees no EOF when the parent dies: only the parent-death signal can end it.
@@ -45,7 +45,7 @@ def test_worker_dies_when_its_agent_is_killed() -> None:
         assert _alive(worker_pid)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
-        conftest.wait_for(lambda: not _alive(worker_pid), what="worker gone with its agent")
+        wait_for(lambda: not _alive(worker_pid), what="worker gone with its agent")
         assert _alive(holder_pid)  # its stdin was still open: the death signal did it
         os.kill(holder_pid, signal.SIGKILL)
     finally:

@@ -24,9 +24,6 @@ import pytest
 from agent.calc import intervals, ruleset
 from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
-from tests import conftest
-
-pytestmark = conftest.requires_root
 
 V4_BASE = int(intervals.address_range("198.18.0.0").first)
 V6_BASE = int(intervals.address_range("fd00:198:18::").first)

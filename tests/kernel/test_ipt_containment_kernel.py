@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from agent.calc import intervals, ruleset
 from agent.dataplane import client as dp_client
 from agent.dataplane.nft import render as render_nft
-from tests.netns import test_flow_reader as fr
-from tests.netns import test_ipt_kernel as ik
 from tests.support import dataplane as dpt
+from tests.support import kernel, privilege
+from tests.support.kernel import UDP, P, udp_exchange, v4
 
-netns = ik.netns  # fixtures shared with the other kernel tests
-pod_and_peer = ik.pod_and_peer
-pytestmark = ik.pytestmark
-P, UDP, v4, udp_exchange = ik.P, ik.UDP, ik.v4, ik.udp_exchange
+pytestmark = [
+    pytest.mark.skipif(not privilege.has("ipset"), reason="needs ipset (scripts/setup.sh)"),
+    pytest.mark.skipif(
+        not privilege.has("iptables-restore"), reason="needs iptables (scripts/setup.sh)"
+    ),
+]
 POD, PEER = "198.18.0.10", "198.18.0.20"
 EG, IN = ruleset.Direction.EGRESS, ruleset.Direction.INGRESS
 ENF, VIS = ruleset.PolicyMode.ENFORCE, ruleset.PolicyMode.VISIBILITY
@@ -27,9 +31,9 @@ ENF, VIS = ruleset.PolicyMode.ENFORCE, ruleset.PolicyMode.VISIBILITY
 
 def counters(ns: str) -> dict[str, int]:
     async def go(client: dp_client.WorkerClient) -> dict[str, dict[str, int]]:
-        return await dpt.counters(client, {"k": ik.target(ns)}, "iptables")
+        return await dpt.counters(client, {"k": kernel.target(ns)}, "iptables")
 
-    return ik.with_worker(go).get("k", {})
+    return kernel.with_worker(go).get("k", {})
 
 
 def count(ns: str, direction: ruleset.Direction, reason: str, mode: ruleset.PolicyMode) -> int:
@@ -55,10 +59,10 @@ def test_quarantine_isolates_established_flows_and_admits_only_forensics(
     pod_and_peer: tuple[str, str],
 ) -> None:
     pod, peer = pod_and_peer
-    ik.apply(pod, allow_peer_udp(80, 53))
+    kernel.apply_iptables(pod, allow_peer_udp(80, 53))
     assert udp_exchange(pod, peer, PEER, 53, 42001) == ("sent", "got hi 42001")
     assert udp_exchange(peer, pod, POD, 42001, 53)[1] == "got hi 53"  # the flow's reply
-    ik.apply(pod, allow_peer_udp(80, 53, quarantine=ruleset.Quarantine()))
+    kernel.apply_iptables(pod, allow_peer_udp(80, 53, quarantine=ruleset.Quarantine()))
     # whatever the policies allow, nothing passes either way, the open flow included
     assert udp_exchange(peer, pod, POD, 80, 42002) == ("sent", "timeout")
     assert udp_exchange(peer, pod, POD, 42001, 53) == ("sent", "timeout")
@@ -66,11 +70,13 @@ def test_quarantine_isolates_established_flows_and_admits_only_forensics(
     assert count(pod, IN, "quarantine", ENF) >= 2
     assert count(pod, EG, "quarantine", ENF) >= 1
     # a forensic source may open flows to the pod; the pod still opens none
-    ik.apply(pod, allow_peer_udp(80, 53, quarantine=ruleset.Quarantine(allow_from=(v4(20),))))
+    kernel.apply_iptables(
+        pod, allow_peer_udp(80, 53, quarantine=ruleset.Quarantine(allow_from=(v4(20),)))
+    )
     assert udp_exchange(peer, pod, POD, 9000, 42004) == ("sent", "got hi 42004")
     assert udp_exchange(pod, peer, PEER, 53, 42005) == ("sent", "timeout")
     # lifting the quarantine restores the policies
-    ik.apply(pod, allow_peer_udp(80, 53))
+    kernel.apply_iptables(pod, allow_peer_udp(80, 53))
     assert udp_exchange(pod, peer, PEER, 53, 42006) == ("sent", "got hi 42006")
 
 
@@ -80,17 +86,19 @@ def test_node_guard_blocks_node_ports_and_blocked_addresses_whatever_policies_al
     pod, peer = pod_and_peer
     open_egress = ruleset.DirectionRuleset(True, (intervals.ALL_V4,), (), ("a/all",))
     guard = ruleset.NodeGuard(node_addrs=(v4(20),), ports=(ruleset.ProtoPorts(UDP, P(5353, 5354)),))
-    ik.apply(pod, ruleset.PodRuleset("prod", "web", egress=open_egress, node_guard=guard))
+    kernel.apply_iptables(
+        pod, ruleset.PodRuleset("prod", "web", egress=open_egress, node_guard=guard)
+    )
     assert udp_exchange(pod, peer, PEER, 5353, 42101) == ("sent", "timeout")
     assert udp_exchange(pod, peer, PEER, 53, 42102) == ("sent", "got hi 42102")
     assert count(pod, EG, "node-guard", ENF) >= 1
     assert count(pod, EG, "policy", ENF) == 0
     # a blocked address, any port; also without any policy isolating the pod
     blocked = ruleset.NodeGuard(blocked=(v4(20),))
-    ik.apply(pod, ruleset.PodRuleset("prod", "web", node_guard=blocked))
+    kernel.apply_iptables(pod, ruleset.PodRuleset("prod", "web", node_guard=blocked))
     assert udp_exchange(pod, peer, PEER, 53, 42103) == ("sent", "timeout")
     assert udp_exchange(peer, pod, POD, 80, 42104) == ("sent", "got hi 42104")  # ingress open
-    ik.apply(pod, ruleset.PodRuleset("prod", "web"))
+    kernel.apply_iptables(pod, ruleset.PodRuleset("prod", "web"))
     assert udp_exchange(pod, peer, PEER, 53, 42105) == ("sent", "got hi 42105")
 
 
@@ -98,12 +106,12 @@ def test_visibility_mode_logs_and_counts_but_drops_nothing(
     pod_and_peer: tuple[str, str],
 ) -> None:
     pod, peer = pod_and_peer
-    reader = fr.ReaderProc()
+    reader = kernel.ReaderProc()
     try:
         path = f"/run/netns/{pod}"
         reader.send(op="open", key="prod/web", path=path, ino=os.stat(path).st_ino)
         reader.wait(lambda m: m.get("opened") == "prod/web")
-        ik.apply(pod, allow_peer_udp(80, 53, mode=VIS))
+        kernel.apply_iptables(pod, allow_peer_udp(80, 53, mode=VIS))
         assert udp_exchange(peer, pod, POD, 81, 42201) == ("sent", "got hi 42201")
         assert udp_exchange(pod, peer, PEER, 54, 42202) == ("sent", "got hi 42202")
         # the replies of a would-be-denied flow are not cut (no DENY_MARK in visibility)
@@ -113,7 +121,7 @@ def test_visibility_mode_logs_and_counts_but_drops_nothing(
         for prefix in ("podseg ingress policy visibility", "podseg egress policy visibility"):
             reader.wait(lambda m, p=prefix: any(x[0] == p for x in m.get("packets", [])))
         # enforce mode: same probes dropped, logged with the enforce prefix, counted
-        ik.apply(pod, allow_peer_udp(80, 53))
+        kernel.apply_iptables(pod, allow_peer_udp(80, 53))
         assert udp_exchange(peer, pod, POD, 81, 42203) == ("sent", "timeout")
         assert udp_exchange(pod, peer, PEER, 54, 42204) == ("sent", "timeout")
         assert count(pod, IN, "policy", ENF) == 1 and count(pod, EG, "policy", ENF) >= 1

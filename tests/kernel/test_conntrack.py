@@ -16,10 +16,7 @@ import pytest
 from agent.dataplane import client as dp_client
 from agent.dataplane import conntrack, netns, protocol
 from agent.dataplane.nft import render as render_nft
-from tests import conftest
 from tests.support import dataplane as dpt
-
-pytestmark = conftest.requires_root
 
 # Connection tracking is on demand per namespace: any ct rule turns it on.
 TRACK = "table inet t {\n chain c {\n type filter hook output priority 0;\n"

@@ -4,14 +4,9 @@ group already taken, a namespace that vanishes; and the worker's drop counters."
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import select
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -20,59 +15,8 @@ from agent.dataplane import client as dp_client
 from agent.dataplane import netns
 from agent.dataplane.nft import render as render_nft
 from testbed.sandbox import probe, topology
-from tests import conftest
 from tests.support import dataplane as dpt
-
-pytestmark = conftest.requires_root
-
-
-class ReaderProc:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.flows.reader"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        self.buffer = b""
-        self.seen: list[dict[str, Any]] = []
-
-    def send(self, **request: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(request) + "\n").encode())
-        self.proc.stdin.flush()
-
-    def wait(self, match: Any, timeout: float = 10.0) -> dict[str, Any]:
-        """The first message (seen so far or arriving before the deadline) that `match`es."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        index = 0
-        while True:
-            while index < len(self.seen):
-                if match(self.seen[index]):
-                    return self.seen[index]
-                index += 1
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no matching reader message; got {self.seen[-5:]}")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                assert chunk, "reader exited"
-                self.buffer += chunk
-                while b"\n" in self.buffer:
-                    line, self.buffer = self.buffer.split(b"\n", 1)
-                    self.seen.append(json.loads(line))
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+from tests.support.kernel import ReaderProc
 
 
 @pytest.fixture

@@ -7,64 +7,24 @@ probes check what the rules do, not only what they look like.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
 import pytest
 
 from agent.calc import intervals, ruleset
 from agent.dataplane import backends, protocol
 from agent.dataplane import client as dp_client
-from agent.dataplane import netns as dp_netns
 from agent.dataplane.ipt import render as render_ipt
 from agent.dataplane.nft import render as render_nft
-from tests.netns import test_render_kernel as rk
 from tests.support import dataplane as dpt
-
-netns = rk.netns  # fixtures shared with the nftables kernel tests
-pod_and_peer = rk.pod_and_peer
-P, TCP, UDP, v4, v6 = rk.P, rk.TCP, rk.UDP, rk.v4, rk.v6
-_run, udp_exchange = rk._run, rk.udp_exchange
+from tests.support import privilege
+from tests.support.kernel import IPT, TCP, UDP, P, run, target, udp_exchange, v4, v6, with_worker
+from tests.support.kernel import apply_iptables as apply
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which("ipset") is None, reason="ipset not installed"),
-    pytest.mark.skipif(shutil.which("iptables-restore") is None, reason="iptables not installed"),
+    pytest.mark.skipif(not privilege.has("ipset"), reason="needs ipset (scripts/setup.sh)"),
+    pytest.mark.skipif(
+        not privilege.has("iptables-restore"), reason="needs iptables (scripts/setup.sh)"
+    ),
 ]
-
-T = TypeVar("T")
-IPT = backends.Iptables()
-
-
-def with_worker(fn: Callable[[dp_client.WorkerClient], Awaitable[T]]) -> T:
-    async def scenario() -> T:
-        client = dp_client.WorkerClient(timeout=20)
-        try:
-            return await fn(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(scenario())
-
-
-def target(ns: str, ifaces: tuple[str, ...] = ("eth0",)) -> dp_netns.Target:
-    st = os.stat(f"/run/netns/{ns}")
-    return dp_netns.Target(f"/run/netns/{ns}", st.st_ino, ifaces)
-
-
-def apply(ns: str, rs: ruleset.PodRuleset) -> tuple[str, str | None]:
-    program = IPT.render(rs, ["eth0"])
-
-    async def go(client: dp_client.WorkerClient) -> tuple[str, str | None]:
-        digest = (await backends.commit(client, IPT, target(ns), program)).digest
-        assert digest is not None
-        fp, digest2 = await dpt.examine(client, IPT, target(ns))
-        assert fp == program.fingerprint and digest2 == digest
-        return program.fingerprint, digest
-
-    return with_worker(go)
 
 
 def inspect(ns: str) -> tuple[str | None, str | None]:
@@ -72,16 +32,16 @@ def inspect(ns: str) -> tuple[str | None, str | None]:
 
 
 def ipsets(ns: str) -> list[str]:
-    return _run("ip", "netns", "exec", ns, "ipset", "list", "-n").split()
+    return run("ip", "netns", "exec", ns, "ipset", "list", "-n").split()
 
 
 def save(ns: str, family: int = 4) -> str:
     tool = "iptables-save" if family == 4 else "ip6tables-save"
-    return _run("ip", "netns", "exec", ns, tool, "-t", "filter")
+    return run("ip", "netns", "exec", ns, tool, "-t", "filter")
 
 
 def nft_tables(ns: str) -> set[str]:
-    out = _run("ip", "netns", "exec", ns, "nft", "list", "tables")
+    out = run("ip", "netns", "exec", ns, "nft", "list", "tables")
     return {line.removeprefix("table ").strip() for line in out.splitlines() if line.strip()}
 
 
@@ -191,22 +151,22 @@ def test_drift_in_rules_sets_or_jump_order_changes_the_digest(netns: str) -> Non
     rs = both_ways(v4(20), 80, 53)
     fp, digest = apply(netns, rs)
     name = next(s for s in ipsets(netns) if s.endswith("-i4p"))
-    _run("ip", "netns", "exec", netns, "ipset", "add", name, "198.18.0.99,tcp:22")
+    run("ip", "netns", "exec", netns, "ipset", "add", name, "198.18.0.99,tcp:22")
     fp_now, digest_now = inspect(netns)
     assert fp_now == fp and digest_now != digest  # an extra element: drift, same comment
     apply(netns, rs)
     _, digest = inspect(netns)
-    _run("ip", "netns", "exec", netns, "iptables", "-I", "INPUT", "1", "-j", "ACCEPT")
+    run("ip", "netns", "exec", netns, "iptables", "-I", "INPUT", "1", "-j", "ACCEPT")
     assert inspect(netns)[1] != digest  # a foreign rule before our jump could bypass us
-    _run("ip", "netns", "exec", netns, "iptables", "-D", "INPUT", "-j", "ACCEPT")
-    _run("ip", "netns", "exec", netns, "ip6tables", "-F", "PODSEG-INPUT")
+    run("ip", "netns", "exec", netns, "iptables", "-D", "INPUT", "-j", "ACCEPT")
+    run("ip", "netns", "exec", netns, "ip6tables", "-F", "PODSEG-INPUT")
     assert inspect(netns)[0] is None  # one family lost its owner rule: unknown, re-apply
 
 
 def test_delete_is_idempotent_and_spares_foreign_rules_and_sets(netns: str) -> None:
-    _run("ip", "netns", "exec", netns, "iptables", "-N", "FOREIGN")
-    _run("ip", "netns", "exec", netns, "iptables", "-A", "INPUT", "-j", "FOREIGN")
-    _run("ip", "netns", "exec", netns, "ipset", "create", "foreign", "hash:ip")
+    run("ip", "netns", "exec", netns, "iptables", "-N", "FOREIGN")
+    run("ip", "netns", "exec", netns, "iptables", "-A", "INPUT", "-j", "FOREIGN")
+    run("ip", "netns", "exec", netns, "ipset", "create", "foreign", "hash:ip")
     apply(netns, both_ways(v4(20), 80, 53))
 
     async def delete_twice(client: dp_client.WorkerClient) -> tuple[object, object]:
@@ -242,7 +202,7 @@ def test_nftables_and_iptables_backends_ignore_each_other(netns: str) -> None:
     assert "inet podseg" in nft_tables(netns)
     assert (
         render_nft.parse_fingerprint(
-            _run("ip", "netns", "exec", netns, "nft", "list", "table", "inet", "podseg")
+            run("ip", "netns", "exec", netns, "nft", "list", "table", "inet", "podseg")
         )
         == program.fingerprint
     )
@@ -267,6 +227,6 @@ def test_sctp_and_ipv6_ranges_load_at_the_ruleset_level(netns: str) -> None:
     v4_rules, v6_rules = save(netns, 4), save(netns, 6)
     assert "-p sctp -m sctp --dport 5000:6000 -m set --match-set PODSEG-" in v4_rules
     name = next(s for s in ipsets(netns) if s.endswith("-i6p"))
-    members = _run("ip", "netns", "exec", netns, "ipset", "list", name)
+    members = run("ip", "netns", "exec", netns, "ipset", "list", name)
     assert "sctp:7000" in members and "sctp:7001" in members
     assert f"--match-set {name} src,dst -j ACCEPT" in v6_rules

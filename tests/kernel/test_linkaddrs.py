@@ -12,10 +12,6 @@ from typing import Any
 
 import pytest
 
-from tests import conftest
-
-pytestmark = conftest.requires_root
-
 PYROUTE2_VIEW = """
 import json, pyroute2
 with pyroute2.IPRoute() as ipr:

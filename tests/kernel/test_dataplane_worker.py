@@ -14,10 +14,8 @@ from agent.calc import ruleset
 from agent.dataplane import client as dp_client
 from agent.dataplane import netns, protocol
 from agent.dataplane.nft import render as render_nft
-from tests import conftest
 from tests.support import dataplane as dpt
-
-pytestmark = conftest.requires_root
+from tests.support.polling import wait_for
 
 
 def _ip(*args: str) -> None:
@@ -124,7 +122,7 @@ def test_namespace_reachable_only_through_a_process_is_found_via_proc() -> None:
         holder = subprocess.Popen(
             ["ip", "netns", "exec", name, "sleep", "60"], stdin=subprocess.DEVNULL
         )
-        conftest.wait_for(
+        wait_for(
             lambda: (
                 os.stat(f"/proc/{holder.pid}/ns/net").st_ino == os.stat(f"/run/netns/{name}").st_ino
             ),

@@ -6,78 +6,24 @@ when a test fails; the root namespace's firewall is never touched.
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import subprocess
-from collections.abc import Iterator
-
 import pytest
 
 from agent.calc import intervals, ruleset
 from agent.dataplane.nft import render as render_nft
-
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces"),
-    pytest.mark.skipif(shutil.which("nft") is None, reason="nft binary not installed"),
-    pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 not installed"),
-]
-
-TCP, UDP, SCTP = 6, 17, 132
-P = ruleset.PortRange
-V4_BASE = int(intervals.address_range("198.18.0.0").first)
-V6_BASE = int(intervals.address_range("fd00:198:18::").first)
-
-
-def _run(*args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
-    return done.stdout
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"psg-{secrets.token_hex(3)}-render"
-    _run("ip", "netns", "add", name)
-    try:
-        _run("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-        for dev in ("lo", "eth0", "eth0p"):
-            _run("ip", "-n", name, "link", "set", dev, "up")
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-
-
-def load(ns: str, script: str) -> None:
-    _run("ip", "netns", "exec", ns, "nft", "-f", "-", stdin=script)
-
-
-def fingerprint_in(ns: str) -> str | None:
-    done = subprocess.run(
-        ["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "podseg"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return render_nft.parse_fingerprint(done.stdout) if done.returncode == 0 else None
-
-
-def tables_in(ns: str) -> list[str]:
-    return [
-        line
-        for line in _run("ip", "netns", "exec", ns, "nft", "list", "tables").splitlines()
-        if line
-    ]
-
-
-def v4(offset: int) -> ruleset.AddrRange:
-    return ruleset.AddrRange(4, V4_BASE + offset, V4_BASE + offset)
-
-
-def v6(offset: int) -> ruleset.AddrRange:
-    return ruleset.AddrRange(6, V6_BASE + offset, V6_BASE + offset)
+from tests.support.kernel import (
+    SCTP,
+    TCP,
+    UDP,
+    V4_BASE,
+    P,
+    fingerprint_in,
+    load,
+    run,
+    tables_in,
+    udp_exchange,
+    v4,
+    v6,
+)
 
 
 def apply_and_check(ns: str, rs: ruleset.PodRuleset, interfaces: list[str]) -> render_nft.Rendered:
@@ -146,7 +92,7 @@ DENY_ALL = ruleset.PodRuleset(
 def test_v4_only_ingress(netns: str) -> None:
     apply_and_check(netns, V4_ONLY, ["eth0"])
     assert tables_in(netns) == ["table inet podseg"]  # no egress isolation: no netdev table
-    listing = _run(
+    listing = run(
         "ip", "netns", "exec", netns, "nft", "list", "set", "inet", "podseg", "ingress_ports4"
     )
     assert "198.18.0.9 . udp . 53" in listing and "198.18.0.9 . sctp . 3868" in listing
@@ -155,7 +101,7 @@ def test_v4_only_ingress(netns: str) -> None:
 def test_v6_and_egress_hook(netns: str) -> None:
     apply_and_check(netns, V6_BOTH, ["eth0"])
     assert sorted(tables_in(netns)) == ["table inet podseg", "table netdev podseg"]
-    chain = _run(
+    chain = run(
         "ip", "netns", "exec", netns, "nft", "list", "chain", "netdev", "podseg", "egress_eth0"
     )
     assert 'hook egress device "eth0"' in chain
@@ -163,7 +109,7 @@ def test_v6_and_egress_hook(netns: str) -> None:
 
 def test_isolated_both_ways_dual_stack_and_deny_all(netns: str) -> None:
     apply_and_check(netns, DUAL_BOTH, ["eth0", "eth0p"])
-    netdev = _run("ip", "netns", "exec", netns, "nft", "list", "table", "netdev", "podseg")
+    netdev = run("ip", "netns", "exec", netns, "nft", "list", "table", "netdev", "podseg")
     assert "egress_eth0 " in netdev and "egress_eth0p " in netdev
     apply_and_check(netns, DENY_ALL, ["eth0"])
     apply_and_check(netns, DENY_ALL, [])  # no interfaces: egress denied in output instead
@@ -191,7 +137,7 @@ def test_many_elements(netns: str) -> None:
         ),
     )
     apply_and_check(netns, rs, ["eth0"])
-    listing = _run(
+    listing = run(
         "ip", "netns", "exec", netns, "nft", "list", "set", "inet", "podseg", "egress_ports6"
     )
     assert listing.count(". tcp . 80-81") == 5000
@@ -209,7 +155,7 @@ def test_reapply_over_existing_tables_and_switch_to_not_isolated(netns: str) -> 
     assert ingress_only.fingerprint != second.fingerprint
     open_pod = apply_and_check(netns, ruleset.PodRuleset("prod", "web"), ["eth0"])
     assert tables_in(netns) == ["table inet podseg"]
-    chains = _run("ip", "netns", "exec", netns, "nft", "list", "chains")
+    chains = run("ip", "netns", "exec", netns, "nft", "list", "chains")
     assert "hook" not in chains
     assert fingerprint_in(netns) == open_pod.fingerprint
 
@@ -232,83 +178,6 @@ def test_failed_script_leaves_previous_ruleset(netns: str) -> None:
     with pytest.raises(AssertionError):
         load(netns, broken + "table inet podseg { chain y { bogus } }\n")
     assert fingerprint_in(netns) == good.fingerprint
-
-
-RECV = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.settimeout(float(sys.argv[3]))
-print("ready", flush=True)
-try:
-    data, peer = s.recvfrom(100)
-    print("got", data.decode(), peer[1], flush=True)
-except TimeoutError:
-    print("timeout", flush=True)
-"""
-
-SEND = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[3])))
-try:
-    s.sendto(b"hi", (sys.argv[1], int(sys.argv[2])))
-    print("sent", flush=True)
-except OSError as exc:
-    print("error", exc.errno, flush=True)
-"""
-
-
-@pytest.fixture
-def pod_and_peer(netns: str) -> Iterator[tuple[str, str]]:
-    """`netns` as the pod (198.18.0.10 on eth0) and a peer namespace (198.18.0.20)."""
-    peer = netns.replace("-render", "-rpeer")
-    _run("ip", "netns", "add", peer)
-    try:
-        _run("ip", "-n", netns, "link", "set", "eth0p", "netns", peer)
-        _run("ip", "-n", netns, "addr", "add", "198.18.0.10/16", "dev", "eth0")
-        _run("ip", "-n", peer, "addr", "add", "198.18.0.20/16", "dev", "eth0p")
-        _run("ip", "-n", peer, "link", "set", "eth0p", "up")
-        _run("ip", "-n", peer, "link", "set", "lo", "up")
-        yield netns, peer
-    finally:
-        subprocess.run(["ip", "netns", "del", peer], capture_output=True, check=False)
-
-
-def udp_exchange(
-    sender: str, receiver: str, dst: str, dport: int, sport: int, timeout: float = 1.0
-) -> tuple[str, str]:
-    """Send one datagram; return (sender's outcome, receiver's outcome)."""
-    import sys
-
-    recv = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            receiver,
-            sys.executable,
-            "-c",
-            RECV,
-            dst,
-            str(dport),
-            str(timeout),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert recv.stdout is not None and recv.stdout.readline().strip() == "ready"
-        sent = _run(
-            "ip", "netns", "exec", sender, sys.executable, "-c", SEND, dst, str(dport), str(sport)
-        ).strip()
-        received = recv.communicate(timeout=timeout + 10)[0].strip()
-    finally:
-        recv.kill()
-        recv.wait()
-    return sent, received
 
 
 def test_denials_are_silent_and_denied_flows_open_no_reply_path(

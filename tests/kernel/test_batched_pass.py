@@ -26,9 +26,6 @@ from agent.dataplane.nft import render as render_nft
 from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
 from agent.sync import loop as sync_loop
-from tests import conftest
-
-pytestmark = conftest.requires_root
 
 ADDRESSES = ("198.18.7.31", "198.18.7.32", "198.18.7.33")
 

@@ -14,10 +14,7 @@ from agent.dataplane import client as dp_client
 from agent.dataplane import netns, protocol
 from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
-from tests import conftest
 from tests.support import dataplane as dpt
-
-pytestmark = conftest.requires_root
 
 
 def _ip(*args: str) -> None:

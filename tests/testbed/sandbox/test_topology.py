@@ -6,8 +6,6 @@ Root only: real network namespaces, veths and nftables rules, all inside namespa
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import pathlib
 import re
 import shutil
@@ -17,13 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from testbed.sandbox import addressing, iproute, probe, topology
+from testbed.sandbox import iproute, probe, topology
+from tests.support import privilege
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
-    pytest.mark.skipif(shutil.which("ip") is None, reason="needs the ip tool (iproute2)"),
-]
+pytestmark = privilege.requires_root
 
 needs_nft = pytest.mark.skipif(shutil.which("nft") is None, reason="needs the nft tool")
 
@@ -87,23 +82,6 @@ def test_addressing_follows_the_plan(sandbox: topology.Sandbox) -> None:
     assert a1.netns_path == f"/run/netns/{a1.netns}"
     assert pathlib.Path(a1.netns_path).exists()
     assert a1.interface == "eth0"
-
-
-def test_addressing_plan_is_within_the_reserved_ranges() -> None:
-    bench_v4 = ipaddress.ip_network("198.18.0.0/15")
-    ula_v6 = ipaddress.ip_network("fd00:198:18::/48")
-    for index in range(1, addressing.MAX_NODES + 1):
-        plan = addressing.node_plan(index)
-        first = addressing.pod_addresses(plan, 0)
-        last = addressing.pod_addresses(plan, plan.max_pods - 1)
-        for v4, v6 in (first, last):
-            assert v4 in bench_v4 and v4 in plan.pod_network_v4
-            assert v6 in ula_v6 and v6 in plan.pod_network_v6
-        for other in range(index + 1, addressing.MAX_NODES + 1):
-            link = addressing.link_plan(index, other)
-            assert not link.a_v4.network.overlaps(plan.pod_network_v4)
-            assert link.a_v4.network == link.b_v4.network
-            assert link.a_v6.network == link.b_v6.network
 
 
 @pytest.mark.parametrize("family", [4, 6])
