@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
-from testbed.sandbox import probe
-from tests.chaos import helpers
+from testbed.sandbox import probe, tables
 from tests.e2e import test_agent
 from tests.support.polling import wait_for
 
@@ -48,7 +47,7 @@ def test_agent_converges_under_api_fault(
     cluster.delete_all_policies()
     cluster.label_pod("f/b", {"role": "b"})
     _deny_a(cluster, "only-b", "b")  # will be deleted under the fault: must not be missed
-    wait_for(lambda: helpers.converged(cluster), timeout=20, what="baseline")
+    wait_for(lambda: tables.converged(cluster), timeout=20, what="baseline")
     pods = cluster.pods
     assert probe.probe(pods["f/c"], pods["f/a"].ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
     errors = test_agent.sample(agent, "podseg_api_errors_total", resource="networkpolicies") or 0
@@ -103,9 +102,9 @@ def test_agent_converges_under_api_fault(
         emulator.faults.reset()
     try:
         wait_for(
-            lambda: helpers.converged(cluster),
+            lambda: tables.converged(cluster),
             timeout=30,
-            what=f"convergence after {fault}: {helpers.mismatches(cluster)}",
+            what=f"convergence after {fault}: {tables.mismatches(cluster)}",
         )
     finally:
         emulator.faults.reset()

@@ -19,9 +19,9 @@ from agent.calc import compile as calc_compile
 from agent.dataplane import client as dp_client
 from agent.dataplane import netns
 from agent.dataplane.nft import render as render_nft
+from testbed import chaos
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import iproute, topology
-from tests.chaos import helpers
 from tests.support import dataplane as dpt
 from tests.support.polling import wait_for
 
@@ -53,7 +53,7 @@ def footprint(pid: int) -> dict[str, int]:
         "fds": len(links),
         "sockets": sum(1 for link in links if link.startswith("socket:")),
         "threads": len(list((proc / "task").iterdir())),
-        "children": len(helpers.children(pid)),
+        "children": len(chaos.children(pid)),
         "rss_kib": int(status["VmRSS"].split()[0]),
     }
 
@@ -120,9 +120,9 @@ def test_agent_handles_sigterm_within_the_grace_period() -> None:
         agent = cluster.start_agent("node-1")
         popen = agent._popen  # the real process, to signal it ourselves
         assert popen is not None
-        workers = helpers.children(popen.pid)
+        workers = chaos.children(popen.pid)
         assert workers, "the agent runs its dataplane worker"
         popen.send_signal(signal.SIGTERM)
         assert popen.wait(GRACE_SECONDS) == 0
         assert agent.events("agent_stopped")
-        wait_for(lambda: not any(helpers.alive(pid) for pid in workers), what="worker exited")
+        wait_for(lambda: not any(chaos.alive(pid) for pid in workers), what="worker exited")

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from testbed import chaos
 from testbed.sandbox import cluster as sandbox_cluster
-from testbed.sandbox import probe
-from tests.chaos import helpers
+from testbed.sandbox import probe, tables
 from tests.e2e import test_agent
 from tests.support.polling import wait_for
 
@@ -51,10 +51,10 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
     cluster: sandbox_cluster.SandboxCluster,
 ) -> None:
     host_before = root_tables()
-    wait_for(lambda: helpers.converged(cluster), timeout=20, what="initial rules")
+    wait_for(lambda: tables.converged(cluster), timeout=20, what="initial rules")
     pods = cluster.pods
-    deny = helpers.Prober(pods["t/stranger"], pods["t/server"])
-    allow = helpers.Prober(pods["t/friend"], pods["t/server"], timeout=1.0)
+    deny = chaos.Prober(pods["t/stranger"], pods["t/server"])
+    allow = chaos.Prober(pods["t/friend"], pods["t/server"], timeout=1.0)
     deny.start()
     allow.start()
     rnd = random.Random(6)
@@ -66,7 +66,7 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
         for i in range(RESTARTS):
             agent = cluster.agents["node-1"]
             how = "term" if i % 2 == 0 else "kill"
-            code = helpers.kill_agent(agent, how, rnd)
+            code = chaos.kill_agent(agent, how, rnd)
             assert code == (0 if how == "term" else -9)
             if i == 2:  # deleted while no agent watches: only the sweep can clean its table
                 cluster.core.delete_namespaced_pod("gone", "t")
@@ -84,11 +84,11 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
                 assert [e["owner"] for e in swept] == ["t/gone"]
                 value = test_agent.sample(agent, "podseg_swept_tables_total", reason="pod_gone")
                 swept_gone = value == 1
-            assert helpers.converged(cluster), helpers.mismatches(cluster)
+            assert tables.converged(cluster), tables.mismatches(cluster)
     finally:
         deny.stop()
         allow.stop()
-    gone_fp, _, _ = helpers.table_state(pods["t/gone"])
+    gone_fp, _, _ = tables.table_state(pods["t/gone"])
     print(
         f"\nrestarts={RESTARTS} adopted_without_rewrite={adopted_restarts} "
         f"deny_probes={len(deny.verdicts)} deny_got_through={deny.count(probe.OK)} "
@@ -102,7 +102,7 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
     assert adopted_restarts == RESTARTS
     assert swept_gone and gone_fp is None
     # The live pods' tables were never swept, and the host namespace was never touched.
-    assert all(helpers.kernel_tables(cluster, ["t/server", "t/friend", "t/stranger"]).values())
+    assert all(tables.kernel_tables(cluster, ["t/server", "t/friend", "t/stranger"]).values())
     assert root_tables() == host_before
 
 
@@ -117,7 +117,7 @@ def test_tampered_table_is_restored_counted_and_reported(
 ) -> None:
     # Events are deduplicated per pod version: give the pod a new one for this round.
     cluster.label_pod("t/server", {"round": tamper})
-    expected = wait_for(lambda: helpers.converged(cluster), timeout=20, what="rules in place")
+    expected = wait_for(lambda: tables.converged(cluster), timeout=20, what="rules in place")
     reported = len(_drift_events(cluster))
     agent = cluster.agents["node-1"]
     server = cluster.pods["t/server"]
@@ -140,11 +140,11 @@ def test_tampered_table_is_restored_counted_and_reported(
     )
     assert probe.probe(stranger, server.ipv4, 80, "tcp", 0.8) == probe.OK  # the hole is real
     wait_for(
-        lambda: helpers.table_state(server)[0] == expected["t/server"],
+        lambda: tables.table_state(server)[0] == expected["t/server"],
         timeout=10,
         what="table restored",
     )
-    assert helpers.converged(cluster), helpers.mismatches(cluster)
+    assert tables.converged(cluster), tables.mismatches(cluster)
     assert probe.probe(stranger, server.ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
     assert (test_agent.sample(agent, "podseg_ruleset_drift_total") or 0) > drift
     wait_for(lambda: len(_drift_events(cluster)) > reported, what="a new RulesetDrift event")

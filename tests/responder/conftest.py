@@ -18,8 +18,8 @@ import pytest
 from agent import metrics
 from agent.responder import app, findings, settings, severity
 from testbed.emulator import server
-from tests.emulator import helpers
 from tests.responder import harness
+from tests.support import apiclient
 
 TOKEN = harness.TOKEN
 SHOP_WEB = ("shop", "web-7d9f8b6c5-x2k4p")
@@ -88,12 +88,12 @@ def emulator(request: pytest.FixtureRequest) -> server.EmulatorThread:
 def core(
     emulator: server.EmulatorThread, tmp_path: pathlib.Path, request: pytest.FixtureRequest
 ) -> kubernetes.client.CoreV1Api:
-    client = helpers.client_for(emulator, tmp_path)
+    client = apiclient.client_for(emulator, tmp_path)
     request.addfinalizer(client.close)
     api = kubernetes.client.CoreV1Api(client)
     for namespace, name in (SHOP_WEB, PAYMENTS_API):
         api.create_namespace({"metadata": {"name": namespace}})
-        pod = helpers.pod(name, {"app": name.split("-")[0]}, node="node-1")
+        pod = apiclient.pod(name, {"app": name.split("-")[0]}, node="node-1")
         api.create_namespaced_pod(namespace, pod)
     return api
 

@@ -6,32 +6,23 @@ from __future__ import annotations
 
 import pathlib
 import threading
-from collections.abc import Iterator
 
 import kubernetes.client
 import kubernetes.watch
 import pytest
 
 from testbed.emulator import server
-from tests.emulator import helpers
+from tests.support import apiclient
 from tests.support.polling import wait_for
-
-
-@pytest.fixture
-def emulator() -> Iterator[server.EmulatorThread]:
-    emu = server.EmulatorThread(bookmark_interval=0.2)
-    emu.start()
-    yield emu
-    emu.stop()
 
 
 def test_restart_keeps_objects_renumbers_them_and_expires_every_resume(
     emulator: server.EmulatorThread, tmp_path: pathlib.Path
 ) -> None:
-    client = helpers.client_for(emulator, tmp_path)
+    client = apiclient.client_for(emulator, tmp_path)
     core = kubernetes.client.CoreV1Api(client)
     for i in range(3):
-        core.create_namespaced_pod("default", helpers.pod(f"p{i}", {"i": str(i)}))
+        core.create_namespaced_pod("default", apiclient.pod(f"p{i}", {"i": str(i)}))
     before = core.list_namespaced_pod("default")
     old_rv = before.metadata.resource_version
     old_versions = {p.metadata.name: int(p.metadata.resource_version) for p in before.items}

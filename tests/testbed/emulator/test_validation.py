@@ -8,7 +8,7 @@ import kubernetes.client
 import pytest
 
 from testbed.emulator import names, resources, server, validation
-from tests.emulator import helpers
+from tests.support import apiclient
 
 PORT = {"port": 80}
 POD_PEER = {"podSelector": {}}
@@ -223,9 +223,9 @@ def test_bad_network_policy_is_rejected(
     reason: str,
 ) -> None:
     with pytest.raises(kubernetes.client.ApiException) as info:
-        net.create_namespaced_network_policy("default", helpers.netpol(name, spec))
+        net.create_namespaced_network_policy("default", apiclient.netpol(name, spec))
     assert info.value.status == 422
-    body = helpers.status_of(info.value)
+    body = apiclient.status_of(info.value)
     assert body["reason"] == "Invalid" and body["code"] == 422
     causes = [(c["field"], c["reason"]) for c in body["details"]["causes"]]
     assert (field, reason) in causes
@@ -236,15 +236,15 @@ def test_bad_network_policy_is_rejected(
 def test_good_network_policy_is_accepted(
     net: kubernetes.client.NetworkingV1Api, spec: dict[str, Any]
 ) -> None:
-    created = net.create_namespaced_network_policy("default", helpers.netpol("ok", spec))
+    created = net.create_namespaced_network_policy("default", apiclient.netpol("ok", spec))
     assert created.metadata.name == "ok"
 
 
 def test_invalid_status_shape(net: kubernetes.client.NetworkingV1Api) -> None:
     spec = {"podSelector": {}, "ingress": [{"ports": [{"port": 70000, "protocol": "HTTP"}]}]}
     with pytest.raises(kubernetes.client.ApiException) as info:
-        net.create_namespaced_network_policy("default", helpers.netpol("np", spec))
-    assert helpers.status_of(info.value) == {
+        net.create_namespaced_network_policy("default", apiclient.netpol("np", spec))
+    assert apiclient.status_of(info.value) == {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -348,17 +348,17 @@ def test_bad_pods_are_rejected(
     emulator: server.EmulatorThread, body: dict[str, Any], field: str
 ) -> None:
     # Raw HTTP: the official client refuses some of these bodies before sending them.
-    code, status = helpers.raw_request(emulator, "POST", "/api/v1/namespaces/default/pods", body)
+    code, status = apiclient.raw_request(emulator, "POST", "/api/v1/namespaces/default/pods", body)
     assert code == 422
     assert status["reason"] == "Invalid"
     fields = [c["field"] for c in status["details"]["causes"]]
     assert field in fields
-    code, listed = helpers.raw_request(emulator, "GET", "/api/v1/namespaces/default/pods")
+    code, listed = apiclient.raw_request(emulator, "GET", "/api/v1/namespaces/default/pods")
     assert code == 200 and listed["items"] == []
 
 
 def test_kind_mismatch_is_bad_request(core: kubernetes.client.CoreV1Api) -> None:
-    body = helpers.pod("p")
+    body = apiclient.pod("p")
     body["kind"] = "Service"
     with pytest.raises(kubernetes.client.ApiException) as info:
         core.create_namespaced_pod("default", body)
@@ -403,14 +403,16 @@ def test_port_name_rules(port: str, ok: bool) -> None:
 
 
 def test_validator_is_usable_directly() -> None:
-    obj = helpers.netpol("np", {"podSelector": {}, "policyTypes": ["Egress", "Egress", "Ingress"]})
+    obj = apiclient.netpol(
+        "np", {"podSelector": {}, "policyTypes": ["Egress", "Egress", "Ingress"]}
+    )
     obj["metadata"]["namespace"] = "default"
     errs = validation.validate(resources.NETWORK_POLICIES, obj)
     assert [e.message() for e in errs] == [
         'spec.policyTypes: Invalid value: ["Egress","Egress","Ingress"]: may not specify more '
         "than two policyTypes"
     ]
-    ok = helpers.netpol("np", {"podSelector": {}})
+    ok = apiclient.netpol("np", {"podSelector": {}})
     ok["metadata"]["namespace"] = "default"
     assert validation.validate(resources.NETWORK_POLICIES, ok) == []
 
@@ -424,5 +426,5 @@ def test_events_need_matching_involved_namespace(core: kubernetes.client.CoreV1A
     with pytest.raises(kubernetes.client.ApiException) as info:
         core.create_namespaced_event("default", body)
     assert info.value.status == 422
-    fields = [c["field"] for c in helpers.status_of(info.value)["details"]["causes"]]
+    fields = [c["field"] for c in apiclient.status_of(info.value)["details"]["causes"]]
     assert fields == ["involvedObject.namespace"]

@@ -9,7 +9,7 @@ import kubernetes.client
 import pytest
 
 from testbed.emulator import serviceips
-from tests.emulator import helpers
+from tests.support import apiclient
 
 
 def _svc(name: str, **spec: Any) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def _invalid(core: kubernetes.client.CoreV1Api, body: dict[str, Any]) -> str:
     with pytest.raises(kubernetes.client.ApiException) as info:
         core.create_namespaced_service("default", body)
     assert info.value.status == 422
-    return str(helpers.status_of(info.value)["message"])
+    return str(apiclient.status_of(info.value)["message"])
 
 
 def test_cluster_ips_come_from_the_service_ranges_and_are_unique(
@@ -74,4 +74,4 @@ def test_updates_keep_the_allocation_and_it_is_immutable(
             "keep", "default", {"spec": {"clusterIP": "198.19.192.200", "clusterIPs": None}}
         )
     assert info.value.status == 422
-    assert "may not change once set" in helpers.status_of(info.value)["message"]
+    assert "may not change once set" in apiclient.status_of(info.value)["message"]

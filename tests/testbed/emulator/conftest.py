@@ -10,7 +10,7 @@ import kubernetes.client
 import pytest
 
 from testbed.emulator import server
-from tests.emulator import helpers
+from tests.support import apiclient
 
 EmulatorFactory = Callable[..., server.EmulatorThread]
 
@@ -38,7 +38,7 @@ def emulator(make_emulator: EmulatorFactory) -> server.EmulatorThread:
 def api_client(
     emulator: server.EmulatorThread, tmp_path: pathlib.Path, request: pytest.FixtureRequest
 ) -> kubernetes.client.ApiClient:
-    client = helpers.client_for(emulator, tmp_path)
+    client = apiclient.client_for(emulator, tmp_path)
     request.addfinalizer(client.close)
     return client
 

@@ -12,13 +12,13 @@ import kubernetes.client
 import pytest
 
 from testbed.emulator import server
-from tests.emulator import helpers
+from tests.support import apiclient
 
 ApiException = kubernetes.client.ApiException
 
 
 def test_pod_crud_fills_metadata_and_defaults(core: kubernetes.client.CoreV1Api) -> None:
-    created = core.create_namespaced_pod("default", helpers.pod("web", {"app": "web"}))
+    created = core.create_namespaced_pod("default", apiclient.pod("web", {"app": "web"}))
     meta = created.metadata
     assert meta.namespace == "default"
     assert meta.uid and meta.creation_timestamp is not None
@@ -47,7 +47,7 @@ def test_pod_crud_fills_metadata_and_defaults(core: kubernetes.client.CoreV1Api)
 
 
 def test_generate_name(core: kubernetes.client.CoreV1Api) -> None:
-    body = helpers.pod("x")
+    body = apiclient.pod("x")
     body["metadata"] = {"generateName": "worker-"}
     created = core.create_namespaced_pod("default", body)
     assert created.metadata.name.startswith("worker-")
@@ -57,8 +57,8 @@ def test_generate_name(core: kubernetes.client.CoreV1Api) -> None:
 def test_resource_version_is_global_and_monotonic(
     core: kubernetes.client.CoreV1Api, net: kubernetes.client.NetworkingV1Api
 ) -> None:
-    a = core.create_namespaced_pod("default", helpers.pod("a"))
-    b = net.create_namespaced_network_policy("default", helpers.netpol("p", {"podSelector": {}}))
+    a = core.create_namespaced_pod("default", apiclient.pod("a"))
+    b = net.create_namespaced_network_policy("default", apiclient.netpol("p", {"podSelector": {}}))
     c = core.create_namespace({"metadata": {"name": "other"}})
     rvs = [int(o.metadata.resource_version) for o in (a, b, c)]
     assert rvs == sorted(rvs) and len(set(rvs)) == 3
@@ -110,7 +110,7 @@ def test_networkpolicy_and_endpointslice_crud(
     net: kubernetes.client.NetworkingV1Api, disc: kubernetes.client.DiscoveryV1Api
 ) -> None:
     spec = {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"ports": [{"port": 5432}]}]}
-    created = net.create_namespaced_network_policy("default", helpers.netpol("db", spec))
+    created = net.create_namespaced_network_policy("default", apiclient.netpol("db", spec))
     assert created.spec.policy_types == ["Ingress"]  # defaulted like the real server
     assert created.spec.ingress[0].ports[0].protocol == "TCP"
     assert [p.metadata.name for p in net.list_network_policy_for_all_namespaces().items] == ["db"]
@@ -141,11 +141,11 @@ def test_networkpolicy_and_endpointslice_crud(
 
 
 def test_already_exists_status_shape(core: kubernetes.client.CoreV1Api) -> None:
-    core.create_namespaced_pod("default", helpers.pod("dup"))
+    core.create_namespaced_pod("default", apiclient.pod("dup"))
     with pytest.raises(ApiException) as info:
-        core.create_namespaced_pod("default", helpers.pod("dup"))
+        core.create_namespaced_pod("default", apiclient.pod("dup"))
     assert info.value.status == 409
-    assert helpers.status_of(info.value) == {
+    assert apiclient.status_of(info.value) == {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -161,7 +161,7 @@ def test_not_found_status_shape(net: kubernetes.client.NetworkingV1Api) -> None:
     with pytest.raises(ApiException) as info:
         net.read_namespaced_network_policy("nope", "default")
     assert info.value.status == 404
-    assert helpers.status_of(info.value) == {
+    assert apiclient.status_of(info.value) == {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -174,13 +174,13 @@ def test_not_found_status_shape(net: kubernetes.client.NetworkingV1Api) -> None:
 
 
 def test_stale_replace_conflicts(core: kubernetes.client.CoreV1Api) -> None:
-    first = core.create_namespaced_pod("default", helpers.pod("p", {"v": "1"}))
+    first = core.create_namespaced_pod("default", apiclient.pod("p", {"v": "1"}))
     core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"v": "2"}}})
     first.metadata.labels["v"] = "3"
     with pytest.raises(ApiException) as info:
         core.replace_namespaced_pod("p", "default", first)
     assert info.value.status == 409
-    body = helpers.status_of(info.value)
+    body = apiclient.status_of(info.value)
     assert body["reason"] == "Conflict"
     assert body["message"] == (
         'Operation cannot be fulfilled on pods "p": the object has been modified; please apply '
@@ -191,13 +191,13 @@ def test_stale_replace_conflicts(core: kubernetes.client.CoreV1Api) -> None:
 
 
 def test_unchanged_replace_is_a_noop(core: kubernetes.client.CoreV1Api) -> None:
-    created = core.create_namespaced_pod("default", helpers.pod("p"))
+    created = core.create_namespaced_pod("default", apiclient.pod("p"))
     again = core.replace_namespaced_pod("p", "default", created)
     assert again.metadata.resource_version == created.metadata.resource_version
 
 
 def test_merge_strategic_and_json_patch_of_labels(core: kubernetes.client.CoreV1Api) -> None:
-    core.create_namespaced_pod("default", helpers.pod("p", {"a": "1", "b": "2"}))
+    core.create_namespaced_pod("default", apiclient.pod("p", {"a": "1", "b": "2"}))
     merged = core.patch_namespaced_pod(
         "p",
         "default",
@@ -227,7 +227,7 @@ def test_merge_strategic_and_json_patch_of_labels(core: kubernetes.client.CoreV1
 
 
 def test_patch_with_stale_resource_version_conflicts(core: kubernetes.client.CoreV1Api) -> None:
-    created = core.create_namespaced_pod("default", helpers.pod("p"))
+    created = core.create_namespaced_pod("default", apiclient.pod("p"))
     core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"x": "1"}}})
     stale = {"metadata": {"resourceVersion": created.metadata.resource_version, "labels": {}}}
     with pytest.raises(ApiException) as info:
@@ -236,7 +236,7 @@ def test_patch_with_stale_resource_version_conflicts(core: kubernetes.client.Cor
 
 
 def test_pod_status_subresource(core: kubernetes.client.CoreV1Api) -> None:
-    created = core.create_namespaced_pod("default", helpers.pod("p", node="node-1"))
+    created = core.create_namespaced_pod("default", apiclient.pod("p", node="node-1"))
     patched = core.patch_namespaced_pod_status(
         "p",
         "default",
@@ -260,24 +260,24 @@ def test_pod_status_subresource(core: kubernetes.client.CoreV1Api) -> None:
     assert after_put.status.phase == "Failed"
     assert after_put.metadata.labels == {"app": "x"}
     # Creating a pod ignores status, as the real server does.
-    withstatus = helpers.pod("q")
+    withstatus = apiclient.pod("q")
     withstatus["status"] = {"podIP": "10.9.9.9"}
     assert core.create_namespaced_pod("default", withstatus).status.pod_ip is None
 
 
 def test_pod_spec_is_immutable_except_images(core: kubernetes.client.CoreV1Api) -> None:
-    core.create_namespaced_pod("default", helpers.pod("p", node="node-1"))
+    core.create_namespaced_pod("default", apiclient.pod("p", node="node-1"))
     with pytest.raises(ApiException) as info:
         core.patch_namespaced_pod("p", "default", {"spec": {"nodeName": "node-2"}})
     assert info.value.status == 422
-    assert helpers.status_of(info.value)["details"]["causes"][0]["field"] == "spec"
+    assert apiclient.status_of(info.value)["details"]["causes"][0]["field"] == "spec"
 
 
 def test_namespace_must_exist(core: kubernetes.client.CoreV1Api) -> None:
     with pytest.raises(ApiException) as info:
-        core.create_namespaced_pod("missing", helpers.pod("p"))
+        core.create_namespaced_pod("missing", apiclient.pod("p"))
     assert info.value.status == 404
-    assert helpers.status_of(info.value)["message"] == 'namespaces "missing" not found'
+    assert apiclient.status_of(info.value)["message"] == 'namespaces "missing" not found'
 
 
 def test_namespace_deletion_cascades(
@@ -286,11 +286,11 @@ def test_namespace_deletion_cascades(
     net: kubernetes.client.NetworkingV1Api,
 ) -> None:
     core.create_namespace({"metadata": {"name": "doomed"}})
-    core.create_namespaced_pod("doomed", helpers.pod("p1"))
-    net.create_namespaced_network_policy("doomed", helpers.netpol("np", {"podSelector": {}}))
-    core.create_namespaced_pod("default", helpers.pod("survivor"))
+    core.create_namespaced_pod("doomed", apiclient.pod("p1"))
+    net.create_namespaced_network_policy("doomed", apiclient.netpol("np", {"podSelector": {}}))
+    core.create_namespaced_pod("default", apiclient.pod("survivor"))
     rv = core.list_pod_for_all_namespaces().metadata.resource_version
-    recorder = helpers.WatchRecorder(
+    recorder = apiclient.WatchRecorder(
         emulator, core.list_pod_for_all_namespaces, resource_version=rv
     )
     core.delete_namespace("doomed")
@@ -308,13 +308,13 @@ def test_namespace_deletion_cascades(
 
 def test_limit_and_continue(core: kubernetes.client.CoreV1Api) -> None:
     for i in range(5):
-        core.create_namespaced_pod("default", helpers.pod(f"p{i}"))
+        core.create_namespaced_pod("default", apiclient.pod(f"p{i}"))
     page = core.list_namespaced_pod("default", limit=2)
     names = [p.metadata.name for p in page.items]
     rv = page.metadata.resource_version
     assert names == ["p0", "p1"]
     assert page.metadata.remaining_item_count == 3
-    core.create_namespaced_pod("default", helpers.pod("late"))  # must not shift pages
+    core.create_namespaced_pod("default", apiclient.pod("late"))  # must not shift pages
     while page.metadata._continue:
         page = core.list_namespaced_pod("default", limit=2, _continue=page.metadata._continue)
         assert page.metadata.resource_version == rv
@@ -358,9 +358,9 @@ def test_unknown_resource_is_a_404_status(emulator: server.EmulatorThread) -> No
 def test_insert_bypasses_validation_and_notifies(
     emulator: server.EmulatorThread, net: kubernetes.client.NetworkingV1Api
 ) -> None:
-    bad = helpers.netpol("legacy", {"podSelector": {}, "policyTypes": ["Sideways"]})
+    bad = apiclient.netpol("legacy", {"podSelector": {}, "policyTypes": ["Sideways"]})
     rv = net.list_namespaced_network_policy("default").metadata.resource_version
-    recorder = helpers.WatchRecorder(
+    recorder = apiclient.WatchRecorder(
         emulator, net.list_namespaced_network_policy, namespace="default", resource_version=rv
     )
     stored = emulator.insert(bad)
@@ -376,9 +376,9 @@ def test_validate_false_accepts_invalid_objects(
     make_emulator: Callable[..., server.EmulatorThread], tmp_path: pathlib.Path
 ) -> None:
     emu = make_emulator(validate=False)
-    client = helpers.client_for(emu, tmp_path)
+    client = apiclient.client_for(emu, tmp_path)
     net = kubernetes.client.NetworkingV1Api(client)
     spec = {"podSelector": {}, "ingress": [{"ports": [{"port": 0}]}]}
-    created = net.create_namespaced_network_policy("default", helpers.netpol("bad", spec))
+    created = net.create_namespaced_network_policy("default", apiclient.netpol("bad", spec))
     assert created.spec.ingress[0].ports[0].port == 0
     client.close()

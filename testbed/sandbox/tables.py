@@ -1,24 +1,20 @@
-"""What the chaos tests share: the expected kernel state computed from scratch, the kernel
-state read back, continuous probers, and agent kills.
+"""podseg's tables in the sandbox's pod namespaces: read back with `nft`, checked whole, and
+compared with what a from-scratch compile of the API state says they must hold.
 
-`expected_fingerprints` is the oracle: it LISTs the final API state afresh, builds a store from
-it and compiles every local pod exactly as a freshly started agent would; the kernel must hold
-those fingerprints. `kernel_tables` reads each pod namespace with `nft` and also checks that
-the owned tables are whole (every chain present, the netdev table there when egress needs it).
+`expected_rendered` is the oracle: it LISTs the emulator's state afresh, builds a store from it
+and compiles every local pod exactly as a freshly started agent would (policies, then
+quarantine and node guard with the default settings). `kernel_tables` reads each pod namespace
+and also checks that the owned tables are whole: every chain of a group present or none, the
+hook chains there when their direction needs them, the netdev table there exactly when egress
+is filtered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import random
 import re
-import signal
 import subprocess
-import threading
 import time
-from typing import Any
 
 from agent import config, store
 from agent.calc import compile as calc_compile
@@ -26,11 +22,7 @@ from agent.calc import containment
 from agent.dataplane.nft import render as render_nft
 from agent.k8s import watch
 from testbed.sandbox import cluster as sandbox_cluster
-from testbed.sandbox import podclient, probe, topology
-from tests.support.polling import wait_for
-
-# Agents started by these tests dump their threads' stacks on SIGABRT (see kill_agent).
-os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+from testbed.sandbox import topology
 
 INGRESS_CHAINS = ("input", "ingress_policy", "ingress_deny")
 EGRESS_CHAINS = ("output", "egress_policy", "egress_deny")
@@ -122,8 +114,8 @@ def table_state(
     inet_text = _table_text(ruleset.stdout, "inet")
     netdev_text = _table_text(ruleset.stdout, "netdev")
     if inet_text is None:
-        problems = ["netdev table without inet table"] if netdev_text is not None else []
-        return None, problems, (set(), set())
+        orphan = ["netdev table without inet table"] if netdev_text is not None else []
+        return None, orphan, (set(), set())
     problems: list[str] = []
     fingerprint = render_nft.parse_fingerprint(inet_text)
     if fingerprint is None:
@@ -174,102 +166,3 @@ def mismatches(cluster: sandbox_cluster.SandboxCluster) -> dict[str, tuple[str |
     expected = expected_fingerprints(cluster)
     actual = kernel_tables(cluster, list(expected))
     return {k: (actual[k], v) for k, v in expected.items() if actual[k] != v}
-
-
-class Prober(threading.Thread):
-    """Probes src -> dst:port back to back (TCP, then UDP) until stopped; keeps every verdict."""
-
-    def __init__(
-        self,
-        src: topology.SandboxPod,
-        dst: topology.SandboxPod,
-        port: int = 80,
-        timeout: float = 0.3,
-    ) -> None:
-        super().__init__(name=f"prober-{src.key}-{dst.key}", daemon=True)
-        self.src, self.dst, self.port, self.timeout = src, dst, port, timeout
-        self.verdicts: list[tuple[float, str, str]] = []  # (started, proto, verdict)
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        protos = ("tcp", "udp")
-        i = 0
-        while not self._stop_event.is_set():
-            proto = protos[i % 2]
-            i += 1
-            started = time.monotonic()
-            try:
-                verdict = probe.probe(self.src, self.dst.ipv4, self.port, proto, self.timeout)
-            except podclient.PodProcessError as exc:
-                verdict = f"error:{exc}"
-            self.verdicts.append((started, proto, verdict))
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(10)
-
-    def count(self, verdict: str) -> int:
-        return sum(1 for _, _, v in self.verdicts if v == verdict)
-
-    def longest_gap(self) -> float:
-        """Longest time from a failed probe's start to the next successful probe's start."""
-        longest, first_bad = 0.0, None
-        for started, _, verdict in self.verdicts:
-            if verdict != probe.OK:
-                first_bad = started if first_bad is None else first_bad
-            elif first_bad is not None:
-                longest, first_bad = max(longest, started - first_bad), None
-        return longest
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
-    except OSError:
-        return []
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def kill_agent(
-    agent: sandbox_cluster.AgentProcess, how: str, rnd: random.Random | None = None
-) -> int | None:
-    """Stop the agent: "term" (SIGTERM, clean) or "kill" (SIGKILL of the worker child and the
-    agent, in random order). Returns the exit code; waits until its worker is gone too."""
-    popen: Any = agent._popen  # the test needs the real process to kill it
-    assert popen is not None
-    workers = children(popen.pid)
-    if how == "term":
-        popen.send_signal(signal.SIGTERM)
-        try:
-            code = popen.wait(15)  # the DaemonSet's terminationGracePeriodSeconds
-        except subprocess.TimeoutExpired as exc:
-            popen.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: dump every thread's stack
-            popen.wait(15)
-            if agent._reader is not None:
-                agent._reader.join(5)
-            tail = "".join(agent.raw[-80:])
-            raise AssertionError(
-                f"agent ignored SIGTERM for 15 s; its last output:\n{tail}"
-            ) from exc
-    else:
-        victims = [popen.pid, *workers]
-        if rnd is not None:
-            rnd.shuffle(victims)
-        for pid in victims:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        code = popen.wait(15)
-    wait_for(
-        lambda: not any(alive(pid) for pid in workers),
-        timeout=15,
-        what=f"worker {workers} to exit after its agent",
-    )
-    return int(code)

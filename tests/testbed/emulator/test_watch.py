@@ -14,17 +14,17 @@ import kubernetes.watch
 import pytest
 
 from testbed.emulator import server
-from tests.emulator import helpers
+from tests.support import apiclient
 
 
 def test_watch_from_list_rv_does_not_replay(
     emulator: server.EmulatorThread, core: kubernetes.client.CoreV1Api
 ) -> None:
-    core.create_namespaced_pod("default", helpers.pod("old"))
+    core.create_namespaced_pod("default", apiclient.pod("old"))
     rv = core.list_namespaced_pod("default").metadata.resource_version
-    core.create_namespaced_pod("default", helpers.pod("new"))
+    core.create_namespaced_pod("default", apiclient.pod("new"))
     core.patch_namespaced_pod("old", "default", {"metadata": {"labels": {"x": "1"}}})
-    recorder = helpers.WatchRecorder(
+    recorder = apiclient.WatchRecorder(
         emulator, core.list_namespaced_pod, namespace="default", resource_version=rv
     )
     # Events made before the watch started but after the list come from history, in order.
@@ -39,11 +39,11 @@ def test_watch_from_list_rv_does_not_replay(
 def test_watch_without_rv_starts_with_synthetic_added(
     emulator: server.EmulatorThread, core: kubernetes.client.CoreV1Api
 ) -> None:
-    core.create_namespaced_pod("default", helpers.pod("a"))
-    core.create_namespaced_pod("default", helpers.pod("b"))
-    recorder = helpers.WatchRecorder(emulator, core.list_namespaced_pod, namespace="default")
+    core.create_namespaced_pod("default", apiclient.pod("a"))
+    core.create_namespaced_pod("default", apiclient.pod("b"))
+    recorder = apiclient.WatchRecorder(emulator, core.list_namespaced_pod, namespace="default")
     assert sorted((t, n) for t, n, _ in recorder.take(2)) == [("ADDED", "a"), ("ADDED", "b")]
-    core.create_namespaced_pod("default", helpers.pod("c"))
+    core.create_namespaced_pod("default", apiclient.pod("c"))
     assert [(t, n) for t, n, _ in recorder.take(1)] == [("ADDED", "c")]
 
 
@@ -51,19 +51,19 @@ def test_label_selector_transitions(
     emulator: server.EmulatorThread, core: kubernetes.client.CoreV1Api
 ) -> None:
     rv = core.list_namespaced_pod("default").metadata.resource_version
-    recorder = helpers.WatchRecorder(
+    recorder = apiclient.WatchRecorder(
         emulator,
         core.list_namespaced_pod,
         namespace="default",
         resource_version=rv,
         label_selector="app in (web,api),tier!=cache",
     )
-    core.create_namespaced_pod("default", helpers.pod("p", {"app": "db"}))  # not matching
+    core.create_namespaced_pod("default", apiclient.pod("p", {"app": "db"}))  # not matching
     core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"app": "web"}}})
     core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"note": "x"}}})
     core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"tier": "cache"}}})
     core.delete_namespaced_pod("p", "default")  # already out of the selection
-    core.create_namespaced_pod("default", helpers.pod("q", {"app": "api"}))
+    core.create_namespaced_pod("default", apiclient.pod("q", {"app": "api"}))
     events = recorder.take(4)
     assert [(t, n) for t, n, _ in events] == [
         ("ADDED", "p"),
@@ -92,9 +92,9 @@ def test_label_selector_transitions(
 def test_label_selector_on_list(
     core: kubernetes.client.CoreV1Api, selector: str, expected: list[str]
 ) -> None:
-    core.create_namespaced_pod("default", helpers.pod("a", {"app": "web", "env": "prod"}))
-    core.create_namespaced_pod("default", helpers.pod("b", {"app": "db"}))
-    core.create_namespaced_pod("default", helpers.pod("c", {"other": "x"}))
+    core.create_namespaced_pod("default", apiclient.pod("a", {"app": "web", "env": "prod"}))
+    core.create_namespaced_pod("default", apiclient.pod("b", {"app": "db"}))
+    core.create_namespaced_pod("default", apiclient.pod("c", {"other": "x"}))
     items = core.list_namespaced_pod("default", label_selector=selector).items
     assert [p.metadata.name for p in items] == expected
 
@@ -104,16 +104,16 @@ def test_bad_selectors_are_400(core: kubernetes.client.CoreV1Api) -> None:
         with pytest.raises(kubernetes.client.ApiException) as info:
             core.list_namespaced_pod("default", **kwargs)
         assert info.value.status == 400
-        assert helpers.status_of(info.value)["reason"] == "BadRequest"
+        assert apiclient.status_of(info.value)["reason"] == "BadRequest"
 
 
 def test_field_selectors_on_list_and_watch(
     emulator: server.EmulatorThread, core: kubernetes.client.CoreV1Api
 ) -> None:
     core.create_namespace({"metadata": {"name": "other"}})
-    core.create_namespaced_pod("default", helpers.pod("a", node="node-1"))
-    core.create_namespaced_pod("default", helpers.pod("b", node="node-2"))
-    core.create_namespaced_pod("other", helpers.pod("c", node="node-1"))
+    core.create_namespaced_pod("default", apiclient.pod("a", node="node-1"))
+    core.create_namespaced_pod("default", apiclient.pod("b", node="node-2"))
+    core.create_namespaced_pod("other", apiclient.pod("c", node="node-1"))
 
     def names(**kwargs: str) -> list[str]:
         return [p.metadata.name for p in core.list_pod_for_all_namespaces(**kwargs).items]
@@ -124,12 +124,12 @@ def test_field_selectors_on_list_and_watch(
     assert names(field_selector="metadata.namespace=other") == ["c"]
     assert names(field_selector="spec.nodeName=node-1,metadata.namespace!=other") == ["a"]
 
-    recorder = helpers.WatchRecorder(
+    recorder = apiclient.WatchRecorder(
         emulator, core.list_pod_for_all_namespaces, field_selector="spec.nodeName=node-2"
     )
     assert [(t, n) for t, n, _ in recorder.take(1)] == [("ADDED", "b")]
-    core.create_namespaced_pod("other", helpers.pod("d", node="node-1"))
-    core.create_namespaced_pod("other", helpers.pod("e", node="node-2"))
+    core.create_namespaced_pod("other", apiclient.pod("d", node="node-1"))
+    core.create_namespaced_pod("other", apiclient.pod("e", node="node-2"))
     assert [(t, n) for t, n, _ in recorder.take(1)] == [("ADDED", "e")]
 
 
@@ -148,9 +148,9 @@ def test_timeout_seconds_ends_the_stream(core: kubernetes.client.CoreV1Api) -> N
 def test_bookmarks_only_when_asked(
     emulator: server.EmulatorThread, core: kubernetes.client.CoreV1Api
 ) -> None:
-    core.create_namespaced_pod("default", helpers.pod("a"))
+    core.create_namespaced_pod("default", apiclient.pod("a"))
     rv = core.list_namespaced_pod("default").metadata.resource_version
-    recorder = helpers.WatchRecorder(
+    recorder = apiclient.WatchRecorder(
         emulator,
         core.list_namespaced_pod,
         namespace="default",
@@ -160,7 +160,7 @@ def test_bookmarks_only_when_asked(
     ((kind, _, raw),) = recorder.take(1)
     assert kind == "BOOKMARK"
     assert raw == {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": rv}}
-    core.create_namespaced_pod("default", helpers.pod("b"))
+    core.create_namespaced_pod("default", apiclient.pod("b"))
     later = [e for e in recorder.take(3) if e[0] == "BOOKMARK"]
     assert int(later[-1][2]["metadata"]["resourceVersion"]) > int(rv)
 
@@ -176,11 +176,11 @@ def test_expired_resource_version_gets_410(
     make_emulator: Callable[..., server.EmulatorThread], tmp_path: pathlib.Path
 ) -> None:
     emu = make_emulator(history=3)
-    client = helpers.client_for(emu, tmp_path)
+    client = apiclient.client_for(emu, tmp_path)
     core = kubernetes.client.CoreV1Api(client)
     rv = core.list_namespaced_pod("default").metadata.resource_version
     for i in range(5):
-        core.create_namespaced_pod("default", helpers.pod(f"p{i}"))
+        core.create_namespaced_pod("default", apiclient.pod(f"p{i}"))
     with pytest.raises(kubernetes.client.ApiException) as info:
         list(
             kubernetes.watch.Watch().stream(
@@ -227,7 +227,7 @@ def test_raw_stream_is_one_json_object_per_line(
     conn.request("GET", f"/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}")
     resp = conn.getresponse()
     assert resp.getheader("Content-Type", "").startswith("application/json")
-    core.create_namespaced_pod("default", helpers.pod("a"))
+    core.create_namespaced_pod("default", apiclient.pod("a"))
     # Flushed per event: the line arrives while the stream is still open.
     line = resp.fp.readline()
     size = int(line, 16)
@@ -243,8 +243,8 @@ def test_raw_stream_is_one_json_object_per_line(
 def test_drop_watches_ends_streams(
     emulator: server.EmulatorThread, core: kubernetes.client.CoreV1Api
 ) -> None:
-    recorder = helpers.WatchRecorder(emulator, core.list_namespaced_pod, namespace="default")
+    recorder = apiclient.WatchRecorder(emulator, core.list_namespaced_pod, namespace="default")
     assert emulator.drop_watches() == 1
     recorder.join()
     assert recorder.error is None
-    helpers.wait_for(lambda: emulator.watch_count == 0, what="watch removal")
+    apiclient.wait_for(lambda: emulator.watch_count == 0, what="watch removal")

@@ -1,4 +1,5 @@
-"""Shared test helpers: object builders and a background watch recorder."""
+"""The official `kubernetes` client against the API emulator: a client from the kubeconfig the
+emulator writes, object builders, raw requests, and a background watch recorder."""
 
 from __future__ import annotations
 

@@ -1,24 +1,148 @@
-"""The chaos run shared by tests/chaos/test_chaos.py (small count, CI) and scripts/chaos.py
-(the full 1000): random pod, label, namespace and policy changes and pod deletions against a
-real agent that is killed (SIGTERM or kill -9 of agent and worker, in random order) at random
-moments, also during start-up. After every kill, before the restart, every pod's tables must
-be whole (atomic applies); a deny prober runs all along; at the end the kernel must equal a
-from-scratch compile of the final API state and tables of deleted pods must be swept.
+"""Chaos for a sandbox cluster: random pod, label, namespace and policy changes and pod
+deletions against a real agent that is killed (SIGTERM, or kill -9 of agent and worker in
+random order) at random moments, also during start-up. After every kill, before the restart,
+every pod's tables must be whole (atomic applies); a deny prober runs all along; at the end the
+kernel must equal a from-scratch compile of the final API state and the tables of deleted pods
+must be swept. tests/chaos runs it at CI size, scripts/chaos.py at full size.
+
+Also the parts the chaos tests share: a continuous prober, and killing an agent with its worker.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import os
 import random
-from typing import Any
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import kubernetes.client
 
 from testbed.sandbox import cluster as sandbox_cluster
-from testbed.sandbox import probe
-from tests.chaos import helpers
-from tests.support.polling import wait_for
+from testbed.sandbox import podclient, probe, tables, topology
+
+# Agents started here dump their threads' stacks on SIGABRT (see kill_agent).
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], *, timeout: float = 10.0, what: str = "") -> T:
+    """Poll `check` until it returns something truthy; an AssertionError at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}: {last!r}")
+        time.sleep(0.05)
+        last = check()
+    return last
+
+
+class Prober(threading.Thread):
+    """Probes src -> dst:port back to back (TCP, then UDP) until stopped; keeps every verdict."""
+
+    def __init__(
+        self,
+        src: topology.SandboxPod,
+        dst: topology.SandboxPod,
+        port: int = 80,
+        timeout: float = 0.3,
+    ) -> None:
+        super().__init__(name=f"prober-{src.key}-{dst.key}", daemon=True)
+        self.src, self.dst, self.port, self.timeout = src, dst, port, timeout
+        self.verdicts: list[tuple[float, str, str]] = []  # (started, proto, verdict)
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        protos = ("tcp", "udp")
+        i = 0
+        while not self._stop_event.is_set():
+            proto = protos[i % 2]
+            i += 1
+            started = time.monotonic()
+            try:
+                verdict = probe.probe(self.src, self.dst.ipv4, self.port, proto, self.timeout)
+            except podclient.PodProcessError as exc:
+                verdict = f"error:{exc}"
+            self.verdicts.append((started, proto, verdict))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10)
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for _, _, v in self.verdicts if v == verdict)
+
+    def longest_gap(self) -> float:
+        """Longest time from a failed probe's start to the next successful probe's start."""
+        longest, first_bad = 0.0, None
+        for started, _, verdict in self.verdicts:
+            if verdict != probe.OK:
+                first_bad = started if first_bad is None else first_bad
+            elif first_bad is not None:
+                longest, first_bad = max(longest, started - first_bad), None
+        return longest
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_agent(
+    agent: sandbox_cluster.AgentProcess, how: str, rnd: random.Random | None = None
+) -> int | None:
+    """Stop the agent: "term" (SIGTERM, clean) or "kill" (SIGKILL of the worker child and the
+    agent, in random order). Returns the exit code; waits until its worker is gone too."""
+    popen: Any = agent._popen  # the test needs the real process to kill it
+    assert popen is not None
+    workers = children(popen.pid)
+    if how == "term":
+        popen.send_signal(signal.SIGTERM)
+        try:
+            code = popen.wait(15)  # the DaemonSet's terminationGracePeriodSeconds
+        except subprocess.TimeoutExpired as exc:
+            popen.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: dump every thread's stack
+            popen.wait(15)
+            if agent._reader is not None:
+                agent._reader.join(5)
+            tail = "".join(agent.raw[-80:])
+            raise AssertionError(
+                f"agent ignored SIGTERM for 15 s; its last output:\n{tail}"
+            ) from exc
+    else:
+        victims = [popen.pid, *workers]
+        if rnd is not None:
+            rnd.shuffle(victims)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        code = popen.wait(15)
+    wait_for(
+        lambda: not any(alive(pid) for pid in workers),
+        timeout=15,
+        what=f"worker {workers} to exit after its agent",
+    )
+    return int(code)
+
 
 NAMESPACES = ("c1", "c2")
 PODS = ("p0", "p1", "p2", "p3")
@@ -76,7 +200,7 @@ def _selector(rnd: random.Random, key: str, values: tuple[str | None, ...]) -> d
 
 def random_policy(rnd: random.Random) -> dict[str, Any]:
     def rules(peer_key: str) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for _ in range(rnd.randint(0, 2)):
             peer: dict[str, Any] = {}
             if rnd.random() < 0.7:
@@ -172,10 +296,10 @@ class Chaos:
     def kill_and_restart(self) -> None:
         agent = self.cluster.agents["node-1"]
         how = self.rnd.choice(["term", "kill", "kill"])
-        helpers.kill_agent(agent, how, self.rnd)
+        kill_agent(agent, how, self.rnd)
         self.stats.kills[how] += 1
         # Whatever moment the kill hit, no pod may hold half a ruleset.
-        helpers.kernel_tables(self.cluster)
+        tables.kernel_tables(self.cluster)
         self.stats.whole_checks += len(self.cluster.pods)
         for _ in range(self.rnd.randint(0, 5)):  # changes nobody watches
             before = sum(self.stats.events.values())
@@ -186,8 +310,8 @@ class Chaos:
 
     def run(self, events: int, kill_every: int) -> Stats:
         cl = self.cluster
-        deny = helpers.Prober(cl.pods["c1/p0"], cl.pods["vault/secret"])
-        wait_for(lambda: helpers.converged(cl), timeout=30, what="initial rules")
+        deny = Prober(cl.pods["c1/p0"], cl.pods["vault/secret"])
+        wait_for(lambda: tables.converged(cl), timeout=30, what="initial rules")
         deny.start()
         try:
             for _ in range(events * 3):  # draws that change nothing do not count
@@ -201,13 +325,13 @@ class Chaos:
                 cl.start_agent("node-1")
             wait_for(agent.ready, timeout=30, what="agent ready at the end")
             wait_for(
-                lambda: helpers.converged(cl),
+                lambda: tables.converged(cl),
                 timeout=60,
-                what=f"kernel == from-scratch compile: {helpers.mismatches(cl)}",
+                what=f"kernel == from-scratch compile: {tables.mismatches(cl)}",
             )
             leftovers = sorted(self.deleted)
             wait_for(
-                lambda: all(helpers.table_state(cl.pods[k])[0] is None for k in leftovers),
+                lambda: all(tables.table_state(cl.pods[k])[0] is None for k in leftovers),
                 timeout=30,
                 what=f"tables of deleted pods {leftovers} swept",
             )

@@ -9,11 +9,11 @@ import kubernetes.watch
 import pytest
 
 from testbed.emulator import server
-from tests.emulator import helpers
+from tests.support import apiclient
 
 
 def _pod_obj(name: str, ip: str) -> dict[str, object]:
-    body = helpers.pod(name, {"app": "x"})
+    body = apiclient.pod(name, {"app": "x"})
     return {"apiVersion": "v1", "kind": "Pod", **body, "status": {"podIP": ip, "phase": "Running"}}
 
 
@@ -44,7 +44,7 @@ def test_injected_error_status(
     with pytest.raises(kubernetes.client.ApiException) as info:
         core.list_namespaced_pod("default")
     assert info.value.status == 500
-    assert helpers.status_of(info.value)["reason"] == "InternalError"
+    assert apiclient.status_of(info.value)["reason"] == "InternalError"
     emulator.faults.reset()
     assert core.list_namespaced_pod("default").items == []
 
@@ -53,7 +53,7 @@ def test_compact_expires_old_resource_versions(
     emulator: server.EmulatorThread, core: kubernetes.client.CoreV1Api
 ) -> None:
     rv = core.list_namespaced_pod("default").metadata.resource_version
-    core.create_namespaced_pod("default", helpers.pod("a"))
+    core.create_namespaced_pod("default", apiclient.pod("a"))
     emulator.compact()
     with pytest.raises(kubernetes.client.ApiException) as info:
         list(

@@ -12,7 +12,7 @@ import threading
 import kubernetes.client
 import kubernetes.config
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[3]
 
 
 def test_module_entry_point(tmp_path: pathlib.Path) -> None:
