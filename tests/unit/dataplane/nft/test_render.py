@@ -10,7 +10,7 @@ import pytest
 
 from agent.calc import intervals, ruleset
 from agent.dataplane.nft import render as render_nft
-from tests.unit import test_render_golden
+from tests.support import rulesets
 
 A = ruleset.AddrRange
 P = ruleset.PortRange
@@ -315,7 +315,7 @@ def _read(script: str) -> tuple[str, dict[str, tuple[str, ...]]]:
 def test_sets_and_shape_match_the_script_for_any_ruleset() -> None:
     rnd = random.Random(7)
     for _ in range(400):
-        rs, ifaces = test_render_golden.random_case(rnd)
+        rs, ifaces = rulesets.random_case(rnd)
         rendered = render_nft.render(rs, ifaces)
         skeleton, sets = _read(rendered.script)
         assert "elements" not in skeleton and "podseg state=" not in skeleton

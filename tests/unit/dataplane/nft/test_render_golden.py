@@ -4,10 +4,10 @@ Why: the script's text feeds the fingerprint (adoption after a restart, drift ch
 an apply) and is what the kernel is given, so a refactor of the renderer must not change it by
 a byte. Two checks: the full script of a few representative rulesets against golden files in
 `golden_render/` (a failure shows the diff), and one digest over the scripts of many random
-rulesets (built here directly, not through `agent.calc`, so that only the renderer can move it).
+rulesets (tests/support/rulesets.py: built directly, so that only the renderer can move it).
 
 A deliberate change of the text is a format change (bump `FORMAT_VERSION`); then regenerate:
-  .venv/bin/python -m tests.unit.test_render_golden
+  .venv/bin/python -m tests.unit.dataplane.nft.test_render_golden
 and put the printed digest in `RANDOM_DIGEST`.
 """
 
@@ -21,6 +21,7 @@ import pytest
 
 from agent.calc import ruleset
 from agent.dataplane.nft import render as render_nft
+from tests.support import rulesets
 
 A = ruleset.AddrRange
 P = ruleset.PortRange
@@ -94,70 +95,12 @@ CASES: dict[str, tuple[ruleset.PodRuleset, tuple[str, ...]]] = {
 }
 
 
-def _random_range(rnd: random.Random, family: int) -> ruleset.AddrRange:
-    bits = 32 if family == 4 else 128
-    first = rnd.choice((0, rnd.getrandbits(bits), 0xC6120000 + rnd.randrange(1 << 16)))
-    kind = rnd.random()
-    if kind < 0.5:
-        return A(family, first, first)
-    if kind < 0.8:  # an exact prefix
-        size = 1 << rnd.randrange(bits + 1)
-        first -= first % size
-        return A(family, first, first + size - 1)
-    return A(family, first, min((1 << bits) - 1, first + rnd.randrange(1, 1000)))
-
-
-def _random_direction(rnd: random.Random) -> ruleset.DirectionRuleset:
-    if rnd.random() < 0.2:
-        return ruleset.DirectionRuleset()
-    any_port = tuple(
-        sorted(_random_range(rnd, rnd.choice((4, 6))) for _ in range(rnd.randrange(4)))
-    )
-    port_peers: list[ruleset.PeerPort] = []
-    for _ in range(rnd.randrange(30)):
-        addrs = _random_range(rnd, rnd.choice((4, 4, 6)))
-        for _ in range(rnd.choice((1, 1, 3))):
-            port = rnd.randrange(1, 65000)
-            protocol = rnd.choice((6, 17, 132, 99))
-            port_peers.append(PP(addrs, protocol, P(port, port + rnd.choice((0, 0, 7)))))
-    policies = sorted({f"ns/p{rnd.randrange(5)}" for _ in range(rnd.randrange(3))})
-    return ruleset.DirectionRuleset(True, any_port, tuple(port_peers), tuple(policies))
-
-
-def random_case(rnd: random.Random) -> tuple[ruleset.PodRuleset, tuple[str, ...]]:
-    """A random ruleset (any shape the renderer accepts) and interfaces."""
-    quarantine = guard = None
-    if rnd.random() < 0.25:
-        allowed = tuple(_random_range(rnd, rnd.choice((4, 6))) for _ in range(rnd.randrange(3)))
-        quarantine = ruleset.Quarantine(allow_from=allowed)
-    if rnd.random() < 0.3:
-        guard = ruleset.NodeGuard(
-            node_addrs=tuple(_random_range(rnd, rnd.choice((4, 6))) for _ in range(3)),
-            ports=tuple(
-                ruleset.ProtoPorts(rnd.choice((6, 17)), P(p, p + rnd.choice((0, 9))))
-                for p in sorted(rnd.sample(range(1, 60000), rnd.randrange(3)))
-            ),
-            blocked=tuple(_random_range(rnd, 4) for _ in range(rnd.randrange(2))),
-        )
-    rs = ruleset.PodRuleset(
-        namespace=rnd.choice(("ns", "kube-system", "a" * 63)),
-        pod=f"pod-{rnd.randrange(100)}" + rnd.choice(("", "_x", "é")),
-        ingress=_random_direction(rnd),
-        egress=_random_direction(rnd),
-        mode=rnd.choice(list(ruleset.PolicyMode)),
-        quarantine=quarantine,
-        node_guard=guard,
-    )
-    ifaces = rnd.choice(((), ("eth0",), ("eth0", "net1"), ("net1", "eth0", "eth.0", "eth_0")))
-    return rs, ifaces
-
-
 def random_digest() -> str:
     """sha256 of the script of `RANDOM_CASES` random rulesets (a fixed seed)."""
     rnd = random.Random(2024)
     digest = hashlib.sha256()
     for _ in range(RANDOM_CASES):
-        rs, ifaces = random_case(rnd)
+        rs, ifaces = rulesets.random_case(rnd)
         digest.update(render_nft.render(rs, ifaces).script.encode())
         digest.update(b"\0")
     return digest.hexdigest()

@@ -10,7 +10,7 @@ from agent import model
 from agent.calc import affected, intervals
 from agent.calc import compile as calc_compile
 from agent.calc import index as calc_index
-from tests.unit import test_affected as base
+from tests.support import randomcluster as rc
 
 
 def test_namespace_relabel_affects_a_superset_of_what_changed() -> None:
@@ -21,9 +21,9 @@ def test_namespace_relabel_affects_a_superset_of_what_changed() -> None:
             f"ns{i}": model.Namespace(f"ns{i}", {"team": rnd.choice(("t1", "t2"))})
             for i in range(3)
         }
-        pods = {p.key: p for p in (base._pod(rnd, i) for i in range(12))}
-        policies = {p.key: p for p in (base._policy(rnd, i) for i in range(4))}
-        before = base._compile_all(pods, policies, namespaces)
+        pods = {p.key: p for p in (rc.pod(rnd, i) for i in range(12))}
+        policies = {p.key: p for p in (rc.policy(rnd, i) for i in range(4))}
+        before = rc.compile_all(pods, policies, namespaces)
         name = rnd.choice(list(namespaces))
         old = namespaces[name]
         labels = dict(old.labels)
@@ -33,7 +33,7 @@ def test_namespace_relabel_affects_a_superset_of_what_changed() -> None:
             labels.pop("team", None)
         new_namespaces = dict(namespaces)
         new_namespaces[name] = dataclasses.replace(old, labels=labels)
-        after = base._compile_all(pods, policies, new_namespaces)
+        after = rc.compile_all(pods, policies, new_namespaces)
         local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
         result = affected.affected(
             local,
@@ -58,17 +58,17 @@ def test_namespace_relabel_affects_a_superset_of_what_changed() -> None:
 def test_updated_index_compiles_like_a_full_rebuild() -> None:
     rnd = random.Random(5)
     namespaces = {f"ns{i}": model.Namespace(f"ns{i}", {"team": f"t{i % 2 + 1}"}) for i in range(3)}
-    pods = {p.key: p for p in (base._pod(rnd, i) for i in range(30))}
+    pods = {p.key: p for p in (rc.pod(rnd, i) for i in range(30))}
     index = calc_compile.build_index(namespaces, pods.values())
     for step in range(200):
-        policies = [base._policy(rnd, i) for i in range(4)]
+        policies = [rc.policy(rnd, i) for i in range(4)]
         changed: set[str] = set()
         for _ in range(rnd.randrange(1, 4)):
             if rnd.random() < 0.3 and pods:
                 key = rnd.choice(sorted(pods))
                 del pods[key]
             else:
-                pod = dataclasses.replace(base._pod(rnd, rnd.randrange(40)), name=f"p{step}")
+                pod = dataclasses.replace(rc.pod(rnd, rnd.randrange(40)), name=f"p{step}")
                 if rnd.random() < 0.5:
                     pod = dataclasses.replace(pod, name=rnd.choice(sorted(pods)).split("/")[1])
                 key = pod.key
@@ -93,8 +93,8 @@ def test_policy_index_candidates_include_every_selecting_policy() -> None:
     rnd = random.Random(11)
     checked = 0
     for _ in range(100):
-        policies = [base._policy(rnd, i) for i in range(12)]
-        pods = [base._pod(rnd, i) for i in range(12)]
+        policies = [rc.policy(rnd, i) for i in range(12)]
+        pods = [rc.pod(rnd, i) for i in range(12)]
         index = calc_index.PolicyIndex.build(policies)
         for pod in pods:
             candidates = index.candidates(pod)
@@ -109,10 +109,10 @@ def test_affected_through_the_policy_index_equals_the_scan() -> None:
     rnd = random.Random(21)
     for _ in range(200):
         namespaces = {f"ns{i}": model.Namespace(f"ns{i}", {"team": "t1"}) for i in range(3)}
-        pods = {p.key: p for p in (base._pod(rnd, i) for i in range(12))}
-        policies = [base._policy(rnd, i) for i in range(6)]
+        pods = {p.key: p for p in (rc.pod(rnd, i) for i in range(12))}
+        policies = [rc.policy(rnd, i) for i in range(6)]
         key = rnd.choice(sorted(pods))
-        new = dataclasses.replace(pods[key], labels=base._pod(rnd, 0).labels)
+        new = dataclasses.replace(pods[key], labels=rc.pod(rnd, 0).labels)
         local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
         changes = affected.Changes(pods={key: (pods[key], new)}, policies={})
         index = calc_index.PolicyIndex.build(policies)
@@ -127,8 +127,8 @@ def test_updated_index_carries_only_resolved_peers_that_still_hold() -> None:
     every carried memo equals a fresh resolution and every pod compiles as from scratch."""
     rnd = random.Random(17)
     namespaces = {f"ns{i}": model.Namespace(f"ns{i}", {"team": f"t{i % 2 + 1}"}) for i in range(3)}
-    pods = {p.key: p for p in (base._pod(rnd, i) for i in range(30))}
-    policies = [base._policy(rnd, i) for i in range(10)]
+    pods = {p.key: p for p in (rc.pod(rnd, i) for i in range(30))}
+    policies = [rc.policy(rnd, i) for i in range(10)]
     index = calc_compile.build_index(namespaces, pods.values())
     carried = dropped = 0
     for step in range(100):
@@ -142,7 +142,7 @@ def test_updated_index_carries_only_resolved_peers_that_still_hold() -> None:
             namespaces[name] = dataclasses.replace(namespaces[name], labels=labels)
         changed: set[str] = set()
         for _ in range(rnd.randrange(0, 3)):
-            pod = dataclasses.replace(base._pod(rnd, rnd.randrange(40)), name=f"p{step % 35}")
+            pod = dataclasses.replace(rc.pod(rnd, rnd.randrange(40)), name=f"p{step % 35}")
             if rnd.random() < 0.2 and pod.key in pods:
                 del pods[pod.key]
             else:

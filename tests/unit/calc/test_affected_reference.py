@@ -17,7 +17,7 @@ from agent import model, selectors
 from agent.calc import affected
 from agent.calc import compile as calc_compile
 from agent.calc import index as calc_index
-from tests.unit import test_affected as base
+from tests.support import randomcluster as rc
 
 
 def _ref_peer_matches(
@@ -170,13 +170,11 @@ def _random_change(
             op = 4
         if op == 0:  # relabel a pod
             key = rnd.choice(sorted(new_pods))
-            new = dataclasses.replace(new_pods[key], labels=base._pod(rnd, 0).labels)
+            new = dataclasses.replace(new_pods[key], labels=rc.pod(rnd, 0).labels)
             pod_changes[key] = (pod_changes.get(key, (new_pods[key], None))[0], new)
             new_pods[key] = new
         elif op == 1:  # a pod comes, goes, or gets an IP
-            new = dataclasses.replace(
-                base._pod(rnd, rnd.randrange(60)), name=f"n{rnd.randrange(4)}"
-            )
+            new = dataclasses.replace(rc.pod(rnd, rnd.randrange(60)), name=f"n{rnd.randrange(4)}")
             old = new_pods.get(new.key)
             if old is not None and rnd.random() < 0.4:
                 del new_pods[new.key]
@@ -191,7 +189,7 @@ def _random_change(
                 del new_policies[key]
                 policy_changes[key] = (old_policy, None)
             else:
-                fresh = base._policy(rnd, 0)
+                fresh = rc.policy(rnd, 0)
                 edited = dataclasses.replace(
                     fresh, namespace=old_policy.namespace, name=old_policy.name
                 )
@@ -199,7 +197,7 @@ def _random_change(
                 policy_changes[key] = (old_policy, edited)
         elif op == 3:  # relabel a namespace
             name = f"ns{rnd.randrange(3)}"
-            namespace_changes[name] = (new_namespaces[name], base._namespace(rnd, int(name[2:])))
+            namespace_changes[name] = (new_namespaces[name], rc.namespace(rnd, int(name[2:])))
             new_namespaces[name] = namespace_changes[name][1]  # type: ignore[assignment]
         elif op == 4:
             services_changed = True
@@ -223,9 +221,9 @@ def test_affected_equals_the_original_form() -> None:
     rnd = random.Random(31)
     sizes = []
     for _ in range(1500):
-        namespaces = {f"ns{i}": base._namespace(rnd, i) for i in range(3)}
-        pods = {p.key: p for p in (base._pod(rnd, i) for i in range(rnd.randrange(4, 30)))}
-        policies = {p.key: p for p in (base._policy(rnd, i) for i in range(rnd.randrange(1, 12)))}
+        namespaces = {f"ns{i}": rc.namespace(rnd, i) for i in range(3)}
+        pods = {p.key: p for p in (rc.pod(rnd, i) for i in range(rnd.randrange(4, 30)))}
+        policies = {p.key: p for p in (rc.policy(rnd, i) for i in range(rnd.randrange(1, 12)))}
         changes, pods, policies, namespaces = _random_change(rnd, pods, policies, namespaces)
         local = {k: p for k, p in pods.items() if p.node_name == "node-1" and not p.host_network}
         index = calc_index.PolicyIndex.build(policies.values())
