@@ -10,7 +10,7 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe, tables
-from tests.e2e import test_agent
+from tests.support import live
 from tests.support.polling import wait_for
 
 FAULTS = ("drop_watch", "expire_410", "errors_500", "slow", "restart_new_rvs")
@@ -50,8 +50,8 @@ def test_agent_converges_under_api_fault(
     wait_for(lambda: tables.converged(cluster), timeout=20, what="baseline")
     pods = cluster.pods
     assert probe.probe(pods["f/c"], pods["f/a"].ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
-    errors = test_agent.sample(agent, "podseg_api_errors_total", resource="networkpolicies") or 0
-    relists = test_agent.sample(agent, "podseg_watch_relists_total", resource="pods") or 0
+    errors = live.sample(agent, "podseg_api_errors_total", resource="networkpolicies") or 0
+    relists = live.sample(agent, "podseg_watch_relists_total", resource="pods") or 0
 
     pod_b = cluster.api_client.sanitize_for_serialization(
         cluster.core.read_namespaced_pod("b", "f")
@@ -89,10 +89,7 @@ def test_agent_converges_under_api_fault(
     if fault == "errors_500":
         wait_for(
             lambda: (
-                (
-                    test_agent.sample(agent, "podseg_api_errors_total", resource="networkpolicies")
-                    or 0
-                )
+                (live.sample(agent, "podseg_api_errors_total", resource="networkpolicies") or 0)
                 > errors
             ),
             what="the agent saw the 500s",
@@ -112,6 +109,4 @@ def test_agent_converges_under_api_fault(
     assert probe.probe(pods["f/b"], pods["f/a"].ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
     assert agent.running
     if fault in ("expire_410", "restart_new_rvs"):
-        assert (
-            test_agent.sample(agent, "podseg_watch_relists_total", resource="pods") or 0
-        ) > relists
+        assert (live.sample(agent, "podseg_watch_relists_total", resource="pods") or 0) > relists

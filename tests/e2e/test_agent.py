@@ -7,50 +7,12 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-import prometheus_client.parser
 import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
+from tests.support.live import PODS, Env, sample
 from tests.support.polling import wait_for
-
-PODS = ("a", "b", "c")
-
-
-def sample(agent: sandbox_cluster.AgentProcess, name: str, **labels: str) -> float | None:
-    status, text = agent.http("/metrics")
-    assert status == 200
-    for family in prometheus_client.parser.text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return None
-
-
-class Env:
-    def __init__(self, cluster: sandbox_cluster.SandboxCluster) -> None:
-        self.cluster = cluster
-
-    @property
-    def agent(self) -> sandbox_cluster.AgentProcess:
-        return self.cluster.agents["node-1"]
-
-    def verdict(self, src: str, dst: str, port: int = 80, proto: str = "tcp") -> str:
-        pods = self.cluster.pods
-        return probe.probe(pods[src], pods[dst].ipv4, port, proto, timeout=0.8)
-
-    def wait_verdict(self, src: str, dst: str, want: str, timeout: float = 20.0) -> None:
-        wait_for(
-            lambda: self.verdict(src, dst) == want, timeout=timeout, what=f"{src}->{dst} {want}"
-        )
-
-    def deny_a(self, name: str = "deny-a") -> None:
-        self.cluster.apply_policy(
-            {
-                "metadata": {"namespace": "t", "name": name},
-                "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"]},
-            }
-        )
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests.e2e import conftest as e2e
-from tests.e2e import prom
+from tests.support import live, prom
 from tests.support.polling import wait_for
 
 NS = "fl"
@@ -83,7 +82,7 @@ def _get(entry: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-@pytest.fixture(scope="module", params=e2e.BACKENDS)
+@pytest.fixture(scope="module", params=live.BACKENDS)
 def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     """The drop-capture cluster, once per dataplane backend."""
     if not prom.available():
@@ -118,7 +117,7 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
             )
         agent = cluster.start_agent(
             "node-1",
-            ["--flow-window", "0.5", "--flow-log-file", str(flow_log), *e2e.backend_args(request)],
+            ["--flow-window", "0.5", "--flow-log-file", str(flow_log), *live.backend_args(request)],
         )
         server = prom.Prometheus([f"127.0.0.1:{agent.metrics_port}"])
         try:

@@ -11,7 +11,7 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import podclient, probe
-from tests.e2e import conftest as e2e
+from tests.support import live
 from tests.support.polling import wait_for
 
 METADATA = "169.254.169.254"
@@ -41,7 +41,7 @@ class Env:
         return str(results[0]["verdict"])
 
 
-@pytest.fixture(scope="module", params=e2e.BACKENDS)
+@pytest.fixture(scope="module", params=live.BACKENDS)
 def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     """The node-guard cluster, once per dataplane backend."""
     with sandbox_cluster.SandboxCluster(nodes=("node-1", "node-2")) as cluster:
@@ -62,7 +62,7 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
                 "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
             }
         )
-        cluster.start_agent("node-1", e2e.backend_args(request))
+        cluster.start_agent("node-1", live.backend_args(request))
         yield e
 
 

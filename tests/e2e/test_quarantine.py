@@ -11,8 +11,7 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests.e2e import conftest as e2e
-from tests.e2e import test_agent
+from tests.support import live
 from tests.support.polling import wait_for
 
 ECHO = 7000
@@ -52,7 +51,7 @@ class Env:
         return [e for e in items if e.reason == reason]
 
 
-@pytest.fixture(scope="module", params=e2e.BACKENDS)
+@pytest.fixture(scope="module", params=live.BACKENDS)
 def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     """The quarantine cluster, once per dataplane backend."""
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
@@ -73,7 +72,7 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
                 },
             }
         )
-        cluster.start_agent("node-1", e2e.backend_args(request))
+        cluster.start_agent("node-1", live.backend_args(request))
         yield Env(cluster)
 
 
@@ -92,7 +91,7 @@ def test_quarantine_cuts_everything_but_forensic_access(clean: Env) -> None:
     inbound = env.hold("q/peer", "q/victim")  # established, into the pod
     outbound = env.hold("q/victim", "q/peer")  # established, out of the pod
     assert env.verdict("q/victim", "ops/forensic") == probe.OK
-    cut_before = test_agent.sample(env.agent, "podseg_connections_cut_total", reason="quarantine")
+    cut_before = live.sample(env.agent, "podseg_connections_cut_total", reason="quarantine")
 
     patched = time.monotonic()
     env.cluster.label_pod("q/victim", QUARANTINE)
@@ -112,9 +111,9 @@ def test_quarantine_cuts_everything_but_forensic_access(clean: Env) -> None:
     assert env.verdict("ops/forensic", "q/victim", 80, "udp") == probe.OK
     assert env.verdict("q/victim", "ops/forensic") == probe.TIMEOUT
     # Its conntrack entries were deleted; it is reported (metric, Event, log with since-when).
-    cut_after = test_agent.sample(env.agent, "podseg_connections_cut_total", reason="quarantine")
+    cut_after = live.sample(env.agent, "podseg_connections_cut_total", reason="quarantine")
     assert (cut_after or 0) >= (cut_before or 0) + 2  # at least the two held connections
-    assert test_agent.sample(env.agent, "podseg_quarantined_pods", namespace="q") == 1
+    assert live.sample(env.agent, "podseg_quarantined_pods", namespace="q") == 1
     event = wait_for(lambda: env.events("Quarantined"), what="Quarantined event")[0]
     assert event.involved_object.name == "victim" and forensic_ip in event.message
     logged = [e for e in env.agent.events("pod_quarantined") if e.get("pod") == "victim"]
@@ -126,7 +125,7 @@ def test_quarantine_cuts_everything_but_forensic_access(clean: Env) -> None:
     assert env.verdict("q/victim", "q/peer") == probe.OK
     assert env.verdict("q/victim", "ops/forensic") == probe.OK
     wait_for(
-        lambda: not test_agent.sample(env.agent, "podseg_quarantined_pods", namespace="q"),
+        lambda: not live.sample(env.agent, "podseg_quarantined_pods", namespace="q"),
         what="quarantine gauge back to 0",
     )
     assert env.agent.events("pod_quarantine_lifted")

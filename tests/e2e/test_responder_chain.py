@@ -11,7 +11,7 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests.responder import harness, payloads
+from tests.support import responder as harness
 
 ECHO = 7000
 NAMESPACE, POD = "payments", "api-5b6c7d8f9-qr7tz"  # as named in the sample payload
@@ -47,7 +47,7 @@ def test_falco_finding_quarantines_the_pod_end_to_end(
     assert inbound.connected and outbound.connected
 
     posted = time.monotonic()
-    status, body = responder.post("falco", payloads.load("falcosidekick_reverse_shell"))
+    status, body = responder.post("falco", harness.load("falcosidekick_reverse_shell"))
     answered = time.monotonic()
     assert status == 200 and body["outcome"] == "quarantined", body
 
@@ -61,7 +61,7 @@ def test_falco_finding_quarantines_the_pod_end_to_end(
     labels = cluster.core.read_namespaced_pod(POD, NAMESPACE).metadata.labels
     assert labels["podseg.io/quarantine"] == "true"
     # A repeated finding makes no second change.
-    again, body = responder.post("falco", payloads.load("falcosidekick_reverse_shell"))
+    again, body = responder.post("falco", harness.load("falcosidekick_reverse_shell"))
     assert again == 200 and body["outcome"] == "unchanged"
     with capsys.disabled():
         last = 1000 * (cut_at - posted)

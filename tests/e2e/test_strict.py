@@ -9,8 +9,7 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests.e2e import conftest as e2e
-from tests.e2e import test_agent
+from tests.support import live
 from tests.support.polling import wait_for
 
 ECHO = 7000
@@ -50,14 +49,14 @@ def allow_egress(cluster: sandbox_cluster.SandboxCluster, destination: str) -> N
 BACKEND_ARGS: list[str] = []  # the running module cluster's `--backend` arguments
 
 
-@pytest.fixture(scope="module", params=e2e.BACKENDS)
+@pytest.fixture(scope="module", params=live.BACKENDS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[sandbox_cluster.SandboxCluster]:
     """The strict-mode cluster, once per dataplane backend."""
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as c:
         c.ensure_namespace("s", {"ns": "s"})
         for name in ("server", "client", "other"):
             c.add_pod("s", name, {"pod": name}, echo_ports=(ECHO,))
-        BACKEND_ARGS[:] = e2e.backend_args(request)
+        BACKEND_ARGS[:] = live.backend_args(request)
         c.start_agent("node-1", BACKEND_ARGS)
         yield c
 
@@ -88,12 +87,12 @@ def test_removed_ingress_allow_kills_the_established_connection(
     clean: sandbox_cluster.SandboxCluster,
 ) -> None:
     agent = clean.agents["node-1"]
-    before = test_agent.sample(agent, "podseg_connections_cut_total", reason="strict")
+    before = live.sample(agent, "podseg_connections_cut_total", reason="strict")
     connection = held(clean)
     allow_ingress(clean, "other")  # the server no longer admits the client
     report = connection.wait_broken(BUDGET)
     assert report["broken"] == "timeout" and report["exchanges"] > 0, report
-    after = test_agent.sample(agent, "podseg_connections_cut_total", reason="strict")
+    after = live.sample(agent, "podseg_connections_cut_total", reason="strict")
     assert (after or 0) > (before or 0)
     assert agent.events("connections_cut")
 

@@ -12,8 +12,8 @@ import kubernetes.client
 import pytest
 
 from testbed.emulator import server
-from tests.responder import harness, payloads
-from tests.responder.conftest import SHOP_WEB, TOKEN, pod_meta
+from tests.support import responder as harness
+from tests.support.responder import SHOP_WEB, TOKEN, pod_meta
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -74,13 +74,13 @@ def test_the_process_quarantines_a_pod_and_stops_on_sigterm(
     try:
         assert responder.started["min_severity"] == "error"
         assert responder.started["dry_run"] is False
-        status, answer = responder.post("falco", payloads.load("falco_drop_and_execute"))
+        status, answer = responder.post("falco", harness.load("falco_drop_and_execute"))
         assert status == 200 and answer["outcome"] == "quarantined"
         assert pod_meta(core, SHOP_WEB).labels["podseg.io/quarantine"] == "true"
         audit = responder.wait_for_event("responder.decision")
         assert audit["outcome"] == "quarantined" and audit["pod"] == SHOP_WEB[1]
         assert responder.token not in json.dumps(audit)
-        status, answer = responder.post("falco", payloads.load("falco_drop_and_execute"))
+        status, answer = responder.post("falco", harness.load("falco_drop_and_execute"))
         assert status == 200 and answer["outcome"] == "unchanged"
     finally:
         code = responder.stop()

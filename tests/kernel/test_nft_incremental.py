@@ -1,4 +1,4 @@
-"""Incremental set-element updates against the real kernel (issue 8).
+"""Incremental set-element updates against the real kernel.
 
 Property: for a random walk of rulesets, applying each step as the incremental patch (when the
 skeleton allows it) leaves exactly what a fresh full apply of the same ruleset leaves. Compared
@@ -7,7 +7,7 @@ interval set lists its elements in insertion order, which differs between the tw
 getting there; membership must not). Interval sets stay disjoint through every step: the
 kernel refuses an overlapping element, so any overlap would fail the transaction.
 
-Root only; namespaces `psg-<random>-inc*`, deleted by the fixture.
+Namespaces `psg-<random>-inc*`, deleted by the fixture.
 """
 
 from __future__ import annotations

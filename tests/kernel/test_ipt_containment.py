@@ -2,7 +2,7 @@
 node guard and visibility mode with live UDP probes, drops seen by the NFLOG reader process and
 counted through the worker's `counters` op (`backend: iptables`).
 
-Root only; namespaces come from the fixtures of the nftables kernel tests (`psg-...`, deleted).
+Namespaces come from the fixtures of tests/kernel/conftest.py (`psg-...`, deleted).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from typing import Any
 import kubernetes.client
 
 from testbed.emulator import server
-from tests.responder import payloads
-from tests.responder.conftest import PAYMENTS_API, SHOP_WEB, TOKEN, Start, count, pod_meta
+from tests.support import responder as harness
+from tests.support.responder import PAYMENTS_API, SHOP_WEB, TOKEN, Start, count, pod_meta
 
 LABEL = "podseg.io/quarantine"
 
@@ -20,7 +20,7 @@ def test_falco_critical_finding_quarantines_the_named_pod(
 ) -> None:
     responder = start_responder()
     before = count("falco", "quarantined")
-    status, body = responder.post("falco", payloads.load("falco_drop_and_execute"))
+    status, body = responder.post("falco", harness.load("falco_drop_and_execute"))
     assert status == 200, body
     assert body["outcome"] == "quarantined"
     assert (body["namespace"], body["pod"]) == SHOP_WEB
@@ -44,7 +44,7 @@ def test_missing_or_wrong_token_is_401_and_changes_nothing(
     responder = start_responder()
     rv = emulator.resource_version
     before = count("falco", "unauthorized")
-    body = payloads.load("falco_drop_and_execute")
+    body = harness.load("falco_drop_and_execute")
     for token in (None, "wrong", TOKEN[:-1], TOKEN + "x", ""):
         status, answer = responder.post("falco", body, token=token)
         assert status == 401, (token, answer)
@@ -84,7 +84,7 @@ def test_unknown_pod_is_404_and_changes_nothing(
 ) -> None:
     responder = start_responder()
     rv = emulator.resource_version
-    body = payloads.load("generic_critical") | {"pod": "web-gone-12345"}
+    body = harness.load("generic_critical") | {"pod": "web-gone-12345"}
     status, answer = responder.post("generic", body)
     assert status == 404 and answer["outcome"] == "unknown-pod"
     assert "shop/web-gone-12345" in answer["message"]
@@ -96,12 +96,12 @@ def test_below_threshold_or_no_pod_is_202_ignored_with_why(
 ) -> None:
     responder = start_responder(min_severity="critical")
     rv = emulator.resource_version
-    status, answer = responder.post("falco", payloads.load("falco_terminal_shell"))
+    status, answer = responder.post("falco", harness.load("falco_terminal_shell"))
     assert status == 202 and answer["outcome"] == "ignored"
     assert "notice is below the threshold critical" in answer["message"]
-    status, answer = responder.post("falco", payloads.load("falco_host_event"))
+    status, answer = responder.post("falco", harness.load("falco_host_event"))
     assert status == 202 and "names no pod" in answer["message"]
-    status, answer = responder.post("wiz", payloads.load("wiz_vm"))
+    status, answer = responder.post("wiz", harness.load("wiz_vm"))
     assert status == 202 and "not a pod" in answer["message"]
     assert emulator.resource_version == rv
 
@@ -112,9 +112,9 @@ def test_a_lower_threshold_or_an_allow_listed_rule_acts(
     responder = start_responder(
         min_severity="none", rules=frozenset({"Terminal shell in container"})
     )
-    status, answer = responder.post("falco", payloads.load("falcosidekick_reverse_shell"))
+    status, answer = responder.post("falco", harness.load("falcosidekick_reverse_shell"))
     assert status == 202 and "not on the allow-list" in answer["message"]  # critical, but off
-    status, answer = responder.post("falco", payloads.load("falco_terminal_shell"))
+    status, answer = responder.post("falco", harness.load("falco_terminal_shell"))
     assert status == 200 and answer["outcome"] == "quarantined"
     assert "on the allow-list" in answer["message"]
     assert pod_meta(core, SHOP_WEB).labels[LABEL] == "true"
@@ -124,7 +124,7 @@ def test_repeated_findings_make_one_change(
     core: kubernetes.client.CoreV1Api, emulator: server.EmulatorThread, start_responder: Start
 ) -> None:
     responder = start_responder()
-    body = payloads.load("falco_drop_and_execute")
+    body = harness.load("falco_drop_and_execute")
     rv = emulator.resource_version
     status, first = responder.post("falco", body)
     assert status == 200 and first["outcome"] == "quarantined"
@@ -146,7 +146,7 @@ def test_concurrent_identical_findings_make_one_change(
 ) -> None:
     responder = start_responder()
     rv = emulator.resource_version
-    answers = responder.post_many("wiz", payloads.load("wiz_pod_critical"), 8)
+    answers = responder.post_many("wiz", harness.load("wiz_pod_critical"), 8)
     outcomes = sorted(a["outcome"] for _, a in answers)
     assert outcomes == ["quarantined"] + ["unchanged"] * 7, answers
     assert {s for s, _ in answers} == {200}
@@ -171,7 +171,7 @@ def test_a_pod_changed_between_read_and_patch_is_read_again(
     core: kubernetes.client.CoreV1Api, emulator: server.EmulatorThread, start_responder: Start
 ) -> None:
     responder = start_responder(clock=_changing_clock(core, {"labels": {"tier": "front"}}))
-    status, answer = responder.post("generic", payloads.load("generic_critical"))
+    status, answer = responder.post("generic", harness.load("generic_critical"))
     assert status == 200 and answer["outcome"] == "quarantined"
     labels = pod_meta(core, SHOP_WEB).labels
     assert labels[LABEL] == "true" and labels["tier"] == "front"  # the other writer's change kept
@@ -182,7 +182,7 @@ def test_a_pod_quarantined_by_another_replica_meanwhile_is_unchanged(
 ) -> None:
     responder = start_responder(clock=_changing_clock(core, {"labels": {LABEL: "true"}}))
     rv = emulator.resource_version
-    status, answer = responder.post("generic", payloads.load("generic_critical"))
+    status, answer = responder.post("generic", harness.load("generic_critical"))
     assert status == 200 and answer["outcome"] == "unchanged"
     assert emulator.resource_version == rv + 1  # only the other writer's change
     assert "podseg.io/quarantined-by" not in (pod_meta(core, SHOP_WEB).annotations or {})
@@ -194,7 +194,7 @@ def test_dry_run_changes_nothing_and_says_what_it_would_do(
     responder = start_responder(dry_run=True)
     rv = emulator.resource_version
     before = count("falco", "dry_run")
-    status, answer = responder.post("falco", payloads.load("falcosidekick_reverse_shell"))
+    status, answer = responder.post("falco", harness.load("falcosidekick_reverse_shell"))
     assert status == 200 and answer["outcome"] == "dry-run"
     assert (
         "would set podseg.io/quarantine=true on payments/api-5b6c7d8f9-qr7tz" in (answer["message"])
@@ -204,7 +204,7 @@ def test_dry_run_changes_nothing_and_says_what_it_would_do(
     assert LABEL not in (pod_meta(core, PAYMENTS_API).labels or {})
     assert count("falco", "dry_run") == before + 1
     # Dry run still reads the pod, so it reports an unknown pod truthfully.
-    status, answer = responder.post("generic", payloads.load("generic_critical") | {"pod": "nope"})
+    status, answer = responder.post("generic", harness.load("generic_critical") | {"pod": "nope"})
     assert status == 404
 
 
@@ -212,7 +212,7 @@ def test_wiz_container_finding_quarantines_its_pod_at_threshold_high(
     core: kubernetes.client.CoreV1Api, start_responder: Start
 ) -> None:
     responder = start_responder(min_severity="high")
-    status, answer = responder.post("wiz", payloads.load("wiz_container_high"))
+    status, answer = responder.post("wiz", harness.load("wiz_container_high"))
     assert status == 200 and answer["outcome"] == "quarantined", answer
     meta = pod_meta(core, PAYMENTS_API)
     assert meta.labels[LABEL] == "true"
@@ -222,7 +222,7 @@ def test_wiz_container_finding_quarantines_its_pod_at_threshold_high(
     assert (
         "Reverse shell opened from a container" in meta.annotations["podseg.io/quarantine-reason"]
     )
-    status, answer = responder.post("wiz", payloads.load("wiz_entitysnapshot_resolved"))
+    status, answer = responder.post("wiz", harness.load("wiz_entitysnapshot_resolved"))
     assert status == 202 and "RESOLVED" in answer["message"]
 
 
@@ -230,7 +230,7 @@ def test_generic_finding_quarantines(
     core: kubernetes.client.CoreV1Api, start_responder: Start
 ) -> None:
     responder = start_responder()
-    status, answer = responder.post("generic", payloads.load("generic_critical"))
+    status, answer = responder.post("generic", harness.load("generic_critical"))
     assert status == 200 and answer["outcome"] == "quarantined"
     meta = pod_meta(core, SHOP_WEB)
     assert meta.annotations["podseg.io/quarantined-by"] == "podseg-responder/generic (acme-edr)"
@@ -246,13 +246,13 @@ def test_api_failure_is_502_and_changes_nothing(
     responder = start_responder()
     emulator.emulator.call(setattr, emulator.faults, "error_status", 503)
     try:
-        status, answer = responder.post("falco", payloads.load("falco_drop_and_execute"))
+        status, answer = responder.post("falco", harness.load("falco_drop_and_execute"))
     finally:
         emulator.emulator.call(emulator.faults.reset)
     assert status == 502 and answer["outcome"] == "error"
     assert "nothing changed" in answer["message"] and "HTTP 503" in answer["message"]
     assert LABEL not in (pod_meta(core, SHOP_WEB).labels or {})
-    status, answer = responder.post("falco", payloads.load("falco_drop_and_execute"))
+    status, answer = responder.post("falco", harness.load("falco_drop_and_execute"))
     assert status == 200 and answer["outcome"] == "quarantined"  # the sender's retry works
 
 
@@ -260,7 +260,7 @@ def test_a_rotated_token_takes_effect_without_restart(
     core: kubernetes.client.CoreV1Api, start_responder: Start, tmp_path: Any
 ) -> None:
     responder = start_responder()
-    body = payloads.load("falco_terminal_shell")
+    body = harness.load("falco_terminal_shell")
     assert responder.post("falco", body)[0] == 202
     token_file = tmp_path / "token"
     token_file.write_text("rotated-token-value-1234\n")
