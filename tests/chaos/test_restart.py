@@ -14,7 +14,7 @@ import pytest
 from testbed import chaos
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe, tables
-from tests.e2e import test_agent
+from tests.support import live
 from tests.support.polling import wait_for
 
 RESTARTS = 6  # alternating SIGTERM and kill -9
@@ -82,7 +82,7 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
                     what="the deleted pod's table swept",
                 )
                 assert [e["owner"] for e in swept] == ["t/gone"]
-                value = test_agent.sample(agent, "podseg_swept_tables_total", reason="pod_gone")
+                value = live.sample(agent, "podseg_swept_tables_total", reason="pod_gone")
                 swept_gone = value == 1
             assert tables.converged(cluster), tables.mismatches(cluster)
     finally:
@@ -115,7 +115,7 @@ def _drift_events(cluster: sandbox_cluster.SandboxCluster) -> list[Any]:
 def test_tampered_table_is_restored_counted_and_reported(
     cluster: sandbox_cluster.SandboxCluster, tamper: str
 ) -> None:
-    # Events are deduplicated per pod version: give the pod a new one for this round.
+    # Events are deduplicated per pod version: give the pod a new one for each tamper.
     cluster.label_pod("t/server", {"round": tamper})
     expected = wait_for(lambda: tables.converged(cluster), timeout=20, what="rules in place")
     reported = len(_drift_events(cluster))
@@ -123,7 +123,7 @@ def test_tampered_table_is_restored_counted_and_reported(
     server = cluster.pods["t/server"]
     stranger = cluster.pods["t/stranger"]
     assert probe.probe(stranger, server.ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
-    drift = test_agent.sample(agent, "podseg_ruleset_drift_total") or 0
+    drift = live.sample(agent, "podseg_ruleset_drift_total") or 0
     # A pod with NET_ADMIN in its own namespace removes our table or swaps in an open one.
     if tamper == "delete":
         script = "delete table inet podseg\n"
@@ -146,7 +146,7 @@ def test_tampered_table_is_restored_counted_and_reported(
     )
     assert tables.converged(cluster), tables.mismatches(cluster)
     assert probe.probe(stranger, server.ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
-    assert (test_agent.sample(agent, "podseg_ruleset_drift_total") or 0) > drift
+    assert (live.sample(agent, "podseg_ruleset_drift_total") or 0) > drift
     wait_for(lambda: len(_drift_events(cluster)) > reported, what="a new RulesetDrift event")
     event = _drift_events(cluster)[-1]
     assert event.involved_object.kind == "Pod" and event.involved_object.name == "server"

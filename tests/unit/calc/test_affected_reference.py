@@ -1,9 +1,9 @@
-"""`affected.affected` (issue 8 fast form) gives exactly the sets of the original form.
+"""`affected.affected` gives exactly the sets of its reference form.
 
-The original is kept below as `_reference_affected` (verbatim but for names); random
-snapshots and changes of every kind -- pod relabels, additions, deletions and IP changes,
-policy edits, namespace relabels, Service churn -- are fed to both, with and without the
-store's policy index, and the answers must be equal (None included).
+The reference is `_reference_affected` below, a direct statement of which pods a change can
+affect; random snapshots and changes of every kind -- pod relabels, additions, deletions and
+IP changes, policy edits, namespace relabels, Service churn -- are fed to both, with and
+without the store's policy index, and the answers must be equal (None included).
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def _random_change(
     return changes, new_pods, new_policies, new_namespaces
 
 
-def test_affected_equals_the_original_form() -> None:
+def test_affected_equals_the_reference_form() -> None:
     rnd = random.Random(31)
     sizes = []
     for _ in range(1500):

@@ -51,7 +51,7 @@ def test_parse_ports_canonical_and_errors() -> None:
     assert containment.parse_ports("") == ()
 
 
-def test_default_ports_cover_the_issue_list() -> None:
+def test_default_ports_cover_ssh_smb_etcd_rdp_kubelet_and_nodeports() -> None:
     def guarded(proto: int, port: int) -> bool:
         return any(p.protocol == proto and p.ports.first <= port <= p.ports.last for p in PORTS)
 

@@ -1,4 +1,4 @@
-"""Issue 8 indexes: namespace relabels recompile only dependent pods; the incrementally updated
+"""The calc indexes: namespace relabels recompile only dependent pods; the incrementally updated
 peer index (with label buckets and memoised peers) compiles exactly like a full rebuild."""
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def test_affected_through_the_policy_index_equals_the_scan() -> None:
 
 
 def test_updated_index_carries_only_resolved_peers_that_still_hold() -> None:
-    """Issue 8: resolved peers survive an update unless it can change them (a pod of a
+    """Resolved peers survive an update unless it can change them (a pod of a
     namespace they read, or any namespace change). Fixed policies, so memos do carry over;
     every carried memo equals a fresh resolution and every pod compiles as from scratch."""
     rnd = random.Random(17)

@@ -194,13 +194,13 @@ def test_ten_thousand_peers_stay_exact_and_compact() -> None:
             assert i == len(excluded) or excluded[i] > element.addrs.last, element
 
 
-# --- issue 8: the fast decomposition against the original sweep ---------------------------
+# --- the decomposition against its reference sweep -----------------------------------------
 
 
 def _reference_canonical_peer_ports(
     triples: list[intervals.Triple], exclude: tuple[ruleset.AddrRange, ...] = ()
 ) -> tuple[ruleset.PeerPort, ...]:
-    """The original algorithm, kept as the specification of `canonical_peer_ports`: one sweep
+    """The reference algorithm, the specification of `canonical_peer_ports`: one sweep
     over every address boundary of a family, the active keys' port set recomputed per segment,
     runs joined when they touch with equal port sets, then one sort."""
     by_addr: dict[ruleset.AddrRange, set[tuple[int, ruleset.PortRange]]] = collections.defaultdict(
@@ -296,8 +296,8 @@ def _random_bag(rnd: random.Random) -> tuple[list[intervals.Triple], tuple[rules
     return triples, intervals.merge_addrs(holes)
 
 
-def test_canonical_peer_ports_equals_the_original_sweep() -> None:
-    """Same tuples (values and order) as the original algorithm, over random bags:
+def test_canonical_peer_ports_equals_the_reference_sweep() -> None:
+    """Same tuples (values and order) as the reference algorithm, over random bags:
     scattered single addresses, overlapping and adjacent ranges, wide ranges, holes, both
     families, duplicate keys, port ranges that merge, several protocols, empty ranges."""
     rnd = random.Random(2026)
@@ -356,7 +356,7 @@ def test_merges_sorting_by_field_tuples_equal_the_dataclass_order() -> None:
         for merge, items in ((intervals.merge_addrs, addrs), (intervals.merge_ports, ports)):
             got = merge(items)
             out: list[Any] = []
-            for r in sorted(items):  # the original: the dataclasses' own ordering
+            for r in sorted(items):  # the reference: the dataclasses' own ordering
                 if r.first > r.last:
                     continue
                 if (

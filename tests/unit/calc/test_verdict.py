@@ -1,6 +1,5 @@
-"""`verdict.removes_allows` (issue 8 fast form) against its pairwise reference, over random
-rulesets: canonical ones as the compiler makes them and arbitrary (unsorted, overlapping) ones,
-so the fast form answers exactly like the quadratic comparison whatever it is given."""
+"""`verdict.removes_allows` answers exactly like its pairwise (quadratic) reference over random
+rulesets: canonical ones as the compiler makes them and arbitrary (unsorted, overlapping) ones."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fast paths of `render_nft` (issue 8) produce exactly the text of the straightforward
+"""The fast paths of `render_nft` produce exactly the text of the straightforward reference
 forms: dotted quads without `ipaddress`, and one address text per run. Checked piecewise and on
 whole `Rendered` values of random rulesets rendered once with the reference pieces swapped in."""
 
@@ -19,7 +19,7 @@ PP = ruleset.PeerPort
 
 
 def _reference_format_addr(r: ruleset.AddrRange) -> str:
-    """The original `format_addr`: everything through `ipaddress`."""
+    """The reference `format_addr`: everything through `ipaddress`."""
     bits = 32 if r.family == 4 else 128
     first = ipaddress.ip_address(r.first) if r.family == 4 else ipaddress.IPv6Address(r.first)
     if r.first == r.last:
