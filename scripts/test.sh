@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up the machine (scripts/setup.sh) and runs the whole test suite: lint, types, then the
-# unit, netns and e2e tiers with pytest. Extra arguments go to pytest.
+# Sets up the machine (scripts/setup.sh) and runs the whole test suite: lint, types, then every
+# test tier with pytest (tests/). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

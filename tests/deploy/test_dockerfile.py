@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from tests.deploy import conftest
+from tests.support import manifests
 
-DOCKERFILE = conftest.ROOT / "Dockerfile"
+DOCKERFILE = manifests.ROOT / "Dockerfile"
 COMPILERS = ("gcc", "g++", "clang", "build-essential", "make", "-dev ", "python3-dev")
 OCI_LABELS = {"title", "description", "source", "licenses", "version", "revision", "created"}
 
@@ -91,7 +91,7 @@ def test_labels_entrypoint_and_environment() -> None:
 
 
 def test_dockerignore_keeps_the_context_to_the_package() -> None:
-    lines = (conftest.ROOT / ".dockerignore").read_text().split()
+    lines = (manifests.ROOT / ".dockerignore").read_text().split()
     assert lines[0] == "*" or "*" in lines
     assert {"!pyproject.toml", "!README.md", "!agent/"} <= set(lines)
     # The test and demo tooling (podseg-testbed) never enters the build context.
@@ -119,5 +119,5 @@ def test_the_image_gets_the_runtime_only() -> None:
         parts = module.split(".")
         assert parts[0] == "agent", module
         assert not {"testbed", "emulator", "sandbox", "demo"} & set(parts), module
-        path = conftest.ROOT.joinpath(*parts)
+        path = manifests.ROOT.joinpath(*parts)
         assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), module
