@@ -265,9 +265,7 @@ def test_a_pod_cannot_label_itself_out_of_an_enforcing_namespace(clean: Env) -> 
     clean.policy("lock-web", "b", ["Ingress"])
     clean.wait_probe(f"{NS}/a", f"{NS}/b", probe.TIMEOUT)
     clean.cluster.label_pod(f"{NS}/b", {"podseg.io/mode": "visibility"})
-    wait_for(
-        lambda: clean.agent.events("pod_mode_label_refused"), what="refused label log"
-    )
+    wait_for(lambda: clean.agent.events("pod_mode_label_refused"), what="refused label log")
     clean.wait_probe(f"{NS}/a", f"{NS}/b", probe.TIMEOUT)  # still enforced after the pass
     assert clean.metric("podseg_refused_mode_labels_total") >= 1
 
