@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from typing import Any
 
@@ -61,13 +62,7 @@ async def run(settings: config.Settings) -> int:
     rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows)
     beat = Heartbeat(loop)
     reflectors: list[watch.Reflector] = []
-
-    def ready() -> bool:
-        """In sync and programmed once, and no kind's mirror stale past the threshold."""
-        stale = [r.resource for r in reflectors if r.stale(settings.stale_after)]
-        metrics.AGENT_READY.set(1 if rec.ready and not stale else 0)
-        return rec.ready and not stale
-
+    ready = functools.partial(_ready, rec, reflectors, settings.stale_after)
     endpoint = health.Endpoint(settings.metrics_host, settings.metrics_port, ready, beat.alive)
     try:
         await endpoint.start()
@@ -108,6 +103,14 @@ async def run(settings: config.Settings) -> int:
     api.close()
     log.info("agent_stopped", rules="left in place (fail closed)")
     return code
+
+
+def _ready(rec: sync_loop.Reconciler, reflectors: list[watch.Reflector], after: float) -> bool:
+    """`/readyz`: in sync and every pod programmed once, and no kind's mirror stale past
+    `after` seconds."""
+    ready = rec.ready and not any(r.stale(after) for r in reflectors)
+    metrics.AGENT_READY.set(1 if ready else 0)
+    return ready
 
 
 class Heartbeat:

@@ -23,7 +23,12 @@ TESTS = ROOT / "tests"
 AGENT = ROOT / "agent"
 TIERS = {"unit", "kernel", "e2e", "chaos", "deploy", "docs", "testbed", "support"}
 # Unit tests of the package `agent` as a whole, not of one module.
-WHOLE_PACKAGE = {"test_purity.py", "test_runtime_imports.py", "test_test_layout.py"}
+WHOLE_PACKAGE = {
+    "test_purity.py",
+    "test_runtime_imports.py",
+    "test_test_layout.py",
+    "test_sizes.py",
+}
 
 
 def imported_modules(path: pathlib.Path) -> list[str]:
