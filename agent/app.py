@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes.client
 import structlog
 
-from agent import config, health, metrics, store
+from agent import config, health, localapi, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import clients, events, watch
@@ -51,7 +51,10 @@ async def run(settings: config.Settings) -> int:
     beat = Heartbeat(loop)
     reflectors: list[watch.Reflector] = []
     ready = functools.partial(_ready, rec, reflectors, settings.stale_after)
-    endpoint = health.Endpoint(settings.metrics_host, settings.metrics_port, ready, beat.alive)
+    local = localapi.LocalApi(rec, settings.node_name, ready)
+    endpoint = health.Endpoint(
+        settings.metrics_host, settings.metrics_port, ready, beat.alive, local.routes
+    )
     try:
         await endpoint.start()
     except OSError as exc:

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import prometheus_client
 
+import agent
+
 REGISTRY = prometheus_client.CollectorRegistry()
+# process_* (CPU, memory, open files, start time) of the agent process itself.
+prometheus_client.ProcessCollector(registry=REGISTRY)
+BUILD_INFO = prometheus_client.Gauge(
+    "podseg_build_info",
+    "Always 1; the running podseg version as a label.",
+    ["version"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(agent.version()).set(1)
 
 POLICY_PROGRAMMING_SECONDS = prometheus_client.Histogram(
     "podseg_policy_programming_seconds",

@@ -68,6 +68,8 @@ class Explanation:
     protocol: str
     port: int | None
     sides: tuple[Side, ...]
+    source_address: str = ""
+    destination_address: str = ""
 
     @property
     def verdict(self) -> str:
@@ -95,7 +97,15 @@ def explain(
         loopback = Side(
             "loopback", source.pod.key, ALLOWED, ("a pod's traffic to itself is never filtered",)
         )
-        return Explanation(source.name, destination.name, protocol.upper(), port, (loopback,))
+        return Explanation(
+            source.name,
+            destination.name,
+            protocol.upper(),
+            port,
+            (loopback,),
+            source.address,
+            destination.address,
+        )
     sides = []
     if source.pod is not None:
         sides.append(_side(ruleset.Direction.EGRESS, source.pod, destination, proto, port, cluster))
@@ -103,7 +113,15 @@ def explain(
         sides.append(
             _side(ruleset.Direction.INGRESS, destination.pod, source, proto, port, cluster)
         )
-    return Explanation(source.name, destination.name, protocol.upper(), port, tuple(sides))
+    return Explanation(
+        source.name,
+        destination.name,
+        protocol.upper(),
+        port,
+        tuple(sides),
+        source.address,
+        destination.address,
+    )
 
 
 def _owned(endpoint: Endpoint, cluster: calc_desired.Cluster) -> Endpoint:

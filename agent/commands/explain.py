@@ -15,12 +15,14 @@ import dataclasses
 import ipaddress
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from agent import config, store
 from agent.calc import desired as calc_desired
 from agent.calc import explain as calc_explain
 from agent.calc import ruleset
+from agent.commands import agents as agent_endpoints
 
 
 class InputError(ValueError):
@@ -33,6 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", help="destination port (TCP, UDP, SCTP)")
     parser.add_argument("--protocol", default="tcp", help="tcp|udp|sctp (default tcp)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="also ask each side's node agent what it programmed and what its kernel holds",
+    )
+    parser.add_argument(
+        "--agent-url",
+        action="append",
+        default=[],
+        help="with --live: read this agent endpoint directly (repeatable) instead of through "
+        "the API server's proxy",
+    )
     config.add_options(parser, (config.AGENT_OPTIONS[1],))  # --kubeconfig / KUBECONFIG
 
 
@@ -114,26 +128,104 @@ def explain(
     return calc_explain.explain(src, dst, protocol, port, shared)
 
 
-def as_json(found: calc_explain.Explanation) -> dict[str, Any]:
-    out = dataclasses.asdict(found)
-    out["verdict"] = found.verdict
+@dataclasses.dataclass(frozen=True)
+class Live:
+    """What a side's node agent says: the verdict of the ruleset it programmed, and whether
+    the pod's namespace holds exactly that ruleset now."""
+
+    node: str
+    verdict: str | None
+    programmed: str | None
+    kernel: str | None
+    error: str | None = None
+
+    @property
+    def agrees(self) -> bool:
+        return self.error is None and self.programmed is not None and self.programmed == self.kernel
+
+
+def live_sides(
+    found: calc_explain.Explanation,
+    cluster: store.Store,
+    agents: Mapping[str, agent_endpoints.Agent],
+    addresses: Mapping[str, str],
+) -> list[Live]:
+    """Ask the agent of each side's node (`addresses`: pod key -> the address it uses)."""
+    out = []
+    for side in found.sides:
+        pod = cluster.pods[side.pod]
+        agent = agents.get(pod.node_name or "")
+        if agent is None or side.direction not in ("ingress", "egress"):
+            out.append(Live(pod.node_name or "?", None, None, None, "no agent on the pod's node"))
+            continue
+        peer = found.source if side.direction == "ingress" else found.destination
+        query = {
+            "peer": addresses.get(peer, peer),
+            "direction": side.direction,
+            "protocol": found.protocol,
+        }
+        if found.port is not None:
+            query["port"] = str(found.port)
+        try:
+            seen = agent.local_pod(side.pod, query)
+        except agent_endpoints.AgentUnreachable as exc:
+            out.append(Live(agent.node, None, None, None, str(exc)))
+            continue
+        out.append(
+            Live(
+                agent.node,
+                seen.get("verdict"),
+                seen.get("fingerprint"),
+                seen.get("kernel_fingerprint"),
+                seen.get("error"),
+            )
+        )
     return out
 
 
-def as_text(found: calc_explain.Explanation, out: TextIO) -> None:
+def as_json(found: calc_explain.Explanation, live: list[Live] | None = None) -> dict[str, Any]:
+    out = dataclasses.asdict(found)
+    out["verdict"] = found.verdict
+    if live is not None:
+        for side, seen in zip(out["sides"], live, strict=False):
+            side["live"] = {**dataclasses.asdict(seen), "agrees": seen.agrees}
+    return out
+
+
+def as_text(found: calc_explain.Explanation, out: TextIO, live: list[Live] | None = None) -> None:
     where = f"{found.protocol}/{found.port}" if found.port is not None else found.protocol
     print(f"{found.source} -> {found.destination} {where}: {found.verdict.upper()}", file=out)
-    for side in found.sides:
+    for i, side in enumerate(found.sides):
         print(f"  {side.direction} of {side.pod}: {side.verdict}", file=out)
         for reason in side.reasons:
             print(f"    - {reason}", file=out)
         if not side.agrees:
             print("    ! the rule-by-rule reasons disagree with the compiled ruleset", file=out)
+        if live is not None and i < len(live):
+            _live_line(side, live[i], out)
     if not found.sides:
         print("  neither end is a pod of the cluster: podseg decides nothing here", file=out)
 
 
-def main(args: argparse.Namespace, cluster: store.Store, out: TextIO = sys.stdout) -> int:
+def _live_line(side: calc_explain.Side, seen: Live, out: TextIO) -> None:
+    if seen.error is not None:
+        print(f"    live ({seen.node}): {seen.error}", file=out)
+        return
+    kernel = "holds it" if seen.agrees else f"holds {seen.kernel or 'no podseg table'}"
+    same = "agrees" if seen.verdict == side.verdict and seen.agrees else "DISAGREES"
+    print(
+        f"    live ({seen.node}): programmed ruleset {seen.programmed} says {seen.verdict}; "
+        f"the kernel {kernel}: {same}",
+        file=out,
+    )
+
+
+def main(
+    args: argparse.Namespace,
+    cluster: store.Store,
+    out: TextIO = sys.stdout,
+    live: Mapping[str, agent_endpoints.Agent] | None = None,
+) -> int:
     """Print the explanation; 0 allowed, 1 blocked, 2 bad input."""
     try:
         port, protocol = port_and_protocol(args.port, args.protocol)
@@ -143,9 +235,16 @@ def main(args: argparse.Namespace, cluster: store.Store, out: TextIO = sys.stdou
     except InputError as exc:
         print(f"podseg explain: {exc}", file=sys.stderr)
         return 2
+    seen = None
+    if live is not None:
+        addresses = {
+            found.source: found.source_address,
+            found.destination: found.destination_address,
+        }
+        seen = live_sides(found, cluster, live, addresses)
     if args.output == "json":
-        json.dump(as_json(found), out, indent=2)
+        json.dump(as_json(found, seen), out, indent=2)
         out.write("\n")
     else:
-        as_text(found, out)
+        as_text(found, out, seen)
     return 0 if found.verdict == calc_explain.ALLOWED else 1

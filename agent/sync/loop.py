@@ -343,8 +343,11 @@ class Reconciler:
                 latency_ms=round(latency * 1000, 3) if latency is not None else None,
                 trigger=run.kind,
             )
-            state.fingerprint = rendered.fingerprint
-            state.ruleset = rs
+            state.fingerprint, state.ruleset, state.committed_wall = (
+                rendered.fingerprint,
+                rs,
+                time.time(),
+            )
             self.cuts.after_commit(plan.pod, state, plan.previous, rs, latency, plan.bound)
         state.succeed()
         if self.flows is not None:
