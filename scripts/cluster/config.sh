@@ -31,6 +31,7 @@ CLUSTER_DOMAIN=cluster.local
 API_PORT_IN_NODE=6443
 
 MNTNS=$RUN/ns/mnt                  # private mount namespace of the node's processes
+PIDNS=$RUN/ns/pid                  # PID namespace of the node's processes (PID 1: psg-pause)
 NETNS_FILE=/run/netns/$NODE
 CONTAINERD_SOCK=$RUN/containerd/containerd.sock
 KUBECONFIG_ADMIN=$STATE/admin.kubeconfig
