@@ -42,6 +42,9 @@ CNI_BIN_DIR=/usr/lib/cni
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.2
 AGNHOST_IMAGE=registry.k8s.io/e2e-test-images/agnhost:2.63.0
 BUSYBOX_IMAGE=registry.k8s.io/e2e-test-images/busybox:1.37.0-1
+# podseg's own image, built locally (podseg-image.sh), tagged <version>-<hash of its inputs>;
+# deploy/ names ghcr.io/podseg/podseg, which the test overlays swap for this.
+PODSEG_IMAGE_REPO=localhost/podseg/podseg
 
 # Debian packages the cluster needs (installed by `up` when missing)
 APT_PACKAGES="containerd runc containernetworking-plugins busybox-static iproute2 nftables openssl curl util-linux python3 ca-certificates"
