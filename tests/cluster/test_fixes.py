@@ -1,0 +1,139 @@
+"""Unit tests for the podseg bugs the real cluster revealed. Pure: no cluster, no root.
+
+Each test names the upstream e2e spec or the cluster test that showed the bug; the cluster
+tier (the other modules here) and `scripts/cluster.sh conformance` show the fix end to end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent import model
+from agent.calc import compile as calc_compile
+from agent.calc import intervals, ruleset
+from agent.calc import services as calc_services
+from agent.k8s import convert
+
+TCP = 6
+CLIENT_IP, SERVER_IP, OTHER_IP = "198.19.128.2", "198.19.128.47", "198.19.128.48"
+CLUSTER_IP = "198.19.43.123"
+
+
+def _pod(name: str, ip: str, labels: dict[str, str]) -> model.Pod:
+    return convert.pod(
+        {
+            "metadata": {"namespace": "x", "name": name, "labels": labels},
+            "spec": {"nodeName": "node-1", "containers": [{"ports": []}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": ip}]},
+        }
+    )
+
+
+CLIENT = _pod("a", CLIENT_IP, {"pod": "a"})
+SERVER = _pod("b", SERVER_IP, {"pod": "b"})
+OTHER = _pod("c", OTHER_IP, {"pod": "c"})
+PODS = [CLIENT, SERVER, OTHER]
+
+
+def _egress_policy(to: list[dict[str, Any]]) -> model.NetworkPolicy:
+    return convert.network_policy(
+        {
+            "metadata": {"namespace": "x", "name": "allow-client-a-via-cidr-egress-rule"},
+            "spec": {
+                "podSelector": {"matchLabels": {"pod": "a"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": to}],
+            },
+        }
+    )
+
+
+def _service_index(backend: str) -> calc_services.ServiceIndex:
+    service = convert.service(
+        {
+            "metadata": {"namespace": "x", "name": "s-x-b"},
+            "spec": {
+                "clusterIP": CLUSTER_IP,
+                "clusterIPs": [CLUSTER_IP],
+                "selector": {"pod": "b"},
+                "ports": [{"name": "serve-80-tcp", "port": 80, "targetPort": 80}],
+            },
+        }
+    )
+    piece = convert.endpoint_slice(
+        {
+            "metadata": {
+                "namespace": "x",
+                "name": "s-x-b-1",
+                "labels": {"kubernetes.io/service-name": "s-x-b"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": [backend], "conditions": {"ready": True}, "nodeName": "node-1"}
+            ],
+            "ports": [{"name": "serve-80-tcp", "port": 80, "protocol": "TCP"}],
+        }
+    )
+    return calc_services.build_index([service], [piece], {p.key: p for p in PODS})
+
+
+def _egress(policy: model.NetworkPolicy, backend: str = SERVER_IP) -> ruleset.DirectionRuleset:
+    index = _service_index(backend)
+    return calc_compile.compile_pod(CLIENT, [policy], {}, PODS, (), index).egress
+
+
+def _allows(direction: ruleset.DirectionRuleset, ip: str, port: int) -> bool:
+    return calc_services.allows(direction, intervals.address_range(ip), TCP, port)
+
+
+def test_an_ipblock_covering_a_cluster_ip_does_not_open_it_to_an_excepted_backend() -> None:
+    """e2e "should enforce except clause while egress access to server in CIDR block": the
+    ClusterIP lies inside the ipBlock's CIDR, the only backend in its `except`. NetworkPolicy
+    judges traffic after the proxy's translation, so the Service must stay closed; podseg
+    allowed it because the ClusterIP matched the CIDR before any translation."""
+    policy = _egress_policy([{"ipBlock": {"cidr": "192.0.0.0/4", "except": [f"{SERVER_IP}/32"]}}])
+    egress = _egress(policy)
+    assert not _allows(egress, CLUSTER_IP, 80)
+    assert not _allows(egress, SERVER_IP, 80)
+    assert _allows(egress, OTHER_IP, 80) and _allows(egress, "203.0.113.9", 443)
+
+
+def test_an_ipblock_still_opens_a_cluster_ip_through_an_allowed_backend() -> None:
+    """e2e "should ensure an IP overlapping both IPBlock.CIDR and IPBlock.Except is allowed":
+    the same Service opens when its backend is allowed (here by a second rule), and only on
+    the Service's port: the virtual address is no peer of its own."""
+    policy = _egress_policy(
+        [
+            {"ipBlock": {"cidr": "192.0.0.0/4", "except": [f"{SERVER_IP}/32"]}},
+            {"ipBlock": {"cidr": f"{SERVER_IP}/32"}},
+        ]
+    )
+    egress = _egress(policy)
+    assert _allows(egress, CLUSTER_IP, 80)
+    assert not _allows(egress, CLUSTER_IP, 81)
+    assert _allows(egress, SERVER_IP, 80)
+
+
+def test_port_rules_lose_the_virtual_addresses_too() -> None:
+    policy = convert.network_policy(
+        {
+            "metadata": {"namespace": "x", "name": "p"},
+            "spec": {
+                "podSelector": {"matchLabels": {"pod": "a"}},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [
+                            {"ipBlock": {"cidr": "198.19.0.0/16", "except": [f"{SERVER_IP}/32"]}}
+                        ],
+                        "ports": [{"port": 80}],
+                    }
+                ],
+            },
+        }
+    )
+    egress = _egress(policy)
+    assert not _allows(egress, CLUSTER_IP, 80)
+    assert _allows(egress, OTHER_IP, 80)
+    # with an allowed backend the Service opens again
+    assert _allows(_egress(policy, backend=OTHER_IP), CLUSTER_IP, 80)
