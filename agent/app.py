@@ -16,7 +16,7 @@ import kubernetes.client
 import kubernetes.config
 import structlog
 
-from agent import config, health, store
+from agent import config, health, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
@@ -60,9 +60,15 @@ async def run(settings: config.Settings) -> int:
     recorder = events.Recorder(api, settings.node_name)
     rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows)
     beat = Heartbeat(loop)
-    endpoint = health.Endpoint(
-        settings.metrics_host, settings.metrics_port, lambda: rec.ready, beat.alive
-    )
+    reflectors: list[watch.Reflector] = []
+
+    def ready() -> bool:
+        """In sync and programmed once, and no kind's mirror stale past the threshold."""
+        stale = [r.resource for r in reflectors if r.stale(settings.stale_after)]
+        metrics.AGENT_READY.set(1 if rec.ready and not stale else 0)
+        return rec.ready and not stale
+
+    endpoint = health.Endpoint(settings.metrics_host, settings.metrics_port, ready, beat.alive)
     try:
         await endpoint.start()
     except OSError as exc:
@@ -72,7 +78,7 @@ async def run(settings: config.Settings) -> int:
         ) from exc
     await dataplane.start()
     deliver = watch.threadsafe_delivery(loop, queue)
-    reflectors = [
+    reflectors += [
         watch.Reflector(name, fn, deliver, watch_timeout=settings.watch_timeout)
         for name, fn in watch.list_functions(api, settings.node_name).items()
     ]

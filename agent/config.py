@@ -43,6 +43,7 @@ class Settings:
     worker_timeout: float = 10.0
     watch_timeout: int = 300
     resync_period: float = 60.0
+    stale_after: float = 60.0  # /readyz fails once a kind's mirror failed to refresh this long
     flow_log_file: str | None = None  # None: the flow log goes to stdout
     flow_window: float = 5.0
     max_drop_series: int = 1000
@@ -52,6 +53,11 @@ class Settings:
         default_factory=lambda: containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
     )
     strict: bool = True  # cut established connections a ruleset change made illegal
+    # A pod's podseg.io/mode label may loosen its namespace's mode (visibility in an
+    # enforcing namespace): off, since whoever can create a pod could switch off enforcement.
+    allow_pod_visibility: bool = False
+    # The widest forensic source a quarantine annotation may open (IPv4, IPv6 prefix lengths).
+    quarantine_widest_source: tuple[int, int] = containment.WIDEST_ALLOW_FROM
 
 
 # -- reading values ------------------------------------------------------------------------
@@ -207,6 +213,13 @@ AGENT_OPTIONS = (
         f"seconds between full re-checks of every local pod (default {default('resync_period')})",
     ),
     Option(
+        "--stale-after",
+        "PODSEG_STALE_AFTER",
+        positive(float),
+        f"seconds of failed API refreshes after which /readyz fails (default "
+        f"{default('stale_after')}); enforcement goes on meanwhile",
+    ),
+    Option(
         "--flow-log-file",
         "PODSEG_FLOW_LOG_FILE",
         text,
@@ -246,6 +259,21 @@ AGENT_OPTIONS = (
         boolean,
         "do not guard nodes from pods (PODSEG_NODE_GUARD=false)",
         switch=True,
+    ),
+    Option(
+        "--quarantine-widest-source",
+        "PODSEG_QUARANTINE_WIDEST_SOURCE",
+        containment.parse_widest,
+        "shortest IPv4,IPv6 prefix a podseg.io/quarantine-allow-from entry may have "
+        f"(default {','.join(map(str, containment.WIDEST_ALLOW_FROM))}); /0 is always refused",
+    ),
+    Option(
+        "--allow-pod-visibility",
+        "PODSEG_ALLOW_POD_VISIBILITY",
+        boolean,
+        "let a pod's podseg.io/mode=visibility label loosen an enforcing namespace",
+        switch=True,
+        switch_value=True,
     ),
     Option(
         "--no-strict",

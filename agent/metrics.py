@@ -128,6 +128,17 @@ INVALID_MODE_LABELS = prometheus_client.Counter(
     "Pods whose podseg.io/mode label (or their namespace's) is not enforce/visibility.",
     registry=REGISTRY,
 )
+MALFORMED_OBJECTS = prometheus_client.Counter(
+    "podseg_malformed_objects_total",
+    "API objects the agent could not read (each version once); the last readable version stays.",
+    ["resource"],
+    registry=REGISTRY,
+)
+REFUSED_MODE_LABELS = prometheus_client.Counter(
+    "podseg_refused_mode_labels_total",
+    "Pod podseg.io/mode labels refused because they would loosen the namespace's mode.",
+    registry=REGISTRY,
+)
 AGENT_READY = prometheus_client.Gauge(
     "podseg_agent_ready",
     "1 once every initial LIST is done and the local pods were programmed once (= /readyz).",

@@ -3,6 +3,11 @@
 All pods are kept, cluster-wide, because any of them can be a peer of a local pod. The store
 applies watch events and relists (a relist replaces a kind's content, so deletes missed while
 disconnected are caught) and remembers which kinds have completed their first LIST.
+
+An object the agent cannot read (a malformed shape from a buggy client or server) never stops
+the agent: it is reported once per version (log line, `podseg_malformed_objects_total`) and
+the store keeps the object's last readable version (or, for a new object, leaves it out), so
+one odd object can neither crash every node's agent nor make a pod look deleted.
 """
 
 from __future__ import annotations
@@ -11,18 +16,32 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from agent import model
+import structlog
+
+from agent import metrics, model
 from agent.calc import affected as calc_affected
 from agent.calc import index as calc_index
 from agent.k8s import convert, watch
 
+log = structlog.get_logger(__name__)
+
 KINDS = ("nodes", "namespaces", "pods", "networkpolicies", "services", "endpointslices")
 
 
-def _key(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
+def _key(obj: Any) -> str | None:
+    """`<namespace>/<name>` (or `<name>` for cluster-scoped kinds); None when unreadable."""
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
+        return None
     namespace = meta.get("namespace")
-    return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
+    if namespace is not None and not isinstance(namespace, str):
+        return None
+    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
+
+
+def _version(obj: Any) -> str:
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    return str(meta.get("resourceVersion") or "") if isinstance(meta, Mapping) else ""
 
 
 @dataclasses.dataclass
@@ -59,6 +78,7 @@ class Store:
         self.endpointslices: dict[str, model.EndpointSlice] = {}
         self.synced: set[str] = set()
         self._policy_index: calc_index.PolicyIndex | None = None
+        self._malformed: set[tuple[str, str, str]] = set()  # reported (resource, key, version)
 
     @property
     def in_sync(self) -> bool:
@@ -118,12 +138,41 @@ class Store:
             namespaces={k: (old, self.namespaces.get(k)) for k, old in change.namespaces.items()},
         )
 
+    def _read(self, resource: str, obj: Any) -> tuple[str, Any] | None:
+        """(key, model object), or None for an object that cannot be read (reported once per
+        version; the caller keeps what it had)."""
+        key = _key(obj)
+        try:
+            if key is None or not isinstance(obj, Mapping):
+                raise ValueError("no readable metadata.name")
+            return key, self._convert(resource, obj)
+        except Exception as exc:  # any shape the converter did not foresee
+            marker = (resource, key or "?", _version(obj))
+            if marker not in self._malformed:
+                self._malformed.add(marker)
+                metrics.MALFORMED_OBJECTS.labels(resource).inc()
+                log.warning(
+                    "object_malformed",
+                    resource=resource,
+                    object=key or "?",
+                    resource_version=marker[2],
+                    error=f"{type(exc).__name__}: {exc}",
+                    effect="ignored; the last readable version (if any) stays in effect",
+                )
+            return None
+
     def apply(self, item: watch.WatchEvent | watch.Relist, change: Change) -> None:
         if item.resource == "networkpolicies":
             self._policy_index = None
         table = self._table(item.resource)
         if isinstance(item, watch.Relist):
-            fresh = {_key(obj): self._convert(item.resource, obj) for obj in item.items}
+            fresh: dict[str, Any] = {}
+            for obj in item.items:
+                read = self._read(item.resource, obj)
+                if read is not None:
+                    fresh[read[0]] = read[1]
+                elif (key := _key(obj)) is not None and key in table:
+                    fresh[key] = table[key]  # keep the last readable version
             for key in set(table) | set(fresh):
                 if table.get(key) != fresh.get(key):
                     self._mark(change, item.resource, key, table.get(key))
@@ -132,13 +181,16 @@ class Store:
             table.update(fresh)
             self.synced.add(item.resource)
             return
-        key = _key(item.obj)
         if item.type == "DELETED":
-            old = table.pop(key, None)
-            if old is not None:
-                self._mark(change, item.resource, key, old)
+            gone = _key(item.obj)
+            old = table.pop(gone, None) if gone is not None else None
+            if gone is not None and old is not None:
+                self._mark(change, item.resource, gone, old)
             return
-        converted = self._convert(item.resource, item.obj)
+        read = self._read(item.resource, item.obj)
+        if read is None:
+            return  # the last readable version (if any) stays
+        key, converted = read
         if table.get(key) != converted:
             self._mark(change, item.resource, key, table.get(key))
             table[key] = converted

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every benchmark of scripts/bench/ (issue 8) and collects their RESULT lines.
+# Runs five benchmarks of scripts/bench/ (time to enforce, packet cost, footprint, compile scale,
+# pure path) and collects their `RESULT {json}` lines.
 #   bash scripts/bench.sh [--backend nftables|iptables] [--quick]
 # As root. Full run on the 2-core development machine: about 4 minutes with nftables
 # (time_to_enforce ~1.5, packet_cost ~1.5, footprint ~0.5, compile_scale ~0.5, pure_path a few

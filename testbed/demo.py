@@ -31,78 +31,87 @@ PORTS = (80, 81)
 Allowed = Callable[[str, str, int], bool]
 
 
-def _steps() -> list[tuple[str, Callable[[sandbox_cluster.SandboxCluster], None], Allowed]]:
-    def deny_shop(c: sandbox_cluster.SandboxCluster) -> None:
+def _deny_shop(c: sandbox_cluster.SandboxCluster) -> None:
+    c.apply_policy(
+        {
+            "metadata": {"namespace": "shop", "name": "default-deny"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }
+    )
+
+
+def _allow_chain(c: sandbox_cluster.SandboxCluster) -> None:
+    for dst, src, port in (("api", "web", 80), ("db", "api", 81)):
         c.apply_policy(
             {
-                "metadata": {"namespace": "shop", "name": "default-deny"},
-                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
-            }
-        )
-
-    def allow_chain(c: sandbox_cluster.SandboxCluster) -> None:
-        for dst, src, port in (("api", "web", 80), ("db", "api", 81)):
-            c.apply_policy(
-                {
-                    "metadata": {"namespace": "shop", "name": f"{src}-to-{dst}"},
-                    "spec": {
-                        "podSelector": {"matchLabels": {"app": dst}},
-                        "ingress": [
-                            {
-                                "from": [{"podSelector": {"matchLabels": {"app": src}}}],
-                                "ports": [{"port": port, "protocol": "TCP"}],
-                            }
-                        ],
-                    },
-                }
-            )
-
-    def allow_ops(c: sandbox_cluster.SandboxCluster) -> None:
-        c.apply_policy(
-            {
-                "metadata": {"namespace": "shop", "name": "monitoring"},
+                "metadata": {"namespace": "shop", "name": f"{src}-to-{dst}"},
                 "spec": {
-                    "podSelector": {},
+                    "podSelector": {"matchLabels": {"app": dst}},
                     "ingress": [
                         {
-                            "from": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}],
-                            "ports": [{"port": 81, "protocol": "TCP"}],
+                            "from": [{"podSelector": {"matchLabels": {"app": src}}}],
+                            "ports": [{"port": port, "protocol": "TCP"}],
                         }
                     ],
                 },
             }
         )
 
-    def relabel_api(c: sandbox_cluster.SandboxCluster) -> None:
-        c.label_pod("shop/api", {"app": "api-canary"})
 
-    def chain(src: str, dst: str, port: int) -> bool:
-        return (src, dst, port) in {("shop/web", "shop/api", 80), ("shop/api", "shop/db", 81)}
+def _allow_ops(c: sandbox_cluster.SandboxCluster) -> None:
+    c.apply_policy(
+        {
+            "metadata": {"namespace": "shop", "name": "monitoring"},
+            "spec": {
+                "podSelector": {},
+                "ingress": [
+                    {
+                        "from": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}],
+                        "ports": [{"port": 81, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        }
+    )
 
-    def isolated(dst: str) -> bool:
-        return dst.startswith("shop/")
 
+def _relabel_api(c: sandbox_cluster.SandboxCluster) -> None:
+    c.label_pod("shop/api", {"app": "api-canary"})
+
+
+def _chain(src: str, dst: str, port: int) -> bool:
+    """The connections `_allow_chain` allows: web -> api on 80, api -> db on 81."""
+    return (src, dst, port) in {("shop/web", "shop/api", 80), ("shop/api", "shop/db", 81)}
+
+
+def _isolated(dst: str) -> bool:
+    """Whether `dst` is isolated for ingress once `_deny_shop` applies."""
+    return dst.startswith("shop/")
+
+
+def _steps() -> list[tuple[str, Callable[[sandbox_cluster.SandboxCluster], None], Allowed]]:
+    """The demo's steps: title, the change it makes, and what is allowed after it."""
     return [
         ("no policies: everything reaches everything", lambda c: None, lambda s, d, p: True),
         (
             "default-deny ingress in namespace shop",
-            deny_shop,
-            lambda s, d, p: not isolated(d),
+            _deny_shop,
+            lambda s, d, p: not _isolated(d),
         ),
         (
             "allow web -> api on 80, api -> db on 81",
-            allow_chain,
-            lambda s, d, p: not isolated(d) or chain(s, d, p),
+            _allow_chain,
+            lambda s, d, p: not _isolated(d) or _chain(s, d, p),
         ),
         (
             "allow namespace team=ops to every shop pod on 81",
-            allow_ops,
-            lambda s, d, p: not isolated(d) or chain(s, d, p) or (s == "ops/monitor" and p == 81),
+            _allow_ops,
+            lambda s, d, p: not _isolated(d) or _chain(s, d, p) or (s == "ops/monitor" and p == 81),
         ),
         (
             "relabel shop/api app=api-canary: it leaves both allow rules",
-            relabel_api,
-            lambda s, d, p: not isolated(d) or (s == "ops/monitor" and p == 81),
+            _relabel_api,
+            lambda s, d, p: not _isolated(d) or (s == "ops/monitor" and p == 81),
         ),
     ]
 

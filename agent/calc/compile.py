@@ -271,8 +271,11 @@ def compile_indexed(
     index: ClusterIndex,
     node_addresses: Sequence[str] = (),
     service_index: calc_services.ServiceIndex | None = None,
+    mode: ruleset.PolicyMode | None = None,
 ) -> ruleset.PodRuleset:
-    """`compile_pod` over a prebuilt `ClusterIndex` (cheaper when compiling many pods)."""
+    """`compile_pod` over a prebuilt `ClusterIndex` (cheaper when compiling many pods).
+    `mode`: the pod's policy mode when the caller resolved it (`calc.mode`), else the
+    default resolution."""
     selecting = policies_selecting(pod, policies)
     egress = _direction(pod, [p for p in selecting if p.isolates_egress], _EGRESS, index)
     if service_index is not None:
@@ -290,7 +293,7 @@ def compile_indexed(
             always=_node_ranges(node_addresses),
         ),
         egress=egress,
-        mode=calc_mode.resolve(pod, index.namespaces)[0],
+        mode=calc_mode.resolve(pod, index.namespaces).mode if mode is None else mode,
     )
 
 

@@ -14,6 +14,7 @@ chain. A bad annotation entry never lifts a quarantine: it is skipped and report
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
 from agent import model
@@ -27,6 +28,8 @@ DEFAULT_NODE_GUARD_PORTS = (
     "tcp:22,tcp:139,tcp:445,tcp:2379-2380,tcp:3389,udp:3389,"
     "tcp:10250,tcp:10255,tcp:30000-32767,udp:30000-32767,sctp:30000-32767"
 )
+# The widest forensic source a quarantine annotation may name: /16 (IPv4), /48 (IPv6).
+WIDEST_ALLOW_FROM = (16, 48)
 _TRUE = frozenset({"true", "yes", "1", "on"})
 _OFF = frozenset({"off", "false", "disabled", "0"})
 
@@ -44,8 +47,14 @@ def is_quarantined(pod: model.Pod) -> bool:
     return pod.labels.get(QUARANTINE_LABEL, "").strip().lower() in _TRUE
 
 
-def allow_from(annotations: Mapping[str, str]) -> tuple[tuple[ruleset.AddrRange, ...], list[str]]:
-    """The forensic sources of the annotation, canonical, and a message per bad entry."""
+def allow_from(
+    annotations: Mapping[str, str], widest: tuple[int, int] = WIDEST_ALLOW_FROM
+) -> tuple[tuple[ruleset.AddrRange, ...], list[str]]:
+    """The forensic sources of the annotation, canonical, and a message per bad entry.
+
+    A forensic source reopens a quarantined pod to it, so an entry wider than `widest`
+    (shortest prefix length for IPv4, IPv6) is refused, and a default route (/0) always is:
+    an annotation must never undo the quarantine it qualifies."""
     raw = annotations.get(ALLOW_FROM_ANNOTATION, "")
     ranges: list[ruleset.AddrRange] = []
     errors: list[str] = []
@@ -54,9 +63,15 @@ def allow_from(annotations: Mapping[str, str]) -> tuple[tuple[ruleset.AddrRange,
         if not entry:
             continue
         try:
-            ranges.append(intervals.cidr_range(entry))
+            network = ipaddress.ip_network(entry, strict=False)
         except ValueError:
             errors.append(f"{ALLOW_FROM_ANNOTATION}: {entry!r} is not a CIDR; ignored")
+            continue
+        shortest = widest[0] if network.version == 4 else widest[1]
+        if network.prefixlen == 0 or network.prefixlen < shortest:
+            errors.append(f"{ALLOW_FROM_ANNOTATION}: {entry!r} is wider than /{shortest}; ignored")
+            continue
+        ranges.append(intervals.cidr_range(entry))
     return intervals.merge_addrs(ranges), errors
 
 
@@ -128,14 +143,27 @@ def contain(
     namespace: model.Namespace | None,
     nodes: Iterable[model.Node],
     guard_ports: Sequence[ruleset.ProtoPorts] | None,
+    widest: tuple[int, int] = WIDEST_ALLOW_FROM,
 ) -> Contained:
-    """`rs` with the pod's quarantine and node guard; `guard_ports` None disables the guard."""
+    """`rs` with the pod's quarantine and node guard; `guard_ports` None disables the guard;
+    `widest`: the widest forensic source allowed (see `allow_from`)."""
     errors: list[str] = []
     quarantine = None
     if is_quarantined(pod):
-        allowed, errors = allow_from(pod.annotations)
+        allowed, errors = allow_from(pod.annotations, widest)
         quarantine = ruleset.Quarantine(allow_from=allowed)
     guard = node_guard(namespace, nodes, guard_ports) if guard_ports is not None else None
     return Contained(
         dataclasses.replace(rs, quarantine=quarantine, node_guard=guard), tuple(errors)
     )
+
+
+def parse_widest(text: str) -> tuple[int, int]:
+    """`V4,V6` shortest prefix lengths (e.g. `16,48`); ValueError otherwise."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError("expected two prefix lengths V4,V6 such as 16,48")
+    v4, v6 = int(parts[0]), int(parts[1])
+    if not (1 <= v4 <= 32 and 1 <= v6 <= 128):
+        raise ValueError("prefix lengths must be 1-32 (IPv4) and 1-128 (IPv6)")
+    return v4, v6

@@ -37,6 +37,8 @@ class Cluster:
     peers: calc_compile.ClusterIndex
     services: calc_services.ServiceIndex
     guard_ports: tuple[ruleset.ProtoPorts, ...] | None = None
+    pod_may_loosen_mode: bool = False  # --allow-pod-visibility
+    allow_from_widest: tuple[int, int] = containment.WIDEST_ALLOW_FROM
 
     @classmethod
     def of(
@@ -66,23 +68,27 @@ class Cluster:
 class Desired:
     """A pod's desired ruleset, and what the calculation ignored to get there (reported by
     the sync layer): invalid forensic entries of a quarantine annotation, and an invalid
-    `podseg.io/mode` label value (None when valid or absent)."""
+    `podseg.io/mode` label value (None when valid or absent), a pod's `podseg.io/mode` label
+    refused because it would loosen its namespace's mode."""
 
     ruleset: ruleset.PodRuleset
     containment_errors: tuple[str, ...] = ()
     invalid_mode: str | None = None
+    refused_mode: str | None = None  # a pod label that would have loosened the mode
 
 
 def desired(pod: model.Pod, cluster: Cluster) -> Desired:
     """The ruleset pod `pod` must have in snapshot `cluster`: NetworkPolicy (with Services),
     then quarantine and node guard, in the pod's mode. Depends on nothing else."""
     node = cluster.nodes.get(pod.node_name or "")
+    mode = calc_mode.resolve(pod, cluster.namespaces, cluster.pod_may_loosen_mode)
     compiled = calc_compile.compile_indexed(
         pod,
         cluster.policies.candidates(pod),
         cluster.peers,
         node.addresses if node is not None else (),
         cluster.services,
+        mode=mode.mode,
     )
     contained = containment.contain(
         compiled,
@@ -90,9 +96,9 @@ def desired(pod: model.Pod, cluster: Cluster) -> Desired:
         cluster.namespaces.get(pod.namespace),
         cluster.nodes.values(),
         cluster.guard_ports,
+        cluster.allow_from_widest,
     )
-    _mode, invalid = calc_mode.resolve(pod, cluster.namespaces)
-    return Desired(contained.ruleset, contained.errors, invalid)
+    return Desired(contained.ruleset, contained.errors, mode.invalid, mode.refused)
 
 
 def affected(

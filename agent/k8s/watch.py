@@ -82,6 +82,9 @@ class Reflector:
         self.backoff_max = backoff_max
         self._stop = threading.Event()
         self._response: Any = None
+        # Monotonic time of the first failure of the current run of failures; None while
+        # the mirror is current (the last LIST or watch stream worked).
+        self.failing_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"watch-{resource}", daemon=True)
 
     def start(self) -> None:
@@ -98,6 +101,11 @@ class Reflector:
             # Closing a half-read socket may raise; we are leaving anyway.
             with contextlib.suppress(Exception):
                 response.close()
+
+    def stale(self, after: float) -> bool:
+        """Whether this kind's mirror has failed to refresh for more than `after` seconds."""
+        since = self.failing_since
+        return since is not None and time.monotonic() - since > after
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -160,6 +168,7 @@ class Reflector:
             try:
                 relist = self._list()
                 self.deliver(relist)
+                self.failing_since = None
                 version = relist.resource_version
                 backoff = 0.2
                 while not self._stop.is_set():
@@ -174,6 +183,8 @@ class Reflector:
                 if code == 410:
                     metrics.WATCH_RELISTS.labels(self.resource).inc()
                     continue
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
                 metrics.API_ERRORS.labels(self.resource).inc()
                 metrics.WATCH_RELISTS.labels(self.resource).inc()
                 delay = backoff * (0.5 + random.random())

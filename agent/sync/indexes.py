@@ -83,6 +83,8 @@ class Indexes:
             peers=self.peers(),
             services=self.services(),
             guard_ports=self.settings.node_guard_ports,
+            pod_may_loosen_mode=self.settings.allow_pod_visibility,
+            allow_from_widest=self.settings.quarantine_widest_source,
         )
 
     def affected(self, local: dict[str, model.Pod], change: store.Change | None) -> set[str] | None:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import structlog
 
 from agent import config, heap, metrics, model, store
+from agent.calc import containment
 from agent.calc import desired as calc_desired
 from agent.dataplane import backends, netns, protocol
 from agent.flows import collector as flows_collector
@@ -239,8 +240,12 @@ class Reconciler:
         if not pod.ips:
             state.state = sync_pod.Status.UNPROTECTED
             return False
-        if state.retry_at > now and state.target_ips == pod.ips:
-            return False  # backing off
+        if (
+            state.retry_at > now
+            and state.target_ips == pod.ips
+            and not _newly_quarantined(pod, state)
+        ):
+            return False  # backing off (a quarantine never waits for the backoff)
         current = state.fingerprint is not None and state.target_ips == pod.ips
         # Nothing this pod's ruleset depends on changed?
         return not (current and not verify and targets is not None and pod.key not in targets)
@@ -284,7 +289,7 @@ class Reconciler:
             pod, state.containment_errors, wanted.containment_errors, bound
         )
         state.containment_errors = wanted.containment_errors
-        self.reporter.mode_label(pod, wanted.invalid_mode)
+        self.reporter.mode_label(pod, wanted.invalid_mode, wanted.refused_mode)
         rs = wanted.ruleset
         rendered = self.backend.render(rs, state.target.interfaces)
         return sync_pod.Plan(pod, state, state.target, rs, rendered, bound, verify, state.ruleset)
@@ -380,3 +385,9 @@ class Reconciler:
                 await self.dataplane.call(protocol.Forget((state.target.ino,)))
             except protocol.DataplaneError as exc:
                 log.warning("netns_release_failed", pod=state.key, error=str(exc))
+
+
+def _newly_quarantined(pod: model.Pod, state: sync_pod.PodState) -> bool:
+    """The pod carries the quarantine label but its rules in place are not a quarantine."""
+    held = state.ruleset is not None and state.ruleset.quarantine is not None
+    return containment.is_quarantined(pod) and not held

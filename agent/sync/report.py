@@ -119,20 +119,38 @@ class Reporter:
                 effect="opens nothing by itself; backends count only by address and port",
             )
 
-    def mode_label(self, pod: model.Pod, invalid: str | None) -> None:
-        """A `podseg.io/mode` label that is neither mode (enforce applies), once per value."""
-        if invalid is None or (pod.key, invalid) in self._modes:
-            return
-        self._modes.add((pod.key, invalid))
-        metrics.INVALID_MODE_LABELS.inc()
-        log.warning(
-            "invalid_mode_label",
-            pod=pod.name,
-            namespace=pod.namespace,
-            label=calc_mode.LABEL,
-            value=invalid,
-            effect="enforce (the default) applies",
-        )
+    def mode_label(self, pod: model.Pod, invalid: str | None, refused: str | None) -> None:
+        """A `podseg.io/mode` label that is neither mode (enforce applies), or a pod label
+        refused because it would loosen the namespace's mode; each once per value."""
+        if invalid is not None and (pod.key, invalid) not in self._modes:
+            self._modes.add((pod.key, invalid))
+            metrics.INVALID_MODE_LABELS.inc()
+            log.warning(
+                "invalid_mode_label",
+                pod=pod.name,
+                namespace=pod.namespace,
+                label=calc_mode.LABEL,
+                value=invalid,
+                effect="enforce (the default) applies",
+            )
+        if refused is not None and (pod.key, f"refused:{refused}") not in self._modes:
+            self._modes.add((pod.key, f"refused:{refused}"))
+            metrics.REFUSED_MODE_LABELS.inc()
+            log.warning(
+                "pod_mode_label_refused",
+                pod=pod.name,
+                namespace=pod.namespace,
+                label=calc_mode.LABEL,
+                value=refused,
+                effect="a pod label may only make its namespace's mode stricter; "
+                "the namespace's mode applies (--allow-pod-visibility changes this)",
+            )
+            self.recorder.on_pod(
+                pod,
+                reason="PodModeLabelRefused",
+                message=f"podseg ignores {calc_mode.LABEL}={refused} on this pod: only the "
+                "namespace may loosen enforcement; the namespace's mode applies",
+            )
 
     def containment_errors(
         self,

@@ -44,7 +44,8 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 
 
 def target(name: str, measured: str, met: bool, goal: str) -> dict[str, Any]:
-    """One target of issue 8, reported as met or not with its figure."""
+    """One target (a goal a benchmark checks), printed and reported as met or not with its
+    measured figure."""
     verdict = "MET" if met else "NOT MET"
     print(f"  target {name}: {goal}; measured {measured} -> {verdict}")
     return {"target": name, "goal": goal, "measured": measured, "met": met}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import pathlib
 import statistics
@@ -33,6 +34,7 @@ import prometheus_client.parser
 
 from agent.dataplane.nft import render as render_nft
 from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import topology
 
 STORM = r"""
 import errno, socket, sys, time
@@ -110,9 +112,7 @@ def flips(cluster: sandbox_cluster.SandboxCluster, count: int, start: int) -> li
     return latencies
 
 
-def measure(
-    cluster: sandbox_cluster.SandboxCluster, count: int, start: int
-) -> tuple[list[float], dict[str, float], float]:
+def measure(cluster: sandbox_cluster.SandboxCluster, count: int, start: int) -> Phase:
     agent = cluster.agents["node-1"]
     assert agent.pid is not None
     pids = {"agent": agent.pid, **children(agent.pid)}
@@ -121,103 +121,165 @@ def measure(
     latencies = flips(cluster, count, start)
     wall = time.monotonic() - began
     cpu = {role: (cpu_seconds(pid) - before[role]) / wall * 100 for role, pid in pids.items()}
-    return latencies, cpu, wall
+    return Phase(latencies, cpu, wall)
 
 
-def main() -> int:
+STORM_SECONDS = 30.0
+STORM_LABELS = {"namespace": "storm", "direction": "ingress", "policy_mode": "enforce"}
+
+
+@dataclasses.dataclass
+class Phase:
+    """The label flips of one phase: programming latencies (ms) and CPU (% of one core)."""
+
+    latencies: list[float]
+    cpu: dict[str, float]
+    wall: float
+
+
+@dataclasses.dataclass
+class StormCounts:
+    """What the storm phase sent and what the agent counted and logged of it."""
+
+    sent: int
+    packets: float
+    flows: float
+    nflog: float
+    lines: float
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=5000, help="connection attempts per second")
     parser.add_argument("--flips", type=int, default=100)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def build(
+    cluster: sandbox_cluster.SandboxCluster,
+) -> tuple[topology.SandboxPod, topology.SandboxPod]:
+    """The storm target (ingress denied) and attacker, and the shop pods whose server's allowed
+    peers change with each flip of the client's label; returns (target, attacker)."""
+    cluster.ensure_namespace("storm")
+    target = cluster.add_pod("storm", "target", {"app": "target"})
+    attacker = cluster.add_pod("storm", "attacker", {"app": "attacker"})
+    cluster.ensure_namespace("shop")
+    for i in range(6):
+        cluster.add_pod("shop", f"p{i}", {"app": f"p{i}"})
+    cluster.add_pod("shop", "server", {"app": "server"})
+    cluster.add_pod("shop", "client", {"role": "none"})
+    cluster.apply_policy(
+        {
+            "metadata": {"namespace": "storm", "name": "deny-target"},
+            "spec": {"podSelector": {"matchLabels": {"app": "target"}}},
+        }
+    )
+    cluster.apply_policy(
+        {
+            "metadata": {"namespace": "shop", "name": "server"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "server"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}],
+            },
+        }
+    )
+    return target, attacker
+
+
+def counters(agent: sandbox_cluster.AgentProcess) -> dict[str, float]:
+    """The agent's drop and flow-log counters for the storm target's namespace."""
+    return {
+        "packets": metric(agent, "podseg_dropped_packets_total", **STORM_LABELS),
+        "flows": metric(agent, "podseg_dropped_flows_total", **STORM_LABELS),
+        "nflog": metric(agent, "podseg_nflog_messages_total", result="ok"),
+        "lines": metric(agent, "podseg_flow_log_lines_total"),
+    }
+
+
+def start_storm(
+    attacker: topology.SandboxPod, target: topology.SandboxPod, rate: int
+) -> subprocess.Popen[str]:
+    """`rate` TCP connection attempts per second from attacker to target, for STORM_SECONDS;
+    the process prints how many it sent."""
+    return subprocess.Popen(
+        [
+            *("ip", "netns", "exec", attacker.netns, sys.executable, "-c", STORM),
+            *(target.ipv4, "80", str(rate), str(STORM_SECONDS)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def storm_phase(
+    cluster: sandbox_cluster.SandboxCluster,
+    attacker: topology.SandboxPod,
+    target: topology.SandboxPod,
+    args: argparse.Namespace,
+) -> tuple[Phase, StormCounts]:
+    """The label flips again, inside the storm, and what the agent counted of the storm."""
+    agent = cluster.agents["node-1"]
+    before = counters(agent)
+    storm = start_storm(attacker, target, args.rate)
+    time.sleep(2.0)  # let the storm reach its rate
+    phase = measure(cluster, args.flips, 10 + args.flips)
+    out, _ = storm.communicate(timeout=STORM_SECONDS + 30)
+    sent = int(out.strip() or 0)
+
+    def settled() -> bool:
+        value = metric(agent, "podseg_dropped_packets_total", **STORM_LABELS) - before["packets"]
+        return value >= sent
+
+    with contextlib.suppress(TimeoutError):
+        sandbox_cluster.wait_until(settled, 10, "drop counters caught up")
+    time.sleep(2.5)  # two flow windows: the last flows are flushed
+    after = counters(agent)
+    grown = {key: after[key] - before[key] for key in after}
+    return phase, StormCounts(sent=sent, **grown)
+
+
+def report(args: argparse.Namespace, quiet: Phase, stormy: Phase, counts: StormCounts) -> None:
+    print(
+        f"drop storm: {args.rate}/s TCP connection attempts into storm/target for "
+        f"{STORM_SECONDS:.0f} s, {args.flips} label flips per phase "
+        f"(storm phase: {stormy.wall:.1f} s inside the storm)"
+    )
+    for name, values in (("quiet", quiet.latencies), ("during storm", stormy.latencies)):
+        print(
+            f"  latency {name:13s} median {statistics.median(values):6.2f} ms"
+            f"   p99 {pct(values, 0.99):6.2f} ms"
+        )
+    print(
+        "  latency ratio storm/quiet   median "
+        f"{statistics.median(stormy.latencies) / statistics.median(quiet.latencies):4.2f}x"
+        f"   p99 {pct(stormy.latencies, 0.99) / pct(quiet.latencies, 0.99):4.2f}x"
+    )
+    for role in sorted(stormy.cpu):
+        print(
+            f"  cpu {role:7s} quiet {quiet.cpu.get(role, 0):5.1f} %   "
+            f"storm {stormy.cpu[role]:5.1f} % of one core"
+        )
+    sent, packets = counts.sent, counts.packets
+    print(f"  attempts sent            {sent}")
+    print(
+        f"  packets counted (nft)    {packets:.0f}  ({packets / max(sent, 1) * 100:.1f} % of sent)"
+    )
+    print(f"  packets logged (NFLOG)   {counts.nflog:.0f}  (kernel limit {render_nft.LOG_RATE})")
+    print(f"  flows counted            {counts.flows:.0f}")
+    print(f"  flow-log lines           {counts.lines:.0f}")
+
+
+def main() -> int:
+    args = parse_args()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="psg-bench-"))
     flow_log = workdir / "flows.jsonl"
     with sandbox_cluster.SandboxCluster(nodes=("node-1",), ipv6=False) as cluster:
-        cluster.ensure_namespace("storm")
-        target = cluster.add_pod("storm", "target", {"app": "target"})
-        attacker = cluster.add_pod("storm", "attacker", {"app": "attacker"})
-        cluster.ensure_namespace("shop")
-        for i in range(6):
-            cluster.add_pod("shop", f"p{i}", {"app": f"p{i}"})
-        cluster.add_pod("shop", "server", {"app": "server"})
-        cluster.add_pod("shop", "client", {"role": "none"})
-        cluster.apply_policy(
-            {
-                "metadata": {"namespace": "storm", "name": "deny-target"},
-                "spec": {"podSelector": {"matchLabels": {"app": "target"}}},
-            }
-        )
-        cluster.apply_policy(
-            {
-                "metadata": {"namespace": "shop", "name": "server"},
-                "spec": {
-                    "podSelector": {"matchLabels": {"app": "server"}},
-                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}],
-                },
-            }
-        )
-        agent = cluster.start_agent(
-            "node-1", ["--flow-window", "1", "--flow-log-file", str(flow_log)]
-        )
+        target, attacker = build(cluster)
+        cluster.start_agent("node-1", ["--flow-window", "1", "--flow-log-file", str(flow_log)])
         flips(cluster, 10, 0)  # warm-up
-        quiet, quiet_cpu, _ = measure(cluster, args.flips, 10)
-        labels = {"namespace": "storm", "direction": "ingress", "policy_mode": "enforce"}
-        packets0 = metric(agent, "podseg_dropped_packets_total", **labels)
-        flows0 = metric(agent, "podseg_dropped_flows_total", **labels)
-        nflog0 = metric(agent, "podseg_nflog_messages_total", result="ok")
-        lines0 = metric(agent, "podseg_flow_log_lines_total")
-        duration = 30.0
-        storm = subprocess.Popen(
-            [
-                *("ip", "netns", "exec", attacker.netns, sys.executable, "-c", STORM),
-                *(target.ipv4, "80", str(args.rate), str(duration)),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(2.0)  # let the storm reach its rate
-        stormy, storm_cpu, wall = measure(cluster, args.flips, 10 + args.flips)
-        out, _ = storm.communicate(timeout=duration + 30)
-        sent = int(out.strip() or 0)
-
-        def settled() -> bool:
-            value = metric(agent, "podseg_dropped_packets_total", **labels) - packets0
-            return value >= sent
-
-        with contextlib.suppress(TimeoutError):
-            sandbox_cluster.wait_until(settled, 10, "drop counters caught up")
-        time.sleep(2.5)  # two flow windows: the last flows are flushed
-        packets = metric(agent, "podseg_dropped_packets_total", **labels) - packets0
-        flows = metric(agent, "podseg_dropped_flows_total", **labels) - flows0
-        nflog = metric(agent, "podseg_nflog_messages_total", result="ok") - nflog0
-        lines = metric(agent, "podseg_flow_log_lines_total") - lines0
-        print(
-            f"drop storm: {args.rate}/s TCP connection attempts into storm/target for "
-            f"{duration:.0f} s, {args.flips} label flips per phase "
-            f"(storm phase: {wall:.1f} s inside the storm)"
-        )
-        for name, values in (("quiet", quiet), ("during storm", stormy)):
-            print(
-                f"  latency {name:13s} median {statistics.median(values):6.2f} ms"
-                f"   p99 {pct(values, 0.99):6.2f} ms"
-            )
-        print(
-            "  latency ratio storm/quiet   median "
-            f"{statistics.median(stormy) / statistics.median(quiet):4.2f}x"
-            f"   p99 {pct(stormy, 0.99) / pct(quiet, 0.99):4.2f}x"
-        )
-        for role in sorted(storm_cpu):
-            print(
-                f"  cpu {role:7s} quiet {quiet_cpu.get(role, 0):5.1f} %   "
-                f"storm {storm_cpu[role]:5.1f} % of one core"
-            )
-        print(f"  attempts sent            {sent}")
-        print(
-            f"  packets counted (nft)    {packets:.0f}  "
-            f"({packets / max(sent, 1) * 100:.1f} % of sent)"
-        )
-        print(f"  packets logged (NFLOG)   {nflog:.0f}  (kernel limit {render_nft.LOG_RATE})")
-        print(f"  flows counted            {flows:.0f}")
-        print(f"  flow-log lines           {lines:.0f}")
+        quiet = measure(cluster, args.flips, 10)
+        stormy, counts = storm_phase(cluster, attacker, target, args)
+        report(args, quiet, stormy, counts)
     subprocess.run(["rm", "-rf", str(workdir)], check=False)
     return 0
 

@@ -6,9 +6,10 @@ dataplane worker) for a node with no local pod namespaces (so no root sandbox is
 address can clash with another run). It waits for /readyz, then:
 
 * samples the resident memory (VmRSS) of the agent and the worker, settled and peak (VmHWM);
-* per cached pod (issue 8, item 1d): the agent starts with half the pods; the other half is
-  added once it is ready; the RSS growth divided by the pods added is the cost of one cached
-  pod, and the RSS with all of them is checked against target 2d (<= 150 MiB);
+* per cached pod: the agent starts with half the pods; the other half is added once it is
+  ready; the RSS growth divided by the pods added is the cost of one cached pod, and the RSS
+  of agent and worker with all of them is checked against target 2d (<= 150 MiB at 10,000
+  cluster pods);
 * patches pod labels at a steady rate for a while and reports the CPU the two processes used,
   in millicores (CPU seconds / wall seconds), median over windows and the worst window;
 * sends SIGTERM and reports the time until the process exited (sizes the grace period).
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Any
+from typing import IO, Any
 
 import benchlib
 
@@ -132,7 +133,7 @@ def populate(
         )
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     benchlib.common_args(parser)
     parser.add_argument("--pods", type=int, default=10_000)
@@ -143,6 +144,152 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.pods, args.policies, args.churn_seconds = 1000, 100, 4.0
+    return args
+
+
+def start_agent(
+    workdir: str, kubeconfig: str, backend: str
+) -> tuple[subprocess.Popen[bytes], IO[str]]:
+    """A real `podseg agent` for node-1 with no pod namespaces to scan; returns the process and
+    its log (stderr), open for reading."""
+    empty = os.path.join(workdir, "netns")
+    os.mkdir(empty)
+    log = open(os.path.join(workdir, "agent.log"), "w+")  # noqa: SIM115
+    agent = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "agent", "agent", "--node-name", "node-1"),
+            *("--kubeconfig", kubeconfig, "--netns-dir", empty, "--no-proc-scan"),
+            *("--metrics-address", "127.0.0.1:0", "--backend", backend),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    return agent, log
+
+
+def wait_ready(log: IO[str]) -> int:
+    """Wait for the agent's start line, then for /readyz; returns its metrics port."""
+    port = None
+    deadline = time.monotonic() + 60
+    while port is None and time.monotonic() < deadline:
+        log.seek(0)
+        for line in log:
+            if '"agent_started"' in line:
+                port = json.loads(line)["metrics_port"]
+        time.sleep(0.1)
+    assert port is not None, "agent did not start"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    print(f"ready after {time.monotonic() - t0:.2f}s")
+    return int(port)
+
+
+def per_cached_pod(
+    emu: server.EmulatorThread, agent_pid: int, port: int, args: argparse.Namespace
+) -> float:
+    """Add the second half of the pods and return the agent's RSS growth per pod, in KiB."""
+    half = args.pods // 2
+    rss_half = settled_rss(agent_pid)
+    seen = watch_events(port, "pods")
+    populate(emu, args.pods, 0, args.namespaces, first=half)
+    t1 = time.monotonic()
+    while watch_events(port, "pods") < seen + (args.pods - half):
+        if time.monotonic() - t1 > 120:
+            raise SystemExit("the agent did not see the added pods in 120 s")
+        time.sleep(0.1)
+    rss_full = settled_rss(agent_pid)
+    per_pod_kib: float = (rss_full - rss_half) * 1024 / max(1, args.pods - half)
+    print(
+        f"agent rss {rss_half:.1f} MiB with {half} pods, {rss_full:.1f} MiB with {args.pods}:"
+        f" {per_pod_kib:.2f} KiB per cached pod"
+    )
+    return per_pod_kib
+
+
+def churn(
+    emu: server.EmulatorThread, pids: dict[str, int], args: argparse.Namespace
+) -> list[float]:
+    """Change pod labels at `--churn-rate` for `--churn-seconds`; returns the CPU of the agent
+    and the worker together in millicores, per 2 s window."""
+    windows: list[float] = []
+    cpu0 = sum(cpu_seconds(p) for p in pids.values())
+    wall0 = time.monotonic()
+    win_cpu, win_wall = cpu0, wall0
+    i = 0
+    end = wall0 + args.churn_seconds
+    while time.monotonic() < end:
+        # The emulator's insert emits MODIFIED to the agent's watch like a PATCH would.
+        emu.insert(pod(i % args.pods, args.namespaces, (i // args.pods + i + 1) % 3))
+        i += 1
+        time.sleep(max(0.0, wall0 + i / args.churn_rate - time.monotonic()))
+        now = time.monotonic()
+        if now - win_wall >= 2.0:
+            cpu = sum(cpu_seconds(p) for p in pids.values())
+            windows.append(1000 * (cpu - win_cpu) / (now - win_wall))
+            win_cpu, win_wall = cpu, now
+    total = 1000 * (sum(cpu_seconds(p) for p in pids.values()) - cpu0) / (time.monotonic() - wall0)
+    print(
+        f"churn {i} label changes at {args.churn_rate}/s:"
+        f" cpu median {statistics.median(windows):.0f}m,"
+        f" worst 2s window {max(windows):.0f}m, overall {total:.0f}m"
+    )
+    return windows
+
+
+def memory(pids: dict[str, int], args: argparse.Namespace) -> tuple[dict[str, float], list[Any]]:
+    """RSS and peak of each process, and target 2d on the agent's and worker's RSS; returns the
+    figures (MiB) and the targets."""
+    for name, pid in pids.items():
+        print(
+            f"{name}: rss {status_kib(pid, 'VmRSS') / 1024:.1f} MiB,"
+            f" peak {status_kib(pid, 'VmHWM') / 1024:.1f} MiB"
+        )
+    worker_rss = status_kib(pids["worker"], "VmRSS") / 1024 if "worker" in pids else 0.0
+    agent_rss = status_kib(pids["agent"], "VmRSS") / 1024
+    agent_peak = status_kib(pids["agent"], "VmHWM") / 1024
+    targets = [
+        benchlib.target(
+            "2d",
+            f"agent {agent_rss:.1f} MiB (peak {agent_peak:.1f}) + worker {worker_rss:.1f} MiB"
+            f" at {args.pods} cluster pods",
+            agent_rss + worker_rss <= 150,
+            "agent memory <= 150 MiB at 10,000 cluster pods",
+        )
+    ]
+    figures = {
+        "agent_rss_mib": agent_rss,
+        "agent_peak_mib": agent_peak,
+        "worker_rss_mib": worker_rss,
+    }
+    return figures, targets
+
+
+def stop(agent: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and the time until the agent exited."""
+    t1 = time.monotonic()
+    agent.send_signal(signal.SIGTERM)
+    code = agent.wait(timeout=60)
+    print(f"SIGTERM -> exit {code} in {time.monotonic() - t1:.2f}s")
+
+
+def print_stop_lines(log: IO[str]) -> None:
+    """The agent's own log lines of its shutdown, with their timestamps."""
+    log.seek(0)
+    for line in log:
+        if '"agent_stopp' in line:
+            entry = json.loads(line)
+            print(f"  {entry['timestamp']} {entry['event']}")
+
+
+def main() -> int:
+    args = parse_args()
     half = args.pods // 2
     emu = server.EmulatorThread()
     emu.start()
@@ -155,120 +302,30 @@ def main() -> int:
         f"footprint [{args.backend}]: populated {half} pods, {args.policies} policies"
         f" in {time.monotonic() - started:.1f}s"
     )
-    empty = os.path.join(tmp.name, "netns")
-    os.mkdir(empty)
-    log = open(os.path.join(tmp.name, "agent.log"), "w+")  # noqa: SIM115
-    agent = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "agent", "agent", "--node-name", "node-1"),
-            *("--kubeconfig", kubeconfig, "--netns-dir", empty, "--no-proc-scan"),
-            *("--metrics-address", "127.0.0.1:0", "--backend", args.backend),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
+    agent, log = start_agent(tmp.name, kubeconfig, args.backend)
     try:
-        port = None
-        deadline = time.monotonic() + 60
-        while port is None and time.monotonic() < deadline:
-            log.seek(0)
-            for line in log:
-                if '"agent_started"' in line:
-                    port = json.loads(line)["metrics_port"]
-            time.sleep(0.1)
-        assert port is not None, "agent did not start"
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 120:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        print(f"ready after {time.monotonic() - t0:.2f}s")
+        port = wait_ready(log)
         pids = {"agent": agent.pid}
         workers = children(agent.pid)
         if workers:
             pids["worker"] = workers[0]
-        rss_half = settled_rss(agent.pid)
-        seen = watch_events(port, "pods")
-        populate(emu, args.pods, 0, args.namespaces, first=half)
-        t1 = time.monotonic()
-        while watch_events(port, "pods") < seen + (args.pods - half):
-            if time.monotonic() - t1 > 120:
-                raise SystemExit("the agent did not see the added pods in 120 s")
-            time.sleep(0.1)
-        rss_full = settled_rss(agent.pid)
-        per_pod_kib = (rss_full - rss_half) * 1024 / max(1, args.pods - half)
-        print(
-            f"agent rss {rss_half:.1f} MiB with {half} pods, {rss_full:.1f} MiB with {args.pods}:"
-            f" {per_pod_kib:.2f} KiB per cached pod"
-        )
+        per_pod_kib = per_cached_pod(emu, agent.pid, port, args)
         for name, pid in pids.items():
             print(f"{name}: rss {status_kib(pid, 'VmRSS') / 1024:.1f} MiB")
-        windows: list[float] = []
-        cpu0 = sum(cpu_seconds(p) for p in pids.values())
-        wall0 = time.monotonic()
-        win_cpu, win_wall = cpu0, wall0
-        i = 0
-        end = wall0 + args.churn_seconds
-        while time.monotonic() < end:
-            # The emulator's insert emits MODIFIED to the agent's watch like a PATCH would.
-            emu.insert(pod(i % args.pods, args.namespaces, (i // args.pods + i + 1) % 3))
-            i += 1
-            time.sleep(max(0.0, wall0 + i / args.churn_rate - time.monotonic()))
-            now = time.monotonic()
-            if now - win_wall >= 2.0:
-                cpu = sum(cpu_seconds(p) for p in pids.values())
-                windows.append(1000 * (cpu - win_cpu) / (now - win_wall))
-                win_cpu, win_wall = cpu, now
-        total = (
-            1000 * (sum(cpu_seconds(p) for p in pids.values()) - cpu0) / (time.monotonic() - wall0)
-        )
-        print(
-            f"churn {i} label changes at {args.churn_rate}/s:"
-            f" cpu median {statistics.median(windows):.0f}m,"
-            f" worst 2s window {max(windows):.0f}m, overall {total:.0f}m"
-        )
-        for name, pid in pids.items():
-            print(
-                f"{name}: rss {status_kib(pid, 'VmRSS') / 1024:.1f} MiB,"
-                f" peak {status_kib(pid, 'VmHWM') / 1024:.1f} MiB"
-            )
-        worker_rss = status_kib(pids["worker"], "VmRSS") / 1024 if "worker" in pids else 0.0
-        agent_rss = status_kib(agent.pid, "VmRSS") / 1024
-        agent_peak = status_kib(agent.pid, "VmHWM") / 1024
-        targets = [
-            benchlib.target(
-                "2d",
-                f"agent {agent_rss:.1f} MiB (peak {agent_peak:.1f}) + worker {worker_rss:.1f} MiB"
-                f" at {args.pods} cluster pods",
-                agent_rss + worker_rss <= 150,
-                "agent memory <= 150 MiB at 10,000 cluster pods",
-            )
-        ]
-        t1 = time.monotonic()
-        agent.send_signal(signal.SIGTERM)
-        code = agent.wait(timeout=60)
-        print(f"SIGTERM -> exit {code} in {time.monotonic() - t1:.2f}s")
+        windows = churn(emu, pids, args)
+        figures, targets = memory(pids, args)
+        stop(agent)
         benchlib.result(
             "footprint",
             args,
             pods=args.pods,
             policies=args.policies,
-            agent_rss_mib=agent_rss,
-            agent_peak_mib=agent_peak,
-            worker_rss_mib=worker_rss,
+            **figures,
             per_cached_pod_kib=per_pod_kib,
             cpu_median_millicores=statistics.median(windows) if windows else None,
             targets=targets,
         )
-        log.seek(0)
-        for line in log:
-            if '"agent_stopp' in line:
-                entry = json.loads(line)
-                print(f"  {entry['timestamp']} {entry['event']}")
+        print_stop_lines(log)
     finally:
         if agent.poll() is None:
             agent.kill()

@@ -1,4 +1,4 @@
-"""Benchmark (issue 8, item 1c): per-packet cost of podseg's ruleset as peers grow.
+"""Benchmark: per-packet cost of podseg's ruleset as peers grow.
 
 Two pods of a sandbox node (real namespaces, veths on the node bridge). Configurations, run
 interleaved in every round (so machine noise hits all of them alike):
@@ -9,7 +9,8 @@ interleaved in every round (so machine noise hits all of them alike):
 Measured per configuration and round: TCP request/response latency (sockperf ping-pong,
 64-byte messages; sockperf reports half the round trip) median and p99, and TCP throughput
 (iperf3, one stream). Prints medians over rounds and ratios to `none` of the same run, then
-target 2c as MET / NOT MET, then `RESULT {json}`.
+target 2c (latency and throughput within 3% of no rules, and flat as peers grow from 100 to
+10,000) as MET / NOT MET, then `RESULT {json}`.
 
 The rulesets are programmed through the real dataplane worker with the chosen backend
 (`--backend nftables|iptables`), as the agent programs them.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import re
@@ -137,7 +139,17 @@ def iperf(client: topology.SandboxPod, server_ip: str, seconds: float) -> float:
     return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def main() -> int:
+@dataclasses.dataclass
+class Samples:
+    """Per peer count: one latency p50 and p99 (us) and throughput (Gbit/s) per round."""
+
+    lat50: dict[int, list[float]]
+    lat99: dict[int, list[float]]
+    gbps: dict[int, list[float]]
+
+
+def parse_args() -> tuple[argparse.Namespace, list[int]]:
+    """The arguments and the peer counts to measure (0: no podseg tables)."""
     parser = argparse.ArgumentParser()
     benchlib.common_args(parser)
     parser.add_argument("--rounds", type=int, default=5)
@@ -149,50 +161,118 @@ def main() -> int:
     for tool in ("sockperf", "iperf3"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: run scripts/setup.sh")
+    return args, sizes
+
+
+def start_servers(server: topology.SandboxPod) -> list[subprocess.Popen[bytes]]:
+    """sockperf and iperf3 servers in the server pod."""
+    return [
+        subprocess.Popen(
+            [
+                *("ip", "netns", "exec", server.netns, "sockperf", "server", "--tcp"),
+                *("-i", server.ipv4, "-p", str(SOCKPERF_PORT)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [
+                *("ip", "netns", "exec", server.netns, "iperf3", "-s"),
+                *("-B", server.ipv4, "-p", str(IPERF_PORT)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+
+
+def measure(
+    args: argparse.Namespace,
+    sizes: list[int],
+    server: topology.SandboxPod,
+    client: topology.SandboxPod,
+) -> Samples:
+    """`--rounds` rounds, each measuring every peer count once in a shuffled order; the tables
+    are removed at the end."""
     rng = random.Random(8)
+    samples = Samples({n: [] for n in sizes}, {n: [] for n in sizes}, {n: [] for n in sizes})
+    for _ in range(args.rounds):
+        order = list(sizes)
+        rng.shuffle(order)
+        for n in order:
+            configure(args.backend, server, client, n)
+            p50, p99 = sockperf(client, server.ipv4, args.seconds)
+            samples.lat50[n].append(p50)
+            samples.lat99[n].append(p99)
+            samples.gbps[n].append(iperf(client, server.ipv4, args.seconds))
+    configure(args.backend, server, client, 0)
+    return samples
+
+
+def report(sizes: list[int], samples: Samples) -> dict[str, Any]:
+    """Print the medians per peer count and their ratios to `none`; returns them by count."""
+    print("  peers     latency p50 us   p99 us   vs none   throughput Gbit/s   vs none")
+    figures: dict[str, Any] = {}
+    base_lat = statistics.median(samples.lat50[0])
+    base_gbps = statistics.median(samples.gbps[0])
+    for n in sizes:
+        m50, m99, g = (
+            statistics.median(samples.lat50[n]),
+            statistics.median(samples.lat99[n]),
+            statistics.median(samples.gbps[n]),
+        )
+        figures[str(n)] = {
+            "latency_p50_us": m50,
+            "latency_p99_us": m99,
+            "gbps": g,
+            "latency_ratio": m50 / base_lat,
+            "gbps_ratio": g / base_gbps,
+        }
+        label = "none" if n == 0 else str(n)
+        print(
+            f"  {label:>6s}   {m50:14.2f} {m99:8.2f}   {m50 / base_lat:6.3f}x"
+            f"   {g:17.2f}   {g / base_gbps:6.3f}x"
+        )
+    return figures
+
+
+def target_2c(sizes: list[int], figures: dict[str, Any]) -> dict[str, Any]:
+    """Target 2c: the most peers within 3% of no rules, and within 3% of the fewest peers."""
+    top, low = figures[str(max(sizes))], figures[str(min(n for n in sizes if n))]
+    worst = max(
+        abs(top["latency_ratio"] - 1),
+        abs(top["gbps_ratio"] - 1),
+    )
+    flat = max(
+        abs(top["latency_p50_us"] / low["latency_p50_us"] - 1),
+        abs(top["gbps"] / low["gbps"] - 1),
+    )
+    return benchlib.target(
+        "2c",
+        f"{max(sizes)} peers vs none: latency {top['latency_ratio']:.3f}x,"
+        f" throughput {top['gbps_ratio']:.3f}x; {max(sizes)} vs"
+        f" {min(n for n in sizes if n)} peers: {flat:.1%} apart",
+        worst <= 0.03 and flat <= 0.03,
+        "within 3% of no rules, and flat as peers grow from 100 to 10,000",
+    )
+
+
+def main() -> int:
+    args, sizes = parse_args()
     with topology.Sandbox() as sandbox:
         node = sandbox.add_node("node-1")
         server, client = sandbox.add_pods(
             node, [("bench", "server"), ("bench", "client")], ipv6=False
         )
-        servers = [
-            subprocess.Popen(
-                [
-                    *("ip", "netns", "exec", server.netns, "sockperf", "server", "--tcp"),
-                    *("-i", server.ipv4, "-p", str(SOCKPERF_PORT)),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
-            subprocess.Popen(
-                [
-                    *("ip", "netns", "exec", server.netns, "iperf3", "-s"),
-                    *("-B", server.ipv4, "-p", str(IPERF_PORT)),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
-        ]
+        servers = start_servers(server)
         try:
             sandbox_cluster.wait_until(
                 lambda: listening(server.netns, (SOCKPERF_PORT, IPERF_PORT)),
                 10,
                 "benchmark servers listening",
             )
-            lat50: dict[int, list[float]] = {n: [] for n in sizes}
-            lat99: dict[int, list[float]] = {n: [] for n in sizes}
-            gbps: dict[int, list[float]] = {n: [] for n in sizes}
             started = time.monotonic()
-            for _ in range(args.rounds):
-                order = list(sizes)
-                rng.shuffle(order)
-                for n in order:
-                    configure(args.backend, server, client, n)
-                    p50, p99 = sockperf(client, server.ipv4, args.seconds)
-                    lat50[n].append(p50)
-                    lat99[n].append(p99)
-                    gbps[n].append(iperf(client, server.ipv4, args.seconds))
-            configure(args.backend, server, client, 0)
+            samples = measure(args, sizes, server, client)
         finally:
             for proc in servers:
                 proc.terminate()
@@ -201,47 +281,8 @@ def main() -> int:
             f"packet cost [{args.backend}]: {args.rounds} interleaved rounds"
             f" in {time.monotonic() - started:.0f} s; latency = sockperf half round trip"
         )
-        print("  peers     latency p50 us   p99 us   vs none   throughput Gbit/s   vs none")
-        figures: dict[str, Any] = {}
-        base_lat = statistics.median(lat50[0])
-        base_gbps = statistics.median(gbps[0])
-        for n in sizes:
-            m50, m99, g = (
-                statistics.median(lat50[n]),
-                statistics.median(lat99[n]),
-                statistics.median(gbps[n]),
-            )
-            figures[str(n)] = {
-                "latency_p50_us": m50,
-                "latency_p99_us": m99,
-                "gbps": g,
-                "latency_ratio": m50 / base_lat,
-                "gbps_ratio": g / base_gbps,
-            }
-            label = "none" if n == 0 else str(n)
-            print(
-                f"  {label:>6s}   {m50:14.2f} {m99:8.2f}   {m50 / base_lat:6.3f}x"
-                f"   {g:17.2f}   {g / base_gbps:6.3f}x"
-            )
-        top, low = figures[str(max(sizes))], figures[str(min(n for n in sizes if n))]
-        worst = max(
-            abs(top["latency_ratio"] - 1),
-            abs(top["gbps_ratio"] - 1),
-        )
-        flat = max(
-            abs(top["latency_p50_us"] / low["latency_p50_us"] - 1),
-            abs(top["gbps"] / low["gbps"] - 1),
-        )
-        targets = [
-            benchlib.target(
-                "2c",
-                f"{max(sizes)} peers vs none: latency {top['latency_ratio']:.3f}x,"
-                f" throughput {top['gbps_ratio']:.3f}x; {max(sizes)} vs"
-                f" {min(n for n in sizes if n)} peers: {flat:.1%} apart",
-                worst <= 0.03 and flat <= 0.03,
-                "within 3% of no rules, and flat as peers grow from 100 to 10,000",
-            )
-        ]
+        figures = report(sizes, samples)
+        targets = [target_2c(sizes, figures)]
         benchlib.result("packet_cost", args, sizes=figures, targets=targets)
     return 0
 

@@ -37,66 +37,73 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def build(cluster: sandbox_cluster.SandboxCluster) -> None:
+    """The target, its peer (both echo servers) and 8 bystanders, under an allow-all policy."""
+    cluster.ensure_namespace("q", {"ns": "q"})
+    for name in ("target", "peer"):
+        cluster.add_pod("q", name, {"pod": name}, echo_ports=(ECHO,))
+    for i in range(8):
+        cluster.add_pod("q", f"bystander{i}", {"pod": f"b{i}"})
+    cluster.apply_policy(
+        {
+            "metadata": {"namespace": "q", "name": "allow-all"},
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{}],
+                "egress": [{}],
+            },
+        }
+    )
+
+
+def isolate(cluster: sandbox_cluster.SandboxCluster) -> tuple[float, float, float]:
+    """One round: quarantine the target while two connections are held, check it is cut off,
+    lift the quarantine; returns (commit, established, cut) in ms."""
+    agent = cluster.agents["node-1"]
+    target, peer = cluster.pods["q/target"], cluster.pods["q/peer"]
+    sandbox_cluster.wait_until(
+        lambda: probe.probe(peer, target.ipv4, 80, timeout=0.5) == probe.OK,
+        10,
+        "traffic restored",
+    )
+    held = [
+        probe.HeldConnection(peer, target.ipv4, ECHO, interval=INTERVAL),
+        probe.HeldConnection(target, peer.ipv4, ECHO, interval=INTERVAL),
+    ]
+    assert all(h.connected for h in held)
+    seen = len(agent.lines)
+    wall, mono = time.time(), time.monotonic()
+    cluster.label_pod("q/target", {"podseg.io/quarantine": "true"})
+
+    def logged(event: str) -> dict[str, Any] | None:
+        for entry in agent.lines[seen:]:
+            if entry.get("event") == event and entry.get("pod") == "target":
+                return entry
+        return None
+
+    reports = [h.wait_broken(10) for h in held]
+    assert all(r["broken"] == "timeout" for r in reports), reports
+    applied = sandbox_cluster.wait_until(
+        lambda: logged("ruleset_applied"), 10, "quarantine applied"
+    )
+    cut = sandbox_cluster.wait_until(lambda: logged("connections_cut"), 10, "cut")
+    committed = datetime.datetime.fromisoformat(applied["timestamp"]).timestamp()
+    last_ok = max(float(r["last_ok"]) for r in reports)
+    assert probe.probe(peer, target.ipv4, 80, timeout=0.3) == probe.TIMEOUT
+    cluster.label_pod("q/target", {"podseg.io/quarantine": None})
+    return (committed - wall) * 1000, (last_ok + INTERVAL - mono) * 1000, float(cut["cut_ms"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
     with sandbox_cluster.SandboxCluster(nodes=("node-1",), ipv6=False) as cluster:
-        cluster.ensure_namespace("q", {"ns": "q"})
-        for name in ("target", "peer"):
-            cluster.add_pod("q", name, {"pod": name}, echo_ports=(ECHO,))
-        for i in range(8):
-            cluster.add_pod("q", f"bystander{i}", {"pod": f"b{i}"})
-        cluster.apply_policy(
-            {
-                "metadata": {"namespace": "q", "name": "allow-all"},
-                "spec": {
-                    "podSelector": {},
-                    "policyTypes": ["Ingress", "Egress"],
-                    "ingress": [{}],
-                    "egress": [{}],
-                },
-            }
-        )
-        agent = cluster.start_agent("node-1")
-        target, peer = cluster.pods["q/target"], cluster.pods["q/peer"]
-        commit_ms: list[float] = []
-        established_ms: list[float] = []
-        cut_ms: list[float] = []
-        for _ in range(args.rounds):
-            sandbox_cluster.wait_until(
-                lambda: probe.probe(peer, target.ipv4, 80, timeout=0.5) == probe.OK,
-                10,
-                "traffic restored",
-            )
-            held = [
-                probe.HeldConnection(peer, target.ipv4, ECHO, interval=INTERVAL),
-                probe.HeldConnection(target, peer.ipv4, ECHO, interval=INTERVAL),
-            ]
-            assert all(h.connected for h in held)
-            seen = len(agent.lines)
-            wall, mono = time.time(), time.monotonic()
-            cluster.label_pod("q/target", {"podseg.io/quarantine": "true"})
-
-            def logged(event: str, seen: int = seen) -> dict[str, Any] | None:
-                for entry in agent.lines[seen:]:
-                    if entry.get("event") == event and entry.get("pod") == "target":
-                        return entry
-                return None
-
-            reports = [h.wait_broken(10) for h in held]
-            assert all(r["broken"] == "timeout" for r in reports), reports
-            applied = sandbox_cluster.wait_until(
-                lambda: logged("ruleset_applied"), 10, "quarantine applied"
-            )
-            cut = sandbox_cluster.wait_until(lambda: logged("connections_cut"), 10, "cut")
-            committed = datetime.datetime.fromisoformat(applied["timestamp"]).timestamp()
-            commit_ms.append((committed - wall) * 1000)
-            last_ok = max(float(r["last_ok"]) for r in reports)
-            established_ms.append((last_ok + INTERVAL - mono) * 1000)
-            cut_ms.append(float(cut["cut_ms"]))
-            assert probe.probe(peer, target.ipv4, 80, timeout=0.3) == probe.TIMEOUT
-            cluster.label_pod("q/target", {"podseg.io/quarantine": None})
+        build(cluster)
+        cluster.start_agent("node-1")
+        rounds = [isolate(cluster) for _ in range(args.rounds)]
+        commit_ms, established_ms, cut_ms = ([r[i] for r in rounds] for i in range(3))
         print(f"quarantine time-to-isolate, {args.rounds} rounds, 10 local pods")
         for name, values in (
             ("PATCH -> ruleset committed", commit_ms),

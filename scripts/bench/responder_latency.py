@@ -91,6 +91,61 @@ def post(port: int, body: dict[str, Any]) -> tuple[float, str]:
     return time.perf_counter() - started, str(outcome)
 
 
+def create_pods(core: kubernetes.client.CoreV1Api, count: int) -> list[str]:
+    """`count` pods in namespace shop; returns their names."""
+    core.create_namespace({"metadata": {"name": "shop"}})
+    names = [f"web-{i:04d}" for i in range(count)]
+    for name in names:
+        core.create_namespaced_pod(
+            "shop",
+            {
+                "metadata": {"name": name, "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
+            },
+        )
+    return names
+
+
+def findings(names: list[str]) -> list[dict[str, Any]]:
+    """One critical Falco finding per pod, from the sample payload."""
+    sample = json.loads(SAMPLE.read_text())
+    bodies = []
+    for name in names:
+        body = copy.deepcopy(sample)
+        body["output_fields"]["k8s.pod.name"] = name
+        bodies.append(body)
+    return bodies
+
+
+def client_baseline(core: kubernetes.client.CoreV1Api, names: list[str]) -> list[float]:
+    """The official client's own GET + merge PATCH of each pod, in seconds."""
+    baseline = []
+    for name in names:
+        started = time.perf_counter()
+        pod = core.read_namespaced_pod(name, "shop")
+        core.patch_namespaced_pod(
+            name,
+            "shop",
+            {
+                "metadata": {
+                    "resourceVersion": pod.metadata.resource_version,
+                    "labels": {"bench": "x"},
+                }
+            },
+            _content_type="application/merge-patch+json",
+        )
+        baseline.append(time.perf_counter() - started)
+    return baseline
+
+
+def rss_kib(pid: int) -> int:
+    return next(
+        int(line.split()[1])
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pods", type=int, default=200)
@@ -104,50 +159,17 @@ def main() -> int:
         core = kubernetes.client.CoreV1Api(
             kubernetes.config.new_client_from_config(config_file=kubeconfig)
         )
-        core.create_namespace({"metadata": {"name": "shop"}})
-        names = [f"web-{i:04d}" for i in range(args.pods)]
-        for name in names:
-            core.create_namespaced_pod(
-                "shop",
-                {
-                    "metadata": {"name": name, "labels": {"app": "web"}},
-                    "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
-                },
-            )
+        names = create_pods(core, args.pods)
         proc, port = start_responder(tmp, kubeconfig)
         try:
-            sample = json.loads(SAMPLE.read_text())
-            findings = []
-            for name in names:
-                body = copy.deepcopy(sample)
-                body["output_fields"]["k8s.pod.name"] = name
-                findings.append(body)
-            post(port, findings[0] | {"output_fields": {}})  # warm-up: connection, imports
-            first = [post(port, f) for f in findings]
+            bodies = findings(names)
+            post(port, bodies[0] | {"output_fields": {}})  # warm-up: connection, imports
+            first = [post(port, f) for f in bodies]
             assert {o for _, o in first} == {"quarantined"}, {o for _, o in first}
-            again = [post(port, f) for f in findings]
+            again = [post(port, f) for f in bodies]
             assert {o for _, o in again} == {"unchanged"}
-            baseline = []
-            for name in names:
-                started = time.perf_counter()
-                pod = core.read_namespaced_pod(name, "shop")
-                core.patch_namespaced_pod(
-                    name,
-                    "shop",
-                    {
-                        "metadata": {
-                            "resourceVersion": pod.metadata.resource_version,
-                            "labels": {"bench": "x"},
-                        }
-                    },
-                    _content_type="application/merge-patch+json",
-                )
-                baseline.append(time.perf_counter() - started)
-            rss_kib = next(
-                int(line.split()[1])
-                for line in pathlib.Path(f"/proc/{proc.pid}/status").read_text().splitlines()
-                if line.startswith("VmRSS:")
-            )
+            baseline = client_baseline(core, names)
+            rss = rss_kib(proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=20)
@@ -156,7 +178,7 @@ def main() -> int:
     report("POST -> 200 quarantined (label committed in the API)", [s for s, _ in first])
     report("POST -> 200 unchanged (already quarantined: GET only)", [s for s, _ in again])
     report("baseline, same run: client GET + merge PATCH, no responder", baseline)
-    print(f"responder resident memory after {2 * args.pods + 1} findings: {rss_kib / 1024:.0f} MiB")
+    print(f"responder resident memory after {2 * args.pods + 1} findings: {rss / 1024:.0f} MiB")
     return 0
 
 

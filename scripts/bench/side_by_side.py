@@ -1,4 +1,4 @@
-"""Issue 8, item 1e: the benchmarks' figures of two backends side by side.
+"""The benchmarks' figures of two backends side by side.
 
 Reads the `bench-results-<backend>.jsonl` files `scripts/bench.sh` writes (one per backend)
 and prints, per figure, each backend's value and the ratio of the second to the first.

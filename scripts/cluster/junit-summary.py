@@ -6,11 +6,14 @@ differed from the expected truth table (what every spec reports while no policy
 enforcer is installed); anything else (pods not starting, timeouts, API errors)
 is listed separately because it points at the test bed, not at the enforcer.
 """
+
 import re
 import sys
 import xml.etree.ElementTree as ET
 
-CONNECTIVITY = re.compile(r"wrong results|reachability|probe.*(BLOCKED|ALLOWED)|Expected (allowed|blocked)", re.I)
+CONNECTIVITY = re.compile(
+    r"wrong results|reachability|probe.*(BLOCKED|ALLOWED)|Expected (allowed|blocked)", re.I
+)
 
 
 def main(path: str) -> int:
@@ -32,8 +35,13 @@ def main(path: str) -> int:
             passed.append(name)
             continue
         text = (fail.get("message") or "") + "\n" + (fail.text or "")
-        (conn if CONNECTIVITY.search(text) else other).append((name, (fail.get("message") or "").strip().splitlines()[:1]))
-    print(f"specs: {len(passed)} passed, {len(conn) + len(other)} failed ({len(conn)} connectivity-differs, {len(other)} other), {skipped} skipped")
+        (conn if CONNECTIVITY.search(text) else other).append(
+            (name, (fail.get("message") or "").strip().splitlines()[:1])
+        )
+    print(
+        f"specs: {len(passed)} passed, {len(conn) + len(other)} failed "
+        f"({len(conn)} connectivity-differs, {len(other)} other), {skipped} skipped"
+    )
     for name, msg in other:
         print(f"  OTHER FAILURE: {name}: {msg[0] if msg else ''}")
     return 0

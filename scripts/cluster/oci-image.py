@@ -12,6 +12,7 @@ in `org.opencontainers.image.ref.name`).  The layer is an uncompressed tar of
 DIR; entries are sorted and owned as on disk, so the same tree gives the same
 digest when --mtime is given.
 """
+
 import argparse
 import hashlib
 import io
@@ -28,6 +29,7 @@ ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname(
 
 def add_tree(tar: tarfile.TarFile, root: str, mtime) -> None:
     """Add every entry under root (not root itself) with paths relative to it."""
+
     def walk(rel: str) -> None:
         full = os.path.join(root, rel) if rel else root
         for name in sorted(os.listdir(full)):
@@ -44,6 +46,7 @@ def add_tree(tar: tarfile.TarFile, root: str, mtime) -> None:
                 tar.addfile(info)
             if stat.S_ISDIR(os.lstat(p).st_mode):
                 walk(r)
+
     walk("")
 
 
@@ -58,14 +61,18 @@ def blob(tar: tarfile.TarFile, data: bytes, mtime: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rootfs", required=True)
-    ap.add_argument("--name", required=True, help="full image reference, e.g. registry.k8s.io/pause:3.10.2")
+    ap.add_argument(
+        "--name", required=True, help="full image reference, e.g. registry.k8s.io/pause:3.10.2"
+    )
     ap.add_argument("--entrypoint", default="[]", help="JSON list")
     ap.add_argument("--cmd", default="[]", help="JSON list")
     ap.add_argument("--env", action="append", default=[], help="K=V, repeatable")
     ap.add_argument("--label", action="append", default=[], help="K=V, repeatable")
     ap.add_argument("--workdir", default="/")
     ap.add_argument("--user", default="")
-    ap.add_argument("--mtime", type=int, default=None, help="clamp every file's mtime (reproducible digest)")
+    ap.add_argument(
+        "--mtime", type=int, default=None, help="clamp every file's mtime (reproducible digest)"
+    )
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     if not os.path.isdir(a.rootfs):
@@ -88,9 +95,14 @@ def main() -> int:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)),
             "architecture": ARCH,
             "os": "linux",
-            "config": {"Entrypoint": json.loads(a.entrypoint) or None, "Cmd": json.loads(a.cmd) or None,
-                       "Env": env, "WorkingDir": a.workdir, "User": a.user,
-                       "Labels": dict(kv.split("=", 1) for kv in a.label)},
+            "config": {
+                "Entrypoint": json.loads(a.entrypoint) or None,
+                "Cmd": json.loads(a.cmd) or None,
+                "Env": env,
+                "WorkingDir": a.workdir,
+                "User": a.user,
+                "Labels": dict(kv.split("=", 1) for kv in a.label),
+            },
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
             "history": [{"created_by": "podseg scripts/cluster/oci-image.py"}],
         }
@@ -111,19 +123,29 @@ def main() -> int:
                 "schemaVersion": 2,
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **cfg},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                            "digest": f"sha256:{layer_digest}", "size": layer_size}],
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": f"sha256:{layer_digest}",
+                        "size": layer_size,
+                    }
+                ],
             }
             man = blob(out, json.dumps(manifest, sort_keys=True).encode(), created)
             index = {
                 "schemaVersion": 2,
                 "mediaType": "application/vnd.oci.image.index.v1+json",
-                "manifests": [{
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json", **man,
-                    "platform": {"architecture": ARCH, "os": "linux"},
-                    "annotations": {"io.containerd.image.name": a.name,
-                                    "org.opencontainers.image.ref.name": tag},
-                }],
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        **man,
+                        "platform": {"architecture": ARCH, "os": "linux"},
+                        "annotations": {
+                            "io.containerd.image.name": a.name,
+                            "org.opencontainers.image.ref.name": tag,
+                        },
+                    }
+                ],
             }
             data = json.dumps(index, sort_keys=True).encode()
             info = tarfile.TarInfo("index.json")

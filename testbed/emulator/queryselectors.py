@@ -98,97 +98,113 @@ def _check_value(value: str) -> None:
 
 
 def parse_label_selector(text: str) -> LabelSelector:
-    tokens = _tokenize(text)
-    pos = 0
+    return _LabelParser(text).parse()
 
-    def peek() -> str | None:
-        return tokens[pos] if pos < len(tokens) else None
 
-    def take() -> str | None:
-        nonlocal pos
-        tok = peek()
-        pos += 1
+class _LabelParser:
+    """Reads one labelSelector string token by token: requirements separated by commas."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.pos = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> str | None:
+        tok = self.peek()
+        self.pos += 1
         return tok
 
-    reqs: list[Requirement] = []
-    while peek() is not None:
-        tok = take()
+    def parse(self) -> LabelSelector:
+        reqs: list[Requirement] = []
+        while self.peek() is not None:
+            reqs.append(self._requirement())
+            sep = self.take()
+            if sep is not None and sep != ",":
+                raise SelectorError(f"found '{sep}', expected: ',' or 'end of string'")
+            if sep == "," and self.peek() is None:
+                raise SelectorError("found '', expected: identifier after ','")
+        return LabelSelector(tuple(reqs))
+
+    def _requirement(self) -> Requirement:
+        """`!key`, `key`, `key in (...)`, `key notin (...)` or `key <op> value`."""
+        tok = self.take()
         if tok == "!":
-            key = take()
+            key = self.take()
             if not _is_ident(key):
                 raise SelectorError(f"found '{key}', expected: identifier after '!'")
             assert key is not None
             _check_key(key)
-            reqs.append(Requirement(key, "!"))
-        elif _is_ident(tok):
-            assert tok is not None
-            key = tok
-            _check_key(key)
-            op = peek()
-            if op is None or op == ",":
-                reqs.append(Requirement(key, "exists"))
-            elif op in ("in", "notin"):
-                take()
-                if take() != "(":
-                    raise SelectorError(f"found '{peek()}', expected: '('")
-                values: list[str] = []
-                expect_value = True
-                while True:
-                    item = take()
-                    if item == ")":
-                        if expect_value and values:
-                            values.append("")
-                        break
-                    if item == ",":
-                        if expect_value:
-                            values.append("")
-                        expect_value = True
-                        continue
-                    if not _is_ident(item) or not expect_value:
-                        raise SelectorError(f"found '{item}', expected: ',', ')' or identifier")
-                    assert item is not None
-                    values.append(item)
-                    expect_value = False
-                if not values:
-                    raise SelectorError(
-                        "unable to parse requirement: for 'in', 'notin' operators, values set "
-                        "can't be empty"
-                    )
-                for v in values:
-                    _check_value(v)
-                reqs.append(Requirement(key, op, tuple(values)))
-            elif op in ("=", "==", "!=", ">", "<"):
-                take()
-                nxt = peek()
-                value = ""
-                if _is_ident(nxt):
-                    assert nxt is not None
-                    value = nxt
-                    take()
-                elif op in (">", "<"):
-                    raise SelectorError(f"found '{nxt}', expected: identifier")
-                if op in (">", "<"):
-                    try:
-                        int(value)
-                    except ValueError as exc:
-                        raise SelectorError(
-                            f"unable to parse requirement: for 'Gt', 'Lt' operators, the value "
-                            f"must be an integer: {value}"
-                        ) from exc
-                    reqs.append(Requirement(key, "gt" if op == ">" else "lt", (value,)))
-                else:
-                    _check_value(value)
-                    reqs.append(Requirement(key, "!=" if op == "!=" else "=", (value,)))
-            else:
-                raise SelectorError(f"found '{op}', expected: in, notin, =, ==, !=, gt, lt")
-        else:
+            return Requirement(key, "!")
+        if not _is_ident(tok):
             raise SelectorError(f"found '{tok}', expected: !, identifier, or 'end of string'")
-        sep = take()
-        if sep is not None and sep != ",":
-            raise SelectorError(f"found '{sep}', expected: ',' or 'end of string'")
-        if sep == "," and peek() is None:
-            raise SelectorError("found '', expected: identifier after ','")
-    return LabelSelector(tuple(reqs))
+        assert tok is not None
+        key = tok
+        _check_key(key)
+        op = self.peek()
+        if op is None or op == ",":
+            return Requirement(key, "exists")
+        if op in ("in", "notin"):
+            self.take()
+            return Requirement(key, op, self._value_set())
+        if op in ("=", "==", "!=", ">", "<"):
+            self.take()
+            return self._comparison(key, op)
+        raise SelectorError(f"found '{op}', expected: in, notin, =, ==, !=, gt, lt")
+
+    def _value_set(self) -> tuple[str, ...]:
+        """`( value, ... )` after `in`/`notin`: empty items are empty values, none is an error."""
+        if self.take() != "(":
+            raise SelectorError(f"found '{self.peek()}', expected: '('")
+        values: list[str] = []
+        expect_value = True
+        while True:
+            item = self.take()
+            if item == ")":
+                if expect_value and values:
+                    values.append("")
+                break
+            if item == ",":
+                if expect_value:
+                    values.append("")
+                expect_value = True
+                continue
+            if not _is_ident(item) or not expect_value:
+                raise SelectorError(f"found '{item}', expected: ',', ')' or identifier")
+            assert item is not None
+            values.append(item)
+            expect_value = False
+        if not values:
+            raise SelectorError(
+                "unable to parse requirement: for 'in', 'notin' operators, values set "
+                "can't be empty"
+            )
+        for v in values:
+            _check_value(v)
+        return tuple(values)
+
+    def _comparison(self, key: str, op: str) -> Requirement:
+        """The value after `=`, `==`, `!=` (may be empty) or `>`, `<` (an integer)."""
+        nxt = self.peek()
+        value = ""
+        if _is_ident(nxt):
+            assert nxt is not None
+            value = nxt
+            self.take()
+        elif op in (">", "<"):
+            raise SelectorError(f"found '{nxt}', expected: identifier")
+        if op in (">", "<"):
+            try:
+                int(value)
+            except ValueError as exc:
+                raise SelectorError(
+                    f"unable to parse requirement: for 'Gt', 'Lt' operators, the value "
+                    f"must be an integer: {value}"
+                ) from exc
+            return Requirement(key, "gt" if op == ">" else "lt", (value,))
+        _check_value(value)
+        return Requirement(key, "!=" if op == "!=" else "=", (value,))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,15 +54,13 @@ def _outside_meta_status(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
-class Registry:
-    def __init__(self, st: objectstore.Store, *, validate: bool = True) -> None:
-        self.store = st
-        self.validate_enabled = validate
-        for name in INITIAL_NAMESPACES:
-            ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-            self.create(resources.NAMESPACES, "", ns)
+class _Admission:
+    """What a write passes through before it is stored: the body's kind and apiVersion, its
+    namespace against the URL's, the namespace's existence, a generated name, server-side
+    defaults (ClusterIP allocation for Services) and validation."""
 
-    # --- helpers ------------------------------------------------------------------------
+    store: objectstore.Store
+    validate_enabled: bool
 
     def _defaults(
         self, rt: resources.ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
@@ -133,13 +131,33 @@ class Registry:
             name = str(obj["metadata"].get("name") or obj["metadata"].get("generateName") or "")
             raise apistatus.invalid(rt, name, errs)
 
+    def _generate_name(self, rt: resources.ResourceType, ns: str, prefix: str) -> str:
+        """SimpleNameGenerator: prefix (cut to 58 chars) plus 5 random characters."""
+        while True:
+            suffix = "".join(random.choice(_GENERATE_ALPHABET) for _ in range(5))
+            name = prefix[: 63 - 5] + suffix
+            if self.store.get(rt, ns, name) is None:
+                return name
+
+
+class Registry(_Admission):
+    """The verbs (get, list, create, replace, patch, delete, delete collection) and the test
+    backdoors (insert, remove) over one Store."""
+
+    def __init__(self, st: objectstore.Store, *, validate: bool = True) -> None:
+        self.store = st
+        self.validate_enabled = validate
+        for name in INITIAL_NAMESPACES:
+            ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            self.create(resources.NAMESPACES, "", ns)
+
+    # --- verbs --------------------------------------------------------------------------
+
     def _existing(self, rt: resources.ResourceType, ns: str, name: str) -> dict[str, Any]:
         old = self.store.get(rt, ns, name)
         if old is None:
             raise apistatus.not_found(rt, name)
         return old
-
-    # --- verbs --------------------------------------------------------------------------
 
     def get(self, rt: resources.ResourceType, ns: str, name: str) -> dict[str, Any]:
         return self._existing(rt, ns, name)
@@ -206,14 +224,6 @@ class Registry:
         if self.store.get(rt, ns, meta["name"]) is not None:
             raise apistatus.already_exists(rt, meta["name"])
         return self.store.create(rt, obj)
-
-    def _generate_name(self, rt: resources.ResourceType, ns: str, prefix: str) -> str:
-        """SimpleNameGenerator: prefix (cut to 58 chars) plus 5 random characters."""
-        while True:
-            suffix = "".join(random.choice(_GENERATE_ALPHABET) for _ in range(5))
-            name = prefix[: 63 - 5] + suffix
-            if self.store.get(rt, ns, name) is None:
-                return name
 
     def replace(
         self,

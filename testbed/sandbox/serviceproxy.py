@@ -72,18 +72,7 @@ def render(services: Iterable[model.Service], slices: Iterable[model.EndpointSli
             pieces = [s for s in by_service.get(service.key, []) if s.address_type == address_type]
             for port in service.ports:
                 proto = port.protocol.lower()
-                backends: set[tuple[str, int]] = set()
-                for piece in pieces:
-                    resolved = [
-                        p.port
-                        for p in piece.ports
-                        if p.name == port.name and p.protocol == port.protocol
-                    ]
-                    if not resolved or resolved[0] is None:
-                        continue
-                    for endpoint in piece.endpoints:
-                        if endpoint.ready:
-                            backends.update((ip, resolved[0]) for ip in endpoint.addresses)
+                backends = _ready_backends(port, pieces)
                 keys = [f"{ip} . {proto} . {port.port}" for ip in addrs]
                 if not backends:
                     no_endpoints[family].extend(keys)
@@ -91,23 +80,58 @@ def render(services: Iterable[model.Service], slices: Iterable[model.EndpointSli
                 number += 1
                 chain = f"svc{number}"
                 maps[family].extend(f"{k} : goto {chain}" for k in keys)
-                ordered = sorted(backends)
-                picks = []
-                for i, (ip, target) in enumerate(ordered):
-                    ep_chain = f"{chain}ep{i}"
-                    nfamily = "ip6" if family == 6 else "ip"
-                    chains.append(
-                        f"  chain {ep_chain} {{\n"
-                        f"    {nfamily} saddr {ip} meta mark set meta mark | {MASQUERADE_MARK:#x}\n"
-                        f"    meta l4proto {proto} dnat {nfamily} to {_ip_text(ip)}:{target}\n"
-                        "  }"
-                    )
-                    picks.append(f"{i} : goto {ep_chain}")
-                chains.append(
-                    f"  chain {chain} {{\n"
-                    f"    numgen random mod {len(ordered)} vmap {{ {', '.join(picks)} }}\n"
-                    "  }"
-                )
+                chains += _service_chains(chain, family, proto, sorted(backends))
+    return _script(maps, no_endpoints, chains)
+
+
+def _ready_backends(
+    port: model.ServicePort, pieces: Iterable[model.EndpointSlice]
+) -> set[tuple[str, int]]:
+    """(address, target port) of every ready endpoint of `port`, the port number resolved by
+    each EndpointSlice (by port name and protocol)."""
+    backends: set[tuple[str, int]] = set()
+    for piece in pieces:
+        resolved = [
+            p.port for p in piece.ports if p.name == port.name and p.protocol == port.protocol
+        ]
+        if not resolved or resolved[0] is None:
+            continue
+        for endpoint in piece.endpoints:
+            if endpoint.ready:
+                backends.update((ip, resolved[0]) for ip in endpoint.addresses)
+    return backends
+
+
+def _service_chains(
+    chain: str, family: int, proto: str, backends: Sequence[tuple[str, int]]
+) -> list[str]:
+    """A chain per backend (mark for hairpin masquerade, DNAT), then the Service port's chain,
+    which picks one of them at random."""
+    nfamily = "ip6" if family == 6 else "ip"
+    chains = []
+    picks = []
+    for i, (ip, target) in enumerate(backends):
+        ep_chain = f"{chain}ep{i}"
+        chains.append(
+            f"  chain {ep_chain} {{\n"
+            f"    {nfamily} saddr {ip} meta mark set meta mark | {MASQUERADE_MARK:#x}\n"
+            f"    meta l4proto {proto} dnat {nfamily} to {_ip_text(ip)}:{target}\n"
+            "  }"
+        )
+        picks.append(f"{i} : goto {ep_chain}")
+    chains.append(
+        f"  chain {chain} {{\n"
+        f"    numgen random mod {len(backends)} vmap {{ {', '.join(picks)} }}\n"
+        "  }"
+    )
+    return chains
+
+
+def _script(
+    maps: dict[int, list[str]], no_endpoints: dict[int, list[str]], chains: list[str]
+) -> str:
+    """The table: per family the frontend verdict map and the set without endpoints, the
+    base chains (DNAT, reject, masquerade), then the Service chains."""
     lines = [f"table inet {TABLE}", f"delete table inet {TABLE}", f"table inet {TABLE} {{"]
     for family, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
         lines.append(f"  map services{family} {{")

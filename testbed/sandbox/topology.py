@@ -306,72 +306,14 @@ class Sandbox:
             pod_cidr_v4=str(plan.pod_network_v4),
             pod_cidr_v6=str(plan.pod_network_v6),
         )
-        workdir = self.workdir
-        lines = [
-            f"netns add {netns}",
-            iproute.sysctl_command(netns, _NODE_SYSCTLS),
-            iproute.nested_batch(
-                workdir,
-                netns,
-                "setup",
-                [
-                    "link set lo up",
-                    # A fixed address: a bridge without one takes its lowest port's, so removing
-                    # a pod could change the gateway's MAC under the other pods' ARP caches.
-                    f"link add {BRIDGE} address {bridge_mac(plan.index)} type bridge "
-                    "stp_state 0 forward_delay 0 mcast_snooping 0",
-                    f"addr add {plan.bridge_v4} dev {BRIDGE}",
-                    f"addr add {plan.bridge_v6} dev {BRIDGE} nodad",
-                    f"link set {BRIDGE} up",
-                ],
-            ),
-        ]
+        lines = _node_lines(self.workdir, netns, plan)
         for other in self._nodes.values():
-            lines.extend(self._link_lines(other, node))
+            lines.extend(_link_lines(self.workdir, other, node))
         self._resources.netns.append(netns)
         self._run(lines)
         self._nodes[name] = node
         self._pod_ordinals[name] = itertools.count()
         return node
-
-    def _link_lines(self, a: SandboxNode, b: SandboxNode) -> list[str]:
-        """Batch lines for the veth link between existing node a and new node b, with routes."""
-        link = addressing.link_plan(a.index, b.index)
-        a_if, b_if = f"psgn{b.index}", f"psgn{a.index}"  # named after the node at the far end
-
-        def up(interface: str, v4: str, v6: str) -> list[str]:
-            return [
-                f"addr add {v4} dev {interface}",
-                f"addr add {v6} dev {interface} nodad",
-                f"link set {interface} up",
-            ]
-
-        def routes(interface: str, far: SandboxNode, via4: str, via6: str) -> list[str]:
-            return [
-                f"route add {far.pod_cidr_v4} via {via4} dev {interface}",
-                f"route add {far.pod_cidr_v6} via {via6} dev {interface}",
-            ]
-
-        workdir = self.workdir
-        return [
-            f"link add {a_if} netns {a.netns} type veth peer name {b_if} netns {b.netns}",
-            iproute.nested_batch(
-                workdir, a.netns, f"up{b.index}", up(a_if, str(link.a_v4), str(link.a_v6))
-            ),
-            iproute.nested_batch(
-                workdir,
-                b.netns,
-                f"link{a.index}",
-                up(b_if, str(link.b_v4), str(link.b_v6))
-                + routes(b_if, a, str(link.a_v4.ip), str(link.a_v6.ip)),
-            ),
-            iproute.nested_batch(
-                workdir,
-                a.netns,
-                f"routes{b.index}",
-                routes(a_if, b, str(link.b_v4.ip), str(link.b_v6.ip)),
-            ),
-        ]
 
     def add_pod(
         self,
@@ -400,9 +342,24 @@ class Sandbox:
     ) -> list[SandboxPod]:
         """Create several pods on `node` at once (one `ip` batch, processes started together)."""
         self._check_open()
-        if self._nodes.get(node.name) != node:
-            raise ValueError(f"node {node.name!r} is not part of this sandbox")
+        self._check_node(node)
         wanted = list(pods)
+        self._check_new_pods(wanted)
+        pod_ports = tuple(ports) if ports is not None else self.default_ports
+        created = [
+            self._new_pod(node, namespace, name, ipv6=ipv6, ports=pod_ports, echo_ports=echo_ports)
+            for namespace, name in wanted
+        ]
+        lines = _pod_lines(self.workdir, node, created)
+        self._resources.netns.extend(pod.netns for pod in created)
+        self._run(lines)
+        for pod in created:
+            self._pods[pod.key] = pod
+        self._start_processes(created)
+        return created
+
+    def _check_new_pods(self, wanted: Sequence[tuple[str, str]]) -> None:
+        """Valid names, none twice, none of a live pod."""
         for namespace, name in wanted:
             _check_name("namespace", namespace)
             _check_name("pod name", name)
@@ -410,59 +367,33 @@ class Sandbox:
         duplicates = {key for key in keys if keys.count(key) > 1 or key in self._pods}
         if duplicates:
             raise ValueError(f"pods exist already: {sorted(duplicates)}")
-        pod_ports = tuple(ports) if ports is not None else self.default_ports
+
+    def _new_pod(
+        self,
+        node: SandboxNode,
+        namespace: str,
+        name: str,
+        *,
+        ipv6: bool,
+        ports: tuple[int, ...],
+        echo_ports: Sequence[int],
+    ) -> SandboxPod:
+        """The next pod of `node`: its addresses, namespace name and veth, nothing created."""
         plan = addressing.node_plan(node.index)
-        created: list[SandboxPod] = []
-        lines: list[str] = []
-        node_lines: list[str] = []
-        pod_batches: list[str] = []
-        for namespace, name in wanted:
-            v4, v6 = addressing.pod_addresses(plan, next(self._pod_ordinals[node.name]))
-            netns = self._claim_netns(f"{namespace}-{name}")
-            veth = f"vp{next(self._veth_numbers)}"
-            pod = SandboxPod(
-                namespace=namespace,
-                name=name,
-                node=node.name,
-                netns=netns,
-                netns_path=f"{iproute.NETNS_DIR}/{netns}",
-                ipv4=str(v4),
-                ipv6=str(v6) if ipv6 else None,
-                host_interface=veth,
-                ports=pod_ports,
-                echo_ports=tuple(echo_ports),
-            )
-            created.append(pod)
-            setup = [
-                "link set lo up",
-                f"addr add {v4}/32 dev {POD_INTERFACE}",
-                f"link set {POD_INTERFACE} up",
-                f"route add {node.ipv4}/32 dev {POD_INTERFACE} scope link",
-                f"route add 0.0.0.0/0 via {node.ipv4} dev {POD_INTERFACE}",
-            ]
-            if ipv6:
-                setup += [
-                    f"addr add {v6}/128 dev {POD_INTERFACE} nodad",
-                    f"route add {node.ipv6}/128 dev {POD_INTERFACE}",
-                    f"route add ::/0 via {node.ipv6} dev {POD_INTERFACE}",
-                ]
-            lines += [
-                f"netns add {netns}",
-                iproute.sysctl_command(netns, _POD_SYSCTLS),
-                f"link add {veth} netns {node.netns} type veth peer name {POD_INTERFACE} "
-                f"netns {netns}",
-            ]
-            node_lines += [f"link set {veth} master {BRIDGE}", f"link set {veth} up"]
-            pod_batches.append(iproute.nested_batch(self.workdir, netns, "setup", setup))
-            self._resources.netns.append(netns)
-        tag = f"pods{created[0].host_interface}" if created else "pods"
-        lines.append(iproute.nested_batch(self.workdir, node.netns, tag, node_lines))
-        lines += pod_batches
-        self._run(lines)
-        for pod in created:
-            self._pods[pod.key] = pod
-        self._start_processes(created)
-        return created
+        v4, v6 = addressing.pod_addresses(plan, next(self._pod_ordinals[node.name]))
+        netns = self._claim_netns(f"{namespace}-{name}")
+        return SandboxPod(
+            namespace=namespace,
+            name=name,
+            node=node.name,
+            netns=netns,
+            netns_path=f"{iproute.NETNS_DIR}/{netns}",
+            ipv4=str(v4),
+            ipv6=str(v6) if ipv6 else None,
+            host_interface=f"vp{next(self._veth_numbers)}",
+            ports=ports,
+            echo_ports=tuple(echo_ports),
+        )
 
     def _start_processes(self, pods: Sequence[SandboxPod]) -> None:
         for pod in pods:
@@ -495,8 +426,7 @@ class Sandbox:
         node, reach them there. The process stops with the sandbox.
         """
         self._check_open()
-        if self._nodes.get(node.name) != node:
-            raise ValueError(f"node {node.name!r} is not part of this sandbox")
+        self._check_node(node)
         lines = []
         for address in addresses:
             bits = 128 if ":" in address else 32
@@ -535,6 +465,10 @@ class Sandbox:
         if self.closed:
             raise SandboxError("sandbox is closed")
 
+    def _check_node(self, node: SandboxNode) -> None:
+        if self._nodes.get(node.name) != node:
+            raise ValueError(f"node {node.name!r} is not part of this sandbox")
+
     def _claim_netns(self, suffix: str) -> str:
         """Return a fresh namespace name `psg-<run>-<suffix>`, hashed if too long or taken."""
         name = f"{self.prefix}{suffix}"
@@ -556,3 +490,102 @@ class Sandbox:
             iproute.run_batch(lines)
         except iproute.IpError as exc:
             raise SandboxError(str(exc)) from exc
+
+
+# -- ip batch lines: how nodes, node links and pods are wired ---------------------------------
+
+
+def _node_lines(workdir: pathlib.Path, netns: str, plan: addressing.NodePlan) -> list[str]:
+    """Batch lines for a node namespace with its bridge holding the pods' gateway addresses."""
+    return [
+        f"netns add {netns}",
+        iproute.sysctl_command(netns, _NODE_SYSCTLS),
+        iproute.nested_batch(
+            workdir,
+            netns,
+            "setup",
+            [
+                "link set lo up",
+                # A fixed address: a bridge without one takes its lowest port's, so removing
+                # a pod could change the gateway's MAC under the other pods' ARP caches.
+                f"link add {BRIDGE} address {bridge_mac(plan.index)} type bridge "
+                "stp_state 0 forward_delay 0 mcast_snooping 0",
+                f"addr add {plan.bridge_v4} dev {BRIDGE}",
+                f"addr add {plan.bridge_v6} dev {BRIDGE} nodad",
+                f"link set {BRIDGE} up",
+            ],
+        ),
+    ]
+
+
+def _link_lines(workdir: pathlib.Path, a: SandboxNode, b: SandboxNode) -> list[str]:
+    """Batch lines for the veth link between existing node a and new node b, with routes."""
+    link = addressing.link_plan(a.index, b.index)
+    a_if, b_if = f"psgn{b.index}", f"psgn{a.index}"  # named after the node at the far end
+
+    def up(interface: str, v4: str, v6: str) -> list[str]:
+        return [
+            f"addr add {v4} dev {interface}",
+            f"addr add {v6} dev {interface} nodad",
+            f"link set {interface} up",
+        ]
+
+    def routes(interface: str, far: SandboxNode, via4: str, via6: str) -> list[str]:
+        return [
+            f"route add {far.pod_cidr_v4} via {via4} dev {interface}",
+            f"route add {far.pod_cidr_v6} via {via6} dev {interface}",
+        ]
+
+    return [
+        f"link add {a_if} netns {a.netns} type veth peer name {b_if} netns {b.netns}",
+        iproute.nested_batch(
+            workdir, a.netns, f"up{b.index}", up(a_if, str(link.a_v4), str(link.a_v6))
+        ),
+        iproute.nested_batch(
+            workdir,
+            b.netns,
+            f"link{a.index}",
+            up(b_if, str(link.b_v4), str(link.b_v6))
+            + routes(b_if, a, str(link.a_v4.ip), str(link.a_v6.ip)),
+        ),
+        iproute.nested_batch(
+            workdir,
+            a.netns,
+            f"routes{b.index}",
+            routes(a_if, b, str(link.b_v4.ip), str(link.b_v6.ip)),
+        ),
+    ]
+
+
+def _pod_lines(workdir: pathlib.Path, node: SandboxNode, pods: Sequence[SandboxPod]) -> list[str]:
+    """Batch lines for `pods` on `node`: each pod's namespace, sysctls and veth; the node's ends
+    of the veths on the bridge; then each pod's addresses and routes via the node's gateway."""
+    lines: list[str] = []
+    node_lines: list[str] = []
+    pod_batches: list[str] = []
+    for pod in pods:
+        setup = [
+            "link set lo up",
+            f"addr add {pod.ipv4}/32 dev {POD_INTERFACE}",
+            f"link set {POD_INTERFACE} up",
+            f"route add {node.ipv4}/32 dev {POD_INTERFACE} scope link",
+            f"route add 0.0.0.0/0 via {node.ipv4} dev {POD_INTERFACE}",
+        ]
+        if pod.ipv6 is not None:
+            setup += [
+                f"addr add {pod.ipv6}/128 dev {POD_INTERFACE} nodad",
+                f"route add {node.ipv6}/128 dev {POD_INTERFACE}",
+                f"route add ::/0 via {node.ipv6} dev {POD_INTERFACE}",
+            ]
+        veth = pod.host_interface
+        lines += [
+            f"netns add {pod.netns}",
+            iproute.sysctl_command(pod.netns, _POD_SYSCTLS),
+            f"link add {veth} netns {node.netns} type veth peer name {POD_INTERFACE} "
+            f"netns {pod.netns}",
+        ]
+        node_lines += [f"link set {veth} master {BRIDGE}", f"link set {veth} up"]
+        pod_batches.append(iproute.nested_batch(workdir, pod.netns, "setup", setup))
+    tag = f"pods{pods[0].host_interface}" if pods else "pods"
+    lines.append(iproute.nested_batch(workdir, node.netns, tag, node_lines))
+    return lines + pod_batches

@@ -254,7 +254,7 @@ def test_visibility_mode_logs_and_accepts_both_directions(clean: Env) -> None:
         timeout=20,
         what="prometheus sees visibility-mode flows",
     )
-    # the pod's label wins over its namespace's: back to enforcement for b alone
+    # a pod's label may make it stricter than its namespace: back to enforcement for b alone
     clean.cluster.label_pod(f"{NS}/b", {"podseg.io/mode": "enforce"})
     clean.wait_probe(f"{NS}/a", f"{NS}/b", probe.TIMEOUT)
     assert clean.probe(f"{NS}/b", f"{NS}/a", proto="udp") == probe.TIMEOUT
@@ -262,6 +262,17 @@ def test_visibility_mode_logs_and_accepts_both_directions(clean: Env) -> None:
     clean.cluster.label_pod(f"{NS}/b", {"podseg.io/mode": "audit-please"})
     conftest.wait_for(lambda: clean.agent.events("invalid_mode_label"), what="invalid label log")
     assert clean.probe(f"{NS}/a", f"{NS}/b") == probe.TIMEOUT
+
+
+def test_a_pod_cannot_label_itself_out_of_an_enforcing_namespace(clean: Env) -> None:
+    clean.policy("lock-web", "b", ["Ingress"])
+    clean.wait_probe(f"{NS}/a", f"{NS}/b", probe.TIMEOUT)
+    clean.cluster.label_pod(f"{NS}/b", {"podseg.io/mode": "visibility"})
+    conftest.wait_for(
+        lambda: clean.agent.events("pod_mode_label_refused"), what="refused label log"
+    )
+    clean.wait_probe(f"{NS}/a", f"{NS}/b", probe.TIMEOUT)  # still enforced after the pass
+    assert clean.metric("podseg_refused_mode_labels_total") >= 1
 
 
 def test_exposition_passes_promtool(clean: Env) -> None:

@@ -89,13 +89,37 @@ def test_quarantine_label_and_forensic_cidrs() -> None:
     q = contained(
         pod(
             {containment.QUARANTINE_LABEL: "True"},
-            {containment.ALLOW_FROM_ANNOTATION: "10.0.0.0/8, 10.1.0.0/16,fd00::/64"},
+            {containment.ALLOW_FROM_ANNOTATION: "10.1.0.0/16, 10.1.2.0/24,fd00::/64"},
         )
     )
     assert q.errors == ()
     assert q.ruleset.quarantine == ruleset.Quarantine(
-        (intervals.cidr_range("10.0.0.0/8"), intervals.cidr_range("fd00::/64"))
+        (intervals.cidr_range("10.1.0.0/16"), intervals.cidr_range("fd00::/64"))
     )
+
+
+@pytest.mark.parametrize(
+    "entry", ["0.0.0.0/0", "::/0", "10.0.0.0/8", "10.0.0.0/15", "fd00::/47", "0.0.0.0/1"]
+)
+def test_a_forensic_source_wider_than_the_maximum_is_refused(entry: str) -> None:
+    q = contained(
+        pod(
+            {containment.QUARANTINE_LABEL: "true"},
+            {containment.ALLOW_FROM_ANNOTATION: f"{entry},192.0.2.0/24"},
+        )
+    )
+    assert q.ruleset.quarantine == ruleset.Quarantine((intervals.cidr_range("192.0.2.0/24"),))
+    assert len(q.errors) == 1 and "wider than" in q.errors[0]
+
+
+def test_the_widest_forensic_source_is_configurable_but_never_a_default_route() -> None:
+    widened = containment.allow_from(
+        {containment.ALLOW_FROM_ANNOTATION: "10.0.0.0/8,0.0.0.0/0,::/0"}, widest=(1, 1)
+    )
+    assert widened[0] == (intervals.cidr_range("10.0.0.0/8"),) and len(widened[1]) == 2
+    assert containment.parse_widest("8,32") == (8, 32)
+    with pytest.raises(ValueError):
+        containment.parse_widest("0,48")
 
 
 def test_bad_annotation_keeps_the_quarantine_and_says_why() -> None:

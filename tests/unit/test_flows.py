@@ -210,15 +210,50 @@ def test_workload_from_owner_references(
     assert _pod(owners, labels).workload == workload
 
 
-def test_mode_label_pod_wins_and_unknown_values_enforce() -> None:
+def test_mode_label_pod_tightens_only_and_unknown_values_enforce() -> None:
     vis, enf = ruleset.PolicyMode.VISIBILITY, ruleset.PolicyMode.ENFORCE
     namespaces = {"x": model.Namespace("x", {calc_mode.LABEL: "visibility"})}
     pod = model.Pod("x", "a")
-    assert calc_mode.resolve(pod, namespaces) == (vis, None)
+    assert calc_mode.resolve(pod, namespaces) == calc_mode.Resolution(vis)
     pinned = model.Pod("x", "a", labels={calc_mode.LABEL: "enforce"})
-    assert calc_mode.resolve(pinned, namespaces) == (enf, None)
-    assert calc_mode.resolve(pod, {}) == (enf, None)
+    assert calc_mode.resolve(pinned, namespaces) == calc_mode.Resolution(enf)
+    assert calc_mode.resolve(pod, {}) == calc_mode.Resolution(enf)
     typo = model.Pod("x", "a", labels={calc_mode.LABEL: "visiblity"})
-    assert calc_mode.resolve(typo, namespaces) == (enf, "visiblity")
+    assert calc_mode.resolve(typo, namespaces) == calc_mode.Resolution(enf, "visiblity")
+    # A pod cannot opt itself out of an enforcing namespace, unless the operator allows it.
+    loose = model.Pod("y", "a", labels={calc_mode.LABEL: "visibility"})
+    enforcing = {"y": model.Namespace("y", {calc_mode.LABEL: "enforce"})}
+    for spaces in (enforcing, {}):
+        assert calc_mode.resolve(loose, spaces) == calc_mode.Resolution(enf, refused="visibility")
+        assert calc_mode.resolve(loose, spaces, pod_may_loosen=True).mode is vis
     compiled = calc_compile.compile_pod(pod, [], namespaces, [pod])
     assert compiled.mode is vis
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "podseg ingress policy enforce-x",
+        "podseg sideways policy enforce",
+        "podseg egress because-i-said-so enforce",
+        "podseg egress policy enforce extra",
+        "other ingress policy enforce",
+    ],
+)
+def test_a_prefix_outside_podsegs_vocabulary_never_becomes_a_label(prefix: str) -> None:
+    assert render_nft.parse_log_prefix(prefix) is None
+    assert render_nft.parse_counter_name(prefix.replace(" ", ".").replace("podseg", "deny")) is None
+    agg = aggregate.Aggregator()
+    packet = nflog.Packet(prefix, "198.18.0.1", "198.18.0.2", 6, 1000, 80)
+    assert not agg.add("x/a", packet, 0.0, lambda ip: False)
+    assert agg.foreign == 1 and not agg.flows
+
+
+def test_podsegs_own_prefixes_and_counters_parse() -> None:
+    for direction in ruleset.Direction:
+        for reason in render_nft.DROP_REASONS:
+            for mode in ruleset.PolicyMode:
+                prefix = render_nft.log_prefix(direction, reason, mode)
+                assert render_nft.parse_log_prefix(prefix) == (direction.value, reason, mode.value)
+                name = render_nft.counter_name(direction, reason, mode)
+                assert render_nft.parse_counter_name(name) == (direction.value, reason, mode.value)

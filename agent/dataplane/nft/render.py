@@ -326,11 +326,22 @@ def log_prefix(direction: ruleset.Direction, reason: str, mode: ruleset.PolicyMo
 
 
 def parse_log_prefix(prefix: str) -> tuple[str, str, str] | None:
-    """(direction, reason, mode) of a prefix made by `log_prefix`; None when not ours."""
+    """(direction, reason, mode) of a prefix made by `log_prefix`; None when not ours.
+
+    Every part must be a word podseg writes: a pod can log to the same NFLOG group from inside
+    its namespace with any prefix it likes, and these parts become metric label values, so
+    anything else is refused (counted as malformed) rather than growing series."""
     parts = prefix.split(" ")
     if len(parts) != 4 or parts[0] != LOG_PREFIX:
         return None
-    return parts[1], parts[2], parts[3]
+    direction, reason, mode = parts[1:]
+    if direction not in _DIRECTIONS or reason not in DROP_REASONS or mode not in _MODES:
+        return None
+    return direction, reason, mode
+
+
+_DIRECTIONS = frozenset(d.value for d in ruleset.Direction)
+_MODES = frozenset(m.value for m in ruleset.PolicyMode)
 
 
 def counter_name(direction: ruleset.Direction, reason: str, mode: ruleset.PolicyMode) -> str:
@@ -343,7 +354,10 @@ def parse_counter_name(name: str) -> tuple[str, str, str] | None:
     parts = name.split(".")
     if len(parts) != 4 or parts[0] != COUNTER_PREFIX:
         return None
-    return parts[1], parts[2], parts[3]
+    direction, reason, mode = parts[1:]
+    if direction not in _DIRECTIONS or reason not in DROP_REASONS or mode not in _MODES:
+        return None  # not a counter podseg declares: never a metric label
+    return direction, reason, mode
 
 
 def deny_rules(
