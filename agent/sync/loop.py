@@ -170,7 +170,16 @@ class Reconciler:
         self.readiness.first_pass([key for key, pod in local.items() if pod.ips])
         for key in set(self.pods) - set(local):
             await self._forget(self.pods.pop(key))
-        await self._plan_and_commit(run, local, change)
+        if verify or self.indexes.host is None:
+            # The node's own addresses (agent.calc.desired.with_host_addresses): known before
+            # the first pod compiles, and re-read on every resync (a CNI bridge appears with
+            # the node's first pod).
+            with contextlib.suppress(Exception):
+                await self._scan()
+        moved = self.indexes.take_host_moved()
+        await self._plan_and_commit(run, local, None if moved else change)
+        if self.indexes.take_host_moved():  # a scan during the pass saw them move
+            await self._plan_and_commit(run, local, None)
         self._finish_pass(run)
         await self.cuts.run(self._events_waiting)
         status.update_gauges(self.pods)
@@ -254,6 +263,7 @@ class Reconciler:
         scanned = await self.dataplane.call(
             protocol.Scan(self.settings.netns_dir, self.settings.scan_proc)
         )
+        self.indexes.set_host(scanned.host)
         return netns.Index(scanned.candidates)
 
     def _locate(

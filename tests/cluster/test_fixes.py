@@ -6,11 +6,14 @@ tier (the other modules here) and `scripts/cluster.sh conformance` show the fix 
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 from typing import Any
 
 from agent import model
 from agent.calc import compile as calc_compile
-from agent.calc import intervals, ruleset
+from agent.calc import containment, intervals, ruleset
+from agent.calc import desired as calc_desired
 from agent.calc import services as calc_services
 from agent.k8s import convert
 
@@ -137,3 +140,63 @@ def test_port_rules_lose_the_virtual_addresses_too() -> None:
     assert _allows(egress, OTHER_IP, 80)
     # with an allowed backend the Service opens again
     assert _allows(_egress(policy, backend=OTHER_IP), CLUSTER_IP, 80)
+
+
+# -- the node's own addresses ----------------------------------------------------------------
+
+NODE_IP, BRIDGE_IP = "198.19.0.2", "198.19.128.1"
+
+
+def _node() -> model.Node:
+    return model.Node(name="node-1", addresses=(NODE_IP,))
+
+
+def _deny_ingress() -> model.NetworkPolicy:
+    return convert.network_policy(
+        {
+            "metadata": {"namespace": "x", "name": "deny"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }
+    )
+
+
+def _cluster(host: tuple[str, ...], vip: str = CLUSTER_IP) -> calc_desired.Cluster:
+    base = calc_desired.Cluster.of(
+        pods=PODS,
+        namespaces={"x": model.Namespace("x")},
+        policies=[_deny_ingress()],
+        nodes=[_node()],
+        guard_ports=containment.parse_ports("tcp:10250"),
+    )
+    virtual = (intervals.address_range(vip),)
+    nodes = calc_desired.with_host_addresses(base.nodes, "node-1", host, virtual)
+    return dataclasses.replace(base, nodes=nodes)
+
+
+def test_an_isolated_pod_accepts_the_kubelet_from_the_bridge_address() -> None:
+    """tests/cluster/test_policies.py (a readiness probe under default deny): on a bridge
+    network the kubelet probes a pod from the bridge's address, which no Node object lists, so
+    the pod turned NotReady under any ingress policy. The node's own namespace (the agent's,
+    with the host network) tells its other addresses; loopback, link-local and Service virtual
+    addresses are not the node's."""
+    host = (NODE_IP, BRIDGE_IP, "127.0.0.1", "fe80::1", CLUSTER_IP, "::1")
+    rs = calc_desired.desired(SERVER, _cluster(host)).ruleset
+    ingress = rs.ingress.any_port_peers
+    for address in (NODE_IP, BRIDGE_IP):
+        assert intervals.contains(ingress, 4, int(ipaddress.ip_address(address))), address
+    for address in ("127.0.0.1", CLUSTER_IP):
+        assert not intervals.contains(ingress, 4, int(ipaddress.ip_address(address))), address
+    assert rs.node_guard is not None
+    guarded = rs.node_guard.node_addrs
+    assert intervals.contains(guarded, 4, int(ipaddress.ip_address(BRIDGE_IP)))
+    assert not intervals.contains(guarded, 4, int(ipaddress.ip_address(CLUSTER_IP)))
+
+
+def test_host_addresses_count_only_where_the_agent_runs_on_its_node() -> None:
+    """A sandbox agent runs beside its node, not on it: its namespace holds none of the
+    Node's addresses and adds nothing."""
+    nodes = {"node-1": _node()}
+    assert calc_desired.with_host_addresses(nodes, "node-1", ("10.0.0.5", BRIDGE_IP)) is nodes
+    assert calc_desired.with_host_addresses(nodes, "node-2", (NODE_IP, BRIDGE_IP)) is nodes
+    merged = calc_desired.with_host_addresses(nodes, "node-1", (BRIDGE_IP, NODE_IP))
+    assert merged["node-1"].addresses == (NODE_IP, BRIDGE_IP)
