@@ -40,6 +40,7 @@ class Cluster:
     guard_ports: tuple[ruleset.ProtoPorts, ...] | None = None
     pod_may_loosen_mode: bool = False  # --allow-pod-visibility
     allow_from_widest: tuple[int, int] = containment.WIDEST_ALLOW_FROM
+    guard_exempt: tuple[str, ...] = containment.DEFAULT_NODE_GUARD_EXEMPT
 
     @classmethod
     def of(
@@ -142,6 +143,7 @@ def desired(pod: model.Pod, cluster: Cluster) -> Desired:
         cluster.nodes.values(),
         cluster.guard_ports,
         cluster.allow_from_widest,
+        cluster.guard_exempt,
     )
     return Desired(contained.ruleset, contained.errors, mode.invalid, mode.refused)
 

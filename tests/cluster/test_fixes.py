@@ -200,3 +200,57 @@ def test_host_addresses_count_only_where_the_agent_runs_on_its_node() -> None:
     assert calc_desired.with_host_addresses(nodes, "node-2", (NODE_IP, BRIDGE_IP)) is nodes
     merged = calc_desired.with_host_addresses(nodes, "node-1", (BRIDGE_IP, NODE_IP))
     assert merged["node-1"].addresses == (NODE_IP, BRIDGE_IP)
+
+
+# -- node guard exemptions -------------------------------------------------------------------
+
+
+def _guard(namespace: model.Namespace, cluster_exempt: tuple[str, ...] | None = None) -> Any:
+    pod = dataclasses.replace(SERVER, namespace=namespace.name)
+    base = calc_desired.Cluster.of(
+        pods=[pod],
+        namespaces={namespace.name: namespace},
+        nodes=[_node()],
+        guard_ports=containment.parse_ports("tcp:10250"),
+    )
+    if cluster_exempt is not None:
+        base = dataclasses.replace(base, guard_exempt=cluster_exempt)
+    return calc_desired.desired(pod, base).ruleset.node_guard
+
+
+def test_the_node_guard_leaves_kube_system_alone_by_default() -> None:
+    """A standard cluster broke under the default node guard: metrics-server (kube-system)
+    scrapes every kubelet on 10250, cloud controllers read the metadata service. kube-system
+    is exempt by name unless configured otherwise; any other namespace stays guarded."""
+    assert _guard(model.Namespace("kube-system")) is None
+    assert _guard(model.Namespace("shop")) is not None
+    assert _guard(model.Namespace("kube-system"), cluster_exempt=()) is not None
+    assert _guard(model.Namespace("monitoring"), cluster_exempt=("monitoring",)) is None
+    labelled = model.Namespace("monitoring", {"podseg.io/node-guard": "off"})
+    assert _guard(labelled) is None
+
+
+def test_allow_metadata_opens_the_metadata_service_and_keeps_the_node_ports_guarded() -> None:
+    guard = _guard(model.Namespace("app", {"podseg.io/node-guard": "allow-metadata"}))
+    assert guard is not None and guard.blocked == () and guard.ports and guard.node_addrs
+    full = _guard(model.Namespace("app"))
+    assert full is not None and full.blocked
+
+
+def test_exempt_namespaces_are_configured_by_flag_or_variable() -> None:
+    from agent import config
+
+    assert config.parse(["--node-name=n"], {}).node_guard_exempt_namespaces == ("kube-system",)
+    env = {"PODSEG_NODE_GUARD_EXEMPT_NAMESPACES": "monitoring, kube-system"}
+    assert config.parse(["--node-name=n"], env).node_guard_exempt_namespaces == (
+        "kube-system",
+        "monitoring",
+    )
+    none = {"PODSEG_NODE_GUARD_EXEMPT_NAMESPACES": "-"}
+    assert config.parse(["--node-name=n"], none).node_guard_exempt_namespaces == ()
+    try:
+        config.parse(["--node-name=n"], {"PODSEG_NODE_GUARD_EXEMPT_NAMESPACES": "Bad_Name"})
+    except config.ConfigError as exc:
+        assert "PODSEG_NODE_GUARD_EXEMPT_NAMESPACES" in str(exc)
+    else:
+        raise AssertionError("a bad namespace name must be refused")
