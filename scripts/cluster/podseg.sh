@@ -7,6 +7,9 @@
 #   bash scripts/cluster.sh podseg uninstall   docs/operations.md "Uninstall": delete the agent,
 #                                              run deploy/cleanup/, delete -k everything
 #   bash scripts/cluster.sh podseg status      the agent DaemonSet and its pods
+#   bash scripts/cluster.sh podseg crds        prometheus-operator's ServiceMonitor, PodMonitor and
+#                                              PrometheusRule CRDs (for deploy/monitoring/), from
+#                                              the operator's Go module (go mod download)
 #   bash scripts/cluster.sh podseg overlays DIR   write the overlays (base, cleanup, responder) to DIR
 #
 # The overlays live in $PSG_CLUSTER_STATE/podseg-overlays/{base,cleanup,responder}; each is
@@ -21,6 +24,8 @@ kc() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 die() { echo "podseg: ERROR: $*" >&2; exit 1; }
 say() { echo "podseg: $*"; }
 UPSTREAM_IMAGE=ghcr.io/podseg/podseg
+# prometheus-operator release whose CRDs the monitoring manifests are checked against
+PROMETHEUS_OPERATOR=github.com/prometheus-operator/prometheus-operator@v0.86.1
 
 # overlays DIR REF: one overlay per kustomization, each only swapping the image
 overlays() {
@@ -73,11 +78,30 @@ cmd_uninstall() {
   say "uninstalled (cleanup ran on every node)"
 }
 
+cmd_crds() {
+  cluster_up
+  command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
+  command -v go >/dev/null || die "no go toolchain (the CRDs come from the operator's Go module)"
+  local dir crd
+  dir=$(cd /tmp && GOMODCACHE=$PSG_CLUSTER_CACHE/gomod GOFLAGS=-mod=mod \
+        go mod download -json "$PROMETHEUS_OPERATOR" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$dir/example/prometheus-operator-crd" ] || die "no CRDs in $PROMETHEUS_OPERATOR ($dir)"
+  for crd in servicemonitors podmonitors prometheusrules; do
+    kc apply --server-side --force-conflicts -f "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$crd.yaml" >/dev/null ||
+      die "could not apply the $crd CRD"
+  done
+  kc wait --for=condition=Established --timeout=60s \
+    crd/servicemonitors.monitoring.coreos.com crd/podmonitors.monitoring.coreos.com \
+    crd/prometheusrules.monitoring.coreos.com >/dev/null || die "the CRDs were not established"
+  say "prometheus-operator CRDs ($PROMETHEUS_OPERATOR) established"
+}
+
 case "${1:-}" in
   install) cmd_install ;;
+  crds) cmd_crds ;;
   uninstall) cmd_uninstall ;;
   status) cluster_up; kc -n podseg-system get daemonset,pods -o wide ;;
   overlays) [ $# -ge 2 ] || die "usage: podseg.sh overlays DIR [REF]"
             overlays "$2" "${3:-$(bash "$here/podseg-image.sh" ref)}" ;;
-  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac
