@@ -199,7 +199,7 @@ def rbac_denials(log: str) -> list[str]:
     return [
         line
         for line in log.splitlines()
-        if re.search(r'\b403\b|[Ff]orbidden|api_error_backing_off|"status": 401', line)
+        if re.search(r'\b403\b|[Ff]orbidden|api_error_backing_off|"status": 502', line)
     ]
 
 
@@ -419,3 +419,17 @@ def node_curl(config: Config, *args: str, timeout: float = 30) -> subprocess.Com
         timeout=timeout,
         check=False,
     )
+
+
+def ensure_monitoring(kube: Kube) -> None:
+    """prometheus-operator's CRDs and `kubectl apply -k deploy/monitoring/` (README's optional
+    install step)."""
+    crds = subprocess.run(
+        ["bash", str(CLUSTER / "podseg.sh"), "crds"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert crds.returncode == 0, crds.stderr
+    kube.run("apply", "-k", str(ROOT / "deploy" / "monitoring"), "--validate=strict")

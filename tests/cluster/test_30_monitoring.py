@@ -5,7 +5,6 @@ error, not silently pruned)."""
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 from tests.cluster import support
@@ -14,15 +13,7 @@ from tests.cluster import support
 def test_the_monitoring_kustomization_applies_against_the_operators_crds(
     kube: support.Kube, podseg: Any
 ) -> None:
-    crds = subprocess.run(
-        ["bash", str(support.CLUSTER / "podseg.sh"), "crds"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert crds.returncode == 0, crds.stderr
-    kube.run("apply", "-k", str(support.ROOT / "deploy" / "monitoring"), "--validate=strict")
+    support.ensure_monitoring(kube)
     monitor = kube.json("-n", support.PODSEG_NS, "get", "servicemonitor", "podseg-agent")
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     assert kube.json("-n", support.PODSEG_NS, "get", "prometheusrule", "podseg-agent")["spec"][
