@@ -47,4 +47,4 @@ BUSYBOX_IMAGE=registry.k8s.io/e2e-test-images/busybox:1.37.0-1
 PODSEG_IMAGE_REPO=localhost/podseg/podseg
 
 # Debian packages the cluster needs (installed by `up` when missing)
-APT_PACKAGES="containerd runc containernetworking-plugins busybox-static iproute2 nftables openssl curl util-linux python3 ca-certificates"
+APT_PACKAGES="containerd runc containernetworking-plugins busybox-static iproute2 nftables openssl curl util-linux python3 ca-certificates debootstrap"
