@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # podseg node agent image. Build: docker build -t ghcr.io/podseg/podseg:0.1.0 .
 # Every install step is in scripts/image/build-rootfs.sh, the one build definition this file
 # and the test cluster's local builder (scripts/cluster/podseg-image.sh: debootstrap, chroot,

@@ -52,6 +52,13 @@ cluster_up() {
   kc get --raw /readyz >/dev/null 2>&1 || die "the cluster is not up (bash scripts/cluster.sh up)"
 }
 
+# why_not_ready: the agent pods' waiting or readiness state, on one line
+why_not_ready() {
+  kc -n podseg-system get pods -l app.kubernetes.io/component=agent -o \
+    jsonpath='{range .items[*]}{.metadata.name}: {.status.phase} {.status.containerStatuses[0].state.waiting.reason} {.status.containerStatuses[0].state.waiting.message}; {end}' 2>/dev/null |
+    tr '\n' ' ' | cut -c1-300
+}
+
 cmd_install() {
   cluster_up
   local ref dir=$STATE/podseg-overlays
@@ -60,7 +67,7 @@ cmd_install() {
   say "kubectl apply -k deploy/ with image $ref"
   kc apply -k "$dir/base" >/dev/null || die "kubectl apply -k $dir/base failed"
   kc -n podseg-system rollout status daemonset/podseg-agent --timeout=180s >/dev/null ||
-    die "daemonset/podseg-agent did not roll out within 180s (kubectl -n podseg-system describe pods; logs: kubectl -n podseg-system logs ds/podseg-agent)"
+    die "podseg-agent did not become ready within 180s: $(why_not_ready) (log: kubectl -n podseg-system logs ds/podseg-agent; kubelet: $LOGS/kubelet.log)"
   say "installed: daemonset/podseg-agent rolled out ($ref)"
 }
 
