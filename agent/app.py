@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from typing import Any
 
 import kubernetes.client
-import kubernetes.config
 import structlog
 
 from agent import config, health, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
-from agent.k8s import events, watch
+from agent.k8s import clients, events, watch
 from agent.sync import loop as sync_loop
 
 log = structlog.get_logger(__name__)
@@ -31,20 +31,9 @@ class StartupError(Exception):
 
 def api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
     try:
-        return _api_client(settings)
-    except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
-        where = settings.kubeconfig or "in-cluster service account"
-        raise StartupError(f"cannot load API credentials from {where}: {exc}") from exc
-
-
-def _api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
-    if settings.kubeconfig:
-        client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
-            config_file=settings.kubeconfig
-        )
-        return client
-    kubernetes.config.load_incluster_config()
-    return kubernetes.client.ApiClient()
+        return clients.api_client(settings.kubeconfig)
+    except clients.CredentialsError as exc:
+        raise StartupError(str(exc)) from exc
 
 
 async def run(settings: config.Settings) -> int:
@@ -61,13 +50,7 @@ async def run(settings: config.Settings) -> int:
     rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows)
     beat = Heartbeat(loop)
     reflectors: list[watch.Reflector] = []
-
-    def ready() -> bool:
-        """In sync and programmed once, and no kind's mirror stale past the threshold."""
-        stale = [r.resource for r in reflectors if r.stale(settings.stale_after)]
-        metrics.AGENT_READY.set(1 if rec.ready and not stale else 0)
-        return rec.ready and not stale
-
+    ready = functools.partial(_ready, rec, reflectors, settings.stale_after)
     endpoint = health.Endpoint(settings.metrics_host, settings.metrics_port, ready, beat.alive)
     try:
         await endpoint.start()
@@ -108,6 +91,14 @@ async def run(settings: config.Settings) -> int:
     api.close()
     log.info("agent_stopped", rules="left in place (fail closed)")
     return code
+
+
+def _ready(rec: sync_loop.Reconciler, reflectors: list[watch.Reflector], after: float) -> bool:
+    """`/readyz`: in sync and every pod programmed once, and no kind's mirror stale past
+    `after` seconds."""
+    ready = rec.ready and not any(r.stale(after) for r in reflectors)
+    metrics.AGENT_READY.set(1 if ready else 0)
+    return ready
 
 
 class Heartbeat:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import signal
 import sys
 import types
@@ -18,6 +19,7 @@ from typing import Any
 
 import agent
 from agent import cleanup, config, logs
+from agent.commands import explain as explain_command
 from agent.responder import settings as responder_settings
 
 
@@ -40,7 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "responder", help="threat-finding webhooks (Falco, Wiz, generic) -> pod quarantine label"
     )
     responder_settings.add_arguments(responder_parser)
+    explain_parser = sub.add_parser(
+        "explain", help="why a connection between two pods (or addresses) is allowed or blocked"
+    )
+    explain_command.add_arguments(explain_parser)
     args = parser.parse_args(argv)
+    if args.command == "explain":
+        return _explain(args)
     if args.command == "responder":
         return _serve(
             "responder", args, responder_settings.settings_from_args, "agent.responder.app"
@@ -56,6 +64,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "agent":
         return _serve("agent", args, config.settings_from_args, "agent.app")
     return _demo()
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """`podseg explain`: list the cluster once, then answer (exit 0 allowed, 1 blocked, 2 bad
+    input or no API access)."""
+    logs.configure("console", "warning")
+    try:
+        given = config.resolve(args, (config.AGENT_OPTIONS[1],), os.environ)
+        from agent.k8s import clients, snapshot
+
+        api = clients.api_client(given.get("kubeconfig") or None)
+        try:
+            cluster = snapshot.load(api)
+        finally:
+            api.close()
+    except (config.ConfigError, clients.CredentialsError) as exc:
+        print(f"podseg explain: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the API answered an error or could not be reached
+        print(f"podseg explain: cannot list the cluster: {exc}", file=sys.stderr)
+        return 2
+    return explain_command.main(args, cluster)
 
 
 def _demo() -> int:

@@ -1,5 +1,5 @@
 """The full chaos run: 1000 random events (pod, label, namespace and policy changes, pod
-deletions) against a real agent killed at random moments (see tests/chaos/engine.py).
+deletions) against a real agent killed at random moments (see testbed/chaos.py).
 
 Prints what happened: events by kind, events made while the agent was down (replayed through
 its relist), kills, tables checked whole after each kill, deny probes and how many got through
@@ -10,13 +10,10 @@ Usage: sudo .venv/bin/python scripts/chaos.py [--events 1000] [--kill-every 20] 
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
+from testbed import chaos
 from testbed.sandbox import cluster as sandbox_cluster
-from tests.chaos import engine
 
 
 def main() -> int:
@@ -26,10 +23,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
-        engine.build(cluster)
+        chaos.build(cluster)
         cluster.start_agent("node-1", ["--resync-period", "1"])
         try:
-            stats = engine.Chaos(cluster, args.seed).run(args.events, args.kill_every)
+            stats = chaos.Chaos(cluster, args.seed).run(args.events, args.kill_every)
         except AssertionError as exc:
             print(f"chaos: FAILED: {exc}")
             return 1

@@ -1,36 +1,66 @@
-"""Shared test helpers: root detection and polling with a deadline (never bare sleeps)."""
+"""The test tiers: the `root` mark by directory, its skip without root, and the CI guard.
+
+Everything under tests/kernel, tests/e2e and tests/chaos is marked `root`; elsewhere a test
+says so with `tests.support.privilege.requires_root`. A `root` test is skipped when this
+process cannot run it (not root, or `ip`/`nft` missing), before any fixture runs. With the
+environment variable CI=true, a skipped `root` test fails the run, naming why it was skipped:
+CI must run the whole suite, not pass by skipping its privileged half.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import time
-from collections.abc import Callable
-from typing import TypeVar
+import pathlib
+from collections.abc import Generator
 
 import pytest
 
-T = TypeVar("T")
+from tests.support import privilege
 
-IS_ROOT = os.geteuid() == 0
-HAS_TOOLS = all(shutil.which(t) for t in ("ip", "nft"))
-
-requires_root = pytest.mark.skipif(
-    not (IS_ROOT and HAS_TOOLS), reason="needs root with ip and nft (real namespaces and nftables)"
-)
+TESTS = pathlib.Path(__file__).resolve().parent
+ROOT_DIRECTORIES = ("kernel", "e2e", "chaos")
 
 
-def wait_for(
-    check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
-) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: T = check()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what or check}: {last!r}"
-            )
-        time.sleep(interval)
-        last = check()
-    return last
+def _in_root_directory(item: pytest.Item) -> bool:
+    try:
+        relative = pathlib.Path(item.path).resolve().relative_to(TESTS)
+    except ValueError:
+        return False
+    return relative.parts[0] in ROOT_DIRECTORIES
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    why = privilege.missing()
+    for item in items:
+        if _in_root_directory(item):
+            item.add_marker(pytest.mark.root)
+        if why is not None and item.get_closest_marker("root") is not None:
+            item.add_marker(pytest.mark.skip(reason=why))
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if (
+        report.skipped
+        and not hasattr(report, "wasxfail")
+        and os.environ.get("CI") == "true"
+        and item.get_closest_marker("root") is not None
+    ):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"CI=true and this root-tier test was skipped: {_skip_reason(report)}. "
+            "CI runs every root test: run as root after scripts/setup.sh has installed "
+            "the tools."
+        )
+    return report

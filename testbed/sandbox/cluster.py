@@ -42,7 +42,14 @@ def container_ports(ports: Sequence[int] = PORTS) -> list[dict[str, Any]]:
 class AgentProcess:
     """One `podseg agent` child; its JSON log lines are collected for the caller to inspect."""
 
-    def __init__(self, node: str, kubeconfig: str, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        node: str,
+        kubeconfig: str,
+        extra_args: Sequence[str] = (),
+        netns_dir: str = "/run/netns",
+        proc_scan: bool = True,
+    ) -> None:
         self.node = node
         self.command = [
             sys.executable,
@@ -54,7 +61,8 @@ class AgentProcess:
             "--kubeconfig",
             kubeconfig,
             "--netns-dir",
-            "/run/netns",
+            netns_dir,
+            *(() if proc_scan else ("--no-proc-scan",)),
             "--metrics-address",
             "127.0.0.1:0",
             "--log-format",
@@ -213,7 +221,15 @@ class SandboxCluster:
     def start_agent(
         self, node: str, extra_args: Sequence[str] = (), wait: bool = True
     ) -> AgentProcess:
-        agent = self.agents.get(node) or AgentProcess(node, self.kubeconfig, extra_args)
+        # The agent searches this sandbox's namespaces only: another test run's sandbox on the
+        # same machine is never swept or mistaken for one of ours.
+        agent = self.agents.get(node) or AgentProcess(
+            node,
+            self.kubeconfig,
+            extra_args,
+            netns_dir=str(self.sandbox.netns_dir),
+            proc_scan=False,
+        )
         self.agents[node] = agent
         agent.start()
         if wait:

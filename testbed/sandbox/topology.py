@@ -264,6 +264,19 @@ class Sandbox:
         """A scratch directory removed by close() (pod process logs live here)."""
         return self._resources.workdir
 
+    @property
+    def netns_dir(self) -> pathlib.Path:
+        """A directory linking this sandbox's namespaces only: agents under test search it
+        (and not /proc), so two sandboxes on one machine never see each other's pods."""
+        return self.workdir / "netns"
+
+    def _link_netns(self, names: Iterable[str]) -> None:
+        self.netns_dir.mkdir(exist_ok=True)
+        for name in names:
+            link = self.netns_dir / name
+            if not link.is_symlink():
+                link.symlink_to(f"/run/netns/{name}")
+
     # -- queries ---------------------------------------------------------------------------
 
     @property
@@ -311,6 +324,7 @@ class Sandbox:
             lines.extend(_link_lines(self.workdir, other, node))
         self._resources.netns.append(netns)
         self._run(lines)
+        self._link_netns([netns])
         self._nodes[name] = node
         self._pod_ordinals[name] = itertools.count()
         return node
@@ -353,6 +367,7 @@ class Sandbox:
         lines = _pod_lines(self.workdir, node, created)
         self._resources.netns.extend(pod.netns for pod in created)
         self._run(lines)
+        self._link_netns(pod.netns for pod in created)
         for pod in created:
             self._pods[pod.key] = pod
         self._start_processes(created)
@@ -457,6 +472,7 @@ class Sandbox:
             [f"netns exec {node.netns} ip link del {pod.host_interface}", f"netns del {pod.netns}"]
         )
         self._resources.netns.remove(pod.netns)
+        (self.netns_dir / pod.netns).unlink(missing_ok=True)
         del self._pods[pod.key]
 
     # -- helpers ---------------------------------------------------------------------------

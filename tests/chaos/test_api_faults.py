@@ -9,18 +9,15 @@ from collections.abc import Iterator
 import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
-from testbed.sandbox import probe
-from tests import conftest
-from tests.chaos import helpers
-from tests.e2e import test_agent
+from testbed.sandbox import probe, tables
+from tests.support import live
+from tests.support.polling import wait_for
 
 FAULTS = ("drop_watch", "expire_410", "errors_500", "slow", "restart_new_rvs")
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[sandbox_cluster.SandboxCluster]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cl:
         cl.ensure_namespace("f", {"ns": "f"})
         for name in ("a", "b", "c"):
@@ -50,11 +47,11 @@ def test_agent_converges_under_api_fault(
     cluster.delete_all_policies()
     cluster.label_pod("f/b", {"role": "b"})
     _deny_a(cluster, "only-b", "b")  # will be deleted under the fault: must not be missed
-    conftest.wait_for(lambda: helpers.converged(cluster), timeout=20, what="baseline")
+    wait_for(lambda: tables.converged(cluster), timeout=20, what="baseline")
     pods = cluster.pods
     assert probe.probe(pods["f/c"], pods["f/a"].ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
-    errors = test_agent.sample(agent, "podseg_api_errors_total", resource="networkpolicies") or 0
-    relists = test_agent.sample(agent, "podseg_watch_relists_total", resource="pods") or 0
+    errors = live.sample(agent, "podseg_api_errors_total", resource="networkpolicies") or 0
+    relists = live.sample(agent, "podseg_watch_relists_total", resource="pods") or 0
 
     pod_b = cluster.api_client.sanitize_for_serialization(
         cluster.core.read_namespaced_pod("b", "f")
@@ -90,12 +87,9 @@ def test_agent_converges_under_api_fault(
     relabelled["metadata"] = {**pod_b["metadata"], "labels": {"role": "x"}}
     emulator.insert(relabelled)
     if fault == "errors_500":
-        conftest.wait_for(
+        wait_for(
             lambda: (
-                (
-                    test_agent.sample(agent, "podseg_api_errors_total", resource="networkpolicies")
-                    or 0
-                )
+                (live.sample(agent, "podseg_api_errors_total", resource="networkpolicies") or 0)
                 > errors
             ),
             what="the agent saw the 500s",
@@ -104,10 +98,10 @@ def test_agent_converges_under_api_fault(
         assert probe.probe(pods["f/c"], pods["f/a"].ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
         emulator.faults.reset()
     try:
-        conftest.wait_for(
-            lambda: helpers.converged(cluster),
+        wait_for(
+            lambda: tables.converged(cluster),
             timeout=30,
-            what=f"convergence after {fault}: {helpers.mismatches(cluster)}",
+            what=f"convergence after {fault}: {tables.mismatches(cluster)}",
         )
     finally:
         emulator.faults.reset()
@@ -115,6 +109,4 @@ def test_agent_converges_under_api_fault(
     assert probe.probe(pods["f/b"], pods["f/a"].ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
     assert agent.running
     if fault in ("expire_410", "restart_new_rvs"):
-        assert (
-            test_agent.sample(agent, "podseg_watch_relists_total", resource="pods") or 0
-        ) > relists
+        assert (live.sample(agent, "podseg_watch_relists_total", resource="pods") or 0) > relists

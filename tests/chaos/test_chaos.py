@@ -8,9 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testbed import chaos
 from testbed.sandbox import cluster as sandbox_cluster
-from tests import conftest
-from tests.chaos import engine
 
 EVENTS = 300
 KILL_EVERY = 15  # on average: ~20 kills in the CI run
@@ -18,16 +17,14 @@ KILL_EVERY = 15  # on average: ~20 kills in the CI run
 
 @pytest.fixture
 def cluster() -> Iterator[sandbox_cluster.SandboxCluster]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cl:
-        engine.build(cl)
+        chaos.build(cl)
         cl.start_agent("node-1", ["--resync-period", "1"])
         yield cl
 
 
 def test_chaos_with_random_kills(cluster: sandbox_cluster.SandboxCluster) -> None:
-    stats = engine.Chaos(cluster, seed=20261128).run(EVENTS, KILL_EVERY)
+    stats = chaos.Chaos(cluster, seed=20261128).run(EVENTS, KILL_EVERY)
     print("\n" + stats.line())
     assert stats.deny_got_through == 0
     assert stats.deny_probes > 0

@@ -19,11 +19,11 @@ from agent.calc import compile as calc_compile
 from agent.dataplane import client as dp_client
 from agent.dataplane import netns
 from agent.dataplane.nft import render as render_nft
+from testbed import chaos
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import iproute, topology
-from tests import conftest
-from tests.chaos import helpers
 from tests.support import dataplane as dpt
+from tests.support.polling import wait_for
 
 CYCLES = 1000
 WARMUP = 100
@@ -33,8 +33,6 @@ RSS_GROWTH_LIMIT_KIB = 4096
 
 @pytest.fixture(scope="module")
 def sandbox_pod() -> Iterator[topology.SandboxPod]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with topology.Sandbox() as sandbox:
         node = sandbox.add_node("node-1")
         yield sandbox.add_pod(node, "h", "a")
@@ -55,7 +53,7 @@ def footprint(pid: int) -> dict[str, int]:
         "fds": len(links),
         "sockets": sum(1 for link in links if link.startswith("socket:")),
         "threads": len(list((proc / "task").iterdir())),
-        "children": len(helpers.children(pid)),
+        "children": len(chaos.children(pid)),
         "rss_kib": int(status["VmRSS"].split()[0]),
     }
 
@@ -117,18 +115,14 @@ def test_worker_leaks_nothing_over_1000_apply_cycles(sandbox_pod: topology.Sandb
 
 
 def test_agent_handles_sigterm_within_the_grace_period() -> None:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
         cluster.add_pod("g", "a", {"app": "a"})
         agent = cluster.start_agent("node-1")
         popen = agent._popen  # the real process, to signal it ourselves
         assert popen is not None
-        workers = helpers.children(popen.pid)
+        workers = chaos.children(popen.pid)
         assert workers, "the agent runs its dataplane worker"
         popen.send_signal(signal.SIGTERM)
         assert popen.wait(GRACE_SECONDS) == 0
         assert agent.events("agent_stopped")
-        conftest.wait_for(
-            lambda: not any(helpers.alive(pid) for pid in workers), what="worker exited"
-        )
+        wait_for(lambda: not any(chaos.alive(pid) for pid in workers), what="worker exited")

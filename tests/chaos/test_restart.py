@@ -11,19 +11,17 @@ from typing import Any
 
 import pytest
 
+from testbed import chaos
 from testbed.sandbox import cluster as sandbox_cluster
-from testbed.sandbox import probe
-from tests import conftest
-from tests.chaos import helpers
-from tests.e2e import test_agent
+from testbed.sandbox import probe, tables
+from tests.support import live
+from tests.support.polling import wait_for
 
 RESTARTS = 6  # alternating SIGTERM and kill -9
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[sandbox_cluster.SandboxCluster]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cl:
         cl.ensure_namespace("t", {"ns": "t"})
         for name, role in (("server", "server"), ("friend", "friend"), ("stranger", "other")):
@@ -53,22 +51,22 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
     cluster: sandbox_cluster.SandboxCluster,
 ) -> None:
     host_before = root_tables()
-    conftest.wait_for(lambda: helpers.converged(cluster), timeout=20, what="initial rules")
+    wait_for(lambda: tables.converged(cluster), timeout=20, what="initial rules")
     pods = cluster.pods
-    deny = helpers.Prober(pods["t/stranger"], pods["t/server"])
-    allow = helpers.Prober(pods["t/friend"], pods["t/server"], timeout=1.0)
+    deny = chaos.Prober(pods["t/stranger"], pods["t/server"])
+    allow = chaos.Prober(pods["t/friend"], pods["t/server"], timeout=1.0)
     deny.start()
     allow.start()
     rnd = random.Random(6)
     adopted_restarts = 0
     swept_gone = False
     try:
-        conftest.wait_for(lambda: allow.count(probe.OK) > 0, what="allowed prober connected")
-        conftest.wait_for(lambda: deny.count(probe.TIMEOUT) > 0, what="denied prober blocked")
+        wait_for(lambda: allow.count(probe.OK) > 0, what="allowed prober connected")
+        wait_for(lambda: deny.count(probe.TIMEOUT) > 0, what="denied prober blocked")
         for i in range(RESTARTS):
             agent = cluster.agents["node-1"]
             how = "term" if i % 2 == 0 else "kill"
-            code = helpers.kill_agent(agent, how, rnd)
+            code = chaos.kill_agent(agent, how, rnd)
             assert code == (0 if how == "term" else -9)
             if i == 2:  # deleted while no agent watches: only the sweep can clean its table
                 cluster.core.delete_namespaced_pod("gone", "t")
@@ -79,18 +77,18 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
             if adopted >= {"server", "friend", "stranger"}:
                 adopted_restarts += 1
             if i == 2:
-                swept = conftest.wait_for(
+                swept = wait_for(
                     lambda agent=agent: agent.events("leftover_table_swept"),
                     what="the deleted pod's table swept",
                 )
                 assert [e["owner"] for e in swept] == ["t/gone"]
-                value = test_agent.sample(agent, "podseg_swept_tables_total", reason="pod_gone")
+                value = live.sample(agent, "podseg_swept_tables_total", reason="pod_gone")
                 swept_gone = value == 1
-            assert helpers.converged(cluster), helpers.mismatches(cluster)
+            assert tables.converged(cluster), tables.mismatches(cluster)
     finally:
         deny.stop()
         allow.stop()
-    gone_fp, _, _ = helpers.table_state(pods["t/gone"])
+    gone_fp, _, _ = tables.table_state(pods["t/gone"])
     print(
         f"\nrestarts={RESTARTS} adopted_without_rewrite={adopted_restarts} "
         f"deny_probes={len(deny.verdicts)} deny_got_through={deny.count(probe.OK)} "
@@ -104,7 +102,7 @@ def test_restarts_never_open_a_denied_pair_and_sweep_leftovers(
     assert adopted_restarts == RESTARTS
     assert swept_gone and gone_fp is None
     # The live pods' tables were never swept, and the host namespace was never touched.
-    assert all(helpers.kernel_tables(cluster, ["t/server", "t/friend", "t/stranger"]).values())
+    assert all(tables.kernel_tables(cluster, ["t/server", "t/friend", "t/stranger"]).values())
     assert root_tables() == host_before
 
 
@@ -117,17 +115,15 @@ def _drift_events(cluster: sandbox_cluster.SandboxCluster) -> list[Any]:
 def test_tampered_table_is_restored_counted_and_reported(
     cluster: sandbox_cluster.SandboxCluster, tamper: str
 ) -> None:
-    # Events are deduplicated per pod version: give the pod a new one for this round.
+    # Events are deduplicated per pod version: give the pod a new one for each tamper.
     cluster.label_pod("t/server", {"round": tamper})
-    expected = conftest.wait_for(
-        lambda: helpers.converged(cluster), timeout=20, what="rules in place"
-    )
+    expected = wait_for(lambda: tables.converged(cluster), timeout=20, what="rules in place")
     reported = len(_drift_events(cluster))
     agent = cluster.agents["node-1"]
     server = cluster.pods["t/server"]
     stranger = cluster.pods["t/stranger"]
     assert probe.probe(stranger, server.ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
-    drift = test_agent.sample(agent, "podseg_ruleset_drift_total") or 0
+    drift = live.sample(agent, "podseg_ruleset_drift_total") or 0
     # A pod with NET_ADMIN in its own namespace removes our table or swaps in an open one.
     if tamper == "delete":
         script = "delete table inet podseg\n"
@@ -143,17 +139,15 @@ def test_tampered_table_is_restored_counted_and_reported(
         ["ip", "netns", "exec", server.netns, "nft", "-f", "-"], input=script, text=True, check=True
     )
     assert probe.probe(stranger, server.ipv4, 80, "tcp", 0.8) == probe.OK  # the hole is real
-    conftest.wait_for(
-        lambda: helpers.table_state(server)[0] == expected["t/server"],
+    wait_for(
+        lambda: tables.table_state(server)[0] == expected["t/server"],
         timeout=10,
         what="table restored",
     )
-    assert helpers.converged(cluster), helpers.mismatches(cluster)
+    assert tables.converged(cluster), tables.mismatches(cluster)
     assert probe.probe(stranger, server.ipv4, 80, "tcp", 0.8) == probe.TIMEOUT
-    assert (test_agent.sample(agent, "podseg_ruleset_drift_total") or 0) > drift
-    conftest.wait_for(
-        lambda: len(_drift_events(cluster)) > reported, what="a new RulesetDrift event"
-    )
+    assert (live.sample(agent, "podseg_ruleset_drift_total") or 0) > drift
+    wait_for(lambda: len(_drift_events(cluster)) > reported, what="a new RulesetDrift event")
     event = _drift_events(cluster)[-1]
     assert event.involved_object.kind == "Pod" and event.involved_object.name == "server"
     assert event.type == "Warning"

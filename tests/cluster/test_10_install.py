@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from tests.cluster import support
-from tests.deploy import kustomize
+from tests.support import kustomize
 
 AGENT_SA = "system:serviceaccount:podseg-system:podseg-agent"
 
@@ -42,7 +42,7 @@ def _by_identity(objects: list[dict[str, Any]]) -> dict[tuple[str, str, str], di
 
 
 def test_kubectl_kustomize_renders_what_the_tests_renderer_does(kube: support.Kube) -> None:
-    """The real kustomize (kubectl 1.36) and tests/deploy/kustomize.py agree on every podseg
+    """The real kustomize (kubectl 1.36) and tests/support/kustomize.py agree on every podseg
     kustomization (components and the image Component included)."""
     for name, path in {
         **support.KUSTOMIZATIONS,

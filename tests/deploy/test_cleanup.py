@@ -8,21 +8,20 @@ directory too: the worker must skip it, and the test never writes any rule there
 
 from __future__ import annotations
 
-import os
 import pathlib
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from agent.calc import ruleset
 from agent.dataplane.nft import render as render_nft
-from tests import conftest
+from tests.support import privilege
+from tests.support.cleanup import run_cleanup
 
-pytestmark = conftest.requires_root
+pytestmark = privilege.requires_root
 
 FOREIGN = "table inet foreign { chain c { type filter hook input priority 10; }; }\n" + (
     "table ip podseg { chain c { type filter hook input priority 20; }; }\n"
@@ -80,24 +79,6 @@ def node(tmp_path: pathlib.Path) -> Iterator[tuple[pathlib.Path, list[str]]]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
-def _cleanup(
-    netns_dir: pathlib.Path, *extra: str, caps: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    prefix = ("setpriv", f"--bounding-set={caps}") if caps else ()
-    return subprocess.run(
-        [
-            *prefix,
-            *(sys.executable, "-m", "agent", "cleanup", "--netns-dir", str(netns_dir)),
-            *("--no-proc-scan", "--log-format", "console", *extra),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])},
-    )
-
-
 def test_dry_run_lists_then_cleanup_removes_only_owned_tables(
     node: tuple[pathlib.Path, list[str]],
 ) -> None:
@@ -107,7 +88,7 @@ def test_dry_run_lists_then_cleanup_removes_only_owned_tables(
     for name in names[:2]:
         assert _tables(name) == owned | foreign
 
-    dry = _cleanup(netns_dir, "--dry-run")
+    dry = run_cleanup(netns_dir, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     listed = [line for line in dry.stdout.splitlines() if line.startswith("would remove: ")]
     assert sorted(line.split()[2] for line in listed) == sorted(
@@ -120,14 +101,14 @@ def test_dry_run_lists_then_cleanup_removes_only_owned_tables(
     for name in names[:2]:
         assert _tables(name) == owned | foreign, "a dry run must change nothing"
 
-    real = _cleanup(netns_dir)
+    real = run_cleanup(netns_dir)
     assert real.returncode == 0, real.stderr
     assert "removed 2, failed 0" in real.stdout
     for name in names[:2]:
         assert _tables(name) == foreign, "owned tables gone, foreign ones (and ip podseg) kept"
     assert _tables(names[2]) == set()
 
-    again = _cleanup(netns_dir)
+    again = run_cleanup(netns_dir)
     assert again.returncode == 0, again.stderr
     assert "0 of 3 namespaces hold podseg tables" in again.stdout
 
@@ -142,10 +123,10 @@ def test_cleanup_finds_a_lone_netdev_table_and_an_uncommented_inet_table(
         "table netdev podseg { chain e { type filter hook egress device eth0 priority 0; }; }\n"
         "table inet podseg { }\n",
     )
-    dry = _cleanup(netns_dir, "--dry-run")
+    dry = run_cleanup(netns_dir, "--dry-run")
     line = next(ln for ln in dry.stdout.splitlines() if lone in ln)
     assert "tables=inet podseg+netdev podseg fp=-" in line
-    real = _cleanup(netns_dir)
+    real = run_cleanup(netns_dir)
     assert real.returncode == 0, real.stderr
     assert _tables(lone) == set()
 
@@ -157,12 +138,12 @@ def test_the_daemonset_capabilities_suffice_and_a_missing_one_is_an_error(
     """Run with only the capabilities deploy/ grants (NET_ADMIN, SYS_ADMIN, SYS_PTRACE): the
     scan, the reads and the deletes work; without NET_ADMIN nothing is reported clean."""
     netns_dir, names = node
-    granted = _cleanup(netns_dir, "--dry-run", caps="-all,+net_admin,+sys_admin,+sys_ptrace")
+    granted = run_cleanup(netns_dir, "--dry-run", caps="-all,+net_admin,+sys_admin,+sys_ptrace")
     assert granted.returncode == 0, granted.stderr
     assert "2 of 3 namespaces hold podseg tables" in granted.stdout
-    no_nft = _cleanup(netns_dir, "--dry-run", caps="-all,+sys_admin,+sys_ptrace")
+    no_nft = run_cleanup(netns_dir, "--dry-run", caps="-all,+sys_admin,+sys_ptrace")
     assert no_nft.returncode == 1
     assert no_nft.stdout.count("FAILED: ") == 3
-    removed = _cleanup(netns_dir, caps="-all,+net_admin,+sys_admin,+sys_ptrace")
+    removed = run_cleanup(netns_dir, caps="-all,+net_admin,+sys_admin,+sys_ptrace")
     assert removed.returncode == 0, removed.stderr
     assert all("podseg" not in " ".join(_tables(n) - {"ip podseg"}) for n in names)

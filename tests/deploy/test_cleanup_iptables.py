@@ -11,7 +11,6 @@ import asyncio
 import os
 import pathlib
 import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 
@@ -20,12 +19,12 @@ import pytest
 from agent.calc import ruleset
 from agent.dataplane import backends, netns
 from agent.dataplane import client as dp_client
-from tests import conftest
-from tests.deploy import test_cleanup
+from tests.support import privilege
+from tests.support.cleanup import run_cleanup
 
 pytestmark = [
-    conftest.requires_root,
-    pytest.mark.skipif(shutil.which("ipset") is None, reason="ipset not installed"),
+    privilege.requires_root,
+    pytest.mark.skipif(not privilege.has("ipset"), reason="needs ipset (scripts/setup.sh)"),
 ]
 
 
@@ -84,14 +83,14 @@ def test_cleanup_removes_iptables_backend_leftovers_only(
     node: tuple[pathlib.Path, list[str]],
 ) -> None:
     netns_dir, names = node
-    dry = test_cleanup._cleanup(netns_dir, "--dry-run")
+    dry = run_cleanup(netns_dir, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     listed = [line for line in dry.stdout.splitlines() if line.startswith("would remove: ")]
     assert len(listed) == 1 and f"/{names[0]} " in listed[0]
     assert "tables=netdev podseg+iptables+ip6tables+ipset" in listed[0]
     assert "PODSEG" in _in(names[0], "iptables-save", "-t", "filter")
 
-    done = test_cleanup._cleanup(netns_dir)
+    done = run_cleanup(netns_dir)
     assert done.returncode == 0, done.stderr + done.stdout
     for name in names:
         v4 = _in(name, "iptables-save", "-t", "filter")

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from tests.deploy import conftest
+from tests.support import manifests
 
-DOCKERFILE = conftest.ROOT / "Dockerfile"
-BUILD_SCRIPT = conftest.ROOT / "scripts" / "image" / "build-rootfs.sh"
+DOCKERFILE = manifests.ROOT / "Dockerfile"
+BUILD_SCRIPT = manifests.ROOT / "scripts" / "image" / "build-rootfs.sh"
 COMPILERS = ("gcc", "g++", "clang", "build-essential", "make", "-dev ", "python3-dev")
 OCI_LABELS = {"title", "description", "source", "licenses", "version", "revision", "created"}
 RUNTIME_PACKAGES = ("nftables", "libnftables1", "iproute2", "conntrack", "iptables", "ipset")
@@ -114,7 +114,7 @@ def test_labels_entrypoint_and_environment() -> None:
 
 
 def test_dockerignore_keeps_the_context_to_the_package() -> None:
-    lines = (conftest.ROOT / ".dockerignore").read_text().split()
+    lines = (manifests.ROOT / ".dockerignore").read_text().split()
     assert lines[0] == "*" or "*" in lines
     included = {line for line in lines if line.startswith("!")}
     assert included == {
@@ -138,5 +138,5 @@ def test_the_image_gets_the_runtime_only() -> None:
         parts = module.split(".")
         assert parts[0] == "agent", module
         assert not {"testbed", "emulator", "sandbox", "demo"} & set(parts), module
-        path = conftest.ROOT.joinpath(*parts)
+        path = manifests.ROOT.joinpath(*parts)
         assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), module

@@ -15,9 +15,8 @@ import kubernetes_validate
 import pytest
 
 import agent
-from agent import metrics
-from tests.deploy import conftest, kustomize
-from tests.deploy.conftest import find
+from tests.support import kustomize, manifests
+from tests.support.manifests import find
 
 K8S_VERSION = kubernetes_validate.latest_version()
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
@@ -27,7 +26,7 @@ SCHEMAS = pathlib.Path(__file__).with_name("schemas")
 
 
 def all_objects(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    extra = [d for f in conftest.EXTRA_FILES for d in kustomize.load_documents(f)]
+    extra = [d for f in manifests.EXTRA_FILES for d in kustomize.load_documents(f)]
     return [o for objs in rendered.values() for o in objs] + extra
 
 
@@ -50,7 +49,7 @@ def test_schemas_are_a_current_release() -> None:
     assert (major, minor) >= MIN_K8S
 
 
-@pytest.mark.parametrize("base", sorted(conftest.BASES))
+@pytest.mark.parametrize("base", sorted(manifests.BASES))
 def test_every_base_renders(rendered: dict[str, list[dict[str, Any]]], base: str) -> None:
     assert rendered[base], f"{base} renders to nothing"
     for obj in rendered[base]:
@@ -129,16 +128,6 @@ def test_service_and_monitors_select_the_agent_and_only_it(
         assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["podseg-system"]
 
 
-def _exported_names() -> set[str]:
-    """Every series name the registry can export (a labelled family has no sample until used)."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
-    names: set[str] = set()
-    for family in metrics.REGISTRY.collect():
-        names.add(family.name)
-        names.update(family.name + s for s in suffixes.get(family.type, ()))
-    return names
-
-
 def test_alerts_use_only_metrics_the_agent_exports(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
@@ -146,7 +135,7 @@ def test_alerts_use_only_metrics_the_agent_exports(
     exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
     used = {m for e in exprs for m in re.findall(r"\bpodseg_[a-z_]+", e)}
     assert used, "the alerts reference no podseg metric"
-    exported = _exported_names()
+    exported = manifests.exported_names()
     assert used <= exported, f"unknown metrics in alerts: {sorted(used - exported)}"
     for alert in (r for g in rule["spec"]["groups"] for r in g["rules"]):
         assert alert["labels"]["severity"] in {"critical", "warning", "info"}

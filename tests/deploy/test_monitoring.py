@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy import test_manifests
-from tests.deploy.conftest import DEPLOY, find
+from tests.support import manifests
+from tests.support.manifests import find
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 needs_promtool = pytest.mark.skipif(
@@ -44,7 +44,7 @@ def test_dashboard_uses_only_exported_metrics(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     used = {m for e in _exprs(dashboard(rendered)) for m in re.findall(r"\bpodseg_[a-z_]+", e)}
-    exported = test_manifests._exported_names()
+    exported = manifests.exported_names()
     assert used <= exported, f"unknown metrics in the dashboard: {sorted(used - exported)}"
     for wanted in (
         "podseg_dropped_packets_total",
@@ -117,7 +117,7 @@ EXPOSITION = "".join(
 def _monitors(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The scrape endpoints of the ServiceMonitor and of the PodMonitor alternative."""
     service_monitor = find(rendered["monitoring"], "ServiceMonitor")
-    pod_monitor = yaml.safe_load((DEPLOY / "monitoring" / "podmonitor.yaml").read_text())
+    pod_monitor = yaml.safe_load((manifests.DEPLOY / "monitoring" / "podmonitor.yaml").read_text())
     return [*service_monitor["spec"]["endpoints"], *pod_monitor["spec"]["podMetricsEndpoints"]]
 
 

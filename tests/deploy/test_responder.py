@@ -8,8 +8,8 @@ from typing import Any
 
 import agent
 from agent.responder import settings
-from tests.deploy import test_agent_contract as contract
-from tests.deploy.conftest import find
+from tests.support import contract
+from tests.support.manifests import find
 
 GET_PATCH_PODS = {("", "pods", "get"), ("", "pods", "patch")}
 
@@ -25,14 +25,14 @@ def test_deployment_args_and_env_parse_into_the_intended_settings(
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["args"][0] == "responder"
-    args, env = contract._parse(settings.add_arguments, container, container["args"][1:])
+    args, env = contract.parse_args(settings.add_arguments, container, container["args"][1:])
     config = settings.settings_from_args(args)
     assert config.host == contract.SAMPLE_FIELDS["status.podIP"] and config.kubeconfig is None
     assert config.policy.min_severity is not None and config.policy.min_severity.label == (
         "critical"
     )
     assert not config.dry_run
-    contract._args_env_used(container, env.read)
+    contract.assert_env_used(container, env.read)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["http"] == config.port
     for probe in ("readinessProbe", "livenessProbe"):
@@ -89,7 +89,7 @@ def test_role_is_exactly_get_and_patch_on_pods(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     role = find(rendered["responder"], "ClusterRole", "podseg-responder")
-    assert contract._granted(role) == GET_PATCH_PODS
+    assert contract.granted(role) == GET_PATCH_PODS
     assert all(not rule.get("resourceNames") for rule in role["rules"])
     binding = find(rendered["responder"], "ClusterRoleBinding", "podseg-responder")
     sa = _deployment(rendered)["spec"]["template"]["spec"]["serviceAccountName"]
@@ -110,7 +110,7 @@ def test_the_responders_api_calls_are_exactly_its_role(
     """Derived from the code: a new API call in agent/responder/ fails this until the role (and
     this contract) grows with it; a grant the code no longer needs fails it too."""
     role = find(rendered["responder"], "ClusterRole", "podseg-responder")
-    assert contract.code_api_calls("agent/responder/") == contract._granted(role) == GET_PATCH_PODS
+    assert contract.code_api_calls("agent/responder/") == contract.granted(role) == GET_PATCH_PODS
 
 
 def test_the_agents_role_does_not_need_the_responders_write() -> None:

@@ -19,9 +19,9 @@ from email.parser import HeaderParser
 
 import pytest
 
-from tests.deploy import conftest
+from tests.support import manifests
 
-ROOT = conftest.ROOT
+ROOT = manifests.ROOT
 TOOLING_PARTS = {"testbed", "emulator", "sandbox"}
 TOOLING_ONLY_DEPS = {"jsonpatch", "podseg-testbed"}
 RUNTIME_DEPS = {"kubernetes", "pyroute2", "prometheus-client", "structlog", "aiohttp"}

@@ -1,7 +1,8 @@
-"""README.md and docs/ describe what podseg is and does, not how it got there.
+"""README.md and docs/ describe what podseg is and does, not how it got there, and the tests
+say what they prove, not when or why they were written.
 
-Development history (issue numbers, commit ids, "this round", "used to") belongs in
-CHANGELOG.md. The README is the front door: short, and it opens by saying what podseg is.
+Development history (issue numbers, commit ids, "this round", "used to", "follow-up") belongs
+in CHANGELOG.md. The README is the front door: short, and it opens by saying what podseg is.
 """
 
 from __future__ import annotations
@@ -28,11 +29,17 @@ HISTORY_MARKERS = {
     "previously": re.compile(r"\bpreviously\b", re.IGNORECASE),
     "a fix narrative": re.compile(r"\b(?:before|after) (?:a|the|this) fix\b", re.IGNORECASE),
     "design card": re.compile(r"\bdesign card\b", re.IGNORECASE),
+    "follow-up": re.compile(r"\bfollow-?ups?\b", re.IGNORECASE),
 }
 
 
 def documents() -> list[pathlib.Path]:
     return [README, *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def suite_sources() -> list[pathlib.Path]:
+    """Every Python file of the test suite but this one (its examples are history on purpose)."""
+    return sorted(p for p in (ROOT / "tests").rglob("*.py") if p != pathlib.Path(__file__))
 
 
 def history_in(text: str) -> list[str]:
@@ -53,10 +60,19 @@ def test_no_development_history(path: pathlib.Path) -> None:
     )
 
 
+@pytest.mark.parametrize("path", suite_sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_tests_name_what_they_prove_not_their_history(path: pathlib.Path) -> None:
+    found = history_in(path.read_text())
+    assert not found, f"{path.relative_to(ROOT)} carries history; say what the test proves:\n" + (
+        "\n".join(found)
+    )
+
+
 @pytest.mark.parametrize(
     "text",
     [
         "Measured for issue 8.",
+        "The goal of the follow-up.",
         "See #12 for details.",
         "At the start of this round the p50 was 93 ms.",
         "Before (commit f3e181a) and after.",

@@ -7,56 +7,16 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-import prometheus_client.parser
 import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
-
-PODS = ("a", "b", "c")
-
-
-def sample(agent: sandbox_cluster.AgentProcess, name: str, **labels: str) -> float | None:
-    status, text = agent.http("/metrics")
-    assert status == 200
-    for family in prometheus_client.parser.text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return None
-
-
-class Env:
-    def __init__(self, cluster: sandbox_cluster.SandboxCluster) -> None:
-        self.cluster = cluster
-
-    @property
-    def agent(self) -> sandbox_cluster.AgentProcess:
-        return self.cluster.agents["node-1"]
-
-    def verdict(self, src: str, dst: str, port: int = 80, proto: str = "tcp") -> str:
-        pods = self.cluster.pods
-        return probe.probe(pods[src], pods[dst].ipv4, port, proto, timeout=0.8)
-
-    def wait_verdict(self, src: str, dst: str, want: str, timeout: float = 20.0) -> None:
-        conftest.wait_for(
-            lambda: self.verdict(src, dst) == want, timeout=timeout, what=f"{src}->{dst} {want}"
-        )
-
-    def deny_a(self, name: str = "deny-a") -> None:
-        self.cluster.apply_policy(
-            {
-                "metadata": {"namespace": "t", "name": name},
-                "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"]},
-            }
-        )
+from tests.support.live import PODS, Env, sample
+from tests.support.polling import wait_for
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
         cluster.ensure_namespace("t", {"ns": "t"})
         for name in PODS:
@@ -108,7 +68,7 @@ def test_invalid_policy_keeps_valid_parts_and_reports(clean: Env) -> None:
     )
     clean.wait_verdict("t/c", "t/a", probe.TIMEOUT)  # the broken ipBlock did not open anything
     assert clean.verdict("t/b", "t/a") == probe.OK  # the valid peer is enforced
-    conftest.wait_for(
+    wait_for(
         lambda: sample(clean.agent, "podseg_invalid_policies", namespace="t") == 1,
         what="invalid policy counted",
     )
@@ -117,7 +77,7 @@ def test_invalid_policy_keeps_valid_parts_and_reports(clean: Env) -> None:
         items = clean.cluster.core.list_namespaced_event("t").items
         return [e for e in items if e.reason == "InvalidPolicy"]
 
-    event = conftest.wait_for(warned, what="InvalidPolicy event")[0]
+    event = wait_for(warned, what="InvalidPolicy event")[0]
     assert event.involved_object.name == "half-broken"
     assert "ipBlock" in event.message
     logged = clean.agent.events("policy_invalid_parts")
@@ -139,7 +99,7 @@ def test_pod_without_namespace_is_unprotected_and_others_stay_enforced(clean: En
         "ghost", "t", {"status": {"podIP": "198.18.120.1", "podIPs": [{"ip": "198.18.120.1"}]}}
     )
     try:
-        conftest.wait_for(
+        wait_for(
             lambda: sample(clean.agent, "podseg_managed_pods", state="unprotected") == 1,
             what="ghost counted unprotected",
         )
@@ -148,7 +108,7 @@ def test_pod_without_namespace_is_unprotected_and_others_stay_enforced(clean: En
         assert any(e.get("pod") == "ghost" for e in clean.agent.events("pod_not_enforced"))
     finally:
         core.delete_namespaced_pod("ghost", "t")
-    conftest.wait_for(
+    wait_for(
         lambda: sample(clean.agent, "podseg_managed_pods", state="unprotected") == 0,
         what="ghost forgotten",
     )
@@ -177,7 +137,7 @@ def test_api_outage_with_a_missed_delete_converges(clean: Env) -> None:
     emulator.drop_watches()
     # The delete happens while the agent cannot see the API: only a relist can reveal it.
     emulator.remove("networking.k8s.io/v1", "NetworkPolicy", "t", "deny-a")
-    conftest.wait_for(
+    wait_for(
         lambda: (
             (sample(clean.agent, "podseg_api_errors_total", resource="networkpolicies") or 0)
             > errors_before
@@ -193,7 +153,7 @@ def test_api_outage_with_a_missed_delete_converges(clean: Env) -> None:
 def test_vanished_namespace_is_not_a_crash(clean: Env) -> None:
     cluster = clean.cluster
     cluster.add_pod("t", "doomed", {"pod": "doomed"})
-    conftest.wait_for(
+    wait_for(
         lambda: sample(clean.agent, "podseg_managed_pods", state="enforced") == len(PODS) + 1,
         what="doomed enforced",
     )
@@ -203,7 +163,7 @@ def test_vanished_namespace_is_not_a_crash(clean: Env) -> None:
         clean.wait_verdict("t/b", "t/a", probe.TIMEOUT)
         assert clean.agent.running
         # The periodic resync reads every table back and notices the namespace is gone.
-        conftest.wait_for(
+        wait_for(
             lambda: sample(clean.agent, "podseg_managed_pods", state="enforced") == len(PODS),
             what="doomed no longer counted enforced",
         )
@@ -211,7 +171,7 @@ def test_vanished_namespace_is_not_a_crash(clean: Env) -> None:
         assert sample(clean.agent, "podseg_managed_pods", state="unprotected") == 1
     finally:
         cluster.core.delete_namespaced_pod("doomed", "t")
-    conftest.wait_for(
+    wait_for(
         lambda: sample(clean.agent, "podseg_managed_pods", state="unprotected") == 0,
         what="deleted pod forgotten",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.conftest import Model
+from tests.support.live import Model
 
 
 def sel(**labels: str) -> dict[str, Any]:

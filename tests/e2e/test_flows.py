@@ -15,9 +15,8 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
-from tests.e2e import conftest as e2e
-from tests.e2e import prom
+from tests.support import live, prom
+from tests.support.polling import wait_for
 
 NS = "fl"
 EXTERNAL = "198.19.77.5"  # in the sandbox range, held by no pod: an "external" peer
@@ -41,7 +40,7 @@ class Env:
         return probe.probe(pods[src], target, port, proto, timeout=0.5)
 
     def wait_probe(self, src: str, dst: str, want: str, proto: str = "tcp") -> None:
-        conftest.wait_for(
+        wait_for(
             lambda: self.probe(src, dst, proto=proto) == want,
             timeout=20,
             what=f"{src}->{dst} {proto} {want}",
@@ -83,11 +82,9 @@ def _get(entry: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-@pytest.fixture(scope="module", params=e2e.BACKENDS)
+@pytest.fixture(scope="module", params=live.BACKENDS)
 def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     """The drop-capture cluster, once per dataplane backend."""
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     if not prom.available():
         pytest.skip("needs the prometheus Debian package (scripts/setup.sh installs it)")
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="psg-flows-"))
@@ -120,7 +117,7 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
             )
         agent = cluster.start_agent(
             "node-1",
-            ["--flow-window", "0.5", "--flow-log-file", str(flow_log), *e2e.backend_args(request)],
+            ["--flow-window", "0.5", "--flow-log-file", str(flow_log), *live.backend_args(request)],
         )
         server = prom.Prometheus([f"127.0.0.1:{agent.metrics_port}"])
         try:
@@ -147,7 +144,7 @@ def test_enforced_drop_is_logged_counted_and_scraped(clean: Env) -> None:
     for _ in range(3):
         assert clean.probe(f"{NS}/a", f"{NS}/b") == probe.TIMEOUT
     a, b = clean.cluster.pods[f"{NS}/a"], clean.cluster.pods[f"{NS}/b"]
-    line = conftest.wait_for(
+    line = wait_for(
         lambda: clean.flows(direction="ingress", verdict="dropped", dst__pod="b", port=80),
         what="flow log line for a -> b",
     )[-1]
@@ -163,18 +160,18 @@ def test_enforced_drop_is_logged_counted_and_scraped(clean: Env) -> None:
     assert line["protocol"] == "tcp" and line["policy_mode"] == "enforce"
     assert line["policies"] == [f"{NS}/deny-web"] and line["packets_logged"] >= 1
     labels = {"namespace": NS, "workload": "web", "direction": "ingress", "policy_mode": "enforce"}
-    conftest.wait_for(
+    wait_for(
         lambda: clean.metric("podseg_dropped_packets_total", **labels) >= 3,
         what="packets counted (the SYNs, each retransmission included)",
     )
     assert clean.metric("podseg_dropped_flows_total", **labels) >= 1
     selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    conftest.wait_for(
+    wait_for(
         lambda: (clean.prom.value(f"podseg_dropped_packets_total{{{selector}}}") or 0) >= 3,
         timeout=20,
         what="prometheus sees the dropped packets",
     )
-    conftest.wait_for(
+    wait_for(
         lambda: (clean.prom.value(f"podseg_dropped_flows_total{{{selector}}}") or 0) >= 1,
         timeout=20,
         what="prometheus sees the dropped flow",
@@ -189,14 +186,14 @@ def test_egress_drop_to_an_unknown_address_is_external_folded(clean: Env) -> Non
     clean.policy("deny-db-out", "c", ["Egress"])
     clean.wait_probe(f"{NS}/c", f"{NS}/a", probe.TIMEOUT, proto="udp")
     assert clean.probe(f"{NS}/c", EXTERNAL, proto="udp") == probe.TIMEOUT  # silent, no EPERM
-    line = conftest.wait_for(
+    line = wait_for(
         lambda: clean.flows(direction="egress", src__pod="c", dst__kind="external"),
         what="flow to an external address",
     )[-1]
     assert line["dst"] == {"kind": "external", "ip": "198.19.77.0/24"}
     assert line["src"]["workload"] == "db" and line["protocol"] == "udp"
     assert line["verdict"] == "dropped" and line["policies"] == [f"{NS}/deny-db-out"]
-    conftest.wait_for(
+    wait_for(
         lambda: (
             clean.metric(
                 "podseg_dropped_packets_total", namespace=NS, workload="db", direction="egress"
@@ -220,7 +217,7 @@ def test_visibility_mode_logs_and_accepts_both_directions(clean: Env) -> None:
     for proto in ("tcp", "udp"):  # egress would-drop: accepted, and its replies come back
         assert clean.probe(f"{NS}/b", f"{NS}/a", proto=proto) == probe.OK
     for direction in ("ingress", "egress"):
-        line = conftest.wait_for(
+        line = wait_for(
             lambda d=direction: clean.flows(
                 direction=d, verdict="would-drop", policy_mode="visibility"
             ),
@@ -228,7 +225,7 @@ def test_visibility_mode_logs_and_accepts_both_directions(clean: Env) -> None:
         )[-1]
         assert line["policies"] == [f"{NS}/lock-web"]
     for direction in ("ingress", "egress"):
-        conftest.wait_for(
+        wait_for(
             lambda d=direction: (
                 clean.metric(
                     "podseg_dropped_packets_total",
@@ -241,7 +238,7 @@ def test_visibility_mode_logs_and_accepts_both_directions(clean: Env) -> None:
             ),
             what=f"{direction} would-drops counted",
         )
-    conftest.wait_for(
+    wait_for(
         lambda: (
             (
                 clean.prom.value(
@@ -260,7 +257,7 @@ def test_visibility_mode_logs_and_accepts_both_directions(clean: Env) -> None:
     assert clean.probe(f"{NS}/b", f"{NS}/a", proto="udp") == probe.TIMEOUT
     # an unknown value never opens a pod: enforce, reported
     clean.cluster.label_pod(f"{NS}/b", {"podseg.io/mode": "audit-please"})
-    conftest.wait_for(lambda: clean.agent.events("invalid_mode_label"), what="invalid label log")
+    wait_for(lambda: clean.agent.events("invalid_mode_label"), what="invalid label log")
     assert clean.probe(f"{NS}/a", f"{NS}/b") == probe.TIMEOUT
 
 
@@ -268,9 +265,7 @@ def test_a_pod_cannot_label_itself_out_of_an_enforcing_namespace(clean: Env) -> 
     clean.policy("lock-web", "b", ["Ingress"])
     clean.wait_probe(f"{NS}/a", f"{NS}/b", probe.TIMEOUT)
     clean.cluster.label_pod(f"{NS}/b", {"podseg.io/mode": "visibility"})
-    conftest.wait_for(
-        lambda: clean.agent.events("pod_mode_label_refused"), what="refused label log"
-    )
+    wait_for(lambda: clean.agent.events("pod_mode_label_refused"), what="refused label log")
     clean.wait_probe(f"{NS}/a", f"{NS}/b", probe.TIMEOUT)  # still enforced after the pass
     assert clean.metric("podseg_refused_mode_labels_total") >= 1
 
@@ -278,7 +273,7 @@ def test_a_pod_cannot_label_itself_out_of_an_enforcing_namespace(clean: Env) -> 
 def test_exposition_passes_promtool(clean: Env) -> None:
     clean.policy("deny-web", "b", ["Ingress"])
     clean.wait_probe(f"{NS}/a", f"{NS}/b", probe.TIMEOUT)
-    conftest.wait_for(lambda: clean.metric("podseg_dropped_packets_total") > 0, what="drops")
+    wait_for(lambda: clean.metric("podseg_dropped_packets_total") > 0, what="drops")
     status, text = clean.agent.http("/metrics")
     assert status == 200 and "podseg_dropped_flows_total{" in text
     result = subprocess.run(
@@ -291,18 +286,18 @@ def test_gone_namespace_closes_its_reader_and_gone_workload_loses_its_series(cle
     clean.policy("deny-db", "c", ["Ingress"])
     clean.wait_probe(f"{NS}/a", f"{NS}/c", probe.TIMEOUT)
     labels = {"namespace": NS, "workload": "db"}
-    conftest.wait_for(lambda: clean.metric("podseg_dropped_packets_total", **labels) > 0, what="db")
+    wait_for(lambda: clean.metric("podseg_dropped_packets_total", **labels) > 0, what="db")
     # the namespace vanishes under the agent: its reader closes, the agent keeps going
     pod = clean.cluster.pods.pop(f"{NS}/c")
     clean.cluster.sandbox.remove_pod(pod)
-    conftest.wait_for(
+    wait_for(
         lambda: [e for e in clean.agent.events("flow_reader_closed") if e["pod"] == f"{NS}/c"],
         what="reader of the vanished namespace closed",
     )
     assert clean.agent.running
     # the pod object goes too: the workload has no pod left, its series are removed
     clean.cluster.core.delete_namespaced_pod("c", NS)
-    conftest.wait_for(
+    wait_for(
         lambda: 'workload="db"' not in clean.agent.http("/metrics")[1],
         what="series of the gone workload removed",
     )

@@ -13,10 +13,10 @@ import pytest
 from agent.dataplane.ipt import render as render_ipt
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe, topology
-from tests import conftest
-from tests.e2e import test_agent
+from tests.support import live
+from tests.support.polling import wait_for
 
-PODS = test_agent.PODS
+PODS = live.PODS
 
 
 def _in(netns: str, *args: str) -> str:
@@ -31,9 +31,7 @@ def saved(pod: topology.SandboxPod, family: int = 4) -> str:
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[test_agent.Env]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
+def env() -> Iterator[live.Env]:
     if not all(shutil.which(t) for t in ("iptables-restore", "ip6tables-restore", "ipset")):
         pytest.skip("needs iptables-restore, ip6tables-restore and ipset (scripts/setup.sh)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
@@ -41,23 +39,23 @@ def env() -> Iterator[test_agent.Env]:
         for name in (*PODS, "gone"):
             cluster.add_pod("t", name, {"pod": name})
         cluster.start_agent("node-1", ["--backend", "iptables", "--resync-period", "1"])
-        yield test_agent.Env(cluster)
+        yield live.Env(cluster)
 
 
-def test_tampered_rules_are_restored_at_resync(env: test_agent.Env) -> None:
+def test_tampered_rules_are_restored_at_resync(env: live.Env) -> None:
     env.deny_a()
     env.wait_verdict("t/b", "t/a", probe.TIMEOUT)
-    drift = test_agent.sample(env.agent, "podseg_ruleset_drift_total") or 0
+    drift = live.sample(env.agent, "podseg_ruleset_drift_total") or 0
     netns = env.cluster.pods["t/a"].netns
     # Keeps our owner rule and fingerprint: only the digest of the read-back sees it.
     _in(netns, "iptables", "-I", render_ipt.INPUT, "2", "-j", "ACCEPT")
     assert env.verdict("t/b", "t/a") == probe.OK  # the tamper opened the pod...
     env.wait_verdict("t/b", "t/a", probe.TIMEOUT)  # ...until the resync restored it
-    assert (test_agent.sample(env.agent, "podseg_ruleset_drift_total") or 0) > drift
+    assert (live.sample(env.agent, "podseg_ruleset_drift_total") or 0) > drift
     assert "-A PODSEG-INPUT -j ACCEPT" not in saved(env.cluster.pods["t/a"])
 
 
-def test_restart_adopts_rules_and_sweeps_a_pod_deleted_meanwhile(env: test_agent.Env) -> None:
+def test_restart_adopts_rules_and_sweeps_a_pod_deleted_meanwhile(env: live.Env) -> None:
     env.deny_a()
     env.wait_verdict("t/b", "t/a", probe.TIMEOUT)
     gone = env.cluster.pods["t/gone"]
@@ -69,7 +67,7 @@ def test_restart_adopts_rules_and_sweeps_a_pod_deleted_meanwhile(env: test_agent
     adopted = {e["pod"] for e in agent.events("ruleset_adopted")}
     applied = {e["pod"] for e in agent.events("ruleset_applied")}
     assert adopted == set(PODS) and applied == set()
-    swept = conftest.wait_for(lambda: agent.events("leftover_table_swept"), what="sweep")
+    swept = wait_for(lambda: agent.events("leftover_table_swept"), what="sweep")
     assert [e["owner"] for e in swept] == ["t/gone"]
     assert "PODSEG" not in saved(gone, 4) + saved(gone, 6)
     assert _in(gone.netns, "ipset", "list", "-n").strip() == ""

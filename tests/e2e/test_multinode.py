@@ -11,7 +11,7 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
+from tests.support.polling import wait_for
 
 # pod -> (node, labels)
 LAYOUT = {
@@ -25,8 +25,6 @@ LAYOUT = {
 
 @pytest.fixture(scope="module")
 def two_nodes() -> Iterator[sandbox_cluster.SandboxCluster]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1", "node-2")) as cluster:
         cluster.ensure_namespace("m", {"ns": "m"})
         for key, (node, labels) in LAYOUT.items():
@@ -88,11 +86,11 @@ def test_remote_peers_are_treated_like_local_ones(
         )
         return matrix == expected
 
-    conftest.wait_for(converged, timeout=20, what="two-node truth table")
+    wait_for(converged, timeout=20, what="two-node truth table")
     # Relabel a remote pod: node-1's agent must move it into the allowed set.
     cluster.label_pod("m/other-remote", {"role": "client"})
     expected = _expect(allowed | {("m/other-remote", "m/server")})
-    conftest.wait_for(converged, timeout=20, what="relabelled remote client allowed")
+    wait_for(converged, timeout=20, what="relabelled remote client allowed")
     cluster.label_pod("m/other-remote", {"role": "other"})
 
 
@@ -127,7 +125,7 @@ def test_only_the_pods_own_node_gets_in(two_nodes: sandbox_cluster.SandboxCluste
     )
     server = cluster.pods["m/server"]
     node1, node2 = cluster.nodes["node-1"].netns, cluster.nodes["node-2"].netns
-    conftest.wait_for(
+    wait_for(
         lambda: (
             probe.probe(cluster.pods["m/client-local"], server.ipv4, 80, "tcp", 0.8)
             == probe.TIMEOUT

@@ -11,8 +11,8 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import podclient, probe
-from tests import conftest
-from tests.e2e import conftest as e2e
+from tests.support import live
+from tests.support.polling import wait_for
 
 METADATA = "169.254.169.254"
 GUARDED = (22, 445, 10250, 30080)  # SSH, SMB, kubelet, a NodePort
@@ -41,11 +41,9 @@ class Env:
         return str(results[0]["verdict"])
 
 
-@pytest.fixture(scope="module", params=e2e.BACKENDS)
+@pytest.fixture(scope="module", params=live.BACKENDS)
 def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     """The node-guard cluster, once per dataplane backend."""
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1", "node-2")) as cluster:
         e = Env(cluster)
         for name, node in cluster.nodes.items():
@@ -64,15 +62,13 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
                 "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
             }
         )
-        cluster.start_agent("node-1", e2e.backend_args(request))
+        cluster.start_agent("node-1", live.backend_args(request))
         yield e
 
 
 def test_pod_cannot_reach_node_services_but_other_traffic_flows(env: Env) -> None:
     node = env.node_ip("node-1")
-    conftest.wait_for(
-        lambda: env.verdict("g/a", node, 10250) == probe.TIMEOUT, what="kubelet port guarded"
-    )
+    wait_for(lambda: env.verdict("g/a", node, 10250) == probe.TIMEOUT, what="kubelet port guarded")
     for port in GUARDED:
         assert env.verdict("g/a", node, port) == probe.TIMEOUT, port
     assert env.verdict("g/a", node, 30080, "udp") == probe.TIMEOUT  # NodePorts: UDP too
@@ -85,7 +81,7 @@ def test_pod_cannot_reach_node_services_but_other_traffic_flows(env: Env) -> Non
 
 def test_every_node_is_guarded_not_only_our_own(env: Env) -> None:
     other = env.node_ip("node-2")
-    conftest.wait_for(
+    wait_for(
         lambda: env.verdict("g/a", other, 10250) == probe.TIMEOUT, what="node-2 kubelet guarded"
     )
     assert env.verdict("g/a", other, 22) == probe.TIMEOUT
@@ -94,24 +90,20 @@ def test_every_node_is_guarded_not_only_our_own(env: Env) -> None:
 
 def test_exempt_namespace_reaches_the_node(env: Env) -> None:
     node = env.node_ip("node-1")
-    conftest.wait_for(
-        lambda: env.verdict("g/a", node, 10250) == probe.TIMEOUT, what="guard in place"
-    )
+    wait_for(lambda: env.verdict("g/a", node, 10250) == probe.TIMEOUT, what="guard in place")
     for port in NODE_PORTS:
         assert env.verdict("infra/agent", node, port) == probe.OK, port
     assert env.verdict("infra/agent", METADATA, OPEN) == probe.OK
     # Taking the exemption away guards that namespace too.
     env.cluster.label_namespace("infra", {"podseg.io/node-guard": None})
     try:
-        conftest.wait_for(
+        wait_for(
             lambda: env.verdict("infra/agent", node, 10250) == probe.TIMEOUT,
             what="guard after the exemption is removed",
         )
     finally:
         env.cluster.label_namespace("infra", {"podseg.io/node-guard": "off"})
-    conftest.wait_for(
-        lambda: env.verdict("infra/agent", node, 10250) == probe.OK, what="exemption restored"
-    )
+    wait_for(lambda: env.verdict("infra/agent", node, 10250) == probe.OK, what="exemption restored")
 
 
 def test_node_still_reaches_ingress_isolated_pods(env: Env) -> None:
@@ -123,7 +115,7 @@ def test_node_still_reaches_ingress_isolated_pods(env: Env) -> None:
     )
     try:
         b_to_a = lambda: env.verdict("g/b", env.cluster.pods["g/a"].ipv4, 80)  # noqa: E731
-        conftest.wait_for(lambda: b_to_a() == probe.TIMEOUT, what="a isolated")
+        wait_for(lambda: b_to_a() == probe.TIMEOUT, what="a isolated")
         assert env.from_node("node-1", "g/a") == probe.OK  # kubelet probes still get in
     finally:
         env.cluster.delete_policy("g", "deny-ingress-a")

@@ -11,9 +11,8 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
-from tests.e2e import conftest as e2e
-from tests.e2e import test_agent
+from tests.support import live
+from tests.support.polling import wait_for
 
 ECHO = 7000
 BUDGET = 5.0  # seconds from the PATCH to isolation; measured figures are far lower (README)
@@ -36,7 +35,7 @@ class Env:
         return probe.probe(self.pod(src), self.pod(dst).ipv4, port, proto, timeout=0.5)
 
     def wait_verdict(self, src: str, dst: str, want: str, port: int = 80) -> None:
-        conftest.wait_for(
+        wait_for(
             lambda: self.verdict(src, dst, port) == want,
             timeout=BUDGET,
             what=f"{src}->{dst}:{port} {want}",
@@ -52,11 +51,9 @@ class Env:
         return [e for e in items if e.reason == reason]
 
 
-@pytest.fixture(scope="module", params=e2e.BACKENDS)
+@pytest.fixture(scope="module", params=live.BACKENDS)
 def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     """The quarantine cluster, once per dataplane backend."""
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
         cluster.ensure_namespace("q", {"ns": "q"})
         cluster.ensure_namespace("ops", {"ns": "ops"})
@@ -75,7 +72,7 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
                 },
             }
         )
-        cluster.start_agent("node-1", e2e.backend_args(request))
+        cluster.start_agent("node-1", live.backend_args(request))
         yield Env(cluster)
 
 
@@ -94,7 +91,7 @@ def test_quarantine_cuts_everything_but_forensic_access(clean: Env) -> None:
     inbound = env.hold("q/peer", "q/victim")  # established, into the pod
     outbound = env.hold("q/victim", "q/peer")  # established, out of the pod
     assert env.verdict("q/victim", "ops/forensic") == probe.OK
-    cut_before = test_agent.sample(env.agent, "podseg_connections_cut_total", reason="quarantine")
+    cut_before = live.sample(env.agent, "podseg_connections_cut_total", reason="quarantine")
 
     patched = time.monotonic()
     env.cluster.label_pod("q/victim", QUARANTINE)
@@ -114,10 +111,10 @@ def test_quarantine_cuts_everything_but_forensic_access(clean: Env) -> None:
     assert env.verdict("ops/forensic", "q/victim", 80, "udp") == probe.OK
     assert env.verdict("q/victim", "ops/forensic") == probe.TIMEOUT
     # Its conntrack entries were deleted; it is reported (metric, Event, log with since-when).
-    cut_after = test_agent.sample(env.agent, "podseg_connections_cut_total", reason="quarantine")
+    cut_after = live.sample(env.agent, "podseg_connections_cut_total", reason="quarantine")
     assert (cut_after or 0) >= (cut_before or 0) + 2  # at least the two held connections
-    assert test_agent.sample(env.agent, "podseg_quarantined_pods", namespace="q") == 1
-    event = conftest.wait_for(lambda: env.events("Quarantined"), what="Quarantined event")[0]
+    assert live.sample(env.agent, "podseg_quarantined_pods", namespace="q") == 1
+    event = wait_for(lambda: env.events("Quarantined"), what="Quarantined event")[0]
     assert event.involved_object.name == "victim" and forensic_ip in event.message
     logged = [e for e in env.agent.events("pod_quarantined") if e.get("pod") == "victim"]
     assert logged and logged[-1]["since"].startswith("20")
@@ -127,8 +124,8 @@ def test_quarantine_cuts_everything_but_forensic_access(clean: Env) -> None:
     env.wait_verdict("q/peer", "q/victim", probe.OK)
     assert env.verdict("q/victim", "q/peer") == probe.OK
     assert env.verdict("q/victim", "ops/forensic") == probe.OK
-    conftest.wait_for(
-        lambda: not test_agent.sample(env.agent, "podseg_quarantined_pods", namespace="q"),
+    wait_for(
+        lambda: not live.sample(env.agent, "podseg_quarantined_pods", namespace="q"),
         what="quarantine gauge back to 0",
     )
     assert env.agent.events("pod_quarantine_lifted")
@@ -142,7 +139,7 @@ def test_bad_annotation_still_quarantines_and_says_why(clean: Env) -> None:
     env.wait_verdict("q/peer", "q/victim", probe.TIMEOUT)
     assert env.verdict("q/victim", "q/peer") == probe.TIMEOUT
     assert env.verdict("ops/forensic", "q/victim") == probe.OK  # the valid entry still counts
-    event = conftest.wait_for(
+    event = wait_for(
         lambda: env.events("InvalidQuarantineAnnotation"), what="InvalidQuarantineAnnotation"
     )[0]
     assert "not-a-cidr" in event.message and "300.1.2.3/8" in event.message

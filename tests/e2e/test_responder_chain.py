@@ -11,8 +11,7 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
-from tests.responder import harness, payloads
+from tests.support import responder as harness
 
 ECHO = 7000
 NAMESPACE, POD = "payments", "api-5b6c7d8f9-qr7tz"  # as named in the sample payload
@@ -23,8 +22,6 @@ INTERVAL = 0.005  # one echo per 5 ms: the cut is known to within that
 
 @pytest.fixture(scope="module")
 def chain() -> Iterator[tuple[sandbox_cluster.SandboxCluster, harness.ResponderProcess]]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
         cluster.ensure_namespace(NAMESPACE, {"ns": NAMESPACE})
         cluster.add_pod(NAMESPACE, POD, {"app": "api"}, echo_ports=(ECHO,))
@@ -50,7 +47,7 @@ def test_falco_finding_quarantines_the_pod_end_to_end(
     assert inbound.connected and outbound.connected
 
     posted = time.monotonic()
-    status, body = responder.post("falco", payloads.load("falcosidekick_reverse_shell"))
+    status, body = responder.post("falco", harness.load("falcosidekick_reverse_shell"))
     answered = time.monotonic()
     assert status == 200 and body["outcome"] == "quarantined", body
 
@@ -64,7 +61,7 @@ def test_falco_finding_quarantines_the_pod_end_to_end(
     labels = cluster.core.read_namespaced_pod(POD, NAMESPACE).metadata.labels
     assert labels["podseg.io/quarantine"] == "true"
     # A repeated finding makes no second change.
-    again, body = responder.post("falco", payloads.load("falcosidekick_reverse_shell"))
+    again, body = responder.post("falco", harness.load("falcosidekick_reverse_shell"))
     assert again == 200 and body["outcome"] == "unchanged"
     with capsys.disabled():
         last = 1000 * (cut_at - posted)

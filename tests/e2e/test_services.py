@@ -20,7 +20,6 @@ import pytest
 from testbed.emulator import serviceips
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
 
 NS = "svc"
 PROBE_TIMEOUT = 0.8
@@ -82,8 +81,6 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env_cluster() -> Iterator[Env]:
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
         cluster.ensure_namespace(NS, {"team": "svc"})
         cluster.add_pod(NS, "client", {"app": "client"})

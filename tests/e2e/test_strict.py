@@ -9,9 +9,8 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
-from tests import conftest
-from tests.e2e import conftest as e2e
-from tests.e2e import test_agent
+from tests.support import live
+from tests.support.polling import wait_for
 
 ECHO = 7000
 BUDGET = 5.0
@@ -50,16 +49,14 @@ def allow_egress(cluster: sandbox_cluster.SandboxCluster, destination: str) -> N
 BACKEND_ARGS: list[str] = []  # the running module cluster's `--backend` arguments
 
 
-@pytest.fixture(scope="module", params=e2e.BACKENDS)
+@pytest.fixture(scope="module", params=live.BACKENDS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[sandbox_cluster.SandboxCluster]:
     """The strict-mode cluster, once per dataplane backend."""
-    if not (conftest.IS_ROOT and conftest.HAS_TOOLS):
-        pytest.skip("needs root with ip and nft (real namespaces and nftables)")
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as c:
         c.ensure_namespace("s", {"ns": "s"})
         for name in ("server", "client", "other"):
             c.add_pod("s", name, {"pod": name}, echo_ports=(ECHO,))
-        BACKEND_ARGS[:] = e2e.backend_args(request)
+        BACKEND_ARGS[:] = live.backend_args(request)
         c.start_agent("node-1", BACKEND_ARGS)
         yield c
 
@@ -70,7 +67,7 @@ def clean(cluster: sandbox_cluster.SandboxCluster) -> Iterator[sandbox_cluster.S
     allow_ingress(cluster, "client")
     allow_egress(cluster, "server")
     pods = cluster.pods
-    conftest.wait_for(
+    wait_for(
         lambda: (
             probe.probe(pods["s/other"], pods["s/server"].ipv4, 80, timeout=0.5) == probe.TIMEOUT
         ),
@@ -90,12 +87,12 @@ def test_removed_ingress_allow_kills_the_established_connection(
     clean: sandbox_cluster.SandboxCluster,
 ) -> None:
     agent = clean.agents["node-1"]
-    before = test_agent.sample(agent, "podseg_connections_cut_total", reason="strict")
+    before = live.sample(agent, "podseg_connections_cut_total", reason="strict")
     connection = held(clean)
     allow_ingress(clean, "other")  # the server no longer admits the client
     report = connection.wait_broken(BUDGET)
     assert report["broken"] == "timeout" and report["exchanges"] > 0, report
-    after = test_agent.sample(agent, "podseg_connections_cut_total", reason="strict")
+    after = live.sample(agent, "podseg_connections_cut_total", reason="strict")
     assert (after or 0) > (before or 0)
     assert agent.events("connections_cut")
 
@@ -142,12 +139,12 @@ def test_change_that_keeps_the_allow_keeps_the_connection(
         }
     )
     pods = clean.pods
-    conftest.wait_for(
+    wait_for(
         lambda: probe.probe(pods["s/client"], pods["s/other"].ipv4, 80, timeout=0.5) == probe.OK,
         what="widened",
     )
     allow_egress(clean, "server")  # narrow again: removes an allow, but not this connection's
-    conftest.wait_for(
+    wait_for(
         lambda: len(agent.events("connections_cut")) > cuts, what="strict check after narrowing"
     )
     assert connection.alive(2.0)
@@ -163,7 +160,7 @@ def test_without_strict_the_established_connection_lives_on(
         connection = held(clean)
         allow_ingress(clean, "other")
         pods = clean.pods
-        conftest.wait_for(
+        wait_for(
             lambda: (
                 probe.probe(pods["s/client"], pods["s/server"].ipv4, 80, timeout=0.5)
                 == probe.TIMEOUT

@@ -1,0 +1,25 @@
+"""Polling with a deadline: tests wait for a condition, never with bare sleeps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: T = check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or check}: {last!r}"
+            )
+        time.sleep(interval)
+        last = check()
+    return last
