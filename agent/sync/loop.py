@@ -21,7 +21,7 @@ import collections
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -76,6 +76,23 @@ class Pass:
             compile_ms=round((self.compiled - self.started) * 1000, 3),
             kernel_ms=round((last - self.compiled) * 1000, 3),
         )
+
+
+async def _scan(
+    dataplane: protocol.Dataplane, settings: config.Settings, views: indexes.Indexes
+) -> netns.Index:
+    """The candidate namespaces, indexed by address; takes note of the node's own addresses."""
+    scanned = await dataplane.call(protocol.Scan(settings.netns_dir, settings.scan_proc))
+    views.set_host(scanned.host)
+    return netns.Index(scanned.candidates)
+
+
+async def _scan_quietly(scan: Callable[[], Awaitable[netns.Index]]) -> None:
+    """A scan for the node's own addresses (agent.calc.desired.with_host_addresses): known
+    before the first pod compiles, re-read at every resync (a CNI bridge appears with the
+    node's first pod). A failure waits for the next pass: pods still scan when they need to."""
+    with contextlib.suppress(Exception):
+        await scan()
 
 
 class Reconciler:
@@ -170,7 +187,12 @@ class Reconciler:
         self.readiness.first_pass([key for key, pod in local.items() if pod.ips])
         for key in set(self.pods) - set(local):
             await self._forget(self.pods.pop(key))
-        await self._plan_and_commit(run, local, change)
+        if verify or self.indexes.host is None:
+            await _scan_quietly(self._scan)  # the node's own addresses, before any pod compiles
+        moved = self.indexes.take_host_moved()
+        await self._plan_and_commit(run, local, None if moved else change)
+        if self.indexes.take_host_moved():  # a scan during the pass saw them move
+            await self._plan_and_commit(run, local, None)
         self._finish_pass(run)
         await self.cuts.run(self._events_waiting)
         status.update_gauges(self.pods)
@@ -251,10 +273,7 @@ class Reconciler:
         return not (current and not verify and targets is not None and pod.key not in targets)
 
     async def _scan(self) -> netns.Index:
-        scanned = await self.dataplane.call(
-            protocol.Scan(self.settings.netns_dir, self.settings.scan_proc)
-        )
-        return netns.Index(scanned.candidates)
+        return await _scan(self.dataplane, self.settings, self.indexes)
 
     def _locate(
         self,
