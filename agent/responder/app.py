@@ -15,7 +15,7 @@ import datetime
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp.web
@@ -34,6 +34,9 @@ PARSERS: dict[str, Callable[[Any], findings.Finding]] = {
 }
 
 
+MAX_DEPTH = 32
+
+
 class StartupError(Exception):
     """The responder cannot start: token, credentials or port."""
 
@@ -49,7 +52,9 @@ class Responder:
         self._runner: aiohttp.web.AppRunner | None = None
 
     def application(self) -> aiohttp.web.Application:
-        app = aiohttp.web.Application(client_max_size=self.config.max_body_bytes)
+        app = aiohttp.web.Application(
+            client_max_size=self.config.max_body_bytes, middlewares=[_last_resort]
+        )
         app.router.add_post("/findings/{source}", self._finding)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
@@ -110,9 +115,9 @@ class Responder:
             limit = self.config.max_body_bytes
             return _answer(413, "malformed", f"the body exceeds {limit} bytes", audit)
         try:
-            payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return _answer(400, "malformed", f"the body is not JSON: {exc}", audit)
+            payload = _json(raw)
+        except findings.Malformed as exc:
+            return _answer(400, "malformed", str(exc), audit)
         try:
             finding = PARSERS[source](payload)
         except findings.Malformed as exc:
@@ -150,15 +155,67 @@ class Responder:
         return _answer(200, "quarantined", message, audit)
 
 
+def _json(raw: bytes) -> Any:
+    """The body as JSON: UTF-8 only (as RFC 8259 requires; `json.loads` alone would also take
+    UTF-16 and encoded surrogates), at most MAX_DEPTH arrays or objects deep (no finding
+    nests beyond four; Python's parser would recurse until RecursionError)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise findings.Malformed(f"the body is not UTF-8: {exc}") from None
+    too_deep = f"the body is JSON nested deeper than {MAX_DEPTH} levels"
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise findings.Malformed(too_deep) from None
+    except ValueError as exc:
+        raise findings.Malformed(f"the body is not JSON: {exc}") from None
+    if _depth(value) > MAX_DEPTH:
+        raise findings.Malformed(too_deep)
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How many arrays and objects deep `value` is (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
 def _describe(finding: findings.Finding) -> dict[str, Any]:
+    """The finding's fields for the audit line and the answer: each one line, bounded (a
+    sender's text never spans lines of the log or grows it without limit)."""
     return {
-        "namespace": finding.namespace,
-        "pod": finding.pod,
+        "namespace": findings.clean(finding.namespace, 253),
+        "pod": findings.clean(finding.pod, 253),
         "rule": findings.clean(finding.rule, 200),
         "severity": finding.severity.label if finding.severity is not None else "",
-        "reporter": finding.reporter,
+        "reporter": findings.clean(finding.reporter, 200),
         "finding_id": findings.clean(finding.finding_id, 100),
     }
+
+
+@aiohttp.web.middleware
+async def _last_resort(
+    request: aiohttp.web.Request,
+    handler: Callable[[aiohttp.web.Request], Awaitable[aiohttp.web.StreamResponse]],
+) -> aiohttp.web.StreamResponse:
+    """A bug must still answer with an audit line: 500 `error`, the traceback in the log."""
+    try:
+        return await handler(request)
+    except aiohttp.web.HTTPException:
+        raise
+    except Exception:
+        log.exception("responder.unexpected_error", path=request.path)
+        source = request.match_info.get("source", "")
+        audit = {"source": source, "remote": request.remote or ""}
+        return _answer(500, "error", "internal error (see the responder's log)", audit)
 
 
 def _answer(

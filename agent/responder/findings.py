@@ -161,6 +161,11 @@ def text(value: Any, where: str) -> str:
         return ""
     if isinstance(value, (bool, dict, list)):
         raise Malformed(f"{where} must be a string, not {type(value).__name__}")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, escaped in the JSON as \ud800
+            raise Malformed(f"{where} is not valid Unicode text") from None
     return str(value).strip()
 
 

@@ -29,8 +29,8 @@ _SEPARATORS = re.compile(r"[\s_\-:./]+")
 def parse(payload: Any) -> findings.Finding:
     body = findings.obj(payload, "the Wiz webhook body")
     issue = findings.obj(body.get("issue"), "issue")
-    control = findings.obj(body.get("control") or issue.get("control"), "control")
-    resource = findings.obj(body.get("resource") or body.get("entitySnapshot"), "resource")
+    control = findings.obj(_either(body, "control", issue), "control")
+    resource = findings.obj(_either(body, "resource", body, "entitySnapshot"), "resource")
     level = findings.level(issue.get("severity"), "issue.severity", severity.WIZ)
     if level is None:
         level = findings.level(control.get("severity"), "control.severity", severity.WIZ)
@@ -52,6 +52,15 @@ def parse(payload: Any) -> findings.Finding:
         finding_id=findings.text(issue.get("id"), "issue.id"),
         not_a_pod=not_a_pod,
     )
+
+
+def _either(
+    first: Mapping[str, Any], key: str, second: Mapping[str, Any], other_key: str = ""
+) -> Any:
+    """first[key] when present (whatever its type, so a wrong one is reported), else
+    second[other_key or key]."""
+    value = first.get(key)
+    return second.get(other_key or key) if value is None else value
 
 
 def _kind(resource: Mapping[str, Any]) -> str:

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import os
 import pathlib
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes.client
+import structlog.testing
 
 from agent import metrics
 from agent.responder import app
@@ -163,6 +166,16 @@ class RunningResponder:
         status, _, body = self.request("POST", f"/findings/{source}", data, headers)
         return status, json.loads(body)
 
+    def raw(self, data: bytes, timeout: float = 20.0) -> bytes:
+        """Send `data` as is on a new connection; everything the server answers until it
+        closes (send `Connection: close`)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(data)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
     def post_many(self, source: str, payload: Any, count: int) -> list[tuple[int, dict[str, Any]]]:
         with concurrent.futures.ThreadPoolExecutor(count) as pool:
             return list(pool.map(lambda _: self.post(source, payload), range(count)))
@@ -182,6 +195,23 @@ def count(source: str, outcome: str) -> float:
         "podseg_responder_findings_total", {"source": source, "outcome": outcome}
     )
     return value or 0.0
+
+
+class Audit:
+    """The log records captured while an `audit()` block runs, from any thread."""
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The audit lines (`responder.decision`) so far, in order."""
+        return [dict(r) for r in list(self.records) if r.get("event") == "responder.decision"]
+
+
+@contextlib.contextmanager
+def audit() -> Iterator[Audit]:
+    with structlog.testing.capture_logs() as records:
+        yield Audit(records)
 
 
 def pod_meta(core: kubernetes.client.CoreV1Api, key: tuple[str, str]) -> Any:

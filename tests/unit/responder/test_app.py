@@ -66,11 +66,14 @@ def test_malformed_bodies_are_400_with_a_clear_message(
     rv = emulator.resource_version
     cases: list[tuple[str, bytes, str]] = [
         ("falco", b'{"rule": "x", ', "not JSON"),
-        ("falco", b"\xff\xfe", "not JSON"),
+        ("falco", b"\xff\xfe", "not UTF-8"),
         ("wiz", b"[1, 2]", "must be a JSON object"),
         ("falco", b'{"priority": "Severe", "output_fields": {}}', "unknown severity 'Severe'"),
         ("generic", b'{"namespace": "shop", "pod": {"name": "x"}}', "pod must be a string"),
         ("generic", b'{"namespace": "shop", "pod": "../x", "severity": "critical"}', "not a valid"),
+        ("generic", b'{"namespace": "shop", "pod": "web\\ud800"}', "pod is not valid Unicode"),
+        ("generic", b"[" * 40 + b"]" * 40, "nested deeper than 32 levels"),
+        ("wiz", b'{"issue": {"severity": "HIGH"}, "control": []}', "control must be a JSON"),
     ]
     for source, raw, message in cases:
         status, answer = responder.post(source, None, raw=raw)
