@@ -1,7 +1,8 @@
 """The responder's HTTP service: POST /findings/{falco,wiz,generic}, GET /healthz, /metrics.
 
 Each request: bearer token (401), JSON object (400), the source's parser (400 on wrong types),
-the decision (202 "ignored" with why), a pod name check (400), then the patcher in a thread
+the decision (202 "ignored" with why), a pod name check (400), a protected namespace (403,
+before any API call), then the patcher in a thread
 (404 unknown pod, 200 "quarantined" / "unchanged" / "dry-run", 502 on API failure). Every
 decision is one audit log line (`responder.decision`) and one count in
 `podseg_responder_findings_total{source,outcome}`.
@@ -99,37 +100,64 @@ class Responder:
         )
 
     async def _finding(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        source = request.match_info["source"]
+        """One finding: received (`_receive`), admitted (`_admit`), applied (`_apply`); each
+        step that says no raises `_Answered` with its answer."""
         started = time.monotonic()
+        source = request.match_info["source"]
         audit: dict[str, Any] = {"source": source, "remote": request.remote or ""}
+        try:
+            finding = await self._receive(request, source, audit)
+            verdict = self._admit(finding, audit)
+            return await self._apply(finding, verdict, audit, started)
+        except _Answered as answered:
+            return answered.response
+
+    async def _receive(
+        self, request: aiohttp.web.Request, source: str, audit: dict[str, Any]
+    ) -> findings.Finding:
+        """The source, the token, the body, the parse."""
         if source not in PARSERS:
-            return _answer(404, "unknown_source", f"no such finding source: {source!r}", audit)
+            raise _refuse(404, "unknown_source", f"no such finding source: {source!r}", audit)
         why_not = self.token.check(request.headers.get("Authorization"))
         if why_not:
-            response = _answer(401, "unauthorized", why_not, audit)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="podseg-responder"'
-            return response
+            headers = {"WWW-Authenticate": 'Bearer realm="podseg-responder"'}
+            raise _refuse(401, "unauthorized", why_not, audit, headers=headers)
         try:
             raw = await request.read()
         except aiohttp.web.HTTPRequestEntityTooLarge:
             limit = self.config.max_body_bytes
-            return _answer(413, "malformed", f"the body exceeds {limit} bytes", audit)
+            raise _refuse(413, "malformed", f"the body exceeds {limit} bytes", audit) from None
         try:
-            payload = _json(raw)
+            finding = PARSERS[source](_json(raw))
         except findings.Malformed as exc:
-            return _answer(400, "malformed", str(exc), audit)
-        try:
-            finding = PARSERS[source](payload)
-        except findings.Malformed as exc:
-            return _answer(400, "malformed", str(exc), audit)
+            raise _refuse(400, "malformed", str(exc), audit) from None
         audit.update(_describe(finding))
+        return finding
+
+    def _admit(self, finding: findings.Finding, audit: dict[str, Any]) -> findings.Verdict:
+        """The decision, then whether the pod it names may be touched at all."""
         verdict = findings.decide(finding, self.config.policy)
         if not verdict.act:
-            return _answer(202, "ignored", verdict.why, audit)
+            raise _refuse(202, "ignored", verdict.why, audit)
         bad_name = findings.invalid_name(finding)
         if bad_name:
-            return _answer(400, "malformed", bad_name, audit)
+            raise _refuse(400, "malformed", bad_name, audit)
+        if finding.namespace in self.config.protected_namespaces:
+            message = (
+                f"namespace {finding.namespace} is protected (--protected-namespaces): "
+                f"its pods are never quarantined by a finding; nothing changed"
+            )
+            raise _refuse(403, "protected", message, audit)
         audit["decision"] = verdict.why
+        return verdict
+
+    async def _apply(
+        self,
+        finding: findings.Finding,
+        verdict: findings.Verdict,
+        audit: dict[str, Any],
+        started: float,
+    ) -> aiohttp.web.Response:
         try:
             result = await asyncio.to_thread(self.patcher.quarantine, finding)
         except patcher.ApiFailure as exc:
@@ -153,6 +181,27 @@ class Responder:
             f"({verdict.why})"
         )
         return _answer(200, "quarantined", message, audit)
+
+
+class _Answered(Exception):
+    """A step of a finding's handling answered it (a refusal, 'ignored', ...)."""
+
+    def __init__(self, response: aiohttp.web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _refuse(
+    status: int,
+    outcome: str,
+    message: str,
+    audit: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> _Answered:
+    """The answer (its audit line and metric logged now) to raise from a step."""
+    response = _answer(status, outcome, message, audit)
+    response.headers.update(headers or {})
+    return _Answered(response)
 
 
 def _json(raw: bytes) -> Any:

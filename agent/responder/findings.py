@@ -84,11 +84,15 @@ def decide(finding: Finding, policy: Policy) -> Verdict:
     )
 
 
+def valid_namespace(name: str) -> bool:
+    return bool(_DNS_LABEL.fullmatch(name))
+
+
 def invalid_name(finding: Finding) -> str:
     """Why the pod reference cannot be a Kubernetes pod ("" when it can)."""
-    if not _DNS_LABEL.match(finding.namespace):
+    if not valid_namespace(finding.namespace):
         return f"namespace {clean(finding.namespace, 80)!r} is not a valid namespace name"
-    if len(finding.pod) > 253 or not _DNS_SUBDOMAIN.match(finding.pod):
+    if len(finding.pod) > 253 or not _DNS_SUBDOMAIN.fullmatch(finding.pod):
         return f"pod {clean(finding.pod, 80)!r} is not a valid pod name"
     return ""
 

@@ -15,6 +15,8 @@ from agent import config
 from agent.responder import findings, severity
 
 DEFAULT_MIN_SEVERITY = "critical"
+# The cluster's own machinery and podseg itself: a finding never quarantines a pod there.
+DEFAULT_PROTECTED_NAMESPACES = frozenset({"kube-system", "podseg-system"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +31,20 @@ class Settings:
     log_level: str = "info"
     api_timeout: float = 10.0
     max_body_bytes: int = 1 << 20
+    protected_namespaces: frozenset[str] = DEFAULT_PROTECTED_NAMESPACES
+
+
+def namespaces(text: str) -> frozenset[str]:
+    """`a,b,c` -> the namespace names; `none` -> none."""
+    if text.strip().lower() == "none":
+        return frozenset()
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ValueError("expected comma-separated namespace names, or none")
+    for name in sorted(names):
+        if not findings.valid_namespace(name):
+            raise ValueError(f"{name!r} is not a namespace name")
+    return names
 
 
 OPTIONS = (
@@ -64,6 +80,13 @@ OPTIONS = (
         config.text,
         "comma-separated rule names (Falco rule, Wiz control name, generic rule) that "
         "quarantine whatever their severity",
+    ),
+    config.Option(
+        "--protected-namespaces",
+        "PODSEG_RESPONDER_PROTECTED_NAMESPACES",
+        namespaces,
+        "comma-separated namespaces whose pods a finding never quarantines (answered 403), "
+        f"or none (default {','.join(sorted(DEFAULT_PROTECTED_NAMESPACES))})",
     ),
     config.Option(
         "--dry-run",
@@ -102,6 +125,7 @@ def settings_from_args(
         port=port,
         policy=findings.Policy(min_severity=minimum, rules=rules),
         dry_run=given.get("dry_run", Settings.dry_run),
+        protected_namespaces=given.get("protected_namespaces", Settings.protected_namespaces),
         log_format=given.get("log_format", Settings.log_format),
         log_level=given.get("log_level", Settings.log_level),
     )

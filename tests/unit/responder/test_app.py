@@ -9,6 +9,7 @@ from typing import Any
 import kubernetes.client
 
 from testbed.emulator import server
+from tests.support import apiclient
 from tests.support import responder as harness
 from tests.support.responder import PAYMENTS_API, SHOP_WEB, TOKEN, Start, count, pod_meta
 
@@ -281,3 +282,46 @@ def test_health_metrics_and_unknown_source(start_responder: Start) -> None:
     assert status == 200
     assert b'podseg_responder_findings_total{outcome="unknown_source",source="unknown"}' in text
     assert b"podseg_managed_pods" not in text  # the agent's series are not the responder's
+
+
+def test_a_finding_in_a_protected_namespace_is_403_and_never_patched(
+    core: kubernetes.client.CoreV1Api, emulator: server.EmulatorThread, start_responder: Start
+) -> None:
+    core.create_namespaced_pod("kube-system", apiclient.pod("coredns-5d78c9869d-q8xkz", {}))
+    body = harness.load("generic_critical") | {
+        "namespace": "kube-system",
+        "pod": "coredns-5d78c9869d-q8xkz",
+    }
+    rv = emulator.resource_version
+    before = count("generic", "protected")
+    for dry_run in (False, True):
+        responder = start_responder(dry_run=dry_run)
+        with harness.audit() as audit:
+            status, answer = responder.post("generic", body)
+        assert status == 403 and answer["outcome"] == "protected", answer
+        assert "namespace kube-system is protected" in answer["message"]
+        assert "nothing changed" in answer["message"]
+        (line,) = audit.decisions()
+        assert (line["outcome"], line["status"], line["namespace"]) == (
+            "protected",
+            403,
+            "kube-system",
+        )
+    assert emulator.resource_version == rv
+    labels = core.read_namespaced_pod("coredns-5d78c9869d-q8xkz", "kube-system").metadata.labels
+    assert LABEL not in (labels or {})
+    assert count("generic", "protected") == before + 2
+    # podseg's own namespace is protected by default too (the pod need not exist: no API call).
+    status, answer = responder.post("generic", body | {"namespace": "podseg-system"})
+    assert status == 403 and answer["outcome"] == "protected"
+
+
+def test_the_protected_namespaces_are_configurable(
+    core: kubernetes.client.CoreV1Api, start_responder: Start
+) -> None:
+    responder = start_responder(protected_namespaces=frozenset({"shop"}))
+    status, answer = responder.post("generic", harness.load("generic_critical"))
+    assert status == 403 and "namespace shop is protected" in answer["message"]
+    assert LABEL not in (pod_meta(core, SHOP_WEB).labels or {})
+    status, answer = responder.post("falco", harness.load("falcosidekick_reverse_shell"))
+    assert status == 200 and answer["outcome"] == "quarantined"  # payments: not protected
