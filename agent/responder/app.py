@@ -3,7 +3,8 @@
 Each request: bearer token (401), JSON object (400), the source's parser (400 on wrong types),
 the decision (202 "ignored" with why), a pod name check (400), a protected namespace (403,
 before any API call), then the patcher in a thread
-(404 unknown pod, 200 "quarantined" / "unchanged" / "dry-run", 502 on API failure). Every
+(404 unknown pod, 409 "replaced" when the pod of that name is not the finding's (its UID), 200
+"quarantined" / "unchanged" / "dry-run", 502 on API failure). Every
 decision is one audit log line (`responder.decision`) and one count in
 `podseg_responder_findings_total{source,outcome}`.
 """
@@ -163,10 +164,18 @@ class Responder:
         except patcher.ApiFailure as exc:
             return _answer(502, "error", f"nothing changed: {exc}", audit)
         audit["resource_version"] = result.resource_version
+        audit["pod_uid"] = result.uid
         audit["seconds"] = round(time.monotonic() - started, 4)
         target = f"{finding.namespace}/{finding.pod}"
         if result.outcome is patcher.Outcome.UNKNOWN_POD:
             return _answer(404, "unknown_pod", f"no pod {target}; nothing changed", audit)
+        if result.outcome is patcher.Outcome.REPLACED:
+            about = f"UID {finding.uid}" if finding.uid else "the pod of that name first read"
+            message = (
+                f"{target} is now pod UID {result.uid}, a same-named successor of the pod the "
+                f"finding is about ({about}); nothing changed"
+            )
+            return _answer(409, "replaced", message, audit)
         if result.outcome is patcher.Outcome.UNCHANGED:
             return _answer(200, "unchanged", f"{target} is already quarantined", audit)
         if result.outcome is patcher.Outcome.DRY_RUN:
@@ -247,6 +256,7 @@ def _describe(finding: findings.Finding) -> dict[str, Any]:
         "severity": finding.severity.label if finding.severity is not None else "",
         "reporter": findings.clean(finding.reporter, 200),
         "finding_id": findings.clean(finding.finding_id, 100),
+        "finding_uid": finding.uid,
     }
 
 

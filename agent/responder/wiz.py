@@ -10,7 +10,9 @@ entity snapshot: `id` = provider id, `name`, `type` = native type such as `Pod`,
 The default template does not carry the Kubernetes namespace: add
 `"kubernetesNamespaceName": "{{issue.entitySnapshot.kubernetesNamespaceName}}"` to `resource`
 (docs/operations.md). A finding about a container names its pod as
-`resource.pod = {"name": ..., "namespace": ...}`.
+`resource.pod = {"name": ..., "namespace": ...}`. Where the template can render the pod's
+Kubernetes UID, it goes in `resource.uid` (a Pod) or `resource.pod.uid` (a Container); Wiz's
+own `id` and `providerId` are not the Kubernetes UID and are not read as one.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ def parse(payload: Any) -> findings.Finding:
     if level is None:
         level = findings.level(control.get("severity"), "control.severity", severity.WIZ)
     namespace, pod, not_a_pod = _pod_of(resource)
+    uid = findings.uid(resource.get("uid"), "resource.uid")
+    if _kind(resource) == "container":
+        owner = findings.obj(resource.get("pod"), "resource.pod")
+        uid = findings.uid(owner.get("uid"), "resource.pod.uid")
     status = findings.text(issue.get("status"), "issue.status").upper()
     if status in CLOSED and not not_a_pod:
         not_a_pod = f"the Wiz issue is {status}"
@@ -50,6 +56,7 @@ def parse(payload: Any) -> findings.Finding:
             findings.obj(body.get("trigger"), "trigger").get("ruleName"), "trigger.ruleName"
         ),
         finding_id=findings.text(issue.get("id"), "issue.id"),
+        uid=uid,
         not_a_pod=not_a_pod,
     )
 

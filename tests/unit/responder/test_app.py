@@ -325,3 +325,87 @@ def test_the_protected_namespaces_are_configurable(
     assert LABEL not in (pod_meta(core, SHOP_WEB).labels or {})
     status, answer = responder.post("falco", harness.load("falcosidekick_reverse_shell"))
     assert status == 200 and answer["outcome"] == "quarantined"  # payments: not protected
+
+
+OTHER_UID = "0b9e8d7c-6f5a-4e3d-8c2b-1a0f9e8d7c6b"
+
+
+def test_a_finding_about_the_live_pods_uid_quarantines_it(
+    core: kubernetes.client.CoreV1Api, start_responder: Start
+) -> None:
+    responder = start_responder()
+    uid = pod_meta(core, SHOP_WEB).uid
+    with harness.audit() as audit:
+        status, answer = responder.post("generic", harness.load("generic_critical") | {"uid": uid})
+    assert status == 200 and answer["outcome"] == "quarantined", answer
+    (line,) = audit.decisions()
+    assert line["finding_uid"] == line["pod_uid"] == uid
+    assert pod_meta(core, SHOP_WEB).labels[LABEL] == "true"
+
+
+def test_a_finding_about_another_uid_is_409_and_changes_nothing(
+    core: kubernetes.client.CoreV1Api, emulator: server.EmulatorThread, start_responder: Start
+) -> None:
+    """The pod of that name is a successor (another UID): the finding is not about it."""
+    responder = start_responder()
+    rv = emulator.resource_version
+    live = pod_meta(core, PAYMENTS_API).uid
+    before = count("falco", "replaced")
+    body = harness.load("falcosidekick_reverse_shell")
+    body["output_fields"]["k8s.pod.uid"] = OTHER_UID.upper()  # any case
+    with harness.audit() as audit:
+        status, answer = responder.post("falco", body)
+    assert status == 409 and answer["outcome"] == "replaced", answer
+    assert f"is now pod UID {live}" in answer["message"] and OTHER_UID in answer["message"]
+    assert "nothing changed" in answer["message"]
+    (line,) = audit.decisions()
+    assert (line["finding_uid"], line["pod_uid"], line["status"]) == (OTHER_UID, live, 409)
+    assert emulator.resource_version == rv
+    assert LABEL not in (pod_meta(core, PAYMENTS_API).labels or {})
+    assert count("falco", "replaced") == before + 1
+
+
+def _replacing_clock(core: kubernetes.client.CoreV1Api) -> Any:
+    """A clock for the patcher that, read between the responder's read of the pod and its
+    patch, deletes the pod and creates a same-named successor: a deterministic race."""
+    calls = {"n": 0}
+
+    def clock() -> datetime.datetime:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            core.delete_namespaced_pod(SHOP_WEB[1], SHOP_WEB[0], grace_period_seconds=0)
+            core.create_namespaced_pod(SHOP_WEB[0], apiclient.pod(SHOP_WEB[1], {"app": "web"}))
+        return datetime.datetime.now(datetime.UTC)
+
+    return clock
+
+
+def test_a_pod_replaced_between_read_and_patch_is_refused_by_the_api_and_409(
+    core: kubernetes.client.CoreV1Api, start_responder: Start
+) -> None:
+    """The patch carries the UID and resourceVersion read: the API server refuses it for the
+    successor, and the responder, reading again, sees another UID: 409, the successor is
+    untouched. With or without a UID in the finding (without one, the pod first read is the
+    one the finding is about)."""
+    for with_uid in (True, False):
+        original = pod_meta(core, SHOP_WEB).uid
+        responder = start_responder(clock=_replacing_clock(core))
+        body = harness.load("generic_critical") | ({"uid": original} if with_uid else {})
+        status, answer = responder.post("generic", body)
+        successor = pod_meta(core, SHOP_WEB)
+        assert successor.uid != original
+        assert status == 409 and answer["outcome"] == "replaced", (with_uid, answer)
+        assert f"is now pod UID {successor.uid}" in answer["message"]
+        assert LABEL not in (successor.labels or {})
+        assert "podseg.io/quarantined-by" not in (successor.annotations or {})
+
+
+def test_the_patch_carries_the_uid_and_resource_version_read(
+    core: kubernetes.client.CoreV1Api, start_responder: Start
+) -> None:
+    responder = start_responder(dry_run=True)
+    meta = pod_meta(core, SHOP_WEB)
+    status, answer = responder.post("generic", harness.load("generic_critical"))
+    assert status == 200 and answer["outcome"] == "dry-run"
+    assert answer["would_patch"]["metadata"]["uid"] == meta.uid
+    assert answer["would_patch"]["metadata"]["resourceVersion"] == meta.resource_version
