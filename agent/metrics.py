@@ -196,7 +196,7 @@ RESPONDER_FINDINGS = prometheus_client.Counter(
     "podseg_responder_findings_total",
     "Findings received by podseg responder, by source (falco, wiz, generic) and outcome "
     "(quarantined, unchanged, dry_run, ignored, unknown_pod, protected, replaced, malformed, "
-    "unauthorized, error).",
+    "unauthorized, rate_limited, error).",
     ["source", "outcome"],
     registry=RESPONDER_REGISTRY,
 )

@@ -1,11 +1,12 @@
 """The responder's HTTP service: POST /findings/{falco,wiz,generic}, GET /healthz, /metrics.
 
-Each request: bearer token (401), JSON object (400), the source's parser (400 on wrong types),
-the decision (202 "ignored" with why), a pod name check (400), a protected namespace (403,
-before any API call), then the patcher in a thread
-(404 unknown pod, 409 "replaced" when the pod of that name is not the finding's (its UID), 200
-"quarantined" / "unchanged" / "dry-run", 502 on API failure). Every
-decision is one audit log line (`responder.decision`) and one count in
+Each request: the client address's rate (429 with Retry-After), the bearer token (401), a body
+that is UTF-8 JSON at most 32 levels deep (400), the source's parser (400 on wrong types), the
+decision (202 "ignored" with why), a pod name check (400), a protected namespace (403, before
+any API call), then the patcher in a thread (404 unknown pod, 409 "replaced" when the pod of
+that name is not the finding's (its UID), 200 "quarantined" / "unchanged" / "dry-run", 502 on
+API failure). Every decision is one audit log line (`responder.decision`; a rate-limited
+client's at most once a second) and one count in
 `podseg_responder_findings_total{source,outcome}`.
 """
 
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import math
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -25,9 +27,9 @@ import prometheus_client
 import structlog
 
 from agent import metrics
-from agent.responder import auth, falco, findings, generic, patcher, settings, wiz
+from agent.responder import auth, falco, findings, generic, patcher, ratelimit, settings, wiz
 
-log = structlog.get_logger(__name__)
+_log = structlog.get_logger(__name__)
 
 PARSERS: dict[str, Callable[[Any], findings.Finding]] = {
     falco.SOURCE: falco.parse,
@@ -51,6 +53,7 @@ class Responder:
         self.token = token
         self.patcher = patch
         self.port = config.port
+        self.limiter = ratelimit.TokenBuckets(config.rate_limit, config.rate_burst)
         self._runner: aiohttp.web.AppRunner | None = None
 
     def application(self) -> aiohttp.web.Application:
@@ -77,7 +80,7 @@ class Responder:
         if addresses:
             self.port = int(addresses[0][1])
         policy = self.config.policy
-        log.info(
+        _log.info(
             "responder.started",
             host=self.config.host,
             port=self.port,
@@ -116,7 +119,10 @@ class Responder:
     async def _receive(
         self, request: aiohttp.web.Request, source: str, audit: dict[str, Any]
     ) -> findings.Finding:
-        """The source, the token, the body, the parse."""
+        """The client's rate, the source, the token, the body, the parse."""
+        refusal = self.limiter.take(audit["remote"])
+        if refusal is not None:
+            raise self._rate_limited(refusal, audit)
         if source not in PARSERS:
             raise _refuse(404, "unknown_source", f"no such finding source: {source!r}", audit)
         why_not = self.token.check(request.headers.get("Authorization"))
@@ -134,6 +140,18 @@ class Responder:
             raise _refuse(400, "malformed", str(exc), audit) from None
         audit.update(_describe(finding))
         return finding
+
+    def _rate_limited(self, refusal: ratelimit.Refusal, audit: dict[str, Any]) -> _Answered:
+        seconds = max(1, math.ceil(refusal.retry_after))
+        message = (
+            f"too many findings from {audit['remote'] or 'this client'}: at most "
+            f"{self.config.rate_limit:g} a second (bursts of {self.config.rate_burst}); "
+            f"retry after {seconds} s"
+        )
+        if refusal.log and refusal.unlogged:
+            audit = audit | {"unlogged_refusals": refusal.unlogged}
+        headers = {"Retry-After": str(seconds)}
+        return _refuse(429, "rate_limited", message, audit, headers=headers, log=refusal.log)
 
     def _admit(self, finding: findings.Finding, audit: dict[str, Any]) -> findings.Verdict:
         """The decision, then whether the pod it names may be touched at all."""
@@ -206,9 +224,10 @@ def _refuse(
     message: str,
     audit: dict[str, Any],
     headers: dict[str, str] | None = None,
+    log: bool = True,
 ) -> _Answered:
     """The answer (its audit line and metric logged now) to raise from a step."""
-    response = _answer(status, outcome, message, audit)
+    response = _answer(status, outcome, message, audit, log=log)
     response.headers.update(headers or {})
     return _Answered(response)
 
@@ -271,7 +290,7 @@ async def _last_resort(
     except aiohttp.web.HTTPException:
         raise
     except Exception:
-        log.exception("responder.unexpected_error", path=request.path)
+        _log.exception("responder.unexpected_error", path=request.path)
         source = request.match_info.get("source", "")
         audit = {"source": source, "remote": request.remote or ""}
         return _answer(500, "error", "internal error (see the responder's log)", audit)
@@ -283,12 +302,16 @@ def _answer(
     message: str,
     audit: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    *,
+    log: bool = True,
 ) -> aiohttp.web.Response:
-    """The audit line, the metric and the JSON answer of one decision."""
+    """The audit line (unless `log` is False: a rate-limited flood), the metric and the JSON
+    answer of one decision."""
     source = audit["source"] if audit["source"] in PARSERS else "unknown"
     metrics.RESPONDER_FINDINGS.labels(source, outcome).inc()
-    level = log.warning if status >= 500 or status == 401 else log.info
-    level("responder.decision", outcome=outcome, status=status, message=message, **audit)
+    if log:
+        level = _log.warning if status >= 500 or status in (401, 429) else _log.info
+        level("responder.decision", outcome=outcome, status=status, message=message, **audit)
     body: dict[str, Any] = {"outcome": outcome.replace("_", "-"), "message": message}
     for key in ("namespace", "pod", "rule", "severity"):
         if audit.get(key):
@@ -329,5 +352,5 @@ async def run(config: settings.Settings) -> int:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
         await responder.stop()
-        log.info("responder.stopped")
+        _log.info("responder.stopped")
     return 0

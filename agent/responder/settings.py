@@ -32,6 +32,8 @@ class Settings:
     api_timeout: float = 10.0
     max_body_bytes: int = 1 << 20
     protected_namespaces: frozenset[str] = DEFAULT_PROTECTED_NAMESPACES
+    rate_limit: float = 20.0  # findings a second per client address; 0: no limit
+    rate_burst: int = 100
 
 
 def namespaces(text: str) -> frozenset[str]:
@@ -45,6 +47,12 @@ def namespaces(text: str) -> frozenset[str]:
         if not findings.valid_namespace(name):
             raise ValueError(f"{name!r} is not a namespace name")
     return names
+
+
+def _non_negative(value: float) -> float:
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a number, 0 or more")
+    return value
 
 
 OPTIONS = (
@@ -89,6 +97,19 @@ OPTIONS = (
         f"or none (default {','.join(sorted(DEFAULT_PROTECTED_NAMESPACES))})",
     ),
     config.Option(
+        "--rate-limit",
+        "PODSEG_RESPONDER_RATE_LIMIT",
+        lambda text: _non_negative(float(text)),
+        "findings a second each client address may post on average, or 0 for no limit; "
+        f"more are answered 429 with Retry-After (default {Settings.rate_limit:g})",
+    ),
+    config.Option(
+        "--rate-burst",
+        "PODSEG_RESPONDER_RATE_BURST",
+        config.at_least_one,
+        f"findings a client address may post at once (default {Settings.rate_burst})",
+    ),
+    config.Option(
         "--dry-run",
         "PODSEG_RESPONDER_DRY_RUN",
         config.boolean,
@@ -126,6 +147,8 @@ def settings_from_args(
         policy=findings.Policy(min_severity=minimum, rules=rules),
         dry_run=given.get("dry_run", Settings.dry_run),
         protected_namespaces=given.get("protected_namespaces", Settings.protected_namespaces),
+        rate_limit=given.get("rate_limit", Settings.rate_limit),
+        rate_burst=given.get("rate_burst", Settings.rate_burst),
         log_format=given.get("log_format", Settings.log_format),
         log_level=given.get("log_level", Settings.log_level),
     )

@@ -147,8 +147,11 @@ class RunningResponder:
         path: str,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        client: str | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        """One request on a new connection, from the loopback address `client` if given."""
+        bind = (client, 0) if client else None
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20, source_address=bind)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
@@ -157,14 +160,33 @@ class RunningResponder:
             conn.close()
 
     def post(
-        self, source: str, payload: Any, *, token: str | None = TOKEN, raw: bytes | None = None
+        self,
+        source: str,
+        payload: Any,
+        *,
+        token: str | None = TOKEN,
+        raw: bytes | None = None,
+        client: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
+        status, _, answer = self.post_full(source, payload, token=token, raw=raw, client=client)
+        return status, answer
+
+    def post_full(
+        self,
+        source: str,
+        payload: Any,
+        *,
+        token: str | None = TOKEN,
+        raw: bytes | None = None,
+        client: str | None = None,
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """POST a finding: status, headers, the JSON answer."""
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         data = raw if raw is not None else json.dumps(payload).encode()
-        status, _, body = self.request("POST", f"/findings/{source}", data, headers)
-        return status, json.loads(body)
+        status, got, body = self.request("POST", f"/findings/{source}", data, headers, client)
+        return status, got, json.loads(body)
 
     def raw(self, data: bytes, timeout: float = 20.0) -> bytes:
         """Send `data` as is on a new connection; everything the server answers until it

@@ -409,3 +409,29 @@ def test_the_patch_carries_the_uid_and_resource_version_read(
     assert status == 200 and answer["outcome"] == "dry-run"
     assert answer["would_patch"]["metadata"]["uid"] == meta.uid
     assert answer["would_patch"]["metadata"]["resourceVersion"] == meta.resource_version
+
+
+def test_a_client_over_its_rate_is_429_with_retry_after_and_counted(
+    core: kubernetes.client.CoreV1Api, emulator: server.EmulatorThread, start_responder: Start
+) -> None:
+    """Per client address: 127.0.0.2 is limited, 127.0.0.3 is not. Refused requests are counted
+    in the metric; their audit lines are at most one a second per client."""
+    responder = start_responder(rate_limit=0.5, rate_burst=3)
+    body = harness.load("generic_critical")
+    before = count("generic", "rate_limited")
+    with harness.audit() as audit:
+        answers = [responder.post_full("generic", body, client="127.0.0.2") for _ in range(6)]
+        assert [status for status, _, _ in answers] == [200, 200, 200, 429, 429, 429]
+        status, headers, answer = answers[3]
+        assert answer["outcome"] == "rate-limited", answer
+        assert "at most 0.5 a second (bursts of 3)" in answer["message"]
+        assert 1 <= int(headers["Retry-After"]) <= 2
+        status, answer = responder.post("generic", body, client="127.0.0.3")
+        assert status == 200 and answer["outcome"] == "unchanged"
+        # Without a token too: the limit comes first, so a flood never reaches the token check.
+        status, answer = responder.post("generic", body, client="127.0.0.2", token="wrong")
+        assert status == 429
+        limited = [line for line in audit.decisions() if line["outcome"] == "rate_limited"]
+    assert count("generic", "rate_limited") == before + 4
+    assert len(limited) == 1 and limited[0]["remote"] == "127.0.0.2"
+    assert limited[0]["status"] == 429

@@ -114,8 +114,9 @@ def _has(value: Any, path: tuple[Any, ...]) -> bool:
 
 @pytest.fixture
 def fuzzed(core: kubernetes.client.CoreV1Api, start_responder: Start) -> RunningResponder:
-    """Dry run (a valid finding is answered, nothing is written), a small body limit."""
-    return start_responder(dry_run=True, max_body_bytes=MAX_BODY)
+    """Dry run (a valid finding is answered, nothing is written), a small body limit, no rate
+    limit (the fuzzing posts hundreds of requests a second)."""
+    return start_responder(dry_run=True, max_body_bytes=MAX_BODY, rate_limit=0)
 
 
 def _post(responder: RunningResponder, source: str, raw: bytes) -> tuple[int, dict[str, Any]]:

@@ -53,3 +53,28 @@ def test_bad_protected_namespaces_are_refused(value: str, message: str) -> None:
     with pytest.raises(config.ConfigError, match="--protected-namespaces") as caught:
         _settings("--protected-namespaces", value)
     assert message in str(caught.value)
+
+
+def test_rate_limit_defaults_and_settings() -> None:
+    config = _settings()
+    assert (config.rate_limit, config.rate_burst) == (20.0, 100)
+    config = _settings("--rate-limit", "0.5", "--rate-burst", "5")
+    assert (config.rate_limit, config.rate_burst) == (0.5, 5)
+    env = {"PODSEG_RESPONDER_RATE_LIMIT": "0", "PODSEG_RESPONDER_RATE_BURST": "1"}
+    config = _settings(**env)
+    assert (config.rate_limit, config.rate_burst) == (0.0, 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--rate-limit", "-1"), "--rate-limit '-1': must be a number, 0 or more"),
+        (("--rate-limit", "nan"), "--rate-limit 'nan': must be a number, 0 or more"),
+        (("--rate-limit", "fast"), "--rate-limit 'fast'"),
+        (("--rate-burst", "0"), "--rate-burst '0': must be at least 1"),
+    ],
+)
+def test_bad_rate_limits_are_refused(args: tuple[str, ...], message: str) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        _settings(*args)
+    assert message in str(caught.value)
