@@ -5,9 +5,9 @@ that is UTF-8 JSON at most 32 levels deep (400), the source's parser (400 on wro
 decision (202 "ignored" with why), a pod name check (400), a protected namespace (403, before
 any API call), then the patcher in a thread (404 unknown pod, 409 "replaced" when the pod of
 that name is not the finding's (its UID), 200 "quarantined" / "unchanged" / "dry-run", 502 on
-API failure). Every decision is one audit log line (`responder.decision`; a rate-limited
-client's at most once a second) and one count in
-`podseg_responder_findings_total{source,outcome}`.
+API failure); a body slower than --body-timeout is 408. Every decision is one audit log line
+(`responder.decision`; a rate-limited client's at most once a second) and one count in
+`podseg_responder_findings_total{source,outcome}`. Connections: see `connections`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,17 @@ import prometheus_client
 import structlog
 
 from agent import metrics
-from agent.responder import auth, falco, findings, generic, patcher, ratelimit, settings, wiz
+from agent.responder import (
+    auth,
+    connections,
+    falco,
+    findings,
+    generic,
+    patcher,
+    ratelimit,
+    settings,
+    wiz,
+)
 
 _log = structlog.get_logger(__name__)
 
@@ -39,6 +49,9 @@ PARSERS: dict[str, Callable[[Any], findings.Finding]] = {
 
 
 MAX_DEPTH = 32
+# After an early answer (401, 413, 429) aiohttp reads what is left of the body this long, so
+# the client sees the answer rather than a reset; a slow client is cut off after it.
+LINGERING_SECONDS = 2.0
 
 
 class StartupError(Exception):
@@ -54,6 +67,7 @@ class Responder:
         self.patcher = patch
         self.port = config.port
         self.limiter = ratelimit.TokenBuckets(config.rate_limit, config.rate_burst)
+        self.connections = connections.ConnectionCap(config.max_connections)
         self._runner: aiohttp.web.AppRunner | None = None
 
     def application(self) -> aiohttp.web.Application:
@@ -66,9 +80,18 @@ class Responder:
         return app
 
     async def start(self) -> None:
-        self._runner = aiohttp.web.AppRunner(self.application(), access_log=None)
+        # aiohttp's keep-alive timeout runs from a connection's start and from each answer,
+        # and closes a connection still waiting for a complete request header when it ends.
+        self._runner = aiohttp.web.AppRunner(
+            self.application(),
+            access_log=None,
+            keepalive_timeout=self.config.header_timeout,
+            lingering_time=LINGERING_SECONDS,
+        )
         await self._runner.setup()
-        site = aiohttp.web.TCPSite(self._runner, self.config.host, self.config.port)
+        site = connections.CappedSite(
+            self._runner, self.config.host, self.config.port, self.connections
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -130,10 +153,21 @@ class Responder:
             headers = {"WWW-Authenticate": 'Bearer realm="podseg-responder"'}
             raise _refuse(401, "unauthorized", why_not, audit, headers=headers)
         try:
-            raw = await request.read()
+            async with asyncio.timeout(self.config.body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            message = f"the body did not arrive within {self.config.body_timeout:g} s"
+            answered = _refuse(408, "timeout", message, audit)
+            answered.response.force_close()
+            raise answered from None
         except aiohttp.web.HTTPRequestEntityTooLarge:
             limit = self.config.max_body_bytes
             raise _refuse(413, "malformed", f"the body exceeds {limit} bytes", audit) from None
+        except (ConnectionError, aiohttp.http.HttpProcessingError) as exc:
+            # The client closed the connection mid-body, or its chunked framing broke: the
+            # answer may reach nobody, but the audit line records the attempt.
+            message = f"the body is incomplete or badly framed: {exc}"
+            raise _refuse(400, "malformed", message, audit) from None
         try:
             finding = PARSERS[source](_json(raw))
         except findings.Malformed as exc:

@@ -34,6 +34,9 @@ class Settings:
     protected_namespaces: frozenset[str] = DEFAULT_PROTECTED_NAMESPACES
     rate_limit: float = 20.0  # findings a second per client address; 0: no limit
     rate_burst: int = 100
+    header_timeout: float = 10.0  # seconds for a request's headers (and keep-alive idle)
+    body_timeout: float = 10.0  # seconds for a request's body once its headers are in
+    max_connections: int = 256
 
 
 def namespaces(text: str) -> frozenset[str]:
@@ -110,6 +113,28 @@ OPTIONS = (
         f"findings a client address may post at once (default {Settings.rate_burst})",
     ),
     config.Option(
+        "--header-timeout",
+        "PODSEG_RESPONDER_HEADER_TIMEOUT",
+        config.positive(float),
+        "seconds a connection may take to send a complete request header, from its opening "
+        "or from the previous answer (so also the keep-alive idle time); then it is closed "
+        f"(default {Settings.header_timeout:g})",
+    ),
+    config.Option(
+        "--body-timeout",
+        "PODSEG_RESPONDER_BODY_TIMEOUT",
+        config.positive(float),
+        "seconds a request's body may take once its header is in; then 408 and the "
+        f"connection is closed (default {Settings.body_timeout:g})",
+    ),
+    config.Option(
+        "--max-connections",
+        "PODSEG_RESPONDER_MAX_CONNECTIONS",
+        config.at_least_one,
+        "open connections at most; one more is answered 503 and closed "
+        f"(default {Settings.max_connections})",
+    ),
+    config.Option(
         "--dry-run",
         "PODSEG_RESPONDER_DRY_RUN",
         config.boolean,
@@ -149,6 +174,9 @@ def settings_from_args(
         protected_namespaces=given.get("protected_namespaces", Settings.protected_namespaces),
         rate_limit=given.get("rate_limit", Settings.rate_limit),
         rate_burst=given.get("rate_burst", Settings.rate_burst),
+        header_timeout=given.get("header_timeout", Settings.header_timeout),
+        body_timeout=given.get("body_timeout", Settings.body_timeout),
+        max_connections=given.get("max_connections", Settings.max_connections),
         log_format=given.get("log_format", Settings.log_format),
         log_level=given.get("log_level", Settings.log_level),
     )

@@ -6,6 +6,8 @@ UTF-8, too large, wrong types) is answered 400 (413 when too large) `malformed`.
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -220,3 +222,34 @@ def test_a_token_that_is_not_utf8_is_401_not_a_crash(fuzzed: RunningResponder) -
         lines = audit.decisions()
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
     assert [(line["status"], line["outcome"]) for line in lines] == [(401, "unauthorized")]
+
+
+def test_a_body_cut_short_or_badly_chunked_is_4xx_with_an_audit_line(
+    core: kubernetes.client.CoreV1Api, start_responder: Start
+) -> None:
+    """A client that closes mid-body: 400 (for the audit line; nobody reads the answer). A
+    chunk header that is not hexadecimal once the handler reads the body: aiohttp's parser
+    stops feeding it, so the body read times out: 408."""
+    responder = start_responder(body_timeout=0.5)
+    head = (
+        f"POST /findings/generic HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    ).encode()
+    with harness.audit() as audit:
+        with socket.create_connection(("127.0.0.1", responder.port), timeout=10) as sock:
+            sock.sendall(head + b"Content-Length: 100\r\n\r\n" + b'{"namespace": ')
+            time.sleep(0.2)  # the handler is reading the body
+        with socket.create_connection(("127.0.0.1", responder.port), timeout=10) as sock:
+            sock.sendall(head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            time.sleep(0.2)
+            sock.sendall(b"zz\r\n{}\r\n0\r\n\r\n")
+            answer = sock.recv(65536)
+        deadline = time.monotonic() + 10
+        while len(audit.decisions()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lines = audit.decisions()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert [(line["status"], line["outcome"]) for line in lines] == [
+        (400, "malformed"),
+        (408, "timeout"),
+    ]
+    assert "incomplete or badly framed" in lines[0]["message"]
