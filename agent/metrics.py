@@ -206,7 +206,18 @@ RESPONDER_REGISTRY = prometheus_client.CollectorRegistry()
 RESPONDER_FINDINGS = prometheus_client.Counter(
     "podseg_responder_findings_total",
     "Findings received by podseg responder, by source (falco, wiz, generic) and outcome "
-    "(quarantined, unchanged, dry_run, ignored, unknown_pod, malformed, unauthorized, error).",
+    "(quarantined, unchanged, dry_run, ignored, unknown_pod, protected, replaced, malformed, "
+    "unauthorized, rate_limited, timeout, error).",
     ["source", "outcome"],
+    registry=RESPONDER_REGISTRY,
+)
+RESPONDER_CONNECTIONS = prometheus_client.Gauge(
+    "podseg_responder_connections",
+    "HTTP connections open to podseg responder (at most --max-connections).",
+    registry=RESPONDER_REGISTRY,
+)
+RESPONDER_CONNECTIONS_REFUSED = prometheus_client.Counter(
+    "podseg_responder_connections_refused",
+    "Connections podseg responder answered 503 and closed at once: --max-connections were open.",
     registry=RESPONDER_REGISTRY,
 )

@@ -42,6 +42,8 @@ CLUSTER_SCOPED = {
     "StorageClass",
     "ValidatingWebhookConfiguration",
     "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 }
 
 
