@@ -27,6 +27,7 @@ import prometheus_client
 import structlog
 
 from agent import metrics
+from agent.k8s import clients
 from agent.responder import (
     auth,
     connections,
@@ -362,8 +363,8 @@ def build(
     except auth.TokenError as exc:
         raise StartupError(str(exc)) from exc
     try:
-        api = patcher.api_client(config.kubeconfig)
-    except patcher.StartupError as exc:
+        api = clients.api_client(config.kubeconfig)
+    except clients.CredentialsError as exc:
         raise StartupError(str(exc)) from exc
     patch = patcher.Patcher(api, dry_run=config.dry_run, timeout=config.api_timeout)
     if clock is not None:

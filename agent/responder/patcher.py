@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import kubernetes.client
-import kubernetes.config
 import urllib3.exceptions
 
 from agent.responder import findings
@@ -50,24 +49,6 @@ class ApiFailure(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-class StartupError(Exception):
-    """No usable API credentials."""
-
-
-def api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
-    try:
-        if kubeconfig:
-            client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
-                config_file=kubeconfig
-            )
-            return client
-        kubernetes.config.load_incluster_config()
-        return kubernetes.client.ApiClient()
-    except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
-        where = kubeconfig or "in-cluster service account"
-        raise StartupError(f"cannot load API credentials from {where}: {exc}") from exc
 
 
 class Patcher:
