@@ -341,27 +341,7 @@ class Reconciler:
         if plan.done:
             state.adopted = False
             state.rendered = rendered
-            metrics.RULESET_UPDATES.labels(plan.mode.value).inc()
-            metrics.APPLY_SECONDS.observe(plan.apply_seconds)
-            metrics.APPLIES.inc()
-            latency = None
-            if run.since is not None:
-                latency = plan.committed_at - run.since
-                metrics.POLICY_PROGRAMMING_SECONDS.labels(run.kind or "unknown").observe(latency)
-            plan.bound.info(
-                plan.event,
-                fingerprint=rendered.fingerprint,
-                ingress_isolated=rs.ingress.isolated,
-                egress_isolated=rs.egress.isolated,
-                policy_mode=rs.mode.value,
-                policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
-                quarantined=rs.quarantine is not None,
-                node_guard=rs.node_guard is not None,
-                apply_ms=round(plan.apply_seconds * 1000, 3),
-                mode=plan.mode.value,
-                latency_ms=round(latency * 1000, 3) if latency is not None else None,
-                trigger=run.kind,
-            )
+            latency = _record_commit(plan, run)
             state.fingerprint, state.ruleset, state.committed_wall = (
                 rendered.fingerprint,
                 rs,
@@ -413,3 +393,30 @@ def _newly_quarantined(pod: model.Pod, state: sync_pod.PodState) -> bool:
     """The pod carries the quarantine label but its rules in place are not a quarantine."""
     held = state.ruleset is not None and state.ruleset.quarantine is not None
     return containment.is_quarantined(pod) and not held
+
+
+def _record_commit(plan: sync_pod.Plan, run: Pass) -> float | None:
+    """A commit's metrics and its log line; the event-to-kernel latency when the pass had one."""
+    rs, rendered = plan.rs, plan.rendered
+    metrics.RULESET_UPDATES.labels(plan.mode.value).inc()
+    metrics.APPLY_SECONDS.observe(plan.apply_seconds)
+    metrics.APPLIES.inc()
+    latency = None
+    if run.since is not None:
+        latency = plan.committed_at - run.since
+        metrics.POLICY_PROGRAMMING_SECONDS.labels(run.kind or "unknown").observe(latency)
+    plan.bound.info(
+        plan.event,
+        fingerprint=rendered.fingerprint,
+        ingress_isolated=rs.ingress.isolated,
+        egress_isolated=rs.egress.isolated,
+        policy_mode=rs.mode.value,
+        policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
+        quarantined=rs.quarantine is not None,
+        node_guard=rs.node_guard is not None,
+        apply_ms=round(plan.apply_seconds * 1000, 3),
+        mode=plan.mode.value,
+        latency_ms=round(latency * 1000, 3) if latency is not None else None,
+        trigger=run.kind,
+    )
+    return latency
