@@ -105,6 +105,15 @@ DROPPED_PACKETS = prometheus_client.Counter(
     DROP_LABELS,
     registry=REGISTRY,
 )
+RULE_HITS = prometheus_client.Counter(
+    "podseg_rule_hits_total",
+    "Packets a NetworkPolicy's rules allowed (new connections and connectionless packets, not "
+    "replies), summed over the local pods it selects; by the policy's namespace and name and "
+    "direction, from per-policy kernel counters. A packet several policies allow counts for "
+    "each of them.",
+    ["namespace", "policy", "direction"],
+    registry=REGISTRY,
+)
 DROPPED_FLOWS = prometheus_client.Counter(
     "podseg_dropped_flows_total",
     "Dropped or would-drop flows (direction, source, destination, protocol, port per "
