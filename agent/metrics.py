@@ -114,6 +114,22 @@ RULE_HITS = prometheus_client.Counter(
     ["namespace", "policy", "direction"],
     registry=REGISTRY,
 )
+POLICY_STATUS_LEADER = prometheus_client.Gauge(
+    "podseg_policy_status_leader",
+    "1 on the one agent that holds the policy-status Lease and writes policy Events, else 0.",
+    registry=REGISTRY,
+)
+POLICIES_SELECTING_NOTHING = prometheus_client.Gauge(
+    "podseg_policies_selecting_no_pod",
+    "NetworkPolicies that select no running pod anywhere in the cluster (leader only).",
+    registry=REGISTRY,
+)
+POLICIES_NOT_REALIZED = prometheus_client.Gauge(
+    "podseg_policies_not_realized",
+    "NetworkPolicies not programmed at their current version on every node that runs a pod "
+    "they select (leader only).",
+    registry=REGISTRY,
+)
 DROPPED_FLOWS = prometheus_client.Counter(
     "podseg_dropped_flows_total",
     "Dropped or would-drop flows (direction, source, destination, protocol, port per "
