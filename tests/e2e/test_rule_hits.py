@@ -1,6 +1,6 @@
-"""Per-policy hit counts end to end: real probes through real pod namespaces move the kernel
-counter of the policy that allowed them, and only that one, and `podseg_rule_hits_total`
-keeps counting up when a pod that fed it goes away."""
+"""Per-policy hit counts end to end, with each dataplane backend: real probes through real pod
+namespaces move the kernel counter of the policy that allowed them, and only that one, and
+`podseg_rule_hits_total` keeps counting up when a pod that fed it goes away."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
+from tests.support import live
 from tests.support.polling import wait_for
 
 NS = "rh"
@@ -60,8 +61,8 @@ class Env:
         )
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
+@pytest.fixture(scope="module", params=live.BACKENDS)
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
         cluster.ensure_namespace(NS, {"ns": NS})
         for name in ("a", "b", "c", "web1", "web2"):
@@ -69,7 +70,7 @@ def env() -> Iterator[Env]:
             if name.startswith("web"):
                 labels["role"] = "web"
             cluster.add_pod(NS, name, labels)
-        cluster.start_agent("node-1", ["--flow-window", "0.3"])
+        cluster.start_agent("node-1", ["--flow-window", "0.3", *live.backend_args(request)])
         yield Env(cluster)
 
 

@@ -98,3 +98,28 @@ def test_compile_keeps_each_policys_own_peers_beside_the_union() -> None:
     assert own["x/a"].port_peers == ()
     assert [p.addrs.first for p in own["x/b"].port_peers] == [0xC6120180]
     assert own["x/b"].any_port_peers == ()
+
+
+def test_iptables_counts_each_policy_with_rules_that_only_count() -> None:
+    from agent.dataplane.ipt import render as render_ipt
+
+    one = ruleset.AddrRange(4, 0xC6120101, 0xC6120101)
+    d = ruleset.DirectionRuleset(True, (one,), (), ("x/a",), (ruleset.PolicyPeers("x/a", (one,)),))
+    out = render_ipt.render(ruleset.PodRuleset("x", "p", ingress=d), ["eth0"])
+    hit = [line for line in out.v4.splitlines() if "hit.ingress.x/a" in line]
+    assert hit == [
+        f'-A PODSEG-INPUT -m comment --comment "hit.ingress.x/a" '
+        f"-m set --match-set {render_ipt.PREFIX}{render_ipt.GEN}-i4h0a src"
+    ]
+    saved = "\n".join(
+        [
+            "[7:420] -A PODSEG-INPUT -m comment --comment hit.ingress.x/a -m set --match-set S src",
+            "[2:120] -A PODSEG-INPUT -m comment --comment hit.ingress.x/a -m set --match-set T src",
+            '[3:180] -A PODSEG-INPUT -m comment --comment "deny.ingress.policy.enforce"',
+            "[5:300] -A PODSEG-INPUT -m comment --comment other.thing -m set --match-set S src",
+        ]
+    )
+    assert render_ipt.parse_counters(saved) == {
+        "hit.ingress.x/a": 9,
+        "deny.ingress.policy.enforce": 3,
+    }
