@@ -96,7 +96,11 @@ class PolicyStatusWriter:
                 except Exception as exc:  # API trouble: retry next step, never crash
                     metrics.API_ERRORS.labels("leases").inc()
                     log.warning("policy_status_step_failed", error=str(exc))
-            metrics.POLICY_STATUS_LEADER.set(1 if self.elector.leading else 0)
+            leading = self.elector.leading
+            metrics.POLICY_STATUS_LEADER.set(1 if leading else 0)
+            if not leading:  # only the writer exports the cluster-wide counts
+                metrics.POLICIES_SELECTING_NOTHING.set(0)
+                metrics.POLICIES_NOT_REALIZED.set(0)
             await asyncio.sleep(period)
 
     def release(self) -> None:
