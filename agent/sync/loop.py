@@ -104,9 +104,7 @@ class Reconciler:
         recorder: report.Recorder,
         flows: flows_collector.Collector | None = None,
     ) -> None:
-        self.settings = settings
-        self.store = cluster
-        self.dataplane = dataplane
+        self.settings, self.store, self.dataplane = settings, cluster, dataplane
         self.flows = flows  # drop capture (agent.flows); None when disabled
         self.backend = backends.get(settings.backend)
         self.reporter = report.Reporter(recorder)
