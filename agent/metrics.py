@@ -45,6 +45,12 @@ RULESET_DRIFT = prometheus_client.Counter(
     "Pod tables found changed behind the agent's back at resync, and restored.",
     registry=REGISTRY,
 )
+FOREIGN_HOOKS = prometheus_client.Counter(
+    "podseg_foreign_hooks_total",
+    "Pod namespaces found with new base chains of others that could undo podseg's egress "
+    "decision (their denied egress is then dropped in the output hook).",
+    registry=REGISTRY,
+)
 SWEPT_TABLES = prometheus_client.Counter(
     "podseg_swept_tables_total",
     "Leftover podseg tables deleted from namespaces whose pod is gone, by reason.",

@@ -125,11 +125,13 @@ class Patched:
 class Examined:
     """What a namespace holds of ours: the ruleset fingerprint (None: no table of ours), the
     digest of the owned tables' whole stateless listing (None when not read), the generation
-    read before the listing (None when unknown or with iptables)."""
+    read before the listing (None when unknown or with iptables), and the base chains of
+    others that could undo podseg's egress decision (`agent.dataplane.nft.hooks`)."""
 
     fingerprint: str | None
     digest: str | None
     generation: int | None
+    foreign: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -272,6 +272,7 @@ class Reconciler:
             )
             return False
         state.target, state.target_ips, state.fingerprint = target, pod.ips, None
+        state.foreign = ()  # a namespace not read yet: its first read-back tells
         return True
 
     def _plan(
@@ -291,7 +292,7 @@ class Reconciler:
         state.containment_errors = wanted.containment_errors
         self.reporter.mode_label(pod, wanted.invalid_mode, wanted.refused_mode)
         rs = wanted.ruleset
-        rendered = self.backend.render(rs, state.target.interfaces)
+        rendered = self.backend.render(rs, sync_pod.interfaces(state))
         return sync_pod.Plan(pod, state, state.target, rs, rendered, bound, verify, state.ruleset)
 
     async def _kernel(self, plans: list[sync_pod.Plan]) -> None:
@@ -309,6 +310,9 @@ class Reconciler:
     def drift(self, plan: sync_pod.Plan, expected: str | None, found: str | None) -> None:
         self.reporter.drift(plan.pod, expected, found, plan.bound)
 
+    def foreign(self, plan: sync_pod.Plan, before: tuple[str, ...]) -> None:
+        self.reporter.foreign_hooks(plan.pod, before, plan.state.foreign, plan.bound)
+
     # -- after the kernel -------------------------------------------------------------------
     def _finish_pass(self, run: Pass) -> None:
         for plan in run.plans:
@@ -322,27 +326,7 @@ class Reconciler:
         if plan.done:
             state.adopted = False
             state.rendered = rendered
-            metrics.RULESET_UPDATES.labels(plan.mode.value).inc()
-            metrics.APPLY_SECONDS.observe(plan.apply_seconds)
-            metrics.APPLIES.inc()
-            latency = None
-            if run.since is not None:
-                latency = plan.committed_at - run.since
-                metrics.POLICY_PROGRAMMING_SECONDS.labels(run.kind or "unknown").observe(latency)
-            plan.bound.info(
-                plan.event,
-                fingerprint=rendered.fingerprint,
-                ingress_isolated=rs.ingress.isolated,
-                egress_isolated=rs.egress.isolated,
-                policy_mode=rs.mode.value,
-                policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
-                quarantined=rs.quarantine is not None,
-                node_guard=rs.node_guard is not None,
-                apply_ms=round(plan.apply_seconds * 1000, 3),
-                mode=plan.mode.value,
-                latency_ms=round(latency * 1000, 3) if latency is not None else None,
-                trigger=run.kind,
-            )
+            latency = report.committed(plan, run.since, run.kind)
             state.fingerprint = rendered.fingerprint
             state.ruleset = rs
             self.cuts.after_commit(plan.pod, state, plan.previous, rs, latency, plan.bound)
