@@ -22,6 +22,7 @@ from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import events, watch
 from agent.sync import loop as sync_loop
+from agent.sync import tamper
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +60,8 @@ async def run(settings: config.Settings) -> int:
         flows_collector.Collector(settings, cluster, dataplane) if settings.flow_capture else None
     )
     recorder = events.Recorder(api, settings.node_name)
-    rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows)
+    changes = tamper.Watch()
+    rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows, changes)
     beat = Heartbeat(loop)
     reflectors: list[watch.Reflector] = []
     ready = functools.partial(_ready, rec, reflectors, settings.stale_after)
@@ -81,6 +83,8 @@ async def run(settings: config.Settings) -> int:
         reflector.start()
     if flows is not None:
         await flows.start()
+    if settings.tamper_watch:
+        await changes.start()
     log.info(
         "agent_started",
         node=settings.node_name,
@@ -98,6 +102,7 @@ async def run(settings: config.Settings) -> int:
     await _cancel(tasks)
     if flows is not None:
         await flows.close()
+    await changes.close()
     await dataplane.close()
     await endpoint.stop()
     api.close()

@@ -123,6 +123,9 @@ class Plan:
     failed: bool = False
     # Reverification: the digest of the listing found before our rewrite (compared after it)
     seen: str | None = None
+    # A commit not ours was notified in the namespace: read it back in full, whatever its
+    # generation says (a stranger's commit followed by ours leaves the generation at ours).
+    suspect: bool = False
 
     @property
     def done(self) -> bool:
@@ -139,6 +142,7 @@ def wants_generation(plan: Plan) -> bool:
     state = plan.state
     return (
         plan.verify
+        and not plan.suspect
         and state.fingerprint is not None
         and state.generation is not None
         and not state.adopted

@@ -168,6 +168,9 @@ class FakeDataplane:
             return protocol.Examined(ns.fingerprint, ns.digest(), ns.generation, ns.foreign)
         if isinstance(request, protocol.Glance):
             return protocol.Examined(ns.fingerprint, None, ns.generation, ns.foreign)
+        if isinstance(request, protocol.Snapshot):
+            comment = render_nft.parse_comment(ns.tables)
+            return protocol.Held(ns.tables or None, ns.digest(), ns.generation, comment)
         if isinstance(request, protocol.ReadComment):
             return protocol.Comment(render_nft.parse_comment(ns.tables))
         if isinstance(request, protocol.ListOwned):

@@ -123,8 +123,26 @@ def inspect(ns: namespaces.Namespaces, request: protocol.Inspect) -> protocol.Ex
     if inet is None:
         return protocol.Examined(None, None, gen, foreign)
     netdev = listing(ns, path, ino, "netdev", libnft.OUTPUT_STATELESS) or ""
-    digest = hashlib.sha256(f"{inet}\n--netdev--\n{netdev}".encode()).hexdigest()
-    return protocol.Examined(render_nft.parse_fingerprint(inet), digest[:32], gen, foreign)
+    digest = _digest(inet, netdev)
+    return protocol.Examined(render_nft.parse_fingerprint(inet), digest, gen, foreign)
+
+
+def snapshot(ns: namespaces.Namespaces, request: protocol.Snapshot) -> protocol.Held:
+    """podseg's tables as a script that puts them back exactly (their stateless listing after
+    the delete prelude: loading it lists the same again), with `inspect`'s digest."""
+    path, ino = request.path, request.ino
+    gen = read_generation(ns, protocol.ReadGeneration(path, ino)).generation
+    inet = listing(ns, path, ino, "inet", libnft.OUTPUT_STATELESS)
+    if inet is None:
+        return protocol.Held(None, None, gen)
+    netdev = listing(ns, path, ino, "netdev", libnft.OUTPUT_STATELESS) or ""
+    script = render_nft.delete_script() + inet + netdev
+    return protocol.Held(script, _digest(inet, netdev), gen, render_nft.parse_comment(inet))
+
+
+def _digest(inet: str, netdev: str) -> str:
+    """The digest of podseg's tables from their stateless listings."""
+    return hashlib.sha256(f"{inet}\n--netdev--\n{netdev}".encode()).hexdigest()[:32]
 
 
 def netdev_digest(ns: namespaces.Namespaces, path: str, ino: int | None, digest: str) -> str:
