@@ -14,13 +14,12 @@ import signal
 from typing import Any
 
 import kubernetes.client
-import kubernetes.config
 import structlog
 
-from agent import config, health, metrics, store
+from agent import config, health, localapi, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
-from agent.k8s import events, watch
+from agent.k8s import clients, events, watch
 from agent.sync import loop as sync_loop
 from agent.sync import tamper
 
@@ -33,20 +32,9 @@ class StartupError(Exception):
 
 def api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
     try:
-        return _api_client(settings)
-    except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
-        where = settings.kubeconfig or "in-cluster service account"
-        raise StartupError(f"cannot load API credentials from {where}: {exc}") from exc
-
-
-def _api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
-    if settings.kubeconfig:
-        client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
-            config_file=settings.kubeconfig
-        )
-        return client
-    kubernetes.config.load_incluster_config()
-    return kubernetes.client.ApiClient()
+        return clients.api_client(settings.kubeconfig)
+    except clients.CredentialsError as exc:
+        raise StartupError(str(exc)) from exc
 
 
 async def run(settings: config.Settings) -> int:
@@ -65,7 +53,10 @@ async def run(settings: config.Settings) -> int:
     beat = Heartbeat(loop)
     reflectors: list[watch.Reflector] = []
     ready = functools.partial(_ready, rec, reflectors, settings.stale_after)
-    endpoint = health.Endpoint(settings.metrics_host, settings.metrics_port, ready, beat.alive)
+    local = localapi.LocalApi(rec, settings.node_name, ready)
+    endpoint = health.Endpoint(
+        settings.metrics_host, settings.metrics_port, ready, beat.alive, local.routes
+    )
     try:
         await endpoint.start()
     except OSError as exc:
@@ -81,10 +72,7 @@ async def run(settings: config.Settings) -> int:
     ]
     for reflector in reflectors:
         reflector.start()
-    if flows is not None:
-        await flows.start()
-    if settings.tamper_watch:
-        await changes.start()
+    await _start_children(settings, flows, changes)
     log.info(
         "agent_started",
         node=settings.node_name,
@@ -100,14 +88,30 @@ async def run(settings: config.Settings) -> int:
     for reflector in reflectors:
         reflector.stop()
     await _cancel(tasks)
-    if flows is not None:
-        await flows.close()
-    await changes.close()
+    await _stop_children(flows, changes)
     await dataplane.close()
     await endpoint.stop()
     api.close()
     log.info("agent_stopped", rules="left in place (fail closed)")
     return code
+
+
+async def _start_children(
+    settings: config.Settings,
+    flows: flows_collector.Collector | None,
+    changes: tamper.Watch,
+) -> None:
+    """The drop reader and the change watcher (the dataplane worker is started first)."""
+    if flows is not None:
+        await flows.start()
+    if settings.tamper_watch:
+        await changes.start()
+
+
+async def _stop_children(flows: flows_collector.Collector | None, changes: tamper.Watch) -> None:
+    if flows is not None:
+        await flows.close()
+    await changes.close()
 
 
 def _ready(rec: sync_loop.Reconciler, reflectors: list[watch.Reflector], after: float) -> bool:

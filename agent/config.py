@@ -55,6 +55,8 @@ class Settings:
     node_guard_ports: tuple[ruleset.ProtoPorts, ...] | None = dataclasses.field(
         default_factory=lambda: containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
     )
+    # Namespaces exempt from the node guard by name (besides podseg.io/node-guard=off).
+    node_guard_exempt_namespaces: tuple[str, ...] = containment.DEFAULT_NODE_GUARD_EXEMPT
     strict: bool = True  # cut established connections a ruleset change made illegal
     # A pod's podseg.io/mode label may loosen its namespace's mode (visibility in an
     # enforcing namespace): off, since whoever can create a pod could switch off enforcement.
@@ -255,6 +257,14 @@ AGENT_OPTIONS = (
         containment.parse_ports,
         f"node services no pod may reach, proto:port[-port],... "
         f"(default {containment.DEFAULT_NODE_GUARD_PORTS})",
+    ),
+    Option(
+        "--node-guard-exempt-namespaces",
+        "PODSEG_NODE_GUARD_EXEMPT_NAMESPACES",
+        containment.parse_namespaces,
+        "namespaces whose pods the node guard leaves alone, comma-separated, - for none "
+        f"(default {','.join(containment.DEFAULT_NODE_GUARD_EXEMPT)}); namespaces labelled "
+        f"{containment.NODE_GUARD_LABEL}=off are exempt as well",
     ),
     Option(
         "--no-node-guard",

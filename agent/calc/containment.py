@@ -4,8 +4,12 @@ NetworkPolicy only adds allows and says nothing about the node. Containment inst
 things away, above every policy: a quarantined pod (label `podseg.io/quarantine=true`) sends
 and receives nothing but forensic traffic (annotation `podseg.io/quarantine-allow-from`, a
 comma-separated list of CIDRs), and every managed pod is kept away from the nodes' management
-ports and the cloud metadata address (the node guard) unless its namespace carries
-`podseg.io/node-guard=off`.
+ports and the cloud metadata address (the node guard), unless its namespace is exempt: named
+in `--node-guard-exempt-namespaces` (by default `kube-system`, where metrics-server, cloud
+controllers and CSI controllers reach the kubelet or the metadata service) or labelled
+`podseg.io/node-guard=off` (a monitoring namespace whose Prometheus scrapes the kubelets). A
+namespace labelled `podseg.io/node-guard=allow-metadata` may reach the cloud metadata address
+(workloads that use the node's cloud identity) and stays guarded from the node ports.
 
 `contain` decorates a compiled `PodRuleset` with both; the renderer puts them before any policy
 chain. A bad annotation entry never lifts a quarantine: it is skipped and reported.
@@ -15,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from agent import model
 from agent.calc import intervals, ruleset
@@ -24,6 +29,10 @@ QUARANTINE_LABEL = "podseg.io/quarantine"
 ALLOW_FROM_ANNOTATION = "podseg.io/quarantine-allow-from"
 NODE_GUARD_LABEL = "podseg.io/node-guard"
 METADATA_ADDRESSES = ("169.254.169.254",)
+ALLOW_METADATA = "allow-metadata"  # podseg.io/node-guard value: metadata reachable, ports guarded
+# Namespaces exempt from the node guard by name unless configured otherwise: kube-system holds
+# what must reach the kubelet (metrics-server) or the metadata service (cloud controllers).
+DEFAULT_NODE_GUARD_EXEMPT = ("kube-system",)
 DEFAULT_NODE_GUARD_PORTS = (
     "tcp:22,tcp:139,tcp:445,tcp:2379-2380,tcp:3389,udp:3389,"
     "tcp:10250,tcp:10255,tcp:30000-32767,udp:30000-32767,sctp:30000-32767"
@@ -75,11 +84,34 @@ def allow_from(
     return intervals.merge_addrs(ranges), errors
 
 
-def node_guard_exempt(namespace: model.Namespace | None) -> bool:
-    """Whether the namespace opted out (`podseg.io/node-guard=off`)."""
+def node_guard_exempt(
+    namespace: model.Namespace | None, exempt: Collection[str] = (), name: str = ""
+) -> bool:
+    """Whether the namespace (`name`, or `namespace.name`) is exempt: named in `exempt`, or
+    opted out with `podseg.io/node-guard=off`."""
+    if (name or (namespace.name if namespace is not None else "")) in exempt:
+        return True
     if namespace is None:
         return False
-    return namespace.labels.get(NODE_GUARD_LABEL, "").strip().lower() in _OFF
+    return _guard_label(namespace) in _OFF
+
+
+def _guard_label(namespace: model.Namespace | None) -> str:
+    if namespace is None:
+        return ""
+    return namespace.labels.get(NODE_GUARD_LABEL, "").strip().lower()
+
+
+def parse_namespaces(text: str) -> tuple[str, ...]:
+    """`kube-system,monitoring` -> sorted distinct names; empty or `-`: none. Raises
+    ValueError."""
+    if text.strip() == "-":
+        return ()
+    names = sorted({part.strip() for part in text.split(",") if part.strip()})
+    for name in names:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+            raise ValueError(f"{name!r} is not a namespace name")
+    return tuple(names)
 
 
 def parse_ports(text: str) -> tuple[ruleset.ProtoPorts, ...]:
@@ -126,14 +158,19 @@ def node_guard(
     namespace: model.Namespace | None,
     nodes: Iterable[model.Node],
     ports: Sequence[ruleset.ProtoPorts],
+    exempt: Collection[str] = (),
+    name: str = "",
 ) -> ruleset.NodeGuard | None:
-    """The node guard of a pod in `namespace`; None when the namespace is exempt."""
-    if node_guard_exempt(namespace):
+    """The node guard of a pod in `namespace` (named `name`); None when it is exempt."""
+    if node_guard_exempt(namespace, exempt, name):
         return None
+    metadata = _guard_label(namespace) != ALLOW_METADATA
     return ruleset.NodeGuard(
         node_addrs=node_addresses(nodes),
         ports=tuple(ports),
-        blocked=intervals.merge_addrs(intervals.address_range(a) for a in METADATA_ADDRESSES),
+        blocked=intervals.merge_addrs(intervals.address_range(a) for a in METADATA_ADDRESSES)
+        if metadata
+        else (),
     )
 
 
@@ -144,15 +181,21 @@ def contain(
     nodes: Iterable[model.Node],
     guard_ports: Sequence[ruleset.ProtoPorts] | None,
     widest: tuple[int, int] = WIDEST_ALLOW_FROM,
+    guard_exempt: Collection[str] = DEFAULT_NODE_GUARD_EXEMPT,
 ) -> Contained:
     """`rs` with the pod's quarantine and node guard; `guard_ports` None disables the guard;
-    `widest`: the widest forensic source allowed (see `allow_from`)."""
+    `widest`: the widest forensic source allowed (see `allow_from`); `guard_exempt`: the
+    namespaces exempt from the guard by name."""
     errors: list[str] = []
     quarantine = None
     if is_quarantined(pod):
         allowed, errors = allow_from(pod.annotations, widest)
         quarantine = ruleset.Quarantine(allow_from=allowed)
-    guard = node_guard(namespace, nodes, guard_ports) if guard_ports is not None else None
+    guard = (
+        node_guard(namespace, nodes, guard_ports, guard_exempt, pod.namespace)
+        if guard_ports is not None
+        else None
+    )
     return Contained(
         dataclasses.replace(rs, quarantine=quarantine, node_guard=guard), tuple(errors)
     )

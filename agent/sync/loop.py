@@ -21,7 +21,7 @@ import collections
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 
 import structlog
 
@@ -31,7 +31,18 @@ from agent.calc import desired as calc_desired
 from agent.dataplane import backends, netns, protocol
 from agent.flows import collector as flows_collector
 from agent.k8s import watch
-from agent.sync import cuts, eventkind, failures, indexes, kernel, report, status, sweep, tamper
+from agent.sync import (
+    cuts,
+    eventkind,
+    failures,
+    holdover,
+    indexes,
+    kernel,
+    report,
+    status,
+    sweep,
+    tamper,
+)
 from agent.sync import pod as sync_pod
 
 log = structlog.get_logger(__name__)
@@ -79,6 +90,23 @@ class Pass:
         )
 
 
+async def _scan(
+    dataplane: protocol.Dataplane, settings: config.Settings, views: indexes.Indexes
+) -> netns.Index:
+    """The candidate namespaces, indexed by address; takes note of the node's own addresses."""
+    scanned = await dataplane.call(protocol.Scan(settings.netns_dir, settings.scan_proc))
+    views.set_host(scanned.host)
+    return netns.Index(scanned.candidates)
+
+
+async def _scan_quietly(scan: Callable[[], Awaitable[netns.Index]]) -> None:
+    """A scan for the node's own addresses (agent.calc.desired.with_host_addresses): known
+    before the first pod compiles, re-read at every resync (a CNI bridge appears with the
+    node's first pod). A failure waits for the next pass: pods still scan when they need to."""
+    with contextlib.suppress(Exception):
+        await scan()
+
+
 class Reconciler:
     def __init__(
         self,
@@ -94,6 +122,7 @@ class Reconciler:
         self.dataplane = dataplane
         self.flows = flows  # drop capture (agent.flows); None when disabled
         self.watch = watch or tamper.Watch()  # change notifications (agent.sync.tamper)
+        self.holdover = holdover.Holdover(settings, dataplane, self.watch)  # API never reached
         self.backend = backends.get(settings.backend)
         self.reporter = report.Reporter(recorder)
         self.cuts = cuts.Cuts(dataplane, self.reporter, settings.strict)
@@ -115,7 +144,10 @@ class Reconciler:
         next_resync = time.monotonic() + self.settings.resync_period
         self._events_waiting = lambda: not queue.empty()
         while True:
-            wake_at = min([next_resync] + [s.retry_at for s in self.pods.values() if s.retry_at])
+            wake_at = min(
+                [next_resync, self.holdover.due()]
+                + [s.retry_at for s in self.pods.values() if s.retry_at]
+            )
             batch = await self._next_batch(queue, wake_at)
             suspects = self.watch.take()  # woken by our own commits' notices: nothing to do
             if not batch and not suspects and time.monotonic() < wake_at:
@@ -139,7 +171,9 @@ class Reconciler:
             for item in batch:
                 self.store.apply(item, change)
             if not self.store.in_sync:
+                await self.holdover.step(suspects, verify)
                 return
+            self.holdover.end()
             since = min((item.received for item in batch), default=None)
             kind = "resync" if verify else ("tamper" if suspects else "retry")
             if batch:
@@ -181,7 +215,12 @@ class Reconciler:
         self.readiness.first_pass([key for key, pod in local.items() if pod.ips])
         for key in set(self.pods) - set(local):
             await self._forget(self.pods.pop(key))
-        await self._plan_and_commit(run, local, change)
+        if verify or self.indexes.host is None:
+            await _scan_quietly(self._scan)  # the node's own addresses, before any pod compiles
+        moved = self.indexes.take_host_moved()
+        await self._plan_and_commit(run, local, None if moved else change)
+        if self.indexes.take_host_moved():  # a scan during the pass saw them move
+            await self._plan_and_commit(run, local, None)
         self._finish_pass(run)
         await self.cuts.run(self._events_waiting)
         status.update_gauges(self.pods)
@@ -267,10 +306,7 @@ class Reconciler:
         return not (current and not verify and targets is not None and pod.key not in targets)
 
     async def _scan(self) -> netns.Index:
-        scanned = await self.dataplane.call(
-            protocol.Scan(self.settings.netns_dir, self.settings.scan_proc)
-        )
-        return netns.Index(scanned.candidates)
+        return await _scan(self.dataplane, self.settings, self.indexes)
 
     def _locate(
         self,
@@ -343,8 +379,11 @@ class Reconciler:
             state.adopted = False
             state.rendered = rendered
             latency = report.committed(plan, run.since, run.kind)
-            state.fingerprint = rendered.fingerprint
-            state.ruleset = rs
+            state.fingerprint, state.ruleset, state.committed_wall = (
+                rendered.fingerprint,
+                rs,
+                time.time(),
+            )
             self.cuts.after_commit(plan.pod, state, plan.previous, rs, latency, plan.bound)
             if state.digest is None:  # a sole commit: its generation vouches for it
                 self.watch.own(plan.pod.key, state.generation)

@@ -59,6 +59,7 @@ class PodState:
     last_error: str = ""
     ruleset: ruleset.PodRuleset | None = None  # the last one committed by this agent
     quarantined_since: float | None = None  # wall clock, when this agent isolated the pod
+    committed_wall: float | None = None  # wall clock of this agent's last commit here
     containment_errors: tuple[str, ...] = ()
     foreign: tuple[str, ...] = ()  # others' base chains that could undo our egress decision
 
