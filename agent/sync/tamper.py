@@ -177,6 +177,7 @@ class Watch:
 async def next_item(queue: asyncio.Queue[T], wake: asyncio.Event, timeout: float) -> T | None:
     """The queue's next item, or None when `wake` is set or `timeout` seconds pass first."""
     if not queue.empty() or timeout <= 0 or wake.is_set():
+        await asyncio.sleep(0)  # never a turn of the caller's loop without one of the event loop
         return queue.get_nowait() if not queue.empty() else None
     getter = asyncio.ensure_future(queue.get())
     waker = asyncio.ensure_future(wake.wait())

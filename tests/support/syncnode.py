@@ -52,11 +52,18 @@ class Node:
         )
         for ip in self.webs:
             self.dataplane.add(ip)
+        # What the API server lists (as raw objects), for a second agent to start from.
+        self.lists: dict[str, list[Any]] = {
+            "nodes": [fx.node("node-1", "198.18.0.1")],
+            "namespaces": [fx.namespace("shop")],
+            "pods": pods,
+            "networkpolicies": [fx.policy("shop", "from-clients", ALLOW_FROM_CLIENTS)],
+        }
         self.store = fx.synced_store(
             pods=pods,
-            namespaces=[fx.namespace("shop")],
-            policies=[fx.policy("shop", "from-clients", ALLOW_FROM_CLIENTS)],
-            nodes=[fx.node("node-1", "198.18.0.1")],
+            namespaces=self.lists["namespaces"],
+            policies=self.lists["networkpolicies"],
+            nodes=self.lists["nodes"],
         )
         self.rec = sync_loop.Reconciler(
             fx.settings(**settings), self.store, self.dataplane, self.events
