@@ -49,6 +49,9 @@ class Settings:
     flow_window: float = 5.0
     max_drop_series: int = 1000
     flow_capture: bool = True
+    # Read a pod's namespace back as soon as a commit not the agent's own is notified there
+    # (agent.sync.tamper); without it, tampering is repaired at the next resync.
+    tamper_watch: bool = True
     # Containment (agent.calc.containment): guarded node services, None = guard off.
     node_guard_ports: tuple[ruleset.ProtoPorts, ...] | None = dataclasses.field(
         default_factory=lambda: containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
@@ -298,6 +301,14 @@ AGENT_OPTIONS = (
         switch_value=True,
     ),
     Option(
+        "--no-tamper-watch",
+        "PODSEG_TAMPER_WATCH",
+        boolean,
+        "repair tampered rules at the next resync only, not on nftables change notifications "
+        "(PODSEG_TAMPER_WATCH=false)",
+        switch=True,
+    ),
+    Option(
         "--no-strict",
         "PODSEG_STRICT",
         boolean,
@@ -361,6 +372,7 @@ def settings_from_args(
         "no_flow_capture": "flow_capture",
         "no_strict": "strict",
         "no_policy_status": "policy_status",
+        "no_tamper_watch": "tamper_watch",
     }
     for dest, value in given.items():
         if dest in renamed:

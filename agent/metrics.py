@@ -53,7 +53,35 @@ APPLIES = prometheus_client.Counter(
 )
 RULESET_DRIFT = prometheus_client.Counter(
     "podseg_ruleset_drift_total",
-    "Pod tables found changed behind the agent's back at resync, and restored.",
+    "Pod tables found changed behind the agent's back (notified, or at resync), and restored.",
+    registry=REGISTRY,
+)
+FOREIGN_HOOKS = prometheus_client.Counter(
+    "podseg_foreign_hooks_total",
+    "Pod namespaces found with new base chains of others that could undo podseg's egress "
+    "decision (their denied egress is then dropped in the output hook).",
+    registry=REGISTRY,
+)
+TAMPER_NOTICES = prometheus_client.Counter(
+    "podseg_tamper_notices",
+    "Pod namespaces read back at once because a commit there was not the agent's own "
+    "(nftables change notifications).",
+    registry=REGISTRY,
+)
+TAMPER_WATCHES = prometheus_client.Gauge(
+    "podseg_tamper_watches",
+    "Namespaces with an open nftables change-notification socket.",
+    registry=REGISTRY,
+)
+HOLDOVER_NAMESPACES = prometheus_client.Gauge(
+    "podseg_holdover_namespaces",
+    "Namespaces whose podseg tables are held as found in the kernel, because the agent has "
+    "not had a complete LIST from the API server since it started.",
+    registry=REGISTRY,
+)
+TAMPER_WATCH_RESTARTS = prometheus_client.Counter(
+    "podseg_tamper_watch_restarts",
+    "Restarts of the change watcher process (every watched namespace is then read back).",
     registry=REGISTRY,
 )
 SWEPT_TABLES = prometheus_client.Counter(
