@@ -85,6 +85,7 @@ class Indexes:
             guard_ports=self.settings.node_guard_ports,
             pod_may_loosen_mode=self.settings.allow_pod_visibility,
             allow_from_widest=self.settings.quarantine_widest_source,
+            guard_extra=self.settings.node_guard_extra_addresses,
         )
 
     def affected(self, local: dict[str, model.Pod], change: store.Change | None) -> set[str] | None:

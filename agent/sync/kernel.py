@@ -87,13 +87,13 @@ async def _examine(
         if isinstance(reply, protocol.DataplaneError):
             _fail(plan, reply, outcomes)
             continue
-        expected = plan.state.fingerprint
+        expected = plan.slot.fingerprint
         finding = sync_pod.examine(plan, reply)
         if finding is sync_pod.Finding.ADOPTED:
             outcomes.adopted(plan)
         elif finding is sync_pod.Finding.DRIFT:
             outcomes.drift(plan, expected, reply.fingerprint)
-            plan.state.unknown()
+            plan.slot.unknown()
 
 
 async def _commit(
@@ -107,7 +107,7 @@ async def _commit(
     replacing the tables; a refused patch is replaced in the same pass."""
     pending = [p for p in plans if sync_pod.pending(p)]
     for plan in pending:
-        plan.script = sync_pod.patch_script(plan.state, plan.rendered, backend)
+        plan.script = sync_pod.patch_script(plan.slot, plan.rendered, backend)
     patches = [p for p in pending if p.script]
     replaces = [p for p in pending if not p.script]
     if patches:
@@ -121,7 +121,7 @@ async def _patch(
 ) -> list[sync_pod.Plan]:
     """Send the patches; return the plans that must be replaced instead."""
     requests = [
-        protocol.Patch(p.target.path, p.target.ino, p.script or "", p.state.generation or 0)
+        protocol.Patch(p.target.path, p.target.ino, p.script or "", p.slot.generation or 0)
         for p in plans
     ]
     replies = await dataplane.batch(requests)

@@ -28,10 +28,20 @@ import structlog
 from agent import config, heap, metrics, model, store
 from agent.calc import containment
 from agent.calc import desired as calc_desired
-from agent.dataplane import backends, netns, protocol
+from agent.dataplane import backends, protocol
 from agent.flows import collector as flows_collector
 from agent.k8s import watch
-from agent.sync import cuts, eventkind, failures, indexes, kernel, report, status, sweep
+from agent.sync import (
+    cuts,
+    eventkind,
+    failures,
+    indexes,
+    kernel,
+    placement,
+    report,
+    status,
+    sweep,
+)
 from agent.sync import pod as sync_pod
 
 log = structlog.get_logger(__name__)
@@ -191,29 +201,34 @@ class Reconciler:
     async def _plan_and_commit(
         self, run: Pass, local: dict[str, model.Pod], change: store.Change | None
     ) -> None:
-        """Plan every pod that needs it (pure), handing the kernel work to the dataplane in
-        chunks while the rest is planned; wait for all of it."""
-        index: netns.Index | None = None
+        """Place the pods (a scan, when one needs it or at resync), plan every pod that needs
+        it (pure), handing the kernel work to the dataplane in chunks while the rest is
+        planned; wait for all of it."""
         cluster: calc_desired.Cluster | None = None  # built once, only if a pod compiles
         targets = self.indexes.affected(local, change)
         run.recompiled = len(targets) if targets is not None else len(local)
         now = time.monotonic()
+        due = set()
+        for key, pod in local.items():
+            state = self.pods.setdefault(key, sync_pod.PodState(key))
+            if self._due(pod, state, targets, run.verify, now):
+                due.add(key)
+        if run.verify or any(placement.unplaced(local[key], self.pods[key]) for key in due):
+            due |= await self._place(local, due)
         work: list[asyncio.Task[None]] = []
         handed = 0  # run.plans[:handed] are in `work`
         try:
-            for key in sorted(local):
-                pod = local[key]
-                state = self.pods.setdefault(key, sync_pod.PodState(key))
-                if not self._due(pod, state, targets, run.verify, now):
-                    continue
+            for key in sorted(due):
+                pod, state = local[key], self.pods[key]
                 bound = log.bind(pod=pod.name, namespace=pod.namespace)
                 try:
-                    if state.target is None or state.target_ips != pod.ips:
-                        index = index or await self._scan()
-                        if not self._locate(pod, state, index, bound):
-                            continue
+                    if not state.slots:
+                        failures.unlocated(state, pod.ips, bound)
+                        continue
                     cluster = cluster or self.indexes.cluster()
-                    run.plans.append(self._plan(pod, state, cluster, bound, run.verify))
+                    run.plans += _plans(
+                        pod, state, cluster, self.backend, self.reporter, bound, run.verify
+                    )
                 except Exception as exc:  # one pod's surprise must not stop the others
                     self._pod_failed(state, bound, exc)
                 if len(run.plans) - handed >= PIPELINE_CHUNK:
@@ -250,49 +265,23 @@ class Reconciler:
         # Nothing this pod's ruleset depends on changed?
         return not (current and not verify and targets is not None and pod.key not in targets)
 
-    async def _scan(self) -> netns.Index:
-        scanned = await self.dataplane.call(
-            protocol.Scan(self.settings.netns_dir, self.settings.scan_proc)
-        )
-        return netns.Index(scanned.candidates)
-
-    def _locate(
-        self,
-        pod: model.Pod,
-        state: sync_pod.PodState,
-        index: netns.Index,
-        bound: structlog.typing.FilteringBoundLogger,
-    ) -> bool:
-        """Find the pod's namespace by its IPs; False (counted, retried) when none holds them."""
-        target = index.find(pod.ips)
-        if target is None:
-            metrics.NETNS_LOOKUP_FAILURES.inc()
-            failures.fail(
-                state, sync_pod.Status.UNPROTECTED, f"no namespace holds {pod.ips}", bound
+    async def _place(self, local: dict[str, model.Pod], due: set[str]) -> set[str]:
+        """Scan the namespaces and place every local pod (agent.sync.placement); the pods
+        whose namespaces changed, to plan too. A failed scan fails the due pods that needed
+        it (retried) and places nothing."""
+        try:
+            moves = await placement.place(
+                self.dataplane, self.settings, self.pods, local, self.flows
             )
-            return False
-        state.target, state.target_ips, state.fingerprint = target, pod.ips, None
-        return True
-
-    def _plan(
-        self,
-        pod: model.Pod,
-        state: sync_pod.PodState,
-        cluster: calc_desired.Cluster,
-        bound: structlog.typing.FilteringBoundLogger,
-        verify: bool,
-    ) -> sync_pod.Plan:
-        """The pod's desired ruleset, rendered (pure); the kernel work comes later."""
-        assert state.target is not None
-        wanted = calc_desired.desired(pod, cluster)
-        self.reporter.containment_errors(
-            pod, state.containment_errors, wanted.containment_errors, bound
-        )
-        state.containment_errors = wanted.containment_errors
-        self.reporter.mode_label(pod, wanted.invalid_mode, wanted.refused_mode)
-        rs = wanted.ruleset
-        rendered = self.backend.render(rs, state.target.interfaces)
-        return sync_pod.Plan(pod, state, state.target, rs, rendered, bound, verify, state.ruleset)
+        except protocol.DataplaneError as exc:
+            for key in due:
+                if placement.unplaced(local[key], self.pods[key]):
+                    bound = log.bind(pod=local[key].name, namespace=local[key].namespace)
+                    self._pod_failed(self.pods[key], bound, exc)
+            return set()
+        for key in moves.moved:
+            self.reporter.placement(local[key], self.pods[key], placement.summary(self.pods[key]))
+        return moves.moved
 
     async def _kernel(self, plans: list[sync_pod.Plan]) -> None:
         await kernel.run(plans, self.dataplane, self.backend, self)
@@ -302,26 +291,29 @@ class Reconciler:
         self._pod_failed(plan.state, plan.bound, exc)
 
     def adopted(self, plan: sync_pod.Plan) -> None:
-        plan.bound.info("ruleset_adopted", fingerprint=plan.state.fingerprint)
+        plan.bound.info("ruleset_adopted", fingerprint=plan.slot.fingerprint)
         if plan.rs.quarantine is not None and plan.state.quarantined_since is None:
-            self.cuts.after_commit(plan.pod, plan.state, plan.rs, plan.rs, None, plan.bound)
+            self.cuts.after_commit(plan.pod, plan.state, plan.slot, None, plan.rs, None, plan.bound)
 
     def drift(self, plan: sync_pod.Plan, expected: str | None, found: str | None) -> None:
         self.reporter.drift(plan.pod, expected, found, plan.bound)
 
     # -- after the kernel -------------------------------------------------------------------
     def _finish_pass(self, run: Pass) -> None:
+        failed = {plan.state.key for plan in run.plans if plan.failed}
         for plan in run.plans:
             if not plan.failed:
                 self._finish(plan, run)
+                if plan.state.key not in failed:  # each of its namespaces holds its rules
+                    plan.state.succeed()
         run.summarize()
 
     def _finish(self, plan: sync_pod.Plan, run: Pass) -> None:
         """After the commits: bookkeeping, the pod's log line, metrics, containment."""
-        state, rs, rendered = plan.state, plan.rs, plan.rendered
+        slot, rs, rendered = plan.slot, plan.rs, plan.rendered
         if plan.done:
-            state.adopted = False
-            state.rendered = rendered
+            slot.adopted = False
+            slot.rendered = rendered
             metrics.RULESET_UPDATES.labels(plan.mode.value).inc()
             metrics.APPLY_SECONDS.observe(plan.apply_seconds)
             metrics.APPLIES.inc()
@@ -338,31 +330,39 @@ class Reconciler:
                 policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
                 quarantined=rs.quarantine is not None,
                 node_guard=rs.node_guard is not None,
+                anti_spoofing=rs.anti_spoof is not None,
+                netns=slot.target.path,
+                lockdown=slot.lockdown,
                 apply_ms=round(plan.apply_seconds * 1000, 3),
                 mode=plan.mode.value,
                 latency_ms=round(latency * 1000, 3) if latency is not None else None,
                 trigger=run.kind,
             )
-            state.fingerprint = rendered.fingerprint
-            state.ruleset = rs
-            self.cuts.after_commit(plan.pod, state, plan.previous, rs, latency, plan.bound)
-        state.succeed()
+            slot.fingerprint = rendered.fingerprint
+            slot.ruleset = rs
+            self.cuts.after_commit(
+                plan.pod, plan.state, slot, plan.previous, rs, latency, plan.bound
+            )
         if self.flows is not None:
             # A replaced table starts its counters at zero; a patch keeps them counting.
-            self.flows.watch(plan.pod, plan.target, rs, plan.mode is sync_pod.Mode.REPLACE)
+            replaced = plan.mode is sync_pod.Mode.REPLACE
+            key = placement.flow_key(plan.state, slot)
+            self.flows.watch(plan.pod, plan.target, rs, replaced, key=key)
 
     # -- failures ---------------------------------------------------------------------------
     def _pod_failed(
         self, state: sync_pod.PodState, bound: structlog.typing.FilteringBoundLogger, exc: Exception
     ) -> None:
         """One pod's failure: counted, logged, retried with backoff; never the others'."""
+        keys = [placement.flow_key(state, slot) for slot in state.slots.values()]
         if failures.record(state, bound, exc) and self.flows is not None:
-            self.flows.unwatch(state.key)
+            for key in keys:
+                self.flows.unwatch(key)
 
     # -- leftovers --------------------------------------------------------------------------
     async def _sweep(self) -> None:
         """Delete podseg tables left in namespaces of pods that are gone (agent.sync.sweep)."""
-        tracked = {s.target.ino for s in self.pods.values() if s.target is not None}
+        tracked = {slot.target.ino for s in self.pods.values() for slot in s.slots.values()}
         try:
             await sweep.run(
                 self.dataplane,
@@ -379,15 +379,45 @@ class Reconciler:
     async def _forget(self, state: sync_pod.PodState) -> None:
         self.cuts.drop(state.key)
         if self.flows is not None:
-            self.flows.unwatch(state.key)
-        if state.target is not None:
+            for slot in state.slots.values():
+                self.flows.unwatch(placement.flow_key(state, slot))
+        if state.slots:
+            inos = tuple(slot.target.ino for slot in state.slots.values())
             try:
-                await self.dataplane.call(protocol.Forget((state.target.ino,)))
+                await self.dataplane.call(protocol.Forget(inos))
             except protocol.DataplaneError as exc:
                 log.warning("netns_release_failed", pod=state.key, error=str(exc))
 
 
+def _plans(
+    pod: model.Pod,
+    state: sync_pod.PodState,
+    cluster: calc_desired.Cluster,
+    backend: backends.Backend,
+    reporter: report.Reporter,
+    bound: structlog.typing.FilteringBoundLogger,
+    verify: bool,
+) -> list[sync_pod.Plan]:
+    """The pod's desired ruleset in each of its namespaces, rendered (pure); the kernel work
+    comes later."""
+    plans: list[sync_pod.Plan] = []
+    for slot in state.slots.values():
+        link = placement.link_of(slot.target)
+        wanted = calc_desired.desired(pod, cluster, link, lockdown=slot.lockdown)
+        if not plans:  # about the pod, not the namespace: reported once
+            reporter.containment_errors(
+                pod, state.containment_errors, wanted.containment_errors, bound
+            )
+            state.containment_errors = wanted.containment_errors
+            reporter.mode_label(pod, wanted.invalid_mode, wanted.refused_mode)
+        rs = wanted.ruleset
+        rendered = backend.render(rs, slot.target.interfaces)
+        plans.append(sync_pod.Plan(pod, state, slot, rs, rendered, bound, verify, slot.ruleset))
+    return plans
+
+
 def _newly_quarantined(pod: model.Pod, state: sync_pod.PodState) -> bool:
     """The pod carries the quarantine label but its rules in place are not a quarantine."""
-    held = state.ruleset is not None and state.ruleset.quarantine is not None
-    return containment.is_quarantined(pod) and not held
+    held = [s.ruleset for s in state.slots.values() if not s.lockdown]
+    quarantined = bool(held) and all(rs is not None and rs.quarantine is not None for rs in held)
+    return containment.is_quarantined(pod) and not quarantined
