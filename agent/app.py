@@ -14,13 +14,12 @@ import signal
 from typing import Any
 
 import kubernetes.client
-import kubernetes.config
 import structlog
 
-from agent import config, health, metrics, store
+from agent import config, health, localapi, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
-from agent.k8s import events, watch
+from agent.k8s import clients, events, watch
 from agent.sync import loop as sync_loop
 
 log = structlog.get_logger(__name__)
@@ -32,20 +31,9 @@ class StartupError(Exception):
 
 def api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
     try:
-        return _api_client(settings)
-    except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
-        where = settings.kubeconfig or "in-cluster service account"
-        raise StartupError(f"cannot load API credentials from {where}: {exc}") from exc
-
-
-def _api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
-    if settings.kubeconfig:
-        client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
-            config_file=settings.kubeconfig
-        )
-        return client
-    kubernetes.config.load_incluster_config()
-    return kubernetes.client.ApiClient()
+        return clients.api_client(settings.kubeconfig)
+    except clients.CredentialsError as exc:
+        raise StartupError(str(exc)) from exc
 
 
 async def run(settings: config.Settings) -> int:
@@ -63,7 +51,10 @@ async def run(settings: config.Settings) -> int:
     beat = Heartbeat(loop)
     reflectors: list[watch.Reflector] = []
     ready = functools.partial(_ready, rec, reflectors, settings.stale_after)
-    endpoint = health.Endpoint(settings.metrics_host, settings.metrics_port, ready, beat.alive)
+    local = localapi.LocalApi(rec, settings.node_name, ready)
+    endpoint = health.Endpoint(
+        settings.metrics_host, settings.metrics_port, ready, beat.alive, local.routes
+    )
     try:
         await endpoint.start()
     except OSError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import signal
 import sys
 import types
@@ -18,6 +19,8 @@ from typing import Any
 
 import agent
 from agent import cleanup, config, logs
+from agent.commands import explain as explain_command
+from agent.commands import status as status_command
 from agent.responder import settings as responder_settings
 
 
@@ -40,7 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "responder", help="threat-finding webhooks (Falco, Wiz, generic) -> pod quarantine label"
     )
     responder_settings.add_arguments(responder_parser)
+    explain_parser = sub.add_parser(
+        "explain", help="why a connection between two pods (or addresses) is allowed or blocked"
+    )
+    explain_command.add_arguments(explain_parser)
+    status_parser = sub.add_parser("status", help="every node agent: version, ready, pod states")
+    config.add_options(status_parser, (config.AGENT_OPTIONS[1],))  # --kubeconfig
+    status_command.add_arguments(status_parser)
     args = parser.parse_args(argv)
+    if args.command in ("explain", "status"):
+        return _operator(args)
     if args.command == "responder":
         return _serve(
             "responder", args, responder_settings.settings_from_args, "agent.responder.app"
@@ -56,6 +68,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "agent":
         return _serve("agent", args, config.settings_from_args, "agent.app")
     return _demo()
+
+
+def _operator(args: argparse.Namespace) -> int:
+    """`podseg explain` and `podseg status`: read the cluster (and the agents) with the
+    operator's credentials; exit 2 with one line when they cannot be read."""
+    logs.configure("console", "warning")
+    from agent.commands import agents
+    from agent.k8s import clients, snapshot
+
+    try:
+        given = config.resolve(args, (config.AGENT_OPTIONS[1],), os.environ)
+        api = clients.api_client(given.get("kubeconfig") or None)
+    except (config.ConfigError, clients.CredentialsError) as exc:
+        print(f"podseg {args.command}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        urls = list(getattr(args, "agent_url", None) or [])
+        if args.command == "status":
+            found = agents.from_urls(urls) if urls else agents.discover(api)
+            return status_command.main(args, found)
+        cluster = snapshot.load(api)
+        live = None
+        if args.live:
+            live = agents.from_urls(urls, api) if urls else agents.discover(api)
+        return explain_command.main(args, cluster, live=live)
+    except agents.AgentUnreachable as exc:
+        print(f"podseg {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the API answered an error or could not be reached
+        print(f"podseg {args.command}: cannot read the cluster: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        api.close()
 
 
 def _demo() -> int:

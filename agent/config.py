@@ -54,6 +54,8 @@ class Settings:
     )
     # More host addresses the node guard covers (a second NIC, a service address on lo).
     node_guard_extra_addresses: tuple[ruleset.AddrRange, ...] = ()
+    # Namespaces exempt from the node guard by name (besides podseg.io/node-guard=off).
+    node_guard_exempt_namespaces: tuple[str, ...] = containment.DEFAULT_NODE_GUARD_EXEMPT
     strict: bool = True  # cut established connections a ruleset change made illegal
     # A pod's podseg.io/mode label may loosen its namespace's mode (visibility in an
     # enforcing namespace): off, since whoever can create a pod could switch off enforcement.
@@ -261,6 +263,14 @@ AGENT_OPTIONS = (
         containment.parse_addresses,
         "more host addresses (IPs or CIDRs, comma-separated) the node guard covers like node "
         "addresses, e.g. a second NIC or a service address on the node's loopback",
+    ),
+    Option(
+        "--node-guard-exempt-namespaces",
+        "PODSEG_NODE_GUARD_EXEMPT_NAMESPACES",
+        containment.parse_namespaces,
+        "namespaces whose pods the node guard leaves alone, comma-separated, - for none "
+        f"(default {','.join(containment.DEFAULT_NODE_GUARD_EXEMPT)}); namespaces labelled "
+        f"{containment.NODE_GUARD_LABEL}=off are exempt as well",
     ),
     Option(
         "--no-node-guard",

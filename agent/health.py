@@ -21,9 +21,11 @@ class Endpoint:
         port: int,
         is_ready: collections.abc.Callable[[], bool],
         is_alive: collections.abc.Callable[[], bool],
+        extra_routes: collections.abc.Callable[[aiohttp.web.Application], None] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.is_ready, self.is_alive = is_ready, is_alive
+        self.extra_routes = extra_routes
         self._runner: aiohttp.web.AppRunner | None = None
 
     async def _metrics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
@@ -47,6 +49,8 @@ class Endpoint:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self.extra_routes is not None:
+            self.extra_routes(app)
         self._runner = aiohttp.web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = aiohttp.web.TCPSite(self._runner, self.host, self.port)

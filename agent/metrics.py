@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import prometheus_client
 
+import agent
+
 REGISTRY = prometheus_client.CollectorRegistry()
+# process_* (CPU, memory, open files, start time) of the agent process itself.
+prometheus_client.ProcessCollector(registry=REGISTRY)
+BUILD_INFO = prometheus_client.Gauge(
+    "podseg_build_info",
+    "Always 1; the running podseg version as a label.",
+    ["version"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(agent.version()).set(1)
 
 POLICY_PROGRAMMING_SECONDS = prometheus_client.Histogram(
     "podseg_policy_programming_seconds",
@@ -202,7 +213,18 @@ RESPONDER_REGISTRY = prometheus_client.CollectorRegistry()
 RESPONDER_FINDINGS = prometheus_client.Counter(
     "podseg_responder_findings_total",
     "Findings received by podseg responder, by source (falco, wiz, generic) and outcome "
-    "(quarantined, unchanged, dry_run, ignored, unknown_pod, malformed, unauthorized, error).",
+    "(quarantined, unchanged, dry_run, ignored, unknown_pod, protected, replaced, malformed, "
+    "unauthorized, rate_limited, timeout, error).",
     ["source", "outcome"],
+    registry=RESPONDER_REGISTRY,
+)
+RESPONDER_CONNECTIONS = prometheus_client.Gauge(
+    "podseg_responder_connections",
+    "HTTP connections open to podseg responder (at most --max-connections).",
+    registry=RESPONDER_REGISTRY,
+)
+RESPONDER_CONNECTIONS_REFUSED = prometheus_client.Counter(
+    "podseg_responder_connections_refused",
+    "Connections podseg responder answered 503 and closed at once: --max-connections were open.",
     registry=RESPONDER_REGISTRY,
 )

@@ -8,6 +8,7 @@
 #   bash scripts/cluster.sh status        each component with pid and running/dead
 #   bash scripts/cluster.sh conformance   upstream NetworkPolicy e2e specs (see --help of that command)
 #   bash scripts/cluster.sh smoke         pods, pod-to-pod, ClusterIP Service, kubectl exec
+#   bash scripts/cluster.sh podseg install|uninstall|status   podseg from this checkout, as a user installs it
 #   bash scripts/cluster.sh kubectl ARGS  kubectl with the admin kubeconfig
 #
 # Topology (all addresses in 198.19.0.0/16, all names psg*):
@@ -17,7 +18,8 @@
 #                        kubelet, kube-proxy (nftables); pod bridge psgcni0 198.19.128.1/24
 #   root namespace       psg-relay 127.0.0.1:36443 -> 198.19.0.2:6443 (no interface, address
 #                        or route is added to the root namespace)
-# The node's processes also share one private mount namespace ($RUN/ns/mnt), so
+# The node's processes also share one private mount namespace ($RUN/ns/mnt) and one
+# PID namespace ($RUN/ns/pid: hostPID pods see the node's processes only), so
 # container and volume mounts never appear in the machine's mount table.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,7 +30,7 @@ CL=$HERE/cluster
 . "$CL/pki.sh"
 
 CGROUP=/$NODE                       # kubelet cgroupRoot; our daemons in $CGROUP/daemons
-COMPONENTS="etcd kube-apiserver relay kube-controller-manager kube-scheduler containerd kubelet kube-proxy"
+COMPONENTS="node-init etcd kube-apiserver relay kube-controller-manager kube-scheduler containerd kubelet kube-proxy"
 
 exec 9>&2                            # errors reach the terminal even from a silenced check
 say()  { echo "cluster: $*"; }
@@ -58,17 +60,45 @@ alive() {
   return 1
 }
 
-# start NAME node|root CMD...: start in the background, log to $LOGS/NAME.log
+# start NAME node|root CMD...: start in the background, log to $LOGS/NAME.log.
+# A node process is started by nsenter, which forks to enter the node's PID
+# namespace: the pidfile records that child, the command itself.
 start() {
   local name=$1 where=$2; shift 2
-  local log=$LOGS/$name.log
+  local log=$LOGS/$name.log pid
   echo "=== $(date -u +%FT%TZ) $*" >> "$log"
   if [ "$where" = node ]; then
-    setsid "$CL/run-in-node.sh" "$CGROUP/daemons" "$NETNS_FILE" "$MNTNS" "$@" >> "$log" 2>&1 < /dev/null &
+    setsid "$CL/run-in-node.sh" "$CGROUP/daemons" "$NETNS_FILE" "$MNTNS" "$PIDNS" "$@" >> "$log" 2>&1 < /dev/null &
+    pid=$(forked_child $!)
   else
     setsid "$@" >> "$log" 2>&1 < /dev/null &
+    pid=$!
+    exec_settled "$pid"
   fi
-  echo $! > "$PIDS/$name.pid"
+  echo "$pid" > "$PIDS/$name.pid"
+}
+
+# exec_settled PID: wait (up to 5 s) until the background subshell PID has exec'd,
+# so alive() never judges it by this script's own command line
+exec_settled() {
+  local me deadline=$((SECONDS + 5))
+  me=$(readlink "/proc/$$/exe")
+  while [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$me" ] && [ $SECONDS -lt $deadline ]; do
+    sleep 0.02
+  done
+}
+
+# forked_child PID: the child nsenter PID forked into the node's PID namespace
+# (PID itself if it has exited or not forked within 5 s; alive() judges it then)
+forked_child() {
+  local pid=$1 kids deadline=$((SECONDS + 5))
+  while [ -d "/proc/$pid" ]; do
+    kids=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null || true)
+    if [ -n "$kids" ]; then echo "${kids%% *}"; return 0; fi
+    [ $SECONDS -lt $deadline ] || break
+    sleep 0.05
+  done
+  echo "$pid"
 }
 
 # wait_for NAME SECONDS WHAT CMD...: poll CMD until it succeeds; fail early if
@@ -146,6 +176,32 @@ setup_mntns() {
   fi
   touch "$MNTNS"
   unshare --mount="$MNTNS" --propagation slave true
+}
+
+# One PID namespace for all node processes, as on a machine of its own: pods with
+# hostPID (podseg's agent and cleanup) see the node's processes under /proc, never
+# the machine's (whose network namespaces belong to other test runs, or are the
+# machine's own). Its PID 1 is psg-pause (reaps orphans: containerd's shims),
+# in the node's network and mount namespaces; the namespace is kept at $PIDNS.
+# Inside the node's mount namespace /proc is then that namespace's own.
+setup_pidns() {
+  touch "$PIDNS"
+  setsid "$CL/run-in-node.sh" "$CGROUP/daemons" "$NETNS_FILE" - - \
+    unshare --pid="$PIDNS" --fork --kill-child -- nsenter --mount="$MNTNS" -- "$BIN/psg-pause" \
+    >> "$LOGS/node-init.log" 2>&1 < /dev/null &
+  echo $! > "$PIDS/node-init.pid"
+  local deadline=$((SECONDS + 10))
+  until findmnt -n "$PIDNS" >/dev/null 2>&1 && [ -n "$(cat "/proc/$!/task/$!/children" 2>/dev/null)" ]; do
+    alive node-init || fail node-init "exited before making the node's PID namespace"
+    [ $SECONDS -lt $deadline ] || fail node-init "no PID namespace at $PIDNS within 10s"
+    sleep 0.05
+  done
+  nsenter --mount="$MNTNS" --pid="$PIDNS" -- mount -t proc proc /proc ||
+    fail node-init "could not mount the node's /proc"
+}
+
+# The node's mount namespace, continued (needs the node's own /proc).
+setup_node_mounts() {
   # The kubelet checks six machine-wide sysctls at start and writes the values it
   # wants (vm.overcommit_memory=1, kernel.panic=10, kernel.panic_on_oops=1, ...).
   # In our mount namespace those /proc/sys files are shadowed by files with the
@@ -307,6 +363,7 @@ all_alive() {
 
 anything_left() {
   [ -e "$NETNS_FILE" ] || [ -e "/run/netns/$NET_NS" ] || [ -d "$PIDS" ] || [ -d "/sys/fs/cgroup/pids$CGROUP" ] ||
+    findmnt -n "$PIDNS" >/dev/null 2>&1 ||
     findmnt -n "$RUN/ns" >/dev/null 2>&1
 }
 
@@ -339,6 +396,8 @@ cmd_up() {
   setup_netns
   setup_mntns
   setup_cgroups
+  setup_pidns
+  setup_node_mounts
   make_pki
   write_configs
   say "starting etcd";               start_etcd
@@ -381,7 +440,7 @@ cmd_down() {
   for c in relay kube-proxy kubelet; do alive "$c" && pids+=("$(pid_of "$c")"); done
   stop_pids 10 ${pids[@]+"${pids[@]}"}
   pids=()
-  for c in $COMPONENTS; do alive "$c" && pids+=("$(pid_of "$c")"); done
+  for c in $COMPONENTS; do [ "$c" != node-init ] && alive "$c" && pids+=("$(pid_of "$c")"); done
   stop_pids 15 ${pids[@]+"${pids[@]}"}
   # 2. whatever is left in our cgroup: containerd shims, containers
   local deadline=$((SECONDS + 20)) left
@@ -395,6 +454,7 @@ cmd_down() {
   # 3. the mount namespace: dropping its last reference takes every mount made
   #    in it (overlay rootfs, volumes, pod netns files) with it
   if findmnt -n "$MNTNS" >/dev/null 2>&1; then umount "$MNTNS" || umount -l "$MNTNS"; fi
+  if findmnt -n "$PIDNS" >/dev/null 2>&1; then umount "$PIDNS" || umount -l "$PIDNS"; fi
   if findmnt -n "$RUN/ns" >/dev/null 2>&1; then umount "$RUN/ns" || umount -l "$RUN/ns"; fi
   # 4. network namespaces (only our psg-k8s ones)
   for c in "$NODE" "$NET_NS"; do
@@ -447,8 +507,9 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     status) cmd_status ;;
     smoke) shift; exec bash "$CL/smoke.sh" "$@" ;;
     conformance) shift; exec bash "$CL/conformance.sh" "$@" ;;
+    podseg) shift; exec bash "$CL/podseg.sh" "$@" ;;
     kubectl) shift; kc "$@" ;;
     build) shift; bash "$CL/build.sh" "$@" ;;
-    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
   esac
 fi

@@ -5,8 +5,13 @@ NetworkPolicy only adds allows and says nothing about the node. Containment inst
 things away, above every policy: a quarantined pod (label `podseg.io/quarantine=true`) sends
 and receives nothing but forensic traffic (annotation `podseg.io/quarantine-allow-from`, a
 comma-separated list of CIDRs); every managed pod is kept away from the nodes' management
-ports, its own gateway's and the cloud metadata addresses (the node guard) unless its namespace
-carries `podseg.io/node-guard=off`; and every managed pod may only send from its own addresses
+ports, its own gateway's and the cloud metadata addresses (the node guard), unless its
+namespace is exempt: named in `--node-guard-exempt-namespaces` (by default `kube-system`,
+where metrics-server, cloud controllers and CSI controllers reach the kubelet or the metadata
+service) or labelled `podseg.io/node-guard=off` (a monitoring namespace whose Prometheus
+scrapes the kubelets). A namespace labelled `podseg.io/node-guard=allow-metadata` may reach
+the cloud metadata addresses (workloads that use the node's cloud identity) and stays guarded
+from the node ports. And every managed pod may only send from its own addresses
 (anti-spoofing) unless its namespace carries `podseg.io/anti-spoofing=off` (pods that route
 for others: VPN or NAT gateways).
 
@@ -21,7 +26,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from agent import model
 from agent.calc import intervals, ruleset
@@ -34,6 +40,10 @@ ANTI_SPOOF_LABEL = "podseg.io/anti-spoofing"
 # instance metadata service of AWS, Azure, GCP, OpenStack, Oracle and DigitalOcean, AWS's over
 # IPv6, Alibaba Cloud's. Each serves the node's cloud credentials to whoever asks.
 METADATA_ADDRESSES = ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+ALLOW_METADATA = "allow-metadata"  # podseg.io/node-guard value: metadata reachable, ports guarded
+# Namespaces exempt from the node guard by name unless configured otherwise: kube-system holds
+# what must reach the kubelet (metrics-server) or the metadata service (cloud controllers).
+DEFAULT_NODE_GUARD_EXEMPT = ("kube-system",)
 DEFAULT_NODE_GUARD_PORTS = (
     "tcp:22,tcp:139,tcp:445,tcp:2379-2380,tcp:3389,udp:3389,"
     "tcp:10250,tcp:10255,tcp:30000-32767,udp:30000-32767,sctp:30000-32767"
@@ -85,11 +95,34 @@ def allow_from(
     return intervals.merge_addrs(ranges), errors
 
 
-def node_guard_exempt(namespace: model.Namespace | None) -> bool:
-    """Whether the namespace opted out (`podseg.io/node-guard=off`)."""
+def node_guard_exempt(
+    namespace: model.Namespace | None, exempt: Collection[str] = (), name: str = ""
+) -> bool:
+    """Whether the namespace (`name`, or `namespace.name`) is exempt: named in `exempt`, or
+    opted out with `podseg.io/node-guard=off`."""
+    if (name or (namespace.name if namespace is not None else "")) in exempt:
+        return True
     if namespace is None:
         return False
-    return namespace.labels.get(NODE_GUARD_LABEL, "").strip().lower() in _OFF
+    return _guard_label(namespace) in _OFF
+
+
+def _guard_label(namespace: model.Namespace | None) -> str:
+    if namespace is None:
+        return ""
+    return namespace.labels.get(NODE_GUARD_LABEL, "").strip().lower()
+
+
+def parse_namespaces(text: str) -> tuple[str, ...]:
+    """`kube-system,monitoring` -> sorted distinct names; empty or `-`: none. Raises
+    ValueError."""
+    if text.strip() == "-":
+        return ()
+    names = sorted({part.strip() for part in text.split(",") if part.strip()})
+    for name in names:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+            raise ValueError(f"{name!r} is not a namespace name")
+    return tuple(names)
 
 
 def parse_ports(text: str) -> tuple[ruleset.ProtoPorts, ...]:
@@ -154,19 +187,25 @@ def node_guard(
     namespace: model.Namespace | None,
     nodes: Iterable[model.Node],
     ports: Sequence[ruleset.ProtoPorts],
+    exempt: Collection[str] = (),
+    name: str = "",
+    *,
     link: ruleset.Link | None = None,
     extra: Sequence[ruleset.AddrRange] = (),
 ) -> ruleset.NodeGuard | None:
-    """The node guard of a pod in `namespace`; None when the namespace is exempt. Guarded
+    """The node guard of a pod in `namespace` (named `name`); None when it is exempt. Guarded
     like node addresses: every node's, the pod's gateways (`link`: on many CNIs the node's
     own listeners answer there) and the configured `extra` addresses."""
-    if node_guard_exempt(namespace):
+    if node_guard_exempt(namespace, exempt, name):
         return None
+    metadata = _guard_label(namespace) != ALLOW_METADATA
     link = link or ruleset.Link()
     return ruleset.NodeGuard(
         node_addrs=intervals.merge_addrs([*node_addresses(nodes), *link.gateways, *extra]),
         ports=tuple(ports),
-        blocked=intervals.merge_addrs(intervals.address_range(a) for a in METADATA_ADDRESSES),
+        blocked=intervals.merge_addrs(intervals.address_range(a) for a in METADATA_ADDRESSES)
+        if metadata
+        else (),
         scoped=link.scoped_gateways,
     )
 
@@ -239,13 +278,15 @@ def contain(
     nodes: Iterable[model.Node],
     guard_ports: Sequence[ruleset.ProtoPorts] | None,
     widest: tuple[int, int] = WIDEST_ALLOW_FROM,
+    guard_exempt: Collection[str] = DEFAULT_NODE_GUARD_EXEMPT,
     *,
     link: ruleset.Link | None = None,
     guard_extra: Sequence[ruleset.AddrRange] = (),
 ) -> Contained:
     """`rs` with the pod's quarantine, node guard and anti-spoofing, and the facts of its
     namespace (`link`); `guard_ports` None disables the guard, `guard_extra` are more
-    addresses it guards; `widest`: the widest forensic source allowed (see `allow_from`)."""
+    addresses it guards; `widest`: the widest forensic source allowed (see `allow_from`);
+    `guard_exempt`: the namespaces exempt from the guard by name."""
     errors: list[str] = []
     quarantine = None
     if is_quarantined(pod):
@@ -253,7 +294,15 @@ def contain(
         quarantine = ruleset.Quarantine(allow_from=allowed)
     guard = None
     if guard_ports is not None:
-        guard = node_guard(namespace, nodes, guard_ports, link, guard_extra)
+        guard = node_guard(
+            namespace,
+            nodes,
+            guard_ports,
+            guard_exempt,
+            pod.namespace,
+            link=link,
+            extra=guard_extra,
+        )
     contained = dataclasses.replace(
         rs,
         quarantine=quarantine,

@@ -18,12 +18,13 @@ benchmarks build one from plain collections with `Cluster.of`.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
 from agent import model
 from agent.calc import affected as calc_affected
 from agent.calc import compile as calc_compile
-from agent.calc import containment, ruleset
+from agent.calc import containment, intervals, ruleset
 from agent.calc import index as calc_index
 from agent.calc import mode as calc_mode
 from agent.calc import services as calc_services
@@ -43,6 +44,7 @@ class Cluster:
     pod_may_loosen_mode: bool = False  # --allow-pod-visibility
     allow_from_widest: tuple[int, int] = containment.WIDEST_ALLOW_FROM
     guard_extra: tuple[ruleset.AddrRange, ...] = ()  # --node-guard-extra-addresses
+    guard_exempt: tuple[str, ...] = containment.DEFAULT_NODE_GUARD_EXEMPT
 
     @classmethod
     def of(
@@ -66,6 +68,50 @@ class Cluster:
             services=calc_services.build_index(services, endpointslices),
             guard_ports=tuple(guard_ports) if guard_ports is not None else None,
         )
+
+
+def with_host_addresses(
+    nodes: Mapping[str, model.Node],
+    own: str,
+    host: Sequence[str],
+    virtual: Sequence[ruleset.AddrRange] = (),
+) -> Mapping[str, model.Node]:
+    """`nodes` with the agent's own Node also holding the addresses of the namespace the agent
+    runs in, when that namespace is the node's: it holds one of the Node's API addresses (the
+    DaemonSet's host network; never so in a sandbox, where the agent is not on its node).
+
+    Why: a Node object lists its InternalIP and ExternalIP, but the node also owns addresses
+    no API object names, and uses them: on a bridge network (the CNI `bridge` plugin, flannel,
+    kubenet) the kubelet's probes reach a pod from the bridge's address, its gateway. An
+    ingress-isolated pod must still accept its own node (upstream semantics), and the node
+    guard must keep pods away from the kubelet on that address too (a kubelet listening on
+    every address answers there). Loopback and link-local addresses are not the node's to
+    others, and Service virtual addresses (`virtual`; IPVS puts every ClusterIP on the host's
+    kube-ipvs0) are not the node either."""
+    node = nodes.get(own)
+    listed = set(_norm_all(node.addresses)) if node is not None else set()
+    if node is None or not listed & set(_norm_all(host)):
+        return nodes
+    extra = []
+    for address in sorted(set(_norm_all(host)) - listed):
+        ip = ipaddress.ip_address(address)
+        if ip.is_loopback or ip.is_link_local or intervals.contains(virtual, ip.version, int(ip)):
+            continue
+        extra.append(address)
+    if not extra:
+        return nodes
+    merged = dataclasses.replace(node, addresses=(*node.addresses, *extra))
+    return {**nodes, own: merged}
+
+
+def _norm_all(addresses: Iterable[str]) -> list[str]:
+    out = []
+    for address in addresses:
+        try:
+            out.append(str(ipaddress.ip_address(address)))
+        except ValueError:
+            continue
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +154,7 @@ def desired(
         cluster.nodes.values(),
         cluster.guard_ports,
         cluster.allow_from_widest,
+        cluster.guard_exempt,
         link=link,
         guard_extra=cluster.guard_extra,
     )

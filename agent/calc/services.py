@@ -16,6 +16,14 @@ on the client's own node count, as the proxy only uses those. The frontends beco
 `PeerPort` elements of the egress `*_ports` sets (ClusterIP . protocol . port): no rule
 changes, so endpoint churn only moves set elements.
 
+Virtual addresses themselves are never peers: NetworkPolicy judges the traffic after the
+proxy's translation, so an `ipBlock` (or any peer) that happens to cover a ClusterIP does not
+open it; only its backends do. The translation therefore first removes every Service's virtual
+addresses from the compiled egress and then adds back the frontends the backends open (an
+`ipBlock` 192.0.0.0/4 except the server pod's /32 must not reach that pod through its
+ClusterIP, which lies inside 192.0.0.0/4: upstream's e2e spec "should enforce except clause
+while egress access to server in CIDR block").
+
 Precision: the pod's namespace sees the ClusterIP, never the backend the proxy will pick. A
 Service with allowed and disallowed backends is therefore opened as a whole (the proxy may
 choose a disallowed backend); direct traffic to backend pod IPs stays exact. A Service none of
@@ -79,6 +87,11 @@ class ServiceIndex:
 
     frontends: tuple[Frontend, ...] = ()
     problems: tuple[Problem, ...] = ()
+
+    @functools.cached_property
+    def virtual_addrs(self) -> tuple[ruleset.AddrRange, ...]:
+        """Every frontend's virtual address, canonical (computed once per index)."""
+        return intervals.merge_addrs(a for f in self.frontends for a in f.addrs)
 
 
 EMPTY = ServiceIndex()
@@ -295,18 +308,36 @@ def open_frontends(
 def translate(
     direction: ruleset.DirectionRuleset, index: ServiceIndex, node_name: str | None
 ) -> ruleset.DirectionRuleset:
-    """`direction` plus the Service frontends whose allowed backends it reaches."""
+    """`direction` without any Service's virtual addresses, plus the Service frontends whose
+    allowed backends it reaches."""
     if not direction.isolated or not index.frontends:
         return direction
-    triples: list[intervals.Triple] = [(p.addrs, p.protocol, p.ports) for p in direction.port_peers]
-    added = False
-    for frontend, _complete in open_frontends(direction, index, node_name):
+    opened = open_frontends(direction, index, node_name)  # judged by the backends, as compiled
+    vips = index.virtual_addrs
+    any_port = intervals.subtract_addrs(direction.any_port_peers, vips)
+    triples: list[intervals.Triple] = []
+    covered = False
+    for p in direction.port_peers:
+        if not covered and _overlaps(p.addrs, vips):
+            covered = True
+        triples.extend((a, p.protocol, p.ports) for a in _minus(p.addrs, vips))
+    if not opened and not covered and any_port == direction.any_port_peers:
+        return direction
+    for frontend, _complete in opened:
         port = ruleset.PortRange(frontend.port, frontend.port)
         triples.extend((a, frontend.protocol, port) for a in frontend.addrs)
-        added = True
-    if not added:
-        return direction
     return dataclasses.replace(
         direction,
-        port_peers=intervals.canonical_peer_ports(triples, exclude=direction.any_port_peers),
+        any_port_peers=any_port,
+        port_peers=intervals.canonical_peer_ports(triples, exclude=any_port),
     )
+
+
+def _overlaps(addrs: ruleset.AddrRange, canonical: Sequence[ruleset.AddrRange]) -> bool:
+    return _minus(addrs, canonical) != (addrs,)
+
+
+def _minus(
+    addrs: ruleset.AddrRange, canonical: Sequence[ruleset.AddrRange]
+) -> tuple[ruleset.AddrRange, ...]:
+    return intervals.subtract_addrs((addrs,), canonical)

@@ -92,9 +92,13 @@ class Op(enum.StrEnum):
 # -- replies -------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Scanned:
-    """Every candidate namespace (named ones first), with its interfaces and addresses."""
+    """Every candidate namespace (named ones first), with its interfaces and addresses; and
+    the addresses of the worker's own namespace (`host`, loopback out): with the DaemonSet's
+    host network, the node's own addresses, including those no Node object lists (the CNI
+    bridge's, from which the kubelet probes pods on a bridge network)."""
 
     candidates: tuple[netns.Candidate, ...]
+    host: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

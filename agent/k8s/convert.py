@@ -275,7 +275,7 @@ def network_policy(obj: Raw) -> model.NetworkPolicy:
     meta = _meta(obj)
     spec = obj.get("spec") or {}
     errors: list[str] = []
-    if not isinstance(spec, Mapping):  # found by tests/unit/test_properties.py (fuzz)
+    if not isinstance(spec, Mapping):  # a fuzzed shape
         errors.append("spec is not an object; the policy selects no pod")
         spec = {"podSelector": []}
     pod_selector: model.LabelSelector | None

@@ -32,6 +32,16 @@ EVENTS = "/api/v1/namespaces/{namespace}/events"
 # of a collection is a list, and with `watch` a watch).
 ROUTES = frozenset({("GET", path) for path in PATHS.values()} | {("POST", EVENTS)})
 
+# What operator commands (`podseg status`, `podseg explain --live`) read, with the operator's
+# own credentials: the agent pods, and their local endpoints through the API server's proxy
+# (agent.localapi). Never the agent's: its ClusterRole grants none of these.
+AGENT_PODS = "/api/v1/namespaces/{namespace}/pods"
+AGENT_STATE = "/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/podseg/v1/state"
+AGENT_POD = (
+    "/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/podseg/v1/pods/{pod_ns}/{pod_name}"
+)
+OPERATOR_ROUTES = frozenset({("GET", AGENT_PODS), ("GET", AGENT_STATE), ("GET", AGENT_POD)})
+
 # Keyword arguments of the generated list methods -> query parameters.
 _QUERY = {
     "limit": "limit",
@@ -54,11 +64,13 @@ def call(
     query: list[tuple[str, Any]] | None = None,
     body: Any = None,
     timeout: Any = None,
+    routes: frozenset[tuple[str, str]] = ROUTES,
 ) -> Any:
-    """One request to a route of `ROUTES` (`path` is its template, filled from `path_params`);
-    the raw urllib3 response (unread). Non-2xx raises `ApiException`."""
-    if (method, path) not in ROUTES:
-        raise ValueError(f"{method} {path} is not one of the agent's API routes")
+    """One request to a route of `routes` (the agent's by default; `path` is its template,
+    filled from `path_params`); the raw urllib3 response (unread). Non-2xx raises
+    `ApiException`."""
+    if (method, path) not in routes:
+        raise ValueError(f"{method} {path} is not one of the declared API routes")
     headers = {"Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = "application/json"

@@ -111,21 +111,7 @@ class Reflector:
         self._thread.join(timeout)
 
     def _list(self) -> Relist:
-        items: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": self.page_size, "_preload_content": False}
-            if token:
-                kwargs["_continue"] = token
-            response = self.list_fn(_request_timeout=(5, 60), **kwargs)
-            body = json.loads(response.data)
-            items.extend(body.get("items") or [])
-            meta = body.get("metadata") or {}
-            token = meta.get("continue")
-            if not token:
-                return Relist(
-                    self.resource, items, str(meta.get("resourceVersion", "")), time.monotonic()
-                )
+        return list_all(self.resource, self.list_fn, self.page_size)
 
     def _watch(self, resource_version: str) -> str:
         """Stream events from `resource_version`; return the last version seen."""
@@ -196,6 +182,23 @@ class Reflector:
                 )
                 self._stop.wait(delay)
                 backoff = min(backoff * 2, self.backoff_max)
+
+
+def list_all(resource: str, list_fn: ListFn, page_size: int = 500) -> Relist:
+    """Every object of `resource`, listed in pages of `page_size`."""
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"limit": page_size, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        response = list_fn(_request_timeout=(5, 60), **kwargs)
+        body = json.loads(response.data)
+        items.extend(body.get("items") or [])
+        meta = body.get("metadata") or {}
+        token = meta.get("continue")
+        if not token:
+            return Relist(resource, items, str(meta.get("resourceVersion", "")), time.monotonic())
 
 
 def threadsafe_delivery(

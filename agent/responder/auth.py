@@ -57,6 +57,9 @@ class TokenFile:
         scheme, _, presented = authorization.partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             return "Authorization is not a bearer token"
-        if not hmac.compare_digest(presented.strip().encode(), self._token):
+        # A header is decoded with surrogateescape: its bytes come back exactly, never an error.
+        if not hmac.compare_digest(
+            presented.strip().encode("utf-8", "surrogateescape"), self._token
+        ):
             return "wrong bearer token"
         return ""

@@ -3,8 +3,10 @@
 Falco's `http_output` (with `json_output: true`) and falcosidekick's webhook output post the same
 event object: `rule`, `priority` (a Falco priority word), `output` (the rendered message),
 `time`, `output_fields` (field name -> value, among them `k8s.ns.name` and `k8s.pod.name` when
-the event comes from a pod's container), plus `hostname`, `source`, `tags` and (falcosidekick)
-`uuid`. Falco renders a field the event lacks as `<NA>` (a process on the host has no pod).
+the event comes from a pod's container, and `k8s.pod.uid` or the k8smeta plugin's
+`k8smeta.pod.uid` when the rule's output names them), plus `hostname`, `source`, `tags` and
+(falcosidekick) `uuid`. Falco renders a field the event lacks as `<NA>` (a process on the
+host has no pod).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ def parse(payload: Any) -> findings.Finding:
         summary=findings.text(body.get("output"), "output"),
         reporter=findings.text(body.get("hostname"), "hostname"),
         finding_id=findings.text(body.get("uuid"), "uuid"),
+        uid=findings.uid(
+            _field(fields, "k8s.pod.uid") or _field(fields, "k8smeta.pod.uid"),
+            "output_fields['k8s.pod.uid']",
+        ),
         not_a_pod=not_a_pod,
     )
 

@@ -25,6 +25,8 @@ SOURCE_MAX = 63
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# A Kubernetes UID: the API server makes every one an RFC 4122 UUID.
+_UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Falco prints this for a field the event does not have (a host process has no pod).
 FALCO_ABSENT = "<NA>"
 
@@ -43,6 +45,9 @@ class Finding:
     summary: str = ""  # the finding's own text (Falco output, Wiz control name, reason)
     reporter: str = ""  # who reported it, for the audit trail (Falco hostname, generic source)
     finding_id: str = ""
+    # The pod's UID when the payload carries it (`uid`): the finding is about that pod, not a
+    # same-named successor. Lower case; "" when the payload does not say.
+    uid: str = ""
     # Set by the parser when the payload is about something that is not a live pod.
     not_a_pod: str = ""
 
@@ -84,11 +89,15 @@ def decide(finding: Finding, policy: Policy) -> Verdict:
     )
 
 
+def valid_namespace(name: str) -> bool:
+    return bool(_DNS_LABEL.fullmatch(name))
+
+
 def invalid_name(finding: Finding) -> str:
     """Why the pod reference cannot be a Kubernetes pod ("" when it can)."""
-    if not _DNS_LABEL.match(finding.namespace):
+    if not valid_namespace(finding.namespace):
         return f"namespace {clean(finding.namespace, 80)!r} is not a valid namespace name"
-    if len(finding.pod) > 253 or not _DNS_SUBDOMAIN.match(finding.pod):
+    if len(finding.pod) > 253 or not _DNS_SUBDOMAIN.fullmatch(finding.pod):
         return f"pod {clean(finding.pod, 80)!r} is not a valid pod name"
     return ""
 
@@ -124,13 +133,15 @@ def is_quarantined(labels: Mapping[str, str] | None) -> bool:
 
 
 def quarantine_patch(
-    finding: Finding, now: datetime.datetime, resource_version: str
+    finding: Finding, now: datetime.datetime, resource_version: str, uid: str
 ) -> dict[str, Any]:
-    """JSON merge patch: the label, the audit annotations, and the resourceVersion the decision
-    was made on (the API server answers 409 if the pod changed since, so two responders racing
-    on one pod produce one change)."""
+    """JSON merge patch: the label, the audit annotations, and the resourceVersion and UID of
+    the pod the decision was made on: the API server refuses the patch if the pod changed since
+    (409, so two responders racing on one pod produce one change) or is another pod of the
+    same name (409 for its other resourceVersion; a UID is immutable, 422)."""
     return {
         "metadata": {
+            "uid": uid,
             "resourceVersion": resource_version,
             "labels": {QUARANTINE_LABEL: QUARANTINE_VALUE},
             "annotations": {
@@ -161,7 +172,20 @@ def text(value: Any, where: str) -> str:
         return ""
     if isinstance(value, (bool, dict, list)):
         raise Malformed(f"{where} must be a string, not {type(value).__name__}")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, escaped in the JSON as \ud800
+            raise Malformed(f"{where} is not valid Unicode text") from None
     return str(value).strip()
+
+
+def uid(value: Any, where: str) -> str:
+    """A pod UID field: "" when absent, else a Kubernetes UID (any case; lower-cased)."""
+    word = text(value, where).lower()
+    if word and not _UID.fullmatch(word):
+        raise Malformed(f"{where} {clean(word, 60)!r} is not a Kubernetes UID")
+    return word
 
 
 def level(

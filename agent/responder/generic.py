@@ -6,7 +6,8 @@
 `namespace` and `pod` name the pod; `severity` is a Falco priority word or a Wiz severity word
 (see `severity`); `reason` is free text (trimmed into the pod's annotation); `source` names the
 reporting tool (free text, only in the annotation and the audit log); `rule` (optional) is
-matched against `--rules`; `id` (optional) is echoed in the audit log.
+matched against `--rules`; `id` (optional) is echoed in the audit log; `uid` (optional) is the
+pod's UID: a pod of that name with another UID (a successor) is not quarantined.
 """
 
 from __future__ import annotations
@@ -29,4 +30,5 @@ def parse(payload: Any) -> findings.Finding:
         summary=findings.text(body.get("reason"), "reason"),
         reporter=findings.clean(findings.text(body.get("source"), "source"), findings.SOURCE_MAX),
         finding_id=findings.text(body.get("id"), "id"),
+        uid=findings.uid(body.get("uid"), "uid"),
     )

@@ -1,10 +1,11 @@
 """Sets the quarantine label on a pod through the API server, idempotently. Effectful edge.
 
 Only two API calls, matching the responder's RBAC (get and patch on pods): read the pod; if it
-is not quarantined yet, send a JSON merge patch that carries the resourceVersion it read, so a
-pod changed in between (or quarantined by a second responder replica) gives 409 and is read
-again instead of being patched twice. The calls block (the official client), so the HTTP app
-runs `Patcher.quarantine` in a thread.
+is the pod the finding is about (its UID) and not quarantined yet, send a JSON merge patch that
+carries the UID and resourceVersion it read, so a pod changed in between (or quarantined by a
+second responder replica) gives 409 and is read again instead of being patched twice, and a
+pod replaced by a same-named successor in between is refused by the API server. The calls
+block (the official client), so the HTTP app runs `Patcher.quarantine` in a thread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import kubernetes.client
-import kubernetes.config
 import urllib3.exceptions
 
 from agent.responder import findings
@@ -31,6 +31,7 @@ class Outcome(enum.Enum):
     UNCHANGED = "unchanged"
     DRY_RUN = "dry_run"
     UNKNOWN_POD = "unknown_pod"
+    REPLACED = "replaced"  # the pod of that name is not the one the finding is about
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Result:
     resource_version: str = ""
     patch: dict[str, Any] | None = None
     attempts: int = 1
+    uid: str = ""  # the UID of the pod read under the finding's name
 
 
 class ApiFailure(Exception):
@@ -47,24 +49,6 @@ class ApiFailure(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-class StartupError(Exception):
-    """No usable API credentials."""
-
-
-def api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
-    try:
-        if kubeconfig:
-            client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
-                config_file=kubeconfig
-            )
-            return client
-        kubernetes.config.load_incluster_config()
-        return kubernetes.client.ApiClient()
-    except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
-        where = kubeconfig or "in-cluster service account"
-        raise StartupError(f"cannot load API credentials from {where}: {exc}") from exc
 
 
 class Patcher:
@@ -82,17 +66,25 @@ class Patcher:
         self.clock = clock
 
     def quarantine(self, finding: findings.Finding) -> Result:
+        """The pod the finding is about is the one with its UID, or (without one) the one
+        first read under its name: a same-named successor, there from the start or created
+        between a read and the patch, is REPLACED and never patched."""
+        expected = finding.uid
         for attempt in range(1, MAX_ATTEMPTS + 1):
             pod = self._read(finding.namespace, finding.pod)
             if pod is None:
                 return Result(Outcome.UNKNOWN_POD, attempts=attempt)
             meta = pod.get("metadata") or {}
             rv = str(meta.get("resourceVersion", ""))
+            uid = str(meta.get("uid", ""))
+            expected = expected or uid
+            if uid != expected:
+                return Result(Outcome.REPLACED, rv, attempts=attempt, uid=uid)
             if findings.is_quarantined(meta.get("labels")):
-                return Result(Outcome.UNCHANGED, rv, attempts=attempt)
-            body = findings.quarantine_patch(finding, self.clock(), rv)
+                return Result(Outcome.UNCHANGED, rv, attempts=attempt, uid=uid)
+            body = findings.quarantine_patch(finding, self.clock(), rv, uid)
             if self._dry_run:
-                return Result(Outcome.DRY_RUN, rv, body, attempts=attempt)
+                return Result(Outcome.DRY_RUN, rv, body, attempts=attempt, uid=uid)
             try:
                 patched = self._call(
                     self._core.patch_namespaced_pod,
@@ -108,7 +100,7 @@ class Patcher:
                     return Result(Outcome.UNKNOWN_POD, attempts=attempt)
                 raise _failure("patch", exc) from exc
             new_rv = str((patched.get("metadata") or {}).get("resourceVersion", ""))
-            return Result(Outcome.QUARANTINED, new_rv, body, attempts=attempt)
+            return Result(Outcome.QUARANTINED, new_rv, body, attempts=attempt, uid=uid)
         raise ApiFailure(f"the pod kept changing: {MAX_ATTEMPTS} conflicting updates in a row")
 
     def _read(self, namespace: str, name: str) -> dict[str, Any] | None:

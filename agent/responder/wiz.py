@@ -10,7 +10,9 @@ entity snapshot: `id` = provider id, `name`, `type` = native type such as `Pod`,
 The default template does not carry the Kubernetes namespace: add
 `"kubernetesNamespaceName": "{{issue.entitySnapshot.kubernetesNamespaceName}}"` to `resource`
 (docs/operations.md). A finding about a container names its pod as
-`resource.pod = {"name": ..., "namespace": ...}`.
+`resource.pod = {"name": ..., "namespace": ...}`. Where the template can render the pod's
+Kubernetes UID, it goes in `resource.uid` (a Pod) or `resource.pod.uid` (a Container); Wiz's
+own `id` and `providerId` are not the Kubernetes UID and are not read as one.
 """
 
 from __future__ import annotations
@@ -29,12 +31,16 @@ _SEPARATORS = re.compile(r"[\s_\-:./]+")
 def parse(payload: Any) -> findings.Finding:
     body = findings.obj(payload, "the Wiz webhook body")
     issue = findings.obj(body.get("issue"), "issue")
-    control = findings.obj(body.get("control") or issue.get("control"), "control")
-    resource = findings.obj(body.get("resource") or body.get("entitySnapshot"), "resource")
+    control = findings.obj(_either(body, "control", issue), "control")
+    resource = findings.obj(_either(body, "resource", body, "entitySnapshot"), "resource")
     level = findings.level(issue.get("severity"), "issue.severity", severity.WIZ)
     if level is None:
         level = findings.level(control.get("severity"), "control.severity", severity.WIZ)
     namespace, pod, not_a_pod = _pod_of(resource)
+    uid = findings.uid(resource.get("uid"), "resource.uid")
+    if _kind(resource) == "container":
+        owner = findings.obj(resource.get("pod"), "resource.pod")
+        uid = findings.uid(owner.get("uid"), "resource.pod.uid")
     status = findings.text(issue.get("status"), "issue.status").upper()
     if status in CLOSED and not not_a_pod:
         not_a_pod = f"the Wiz issue is {status}"
@@ -50,8 +56,18 @@ def parse(payload: Any) -> findings.Finding:
             findings.obj(body.get("trigger"), "trigger").get("ruleName"), "trigger.ruleName"
         ),
         finding_id=findings.text(issue.get("id"), "issue.id"),
+        uid=uid,
         not_a_pod=not_a_pod,
     )
+
+
+def _either(
+    first: Mapping[str, Any], key: str, second: Mapping[str, Any], other_key: str = ""
+) -> Any:
+    """first[key] when present (whatever its type, so a wrong one is reported), else
+    second[other_key or key]."""
+    value = first.get(key)
+    return second.get(other_key or key) if value is None else value
 
 
 def _kind(resource: Mapping[str, Any]) -> str:

@@ -24,6 +24,19 @@ class Indexes:
         self._peer_index: calc_compile.ClusterIndex | None = None
         self._peers_dirty: set[str] | None = None
         self._local: dict[str, model.Pod] | None = None
+        # The addresses of the agent's own namespace, from the last scan (None: none yet), and
+        # whether they moved since the last pass took them (agent.calc.desired.with_host_addresses).
+        self.host: tuple[str, ...] | None = None
+        self.host_moved = False
+
+    def set_host(self, addresses: tuple[str, ...]) -> None:
+        """A scan's view of the agent's own namespace; a change makes every local pod due."""
+        if addresses != self.host:
+            self.host, self.host_moved = addresses, True
+
+    def take_host_moved(self) -> bool:
+        moved, self.host_moved = self.host_moved, False
+        return moved
 
     def is_local(self, pod: model.Pod) -> bool:
         return pod.node_name == self.settings.node_name and not pod.host_network
@@ -76,16 +89,20 @@ class Indexes:
 
     def cluster(self) -> calc_desired.Cluster:
         """The shared part of the snapshot for this pass's desired rulesets."""
+        services = self.services()
         return calc_desired.Cluster(
             namespaces=self.store.namespaces,
-            nodes=self.store.nodes,
+            nodes=calc_desired.with_host_addresses(
+                self.store.nodes, self.settings.node_name, self.host or (), services.virtual_addrs
+            ),
             policies=self.store.policy_index(),
             peers=self.peers(),
-            services=self.services(),
+            services=services,
             guard_ports=self.settings.node_guard_ports,
             pod_may_loosen_mode=self.settings.allow_pod_visibility,
             allow_from_widest=self.settings.quarantine_widest_source,
             guard_extra=self.settings.node_guard_extra_addresses,
+            guard_exempt=self.settings.node_guard_exempt_namespaces,
         )
 
     def affected(self, local: dict[str, model.Pod], change: store.Change | None) -> set[str] | None:

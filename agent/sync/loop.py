@@ -21,14 +21,14 @@ import collections
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from agent import config, heap, metrics, model, store
 from agent.calc import containment
 from agent.calc import desired as calc_desired
-from agent.dataplane import backends, protocol
+from agent.dataplane import backends, netns, protocol
 from agent.flows import collector as flows_collector
 from agent.k8s import watch
 from agent.sync import (
@@ -86,6 +86,23 @@ class Pass:
             compile_ms=round((self.compiled - self.started) * 1000, 3),
             kernel_ms=round((last - self.compiled) * 1000, 3),
         )
+
+
+async def _scan(
+    dataplane: protocol.Dataplane, settings: config.Settings, views: indexes.Indexes
+) -> netns.Index:
+    """The candidate namespaces, indexed by address; takes note of the node's own addresses."""
+    scanned = await dataplane.call(protocol.Scan(settings.netns_dir, settings.scan_proc))
+    views.set_host(scanned.host)
+    return netns.Index(scanned.candidates)
+
+
+async def _scan_quietly(scan: Callable[[], Awaitable[netns.Index]]) -> None:
+    """A scan for the node's own addresses (agent.calc.desired.with_host_addresses): known
+    before the first pod compiles, re-read whenever pods are placed (a CNI bridge appears with the
+    node's first pod). A failure waits for the next pass: pods still scan when they need to."""
+    with contextlib.suppress(Exception):
+        await scan()
 
 
 class Reconciler:
@@ -180,7 +197,14 @@ class Reconciler:
         self.readiness.first_pass([key for key, pod in local.items() if pod.ips])
         for key in set(self.pods) - set(local):
             await self._forget(self.pods.pop(key))
-        await self._plan_and_commit(run, local, change)
+        if self.indexes.host is None:
+            # The node's own addresses, before any pod compiles; at resync, placing the pods
+            # scans again and a move re-plans (below).
+            await _scan_quietly(self._scan)
+        moved = self.indexes.take_host_moved()
+        await self._plan_and_commit(run, local, None if moved else change)
+        if self.indexes.take_host_moved():  # a scan during the pass saw them move
+            await self._plan_and_commit(run, local, None)
         self._finish_pass(run)
         await self.cuts.run(self._events_waiting)
         status.update_gauges(self.pods)
@@ -265,14 +289,16 @@ class Reconciler:
         # Nothing this pod's ruleset depends on changed?
         return not (current and not verify and targets is not None and pod.key not in targets)
 
+    async def _scan(self) -> netns.Index:
+        return await _scan(self.dataplane, self.settings, self.indexes)
+
     async def _place(self, local: dict[str, model.Pod], due: set[str]) -> set[str]:
         """Scan the namespaces and place every local pod (agent.sync.placement); the pods
         whose namespaces changed, to plan too. A failed scan fails the due pods that needed
         it (retried) and places nothing."""
         try:
-            moves = await placement.place(
-                self.dataplane, self.settings, self.pods, local, self.flows
-            )
+            index = await self._scan()
+            moves = await placement.place(self.dataplane, index, self.pods, local, self.flows)
         except protocol.DataplaneError as exc:
             for key in due:
                 if placement.unplaced(local[key], self.pods[key]):
@@ -338,8 +364,8 @@ class Reconciler:
                 latency_ms=round(latency * 1000, 3) if latency is not None else None,
                 trigger=run.kind,
             )
-            slot.fingerprint = rendered.fingerprint
-            slot.ruleset = rs
+            slot.fingerprint, slot.ruleset = rendered.fingerprint, rs
+            plan.state.committed_wall = time.time()
             self.cuts.after_commit(
                 plan.pod, plan.state, slot, plan.previous, rs, latency, plan.bound
             )

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 from collections.abc import Mapping, MutableMapping
 
-from agent import config, model
+from agent import model
 from agent.calc import containment, ruleset
 from agent.dataplane import netns, protocol
 from agent.flows import collector as flows_collector
@@ -84,16 +84,15 @@ def update(
 
 async def place(
     dataplane: protocol.Dataplane,
-    settings: config.Settings,
+    index: netns.Index,
     states: MutableMapping[str, sync_pod.PodState],
     local: Mapping[str, model.Pod],
     flows: flows_collector.Collector | None,
 ) -> Moves:
-    """Scan the node's namespaces and `update` the placements; release what pods left (the
-    worker's contexts, the drop reader's sockets). Raises DataplaneError when the scan fails."""
-    scanned = await dataplane.call(protocol.Scan(settings.netns_dir, settings.scan_proc))
+    """`update` the placements from a scan's `index`; release what pods left (the worker's
+    contexts, the drop reader's sockets)."""
     keys = {k: {flow_key(s, slot) for slot in s.slots.values()} for k, s in states.items()}
-    moves = update(states, local, netns.Index(scanned.candidates))
+    moves = update(states, local, index)
     for _key, slot in moves.left:
         with contextlib.suppress(protocol.DataplaneError):
             await dataplane.call(protocol.Forget((slot.target.ino,)))

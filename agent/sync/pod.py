@@ -72,6 +72,7 @@ class PodState:
     retry_at: float = 0.0
     last_error: str = ""
     quarantined_since: float | None = None  # wall clock, when this agent isolated the pod
+    committed_wall: float | None = None  # wall clock of this agent's last commit here
     containment_errors: tuple[str, ...] = ()
     placement: tuple[str, ...] = ()  # what was last reported about its namespaces
 
@@ -86,6 +87,12 @@ class PodState:
         to hold one of ours; None while one is unknown (read it back before trusting it)."""
         known = [slot.fingerprint for slot in self.slots.values()]
         return known[0] if known and None not in known else None
+
+    @property
+    def ruleset(self) -> ruleset.PodRuleset | None:
+        """The ruleset last committed in the pod's first namespace that is not locked down."""
+        held = [slot.ruleset for slot in self.slots.values() if not slot.lockdown]
+        return held[0] if held else None
 
     @property
     def adopted(self) -> bool:

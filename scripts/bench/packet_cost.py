@@ -64,20 +64,27 @@ def peer_rules(peer_ip: str, n: int) -> ruleset.DirectionRuleset:
     )
 
 
-def configure(
-    backend: str, server: topology.SandboxPod, client: topology.SandboxPod, peers: int
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """The benchmark's two pods and the directory linking their sandbox's namespaces (only
+    that sandbox is searched: another one on the machine may hold the same addresses)."""
+
+    netns_dir: str
+    server: topology.SandboxPod
+    client: topology.SandboxPod
+
+
+def configure(backend: str, pair: Pair, peers: int) -> None:
     """Program both pods' rulesets (`peers` peers; 0: no tables) through the real dataplane
     worker and the chosen backend, as the agent does; the other backend's state is removed."""
-    asyncio.run(_configure(backend, server, client, peers))
+    asyncio.run(_configure(backend, pair, peers))
 
 
-async def _configure(
-    backend: str, server: topology.SandboxPod, client: topology.SandboxPod, peers: int
-) -> None:
+async def _configure(backend: str, pair: Pair, peers: int) -> None:
+    server, client = pair.server, pair.client
     worker = dataplane_backend.WorkerClient(timeout=60)
     try:
-        index = netns.Index(await worker.scan("/run/netns", proc=False))
+        index = netns.Index(await worker.scan(pair.netns_dir, proc=False))
         for pod, peer, direction in ((server, client, "ingress"), (client, server, "egress")):
             target = index.find([pod.ipv4])
             if target is None:
@@ -189,8 +196,7 @@ def start_servers(server: topology.SandboxPod) -> list[subprocess.Popen[bytes]]:
 def measure(
     args: argparse.Namespace,
     sizes: list[int],
-    server: topology.SandboxPod,
-    client: topology.SandboxPod,
+    pair: Pair,
 ) -> Samples:
     """`--rounds` rounds, each measuring every peer count once in a shuffled order; the tables
     are removed at the end."""
@@ -200,12 +206,12 @@ def measure(
         order = list(sizes)
         rng.shuffle(order)
         for n in order:
-            configure(args.backend, server, client, n)
-            p50, p99 = sockperf(client, server.ipv4, args.seconds)
+            configure(args.backend, pair, n)
+            p50, p99 = sockperf(pair.client, pair.server.ipv4, args.seconds)
             samples.lat50[n].append(p50)
             samples.lat99[n].append(p99)
-            samples.gbps[n].append(iperf(client, server.ipv4, args.seconds))
-    configure(args.backend, server, client, 0)
+            samples.gbps[n].append(iperf(pair.client, pair.server.ipv4, args.seconds))
+    configure(args.backend, pair, 0)
     return samples
 
 
@@ -272,7 +278,7 @@ def main() -> int:
                 "benchmark servers listening",
             )
             started = time.monotonic()
-            samples = measure(args, sizes, server, client)
+            samples = measure(args, sizes, Pair(str(sandbox.netns_dir), server, client))
         finally:
             for proc in servers:
                 proc.terminate()

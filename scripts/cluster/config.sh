@@ -31,6 +31,7 @@ CLUSTER_DOMAIN=cluster.local
 API_PORT_IN_NODE=6443
 
 MNTNS=$RUN/ns/mnt                  # private mount namespace of the node's processes
+PIDNS=$RUN/ns/pid                  # PID namespace of the node's processes (PID 1: psg-pause)
 NETNS_FILE=/run/netns/$NODE
 CONTAINERD_SOCK=$RUN/containerd/containerd.sock
 KUBECONFIG_ADMIN=$STATE/admin.kubeconfig
@@ -41,6 +42,9 @@ CNI_BIN_DIR=/usr/lib/cni
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.2
 AGNHOST_IMAGE=registry.k8s.io/e2e-test-images/agnhost:2.63.0
 BUSYBOX_IMAGE=registry.k8s.io/e2e-test-images/busybox:1.37.0-1
+# podseg's own image, built locally (podseg-image.sh), tagged <version>-<hash of its inputs>;
+# deploy/ names ghcr.io/podseg/podseg, which the test overlays swap for this.
+PODSEG_IMAGE_REPO=localhost/podseg/podseg
 
 # Debian packages the cluster needs (installed by `up` when missing)
-APT_PACKAGES="containerd runc containernetworking-plugins busybox-static iproute2 nftables openssl curl util-linux python3 ca-certificates"
+APT_PACKAGES="containerd runc containernetworking-plugins busybox-static iproute2 nftables openssl curl util-linux python3 ca-certificates debootstrap"

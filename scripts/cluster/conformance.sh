@@ -8,6 +8,8 @@
 #   --focus RE       ginkgo focus (default: the sig-network Netpol and NetworkPolicy API specs)
 #   --skip RE        ginkgo skip (default: Feature:SCTPConnectivity, see below)
 #   --timeout D      whole-suite timeout (default 2h)
+#   --no-podseg      run against the cluster as it is (default: install podseg from this
+#                    checkout first, `podseg.sh install`, as a user would)
 #
 # Skipped by default: the [Feature:SCTPConnectivity] specs, which send SCTP traffic;
 # this machine's kernel has no SCTP module, so their agnhost servers cannot even
@@ -20,7 +22,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/config.sh"
 focus='\[sig-network\] (Netpol|NetworkPolicy API) '
 skip='\[Feature:SCTPConnectivity\]'
-procs=4 dry=0 timeout=2h extra=()
+procs=4 dry=0 timeout=2h podseg=1 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
@@ -28,8 +30,9 @@ while [ $# -gt 0 ]; do
     --focus) focus=$2; shift ;;
     --skip) skip=$2; shift ;;
     --timeout) timeout=$2; shift ;;
+    --no-podseg) podseg=0 ;;
     --) shift; extra=("$@"); break ;;
-    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,19p' "$0" >&2; exit 2 ;;
   esac
   shift
 done
@@ -37,6 +40,9 @@ done
 if [ "$dry" = 0 ]; then
   "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" get --raw /readyz >/dev/null 2>&1 ||
     { echo "conformance: the cluster is not up (bash scripts/cluster.sh up)" >&2; exit 1; }
+fi
+if [ "$dry" = 0 ] && [ "$podseg" = 1 ]; then
+  bash "$here/podseg.sh" install || { echo "conformance: podseg could not be installed" >&2; exit 1; }
 fi
 out=$LOGS/conformance/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"

@@ -23,3 +23,9 @@ for dir in /run /var/lib /var/log; do
   done
   mount --rbind "$sh" "$dir"
 done
+# Every mount shared within the node, as systemd makes them on a real node (a
+# mount that came from the machine's stays a slave of it, so nothing propagates
+# back to the machine): containerd refuses HostToContainer propagation from a
+# private mount, and with it podseg's agent (hostPath /var/run/netns) sees the
+# namespaces the runtime bind-mounts there after the agent started.
+mount --make-rshared /

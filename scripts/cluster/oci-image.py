@@ -4,7 +4,7 @@ root filesystem directory, with no registry and no container engine.
 
     oci-image.py --rootfs DIR --name registry.k8s.io/pause:3.10.2 \
         --entrypoint '["/pause"]' [--cmd '[]'] [--env K=V ...] [--workdir /] \
-        [--mtime EPOCH] --out image.tar
+        [--label K=V ...] [--mtime EPOCH] --out image.tar
 
 The archive imports with `ctr -n k8s.io images import image.tar`: the manifest
 carries the image name in the `io.containerd.image.name` annotation (and the tag
@@ -67,6 +67,7 @@ def main() -> int:
     ap.add_argument("--entrypoint", default="[]", help="JSON list")
     ap.add_argument("--cmd", default="[]", help="JSON list")
     ap.add_argument("--env", action="append", default=[], help="K=V, repeatable")
+    ap.add_argument("--label", action="append", default=[], help="K=V, repeatable")
     ap.add_argument("--workdir", default="/")
     ap.add_argument("--user", default="")
     ap.add_argument(
@@ -100,6 +101,7 @@ def main() -> int:
                 "Env": env,
                 "WorkingDir": a.workdir,
                 "User": a.user,
+                "Labels": dict(kv.split("=", 1) for kv in a.label),
             },
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
             "history": [{"created_by": "podseg scripts/cluster/oci-image.py"}],

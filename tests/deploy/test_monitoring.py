@@ -1,14 +1,20 @@
-"""The Grafana dashboard and the alert rules: valid for their tools, and every metric they use
-is one the agent exports (a renamed metric would otherwise leave a blank panel or a silent
-alert)."""
+"""The Grafana dashboard and the alert rules: valid for their tools, every metric they use is
+one the agent exports (a renamed metric would otherwise leave a blank panel or a silent alert),
+and a real Prometheus scraping as the monitors say keeps the pod's `namespace` label."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import pytest
@@ -88,3 +94,152 @@ def test_promtool_rejects_a_broken_rule(tmp_path: pathlib.Path) -> None:
     path.write_text(yaml.safe_dump(broken))
     result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode != 0
+
+
+# -- the scraped `namespace` label survives the scrape -----------------------------------------
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+needs_prometheus = pytest.mark.skipif(
+    not pathlib.Path(PROMETHEUS).is_file(), reason="needs prometheus (scripts/setup.sh installs it)"
+)
+# What the agent exports: the `namespace` label is the dropping pod's namespace.
+_SERIES = (
+    ('namespace="shop",workload="web",direction="ingress",policy_mode="enforce"', 7),
+    ('namespace="ops",workload="mon",direction="egress",policy_mode="visibility"', 3),
+)
+EXPOSITION = "".join(
+    f"# TYPE {name} counter\n"
+    + "".join(f"{name}{{{labels}}} {value}\n" for labels, value in _SERIES)
+    for name in ("podseg_dropped_packets_total", "podseg_dropped_flows_total")
+)
+
+
+def _monitors(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The scrape endpoints of the ServiceMonitor and of the PodMonitor alternative."""
+    service_monitor = find(rendered["monitoring"], "ServiceMonitor")
+    pod_monitor = yaml.safe_load((manifests.DEPLOY / "monitoring" / "podmonitor.yaml").read_text())
+    return [*service_monitor["spec"]["endpoints"], *pod_monitor["spec"]["podMetricsEndpoints"]]
+
+
+def _scrape_job(name: str, target: str, honor_labels: bool) -> dict[str, Any]:
+    """The scrape job prometheus-operator generates for an agent endpoint, reduced to what
+    decides the labels: honor_labels and the target labels it attaches (namespace, service,
+    pod, container, endpoint, and the monitors' `node` relabeling)."""
+    return {
+        "job_name": name,
+        "scrape_interval": "1s",
+        "honor_labels": honor_labels,
+        "static_configs": [
+            {
+                "targets": [target],
+                "labels": {
+                    "namespace": "podseg-system",
+                    "service": "podseg-agent-metrics",
+                    "pod": "podseg-agent-x2k4p",
+                    "container": "agent",
+                    "endpoint": "metrics",
+                    "node": "node-1",
+                    "setting": name,
+                },
+            }
+        ],
+    }
+
+
+@needs_prometheus
+def test_dashboard_queries_group_by_the_pods_namespace(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: pathlib.Path
+) -> None:
+    """A real Prometheus scrapes the agent's exposition as the monitors configure it: the
+    dashboard's panels (and the alerts) group drops by the pod's namespace, not by
+    podseg-system, which the target carries. The same scrape without honorLabels shows what
+    it would be otherwise: `namespace="podseg-system"` and the pod's namespace hidden in
+    `exported_namespace`."""
+    endpoints = _monitors(rendered)
+    assert [e.get("honorLabels") for e in endpoints] == [True] * len(endpoints)
+    exporter = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Exposition)
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    target = f"127.0.0.1:{exporter.server_address[1]}"
+    port = _free_port()
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [
+            _scrape_job("monitors", target, honor_labels=endpoints[0]["honorLabels"]),
+            _scrape_job("without-honor-labels", target, honor_labels=False),
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with (tmp_path / "prometheus.log").open("w") as log:
+        proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            board = dashboard(rendered)
+            panels = [e for e in _exprs(board) if "by (namespace, workload, direction)" in e]
+            assert len(panels) == 4
+            for expr in panels:
+                wanted = {"shop"} if 'policy_mode="enforce"' in expr else {"ops"}
+                ours = _grafana(expr, setting="monitors")
+                result = _wait_query(port, ours)
+                assert {r["metric"]["namespace"] for r in result} == wanted, (expr, result)
+                other = _wait_query(port, _grafana(expr, setting="without-honor-labels"))
+                assert {r["metric"]["namespace"] for r in other} == {"podseg-system"}
+            # the namespace variable offers the pods' namespaces
+            names = _wait_query(
+                port, 'count by (namespace) (podseg_dropped_packets_total{setting="monitors"})'
+            )
+            assert {r["metric"]["namespace"] for r in names} == {"shop", "ops"}
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            exporter.shutdown()
+
+
+class _Exposition(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = EXPOSITION.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _grafana(expr: str, setting: str) -> str:
+    """A panel's expression as Grafana sends it with every variable at "All", limited to one
+    scrape setting."""
+    expr = expr.replace('node=~"$node"', f'node=~".*", setting="{setting}"')
+    return expr.replace('"$namespace"', '".*"').replace("$__rate_interval", "1m")
+
+
+def _wait_query(port: int, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
+            if result:
+                return result
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no result for {expr} within {timeout}s")
+        time.sleep(0.3)

@@ -32,6 +32,8 @@ def test_deployment_args_and_env_parse_into_the_intended_settings(
         "critical"
     )
     assert not config.dry_run
+    # The cluster's own namespace and the responder's are never quarantined by a finding.
+    assert {"kube-system", deployment["metadata"]["namespace"]} <= config.protected_namespaces
     contract.assert_env_used(container, env.read)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["http"] == config.port

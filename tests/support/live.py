@@ -13,6 +13,10 @@ from typing import Any
 import prometheus_client.parser
 import pytest
 
+from agent import config
+from agent.calc import explain as calc_explain
+from agent.commands import explain as explain_command
+from agent.k8s import clients, snapshot
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
 from tests.support import reachability
@@ -66,10 +70,37 @@ class Model:
             )
             diff = reachability.differences(expected.expected, verdicts)
             if not diff:
+                self.explain_agrees(verdicts, family)
                 return
             if time.monotonic() > deadline:
                 shown = "\n".join(diff[:40])
                 pytest.fail(f"{len(diff)} unexpected verdicts after {timeout}s:\n{shown}")
+
+    def explain_agrees(
+        self, verdicts: Mapping[tuple[str, str, int, str], str], family: int
+    ) -> None:
+        """`podseg explain`, from the API alone, gives every probed pair the verdict the live
+        probe saw (ok = allowed; timeout = denied)."""
+        api = clients.api_client(self.cluster.kubeconfig)
+        try:
+            snapshot_now = snapshot.load(api)
+        finally:
+            api.close()
+        wrong = []
+        for (src, dst, port, proto), seen in sorted(verdicts.items()):
+            found = explain_command.explain(
+                snapshot_now,
+                src,
+                self.ip(dst, family),
+                port,
+                proto.upper(),
+                config.Settings("", None),
+            )
+            if (found.verdict == calc_explain.ALLOWED) != (seen == "ok"):
+                wrong.append(
+                    f"{src} -> {dst} {port}/{proto}: probe {seen}, explain {found.verdict}"
+                )
+        assert not wrong, "explain disagrees with the live probes:\n" + "\n".join(wrong[:20])
 
     def reset(self) -> None:
         self.cluster.delete_all_policies()

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import os
 import pathlib
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes.client
+import structlog.testing
 
 from agent import metrics
 from agent.responder import app
@@ -144,8 +147,11 @@ class RunningResponder:
         path: str,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        client: str | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        """One request on a new connection, from the loopback address `client` if given."""
+        bind = (client, 0) if client else None
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20, source_address=bind)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
@@ -154,14 +160,43 @@ class RunningResponder:
             conn.close()
 
     def post(
-        self, source: str, payload: Any, *, token: str | None = TOKEN, raw: bytes | None = None
+        self,
+        source: str,
+        payload: Any,
+        *,
+        token: str | None = TOKEN,
+        raw: bytes | None = None,
+        client: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
+        status, _, answer = self.post_full(source, payload, token=token, raw=raw, client=client)
+        return status, answer
+
+    def post_full(
+        self,
+        source: str,
+        payload: Any,
+        *,
+        token: str | None = TOKEN,
+        raw: bytes | None = None,
+        client: str | None = None,
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """POST a finding: status, headers, the JSON answer."""
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         data = raw if raw is not None else json.dumps(payload).encode()
-        status, _, body = self.request("POST", f"/findings/{source}", data, headers)
-        return status, json.loads(body)
+        status, got, body = self.request("POST", f"/findings/{source}", data, headers, client)
+        return status, got, json.loads(body)
+
+    def raw(self, data: bytes, timeout: float = 20.0) -> bytes:
+        """Send `data` as is on a new connection; everything the server answers until it
+        closes (send `Connection: close`)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(data)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
 
     def post_many(self, source: str, payload: Any, count: int) -> list[tuple[int, dict[str, Any]]]:
         with concurrent.futures.ThreadPoolExecutor(count) as pool:
@@ -182,6 +217,23 @@ def count(source: str, outcome: str) -> float:
         "podseg_responder_findings_total", {"source": source, "outcome": outcome}
     )
     return value or 0.0
+
+
+class Audit:
+    """The log records captured while an `audit()` block runs, from any thread."""
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The audit lines (`responder.decision`) so far, in order."""
+        return [dict(r) for r in list(self.records) if r.get("event") == "responder.decision"]
+
+
+@contextlib.contextmanager
+def audit() -> Iterator[Audit]:
+    with structlog.testing.capture_logs() as records:
+        yield Audit(records)
 
 
 def pod_meta(core: kubernetes.client.CoreV1Api, key: tuple[str, str]) -> Any:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -77,3 +78,15 @@ def test_version_is_printed_and_a_bad_variable_exits_2_without_a_traceback() -> 
     assert bad.stderr.strip().splitlines() == [
         "podseg agent: PODSEG_RESYNC_PERIOD 'abc': could not convert string to float: 'abc'"
     ]
+
+
+def test_explain_answers_clear_errors_without_a_cluster(tmp_path: pathlib.Path) -> None:
+    missing = subprocess.run(
+        [sys.executable, "-m", "agent", "explain", "x/a", "x/b", "--kubeconfig", "/nonexistent"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("podseg explain: cannot load API credentials")
+    assert "Traceback" not in missing.stderr

@@ -21,7 +21,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
 AGENT = ROOT / "agent"
-TIERS = {"unit", "kernel", "e2e", "chaos", "deploy", "docs", "testbed", "support"}
+TIERS = {"unit", "kernel", "e2e", "chaos", "deploy", "docs", "testbed", "support", "cluster"}
 # Unit tests of the package `agent` as a whole, not of one module.
 WHOLE_PACKAGE = {
     "test_purity.py",

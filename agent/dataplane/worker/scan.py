@@ -11,7 +11,9 @@ from agent.dataplane import enter, linkaddrs, netns, protocol
 
 def scan(host: enter.Host, request: protocol.Scan) -> protocol.Scanned:
     """Every candidate namespace once (named ones in `netns_dir` first, then /proc), never
-    the host namespace; namespaces that vanish while listed are skipped."""
+    the host namespace; namespaces that vanish while listed are skipped. Plus the host
+    namespace's own addresses (the thread is in it between entries)."""
+    own = tuple(sorted({a for i in linkaddrs.interfaces() for a in _interface(i).addrs}))
     seen: set[enter.Ident] = {host.ident}
     found: list[netns.Candidate] = []
     paths: list[str] = []
@@ -37,7 +39,7 @@ def scan(host: enter.Host, request: protocol.Scan) -> protocol.Scanned:
             os.close(fd)
         interfaces = tuple(_interface(i) for i in listed)
         found.append(netns.Candidate(path, ident[1], interfaces, tuple(_route(r) for r in routes)))
-    return protocol.Scanned(tuple(found))
+    return protocol.Scanned(tuple(found), own)
 
 
 def _route(listed: dict[str, object]) -> netns.Route:

@@ -61,7 +61,7 @@ def test_anti_spoofing_is_on_for_every_pod_and_only_a_namespace_label_lifts_it()
 def test_node_guard_covers_metadata_gateways_scoped_gateways_and_extra_addresses() -> None:
     link = containment.link([], ROUTES)
     extra = containment.parse_addresses("198.19.254.1, fd00:198:18:fe::/64")
-    guard = containment.node_guard(None, NODES, PORTS, link, extra)
+    guard = containment.node_guard(None, NODES, PORTS, link=link, extra=extra)
     assert guard is not None
     assert guard.node_addrs == intervals.merge_addrs(
         [A("198.18.0.1"), A("198.18.0.254"), A("198.19.254.1"), C("fd00:198:18:fe::/64")]
@@ -70,7 +70,7 @@ def test_node_guard_covers_metadata_gateways_scoped_gateways_and_extra_addresses
     for address in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"):
         assert A(address) in guard.blocked
     exempt = model.Namespace("ns", {containment.NODE_GUARD_LABEL: "off"})
-    assert containment.node_guard(exempt, NODES, PORTS, link, extra) is None
+    assert containment.node_guard(exempt, NODES, PORTS, link=link, extra=extra) is None
 
 
 def test_parse_addresses_refuses_garbage_and_default_routes() -> None:

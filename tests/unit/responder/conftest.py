@@ -40,7 +40,8 @@ def core(
 
 @pytest.fixture
 def start_responder(emulator: server.EmulatorThread, tmp_path: pathlib.Path) -> Iterator[Start]:
-    """start_responder(min_severity=..., rules=..., dry_run=..., clock=...) -> running service."""
+    """start_responder(min_severity=..., rules=..., dry_run=..., clock=..., **settings) ->
+    running service; other keywords are `settings.Settings` fields."""
     running: list[RunningResponder] = []
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
@@ -53,6 +54,7 @@ def start_responder(emulator: server.EmulatorThread, tmp_path: pathlib.Path) -> 
         rules: frozenset[str] = frozenset(),
         dry_run: bool = False,
         clock: Callable[[], Any] | None = None,
+        **overrides: Any,
     ) -> RunningResponder:
         config = settings.Settings(
             token_file=str(token_file),
@@ -61,6 +63,7 @@ def start_responder(emulator: server.EmulatorThread, tmp_path: pathlib.Path) -> 
             port=0,
             policy=findings.Policy(severity.threshold(min_severity), rules),
             dry_run=dry_run,
+            **overrides,
         )
         responder = app.build(config, clock=clock)
         running.append(RunningResponder(responder))

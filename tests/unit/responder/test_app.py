@@ -9,6 +9,7 @@ from typing import Any
 import kubernetes.client
 
 from testbed.emulator import server
+from tests.support import apiclient
 from tests.support import responder as harness
 from tests.support.responder import PAYMENTS_API, SHOP_WEB, TOKEN, Start, count, pod_meta
 
@@ -66,11 +67,14 @@ def test_malformed_bodies_are_400_with_a_clear_message(
     rv = emulator.resource_version
     cases: list[tuple[str, bytes, str]] = [
         ("falco", b'{"rule": "x", ', "not JSON"),
-        ("falco", b"\xff\xfe", "not JSON"),
+        ("falco", b"\xff\xfe", "not UTF-8"),
         ("wiz", b"[1, 2]", "must be a JSON object"),
         ("falco", b'{"priority": "Severe", "output_fields": {}}', "unknown severity 'Severe'"),
         ("generic", b'{"namespace": "shop", "pod": {"name": "x"}}', "pod must be a string"),
         ("generic", b'{"namespace": "shop", "pod": "../x", "severity": "critical"}', "not a valid"),
+        ("generic", b'{"namespace": "shop", "pod": "web\\ud800"}', "pod is not valid Unicode"),
+        ("generic", b"[" * 40 + b"]" * 40, "nested deeper than 32 levels"),
+        ("wiz", b'{"issue": {"severity": "HIGH"}, "control": []}', "control must be a JSON"),
     ]
     for source, raw, message in cases:
         status, answer = responder.post(source, None, raw=raw)
@@ -278,3 +282,156 @@ def test_health_metrics_and_unknown_source(start_responder: Start) -> None:
     assert status == 200
     assert b'podseg_responder_findings_total{outcome="unknown_source",source="unknown"}' in text
     assert b"podseg_managed_pods" not in text  # the agent's series are not the responder's
+
+
+def test_a_finding_in_a_protected_namespace_is_403_and_never_patched(
+    core: kubernetes.client.CoreV1Api, emulator: server.EmulatorThread, start_responder: Start
+) -> None:
+    core.create_namespaced_pod("kube-system", apiclient.pod("coredns-5d78c9869d-q8xkz", {}))
+    body = harness.load("generic_critical") | {
+        "namespace": "kube-system",
+        "pod": "coredns-5d78c9869d-q8xkz",
+    }
+    rv = emulator.resource_version
+    before = count("generic", "protected")
+    for dry_run in (False, True):
+        responder = start_responder(dry_run=dry_run)
+        with harness.audit() as audit:
+            status, answer = responder.post("generic", body)
+        assert status == 403 and answer["outcome"] == "protected", answer
+        assert "namespace kube-system is protected" in answer["message"]
+        assert "nothing changed" in answer["message"]
+        (line,) = audit.decisions()
+        assert (line["outcome"], line["status"], line["namespace"]) == (
+            "protected",
+            403,
+            "kube-system",
+        )
+    assert emulator.resource_version == rv
+    labels = core.read_namespaced_pod("coredns-5d78c9869d-q8xkz", "kube-system").metadata.labels
+    assert LABEL not in (labels or {})
+    assert count("generic", "protected") == before + 2
+    # podseg's own namespace is protected by default too (the pod need not exist: no API call).
+    status, answer = responder.post("generic", body | {"namespace": "podseg-system"})
+    assert status == 403 and answer["outcome"] == "protected"
+
+
+def test_the_protected_namespaces_are_configurable(
+    core: kubernetes.client.CoreV1Api, start_responder: Start
+) -> None:
+    responder = start_responder(protected_namespaces=frozenset({"shop"}))
+    status, answer = responder.post("generic", harness.load("generic_critical"))
+    assert status == 403 and "namespace shop is protected" in answer["message"]
+    assert LABEL not in (pod_meta(core, SHOP_WEB).labels or {})
+    status, answer = responder.post("falco", harness.load("falcosidekick_reverse_shell"))
+    assert status == 200 and answer["outcome"] == "quarantined"  # payments: not protected
+
+
+OTHER_UID = "0b9e8d7c-6f5a-4e3d-8c2b-1a0f9e8d7c6b"
+
+
+def test_a_finding_about_the_live_pods_uid_quarantines_it(
+    core: kubernetes.client.CoreV1Api, start_responder: Start
+) -> None:
+    responder = start_responder()
+    uid = pod_meta(core, SHOP_WEB).uid
+    with harness.audit() as audit:
+        status, answer = responder.post("generic", harness.load("generic_critical") | {"uid": uid})
+    assert status == 200 and answer["outcome"] == "quarantined", answer
+    (line,) = audit.decisions()
+    assert line["finding_uid"] == line["pod_uid"] == uid
+    assert pod_meta(core, SHOP_WEB).labels[LABEL] == "true"
+
+
+def test_a_finding_about_another_uid_is_409_and_changes_nothing(
+    core: kubernetes.client.CoreV1Api, emulator: server.EmulatorThread, start_responder: Start
+) -> None:
+    """The pod of that name is a successor (another UID): the finding is not about it."""
+    responder = start_responder()
+    rv = emulator.resource_version
+    live = pod_meta(core, PAYMENTS_API).uid
+    before = count("falco", "replaced")
+    body = harness.load("falcosidekick_reverse_shell")
+    body["output_fields"]["k8s.pod.uid"] = OTHER_UID.upper()  # any case
+    with harness.audit() as audit:
+        status, answer = responder.post("falco", body)
+    assert status == 409 and answer["outcome"] == "replaced", answer
+    assert f"is now pod UID {live}" in answer["message"] and OTHER_UID in answer["message"]
+    assert "nothing changed" in answer["message"]
+    (line,) = audit.decisions()
+    assert (line["finding_uid"], line["pod_uid"], line["status"]) == (OTHER_UID, live, 409)
+    assert emulator.resource_version == rv
+    assert LABEL not in (pod_meta(core, PAYMENTS_API).labels or {})
+    assert count("falco", "replaced") == before + 1
+
+
+def _replacing_clock(core: kubernetes.client.CoreV1Api) -> Any:
+    """A clock for the patcher that, read between the responder's read of the pod and its
+    patch, deletes the pod and creates a same-named successor: a deterministic race."""
+    calls = {"n": 0}
+
+    def clock() -> datetime.datetime:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            core.delete_namespaced_pod(SHOP_WEB[1], SHOP_WEB[0], grace_period_seconds=0)
+            core.create_namespaced_pod(SHOP_WEB[0], apiclient.pod(SHOP_WEB[1], {"app": "web"}))
+        return datetime.datetime.now(datetime.UTC)
+
+    return clock
+
+
+def test_a_pod_replaced_between_read_and_patch_is_refused_by_the_api_and_409(
+    core: kubernetes.client.CoreV1Api, start_responder: Start
+) -> None:
+    """The patch carries the UID and resourceVersion read: the API server refuses it for the
+    successor, and the responder, reading again, sees another UID: 409, the successor is
+    untouched. With or without a UID in the finding (without one, the pod first read is the
+    one the finding is about)."""
+    for with_uid in (True, False):
+        original = pod_meta(core, SHOP_WEB).uid
+        responder = start_responder(clock=_replacing_clock(core))
+        body = harness.load("generic_critical") | ({"uid": original} if with_uid else {})
+        status, answer = responder.post("generic", body)
+        successor = pod_meta(core, SHOP_WEB)
+        assert successor.uid != original
+        assert status == 409 and answer["outcome"] == "replaced", (with_uid, answer)
+        assert f"is now pod UID {successor.uid}" in answer["message"]
+        assert LABEL not in (successor.labels or {})
+        assert "podseg.io/quarantined-by" not in (successor.annotations or {})
+
+
+def test_the_patch_carries_the_uid_and_resource_version_read(
+    core: kubernetes.client.CoreV1Api, start_responder: Start
+) -> None:
+    responder = start_responder(dry_run=True)
+    meta = pod_meta(core, SHOP_WEB)
+    status, answer = responder.post("generic", harness.load("generic_critical"))
+    assert status == 200 and answer["outcome"] == "dry-run"
+    assert answer["would_patch"]["metadata"]["uid"] == meta.uid
+    assert answer["would_patch"]["metadata"]["resourceVersion"] == meta.resource_version
+
+
+def test_a_client_over_its_rate_is_429_with_retry_after_and_counted(
+    core: kubernetes.client.CoreV1Api, emulator: server.EmulatorThread, start_responder: Start
+) -> None:
+    """Per client address: 127.0.0.2 is limited, 127.0.0.3 is not. Refused requests are counted
+    in the metric; their audit lines are at most one a second per client."""
+    responder = start_responder(rate_limit=0.5, rate_burst=3)
+    body = harness.load("generic_critical")
+    before = count("generic", "rate_limited")
+    with harness.audit() as audit:
+        answers = [responder.post_full("generic", body, client="127.0.0.2") for _ in range(6)]
+        assert [status for status, _, _ in answers] == [200, 200, 200, 429, 429, 429]
+        status, headers, answer = answers[3]
+        assert answer["outcome"] == "rate-limited", answer
+        assert "at most 0.5 a second (bursts of 3)" in answer["message"]
+        assert 1 <= int(headers["Retry-After"]) <= 2
+        status, answer = responder.post("generic", body, client="127.0.0.3")
+        assert status == 200 and answer["outcome"] == "unchanged"
+        # Without a token too: the limit comes first, so a flood never reaches the token check.
+        status, answer = responder.post("generic", body, client="127.0.0.2", token="wrong")
+        assert status == 429
+        limited = [line for line in audit.decisions() if line["outcome"] == "rate_limited"]
+    assert count("generic", "rate_limited") == before + 4
+    assert len(limited) == 1 and limited[0]["remote"] == "127.0.0.2"
+    assert limited[0]["status"] == 429

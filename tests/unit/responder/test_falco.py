@@ -50,3 +50,19 @@ def test_falco_wrong_types_are_malformed(change: dict[str, Any], message: str) -
     body = responder.load("falco_drop_and_execute") | change
     with pytest.raises(findings.Malformed, match=message):
         falco.parse(body)
+
+
+UID = "5c1f0e2d-9a8b-4c7d-8e6f-0a1b2c3d4e5f"
+
+
+def test_falco_pod_uid_is_read_from_the_output_fields() -> None:
+    body = responder.load("falco_drop_and_execute")
+    assert falco.parse(body).uid == ""
+    for field in ("k8s.pod.uid", "k8smeta.pod.uid"):
+        changed = {**body, "output_fields": {**body["output_fields"], field: UID.upper()}}
+        assert falco.parse(changed).uid == UID
+    absent = {**body, "output_fields": {**body["output_fields"], "k8s.pod.uid": "<NA>"}}
+    assert falco.parse(absent).uid == ""
+    bad = {**body, "output_fields": {**body["output_fields"], "k8s.pod.uid": "web-1"}}
+    with pytest.raises(findings.Malformed, match="is not a Kubernetes UID"):
+        falco.parse(bad)

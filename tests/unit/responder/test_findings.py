@@ -14,6 +14,7 @@ from tests.support import responder
 
 S = severity.Severity
 NOW = datetime.datetime(2026, 11, 28, 23, 50, 1, 123456, tzinfo=datetime.UTC)
+UID = "3f6d2a1c-8b7e-4c59-9d0a-1e2f3a4b5c6d"
 
 
 @pytest.mark.parametrize("payload", [[], "text", 3, None])
@@ -76,9 +77,9 @@ def test_pod_names_are_checked_before_any_api_call(namespace: str, pod: str, bad
 
 def test_quarantine_patch_sets_label_annotations_and_the_read_resource_version() -> None:
     f = falco.parse(responder.load("falco_drop_and_execute"))
-    patch = findings.quarantine_patch(f, NOW, "4711")
+    patch = findings.quarantine_patch(f, NOW, "4711", UID)
     meta = patch["metadata"]
-    assert meta["resourceVersion"] == "4711"
+    assert meta["resourceVersion"] == "4711" and meta["uid"] == UID
     assert meta["labels"] == {"podseg.io/quarantine": "true"}
     notes = meta["annotations"]
     assert notes["podseg.io/quarantined-by"] == "podseg-responder/falco (falco-7xk2q)"

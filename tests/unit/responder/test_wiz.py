@@ -3,6 +3,8 @@ entity-snapshot variant, a VM is not about a pod, severity falls back to the con
 
 from __future__ import annotations
 
+import pytest
+
 from agent.responder import findings, severity, wiz
 from tests.support import responder
 
@@ -51,3 +53,21 @@ def test_wiz_severity_falls_back_to_the_control() -> None:
     del body["issue"]["severity"]
     body["control"]["severity"] = "MEDIUM"
     assert wiz.parse(body).severity is S.WARNING
+
+
+UID = "5c1f0e2d-9a8b-4c7d-8e6f-0a1b2c3d4e5f"
+
+
+def test_wiz_pod_uid_is_read_from_the_template_fields_only() -> None:
+    pod = responder.load("wiz_pod_critical")
+    assert wiz.parse(pod).uid == ""  # Wiz's own ids are not the Kubernetes UID
+    pod["resource"]["uid"] = UID
+    assert wiz.parse(pod).uid == UID
+    container = responder.load("wiz_container_high")
+    container["resource"]["pod"]["uid"] = UID.upper()
+    assert wiz.parse(container).uid == UID
+    snapshot = responder.load("wiz_entitysnapshot_resolved")
+    assert wiz.parse(snapshot).uid == ""  # its `id` is a UUID, but Wiz's, not the pod's
+    pod["resource"]["uid"] = "prod-eu/shop/web-7d9f8b6c5-x2k4p"
+    with pytest.raises(findings.Malformed, match=r"resource\.uid .* is not a Kubernetes UID"):
+        wiz.parse(pod)

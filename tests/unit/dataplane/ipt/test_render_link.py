@@ -79,7 +79,7 @@ def test_quarantine_neighbour_discovery_is_the_gateway_only() -> None:
 
 
 def test_a_link_local_gateway_is_guarded_on_its_interface() -> None:
-    guard = containment.node_guard(None, [], containment.parse_ports("tcp:22"), LINK)
+    guard = containment.node_guard(None, [], containment.parse_ports("tcp:22"), link=LINK)
     out = render_ipt.render(ruleset.PodRuleset("ns", "p", node_guard=guard), ["eth0"])
     assert "create PODSEG-@GEN@-gs6 hash:net,iface family inet6 " in out.ipset
     assert adds(out.ipset, "gs6") == ["fe80::1/128,eth0"]

@@ -137,7 +137,7 @@ def test_quarantine_keeps_only_what_resolving_the_gateway_needs() -> None:
 
 
 def test_a_link_local_gateway_is_guarded_on_its_interface() -> None:
-    guard = containment.node_guard(None, [], containment.parse_ports("tcp:22"), LINK)
+    guard = containment.node_guard(None, [], containment.parse_ports("tcp:22"), link=LINK)
     assert guard is not None
     script = render_nft.render(ruleset.PodRuleset("ns", "p", node_guard=guard), ["eth0"]).script
     assert '"eth0" . fe80::1' in script

@@ -1,0 +1,18 @@
+"""One consistent-enough view of the cluster for commands run by an operator: every kind the
+agent mirrors, listed once into a store (`podseg explain` computes from it exactly what an
+agent would)."""
+
+from __future__ import annotations
+
+import kubernetes.client
+
+from agent import store
+from agent.k8s import rest, watch
+
+
+def load(api: kubernetes.client.ApiClient) -> store.Store:
+    """A store holding a LIST of every kind (in sync, as an agent's after start)."""
+    cluster = store.Store()
+    for resource in rest.PATHS:
+        cluster.apply(watch.list_all(resource, rest.lister(api, resource)), store.Change())
+    return cluster
