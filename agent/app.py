@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import signal
+from collections.abc import Coroutine
 from typing import Any
 
 import kubernetes.client
@@ -20,6 +21,7 @@ from agent import config, health, localapi, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import clients, events, watch
+from agent.sync import leader
 from agent.sync import loop as sync_loop
 
 log = structlog.get_logger(__name__)
@@ -79,14 +81,13 @@ async def run(settings: config.Settings) -> int:
         netns_dir=settings.netns_dir,
         metrics_port=endpoint.port,
     )
-    tasks = [
-        asyncio.create_task(rec.run(queue), name="reconciler"),
-        asyncio.create_task(beat.run(), name="heartbeat"),
-    ]
+    writer = leader.PolicyStatusWriter(settings, api, cluster, rec.pods, recorder)
+    tasks = _start_tasks(settings, rec.run(queue), beat, writer)
     code = await _until_stopped(loop, tasks)
     for reflector in reflectors:
         reflector.stop()
     await _cancel(tasks)
+    await asyncio.to_thread(writer.release)
     if flows is not None:
         await flows.close()
     await dataplane.close()
@@ -94,6 +95,21 @@ async def run(settings: config.Settings) -> int:
     api.close()
     log.info("agent_stopped", rules="left in place (fail closed)")
     return code
+
+
+def _start_tasks(
+    settings: config.Settings,
+    reconcile: Coroutine[Any, Any, None],
+    beat: Heartbeat,
+    writer: leader.PolicyStatusWriter,
+) -> list[asyncio.Task[None]]:
+    tasks = [
+        asyncio.create_task(reconcile, name="reconciler"),
+        asyncio.create_task(beat.run(), name="heartbeat"),
+    ]
+    if settings.policy_status:
+        tasks.append(asyncio.create_task(writer.run(), name="policy-status"))
+    return tasks
 
 
 def _ready(rec: sync_loop.Reconciler, reflectors: list[watch.Reflector], after: float) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -62,6 +63,10 @@ class Settings:
     allow_pod_visibility: bool = False
     # The widest forensic source a quarantine annotation may open (IPv4, IPv6 prefix lengths).
     quarantine_widest_source: tuple[int, int] = containment.WIDEST_ALLOW_FROM
+    # Policy status (agent.sync.leader): the namespace of the Leases, and their duration.
+    lease_namespace: str = "podseg-system"
+    lease_duration: int = 15
+    policy_status: bool = True
 
 
 # -- reading values ------------------------------------------------------------------------
@@ -110,6 +115,13 @@ def address(text: str) -> tuple[str, int]:
 
 
 def text(value: str) -> str:
+    return value
+
+
+def dns_label(value: str) -> str:
+    """A Kubernetes namespace name (RFC 1123 label)."""
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", value):
+        raise ValueError("not a valid namespace name")
     return value
 
 
@@ -301,6 +313,27 @@ AGENT_OPTIONS = (
         "keep established connections a change made illegal (PODSEG_STRICT=false)",
         switch=True,
     ),
+    Option(
+        "--lease-namespace",
+        "POD_NAMESPACE",
+        dns_label,
+        f"namespace of the policy-status Leases (default {default('lease_namespace')})",
+    ),
+    Option(
+        "--lease-duration",
+        "PODSEG_LEASE_DURATION",
+        at_least_one,
+        f"seconds a policy-status leader holds its Lease unrenewed (default "
+        f"{default('lease_duration')}); the Leases are written every third of it",
+    ),
+    Option(
+        "--no-policy-status",
+        "PODSEG_POLICY_STATUS",
+        boolean,
+        "neither report this node's programmed policies nor stand for the policy-status "
+        "writer (PODSEG_POLICY_STATUS=false)",
+        switch=True,
+    ),
 )
 
 
@@ -336,6 +369,7 @@ def settings_from_args(
         "no_proc_scan": "scan_proc",
         "no_flow_capture": "flow_capture",
         "no_strict": "strict",
+        "no_policy_status": "policy_status",
     }
     for dest, value in given.items():
         if dest in renamed:

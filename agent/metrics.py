@@ -112,6 +112,31 @@ DROPPED_PACKETS = prometheus_client.Counter(
     DROP_LABELS,
     registry=REGISTRY,
 )
+RULE_HITS = prometheus_client.Counter(
+    "podseg_rule_hits_total",
+    "Packets a NetworkPolicy's rules allowed (new connections and connectionless packets, not "
+    "replies), summed over the local pods it selects; by the policy's namespace and name and "
+    "direction, from per-policy kernel counters. A packet several policies allow counts for "
+    "each of them.",
+    ["namespace", "policy", "direction"],
+    registry=REGISTRY,
+)
+POLICY_STATUS_LEADER = prometheus_client.Gauge(
+    "podseg_policy_status_leader",
+    "1 on the one agent that holds the policy-status Lease and writes policy Events, else 0.",
+    registry=REGISTRY,
+)
+POLICIES_SELECTING_NOTHING = prometheus_client.Gauge(
+    "podseg_policies_selecting_no_pod",
+    "NetworkPolicies that select no running pod anywhere in the cluster (leader only).",
+    registry=REGISTRY,
+)
+POLICIES_NOT_REALIZED = prometheus_client.Gauge(
+    "podseg_policies_not_realized",
+    "NetworkPolicies not programmed at their current version on every node that runs a pod "
+    "they select (leader only).",
+    registry=REGISTRY,
+)
 DROPPED_FLOWS = prometheus_client.Counter(
     "podseg_dropped_flows_total",
     "Dropped or would-drop flows (direction, source, destination, protocol, port per "

@@ -114,9 +114,7 @@ class Reconciler:
         recorder: report.Recorder,
         flows: flows_collector.Collector | None = None,
     ) -> None:
-        self.settings = settings
-        self.store = cluster
-        self.dataplane = dataplane
+        self.settings, self.store, self.dataplane = settings, cluster, dataplane
         self.flows = flows  # drop capture (agent.flows); None when disabled
         self.backend = backends.get(settings.backend)
         self.reporter = report.Reporter(recorder)
@@ -340,30 +338,7 @@ class Reconciler:
         if plan.done:
             slot.adopted = False
             slot.rendered = rendered
-            metrics.RULESET_UPDATES.labels(plan.mode.value).inc()
-            metrics.APPLY_SECONDS.observe(plan.apply_seconds)
-            metrics.APPLIES.inc()
-            latency = None
-            if run.since is not None:
-                latency = plan.committed_at - run.since
-                metrics.POLICY_PROGRAMMING_SECONDS.labels(run.kind or "unknown").observe(latency)
-            plan.bound.info(
-                plan.event,
-                fingerprint=rendered.fingerprint,
-                ingress_isolated=rs.ingress.isolated,
-                egress_isolated=rs.egress.isolated,
-                policy_mode=rs.mode.value,
-                policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
-                quarantined=rs.quarantine is not None,
-                node_guard=rs.node_guard is not None,
-                anti_spoofing=rs.anti_spoof is not None,
-                netns=slot.target.path,
-                lockdown=slot.lockdown,
-                apply_ms=round(plan.apply_seconds * 1000, 3),
-                mode=plan.mode.value,
-                latency_ms=round(latency * 1000, 3) if latency is not None else None,
-                trigger=run.kind,
-            )
+            latency = _record_commit(plan, run)
             slot.fingerprint, slot.ruleset = rendered.fingerprint, rs
             plan.state.committed_wall = time.time()
             self.cuts.after_commit(
@@ -447,3 +422,33 @@ def _newly_quarantined(pod: model.Pod, state: sync_pod.PodState) -> bool:
     held = [s.ruleset for s in state.slots.values() if not s.lockdown]
     quarantined = bool(held) and all(rs is not None and rs.quarantine is not None for rs in held)
     return containment.is_quarantined(pod) and not quarantined
+
+
+def _record_commit(plan: sync_pod.Plan, run: Pass) -> float | None:
+    """A commit's metrics and its log line; the event-to-kernel latency when the pass had one."""
+    rs, rendered = plan.rs, plan.rendered
+    metrics.RULESET_UPDATES.labels(plan.mode.value).inc()
+    metrics.APPLY_SECONDS.observe(plan.apply_seconds)
+    metrics.APPLIES.inc()
+    latency = None
+    if run.since is not None:
+        latency = plan.committed_at - run.since
+        metrics.POLICY_PROGRAMMING_SECONDS.labels(run.kind or "unknown").observe(latency)
+    plan.bound.info(
+        plan.event,
+        fingerprint=rendered.fingerprint,
+        ingress_isolated=rs.ingress.isolated,
+        egress_isolated=rs.egress.isolated,
+        policy_mode=rs.mode.value,
+        policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
+        quarantined=rs.quarantine is not None,
+        node_guard=rs.node_guard is not None,
+        anti_spoofing=rs.anti_spoof is not None,
+        netns=plan.slot.target.path,
+        lockdown=plan.slot.lockdown,
+        apply_ms=round(plan.apply_seconds * 1000, 3),
+        mode=plan.mode.value,
+        latency_ms=round(latency * 1000, 3) if latency is not None else None,
+        trigger=run.kind,
+    )
+    return latency

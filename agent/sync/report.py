@@ -70,8 +70,9 @@ class Reporter:
 
     # -- input problems ---------------------------------------------------------------------
     def invalid_policies(self, policies: Iterable[model.NetworkPolicy]) -> None:
-        """Each policy with invalid parts: a log line and a Warning Event once per version;
-        the per-namespace gauge always."""
+        """Each policy with invalid parts: a log line once per version; the per-namespace
+        gauge always. The Warning Event comes from the one policy-status writer
+        (agent.sync.leader), not from every node."""
         per_namespace: collections.Counter[str] = collections.Counter()
         for policy in policies:
             if not policy.errors:
@@ -87,16 +88,6 @@ class Reporter:
                 namespace=policy.namespace,
                 errors=list(policy.errors),
                 effect="invalid parts match nothing; valid parts are enforced",
-            )
-            self.recorder.warn(
-                kind="NetworkPolicy",
-                api_version="networking.k8s.io/v1",
-                namespace=policy.namespace,
-                name=policy.name,
-                resource_version=policy.resource_version,
-                reason="InvalidPolicy",
-                message="podseg ignores invalid parts (they match nothing): "
-                + "; ".join(policy.errors),
             )
         metrics.INVALID_POLICIES.clear()
         for namespace, count in per_namespace.items():
