@@ -56,6 +56,8 @@ class Settings:
     node_guard_ports: tuple[ruleset.ProtoPorts, ...] | None = dataclasses.field(
         default_factory=lambda: containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
     )
+    # More host addresses the node guard covers (a second NIC, a service address on lo).
+    node_guard_extra_addresses: tuple[ruleset.AddrRange, ...] = ()
     # Namespaces exempt from the node guard by name (besides podseg.io/node-guard=off).
     node_guard_exempt_namespaces: tuple[str, ...] = containment.DEFAULT_NODE_GUARD_EXEMPT
     strict: bool = True  # cut established connections a ruleset change made illegal
@@ -269,6 +271,13 @@ AGENT_OPTIONS = (
         containment.parse_ports,
         f"node services no pod may reach, proto:port[-port],... "
         f"(default {containment.DEFAULT_NODE_GUARD_PORTS})",
+    ),
+    Option(
+        "--node-guard-extra-addresses",
+        "PODSEG_NODE_GUARD_EXTRA_ADDRESSES",
+        containment.parse_addresses,
+        "more host addresses (IPs or CIDRs, comma-separated) the node guard covers like node "
+        "addresses, e.g. a second NIC or a service address on the node's loopback",
     ),
     Option(
         "--node-guard-exempt-namespaces",

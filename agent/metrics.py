@@ -96,6 +96,13 @@ INVALID_POLICIES = prometheus_client.Gauge(
     ["namespace"],
     registry=REGISTRY,
 )
+EXTRA_NAMESPACES = prometheus_client.Counter(
+    "podseg_extra_namespaces_total",
+    "Namespaces holding a local pod's addresses besides its first (decoys), by action: "
+    "programmed with the pod's rules, or locked down (it holds another pod's addresses too).",
+    ["action"],
+    registry=REGISTRY,
+)
 NETNS_LOOKUP_FAILURES = prometheus_client.Counter(
     "podseg_netns_lookup_failures_total",
     "Local pods whose network namespace could not be found by their IPs (yet).",

@@ -1,22 +1,29 @@
-"""Breach containment that NetworkPolicy cannot express: quarantine and the node guard. Pure.
+"""Breach containment that NetworkPolicy cannot express: quarantine, the node guard and
+anti-spoofing. Pure.
 
 NetworkPolicy only adds allows and says nothing about the node. Containment instead takes
 things away, above every policy: a quarantined pod (label `podseg.io/quarantine=true`) sends
 and receives nothing but forensic traffic (annotation `podseg.io/quarantine-allow-from`, a
-comma-separated list of CIDRs), and every managed pod is kept away from the nodes' management
-ports and the cloud metadata address (the node guard), unless its namespace is exempt: named
-in `--node-guard-exempt-namespaces` (by default `kube-system`, where metrics-server, cloud
-controllers and CSI controllers reach the kubelet or the metadata service) or labelled
-`podseg.io/node-guard=off` (a monitoring namespace whose Prometheus scrapes the kubelets). A
-namespace labelled `podseg.io/node-guard=allow-metadata` may reach the cloud metadata address
-(workloads that use the node's cloud identity) and stays guarded from the node ports.
+comma-separated list of CIDRs); every managed pod is kept away from the nodes' management
+ports, its own gateway's and the cloud metadata addresses (the node guard), unless its
+namespace is exempt: named in `--node-guard-exempt-namespaces` (by default `kube-system`,
+where metrics-server, cloud controllers and CSI controllers reach the kubelet or the metadata
+service) or labelled `podseg.io/node-guard=off` (a monitoring namespace whose Prometheus
+scrapes the kubelets). A namespace labelled `podseg.io/node-guard=allow-metadata` may reach
+the cloud metadata addresses (workloads that use the node's cloud identity) and stays guarded
+from the node ports. And every managed pod may only send from its own addresses
+(anti-spoofing) unless its namespace carries `podseg.io/anti-spoofing=off` (pods that route
+for others: VPN or NAT gateways).
 
-`contain` decorates a compiled `PodRuleset` with both; the renderer puts them before any policy
-chain. A bad annotation entry never lifts a quarantine: it is skipped and reported.
+`contain` decorates a compiled `PodRuleset` with all three; the renderer puts them before any
+policy chain. A bad annotation entry never lifts a quarantine: it is skipped and reported.
+What the agent saw of the pod's own namespace (`ruleset.Link`: its link-local addresses,
+gateways and on-link routes) comes in through `link`, which builds it from the scan's text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import re
@@ -28,7 +35,11 @@ from agent.calc import intervals, ruleset
 QUARANTINE_LABEL = "podseg.io/quarantine"
 ALLOW_FROM_ANNOTATION = "podseg.io/quarantine-allow-from"
 NODE_GUARD_LABEL = "podseg.io/node-guard"
-METADATA_ADDRESSES = ("169.254.169.254",)
+ANTI_SPOOF_LABEL = "podseg.io/anti-spoofing"
+# Always blocked on every port (docs/architecture.md, containment, says why each): the
+# instance metadata service of AWS, Azure, GCP, OpenStack, Oracle and DigitalOcean, AWS's over
+# IPv6, Alibaba Cloud's. Each serves the node's cloud credentials to whoever asks.
+METADATA_ADDRESSES = ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
 ALLOW_METADATA = "allow-metadata"  # podseg.io/node-guard value: metadata reachable, ports guarded
 # Namespaces exempt from the node guard by name unless configured otherwise: kube-system holds
 # what must reach the kubelet (metrics-server) or the metadata service (cloud controllers).
@@ -142,6 +153,24 @@ def parse_ports(text: str) -> tuple[ruleset.ProtoPorts, ...]:
     )
 
 
+def parse_addresses(text: str) -> tuple[ruleset.AddrRange, ...]:
+    """`198.18.9.1,fd00::/64` -> canonical ranges. Raises ValueError for an entry that is not
+    an address or CIDR, and for a default route (/0: that guards no host, it guards all)."""
+    out = []
+    for part in text.split(","):
+        entry = part.strip()
+        if not entry:
+            continue
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r}: expected an IP address or CIDR") from None
+        if network.prefixlen == 0:
+            raise ValueError(f"{entry!r}: a default route is not a host address")
+        out.append(intervals.cidr_range(entry))
+    return intervals.merge_addrs(out)
+
+
 def node_addresses(nodes: Iterable[model.Node]) -> tuple[ruleset.AddrRange, ...]:
     """Every node's addresses as canonical ranges (unparsable ones skipped)."""
     ranges = []
@@ -160,18 +189,86 @@ def node_guard(
     ports: Sequence[ruleset.ProtoPorts],
     exempt: Collection[str] = (),
     name: str = "",
+    *,
+    link: ruleset.Link | None = None,
+    extra: Sequence[ruleset.AddrRange] = (),
 ) -> ruleset.NodeGuard | None:
-    """The node guard of a pod in `namespace` (named `name`); None when it is exempt."""
+    """The node guard of a pod in `namespace` (named `name`); None when it is exempt. Guarded
+    like node addresses: every node's, the pod's gateways (`link`: on many CNIs the node's
+    own listeners answer there) and the configured `extra` addresses."""
     if node_guard_exempt(namespace, exempt, name):
         return None
     metadata = _guard_label(namespace) != ALLOW_METADATA
+    link = link or ruleset.Link()
     return ruleset.NodeGuard(
-        node_addrs=node_addresses(nodes),
+        node_addrs=intervals.merge_addrs([*node_addresses(nodes), *link.gateways, *extra]),
         ports=tuple(ports),
         blocked=intervals.merge_addrs(intervals.address_range(a) for a in METADATA_ADDRESSES)
         if metadata
         else (),
+        scoped=link.scoped_gateways,
     )
+
+
+def anti_spoof_exempt(namespace: model.Namespace | None) -> bool:
+    """Whether the namespace opted out (`podseg.io/anti-spoofing=off`)."""
+    if namespace is None:
+        return False
+    return namespace.labels.get(ANTI_SPOOF_LABEL, "").strip().lower() in _OFF
+
+
+def anti_spoof(
+    pod: model.Pod, namespace: model.Namespace | None, link: ruleset.Link | None = None
+) -> ruleset.AntiSpoof | None:
+    """The sources `pod` may send from: its IPs, and its link-local addresses (`link`) for
+    neighbour discovery; None when its namespace is exempt. A pod label has no say."""
+    if anti_spoof_exempt(namespace):
+        return None
+    own = []
+    for ip in pod.ips:
+        try:
+            own.append(intervals.address_range(ip))
+        except ValueError:
+            continue
+    return ruleset.AntiSpoof(
+        own=intervals.merge_addrs(own),
+        link_local=link.link_local if link is not None else (),
+    )
+
+
+def link(link_local: Iterable[str], routes: Iterable[tuple[str, str | None, str]]) -> ruleset.Link:
+    """The canonical `Link` of a pod's namespace from the scan: its interfaces' IPv6
+    link-local addresses, and its routes as (destination prefix, next hop or None, interface).
+    Unparsable entries are skipped."""
+    local, gateways, scoped, onlink = [], [], set(), []
+    for address in link_local:
+        with contextlib.suppress(ValueError):
+            local.append(intervals.address_range(address))
+    for dst, gateway, interface in routes:
+        try:
+            if gateway is None:
+                network = ipaddress.ip_network(dst, strict=False)
+                if network.prefixlen:  # a default route without next hop: no neighbour
+                    onlink.append(intervals.cidr_range(str(network)))
+            elif ipaddress.ip_address(gateway).is_link_local and ":" in gateway:
+                scoped.add((interface, intervals.address_range(gateway)))
+            else:
+                gateways.append(intervals.address_range(gateway))
+        except ValueError:
+            continue
+    return ruleset.Link(
+        link_local=intervals.merge_addrs(local),
+        gateways=intervals.merge_addrs(gateways),
+        scoped_gateways=tuple(sorted(scoped)),
+        onlink=intervals.merge_addrs(onlink),
+    )
+
+
+def lockdown(rs: ruleset.PodRuleset) -> ruleset.PodRuleset:
+    """`rs` for a contested namespace (it holds the addresses of several pods: at least one
+    of them is an impostor): quarantined without forensic sources, so it neither sends nor
+    receives anything, whatever any of the pods' policies allow."""
+    return dataclasses.replace(rs, quarantine=ruleset.Quarantine())
 
 
 def contain(
@@ -182,23 +279,38 @@ def contain(
     guard_ports: Sequence[ruleset.ProtoPorts] | None,
     widest: tuple[int, int] = WIDEST_ALLOW_FROM,
     guard_exempt: Collection[str] = DEFAULT_NODE_GUARD_EXEMPT,
+    *,
+    link: ruleset.Link | None = None,
+    guard_extra: Sequence[ruleset.AddrRange] = (),
 ) -> Contained:
-    """`rs` with the pod's quarantine and node guard; `guard_ports` None disables the guard;
-    `widest`: the widest forensic source allowed (see `allow_from`); `guard_exempt`: the
-    namespaces exempt from the guard by name."""
+    """`rs` with the pod's quarantine, node guard and anti-spoofing, and the facts of its
+    namespace (`link`); `guard_ports` None disables the guard, `guard_extra` are more
+    addresses it guards; `widest`: the widest forensic source allowed (see `allow_from`);
+    `guard_exempt`: the namespaces exempt from the guard by name."""
     errors: list[str] = []
     quarantine = None
     if is_quarantined(pod):
         allowed, errors = allow_from(pod.annotations, widest)
         quarantine = ruleset.Quarantine(allow_from=allowed)
-    guard = (
-        node_guard(namespace, nodes, guard_ports, guard_exempt, pod.namespace)
-        if guard_ports is not None
-        else None
+    guard = None
+    if guard_ports is not None:
+        guard = node_guard(
+            namespace,
+            nodes,
+            guard_ports,
+            guard_exempt,
+            pod.namespace,
+            link=link,
+            extra=guard_extra,
+        )
+    contained = dataclasses.replace(
+        rs,
+        quarantine=quarantine,
+        node_guard=guard,
+        anti_spoof=anti_spoof(pod, namespace, link),
+        link=link or ruleset.Link(),
     )
-    return Contained(
-        dataclasses.replace(rs, quarantine=quarantine, node_guard=guard), tuple(errors)
-    )
+    return Contained(contained, tuple(errors))
 
 
 def parse_widest(text: str) -> tuple[int, int]:

@@ -2,10 +2,13 @@
 which local pods a change C affects.
 
 Why one function: a pod's ruleset is its NetworkPolicy verdicts (`compile`), the Services its
-egress reaches (`services`, inside `compile`), its quarantine and node guard (`containment`)
-and its mode (`mode`). The agent, the tests and the benchmarks all need exactly that
-composition; assembling it anywhere else risks leaving a part out (desired state must depend
-only on the snapshot, never on who asks or in which order events came).
+egress reaches (`services`, inside `compile`), its quarantine, node guard and anti-spoofing
+(`containment`) and its mode (`mode`). The agent, the tests and the benchmarks all need exactly
+that composition; assembling it anywhere else risks leaving a part out (desired state must
+depend only on the snapshot, never on who asks or in which order events came). Besides the
+snapshot, two facts of the pod's namespace enter: what the scan saw there (`ruleset.Link`:
+link-local addresses, gateways, on-link routes) and whether the namespace is contested
+(`lockdown`, see `agent.dataplane.netns`).
 
 `Cluster` holds what every pod's ruleset shares (indexes built once per snapshot); the sync
 layer keeps its indexes up to date between passes and builds a `Cluster` per pass, tests and
@@ -40,6 +43,7 @@ class Cluster:
     guard_ports: tuple[ruleset.ProtoPorts, ...] | None = None
     pod_may_loosen_mode: bool = False  # --allow-pod-visibility
     allow_from_widest: tuple[int, int] = containment.WIDEST_ALLOW_FROM
+    guard_extra: tuple[ruleset.AddrRange, ...] = ()  # --node-guard-extra-addresses
     guard_exempt: tuple[str, ...] = containment.DEFAULT_NODE_GUARD_EXEMPT
 
     @classmethod
@@ -123,9 +127,16 @@ class Desired:
     refused_mode: str | None = None  # a pod label that would have loosened the mode
 
 
-def desired(pod: model.Pod, cluster: Cluster) -> Desired:
-    """The ruleset pod `pod` must have in snapshot `cluster`: NetworkPolicy (with Services),
-    then quarantine and node guard, in the pod's mode. Depends on nothing else."""
+def desired(
+    pod: model.Pod,
+    cluster: Cluster,
+    link: ruleset.Link | None = None,
+    *,
+    lockdown: bool = False,
+) -> Desired:
+    """The ruleset pod `pod` must have in snapshot `cluster`, in a namespace where the scan saw
+    `link`: NetworkPolicy (with Services), then quarantine, node guard and anti-spoofing, in the
+    pod's mode; `lockdown` for a contested namespace. Depends on nothing else."""
     node = cluster.nodes.get(pod.node_name or "")
     mode = calc_mode.resolve(pod, cluster.namespaces, cluster.pod_may_loosen_mode)
     compiled = calc_compile.compile_indexed(
@@ -144,8 +155,11 @@ def desired(pod: model.Pod, cluster: Cluster) -> Desired:
         cluster.guard_ports,
         cluster.allow_from_widest,
         cluster.guard_exempt,
+        link=link,
+        guard_extra=cluster.guard_extra,
     )
-    return Desired(contained.ruleset, contained.errors, mode.invalid, mode.refused)
+    rs = containment.lockdown(contained.ruleset) if lockdown else contained.ruleset
+    return Desired(rs, contained.errors, mode.invalid, mode.refused)
 
 
 def affected(

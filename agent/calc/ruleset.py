@@ -3,7 +3,7 @@
 It is deliberately backend-neutral and canonical: address ranges are disjoint, sorted and
 merged, so two compiles of the same snapshot give equal rulesets (and so equal fingerprints)
 whatever the order of events that built the snapshot. Later features (visibility mode,
-quarantine, node guard, Service translation) add fields here, not new shapes.
+quarantine, node guard, Service translation, anti-spoofing) add fields here, not new shapes.
 """
 
 from __future__ import annotations
@@ -95,6 +95,35 @@ class PodRuleset:
     mode: PolicyMode = PolicyMode.ENFORCE
     quarantine: Quarantine | None = None
     node_guard: NodeGuard | None = None
+    anti_spoof: AntiSpoof | None = None
+    link: Link = dataclasses.field(default_factory=lambda: Link())
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """What the agent saw of the pod's own namespace (its interfaces and routes), as opposed to
+    the API snapshot: the link-scoped facts neighbour discovery and the node guard need.
+
+    `link_local`: the IPv6 link-local addresses of the pod's interfaces. `gateways`: the next
+    hops of its routes (the pod's gateway, on many CNIs the node itself), link-local ones
+    excepted; `scoped_gateways`: the link-local next hops, each with its interface (a
+    link-local address means something only on its link). `onlink`: the destinations of its
+    routes without a next hop (neighbours it resolves directly). All canonical."""
+
+    link_local: tuple[AddrRange, ...] = ()
+    gateways: tuple[AddrRange, ...] = ()
+    scoped_gateways: tuple[tuple[str, AddrRange], ...] = ()
+    onlink: tuple[AddrRange, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class AntiSpoof:
+    """Every packet leaving the pod's interfaces must carry one of `own` (its addresses) as
+    its source, or one of `link_local` (its IPv6 link-local addresses) for neighbour discovery
+    only; ARP must announce one of its IPv4 addresses. Canonical."""
+
+    own: tuple[AddrRange, ...] = ()
+    link_local: tuple[AddrRange, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,10 +147,13 @@ class ProtoPorts:
 class NodeGuard:
     """Egress the pod may never send, whatever the policies allow.
 
-    Packets to `node_addrs` (every node's InternalIP/ExternalIP) on `ports`, and every packet
-    to `blocked` (cloud metadata), are dropped. Both address tuples are canonical.
+    Packets to `node_addrs` (every node's InternalIP/ExternalIP, the pod's gateways, the
+    configured extra addresses) on `ports`, the same to `scoped` (link-local gateways, each on
+    its interface), and every packet to `blocked` (cloud metadata), are dropped. The address
+    tuples are canonical.
     """
 
     node_addrs: tuple[AddrRange, ...] = ()
     ports: tuple[ProtoPorts, ...] = ()
     blocked: tuple[AddrRange, ...] = ()
+    scoped: tuple[tuple[str, AddrRange], ...] = ()

@@ -142,20 +142,28 @@ class Collector:
 
     # -- what to watch (called by the reconciler) ------------------------------------------
     def watch(
-        self, pod: model.Pod, target: netns.Target, rs: ruleset.PodRuleset, applied: bool
+        self,
+        pod: model.Pod,
+        target: netns.Target,
+        rs: ruleset.PodRuleset,
+        applied: bool,
+        key: str | None = None,
     ) -> None:
-        """Capture drops of `pod` in `target`; `applied`: its table (and counters) is fresh."""
-        old = self.watched.get(pod.key)
-        self.watched[pod.key] = Watched(
+        """Capture drops of `pod` in `target`; `applied`: its table (and counters) is fresh.
+        `key` names the capture (default the pod's key; a pod whose rules are in several
+        namespaces has one per namespace)."""
+        key = key or pod.key
+        old = self.watched.get(key)
+        self.watched[key] = Watched(
             pod=pod,
             target=target,
             policies={"ingress": rs.ingress.policies, "egress": rs.egress.policies},
             mode=rs.mode.value,
         )
         if applied:
-            self.last_counts[pod.key] = {}  # a replaced table starts its counters at zero
+            self.last_counts[key] = {}  # a replaced table starts its counters at zero
         if old is None or (old.target.path, old.target.ino) != (target.path, target.ino):
-            self._send(flows_reader.Open(pod.key, target.path, target.ino))
+            self._send(flows_reader.Open(key, target.path, target.ino))
 
     def unwatch(self, key: str) -> None:
         if self.watched.pop(key, None) is not None:
@@ -266,7 +274,7 @@ class Collector:
                 reason=key.reason,
                 src=_end(key.src, ips),
                 dst=_end(key.dst, ips),
-                protocol=render_nft.format_protocol(key.protocol),
+                protocol=nflog.protocol_name(key.protocol),
                 port=key.dport,
                 policies=list(watched.policies.get(key.direction, ())) if watched else [],
                 packets_logged=stats.packets,

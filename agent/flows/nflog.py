@@ -3,8 +3,9 @@
 The deny rules (`render_nft.deny_rules`) log each denied packet, rate-limited in the kernel,
 to an NFLOG group of the pod's own namespace; `agent.flows.reader` receives the raw netlink
 datagrams there and hands them to `parse`. Anything odd (a message cut short, an attribute
-running past its message, a payload that is not IPv4/IPv6, a prefix that is not ours) is
-counted under a `Stats` field and skipped; parsing never raises on kernel input.
+running past its message, a payload that is not IPv4, IPv6 or ARP, a prefix that is not ours)
+is counted under a `Stats` field and skipped; parsing never raises on kernel input. Packets
+logged in a device egress hook (anti-spoofing) carry their link-layer header, which is skipped.
 Also builds the two configuration requests the reader sends (bind a group, set the flush
 timeout). The netlink framing is `agent.dataplane.netlink`'s; this module knows NFLOG's
 messages and the IP headers inside them.
@@ -17,13 +18,16 @@ import ipaddress
 import struct
 
 from agent.dataplane import netlink
+from agent.dataplane.nft import render as render_nft
 
 NETLINK_NETFILTER = netlink.NETLINK_NETFILTER
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
+NFULA_PACKET_HDR = 1
 NFULA_PAYLOAD = 9
 NFULA_PREFIX = 10
+NFULA_L2HDR = 21
 NFULA_CFG_CMD = 1
 NFULA_CFG_TIMEOUT = 4
 NFULNL_CFG_CMD_BIND = 1
@@ -31,6 +35,10 @@ AF_INET, AF_INET6 = 2, 10
 
 _PACKET = netlink.nfnl_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET)
 _PORT_PROTOCOLS = {6, 17, 132}  # TCP, UDP, SCTP: the first 4 bytes are source, dest port
+ETH_P_ARP = 0x0806
+# The `protocol` of a logged ARP frame (anti-spoofing drops them in the device egress hook):
+# outside the IP protocol numbers (0-255), as ARP is no IP protocol.
+ARP = 0x100
 _IPV6_EXTENSIONS = {0, 43, 60}  # hop-by-hop, routing, destination options (44: fragment)
 
 
@@ -126,7 +134,31 @@ def _packet(body: bytes) -> tuple[Packet | None, str]:
     payload = attrs.get(NFULA_PAYLOAD)
     if payload is None:
         return None, "unparseable"
+    # A packet logged in a device hook (netdev family) starts with its link-layer header,
+    # which the kernel also hands over on its own: skip it.
+    l2 = attrs.get(NFULA_L2HDR)
+    if l2 and payload.startswith(l2):
+        payload = payload[len(l2) :]
+    header = attrs.get(NFULA_PACKET_HDR, b"")
+    if len(header) >= 2 and struct.unpack_from("!H", header)[0] == ETH_P_ARP:
+        return _arp(prefix, payload)
     return _l3(prefix, payload)
+
+
+def protocol_name(number: int) -> str:
+    """The name of a logged packet's protocol: `tcp`, `udp`, `sctp`, `arp`, or the number."""
+    return "arp" if number == ARP else render_nft.format_protocol(number)
+
+
+def _arp(prefix: str, p: bytes) -> tuple[Packet | None, str]:
+    """An IPv4-over-Ethernet ARP frame as a packet from its sender to its target address."""
+    if len(p) < 28:
+        return None, "truncated"
+    if p[0:6] != b"\x00\x01\x08\x00\x06\x04":  # Ethernet, IPv4, 6-byte MAC, 4-byte address
+        return None, "unparseable"
+    src = str(ipaddress.IPv4Address(p[14:18]))
+    dst = str(ipaddress.IPv4Address(p[24:28]))
+    return Packet(prefix, src, dst, ARP, None, None), "ok"
 
 
 def _l3(prefix: str, p: bytes) -> tuple[Packet | None, str]:

@@ -30,7 +30,7 @@ class Cut:
     """Connections of one pod to cut once the pass has committed every affected pod."""
 
     pod: model.Pod
-    target: netns.Target
+    target: netns.Target  # one namespace of the pod
     rs: ruleset.PodRuleset
     reason: str  # "quarantine" (delete the entries) or "strict" (mark them denied)
     bound: structlog.typing.FilteringBoundLogger
@@ -46,63 +46,61 @@ class Cuts:
         self.dataplane = dataplane
         self.reporter = reporter
         self.strict = strict
-        self.waiting: dict[str, Cut] = {}
+        self.waiting: dict[tuple[str, int], Cut] = {}  # by (pod key, namespace inode)
 
     def __bool__(self) -> bool:
         return bool(self.waiting)
 
     def drop(self, key: str) -> None:
-        self.waiting.pop(key, None)
+        for waiting in [w for w in self.waiting if w[0] == key]:
+            del self.waiting[waiting]
 
     def after_commit(
         self,
         pod: model.Pod,
         state: sync_pod.PodState,
+        slot: sync_pod.Slot,
         previous: ruleset.PodRuleset | None,
         rs: ruleset.PodRuleset,
         latency: float | None,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
         """Quarantine bookkeeping (Events when it starts or ends), then schedule a cut of the
-        connections that are now illegal: always for a quarantine, in strict mode when the
-        change may have removed an allow."""
-        reason = self._quarantine(pod, state, previous, rs, latency, bound)
-        if not reason and self.strict and previous is not None:
+        connections in `slot`'s namespace that are now illegal: always for a new quarantine
+        (`previous`: what this agent committed there before, None: nothing), in strict mode
+        when the change may have removed an allow."""
+        if not slot.lockdown:  # a contested namespace's lockdown is no quarantine of the pod
+            self._report_quarantine(pod, state, rs, latency, bound)
+        reason = ""
+        if rs.quarantine is not None and (previous is None or previous.quarantine != rs.quarantine):
+            reason = "quarantine"  # new, or its forensic sources changed
+        elif self.strict and previous is not None:
             reason = "strict"  # if the change removed an allow: decided when the cut runs
         if not reason:
             return
-        assert state.target is not None
-        earlier = self.waiting.get(pod.key)
+        key = (pod.key, slot.target.ino)
+        earlier = self.waiting.get(key)
         if earlier is not None:  # not cut yet: one cut covers both changes
             previous = earlier.previous
             reason = "quarantine" if "quarantine" in (reason, earlier.reason) else reason
-        self.waiting[pod.key] = Cut(pod, state.target, rs, reason, bound, previous)
+        self.waiting[key] = Cut(pod, slot.target, rs, reason, bound, previous)
 
-    def _quarantine(
+    def _report_quarantine(
         self,
         pod: model.Pod,
         state: sync_pod.PodState,
-        previous: ruleset.PodRuleset | None,
         rs: ruleset.PodRuleset,
         latency: float | None,
         bound: structlog.typing.FilteringBoundLogger,
-    ) -> str:
-        """ "quarantine" when the pod's connections must all go, else ""."""
+    ) -> None:
+        """The pod's quarantine began or ended: an Event, once."""
         if rs.quarantine is not None and state.quarantined_since is None:
             state.quarantined_since = time.time()
             self.reporter.quarantined(pod, state.quarantined_since, rs.quarantine, latency, bound)
-            return "quarantine"
-        if (
-            rs.quarantine is not None
-            and previous is not None
-            and previous.quarantine != rs.quarantine
-        ):
-            return "quarantine"  # forensic sources changed
-        if rs.quarantine is None and state.quarantined_since is not None:
+        elif rs.quarantine is None and state.quarantined_since is not None:
             held = time.time() - state.quarantined_since
             self.reporter.quarantine_lifted(pod, state.quarantined_since, held, bound)
             state.quarantined_since = None
-        return ""
 
     async def run(self, events_waiting: Callable[[], bool]) -> None:
         """Delete (quarantine) or mark denied (strict) the conntrack entries of the waiting
@@ -110,7 +108,7 @@ class Cuts:
         cuts yield to waiting API events: at least one runs per call, the rest as soon as no
         event waits."""
         ran = 0
-        for key in sorted(self.waiting, key=lambda k: self.waiting[k].reason != "quarantine"):
+        for key in sorted(self.waiting, key=lambda k: (self.waiting[k].reason != "quarantine", k)):
             job = self.waiting[key]
             if job.reason != "quarantine" and ran and events_waiting():
                 return

@@ -36,7 +36,7 @@ def record(
     namespace is gone (the caller stops watching it)."""
     if isinstance(exc, protocol.NetnsGone):
         metrics.APPLY_ERRORS.labels("netns_gone").inc()
-        state.target, state.fingerprint = None, None
+        state.slots.clear()  # placed again (a scan) at its retry
         fail(state, sync_pod.Status.UNPROTECTED, str(exc), bound)
         return True
     if isinstance(exc, protocol.WorkerTimeout):
@@ -54,3 +54,11 @@ def record(
         )
         fail(state, sync_pod.Status.FAILED, f"{type(exc).__name__}: {exc}", bound)
     return False
+
+
+def unlocated(
+    state: sync_pod.PodState, ips: tuple[str, ...], bound: structlog.typing.FilteringBoundLogger
+) -> None:
+    """No namespace holds the pod's IPs: counted, `unprotected`, retried."""
+    metrics.NETNS_LOOKUP_FAILURES.inc()
+    fail(state, sync_pod.Status.UNPROTECTED, f"no namespace holds {ips}", bound)

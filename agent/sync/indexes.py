@@ -101,6 +101,7 @@ class Indexes:
             guard_ports=self.settings.node_guard_ports,
             pod_may_loosen_mode=self.settings.allow_pod_visibility,
             allow_from_widest=self.settings.quarantine_widest_source,
+            guard_extra=self.settings.node_guard_extra_addresses,
             guard_exempt=self.settings.node_guard_exempt_namespaces,
         )
 

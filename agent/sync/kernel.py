@@ -89,18 +89,18 @@ async def _examine(
         if isinstance(reply, protocol.DataplaneError):
             _fail(plan, reply, outcomes)
             continue
-        if reply.foreign != plan.state.foreign:
+        if reply.foreign != plan.slot.foreign:
             # Foreign hooks came or went: the ruleset drops denied egress elsewhere now.
-            before, plan.state.foreign = plan.state.foreign, reply.foreign
-            plan.rendered = backend.render(plan.rs, sync_pod.interfaces(plan.state))
+            before, plan.slot.foreign = plan.slot.foreign, reply.foreign
+            plan.rendered = backend.render(plan.rs, sync_pod.interfaces(plan.slot))
             outcomes.foreign(plan, before)
-        expected = plan.state.fingerprint
+        expected = plan.slot.fingerprint
         finding = sync_pod.examine(plan, reply)
         if finding is sync_pod.Finding.ADOPTED:
             outcomes.adopted(plan)
         elif finding is sync_pod.Finding.DRIFT:
             outcomes.drift(plan, expected, reply.fingerprint)
-            plan.state.unknown()
+            plan.slot.unknown()
 
 
 async def _commit(
@@ -114,7 +114,7 @@ async def _commit(
     replacing the tables; a refused patch is replaced in the same pass."""
     pending = [p for p in plans if sync_pod.pending(p)]
     for plan in pending:
-        plan.script = sync_pod.patch_script(plan.state, plan.rendered, backend)
+        plan.script = sync_pod.patch_script(plan.slot, plan.rendered, backend)
     patches = [p for p in pending if p.script]
     replaces = [p for p in pending if not p.script]
     if patches:
@@ -128,7 +128,7 @@ async def _patch(
 ) -> list[sync_pod.Plan]:
     """Send the patches; return the plans that must be replaced instead."""
     requests = [
-        protocol.Patch(p.target.path, p.target.ino, p.script or "", p.state.generation or 0)
+        protocol.Patch(p.target.path, p.target.ino, p.script or "", p.slot.generation or 0)
         for p in plans
     ]
     replies = await dataplane.batch(requests)

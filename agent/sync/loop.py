@@ -38,6 +38,7 @@ from agent.sync import (
     holdover,
     indexes,
     kernel,
+    placement,
     report,
     status,
     sweep,
@@ -101,7 +102,7 @@ async def _scan(
 
 async def _scan_quietly(scan: Callable[[], Awaitable[netns.Index]]) -> None:
     """A scan for the node's own addresses (agent.calc.desired.with_host_addresses): known
-    before the first pod compiles, re-read at every resync (a CNI bridge appears with the
+    before the first pod compiles, re-read whenever pods are placed (a CNI bridge appears with the
     node's first pod). A failure waits for the next pass: pods still scan when they need to."""
     with contextlib.suppress(Exception):
         await scan()
@@ -207,14 +208,18 @@ class Reconciler:
         namespace that vanished is noticed even when no API change touched its pod. The
         `suspects` (pods whose namespace saw a commit not ours) are read back in full.
         """
-        run = Pass(kind, since, verify, frozenset(suspects))
+        # Watch keys are per namespace (agent.sync.placement.flow_key); a suspect pod is read
+        # back in each of its namespaces.
+        run = Pass(kind, since, verify, frozenset(k.partition("@")[0] for k in suspects))
         self._refresh_inputs(change)
         local = self.local_pods(change)
         self.readiness.first_pass([key for key, pod in local.items() if pod.ips])
         for key in set(self.pods) - set(local):
             await self._forget(self.pods.pop(key))
-        if verify or self.indexes.host is None:
-            await _scan_quietly(self._scan)  # the node's own addresses, before any pod compiles
+        if self.indexes.host is None:
+            # The node's own addresses, before any pod compiles; at resync, placing the pods
+            # scans again and a move re-plans (below).
+            await _scan_quietly(self._scan)
         moved = self.indexes.take_host_moved()
         await self._plan_and_commit(run, local, None if moved else change)
         if self.indexes.take_host_moved():  # a scan during the pass saw them move
@@ -227,7 +232,7 @@ class Reconciler:
             self._swept = True
             services = set(self.store.services) | set(self.store.endpointslices)
             self.reporter.prune(self.store.pods.keys(), self.store.policies.keys(), services)
-            tracked = {s.target.ino for s in self.pods.values() if s.target is not None}
+            tracked = {slot.target.ino for s in self.pods.values() for slot in s.slots.values()}
             await sweep.guarded(
                 self.dataplane, self.settings, self.store.pods, tracked, self.backend
             )
@@ -242,31 +247,37 @@ class Reconciler:
     async def _plan_and_commit(
         self, run: Pass, local: dict[str, model.Pod], change: store.Change | None
     ) -> None:
-        """Plan every pod that needs it (pure), handing the kernel work to the dataplane in
-        chunks while the rest is planned; wait for all of it."""
-        index: netns.Index | None = None
+        """Place the pods (a scan, when one needs it or at resync), plan every pod that needs
+        it (pure), handing the kernel work to the dataplane in chunks while the rest is
+        planned; wait for all of it."""
         cluster: calc_desired.Cluster | None = None  # built once, only if a pod compiles
         targets = self.indexes.affected(local, change)
         run.recompiled = len(targets) if targets is not None else len(local)
         now = time.monotonic()
+        due = set()
+        for key, pod in local.items():
+            state = self.pods.setdefault(key, sync_pod.PodState(key))
+            if self._due(pod, state, targets, run.verify or key in run.suspects, now):
+                due.add(key)
+        if run.verify or any(placement.unplaced(local[key], self.pods[key]) for key in due):
+            due |= await self._place(local, due)
         work: list[asyncio.Task[None]] = []
         handed = 0  # run.plans[:handed] are in `work`
         try:
-            for key in sorted(local):
-                pod = local[key]
-                state = self.pods.setdefault(key, sync_pod.PodState(key))
-                verify = run.verify or key in run.suspects
-                if not self._due(pod, state, targets, verify, now):
-                    continue
+            for key in sorted(due):
+                pod, state = local[key], self.pods[key]
                 bound = log.bind(pod=pod.name, namespace=pod.namespace)
                 try:
-                    if state.target is None or state.target_ips != pod.ips:
-                        index = index or await self._scan()
-                        if not self._locate(pod, state, index, bound):
-                            continue
+                    if not state.slots:
+                        failures.unlocated(state, pod.ips, bound)
+                        continue
                     cluster = cluster or self.indexes.cluster()
-                    run.plans.append(self._plan(pod, state, cluster, bound, verify))
-                    run.plans[-1].suspect = key in run.suspects
+                    suspect = key in run.suspects
+                    verify = run.verify or suspect
+                    plans = _plans(pod, state, cluster, self.backend, self.reporter, bound, verify)
+                    for plan in plans:
+                        plan.suspect = suspect
+                    run.plans += plans
                 except Exception as exc:  # one pod's surprise must not stop the others
                     self._pod_failed(state, bound, exc)
                 if len(run.plans) - handed >= PIPELINE_CHUNK:
@@ -306,44 +317,22 @@ class Reconciler:
     async def _scan(self) -> netns.Index:
         return await _scan(self.dataplane, self.settings, self.indexes)
 
-    def _locate(
-        self,
-        pod: model.Pod,
-        state: sync_pod.PodState,
-        index: netns.Index,
-        bound: structlog.typing.FilteringBoundLogger,
-    ) -> bool:
-        """Find the pod's namespace by its IPs; False (counted, retried) when none holds them."""
-        target = index.find(pod.ips)
-        if target is None:
-            metrics.NETNS_LOOKUP_FAILURES.inc()
-            failures.fail(
-                state, sync_pod.Status.UNPROTECTED, f"no namespace holds {pod.ips}", bound
-            )
-            return False
-        state.target, state.target_ips, state.fingerprint = target, pod.ips, None
-        state.foreign = ()  # a namespace not read yet: its first read-back tells
-        return True
-
-    def _plan(
-        self,
-        pod: model.Pod,
-        state: sync_pod.PodState,
-        cluster: calc_desired.Cluster,
-        bound: structlog.typing.FilteringBoundLogger,
-        verify: bool,
-    ) -> sync_pod.Plan:
-        """The pod's desired ruleset, rendered (pure); the kernel work comes later."""
-        assert state.target is not None
-        wanted = calc_desired.desired(pod, cluster)
-        self.reporter.containment_errors(
-            pod, state.containment_errors, wanted.containment_errors, bound
-        )
-        state.containment_errors = wanted.containment_errors
-        self.reporter.mode_label(pod, wanted.invalid_mode, wanted.refused_mode)
-        rs = wanted.ruleset
-        rendered = self.backend.render(rs, sync_pod.interfaces(state))
-        return sync_pod.Plan(pod, state, state.target, rs, rendered, bound, verify, state.ruleset)
+    async def _place(self, local: dict[str, model.Pod], due: set[str]) -> set[str]:
+        """Scan the namespaces and place every local pod (agent.sync.placement); the pods
+        whose namespaces changed, to plan too. A failed scan fails the due pods that needed
+        it (retried) and places nothing."""
+        try:
+            index = await self._scan()
+            moves = await placement.place(self.dataplane, index, self.pods, local, self.flows)
+        except protocol.DataplaneError as exc:
+            for key in due:
+                if placement.unplaced(local[key], self.pods[key]):
+                    bound = log.bind(pod=local[key].name, namespace=local[key].namespace)
+                    self._pod_failed(self.pods[key], bound, exc)
+            return set()
+        for key in moves.moved:
+            self.reporter.placement(local[key], self.pods[key], placement.summary(self.pods[key]))
+        return moves.moved
 
     async def _kernel(self, plans: list[sync_pod.Plan]) -> None:
         await kernel.run(plans, self.dataplane, self.backend, self)
@@ -353,65 +342,101 @@ class Reconciler:
         self._pod_failed(plan.state, plan.bound, exc)
 
     def adopted(self, plan: sync_pod.Plan) -> None:
-        plan.bound.info("ruleset_adopted", fingerprint=plan.state.fingerprint)
+        plan.bound.info("ruleset_adopted", fingerprint=plan.slot.fingerprint)
         if plan.rs.quarantine is not None and plan.state.quarantined_since is None:
-            self.cuts.after_commit(plan.pod, plan.state, plan.rs, plan.rs, None, plan.bound)
+            self.cuts.after_commit(plan.pod, plan.state, plan.slot, None, plan.rs, None, plan.bound)
 
     def drift(self, plan: sync_pod.Plan, expected: str | None, found: str | None) -> None:
         self.reporter.drift(plan.pod, expected, found, plan.bound)
 
     def foreign(self, plan: sync_pod.Plan, before: tuple[str, ...]) -> None:
-        self.reporter.foreign_hooks(plan.pod, before, plan.state.foreign, plan.bound)
+        self.reporter.foreign_hooks(plan.pod, before, plan.slot.foreign, plan.bound)
 
     # -- after the kernel -------------------------------------------------------------------
     def _finish_pass(self, run: Pass) -> None:
+        failed = {plan.state.key for plan in run.plans if plan.failed}
         for plan in run.plans:
             if not plan.failed:
                 self._finish(plan, run)
+                if plan.state.key not in failed:  # each of its namespaces holds its rules
+                    plan.state.succeed()
         run.summarize()
 
     def _finish(self, plan: sync_pod.Plan, run: Pass) -> None:
         """After the commits: bookkeeping, the pod's log line, metrics, containment."""
-        state, rs, rendered = plan.state, plan.rs, plan.rendered
+        slot, rs, rendered = plan.slot, plan.rs, plan.rendered
         if plan.done:
-            state.adopted = False
-            state.rendered = rendered
+            slot.adopted = False
+            slot.rendered = rendered
             latency = report.committed(plan, run.since, run.kind)
-            state.fingerprint, state.ruleset, state.committed_wall = (
-                rendered.fingerprint,
-                rs,
-                time.time(),
+            slot.fingerprint, slot.ruleset = rendered.fingerprint, rs
+            plan.state.committed_wall = time.time()
+            self.cuts.after_commit(
+                plan.pod, plan.state, slot, plan.previous, rs, latency, plan.bound
             )
-            self.cuts.after_commit(plan.pod, state, plan.previous, rs, latency, plan.bound)
-            if state.digest is None:  # a sole commit: its generation vouches for it
-                self.watch.own(plan.pod.key, state.generation)
-        state.succeed()
-        self.watch.follow(plan.pod.key, plan.target)
+            if slot.digest is None:  # a sole commit: its generation vouches for it
+                self.watch.own(placement.flow_key(plan.state, slot), slot.generation)
+        self.watch.follow(placement.flow_key(plan.state, slot), plan.target)
         if self.flows is not None:
             # A replaced table starts its counters at zero; a patch keeps them counting.
-            self.flows.watch(plan.pod, plan.target, rs, plan.mode is sync_pod.Mode.REPLACE)
+            replaced = plan.mode is sync_pod.Mode.REPLACE
+            key = placement.flow_key(plan.state, slot)
+            self.flows.watch(plan.pod, plan.target, rs, replaced, key=key)
 
     # -- failures ---------------------------------------------------------------------------
     def _pod_failed(
         self, state: sync_pod.PodState, bound: structlog.typing.FilteringBoundLogger, exc: Exception
     ) -> None:
         """One pod's failure: counted, logged, retried with backoff; never the others'."""
+        keys = [placement.flow_key(state, slot) for slot in state.slots.values()]
         if failures.record(state, bound, exc) and self.flows is not None:
-            self.flows.unwatch(state.key)
+            for key in keys:
+                self.flows.unwatch(key)
 
     async def _forget(self, state: sync_pod.PodState) -> None:
         self.cuts.drop(state.key)
-        self.watch.drop(state.key)
+        for slot in state.slots.values():
+            self.watch.drop(placement.flow_key(state, slot))
         if self.flows is not None:
-            self.flows.unwatch(state.key)
-        if state.target is not None:
+            for slot in state.slots.values():
+                self.flows.unwatch(placement.flow_key(state, slot))
+        if state.slots:
+            inos = tuple(slot.target.ino for slot in state.slots.values())
             try:
-                await self.dataplane.call(protocol.Forget((state.target.ino,)))
+                await self.dataplane.call(protocol.Forget(inos))
             except protocol.DataplaneError as exc:
                 log.warning("netns_release_failed", pod=state.key, error=str(exc))
 
 
+def _plans(
+    pod: model.Pod,
+    state: sync_pod.PodState,
+    cluster: calc_desired.Cluster,
+    backend: backends.Backend,
+    reporter: report.Reporter,
+    bound: structlog.typing.FilteringBoundLogger,
+    verify: bool,
+) -> list[sync_pod.Plan]:
+    """The pod's desired ruleset in each of its namespaces, rendered (pure); the kernel work
+    comes later."""
+    plans: list[sync_pod.Plan] = []
+    for slot in state.slots.values():
+        link = placement.link_of(slot.target)
+        wanted = calc_desired.desired(pod, cluster, link, lockdown=slot.lockdown)
+        if not plans:  # about the pod, not the namespace: reported once
+            reporter.containment_errors(
+                pod, state.containment_errors, wanted.containment_errors, bound
+            )
+            state.containment_errors = wanted.containment_errors
+            reporter.mode_label(pod, wanted.invalid_mode, wanted.refused_mode)
+        rs = wanted.ruleset
+        rendered = backend.render(rs, sync_pod.interfaces(slot))
+        plans.append(sync_pod.Plan(pod, state, slot, rs, rendered, bound, verify, slot.ruleset))
+    return plans
+
+
 def _newly_quarantined(pod: model.Pod, state: sync_pod.PodState) -> bool:
     """The pod carries the quarantine label but its rules in place are not a quarantine."""
-    held = state.ruleset is not None and state.ruleset.quarantine is not None
-    return containment.is_quarantined(pod) and not held
+    held = [s.ruleset for s in state.slots.values() if not s.lockdown]
+    quarantined = bool(held) and all(rs is not None and rs.quarantine is not None for rs in held)
+    return containment.is_quarantined(pod) and not quarantined

@@ -74,6 +74,9 @@ def committed(plan: sync_pod.Plan, since: float | None, trigger: str) -> float |
         policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
         quarantined=rs.quarantine is not None,
         node_guard=rs.node_guard is not None,
+        anti_spoofing=rs.anti_spoof is not None,
+        netns=plan.slot.target.path,
+        lockdown=plan.slot.lockdown,
         apply_ms=round(plan.apply_seconds * 1000, 3),
         mode=plan.mode.value,
         latency_ms=round(latency * 1000, 3) if latency is not None else None,
@@ -198,6 +201,35 @@ class Reporter:
         )
 
     # -- what happened to a pod's rules -----------------------------------------------------
+    def placement(self, pod: model.Pod, state: sync_pod.PodState, summary: tuple[str, ...]) -> None:
+        """The pod's addresses are held by more than one namespace (decoys: each gets its
+        rules), or by a namespace that holds another pod's too (contested: locked down):
+        a log line, counters and an Event naming the namespaces, once per change."""
+        if summary == state.placement:
+            return
+        state.placement = summary
+        if not summary:
+            return
+        locked = [s for s in state.slots.values() if s.lockdown]
+        metrics.EXTRA_NAMESPACES.labels("programmed").inc(
+            max(0, len(state.slots) - len(locked) - 1)
+        )
+        metrics.EXTRA_NAMESPACES.labels("locked").inc(len(locked))
+        log.warning(
+            "pod_in_several_namespaces",
+            pod=pod.name,
+            namespace=pod.namespace,
+            netns=list(summary),
+            effect="each gets this pod's rules; one also holding another pod's is locked down",
+        )
+        self.recorder.on_pod(
+            pod,
+            reason="SeveralNamespaces",
+            message="podseg found this pod's addresses in several network namespaces and "
+            "programs its rules in each (a namespace holding another pod's addresses too is "
+            "locked down): " + ", ".join(summary),
+        )
+
     def drift(
         self,
         pod: model.Pod,

@@ -1,9 +1,14 @@
 """Node guard, live: pods cannot reach any node's kubelet, NodePorts, SSH, SMB or the cloud
 metadata address, whatever the policies allow, while other traffic flows; an exempt namespace
-can; the node's own probes still reach ingress-isolated pods."""
+can; the node's own probes still reach ingress-isolated pods. The node's listeners answer on
+every address (0.0.0.0 and ::), so each address the node answers on is probed: its status
+addresses (IPv4 and IPv6), a pod's gateway that no Node object lists, a configured extra
+address, and the IPv6 metadata address (held by nothing here: its drop shows in the flow log)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +23,13 @@ METADATA = "169.254.169.254"
 GUARDED = (22, 445, 10250, 30080)  # SSH, SMB, kubelet, a NodePort
 OPEN = 8080  # some other service on the node: not guarded
 NODE_PORTS = (*GUARDED, OPEN)
+# A second address on node-1's bridge, the default gateway of pod g/c only (as on CNIs whose
+# pods route through an address of the node that its status does not list), and an address
+# on node-1's loopback the agent is told about (--node-guard-extra-addresses).
+GATEWAY = "198.19.250.1"
+EXTRA, EXTRA6 = "198.19.251.1", "fd00:198:18:fe::1"
+METADATA6 = "fd00:ec2::254"
+METADATA6_FOLDED = "fd00:ec2::/64"  # the flow log folds addresses of no pod to their /64
 
 
 class Env:
@@ -28,8 +40,14 @@ class Env:
     def verdict(self, src: str, ip: str, port: int, proto: str = "tcp") -> str:
         return probe.probe(self.cluster.pods[src], ip, port, proto, timeout=0.5)
 
-    def node_ip(self, node: str) -> str:
-        return self.cluster.nodes[node].ipv4
+    def node_ip(self, node: str, family: int = 4) -> str:
+        return self.cluster.nodes[node].ipv4 if family == 4 else self.cluster.nodes[node].ipv6
+
+    def flows(self, reason: str, dst: str) -> list[dict[str, Any]]:
+        path = self.cluster.workdir / "flows.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        entries = [json.loads(line) for line in lines]
+        return [e for e in entries if e.get("reason") == reason and e["dst"].get("ip") == dst]
 
     def from_node(self, node: str, dst: str, port: int = 80) -> str:
         """Probe a pod from inside the node namespace (as the kubelet's probes do)."""
@@ -54,7 +72,12 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
         cluster.ensure_namespace("infra", {"ns": "infra", "podseg.io/node-guard": "off"})
         cluster.add_pod("g", "a", {"pod": "a"})
         cluster.add_pod("g", "b", {"pod": "b"})
+        cluster.add_pod("g", "c", {"pod": "c"})
         cluster.add_pod("infra", "agent", {"pod": "agent"})
+        _route_through(cluster, "g/c", GATEWAY)
+        node1 = cluster.nodes["node-1"].netns
+        for address in (f"{EXTRA}/32", f"{EXTRA6}/128"):
+            subprocess.run(["ip", "-n", node1, "addr", "add", address, "dev", "lo"], check=True)
         # Allow-everything egress for g: the node guard must hold anyway.
         cluster.apply_policy(
             {
@@ -62,8 +85,21 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
                 "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
             }
         )
-        cluster.start_agent("node-1", live.backend_args(request))
+        extra = ["--node-guard-extra-addresses", f"{EXTRA},{EXTRA6}", "--flow-window", "0.5"]
+        extra += ["--flow-log-file", str(cluster.workdir / "flows.jsonl")]
+        cluster.start_agent("node-1", [*extra, *live.backend_args(request)])
         yield e
+
+
+def _route_through(cluster: sandbox_cluster.SandboxCluster, pod: str, gateway: str) -> None:
+    """Make `gateway`, a new address of the node's bridge, the pod's default gateway."""
+    node, ns = cluster.nodes["node-1"].netns, cluster.pods[pod].netns
+    subprocess.run(["ip", "-n", node, "addr", "add", f"{gateway}/32", "dev", "psg0"], check=True)
+    for args in (
+        ["route", "add", f"{gateway}/32", "dev", "eth0", "scope", "link"],
+        ["route", "replace", "default", "via", gateway, "dev", "eth0"],
+    ):
+        subprocess.run(["ip", "-n", ns, *args], check=True)
 
 
 def test_pod_cannot_reach_node_services_but_other_traffic_flows(env: Env) -> None:
@@ -77,6 +113,40 @@ def test_pod_cannot_reach_node_services_but_other_traffic_flows(env: Env) -> Non
         assert env.verdict("g/a", METADATA, 80, proto) == probe.TIMEOUT  # not even refused
         assert env.verdict("g/a", node, OPEN, proto) == probe.OK  # not a guarded service
     assert env.verdict("g/a", env.cluster.pods["g/b"].ipv4, 80) == probe.OK  # pods still talk
+
+
+def test_the_node_is_guarded_over_ipv6_too(env: Env) -> None:
+    node6 = env.node_ip("node-1", 6)
+    wait_for(lambda: env.verdict("g/a", node6, 10250) == probe.TIMEOUT, what="IPv6 kubelet")
+    for port in GUARDED:
+        assert env.verdict("g/a", node6, port) == probe.TIMEOUT, port
+    assert env.verdict("g/a", node6, OPEN) == probe.OK
+    assert env.verdict("g/a", env.cluster.pods["g/b"].ipv6 or "", 80) == probe.OK
+    assert env.verdict("infra/agent", node6, 10250) == probe.OK  # exempt over IPv6 as well
+
+
+def test_the_pods_gateway_and_extra_addresses_are_guarded(env: Env) -> None:
+    # The gateway answers like any node address (its listeners bind 0.0.0.0): guarded for the
+    # pod routing through it, though no Node object names it.
+    wait_for(lambda: env.verdict("g/c", GATEWAY, 10250) == probe.TIMEOUT, what="gateway")
+    for port in GUARDED:
+        assert env.verdict("g/c", GATEWAY, port) == probe.TIMEOUT, port
+    assert env.verdict("g/c", GATEWAY, OPEN) == probe.OK
+    for address in (EXTRA, EXTRA6):
+        for port in GUARDED:
+            assert env.verdict("g/a", address, port) == probe.TIMEOUT, (address, port)
+        assert env.verdict("g/a", address, OPEN) == probe.OK, address
+        assert env.verdict("infra/agent", address, 10250) == probe.OK, address
+
+
+def test_the_ipv6_metadata_address_is_dropped_on_every_port(env: Env) -> None:
+    for port in (80, OPEN):
+        assert env.verdict("g/a", METADATA6, port) == probe.TIMEOUT
+    wait_for(
+        lambda: env.flows("node-guard", METADATA6_FOLDED),
+        timeout=10,
+        what="a node-guard drop to the IPv6 metadata address in the flow log",
+    )
 
 
 def test_every_node_is_guarded_not_only_our_own(env: Env) -> None:

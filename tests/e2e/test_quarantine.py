@@ -3,6 +3,7 @@ overrides policy allows, lets the forensic CIDR in, reports itself, and lifts cl
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -165,3 +166,30 @@ def test_quarantine_overrides_a_policy_change_made_while_quarantined(clean: Env)
             assert env.verdict("q/peer", "q/victim") == probe.TIMEOUT
     finally:
         env.cluster.delete_policy("q", "allow-peer-80")
+
+
+def test_quarantine_holds_over_ipv6_and_neighbour_discovery_reaches_only_the_gateway(
+    clean: Env,
+) -> None:
+    env = clean
+    forensic = env.pod("ops/forensic")
+    peer6, victim6 = env.pod("q/peer").ipv6, env.pod("q/victim").ipv6
+    assert peer6 and victim6 and forensic.ipv6
+    node6 = env.cluster.nodes["node-1"].ipv6
+    env.cluster.annotate_pod("q/victim", {ALLOW_FROM: f"{forensic.ipv4}/32,{forensic.ipv6}/128"})
+    env.cluster.label_pod("q/victim", QUARANTINE)
+    victim, peer = env.pod("q/victim"), env.pod("q/peer")
+    wait_for(
+        lambda: probe.probe(peer, victim6, 80, timeout=0.5) == probe.TIMEOUT,
+        timeout=BUDGET,
+        what="peer->victim over IPv6 blocked",
+    )
+    # Forget every neighbour: from now on the pod must resolve its gateway again, which the
+    # quarantine's neighbour discovery allows (and nothing else: tests/kernel/test_nd_link.py).
+    subprocess.run(["ip", "-n", victim.netns, "-6", "neigh", "flush", "dev", "eth0"], check=True)
+    for proto in ("tcp", "udp"):
+        assert probe.probe(peer, victim6, 80, proto, timeout=0.5) == probe.TIMEOUT
+        assert probe.probe(victim, peer6, 80, proto, timeout=0.5) == probe.TIMEOUT
+        assert probe.probe(victim, node6, 8080, proto, timeout=0.5) == probe.TIMEOUT
+        assert probe.probe(forensic, victim6, 80, proto, timeout=0.5) == probe.OK
+    assert probe.probe(victim, forensic.ipv6, 80, timeout=0.5) == probe.TIMEOUT

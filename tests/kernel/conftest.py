@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.kernel import run
+from tests.support.kernel import link_local, run
 
 
 @pytest.fixture
@@ -39,3 +39,15 @@ def pod_and_peer(netns: str) -> Iterator[tuple[str, str]]:
         yield netns, peer
     finally:
         subprocess.run(["ip", "netns", "del", peer], capture_output=True, check=False)
+
+
+@pytest.fixture
+def dual_stack(pod_and_peer: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    """`pod_and_peer` with IPv6 too: fd00:198:18::10 and ::20 (one /64, no duplicate address
+    detection), the pod's link-local address ready."""
+    pod, peer = pod_and_peer
+    for ns, dev, address in ((pod, "eth0", "fd00:198:18::10"), (peer, "eth0p", "fd00:198:18::20")):
+        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
+        run("ip", "-n", ns, "addr", "add", f"{address}/64", "dev", dev, "nodad")
+    link_local(pod, "eth0")
+    yield pod, peer

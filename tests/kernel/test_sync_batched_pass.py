@@ -189,7 +189,7 @@ def test_a_change_to_several_pods_is_one_round_trip(
             assert {s.state for s in rec.pods.values()} == {"enforced"}
             # Whole tables went in without a read-back: each commit was the namespace's only
             # one (generation + 1), so a resync finds nothing to list either.
-            assert all(s.digest is None for s in rec.pods.values())
+            assert all(t.digest is None for s in rec.pods.values() for t in s.slots.values())
             dataplane.ops.clear()
             await rec.reconcile(None, verify=True)
             assert dataplane.ops.count("generation") == 3 and "inspect" not in dataplane.ops
@@ -370,8 +370,8 @@ def test_drop_counts_stay_exact_across_a_patch(
         return modes
 
     def metrics_mode() -> str:
-        state = rec.pods["shop/web"]
-        return "patch" if state.digest is None else "replace"
+        (slot,) = rec.pods["shop/web"].slots.values()
+        return "patch" if slot.digest is None else "replace"
 
     assert asyncio.run(scenario()) == ["patch"]
     assert dropped() - start == 5

@@ -14,14 +14,28 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import pytest
+
 from agent.calc import intervals, ruleset
 from agent.dataplane import backends
 from agent.dataplane import client as dp_client
 from agent.dataplane import netns as dp_netns
 from agent.dataplane.nft import render as render_nft
 from tests.support import dataplane as dpt
+from tests.support import privilege
 
 TCP, UDP, SCTP = 6, 17, 132
+# Both backends, for a test parametrized over them (iptables only with its tools).
+BACKENDS = [
+    "nftables",
+    pytest.param(
+        "iptables",
+        marks=pytest.mark.skipif(
+            not (privilege.has("ipset") and privilege.has("iptables-restore")),
+            reason="needs ipset and iptables (scripts/setup.sh)",
+        ),
+    ),
+]
 P = ruleset.PortRange
 V4_BASE = int(intervals.address_range("198.18.0.0").first)
 V6_BASE = int(intervals.address_range("fd00:198:18::").first)
@@ -46,6 +60,16 @@ def fingerprint_in(ns: str) -> str | None:
         timeout=60,
     )
     return render_nft.parse_fingerprint(done.stdout) if done.returncode == 0 else None
+
+
+def link_local(ns: str, dev: str) -> str:
+    """The IPv6 link-local address of `dev` in `ns`, once it is usable (waits up to 5 s)."""
+    for _ in range(100):
+        out = run("ip", "-n", ns, "-6", "-o", "addr", "show", "dev", dev, "scope", "link")
+        if "inet6" in out and "tentative" not in out:
+            return out.split("inet6 ")[1].split("/")[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no link-local address on {dev} in {ns}")
 
 
 def tables_in(ns: str) -> list[str]:
@@ -146,6 +170,17 @@ def with_worker(fn: Callable[[dp_client.WorkerClient], Awaitable[T]]) -> T:
 def target(ns: str, ifaces: tuple[str, ...] = ("eth0",)) -> dp_netns.Target:
     st = os.stat(f"/run/netns/{ns}")
     return dp_netns.Target(f"/run/netns/{ns}", st.st_ino, ifaces)
+
+
+def commit(ns: str, rs: ruleset.PodRuleset, backend_name: str = "nftables") -> None:
+    """Commit `rs` (interface eth0) with the named backend through the real worker."""
+    backend = backends.get(backend_name)
+    program = backend.render(rs, ["eth0"])
+
+    async def go(client: dp_client.WorkerClient) -> None:
+        await backends.commit(client, backend, target(ns), program)
+
+    with_worker(go)
 
 
 def apply_iptables(ns: str, rs: ruleset.PodRuleset) -> tuple[str, str | None]:

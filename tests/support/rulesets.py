@@ -1,5 +1,6 @@
 """Random rulesets of any shape the renderers accept (unsorted, overlapping, every protocol,
-quarantine and node guard, odd names and interfaces), built directly and not through
+quarantine, node guard, anti-spoofing and the facts of the pod's namespace, odd names and
+interfaces), built directly and not through
 `agent.calc`, so that only a renderer can change what they render to."""
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ def random_case(rnd: random.Random) -> tuple[ruleset.PodRuleset, tuple[str, ...]
                 for p in sorted(rnd.sample(range(1, 60000), rnd.randrange(3)))
             ),
             blocked=tuple(_random_range(rnd, 4) for _ in range(rnd.randrange(2))),
+            scoped=tuple(("eth0", _random_range(rnd, 6)) for _ in range(rnd.randrange(2))),
+        )
+    anti_spoof = None
+    if rnd.random() < 0.6:
+        anti_spoof = ruleset.AntiSpoof(
+            own=tuple(_random_range(rnd, rnd.choice((4, 6))) for _ in range(rnd.randrange(3))),
+            link_local=tuple(_random_range(rnd, 6) for _ in range(rnd.randrange(2))),
+        )
+    link = ruleset.Link()
+    if rnd.random() < 0.5:
+        link = ruleset.Link(
+            gateways=tuple(_random_range(rnd, rnd.choice((4, 6))) for _ in range(2)),
+            scoped_gateways=tuple(("eth0", _random_range(rnd, 6)) for _ in range(2)),
+            onlink=tuple(_random_range(rnd, rnd.choice((4, 6))) for _ in range(2)),
         )
     rs = ruleset.PodRuleset(
         namespace=rnd.choice(("ns", "kube-system", "a" * 63)),
@@ -68,6 +83,8 @@ def random_case(rnd: random.Random) -> tuple[ruleset.PodRuleset, tuple[str, ...]
         mode=rnd.choice(list(ruleset.PolicyMode)),
         quarantine=quarantine,
         node_guard=guard,
+        anti_spoof=anti_spoof,
+        link=link,
     )
     ifaces = rnd.choice(((), ("eth0",), ("eth0", "net1"), ("net1", "eth0", "eth.0", "eth_0")))
     return rs, ifaces

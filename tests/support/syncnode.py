@@ -11,6 +11,7 @@ from agent import metrics, store
 from agent.calc import desired as calc_desired
 from agent.dataplane import backends
 from agent.sync import loop as sync_loop
+from agent.sync import placement
 from agent.sync import pod as sync_pod
 from tests.support import cluster as fx
 from tests.support import fake_dataplane
@@ -81,6 +82,10 @@ class Node:
     def state(self, name: str) -> sync_pod.PodState:
         return self.rec.pods[f"shop/{name}"]
 
+    def slot(self, name: str) -> sync_pod.Slot:
+        """The pod's first (here: only) namespace and what the agent knows of it."""
+        return next(iter(self.state(name).slots.values()))
+
     def fake(self, name: str) -> fake_dataplane.FakeNetns:
         return self.dataplane.holding(self.store.pods[f"shop/{name}"].ips[0])
 
@@ -93,10 +98,10 @@ class Node:
             nodes=self.store.nodes.values(),
         )
         pod = self.store.pods[f"shop/{name}"]
-        rs = calc_desired.desired(pod, cluster).ruleset
-        state = self.state(name)
-        assert state.target is not None
-        return backends.Nftables().render(rs, sync_pod.interfaces(state)).fingerprint
+        slot = self.slot(name)
+        link = placement.link_of(slot.target)
+        rs = calc_desired.desired(pod, cluster, link, lockdown=slot.lockdown).ruleset
+        return backends.Nftables().render(rs, sync_pod.interfaces(slot)).fingerprint
 
 
 def counter(name: str, **labels: str) -> float:

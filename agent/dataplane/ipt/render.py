@@ -63,12 +63,15 @@ from collections.abc import Iterable, Sequence
 from agent.calc import ruleset
 from agent.dataplane.nft import render as render_nft
 
-FORMAT_VERSION = "podseg-ipt/2"
+FORMAT_VERSION = "podseg-ipt/3"
 GEN = "@GEN@"  # generation placeholder in set names; the worker substitutes a fresh token
 PREFIX = "PODSEG-"
 INPUT = "PODSEG-INPUT"
 OUTPUT = "PODSEG-OUTPUT"
-IPV6_LINK = "PODSEG-IPV6-LINK"
+ND_IN = "PODSEG-ND-IN"
+ND_OUT = "PODSEG-ND-OUT"
+ND_QUARANTINE_IN = "PODSEG-ND-Q-IN"
+ND_QUARANTINE_OUT = "PODSEG-ND-Q-OUT"
 EGRESS_ACCEPT = "PODSEG-EGRESS-ACCEPT"
 EGRESS_DENY = "PODSEG-EGRESS-DENY"
 EGRESS_MARK = "PODSEG-EGRESS-MARK"
@@ -79,7 +82,10 @@ NODE_GUARD_DENY = "PODSEG-NODE-GUARD-DENY"
 CHAINS = (
     INPUT,
     OUTPUT,
-    IPV6_LINK,
+    ND_IN,
+    ND_OUT,
+    ND_QUARANTINE_IN,
+    ND_QUARANTINE_OUT,
     EGRESS_ACCEPT,
     EGRESS_DENY,
     EGRESS_MARK,
@@ -102,11 +108,10 @@ _SET_REF_RE = re.compile(r"--match-set (PODSEG-\S+) ")
 _COUNTER_RE = re.compile(r'^\[(\d+):\d+\] -A PODSEG-\S+ -m comment --comment "?([^" ]+)"?$')
 _HIT_RE = re.compile(r'^\[(\d+):\d+\] -A PODSEG-\S+ -m comment --comment "?(hit\.[^" ]+)"? ')
 _RATE_RE = re.compile(r"^(\d+)/(\w+) burst (\d+) packets$")
-_ICMPV6_LINK = (
-    # neighbour discovery and router messages (hop limit 255), MLD (hop limit 1)
-    *((t, 255) for t in (133, 134, 135, 136)),
-    *((t, 1) for t in (130, 131, 132, 143)),
-)
+# ICMPv6 types: router solicitation 133, advertisement 134, neighbour solicitation 135,
+# advertisement 136; MLD query 130, reports 131 and 143, done 132 (render_nft's sets).
+_ND_IN_TYPES, _ND_OUT_TYPES = (134, 135, 136), (133, 135, 136)
+_MLD_IN_TYPES, _MLD_OUT_TYPES = (130, 131, 132, 143), (131, 132, 143)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +139,7 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
         family_sets, rules = _family(rs, family, ifaces)
         sets.extend(family_sets)
         bodies[family] = rules
-    netdev_lines = render_nft.netdev_table(ifaces) if render_nft.needs_netdev(rs) and ifaces else []
+    netdev_lines = render_nft.netdev_table(rs, ifaces)
     content = [FORMAT_VERSION, *sets, "--v4--", *bodies[4], "--v6--", *bodies[6], *netdev_lines]
     fp = render_nft.fingerprint_of(rs, content)
     pod = re.sub(r"[^A-Za-z0-9._/-]", "_", f"{rs.namespace}/{rs.pod}")
@@ -356,19 +361,58 @@ def _peer_sets(
     return sets, matches
 
 
-def _icmpv6_link() -> list[str]:
+def _icmpv6(types: Sequence[int], hop_limit: int, match: str) -> list[str]:
     return [
-        f"-A {IPV6_LINK} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -m hl --hl-eq {hl} -j ACCEPT\n"
-        for t, hl in _ICMPV6_LINK
+        f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -m hl --hl-eq {hop_limit} {match}-j ACCEPT"
+        for t in types
     ]
+
+
+def _nd(rs: ruleset.PodRuleset) -> tuple[list[str], list[str]]:
+    """The neighbour discovery chains of IPv6 (the twins of render_nft's `nd_*` chains):
+    within the link only, and in quarantine only what resolving the gateway needs."""
+    sets: list[str] = []
+    rules: list[str] = []
+    if rs.ingress.isolated or rs.egress.isolated:
+        sets += _create(f"{PREFIX}{GEN}-nl6", "hash:net", 6, _nd_link(rs.link))
+        link = f"-m set --match-set {PREFIX}{GEN}-nl6"
+        mld = [f"-s {s} -d ff02::/16 " for s in ("::/128", "fe80::/10")]
+        rules += _chain_rules(
+            ND_IN,
+            _icmpv6(_ND_IN_TYPES, 255, f"{link} src ")
+            + [r for m in mld for r in _icmpv6(_MLD_IN_TYPES, 1, m)],
+        )
+        rules += _chain_rules(
+            ND_OUT,
+            _icmpv6(_ND_OUT_TYPES, 255, f"{link} dst ")
+            + [r for m in mld for r in _icmpv6(_MLD_OUT_TYPES, 1, m)],
+        )
+    if rs.quarantine is not None:
+        gateway_sets, gateway = _addr_set("ng", 6, render_nft.gateway_addresses(rs.link))
+        sets += gateway_sets
+        pair = (135, 136)
+        rules += _chain_rules(
+            ND_QUARANTINE_IN,
+            [r for name in gateway for r in _icmpv6(pair, 255, f"-m set --match-set {name} src ")]
+            + _icmpv6((135,), 255, "-s fe80::/10 "),
+        )
+        rules += _chain_rules(
+            ND_QUARANTINE_OUT,
+            [r for name in gateway for r in _icmpv6(pair, 255, f"-m set --match-set {name} dst ")]
+            + _icmpv6((136,), 255, "-d fe80::/10 "),
+        )
+    return sets, rules
+
+
+def _nd_link(link: ruleset.Link) -> list[str]:
+    return [c for r in render_nft.nd_link_addresses(link) for c in cidrs(r)]
 
 
 def _family(
     rs: ruleset.PodRuleset, family: int, ifaces: Sequence[str]
 ) -> tuple[list[str], list[str]]:
     """(ipset lines, rules after the owner rule) for one address family."""
-    sets: list[str] = []
-    rules: list[str] = _icmpv6_link() if family == 6 else []
+    sets, rules = _nd(rs) if family == 6 else ([], [])
     for part in (_ingress, _egress, _containment):
         part_sets, part_rules = part(rs, family, ifaces)
         sets += part_sets
@@ -381,8 +425,8 @@ _ESTABLISHED = (
 )
 
 
-def _link(family: int) -> list[str]:
-    return [f"-p ipv6-icmp -j {IPV6_LINK}"] if family == 6 else []
+def _link(family: int, chain: str) -> list[str]:
+    return [f"-p ipv6-icmp -j {chain}"] if family == 6 else []
 
 
 def _ingress(
@@ -401,7 +445,7 @@ def _ingress(
         sets += hit_sets
         specs += [
             _ESTABLISHED,
-            *_link(family),
+            *_link(family, ND_IN),
             *hits,
             *(f"{m} -j ACCEPT" for m in matches),
             *deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
@@ -431,7 +475,7 @@ def _egress(
         hit_sets, hits = _hit_rules(ruleset.Direction.EGRESS, rs.egress, family)
         sets += hit_sets
         specs += [
-            *_link(family),
+            *_link(family, ND_OUT),
             *hits,
             *(f"{m} -j {EGRESS_ACCEPT}" for m in matches),
             f"-j {EGRESS_DENY}",
@@ -460,7 +504,7 @@ def _containment(
             QUARANTINE_IN,
             [
                 *(f"-m set --match-set {name} src -j ACCEPT" for name in allowed),
-                *_link(family),
+                *_link(family, ND_QUARANTINE_IN),
                 *deny_rules(ruleset.Direction.INGRESS, "quarantine", ifaces),
             ],
         )
@@ -471,7 +515,7 @@ def _containment(
                     f"-m conntrack --ctdir REPLY -m set --match-set {name} dst -j ACCEPT"
                     for name in allowed
                 ),
-                *_link(family),
+                *_link(family, ND_QUARANTINE_OUT),
                 *deny_rules(ruleset.Direction.EGRESS, "quarantine", ifaces),
             ],
         )
@@ -501,15 +545,23 @@ def _node_guard(guard: ruleset.NodeGuard, family: int) -> tuple[list[str], list[
     addresses on each guarded protocol/port range (a protocol without ports: all of it)."""
     blocked_sets, blocked = _addr_set("gb", family, guard.blocked)
     node_sets, nodes = _addr_set("gn", family, guard.node_addrs)
+    matches = [f"-m set --match-set {name} dst" for name in nodes]
+    scoped_sets: list[str] = []
+    if family == 6 and guard.scoped:
+        # A link-local gateway is guarded on its interface (hash:net,iface, "dst,dst").
+        name = f"{PREFIX}{GEN}-gs6"
+        elements = [f"{cidrs(r)[0]},{iface}" for iface, r in guard.scoped]
+        scoped_sets = _create(name, "hash:net,iface", 6, elements)
+        matches.append(f"-m set --match-set {name} dst,dst")
     specs = [f"-m set --match-set {name} dst -j {NODE_GUARD_DENY}" for name in blocked]
-    for name in nodes:
+    for match in matches:
         for p in guard.ports:
             proto = _PROTO.get(p.protocol, str(p.protocol))
             ports = ""
             if p.protocol in _PROTO and (p.ports.first, p.ports.last) != (0, 65535):
                 ports = f" -m {proto} --dport {p.ports.first}:{p.ports.last}"
-            specs.append(f"-p {proto}{ports} -m set --match-set {name} dst -j {NODE_GUARD_DENY}")
-    return blocked_sets + node_sets, specs
+            specs.append(f"-p {proto}{ports} {match} -j {NODE_GUARD_DENY}")
+    return blocked_sets + node_sets + scoped_sets, specs
 
 
 def log_limit() -> str:

@@ -44,11 +44,11 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
-from agent.calc import ruleset
+from agent.calc import intervals, ruleset
 
 TABLE = "podseg"
 DENY_MARK = 0x00100000
-FORMAT_VERSION = "podseg-nft/2"
+FORMAT_VERSION = "podseg-nft/3"
 FINGERPRINT_CHARS = 16
 COMMENT_MAX_BYTES = 127  # the kernel keeps at most 128 bytes of table comment (with NUL)
 
@@ -69,17 +69,61 @@ STATE_CHAIN = "state"
 _COMMENT_RE = re.compile(r'comment "(podseg fp=[0-9a-f]{16}[^"]*)"')
 _BAD_IFNAME = re.compile(r'[\s/:"\\]|[^\x21-\x7e]')
 _PROTOCOL_NAMES = {number: name.lower() for name, number in ruleset.PROTOCOL_NUMBERS.items()}
-_ICMPV6_LINK = (
-    "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, "
-    "nd-neighbor-advert } ip6 hoplimit 255 accept",
+# Neighbour discovery (hop limit 255, RFC 4861) and MLD (hop limit 1, link-local or
+# unspecified source, link-scope multicast destination, RFC 3810) pass an isolated direction
+# only within the link: `nd_link6` holds the link-scope addresses (unspecified, link-local,
+# all-nodes, all-routers, solicited-node multicast) and the pod's on-link routes.
+_ND_LINK = ("::", "fe80::/10", "ff02::1", "ff02::2", "ff02::1:ff00:0/104")
+_MLD = "ip6 hoplimit 1 ip6 saddr { ::, fe80::/10 } ip6 daddr ff02::/16 accept"
+_ND_INGRESS = (
+    "icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } "
+    "ip6 hoplimit 255 ip6 saddr @nd_link6 accept",
     "icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, "
-    "mld2-listener-report } ip6 hoplimit 1 accept",
+    f"mld2-listener-report }} {_MLD}",
+)
+_ND_EGRESS = (
+    "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } "
+    "ip6 hoplimit 255 ip6 daddr @nd_link6 accept",
+    f"icmpv6 type {{ mld-listener-report, mld-listener-done, mld2-listener-report }} {_MLD}",
+)
+# In quarantine, only what resolving the gateway needs: solicitations and advertisements with
+# the gateway (`nd_gateway6`: its addresses and their solicited-node groups), and the gateway
+# resolving the pod from its link-local address (a solicitation in, the advertisement out).
+_ND_QUARANTINE_INGRESS = (
+    "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 "
+    "ip6 saddr @nd_gateway6 accept",
+    "icmpv6 type nd-neighbor-solicit ip6 hoplimit 255 ip6 saddr fe80::/10 accept",
+)
+_ND_QUARANTINE_EGRESS = (
+    "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 "
+    "ip6 daddr @nd_gateway6 accept",
+    "icmpv6 type nd-neighbor-advert ip6 hoplimit 255 ip6 daddr fe80::/10 accept",
+)
+SOLICITED_NODE = int(ipaddress.IPv6Address("ff02::1:ff00:0"))
+# Anti-spoofing (netdev egress hook of each pod interface): the frame's EtherType must agree
+# with the protocol the sending socket claims (an AF_PACKET socket may claim another), and
+# only IPv4, IPv6 and ARP from the pod's own addresses leave; link-local (and unspecified)
+# sources only for neighbour discovery and MLD; a neighbour advertisement only for the pod's
+# own addresses (else it would redirect a neighbour's traffic, as a forged ARP reply would).
+_IP4, _IP6 = "meta protocol ip ether type ip", "meta protocol ip6 ether type ip6"
+_ANTI_SPOOF = (
+    f"{_IP6} icmpv6 type nd-neighbor-advert @th,64,128 != @anti_spoof_targets6 "
+    "jump anti_spoof_deny",
+    f"{_IP4} ip saddr @anti_spoof_own4 return",
+    f"{_IP6} ip6 saddr @anti_spoof_own6 return",
+    "meta protocol arp ether type arp arp hlen 6 arp plen 4 arp saddr ip @anti_spoof_own4 return",
+    f"{_IP6} ip6 saddr @anti_spoof_local6 icmpv6 type {{ nd-router-solicit, "
+    "nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 return",
+    f"{_IP6} ip6 saddr @anti_spoof_local6 icmpv6 type {{ mld-listener-report, "
+    "mld-listener-done, mld2-listener-report } ip6 hoplimit 1 return",
+    "jump anti_spoof_deny",
 )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NamedSet:
-    """A named set: its `type` and `flags` and its elements, each as nft spells them."""
+    """A named set: its `type` (or `typeof <expression>`) and `flags` and its elements, each
+    as nft spells them."""
 
     name: str
     type: str
@@ -154,7 +198,7 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
     """
     ifaces = canonical_interfaces(interfaces)
     inet = _inet_table(rs, ifaces)
-    netdev = (_netdev_table(ifaces),) if needs_netdev(rs) and ifaces else ()
+    netdev = (_netdev_table(rs, ifaces),) if needs_netdev(rs) and ifaces else ()
     # The fingerprint hashes the text of everything but the comment and the state chain, which
     # carry the fingerprints; the shape hashes the same text with no set elements.
     pieces = _Pieces(inet)
@@ -197,7 +241,8 @@ class _Pieces:
         self.bare_sets: list[str] = []
         self.sets: list[str] = []
         for s in table.sets:
-            head = f"  set {s.name} {{\n    type {s.type}\n"
+            kind = s.type if s.type.startswith("typeof ") else f"type {s.type}"
+            head = f"  set {s.name} {{\n    {kind}\n"
             if s.flags:
                 head += f"    flags {', '.join(s.flags)}\n"
             self.bare_sets.append(head + "  }\n")
@@ -428,12 +473,18 @@ def _sanitize_token(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "_"
 
 
-DROP_REASONS = ("policy", "quarantine", "node-guard")
+DROP_REASONS = ("policy", "quarantine", "node-guard", "spoofed")
+
+
+def marks_egress(rs: ruleset.PodRuleset) -> bool:
+    """Whether an egress deny can mark a packet for the device egress hook to drop."""
+    return rs.egress.isolated or rs.quarantine is not None or rs.node_guard is not None
 
 
 def needs_netdev(rs: ruleset.PodRuleset) -> bool:
-    """Whether an egress drop can happen, so the device egress hook must exist."""
-    return rs.egress.isolated or rs.quarantine is not None or rs.node_guard is not None
+    """Whether the device egress hook must exist: an egress drop can happen there (marked
+    packets, or anti-spoofing)."""
+    return marks_egress(rs) or rs.anti_spoof is not None
 
 
 class _Body:
@@ -478,10 +529,13 @@ def _inet_table(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> Table:
         return body.table("inet")
     containment: list[Chain] = []
     if quarantine is not None:
-        containment += _quarantine(body, quarantine)
+        containment += _quarantine(body, quarantine, rs.link)
     if guard is not None:
         containment += _node_guard(body, guard)
-    body.chain("ipv6_link", _ICMPV6_LINK)
+    if ingress is not None or egress is not None:
+        body.sets.append(NamedSet("nd_link6", "ipv6_addr", elements=_nd_link(rs.link)))
+        body.chain("nd_ingress", _ND_INGRESS)
+        body.chain("nd_egress", _ND_EGRESS)
     if ingress is not None or quarantine is not None:
         _input_chains(body, rs, ingress)
     if egress is not None or quarantine is not None or guard is not None:
@@ -498,7 +552,7 @@ def _input_chains(body: _Body, rs: ruleset.PodRuleset, policy: list[str] | None)
     if policy is not None:
         rules += [
             f"ct state established,related ct mark & {_MARK} == 0x00000000 accept",
-            "meta nfproto ipv6 jump ipv6_link",
+            "meta nfproto ipv6 jump nd_ingress",
             "jump ingress_policy",
             "jump ingress_deny",
         ]
@@ -519,7 +573,7 @@ def _output_chains(body: _Body, rs: ruleset.PodRuleset, policy: list[str] | None
     if rs.node_guard is not None:
         rules.append("jump node_guard")  # whatever the policies allow
     if policy is not None:
-        rules += ["meta nfproto ipv6 jump ipv6_link", "jump egress_policy", "jump egress_deny"]
+        rules += ["meta nfproto ipv6 jump nd_egress", "jump egress_policy", "jump egress_deny"]
     body.chain("output", rules, ["type filter hook output priority filter; policy accept;"])
     if policy is not None:
         body.chain("egress_policy", policy)
@@ -541,20 +595,53 @@ def _addr_sets(
     return sets, names
 
 
-def _quarantine(body: _Body, quarantine: ruleset.Quarantine) -> list[Chain]:
+def _quarantine(body: _Body, quarantine: ruleset.Quarantine, link: ruleset.Link) -> list[Chain]:
     """The allow sets of quarantine, and its chains (jumped first from input and output)."""
     allow_sets, allowed = _addr_sets("quarantine_allow", quarantine.allow_from)
     body.sets += allow_sets
+    body.sets.append(NamedSet("nd_gateway6", "ipv6_addr", elements=_nd_gateway(link)))
     ingress = [f"{ip} saddr @{name} accept" for ip, name in allowed]
-    ingress += ["meta nfproto ipv6 jump ipv6_link"]
+    ingress += ["meta nfproto ipv6 jump nd_quarantine_ingress"]
     ingress += body.deny(ruleset.Direction.INGRESS, "quarantine")
     egress = [f"ct direction reply {ip} daddr @{name} accept" for ip, name in allowed]
-    egress += ["meta nfproto ipv6 jump ipv6_link"]
+    egress += ["meta nfproto ipv6 jump nd_quarantine_egress"]
     egress += body.deny(ruleset.Direction.EGRESS, "quarantine")
     return [
         Chain("quarantine_ingress", rules=tuple(ingress)),
         Chain("quarantine_egress", rules=tuple(egress)),
+        Chain("nd_quarantine_ingress", rules=_ND_QUARANTINE_INGRESS),
+        Chain("nd_quarantine_egress", rules=_ND_QUARANTINE_EGRESS),
     ]
+
+
+def _v6(text: str) -> ruleset.AddrRange:
+    network = ipaddress.IPv6Network(text)
+    return ruleset.AddrRange(6, int(network.network_address), int(network.broadcast_address))
+
+
+def nd_link_addresses(link: ruleset.Link) -> tuple[ruleset.AddrRange, ...]:
+    """What `nd_link6` holds: link-scope addresses and the pod's on-link IPv6 routes."""
+    ranges = [_v6(text) for text in _ND_LINK] + [r for r in link.onlink if r.family == 6]
+    return intervals.merge_addrs(ranges)
+
+
+def _nd_link(link: ruleset.Link) -> tuple[str, ...]:
+    return tuple(format_addr(r) for r in nd_link_addresses(link))
+
+
+def gateway_addresses(link: ruleset.Link) -> tuple[ruleset.AddrRange, ...]:
+    """The pod's IPv6 gateways (link-local ones too) and their solicited-node groups."""
+    gateways = [r for r in link.gateways if r.family == 6] + [r for _, r in link.scoped_gateways]
+    groups = [
+        _v6(f"{ipaddress.IPv6Address(SOLICITED_NODE | r.first & 0xFFFFFF)}/128")
+        for r in gateways
+        if r.first == r.last
+    ]
+    return intervals.merge_addrs(gateways + groups)
+
+
+def _nd_gateway(link: ruleset.Link) -> tuple[str, ...]:
+    return tuple(format_addr(r) for r in gateway_addresses(link))
 
 
 def _node_guard(body: _Body, guard: ruleset.NodeGuard) -> list[Chain]:
@@ -563,17 +650,22 @@ def _node_guard(body: _Body, guard: ruleset.NodeGuard) -> list[Chain]:
     node_sets, nodes = _addr_sets("node_guard_nodes", guard.node_addrs)
     body.sets += blocked_sets + node_sets
     rules = [f"{ip} daddr @{name} jump node_guard_deny" for ip, name in blocked]
-    if guard.ports and nodes:
+    if guard.ports and (nodes or guard.scoped):
         elements = tuple(
             [f"{format_protocol(p.protocol)} . {format_ports(p.ports)}" for p in guard.ports]
         )
         body.sets.append(
             NamedSet("node_guard_ports", "inet_proto . inet_service", elements=elements)
         )
-        rules += [
-            f"{ip} daddr @{name} meta l4proto . th dport @node_guard_ports jump node_guard_deny"
-            for ip, name in nodes
-        ]
+        ports = "meta l4proto . th dport @node_guard_ports jump node_guard_deny"
+        rules += [f"{ip} daddr @{name} {ports}" for ip, name in nodes]
+        if guard.scoped:
+            # A link-local gateway is an address of its link only: guarded on its interface.
+            scoped = tuple(f'"{iface}" . {format_addr(r)}' for iface, r in guard.scoped)
+            body.sets.append(
+                NamedSet("node_guard_scoped6", "ifname . ipv6_addr", (), elements=scoped)
+            )
+            rules.append(f"oifname . ip6 daddr @node_guard_scoped6 {ports}")
     deny = body.deny(ruleset.Direction.EGRESS, "node-guard")
     return [Chain("node_guard", rules=tuple(rules)), Chain("node_guard_deny", rules=tuple(deny))]
 
@@ -657,20 +749,67 @@ def _port_elements(port_peers: Sequence[ruleset.PeerPort], family: int) -> list[
     return out
 
 
-def _netdev_table(ifaces: Sequence[str]) -> Table:
-    """`table netdev podseg`: on each interface, an egress hook drops what DENY_MARK marks."""
+def _netdev_table(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> Table:
+    """`table netdev podseg`: on each interface, an egress hook drops what DENY_MARK marks,
+    then checks the source addresses (anti-spoofing: every frame leaving the interface passes
+    here, raw and packet sockets included)."""
+    body = _Body(())  # a deny here is the device's own drop: no mark
+    hook: list[str] = []
+    if marks_egress(rs):
+        hook.append(f"meta mark & {_MARK} == {_MARK} counter drop")
+    if rs.anti_spoof is not None:
+        hook.append("jump anti_spoof")
+        _anti_spoof(body, rs.anti_spoof)
     chains = tuple(
         Chain(
             chain,
             (f'type filter hook egress device "{iface}" priority filter; policy accept;',),
-            (f"meta mark & {_MARK} == {_MARK} counter drop",),
+            tuple(hook),
         )
         for chain, iface in interface_chains(ifaces)
     )
-    return Table("netdev", TABLE, chains=chains)
+    return Table(
+        "netdev",
+        TABLE,
+        sets=tuple(body.sets),
+        counters=tuple(sorted(body.counters)),
+        chains=chains + tuple(body.chains),
+    )
 
 
-def netdev_table(ifaces: Sequence[str]) -> list[str]:
-    """The `table netdev podseg` egress-drop definition alone, as `table_text` pieces (the
-    iptables backend reuses it: marked packets are dropped in each interface's egress hook)."""
-    return table_text(_netdev_table(canonical_interfaces(ifaces)))
+def _anti_spoof(body: _Body, spoof: ruleset.AntiSpoof) -> None:
+    """The sets (always all declared: a change of addresses stays an element patch) and the
+    chains of anti-spoofing."""
+    own4 = [format_addr(r) for r in spoof.own if r.family == 4]
+    own6 = [r for r in spoof.own if r.family == 6]
+    local6 = intervals.merge_addrs([_v6("::/128"), *spoof.link_local])
+    targets = intervals.merge_addrs([*own6, *spoof.link_local])
+    body.sets += [
+        NamedSet("anti_spoof_own4", "ipv4_addr", elements=tuple(own4)),
+        NamedSet("anti_spoof_own6", "ipv6_addr", elements=tuple(format_addr(r) for r in own6)),
+        NamedSet("anti_spoof_local6", "ipv6_addr", elements=tuple(map(format_addr, local6))),
+        NamedSet(
+            "anti_spoof_targets6",
+            "typeof @th,64,128",
+            elements=tuple(_raw128(r) for r in targets),
+        ),
+    ]
+    body.chain("anti_spoof", _ANTI_SPOOF)
+    body.chain("anti_spoof_deny", body.deny(ruleset.Direction.EGRESS, "spoofed"))
+
+
+def _raw128(r: ruleset.AddrRange) -> str:
+    """An IPv6 range as the integers a raw 128-bit payload set holds."""
+    if r.first == r.last:
+        return f"0x{r.first:032x}"
+    return f"0x{r.first:032x}-0x{r.last:032x}"
+
+
+def netdev_table(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> list[str]:
+    """The `table netdev podseg` of `rs` alone, as `table_text` pieces (the iptables backend
+    reuses it: marked packets are dropped, and sources checked, in each interface's egress
+    hook); none when it needs none."""
+    ifaces = canonical_interfaces(ifaces)
+    if not (needs_netdev(rs) and ifaces):
+        return []
+    return table_text(_netdev_table(rs, ifaces))

@@ -70,10 +70,12 @@ def owned(ns: namespaces.Namespaces, path: str, ino: int | None) -> tuple[str, .
 
 
 def counters(ns: namespaces.Namespaces, target: protocol.CounterTarget) -> dict[str, int] | None:
-    """The per-rule packet counters of the counting deny rules; None when the namespace is
-    gone or holds no deny rule (not enforced here, as a missing nft table)."""
+    """The per-rule packet counters of the counting deny rules, and the named counters of the
+    netdev table (spoofed packets); None when the namespace is gone or holds no deny rule
+    (not enforced here, as a missing nft table)."""
     try:
         values = inside(ns, target.path, target.ino, ipt_commands.counters)
     except (protocol.NetnsGone, ipt_commands.IptError, OSError):
         return None
+    values.update(worker_nft.netdev_counters(ns, target.path, target.ino))
     return values or None

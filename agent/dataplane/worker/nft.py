@@ -170,20 +170,35 @@ def owned_tables(ns: namespaces.Namespaces, path: str, ino: int | None) -> tuple
 
 
 def counters(ns: namespaces.Namespaces, target: protocol.CounterTarget) -> dict[str, int] | None:
-    """Packet counts of podseg's named counters in one namespace; None when it or its table
-    is gone."""
+    """Packet counts of podseg's named counters in one namespace (both tables: the netdev
+    one counts spoofed packets); None when the namespace is gone."""
+    found = _named_counters(ns, target.path, target.ino)
+    if found is None:
+        return None
+    return {name: value for table in found.values() for name, value in table.items()}
+
+
+def netdev_counters(ns: namespaces.Namespaces, path: str, ino: int | None) -> dict[str, int]:
+    """The named counters of `table netdev podseg` alone (the iptables backend's drops of
+    spoofed packets); empty when there is none."""
+    return (_named_counters(ns, path, ino) or {}).get("netdev", {})
+
+
+def _named_counters(
+    ns: namespaces.Namespaces, path: str, ino: int | None
+) -> dict[str, dict[str, int]] | None:
+    """Packet counts of the named counters of podseg's tables, by table family (one listing
+    of the namespace's counters); None when the namespace is gone."""
     try:
-        text = ns.run(
-            target.path,
-            target.ino,
-            f"list counters table inet {render_nft.TABLE}",
-            flags=libnft.OUTPUT_JSON,
-        )
+        text = ns.run(path, ino, "list counters", flags=libnft.OUTPUT_JSON)
     except (protocol.NetnsGone, libnft.NftError, OSError):
         return None
-    values: dict[str, int] = {}
+    values: dict[str, dict[str, int]] = {}
     for item in json.loads(text or "{}").get("nftables", []):
         counter = item.get("counter") if isinstance(item, dict) else None
-        if isinstance(counter, dict) and isinstance(counter.get("name"), str):
-            values[counter["name"]] = int(counter.get("packets", 0))
+        if not isinstance(counter, dict) or not isinstance(counter.get("name"), str):
+            continue
+        family = counter.get("family")
+        if counter.get("table") == TABLE and family in ("inet", "netdev"):
+            values.setdefault(str(family), {})[counter["name"]] = int(counter.get("packets", 0))
     return values

@@ -1,5 +1,6 @@
-"""Listing the candidate namespaces of a node, each once, with its interfaces and addresses,
-so the agent can find a pod's namespace by the pod's IPs (never through CNI files)."""
+"""Listing the candidate namespaces of a node, each once, with its interfaces, addresses and
+routes, so the agent can find a pod's namespace by the pod's IPs (never through CNI files) and
+learn its gateways and on-link prefixes."""
 
 from __future__ import annotations
 
@@ -31,13 +32,21 @@ def scan(host: enter.Host, request: protocol.Scan) -> protocol.Scanned:
                 continue
             seen.add(ident)
             with host.inside(fd):
-                listed = linkaddrs.interfaces()
+                listed, routes = linkaddrs.view()
         except OSError:
             continue
         finally:
             os.close(fd)
-        found.append(netns.Candidate(path, ident[1], tuple(_interface(i) for i in listed)))
+        interfaces = tuple(_interface(i) for i in listed)
+        found.append(netns.Candidate(path, ident[1], interfaces, tuple(_route(r) for r in routes)))
     return protocol.Scanned(tuple(found), own)
+
+
+def _route(listed: dict[str, object]) -> netns.Route:
+    gateway = listed.get("gateway")
+    return netns.Route(
+        str(listed.get("dst")), str(gateway) if gateway else None, str(listed.get("interface"))
+    )
 
 
 def _interface(listed: dict[str, object]) -> netns.Interface:

@@ -178,7 +178,8 @@ def test_node_guard_on_by_default_exempt_by_namespace_label() -> None:
     guard = contained(pod()).ruleset.node_guard
     assert guard is not None
     assert guard.node_addrs == containment.node_addresses(NODES)
-    assert guard.blocked == (intervals.address_range("169.254.169.254"),)
+    metadata = ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+    assert guard.blocked == intervals.merge_addrs(intervals.address_range(a) for a in metadata)
     exempt = model.Namespace("ns", {containment.NODE_GUARD_LABEL: "off"})
     assert contained(pod(), namespace=exempt).ruleset.node_guard is None
     other = model.Namespace("ns", {containment.NODE_GUARD_LABEL: "on"})
@@ -196,6 +197,7 @@ def test_node_guard_render_sits_after_established_before_policy() -> None:
     guard = _chain(script, "node_guard")
     assert guard == [
         "ip daddr @node_guard_blocked4 jump node_guard_deny",
+        "ip6 daddr @node_guard_blocked6 jump node_guard_deny",
         "ip daddr @node_guard_nodes4 meta l4proto . th dport @node_guard_ports"
         " jump node_guard_deny",
         "ip6 daddr @node_guard_nodes6 meta l4proto . th dport @node_guard_ports"

@@ -89,3 +89,45 @@ def test_bind_request_and_ack_error() -> None:
     ack = struct.pack("=IHHII", 36, netlink.NLMSG_ERROR, 0, 3, 0) + struct.pack("=i", -16)
     assert nflog.ack_error(ack + b"\0" * 16) == 16  # EBUSY
     assert nflog.ack_error(b"") is None
+
+
+def _device_message(frame_type: int, l3: bytes) -> bytes:
+    """A packet logged in a device egress hook (netdev family 5): the payload starts with the
+    Ethernet header, which the kernel also hands over as NFULA_L2HDR."""
+    ether = (
+        bytes.fromhex("9e09c5f2c557")
+        + bytes.fromhex("7e5b7fbadedd")
+        + struct.pack("!H", frame_type)
+    )
+    body = struct.pack("!BBH", 5, 0, render_nft.NFLOG_GROUP)
+    body += _attr(1, struct.pack("!HBB", frame_type, 0, 0))
+    body += _attr(nflog.NFULA_PREFIX, b"podseg egress spoofed enforce\0")
+    body += _attr(nflog.NFULA_L2HDR, ether)
+    body += _attr(nflog.NFULA_PAYLOAD, ether + l3)
+    header = struct.pack("=IHHII", 16 + len(body), (4 << 8) | 0, 0, 0, 0)
+    return header + body
+
+
+def test_a_packet_logged_at_the_device_skips_its_link_layer_header() -> None:
+    packets, stats = nflog.parse(
+        _device_message(0x0800, _ipv4("198.18.0.99", "198.18.0.20", 17, 4444, 9999))
+    )
+    assert stats.ok == 1
+    assert packets == [
+        nflog.Packet("podseg egress spoofed enforce", "198.18.0.99", "198.18.0.20", 17, 4444, 9999)
+    ]
+
+
+def test_a_forged_arp_frame_is_a_packet_from_its_sender_to_its_target() -> None:
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2)
+    arp += bytes(6) + ipaddress.IPv4Address("198.18.0.1").packed
+    arp += bytes(6) + ipaddress.IPv4Address("198.18.0.20").packed
+    packets, stats = nflog.parse(_device_message(nflog.ETH_P_ARP, arp))
+    assert stats.ok == 1
+    (packet,) = packets
+    assert (packet.src, packet.dst, packet.protocol) == ("198.18.0.1", "198.18.0.20", nflog.ARP)
+    assert nflog.protocol_name(packet.protocol) == "arp" and nflog.protocol_name(17) == "udp"
+    short, stats = nflog.parse(_device_message(nflog.ETH_P_ARP, arp[:20]))
+    assert short == [] and stats.truncated == 1
+    other, stats = nflog.parse(_device_message(nflog.ETH_P_ARP, b"\0\6" + arp[2:]))
+    assert other == [] and stats.unparseable == 1

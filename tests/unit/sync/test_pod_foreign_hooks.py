@@ -44,7 +44,7 @@ def test_a_foreign_hook_moves_the_egress_drop_into_the_output_hook_and_is_report
     reported = counter("podseg_foreign_hooks_total")
     node.dataplane.hook(node.fake("web-0"), MARK_CLEARER)
     node.run(verify=True)
-    assert node.state("web-0").foreign == (MARK_CLEARER,)
+    assert node.slot("web-0").foreign == (MARK_CLEARER,)
     assert node.fake("web-0").fingerprint == render(node, "web-0", ()) != silent
     assert counter("podseg_foreign_hooks_total") == reported + 1
     assert ("shop/web-0", "ForeignHook") in node.events.posted
@@ -54,7 +54,7 @@ def test_a_foreign_hook_moves_the_egress_drop_into_the_output_hook_and_is_report
     assert counter("podseg_foreign_hooks_total") == reported + 1
     node.dataplane.hook(node.fake("web-0"))  # gone
     node.run(verify=True)
-    assert node.state("web-0").foreign == ()
+    assert node.slot("web-0").foreign == ()
     assert node.fake("web-0").fingerprint == silent
 
 
@@ -72,5 +72,5 @@ def test_a_foreign_hook_present_at_first_contact_is_taken_into_account_at_once()
     node.dataplane.sent.clear()
     node.rec = again
     node.run()
-    assert node.state("web-0").adopted and node.state("web-0").foreign == (MARK_CLEARER,)
+    assert node.state("web-0").adopted and node.slot("web-0").foreign == (MARK_CLEARER,)
     assert node.fake("web-0").fingerprint == render(node, "web-0", ())

@@ -84,10 +84,10 @@ def test_a_strangers_commit_followed_by_ours_is_still_read_back_in_full() -> Non
         "shop", "client", "198.18.2.9", node="node-2", labels={"role": "client"}, version="5"
     )
     node.run(node.apply(fx.event("pods", "MODIFIED", moved)))
-    assert node.state("web-0").generation == ns.generation  # our replace, vouched by generation
+    assert node.slot("web-0").generation == ns.generation  # our replace, vouched by generation
     node.rec.watch.notify(WEB0, [stranger, ns.generation])
     tamper_pass(node)
-    assert node.state("web-0").foreign == (MARK_CLEARER,)
+    assert node.slot("web-0").foreign == (MARK_CLEARER,)
     assert ("shop/web-0", "ForeignHook") in node.events.posted
     assert node.fake("web-0").fingerprint == node.desired("web-0")  # dropped in output now
 

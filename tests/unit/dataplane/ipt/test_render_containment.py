@@ -91,7 +91,7 @@ def test_quarantine_comes_first_in_both_directions_with_forensic_sources() -> No
     ]
     assert rules(out.v6, "PODSEG-QUARANTINE-OUT") == [
         "-m conntrack --ctdir REPLY -m set --match-set PODSEG-@GEN@-qa6 dst -j ACCEPT",
-        "-p ipv6-icmp -j PODSEG-IPV6-LINK",
+        "-p ipv6-icmp -j PODSEG-ND-Q-OUT",
         '-m comment --comment "deny.egress.quarantine.enforce"',
         nflog("egress", "quarantine", "enforce"),
         "-o eth0 -j PODSEG-EGRESS-MARK",

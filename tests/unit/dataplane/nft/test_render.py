@@ -77,7 +77,8 @@ def test_chain_layout_and_deny_paths() -> None:
     script = render_nft.render(SAMPLE, ["eth0"]).script
     chains = re.findall(r"chain (\S+) \{", script)
     assert chains == [
-        "ipv6_link",
+        "nd_ingress",
+        "nd_egress",
         "input",
         "ingress_policy",
         "ingress_deny",
@@ -336,4 +337,5 @@ def test_tables_are_the_structure_of_the_script() -> None:
     assert netdev.chains[0].header == (
         'type filter hook egress device "eth0" priority filter; policy accept;',
     )
-    assert render_nft.netdev_table(["eth0"]) == render_nft.table_text(netdev)
+    assert render_nft.netdev_table(SAMPLE, ["eth0"]) == render_nft.table_text(netdev)
+    assert render_nft.netdev_table(ruleset.PodRuleset("prod", "idle"), ["eth0"]) == []

@@ -28,7 +28,7 @@ P = ruleset.PortRange
 PP = ruleset.PeerPort
 GOLDEN = pathlib.Path(__file__).parent / "golden_render"
 RANDOM_CASES = 300
-RANDOM_DIGEST = "159f40328d572a8871aece8a4a0481e926094ac44d69b041cf99e337adfb6f2c"
+RANDOM_DIGEST = "6b38465cb9e66e0d32b296862bd11fd4a3b0f3145c170de505b08b5a2ed15fc7"
 
 
 def _v4(text: str) -> int:
@@ -47,6 +47,7 @@ def _one4(text: str) -> ruleset.AddrRange:
 
 
 V6 = 0xFD00_0198_0018_0000 << 64  # fd00:198:18::
+LINK_LOCAL = 0xFE80 << 112  # fe80::
 NET6 = V6 | 3 << 64  # fd00:198:18:3::
 SAMPLE = ruleset.PodRuleset(
     namespace="prod",
@@ -80,6 +81,17 @@ CONTAINED = ruleset.PodRuleset(
         node_addrs=(_one4("198.18.0.1"), _one4("198.18.128.1"), A(6, V6 | 2, V6 | 2)),
         ports=(ruleset.ProtoPorts(6, P(22, 22)), ruleset.ProtoPorts(17, P(30000, 32767))),
         blocked=(_one4("169.254.169.254"),),
+        scoped=(("eth0", A(6, LINK_LOCAL | 1, LINK_LOCAL | 1)),),
+    ),
+    anti_spoof=ruleset.AntiSpoof(
+        own=(_one4("198.18.1.7"), A(6, V6 | 0x107, V6 | 0x107)),
+        link_local=(A(6, LINK_LOCAL | 0x7, LINK_LOCAL | 0x7),),
+    ),
+    link=ruleset.Link(
+        link_local=(A(6, LINK_LOCAL | 0x7, LINK_LOCAL | 0x7),),
+        gateways=(_one4("198.18.0.1"), A(6, V6 | 1, V6 | 1)),
+        scoped_gateways=(("eth0", A(6, LINK_LOCAL | 1, LINK_LOCAL | 1)),),
+        onlink=(_one4("198.18.0.1"), A(6, V6 | 1, V6 | 1)),
     ),
 )
 CASES: dict[str, tuple[ruleset.PodRuleset, tuple[str, ...]]] = {
@@ -92,6 +104,10 @@ CASES: dict[str, tuple[ruleset.PodRuleset, tuple[str, ...]]] = {
         ("eth0", "net1"),
     ),
     "contained-visibility-three-interfaces": (CONTAINED, ("net1", "eth0", "eth.0")),
+    "anti-spoofing-only": (
+        ruleset.PodRuleset("prod", "plain", anti_spoof=CONTAINED.anti_spoof, link=CONTAINED.link),
+        ("eth0",),
+    ),
 }
 
 

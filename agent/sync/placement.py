@@ -1,0 +1,121 @@
+"""Where each local pod's rules go, after a scan of the node's namespaces: one `Slot` per
+namespace holding the pod's addresses (`agent.dataplane.netns.place` decides, purely), and
+what the scan saw there as the ruleset's `Link`.
+
+Why apart from the pass: placing is global (a namespace claimed by two pods is contested, so
+one pod's placement depends on the others'), it keeps what the agent knows of a namespace
+that stays (no needless rewrite), and it says which namespaces a pod left, whose contexts and
+drop readers the pass then releases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Mapping, MutableMapping
+
+from agent import model
+from agent.calc import containment, ruleset
+from agent.dataplane import netns, protocol
+from agent.flows import collector as flows_collector
+from agent.sync import pod as sync_pod
+
+# Pods whose containers have all stopped: the kubelet has torn their sandbox down and their
+# addresses may already belong to a new pod, so they claim no namespace.
+FINISHED = frozenset({"Succeeded", "Failed"})
+
+
+def placeable(pod: model.Pod) -> bool:
+    """Whether `pod` claims the namespaces holding its addresses."""
+    return bool(pod.ips) and pod.phase not in FINISHED
+
+
+def unplaced(pod: model.Pod, state: sync_pod.PodState) -> bool:
+    """Whether the pod needs a scan before it can be planned."""
+    return not state.slots or state.target_ips != pod.ips
+
+
+def link_of(target: netns.Target) -> ruleset.Link:
+    """What the ruleset needs of the scan of the pod's namespace."""
+    routes = [(r.dst, r.gateway, r.interface) for r in target.routes]
+    return containment.link(target.link_local, routes)
+
+
+@dataclasses.dataclass
+class Moves:
+    """What a placement changed: pods to plan again, and the slots pods left."""
+
+    moved: set[str] = dataclasses.field(default_factory=set)
+    left: list[tuple[str, sync_pod.Slot]] = dataclasses.field(default_factory=list)
+
+
+def update(
+    states: MutableMapping[str, sync_pod.PodState],
+    local: Mapping[str, model.Pod],
+    index: netns.Index,
+) -> Moves:
+    """Place every placeable local pod (`states` gains a state for each), keeping the slots
+    of namespaces that stay and what the agent knows of them."""
+    pods = {key: pod.ips for key, pod in local.items() if placeable(pod)}
+    held = {key: [s.target for s in states[key].slots.values()] for key in pods if key in states}
+    placed = netns.place(index, pods, held)
+    moves = Moves()
+    for key, pod in local.items():
+        state = states.setdefault(key, sync_pod.PodState(key))
+        slots: dict[tuple[str, int], sync_pod.Slot] = {}
+        for placement in placed.get(key, ()):
+            ident = placement.target.ident
+            slot = state.slots.get(ident)
+            if slot is None or slot.lockdown != placement.lockdown:
+                slot = sync_pod.Slot(placement.target, placement.lockdown)
+                moves.moved.add(key)
+            elif slot.target != placement.target:
+                slot.target = placement.target  # the ruleset follows what the scan saw
+                moves.moved.add(key)
+            slots[ident] = slot
+        moves.left += [(key, s) for ident, s in state.slots.items() if slots.get(ident) is not s]
+        if slots.keys() != state.slots.keys():
+            moves.moved.add(key)
+        state.slots = slots
+        if key in pods:
+            state.target_ips = pod.ips
+    return moves
+
+
+async def place(
+    dataplane: protocol.Dataplane,
+    index: netns.Index,
+    states: MutableMapping[str, sync_pod.PodState],
+    local: Mapping[str, model.Pod],
+    flows: flows_collector.Collector | None,
+) -> Moves:
+    """`update` the placements from a scan's `index`; release what pods left (the worker's
+    contexts, the drop reader's sockets)."""
+    keys = {k: {flow_key(s, slot) for slot in s.slots.values()} for k, s in states.items()}
+    moves = update(states, local, index)
+    for _key, slot in moves.left:
+        with contextlib.suppress(protocol.DataplaneError):
+            await dataplane.call(protocol.Forget((slot.target.ino,)))
+    if flows is not None:
+        for key in moves.moved:
+            state = states[key]
+            kept = {flow_key(state, slot) for slot in state.slots.values()}
+            for gone in keys.get(key, set()) - kept:
+                flows.unwatch(gone)
+    return moves
+
+
+def flow_key(state: sync_pod.PodState, slot: sync_pod.Slot) -> str:
+    """The drop reader's key of one slot: the pod's key for its first namespace, the key and
+    the namespace's inode for any other (`<ns>/<name>@<inode>`)."""
+    first = next(iter(state.slots.values()), None)
+    return state.key if first is slot else f"{state.key}@{slot.target.ino}"
+
+
+def summary(state: sync_pod.PodState) -> tuple[str, ...]:
+    """The paths of the pod's namespaces when there is more than one, or a contested one
+    (what is reported, once per change); empty otherwise."""
+    slots = list(state.slots.values())
+    if len(slots) < 2 and not any(s.lockdown for s in slots):
+        return ()
+    return tuple(f"{s.target.path}{' (locked down)' if s.lockdown else ''}" for s in slots)
