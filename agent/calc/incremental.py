@@ -1,0 +1,268 @@
+"""Incremental calculation of the local pods' desired rulesets, in the style of a calculation
+graph: selectors are indexed to the memberships they produce, a change becomes a membership
+delta, and the delta becomes set-element additions and deletions of exactly the local pods
+that refer to the selector. Pure.
+
+Why: with broad peers (a namespaceSelector x podSelector matching thousands of pods) a remote
+pod's label flip used to recompile every affected local pod from the whole snapshot,
+canonicalising thousands of addresses to add or remove one. Here that flip costs a few
+selector tests, the pieces the pod adds or removes, and a canonicalisation of the few
+elements around its address (`agent.calc.elements`).
+
+What is incremental, and what falls back to rebuilding a local pod from the indexes (its terms
+bound again, every piece counted again; no snapshot-wide work):
+* remote pod added, deleted, relabelled, new IPs or container ports, finished: incremental;
+* namespace relabelled, created or deleted: incremental for the selectors; the pods of that
+  namespace are re-decorated (mode and node guard read its labels);
+* a local pod's own change, a policy edit (the local pods the old or new version selects),
+  a change of the agent's own Node: rebuild;
+* Services and EndpointSlices, and other Nodes: every local pod's final ruleset is derived
+  again from its maintained elements (Service translation and containment run over the
+  whole direction, as `desired` does).
+`desired.desired` stays the reference: tests/unit/calc/test_incremental.py compares every
+local pod after every step of long random event sequences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import TypeVar
+
+from agent import model
+from agent.calc import compile as calc_compile
+from agent.calc import containment, elements, membership, ruleset, terms
+from agent.calc import desired as calc_desired
+from agent.calc import index as calc_index
+from agent.calc import mode as calc_mode
+from agent.calc import services as calc_services
+
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass
+class _Local:
+    """One local pod: its binding, its elements per direction, its last result."""
+
+    pod: model.Pod
+    binding: terms.Binding
+    directions: dict[ruleset.Direction, elements.Elements]
+    result: calc_desired.Desired | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The agent settings `desired.Cluster` carries besides the snapshot."""
+
+    guard_ports: tuple[ruleset.ProtoPorts, ...] | None = None
+    pod_may_loosen_mode: bool = False
+    allow_from_widest: tuple[int, int] = containment.WIDEST_ALLOW_FROM
+    guard_exempt: tuple[str, ...] = containment.DEFAULT_NODE_GUARD_EXEMPT
+
+
+class Calculator:
+    """The desired rulesets of the pods of node `node`, updated change by change: call the
+    `set_*` methods, then `flush` for the local pods whose result changed."""
+
+    def __init__(self, node: str, settings: Settings = Settings()) -> None:
+        self.node = node
+        self.settings = settings
+        self.pods: dict[str, model.Pod] = {}
+        self.nodes: dict[str, model.Node] = {}
+        self.policies: dict[str, model.NetworkPolicy] = {}
+        self.policy_index = calc_index.PolicyIndex.build(())
+        self.services: dict[str, model.Service] = {}
+        self.slices: dict[str, model.EndpointSlice] = {}
+        self.service_index = calc_services.EMPTY
+        self.memberships = membership.Memberships()
+        self.local: dict[str, _Local] = {}
+        self.users: dict[terms.Source, dict[str, list[terms.Term]]] = {}
+        self.touched: set[str] = set()  # local pods whose result must be derived again
+        self.gone: set[str] = set()  # local pods dropped since the last flush
+
+    # -- changes -------------------------------------------------------------------------
+
+    def set_pod(self, key: str, pod: model.Pod | None) -> None:
+        """A pod was added, changed or (None) deleted."""
+        if pod is None:
+            self.pods.pop(key, None)
+        else:
+            self.pods[key] = pod
+        self._apply(self.memberships.set_pod(key, pod))
+        if pod is not None and pod.node_name == self.node and not pod.host_network:
+            self._rebuild(key)
+        elif key in self.local:
+            self._drop(key)
+
+    def set_namespace(self, name: str, namespace: model.Namespace | None) -> None:
+        """A namespace was added, relabelled or (None) deleted."""
+        self._apply(self.memberships.set_namespace(name, namespace))
+        self.touched.update(k for k, s in self.local.items() if s.pod.namespace == name)
+
+    def set_policy(self, key: str, policy: model.NetworkPolicy | None) -> None:
+        """A NetworkPolicy was added, edited or (None) deleted: rebuild the local pods the old
+        or the new version selects."""
+        old = self.policies.pop(key, None)
+        if policy is not None:
+            self.policies[key] = policy
+        self.policy_index = calc_index.PolicyIndex.build(self.policies.values())
+        for local_key, state in list(self.local.items()):
+            versions = (v for v in (old, policy) if v is not None)
+            if any(calc_compile.selects(v, state.pod) for v in versions):
+                self._rebuild(local_key)
+
+    def set_node(self, name: str, node: model.Node | None) -> None:
+        """A Node changed: its addresses feed the node guard of every local pod, and the agent's
+        own Node's addresses are admitted on ingress."""
+        if node is None:
+            self.nodes.pop(name, None)
+        else:
+            self.nodes[name] = node
+        if name == self.node:
+            for key in list(self.local):
+                self._rebuild(key)
+        self.touched.update(self.local)
+
+    def set_service(self, key: str, service: model.Service | None) -> None:
+        """A Service changed: every local pod's egress translation is derived again."""
+        _put(self.services, key, service)
+        self._services_changed()
+
+    def set_slice(self, key: str, piece: model.EndpointSlice | None) -> None:
+        """An EndpointSlice changed: as `set_service`."""
+        _put(self.slices, key, piece)
+        self._services_changed()
+
+    def _services_changed(self) -> None:
+        self.service_index = calc_services.build_index(self.services.values(), self.slices.values())
+        self.touched.update(self.local)
+
+    # -- results -------------------------------------------------------------------------
+
+    def flush(self) -> dict[str, calc_desired.Desired | None]:
+        """The local pods whose desired state changed since the last flush (None: no longer a
+        local pod), with their new result."""
+        out: dict[str, calc_desired.Desired | None] = {key: None for key in self.gone}
+        for key in self.touched:
+            state = self.local.get(key)
+            if state is None:
+                continue
+            for direction in state.directions.values():
+                direction.settle()
+            result = self._derive(state)
+            if result != state.result:
+                state.result = result
+                out[key] = result
+        self.touched.clear()
+        self.gone.clear()
+        return out
+
+    def desired(self, key: str) -> calc_desired.Desired:
+        """The current result of local pod `key` (after `flush`)."""
+        result = self.local[key].result
+        if result is None:
+            raise KeyError(key)
+        return result
+
+    def _derive(self, state: _Local) -> calc_desired.Desired:
+        """The final result from the maintained elements: as `desired.desired` does after
+        compiling, Service translation, mode and containment."""
+        pod, binding, settings = state.pod, state.binding, self.settings
+        built: dict[ruleset.Direction, ruleset.DirectionRuleset] = {}
+        for direction, kept in state.directions.items():
+            if not binding.isolated[direction]:
+                built[direction] = ruleset.DirectionRuleset()
+                continue
+            built[direction] = ruleset.DirectionRuleset(
+                isolated=True,
+                any_port_peers=kept.any_port,
+                port_peers=kept.port_peers,
+                policies=binding.policies[direction],
+            )
+        egress = calc_services.translate(
+            built[ruleset.Direction.EGRESS], self.service_index, pod.node_name
+        )
+        namespaces = self.memberships.namespaces
+        mode = calc_mode.resolve(pod, namespaces, settings.pod_may_loosen_mode)
+        compiled = ruleset.PodRuleset(
+            namespace=pod.namespace,
+            pod=pod.name,
+            ingress=built[ruleset.Direction.INGRESS],
+            egress=egress,
+            mode=mode.mode,
+        )
+        contained = containment.contain(
+            compiled,
+            pod,
+            namespaces.get(pod.namespace),
+            self.nodes.values(),
+            settings.guard_ports,
+            settings.allow_from_widest,
+            settings.guard_exempt,
+        )
+        return calc_desired.Desired(contained.ruleset, contained.errors, mode.invalid, mode.refused)
+
+    # -- the graph -----------------------------------------------------------------------
+
+    def _apply(self, deltas: Iterable[membership.Delta]) -> None:
+        """Turn membership deltas into counted pieces of the local pods that use the source."""
+        for source, was, now in deltas:
+            for local_key, used in self.users.get(source, {}).items():
+                directions = self.local[local_key].directions
+                for term in used:
+                    kept = directions[term.direction]
+                    if was is not None:
+                        for addrs, item in terms.pieces(term, was):
+                            kept.add(addrs, item, -1)
+                    if now is not None:
+                        for addrs, item in terms.pieces(term, now):
+                            kept.add(addrs, item, 1)
+                self.touched.add(local_key)
+
+    def _rebuild(self, key: str) -> None:
+        """Bind local pod `key` again and count all its pieces afresh (the fallback)."""
+        self._drop(key)
+        self.gone.discard(key)
+        pod = self.pods[key]
+        node = self.nodes.get(pod.node_name or "")
+        selecting = calc_compile.policies_selecting(pod, self.policy_index.candidates(pod))
+        binding = terms.bind(pod, selecting, node.addresses if node is not None else ())
+        directions = {d: elements.Elements() for d in ruleset.Direction}
+        self.local[key] = _Local(pod, binding, directions)
+        for term in binding.terms:
+            kept = directions[term.direction]
+            if term.source is None:
+                for addrs, item in terms.pieces(term, None):
+                    kept.add(addrs, item, 1)
+                continue
+            self.users.setdefault(term.source, {}).setdefault(key, []).append(term)
+            for member in self.memberships.use(term.source).values():
+                for addrs, item in terms.pieces(term, member):
+                    kept.add(addrs, item, 1)
+        for kept in directions.values():
+            kept.dirty.clear()
+            kept.mark_all()
+        self.touched.add(key)
+
+    def _drop(self, key: str) -> None:
+        state = self.local.pop(key, None)
+        if state is None:
+            return
+        for term in state.binding.terms:
+            if term.source is None:
+                continue
+            used = self.users.get(term.source)
+            if used is not None:
+                used.pop(key, None)
+                if not used:
+                    del self.users[term.source]
+            self.memberships.release(term.source)
+        self.gone.add(key)
+        self.touched.discard(key)
+
+
+def _put(into: dict[str, _T], key: str, value: _T | None) -> None:
+    if value is None:
+        into.pop(key, None)
+    else:
+        into[key] = value
