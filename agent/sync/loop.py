@@ -373,7 +373,6 @@ class Reconciler:
             # A replaced table starts its counters at zero; a patch keeps them counting.
             self.flows.watch(plan.pod, plan.target, rs, plan.mode is sync_pod.Mode.REPLACE)
 
-    # -- failures ---------------------------------------------------------------------------
     def _pod_failed(
         self, state: sync_pod.PodState, bound: structlog.typing.FilteringBoundLogger, exc: Exception
     ) -> None:
@@ -381,7 +380,6 @@ class Reconciler:
         if failures.record(state, bound, exc) and self.flows is not None:
             self.flows.unwatch(state.key)
 
-    # -- leftovers --------------------------------------------------------------------------
     async def _sweep(self) -> None:
         """Delete podseg tables left in namespaces of pods that are gone (agent.sync.sweep)."""
         tracked = {s.target.ino for s in self.pods.values() if s.target is not None}
