@@ -1,0 +1,229 @@
+"""Benchmark: the calculation cost of one remote pod change with broad peers, full recompile
+against the incremental calculator (`agent.calc.incremental`), in the same run.
+
+No root, no kernel. The "broad peers" fixture of issue 15: the 110 local pods, 10,000 remote
+pods in 100 namespaces and 1,000 policies of `time_to_enforce.py`, except that each policy's
+peer is a namespaceSelector (3 of the 10 teams) x podSelector (`role NotIn [one role]`), so
+each peer matches about 2,900 pods and each local pod's set holds thousands of elements.
+Events: a remote pod's label flip (its role moves by one, so it leaves or joins the peers of
+the few policies whose role window starts or ends there) and, reported apart, a new remote
+pod getting its IP (it joins most policies' peers, so most local pods change).
+  full        : what the reconciler does per event today: affected.affected, update_index,
+                then desired.desired for every affected local pod (from the snapshot);
+  incremental : Calculator.set_pod + flush (membership delta -> element patches).
+Both see the same events; after each event the incremental result of every local pod the
+full path recompiled must equal it (checked, counted as `mismatches`).
+Prints medians and p99 per event for both, the same-run ratio, then the target (per flip:
+p50 <= 5 ms and p99 <= 100 ms of calculation) for each as MET / NOT MET, then `RESULT {json}`.
+The calculator's own build (a cold start's share) is printed too.
+Usage:
+  .venv/bin/python scripts/bench/incremental_calc.py [--rounds 40] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import benchlib
+import time_to_enforce as tte
+
+from agent import store
+from agent.calc import affected, incremental
+from agent.calc import compile as calc_compile
+from agent.calc import desired as calc_desired
+from agent.calc import services as calc_services
+from agent.k8s import watch
+
+NODE = "node-1"
+APPS = 11
+TEAMS = 10
+ROLE_WINDOW = 40  # of the 50 roles a policy's podSelector admits
+P50_GOAL_MS, P99_GOAL_MS = 5.0, 100.0
+
+
+def broad_policy(i: int) -> dict[str, Any]:
+    """Policy i: local pods of app svc-<i % 11> in app-<i % 10> accept, on one TCP port, the
+    pods of three teams' namespaces (3,000) with one of 40 of the 50 roles (about 2,400)."""
+    teams = [f"t{(i + d) % TEAMS}" for d in range(3)]
+    roles = [f"r{(i + d) % tte.ROLES}" for d in range(ROLE_WINDOW)]
+    peer = {
+        "namespaceSelector": {
+            "matchExpressions": [{"key": "team", "operator": "In", "values": teams}]
+        },
+        "podSelector": {"matchExpressions": [{"key": "role", "operator": "In", "values": roles}]},
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"namespace": f"app-{i % 10}", "name": f"np{i}"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": f"svc-{i % APPS}"}},
+            "ingress": [
+                {"from": [peer], "ports": [{"port": tte.PORT_BASE + i % 50, "protocol": "TCP"}]}
+            ],
+        },
+    }
+
+
+def build(args: argparse.Namespace) -> store.Store:
+    objs = [
+        *(tte.app_namespace(a) for a in range(10)),
+        *(tte.remote_namespace(n) for n in range(tte.REMOTE_NAMESPACES)),
+        *(tte.remote_pod(j) for j in range(args.remote_pods)),
+        *(broad_policy(i) for i in range(args.policies)),
+        *(
+            tte.local_pod(k, f"198.18.{k // 200}.{k % 200 + 2}", APPS, NODE)
+            for k in range(args.local_pods)
+        ),
+    ]
+    by_kind = {"Namespace": "namespaces", "Pod": "pods", "NetworkPolicy": "networkpolicies"}
+    st = store.Store()
+    for kind in store.KINDS:
+        items = [o for o in objs if by_kind.get(o["kind"]) == kind]
+        st.apply(watch.Relist(kind, items, "1", time.monotonic()), store.Change())
+    return st
+
+
+class Run:
+    """The full path's state (as the reconciler keeps it) and the calculator, side by side."""
+
+    def __init__(self, st: store.Store) -> None:
+        self.store = st
+        self.local = {k: p for k, p in st.pods.items() if p.node_name == NODE}
+        self.index = calc_compile.build_index(st.namespaces, st.pods.values())
+        self.calc = incremental.Calculator(NODE)
+        for name, ns in st.namespaces.items():
+            self.calc.set_namespace(name, ns)
+        for key, policy in st.policies.items():
+            self.calc.set_policy(key, policy)
+        for key, pod in st.pods.items():
+            self.calc.set_pod(key, pod)
+        self.calc.flush()
+        self.times: dict[str, dict[str, list[float]]] = {}
+        self.affected: dict[str, list[int]] = {}
+        self.mismatches = 0
+
+    def full(self, change: store.Change) -> dict[str, calc_desired.Desired]:
+        changes = self.store.affected_changes(change)
+        targets = affected.affected(
+            self.local,
+            self.store.policies.values(),
+            self.store.namespaces,
+            changes,
+            policies_for=self.store.policies_for,
+        )
+        self.index = calc_compile.update_index(
+            self.index, self.store.namespaces, self.store.pods, change.pods
+        )
+        cluster = calc_desired.Cluster(
+            namespaces=self.store.namespaces,
+            nodes=self.store.nodes,
+            policies=self.store.policy_index(),
+            peers=self.index,
+            services=calc_services.EMPTY,
+        )
+        chosen = sorted(self.local) if targets is None else sorted(targets & set(self.local))
+        return {key: calc_desired.desired(self.local[key], cluster) for key in chosen}
+
+    def event(self, kind: str, obj: dict[str, Any]) -> None:
+        change = store.Change()
+        self.store.apply(watch.WatchEvent("pods", "MODIFIED", obj, time.monotonic()), change)
+        times = self.times.setdefault(kind, {"full": [], "incremental": []})
+        started = time.perf_counter()
+        full = self.full(change)
+        times["full"].append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        for key in change.pods:
+            self.calc.set_pod(key, self.store.pods.get(key))
+        patched = self.calc.flush()
+        times["incremental"].append((time.perf_counter() - started) * 1000)
+        self.affected.setdefault(kind, []).append(len(patched))
+        self.mismatches += sum(1 for k, d in full.items() if self.calc.desired(k) != d)
+
+
+def flip(r: int, remote_pods: int) -> dict[str, Any]:
+    """Round r's label flip: a remote pod's role moves to the next one (it leaves the peers
+    of the policies whose role window ends at its old role, joins those starting at its new)."""
+    j = (100 * r + r % 10) % remote_pods
+    return tte.remote_pod(j, j // 100 + 1)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    benchlib.common_args(parser)
+    tte.add_size_args(parser)
+    parser.add_argument("--rounds", type=int, default=40, help="label flips")
+    parser.add_argument(
+        "--new-pods", type=int, default=5, help="new remote pods (each joins most peers)"
+    )
+    args = parser.parse_args()
+    tte.apply_quick_size(args)
+    if args.quick:
+        args.rounds, args.new_pods = 5, 2
+    return args
+
+
+def ms(values: list[float]) -> str:
+    s = benchlib.summary(values)
+    return f"median {s['median']:.3f} ms, p99 {s['p99']:.3f} ms (n={s['n']})"
+
+
+def main() -> int:
+    args = parse_args()
+    started = time.perf_counter()
+    st = build(args)
+    built = time.perf_counter()
+    run = Run(st)
+    sizes = [len(run.calc.desired(k).ruleset.ingress.port_peers) for k in run.local]
+    print(
+        f"broad peers: {args.local_pods} local pods, {args.remote_pods} remote pods, "
+        f"{args.policies} policies; ingress elements per local pod: median "
+        f"{statistics.median(sizes):g}, max {max(sizes)} (store built in "
+        f"{built - started:.1f} s; calculator and peer index in "
+        f"{time.perf_counter() - built:.1f} s)"
+    )
+    for r in range(args.rounds):
+        run.event("pod_labels", flip(r, args.remote_pods))
+    for r in range(args.new_pods):
+        run.event("pod_ip", tte.remote_pod(args.remote_pods + r, role=r))
+    flips = run.times["pod_labels"]["full"]
+    fast = run.times["pod_labels"]["incremental"]
+    for kind, times in run.times.items():
+        print(f"  {kind:10s} local pods changed (median) {statistics.median(run.affected[kind]):g}")
+        print(f"    full        {ms(times['full'])}")
+        print(f"    incremental {ms(times['incremental'])}")
+    full_s, fast_s = benchlib.summary(flips), benchlib.summary(fast)
+    ratio = full_s["median"] / max(1e-9, fast_s["median"])
+    print(
+        f"  same run, label flips: full / incremental (median) = {ratio:.1f}x; "
+        f"mismatches {run.mismatches}"
+    )
+    targets = [
+        benchlib.target(
+            f"flip-calc-{name}",
+            f"p50 {s['median']:.2f} ms, p99 {s['p99']:.2f} ms",
+            s["median"] <= P50_GOAL_MS and s["p99"] <= P99_GOAL_MS,
+            f"{name}: calculation per label flip p50 <= {P50_GOAL_MS} ms, p99 <= {P99_GOAL_MS} ms",
+        )
+        for name, s in (("full", full_s), ("incremental", fast_s))
+    ]
+    benchlib.result(
+        "incremental_calc",
+        args,
+        events={
+            kind: {k: benchlib.summary(v) for k, v in t.items()} for kind, t in run.times.items()
+        },
+        full=full_s,
+        incremental=fast_s,
+        same_run_ratios={"full_over_incremental": ratio},
+        mismatches=run.mismatches,
+        targets=targets,
+    )
+    return 0 if run.mismatches == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
