@@ -26,7 +26,7 @@ local pod after every step of long random event sequences.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 from agent import model
@@ -80,6 +80,42 @@ class Calculator:
         self.touched: set[str] = set()  # local pods whose result must be derived again
         self.gone: set[str] = set()  # local pods dropped since the last flush
 
+    @classmethod
+    def of(
+        cls,
+        node: str,
+        settings: Settings = Settings(),
+        *,
+        pods: Mapping[str, model.Pod],
+        namespaces: Mapping[str, model.Namespace],
+        policies: Mapping[str, model.NetworkPolicy] = {},
+        nodes: Mapping[str, model.Node] = {},
+        services: Mapping[str, model.Service] = {},
+        slices: Mapping[str, model.EndpointSlice] = {},
+    ) -> Calculator:
+        """A calculator of a whole snapshot (a start or a relist), flushed: the same as one
+        `set_*` per object, without re-indexing the policies and re-deriving the pods after
+        each."""
+        calc = cls(node, settings)
+        calc.pods, calc.nodes = dict(pods), dict(nodes)
+        calc.policies, calc.services, calc.slices = dict(policies), dict(services), dict(slices)
+        calc.policy_index = calc_index.PolicyIndex.build(calc.policies.values())
+        calc.service_index = calc_services.build_index(services.values(), slices.values())
+        for name, namespace in namespaces.items():
+            calc.memberships.set_namespace(name, namespace)
+        for key, pod in pods.items():
+            calc.memberships.set_pod(key, pod)  # no selector in use yet: no delta
+        for key, pod in pods.items():
+            if calc.is_local(pod):
+                calc._rebuild(key)
+        calc.flush()
+        return calc
+
+    def is_local(self, pod: model.Pod) -> bool:
+        """Whether the calculator computes `pod`'s ruleset (it runs on the node, not in the
+        host's network)."""
+        return pod.node_name == self.node and not pod.host_network
+
     # -- changes -------------------------------------------------------------------------
 
     def set_pod(self, key: str, pod: model.Pod | None) -> None:
@@ -89,7 +125,7 @@ class Calculator:
         else:
             self.pods[key] = pod
         self._apply(self.memberships.set_pod(key, pod))
-        if pod is not None and pod.node_name == self.node and not pod.host_network:
+        if pod is not None and self.is_local(pod):
             self._rebuild(key)
         elif key in self.local:
             self._drop(key)
@@ -147,8 +183,9 @@ class Calculator:
             state = self.local.get(key)
             if state is None:
                 continue
-            for direction in state.directions.values():
-                direction.settle()
+            for direction, kept in state.directions.items():
+                if kept.dirty:
+                    kept.settle(self._pieces(state, direction))
             result = self._derive(state)
             if result != state.result:
                 state.result = result
@@ -205,22 +242,48 @@ class Calculator:
     # -- the graph -----------------------------------------------------------------------
 
     def _apply(self, deltas: Iterable[membership.Delta]) -> None:
-        """Turn membership deltas into counted pieces of the local pods that use the source."""
+        """Mark, in the local pods that use the source, the addresses a delta moved."""
         for source, was, now in deltas:
             for local_key, used in self.users.get(source, {}).items():
                 directions = self.local[local_key].directions
                 for term in used:
                     kept = directions[term.direction]
-                    if was is not None:
-                        for addrs, item in terms.pieces(term, was):
-                            kept.add(addrs, item, -1)
-                    if now is not None:
-                        for addrs, item in terms.pieces(term, now):
-                            kept.add(addrs, item, 1)
+                    for peer in (was, now):
+                        if peer is not None:
+                            for a in peer.addrs:
+                                kept.mark(a.family, a.first, a.last)
                 self.touched.add(local_key)
 
+    def _pieces(self, state: _Local, direction: ruleset.Direction) -> elements.Pieces:
+        """What `elements.Elements.settle` asks for: the pieces of one direction of a local pod
+        near a stretch of addresses, from its terms and the current memberships."""
+        fixed = [t for t in state.binding.terms if t.direction is direction and t.source is None]
+        uses: dict[terms.Source, list[terms.Term]] = {}
+        for term in state.binding.terms:
+            if term.direction is direction and term.source is not None:
+                uses.setdefault(term.source, []).append(term)
+        members = self.memberships.members
+
+        def within(family: int, low: int, high: int) -> list[elements.Piece]:
+            out = [piece for term in fixed for piece in terms.pieces(term, None)]
+            total = sum(len(members[source]) for source in uses)
+            if uses and self.memberships.count_within(family, low, high) < total:
+                for peer in self.memberships.within(family, low, high):
+                    for source, used in uses.items():
+                        if peer.pod.key in members[source]:
+                            for term in used:
+                                out.extend(terms.pieces(term, peer))
+                return out
+            for source, used in uses.items():
+                for peer in members[source].values():
+                    for term in used:
+                        out.extend(terms.pieces(term, peer))
+            return out
+
+        return within
+
     def _rebuild(self, key: str) -> None:
-        """Bind local pod `key` again and count all its pieces afresh (the fallback)."""
+        """Bind local pod `key` again and recompute all its elements (the fallback)."""
         self._drop(key)
         self.gone.discard(key)
         pod = self.pods[key]
@@ -230,17 +293,10 @@ class Calculator:
         directions = {d: elements.Elements() for d in ruleset.Direction}
         self.local[key] = _Local(pod, binding, directions)
         for term in binding.terms:
-            kept = directions[term.direction]
-            if term.source is None:
-                for addrs, item in terms.pieces(term, None):
-                    kept.add(addrs, item, 1)
-                continue
-            self.users.setdefault(term.source, {}).setdefault(key, []).append(term)
-            for member in self.memberships.use(term.source).values():
-                for addrs, item in terms.pieces(term, member):
-                    kept.add(addrs, item, 1)
+            if term.source is not None:
+                self.users.setdefault(term.source, {}).setdefault(key, []).append(term)
+                self.memberships.use(term.source)
         for kept in directions.values():
-            kept.dirty.clear()
             kept.mark_all()
         self.touched.add(key)
 

@@ -5,13 +5,16 @@ Why: the incremental calculator needs, for a changed pod or namespace, the membe
 of every selector local pods refer to ("pod X left S, joined T") rather than a fresh
 resolution of every selector. Only selectors some local pod refers to are kept (reference
 counted); a new one is resolved once from the pods of the namespaces it can reach.
-Semantics are those of `agent.calc.compile`: peers are `compile.is_peer_candidate` pods, and a
-namespaceSelector sees the implicit `kubernetes.io/metadata.name` label.
+Peer pods are also indexed by address, so the pods behind a stretch of addresses are found
+without scanning every member. Semantics are those of `agent.calc.compile`: peers are
+`compile.is_peer_candidate` pods, and a namespaceSelector sees the implicit
+`kubernetes.io/metadata.name` label.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import bisect
+from collections.abc import Iterable, Iterator, Mapping
 
 from agent import model, selectors
 from agent.calc import compile as calc_compile
@@ -28,10 +31,13 @@ class Memberships:
     def __init__(self) -> None:
         self.namespaces: dict[str, model.Namespace] = {}
         self.by_namespace: dict[str, dict[str, PeerPod]] = {}
+        self.peers: dict[str, PeerPod] = {}
+        self.points: list[tuple[int, int, str]] = []  # sorted (family, address, pod key)
+        self.wide: dict[str, PeerPod] = {}  # peers holding an address range (rare)
         self.members: dict[terms.Source, dict[str, PeerPod]] = {}
         self.users: dict[terms.Source, int] = {}
         self.by_pod_namespace: dict[str, set[terms.Source]] = {}  # `pods` sources
-        self.wide: set[terms.Source] = set()  # `namespaces` and `all` sources
+        self.broad: set[terms.Source] = set()  # `namespaces` and `all` sources
         self._labels: dict[str, dict[str, str]] = {}
 
     def labels(self, namespace: str) -> Mapping[str, str]:
@@ -68,7 +74,7 @@ class Memberships:
                 self.by_pod_namespace.setdefault(source.namespace, set()).add(source)
             else:
                 scope = list(self.by_namespace)
-                self.wide.add(source)
+                self.broad.add(source)
             members = self.members[source] = {
                 key: peer
                 for namespace in scope
@@ -84,7 +90,7 @@ class Memberships:
             self.users[source] = left
             return
         del self.users[source], self.members[source]
-        self.wide.discard(source)
+        self.broad.discard(source)
         same = self.by_pod_namespace.get(source.namespace)
         if same is not None:
             same.discard(source)
@@ -95,20 +101,23 @@ class Memberships:
         peer = calc_compile.peer_pod(pod) if pod is not None else None
         pods = self.by_namespace.setdefault(namespace, {})
         old = pods.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
         if peer is not None:
             pods[key] = peer
+            self._index(key, peer)
         elif not pods:
             del self.by_namespace[namespace]
         if old is None and peer is None:
             return []
         out: list[Delta] = []
-        for source in (*self.by_pod_namespace.get(namespace, ()), *self.wide):
+        for source in (*self.by_pod_namespace.get(namespace, ()), *self.broad):
             members = self.members[source]
             was = members.pop(key, None)
             now = peer if peer is not None and self.holds(source, peer) else None
             if now is not None:
                 members[key] = now
-            if was is not None or now is not None:
+            if (was is None) != (now is None) or (was is not None and _moved(was, now)):
                 out.append((source, was, now))
         return out
 
@@ -123,7 +132,7 @@ class Memberships:
 
     def _recheck(self, name: str) -> Iterator[Delta]:
         pods = self.by_namespace.get(name, {})
-        for source in self.wide:
+        for source in self.broad:
             if source.kind != "namespaces":
                 continue
             members = self.members[source]
@@ -134,3 +143,42 @@ class Memberships:
                     members[key] = now
                 if (was is None) != (now is None):
                     yield source, was, now
+
+    def _index(self, key: str, peer: PeerPod) -> None:
+        self.peers[key] = peer
+        for a in peer.addrs:
+            if a.first == a.last:
+                bisect.insort(self.points, (a.family, a.first, key))
+            else:
+                self.wide[key] = peer
+
+    def _unindex(self, key: str, peer: PeerPod) -> None:
+        del self.peers[key]
+        self.wide.pop(key, None)
+        for a in peer.addrs:
+            if a.first == a.last:
+                del self.points[bisect.bisect_left(self.points, (a.family, a.first, key))]
+
+    def within(self, family: int, low: int, high: int) -> Iterable[PeerPod]:
+        """The peer pods with an address in [low, high] of `family` (a pod may come twice)."""
+        start = bisect.bisect_left(self.points, (family, low, ""))
+        end = bisect.bisect_left(self.points, (family, high + 1, ""))
+        peers = self.peers
+        out = [peers[key] for _, _, key in self.points[start:end]]
+        for peer in self.wide.values():
+            if any(a.family == family and a.first <= high and a.last >= low for a in peer.addrs):
+                out.append(peer)
+        return out
+
+    def count_within(self, family: int, low: int, high: int) -> int:
+        """How many single addresses of peer pods lie in [low, high] (wide ones not counted)."""
+        start = bisect.bisect_left(self.points, (family, low, ""))
+        return bisect.bisect_left(self.points, (family, high + 1, "")) - start
+
+
+def _moved(was: PeerPod, now: PeerPod | None) -> bool:
+    """Whether a member that stays gives other pieces: its addresses or container ports (egress
+    named ports resolve on them) changed."""
+    return (
+        now is None or was.addrs != now.addrs or was.pod.container_ports != now.pod.container_ports
+    )

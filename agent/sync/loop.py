@@ -26,8 +26,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from agent import config, heap, metrics, model, store
-from agent.calc import containment
-from agent.calc import desired as calc_desired
+from agent.calc import containment, incremental
 from agent.dataplane import backends, netns, protocol
 from agent.flows import collector as flows_collector
 from agent.k8s import watch
@@ -216,7 +215,7 @@ class Reconciler:
         """Plan every pod that needs it (pure), handing the kernel work to the dataplane in
         chunks while the rest is planned; wait for all of it."""
         index: netns.Index | None = None
-        cluster: calc_desired.Cluster | None = None  # built once, only if a pod compiles
+        calc: incremental.Calculator | None = None  # brought up to date once, if a pod plans
         targets = self.indexes.affected(local, change)
         run.recompiled = len(targets) if targets is not None else len(local)
         now = time.monotonic()
@@ -234,8 +233,8 @@ class Reconciler:
                         index = index or await self._scan()
                         if not self._locate(pod, state, index, bound):
                             continue
-                    cluster = cluster or self.indexes.cluster()
-                    run.plans.append(self._plan(pod, state, cluster, bound, run.verify))
+                    calc = calc or self.indexes.calculator()
+                    run.plans.append(self._plan(pod, state, calc, bound, run.verify))
                 except Exception as exc:  # one pod's surprise must not stop the others
                     self._pod_failed(state, bound, exc)
                 if len(run.plans) - handed >= PIPELINE_CHUNK:
@@ -297,13 +296,13 @@ class Reconciler:
         self,
         pod: model.Pod,
         state: sync_pod.PodState,
-        cluster: calc_desired.Cluster,
+        calc: incremental.Calculator,
         bound: structlog.typing.FilteringBoundLogger,
         verify: bool,
     ) -> sync_pod.Plan:
-        """The pod's desired ruleset, rendered (pure); the kernel work comes later."""
+        """The pod's desired ruleset (from calc.incremental), rendered; kernel work later."""
         assert state.target is not None
-        wanted = calc_desired.desired(pod, cluster)
+        wanted = calc.desired(pod.key)
         self.reporter.containment_errors(
             pod, state.containment_errors, wanted.containment_errors, bound
         )
