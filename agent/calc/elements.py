@@ -76,8 +76,15 @@ class Elements:
         """Bring the canonical tuples up to date from `pieces`; whether they changed."""
         before = (self.any_port, self.port_peers)
         for family, (low, high) in sorted(self.dirty.items()):
-            any_low, any_high = self._settle_any(pieces, family, low, high)
-            self._settle_ports(pieces, family, any_low, any_high)
+            source = pieces
+            if low == 0 and high == _FAMILY_TOP[family]:  # a fresh build: list them once
+                listed = list(pieces(family, low, high))
+
+                def source(*_: int, listed: list[Piece] = listed) -> list[Piece]:
+                    return listed
+
+            any_low, any_high = self._settle_any(source, family, low, high)
+            self._settle_ports(source, family, any_low, any_high)
         self.dirty.clear()
         return (self.any_port, self.port_peers) != before
 

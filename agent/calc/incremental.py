@@ -79,6 +79,7 @@ class Calculator:
         self.users: dict[terms.Source, dict[str, list[terms.Term]]] = {}
         self.touched: set[str] = set()  # local pods whose result must be derived again
         self.gone: set[str] = set()  # local pods dropped since the last flush
+        self.changed: set[str] = set()  # local pods whose result changed since the last flush
 
     @classmethod
     def of(
@@ -93,9 +94,9 @@ class Calculator:
         services: Mapping[str, model.Service] = {},
         slices: Mapping[str, model.EndpointSlice] = {},
     ) -> Calculator:
-        """A calculator of a whole snapshot (a start or a relist), flushed: the same as one
-        `set_*` per object, without re-indexing the policies and re-deriving the pods after
-        each."""
+        """A calculator of a whole snapshot (a start or a relist): the same as one `set_*`
+        per object, without re-indexing the policies after each; every local pod's result is
+        derived when first asked for (`desired`) or flushed."""
         calc = cls(node, settings)
         calc.pods, calc.nodes = dict(pods), dict(nodes)
         calc.policies, calc.services, calc.slices = dict(policies), dict(services), dict(slices)
@@ -108,7 +109,7 @@ class Calculator:
         for key, pod in pods.items():
             if calc.is_local(pod):
                 calc._rebuild(key)
-        calc.flush()
+        calc.forget_changes()  # each pod's result is derived when first asked for
         return calc
 
     def is_local(self, pod: model.Pod) -> bool:
@@ -178,28 +179,43 @@ class Calculator:
     def flush(self) -> dict[str, calc_desired.Desired | None]:
         """The local pods whose desired state changed since the last flush (None: no longer a
         local pod), with their new result."""
+        for key in list(self.touched):
+            self._update(key)
         out: dict[str, calc_desired.Desired | None] = {key: None for key in self.gone}
-        for key in self.touched:
-            state = self.local.get(key)
-            if state is None:
-                continue
-            for direction, kept in state.directions.items():
-                if kept.dirty:
-                    kept.settle(self._pieces(state, direction))
-            result = self._derive(state)
-            if result != state.result:
-                state.result = result
-                out[key] = result
-        self.touched.clear()
+        for key in self.changed:
+            out[key] = self.local[key].result
         self.gone.clear()
+        self.changed.clear()
         return out
 
+    def forget_changes(self) -> None:
+        """Drop what `flush` would report (for a caller that asks `desired` pod by pod)."""
+        self.gone.clear()
+        self.changed.clear()
+
     def desired(self, key: str) -> calc_desired.Desired:
-        """The current result of local pod `key` (after `flush`)."""
+        """The current result of local pod `key`, brought up to date on demand (a caller may
+        ask pod by pod instead of flushing all of them first)."""
+        if key in self.touched:
+            self._update(key)
         result = self.local[key].result
         if result is None:
             raise KeyError(key)
         return result
+
+    def _update(self, key: str) -> None:
+        """Redo the marked stretches of a touched local pod and derive its result again."""
+        self.touched.discard(key)
+        state = self.local.get(key)
+        if state is None:
+            return
+        for direction, kept in state.directions.items():
+            if kept.dirty:
+                kept.settle(self._pieces(state, direction))
+        result = self._derive(state)
+        if result != state.result:
+            state.result = result
+            self.changed.add(key)
 
     def _derive(self, state: _Local) -> calc_desired.Desired:
         """The final result from the maintained elements: as `desired.desired` does after
@@ -262,22 +278,29 @@ class Calculator:
         for term in state.binding.terms:
             if term.direction is direction and term.source is not None:
                 uses.setdefault(term.source, []).append(term)
-        members = self.memberships.members
+        memberships = self.memberships
+        # Each source's members, looked up once (hashing a Source hashes its selectors).
+        sets = [(source, memberships.members[source], used) for source, used in uses.items()]
 
         def within(family: int, low: int, high: int) -> list[elements.Piece]:
             out = [piece for term in fixed for piece in terms.pieces(term, None)]
-            total = sum(len(members[source]) for source in uses)
-            if uses and self.memberships.count_within(family, low, high) < total:
-                for peer in self.memberships.within(family, low, high):
-                    for source, used in uses.items():
-                        if peer.pod.key in members[source]:
+            total = sum(len(members) for _, members, _ in sets)
+            if memberships.count_within(family, low, high) * len(sets) < total:
+                for peer in memberships.within(family, low, high):  # few pods there
+                    for _, members, used in sets:
+                        if peer.pod.key in members:
                             for term in used:
                                 out.extend(terms.pieces(term, peer))
                 return out
-            for source, used in uses.items():
-                for peer in members[source].values():
-                    for term in used:
-                        out.extend(terms.pieces(term, peer))
+            for source, members, used in sets:  # most members: their merged addresses
+                for term in used:
+                    plain, named = terms.split(term)
+                    if plain:
+                        merged = memberships.merged(source)
+                        out.extend((a, item) for a in merged for item in plain)
+                    if named is not None:
+                        for peer in members.values():
+                            out.extend(terms.pieces(named, peer))
             return out
 
         return within
@@ -315,6 +338,7 @@ class Calculator:
             self.memberships.release(term.source)
         self.gone.add(key)
         self.touched.discard(key)
+        self.changed.discard(key)
 
 
 def _put(into: dict[str, _T], key: str, value: _T | None) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from agent import model, selectors
 from agent.calc import compile as calc_compile
-from agent.calc import terms
+from agent.calc import intervals, ruleset, terms
 
 PeerPod = calc_compile.PeerPod
 # One membership change: (source, the member before or None, the member after or None).
@@ -39,6 +39,7 @@ class Memberships:
         self.by_pod_namespace: dict[str, set[terms.Source]] = {}  # `pods` sources
         self.broad: set[terms.Source] = set()  # `namespaces` and `all` sources
         self._labels: dict[str, dict[str, str]] = {}
+        self._merged: dict[terms.Source, tuple[ruleset.AddrRange, ...]] = {}
 
     def labels(self, namespace: str) -> Mapping[str, str]:
         found = self._labels.get(namespace)
@@ -75,6 +76,9 @@ class Memberships:
             else:
                 scope = list(self.by_namespace)
                 self.broad.add(source)
+            if source.namespace_selector is not None:  # one namespace test, not one per pod
+                selector = source.namespace_selector
+                scope = [ns for ns in scope if selectors.matches(selector, self.labels(ns))]
             members = self.members[source] = {
                 key: peer
                 for namespace in scope
@@ -83,6 +87,16 @@ class Memberships:
             }
         return members
 
+    def merged(self, source: terms.Source) -> tuple[ruleset.AddrRange, ...]:
+        """The addresses of every member of `source`, canonical (kept until it changes):
+        neighbouring pod addresses merge, so a fresh build handles ranges, not pods."""
+        found = self._merged.get(source)
+        if found is None:
+            members = self.members[source].values()
+            found = intervals.merge_addrs(a for peer in members for a in peer.addrs)
+            self._merged[source] = found
+        return found
+
     def release(self, source: terms.Source) -> None:
         """Stop following `source` once nothing uses it."""
         left = self.users[source] - 1
@@ -90,6 +104,7 @@ class Memberships:
             self.users[source] = left
             return
         del self.users[source], self.members[source]
+        self._merged.pop(source, None)
         self.broad.discard(source)
         same = self.by_pod_namespace.get(source.namespace)
         if same is not None:
@@ -119,6 +134,7 @@ class Memberships:
                 members[key] = now
             if (was is None) != (now is None) or (was is not None and _moved(was, now)):
                 out.append((source, was, now))
+                self._merged.pop(source, None)
         return out
 
     def set_namespace(self, name: str, namespace: model.Namespace | None) -> list[Delta]:
@@ -142,6 +158,7 @@ class Memberships:
                 if now is not None:
                     members[key] = now
                 if (was is None) != (now is None):
+                    self._merged.pop(source, None)
                     yield source, was, now
 
     def _index(self, key: str, peer: PeerPod) -> None:

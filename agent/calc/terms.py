@@ -196,3 +196,13 @@ def pieces(
         else:
             for addrs in own:
                 yield addrs, item
+
+
+def split(term: Term) -> tuple[tuple[elements.PortItem, ...], Term | None]:
+    """A source term's fixed items (the same for every member: usable with the members'
+    merged addresses, when the term has no block) and the term of its named ports alone."""
+    named = tuple(i for i in term.items if isinstance(i, Named))
+    plain = tuple(i for i in term.items if not isinstance(i, Named))
+    if term.block is not None:
+        return (), term  # only some addresses of each member count
+    return plain, (dataclasses.replace(term, items=named) if named else None)

@@ -103,7 +103,7 @@ class Indexes:
 
     def calculator(self) -> incremental.Calculator:
         """The incremental calculator, up to date with the store and with the Nodes as
-        `cluster` sees them (the agent's own Node with its namespace's addresses), flushed."""
+        `desired.Cluster` saw them (the agent's own Node with its namespace's addresses)."""
         st = self.store
         nodes = calc_desired.with_host_addresses(
             st.nodes, self.settings.node_name, self.host or (), self.services().virtual_addrs
@@ -129,5 +129,5 @@ class Indexes:
         for name in set(nodes) | set(calc.nodes):
             if nodes.get(name) != calc.nodes.get(name):
                 calc.set_node(name, nodes.get(name))
-        calc.flush()
+        calc.forget_changes()  # the pass asks pod by pod (`desired` derives on demand)
         return calc
