@@ -195,15 +195,16 @@ class Calculator:
 
     def desired(self, key: str) -> calc_desired.Desired:
         """The current result of local pod `key`, brought up to date on demand (a caller may
-        ask pod by pod instead of flushing all of them first)."""
+        ask pod by pod instead of flushing all of them first); a result derived here is the
+        caller's to act on, so `flush` does not report it."""
         if key in self.touched:
-            self._update(key)
+            self._update(key, report=False)
         result = self.local[key].result
         if result is None:
             raise KeyError(key)
         return result
 
-    def _update(self, key: str) -> None:
+    def _update(self, key: str, report: bool = True) -> None:
         """Redo the marked stretches of a touched local pod and derive its result again."""
         self.touched.discard(key)
         state = self.local.get(key)
@@ -215,7 +216,8 @@ class Calculator:
         result = self._derive(state)
         if result != state.result:
             state.result = result
-            self.changed.add(key)
+            if report:
+                self.changed.add(key)
 
     def _derive(self, state: _Local) -> calc_desired.Desired:
         """The final result from the maintained elements: as `desired.desired` does after

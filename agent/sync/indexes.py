@@ -76,16 +76,11 @@ class Indexes:
         return self._services
 
     def affected(self, local: dict[str, model.Pod], change: store.Change | None) -> set[str] | None:
-        """The local pods `change` may affect; None: all of them."""
-        if change is None:
+        """The local pods whose desired ruleset `change` changed, exactly (the incremental
+        calculator's answer); None: all of them (no change given, or a relist)."""
+        if change is None or change.relisted or self._calc is None:
             return None
-        return calc_desired.affected(
-            local,
-            self.store.namespaces,
-            self.store.policies.values(),
-            self.store.policy_index(),
-            self.store.affected_changes(change),
-        )
+        return set(self.calculator().flush()) & local.keys()
 
     def _feed(self, calc: incremental.Calculator, change: store.Change) -> None:
         """Hand a batch's changes to the calculator (Nodes: see `calculator`)."""
@@ -129,5 +124,4 @@ class Indexes:
         for name in set(nodes) | set(calc.nodes):
             if nodes.get(name) != calc.nodes.get(name):
                 calc.set_node(name, nodes.get(name))
-        calc.forget_changes()  # the pass asks pod by pod (`desired` derives on demand)
         return calc

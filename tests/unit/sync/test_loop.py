@@ -214,6 +214,30 @@ def test_a_remote_flip_is_calculated_incrementally_not_recompiled_from_the_snaps
         assert not node.state(name).ruleset.ingress.port_peers  # type: ignore[union-attr]
 
 
+def test_a_change_that_moves_no_element_plans_no_pod() -> None:
+    """A second client on the first one's address joins the peers but allows nothing new: the
+    calculator says no local pod changed, so none is rendered (the policy index alone would
+    have planned both web pods)."""
+    node = Node()
+    node.run()
+    rendered: list[str] = []
+    render = node.rec.backend.render
+
+    def counting(rs: Any, interfaces: Any) -> Any:
+        rendered.append(rs.pod)
+        return render(rs, interfaces)
+
+    node.rec.backend.render = counting  # type: ignore[method-assign]
+    twin = fx.pod("shop", "twin", "198.18.2.1", node="node-2", labels={"role": "client"})
+    node.run(node.apply(fx.event("pods", "ADDED", twin)))
+    assert rendered == []
+    moved = fx.pod("shop", "twin", "198.18.2.7", node="node-2", labels={"role": "client"})
+    node.run(node.apply(fx.event("pods", "MODIFIED", moved)))
+    assert sorted(rendered) == ["web-0", "web-1"]
+    for name in ("web-0", "web-1"):
+        assert node.fake(name).fingerprint == node.desired(name)
+
+
 def test_every_kind_of_change_through_the_calculator_matches_the_reference(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
