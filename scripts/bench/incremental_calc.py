@@ -195,7 +195,7 @@ def main() -> int:
         f"{statistics.median(sizes):g}, max {max(sizes)} (store built in "
         f"{built - started:.1f} s; calculator built, every result derived, in "
         f"{run.calc_build_s:.1f} s; "
-        f"full path's peer index included {time.perf_counter() - built:.1f} s)"
+        f"with the full path's peer index {time.perf_counter() - built:.1f} s)"
     )
     for r in range(args.rounds):
         run.event("pod_labels", flip(r, args.remote_pods))
