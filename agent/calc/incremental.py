@@ -3,11 +3,10 @@ graph: selectors are indexed to the memberships they produce, a change becomes a
 delta, and the delta becomes set-element additions and deletions of exactly the local pods
 that refer to the selector. Pure.
 
-Why: with broad peers (a namespaceSelector x podSelector matching thousands of pods) a remote
-pod's label flip used to recompile every affected local pod from the whole snapshot,
-canonicalising thousands of addresses to add or remove one. Here that flip costs a few
-selector tests, the pieces the pod adds or removes, and a canonicalisation of the few
-elements around its address (`agent.calc.elements`).
+Why: with broad peers (a namespaceSelector x podSelector matching thousands of pods) a
+recompile of an affected local pod from the whole snapshot canonicalises thousands of
+addresses to add or remove one. Here a remote pod's label flip costs a few selector tests and
+a canonicalisation of the few elements around its address (`agent.calc.elements`).
 
 What is incremental, and what falls back to rebuilding a local pod from the indexes (its terms
 bound again, every piece counted again; no snapshot-wide work):
