@@ -18,16 +18,19 @@ full path recompiled must equal it (checked, counted as `mismatches`).
 Prints medians and p99 per event for both, the same-run ratio, then the target (per flip:
 p50 <= 5 ms and p99 <= 100 ms of calculation) for each as MET / NOT MET, then `RESULT {json}`.
 The calculator's own build (a cold start's share) is printed too.
+With `--memory`, also the Python heap each path holds for every local pod's result.
 Usage:
-  .venv/bin/python scripts/bench/incremental_calc.py [--rounds 40] [--quick]
+  .venv/bin/python scripts/bench/incremental_calc.py [--rounds 40] [--memory] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import time
+import tracemalloc
 from typing import Any
 
 import benchlib
@@ -162,6 +165,40 @@ def hit(r: int, remote_pods: int) -> dict[str, Any]:
     return tte.remote_pod(j % remote_pods, j // 100 + 1)
 
 
+def memory(st: store.Store) -> dict[str, float]:
+    """MiB the Python heap grows by (tracemalloc) to hold every local pod's result: through the
+    calculator, and through the full path's peer index (with its memos)."""
+    out: dict[str, float] = {}
+    local = {k: p for k, p in st.pods.items() if p.node_name == NODE}
+    for name in ("incremental", "full"):
+        gc.collect()
+        tracemalloc.start()
+        held: Any
+        if name == "incremental":
+            held = incremental.Calculator.of(
+                NODE, pods=st.pods, namespaces=st.namespaces, policies=st.policies, nodes=st.nodes
+            )
+            held.flush()
+        else:
+            cluster = calc_desired.Cluster(
+                namespaces=st.namespaces,
+                nodes=st.nodes,
+                policies=st.policy_index(),
+                peers=calc_compile.build_index(st.namespaces, st.pods.values()),
+                services=calc_services.EMPTY,
+            )
+            held = (cluster, {k: calc_desired.desired(p, cluster) for k, p in local.items()})
+        gc.collect()
+        out[name] = tracemalloc.get_traced_memory()[0] / 2**20
+        tracemalloc.stop()
+        del held
+    print(
+        f"  memory to hold every result: incremental {out['incremental']:.1f} MiB, "
+        f"full {out['full']:.1f} MiB"
+    )
+    return out
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     benchlib.common_args(parser)
@@ -169,6 +206,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=40, help="label flips")
     parser.add_argument(
         "--new-pods", type=int, default=5, help="new remote pods (each joins most peers)"
+    )
+    parser.add_argument(
+        "--memory", action="store_true", help="also the heap each path holds (tracemalloc)"
     )
     args = parser.parse_args()
     tte.apply_quick_size(args)
@@ -227,9 +267,11 @@ def main() -> int:
         )
         for name, s in (("full", full_s), ("incremental", fast_s))
     ]
+    held = memory(run.store) if args.memory else {}
     benchlib.result(
         "incremental_calc",
         args,
+        memory_mib=held,
         events={
             kind: {k: benchlib.summary(v) for k, v in t.items()} for kind, t in run.times.items()
         },
