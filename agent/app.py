@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import signal
+from collections.abc import Coroutine
 from typing import Any
 
 import kubernetes.client
@@ -20,6 +21,7 @@ from agent import config, health, localapi, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import clients, events, watch
+from agent.sync import leader, tamper
 from agent.sync import loop as sync_loop
 
 log = structlog.get_logger(__name__)
@@ -47,7 +49,8 @@ async def run(settings: config.Settings) -> int:
         flows_collector.Collector(settings, cluster, dataplane) if settings.flow_capture else None
     )
     recorder = events.Recorder(api, settings.node_name)
-    rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows)
+    changes = tamper.Watch()
+    rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows, changes)
     beat = Heartbeat(loop)
     reflectors: list[watch.Reflector] = []
     ready = functools.partial(_ready, rec, reflectors, settings.stale_after)
@@ -70,8 +73,7 @@ async def run(settings: config.Settings) -> int:
     ]
     for reflector in reflectors:
         reflector.start()
-    if flows is not None:
-        await flows.start()
+    await _start_children(settings, flows, changes)
     log.info(
         "agent_started",
         node=settings.node_name,
@@ -79,21 +81,52 @@ async def run(settings: config.Settings) -> int:
         netns_dir=settings.netns_dir,
         metrics_port=endpoint.port,
     )
-    tasks = [
-        asyncio.create_task(rec.run(queue), name="reconciler"),
-        asyncio.create_task(beat.run(), name="heartbeat"),
-    ]
+    writer = leader.PolicyStatusWriter(settings, api, cluster, rec.pods, recorder)
+    tasks = _start_tasks(settings, rec.run(queue), beat, writer)
     code = await _until_stopped(loop, tasks)
     for reflector in reflectors:
         reflector.stop()
     await _cancel(tasks)
-    if flows is not None:
-        await flows.close()
+    await asyncio.to_thread(writer.release)
+    await _stop_children(flows, changes)
     await dataplane.close()
     await endpoint.stop()
     api.close()
     log.info("agent_stopped", rules="left in place (fail closed)")
     return code
+
+
+def _start_tasks(
+    settings: config.Settings,
+    reconcile: Coroutine[Any, Any, None],
+    beat: Heartbeat,
+    writer: leader.PolicyStatusWriter,
+) -> list[asyncio.Task[None]]:
+    tasks = [
+        asyncio.create_task(reconcile, name="reconciler"),
+        asyncio.create_task(beat.run(), name="heartbeat"),
+    ]
+    if settings.policy_status:
+        tasks.append(asyncio.create_task(writer.run(), name="policy-status"))
+    return tasks
+
+
+async def _start_children(
+    settings: config.Settings,
+    flows: flows_collector.Collector | None,
+    changes: tamper.Watch,
+) -> None:
+    """The drop reader and the change watcher (the dataplane worker is started first)."""
+    if flows is not None:
+        await flows.start()
+    if settings.tamper_watch:
+        await changes.start()
+
+
+async def _stop_children(flows: flows_collector.Collector | None, changes: tamper.Watch) -> None:
+    if flows is not None:
+        await flows.close()
+    await changes.close()
 
 
 def _ready(rec: sync_loop.Reconciler, reflectors: list[watch.Reflector], after: float) -> bool:

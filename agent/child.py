@@ -1,5 +1,5 @@
-"""The agent's child processes (the dataplane worker, the drop reader): how they are started
-and how they make sure they never outlive the agent.
+"""The agent's child processes (the dataplane worker, the drop reader, the change watcher): how
+they are started and how they make sure they never outlive the agent.
 
 A child left running after its agent died could go on acting on stale requests. The agent
 passes its pid in the child's environment; the child asks the kernel for SIGKILL when its
@@ -20,6 +20,7 @@ PR_SET_PDEATHSIG = 1
 # The environment variable naming the agent's pid, per child.
 WORKER_PARENT_ENV = "PODSEG_WORKER_PARENT"
 READER_PARENT_ENV = "PODSEG_READER_PARENT"
+WATCHER_PARENT_ENV = "PODSEG_WATCHER_PARENT"
 
 
 async def spawn(module: str, parent_env: str, limit: int) -> asyncio.subprocess.Process:

@@ -20,6 +20,7 @@ from typing import Any
 import agent
 from agent import cleanup, config, logs
 from agent.commands import explain as explain_command
+from agent.commands import policies as policies_command
 from agent.commands import status as status_command
 from agent.responder import settings as responder_settings
 
@@ -50,8 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     status_parser = sub.add_parser("status", help="every node agent: version, ready, pod states")
     config.add_options(status_parser, (config.AGENT_OPTIONS[1],))  # --kubeconfig
     status_command.add_arguments(status_parser)
+    policies_parser = sub.add_parser(
+        "policies", help="every NetworkPolicy: pods selected, nodes, realized everywhere or not"
+    )
+    config.add_options(policies_parser, (config.AGENT_OPTIONS[1],))  # --kubeconfig
+    policies_command.add_arguments(policies_parser)
     args = parser.parse_args(argv)
-    if args.command in ("explain", "status"):
+    if args.command in ("explain", "status", "policies"):
         return _operator(args)
     if args.command == "responder":
         return _serve(
@@ -89,6 +95,8 @@ def _operator(args: argparse.Namespace) -> int:
             found = agents.from_urls(urls) if urls else agents.discover(api)
             return status_command.main(args, found)
         cluster = snapshot.load(api)
+        if args.command == "policies":
+            return policies_command.main(args, cluster, _reports(api, args.lease_namespace))
         live = None
         if args.live:
             live = agents.from_urls(urls, api) if urls else agents.discover(api)
@@ -101,6 +109,17 @@ def _operator(args: argparse.Namespace) -> int:
         return 2
     finally:
         api.close()
+
+
+def _reports(api: Any, namespace: str) -> dict[str, dict[str, str]]:
+    """The node reports the agents publish (agent.sync.leader), read with operator rights."""
+    from agent.k8s import lease, rest
+    from agent.sync import leader
+
+    selector = f"{leader.ROLE_LABEL}={leader.NODE_ROLE}"
+    items = lease.list_labelled(api, namespace, selector, routes=rest.OPERATOR_ROUTES)
+    parsed = [leader.parse_report(item) for item in items]
+    return {node: report for node, report in (p for p in parsed if p is not None)}
 
 
 def _demo() -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +49,9 @@ class Settings:
     flow_window: float = 5.0
     max_drop_series: int = 1000
     flow_capture: bool = True
+    # Read a pod's namespace back as soon as a commit not the agent's own is notified there
+    # (agent.sync.tamper); without it, tampering is repaired at the next resync.
+    tamper_watch: bool = True
     # Containment (agent.calc.containment): guarded node services, None = guard off.
     node_guard_ports: tuple[ruleset.ProtoPorts, ...] | None = dataclasses.field(
         default_factory=lambda: containment.parse_ports(containment.DEFAULT_NODE_GUARD_PORTS)
@@ -60,6 +64,10 @@ class Settings:
     allow_pod_visibility: bool = False
     # The widest forensic source a quarantine annotation may open (IPv4, IPv6 prefix lengths).
     quarantine_widest_source: tuple[int, int] = containment.WIDEST_ALLOW_FROM
+    # Policy status (agent.sync.leader): the namespace of the Leases, and their duration.
+    lease_namespace: str = "podseg-system"
+    lease_duration: int = 15
+    policy_status: bool = True
 
 
 # -- reading values ------------------------------------------------------------------------
@@ -108,6 +116,13 @@ def address(text: str) -> tuple[str, int]:
 
 
 def text(value: str) -> str:
+    return value
+
+
+def dns_label(value: str) -> str:
+    """A Kubernetes namespace name (RFC 1123 label)."""
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", value):
+        raise ValueError("not a valid namespace name")
     return value
 
 
@@ -286,10 +301,39 @@ AGENT_OPTIONS = (
         switch_value=True,
     ),
     Option(
+        "--no-tamper-watch",
+        "PODSEG_TAMPER_WATCH",
+        boolean,
+        "repair tampered rules at the next resync only, not on nftables change notifications "
+        "(PODSEG_TAMPER_WATCH=false)",
+        switch=True,
+    ),
+    Option(
         "--no-strict",
         "PODSEG_STRICT",
         boolean,
         "keep established connections a change made illegal (PODSEG_STRICT=false)",
+        switch=True,
+    ),
+    Option(
+        "--lease-namespace",
+        "POD_NAMESPACE",
+        dns_label,
+        f"namespace of the policy-status Leases (default {default('lease_namespace')})",
+    ),
+    Option(
+        "--lease-duration",
+        "PODSEG_LEASE_DURATION",
+        at_least_one,
+        f"seconds a policy-status leader holds its Lease unrenewed (default "
+        f"{default('lease_duration')}); the Leases are written every third of it",
+    ),
+    Option(
+        "--no-policy-status",
+        "PODSEG_POLICY_STATUS",
+        boolean,
+        "neither report this node's programmed policies nor stand for the policy-status "
+        "writer (PODSEG_POLICY_STATUS=false)",
         switch=True,
     ),
 )
@@ -327,6 +371,8 @@ def settings_from_args(
         "no_proc_scan": "scan_proc",
         "no_flow_capture": "flow_capture",
         "no_strict": "strict",
+        "no_policy_status": "policy_status",
+        "no_tamper_watch": "tamper_watch",
     }
     for dest, value in given.items():
         if dest in renamed:

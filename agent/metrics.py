@@ -53,7 +53,35 @@ APPLIES = prometheus_client.Counter(
 )
 RULESET_DRIFT = prometheus_client.Counter(
     "podseg_ruleset_drift_total",
-    "Pod tables found changed behind the agent's back at resync, and restored.",
+    "Pod tables found changed behind the agent's back (notified, or at resync), and restored.",
+    registry=REGISTRY,
+)
+FOREIGN_HOOKS = prometheus_client.Counter(
+    "podseg_foreign_hooks_total",
+    "Pod namespaces found with new base chains of others that could undo podseg's egress "
+    "decision (their denied egress is then dropped in the output hook).",
+    registry=REGISTRY,
+)
+TAMPER_NOTICES = prometheus_client.Counter(
+    "podseg_tamper_notices",
+    "Pod namespaces read back at once because a commit there was not the agent's own "
+    "(nftables change notifications).",
+    registry=REGISTRY,
+)
+TAMPER_WATCHES = prometheus_client.Gauge(
+    "podseg_tamper_watches",
+    "Namespaces with an open nftables change-notification socket.",
+    registry=REGISTRY,
+)
+HOLDOVER_NAMESPACES = prometheus_client.Gauge(
+    "podseg_holdover_namespaces",
+    "Namespaces whose podseg tables are held as found in the kernel, because the agent has "
+    "not had a complete LIST from the API server since it started.",
+    registry=REGISTRY,
+)
+TAMPER_WATCH_RESTARTS = prometheus_client.Counter(
+    "podseg_tamper_watch_restarts",
+    "Restarts of the change watcher process (every watched namespace is then read back).",
     registry=REGISTRY,
 )
 SWEPT_TABLES = prometheus_client.Counter(
@@ -103,6 +131,31 @@ DROPPED_PACKETS = prometheus_client.Counter(
     "Packets dropped (policy_mode=enforce) or that would have been (visibility), by the local "
     "pod's namespace and workload; exact, from nftables counters.",
     DROP_LABELS,
+    registry=REGISTRY,
+)
+RULE_HITS = prometheus_client.Counter(
+    "podseg_rule_hits_total",
+    "Packets a NetworkPolicy's rules allowed (new connections and connectionless packets, not "
+    "replies), summed over the local pods it selects; by the policy's namespace and name and "
+    "direction, from per-policy kernel counters. A packet several policies allow counts for "
+    "each of them.",
+    ["namespace", "policy", "direction"],
+    registry=REGISTRY,
+)
+POLICY_STATUS_LEADER = prometheus_client.Gauge(
+    "podseg_policy_status_leader",
+    "1 on the one agent that holds the policy-status Lease and writes policy Events, else 0.",
+    registry=REGISTRY,
+)
+POLICIES_SELECTING_NOTHING = prometheus_client.Gauge(
+    "podseg_policies_selecting_no_pod",
+    "NetworkPolicies that select no running pod anywhere in the cluster (leader only).",
+    registry=REGISTRY,
+)
+POLICIES_NOT_REALIZED = prometheus_client.Gauge(
+    "podseg_policies_not_realized",
+    "NetworkPolicies not programmed at their current version on every node that runs a pod "
+    "they select (leader only).",
     registry=REGISTRY,
 )
 DROPPED_FLOWS = prometheus_client.Counter(

@@ -320,17 +320,30 @@ def _direction(
         return ruleset.DirectionRuleset()
     any_port: list[ruleset.AddrRange] = list(always)
     triples: list[intervals.Triple] = []
+    own: dict[str, tuple[list[ruleset.AddrRange], list[intervals.Triple]]] = {}
     for policy in isolating:
         rules = policy.ingress if direction is _INGRESS else policy.egress
+        policy_any, policy_triples = own.setdefault(policy.key, ([], []))
         for rule in rules:
-            _compile_rule(pod, policy, rule, direction, index, any_port, triples)
+            _compile_rule(pod, policy, rule, direction, index, policy_any, policy_triples)
+        any_port.extend(policy_any)
+        triples.extend(policy_triples)
     any_port_peers = intervals.merge_addrs(any_port)
     return ruleset.DirectionRuleset(
         isolated=True,
         any_port_peers=any_port_peers,
         port_peers=intervals.canonical_peer_ports(triples, exclude=any_port_peers),
-        policies=tuple(sorted({p.key for p in isolating})),
+        policies=tuple(sorted(own)),
+        per_policy=tuple(_policy_peers(key, *own[key]) for key in sorted(own)),
     )
+
+
+def _policy_peers(
+    key: str, any_port: list[ruleset.AddrRange], triples: list[intervals.Triple]
+) -> ruleset.PolicyPeers:
+    """What one policy allows on its own, canonical (its hit counter matches on it)."""
+    merged = intervals.merge_addrs(any_port)
+    return ruleset.PolicyPeers(key, merged, intervals.canonical_peer_ports(triples, exclude=merged))
 
 
 def _compile_rule(

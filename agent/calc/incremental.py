@@ -7,6 +7,8 @@ Why: with broad peers (a namespaceSelector x podSelector matching thousands of p
 recompile of an affected local pod from the whole snapshot canonicalises thousands of
 addresses to add or remove one. Here a remote pod's label flip costs a few selector tests and
 a canonicalisation of the few elements around its address (`agent.calc.elements`).
+Each isolating policy's own elements (its per-policy peers, `ruleset.PolicyPeers`, for the
+hit counters) are kept the same way next to the union, from that policy's terms alone.
 
 What is incremental, and what falls back to rebuilding a local pod from the indexes (its terms
 bound again, every piece counted again; no snapshot-wide work):
@@ -41,12 +43,18 @@ _T = TypeVar("_T")
 
 @dataclasses.dataclass
 class _Local:
-    """One local pod: its binding, its elements per direction, its last result."""
+    """One local pod: its binding, its elements per direction (the union, and each isolating
+    policy's own, for its hit counter), its last result."""
 
     pod: model.Pod
     binding: terms.Binding
     directions: dict[ruleset.Direction, elements.Elements]
+    own: dict[tuple[ruleset.Direction, str], elements.Elements]
     result: calc_desired.Desired | None = None
+
+    def own_of(self, term: terms.Term) -> elements.Elements:
+        """The elements of the policy `term` comes from."""
+        return self.own[(term.direction, term.policy)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +220,9 @@ class Calculator:
         for direction, kept in state.directions.items():
             if kept.dirty:
                 kept.settle(self._pieces(state, direction))
+        for (direction, policy), kept in state.own.items():
+            if kept.dirty:
+                kept.settle(self._pieces(state, direction, policy))
         result = self._derive(state)
         if result != state.result:
             state.result = result
@@ -227,11 +238,14 @@ class Calculator:
             if not binding.isolated[direction]:
                 built[direction] = ruleset.DirectionRuleset()
                 continue
+            keys = binding.policies[direction]
+            own = [(key, state.own[(direction, key)]) for key in keys]
             built[direction] = ruleset.DirectionRuleset(
                 isolated=True,
                 any_port_peers=kept.any_port,
                 port_peers=kept.port_peers,
-                policies=binding.policies[direction],
+                policies=keys,
+                per_policy=tuple(ruleset.PolicyPeers(k, e.any_port, e.port_peers) for k, e in own),
             )
         egress = calc_services.translate(
             built[ruleset.Direction.EGRESS], self.service_index, pod.node_name
@@ -262,22 +276,30 @@ class Calculator:
         """Mark, in the local pods that use the source, the addresses a delta moved."""
         for source, was, now in deltas:
             for local_key, used in self.users.get(source, {}).items():
-                directions = self.local[local_key].directions
+                state = self.local[local_key]
                 for term in used:
-                    kept = directions[term.direction]
-                    for peer in (was, now):
-                        if peer is not None:
-                            for a in peer.addrs:
-                                kept.mark(a.family, a.first, a.last)
+                    for kept in (state.directions[term.direction], state.own_of(term)):
+                        for peer in (was, now):
+                            if peer is not None:
+                                for a in peer.addrs:
+                                    kept.mark(a.family, a.first, a.last)
                 self.touched.add(local_key)
 
-    def _pieces(self, state: _Local, direction: ruleset.Direction) -> elements.Pieces:
+    def _pieces(
+        self, state: _Local, direction: ruleset.Direction, policy: str | None = None
+    ) -> elements.Pieces:
         """What `elements.Elements.settle` asks for: the pieces of one direction of a local pod
-        near a stretch of addresses, from its terms and the current memberships."""
-        fixed = [t for t in state.binding.terms if t.direction is direction and t.source is None]
+        (of one policy of it, when `policy` is given) near a stretch of addresses, from its
+        terms and the current memberships."""
+        mine = [
+            t
+            for t in state.binding.terms
+            if t.direction is direction and (policy is None or t.policy == policy)
+        ]
+        fixed = [t for t in mine if t.source is None]
         uses: dict[terms.Source, list[terms.Term]] = {}
-        for term in state.binding.terms:
-            if term.direction is direction and term.source is not None:
+        for term in mine:
+            if term.source is not None:
                 uses.setdefault(term.source, []).append(term)
         memberships = self.memberships
         # Each source's members, looked up once (hashing a Source hashes its selectors).
@@ -315,12 +337,13 @@ class Calculator:
         selecting = calc_compile.policies_selecting(pod, self.policy_index.candidates(pod))
         binding = terms.bind(pod, selecting, node.addresses if node is not None else ())
         directions = {d: elements.Elements() for d in ruleset.Direction}
-        self.local[key] = _Local(pod, binding, directions)
+        own = {(d, p): elements.Elements() for d, keys in binding.policies.items() for p in keys}
+        self.local[key] = _Local(pod, binding, directions, own)
         for term in binding.terms:
             if term.source is not None:
                 self.users.setdefault(term.source, {}).setdefault(key, []).append(term)
                 self.memberships.use(term.source)
-        for kept in directions.values():
+        for kept in [*directions.values(), *own.values()]:
             kept.mark_all()
         self.touched.add(key)
 

@@ -61,12 +61,27 @@ class DirectionRuleset:
     `any_port_peers` (rules without ports: any protocol, any port) or its (peer, protocol,
     destination port) is in `port_peers`. Both tuples are canonical: sorted and disjoint.
     `policies` names ("namespace/name") the policies that isolate this direction.
+    `per_policy` holds what each of those policies allows on its own (same canonical form), so
+    the dataplane can count the packets each policy lets in or out (per-policy hit counters);
+    the decision itself only ever uses the union above.
     """
 
     isolated: bool = False
     any_port_peers: tuple[AddrRange, ...] = ()
     port_peers: tuple[PeerPort, ...] = ()
     policies: tuple[str, ...] = ()
+    per_policy: tuple[PolicyPeers, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyPeers:
+    """What one policy (key "namespace/name") allows in one direction of one pod: its own
+    `any_port_peers` and `port_peers`, canonical. A packet matching them is allowed (the union
+    contains them), so a counter on them counts that policy's hits."""
+
+    policy: str
+    any_port_peers: tuple[AddrRange, ...] = ()
+    port_peers: tuple[PeerPort, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -312,6 +312,24 @@ def translate(
     allowed backends it reaches."""
     if not direction.isolated or not index.frontends:
         return direction
+    translated = _translate_union(direction, index, node_name)
+    per_policy = tuple(_translate_policy(p, index, node_name) for p in direction.per_policy)
+    return dataclasses.replace(translated, per_policy=per_policy)
+
+
+def _translate_policy(
+    peers: ruleset.PolicyPeers, index: ServiceIndex, node_name: str | None
+) -> ruleset.PolicyPeers:
+    """One policy's own peers, translated as the union is (its hit counter must match the
+    Service addresses the pod actually sends to)."""
+    alone = ruleset.DirectionRuleset(True, peers.any_port_peers, peers.port_peers)
+    done = _translate_union(alone, index, node_name)
+    return ruleset.PolicyPeers(peers.policy, done.any_port_peers, done.port_peers)
+
+
+def _translate_union(
+    direction: ruleset.DirectionRuleset, index: ServiceIndex, node_name: str | None
+) -> ruleset.DirectionRuleset:
     opened = open_frontends(direction, index, node_name)  # judged by the backends, as compiled
     vips = index.virtual_addrs
     any_port = intervals.subtract_addrs(direction.any_port_peers, vips)

@@ -51,13 +51,16 @@ Item = elements.PortItem | Named
 @dataclasses.dataclass(frozen=True)
 class Term:
     """Pieces of one direction: each address of `addrs` (source None) or of each member of
-    `source` (only those inside `block`, when set) times each item."""
+    `source` (only those inside `block`, when set) times each item. `policy` is the key of the
+    policy the term comes from ("" for the agent's own Node addresses, which no policy owns):
+    each policy's own peers feed its hit counter (`ruleset.PolicyPeers`)."""
 
     direction: ruleset.Direction
     source: Source | None
     items: tuple[Item, ...]
     addrs: tuple[ruleset.AddrRange, ...] = ()
     block: tuple[ruleset.AddrRange, ...] | None = None
+    policy: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,14 +119,15 @@ def _rule_terms(
                 resolved.append(found)
     else:
         resolved.append(intervals.ALL_ADDRESSES)
+    key = policy.key
     for each in resolved:
         if isinstance(each, Source):
-            yield Term(direction, each, items)
+            yield Term(direction, each, items, policy=key)
             continue
         if fixed:
-            yield Term(direction, None, fixed, addrs=each)
+            yield Term(direction, None, fixed, addrs=each, policy=key)
         if named:
-            yield Term(direction, ALL, named, block=each)
+            yield Term(direction, ALL, named, block=each, policy=key)
 
 
 def _items(pod: model.Pod, rule: model.PolicyRule, direction: ruleset.Direction) -> list[Item]:

@@ -74,6 +74,7 @@ class Op(enum.StrEnum):
     GENERATION = "generation"
     INSPECT = "inspect"
     GLANCE = "glance"
+    SNAPSHOT = "snapshot"
     COMMENT = "comment"
     TABLES = "tables"
     FORGET = "forget"
@@ -129,11 +130,25 @@ class Patched:
 class Examined:
     """What a namespace holds of ours: the ruleset fingerprint (None: no table of ours), the
     digest of the owned tables' whole stateless listing (None when not read), the generation
-    read before the listing (None when unknown or with iptables)."""
+    read before the listing (None when unknown or with iptables), and the base chains of
+    others that could undo podseg's egress decision (`agent.dataplane.nft.hooks`)."""
 
     fingerprint: str | None
     digest: str | None
     generation: int | None
+    foreign: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """podseg's tables in a namespace as they are: `script` replaces them with exactly their
+    present content when committed (None: no table of ours), `digest` as `Examined.digest`,
+    `generation` read first, `comment` the owner comment (`podseg fp=... pod=<ns>/<name>`)."""
+
+    script: str | None
+    digest: str | None
+    generation: int | None
+    comment: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,6 +300,16 @@ class Glance(InNetns[Examined]):
 
 
 @dataclasses.dataclass(frozen=True)
+class Snapshot(InNetns[Held]):
+    """podseg's nftables tables as a loadable script: their stateless listing, which loads
+    back into the very same listing (kept by an agent that cannot reach the API server, to put
+    back what someone removes or edits: `agent.sync.holdover`)."""
+
+    op = Op.SNAPSHOT
+    answer = Held
+
+
+@dataclasses.dataclass(frozen=True)
 class ReadComment(InNetns[Comment]):
     op = Op.COMMENT
     answer = Comment
@@ -422,6 +447,7 @@ REQUESTS: dict[Op, type[Request[Any]]] = {
         ReadGeneration,
         Inspect,
         Glance,
+        Snapshot,
         ReadComment,
         ListOwned,
         Forget,

@@ -6,7 +6,8 @@
   the address folded to a /24 or /64), protocol, port, verdict and the isolating policies.
 * Packet totals come from the named nft counters of each deny rule (with `--backend
   iptables`, the packet counters of its counting deny rules; exact, whatever the rate), read
-  through the dataplane worker every window: `podseg_dropped_packets_total`.
+  through the dataplane worker every window: `podseg_dropped_packets_total`. The per-policy
+  hit counters of the same tables are read in the same listing (`agent.flows.hits`).
 * Series are labelled by the local pod's namespace and workload, never its name or IP; those of
   workloads with no pod left on the node are removed; past `--max-drop-series` label sets, new
   ones are booked under `_other` and counted in `podseg_dropped_series_folded_total`.
@@ -29,7 +30,7 @@ from agent import child, config, metrics, model, store
 from agent.calc import ruleset
 from agent.dataplane import netns, protocol
 from agent.dataplane.nft import render as render_nft
-from agent.flows import aggregate, nflog
+from agent.flows import aggregate, hits, nflog
 from agent.flows import reader as flows_reader
 
 log = structlog.get_logger(__name__)
@@ -94,6 +95,7 @@ class Collector:
         self.aggregator = aggregate.Aggregator()
         self.last_counts: dict[str, dict[str, int]] = {}
         self.series: set[tuple[str, str]] = set()
+        self.hits = hits.Hits()
         self.flow_log, self._stream = flow_logger(settings.flow_log_file)
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -294,10 +296,12 @@ class Collector:
             last = self.last_counts.setdefault(key, {})
             for name, value in values.items():
                 parsed = render_nft.parse_counter_name(name)
-                if parsed is None:
-                    continue
                 previous = last.get(name, 0)
                 delta = value - previous if value >= previous else value  # reset: new table
+                if parsed is None:
+                    if self.hits.add(name, delta, self.store.policies):
+                        last[name] = value
+                    continue
                 last[name] = value
                 if delta > 0:
                     direction, _reason, mode = parsed
@@ -306,7 +310,9 @@ class Collector:
                     ).inc(delta)
 
     def drop_gone_series(self) -> None:
-        """Remove the series of workloads that have no pod on this node any more."""
+        """Remove the series of workloads that have no pod on this node any more (and those
+        of deleted policies)."""
+        self.hits.drop_gone(self.store.policies)
         live = {(w.pod.namespace, workload_label(w.pod)) for w in self.watched.values()}
         live.update(
             (pod.namespace, workload_label(pod))

@@ -19,6 +19,8 @@ from agent.k8s import rest
 
 log = structlog.get_logger(__name__)
 
+HTTP_CONFLICT = 409
+
 
 class Recorder:
     def __init__(self, api: kubernetes.client.ApiClient | None, node_name: str) -> None:
@@ -53,7 +55,12 @@ class Recorder:
         reason: str,
         message: str,
         event_type: str = "Warning",
+        event_name: str | None = None,
+        blocking: bool = False,
     ) -> None:
+        """Post an Event once per (object, version, reason), in the background (`blocking`:
+        now, from a worker thread). `event_name`: a fixed name, so a second post of the same
+        Event (by a new leader) is refused as AlreadyExists."""
         marker = (f"{namespace}/{name}", kind, resource_version, reason)
         if self._api is None or marker in self._sent:
             return
@@ -62,7 +69,10 @@ class Recorder:
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{name}.{secrets.token_hex(8)}", "namespace": namespace},
+            "metadata": {
+                "name": event_name or f"{name}.{secrets.token_hex(8)}",
+                "namespace": namespace,
+            },
             "involvedObject": {
                 "kind": kind,
                 "apiVersion": api_version,
@@ -80,23 +90,32 @@ class Recorder:
             "lastTimestamp": now,
             "count": 1,
         }
+        if blocking:
+            self.post_now(namespace, body)
+            return
         task = asyncio.get_running_loop().create_task(self._post(namespace, body))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _post(self, namespace: str, body: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.post_now, namespace, body)
+
+    def post_now(self, namespace: str, body: dict[str, Any]) -> None:
+        """POST one Event (blocking); failures are logged and counted, never raised."""
         api = self._api
         assert api is not None
-
-        def post() -> None:
+        try:
             params = {"namespace": namespace}
             response = rest.call(
                 api, "POST", rest.EVENTS, path_params=params, body=body, timeout=(5, 10)
             )
             response.release_conn()
-
-        try:
-            await asyncio.to_thread(post)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == HTTP_CONFLICT:  # a fixed-name Event another writer already posted
+                log.info("event_already_posted", namespace=namespace, reason=body["reason"])
+                return
+            metrics.API_ERRORS.labels("events").inc()
+            log.warning("event_post_failed", namespace=namespace, error=str(exc))
         except Exception as exc:
             metrics.API_ERRORS.labels("events").inc()
             log.warning("event_post_failed", namespace=namespace, error=str(exc))

@@ -3,9 +3,10 @@
 Why: the client (kubernetes 37) validates the arguments of every generated API method with
 pydantic when the API module is imported; importing `CoreV1Api` and `NetworkingV1Api` costs
 ~0.9 s, a third of the agent's cold start to ready on a 2-core node. The agent needs six
-list/watch paths and one POST, so it builds them with the same client's `param_serialize`
-and `call_api`: authentication, TLS, proxies and serialisation stay the client's; only the
-per-method wrappers are skipped. Errors are the client's `ApiException`, as before.
+list/watch paths, one POST and a few Lease calls, so it builds them with the same client's
+`param_serialize` and `call_api`: authentication, TLS, proxies and serialisation stay the
+client's; only the per-method wrappers are skipped. Errors are the client's `ApiException`,
+as before.
 """
 
 from __future__ import annotations
@@ -27,10 +28,18 @@ PATHS = {
 
 EVENTS = "/api/v1/namespaces/{namespace}/events"
 
+# Leases in the agent's own namespace (agent.k8s.lease): one elects the single writer of policy
+# status (agent.sync.leader), one per node says which policies that node has programmed.
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+
 # Every request the agent can make, as (HTTP method, path template): `call` refuses any other,
 # and tests/deploy/test_agent_contract.py checks that the ClusterRole grants each of them (a GET
 # of a collection is a list, and with `watch` a watch).
-ROUTES = frozenset({("GET", path) for path in PATHS.values()} | {("POST", EVENTS)})
+ROUTES = frozenset(
+    {("GET", path) for path in PATHS.values()}
+    | {("POST", EVENTS), ("GET", LEASES), ("POST", LEASES), ("GET", LEASE), ("PUT", LEASE)}
+)
 
 # What operator commands (`podseg status`, `podseg explain --live`) read, with the operator's
 # own credentials: the agent pods, and their local endpoints through the API server's proxy
@@ -40,7 +49,9 @@ AGENT_STATE = "/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/podseg/v1
 AGENT_POD = (
     "/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/podseg/v1/pods/{pod_ns}/{pod_name}"
 )
-OPERATOR_ROUTES = frozenset({("GET", AGENT_PODS), ("GET", AGENT_STATE), ("GET", AGENT_POD)})
+OPERATOR_ROUTES = frozenset(
+    {("GET", AGENT_PODS), ("GET", AGENT_STATE), ("GET", AGENT_POD), ("GET", LEASES)}
+)
 
 # Keyword arguments of the generated list methods -> query parameters.
 _QUERY = {

@@ -28,6 +28,8 @@ class Outcomes(Protocol):
 
     def drift(self, plan: sync_pod.Plan, expected: str | None, found: str | None) -> None: ...
 
+    def foreign(self, plan: sync_pod.Plan, before: tuple[str, ...]) -> None: ...
+
 
 async def run(
     plans: Sequence[sync_pod.Plan],
@@ -87,6 +89,11 @@ async def _examine(
         if isinstance(reply, protocol.DataplaneError):
             _fail(plan, reply, outcomes)
             continue
+        if reply.foreign != plan.state.foreign:
+            # Foreign hooks came or went: the ruleset drops denied egress elsewhere now.
+            before, plan.state.foreign = plan.state.foreign, reply.foreign
+            plan.rendered = backend.render(plan.rs, sync_pod.interfaces(plan.state))
+            outcomes.foreign(plan, before)
         expected = plan.state.fingerprint
         finding = sync_pod.examine(plan, reply)
         if finding is sync_pod.Finding.ADOPTED:

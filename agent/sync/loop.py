@@ -21,7 +21,7 @@ import collections
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import structlog
 
@@ -30,7 +30,18 @@ from agent.calc import containment, incremental
 from agent.dataplane import backends, netns, protocol
 from agent.flows import collector as flows_collector
 from agent.k8s import watch
-from agent.sync import cuts, eventkind, failures, indexes, kernel, report, status, sweep
+from agent.sync import (
+    cuts,
+    eventkind,
+    failures,
+    holdover,
+    indexes,
+    kernel,
+    report,
+    status,
+    sweep,
+    tamper,
+)
 from agent.sync import pod as sync_pod
 
 log = structlog.get_logger(__name__)
@@ -49,6 +60,7 @@ class Pass:
     kind: str
     since: float | None  # monotonic time the first event of the batch arrived
     verify: bool
+    suspects: frozenset[str] = frozenset()  # pods whose namespace saw a stranger's commit
     started: float = dataclasses.field(default_factory=time.monotonic)
     compiled: float = 0.0
     plans: list[sync_pod.Plan] = dataclasses.field(default_factory=list)
@@ -102,11 +114,12 @@ class Reconciler:
         dataplane: protocol.Dataplane,
         recorder: report.Recorder,
         flows: flows_collector.Collector | None = None,
+        watch: tamper.Watch | None = None,
     ) -> None:
-        self.settings = settings
-        self.store = cluster
-        self.dataplane = dataplane
+        self.settings, self.store, self.dataplane = settings, cluster, dataplane
         self.flows = flows  # drop capture (agent.flows); None when disabled
+        self.watch = watch or tamper.Watch()  # change notifications (agent.sync.tamper)
+        self.holdover = holdover.Holdover(settings, dataplane, self.watch)  # API never reached
         self.backend = backends.get(settings.backend)
         self.reporter = report.Reporter(recorder)
         self.cuts = cuts.Cuts(dataplane, self.reporter, settings.strict)
@@ -128,40 +141,51 @@ class Reconciler:
         next_resync = time.monotonic() + self.settings.resync_period
         self._events_waiting = lambda: not queue.empty()
         while True:
-            wake_at = min([next_resync] + [s.retry_at for s in self.pods.values() if s.retry_at])
+            wake_at = min(
+                [next_resync, self.holdover.due()]
+                + [s.retry_at for s in self.pods.values() if s.retry_at]
+            )
             batch = await self._next_batch(queue, wake_at)
-            if not batch and self.cuts and time.monotonic() < wake_at:
-                await self.cuts.run(self._events_waiting)
+            suspects = self.watch.take()  # woken by our own commits' notices: nothing to do
+            if not batch and not suspects and time.monotonic() < wake_at:
+                if self.cuts:
+                    await self.cuts.run(self._events_waiting)
                 continue
-            change = store.Change()
-            # A LIST (start, relist) loads the long-lived mirror, and the pass after it builds
-            # the long-lived indexes: both without collections, then frozen (agent.heap).
-            relists = any(isinstance(item, watch.Relist) for item in batch)
-            with heap.bulk_load() if relists else contextlib.nullcontext():
-                for item in batch:
-                    self.store.apply(item, change)
-                if not self.store.in_sync:
-                    continue
-                verify = time.monotonic() >= next_resync
-                if verify:
-                    next_resync = time.monotonic() + self.settings.resync_period
-                since = min((item.received for item in batch), default=None)
-                kind = batch[0].resource if batch else ("resync" if verify else "retry")
-                if batch:
-                    kind = (
-                        eventkind.classify(change, self.store.pods, self.store.namespaces) or kind
-                    )
-                await self.reconcile(change, since=since, kind=kind, verify=verify)
+            verify = time.monotonic() >= next_resync
+            if verify:
+                next_resync = time.monotonic() + self.settings.resync_period
+            await self._step(batch, suspects, verify)
+
+    async def _step(
+        self, batch: list[watch.WatchEvent | watch.Relist], suspects: set[str], verify: bool
+    ) -> None:
+        """Apply a batch to the store, then run a pass once every initial LIST is done."""
+        change = store.Change()
+        # A LIST (start, relist) loads the long-lived mirror, and the pass after it builds
+        # the long-lived indexes: both without collections, then frozen (agent.heap).
+        relists = any(isinstance(item, watch.Relist) for item in batch)
+        with heap.bulk_load() if relists else contextlib.nullcontext():
+            for item in batch:
+                self.store.apply(item, change)
+            if not self.store.in_sync:
+                await self.holdover.step(suspects, verify)
+                return
+            self.holdover.end()
+            since = min((item.received for item in batch), default=None)
+            kind = "resync" if verify else ("tamper" if suspects else "retry")
+            if batch:
+                kind = eventkind.classify(change, self.store.pods, self.store.namespaces)
+                kind = kind or batch[0].resource
+            await self.reconcile(change, since=since, kind=kind, verify=verify, suspects=suspects)
 
     async def _next_batch(
         self, queue: Queue, wake_at: float
     ) -> list[watch.WatchEvent | watch.Relist]:
         """Every event waiting now; when none, the first to come before `wake_at` (at once
-        when connection cuts wait to run)."""
-        batch: list[watch.WatchEvent | watch.Relist] = []
-        with contextlib.suppress(TimeoutError):
-            wait = 0.0 if self.cuts else max(0.0, wake_at - time.monotonic())
-            batch.append(await asyncio.wait_for(queue.get(), wait))
+        when connection cuts wait to run, or when a change notification arrives)."""
+        wait = 0.0 if self.cuts else max(0.0, wake_at - time.monotonic())
+        first = await tamper.next_item(queue, self.watch.wake, wait)
+        batch = [first] if first is not None else []
         while not queue.empty():
             batch.append(queue.get_nowait())
         return batch
@@ -173,14 +197,16 @@ class Reconciler:
         since: float | None = None,
         kind: str = "",
         verify: bool = False,
+        suspects: Collection[str] = (),
     ) -> None:
         """One pass over every local pod; applies only what changed.
 
         With `verify` (the periodic resync), each pod's table is read back from the kernel:
         a table edited or flushed behind our back is restored (and counted as drift), and a
-        namespace that vanished is noticed even when no API change touched its pod.
+        namespace that vanished is noticed even when no API change touched its pod. The
+        `suspects` (pods whose namespace saw a commit not ours) are read back in full.
         """
-        run = Pass(kind, since, verify)
+        run = Pass(kind, since, verify, frozenset(suspects))
         self._refresh_inputs(change)
         local = self.local_pods(change)
         self.readiness.first_pass([key for key, pod in local.items() if pod.ips])
@@ -200,7 +226,10 @@ class Reconciler:
             self._swept = True
             services = set(self.store.services) | set(self.store.endpointslices)
             self.reporter.prune(self.store.pods.keys(), self.store.policies.keys(), services)
-            await self._sweep()
+            tracked = {s.target.ino for s in self.pods.values() if s.target is not None}
+            await sweep.guarded(
+                self.dataplane, self.settings, self.store.pods, tracked, self.backend
+            )
 
     def _refresh_inputs(self, change: store.Change | None) -> None:
         """Report bad policies and Service input when they changed; update the indexes."""
@@ -225,7 +254,8 @@ class Reconciler:
             for key in sorted(local):
                 pod = local[key]
                 state = self.pods.setdefault(key, sync_pod.PodState(key))
-                if not self._due(pod, state, targets, run.verify, now):
+                verify = run.verify or key in run.suspects
+                if not self._due(pod, state, targets, verify, now):
                     continue
                 bound = log.bind(pod=pod.name, namespace=pod.namespace)
                 try:
@@ -234,7 +264,8 @@ class Reconciler:
                         if not self._locate(pod, state, index, bound):
                             continue
                     calc = calc or self.indexes.calculator()
-                    run.plans.append(self._plan(pod, state, calc, bound, run.verify))
+                    run.plans.append(self._plan(pod, state, calc, bound, verify))
+                    run.plans[-1].suspect = key in run.suspects
                 except Exception as exc:  # one pod's surprise must not stop the others
                     self._pod_failed(state, bound, exc)
                 if len(run.plans) - handed >= PIPELINE_CHUNK:
@@ -290,6 +321,7 @@ class Reconciler:
             )
             return False
         state.target, state.target_ips, state.fingerprint = target, pod.ips, None
+        state.foreign = ()  # a namespace not read yet: its first read-back tells
         return True
 
     def _plan(
@@ -309,7 +341,7 @@ class Reconciler:
         state.containment_errors = wanted.containment_errors
         self.reporter.mode_label(pod, wanted.invalid_mode, wanted.refused_mode)
         rs = wanted.ruleset
-        rendered = self.backend.render(rs, state.target.interfaces)
+        rendered = self.backend.render(rs, sync_pod.interfaces(state))
         return sync_pod.Plan(pod, state, state.target, rs, rendered, bound, verify, state.ruleset)
 
     async def _kernel(self, plans: list[sync_pod.Plan]) -> None:
@@ -327,6 +359,9 @@ class Reconciler:
     def drift(self, plan: sync_pod.Plan, expected: str | None, found: str | None) -> None:
         self.reporter.drift(plan.pod, expected, found, plan.bound)
 
+    def foreign(self, plan: sync_pod.Plan, before: tuple[str, ...]) -> None:
+        self.reporter.foreign_hooks(plan.pod, before, plan.state.foreign, plan.bound)
+
     # -- after the kernel -------------------------------------------------------------------
     def _finish_pass(self, run: Pass) -> None:
         for plan in run.plans:
@@ -340,34 +375,17 @@ class Reconciler:
         if plan.done:
             state.adopted = False
             state.rendered = rendered
-            metrics.RULESET_UPDATES.labels(plan.mode.value).inc()
-            metrics.APPLY_SECONDS.observe(plan.apply_seconds)
-            metrics.APPLIES.inc()
-            latency = None
-            if run.since is not None:
-                latency = plan.committed_at - run.since
-                metrics.POLICY_PROGRAMMING_SECONDS.labels(run.kind or "unknown").observe(latency)
-            plan.bound.info(
-                plan.event,
-                fingerprint=rendered.fingerprint,
-                ingress_isolated=rs.ingress.isolated,
-                egress_isolated=rs.egress.isolated,
-                policy_mode=rs.mode.value,
-                policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
-                quarantined=rs.quarantine is not None,
-                node_guard=rs.node_guard is not None,
-                apply_ms=round(plan.apply_seconds * 1000, 3),
-                mode=plan.mode.value,
-                latency_ms=round(latency * 1000, 3) if latency is not None else None,
-                trigger=run.kind,
-            )
+            latency = report.committed(plan, run.since, run.kind)
             state.fingerprint, state.ruleset, state.committed_wall = (
                 rendered.fingerprint,
                 rs,
                 time.time(),
             )
             self.cuts.after_commit(plan.pod, state, plan.previous, rs, latency, plan.bound)
+            if state.digest is None:  # a sole commit: its generation vouches for it
+                self.watch.own(plan.pod.key, state.generation)
         state.succeed()
+        self.watch.follow(plan.pod.key, plan.target)
         if self.flows is not None:
             # A replaced table starts its counters at zero; a patch keeps them counting.
             self.flows.watch(plan.pod, plan.target, rs, plan.mode is sync_pod.Mode.REPLACE)
@@ -379,24 +397,9 @@ class Reconciler:
         if failures.record(state, bound, exc) and self.flows is not None:
             self.flows.unwatch(state.key)
 
-    async def _sweep(self) -> None:
-        """Delete podseg tables left in namespaces of pods that are gone (agent.sync.sweep)."""
-        tracked = {s.target.ino for s in self.pods.values() if s.target is not None}
-        try:
-            await sweep.run(
-                self.dataplane,
-                self.settings.netns_dir,
-                self.settings.scan_proc,
-                self.store.pods,
-                tracked,
-                self.backend,
-            )
-        except protocol.DataplaneError as exc:
-            metrics.APPLY_ERRORS.labels("sweep").inc()
-            log.warning("sweep_failed", error=str(exc))
-
     async def _forget(self, state: sync_pod.PodState) -> None:
         self.cuts.drop(state.key)
+        self.watch.drop(state.key)
         if self.flows is not None:
             self.flows.unwatch(state.key)
         if state.target is not None:

@@ -11,7 +11,9 @@ The states of a pod (`Status`): `unprotected` (no IP yet, or no namespace found)
 retried with backoff). Knowledge about the namespace: `fingerprint` (of the ruleset known to
 be there, None: unknown, read it back before trusting it), `digest` (of the kernel's whole
 listing after our last read-back), `generation` (the namespace's nftables generation after our
-last commit: unchanged means nobody else committed there since).
+last commit: unchanged means nobody else committed there since), `foreign` (base chains of
+others that could undo the egress decision: while there are any, denied egress is dropped in
+the output hook itself, see `interfaces`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class PodState:
     quarantined_since: float | None = None  # wall clock, when this agent isolated the pod
     committed_wall: float | None = None  # wall clock of this agent's last commit here
     containment_errors: tuple[str, ...] = ()
+    foreign: tuple[str, ...] = ()  # others' base chains that could undo our egress decision
 
     def fail(self, status: Status, error: str, now: float) -> bool:
         """Record a failure: unknown kernel state, retry with backoff. True when it deserves
@@ -77,6 +80,17 @@ class PodState:
     def unknown(self) -> None:
         """The kernel no longer holds what we know: rewrite before trusting it."""
         self.fingerprint, self.digest, self.generation = None, None, None
+
+
+def interfaces(state: PodState) -> tuple[str, ...]:
+    """The interfaces whose netdev egress hook drops what the output chain marked denied.
+
+    None while a foreign base chain could undo that decision (clear the mark before the
+    drop): the renderer then drops denied egress in the output hook itself, where no later
+    chain can undo a drop. The sender sees EPERM instead of a timeout; nothing opens."""
+    if state.target is None or state.foreign:
+        return ()
+    return state.target.interfaces
 
 
 class Mode(enum.StrEnum):
@@ -110,6 +124,9 @@ class Plan:
     failed: bool = False
     # Reverification: the digest of the listing found before our rewrite (compared after it)
     seen: str | None = None
+    # A commit not ours was notified in the namespace: read it back in full, whatever its
+    # generation says (a stranger's commit followed by ours leaves the generation at ours).
+    suspect: bool = False
 
     @property
     def done(self) -> bool:
@@ -126,6 +143,7 @@ def wants_generation(plan: Plan) -> bool:
     state = plan.state
     return (
         plan.verify
+        and not plan.suspect
         and state.fingerprint is not None
         and state.generation is not None
         and not state.adopted

@@ -20,6 +20,7 @@ from agent.calc import mode as calc_mode
 from agent.calc import ruleset
 from agent.calc import services as calc_services
 from agent.dataplane.nft import render as render_nft
+from agent.sync import pod as sync_pod
 
 log = structlog.get_logger(__name__)
 
@@ -45,8 +46,40 @@ class Recorder(Protocol):
     ) -> None: ...
 
 
+_IN_OUTPUT = "denied egress is dropped in the output hook while they are there (EPERM)"
+_SILENT_AGAIN = "denied egress is dropped silently in the device hook again"
+
+
 def iso(wall: float) -> str:
     return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def committed(plan: sync_pod.Plan, since: float | None, trigger: str) -> float | None:
+    """A pod's committed ruleset: metrics and its log line; the latency from the first event
+    of the pass's batch (None without one)."""
+    rs, rendered = plan.rs, plan.rendered
+    metrics.RULESET_UPDATES.labels(plan.mode.value).inc()
+    metrics.APPLY_SECONDS.observe(plan.apply_seconds)
+    metrics.APPLIES.inc()
+    latency = None
+    if since is not None:
+        latency = plan.committed_at - since
+        metrics.POLICY_PROGRAMMING_SECONDS.labels(trigger or "unknown").observe(latency)
+    plan.bound.info(
+        plan.event,
+        fingerprint=rendered.fingerprint,
+        ingress_isolated=rs.ingress.isolated,
+        egress_isolated=rs.egress.isolated,
+        policy_mode=rs.mode.value,
+        policies=sorted(set(rs.ingress.policies) | set(rs.egress.policies)),
+        quarantined=rs.quarantine is not None,
+        node_guard=rs.node_guard is not None,
+        apply_ms=round(plan.apply_seconds * 1000, 3),
+        mode=plan.mode.value,
+        latency_ms=round(latency * 1000, 3) if latency is not None else None,
+        trigger=trigger,
+    )
+    return latency
 
 
 class Reporter:
@@ -69,8 +102,9 @@ class Reporter:
 
     # -- input problems ---------------------------------------------------------------------
     def invalid_policies(self, policies: Iterable[model.NetworkPolicy]) -> None:
-        """Each policy with invalid parts: a log line and a Warning Event once per version;
-        the per-namespace gauge always."""
+        """Each policy with invalid parts: a log line once per version; the per-namespace
+        gauge always. The Warning Event comes from the one policy-status writer
+        (agent.sync.leader), not from every node."""
         per_namespace: collections.Counter[str] = collections.Counter()
         for policy in policies:
             if not policy.errors:
@@ -86,16 +120,6 @@ class Reporter:
                 namespace=policy.namespace,
                 errors=list(policy.errors),
                 effect="invalid parts match nothing; valid parts are enforced",
-            )
-            self.recorder.warn(
-                kind="NetworkPolicy",
-                api_version="networking.k8s.io/v1",
-                namespace=policy.namespace,
-                name=policy.name,
-                resource_version=policy.resource_version,
-                reason="InvalidPolicy",
-                message="podseg ignores invalid parts (they match nothing): "
-                + "; ".join(policy.errors),
             )
         metrics.INVALID_POLICIES.clear()
         for namespace, count in per_namespace.items():
@@ -189,6 +213,27 @@ class Reporter:
             reason="RulesetDrift",
             message=f"podseg rules in this pod's network namespace were {what} outside podseg "
             f"(found fingerprint {found or 'none'}, expected {expected}); restored",
+        )
+
+    def foreign_hooks(
+        self,
+        pod: model.Pod,
+        before: tuple[str, ...],
+        found: tuple[str, ...],
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        """Base chains of others that could undo the egress decision came (counted, logged,
+        an Event) or went (logged)."""
+        if not found:
+            bound.info("foreign_hooks_gone", previous=list(before), effect=_SILENT_AGAIN)
+            return
+        metrics.FOREIGN_HOOKS.inc()
+        bound.warning("foreign_hooks", hooks=list(found), previous=list(before), effect=_IN_OUTPUT)
+        self.recorder.on_pod(
+            pod,
+            reason="ForeignHook",
+            message="chains outside podseg in this pod's network namespace could undo its "
+            f"egress decision ({'; '.join(found)}); {_IN_OUTPUT}",
         )
 
     def quarantined(

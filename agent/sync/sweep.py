@@ -29,7 +29,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import structlog
 
-from agent import metrics, model
+from agent import config, metrics, model
 from agent.dataplane import backends, netns, protocol
 from agent.dataplane.nft import render as render_nft
 
@@ -110,6 +110,23 @@ def _owned(cand: netns.Candidate, comment: str | None) -> Owned | None:
     owner, truncated = parsed
     addrs = frozenset(_norm(a) for iface in cand.interfaces for a in iface.addrs)
     return Owned(cand.path, cand.ino, owner, truncated, addrs)
+
+
+async def guarded(
+    dataplane: protocol.Dataplane,
+    settings: config.Settings,
+    pods: Mapping[str, model.Pod],
+    tracked_inos: Collection[int],
+    dataplane_backend: backends.Backend,
+) -> None:
+    """`run` for the reconcile loop: a failure is counted and logged, never raised."""
+    try:
+        await run(
+            dataplane, settings.netns_dir, settings.scan_proc, pods, tracked_inos, dataplane_backend
+        )
+    except protocol.DataplaneError as exc:
+        metrics.APPLY_ERRORS.labels("sweep").inc()
+        log.warning("sweep_failed", error=str(exc))
 
 
 async def run(

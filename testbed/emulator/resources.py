@@ -153,6 +153,15 @@ ENDPOINT_SLICES = ResourceType(
     has_generation=True,
 )
 
+LEASES = ResourceType(
+    group="coordination.k8s.io",
+    version="v1",
+    plural="leases",
+    singular="lease",
+    kind="Lease",
+    namespaced=True,
+)
+
 ALL: tuple[ResourceType, ...] = (
     PODS,
     NAMESPACES,
@@ -161,9 +170,14 @@ ALL: tuple[ResourceType, ...] = (
     EVENTS,
     NETWORK_POLICIES,
     ENDPOINT_SLICES,
+    LEASES,
 )
 
-GROUP_VERSIONS: dict[str, str] = {"networking.k8s.io": "v1", "discovery.k8s.io": "v1"}
+GROUP_VERSIONS: dict[str, str] = {
+    "networking.k8s.io": "v1",
+    "discovery.k8s.io": "v1",
+    "coordination.k8s.io": "v1",
+}
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:

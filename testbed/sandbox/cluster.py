@@ -198,6 +198,10 @@ class SandboxCluster:
         self.core = kubernetes.client.CoreV1Api(api)
         self.networking = kubernetes.client.NetworkingV1Api(api)
         self.discovery = kubernetes.client.DiscoveryV1Api(api)
+        # Where the agents keep their policy-status Leases (their default --lease-namespace).
+        self.emulator.insert(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "podseg-system"}}
+        )
         for name in self.node_names:
             self.nodes[name] = self.sandbox.add_node(name)
             node = self.nodes[name]

@@ -138,7 +138,8 @@ def test_tampered_table_is_restored_counted_and_reported(
     subprocess.run(
         ["ip", "netns", "exec", server.netns, "nft", "-f", "-"], input=script, text=True, check=True
     )
-    assert probe.probe(stranger, server.ipv4, 80, "tcp", 0.8) == probe.OK  # the hole is real
+    # The hole is real (tests/e2e/test_agent.py sees it open until the resync), but the change
+    # watch closes it within milliseconds: the drift counter and Event below prove the tamper.
     wait_for(
         lambda: tables.table_state(server)[0] == expected["t/server"],
         timeout=10,

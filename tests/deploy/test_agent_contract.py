@@ -33,6 +33,8 @@ def test_agent_daemonset_args_and_env_parse_into_the_intended_settings(
     # Containment from the ConfigMap: the default guarded ports, strict mode on.
     assert settings.node_guard_ports == config.Settings("n", None).node_guard_ports
     assert settings.strict
+    # Policy status: its Leases live in the agent's own namespace, which the Role covers.
+    assert settings.lease_namespace == "podseg-system" and settings.policy_status
     contract.assert_env_used(container, env.read)
     # The probes and the port the agent listens on are one and the same.
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -99,8 +101,11 @@ def test_cluster_role_covers_every_api_call_in_the_code(
     # The scanner must see at least the calls every agent makes, or it is scanning nothing.
     assert {("", "pods", "list"), ("", "pods", "watch"), ("", "events", "create")} <= needed
     role = find(rendered["base"], "ClusterRole", "podseg-agent")
-    missing = needed - contract.granted(role)
-    assert not missing, f"ClusterRole podseg-agent lacks {sorted(missing)}"
+    leases = find(rendered["base"], "Role", "podseg-agent-leases")
+    missing = needed - contract.granted(role) - contract.granted(leases)
+    assert not missing, (
+        f"ClusterRole podseg-agent (and Role podseg-agent-leases) lack {sorted(missing)}"
+    )
 
 
 def test_the_agent_requests_only_its_declared_routes() -> None:
@@ -132,3 +137,26 @@ def test_role_grants_no_write_beyond_events(rendered: dict[str, list[dict[str, A
     ]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     find(rendered["base"], "ServiceAccount", sa)
+
+
+def test_lease_writes_are_confined_to_the_agents_namespace(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The only writes besides Events: Leases, through a Role (so only in podseg-system)."""
+    role = find(rendered["base"], "Role", "podseg-agent-leases")
+    assert role["metadata"]["namespace"] == "podseg-system"
+    assert contract.granted(role) == {
+        ("coordination.k8s.io", "leases", verb)
+        for verb in ("get", "list", "watch", "create", "update")
+    }
+    binding = find(rendered["base"], "RoleBinding", "podseg-agent-leases")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "podseg-agent-leases",
+    }
+    ds = find(rendered["base"], "DaemonSet", "podseg-agent")
+    sa = ds["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa, "namespace": "podseg-system"}
+    ]

@@ -21,7 +21,9 @@ def env() -> Iterator[Env]:
         cluster.ensure_namespace("t", {"ns": "t"})
         for name in PODS:
             cluster.add_pod("t", name, {"pod": name})
-        cluster.start_agent("node-1", ["--resync-period", "1"])
+        # Repair at resync, the backstop: without the change watch, which repairs within
+        # milliseconds (tests/e2e/test_tamper.py), a tamper stays visible until the resync.
+        cluster.start_agent("node-1", ["--resync-period", "1", "--no-tamper-watch"])
         yield Env(cluster)
 
 

@@ -18,7 +18,11 @@ import kubernetes.client
 from agent.k8s import rest
 from tests.support.manifests import ROOT
 
-SAMPLE_FIELDS = {"spec.nodeName": "node-7", "status.podIP": "10.1.2.3"}
+SAMPLE_FIELDS = {
+    "spec.nodeName": "node-7",
+    "status.podIP": "10.1.2.3",
+    "metadata.namespace": "podseg-system",
+}
 
 
 class RecordingEnv(dict[str, str]):

@@ -4,8 +4,8 @@ testing the sync layer without root.
 Each fake namespace remembers the last nftables script committed in it (its "tables"), the
 fingerprint that script carries, and an nftables generation that every commit moves by one,
 as the kernel's does. Tests change a namespace behind the agent's back (`tamper`,
-`drop_tables`, `foreign_commit`), make it vanish, or make the next round trip time out, and
-look at the requests the agent sent (`sent`).
+`drop_tables`, `foreign_commit`, `hook`), make it vanish, or make the next round trip time
+out, and look at the requests the agent sent (`sent`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class FakeNetns:
     generation: int = 1
     gone: bool = False
     raced: bool = False  # another commit slips in right after the next patch
+    foreign: tuple[str, ...] = ()  # others' base chains that could undo the egress decision
     connections: list[protocol.ConntrackEntry] = dataclasses.field(default_factory=list)
 
     def digest(self) -> str | None:
@@ -87,6 +88,13 @@ class FakeDataplane:
     @staticmethod
     def foreign_commit(ns: FakeNetns) -> None:
         """Someone commits something unrelated in the namespace (its generation moves)."""
+        ns.generation += 1
+
+    @staticmethod
+    def hook(ns: FakeNetns, *chains: str) -> None:
+        """Someone hooks base chains of their own where they could undo the egress decision
+        (none: removes them); one commit."""
+        ns.foreign = tuple(sorted(chains))
         ns.generation += 1
 
     # -- protocol.Dataplane ---------------------------------------------------------------
@@ -157,9 +165,12 @@ class FakeDataplane:
         if isinstance(request, protocol.ReadGeneration):
             return protocol.Generation(ns.generation)
         if isinstance(request, protocol.Inspect):
-            return protocol.Examined(ns.fingerprint, ns.digest(), ns.generation)
+            return protocol.Examined(ns.fingerprint, ns.digest(), ns.generation, ns.foreign)
         if isinstance(request, protocol.Glance):
-            return protocol.Examined(ns.fingerprint, None, ns.generation)
+            return protocol.Examined(ns.fingerprint, None, ns.generation, ns.foreign)
+        if isinstance(request, protocol.Snapshot):
+            comment = render_nft.parse_comment(ns.tables)
+            return protocol.Held(ns.tables or None, ns.digest(), ns.generation, comment)
         if isinstance(request, protocol.ReadComment):
             return protocol.Comment(render_nft.parse_comment(ns.tables))
         if isinstance(request, protocol.ListOwned):

@@ -162,9 +162,12 @@ def apply_iptables(ns: str, rs: ruleset.PodRuleset) -> tuple[str, str | None]:
 
 
 class ReaderProc:
-    def __init__(self) -> None:
+    """A namespace-socket process (`agent.dataplane.listener`: the drop reader by default, or
+    the change watcher) driven over its pipes."""
+
+    def __init__(self, module: str = "agent.flows.reader") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.flows.reader"],
+            [sys.executable, "-m", module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

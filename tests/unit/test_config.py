@@ -51,6 +51,7 @@ def test_iptables_backend_is_accepted() -> None:
         ("PODSEG_NO_PROC_SCAN", "1", "scan_proc", False),
         ("PODSEG_NO_PROC_SCAN", "false", "scan_proc", True),
         ("PODSEG_RESYNC_PERIOD", "12.5", "resync_period", 12.5),
+        ("PODSEG_TAMPER_WATCH", "false", "tamper_watch", False),
         ("PODSEG_STRICT", "", "strict", True),  # empty means unset: the default
     ],
 )
@@ -83,6 +84,11 @@ def test_a_flag_wins_over_its_variable() -> None:
     env = {"PODSEG_BACKEND": "nftables", "PODSEG_STRICT": "true"}
     settings = config.parse(["--node-name", "n", "--backend", "iptables", "--no-strict"], env)
     assert settings.backend == "iptables" and not settings.strict
+
+
+def test_the_tamper_watch_is_on_unless_switched_off() -> None:
+    assert config.parse(["--node-name", "n"], {}).tamper_watch
+    assert not config.parse(["--node-name", "n", "--no-tamper-watch"], {}).tamper_watch
 
 
 def test_defaults_are_the_settings_dataclass_defaults() -> None:

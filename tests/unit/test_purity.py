@@ -16,6 +16,7 @@ PURE = [
     ROOT / "agent" / "dataplane" / "netns.py",
     ROOT / "agent" / "dataplane" / "nft" / "render.py",
     ROOT / "agent" / "dataplane" / "nft" / "incremental.py",
+    ROOT / "agent" / "dataplane" / "nft" / "hooks.py",
     ROOT / "agent" / "dataplane" / "ipt" / "render.py",
     ROOT / "agent" / "sync" / "eventkind.py",
     *(ROOT / "agent" / "responder" / f"{m}.py" for m in RESPONDER_PURE),

@@ -12,7 +12,8 @@ Per family (IPv4 with `iptables-restore`, IPv6 with `ip6tables-restore`):
     PODSEG-INPUT  : owner comment; then, when quarantined or ingress is isolated: -i lo ACCEPT;
                     jump PODSEG-QUARANTINE-IN (first: established traffic included); when
                     ingress is isolated: established/related ACCEPT unless the conntrack entry
-                    carries DENY_MARK; ICMPv6 link plumbing; one `-m set` ACCEPT per peer set;
+                    carries DENY_MARK; ICMPv6 link plumbing; the counting-only rules of each
+                    isolating policy's own sets (hits); one `-m set` ACCEPT per peer set;
                     the ingress "policy" deny rules
     PODSEG-OUTPUT : when quarantined, node-guarded or egress is isolated: -o lo ACCEPT; jump
                     PODSEG-QUARANTINE-OUT; established/related ACCEPT unless DENY_MARK; jump
@@ -99,6 +100,7 @@ _FP_RE = re.compile(r'--comment "?podseg fp=([0-9a-f]{16})[ "]')
 _COMMENT_RE = re.compile(r'--comment "(podseg fp=[0-9a-f]{16}[^"]*)"')
 _SET_REF_RE = re.compile(r"--match-set (PODSEG-\S+) ")
 _COUNTER_RE = re.compile(r'^\[(\d+):\d+\] -A PODSEG-\S+ -m comment --comment "?([^" ]+)"?$')
+_HIT_RE = re.compile(r'^\[(\d+):\d+\] -A PODSEG-\S+ -m comment --comment "?(hit\.[^" ]+)"? ')
 _RATE_RE = re.compile(r"^(\d+)/(\w+) burst (\d+) packets$")
 _ICMPV6_LINK = (
     # neighbour discovery and router messages (hop limit 255), MLD (hop limit 1)
@@ -296,16 +298,34 @@ def _create(name: str, kind: str, family: int, elements: Sequence[str]) -> list[
     return out
 
 
-def _peer_sets(
+def _hit_rules(
     direction: ruleset.Direction, d: ruleset.DirectionRuleset, family: int
 ) -> tuple[list[str], list[str]]:
-    """(ipset lines, match specs) of one isolated direction and family."""
+    """(ipset lines, rule specs) counting each isolating policy's own peers: rules without a
+    target (they only count) whose comment names the policy's hit counter
+    (`render_nft.hit_counter_name`), read back by `parse_counters`."""
+    sets: list[str] = []
+    specs: list[str] = []
+    for n, peers in enumerate(d.per_policy):
+        own = ruleset.DirectionRuleset(True, peers.any_port_peers, peers.port_peers)
+        own_sets, matches = _peer_sets(direction, own, family, tag=f"h{n}")
+        name = render_nft.hit_counter_name(direction, peers.policy)
+        sets += own_sets
+        specs += [f'-m comment --comment "{name}" {m}' for m in matches]
+    return sets, specs
+
+
+def _peer_sets(
+    direction: ruleset.Direction, d: ruleset.DirectionRuleset, family: int, tag: str = ""
+) -> tuple[list[str], list[str]]:
+    """(ipset lines, match specs) of one isolated direction and family (`tag` sets apart the
+    names of one policy's own sets)."""
     where = "src" if direction is ruleset.Direction.INGRESS else "dst"
     sets: list[str] = []
     matches: list[str] = []
     anyport = [c for r in d.any_port_peers if r.family == family for c in cidrs(r)]
     if anyport:
-        name = _set_name(direction, family, "a")
+        name = _set_name(direction, family, tag + "a")
         sets += _create(name, "hash:net", family, anyport)
         matches.append(f"-m set --match-set {name} {where}")
     single: list[str] = []
@@ -322,11 +342,11 @@ def _peer_sets(
         else:
             ranges.setdefault((e.protocol, e.ports.first, e.ports.last), []).extend(nets)
     if single:
-        name = _set_name(direction, family, "p")
+        name = _set_name(direction, family, tag + "p")
         sets += _create(name, "hash:net,port", family, single)
         matches.append(f"-m set --match-set {name} {where},dst")
     for n, ((protocol, first, last), nets) in enumerate(sorted(ranges.items())):
-        name = _set_name(direction, family, f"r{n}")
+        name = _set_name(direction, family, tag + f"r{n}")
         sets += _create(name, "hash:net", family, nets)
         proto = _PROTO.get(protocol, str(protocol))
         ports = ""
@@ -377,9 +397,12 @@ def _ingress(
         specs.append(f"-j {QUARANTINE_IN}")  # before anything, established included
     if rs.ingress.isolated:
         sets, matches = _peer_sets(ruleset.Direction.INGRESS, rs.ingress, family)
+        hit_sets, hits = _hit_rules(ruleset.Direction.INGRESS, rs.ingress, family)
+        sets += hit_sets
         specs += [
             _ESTABLISHED,
             *_link(family),
+            *hits,
             *(f"{m} -j ACCEPT" for m in matches),
             *deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
         ]
@@ -405,8 +428,11 @@ def _egress(
         specs.append(f"-j {NODE_GUARD}")  # whatever the policies allow
     if rs.egress.isolated:
         sets, matches = _peer_sets(ruleset.Direction.EGRESS, rs.egress, family)
+        hit_sets, hits = _hit_rules(ruleset.Direction.EGRESS, rs.egress, family)
+        sets += hit_sets
         specs += [
             *_link(family),
+            *hits,
             *(f"{m} -j {EGRESS_ACCEPT}" for m in matches),
             f"-j {EGRESS_DENY}",
         ]
@@ -532,6 +558,10 @@ def parse_counters(save_counters: str) -> dict[str, int]:
     for line in save_counters.splitlines():
         match = _COUNTER_RE.match(line)
         if match and render_nft.parse_counter_name(match.group(2)) is not None:
+            out[match.group(2)] = out.get(match.group(2), 0) + int(match.group(1))
+            continue
+        match = _HIT_RE.match(line)
+        if match and render_nft.parse_hit_counter_name(match.group(2)) is not None:
             out[match.group(2)] = out.get(match.group(2), 0) + int(match.group(1))
     return out
 

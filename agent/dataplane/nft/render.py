@@ -360,6 +360,35 @@ def parse_counter_name(name: str) -> tuple[str, str, str] | None:
     return direction, reason, mode
 
 
+HIT_PREFIX = "hit"
+_HIT_TOKEN = re.compile(r"[a-z0-9][a-z0-9.-]*/[a-z0-9][a-z0-9.-]*")
+_HIT_NAME_MAX = 250  # the kernel keeps object names up to 255 bytes
+
+
+def hit_counter_name(direction: ruleset.Direction, policy: str) -> str:
+    """Name of the named counter of one policy's hits in one direction:
+    `hit.<direction>.<namespace>/<name>`, or `hit.<direction>.~<hash>` for a key that is too
+    long or not a plain Kubernetes name (`policy_token` gives the same token for a key)."""
+    return f"{HIT_PREFIX}.{direction.value}.{policy_token(policy)}"
+
+
+def policy_token(policy: str) -> str:
+    """The policy part of a hit counter's name (see `hit_counter_name`)."""
+    if _HIT_TOKEN.fullmatch(policy) and len(policy) <= _HIT_NAME_MAX - 12:
+        return policy
+    return "~" + hashlib.sha256(policy.encode()).hexdigest()[:FINGERPRINT_CHARS]
+
+
+def parse_hit_counter_name(name: str) -> tuple[str, str] | None:
+    """(direction, policy token) of a counter named by `hit_counter_name`; None when not
+    ours. The token is only a claim: the caller maps it to a policy it knows (a pod may
+    write anything into its own namespace)."""
+    parts = name.split(".", 2)
+    if len(parts) != 3 or parts[0] != HIT_PREFIX or parts[1] not in _DIRECTIONS:
+        return None
+    return parts[1], parts[2]
+
+
 def deny_rules(
     direction: ruleset.Direction,
     reason: str,
@@ -562,19 +591,47 @@ def _direction(
         else (f"ct mark set ct mark & {_CLEAR_MARK} accept")
     )
     rules: list[str] = []
-    # Every set is declared even when empty, so that a change of peers alone never changes
-    # the skeleton and stays an incremental element update.
+    if d.per_policy:
+        hits = f"{direction.value}_hits"
+        hit_rules: list[str] = []
+        for n, peers in enumerate(d.per_policy):
+            counter = hit_counter_name(direction, peers.policy)
+            body.counters.add(counter)
+            action = f'counter name "{counter}"'
+            prefix = f"{direction.value}_p{n}_"
+            hit_rules += _peer_rules(
+                body, key, action, prefix, peers.any_port_peers, peers.port_peers
+            )
+        body.chain(hits, hit_rules)
+        rules.append(f"jump {hits}")  # counts only: every rule there falls through
+    prefix = f"{direction.value}_"
+    return rules + _peer_rules(body, key, verdict, prefix, d.any_port_peers, d.port_peers)
+
+
+def _peer_rules(
+    body: _Body,
+    key: str,
+    action: str,
+    prefix: str,
+    any_port_peers: Sequence[ruleset.AddrRange],
+    port_peers: Sequence[ruleset.PeerPort],
+) -> list[str]:
+    """Declare the four peer sets `<prefix>{any,ports}{4,6}`; one rule per set doing `action`.
+
+    Every set is declared even when empty, so that a change of peers alone never changes
+    the skeleton and stays an incremental element update."""
+    rules: list[str] = []
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        elements = tuple([format_addr(r) for r in d.any_port_peers if r.family == family])
-        name = set_name(direction, "any", family)
+        elements = tuple([format_addr(r) for r in any_port_peers if r.family == family])
+        name = f"{prefix}any{family}"
         body.sets.append(NamedSet(name, addr_type, elements=elements))
-        rules.append(f"{ip} {key} @{name} {verdict}")
+        rules.append(f"{ip} {key} @{name} {action}")
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        elements = tuple(_port_elements(d.port_peers, family))
-        name = set_name(direction, "ports", family)
+        elements = tuple(_port_elements(port_peers, family))
+        name = f"{prefix}ports{family}"
         set_type = f"{addr_type} . inet_proto . inet_service"
         body.sets.append(NamedSet(name, set_type, elements=elements))
-        rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
+        rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {action}")
     return rules
 
 

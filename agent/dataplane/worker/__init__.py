@@ -59,6 +59,7 @@ HANDLERS: dict[protocol.Op, Handler] = {
     protocol.Op.GENERATION: nft.read_generation,
     protocol.Op.INSPECT: nft.inspect,
     protocol.Op.GLANCE: nft.glance,
+    protocol.Op.SNAPSHOT: nft.snapshot,
     protocol.Op.COMMENT: nft.comment,
     protocol.Op.TABLES: _owned,
     protocol.Op.FORGET: _forget,

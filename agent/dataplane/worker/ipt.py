@@ -11,6 +11,7 @@ from typing import TypeVar
 from agent.dataplane import protocol
 from agent.dataplane.ipt import commands as ipt_commands
 from agent.dataplane.ipt import render as render_ipt
+from agent.dataplane.nft import hooks
 from agent.dataplane.worker import namespaces
 from agent.dataplane.worker import nft as worker_nft
 
@@ -37,12 +38,14 @@ def apply(ns: namespaces.Namespaces, request: protocol.IptApply) -> protocol.Com
 
 def inspect(ns: namespaces.Namespaces, request: protocol.IptInspect) -> protocol.Examined:
     """Fingerprint and digest of the owned iptables rules, their sets and the netdev
-    egress-drop table (the whole owned state, as `inspect` for nftables)."""
+    egress-drop table (the whole owned state, as `inspect` for nftables); foreign hooks."""
     path, ino = request.path, request.ino
     fingerprint, digest = inside(ns, path, ino, ipt_commands.inspect)
+    foreign = worker_nft.foreign_hooks(ns, path, ino, hooks.IPT_OWNED)
     if digest is None:
-        return protocol.Examined(None, None, None)
-    return protocol.Examined(fingerprint, worker_nft.netdev_digest(ns, path, ino, digest), None)
+        return protocol.Examined(None, None, None, foreign)
+    digest = worker_nft.netdev_digest(ns, path, ino, digest)
+    return protocol.Examined(fingerprint, digest, None, foreign)
 
 
 def comment(ns: namespaces.Namespaces, request: protocol.IptComment) -> protocol.Comment:

@@ -8,7 +8,7 @@ import hashlib
 import json
 
 from agent.dataplane import protocol
-from agent.dataplane.nft import generation, libnft
+from agent.dataplane.nft import generation, hooks, libnft
 from agent.dataplane.nft import render as render_nft
 from agent.dataplane.worker import namespaces
 
@@ -79,36 +79,70 @@ def listing(
         return None
 
 
+def foreign_hooks(
+    ns: namespaces.Namespaces,
+    path: str,
+    ino: int | None,
+    ours: hooks.Owned = hooks.NFT_OWNED,
+) -> tuple[str, ...]:
+    """The base chains of others in the namespace that could undo podseg's egress decision
+    (`agent.dataplane.nft.hooks`); a listing that does not parse counts as one (fail
+    closed: the agent then drops denied egress where no chain can undo it)."""
+    text = ns.run(path, ino, "list chains", flags=libnft.OUTPUT_JSON)
+    try:
+        return hooks.foreign(text, ours)
+    except ValueError as exc:
+        return (f"unreadable chain listing: {exc}",)
+
+
 def glance(ns: namespaces.Namespaces, request: protocol.Glance) -> protocol.Examined:
     """First contact: the ruleset fingerprint alone (the one rule of chain `state`, not a
-    listing of every set) and the generation, read first. ~0.3 ms against ~2 ms for
-    `inspect` of a table with a few hundred elements: it is what adoption needs."""
-    gen = read_generation(ns, protocol.ReadGeneration(request.path, request.ino)).generation
+    listing of every set), the generation, read first, and the foreign hooks. ~0.5 ms against
+    ~2 ms for `inspect` of a table with a few hundred elements: it is what adoption needs."""
+    path, ino = request.path, request.ino
+    gen = read_generation(ns, protocol.ReadGeneration(path, ino)).generation
     try:
-        text = ns.run(
-            request.path,
-            request.ino,
-            f"list chain inet {render_nft.TABLE} {render_nft.STATE_CHAIN}",
-        )
+        text = ns.run(path, ino, f"list chain inet {render_nft.TABLE} {render_nft.STATE_CHAIN}")
     except libnft.NftError:  # no table (or no chain: not ours, or an older format)
         text = ""
-    return protocol.Examined(render_nft.parse_fingerprint(text), None, gen)
+    foreign = foreign_hooks(ns, path, ino)
+    return protocol.Examined(render_nft.parse_fingerprint(text), None, gen, foreign)
 
 
 def inspect(ns: namespaces.Namespaces, request: protocol.Inspect) -> protocol.Examined:
-    """The owned tables' fingerprint and a digest of their whole kernel listing.
+    """The owned tables' fingerprint, a digest of their whole kernel listing, and the
+    foreign hooks.
 
     The listing is stateless (no counter values), so the digest changes only when a rule,
     set element, chain or table changes: an edit that keeps our comment is still caught.
     """
     path, ino = request.path, request.ino
     gen = read_generation(ns, protocol.ReadGeneration(path, ino)).generation  # read first
+    foreign = foreign_hooks(ns, path, ino)
     inet = listing(ns, path, ino, "inet", libnft.OUTPUT_STATELESS)
     if inet is None:
-        return protocol.Examined(None, None, gen)
+        return protocol.Examined(None, None, gen, foreign)
     netdev = listing(ns, path, ino, "netdev", libnft.OUTPUT_STATELESS) or ""
-    digest = hashlib.sha256(f"{inet}\n--netdev--\n{netdev}".encode()).hexdigest()
-    return protocol.Examined(render_nft.parse_fingerprint(inet), digest[:32], gen)
+    digest = _digest(inet, netdev)
+    return protocol.Examined(render_nft.parse_fingerprint(inet), digest, gen, foreign)
+
+
+def snapshot(ns: namespaces.Namespaces, request: protocol.Snapshot) -> protocol.Held:
+    """podseg's tables as a script that puts them back exactly (their stateless listing after
+    the delete prelude: loading it lists the same again), with `inspect`'s digest."""
+    path, ino = request.path, request.ino
+    gen = read_generation(ns, protocol.ReadGeneration(path, ino)).generation
+    inet = listing(ns, path, ino, "inet", libnft.OUTPUT_STATELESS)
+    if inet is None:
+        return protocol.Held(None, None, gen)
+    netdev = listing(ns, path, ino, "netdev", libnft.OUTPUT_STATELESS) or ""
+    script = render_nft.delete_script() + inet + netdev
+    return protocol.Held(script, _digest(inet, netdev), gen, render_nft.parse_comment(inet))
+
+
+def _digest(inet: str, netdev: str) -> str:
+    """The digest of podseg's tables from their stateless listings."""
+    return hashlib.sha256(f"{inet}\n--netdev--\n{netdev}".encode()).hexdigest()[:32]
 
 
 def netdev_digest(ns: namespaces.Namespaces, path: str, ino: int | None, digest: str) -> str:

@@ -1,0 +1,178 @@
+"""A process that holds one netlink socket inside each of many pod namespaces and reads them all
+in one select loop: the base of the drop reader (NFLOG, `agent.flows.reader`) and of the change
+watcher (nftables notifications, `agent.dataplane.watcher`).
+
+Why one base: a netlink socket stays bound to the namespace it was created in, so such a
+process enters a namespace (setns) only to create the socket and returns at once; the agent's
+event loop never switches namespace (docs/architecture.md, doctrine 5). Both processes take the
+same requests, keep their sockets the same way and notice vanished namespaces the same way;
+only what they subscribe to and what they make of a datagram differ (`create`, `drain`).
+
+Protocol (JSON lines): requests on stdin are `Open` and `Close` (`encode`/`decode`). Output on
+stdout: whatever `drain` emits per source, `{"opened": key}`, `{"closed": key, "reason": ...}`
+(closed on request, or because the namespace is gone: its path no longer names the same
+inode), and `{"error": ..., "key": ...}`. It dies with the agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import selectors
+import socket
+import sys
+import time
+from typing import Any
+
+from agent.dataplane import enter, protocol
+
+CHECK_PERIOD = 1.0  # seconds between checks that each namespace still exists
+
+
+@dataclasses.dataclass(frozen=True)
+class Open:
+    """Agent -> process: open a socket in this pod's namespace, reported under `key`."""
+
+    key: str
+    path: str
+    ino: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Close:
+    """Agent -> process: close the socket of `key`."""
+
+    key: str
+
+
+def encode(message: Open | Close) -> str:
+    """The request line for the process's stdin."""
+    op = "open" if isinstance(message, Open) else "close"
+    return json.dumps({"op": op, **dataclasses.asdict(message)}) + "\n"
+
+
+def decode(raw: dict[str, Any]) -> Open | Close:
+    """A request line's message; ValueError/KeyError/TypeError when malformed."""
+    op = raw.get("op")
+    if op == "open":
+        return Open(str(raw["key"]), str(raw["path"]), int(raw["ino"]))
+    if op == "close":
+        return Close(str(raw["key"]))
+    raise ValueError(f"unknown op {op!r}")
+
+
+@dataclasses.dataclass
+class Source:
+    key: str
+    path: str
+    ino: int
+    sock: socket.socket
+
+
+class Listener:
+    """The select loop over stdin and one socket per key; subclasses say which socket to
+    create inside a namespace (`create`) and what to make of its datagrams (`drain`)."""
+
+    def __init__(self) -> None:
+        self.host = enter.Host()
+        self.sources: dict[str, Source] = {}
+        self.by_fd: dict[int, Source] = {}
+        self.selector = selectors.DefaultSelector()
+
+    def emit(self, message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    def create(self, path: str, ino: int) -> socket.socket:
+        """A configured, non-blocking socket bound to the namespace at `path` (OSError when
+        that fails)."""
+        raise NotImplementedError
+
+    def drain(self, source: Source) -> None:
+        """Read what `source`'s socket holds now and emit it."""
+        raise NotImplementedError
+
+    def netlink_in(self, path: str, ino: int, family: int) -> socket.socket:
+        """A raw netlink socket of `family` created inside the namespace at `path` (checked
+        against `ino`); OSError (ESTALE) when the namespace is gone or not that one."""
+        try:
+            with self.host.entered(path, ino):
+                return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, family)
+        except protocol.NetnsGone as exc:
+            raise OSError(errno.ESTALE, str(exc)) from exc
+
+    def open(self, key: str, path: str, ino: int) -> None:
+        old = self.sources.get(key)
+        if old is not None and old.path == path and old.ino == ino:
+            return
+        if old is not None:
+            self.close(key, "replaced")
+        try:
+            sock = self.create(path, ino)
+        except OSError as exc:
+            self.emit({"error": f"open: {exc.strerror or exc}", "key": key})
+            return
+        source = Source(key, path, ino, sock)
+        self.sources[key] = source
+        self.by_fd[sock.fileno()] = source
+        self.selector.register(sock, selectors.EVENT_READ)
+        self.emit({"opened": key})
+
+    def close(self, key: str, reason: str) -> None:
+        source = self.sources.pop(key, None)
+        if source is None:
+            return
+        self.by_fd.pop(source.sock.fileno(), None)
+        self.selector.unregister(source.sock)
+        source.sock.close()
+        self.emit({"closed": key, "reason": reason})
+
+    def check(self) -> None:
+        """Close the sockets of namespaces that are gone (their path names another inode)."""
+        for source in list(self.sources.values()):
+            try:
+                same = os.stat(source.path).st_ino == source.ino
+            except OSError:
+                same = False
+            if not same:
+                self.close(source.key, "netns_gone")
+
+    def handle(self, message: Open | Close) -> None:
+        if isinstance(message, Open):
+            self.open(message.key, message.path, message.ino)
+        else:
+            self.close(message.key, "requested")
+
+    def _requests(self, pending: bytes) -> bytes:
+        """Handle every complete request line of `pending`; return the incomplete rest."""
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if line.strip():
+                try:
+                    self.handle(decode(json.loads(line)))
+                except (ValueError, KeyError, TypeError) as exc:
+                    self.emit({"error": f"bad request: {exc}", "key": ""})
+        return pending
+
+    def run(self) -> None:
+        stdin = sys.stdin.fileno()
+        self.selector.register(stdin, selectors.EVENT_READ)
+        next_check = time.monotonic() + CHECK_PERIOD
+        pending = b""
+        while True:
+            timeout = max(0.0, next_check - time.monotonic())
+            for key, _events in self.selector.select(timeout):
+                if key.fd == stdin:
+                    chunk = os.read(stdin, 65536)
+                    if not chunk:
+                        return  # the agent closed our stdin: stop
+                    pending = self._requests(pending + chunk)
+                else:
+                    source = self.by_fd.get(key.fd)
+                    if source is not None:
+                        self.drain(source)
+            if time.monotonic() >= next_check:
+                self.check()
+                next_check = time.monotonic() + CHECK_PERIOD
