@@ -98,7 +98,8 @@ def policies_selecting(
     return tuple(chosen)
 
 
-def _peer_pod(pod: model.Pod) -> PeerPod | None:
+def peer_pod(pod: model.Pod) -> PeerPod | None:
+    """The pod as a peer (its parsed addresses), or None when it cannot be one."""
     if not is_peer_candidate(pod):
         return None
     addrs = []
@@ -129,7 +130,7 @@ def update_index(
             touched[namespace] = {p.pod.key: p for p in by_namespace.get(namespace, ())}
         touched[namespace].pop(key, None)
         pod = pods.get(key)
-        peer = _peer_pod(pod) if pod is not None else None
+        peer = peer_pod(pod) if pod is not None else None
         if peer is not None:
             touched[namespace][key] = peer
     for namespace, members in touched.items():
@@ -234,7 +235,7 @@ def build_index(
     """Index the peer candidates of a snapshot by namespace; unparsable IPs are ignored."""
     peers: list[PeerPod] = []
     for pod in pods:
-        peer = _peer_pod(pod)
+        peer = peer_pod(pod)
         if peer is not None:
             peers.append(peer)
     peers.sort(key=lambda p: (p.pod.key, p.pod.uid, p.addrs))
@@ -290,14 +291,15 @@ def compile_indexed(
             index,
             # Upstream semantics: an ingress-isolated pod still accepts its own node's traffic
             # (kubelet probes); only the listed node addresses, never other nodes'.
-            always=_node_ranges(node_addresses),
+            always=node_ranges(node_addresses),
         ),
         egress=egress,
         mode=calc_mode.resolve(pod, index.namespaces).mode if mode is None else mode,
     )
 
 
-def _node_ranges(addresses: Sequence[str]) -> tuple[ruleset.AddrRange, ...]:
+def node_ranges(addresses: Sequence[str]) -> tuple[ruleset.AddrRange, ...]:
+    """A node's parsable addresses as one-address ranges (admitted on ingress)."""
     ranges = []
     for address in addresses:
         try:
@@ -372,7 +374,7 @@ def _compile_rule(
             if policy_port.end_port is not None:
                 continue  # endPort needs a numeric port
             if direction is _INGRESS:
-                for port in _named_ports(pod, policy_port.port, policy_port.protocol):
+                for port in named_ports(pod, policy_port.port, policy_port.protocol):
                     for peer_set in peer_sets:
                         triples.extend((a, proto, port) for a in peer_set.addrs)
             else:
@@ -380,14 +382,14 @@ def _compile_rule(
                     policy_port.port, policy_port.protocol, proto, peer_sets, index, triples
                 )
             continue
-        ports = _numeric_ports(policy_port)
+        ports = numeric_ports(policy_port)
         if ports is None:
             continue
         for peer_set in peer_sets:
             triples.extend((a, proto, ports) for a in peer_set.addrs)
 
 
-def _numeric_ports(policy_port: model.PolicyPort) -> ruleset.PortRange | None:
+def numeric_ports(policy_port: model.PolicyPort) -> ruleset.PortRange | None:
     """The port range of a numeric or absent port; None when invalid."""
     port, end = policy_port.port, policy_port.end_port
     if port is None:
@@ -401,7 +403,7 @@ def _numeric_ports(policy_port: model.PolicyPort) -> ruleset.PortRange | None:
     return ruleset.PortRange(port, end)
 
 
-def _named_ports(pod: model.Pod, name: str, protocol: str) -> list[ruleset.PortRange]:
+def named_ports(pod: model.Pod, name: str, protocol: str) -> list[ruleset.PortRange]:
     """The ports a pod declares under `name` for `protocol` (usually zero or one)."""
     return [
         ruleset.PortRange(cp.port, cp.port)
@@ -422,11 +424,11 @@ def _egress_named(
     for peer_set in peer_sets:
         if peer_set.pods is not None:
             for peer in peer_set.pods:
-                for port in _named_ports(peer.pod, name, protocol):
+                for port in named_ports(peer.pod, name, protocol):
                     triples.extend((a, proto, port) for a in peer.addrs)
             continue
         for peer in index.peers:
-            ports = _named_ports(peer.pod, name, protocol)
+            ports = named_ports(peer.pod, name, protocol)
             if not ports:
                 continue
             inside = [

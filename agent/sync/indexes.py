@@ -1,5 +1,7 @@
 """The derived views of the store a pass needs, kept up to date between passes instead of
-rebuilt: this node's pods, the peer index, the Service frontends.
+rebuilt: this node's pods, the Service frontends, and the incremental
+calculator of the local pods' desired rulesets (`agent.calc.incremental`), fed each batch's
+changes.
 
 Why: a 10,000-pod cluster makes each of these cost milliseconds to rebuild, on every event;
 updated from what a batch changed, they cost what the change touched. A relist (or the first
@@ -9,8 +11,8 @@ pass) rebuilds them whole, so they can never drift from the store for long.
 from __future__ import annotations
 
 from agent import config, model, store
-from agent.calc import compile as calc_compile
 from agent.calc import desired as calc_desired
+from agent.calc import incremental
 from agent.calc import services as calc_services
 
 
@@ -19,15 +21,12 @@ class Indexes:
         self.settings = settings
         self.store = cluster
         self._services: calc_services.ServiceIndex | None = None  # until Services change
-        # The peer index of the last pass that compiled, and the pods changed since (None:
-        # rebuild it whole).
-        self._peer_index: calc_compile.ClusterIndex | None = None
-        self._peers_dirty: set[str] | None = None
         self._local: dict[str, model.Pod] | None = None
         # The addresses of the agent's own namespace, from the last scan (None: none yet), and
         # whether they moved since the last pass took them (agent.calc.desired.with_host_addresses).
         self.host: tuple[str, ...] | None = None
         self.host_moved = False
+        self._calc: incremental.Calculator | None = None  # None: build it whole when asked
 
     def set_host(self, addresses: tuple[str, ...]) -> None:
         """A scan's view of the agent's own namespace; a change makes every local pod due."""
@@ -44,10 +43,10 @@ class Indexes:
     def changed(self, change: store.Change | None) -> bool:
         """Take note of a batch's change (None: anything may have changed); True when the
         Service frontends were rebuilt (their problems are then worth reporting)."""
-        if change is None or change.relisted or self._peers_dirty is None:
-            self._peers_dirty = None
-        else:
-            self._peers_dirty.update(change.pods)
+        if change is None or change.relisted:
+            self._calc = None
+        elif self._calc is not None:
+            self._feed(self._calc, change)
         if change is None or change.services or change.endpointslices or change.relisted:
             self._services = None
             return True
@@ -67,17 +66,6 @@ class Indexes:
                     self._local.pop(key, None)
         return dict(self._local)
 
-    def peers(self) -> calc_compile.ClusterIndex:
-        """The peer index of the current snapshot (fresh per pass: it memoises peers)."""
-        if self._peer_index is None or self._peers_dirty is None:
-            index = calc_compile.build_index(self.store.namespaces, self.store.pods.values())
-        else:
-            index = calc_compile.update_index(
-                self._peer_index, self.store.namespaces, self.store.pods, self._peers_dirty
-            )
-        self._peer_index, self._peers_dirty = index, set()
-        return index
-
     def services(self) -> calc_services.ServiceIndex:
         """The Service frontends, rebuilt only after a Service or EndpointSlice change (they
         do not depend on pods; `problems` is only read right after a rebuild)."""
@@ -87,32 +75,54 @@ class Indexes:
             )
         return self._services
 
-    def cluster(self) -> calc_desired.Cluster:
-        """The shared part of the snapshot for this pass's desired rulesets."""
-        services = self.services()
-        return calc_desired.Cluster(
-            namespaces=self.store.namespaces,
-            nodes=calc_desired.with_host_addresses(
-                self.store.nodes, self.settings.node_name, self.host or (), services.virtual_addrs
-            ),
-            policies=self.store.policy_index(),
-            peers=self.peers(),
-            services=services,
-            guard_ports=self.settings.node_guard_ports,
-            pod_may_loosen_mode=self.settings.allow_pod_visibility,
-            allow_from_widest=self.settings.quarantine_widest_source,
-            guard_extra=self.settings.node_guard_extra_addresses,
-            guard_exempt=self.settings.node_guard_exempt_namespaces,
-        )
-
     def affected(self, local: dict[str, model.Pod], change: store.Change | None) -> set[str] | None:
-        """The local pods `change` may affect; None: all of them."""
-        if change is None:
+        """The local pods whose desired ruleset `change` changed, exactly (the incremental
+        calculator's answer); None: all of them (no change given, or a relist)."""
+        if change is None or change.relisted or self._calc is None:
             return None
-        return calc_desired.affected(
-            local,
-            self.store.namespaces,
-            self.store.policies.values(),
-            self.store.policy_index(),
-            self.store.affected_changes(change),
+        return set(self.calculator().flush()) & local.keys()
+
+    def _feed(self, calc: incremental.Calculator, change: store.Change) -> None:
+        """Hand a batch's changes to the calculator (Nodes: see `calculator`)."""
+        st = self.store
+        for name in change.namespaces:
+            calc.set_namespace(name, st.namespaces.get(name))
+        for key in change.policies:
+            calc.set_policy(key, st.policies.get(key))
+        for key in change.services:
+            calc.set_service(key, st.services.get(key))
+        for key in change.endpointslices:
+            calc.set_slice(key, st.endpointslices.get(key))
+        for key in change.pods:
+            calc.set_pod(key, st.pods.get(key))
+
+    def calculator(self) -> incremental.Calculator:
+        """The incremental calculator, up to date with the store and with the Nodes as
+        `desired.Cluster` saw them (the agent's own Node with its namespace's addresses)."""
+        st = self.store
+        nodes = calc_desired.with_host_addresses(
+            st.nodes, self.settings.node_name, self.host or (), self.services().virtual_addrs
         )
+        calc = self._calc
+        if calc is None:
+            calc = self._calc = incremental.Calculator.of(
+                self.settings.node_name,
+                incremental.Settings(
+                    guard_ports=self.settings.node_guard_ports,
+                    pod_may_loosen_mode=self.settings.allow_pod_visibility,
+                    allow_from_widest=self.settings.quarantine_widest_source,
+                    guard_exempt=self.settings.node_guard_exempt_namespaces,
+                    guard_extra=self.settings.node_guard_extra_addresses,
+                ),
+                pods=st.pods,
+                namespaces=st.namespaces,
+                policies=st.policies,
+                nodes=nodes,
+                services=st.services,
+                slices=st.endpointslices,
+            )
+            return calc
+        for name in set(nodes) | set(calc.nodes):
+            if nodes.get(name) != calc.nodes.get(name):
+                calc.set_node(name, nodes.get(name))
+        return calc

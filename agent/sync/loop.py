@@ -26,8 +26,7 @@ from collections.abc import Awaitable, Callable, Collection
 import structlog
 
 from agent import config, heap, metrics, model, store
-from agent.calc import containment
-from agent.calc import desired as calc_desired
+from agent.calc import containment, incremental
 from agent.dataplane import backends, netns, protocol
 from agent.flows import collector as flows_collector
 from agent.k8s import watch
@@ -248,9 +247,9 @@ class Reconciler:
         self, run: Pass, local: dict[str, model.Pod], change: store.Change | None
     ) -> None:
         """Place the pods (a scan, when one needs it or at resync), plan every pod that needs
-        it (pure), handing the kernel work to the dataplane in chunks while the rest is
-        planned; wait for all of it."""
-        cluster: calc_desired.Cluster | None = None  # built once, only if a pod compiles
+        it (pure, from the incremental calculator), handing the kernel work to the dataplane
+        in chunks while the rest is planned; wait for all of it."""
+        calc: incremental.Calculator | None = None  # brought up to date once, if a pod plans
         targets = self.indexes.affected(local, change)
         run.recompiled = len(targets) if targets is not None else len(local)
         now = time.monotonic()
@@ -271,10 +270,10 @@ class Reconciler:
                     if not state.slots:
                         failures.unlocated(state, pod.ips, bound)
                         continue
-                    cluster = cluster or self.indexes.cluster()
+                    calc = calc or self.indexes.calculator()
                     suspect = key in run.suspects
                     verify = run.verify or suspect
-                    plans = _plans(pod, state, cluster, self.backend, self.reporter, bound, verify)
+                    plans = _plans(pod, state, calc, self.backend, self.reporter, bound, verify)
                     for plan in plans:
                         plan.suspect = suspect
                     run.plans += plans
@@ -383,7 +382,6 @@ class Reconciler:
             key = placement.flow_key(plan.state, slot)
             self.flows.watch(plan.pod, plan.target, rs, replaced, key=key)
 
-    # -- failures ---------------------------------------------------------------------------
     def _pod_failed(
         self, state: sync_pod.PodState, bound: structlog.typing.FilteringBoundLogger, exc: Exception
     ) -> None:
@@ -411,18 +409,18 @@ class Reconciler:
 def _plans(
     pod: model.Pod,
     state: sync_pod.PodState,
-    cluster: calc_desired.Cluster,
+    calc: incremental.Calculator,
     backend: backends.Backend,
     reporter: report.Reporter,
     bound: structlog.typing.FilteringBoundLogger,
     verify: bool,
 ) -> list[sync_pod.Plan]:
-    """The pod's desired ruleset in each of its namespaces, rendered (pure); the kernel work
-    comes later."""
+    """The pod's desired ruleset in each of its namespaces (the incremental calculator's,
+    equal to `calc.desired.desired`), rendered; the kernel work comes later."""
     plans: list[sync_pod.Plan] = []
     for slot in state.slots.values():
         link = placement.link_of(slot.target)
-        wanted = calc_desired.desired(pod, cluster, link, lockdown=slot.lockdown)
+        wanted = calc.desired_in(pod.key, link, lockdown=slot.lockdown)
         if not plans:  # about the pod, not the namespace: reported once
             reporter.containment_errors(
                 pod, state.containment_errors, wanted.containment_errors, bound

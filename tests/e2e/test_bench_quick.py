@@ -78,6 +78,14 @@ def test_pure_path_quick() -> None:
     _targets(result, {"2a-pure"})
 
 
+def test_incremental_calc_quick() -> None:
+    result = run("incremental_calc")
+    assert result["mismatches"] == 0
+    assert result["same_run_ratios"]["full_over_incremental"] > 0
+    assert result["incremental"]["median"] > 0 and result["full"]["p99"] > 0
+    _targets(result, {"flip-calc-full", "flip-calc-incremental"})
+
+
 @pytest.mark.parametrize("name", ["compile_scale"])
 def test_pure_benchmarks_quick(name: str) -> None:
     result = run(name)

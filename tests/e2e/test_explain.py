@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 from agent import config
@@ -53,45 +54,56 @@ POLICY_SETS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     ],
 }
 
+SETTLE_SECONDS = 30
+
 
 def _agent_url(model: Model) -> str:
     return f"http://127.0.0.1:{model.cluster.agents['node-1'].metrics_port}"
 
 
 def test_explain_from_the_api_and_live_equals_every_probe(model: Model) -> None:
-    url = _agent_url(model)
-    live = agents.from_urls([url])
+    live = agents.from_urls([_agent_url(model)])
     for name, policies in POLICY_SETS.items():
         model.cluster.delete_all_policies()
         for namespace, policy, spec in policies:
             model.policy(namespace, policy, spec)
-        verdicts = _settled_matrix(model)
-        api = clients.api_client(model.cluster.kubeconfig)
-        try:
-            cluster = snapshot.load(api)
-        finally:
-            api.close()
-        wrong = []
-        for (src, dst, port, proto), seen in sorted(verdicts.items()):
-            found = explain.explain(
-                cluster, src, model.ip(dst), port, proto.upper(), config.Settings("", None)
-            )
-            addresses = {
-                found.source: found.source_address,
-                found.destination: found.destination_address,
-            }
-            sides = explain.live_sides(found, cluster, live, addresses)
-            allowed = seen == probe.OK
-            if (found.verdict == calc_explain.ALLOWED) != allowed:
-                wrong.append(
-                    f"{name} {src}->{dst} {port}/{proto}: api {found.verdict}, probe {seen}"
-                )
-            for side, by_agent in zip(found.sides, sides, strict=True):
-                if side.direction == "loopback":
-                    continue
-                if by_agent.verdict != side.verdict or not by_agent.agrees:
-                    wrong.append(f"{name} {src}->{dst} {port}/{proto}: live {by_agent}")
+        # The agent may still be committing when two probe rounds first agree: compare until
+        # the answers hold (a disagreement that lasts past the deadline is a failure).
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            wrong = _disagreements(model, live, name)
+            if not wrong or time.monotonic() > deadline:
+                break
         assert not wrong, "\n".join(wrong[:20])
+
+
+def _disagreements(model: Model, live: dict[str, agents.Agent], name: str) -> list[str]:
+    """Every pair whose live probe, API-only explanation or agent's answer disagree."""
+    verdicts = _settled_matrix(model)
+    api = clients.api_client(model.cluster.kubeconfig)
+    try:
+        cluster = snapshot.load(api)
+    finally:
+        api.close()
+    wrong = []
+    for (src, dst, port, proto), seen in sorted(verdicts.items()):
+        found = explain.explain(
+            cluster, src, model.ip(dst), port, proto.upper(), config.Settings("", None)
+        )
+        addresses = {
+            found.source: found.source_address,
+            found.destination: found.destination_address,
+        }
+        sides = explain.live_sides(found, cluster, live, addresses)
+        allowed = seen == probe.OK
+        if (found.verdict == calc_explain.ALLOWED) != allowed:
+            wrong.append(f"{name} {src}->{dst} {port}/{proto}: api {found.verdict}, probe {seen}")
+        for side, by_agent in zip(found.sides, sides, strict=True):
+            if side.direction == "loopback":
+                continue
+            if by_agent.verdict != side.verdict or not by_agent.agrees:
+                wrong.append(f"{name} {src}->{dst} {port}/{proto}: live {by_agent}")
+    return wrong
 
 
 def _settled_matrix(model: Model) -> dict[tuple[str, str, int, str], str]:
