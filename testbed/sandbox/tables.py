@@ -3,14 +3,16 @@ compared with what a from-scratch compile of the API state says they must hold.
 
 `expected_rendered` is the oracle: it LISTs the emulator's state afresh, builds a store from it
 and compiles every local pod exactly as a freshly started agent would (policies, then
-quarantine and node guard with the default settings). `kernel_tables` reads each pod namespace
-and also checks that the owned tables are whole: every chain of a group present or none, the
-hook chains there when their direction needs them, the netdev table there exactly when egress
-is filtered.
+quarantine, node guard and anti-spoofing with the default settings, with what the dataplane
+worker's scan sees of the pod's namespace: its link-local addresses and routes).
+`kernel_tables` reads each pod namespace and also checks that the owned tables are whole:
+every chain of a group present or none, the hook chains there when their direction needs
+them, the netdev table there exactly when egress is filtered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -18,9 +20,11 @@ import time
 
 from agent import config, store
 from agent.calc import compile as calc_compile
-from agent.calc import containment
+from agent.calc import containment, ruleset
+from agent.dataplane import client, netns
 from agent.dataplane.nft import render as render_nft
 from agent.k8s import watch
+from agent.sync import placement
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import topology
 
@@ -35,6 +39,8 @@ CHAIN_GROUPS = (
     ("quarantine_ingress", "quarantine_egress"),
 )
 _CHAIN_RE = re.compile(r"chain (\w+) \{")
+# A sandbox pod's namespace keeps its addresses and routes for its life: scanned once.
+_LINKS: dict[str, ruleset.Link] = {}
 
 
 def fresh_store(cluster: sandbox_cluster.SandboxCluster, node: str = "node-1") -> store.Store:
@@ -70,9 +76,27 @@ def expected_rendered(
             snapshot.namespaces.get(pod.namespace),
             snapshot.nodes.values(),
             config.Settings(node, None).node_guard_ports,
+            link=link(cluster, sandbox_pod),
         ).ruleset
         out[key] = render_nft.render(rs, [sandbox_pod.interface])
     return out
+
+
+def link(cluster: sandbox_cluster.SandboxCluster, pod: topology.SandboxPod) -> ruleset.Link:
+    """What the agent's scan sees of `pod`'s namespace (scanned once per namespace)."""
+    if pod.netns not in _LINKS:
+        found = asyncio.run(_scan(str(cluster.sandbox.netns_dir))).find([pod.ipv4])
+        assert found is not None, f"no namespace of the sandbox holds {pod.ipv4}"
+        _LINKS[pod.netns] = placement.link_of(found)
+    return _LINKS[pod.netns]
+
+
+async def _scan(netns_dir: str) -> netns.Index:
+    worker = client.WorkerClient(timeout=30)
+    try:
+        return netns.Index(await worker.scan(netns_dir, proc=False))
+    finally:
+        await worker.close()
 
 
 def expected_fingerprints(
