@@ -48,7 +48,7 @@ from agent.calc import intervals, ruleset
 
 TABLE = "podseg"
 DENY_MARK = 0x00100000
-FORMAT_VERSION = "podseg-nft/3"
+FORMAT_VERSION = "podseg-nft/4"
 FINGERPRINT_CHARS = 16
 COMMENT_MAX_BYTES = 127  # the kernel keeps at most 128 bytes of table comment (with NUL)
 
@@ -105,16 +105,22 @@ SOLICITED_NODE = int(ipaddress.IPv6Address("ff02::1:ff00:0"))
 # only IPv4, IPv6 and ARP from the pod's own addresses leave; link-local (and unspecified)
 # sources only for neighbour discovery and MLD; a neighbour advertisement only for the pod's
 # own addresses (else it would redirect a neighbour's traffic, as a forged ARP reply would).
-_IP4, _IP6 = "meta protocol ip ether type ip", "meta protocol ip6 ether type ip6"
+# The agreement is checked by rules of its own: written as a dependency in front of an address
+# match (`meta protocol ip ether type ip ip saddr ...`), nft lists one of the two as implied,
+# and a table restored from such a listing would no longer check it.
 _ANTI_SPOOF = (
-    f"{_IP6} icmpv6 type nd-neighbor-advert @th,64,128 != @anti_spoof_targets6 "
-    "jump anti_spoof_deny",
-    f"{_IP4} ip saddr @anti_spoof_own4 return",
-    f"{_IP6} ip6 saddr @anti_spoof_own6 return",
-    "meta protocol arp ether type arp arp hlen 6 arp plen 4 arp saddr ip @anti_spoof_own4 return",
-    f"{_IP6} ip6 saddr @anti_spoof_local6 icmpv6 type {{ nd-router-solicit, "
+    *(
+        f"{claimed} {proto} {framed} != {proto} jump anti_spoof_deny"
+        for proto in ("ip", "ip6", "arp")
+        for claimed, framed in (("meta protocol", "ether type"), ("ether type", "meta protocol"))
+    ),
+    "icmpv6 type nd-neighbor-advert @th,64,128 != @anti_spoof_targets6 jump anti_spoof_deny",
+    "ip saddr @anti_spoof_own4 return",
+    "ip6 saddr @anti_spoof_own6 return",
+    "arp hlen 6 arp plen 4 arp saddr ip @anti_spoof_own4 return",
+    "ip6 saddr @anti_spoof_local6 icmpv6 type { nd-router-solicit, "
     "nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 return",
-    f"{_IP6} ip6 saddr @anti_spoof_local6 icmpv6 type {{ mld-listener-report, "
+    "ip6 saddr @anti_spoof_local6 icmpv6 type { mld-listener-report, "
     "mld-listener-done, mld2-listener-report } ip6 hoplimit 1 return",
     "jump anti_spoof_deny",
 )

@@ -28,7 +28,7 @@ P = ruleset.PortRange
 PP = ruleset.PeerPort
 GOLDEN = pathlib.Path(__file__).parent / "golden_render"
 RANDOM_CASES = 300
-RANDOM_DIGEST = "6b38465cb9e66e0d32b296862bd11fd4a3b0f3145c170de505b08b5a2ed15fc7"
+RANDOM_DIGEST = "165ac9328db8680855a2066c4eb9bd38f4d69b062df637ce0d153b03a410a0ad"
 
 
 def _v4(text: str) -> int:
