@@ -339,12 +339,14 @@ def test_discovery_and_health(emulator: server.EmulatorThread) -> None:
     assert get("/version")["major"] == "1"
     assert get("/api")["versions"] == ["v1"]
     groups = {g["name"] for g in get("/apis")["groups"]}
-    assert groups == {"networking.k8s.io", "discovery.k8s.io"}
+    assert groups == {"networking.k8s.io", "discovery.k8s.io", "coordination.k8s.io"}
     core_names = {r["name"] for r in get("/api/v1")["resources"]}
     assert {"pods", "pods/status", "namespaces", "nodes", "services", "events"} <= core_names
     netres = get("/apis/networking.k8s.io/v1")["resources"]
     assert [(r["name"], r["namespaced"]) for r in netres] == [("networkpolicies", True)]
     assert get("/apis/discovery.k8s.io/v1")["resources"][0]["kind"] == "EndpointSlice"
+    leases = get("/apis/coordination.k8s.io/v1")["resources"]
+    assert [(r["name"], r["namespaced"]) for r in leases] == [("leases", True)]
 
 
 def test_unknown_resource_is_a_404_status(emulator: server.EmulatorThread) -> None:
