@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from collections.abc import Sequence
 from typing import Any
+
+from agent import store
+from agent.k8s import watch
 
 BACKENDS = ("nftables", "iptables")
 
@@ -54,3 +58,14 @@ def target(name: str, measured: str, met: bool, goal: str) -> dict[str, Any]:
 def result(benchmark: str, args: argparse.Namespace, **figures: Any) -> None:
     payload = {"benchmark": benchmark, "backend": args.backend, "quick": args.quick, **figures}
     print("RESULT " + json.dumps(payload, sort_keys=True, default=str))
+
+
+def store_of(objs: Sequence[dict[str, Any]]) -> store.Store:
+    """A store loaded from API objects (Namespaces, Pods, NetworkPolicies) as one relist per
+    kind, as an agent's start does."""
+    by_kind = {"Namespace": "namespaces", "Pod": "pods", "NetworkPolicy": "networkpolicies"}
+    st = store.Store()
+    for kind in store.KINDS:
+        items = [o for o in objs if by_kind.get(o["kind"]) == kind]
+        st.apply(watch.Relist(kind, items, "1", time.monotonic()), store.Change())
+    return st

@@ -85,12 +85,7 @@ def build(args: argparse.Namespace) -> store.Store:
             for k in range(args.local_pods)
         ),
     ]
-    by_kind = {"Namespace": "namespaces", "Pod": "pods", "NetworkPolicy": "networkpolicies"}
-    st = store.Store()
-    for kind in store.KINDS:
-        items = [o for o in objs if by_kind.get(o["kind"]) == kind]
-        st.apply(watch.Relist(kind, items, "1", time.monotonic()), store.Change())
-    return st
+    return benchlib.store_of(objs)
 
 
 class Run:

@@ -55,12 +55,7 @@ def build(args: argparse.Namespace) -> store.Store:
         tte.local_pod(k, f"198.18.{k // 200}.{k % 200 + 2}", APPS, NODE)
         for k in range(args.local_pods)
     ]
-    by_kind = {"Namespace": "namespaces", "Pod": "pods", "NetworkPolicy": "networkpolicies"}
-    st = store.Store()
-    for kind in store.KINDS:
-        items = [o for o in objs if by_kind.get(o["kind"]) == kind]
-        st.apply(watch.Relist(kind, items, "1", time.monotonic()), store.Change())
-    return st
+    return benchlib.store_of(objs)
 
 
 def timed(fn: Callable[[], T], into: list[float]) -> T:
