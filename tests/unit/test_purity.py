@@ -12,7 +12,9 @@ RESPONDER_PURE = ("severity", "findings", "falco", "wiz", "generic")
 PURE = [
     ROOT / "agent" / "selectors.py",
     ROOT / "agent" / "model.py",
+    ROOT / "agent" / "k8s" / "convert.py",
     *sorted((ROOT / "agent" / "calc").glob("*.py")),
+    *sorted((ROOT / "agent" / "tiers").glob("*.py")),
     ROOT / "agent" / "dataplane" / "netns.py",
     ROOT / "agent" / "dataplane" / "nft" / "render.py",
     ROOT / "agent" / "dataplane" / "nft" / "incremental.py",
