@@ -1,0 +1,235 @@
+"""Compile the admin tiers for one direction of one local pod into disjoint, first-match
+resolved regions. Pure.
+
+The API's precedence (policies by priority, rules in order, first match wins) becomes, per
+tier, a list of entries whose regions (peer address x protocol x destination port) are
+pairwise disjoint: each rule's region minus everything an earlier rule already decided. A
+packet then needs one set lookup per entry (or one verdict-map lookup per tier), whatever the
+number of peers or the order of the rules: the per-packet cost does not grow with the peers.
+
+Regions are canonical `PeerPort` tuples (as `agent.calc.intervals.canonical_peer_ports`
+makes them). Protocol `OTHER` (not an IANA number) stands for every protocol without ports
+(ICMP, ...), with the full port range: a rule without protocols covers TCP, UDP, SCTP and
+OTHER.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+
+from agent import model
+from agent.calc import intervals, ruleset
+from agent.tiers import evaluate
+from agent.tiers import model as tiers
+
+OTHER = 256
+ALL_PORTS = ruleset.PortRange(0, 65535)
+_PORT_PROTOCOLS = tuple(ruleset.PROTOCOL_NUMBERS.values())
+_ALL_PROTOCOLS = (*_PORT_PROTOCOLS, OTHER)
+
+Region = tuple[ruleset.PeerPort, ...]
+Triple = tuple[ruleset.AddrRange, int, ruleset.PortRange]
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """A possible other end: a pod (with its namespace's labels) or a node (its labels)."""
+
+    addrs: tuple[ruleset.AddrRange, ...]
+    pod: model.Pod | None = None
+    namespace_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    node_labels: Mapping[str, str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """What one rule decides for this pod and direction, after earlier rules took their
+    share: `region` is disjoint from every other entry's of the same tier."""
+
+    policy: str
+    rule: str
+    action: str
+    region: Region
+
+
+def _peer_addrs(
+    peer: tiers.Peer, peers: Sequence[Peer], direction: str
+) -> list[tuple[ruleset.AddrRange, Peer | None]]:
+    """The addresses one rule peer covers, each with the pod or node behind it (None for a
+    network)."""
+    if peer.networks:
+        if direction != evaluate.EGRESS:
+            return []
+        # The known pods inside the networks come along, so that a named port resolves on
+        # them (as for a NetworkPolicy ipBlock); their addresses are inside the CIDRs anyway.
+        nets = intervals.merge_addrs(intervals.cidr_range(cidr) for cidr in peer.networks)
+        out: list[tuple[ruleset.AddrRange, Peer | None]] = [(net, None) for net in nets]
+        for candidate in peers:
+            if candidate.pod is not None and not candidate.pod.host_network:
+                out.extend(
+                    (addr, candidate)
+                    for addr in candidate.addrs
+                    if intervals.contains(nets, addr.family, addr.first)
+                )
+        return out
+    found: list[tuple[ruleset.AddrRange, Peer | None]] = []
+    for candidate in peers:
+        remote = evaluate.Remote(
+            "", candidate.pod, candidate.namespace_labels, candidate.node_labels
+        )
+        if evaluate.peer_matches(peer, remote, direction):
+            found.extend((addr, candidate) for addr in candidate.addrs)
+    return found
+
+
+def _port_triples(
+    ports: tuple[tiers.Port, ...], addr: ruleset.AddrRange, destination: model.Pod | None
+) -> list[Triple]:
+    if not ports:
+        return [(addr, proto, ALL_PORTS) for proto in _ALL_PROTOCOLS]
+    out: list[Triple] = []
+    for entry in ports:
+        if entry.invalid:
+            continue
+        if entry.named is not None:
+            if destination is None:
+                continue
+            for cp in destination.container_ports:
+                if cp.name == entry.named and cp.protocol in ruleset.PROTOCOL_NUMBERS:
+                    number = ruleset.PROTOCOL_NUMBERS[cp.protocol]
+                    out.append((addr, number, ruleset.PortRange(cp.port, cp.port)))
+            continue
+        number = ruleset.PROTOCOL_NUMBERS[entry.protocol]
+        if entry.start is None:
+            out.append((addr, number, ALL_PORTS))
+        else:
+            out.append((addr, number, ruleset.PortRange(entry.start, entry.end or entry.start)))
+    return out
+
+
+def rule_region(
+    rule: tiers.Rule, pod: model.Pod, peers: Sequence[Peer], direction: str
+) -> tuple[str, Region]:
+    """The action and the whole region of one rule for the local `pod` (before precedence).
+    A Deny or Pass rule with a peer of an unknown kind denies everything (fail closed)."""
+    if not rule.action:
+        return "", ()
+    if rule.action != tiers.ACCEPT and any(p.unknown for p in rule.peers):
+        every = [
+            (addr, proto, ALL_PORTS)
+            for addr in (
+                ruleset.AddrRange(4, 0, (1 << 32) - 1),
+                ruleset.AddrRange(6, 0, (1 << 128) - 1),
+            )
+            for proto in _ALL_PROTOCOLS
+        ]
+        return tiers.DENY, intervals.canonical_peer_ports(every)
+    triples: list[Triple] = []
+    for peer in rule.peers:
+        for addr, behind in _peer_addrs(peer, peers, direction):
+            if direction == evaluate.INGRESS:
+                destination: model.Pod | None = pod
+            else:
+                destination = behind.pod if behind is not None else None
+            triples.extend(_port_triples(rule.ports, addr, destination))
+    return rule.action, intervals.canonical_peer_ports(triples)
+
+
+def tier_entries(
+    policies: Iterable[tiers.ClusterPolicy],
+    tier: str,
+    direction: str,
+    pod: model.Pod,
+    namespace_labels: Mapping[str, str],
+    peers: Sequence[Peer],
+) -> tuple[Entry, ...]:
+    """The entries of `tier` for the local `pod` in `direction`, in precedence order, with
+    disjoint regions (empty entries left out)."""
+    entries: list[Entry] = []
+    decided: Region = ()
+    for policy in sorted((p for p in policies if p.tier == tier), key=lambda p: p.order):
+        if not evaluate.selects(policy.subject, pod, namespace_labels):
+            continue
+        for rule in policy.ingress if direction == evaluate.INGRESS else policy.egress:
+            action, region = rule_region(rule, pod, peers, direction)
+            if not region:
+                continue
+            own = subtract(region, decided)
+            if own:
+                entries.append(Entry(policy.key, rule.name, action, own))
+                decided = intervals.canonical_peer_ports(
+                    (e.addrs, e.protocol, e.ports) for e in (*decided, *own)
+                )
+    return tuple(entries)
+
+
+def lookup(
+    entries: Sequence[Entry], family: int, address: int, protocol: int, port: int
+) -> Entry | None:
+    """The entry whose region holds the packet (what the kernel's set lookups find)."""
+    for entry in entries:
+        for element in entry.region:
+            if (
+                element.protocol == protocol
+                and element.addrs.family == family
+                and element.addrs.first <= address <= element.addrs.last
+                and element.ports.first <= port <= element.ports.last
+            ):
+                return entry
+    return None
+
+
+def subtract(region: Region, minus: Region) -> Region:
+    """`region` minus `minus`, both canonical; canonical. One sweep along each family's
+    address axis, keeping the elements that cover the current address segment."""
+    if not minus or not region:
+        return region
+    out: list[Triple] = []
+    for family in sorted({e.addrs.family for e in region}):
+        starts: dict[int, list[tuple[bool, ruleset.PeerPort]]] = {}
+        ends: dict[int, list[tuple[bool, ruleset.PeerPort]]] = {}
+        for removed, elements in ((False, region), (True, minus)):
+            for e in elements:
+                if e.addrs.family == family:
+                    starts.setdefault(e.addrs.first, []).append((removed, e))
+                    ends.setdefault(e.addrs.last + 1, []).append((removed, e))
+        active: dict[tuple[bool, ruleset.PeerPort], None] = {}
+        bounds = sorted(starts.keys() | ends.keys())
+        for lo, hi in itertools.pairwise(bounds):
+            for item in ends.get(lo, ()):
+                active.pop(item, None)
+            for item in starts.get(lo, ()):
+                active[item] = None
+            here = [(e.protocol, e.ports.first, e.ports.last) for gone, e in active if not gone]
+            if not here:
+                continue
+            gone = [(e.protocol, e.ports.first, e.ports.last) for g, e in active if g]
+            piece = ruleset.AddrRange(family, lo, hi - 1)
+            for proto, first, last in _pairs_minus(here, gone):
+                out.append((piece, proto, ruleset.PortRange(first, last)))
+    return intervals.canonical_peer_ports(out)
+
+
+def _pairs_minus(
+    here: list[tuple[int, int, int]], gone: list[tuple[int, int, int]]
+) -> list[tuple[int, int, int]]:
+    out: list[tuple[int, int, int]] = []
+    for proto, first, last in here:
+        pieces = [(first, last)]
+        for g_proto, g_first, g_last in gone:
+            if g_proto != proto:
+                continue
+            next_pieces = []
+            for p_first, p_last in pieces:
+                if g_last < p_first or g_first > p_last:
+                    next_pieces.append((p_first, p_last))
+                    continue
+                if p_first < g_first:
+                    next_pieces.append((p_first, g_first - 1))
+                if g_last < p_last:
+                    next_pieces.append((g_last + 1, p_last))
+            pieces = next_pieces
+        out.extend((proto, f, la) for f, la in pieces)
+    return out
