@@ -79,6 +79,8 @@ class Node:
 
     name: str
     addresses: tuple[str, ...] = ()
+    # What a ClusterNetworkPolicy `nodes` peer selects on.
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Not compared: kubelets update Node status all the time; only the addresses matter here,
     # so a status-only update is no change (no recompile of every local pod).
     resource_version: str = dataclasses.field(default="", compare=False)

@@ -18,6 +18,7 @@ benchmarks build one from plain collections with `Cluster.of`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -28,6 +29,9 @@ from agent.calc import containment, intervals, ruleset
 from agent.calc import index as calc_index
 from agent.calc import mode as calc_mode
 from agent.calc import services as calc_services
+from agent.tiers import compile as tiers_compile
+from agent.tiers import evaluate as tiers_evaluate
+from agent.tiers import model as tiers_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,13 @@ class Cluster:
     allow_from_widest: tuple[int, int] = containment.WIDEST_ALLOW_FROM
     guard_extra: tuple[ruleset.AddrRange, ...] = ()  # --node-guard-extra-addresses
     guard_exempt: tuple[str, ...] = containment.DEFAULT_NODE_GUARD_EXEMPT
+    # ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy (agent.tiers).
+    admin: tuple[tiers_model.ClusterPolicy, ...] = ()
+
+    @functools.cached_property
+    def tier_peers(self) -> tuple[tiers_compile.Peer, ...]:
+        """Every possible admin-tier peer: the peer pods and the nodes (built once)."""
+        return tier_peers(self.peers.peers, self.namespaces, self.nodes.values())
 
     @classmethod
     def of(
@@ -57,6 +68,7 @@ class Cluster:
         services: Iterable[model.Service] = (),
         endpointslices: Iterable[model.EndpointSlice] = (),
         guard_ports: Sequence[ruleset.ProtoPorts] | None = None,
+        admin: Iterable[tiers_model.ClusterPolicy] = (),
     ) -> Cluster:
         """Index a snapshot from scratch (what a relist does; passes update theirs)."""
         pods = list(pods)
@@ -67,6 +79,7 @@ class Cluster:
             peers=calc_compile.build_index(namespaces, pods),
             services=calc_services.build_index(services, endpointslices),
             guard_ports=tuple(guard_ports) if guard_ports is not None else None,
+            admin=tuple(sorted(admin, key=lambda p: p.order)),
         )
 
 
@@ -147,6 +160,8 @@ def desired(
         cluster.services,
         mode=mode.mode,
     )
+    if cluster.admin:
+        compiled = with_tiers(compiled, pod, cluster.admin, cluster.namespaces, cluster.tier_peers)
     contained = containment.contain(
         compiled,
         pod,
@@ -160,6 +175,51 @@ def desired(
     )
     rs = containment.lockdown(contained.ruleset) if lockdown else contained.ruleset
     return Desired(rs, contained.errors, mode.invalid, mode.refused)
+
+
+def tier_peers(
+    pods: Iterable[calc_compile.PeerPod],
+    namespaces: Mapping[str, model.Namespace],
+    nodes: Iterable[model.Node],
+) -> tuple[tiers_compile.Peer, ...]:
+    """The possible admin-tier peers of a snapshot: its peer pods (with their namespaces'
+    labels) and its nodes (with theirs)."""
+    return (
+        *(
+            tiers_compile.Peer(
+                p.addrs, p.pod, calc_compile.namespace_labels(p.pod.namespace, namespaces)
+            )
+            for p in pods
+        ),
+        *(
+            tiers_compile.Peer(calc_compile.node_ranges(n.addresses), node_labels=n.labels)
+            for n in nodes
+        ),
+    )
+
+
+def with_tiers(
+    rs: ruleset.PodRuleset,
+    pod: model.Pod,
+    admin: Sequence[tiers_model.ClusterPolicy],
+    namespaces: Mapping[str, model.Namespace],
+    peers: Sequence[tiers_compile.Peer],
+) -> ruleset.PodRuleset:
+    """`rs` with the admin tiers of both directions (`agent.tiers.compile`)."""
+    labels = calc_compile.namespace_labels(pod.namespace, namespaces)
+
+    def tiered(direction: str, current: ruleset.DirectionRuleset) -> ruleset.DirectionRuleset:
+        admin_tier, baseline = (
+            tiers_compile.tier_entries(admin, tier, direction, pod, labels, peers)
+            for tier in tiers_model.TIERS
+        )
+        return dataclasses.replace(current, admin=admin_tier, baseline=baseline)
+
+    return dataclasses.replace(
+        rs,
+        ingress=tiered(tiers_evaluate.INGRESS, rs.ingress),
+        egress=tiered(tiers_evaluate.EGRESS, rs.egress),
+    )
 
 
 def affected(

@@ -20,6 +20,9 @@ bound again, every piece counted again; no snapshot-wide work):
 * Services and EndpointSlices, and other Nodes: every local pod's final ruleset is derived
   again from its maintained elements (Service translation and containment run over the
   whole direction, as `desired` does).
+* the admin tiers (`agent.tiers`) are not maintained incrementally: while any admin policy
+  exists, every pod, namespace or Node change derives every local pod's tiers again from
+  the snapshot.
 `desired.desired` stays the reference: tests/unit/calc/test_incremental.py compares every
 local pod after every step of long random event sequences.
 """
@@ -37,6 +40,8 @@ from agent.calc import desired as calc_desired
 from agent.calc import index as calc_index
 from agent.calc import mode as calc_mode
 from agent.calc import services as calc_services
+from agent.tiers import compile as tiers_compile
+from agent.tiers import model as tiers_model
 
 _T = TypeVar("_T")
 
@@ -89,6 +94,7 @@ class Calculator:
         self.touched: set[str] = set()  # local pods whose result must be derived again
         self.gone: set[str] = set()  # local pods dropped since the last flush
         self.changed: set[str] = set()  # local pods whose result changed since the last flush
+        self.tiers = _Tiers()
 
     @classmethod
     def of(
@@ -102,6 +108,7 @@ class Calculator:
         nodes: Mapping[str, model.Node] = {},
         services: Mapping[str, model.Service] = {},
         slices: Mapping[str, model.EndpointSlice] = {},
+        admin: Iterable[tiers_model.ClusterPolicy] = (),
     ) -> Calculator:
         """A calculator of a whole snapshot (a start or a relist): the same as one `set_*`
         per object, without re-indexing the policies after each; every local pod's result is
@@ -111,6 +118,7 @@ class Calculator:
         calc.policies, calc.services, calc.slices = dict(policies), dict(services), dict(slices)
         calc.policy_index = calc_index.PolicyIndex.build(calc.policies.values())
         calc.service_index = calc_services.build_index(services.values(), slices.values())
+        calc.tiers.set(admin)
         for name, namespace in namespaces.items():
             calc.memberships.set_namespace(name, namespace)
         for key, pod in pods.items():
@@ -135,6 +143,7 @@ class Calculator:
         else:
             self.pods[key] = pod
         self._apply(self.memberships.set_pod(key, pod))
+        self._tiers_changed()
         if pod is not None and self.is_local(pod):
             self._rebuild(key)
         elif key in self.local:
@@ -144,6 +153,18 @@ class Calculator:
         """A namespace was added, relabelled or (None) deleted."""
         self._apply(self.memberships.set_namespace(name, namespace))
         self.touched.update(k for k, s in self.local.items() if s.pod.namespace == name)
+        self._tiers_changed()
+
+    def set_admin(self, policies: Iterable[tiers_model.ClusterPolicy]) -> None:
+        """The admin policies (every kind, every tier) are now `policies`."""
+        if self.tiers.set(policies):
+            self.touched.update(self.local)
+
+    def _tiers_changed(self) -> None:
+        """A pod, namespace or Node changed: while admin policies exist, every local pod's
+        tiers are derived again (their peers may have moved)."""
+        if self.tiers.moved():
+            self.touched.update(self.local)
 
     def set_policy(self, key: str, policy: model.NetworkPolicy | None) -> None:
         """A NetworkPolicy was added, edited or (None) deleted: rebuild the local pods the old
@@ -168,6 +189,7 @@ class Calculator:
             for key in list(self.local):
                 self._rebuild(key)
         self.touched.update(self.local)
+        self.tiers.moved()
 
     def set_service(self, key: str, service: model.Service | None) -> None:
         """A Service changed: every local pod's egress translation is derived again."""
@@ -236,10 +258,10 @@ class Calculator:
             return
         for direction, kept in state.directions.items():
             if kept.dirty:
-                kept.settle(self._pieces(state, direction))
+                kept.settle(_pieces(self, state, direction))
         for (direction, policy), kept in state.own.items():
             if kept.dirty:
-                kept.settle(self._pieces(state, direction, policy))
+                kept.settle(_pieces(self, state, direction, policy))
         result = self._derive(state)
         if result != state.result:
             state.result = result
@@ -276,6 +298,8 @@ class Calculator:
             egress=egress,
             mode=mode.mode,
         )
+        if self.tiers.policies:
+            compiled = self.tiers.apply(compiled, pod, self)
         state.compiled = compiled
         contained = _contain(self, pod, compiled, None)
         return calc_desired.Desired(contained.ruleset, contained.errors, mode.invalid, mode.refused)
@@ -294,49 +318,6 @@ class Calculator:
                                 for a in peer.addrs:
                                     kept.mark(a.family, a.first, a.last)
                 self.touched.add(local_key)
-
-    def _pieces(
-        self, state: _Local, direction: ruleset.Direction, policy: str | None = None
-    ) -> elements.Pieces:
-        """What `elements.Elements.settle` asks for: the pieces of one direction of a local pod
-        (of one policy of it, when `policy` is given) near a stretch of addresses, from its
-        terms and the current memberships."""
-        mine = [
-            t
-            for t in state.binding.terms
-            if t.direction is direction and (policy is None or t.policy == policy)
-        ]
-        fixed = [t for t in mine if t.source is None]
-        uses: dict[terms.Source, list[terms.Term]] = {}
-        for term in mine:
-            if term.source is not None:
-                uses.setdefault(term.source, []).append(term)
-        memberships = self.memberships
-        # Each source's members, looked up once (hashing a Source hashes its selectors).
-        sets = [(source, memberships.members[source], used) for source, used in uses.items()]
-
-        def within(family: int, low: int, high: int) -> list[elements.Piece]:
-            out = [piece for term in fixed for piece in terms.pieces(term, None)]
-            total = sum(len(members) for _, members, _ in sets)
-            if memberships.count_within(family, low, high) * len(sets) < total:
-                for peer in memberships.within(family, low, high):  # few pods there
-                    for _, members, used in sets:
-                        if peer.pod.key in members:
-                            for term in used:
-                                out.extend(terms.pieces(term, peer))
-                return out
-            for source, members, used in sets:  # most members: their merged addresses
-                for term in used:
-                    plain, named = terms.split(term)
-                    if plain:
-                        merged = memberships.merged(source)
-                        out.extend((a, item) for a in merged for item in plain)
-                    if named is not None:
-                        for peer in members.values():
-                            out.extend(terms.pieces(named, peer))
-            return out
-
-        return within
 
     def _rebuild(self, key: str) -> None:
         """Bind local pod `key` again and recompute all its elements (the fallback)."""
@@ -373,6 +354,79 @@ class Calculator:
         self.gone.add(key)
         self.touched.discard(key)
         self.changed.discard(key)
+
+
+def _pieces(
+    calc: Calculator, state: _Local, direction: ruleset.Direction, policy: str | None = None
+) -> elements.Pieces:
+    """What `elements.Elements.settle` asks for: the pieces of one direction of a local pod
+    (of one policy of it, when `policy` is given) near a stretch of addresses, from its
+    terms and the current memberships."""
+    mine = [
+        t
+        for t in state.binding.terms
+        if t.direction is direction and (policy is None or t.policy == policy)
+    ]
+    fixed = [t for t in mine if t.source is None]
+    uses: dict[terms.Source, list[terms.Term]] = {}
+    for term in mine:
+        if term.source is not None:
+            uses.setdefault(term.source, []).append(term)
+    memberships = calc.memberships
+    # Each source's members, looked up once (hashing a Source hashes its selectors).
+    sets = [(source, memberships.members[source], used) for source, used in uses.items()]
+
+    def within(family: int, low: int, high: int) -> list[elements.Piece]:
+        out = [piece for term in fixed for piece in terms.pieces(term, None)]
+        total = sum(len(members) for _, members, _ in sets)
+        if memberships.count_within(family, low, high) * len(sets) < total:
+            for peer in memberships.within(family, low, high):  # few pods there
+                for _, members, used in sets:
+                    if peer.pod.key in members:
+                        for term in used:
+                            out.extend(terms.pieces(term, peer))
+            return out
+        for source, members, used in sets:  # most members: their merged addresses
+            for term in used:
+                plain, named = terms.split(term)
+                if plain:
+                    merged = memberships.merged(source)
+                    out.extend((a, item) for a in merged for item in plain)
+                if named is not None:
+                    for peer in members.values():
+                        out.extend(terms.pieces(named, peer))
+        return out
+
+    return within
+
+
+class _Tiers:
+    """The admin policies, and their possible peers derived from the calculator's snapshot
+    when first needed after a change."""
+
+    def __init__(self) -> None:
+        self.policies: tuple[tiers_model.ClusterPolicy, ...] = ()
+        self._peers: tuple[tiers_compile.Peer, ...] | None = None
+
+    def set(self, policies: Iterable[tiers_model.ClusterPolicy]) -> bool:
+        """Replace the policies; whether they changed."""
+        ordered = tuple(sorted(policies, key=lambda p: p.order))
+        changed, self.policies = ordered != self.policies, ordered
+        return changed
+
+    def moved(self) -> bool:
+        """The peers may have changed; whether any local pod's tiers depend on them."""
+        self._peers = None
+        return bool(self.policies)
+
+    def apply(self, rs: ruleset.PodRuleset, pod: model.Pod, calc: Calculator) -> ruleset.PodRuleset:
+        namespaces = calc.memberships.namespaces
+        if self._peers is None:
+            candidates = (calc_compile.peer_pod(p) for p in calc.pods.values())
+            self._peers = calc_desired.tier_peers(
+                (p for p in candidates if p is not None), namespaces, calc.nodes.values()
+            )
+        return calc_desired.with_tiers(rs, pod, self.policies, namespaces, self._peers)
 
 
 def _put(into: dict[str, _T], key: str, value: _T | None) -> None:

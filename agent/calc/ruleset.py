@@ -12,6 +12,9 @@ import dataclasses
 import enum
 
 PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
+# Not an IANA number: in a tier entry's elements, every protocol without ports (ICMP, ...),
+# always with the full port range.
+OTHER_PROTOCOL = 256
 
 
 class Direction(enum.StrEnum):
@@ -71,6 +74,38 @@ class DirectionRuleset:
     port_peers: tuple[PeerPort, ...] = ()
     policies: tuple[str, ...] = ()
     per_policy: tuple[PolicyPeers, ...] = ()
+    # The admin tiers (ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy):
+    # `admin` is judged before everything above, `baseline` only when the direction is not
+    # isolated. Within a tier the entries' elements are disjoint (first match already
+    # resolved), so a packet matches at most one entry of each.
+    admin: tuple[TierEntry, ...] = ()
+    baseline: tuple[TierEntry, ...] = ()
+
+    @property
+    def tiered(self) -> bool:
+        """Whether anything is judged in this direction (a policy or an admin tier)."""
+        return self.isolated or bool(self.admin) or bool(self.baseline)
+
+
+class TierAction(enum.StrEnum):
+    """What an admin-tier entry does with the packets it holds."""
+
+    ACCEPT = "accept"
+    DENY = "deny"
+    PASS = "pass"  # on to the next tier
+
+
+@dataclasses.dataclass(frozen=True)
+class TierEntry:
+    """One admin-tier rule as it applies to one pod and direction: the policy
+    ("ClusterNetworkPolicy/name", ...) and rule it comes from, its action, and its elements
+    (peer x protocol x destination ports; protocol OTHER_PROTOCOL for the protocols without
+    ports), canonical."""
+
+    policy: str
+    rule: str
+    action: TierAction
+    elements: tuple[PeerPort, ...]
 
 
 @dataclasses.dataclass(frozen=True)

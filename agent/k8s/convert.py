@@ -171,6 +171,7 @@ def node(obj: Raw) -> model.Node:
     return model.Node(
         name=str(meta.get("name") or ""),
         addresses=tuple(sorted(set(addresses))),
+        labels=_labels(obj),
         resource_version=str(meta.get("resourceVersion") or ""),
     )
 

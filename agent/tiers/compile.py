@@ -24,7 +24,7 @@ from agent.calc import intervals, ruleset
 from agent.tiers import evaluate
 from agent.tiers import model as tiers
 
-OTHER = 256
+OTHER = ruleset.OTHER_PROTOCOL
 ALL_PORTS = ruleset.PortRange(0, 65535)
 _PORT_PROTOCOLS = tuple(ruleset.PROTOCOL_NUMBERS.values())
 _ALL_PROTOCOLS = (*_PORT_PROTOCOLS, OTHER)
@@ -43,15 +43,11 @@ class Peer:
     node_labels: Mapping[str, str] | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """What one rule decides for this pod and direction, after earlier rules took their
-    share: `region` is disjoint from every other entry's of the same tier."""
-
-    policy: str
-    rule: str
-    action: str
-    region: Region
+_ACTIONS = {
+    tiers.ACCEPT: ruleset.TierAction.ACCEPT,
+    tiers.DENY: ruleset.TierAction.DENY,
+    tiers.PASS: ruleset.TierAction.PASS,
+}
 
 
 def _peer_addrs(
@@ -144,10 +140,10 @@ def tier_entries(
     pod: model.Pod,
     namespace_labels: Mapping[str, str],
     peers: Sequence[Peer],
-) -> tuple[Entry, ...]:
+) -> tuple[ruleset.TierEntry, ...]:
     """The entries of `tier` for the local `pod` in `direction`, in precedence order, with
     disjoint regions (empty entries left out)."""
-    entries: list[Entry] = []
+    entries: list[ruleset.TierEntry] = []
     decided: Region = ()
     for policy in sorted((p for p in policies if p.tier == tier), key=lambda p: p.order):
         if not evaluate.selects(policy.subject, pod, namespace_labels):
@@ -158,7 +154,7 @@ def tier_entries(
                 continue
             own = subtract(region, decided)
             if own:
-                entries.append(Entry(policy.key, rule.name, action, own))
+                entries.append(ruleset.TierEntry(policy.key, rule.name, _ACTIONS[action], own))
                 decided = intervals.canonical_peer_ports(
                     (e.addrs, e.protocol, e.ports) for e in (*decided, *own)
                 )
@@ -166,11 +162,11 @@ def tier_entries(
 
 
 def lookup(
-    entries: Sequence[Entry], family: int, address: int, protocol: int, port: int
-) -> Entry | None:
+    entries: Sequence[ruleset.TierEntry], family: int, address: int, protocol: int, port: int
+) -> ruleset.TierEntry | None:
     """The entry whose region holds the packet (what the kernel's set lookups find)."""
     for entry in entries:
-        for element in entry.region:
+        for element in entry.elements:
             if (
                 element.protocol == protocol
                 and element.addrs.family == family

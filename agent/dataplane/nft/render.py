@@ -479,12 +479,12 @@ def _sanitize_token(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "_"
 
 
-DROP_REASONS = ("policy", "quarantine", "node-guard", "spoofed")
+DROP_REASONS = ("policy", "quarantine", "node-guard", "spoofed", "admin", "baseline")
 
 
 def marks_egress(rs: ruleset.PodRuleset) -> bool:
     """Whether an egress deny can mark a packet for the device egress hook to drop."""
-    return rs.egress.isolated or rs.quarantine is not None or rs.node_guard is not None
+    return rs.egress.tiered or rs.quarantine is not None or rs.node_guard is not None
 
 
 def needs_netdev(rs: ruleset.PodRuleset) -> bool:
@@ -530,21 +530,23 @@ def _inet_table(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> Table:
     body = _Body(ifaces)
     ingress = _direction(body, ruleset.Direction.INGRESS, rs.ingress)
     egress = _direction(body, ruleset.Direction.EGRESS, rs.egress)
+    tiered = _tiers(body, ruleset.Direction.INGRESS, rs.ingress, rs.mode)
+    tiered |= _tiers(body, ruleset.Direction.EGRESS, rs.egress, rs.mode)
     quarantine, guard = rs.quarantine, rs.node_guard
-    if ingress is None and egress is None and quarantine is None and guard is None:
+    if not (ingress or egress or tiered) and quarantine is None and guard is None:
         return body.table("inet")
     containment: list[Chain] = []
     if quarantine is not None:
         containment += _quarantine(body, quarantine, rs.link)
     if guard is not None:
         containment += _node_guard(body, guard)
-    if ingress is not None or egress is not None:
+    if ingress is not None or egress is not None or tiered:
         body.sets.append(NamedSet("nd_link6", "ipv6_addr", elements=_nd_link(rs.link)))
         body.chain("nd_ingress", _ND_INGRESS)
         body.chain("nd_egress", _ND_EGRESS)
-    if ingress is not None or quarantine is not None:
+    if ingress is not None or quarantine is not None or rs.ingress.tiered:
         _input_chains(body, rs, ingress)
-    if egress is not None or quarantine is not None or guard is not None:
+    if egress is not None or quarantine is not None or guard is not None or rs.egress.tiered:
         _output_chains(body, rs, egress)
     body.chains += containment
     return body.table("inet")
@@ -555,12 +557,11 @@ def _input_chains(body: _Body, rs: ruleset.PodRuleset, policy: list[str] | None)
     rules = ['iif "lo" accept']
     if rs.quarantine is not None:
         rules.append("jump quarantine_ingress")  # before anything, established included
-    if policy is not None:
+    if rs.ingress.tiered:
         rules += [
             f"ct state established,related ct mark & {_MARK} == 0x00000000 accept",
             "meta nfproto ipv6 jump nd_ingress",
-            "jump ingress_policy",
-            "jump ingress_deny",
+            *_tier_jumps(ruleset.Direction.INGRESS, rs.ingress),
         ]
     body.chain("input", rules, ["type filter hook input priority filter; policy accept;"])
     if policy is not None:
@@ -578,12 +579,81 @@ def _output_chains(body: _Body, rs: ruleset.PodRuleset, policy: list[str] | None
     rules.append(f"ct state established,related ct mark & {_MARK} == 0x00000000 accept")
     if rs.node_guard is not None:
         rules.append("jump node_guard")  # whatever the policies allow
-    if policy is not None:
-        rules += ["meta nfproto ipv6 jump nd_egress", "jump egress_policy", "jump egress_deny"]
+    if rs.egress.tiered:
+        rules += [
+            "meta nfproto ipv6 jump nd_egress",
+            *_tier_jumps(ruleset.Direction.EGRESS, rs.egress),
+        ]
     body.chain("output", rules, ["type filter hook output priority filter; policy accept;"])
     if policy is not None:
         body.chain("egress_policy", policy)
         body.chain("egress_deny", body.deny(ruleset.Direction.EGRESS, "policy", rs.mode))
+
+
+def _tier_jumps(direction: ruleset.Direction, d: ruleset.DirectionRuleset) -> list[str]:
+    """The precedence of one direction: the Admin tier (Accept and Deny final, Pass and no
+    match go on), NetworkPolicy when it isolates the direction (final), else the Baseline
+    tier, else the hook's policy: accept."""
+    name = direction.value
+    rules = [f"jump {name}_admin"] if d.admin else []
+    if d.isolated:
+        return [*rules, f"jump {name}_policy", f"jump {name}_deny"]
+    return [*rules, f"jump {name}_baseline"] if d.baseline else rules
+
+
+def _tiers(
+    body: _Body, direction: ruleset.Direction, d: ruleset.DirectionRuleset, mode: ruleset.PolicyMode
+) -> bool:
+    """Declare the chains and sets of a direction's admin tiers; whether it has any.
+
+    One chain per tier (`<direction>_admin`, `<direction>_baseline`); per entry, two sets of
+    (peer . protocol . port) and two of peers for the protocols without ports, each looked up
+    by one rule. The entries of a tier are disjoint, so the order of their rules does not
+    matter and a packet costs a constant number of lookups whatever the peers. Accept is
+    final, Deny goes to the tier's deny chain (logged and counted under the tier's name),
+    Pass returns to the hook, which goes on to the next tier."""
+    key = "saddr" if direction is ruleset.Direction.INGRESS else "daddr"
+    accept = (
+        "accept"
+        if direction is ruleset.Direction.INGRESS
+        else f"ct mark set ct mark & {_CLEAR_MARK} accept"
+    )
+    found = False
+    for tier, entries in (("admin", d.admin), ("baseline", d.baseline)):
+        if not entries:
+            continue
+        found = True
+        chain = f"{direction.value}_{tier}"
+        verdicts = {
+            ruleset.TierAction.ACCEPT: accept,
+            ruleset.TierAction.DENY: f"jump {chain}_deny",
+            ruleset.TierAction.PASS: "return",
+        }
+        rules: list[str] = []
+        for n, entry in enumerate(entries):
+            verdict = verdicts[entry.action]
+            ported = [e for e in entry.elements if e.protocol != ruleset.OTHER_PROTOCOL]
+            other = intervals.merge_addrs(
+                e.addrs for e in entry.elements if e.protocol == ruleset.OTHER_PROTOCOL
+            )
+            for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+                name = f"{chain}{n}_ports{family}"
+                body.sets.append(
+                    NamedSet(
+                        name,
+                        f"{addr_type} . inet_proto . inet_service",
+                        elements=tuple(_port_elements(ported, family)),
+                    )
+                )
+                rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
+            for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+                name = f"{chain}{n}_other{family}"
+                elements = tuple(format_addr(r) for r in other if r.family == family)
+                body.sets.append(NamedSet(name, addr_type, elements=elements))
+                rules.append(f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} @{name} {verdict}")
+        body.chain(chain, rules)
+        body.chain(f"{chain}_deny", body.deny(direction, tier, mode))
+    return found
 
 
 def _addr_sets(

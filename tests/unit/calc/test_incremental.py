@@ -16,6 +16,7 @@ import pytest
 from agent import model
 from agent.calc import containment, incremental, intervals, ruleset, terms
 from agent.calc import desired as calc_desired
+from agent.tiers import model as tiers
 
 NODE = "n1"
 NAMESPACES = ("a", "b", "c")
@@ -188,6 +189,56 @@ def _slice(rng: random.Random, name: str) -> model.EndpointSlice:
     )
 
 
+def _admin_peer(rng: random.Random) -> tiers.Peer:
+    roll = rng.random()
+    if roll < 0.35:
+        return tiers.Peer(namespaces=_ns_selector(rng))
+    if roll < 0.7:
+        pods = _selector(rng) or model.LabelSelector()
+        return tiers.Peer(pods=tiers.NamespacedPods(_ns_selector(rng), pods))
+    if roll < 0.85:
+        return tiers.Peer(networks=(rng.choice(("10.0.0.0/29", "fd00::/124", "10.0.0.8/30")),))
+    return tiers.Peer(nodes=model.LabelSelector((("role", rng.choice(("a", "b"))),)))
+
+
+def _admin_port(rng: random.Random) -> tiers.Port:
+    roll = rng.random()
+    if roll < 0.25:
+        return tiers.Port(protocol="", named=rng.choice(("http", "dns")))
+    if roll < 0.5:
+        return tiers.Port("UDP")
+    first = rng.choice((53, 80, 81, 8080))
+    return tiers.Port("TCP", first, first + rng.choice((0, 0, 100)))
+
+
+def _admin(rng: random.Random) -> tuple[tiers.ClusterPolicy, ...]:
+    """A few admin policies of both tiers (rules of every action and peer kind)."""
+    out = []
+    for i in range(rng.randrange(4)):
+        tier = rng.choice(tiers.TIERS)
+        actions = tiers.ACTIONS if tier == tiers.ADMIN else (tiers.ACCEPT, tiers.DENY)
+
+        def rules(
+            rng: random.Random = rng, actions: tuple[str, ...] = actions
+        ) -> tuple[tiers.Rule, ...]:
+            return tuple(
+                tiers.Rule(
+                    f"r{j}",
+                    rng.choice(actions),
+                    tuple(_admin_peer(rng) for _ in range(rng.randint(1, 2))),
+                    tuple(_admin_port(rng) for _ in range(rng.choice((0, 1, 2)))),
+                )
+                for j in range(rng.randrange(3))
+            )
+
+        subject = tiers.Subject(namespaces=_ns_selector(rng))
+        kind = tiers.CLUSTER_NETWORK_POLICY
+        out.append(
+            tiers.ClusterPolicy(kind, f"c{i}", tier, rng.randrange(3), subject, rules(), rules())
+        )
+    return tuple(out)
+
+
 class World:
     """The snapshot as plain collections, mirrored into a Calculator step by step."""
 
@@ -198,6 +249,7 @@ class World:
             k: {} for k in ("pods", "namespaces", "policies", "services", "slices", "nodes")
         }
         self.reported: dict[str, calc_desired.Desired] = {}
+        self.admin: tuple[tiers.ClusterPolicy, ...] = ()
 
     def step(self) -> None:
         rng, roll = self.rng, self.rng.random()
@@ -224,10 +276,14 @@ class World:
         elif roll < 0.94:
             name = f"e{rng.randrange(3)}"
             self.put("slices", f"a/{name}", _slice(rng, name) if rng.random() < 0.8 else None)
-        else:
+        elif roll < 0.97:
             name = rng.choice((NODE, "n2"))
             addrs = rng.choice((("10.0.0.250",), ("10.0.0.7", "fd00::fa"), ()))
-            self.put("nodes", name, model.Node(name, addrs))
+            self.put("nodes", name, model.Node(name, addrs, {"role": rng.choice(("a", "b"))}))
+        else:
+            self.admin = _admin(rng)
+            self.calc.set_admin(self.admin)
+            self.collect()
 
     def put(self, kind: str, key: str, value: Any) -> None:
         if value is None:
@@ -243,6 +299,9 @@ class World:
             "nodes": self.calc.set_node,
         }[kind]
         setter(key, value)
+        self.collect()
+
+    def collect(self) -> None:
         for changed, result in self.calc.flush().items():
             if result is None:
                 self.reported.pop(changed, None)
@@ -259,6 +318,7 @@ class World:
             services=o["services"].values(),
             endpointslices=o["slices"].values(),
             guard_ports=GUARD,
+            admin=self.admin,
         )
         local = {k: p for k, p in o["pods"].items() if p.node_name == NODE and not p.host_network}
         assert set(self.calc.local) == set(local)
@@ -298,6 +358,7 @@ def test_a_calculator_built_from_a_whole_snapshot_equals_one_fed_change_by_chang
             nodes=o["nodes"],
             services=o["services"],
             slices=o["slices"],
+            admin=world.admin,
         )
         assert set(whole.local) == set(world.calc.local)
         for key in whole.local:
