@@ -3,7 +3,8 @@
 Strict mode and quarantine cut established connections that the current ruleset no longer
 allows: the worker lists the pod namespace's conntrack entries, and `illegal` picks the ones to
 delete. The evaluation mirrors `render_nft`: quarantine first (only forensic sources, and the
-pod's replies to them), then the node guard (egress only), then the direction's policy sets.
+pod's replies to them), then the node guard (egress only), then the Admin tier, then the
+direction's policy sets (or, when no policy isolates it, the Baseline tier).
 A connection is judged by its original direction: the pod is its destination (ingress, the
 peer is the source) or its source (egress, the peer is the destination). Loopback entries and
 entries not involving the pod's addresses are left alone.
@@ -53,8 +54,11 @@ def allows(
         ):
             return False
     d = rs.ingress if direction is ruleset.Direction.INGRESS else rs.egress
+    admin = _tier(d.admin, family, value, protocol, port)
+    if admin is not None and admin is not ruleset.TierAction.PASS:
+        return admin is ruleset.TierAction.ACCEPT
     if not d.isolated:
-        return True
+        return _tier(d.baseline, family, value, protocol, port) is not ruleset.TierAction.DENY
     if _in(d.any_port_peers, family, value):
         return True
     if port is None or protocol not in _PORTED:
@@ -66,6 +70,27 @@ def allows(
         and e.ports.first <= port <= e.ports.last
         for e in d.port_peers
     )
+
+
+def _tier(
+    entries: Sequence[ruleset.TierEntry], family: int, value: int, protocol: int, port: int | None
+) -> ruleset.TierAction | None:
+    """The action of the tier entry holding the connection (protocols without ports match
+    the OTHER_PROTOCOL elements), None when none does."""
+    if protocol not in _PORTED:
+        protocol, port = ruleset.OTHER_PROTOCOL, 0
+    elif port is None:
+        return None
+    for entry in entries:
+        for e in entry.elements:
+            if (
+                e.protocol == protocol
+                and e.addrs.family == family
+                and e.addrs.first <= value <= e.addrs.last
+                and e.ports.first <= port <= e.ports.last
+            ):
+                return entry.action
+    return None
 
 
 class Connection(Protocol):
@@ -129,9 +154,16 @@ def removes_allows(old: ruleset.PodRuleset | None, new: ruleset.PodRuleset) -> b
     if new.node_guard is not None and _guards_more(old.node_guard, new.node_guard):
         return True
     return any(
-        _direction_narrows(before, after)
+        _tiers_may_narrow(before, after) or _direction_narrows(before, after)
         for before, after in ((old.ingress, new.ingress), (old.egress, new.egress))
     )
+
+
+def _tiers_may_narrow(before: ruleset.DirectionRuleset, after: ruleset.DirectionRuleset) -> bool:
+    """With admin tiers, any change of the direction may forbid something (conservative: a
+    Deny that moved, a Pass that now reaches a stricter tier, a NetworkPolicy that no longer
+    isolates in front of a Baseline Deny)."""
+    return bool(after.admin or after.baseline) and before != after
 
 
 def _direction_narrows(before: ruleset.DirectionRuleset, after: ruleset.DirectionRuleset) -> bool:
@@ -246,6 +278,8 @@ def _removes_allows_reference(old: ruleset.PodRuleset | None, new: ruleset.PodRu
     if new.node_guard is not None and _guards_more(old.node_guard, new.node_guard):
         return True
     for before, after in ((old.ingress, new.ingress), (old.egress, new.egress)):
+        if _tiers_may_narrow(before, after):
+            return True
         if not after.isolated:
             continue
         if not before.isolated:
