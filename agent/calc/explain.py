@@ -19,6 +19,8 @@ from agent import model, selectors
 from agent.calc import compile as calc_compile
 from agent.calc import containment, intervals, ruleset, verdict
 from agent.calc import desired as calc_desired
+from agent.tiers import evaluate as tiers_evaluate
+from agent.tiers import model as tiers_model
 
 ALLOWED, DENIED, WOULD_DROP = "allowed", "denied", "would-drop"
 
@@ -172,6 +174,10 @@ def _reasons(
         guarded = _node_guard(pod, peer.address, proto, port, cluster)
         if guarded is not None:
             return (guarded,), (), (), False
+    admin = _tier(tiers_model.ADMIN, direction, pod, peer, proto, port, cluster)
+    if admin is not None and admin.action != tiers_model.PASS:
+        return (_tier_text(admin),), (admin.policy,), (), admin.action == tiers_model.ACCEPT
+    passed = (_tier_text(admin),) if admin is not None else ()
     isolating = tuple(
         sorted(
             p.key
@@ -180,7 +186,11 @@ def _reasons(
         )
     )
     if not isolating:
-        return (f"no policy isolates {pod.key} for {direction.value}",), (), (), True
+        baseline = _tier(tiers_model.BASELINE, direction, pod, peer, proto, port, cluster)
+        if baseline is not None and baseline.action != tiers_model.PASS:
+            allowed = baseline.action == tiers_model.ACCEPT
+            return (*passed, _tier_text(baseline)), (baseline.policy,), (), allowed
+        return (*passed, f"no policy isolates {pod.key} for {direction.value}"), (), (), True
     if direction is ruleset.Direction.INGRESS and _from_own_node(pod, peer.address, cluster):
         reason = "traffic from the pod's own node is always allowed in (kubelet probes)"
         return (reason,), isolating, (), True
@@ -189,6 +199,52 @@ def _reasons(
         return tuple(m.text() for m in matches), isolating, matches, True
     reason = f"isolated by {', '.join(isolating)}; no rule allows {peer.name}"
     return (reason,), isolating, (), False
+
+
+def _tier(
+    tier: str,
+    direction: ruleset.Direction,
+    pod: model.Pod,
+    peer: Endpoint,
+    proto: int,
+    port: int | None,
+    cluster: calc_desired.Cluster,
+) -> tiers_evaluate.Match | None:
+    """The first rule of an admin tier that matches, by the reference evaluation
+    (`agent.tiers.evaluate`), independent of the compiled sets the kernel holds."""
+    if not cluster.admin:
+        return None
+    node_labels = next(
+        (n.labels for n in cluster.nodes.values() if _same_address(peer.address, n.addresses)),
+        None,
+    )
+    remote = tiers_evaluate.Remote(
+        peer.address,
+        peer.pod,
+        calc_compile.namespace_labels(peer.pod.namespace, cluster.namespaces) if peer.pod else {},
+        node_labels,
+    )
+    protocol = next(name for name, number in ruleset.PROTOCOL_NUMBERS.items() if number == proto)
+    return tiers_evaluate.first_match(
+        cluster.admin,
+        tier,
+        direction.value,
+        pod,
+        calc_compile.namespace_labels(pod.namespace, cluster.namespaces),
+        remote,
+        protocol,
+        port or 0,
+    )
+
+
+def _tier_text(match: tiers_evaluate.Match) -> str:
+    verdicts = {
+        tiers_model.ACCEPT: "allows",
+        tiers_model.DENY: "denies",
+        tiers_model.PASS: "passes",
+    }
+    then = " on to NetworkPolicy" if match.action == tiers_model.PASS else ""
+    return f"{match.tier} tier: {match.policy} rule {match.rule} {verdicts[match.action]}{then}"
 
 
 def _quarantine(
