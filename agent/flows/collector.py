@@ -272,6 +272,7 @@ class Collector:
                 verdict=VERDICTS.get(key.mode, key.mode),
                 policy_mode=key.mode,
                 reason=key.reason,
+                policy_tier=POLICY_TIERS.get(key.reason, ""),
                 src=_end(key.src, ips),
                 dst=_end(key.dst, ips),
                 protocol=nflog.protocol_name(key.protocol),
@@ -335,6 +336,11 @@ class Collector:
                         with contextlib.suppress(KeyError):
                             metric.remove(*ident, direction, mode)
             log.info("drop_series_removed", namespace=ident[0], workload=ident[1])
+
+
+# Which tier decided a drop, by the reason in its NFLOG prefix ("" for quarantine, the node
+# guard and anti-spoofing, which come before every tier).
+POLICY_TIERS = {"admin": "admin", "policy": "networkpolicy", "baseline": "baseline"}
 
 
 def _end(address: str, ips: dict[str, model.Pod]) -> dict[str, str]:

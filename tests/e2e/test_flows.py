@@ -158,6 +158,7 @@ def test_enforced_drop_is_logged_counted_and_scraped(clean: Env) -> None:
     }
     assert line["dst"]["workload"] == "web" and line["dst"]["ip"] == b.ipv4
     assert line["protocol"] == "tcp" and line["policy_mode"] == "enforce"
+    assert line["reason"] == "policy" and line["policy_tier"] == "networkpolicy"
     assert line["policies"] == [f"{NS}/deny-web"] and line["packets_logged"] >= 1
     labels = {"namespace": NS, "workload": "web", "direction": "ingress", "policy_mode": "enforce"}
     wait_for(
