@@ -79,6 +79,13 @@ QUARANTINE_IN = "PODSEG-QUARANTINE-IN"
 QUARANTINE_OUT = "PODSEG-QUARANTINE-OUT"
 NODE_GUARD = "PODSEG-NODE-GUARD"
 NODE_GUARD_DENY = "PODSEG-NODE-GUARD-DENY"
+# The admin tiers, per direction: the tier chain, its deny chain, and its chain for the
+# protocols without ports (jumped from the tier chain for anything but TCP, UDP and SCTP).
+TIER_CHAINS = {
+    (direction, tier): (f"PODSEG-{name}-{d}", f"PODSEG-{name}-{d}-DENY", f"PODSEG-{name}-{d}-O")
+    for direction, d in ((ruleset.Direction.INGRESS, "IN"), (ruleset.Direction.EGRESS, "OUT"))
+    for tier, name in (("admin", "ADMIN"), ("baseline", "BASELINE"))
+}
 CHAINS = (
     INPUT,
     OUTPUT,
@@ -93,6 +100,7 @@ CHAINS = (
     QUARANTINE_OUT,
     NODE_GUARD,
     NODE_GUARD_DENY,
+    *(chain for chains in TIER_CHAINS.values() for chain in chains),
 )
 JUMPS = (("INPUT", INPUT), ("OUTPUT", OUTPUT))
 EXPAND_PORTS = 8  # port ranges up to this size become hash:net,port elements
@@ -373,7 +381,7 @@ def _nd(rs: ruleset.PodRuleset) -> tuple[list[str], list[str]]:
     within the link only, and in quarantine only what resolving the gateway needs."""
     sets: list[str] = []
     rules: list[str] = []
-    if rs.ingress.isolated or rs.egress.isolated:
+    if rs.ingress.tiered or rs.egress.tiered:
         sets += _create(f"{PREFIX}{GEN}-nl6", "hash:net", 6, _nd_link(rs.link))
         link = f"-m set --match-set {PREFIX}{GEN}-nl6"
         mld = [f"-s {s} -d ff02::/16 " for s in ("::/128", "fe80::/10")]
@@ -429,28 +437,77 @@ def _link(family: int, chain: str) -> list[str]:
     return [f"-p ipv6-icmp -j {chain}"] if family == 6 else []
 
 
+def _tiers(
+    rs: ruleset.PodRuleset,
+    direction: ruleset.Direction,
+    family: int,
+    ifaces: Sequence[str],
+    accept: str,
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """(ipset lines, rules of the tier chains, tier -> jump for the hook chain) of a
+    direction's admin tiers (the twin of `render_nft._tiers`): per entry, its peer-port sets
+    matched with its verdict (ACCEPT through `accept`, Deny to the tier's deny chain, Pass:
+    RETURN), and its sets for the protocols without ports in the tier's `-O` chain (entered
+    for anything but TCP, left again by UDP and SCTP). Entries are disjoint, so their order
+    does not matter and a packet costs a constant number of set lookups."""
+    d = rs.ingress if direction is ruleset.Direction.INGRESS else rs.egress
+    sets: list[str] = []
+    rules: list[str] = []
+    jumps: dict[str, str] = {}
+    for tier, entries in (("admin", d.admin), ("baseline", d.baseline)):
+        if not entries:
+            continue
+        chain, deny, other = TIER_CHAINS[(direction, tier)]
+        verdicts = {
+            ruleset.TierAction.ACCEPT: f"-j {accept}",
+            ruleset.TierAction.DENY: f"-j {deny}",
+            ruleset.TierAction.PASS: "-j RETURN",
+        }
+        specs = [f"! -p tcp -j {other}"]
+        other_specs = ["-p udp -j RETURN", "-p sctp -j RETURN"]
+        for n, entry in enumerate(entries):
+            verdict = verdicts[entry.action]
+            ported = tuple(e for e in entry.elements if e.protocol != ruleset.OTHER_PROTOCOL)
+            rest = tuple(e.addrs for e in entry.elements if e.protocol == ruleset.OTHER_PROTOCOL)
+            for target, own, tag in (
+                (specs, ruleset.DirectionRuleset(True, (), ported), f"{tier[0].upper()}{n}"),
+                (other_specs, ruleset.DirectionRuleset(True, rest), f"{tier[0].upper()}{n}o"),
+            ):
+                own_sets, matches = _peer_sets(direction, own, family, tag=tag)
+                sets += own_sets
+                target += [f"{m} {verdict}" for m in matches]
+        rules += _chain_rules(chain, specs) + _chain_rules(other, other_specs)
+        rules += _chain_rules(deny, deny_rules(direction, tier, ifaces, mode=rs.mode))
+        jumps[tier] = f"-j {chain}"
+    return sets, rules, jumps
+
+
 def _ingress(
     rs: ruleset.PodRuleset, family: int, ifaces: Sequence[str]
 ) -> tuple[list[str], list[str]]:
-    """The INPUT chain: quarantine first, then the ingress policy."""
-    if not rs.ingress.isolated and rs.quarantine is None:
+    """The INPUT chain: quarantine first, then the Admin tier, then the ingress policy when
+    it isolates, else the Baseline tier."""
+    if not rs.ingress.tiered and rs.quarantine is None:
         return [], []
-    sets: list[str] = []
     specs = ["-i lo -j ACCEPT"]
     if rs.quarantine is not None:
         specs.append(f"-j {QUARANTINE_IN}")  # before anything, established included
+    sets, rules, jumps = _tiers(rs, ruleset.Direction.INGRESS, family, ifaces, "ACCEPT")
+    if rs.ingress.tiered:
+        specs += [_ESTABLISHED, *_link(family, ND_IN)]
+        specs += [jumps["admin"]] if "admin" in jumps else []
     if rs.ingress.isolated:
-        sets, matches = _peer_sets(ruleset.Direction.INGRESS, rs.ingress, family)
+        peer_sets, matches = _peer_sets(ruleset.Direction.INGRESS, rs.ingress, family)
         hit_sets, hits = _hit_rules(ruleset.Direction.INGRESS, rs.ingress, family)
-        sets += hit_sets
+        sets += peer_sets + hit_sets
         specs += [
-            _ESTABLISHED,
-            *_link(family, ND_IN),
             *hits,
             *(f"{m} -j ACCEPT" for m in matches),
             *deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
         ]
-    return sets, _chain_rules(INPUT, specs)
+    elif "baseline" in jumps:
+        specs.append(jumps["baseline"])
+    return sets, _chain_rules(INPUT, specs) + rules
 
 
 def _egress(
@@ -458,10 +515,9 @@ def _egress(
 ) -> tuple[list[str], list[str]]:
     """The OUTPUT chain (quarantine, node guard, the egress policy) and the chains it jumps
     to for accepting, denying and marking."""
-    if not rs.egress.isolated and rs.quarantine is None and rs.node_guard is None:
+    if not rs.egress.tiered and rs.quarantine is None and rs.node_guard is None:
         return [], []
-    sets: list[str] = []
-    rules: list[str] = []
+    sets, rules, jumps = _tiers(rs, ruleset.Direction.EGRESS, family, ifaces, EGRESS_ACCEPT)
     specs = ["-o lo -j ACCEPT"]
     if rs.quarantine is not None:
         specs.append(f"-j {QUARANTINE_OUT}")
@@ -470,20 +526,20 @@ def _egress(
     specs.append(_ESTABLISHED)
     if rs.node_guard is not None:
         specs.append(f"-j {NODE_GUARD}")  # whatever the policies allow
-    if rs.egress.isolated:
-        sets, matches = _peer_sets(ruleset.Direction.EGRESS, rs.egress, family)
-        hit_sets, hits = _hit_rules(ruleset.Direction.EGRESS, rs.egress, family)
-        sets += hit_sets
-        specs += [
-            *_link(family, ND_OUT),
-            *hits,
-            *(f"{m} -j {EGRESS_ACCEPT}" for m in matches),
-            f"-j {EGRESS_DENY}",
-        ]
+    if rs.egress.tiered:
+        specs += _link(family, ND_OUT)
+        specs += [jumps["admin"]] if "admin" in jumps else []
         rules += _chain_rules(EGRESS_ACCEPT, [f"-j CONNMARK --and-mark {_CLEAR}", "-j ACCEPT"])
+    if rs.egress.isolated:
+        peer_sets, matches = _peer_sets(ruleset.Direction.EGRESS, rs.egress, family)
+        hit_sets, hits = _hit_rules(ruleset.Direction.EGRESS, rs.egress, family)
+        sets += peer_sets + hit_sets
+        specs += [*hits, *(f"{m} -j {EGRESS_ACCEPT}" for m in matches), f"-j {EGRESS_DENY}"]
         rules += _chain_rules(
             EGRESS_DENY, deny_rules(ruleset.Direction.EGRESS, "policy", ifaces, mode=rs.mode)
         )
+    elif "baseline" in jumps:
+        specs.append(jumps["baseline"])
     rules += _chain_rules(OUTPUT, specs)
     rules += _chain_rules(
         EGRESS_MARK,

@@ -1,14 +1,18 @@
 """The admin tiers in a real namespace: Admin Deny beats a NetworkPolicy allow, Admin Accept
 beats a NetworkPolicy deny, Pass hands over to NetworkPolicy, Baseline decides only for a
-direction no NetworkPolicy isolates; denied egress is silent (the sender sees no error).
+direction no NetworkPolicy isolates; denied egress is silent (the sender sees no error). Both
+backends, committed through the real dataplane worker.
 
 Root only; namespaces `psg-<random6>-render`/`-rpeer`, deleted by the fixtures."""
 
 from __future__ import annotations
 
+import pytest
+
 from agent.calc import ruleset
-from agent.dataplane.nft import render as render_nft
-from tests.support.kernel import UDP, P, fingerprint_in, load, run, udp_exchange
+from tests.support.kernel import UDP, P, commit, run, udp_exchange
+
+BACKENDS = pytest.mark.parametrize("backend", ["nftables", "iptables"])
 
 POD, PEER = "198.18.0.10", "198.18.0.20"
 PEER_RANGE = ruleset.AddrRange(4, 0xC6120014, 0xC6120014)  # 198.18.0.20
@@ -26,10 +30,10 @@ def entry(
     )
 
 
-def apply(ns: str, rs: ruleset.PodRuleset) -> None:
-    rendered = render_nft.render(rs, ["eth0"])
-    load(ns, rendered.script)
-    assert fingerprint_in(ns) == rendered.fingerprint
+def counters(ns: str, backend: str) -> str:
+    if backend == "nftables":
+        return run("ip", "netns", "exec", ns, "nft", "list", "counters", "table", "inet", "podseg")
+    return run("ip", "netns", "exec", ns, "iptables-save", "-c", "-t", "filter")
 
 
 def delivered(sender: str, receiver: str, dst: str, port: int) -> bool:
@@ -38,7 +42,8 @@ def delivered(sender: str, receiver: str, dst: str, port: int) -> bool:
     return received.startswith("got")
 
 
-def test_admin_tier_around_networkpolicy(pod_and_peer: tuple[str, str]) -> None:
+@BACKENDS
+def test_admin_tier_around_networkpolicy(pod_and_peer: tuple[str, str], backend: str) -> None:
     pod, peer = pod_and_peer
     rs = ruleset.PodRuleset(
         "prod",
@@ -56,14 +61,16 @@ def test_admin_tier_around_networkpolicy(pod_and_peer: tuple[str, str]) -> None:
             baseline=(entry(ruleset.TierAction.ACCEPT, 5004),),
         ),
     )
-    apply(pod, rs)
+    commit(pod, rs, backend)
     verdicts = {port: delivered(peer, pod, POD, port) for port in (5001, 5002, 5003, 5004)}
     assert verdicts == {5001: False, 5002: True, 5003: True, 5004: False}
-    counters = run("ip", "netns", "exec", pod, "nft", "list", "counters", "table", "inet", "podseg")
-    assert "deny.ingress.admin.enforce" in counters
+    assert "deny.ingress.admin.enforce" in counters(pod, backend)
 
 
-def test_baseline_decides_where_no_networkpolicy_isolates(pod_and_peer: tuple[str, str]) -> None:
+@BACKENDS
+def test_baseline_decides_where_no_networkpolicy_isolates(
+    pod_and_peer: tuple[str, str], backend: str
+) -> None:
     pod, peer = pod_and_peer
     rs = ruleset.PodRuleset(
         "prod",
@@ -73,7 +80,7 @@ def test_baseline_decides_where_no_networkpolicy_isolates(pod_and_peer: tuple[st
         ),
         egress=ruleset.DirectionRuleset(admin=(entry(ruleset.TierAction.DENY, 5007),)),
     )
-    apply(pod, rs)
+    commit(pod, rs, backend)
     assert not delivered(peer, pod, POD, 5005)
     assert delivered(peer, pod, POD, 5006)
     assert delivered(peer, pod, POD, 5008)  # no tier matches: the Kubernetes default, allow
@@ -82,7 +89,10 @@ def test_baseline_decides_where_no_networkpolicy_isolates(pod_and_peer: tuple[st
     assert delivered(pod, peer, PEER, 5009)
 
 
-def test_visibility_mode_lets_an_admin_deny_through(pod_and_peer: tuple[str, str]) -> None:
+@BACKENDS
+def test_visibility_mode_lets_an_admin_deny_through(
+    pod_and_peer: tuple[str, str], backend: str
+) -> None:
     pod, peer = pod_and_peer
     rs = ruleset.PodRuleset(
         "prod",
@@ -90,7 +100,6 @@ def test_visibility_mode_lets_an_admin_deny_through(pod_and_peer: tuple[str, str
         ingress=ruleset.DirectionRuleset(admin=(entry(ruleset.TierAction.DENY, 5010),)),
         mode=ruleset.PolicyMode.VISIBILITY,
     )
-    apply(pod, rs)
+    commit(pod, rs, backend)
     assert delivered(peer, pod, POD, 5010)
-    counters = run("ip", "netns", "exec", pod, "nft", "list", "counters", "table", "inet", "podseg")
-    assert "deny.ingress.admin.visibility" in counters
+    assert "deny.ingress.admin.visibility" in counters(pod, backend)
