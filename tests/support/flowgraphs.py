@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,7 +39,9 @@ def end(text: str) -> graph.Endpoint:
     return graph.Endpoint(namespace, name)
 
 
-def flow(src: str, dst: str, port: int | None, verdict: str = "allowed", proto: str = "TCP") -> graph.Flow:
+def flow(
+    src: str, dst: str, port: int | None, verdict: str = "allowed", proto: str = "TCP"
+) -> graph.Flow:
     key = graph.FlowKey(end(src), end(dst), proto, port, verdict)
     return graph.Flow(key, 1, T0, T0 + datetime.timedelta(minutes=5), ("node-1",))
 
@@ -75,3 +79,28 @@ def policy(namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]
         "metadata": {"namespace": namespace, "name": name},
         "spec": dict(spec),
     }
+
+
+def podseg(
+    *args: str, env: Mapping[str, str] | None = None, cwd: pathlib.Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real command line, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=dict(env) if env is not None else None,
+        cwd=cwd or ROOT,
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], command: str) -> str:
+    """The single stderr line of a bad-input exit (2)."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"podseg {command}: "), lines[0]
+    assert "Traceback" not in done.stderr
+    return lines[0]

@@ -9,7 +9,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from agent.flows import recommend, replay
+from agent.flows import graph, recommend, replay
 from tests.support import flowgraphs as fg
 
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -82,10 +82,9 @@ def test_the_shop_recommendation_breaks_nothing_observed() -> None:
 
 
 def test_unknown_namespace_and_unselectable_workloads() -> None:
-    with pytest.raises(recommend.UnknownNamespace, match="no namespace 'nope'.*shop"):
+    with pytest.raises(recommend.UnknownNamespace, match=r"no namespace 'nope'.*shop"):
         recommend.recommend(fg.shop(), "nope")
-    bare = fg.workload("x", "bare")
-    doc = fg.make([bare.__class__("x", "bare", "Pod", {}, ())], [], ())
+    doc = fg.make([graph.Workload("x", "bare", "Pod", {"pod-template-hash": "5d4f"})], [])
     found = recommend.recommend(doc, "x")
     assert found.policies == ()
     assert "x/bare" in found.notes[0]

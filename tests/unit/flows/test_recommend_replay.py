@@ -29,7 +29,7 @@ def graphs(draw: st.DrawFn) -> tuple[graph.FlowGraph, graph.FlowKey]:
         src, dst = draw(st.sampled_from(ends)), draw(st.sampled_from(names))
         if draw(st.booleans()):
             src, dst = dst, src
-        if src == dst or src in EXTERNALS and dst in EXTERNALS:
+        if src == dst or (src in EXTERNALS and dst in EXTERNALS):
             continue
         proto = draw(st.sampled_from(["TCP", "UDP"]))
         f = fg.flow(src, dst, draw(st.sampled_from(PORTS)), proto=proto)

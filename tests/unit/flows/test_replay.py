@@ -76,7 +76,9 @@ def test_breaking_changes_are_flagged() -> None:
         ("dropped", True),
         ("dropped", True),
     ]
-    assert replay.replay(enforced, [fg.policy("shop", "db", DB_FROM_CART | {"ingress": [{}]})]) == ()
+    assert (
+        replay.replay(enforced, [fg.policy("shop", "db", DB_FROM_CART | {"ingress": [{}]})]) == ()
+    )
 
 
 def test_stand_in_addresses_avoid_the_external_networks() -> None:
