@@ -177,6 +177,11 @@ def recommend(graph_doc: graph.FlowGraph, namespace: str) -> Recommendation:
             f"no namespace {namespace!r} in the flow graph (it has: {', '.join(known) or 'none'})"
         )
     workloads = {(w.namespace, w.name): w for w in graph_doc.workloads}
+    touching: dict[graph.Endpoint, list[graph.Flow]] = {}  # each flow under both its ends
+    for flow in graph_doc.flows:
+        touching.setdefault(flow.key.src, []).append(flow)
+        if flow.key.dst != flow.key.src:
+            touching.setdefault(flow.key.dst, []).append(flow)
     notes = []
     policies = []
     for w in sorted(graph_doc.workloads, key=lambda w: w.name):
@@ -187,7 +192,8 @@ def recommend(graph_doc: graph.FlowGraph, namespace: str) -> Recommendation:
                 f"{namespace}/{w.name}: its pods share no stable label; no policy selects it"
             )
             continue
-        policies.append(policy_for(w, graph_doc.flows, workloads))
+        seen = tuple(touching.get(graph.Endpoint(w.namespace, w.name), ()))
+        policies.append(policy_for(w, seen, workloads))
     for flow in graph_doc.flows:
         key = flow.key
         mine = namespace in (key.src.namespace, key.dst.namespace)
