@@ -134,4 +134,11 @@ def main(args: argparse.Namespace) -> int:
             )
     changes = replay.replay(graph_doc, candidates)
     render(changes, args.output, sys.stdout)
+    skipped = replay.unjudged(graph_doc)
+    if skipped:
+        print(
+            f"# note: {len(skipped)} flows not judged (ICMP, or an endpoint that is no workload"
+            " of the graph)",
+            file=sys.stderr,
+        )
     return 1 if any(c.breaks for c in changes) else 0

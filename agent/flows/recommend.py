@@ -149,8 +149,9 @@ def policy_for(
     """The NetworkPolicy of one workload: its observed ingress and egress, plus DNS."""
     me = graph.Endpoint(workload.namespace, workload.name)
     kept = [f.key for f in flows if f.key.verdict in KEPT and f.key.protocol in PORTED]
-    ingress = [k for k in kept if k.dst == me and k.src != me]
-    egress = [k for k in kept if k.src == me and k.dst != me and not _is_dns(k, workloads)]
+    # A flow from a workload to itself is between two of its pods: both sides need a rule.
+    ingress = [k for k in kept if k.dst == me]
+    egress = [k for k in kept if k.src == me and not _is_dns(k, workloads)]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -197,7 +198,16 @@ def recommend(graph_doc: graph.FlowGraph, namespace: str) -> Recommendation:
     for flow in graph_doc.flows:
         key = flow.key
         mine = namespace in (key.src.namespace, key.dst.namespace)
-        if mine and key.verdict in KEPT and key.protocol not in PORTED:
+        if not mine or key.verdict not in KEPT:
+            continue
+        for peer in (key.src, key.dst):
+            found = workloads.get((peer.namespace, peer.workload))
+            if not peer.external and (found is None or not stable_labels(found.labels)):
+                notes.append(
+                    f"peer {_name(peer)}: its pods share no stable label; the rules naming it "
+                    f"admit every pod of namespace {peer.namespace}"
+                )
+        if key.protocol not in PORTED:
             notes.append(
                 f"{_name(key.src)} -> {_name(key.dst)} {key.protocol}: NetworkPolicy cannot "
                 "name this protocol; it is dropped once the pods are isolated"

@@ -164,3 +164,18 @@ def replay(
         if was is not None and will is not None and was != will:
             changes.append(Change(flow, was, will))
     return tuple(changes)
+
+
+def unjudged(graph_doc: graph.FlowGraph) -> tuple[graph.Flow, ...]:
+    """The flows `replay` cannot judge: protocols NetworkPolicy cannot name, endpoints that
+    are no workload of the graph."""
+    known = {(w.namespace, w.name) for w in graph_doc.workloads}
+    return tuple(
+        f
+        for f in graph_doc.flows
+        if f.key.protocol.upper() not in ruleset.PROTOCOL_NUMBERS
+        or any(
+            not e.external and (e.namespace, e.workload) not in known
+            for e in (f.key.src, f.key.dst)
+        )
+    )

@@ -99,3 +99,25 @@ def test_icmp_is_noted_not_written() -> None:
     assert any("ICMP" in note for note in found.notes)
     a = _by_name(found.policies)["a-observed"]["spec"]
     assert a["egress"][1]["ports"] == [{"protocol": "TCP", "port": 80}]
+
+
+def test_a_peer_without_stable_labels_is_noted() -> None:
+    doc = fg.make(
+        [fg.workload("x", "a"), graph.Workload("y", "b", "Pod", {})],
+        [fg.flow("y/b", "x/a", 80)],
+    )
+    found = recommend.recommend(doc, "x")
+    assert any("peer y/b" in n and "every pod of namespace y" in n for n in found.notes)
+    (rule,) = found.policies[0]["spec"]["ingress"]
+    assert rule["from"][0]["podSelector"] == {"matchLabels": {}}
+
+
+def test_traffic_between_pods_of_one_workload_is_allowed_both_ways() -> None:
+    doc = fg.make([fg.workload("x", "cache", peer=7000)], [fg.flow("x/cache", "x/cache", 7000)])
+    spec = recommend.recommend(doc, "x").policies[0]["spec"]
+    own = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "x"}},
+        "podSelector": {"matchLabels": {"app": "cache"}},
+    }
+    assert spec["ingress"] == [{"from": [own], "ports": [{"protocol": "TCP", "port": "peer"}]}]
+    assert spec["egress"][1:] == [{"to": [own], "ports": [{"protocol": "TCP", "port": "peer"}]}]

@@ -97,3 +97,13 @@ def test_stand_in_addresses_avoid_the_external_networks() -> None:
 def test_protocols_without_ports_are_not_judged() -> None:
     doc = fg.make(WORKLOADS, [fg.flow("shop/web", "shop/db", None, proto="ICMP")])
     assert replay.judge(replay.world(doc, ()), doc.flows[0].key) is None
+
+
+def test_unjudged_flows_are_counted() -> None:
+    flows = (
+        fg.flow("shop/web", "shop/db", None, proto="ICMP"),
+        fg.flow("shop/ghost", "shop/db", 5432),
+        fg.flow("shop/cart", "shop/db", 5432),
+    )
+    doc = fg.make(WORKLOADS, flows)
+    assert replay.unjudged(doc) == flows[:2]
