@@ -20,6 +20,7 @@ import yaml
 
 from agent.commands import flowsource
 from agent.flows import graph, replay
+from agent.k8s import convert
 
 
 class PolicyFileError(Exception):
@@ -132,6 +133,10 @@ def main(args: argparse.Namespace) -> int:
             raise PolicyFileError(
                 f"NetworkPolicy {namespace}/{name}: no namespace {namespace!r} in the flow graph"
             )
+    for policy in candidates:
+        for error in convert.network_policy(policy).errors:  # such a part matches nothing
+            namespace, name = replay.policy_key(policy)
+            print(f"# note: NetworkPolicy {namespace}/{name}: {error}", file=sys.stderr)
     changes = replay.replay(graph_doc, candidates)
     render(changes, args.output, sys.stdout)
     skipped = replay.unjudged(graph_doc)

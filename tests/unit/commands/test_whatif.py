@@ -76,3 +76,10 @@ def test_multi_document_files(tmp_path: pathlib.Path) -> None:
 def test_bad_policy_files(text: str, says: str, tmp_path: pathlib.Path) -> None:
     done = fg.podseg("whatif", _file(tmp_path, "p.yaml", text), "--flows", FLOWS)
     assert says in fg.one_line_error(done, "whatif")
+
+
+def test_invalid_parts_of_a_candidate_are_noted(tmp_path: pathlib.Path) -> None:
+    bad_port = OPEN_CATALOG.replace("ingress: [{}]", "ingress: [{ports: [{port: 'no such!'}]}]")
+    done = fg.podseg("whatif", _file(tmp_path, "bad.yaml", bad_port), "--flows", FLOWS)
+    assert "# note: NetworkPolicy shop/catalog-ingress: " in done.stderr
+    assert done.returncode == 1  # the invalid port matches nothing: frontend's gRPC is cut
