@@ -132,8 +132,24 @@ def page(lay: layout.Layout, graph_doc: graph.FlowGraph, namespace: str | None) 
         f"<title>{_esc(title)}</title>"
         "<style>body{margin:16px;font-family:" + FONT + ";color:#2e3440;background:#fff}"
         "h1{font-size:18px;margin:0 0 4px}p{margin:0 0 12px;font-size:13px;color:#4c566a}"
+        "table{border-collapse:collapse;margin-top:16px;font-size:12px}"
+        "th,td{text-align:left;padding:3px 10px;border-bottom:1px solid #e0e4ea}"
+        ".dropped td{color:#c62828}.would-drop td{color:#ef6c00}"
         "</style></head><body>"
         f"<h1>{_esc(title)}</h1>"
         f"<p>Flows seen from {_esc(since)} to {_esc(until)}: {len(lay.nodes)} endpoints, "
-        f"{len(lay.edges)} edges.</p>\n" + svg(lay) + "</body></html>\n"
+        f"{len(lay.edges)} edges.</p>\n" + svg(lay) + _table(lay) + "</body></html>\n"
+    )
+
+
+def _table(lay: layout.Layout) -> str:
+    """The edges as a table under the picture: readable where the picture is crowded."""
+    rows = "".join(
+        f'<tr class="{e.verdict}"><td>{_esc(e.src)}</td><td>{_esc(e.dst)}</td>'
+        f"<td>{_esc(e.label)}</td><td>{e.verdict}</td><td>{e.count}</td></tr>"
+        for e in sorted(lay.edges, key=lambda e: (e.src, e.dst, e.verdict))
+    )
+    return (
+        '<table class="edges"><thead><tr><th>source</th><th>destination</th><th>ports</th>'
+        f"<th>verdict</th><th>seen</th></tr></thead><tbody>{rows}</tbody></table>\n"
     )

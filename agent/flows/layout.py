@@ -55,6 +55,7 @@ class Edge:
     label: str  # the ports, e.g. "TCP 80, 443 · UDP 53"
     points: tuple[tuple[float, float], ...]  # a cubic Bézier: start, two controls, end
     label_at: tuple[float, float]
+    count: int = 0  # connections (allowed) or packets (dropped, would-drop) seen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,9 +213,12 @@ def _spread(node: Node, n: int, i: int) -> float:
 
 def _edges(nodes: dict[str, Node], flows: list[graph.Flow]) -> tuple[Edge, ...]:
     grouped: dict[tuple[str, str, str], list[graph.FlowKey]] = {}
+    counts: dict[tuple[str, str, str], int] = {}
     for f in flows:
         k = f.key
-        grouped.setdefault((node_id(k.src), node_id(k.dst), k.verdict), []).append(k)
+        g = (node_id(k.src), node_id(k.dst), k.verdict)
+        grouped.setdefault(g, []).append(k)
+        counts[g] = counts.get(g, 0) + f.count
     ordered = sorted(grouped, key=lambda g: (g[0], g[1], VERDICT_ORDER[g[2]]))
     # Each node's outgoing ends ordered by where they go, incoming by where they come from,
     # so that curves leaving or entering one node do not cross there.
@@ -237,5 +241,5 @@ def _edges(nodes: dict[str, Node], flows: list[graph.Flow]) -> tuple[Edge, ...]:
         ay = _spread(nodes[src], len(outs[src]), outs[src].index(g))
         by = _spread(nodes[dst], len(ins[dst]), ins[dst].index(g))
         points, label_at = _curve(nodes[src], nodes[dst], ay, by)
-        edges.append(Edge(src, dst, verdict, _ports(grouped[g]), points, label_at))
+        edges.append(Edge(src, dst, verdict, _ports(grouped[g]), points, label_at, counts[g]))
     return tuple(edges)

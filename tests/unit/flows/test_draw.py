@@ -50,3 +50,13 @@ def test_the_page_is_self_contained() -> None:
     assert not re.search(r"<(script|link|img|iframe)\b|@import|url\((?!#)", page)
     assert page.count("<svg") == 1
     assert "podseg map: all namespaces" in page
+
+
+def test_the_page_lists_every_edge_with_its_count() -> None:
+    doc = fg.shop()
+    lay = layout.layout(doc)
+    page = draw.page(lay, doc, None)
+    rows = re.findall(r'<tr class="([\w-]+)"><td>([^<]*)</td><td>([^<]*)</td>', page)
+    assert sorted(rows) == sorted((e.verdict, e.src, e.dst) for e in lay.edges)
+    assert "<td>TCP 5432</td><td>dropped</td><td>6</td>" in page  # the debug pod's probes
+    assert sum(e.count for e in lay.edges) == sum(f.count for f in doc.flows)
