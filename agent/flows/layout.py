@@ -2,11 +2,12 @@
 graph always gives the same picture, so a map can be committed, diffed and tested.
 
 Why a layout of its own instead of a graph-drawing library: the map has one fixed shape that
-reads well for workload graphs, and no dependency is needed for it. Namespaces are boxes laid
-left to right in the order traffic flows (a namespace whose workloads are reached later stands
-further right); workloads are stacked in their namespace's box; external networks that only
-send stand in a column on the left, the others on the right. One edge per (source,
-destination, verdict), labelled with its ports.
+reads well for workload graphs, and no dependency is needed for it. Traffic runs left to right:
+a workload stands one column right of the furthest workload that connects to it (its rank);
+every workload has a row of its own and a namespace is a box around a band of rows, so no edge
+runs along a row through another node. External networks that only send stand in a column on
+the left, the others in one on the right, each level with the workloads it talks to. One edge
+per (source, destination, verdict), labelled with its ports.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def layout(graph_doc: graph.FlowGraph, namespace: str | None = None) -> Layout:
         for end in (f.key.src, f.key.dst):
             members[node_id(end)] = end
     pairs = {(node_id(f.key.src), node_id(f.key.dst)) for f in flows}
-    rank = _ranks(members, pairs)
+    internal = {(a, b) for a, b in pairs if not members[a].external and not members[b].external}
+    rank = _ranks(members, internal)
     return _place(members, kinds, rank, pairs, flows)
 
 
@@ -160,50 +162,68 @@ def _place(
     pairs: set[tuple[str, str]],
     flows: list[graph.Flow],
 ) -> Layout:
-    """Columns by rank (external destinations last), one row per endpoint: namespaces are
-    bands of rows, external sources above them and external destinations below, so no edge
-    runs along a row through another node."""
+    """Workloads in columns by rank, one row each, namespaces as bands of rows (so no edge
+    runs along a row through another node); external sources in a column on the left,
+    external destinations in one on the right, each level with what it talks to."""
     receivers = {dst for _, dst in pairs}
-    last = max([rank[i] for i, e in members.items() if not e.external] + [0]) + 1
-    column = {i: (last if e.external and i in receivers else rank[i]) for i, e in members.items()}
+    inside = {i: e for i, e in members.items() if not e.external}
+    sources = sorted(i for i, e in members.items() if e.external and i not in receivers)
+    sinks = sorted(i for i, e in members.items() if e.external and i in receivers)
+    shift = 1 if sources else 0
+    last = max([rank[i] for i in inside] + [-1]) + 1 + shift
     bands: dict[str, list[str]] = {}
-    for ident, end in members.items():
-        band = end.namespace if not end.external else ("~in" if column[ident] < last else "~out")
-        bands.setdefault(band, []).append(ident)
+    for ident, end in inside.items():
+        bands.setdefault(end.namespace, []).append(ident)
 
-    def band_order(name: str) -> tuple[int, float, str]:
-        ids = bands[name]
-        edge = 0 if name == "~in" else 2 if name == "~out" else 1
-        return (edge, sum(column[i] for i in ids) / len(ids), name)
+    def x_of(column: int) -> float:
+        return PAD + 2 * PAD + column * (NODE_W + COLUMN_GAP)
 
     nodes: dict[str, Node] = {}
     boxes: list[Box] = []
     y = float(TOP)
-    for name in sorted(bands, key=band_order):
-        boxed = not name.startswith("~")
+    for name in sorted(bands, key=lambda n: (sum(rank[i] for i in bands[n]) / len(bands[n]), n)):
         top = y
-        y += TITLE + PAD if boxed else 0
-        ids = sorted(bands[name], key=lambda i: (column[i], i))
+        y += TITLE + PAD
+        ids = sorted(bands[name], key=lambda i: (rank[i], i))
         for ident in ids:
-            end = members[ident]
-            detail = "external" if end.external else kinds.get(ident, "workload")
-            x = PAD + 2 * PAD + column[ident] * (NODE_W + COLUMN_GAP)
-            nodes[ident] = Node(ident, end.external or end.workload, detail, x, y)
+            detail = kinds.get(ident, "workload")
+            x = x_of(rank[ident] + shift)
+            nodes[ident] = Node(ident, inside[ident].workload, detail, x, y)
             y += NODE_H + GAP_Y
-        if boxed:
-            left = min(nodes[i].x for i in ids) - PAD
-            right = max(nodes[i].x + NODE_W for i in ids) + PAD
-            boxes.append(Box(name, left, top, right - left, y - GAP_Y + PAD - top))
-            y += PAD
-        y += GAP_Y
-    width = PAD + 2 * PAD + (last + 1) * (NODE_W + COLUMN_GAP) - COLUMN_GAP + 3 * PAD
+        left = min(nodes[i].x for i in ids) - PAD
+        right = max(nodes[i].x + NODE_W for i in ids) + PAD
+        boxes.append(Box(name, left, top, right - left, y - GAP_Y + PAD - top))
+        y += PAD + GAP_Y
+    bottom = y
+    for ids, x in ((sources, x_of(0) - 2 * PAD), (sinks, x_of(last))):
+        bottom = max(bottom, _externals(ids, x, nodes, pairs))
+    width = x_of(last) + NODE_W + 2 * PAD
     return Layout(
         max(width, 420.0),
-        y,
+        bottom,
         tuple(boxes),
         tuple(nodes[i] for i in sorted(nodes)),
         _edges(nodes, flows),
     )
+
+
+def _externals(
+    ids: list[str], x: float, nodes: dict[str, Node], pairs: set[tuple[str, str]]
+) -> float:
+    """Place external networks in one column, each as level as it can be with the workloads
+    it talks to (placed already); returns the bottom of the column."""
+    wanted = {}
+    for ident in ids:
+        peers = [nodes[b if a == ident else a] for a, b in pairs if ident in (a, b)]
+        peers = [p for p in peers if p.id in nodes and not p.external] or list(nodes.values())
+        mean = sum(p.y for p in peers) / len(peers) if peers else float(TOP)
+        wanted[ident] = mean
+    y = float(TOP)
+    for ident in sorted(ids, key=lambda i: (wanted[i], i)):
+        y = max(y, wanted[ident])
+        nodes[ident] = Node(ident, ident, "external", x, y)
+        y += NODE_H + GAP_Y
+    return y
 
 
 def _spread(node: Node, n: int, i: int) -> float:
