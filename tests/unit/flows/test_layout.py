@@ -44,6 +44,8 @@ def test_every_endpoint_is_a_node_inside_its_box_and_none_overlap() -> None:
         apart_x = a.x + a.w <= b.x or b.x + b.w <= a.x
         apart_y = a.y + a.h <= b.y or b.y + b.h <= a.y
         assert apart_x or apart_y, (a.id, b.id)
+    rows = [n.y for n in lay.nodes if not n.external]
+    assert len(set(rows)) == len(rows)  # a row of its own: no edge runs along a row
     for a, b in itertools.combinations(lay.boxes, 2):
         assert a.y + a.h <= b.y or b.y + b.h <= a.y
 
