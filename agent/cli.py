@@ -110,7 +110,9 @@ def _flow_tool(args: argparse.Namespace) -> int:
     from agent.flows import replay
 
     try:
-        return FLOW_TOOLS[args.command][1](args)
+        code = FLOW_TOOLS[args.command][1](args)
+        sys.stdout.flush()  # here, so that a reader gone early is seen below
+        return code
     except (
         flowsource.FlowSourceError,
         mapview.MapError,
@@ -120,6 +122,9 @@ def _flow_tool(args: argparse.Namespace) -> int:
     ) as exc:
         print(f"podseg {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `podseg recommend ... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _operator(args: argparse.Namespace) -> int:

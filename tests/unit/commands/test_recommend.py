@@ -4,6 +4,9 @@ be fed back to `podseg whatif`), notes on stderr, one line with exit 2 for bad i
 from __future__ import annotations
 
 import pathlib
+import shlex
+import subprocess
+import sys
 
 import yaml
 
@@ -39,3 +42,18 @@ def test_bad_input() -> None:
     line = fg.one_line_error(done, "recommend")
     assert "no namespace 'nope'" in line and "shop" in line
     assert done.stdout == ""
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """`true` exits before podseg writes: every write meets a closed pipe."""
+    command = f"{shlex.quote(sys.executable)} -m agent recommend -n shop --flows {FLOWS} | true"
+    done = subprocess.run(
+        ["bash", "-c", command + '; echo "${PIPESTATUS[0]}"'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=fg.ROOT,
+    )
+    assert done.stdout.strip() == "1"
+    assert done.stderr == ""
