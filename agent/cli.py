@@ -1,5 +1,6 @@
 """The `podseg` command line: `podseg agent`, `podseg demo`, `podseg cleanup`, `podseg responder`,
-and `podseg --version`.
+the operator's tools (`explain`, `status`, `policies`, `map`, `recommend`, `whatif`) and
+`podseg --version`.
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration (a bad flag or environment
 variable, missing credentials, a port taken), always with one line on stderr.
@@ -20,7 +21,9 @@ from typing import Any
 import agent
 from agent import cleanup, config, logs
 from agent.commands import explain as explain_command
+from agent.commands import flowsource, mapview, whatif
 from agent.commands import policies as policies_command
+from agent.commands import recommend as recommend_command
 from agent.commands import status as status_command
 from agent.responder import settings as responder_settings
 
@@ -56,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     config.add_options(policies_parser, (config.AGENT_OPTIONS[1],))  # --kubeconfig
     policies_command.add_arguments(policies_parser)
+    _add_flow_tools(sub)
     args = parser.parse_args(argv)
+    if args.command in FLOW_TOOLS:
+        return _flow_tool(args)
     if args.command in ("explain", "status", "policies"):
         return _operator(args)
     if args.command == "responder":
@@ -74,6 +80,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "agent":
         return _serve("agent", args, config.settings_from_args, "agent.app")
     return _demo()
+
+
+FLOW_TOOLS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "map": ("draw the workload graph of the flows seen (HTML, SVG or PNG)", mapview.main),
+    "recommend": (
+        "NetworkPolicy YAML allowing exactly a namespace's observed traffic",
+        recommend_command.main,
+    ),
+    "whatif": ("which recorded flows candidate NetworkPolicies would change", whatif.main),
+}
+_FLOW_TOOL_ARGUMENTS = {
+    "map": mapview.add_arguments,
+    "recommend": recommend_command.add_arguments,
+    "whatif": whatif.add_arguments,
+}
+
+
+def _add_flow_tools(sub: Any) -> None:
+    for name, (text, _) in FLOW_TOOLS.items():
+        _FLOW_TOOL_ARGUMENTS[name](sub.add_parser(name, help=text, description=text))
+
+
+def _flow_tool(args: argparse.Namespace) -> int:
+    """`podseg map`, `recommend`, `whatif`: work from a flow graph; every bad input (not a flow
+    graph, not a NetworkPolicy, an unknown namespace, no Chromium) is one line and exit 2."""
+    logs.configure("console", "warning")
+    from agent.flows import recommend as flows_recommend
+    from agent.flows import replay
+
+    try:
+        code = FLOW_TOOLS[args.command][1](args)
+        sys.stdout.flush()  # here, so that a reader gone early is seen below
+        return code
+    except (
+        flowsource.FlowSourceError,
+        mapview.MapError,
+        whatif.PolicyFileError,
+        flows_recommend.UnknownNamespace,
+        replay.ReplayError,
+    ) as exc:
+        print(f"podseg {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `podseg recommend ... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _operator(args: argparse.Namespace) -> int:

@@ -25,6 +25,10 @@ fi
 for tool in iperf3:iperf3 sockperf:sockperf; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
+# podseg map -o map.png renders the map in headless Chromium (tests/e2e/test_map_browser.py too);
+# DejaVu gives it the font the map is drawn with.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -24,7 +24,7 @@ from tests.support import manifests
 ROOT = manifests.ROOT
 TOOLING_PARTS = {"testbed", "emulator", "sandbox"}
 TOOLING_ONLY_DEPS = {"jsonpatch", "podseg-testbed"}
-RUNTIME_DEPS = {"kubernetes", "pyroute2", "prometheus-client", "structlog", "aiohttp"}
+RUNTIME_DEPS = {"kubernetes", "pyroute2", "prometheus-client", "structlog", "aiohttp", "pyyaml"}
 NOT_COPIED = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
 
 

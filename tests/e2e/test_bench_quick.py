@@ -98,3 +98,11 @@ def test_containment_backends_quick() -> None:
         for name in ("nftables", "iptables"):
             assert result[measure][name]["n"] > 0 and result[measure][name]["median"] > 0
         assert result[measure]["ratio_iptables_to_nftables"] > 0
+
+
+def test_flow_tools_quick() -> None:
+    result = run("flow_tools")
+    for stage in ("recommend", "whatif", "map"):
+        assert result["stages"][stage]["n"] > 0 and result["stages"][stage]["median"] > 0
+    assert result["same_run_ratios"]["whatif_over_map"] > 0
+    _targets(result, {"whatif-per-flow", "map-per-flow"})

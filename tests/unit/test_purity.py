@@ -9,6 +9,8 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # podseg responder: payload parsing and the quarantine decision are pure too.
 RESPONDER_PURE = ("severity", "findings", "falco", "wiz", "generic")
+# The flow graph and what podseg map / recommend / whatif compute from it.
+FLOW_TOOLS_PURE = ("graph", "layout", "draw", "recommend", "replay")
 PURE = [
     ROOT / "agent" / "selectors.py",
     ROOT / "agent" / "model.py",
@@ -21,6 +23,8 @@ PURE = [
     ROOT / "agent" / "dataplane" / "nft" / "hooks.py",
     ROOT / "agent" / "dataplane" / "ipt" / "render.py",
     ROOT / "agent" / "sync" / "eventkind.py",
+    ROOT / "agent" / "k8s" / "convert.py",
+    *(ROOT / "agent" / "flows" / f"{m}.py" for m in FLOW_TOOLS_PURE),
     *(ROOT / "agent" / "responder" / f"{m}.py" for m in RESPONDER_PURE),
 ]
 FORBIDDEN = {
