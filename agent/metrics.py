@@ -243,6 +243,14 @@ RULESET_UPDATES = prometheus_client.Counter(
     ["mode"],
     registry=REGISTRY,
 )
+PATCH_FALLBACKS = prometheus_client.Counter(
+    "podseg_patch_fallbacks_total",
+    "Incremental updates (set elements only) that fell back to a whole apply, by backend and "
+    "reason: failed (the kernel or ipset refused it, e.g. a set missing or full), unvouched "
+    "(the namespace did not hold exactly the agent's last commit).",
+    ["backend", "reason"],
+    registry=REGISTRY,
+)
 PASS_SECONDS = prometheus_client.Histogram(
     "podseg_policy_pass_seconds",
     "From the agent receiving a batch of API changes to the last affected pod's rules being "

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from agent.calc import ruleset
 from agent.dataplane import netns, protocol
+from agent.dataplane.ipt import incremental as ipt_incremental
 from agent.dataplane.ipt import render as render_ipt
 from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
@@ -29,6 +30,16 @@ class Program:
     payload: render_nft.Rendered | protocol.IptProgram
 
 
+@dataclasses.dataclass(frozen=True)
+class Known:
+    """What the agent knows of a namespace after its own last commit there: the nftables
+    generation (nftables), the sets' generation token and the digest (iptables)."""
+
+    generation: int | None
+    token: str | None
+    digest: str | None
+
+
 class Backend(Protocol):
     name: str
 
@@ -37,6 +48,13 @@ class Backend(Protocol):
     def patch_script(self, previous: Program, program: Program) -> str | None:
         """An incremental update from `previous` to `program`, or None when only a full
         commit will do (or the backend has no incremental updates)."""
+        ...
+
+    def patch_request(
+        self, target: netns.Target, program: Program, script: str, known: Known
+    ) -> protocol.Request[protocol.Patched] | None:
+        """The request running `script` (from `patch_script`) on a namespace of which the
+        agent knows `known`; None when it does not know enough to patch safely."""
         ...
 
     def examine_request(
@@ -69,6 +87,13 @@ class Nftables:
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
         return incremental.patch(_nft(previous), _nft(program))
+
+    def patch_request(
+        self, target: netns.Target, program: Program, script: str, known: Known
+    ) -> protocol.Request[protocol.Patched] | None:
+        if known.generation is None:
+            return None
+        return protocol.Patch(target.path, target.ino, script, known.generation)
 
     def examine_request(
         self, target: netns.Target, whole: bool = True
@@ -105,7 +130,17 @@ class Iptables:
         return Program(rendered.fingerprint, program)
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
-        return None  # ipsets are swapped whole, with the rules, in every commit
+        return ipt_incremental.patch(
+            _ipt(previous), previous.fingerprint, _ipt(program), program.fingerprint
+        )
+
+    def patch_request(
+        self, target: netns.Target, program: Program, script: str, known: Known
+    ) -> protocol.Request[protocol.Patched] | None:
+        if known.token is None or known.digest is None:
+            return None
+        counts = ipt_incremental.counts(_ipt(program))
+        return protocol.IptPatch(target.path, target.ino, script, known.token, known.digest, counts)
 
     def examine_request(
         self, target: netns.Target, whole: bool = True
@@ -153,6 +188,12 @@ async def delete(dataplane: protocol.Dataplane, backend: Backend, target: netns.
 def _nft(program: Program) -> render_nft.Rendered:
     if not isinstance(program.payload, render_nft.Rendered):
         raise TypeError("not an nftables program")
+    return program.payload
+
+
+def _ipt(program: Program) -> protocol.IptProgram:
+    if not isinstance(program.payload, protocol.IptProgram):
+        raise TypeError("not an iptables program")
     return program.payload
 
 

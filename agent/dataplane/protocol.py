@@ -86,6 +86,7 @@ class Op(enum.StrEnum):
     IPT_INSPECT = "ipt_inspect"
     IPT_COMMENT = "ipt_comment"
     IPT_DELETE = "ipt_delete"
+    IPT_PATCH = "ipt_patch"
     BATCH = "batch"
     PING = "ping"
 
@@ -107,23 +108,28 @@ class Committed:
     """A whole ruleset is in the namespace. `digest` is the digest of what the namespace holds
     now (None: not read back, because the namespace's nftables generation moved by exactly
     this commit, so it holds what the script says); `generation` is the namespace's nftables
-    generation after it (None with the iptables backend); `seconds` the worker's own time."""
+    generation after it (None with the iptables backend); `seconds` the worker's own time;
+    `token` the generation token in the names of the iptables backend's sets (what a patch
+    edits)."""
 
     digest: str | None
     generation: int | None
     seconds: float = 0.0
+    token: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Patched:
     """An incremental transaction: `applied` False when the namespace was not at the expected
     generation (nothing ran); `sole` when it was the only commit between two generation reads,
-    so the agent can vouch for the result."""
+    so the agent can vouch for the result. `digest` (iptables backend): the digest of what the
+    namespace holds after the patch, as `Examined.digest` reads it."""
 
     applied: bool
     generation: int | None
     sole: bool
     seconds: float = 0.0
+    digest: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,6 +399,22 @@ class IptApply(InNetns[Committed]):
 
 
 @dataclasses.dataclass(frozen=True)
+class IptPatch(InNetns[Patched]):
+    """Element additions and deletions on the live ipsets of generation `token`, in one
+    `ipset restore` (`agent.dataplane.ipt.incremental`): applied only if the fingerprint set
+    still holds the fingerprint the script swaps out, vouched for (`sole`) only if every set
+    then holds `counts[name]` elements. `digest` is the namespace's digest before the patch
+    (its rules part carries over: a patch touches no rule)."""
+
+    op = Op.IPT_PATCH
+    answer = Patched
+    script: str
+    token: str
+    digest: str
+    counts: dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
 class IptInspect(InNetns[Examined]):
     op = Op.IPT_INSPECT
     answer = Examined
@@ -459,6 +481,7 @@ REQUESTS: dict[Op, type[Request[Any]]] = {
         IptInspect,
         IptComment,
         IptDelete,
+        IptPatch,
         Batch,
         Ping,
     )

@@ -114,35 +114,41 @@ async def _commit(
     replacing the tables; a refused patch is replaced in the same pass."""
     pending = [p for p in plans if sync_pod.pending(p)]
     for plan in pending:
-        plan.script = sync_pod.patch_script(plan.slot, plan.rendered, backend)
-    patches = [p for p in pending if p.script]
-    replaces = [p for p in pending if not p.script]
+        plan.patch = sync_pod.patch_request(plan.slot, plan.rendered, backend)
+    patches = [p for p in pending if p.patch is not None]
+    replaces = [p for p in pending if p.patch is None]
     if patches:
-        replaces += await _patch(patches, dataplane, outcomes)
+        replaces += await _patch(patches, dataplane, backend, outcomes)
     if replaces:
         await _replace(replaces, dataplane, backend, outcomes)
 
 
 async def _patch(
-    plans: list[sync_pod.Plan], dataplane: protocol.Dataplane, outcomes: Outcomes
+    plans: list[sync_pod.Plan],
+    dataplane: protocol.Dataplane,
+    backend: backends.Backend,
+    outcomes: Outcomes,
 ) -> list[sync_pod.Plan]:
-    """Send the patches; return the plans that must be replaced instead."""
-    requests = [
-        protocol.Patch(p.target.path, p.target.ino, p.script or "", p.slot.generation or 0)
-        for p in plans
-    ]
+    """Send the patches; return the plans that must be replaced instead (counted by reason:
+    `failed`, the dataplane refused it, e.g. a set missing; `unvouched`, it ran but the
+    namespace was not (or is no longer) exactly what the agent committed)."""
+    requests = [p.patch for p in plans if p.patch is not None]
     replies = await dataplane.batch(requests)
     arrived = time.monotonic()
     refused: list[sync_pod.Plan] = []
     for plan, reply in zip(plans, replies, strict=True):
-        if isinstance(reply, protocol.ApplyFailed):  # atomic: nothing changed
+        if isinstance(reply, protocol.ApplyFailed):  # nft: atomic; ipt: reads as unknown
             plan.bound.warning("incremental_update_failed", error=str(reply))
+            reason = "failed"
         elif isinstance(reply, protocol.DataplaneError):
             _fail(plan, reply, outcomes)
             continue
         elif sync_pod.after_patch(plan, reply, arrived):
             continue
+        else:
+            reason = "unvouched"
         metrics.RULESET_UPDATES.labels("patch_refused").inc()
+        metrics.PATCH_FALLBACKS.labels(backend.name, reason).inc()
         refused.append(plan)
     return refused
 

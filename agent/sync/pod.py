@@ -56,10 +56,11 @@ class Slot:
     adopted: bool = False  # found in place at start: trusted by fingerprint until resync
     ruleset: ruleset.PodRuleset | None = None  # the last one committed here by this agent
     foreign: tuple[str, ...] = ()  # others' base chains that could undo our egress decision
+    token: str | None = None  # iptables: the generation token of our sets' names
 
     def unknown(self) -> None:
         """The kernel no longer holds what we know: rewrite before trusting it."""
-        self.fingerprint, self.digest, self.generation = None, None, None
+        self.fingerprint, self.digest, self.generation, self.token = None, None, None, None
 
 
 @dataclasses.dataclass
@@ -149,7 +150,7 @@ class Plan:
     verify: bool  # read the namespace back (resync), unless its generation proves no change
     previous: ruleset.PodRuleset | None  # what this agent committed before (strict mode)
     event: str = "ruleset_applied"
-    script: str | None = None  # the incremental patch, when one applies
+    patch: protocol.Request[protocol.Patched] | None = None  # the incremental update, if any
     mode: Mode = Mode.NONE
     committed_at: float = 0.0  # monotonic time the commit's reply arrived
     apply_seconds: float = 0.0  # the worker's own time for the commit
@@ -244,17 +245,22 @@ def pending(plan: Plan) -> bool:
     return plan.slot.fingerprint != plan.rendered.fingerprint
 
 
-def patch_script(slot: Slot, rendered: backends.Program, backend: backends.Backend) -> str | None:
-    """The incremental transaction from what our last commit holds to `rendered`, when the
-    namespace holds exactly that commit (we committed it, nobody else since, not adopted)."""
+def patch_request(
+    slot: Slot, rendered: backends.Program, backend: backends.Backend
+) -> protocol.Request[protocol.Patched] | None:
+    """The incremental update from what our last commit holds to `rendered`, when the
+    namespace holds exactly that commit (we committed it, nobody else since, not adopted)
+    and the backend knows how to check that (nftables generation, iptables fingerprint set)."""
     if (
         slot.rendered is not None
-        and slot.generation is not None
         and slot.fingerprint is not None
         and slot.fingerprint == slot.rendered.fingerprint
         and not slot.adopted
     ):
-        return backend.patch_script(slot.rendered, rendered)
+        script = backend.patch_script(slot.rendered, rendered)
+        if script:
+            known = backends.Known(slot.generation, slot.token, slot.digest)
+            return backend.patch_request(slot.target, rendered, script, known)
     return None
 
 
@@ -262,7 +268,7 @@ def after_patch(plan: Plan, reply: protocol.Patched, at: float) -> bool:
     """True when the patch is committed and vouched for; False when the pod must be replaced
     whole (someone else committed there, or another commit raced ours)."""
     if reply.applied and reply.sole:
-        plan.slot.generation, plan.slot.digest = reply.generation, None
+        plan.slot.generation, plan.slot.digest = reply.generation, reply.digest
         plan.committed(Mode.PATCH, at, reply.seconds)
         return True
     return False
@@ -272,5 +278,6 @@ def after_replace(plan: Plan, reply: protocol.Committed, at: float) -> bool:
     """Record a whole-table commit. True when it reveals drift: a reverification rewrite that
     changed the listing found before it (someone had edited our table)."""
     plan.slot.digest, plan.slot.generation = reply.digest, reply.generation
+    plan.slot.token = reply.token
     plan.committed(Mode.REPLACE, at, reply.seconds)
     return plan.seen is not None and plan.slot.digest != plan.seen

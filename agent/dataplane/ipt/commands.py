@@ -87,9 +87,9 @@ def _destroy(names: Sequence[str]) -> list[str]:
     return left
 
 
-def apply(rendered: dict[str, str]) -> str:
-    """Apply a rendered ruleset (the fields of `render_ipt.Rendered`) in the current netns and
-    return the digest of the result (as `inspect`).
+def apply(rendered: dict[str, str]) -> tuple[str, str]:
+    """Apply a rendered ruleset (the fields of `render_ipt.Rendered`) in the current netns;
+    the digest of the result (as `inspect`) and the generation token of its sets.
 
     The caller has already replaced the netdev egress-drop table when the new ruleset has one
     (before the rules that mark), and removes it afterwards when it has none."""
@@ -112,7 +112,27 @@ def apply(rendered: dict[str, str]) -> str:
             _run(["ipset", "restore"], stdin="".join(f"destroy {n}\n" for n in stale))
         except IptError:
             _destroy([n for n in stale if n in set_listing()])  # still being released: retry
-    return _digest(v4, v6)
+    return _digest(v4, v6), generation
+
+
+def patch(script: str, token: str, digest: str, counts: dict[str, int]) -> tuple[bool, str]:
+    """Run an incremental batch (`agent.dataplane.ipt.incremental`) on the sets of generation
+    `token` in the current netns: (vouched, digest after it).
+
+    IptError when ipset refused a line (the fingerprint set did not hold the fingerprint
+    swapped out, a set is missing or full): what ran before that line stays, the fingerprint
+    set is then empty or unchanged, so the namespace reads as not current. Not vouched when a
+    set does not hold the count of elements the new ruleset has (someone else edited it).
+    The digest keeps the rules part of `digest` (a patch changes no rule; a rule edited
+    meanwhile shows at the next read-back) and reads the sets part from the batch's own
+    listing."""
+    out = _run(["ipset", "restore"], stdin=script.replace(render_ipt.GEN, token) + "list -t\n")
+    headers = render_ipt.set_headers(out)
+    expected = {name.replace(render_ipt.GEN, token): n for name, n in counts.items()}
+    vouched = all(
+        f"Number of entries: {n}\n" in headers.get(name, "") for name, n in expected.items()
+    )
+    return vouched, digest[:16] + _sets_digest(sorted(expected), headers)
 
 
 def delete() -> bool:
@@ -159,22 +179,35 @@ def inspect() -> tuple[str | None, str | None]:
     fp4, fp6 = render_ipt.parse_fingerprint(v4), render_ipt.parse_fingerprint(v6)
     if fp4 is None and fp6 is None:
         return None, None
-    return (fp4 if fp4 == fp6 else None), _digest(v4, v6)
+    fingerprint = fp4 if fp4 == fp6 else None
+    state = [n for n in render_ipt.referenced_sets(v6) if n.endswith("-fp")]
+    if fingerprint is not None and state:
+        # Patched since the last whole apply: the fingerprint set holds the current one
+        # (empty after a patch that stopped half way: unknown).
+        fingerprint = render_ipt.parse_state(_run(["ipset", "save", state[0]]))
+    return fingerprint, _digest(v4, v6)
 
 
 def _digest(v4: str, v6: str) -> str:
-    """Rules in full; for each referenced set its terse header (type, options, entry count,
-    memory size). Reading every element back (`ipset save`) costs ~15 us per element, too
-    much for a periodic check of every pod; a set whose element was swapped for another
-    with the count and size unchanged is therefore not noticed (README, "Backends")."""
-    sets = set(render_ipt.referenced_sets(v4 + v6))
+    """Rules in full (the first 16 hex digits); for each referenced set its terse header
+    (type, options, entry count, memory size: the last 16). Reading every element back
+    (`ipset save`) costs ~15 us per element, too much for a periodic check of every pod; a
+    set whose element was swapped for another with the count and size unchanged is therefore
+    not noticed (README, "Backends"). Two parts, so that a patch, which changes sets alone,
+    can carry the rules part over (`patch`)."""
+    sets = sorted(set(render_ipt.referenced_sets(v4 + v6)))
     headers = render_ipt.set_headers(_run(["ipset", "list", "-t"])) if sets else {}
-    digest = hashlib.sha256()
+    rules = hashlib.sha256()
     for part in (*render_ipt.owned_lines(v4), "--v6--", *render_ipt.owned_lines(v6), "--sets--"):
-        digest.update(part.encode() + b"\n")
-    for name in sorted(sets):
+        rules.update(part.encode() + b"\n")
+    return rules.hexdigest()[:16] + _sets_digest(sets, headers)
+
+
+def _sets_digest(names: list[str], headers: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in names:
         digest.update(f"{name}\n{headers.get(name, 'missing')}\n".encode())
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()[:16]
 
 
 def counters() -> dict[str, int]:

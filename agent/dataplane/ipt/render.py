@@ -46,6 +46,13 @@ Set names carry a generation token (`GEN`, replaced by the worker at apply time)
 ruleset's sets are built beside the old ones and the rules switch to them inside one
 `iptables-restore --noflush` commit per family; the old generation is destroyed afterwards.
 
+When there are sets, the fingerprint is also the one element of set `PODSEG-<gen>-fp` (kept
+referenced by chain PODSEG-STATE of IPv6, which nothing jumps to): a change of peers alone
+becomes `ipset` element additions and deletions on the live sets plus a swap of that element
+(`agent.dataplane.ipt.incremental`), and the fingerprint read back is the set's, so adoption
+and drift checks see the patched ruleset. The owner comment keeps the fingerprint of the last
+whole apply.
+
 Denied egress: a DROP in OUTPUT makes a local UDP send() fail with EPERM, so, as in the
 nftables backend, OUTPUT only marks denied packets and the drop happens in the device egress
 hook of the pod's interface: the nftables `table netdev podseg` (render_nft's, kept for the drop
@@ -63,7 +70,7 @@ from collections.abc import Iterable, Sequence
 from agent.calc import ruleset
 from agent.dataplane.nft import render as render_nft
 
-FORMAT_VERSION = "podseg-ipt/3"
+FORMAT_VERSION = "podseg-ipt/5"
 GEN = "@GEN@"  # generation placeholder in set names; the worker substitutes a fresh token
 PREFIX = "PODSEG-"
 INPUT = "PODSEG-INPUT"
@@ -86,6 +93,8 @@ TIER_CHAINS = {
     for direction, d in ((ruleset.Direction.INGRESS, "IN"), (ruleset.Direction.EGRESS, "OUT"))
     for tier, name in (("admin", "ADMIN"), ("baseline", "BASELINE"))
 }
+STATE = "PODSEG-STATE"  # never jumped to: it only keeps the fingerprint set referenced
+STATE_SET = f"{PREFIX}{GEN}-fp"
 CHAINS = (
     INPUT,
     OUTPUT,
@@ -101,6 +110,7 @@ CHAINS = (
     NODE_GUARD,
     NODE_GUARD_DENY,
     *(chain for chains in TIER_CHAINS.values() for chain in chains),
+    STATE,
 )
 JUMPS = (("INPUT", INPUT), ("OUTPUT", OUTPUT))
 EXPAND_PORTS = 8  # port ranges up to this size become hash:net,port elements
@@ -147,9 +157,14 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
         family_sets, rules = _family(rs, family, ifaces)
         sets.extend(family_sets)
         bodies[family] = rules
+    if sets:  # the fingerprint of the peer sets' content, patched with them (ipt.incremental)
+        bodies[6].append(f"-A {STATE} -m set --match-set {STATE_SET} src\n")
     netdev_lines = render_nft.netdev_table(rs, ifaces)
     content = [FORMAT_VERSION, *sets, "--v4--", *bodies[4], "--v6--", *bodies[6], *netdev_lines]
     fp = render_nft.fingerprint_of(rs, content)
+    if sets:
+        sets.append(f"create {STATE_SET} hash:ip family inet6 hashsize 64 maxelem 1\n")
+        sets.append(f"add {STATE_SET} {state_element(fp)}\n")
     pod = re.sub(r"[^A-Za-z0-9._/-]", "_", f"{rs.namespace}/{rs.pod}")
     comment = f"podseg fp={fp} pod={pod}".encode()[: render_nft.COMMENT_MAX_BYTES]
     owner = f'-A {INPUT} -m comment --comment "{comment.decode(errors="ignore")}"\n'
@@ -164,6 +179,25 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
         v6=_restore(owner, bodies[6]),
         netdev=netdev,
     )
+
+
+def state_element(fingerprint: str) -> str:
+    """The one element of the fingerprint set: the fingerprint's 64 bits as the low half of
+    an IPv6 address (never matched: its chain is never jumped to)."""
+    value = int(fingerprint, 16)
+    return str(ipaddress.IPv6Address(value))
+
+
+def parse_state(save: str) -> str | None:
+    """The fingerprint held by the fingerprint set, from `ipset save` (or `list`) output."""
+    for line in save.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "add" and parts[1].endswith("-fp"):
+            try:
+                return f"{int(ipaddress.IPv6Address(parts[2])):016x}"
+            except ValueError:
+                return None
+    return None
 
 
 def netdev_delete_script() -> str:

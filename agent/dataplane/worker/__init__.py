@@ -71,6 +71,7 @@ HANDLERS: dict[protocol.Op, Handler] = {
     protocol.Op.IPT_INSPECT: ipt.inspect,
     protocol.Op.IPT_COMMENT: ipt.comment,
     protocol.Op.IPT_DELETE: ipt.delete,
+    protocol.Op.IPT_PATCH: ipt.patch,
     protocol.Op.PING: _ping,
 }
 

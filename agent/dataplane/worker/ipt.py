@@ -30,10 +30,28 @@ def apply(ns: namespaces.Namespaces, request: protocol.IptApply) -> protocol.Com
     if program.netdev:
         ns.run(path, ino, program.netdev)
     fields = {"ipset": program.ipset, "v4": program.v4, "v6": program.v6}
-    digest = inside(ns, path, ino, lambda: ipt_commands.apply(fields))
+    digest, token = inside(ns, path, ino, lambda: ipt_commands.apply(fields))
     if not program.netdev:
         ns.run(path, ino, render_ipt.netdev_delete_script())
-    return protocol.Committed(worker_nft.netdev_digest(ns, path, ino, digest), None)
+    return protocol.Committed(_with_netdev(ns, path, ino, digest), None, token=token)
+
+
+def patch(ns: namespaces.Namespaces, request: protocol.IptPatch) -> protocol.Patched:
+    """One `ipset restore` batch on the live sets (`agent.dataplane.ipt.incremental`); an
+    ipset refusal is an ApplyFailed the agent answers with a whole apply."""
+    vouched, digest = inside(
+        ns,
+        request.path,
+        request.ino,
+        lambda: ipt_commands.patch(request.script, request.token, request.digest, request.counts),
+    )
+    return protocol.Patched(applied=True, generation=None, sole=vouched, digest=digest)
+
+
+def _with_netdev(ns: namespaces.Namespaces, path: str, ino: int | None, digest: str) -> str:
+    """The digest of the iptables side (rules part, then sets part) with the netdev
+    egress-drop table folded into the rules part, which a patch carries over."""
+    return worker_nft.netdev_digest(ns, path, ino, digest[:16])[:16] + digest[16:]
 
 
 def inspect(ns: namespaces.Namespaces, request: protocol.IptInspect) -> protocol.Examined:
@@ -44,8 +62,7 @@ def inspect(ns: namespaces.Namespaces, request: protocol.IptInspect) -> protocol
     foreign = worker_nft.foreign_hooks(ns, path, ino, hooks.IPT_OWNED)
     if digest is None:
         return protocol.Examined(None, None, None, foreign)
-    digest = worker_nft.netdev_digest(ns, path, ino, digest)
-    return protocol.Examined(fingerprint, digest, None, foreign)
+    return protocol.Examined(fingerprint, _with_netdev(ns, path, ino, digest), None, foreign)
 
 
 def comment(ns: namespaces.Namespaces, request: protocol.IptComment) -> protocol.Comment:
