@@ -98,12 +98,17 @@ def test_a_peer_change_is_a_patch_and_a_foreign_commit_turns_it_into_a_replace()
     # table is replaced whole in the same pass.
     node.dataplane.foreign_commit(node.fake("web-1"))
     refused = counter("podseg_ruleset_updates_total", mode="patch_refused")
+    fallbacks = counter("podseg_patch_fallbacks_total", backend="nftables", reason="unvouched")
     again = fx.pod(
         "shop", "client", "198.18.2.3", node="node-2", labels={"role": "client"}, version="3"
     )
     node.dataplane.sent.clear()
     node.run(node.apply(fx.event("pods", "MODIFIED", again)))
     assert counter("podseg_ruleset_updates_total", mode="patch_refused") == refused + 1
+    assert (
+        counter("podseg_patch_fallbacks_total", backend="nftables", reason="unvouched")
+        == fallbacks + 1
+    )
     assert node.dataplane.ops().count(protocol.Op.COMMIT) == 1
     for name in ("web-0", "web-1"):
         assert node.fake(name).fingerprint == node.desired(name)
