@@ -312,23 +312,34 @@ def _restore(owner: str, rules: Sequence[str]) -> str:
 
 
 def cidrs(r: ruleset.AddrRange) -> list[str]:
-    """The CIDRs covering an address range exactly; a /0 becomes two /1 (ipset needs >= 1)."""
-    if r.first == r.last:  # the common case (a pod address), without the general algorithm
-        if r.family == 4:
-            return [f"{ipaddress.IPv4Address(r.first)}/32"]
-        return [f"{ipaddress.IPv6Address(r.first)}/128"]
-    if r.family == 4:
-        first: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(r.first)
-        last: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(r.last)
-    else:
-        first, last = ipaddress.IPv6Address(r.first), ipaddress.IPv6Address(r.last)
+    """The CIDRs covering an address range exactly; a /0 becomes two /1 (ipset needs >= 1).
+
+    Integer arithmetic (the largest aligned block at each step, in ascending order: the same
+    list as `ipaddress.summarize_address_range`, several times faster, which counts when a
+    peer set holds thousands of ranges)."""
+    bits = 32 if r.family == 4 else 128
+    text = _v4_text if r.family == 4 else _v6_text
     out: list[str] = []
-    for net in ipaddress.summarize_address_range(first, last):
-        if net.prefixlen == 0:
-            out.extend(str(half) for half in net.subnets(prefixlen_diff=1))
-        else:
-            out.append(str(net))
+    first, last = r.first, r.last
+    while first <= last:
+        size = first & -first if first else 1 << bits
+        while size > last - first + 1:
+            size >>= 1
+        prefix = bits + 1 - size.bit_length()
+        if prefix == 0:  # the whole family: two halves
+            half = 1 << (bits - 1)
+            return [f"{text(0)}/1", f"{text(half)}/1"]
+        out.append(f"{text(first)}/{prefix}")
+        first += size
     return out
+
+
+def _v4_text(value: int) -> str:
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+def _v6_text(value: int) -> str:
+    return str(ipaddress.IPv6Address(value))
 
 
 def _set_name(direction: ruleset.Direction, family: int, kind: str) -> str:

@@ -1,0 +1,349 @@
+"""Benchmark: one remote pod's label flip with broad peers, from the watch event to the new
+sets being committed in the kernel of every affected local pod, for nftables (element
+transaction), iptables incremental (`ipset` element batch) and iptables whole apply, in the
+same run.
+
+Fixture ("broad peers"): 10,000 remote pods in 100 namespaces (10 teams, 50 roles, as
+`time_to_enforce.py`); 5 local pods (app svc-0 in app-0) selected by two policies whose peers
+are namespaceSelector (3 teams) x podSelector (40 of the 50 roles): about 4,800 peer elements
+per local pod, plus each policy's own (hit) elements. Each flip moves a team-t0 pod's role
+across the edge of the first policy's role window (r39 <-> r40), so every flip changes the
+peers of all 5 local pods by one element.
+
+Per flip: the watch event is applied to the store and the incremental calculator
+(`agent.calc.incremental`) once (timed, shared by the three modes), then for each mode the
+5 changed rulesets are rendered and sent to the real dataplane worker in one batch, as the sync
+layer does, and the batch's reply is awaited (the worker answers after the kernel committed).
+Each mode programs its own 5 real network namespaces (`psg-<random6>-fl<mode><n>`, deleted at
+the end). A patch the worker does not vouch for is applied whole (counted) inside the timing.
+After the run every namespace is read back: its fingerprint must be the last ruleset's, and
+the iptables incremental namespaces' sets must hold exactly the elements of the whole-apply
+namespaces' (`mismatches`). Not covered: the agent's event loop and batching delay (see
+time_to_enforce.py for the end-to-end agent figures).
+
+Prints p50/p99 per mode, the same-run ratios (ipt incremental / nft: target <= 5x; ipt whole /
+ipt incremental), the target per mode (p50 <= 5 ms, p99 <= 100 ms) as MET / NOT MET, then
+`RESULT {json}`. Needs root, ipset and iptables. Usage:
+  .venv/bin/python scripts/bench/flip_latency.py [--flips 60] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import time
+from typing import Any
+
+import benchlib
+import time_to_enforce as tte
+
+from agent import store
+from agent.calc import incremental
+from agent.dataplane import backends, netns, protocol
+from agent.dataplane import client as dp_client
+from agent.k8s import watch
+
+NODE = "node-1"
+LOCAL_PODS = 5
+P50_GOAL_MS, P99_GOAL_MS, RATIO_GOAL = 5.0, 100.0, 5.0
+WINDOW = (0, 40)  # the first policy's roles: r0 .. r39
+MODES = ("nft", "ipt", "ipt_whole")
+BACKEND = {"nft": "nftables", "ipt": "iptables", "ipt_whole": "iptables"}
+
+
+def broad_policy(name: str, teams: list[str], roles: range) -> dict[str, Any]:
+    peer = {
+        "namespaceSelector": {
+            "matchExpressions": [{"key": "team", "operator": "In", "values": teams}]
+        },
+        "podSelector": {
+            "matchExpressions": [
+                {"key": "role", "operator": "In", "values": [f"r{r}" for r in roles]}
+            ]
+        },
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"namespace": "app-0", "name": name},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "svc-0"}},
+            "ingress": [{"from": [peer], "ports": [{"port": 8080, "protocol": "TCP"}]}],
+        },
+    }
+
+
+def cluster(remote_pods: int) -> store.Store:
+    objs = [
+        *(tte.app_namespace(a) for a in range(10)),
+        *(tte.remote_namespace(n) for n in range(tte.REMOTE_NAMESPACES)),
+        *(tte.remote_pod(j) for j in range(remote_pods)),
+        broad_policy("wide-a", ["t0", "t1", "t2"], range(*WINDOW)),
+        broad_policy("wide-b", ["t3", "t4", "t5"], range(10, 50)),
+        # local pod k: l<10k> in app-0, app svc-0 (apps=1)
+        *(tte.local_pod(10 * k, f"198.18.0.{k + 2}", 1, NODE) for k in range(LOCAL_PODS)),
+    ]
+    return benchlib.store_of(objs)
+
+
+def flippers(remote_pods: int) -> list[int]:
+    """Remote pods of team t0 (namespace r-<j % 100>, team t<j % 10>) at the window's last
+    role r39: moving them to r40 takes them out of the first policy's peers."""
+    edge = WINDOW[1] - 1
+    return [j for j in range(remote_pods) if j % 10 == 0 and (j // 100) % tte.ROLES == edge]
+
+
+class Namespace:
+    """One mode's namespace for one local pod, and what the agent knows of it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        path = f"/run/netns/{name}"
+        self.target = netns.Target(path, os.stat(path).st_ino, ("eth0",))
+        self.program: backends.Program | None = None
+        self.known = backends.Known(None, None, None)
+
+
+def make_netns(names: list[str]) -> None:
+    for name in names:
+        for args in (
+            ("netns", "add", name),
+            ("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"),
+            ("-n", name, "link", "set", "eth0", "up"),
+            ("-n", name, "link", "set", "lo", "up"),
+        ):
+            subprocess.run(["ip", *args], capture_output=True, check=True)
+
+
+def delete_netns(names: list[str]) -> None:
+    for name in names:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+class Bench:
+    def __init__(self, client: dp_client.WorkerClient, st: store.Store, prefix: str) -> None:
+        self.client, self.store = client, st
+        self.calc = incremental.Calculator.of(
+            NODE, pods=st.pods, namespaces=st.namespaces, policies=st.policies, nodes=st.nodes
+        )
+        self.calc.flush()
+        self.local = sorted(k for k, p in st.pods.items() if p.node_name == NODE)
+        self.spaces = {
+            mode: {k: Namespace(f"{prefix}{m}{n}") for n, k in enumerate(self.local)}
+            for m, mode in enumerate(MODES)
+        }
+        self.times: dict[str, list[float]] = {mode: [] for mode in MODES}
+        self.kernel: dict[str, list[float]] = {mode: [] for mode in MODES}
+        self.prep: dict[str, list[float]] = {mode: [] for mode in MODES}  # render + diff
+        self.calc_ms: list[float] = []
+        self.patched = {mode: 0 for mode in MODES}
+        self.fallbacks = {mode: 0 for mode in MODES}
+        self.changed: list[int] = []
+
+    async def program(self, mode: str, rulesets: dict[str, Any]) -> float:
+        """Render and commit the changed pods' rulesets for `mode`, one batch; the kernel
+        part's milliseconds (the batch round trip, fallbacks included)."""
+        backend = backends.get(BACKEND[mode])
+        requests: list[protocol.Request[Any]] = []
+        programs = {}
+        for key, rs in rulesets.items():
+            space = self.spaces[mode][key]
+            program = programs[key] = backend.render(rs, space.target.interfaces)
+            request: protocol.Request[Any] | None = None
+            if mode != "ipt_whole" and space.program is not None:
+                script = backend.patch_script(space.program, program)
+                if script:
+                    request = backend.patch_request(space.target, program, script, space.known)
+            if request is None:
+                request = backend.commit_request(space.target, program)
+            requests.append(request)
+        started = time.perf_counter()
+        replies = await self.client.batch(requests)
+        again = []
+        for key, reply in zip(rulesets, replies, strict=True):
+            space, program = self.spaces[mode][key], programs[key]
+            if isinstance(reply, protocol.Patched) and reply.applied and reply.sole:
+                space.program = program
+                space.known = backends.Known(reply.generation, space.known.token, reply.digest)
+                self.patched[mode] += 1
+            elif isinstance(reply, protocol.Committed):
+                self.commit_done(space, program, reply)
+            else:
+                self.fallbacks[mode] += 1
+                again.append((key, backend.commit_request(space.target, program)))
+        if again:
+            retries: list[protocol.Request[Any]] = [r for _, r in again]
+            for (key, _), reply in zip(again, await self.client.batch(retries), strict=True):
+                if isinstance(reply, protocol.DataplaneError):
+                    raise reply
+                self.commit_done(self.spaces[mode][key], programs[key], reply)
+        return (time.perf_counter() - started) * 1000
+
+    @staticmethod
+    def commit_done(space: Namespace, program: backends.Program, reply: Any) -> None:
+        if not isinstance(reply, protocol.Committed):
+            raise RuntimeError(f"commit failed in {space.name}: {reply}")
+        space.program = program
+        space.known = backends.Known(reply.generation, reply.token, reply.digest)
+
+    async def start(self) -> None:
+        rulesets = {k: self.calc.desired(k).ruleset for k in self.local}
+        for mode in MODES:
+            await self.program(mode, rulesets)
+
+    async def flip(self, n: int, pods: list[int]) -> None:
+        j = pods[(n // 2) % len(pods)]
+        role = WINDOW[1] if n % 2 == 0 else WINDOW[1] - 1  # out of the window, then back
+        obj = tte.remote_pod(j, role)
+        started = time.perf_counter()
+        change = store.Change()
+        self.store.apply(watch.WatchEvent("pods", "MODIFIED", obj, time.monotonic()), change)
+        for key in change.pods:
+            self.calc.set_pod(key, self.store.pods.get(key))
+        changed = self.calc.flush()
+        rulesets = {k: d.ruleset for k, d in changed.items() if d is not None}
+        calc_ms = (time.perf_counter() - started) * 1000
+        self.calc_ms.append(calc_ms)
+        self.changed.append(len(rulesets))
+        order = MODES[n % 3 :] + MODES[: n % 3]  # rotate: no mode always goes first
+        for mode in order:
+            started = time.perf_counter()
+            kernel_ms = await self.program(mode, rulesets)
+            self.kernel[mode].append(kernel_ms)
+            total = (time.perf_counter() - started) * 1000
+            self.times[mode].append(calc_ms + total)
+            self.prep[mode].append(total - kernel_ms)
+
+    async def mismatches(self) -> int:
+        """Namespaces whose read-back fingerprint is not their last ruleset's, plus iptables
+        incremental namespaces whose sets differ from the whole-apply namespace's."""
+        bad = 0
+        for mode in MODES:
+            backend = backends.get(BACKEND[mode])
+            for space in self.spaces[mode].values():
+                found = await self.client.call(backend.examine_request(space.target))
+                assert space.program is not None
+                bad += found.fingerprint != space.program.fingerprint
+        for key in self.local:
+            inc, whole = self.spaces["ipt"][key], self.spaces["ipt_whole"][key]
+            bad += ipset_elements(inc.name) != ipset_elements(whole.name)
+        return bad
+
+
+def ipset_elements(ns: str) -> dict[str, list[str]]:
+    """The podseg sets of a namespace without their generation token, elements sorted."""
+    out: dict[str, list[str]] = {}
+    save = subprocess.run(
+        ["ip", "netns", "exec", ns, "ipset", "save"], capture_output=True, text=True, check=True
+    ).stdout
+    for line in save.splitlines():
+        parts = line.split()
+        if parts[:1] == ["add"] and parts[1].startswith("PODSEG-"):
+            out.setdefault(parts[1].split("-", 2)[2], []).append(parts[2])
+    return {name: sorted(v) for name, v in out.items()}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--flips", type=int, default=60, help="label flips (>= 50 for p99)")
+    parser.add_argument("--remote-pods", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a CI smoke test")
+    args = parser.parse_args()
+    if args.quick:
+        args.flips, args.remote_pods = 6, 4000
+    args.backend = "nftables+iptables"
+    return args
+
+
+def ms(values: list[float]) -> str:
+    s = benchlib.summary(values)
+    return f"p50 {s['median']:.2f} ms, p99 {s['p99']:.2f} ms (n={s['n']})"
+
+
+async def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    st = cluster(args.remote_pods)
+    pods = flippers(args.remote_pods)
+    prefix = f"psg-{secrets.token_hex(3)}-fl"
+    names = [f"{prefix}{m}{n}" for m in range(len(MODES)) for n in range(LOCAL_PODS)]
+    client = dp_client.WorkerClient(timeout=60)
+    try:
+        make_netns(names)
+        bench = Bench(client, st, prefix)
+        await bench.start()
+        sizes = [len(bench.calc.desired(k).ruleset.ingress.port_peers) for k in bench.local]
+        print(
+            f"broad peers: {LOCAL_PODS} local pods, {args.remote_pods} remote pods; peer "
+            f"elements per local pod {min(sizes)}..{max(sizes)}; set up in "
+            f"{time.perf_counter() - started:.1f} s; {args.flips} flips"
+        )
+        for n in range(args.flips):
+            await bench.flip(n, pods)
+        bad = await bench.mismatches()
+    finally:
+        await client.close()
+        delete_netns(names)
+    print(f"  local pods changed per flip: {min(bench.changed)}..{max(bench.changed)}")
+    print(f"  calculation (shared)       {ms(bench.calc_ms)}")
+    for mode in MODES:
+        print(
+            f"  {mode:10s} event->committed {ms(bench.times[mode])}\n"
+            f"             render+diff {ms(bench.prep[mode])}; worker batch "
+            f"{ms(bench.kernel[mode])}; patched {bench.patched[mode]}, "
+            f"fallbacks {bench.fallbacks[mode]}"
+        )
+    s = {mode: benchlib.summary(bench.times[mode]) for mode in MODES}
+    ratio = s["ipt"]["median"] / max(1e-9, s["nft"]["median"])
+    whole_ratio = s["ipt_whole"]["median"] / max(1e-9, s["ipt"]["median"])
+    print(
+        f"  same run (p50): ipt incremental / nft = {ratio:.1f}x; "
+        f"ipt whole / ipt incremental = {whole_ratio:.1f}x; mismatches {bad}"
+    )
+    targets = [
+        benchlib.target(
+            f"flip-{mode}",
+            f"p50 {s[mode]['median']:.2f} ms, p99 {s[mode]['p99']:.2f} ms",
+            s[mode]["median"] <= P50_GOAL_MS and s[mode]["p99"] <= P99_GOAL_MS,
+            f"{mode}: event -> 5 pods committed p50 <= {P50_GOAL_MS} ms, p99 <= {P99_GOAL_MS} ms",
+        )
+        for mode in MODES
+    ]
+    targets.append(
+        benchlib.target(
+            "flip-ipt-over-nft",
+            f"{ratio:.1f}x",
+            ratio <= RATIO_GOAL,
+            f"ipt incremental p50 within {RATIO_GOAL:g}x of nft",
+        )
+    )
+    benchlib.result(
+        "flip_latency",
+        args,
+        modes={
+            mode: {
+                **s[mode],
+                "kernel": benchlib.summary(bench.kernel[mode]),
+                "render_diff": benchlib.summary(bench.prep[mode]),
+                "patched": bench.patched[mode],
+                "fallbacks": bench.fallbacks[mode],
+            }
+            for mode in MODES
+        },
+        calc=benchlib.summary(bench.calc_ms),
+        changed_per_flip=[min(bench.changed), max(bench.changed)],
+        same_run_ratios={"ipt_over_nft": ratio, "ipt_whole_over_ipt": whole_ratio},
+        mismatches=bad,
+        targets=targets,
+    )
+    return 0 if bad == 0 else 1
+
+
+def main() -> int:
+    return asyncio.run(run(parse_args()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
