@@ -106,3 +106,25 @@ def test_flow_tools_quick() -> None:
         assert result["stages"][stage]["n"] > 0 and result["stages"][stage]["median"] > 0
     assert result["same_run_ratios"]["whatif_over_map"] > 0
     _targets(result, {"whatif-per-flow", "map-per-flow"})
+
+
+def test_flip_latency_quick() -> None:
+    result = run("flip_latency")
+    assert result["mismatches"] == 0
+    assert result["changed_per_flip"] == [5, 5]
+    for mode in ("nft", "ipt", "ipt_whole"):
+        figures = result["modes"][mode]
+        assert figures["n"] >= 1 and 0 < figures["median"] <= figures["p99"]
+    # label flips are committed as element patches on both backends, never whole
+    assert result["modes"]["ipt"]["patched"] == 5 * result["modes"]["ipt"]["n"]
+    assert result["modes"]["nft"]["patched"] == 5 * result["modes"]["nft"]["n"]
+    assert result["modes"]["ipt_whole"]["patched"] == 0
+    assert result["same_run_ratios"]["ipt_over_nft"] > 0
+    _targets(result, {"flip-nft", "flip-ipt", "flip-ipt_whole", "flip-ipt-over-nft"})
+
+
+def test_worker_memory_quick() -> None:
+    result = run("worker_memory")
+    pss = result["pss_mib"]
+    assert 0 < pss["start"] < pss["big"]
+    _targets(result, {"worker-memory"})
