@@ -120,3 +120,5 @@ def main() -> None:
             continue
         sys.stdout.write(json.dumps(worker.answer(json.loads(line))) + "\n")
         sys.stdout.flush()
+        # After the answer (the agent does not wait for it): memory of big requests goes back.
+        worker.namespaces.shed(trim=len(line) > namespaces.HEAVY_BYTES)

@@ -4,15 +4,33 @@ context and generation reader it keeps open.
 Why kept open: a libnftables context (and the netlink socket under it) is bound to the
 namespace it was created in, and creating one costs more than the transaction it runs, so the
 worker keeps one per namespace until the agent says the pod is gone (`forget`).
+
+Why some are closed early: a context keeps what its largest command needed (its output
+buffer keeps the capacity of the largest listing, its cache the sets it loaded), and the
+C heap keeps freed pages, so a worker that once programmed or listed big peer sets would hold
+that memory for every namespace long after the sets shrank. A context whose command moved
+more than HEAVY_BYTES (script plus output: several hundred set elements) is closed after the
+request (`shed`) and the C heap trimmed; the next command opens a fresh one, a cost small
+next to the big command itself. Small commands (element patches, generation reads, glances)
+keep their context.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from collections.abc import Collection, Iterator
 
 from agent.dataplane import enter
 from agent.dataplane.nft import generation, libnft
+
+HEAVY_BYTES = 16 * 1024
+
+
+def _trim() -> None:
+    """Give the C heap's free pages back to the system (glibc; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 class Namespaces:
@@ -20,6 +38,29 @@ class Namespaces:
         self.host = enter.Host()
         self.contexts: dict[enter.Ident, libnft.Context] = {}
         self.generations: dict[enter.Ident, generation.Reader] = {}
+        self.heavy: set[enter.Ident] = set()  # contexts to close after this request
+
+    def run_in(self, ident: enter.Ident, script: str) -> str:
+        """Run nft commands with the context of the namespace the thread is in (`ident`),
+        noting a heavy one for `shed`."""
+        out = self.nft(ident).run(script)
+        if len(script) + len(out) > HEAVY_BYTES:
+            self.heavy.add(ident)
+        return out
+
+    def shed(self, trim: bool = False) -> int:
+        """Close the contexts that ran heavy commands and trim the C heap (also with `trim`:
+        the request itself was big); how many were closed."""
+        closed = 0
+        for ident in self.heavy:
+            ctx = self.contexts.pop(ident, None)
+            if ctx is not None:
+                ctx.close()
+                closed += 1
+        self.heavy.clear()
+        if closed or trim:
+            _trim()
+        return closed
 
     @contextlib.contextmanager
     def entered(self, path: str, ino: int | None) -> Iterator[enter.Ident]:
@@ -45,12 +86,12 @@ class Namespaces:
     def run(self, path: str, ino: int | None, script: str, flags: int = libnft.OUTPUT_TERSE) -> str:
         """Run nft commands in the namespace; their output (listings) with `flags`."""
         with self.entered(path, ino) as ident:
-            ctx = self.nft(ident)
             if flags == libnft.OUTPUT_TERSE:
-                return ctx.run(script)
+                return self.run_in(ident, script)
+            ctx = self.nft(ident)
             ctx.set_output_flags(flags)
             try:
-                return ctx.run(script)
+                return self.run_in(ident, script)
             finally:
                 ctx.set_output_flags(libnft.OUTPUT_TERSE)
 
@@ -61,6 +102,7 @@ class Namespaces:
             if inos is None or ident[1] in inos:
                 ctx.close()
                 del self.contexts[ident]
+                self.heavy.discard(ident)
                 dropped += 1
         for ident, reader in list(self.generations.items()):
             if inos is None or ident[1] in inos:

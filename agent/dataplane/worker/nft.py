@@ -24,7 +24,7 @@ def _counted(
         before = ns.generation(ident)
         if expected is not None and before != expected:
             return before, None
-        ns.nft(ident).run(script)
+        ns.run_in(ident, script)
         return before, ns.generation(ident)
 
 

@@ -1,0 +1,70 @@
+"""The worker does not keep the memory of big commands: a namespace's libnftables context that
+committed or listed big sets is closed after the request, one that ran small commands (element
+patches) is kept. In-process `Namespaces` against a real namespace (`psg-<random6>-shed`)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from agent.calc import ruleset
+from agent.dataplane import protocol
+from agent.dataplane.nft import incremental
+from agent.dataplane.nft import render as render_nft
+from agent.dataplane.worker import namespaces
+from agent.dataplane.worker import nft as worker_nft
+
+BASE = 0xC6130000  # 198.19.0.0
+
+
+@pytest.fixture
+def pod_netns() -> Iterator[str]:
+    name = f"psg-{secrets.token_hex(3)}-shed"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(
+            ["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
+            check=True,
+        )
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def rs(n: int, extra: int = 0) -> ruleset.PodRuleset:
+    peers = tuple(ruleset.AddrRange(4, BASE + 2 * i, BASE + 2 * i) for i in range(n))
+    if extra:
+        peers += (ruleset.AddrRange(4, BASE + 2 * n + extra, BASE + 2 * n + extra),)
+    direction = ruleset.DirectionRuleset(isolated=True, any_port_peers=peers, policies=("a/b",))
+    return ruleset.PodRuleset("a", "b", ingress=direction)
+
+
+def test_big_commands_close_their_context_small_ones_keep_it(pod_netns: str) -> None:
+    path = f"/run/netns/{pod_netns}"
+    ino = os.stat(path).st_ino
+    ns = namespaces.Namespaces()
+    try:
+        big = render_nft.render(rs(3000), ["eth0"])
+        assert len(big.script) > namespaces.HEAVY_BYTES
+        committed = worker_nft.commit(ns, protocol.Commit(path, ino, big.script))
+        assert ns.shed() == 1 and not ns.contexts
+        # The next command opens a fresh context and finds the table as committed.
+        found = worker_nft.glance(ns, protocol.Glance(path, ino))
+        assert found.fingerprint == big.fingerprint and found.generation == committed.generation
+        ns.shed()
+        # A one-element patch is small: its context stays open for the next one.
+        bigger = render_nft.render(rs(3000, extra=3), ["eth0"])
+        script = incremental.patch(big, bigger)
+        assert script and len(script) < namespaces.HEAVY_BYTES
+        patched = worker_nft.patch(ns, protocol.Patch(path, ino, script, committed.generation or 0))
+        assert patched.applied and patched.sole
+        assert ns.shed() == 0 and len(ns.contexts) == 1
+        # Listing the big table is heavy too.
+        worker_nft.inspect(ns, protocol.Inspect(path, ino))
+        assert ns.shed() == 1 and not ns.contexts
+    finally:
+        ns.forget(None)
