@@ -31,6 +31,7 @@ from agent.dataplane import protocol
 from agent.dataplane.ipt import render as render_ipt
 
 _SIZES = re.compile(r" hashsize \d+ maxelem \d+")
+_CREATES = re.compile(r"^create (\S+) .*$", re.MULTILINE)
 _OWNER = f'-A {render_ipt.INPUT} -m comment --comment "podseg fp='
 _STATE_ADD = f"add {render_ipt.STATE_SET} "
 
@@ -47,9 +48,7 @@ def shape(program: protocol.IptProgram) -> tuple[str, ...] | None:
         for line in body.splitlines()
         if not line.startswith(_OWNER)
     ]
-    creates = [
-        _SIZES.sub("", line) for line in program.ipset.splitlines() if line.startswith("create ")
-    ]
+    creates = [_SIZES.sub("", m.group(0)) for m in _CREATES.finditer(program.ipset)]
     return (*rules, "--netdev--", program.netdev, "--sets--", *creates)
 
 
@@ -64,12 +63,12 @@ def patch(
         return None
     if old_fp == new_fp:
         return ""
-    old_lines = _elements(old.ipset)
-    new_lines = _elements(new.ipset)
-    old_set, new_set = set(old_lines), set(new_lines)
+    # Set differences of whole lines (in C: a peer set has thousands), then the few that
+    # differ are filtered and sorted (a deterministic batch).
+    old_lines, new_lines = set(old.ipset.splitlines()), set(new.ipset.splitlines())
     out = [f"del {render_ipt.STATE_SET} {render_ipt.state_element(old_fp)}\n"]
-    out += [f"del -exist {line[4:]}\n" for line in old_lines if line not in new_set]
-    out += [f"add -exist {line[4:]}\n" for line in new_lines if line not in old_set]
+    out += [f"del -exist {line[4:]}\n" for line in _elements(old_lines - new_lines)]
+    out += [f"add -exist {line[4:]}\n" for line in _elements(new_lines - old_lines)]
     out.append(f"{_STATE_ADD}{render_ipt.state_element(new_fp)}\n")
     return "".join(out)
 
@@ -77,7 +76,9 @@ def patch(
 def counts(program: protocol.IptProgram) -> dict[str, int]:
     """How many elements each set of `program` holds (names with the `GEN` placeholder)."""
     text = "\n" + program.ipset
-    return {name: text.count(f"\nadd {name} ") for name in render_ipt.set_names(program.ipset)}
+    return {
+        m.group(1): text.count(f"\nadd {m.group(1)} ") for m in _CREATES.finditer(program.ipset)
+    }
 
 
 def changed(script: str) -> tuple[int, int]:
@@ -89,10 +90,8 @@ def changed(script: str) -> tuple[int, int]:
     )
 
 
-def _elements(ipset: str) -> list[str]:
-    """The `add` lines of a restore script, the fingerprint set's aside."""
-    return [
-        line
-        for line in ipset.splitlines()
-        if line.startswith("add ") and not line.startswith(_STATE_ADD)
-    ]
+def _elements(lines: set[str]) -> list[str]:
+    """The `add` lines among restore script lines, the fingerprint set's aside, sorted."""
+    return sorted(
+        line for line in lines if line.startswith("add ") and not line.startswith(_STATE_ADD)
+    )
