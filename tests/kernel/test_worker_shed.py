@@ -1,6 +1,7 @@
 """The worker does not keep the memory of big commands: a namespace's libnftables context that
 committed or listed big sets is closed after the request, one that ran small commands (element
-patches) is kept. In-process `Namespaces` against a real namespace (`psg-<random6>-shed`)."""
+patches) is kept; and it keeps at most `max_contexts` open, closing the least recently used.
+In-process `Namespaces` against real namespaces (`psg-<random6>-shed`, `-shed2`)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,25 @@ def test_big_commands_close_their_context_small_ones_keep_it(pod_netns: str) -> 
         assert ns.shed() == 1 and not ns.contexts
     finally:
         ns.forget(None)
+
+
+def test_at_most_max_contexts_stay_open_least_recently_used_first(pod_netns: str) -> None:
+    other = pod_netns.replace("-shed", "-shed2")
+    subprocess.run(["ip", "netns", "add", other], check=True)
+    ns = namespaces.Namespaces(max_contexts=1)
+    try:
+        first, second = (
+            (f"/run/netns/{n}", os.stat(f"/run/netns/{n}").st_ino) for n in (pod_netns, other)
+        )
+        worker_nft.glance(ns, protocol.Glance(*first))
+        (opened,) = ns.contexts
+        assert opened[1] == first[1]
+        worker_nft.glance(ns, protocol.Glance(*second))
+        assert [ident[1] for ident in ns.contexts] == [second[1]]
+        assert ns.evicted and ns.shed() == 0 and not ns.evicted
+        # The evicted namespace still answers (a fresh context).
+        assert worker_nft.glance(ns, protocol.Glance(*first)).generation is not None
+        assert [ident[1] for ident in ns.contexts] == [first[1]]
+    finally:
+        ns.forget(None)
+        subprocess.run(["ip", "netns", "del", other], capture_output=True, check=False)

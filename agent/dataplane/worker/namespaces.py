@@ -12,7 +12,9 @@ that memory for every namespace long after the sets shrank. A context whose comm
 more than HEAVY_BYTES (script plus output: several hundred set elements) is closed after the
 request (`shed`) and the C heap trimmed; the next command opens a fresh one, a cost small
 next to the big command itself. Small commands (element patches, generation reads, glances)
-keep their context.
+keep their context. And at most MAX_CONTEXTS stay open (each holds about 0.7 MiB even for a
+small table): the least recently used is closed when another is needed, so a node's busy pods
+keep theirs and the memory does not grow with the number of namespaces.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from agent.dataplane import enter
 from agent.dataplane.nft import generation, libnft
 
 HEAVY_BYTES = 16 * 1024
+MAX_CONTEXTS = 32
 
 
 def _trim() -> None:
@@ -34,9 +37,11 @@ def _trim() -> None:
 
 
 class Namespaces:
-    def __init__(self) -> None:
+    def __init__(self, max_contexts: int = MAX_CONTEXTS) -> None:
         self.host = enter.Host()
-        self.contexts: dict[enter.Ident, libnft.Context] = {}
+        self.max_contexts = max(1, max_contexts)
+        self.contexts: dict[enter.Ident, libnft.Context] = {}  # least recently used first
+        self.evicted = False  # a context was closed to make room: trim after the request
         self.generations: dict[enter.Ident, generation.Reader] = {}
         self.heavy: set[enter.Ident] = set()  # contexts to close after this request
 
@@ -51,6 +56,7 @@ class Namespaces:
     def shed(self, trim: bool = False) -> int:
         """Close the contexts that ran heavy commands and trim the C heap (also with `trim`:
         the request itself was big); how many were closed."""
+        evicted, self.evicted = self.evicted, False
         closed = 0
         for ident in self.heavy:
             ctx = self.contexts.pop(ident, None)
@@ -58,7 +64,7 @@ class Namespaces:
                 ctx.close()
                 closed += 1
         self.heavy.clear()
-        if closed or trim:
+        if closed or evicted or trim:
             _trim()
         return closed
 
@@ -69,10 +75,14 @@ class Namespaces:
 
     def nft(self, ident: enter.Ident) -> libnft.Context:
         """The namespace's libnftables context (the thread must be inside the namespace)."""
-        ctx = self.contexts.get(ident)
+        ctx = self.contexts.pop(ident, None)
         if ctx is None:
+            while len(self.contexts) >= self.max_contexts:
+                oldest = next(iter(self.contexts))
+                self.contexts.pop(oldest).close()
+                self.evicted = True
             ctx = libnft.Context(libnft.OUTPUT_TERSE)
-            self.contexts[ident] = ctx
+        self.contexts[ident] = ctx  # now the most recently used
         return ctx
 
     def generation(self, ident: enter.Ident) -> int:
