@@ -31,7 +31,6 @@ from agent.dataplane import protocol
 from agent.dataplane.ipt import render as render_ipt
 
 _SIZES = re.compile(r" hashsize \d+ maxelem \d+")
-_CREATES = re.compile(r"^create (\S+) .*$", re.MULTILINE)
 _OWNER = f'-A {render_ipt.INPUT} -m comment --comment "podseg fp='
 _STATE_ADD = f"add {render_ipt.STATE_SET} "
 
@@ -48,7 +47,7 @@ def shape(program: protocol.IptProgram) -> tuple[str, ...] | None:
         for line in body.splitlines()
         if not line.startswith(_OWNER)
     ]
-    creates = [_SIZES.sub("", m.group(0)) for m in _CREATES.finditer(program.ipset)]
+    creates = [_SIZES.sub("", line) for line in _creates(program.ipset)]
     return (*rules, "--netdev--", program.netdev, "--sets--", *creates)
 
 
@@ -76,9 +75,8 @@ def patch(
 def counts(program: protocol.IptProgram) -> dict[str, int]:
     """How many elements each set of `program` holds (names with the `GEN` placeholder)."""
     text = "\n" + program.ipset
-    return {
-        m.group(1): text.count(f"\nadd {m.group(1)} ") for m in _CREATES.finditer(program.ipset)
-    }
+    names = [line.split(" ", 2)[1] for line in _creates(program.ipset)]
+    return {name: text.count(f"\nadd {name} ") for name in names}
 
 
 def changed(script: str) -> tuple[int, int]:
@@ -88,6 +86,19 @@ def changed(script: str) -> tuple[int, int]:
         sum(1 for line in lines if line.startswith("del -exist ")),
         sum(1 for line in lines if line.startswith("add -exist ")),
     )
+
+
+def _creates(ipset: str) -> list[str]:
+    """The `create` lines of a restore script (str.find: a script has thousands of lines and
+    a dozen creates)."""
+    out = []
+    text = "\n" + ipset
+    start = text.find("\ncreate ")
+    while start >= 0:
+        end = text.find("\n", start + 1)
+        out.append(text[start + 1 : end if end >= 0 else len(text)])
+        start = text.find("\ncreate ", start + 1)
+    return out
 
 
 def _elements(lines: set[str]) -> list[str]:
