@@ -76,3 +76,40 @@ def test_restart_adopts_rules_and_sweeps_a_pod_deleted_meanwhile(env: live.Env) 
         netns = env.cluster.pods[key].netns
         assert "inet podseg" not in _in(netns, "nft", "list", "tables")  # never the nft table
         assert render_ipt.parse_fingerprint(saved(env.cluster.pods[key], 6)) is not None
+
+
+def test_a_peer_label_flip_is_an_ipset_patch_and_flips_the_verdict(env: live.Env) -> None:
+    """A remote peer's label flip reaches the pod's live ipsets as element changes (the sets'
+    generation stays, no whole apply) and a real TCP connection's verdict follows it."""
+    env.cluster.label_pod("t/c", {"role": "client"})
+    env.cluster.apply_policy(
+        {
+            "metadata": {"namespace": "t", "name": "allow-clients"},
+            "spec": {
+                "podSelector": {"matchLabels": {"pod": "a"}},
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                        "ports": [{"port": 80, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        }
+    )
+    env.wait_verdict("t/c", "t/a", probe.OK)
+    env.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+    netns = env.cluster.pods["t/a"].netns
+    sets = _in(netns, "ipset", "list", "-n").split()
+    patches = live.sample(env.agent, "podseg_ruleset_updates_total", mode="patch") or 0
+    try:
+        env.cluster.label_pod("t/b", {"role": "client"})
+        env.wait_verdict("t/b", "t/a", probe.OK)
+        assert _in(netns, "ipset", "list", "-n").split() == sets  # the same live sets
+        assert (live.sample(env.agent, "podseg_ruleset_updates_total", mode="patch") or 0) > (
+            patches
+        )
+    finally:
+        env.cluster.label_pod("t/b", {"role": None})
+    env.wait_verdict("t/b", "t/a", probe.TIMEOUT)
+    assert _in(netns, "ipset", "list", "-n").split() == sets
+    env.cluster.label_pod("t/c", {"role": None})
