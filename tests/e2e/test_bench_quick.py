@@ -126,5 +126,6 @@ def test_flip_latency_quick() -> None:
 def test_worker_memory_quick() -> None:
     result = run("worker_memory")
     pss = result["pss_mib"]
-    assert 0 < pss["start"] < pss["big"]
+    assert set(pss) == {"cold", "start", "big", "shrunk"} and all(v > 0 for v in pss.values())
+    assert result["kept_mib"] == pytest.approx(pss["shrunk"] - pss["start"])
     _targets(result, {"worker-memory"})
