@@ -80,7 +80,8 @@ def test_restart_adopts_rules_and_sweeps_a_pod_deleted_meanwhile(env: live.Env) 
 
 def test_a_peer_label_flip_is_an_ipset_patch_and_flips_the_verdict(env: live.Env) -> None:
     """A remote peer's label flip reaches the pod's live ipsets as element changes (the sets'
-    generation stays, no whole apply) and a real TCP connection's verdict follows it."""
+    generation stays, no whole apply), a real TCP connection's verdict follows it, and a
+    restarted agent adopts the patched rules by their fingerprint."""
     env.cluster.label_pod("t/c", {"role": "client"})
     env.cluster.apply_policy(
         {
@@ -108,8 +109,14 @@ def test_a_peer_label_flip_is_an_ipset_patch_and_flips_the_verdict(env: live.Env
         assert (live.sample(env.agent, "podseg_ruleset_updates_total", mode="patch") or 0) > (
             patches
         )
+        # A restarted agent reads the patched fingerprint back and adopts the rules as they are.
+        assert env.agent.stop() == 0
+        agent = env.cluster.start_agent("node-1")
+        assert "a" in {e["pod"] for e in agent.events("ruleset_adopted")}
+        assert "a" not in {e["pod"] for e in agent.events("ruleset_applied")}
+        assert _in(netns, "ipset", "list", "-n").split() == sets
     finally:
         env.cluster.label_pod("t/b", {"role": None})
+    # (An adopted ruleset is applied whole once before it is patched: new set names here.)
     env.wait_verdict("t/b", "t/a", probe.TIMEOUT)
-    assert _in(netns, "ipset", "list", "-n").split() == sets
     env.cluster.label_pod("t/c", {"role": None})
