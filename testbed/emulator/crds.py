@@ -2,15 +2,16 @@
 
 A created CRD makes its kinds served (every served version, shared storage, cluster- or
 namespace-scoped as `spec.scope` says) with no schema validation beyond metadata; the registry
-calls `types` on create and update and drops the kinds' objects when the CRD goes. Kept apart
-from the registry so the reading of a CRD (names, scope, versions, status) is testable alone.
+calls `admit` before storing a CRD, `serve` after, and `withdraw` when the CRD goes (its kinds'
+objects are deleted). Kept apart from the registry so the reading of a CRD (names, scope,
+versions, status) stays in one place.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from testbed.emulator import fielderrors, resources
+from testbed.emulator import apistatus, fielderrors, objectstore, resources
 
 FE = fielderrors.FieldError
 SCOPES = ("Namespaced", "Cluster")
@@ -121,3 +122,48 @@ def status(obj: dict[str, Any], now: str) -> dict[str, Any]:
         "acceptedNames": _dict(spec.get("names")),
         "storedVersions": stored,
     }
+
+
+# --- what the registry does around a CRD write ------------------------------------------------
+
+
+def admit(
+    store: objectstore.Store, obj: dict[str, Any], old: dict[str, Any] | None, now: str
+) -> None:
+    """Refuse a CRD the emulator could not serve (always, even with validation off: the
+    catalogue needs its names) or whose kind is already served otherwise; set its status."""
+    name = str(obj["metadata"].get("name") or "")
+    errs = validate(obj)
+    if not errs:
+        for rt in types(obj):
+            taken = store.catalogue.lookup(rt.group, rt.version, rt.plural)
+            if taken is not None and taken not in store.catalogue.custom(name):
+                errs.append(
+                    fielderrors.invalid("spec.names.plural", rt.plural, "is already served")
+                )
+                break
+    if errs:
+        raise apistatus.invalid(resources.CUSTOM_RESOURCE_DEFINITIONS, name, errs)
+    if old is not None:
+        obj["status"] = old.get("status")  # keeps storedVersions
+    obj["status"] = status(obj, now)
+
+
+def serve(store: objectstore.Store, crd: dict[str, Any]) -> None:
+    """A stored CRD: serve its kinds; a kind it no longer serves loses its objects."""
+    name = str(crd["metadata"]["name"])
+    before = store.catalogue.custom(name)
+    after = types(crd)
+    store.catalogue.serve(name, after)
+    kept = {rt.key for rt in after}
+    for rt in before:
+        if rt.key not in kept:
+            kept.add(rt.key)  # once per kind
+            store.drop_kind(rt)
+
+
+def withdraw(store: objectstore.Store, name: str) -> None:
+    """The CRD is gone: its kinds stop being served and their objects are deleted."""
+    gone = store.catalogue.withdraw(name)
+    if gone:
+        store.drop_kind(gone[0])

@@ -225,10 +225,10 @@ class Registry(_Admission):
         if self.store.get(rt, ns, meta["name"]) is not None:
             raise apistatus.already_exists(rt, meta["name"])
         if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
-            self._admit_crd(obj, None)
+            crds.admit(self.store, obj, None, now_timestamp())
         stored = self.store.create(rt, obj)
         if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
-            self._serve_crd(stored, None)
+            crds.serve(self.store, stored)
         return resources.present(rt, stored)
 
     def replace(
@@ -289,12 +289,12 @@ class Registry(_Admission):
         if rt.has_generation and _outside_meta_status(new) != _outside_meta_status(old):
             meta["generation"] = int(old_meta.get("generation") or 0) + 1
         if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
-            self._admit_crd(new, old)
+            crds.admit(self.store, new, old, now_timestamp())
         if new == old:
             return resources.present(rt, old)  # a no-op write: no new RV, no watch event
         stored = self.store.update(rt, new, old)
         if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
-            self._serve_crd(stored, old)
+            crds.serve(self.store, stored)
         return resources.present(rt, stored)
 
     def patch(
@@ -365,46 +365,8 @@ class Registry(_Admission):
                         self.store.delete(other, obj)
         gone = self.store.delete(rt, old)
         if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
-            self._withdraw_crd(name)
+            crds.withdraw(self.store, name)
         return gone
-
-    # --- CustomResourceDefinitions ------------------------------------------------------
-
-    def _admit_crd(self, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        """Refuse a CRD the emulator could not serve (always, even with validation off);
-        set the status the real server settles on."""
-        name = str(obj["metadata"].get("name") or "")
-        errs = crds.validate(obj)
-        if not errs:
-            for rt in crds.types(obj):
-                taken = self.store.catalogue.lookup(rt.group, rt.version, rt.plural)
-                if taken is not None and taken not in self.store.catalogue.custom(name):
-                    errs.append(
-                        fielderrors.invalid("spec.names.plural", rt.plural, "is already served")
-                    )
-                    break
-        if errs:
-            raise apistatus.invalid(resources.CUSTOM_RESOURCE_DEFINITIONS, name, errs)
-        if old is not None:
-            obj["status"] = old.get("status")
-        obj["status"] = crds.status(obj, now_timestamp())
-
-    def _serve_crd(self, crd: dict[str, Any], old: dict[str, Any] | None) -> None:
-        name = str(crd["metadata"]["name"])
-        before = self.store.catalogue.custom(name)
-        after = crds.types(crd)
-        self.store.catalogue.serve(name, after)
-        kept = {rt.key for rt in after}
-        for rt in before:
-            if rt.key not in kept:
-                kept.add(rt.key)  # once per kind
-                self.store.drop_kind(rt)
-
-    def _withdraw_crd(self, name: str) -> None:
-        """The CRD is gone: its kinds stop being served and their objects are deleted."""
-        types = self.store.catalogue.withdraw(name)
-        if types:
-            self.store.drop_kind(types[0])
 
     def delete_collection(self, flt: watchcache.Filter) -> dict[str, Any]:
         deleted = []
@@ -446,7 +408,7 @@ class Registry(_Admission):
             meta["creationTimestamp"] = old["metadata"].get("creationTimestamp")
             stored = self.store.update(rt, obj, old)
             if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
-                self._serve_crd(stored, old)
+                crds.serve(self.store, stored)
             return copy.deepcopy(stored)
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", now_timestamp())
@@ -454,7 +416,7 @@ class Registry(_Admission):
             meta.setdefault("generation", 1)
         stored = self.store.create(rt, obj)
         if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
-            self._serve_crd(stored, None)
+            crds.serve(self.store, stored)
         return copy.deepcopy(stored)
 
     def remove(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
@@ -467,7 +429,7 @@ class Registry(_Admission):
             raise KeyError(f"{kind} {namespace}/{name} not found")
         gone = self.store.delete(rt, old)
         if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
-            self._withdraw_crd(name)
+            crds.withdraw(self.store, name)
         return copy.deepcopy(gone)
 
 
