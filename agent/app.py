@@ -113,7 +113,9 @@ def _admin_watch(
         timeout = settings.watch_timeout
         return watch.Reflector(resource, fn, deliver, watch_timeout=timeout, on_failure=on_failure)
 
-    return adminwatch.AdminWatch(adminwatch.api_get(api), cluster, reflectors, make, deliver)
+    get = adminwatch.api_get(api)
+    period = settings.admin_discovery_period
+    return adminwatch.AdminWatch(get, cluster, reflectors, make, deliver, period=period)
 
 
 def _start_tasks(
