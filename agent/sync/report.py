@@ -94,7 +94,7 @@ class Reporter:
         self._services: set[tuple[str, str, str, str]] = set()
         self._modes: set[tuple[str, str]] = set()  # (pod key, invalid value)
         self._admin: set[tuple[str, str, str]] = set()  # (policy key, resourceVersion, problem)
-        self._admin_seen: tuple[tuple[str, str], ...] | None = None  # (key, version) last logged
+        self._admin_seen: tuple[tuple[str, str], ...] = ()  # (key, version) last logged
 
     def prune(
         self,
