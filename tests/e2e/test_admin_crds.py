@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from agent.k8s import snapshot
 from testbed.sandbox import admin
 from testbed.sandbox import cluster as sandbox_cluster
 from tests.support.polling import wait_for
@@ -54,6 +55,9 @@ def test_without_crds_ready_with_one_info_line(env: sandbox_cluster.SandboxClust
     assert line["kinds"] == sorted(admin.ADMIN_KINDS[k][1] for k in admin.ADMIN_KINDS)
     assert not [e for e in agent.lines if e.get("level") in ("warning", "error")]
     assert agent.ready()
+    # What operator commands load (`podseg explain`): in sync, no admin kinds.
+    view = snapshot.load(env.api_client)
+    assert view.in_sync and view.admin_expected == set() and view.admin_policies() == []
 
 
 def test_crds_installed_at_run_time_then_deleted(env: sandbox_cluster.SandboxCluster) -> None:
@@ -75,6 +79,10 @@ def test_crds_installed_at_run_time_then_deleted(env: sandbox_cluster.SandboxClu
         what="the agent holding the ClusterNetworkPolicy",
     )
     wait_for(agent.ready, timeout=15, what="ready with the admin kinds listed")
+    view = snapshot.load(env.api_client)
+    assert view.in_sync and [p.key for p in view.admin_policies()] == [
+        "ClusterNetworkPolicy/deny-into-t"
+    ]
 
     # A bad one: logged, counted, and an Event on the cluster-scoped object in `default`.
     env.apply_admin_policy("AdminNetworkPolicy", "bad", {"priority": 5000, "subject": {}})
