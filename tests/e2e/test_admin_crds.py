@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from agent.k8s import snapshot
-from testbed.sandbox import admin
+from testbed.sandbox import admin, probe
 from testbed.sandbox import cluster as sandbox_cluster
+from tests.support.live import Env
 from tests.support.polling import wait_for
 
 PERIOD = 0.5  # --admin-discovery-period: short, so installs are seen within the test
@@ -24,6 +25,7 @@ def env() -> Iterator[sandbox_cluster.SandboxCluster]:
     with sandbox_cluster.SandboxCluster(nodes=("node-1",)) as cluster:
         cluster.ensure_namespace("t", {"ns": "t"})
         cluster.add_pod("t", "a", {"pod": "a"})
+        cluster.add_pod("t", "b", {"pod": "b"})
         args = ["--admin-discovery-period", str(PERIOD), "--no-tamper-watch"]
         cluster.start_agent("node-1", args)
         yield cluster
@@ -36,10 +38,16 @@ def _admin_policies(agent: sandbox_cluster.AgentProcess) -> list[str]:
 
 
 def _cnp(priority: int) -> dict[str, Any]:
+    """Admin tier: deny ingress to pod a from every namespace."""
     return {
         "tier": "Admin",
         "priority": priority,
-        "subject": {"namespaces": {"matchLabels": {"ns": "t"}}},
+        "subject": {
+            "pods": {
+                "namespaceSelector": {"matchLabels": {"ns": "t"}},
+                "podSelector": {"matchLabels": {"pod": "a"}},
+            }
+        },
         "ingress": [{"name": "deny", "action": "Deny", "from": [{"namespaces": {}}]}],
     }
 
@@ -62,6 +70,8 @@ def test_without_crds_ready_with_one_info_line(env: sandbox_cluster.SandboxClust
 
 def test_crds_installed_at_run_time_then_deleted(env: sandbox_cluster.SandboxCluster) -> None:
     agent = env.agents["node-1"]
+    live = Env(env)
+    live.wait_verdict("t/b", "t/a", probe.OK)
     env.install_admin_crds()
     watched = wait_for(
         lambda: (
@@ -79,6 +89,8 @@ def test_crds_installed_at_run_time_then_deleted(env: sandbox_cluster.SandboxClu
         what="the agent holding the ClusterNetworkPolicy",
     )
     wait_for(agent.ready, timeout=15, what="ready with the admin kinds listed")
+    live.wait_verdict("t/b", "t/a", probe.TIMEOUT)  # enforced in a's namespace
+    assert live.verdict("t/a", "t/b") == probe.OK
     view = snapshot.load(env.api_client)
     assert view.in_sync and [p.key for p in view.admin_policies()] == [
         "ClusterNetworkPolicy/deny-into-t"
@@ -123,6 +135,7 @@ def test_crds_installed_at_run_time_then_deleted(env: sandbox_cluster.SandboxClu
         what="the ClusterNetworkPolicy gone from the agent",
     )
     wait_for(agent.ready, timeout=15, what="still ready")
+    live.wait_verdict("t/b", "t/a", probe.OK)  # the rules went with the policy
     env.delete_admin_policy("AdminNetworkPolicy", "bad")
     wait_for(lambda: _admin_policies(agent) == [], timeout=15, what="no admin policies")
     env.uninstall_admin_crds()
