@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from agent.k8s import errors, rest, watch
 log = structlog.get_logger(__name__)
 
 NOT_FOUND = 404
+FORBIDDEN = 403
 PERIOD = 60.0  # seconds between discovery checks
 RETRY = 5.0  # seconds before the next check after a failed one
 
@@ -103,6 +105,11 @@ class AdminWatch:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failing = False
         self._reported: frozenset[str] | None = None  # the kinds last logged as not served
+        self._served: frozenset[str] = frozenset()  # what the last discovery said
+        # Served kinds the agent may not list (its ClusterRole lacks them): left out until the
+        # next discovery, so they never hold the store out of sync; warned about once.
+        self._forbidden: set[str] = set()
+        self._forbidden_logged: set[str] = set()
 
     async def start(self) -> None:
         """The first discovery; until one succeeds the store is not in sync (a cluster whose
@@ -138,19 +145,24 @@ class AdminWatch:
             self._failing = True
             return False
         self._failing = False
+        self._forbidden.clear()  # retried: the role may have been fixed
         self.apply(kinds)
         return True
 
-    def apply(self, kinds: frozenset[str]) -> None:
+    def apply(self, served_kinds: frozenset[str]) -> None:
         """Start reflectors for newly served kinds, stop and drop those no longer served."""
+        self._served = served_kinds
+        kinds = served_kinds - self._forbidden
         for resource in store.ADMIN_KINDS:
+            quiet = resource in self._forbidden_logged  # a retry of a forbidden kind
             if resource in kinds and resource not in self.active:
                 self.cluster.expect_admin(resource)
-                reflector = self.make_reflector(resource, self._reflector_failed)
+                failed = functools.partial(self._reflector_failed, resource)
+                reflector = self.make_reflector(resource, failed)
                 self.active[resource] = reflector
                 self.reflectors.append(reflector)
                 reflector.start()
-                log.info(
+                (log.debug if quiet else log.info)(
                     "admin_kind_watched",
                     resource=resource,
                     api_version=f"{rest.ADMIN_GROUP}/{rest.ADMIN_VERSIONS[resource]}",
@@ -163,13 +175,14 @@ class AdminWatch:
                 self.cluster.forget_admin(resource)
                 # An empty relist wakes the reconciler, which drops the kind's policies.
                 self.deliver(watch.Relist(resource, [], "", time.monotonic()))
-                log.info(
-                    "admin_kind_not_served_any_more",
-                    resource=resource,
-                    effect="watch stopped; its policies are dropped",
-                )
+                if resource not in self._forbidden:
+                    log.info(
+                        "admin_kind_not_served_any_more",
+                        resource=resource,
+                        effect="watch stopped; its policies are dropped",
+                    )
         self.cluster.admin_known = True
-        missing = frozenset(store.ADMIN_KINDS) - kinds
+        missing = frozenset(store.ADMIN_KINDS) - served_kinds
         if missing and missing != self._reported:
             log.info(
                 "admin_kinds_not_served",
@@ -180,8 +193,27 @@ class AdminWatch:
             )
         self._reported = missing
 
-    def _reflector_failed(self, code: int | None) -> None:
-        """From a reflector's thread: a 404 may mean the CRD is gone; check now."""
+    def _reflector_failed(self, resource: str, code: int | None) -> None:
+        """From a reflector's thread: a 404 may mean the CRD is gone (check now); a 403 means
+        the agent may not list the kind (leave it out until the next discovery)."""
         loop = self._loop
-        if code == NOT_FOUND and loop is not None:
+        if loop is None:
+            return
+        if code == NOT_FOUND:
             loop.call_soon_threadsafe(self._wake.set)
+        elif code == FORBIDDEN:
+            loop.call_soon_threadsafe(self._forbid, resource)
+
+    def _forbid(self, resource: str) -> None:
+        if resource not in self.active or resource in self._forbidden:
+            return
+        if resource not in self._forbidden_logged:
+            self._forbidden_logged.add(resource)
+            log.warning(
+                "admin_kind_forbidden",
+                resource=resource,
+                effect="not enforced; grant list and watch on it (deploy/rbac.yaml); "
+                "tried again at each discovery check",
+            )
+        self._forbidden.add(resource)
+        self.apply(self._served)

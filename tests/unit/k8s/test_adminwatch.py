@@ -127,7 +127,7 @@ def test_crds_installed_later_then_deleted() -> None:
         # The CNP CRD is deleted; a 404 of its reflector triggers a check at once.
         api.docs = {GROUP: _group("v1alpha1"), f"{GROUP}/v1alpha1": ALL_SERVED[f"{GROUP}/v1alpha1"]}
         with structlog.testing.capture_logs() as logs:
-            admin._reflector_failed(404)
+            admin._reflector_failed("clusternetworkpolicies", 404)
             for _ in range(200):
                 if len(reflectors) == 2:
                     break
@@ -172,8 +172,39 @@ def test_only_404_wakes_discovery(code: int | None) -> None:
     async def main() -> None:
         admin, *_ = _watch(FakeApi({}))
         await admin.start()
-        admin._reflector_failed(code)
+        admin._reflector_failed("adminnetworkpolicies", code)
         await asyncio.sleep(0)
         assert not admin._wake.is_set()
+
+    asyncio.run(main())
+
+
+def test_a_forbidden_kind_never_holds_the_store_out_of_sync() -> None:
+    """Discovery works (every authenticated user may read it) but the agent's role lacks the
+    kind: its LIST answers 403. The kind is left out (one warning), so the store is in sync,
+    and tried again at the next discovery check, quietly."""
+
+    async def main() -> None:
+        admin, cluster, reflectors, delivered = _watch(FakeApi(dict(ALL_SERVED)))
+        await admin.start()
+        for kind in store.KINDS:
+            cluster.apply(watch.Relist(kind, [], "1", 0.0), store.Change())
+        for kind in ("adminnetworkpolicies", "baselineadminnetworkpolicies"):
+            cluster.apply(watch.Relist(kind, [], "1", 0.0), store.Change())
+        assert not cluster.in_sync  # waiting for the ClusterNetworkPolicy LIST
+        with structlog.testing.capture_logs() as logs:
+            admin._reflector_failed("clusternetworkpolicies", 403)
+            admin._reflector_failed("clusternetworkpolicies", 403)
+            await asyncio.sleep(0.01)
+        assert cluster.in_sync
+        assert "clusternetworkpolicies" not in {r.resource for r in reflectors}
+        assert [e["event"] for e in logs] == ["admin_kind_forbidden"]
+        assert [d.resource for d in delivered] == ["clusternetworkpolicies"]
+        with structlog.testing.capture_logs() as logs:
+            assert await admin.refresh()  # the next check tries again
+            admin._reflector_failed("clusternetworkpolicies", 403)
+            await asyncio.sleep(0.01)
+        assert not [e for e in logs if e["log_level"] != "debug"]
+        assert cluster.in_sync
 
     asyncio.run(main())
