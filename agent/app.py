@@ -74,7 +74,7 @@ async def run(settings: config.Settings) -> int:
     for reflector in reflectors:
         reflector.start()
     admin = _admin_watch(settings, api, cluster, reflectors, deliver)
-    await admin.start()
+    admin.start()
     await _start_children(settings, flows, changes)
     log.info(
         "agent_started",

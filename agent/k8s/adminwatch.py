@@ -111,15 +111,16 @@ class AdminWatch:
         self._forbidden: set[str] = set()
         self._forbidden_logged: set[str] = set()
 
-    async def start(self) -> None:
-        """The first discovery; until one succeeds the store is not in sync (a cluster whose
-        admin policies cannot be known yet must not look fully enforced)."""
+    def start(self) -> None:
+        """Before `run`, on the event loop: until a discovery succeeds the store is not in sync
+        (a cluster whose admin policies cannot be known yet must not look fully enforced)."""
         self._loop = asyncio.get_running_loop()
         self.cluster.admin_known = False
-        await self.refresh()
 
     async def run(self) -> None:
-        """Re-check discovery every `period` (every `retry` while it fails), or when woken."""
+        """The first discovery at once (the admin kinds' LISTs start right after it), then a
+        check every `period` (every `retry` while it fails), or when woken."""
+        await self.refresh()
         while True:
             delay = self.retry if self._failing else self.period
             with contextlib.suppress(TimeoutError):

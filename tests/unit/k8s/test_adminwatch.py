@@ -94,7 +94,8 @@ def test_without_crds_one_info_line_and_in_sync() -> None:
         api = FakeApi({})
         admin, cluster, reflectors, delivered = _watch(api)
         with structlog.testing.capture_logs() as logs:
-            await admin.start()
+            admin.start()
+            await admin.refresh()
             for _ in range(3):
                 assert await admin.refresh()
         assert reflectors == [] and delivered == []
@@ -113,7 +114,8 @@ def test_crds_installed_later_then_deleted() -> None:
     async def main() -> None:
         api = FakeApi({})
         admin, cluster, reflectors, delivered = _watch(api)
-        await admin.start()
+        admin.start()
+        await admin.refresh()
         api.docs = dict(ALL_SERVED)
         run = asyncio.create_task(admin.run())  # the periodic re-check
         for _ in range(200):
@@ -152,7 +154,8 @@ def test_failed_discovery_keeps_state_and_blocks_sync_at_start() -> None:
         api.fail = True
         admin, cluster, reflectors, _ = _watch(api)
         with structlog.testing.capture_logs() as logs:
-            await admin.start()
+            admin.start()
+            await admin.refresh()
             assert not await admin.refresh()
         assert [e["event"] for e in logs] == ["admin_discovery_failed"]  # once per streak
         assert not cluster.admin_known and not cluster.in_sync
@@ -171,7 +174,8 @@ def test_failed_discovery_keeps_state_and_blocks_sync_at_start() -> None:
 def test_only_404_wakes_discovery(code: int | None) -> None:
     async def main() -> None:
         admin, *_ = _watch(FakeApi({}))
-        await admin.start()
+        admin.start()
+        await admin.refresh()
         admin._reflector_failed("adminnetworkpolicies", code)
         await asyncio.sleep(0)
         assert not admin._wake.is_set()
@@ -186,7 +190,8 @@ def test_a_forbidden_kind_never_holds_the_store_out_of_sync() -> None:
 
     async def main() -> None:
         admin, cluster, reflectors, delivered = _watch(FakeApi(dict(ALL_SERVED)))
-        await admin.start()
+        admin.start()
+        await admin.refresh()
         for kind in store.KINDS:
             cluster.apply(watch.Relist(kind, [], "1", 0.0), store.Change())
         for kind in ("adminnetworkpolicies", "baselineadminnetworkpolicies"):
