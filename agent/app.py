@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import kubernetes.client
@@ -20,7 +20,7 @@ import structlog
 from agent import config, health, localapi, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
-from agent.k8s import clients, events, watch
+from agent.k8s import adminwatch, clients, events, rest, watch
 from agent.sync import leader, tamper
 from agent.sync import loop as sync_loop
 
@@ -73,6 +73,8 @@ async def run(settings: config.Settings) -> int:
     ]
     for reflector in reflectors:
         reflector.start()
+    admin = _admin_watch(settings, api, cluster, reflectors, deliver)
+    admin.start()
     await _start_children(settings, flows, changes)
     log.info(
         "agent_started",
@@ -83,6 +85,7 @@ async def run(settings: config.Settings) -> int:
     )
     writer = leader.PolicyStatusWriter(settings, api, cluster, rec.pods, recorder)
     tasks = _start_tasks(settings, rec.run(queue), beat, writer)
+    tasks.append(asyncio.create_task(admin.run(), name="admin-discovery"))
     code = await _until_stopped(loop, tasks)
     for reflector in reflectors:
         reflector.stop()
@@ -94,6 +97,25 @@ async def run(settings: config.Settings) -> int:
     api.close()
     log.info("agent_stopped", rules="left in place (fail closed)")
     return code
+
+
+def _admin_watch(
+    settings: config.Settings,
+    api: kubernetes.client.ApiClient,
+    cluster: store.Store,
+    reflectors: list[watch.Reflector],
+    deliver: watch.Delivery,
+) -> adminwatch.AdminWatch:
+    """The network-policy-api kinds: watched while their CRDs are served."""
+
+    def make(resource: str, on_failure: Callable[[int | None], None]) -> watch.Reflector:
+        fn = rest.lister(api, resource)
+        timeout = settings.watch_timeout
+        return watch.Reflector(resource, fn, deliver, watch_timeout=timeout, on_failure=on_failure)
+
+    get = adminwatch.api_get(api)
+    period = settings.admin_discovery_period
+    return adminwatch.AdminWatch(get, cluster, reflectors, make, deliver, period=period)
 
 
 def _start_tasks(

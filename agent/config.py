@@ -45,6 +45,8 @@ class Settings:
     watch_timeout: int = 300
     resync_period: float = 60.0
     stale_after: float = 60.0  # /readyz fails once a kind's mirror failed to refresh this long
+    # Seconds between discovery checks of the network-policy-api kinds (agent.k8s.adminwatch).
+    admin_discovery_period: float = 60.0
     flow_log_file: str | None = None  # None: the flow log goes to stdout
     flow_window: float = 5.0
     max_drop_series: int = 1000
@@ -237,6 +239,13 @@ AGENT_OPTIONS = (
         positive(float),
         f"seconds of failed API refreshes after which /readyz fails (default "
         f"{default('stale_after')}); enforcement goes on meanwhile",
+    ),
+    Option(
+        "--admin-discovery-period",
+        "PODSEG_ADMIN_DISCOVERY_PERIOD",
+        positive(float),
+        f"seconds between checks of which network-policy-api CRDs are served (default "
+        f"{default('admin_discovery_period')})",
     ),
     Option(
         "--flow-log-file",

@@ -96,6 +96,20 @@ INVALID_POLICIES = prometheus_client.Gauge(
     ["namespace"],
     registry=REGISTRY,
 )
+INVALID_ADMIN_POLICIES = prometheus_client.Gauge(
+    "podseg_invalid_admin_policies",
+    "ClusterNetworkPolicies, AdminNetworkPolicies and BaselineAdminNetworkPolicies with invalid "
+    "parts (those parts match nothing), by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+ADMIN_PRIORITY_CONFLICTS = prometheus_client.Gauge(
+    "podseg_admin_priority_conflicts",
+    "Admin policies sharing their tier and priority with another (ordered by kind and name), "
+    "by tier.",
+    ["tier"],
+    registry=REGISTRY,
+)
 EXTRA_NAMESPACES = prometheus_client.Counter(
     "podseg_extra_namespaces_total",
     "Namespaces holding a local pod's addresses besides its first (decoys), by action: "

@@ -1,4 +1,5 @@
-"""The agent's mirror of the cluster: every pod, namespace, policy and Service, as model objects.
+"""The agent's mirror of the cluster: every pod, namespace, policy and Service, as model objects,
+and the admin policies (ClusterNetworkPolicy, ANP, BANP) of the kinds the cluster serves.
 
 All pods are kept, cluster-wide, because any of them can be a peer of a local pod. The store
 applies watch events and relists (a relist replaces a kind's content, so deletes missed while
@@ -21,11 +22,20 @@ import structlog
 from agent import metrics, model
 from agent.calc import affected as calc_affected
 from agent.calc import index as calc_index
-from agent.k8s import convert, watch
+from agent.k8s import convert, rest, watch
+from agent.tiers import convert as tiers_convert
+from agent.tiers import model as tiers
 
 log = structlog.get_logger(__name__)
 
 KINDS = ("nodes", "namespaces", "pods", "networkpolicies", "services", "endpointslices")
+# The network-policy-api kinds: mirrored only while the cluster serves them (`expect_admin`).
+ADMIN_KINDS = tuple(rest.ADMIN_PATHS)
+_ADMIN_CONVERT = {
+    "clusternetworkpolicies": tiers_convert.cluster_network_policy,
+    "adminnetworkpolicies": tiers_convert.admin_network_policy,
+    "baselineadminnetworkpolicies": tiers_convert.baseline_admin_network_policy,
+}
 
 
 def _key(obj: Any) -> str | None:
@@ -55,10 +65,13 @@ class Change:
     relisted: bool = False
     services: dict[str, model.Service | None] = dataclasses.field(default_factory=dict)
     endpointslices: dict[str, model.EndpointSlice | None] = dataclasses.field(default_factory=dict)
+    # Admin policies (ClusterNetworkPolicy, ANP, BANP), keyed `<resource>/<name>`.
+    admin: dict[str, tiers.ClusterPolicy | None] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(
-            self.pods
+            self.admin
+            or self.pods
             or self.namespaces
             or self.policies
             or self.nodes
@@ -76,15 +89,45 @@ class Store:
         self.nodes: dict[str, model.Node] = {}
         self.services: dict[str, model.Service] = {}
         self.endpointslices: dict[str, model.EndpointSlice] = {}
+        # Per admin kind, name -> policy; `admin_expected`: the kinds the cluster serves (their
+        # first LIST is part of being in sync; the objects of any other admin kind are dropped).
+        self.admin: dict[str, dict[str, tiers.ClusterPolicy]] = {k: {} for k in ADMIN_KINDS}
+        self.admin_expected: set[str] = set()
+        # False until the first discovery of the admin kinds answered (agent.k8s.adminwatch).
+        self.admin_known = True
         self.synced: set[str] = set()
         self._policy_index: calc_index.PolicyIndex | None = None
         self._malformed: set[tuple[str, str, str]] = set()  # reported (resource, key, version)
 
     @property
     def in_sync(self) -> bool:
-        return self.synced.issuperset(KINDS)
+        return (
+            self.admin_known
+            and self.synced.issuperset(KINDS)
+            and self.synced.issuperset(self.admin_expected)
+        )
+
+    def expect_admin(self, resource: str) -> None:
+        """The cluster serves admin kind `resource`: its reflector starts now, and the store is
+        in sync again only after that kind's first LIST."""
+        self.admin_expected.add(resource)
+        self.synced.discard(resource)
+
+    def forget_admin(self, resource: str) -> None:
+        """The cluster no longer serves admin kind `resource`: the next item for it (any, for
+        instance an empty relist) drops its policies."""
+        self.admin_expected.discard(resource)
+        self.synced.discard(resource)
+
+    def admin_policies(self) -> list[tiers.ClusterPolicy]:
+        """Every admin policy of the served kinds, in evaluation order (tier, priority, ...)."""
+        return sorted(
+            (p for table in self.admin.values() for p in table.values()), key=lambda p: p.order
+        )
 
     def _table(self, resource: str) -> dict[str, Any]:
+        if resource in self.admin:
+            return self.admin[resource]
         tables: dict[str, dict[str, Any]] = {
             "pods": self.pods,
             "namespaces": self.namespaces,
@@ -97,6 +140,8 @@ class Store:
 
     @staticmethod
     def _convert(resource: str, obj: Mapping[str, Any]) -> Any:
+        if resource in _ADMIN_CONVERT:
+            return _ADMIN_CONVERT[resource](obj)
         if resource == "pods":
             return convert.pod(obj)
         if resource == "namespaces":
@@ -111,6 +156,9 @@ class Store:
 
     def _mark(self, change: Change, resource: str, key: str, old: Any) -> None:
         olds: dict[str, Any]
+        if resource in self.admin:
+            change.admin.setdefault(f"{resource}/{key}", old)
+            return
         if resource == "pods":
             olds = change.pods
         elif resource == "namespaces":
@@ -133,7 +181,8 @@ class Store:
             pods={k: (old, self.pods.get(k)) for k, old in change.pods.items()},
             policies={k: (old, self.policies.get(k)) for k, old in change.policies.items()},
             namespaces_changed=bool(change.namespaces or change.nodes),
-            relisted=change.relisted or bool(change.nodes),
+            # An admin policy change recompiles every local pod (any may be a subject or a peer).
+            relisted=change.relisted or bool(change.nodes) or bool(change.admin),
             services_changed=bool(change.services or change.endpointslices),
             namespaces={k: (old, self.namespaces.get(k)) for k, old in change.namespaces.items()},
         )
@@ -165,6 +214,11 @@ class Store:
         if item.resource == "networkpolicies":
             self._policy_index = None
         table = self._table(item.resource)
+        if item.resource in self.admin and item.resource not in self.admin_expected:
+            # A kind no longer served (or a late item of its stopped reflector): its policies go.
+            for name in list(table):
+                self._mark(change, item.resource, name, table.pop(name))
+            return
         if isinstance(item, watch.Relist):
             fresh: dict[str, Any] = {}
             for obj in item.items:

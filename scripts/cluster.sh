@@ -3,7 +3,8 @@
 # module pins by scripts/cluster/build.sh) running inside network namespaces this
 # script owns, reachable from the root namespace only through a loopback relay.
 #
-#   bash scripts/cluster.sh up            build what is missing, start, wait for the node Ready
+#   bash scripts/cluster.sh up            build what is missing, start, wait for the node Ready,
+#                                         install the network-policy-api CRDs (deploy/crds/)
 #   bash scripts/cluster.sh down          stop everything by pid, remove namespaces, mounts, cgroups, state
 #   bash scripts/cluster.sh status        each component with pid and running/dead
 #   bash scripts/cluster.sh conformance   upstream NetworkPolicy e2e specs (see --help of that command)
@@ -367,11 +368,23 @@ anything_left() {
     findmnt -n "$RUN/ns" >/dev/null 2>&1
 }
 
+# The network-policy-api CRDs of deploy/crds/: podseg watches ClusterNetworkPolicy,
+# AdminNetworkPolicy and BaselineAdminNetworkPolicy where they are served, as here.
+install_admin_crds() {
+  kc apply -k "$HERE/../deploy/crds" >/dev/null || die "kubectl apply -k deploy/crds/ failed"
+  kc wait --for condition=established --timeout=60s \
+    crd/clusternetworkpolicies.policy.networking.k8s.io \
+    crd/adminnetworkpolicies.policy.networking.k8s.io \
+    crd/baselineadminnetworkpolicies.policy.networking.k8s.io >/dev/null ||
+    die "the network-policy-api CRDs are not established"
+}
+
 cmd_up() {
   need_root
   local t0=$SECONDS
   mkdir -p "$LOGS"
   if all_alive && node_ready; then
+    install_admin_crds
     say "already up (node $NODE Ready); kubeconfig: $KUBECONFIG_ADMIN"
     return 0
   fi
@@ -412,6 +425,7 @@ cmd_up() {
   wait_for kube-controller-manager 60 "healthy" innode curl -skf https://127.0.0.1:10257/healthz
   wait_for kube-scheduler 60 "healthy" innode curl -skf https://127.0.0.1:10259/healthz
   wait_for kubelet 180 "reporting node $NODE Ready" node_ready
+  say "installing the network-policy-api CRDs (deploy/crds/)"; install_admin_crds
   say "up in $((SECONDS - t0))s; node $NODE Ready"
   echo "$KUBECONFIG_ADMIN"
 }

@@ -119,6 +119,7 @@ def explain(
         services=cluster.services.values(),
         endpointslices=cluster.endpointslices.values(),
         guard_ports=settings.node_guard_ports,
+        admin=cluster.admin_policies(),
     )
     shared = dataclasses.replace(
         shared,

@@ -57,11 +57,15 @@ class Recorder:
         event_type: str = "Warning",
         event_name: str | None = None,
         blocking: bool = False,
+        object_namespace: str | None = None,
     ) -> None:
         """Post an Event once per (object, version, reason), in the background (`blocking`:
         now, from a worker thread). `event_name`: a fixed name, so a second post of the same
-        Event (by a new leader) is refused as AlreadyExists."""
-        marker = (f"{namespace}/{name}", kind, resource_version, reason)
+        Event (by a new leader) is refused as AlreadyExists. `object_namespace`: the involved
+        object's namespace when it differs from the Event's ("" for a cluster-scoped object,
+        whose Events live in `default`)."""
+        involved_ns = namespace if object_namespace is None else object_namespace
+        marker = (f"{involved_ns}/{name}", kind, resource_version, reason)
         if self._api is None or marker in self._sent:
             return
         self._sent.add(marker)
@@ -76,7 +80,7 @@ class Recorder:
             "involvedObject": {
                 "kind": kind,
                 "apiVersion": api_version,
-                "namespace": namespace,
+                **({"namespace": involved_ns} if involved_ns else {}),
                 "name": name,
                 "resourceVersion": resource_version,
             },

@@ -3,7 +3,8 @@
 Why: the client (kubernetes 37) validates the arguments of every generated API method with
 pydantic when the API module is imported; importing `CoreV1Api` and `NetworkingV1Api` costs
 ~0.9 s, a third of the agent's cold start to ready on a 2-core node. The agent needs six
-list/watch paths, one POST and a few Lease calls, so it builds them with the same client's
+list/watch paths (nine with the network-policy-api kinds), their discovery documents, one POST
+and a few Lease calls, so it builds them with the same client's
 `param_serialize` and `call_api`: authentication, TLS, proxies and serialisation stay the
 client's; only the per-method wrappers are skipped. Errors are the client's `ApiException`,
 as before.
@@ -26,6 +27,24 @@ PATHS = {
     "endpointslices": "/apis/discovery.k8s.io/v1/endpointslices",
 }
 
+# The network-policy-api kinds, watched only while the cluster serves their CRDs
+# (agent.k8s.adminwatch finds out through the group's discovery documents).
+ADMIN_GROUP = "policy.networking.k8s.io"
+ADMIN_VERSIONS = {
+    "clusternetworkpolicies": "v1alpha2",
+    "adminnetworkpolicies": "v1alpha1",
+    "baselineadminnetworkpolicies": "v1alpha1",
+}
+ADMIN_PATHS = {
+    resource: f"/apis/{ADMIN_GROUP}/{version}/{resource}"
+    for resource, version in ADMIN_VERSIONS.items()
+}
+# Discovery: the group document and the resource list of each version the agent reads.
+ADMIN_DISCOVERY = f"/apis/{ADMIN_GROUP}"
+ADMIN_DISCOVERY_VERSIONS = {
+    version: f"{ADMIN_DISCOVERY}/{version}" for version in sorted(set(ADMIN_VERSIONS.values()))
+}
+
 EVENTS = "/api/v1/namespaces/{namespace}/events"
 
 # Leases in the agent's own namespace (agent.k8s.lease): one elects the single writer of policy
@@ -38,6 +57,9 @@ LEASE = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
 # of a collection is a list, and with `watch` a watch).
 ROUTES = frozenset(
     {("GET", path) for path in PATHS.values()}
+    | {("GET", path) for path in ADMIN_PATHS.values()}
+    | {("GET", ADMIN_DISCOVERY)}
+    | {("GET", path) for path in ADMIN_DISCOVERY_VERSIONS.values()}
     | {("POST", EVENTS), ("GET", LEASES), ("POST", LEASES), ("GET", LEASE), ("PUT", LEASE)}
 )
 
@@ -105,7 +127,7 @@ def lister(api: kubernetes.client.ApiClient, resource: str) -> ListFn:
     """A list/watch function of `resource` taking the generated `list_*` methods' keyword
     arguments (`limit`, `_continue`, `watch`, ...); it always returns the raw response, as
     those methods do with `_preload_content=False`."""
-    path = PATHS[resource]
+    path = PATHS.get(resource) or ADMIN_PATHS[resource]
 
     def list_or_watch(**kwargs: Any) -> Any:
         timeout = kwargs.pop("_request_timeout", None)

@@ -7,12 +7,16 @@ from __future__ import annotations
 import kubernetes.client
 
 from agent import store
-from agent.k8s import rest, watch
+from agent.k8s import adminwatch, rest, watch
 
 
 def load(api: kubernetes.client.ApiClient) -> store.Store:
-    """A store holding a LIST of every kind (in sync, as an agent's after start)."""
+    """A store holding a LIST of every kind (in sync, as an agent's after start), the
+    network-policy-api kinds included where the cluster serves them."""
     cluster = store.Store()
     for resource in rest.PATHS:
+        cluster.apply(watch.list_all(resource, rest.lister(api, resource)), store.Change())
+    for resource in sorted(adminwatch.served(adminwatch.api_get(api))):
+        cluster.expect_admin(resource)
         cluster.apply(watch.list_all(resource, rest.lister(api, resource)), store.Change())
     return cluster

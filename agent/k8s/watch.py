@@ -73,8 +73,12 @@ class Reflector:
         watch_timeout: int = 300,
         page_size: int = 500,
         backoff_max: float = 30.0,
+        on_failure: Callable[[int | None], None] | None = None,
     ) -> None:
         self.resource = resource
+        # Told the HTTP status (None: no answer) of each failed LIST or watch, from this
+        # reflector's thread (agent.k8s.adminwatch: a 404 means the kind may be gone).
+        self.on_failure = on_failure
         self.list_fn = list_fn
         self.deliver = deliver
         self.watch_timeout = watch_timeout
@@ -169,6 +173,8 @@ class Reflector:
                 if code == 410:
                     metrics.WATCH_RELISTS.labels(self.resource).inc()
                     continue
+                if self.on_failure is not None:
+                    self.on_failure(code)
                 if self.failing_since is None:
                     self.failing_since = time.monotonic()
                 metrics.API_ERRORS.labels(self.resource).inc()

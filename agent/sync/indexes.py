@@ -95,6 +95,8 @@ class Indexes:
             calc.set_slice(key, st.endpointslices.get(key))
         for key in change.pods:
             calc.set_pod(key, st.pods.get(key))
+        if change.admin:
+            calc.set_admin(st.admin_policies())
 
     def calculator(self) -> incremental.Calculator:
         """The incremental calculator, up to date with the store and with the Nodes as
@@ -120,6 +122,7 @@ class Indexes:
                 nodes=nodes,
                 services=st.services,
                 slices=st.endpointslices,
+                admin=st.admin_policies(),
             )
             return calc
         for name in set(nodes) | set(calc.nodes):

@@ -28,6 +28,8 @@ from agent import config, metrics, store
 from agent.calc import policystatus
 from agent.k8s import events, lease
 from agent.sync import pod as sync_pod
+from agent.tiers import convert as tiers_convert
+from agent.tiers import model as tiers
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +43,15 @@ MAX_REPORT_BYTES = 200_000  # well under the API server's 256 KiB annotation lim
 
 def node_lease_name(node: str) -> str:
     return NODE_LEASE_PREFIX + node
+
+
+# Events about cluster-scoped objects go to `default`, where `kubectl describe` looks for them.
+CLUSTER_EVENTS_NAMESPACE = "default"
+ADMIN_API_VERSIONS = {
+    tiers.CLUSTER_NETWORK_POLICY: "policy.networking.k8s.io/v1alpha2",
+    tiers.ADMIN_NETWORK_POLICY: "policy.networking.k8s.io/v1alpha1",
+    tiers.BASELINE_ADMIN_NETWORK_POLICY: "policy.networking.k8s.io/v1alpha1",
+}
 
 
 def event_name(policy: str, reason: str, resource_version: str) -> str:
@@ -180,6 +191,32 @@ class PolicyStatusWriter:
                 self._warn(status, "InvalidPolicy", _invalid_message(status))
             if status.selected_pods == 0:
                 self._warn(status, "NoPodsSelected", "this NetworkPolicy selects no running pod")
+        self.warn_admin(self.store.admin_policies())
+
+    def warn_admin(self, policies: list[tiers.ClusterPolicy]) -> None:
+        """Warning Events about admin policies: invalid parts, and a tier and priority shared
+        with another. They are cluster-scoped: the Events live in `default`."""
+        conflicts = tiers_convert.priority_conflicts(policies)
+        for policy in policies:
+            if policy.errors:
+                message = "podseg ignores invalid parts (they match nothing): "
+                self._warn_admin(policy, "InvalidPolicy", message + "; ".join(policy.errors))
+            if policy.key in conflicts:
+                self._warn_admin(policy, "PriorityConflict", conflicts[policy.key])
+
+    def _warn_admin(self, policy: tiers.ClusterPolicy, reason: str, message: str) -> None:
+        self.recorder.warn(
+            kind=policy.kind,
+            api_version=ADMIN_API_VERSIONS[policy.kind],
+            namespace=CLUSTER_EVENTS_NAMESPACE,
+            object_namespace="",
+            name=policy.name,
+            resource_version=policy.resource_version,
+            reason=reason,
+            message=message,
+            event_name=event_name(policy.key, reason, policy.resource_version),
+            blocking=True,
+        )
 
     def _warn(self, status: policystatus.PolicyStatus, reason: str, message: str) -> None:
         self.recorder.warn(

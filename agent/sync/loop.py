@@ -240,6 +240,8 @@ class Reconciler:
         """Report bad policies and Service input when they changed; update the indexes."""
         if change is None or change.policies or change.relisted:
             self.reporter.invalid_policies(self.store.policies.values())
+        if change is None or change.admin or change.relisted:
+            self.reporter.admin_policies(self.store.admin_policies())
         if self.indexes.changed(change):
             self.reporter.service_problems(self.indexes.services())
 

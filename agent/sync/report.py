@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import datetime
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol
 
 import structlog
@@ -21,6 +21,8 @@ from agent.calc import ruleset
 from agent.calc import services as calc_services
 from agent.dataplane.nft import render as render_nft
 from agent.sync import pod as sync_pod
+from agent.tiers import convert as tiers_convert
+from agent.tiers import model as tiers
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +93,8 @@ class Reporter:
         self._policies: set[tuple[str, str]] = set()  # (policy key, resourceVersion)
         self._services: set[tuple[str, str, str, str]] = set()
         self._modes: set[tuple[str, str]] = set()  # (pod key, invalid value)
+        self._admin: set[tuple[str, str, str]] = set()  # (policy key, resourceVersion, problem)
+        self._admin_seen: tuple[tuple[str, str], ...] = ()  # (key, version) last logged
 
     def prune(
         self,
@@ -127,6 +131,58 @@ class Reporter:
         metrics.INVALID_POLICIES.clear()
         for namespace, count in per_namespace.items():
             metrics.INVALID_POLICIES.labels(namespace).set(count)
+
+    def admin_policies(self, policies: Sequence[tiers.ClusterPolicy]) -> None:
+        """The admin policies in effect (an info line when they change), each with invalid parts
+        or sharing its tier and priority with another (a warning once per version), and the
+        per-kind and per-tier gauges. Events come from the policy-status writer."""
+        seen = tuple((p.key, p.resource_version) for p in policies)
+        if seen != self._admin_seen:
+            self._admin_seen = seen
+            log.info(
+                "admin_policies",
+                count=len(policies),
+                policies=[p.key for p in policies[:50]],
+            )
+        conflicts = tiers_convert.priority_conflicts(list(policies))
+        live = {p.key for p in policies}
+        self._admin = {m for m in self._admin if m[0] in live}
+        invalid: collections.Counter[str] = collections.Counter()
+        conflicting: collections.Counter[str] = collections.Counter()
+        for policy in policies:
+            problems = []
+            if policy.errors:
+                invalid[policy.kind] += 1
+                problems.append(("admin_policy_invalid_parts", "; ".join(policy.errors)))
+            if policy.key in conflicts:
+                conflicting[policy.tier] += 1
+                problems.append(("admin_policy_priority_conflict", conflicts[policy.key]))
+            for event, problem in problems:
+                marker = (policy.key, policy.resource_version, problem)
+                if marker in self._admin:
+                    continue
+                self._admin.add(marker)
+                log.warning(
+                    event,
+                    kind=policy.kind,
+                    policy=policy.name,
+                    tier=policy.tier,
+                    priority=policy.priority,
+                    problem=problem,
+                    effect=(
+                        "invalid parts match nothing; valid parts are enforced"
+                        if event == "admin_policy_invalid_parts"
+                        else "enforced; ordered by kind and name among equals"
+                    ),
+                )
+        for kind in (
+            tiers.CLUSTER_NETWORK_POLICY,
+            tiers.ADMIN_NETWORK_POLICY,
+            tiers.BASELINE_ADMIN_NETWORK_POLICY,
+        ):
+            metrics.INVALID_ADMIN_POLICIES.labels(kind).set(invalid[kind])
+        for tier in tiers.TIERS:
+            metrics.ADMIN_PRIORITY_CONFLICTS.labels(tier).set(conflicting[tier])
 
     def service_problems(self, index: calc_services.ServiceIndex) -> None:
         """Each bad Service/EndpointSlice input once per object version, counted."""

@@ -1,11 +1,13 @@
 """Discovery documents (/api, /apis, /api/v1, /apis/GROUP/VERSION, /version).
 
 Clients such as the dynamic client and kubectl read these before touching resources; they
-are generated from the resource catalogue so they always agree with what is served.
+are generated from the resource catalogue so they always agree with what is served, including
+the kinds of CustomResourceDefinitions created at run time.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from testbed.emulator import resources
@@ -33,28 +35,43 @@ def api_versions(server_address: str) -> dict[str, Any]:
     }
 
 
-def _group(name: str, version: str) -> dict[str, Any]:
-    gv = {"groupVersion": f"{name}/{version}", "version": version}
-    return {"name": name, "versions": [gv], "preferredVersion": gv}
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """kube-apiserver's version order: GA before beta before alpha, higher numbers first,
+    anything else last by name (a sort key: smallest first)."""
+    match = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if match is None:
+        return (3, 0, 0, version)
+    stage = {None: 0, "beta": 1, "alpha": 2}[match.group(2)]
+    return (stage, -int(match.group(1)), -int(match.group(3) or 0), "")
 
 
-def api_group_list() -> dict[str, Any]:
+def _group(name: str, versions: list[str]) -> dict[str, Any]:
+    entries = [
+        {"groupVersion": f"{name}/{v}", "version": v}
+        for v in sorted(versions, key=version_priority)
+    ]
+    return {"name": name, "versions": entries, "preferredVersion": entries[0]}
+
+
+def api_group_list(catalogue: resources.Catalogue) -> dict[str, Any]:
     return {
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [_group(g, v) for g, v in resources.GROUP_VERSIONS.items()],
+        "groups": [_group(g, vs) for g, vs in catalogue.group_versions().items()],
     }
 
 
-def api_group(name: str) -> dict[str, Any] | None:
-    version = resources.GROUP_VERSIONS.get(name)
-    if version is None:
+def api_group(catalogue: resources.Catalogue, name: str) -> dict[str, Any] | None:
+    versions = catalogue.group_versions().get(name)
+    if not versions:
         return None
-    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name, version)}
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name, versions)}
 
 
-def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
-    types = resources.in_group(group, version)
+def api_resource_list(
+    catalogue: resources.Catalogue, group: str, version: str
+) -> dict[str, Any] | None:
+    types = catalogue.in_group(group, version)
     if not types:
         return None
     entries: list[dict[str, Any]] = []

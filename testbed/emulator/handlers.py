@@ -67,18 +67,18 @@ class Target:
     subresource: str | None
 
 
-def resolve(group: str, version: str, tail: str) -> Target:
+def resolve(catalogue: resources.Catalogue, group: str, version: str, tail: str) -> Target:
     segs = [s for s in tail.split("/") if s != ""]
     if not segs:
         raise apistatus.unknown_path()
     ns: str | None = None
     rt: resources.ResourceType | None = None
     if segs[0] == "namespaces" and len(segs) >= 3:
-        candidate = resources.lookup(group, version, segs[2])
+        candidate = catalogue.lookup(group, version, segs[2])
         if candidate is not None and candidate.namespaced:
             rt, ns, rest = candidate, segs[1], segs[3:]
     if rt is None:
-        rt = resources.lookup(group, version, segs[0])
+        rt = catalogue.lookup(group, version, segs[0])
         rest = segs[1:]
         if rt is None or (rt.namespaced and rest):
             raise apistatus.unknown_path()
@@ -206,21 +206,22 @@ class Api:
         return json_response(discovery.api_versions(request.host))
 
     async def _apis(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
-        return json_response(discovery.api_group_list())
+        return json_response(discovery.api_group_list(self.registry.store.catalogue))
 
     async def _core_resources(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
-        body = discovery.api_resource_list("", "v1")
+        body = discovery.api_resource_list(self.registry.store.catalogue, "", "v1")
         return json_response(body)
 
     async def _group(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
-        body = discovery.api_group(request.match_info["group"])
+        body = discovery.api_group(self.registry.store.catalogue, request.match_info["group"])
         if body is None:
             raise apistatus.unknown_path()
         return json_response(body)
 
     async def _group_resources(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         info = request.match_info
-        body = discovery.api_resource_list(info["group"], info["version"])
+        catalogue = self.registry.store.catalogue
+        body = discovery.api_resource_list(catalogue, info["group"], info["version"])
         if body is None:
             raise apistatus.unknown_path()
         return json_response(body)
@@ -228,11 +229,14 @@ class Api:
     # --- resources ------------------------------------------------------------------------
 
     async def _core(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
-        return await self._dispatch(request, resolve("", "v1", request.match_info["tail"]))
+        target = resolve(self.registry.store.catalogue, "", "v1", request.match_info["tail"])
+        return await self._dispatch(request, target)
 
     async def _grouped(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         info = request.match_info
-        return await self._dispatch(request, resolve(info["group"], info["version"], info["tail"]))
+        catalogue = self.registry.store.catalogue
+        target = resolve(catalogue, info["group"], info["version"], info["tail"])
+        return await self._dispatch(request, target)
 
     async def _dispatch(
         self, request: aiohttp.web.Request, target: Target
@@ -295,7 +299,10 @@ class Api:
         # Everything up to add_watcher runs without awaiting, so no write can slip between
         # the snapshot/history replay and the registration of the live queue.
         if rv_text in ("", "0") or send_initial:
-            initial = [(watchcache.ADDED, obj) for obj in store.items(flt.rt, flt.namespace)]
+            initial = [
+                (watchcache.ADDED, resources.present(flt.rt, obj))
+                for obj in store.items(flt.rt, flt.namespace)
+            ]
             initial = [(t, o) for t, o in initial if flt.matches(o)]
             store.add_watcher(watcher)
         else:

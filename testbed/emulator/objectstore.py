@@ -31,9 +31,10 @@ class Store:
         self.history_limit = history
         # All events with rv <= compacted_rv are gone from the history window.
         self.compacted_rv = start_rv
-        self._objects: dict[tuple[str, str], dict[ObjKey, dict[str, Any]]] = {
-            rt.key: {} for rt in resources.ALL
-        }
+        # What is served: the built-in kinds and those of CustomResourceDefinitions.
+        self.catalogue = resources.Catalogue()
+        # One table per (group, plural), shared by all versions of a kind; made on first use.
+        self._objects: dict[tuple[str, str], dict[ObjKey, dict[str, Any]]] = {}
         self._history: collections.deque[watchcache.Event] = collections.deque()
         self._watchers: set[watchcache.Watcher] = set()
         # Each table's keys in order, kept until a key comes or goes: a paged LIST of 10,000
@@ -43,21 +44,27 @@ class Store:
     # --- reads ------------------------------------------------------------------------
 
     def get(self, rt: resources.ResourceType, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._objects[rt.key].get((namespace if rt.namespaced else "", name))
+        return self._table(rt).get((namespace if rt.namespaced else "", name))
 
     def items(
         self, rt: resources.ResourceType, namespace: str | None = None
     ) -> list[dict[str, Any]]:
         """Objects of ``rt`` (in ``namespace`` if given) in (namespace, name) order."""
-        table = self._objects[rt.key]
+        table = self._table(rt)
         return [table[key] for key in self.keys(rt) if namespace is None or key[0] == namespace]
 
     def keys(self, rt: resources.ResourceType) -> list[ObjKey]:
         """The keys of ``rt``'s objects in (namespace, name) order (do not modify)."""
         ordered = self._ordered.get(rt.key)
         if ordered is None:
-            ordered = self._ordered[rt.key] = sorted(self._objects[rt.key])
+            ordered = self._ordered[rt.key] = sorted(self._table(rt))
         return ordered
+
+    def _table(self, rt: resources.ResourceType) -> dict[ObjKey, dict[str, Any]]:
+        table = self._objects.get(rt.key)
+        if table is None:
+            table = self._objects[rt.key] = {}
+        return table
 
     def events_after(self, rv: int) -> Iterator[watchcache.Event]:
         """History events newer than ``rv``; caller must check ``rv >= compacted_rv``."""
@@ -77,7 +84,7 @@ class Store:
         self.rv += 1
         stored = watchcache.with_rv(obj, self.rv)
         key = obj_key(stored)
-        table = self._objects[rt.key]
+        table = self._table(rt)
         if kind == watchcache.DELETED:
             del table[key]
             self._ordered.pop(rt.key, None)
@@ -91,7 +98,7 @@ class Store:
             self.compacted_rv = self._history.popleft().rv
         for watcher in list(self._watchers):
             flt = watcher.filter
-            if flt.rt is rt and (flt.namespace is None or flt.namespace == key[0]):
+            if flt.rt.key == rt.key and (flt.namespace is None or flt.namespace == key[0]):
                 watcher.push(event)
         return stored
 
@@ -113,6 +120,21 @@ class Store:
 
     def remove_watcher(self, watcher: watchcache.Watcher) -> None:
         self._watchers.discard(watcher)
+
+    def drop_kind(self, rt: resources.ResourceType) -> int:
+        """A kind stops being served: delete its objects (DELETED is sent for each, as the
+        CustomResourceDefinition cleanup of the real server does), then end the watches on it.
+        Returns the objects deleted."""
+        deleted = 0
+        for obj in self.items(rt):
+            self.delete(rt, obj)
+            deleted += 1
+        for watcher in [w for w in self._watchers if w.filter.rt.key == rt.key]:
+            watcher.close()
+            self._watchers.discard(watcher)
+        self._objects.pop(rt.key, None)
+        self._ordered.pop(rt.key, None)
+        return deleted
 
     def close_watchers(self) -> int:
         """End every open watch stream cleanly; returns how many there were."""

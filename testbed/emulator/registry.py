@@ -20,6 +20,7 @@ from typing import Any
 
 from testbed.emulator import (
     apistatus,
+    crds,
     defaults,
     fielderrors,
     objectstore,
@@ -160,7 +161,7 @@ class Registry(_Admission):
         return old
 
     def get(self, rt: resources.ResourceType, ns: str, name: str) -> dict[str, Any]:
-        return self._existing(rt, ns, name)
+        return resources.present(rt, self._existing(rt, ns, name))
 
     def list(
         self, flt: watchcache.Filter, limit: int | None = None, continue_token: str | None = None
@@ -223,7 +224,12 @@ class Registry(_Admission):
             raise apistatus.invalid(rt, "", [required])
         if self.store.get(rt, ns, meta["name"]) is not None:
             raise apistatus.already_exists(rt, meta["name"])
-        return self.store.create(rt, obj)
+        if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
+            crds.admit(self.store, obj, None, now_timestamp())
+        stored = self.store.create(rt, obj)
+        if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
+            crds.serve(self.store, stored)
+        return resources.present(rt, stored)
 
     def replace(
         self,
@@ -282,9 +288,14 @@ class Registry(_Admission):
         self._validate(rt, new, old)
         if rt.has_generation and _outside_meta_status(new) != _outside_meta_status(old):
             meta["generation"] = int(old_meta.get("generation") or 0) + 1
+        if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
+            crds.admit(self.store, new, old, now_timestamp())
         if new == old:
-            return old  # a no-op write: no new resourceVersion, no watch event
-        return self.store.update(rt, new, old)
+            return resources.present(rt, old)  # a no-op write: no new RV, no watch event
+        stored = self.store.update(rt, new, old)
+        if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
+            crds.serve(self.store, stored)
+        return resources.present(rt, stored)
 
     def patch(
         self,
@@ -318,7 +329,7 @@ class Registry(_Admission):
         """DELETE: the deleted object for pods/services, else a Success Status."""
         gone = self._delete(rt, ns, name, options)
         if rt.return_deleted_object:
-            return gone
+            return resources.present(rt, gone)
         return apistatus.status_success(rt, name, str(gone["metadata"].get("uid", "")))
 
     def _delete(
@@ -346,11 +357,16 @@ class Registry(_Admission):
         if rt is resources.NAMESPACES:
             if name in UNDELETABLE_NAMESPACES:
                 raise apistatus.forbidden(rt, name, "this namespace may not be deleted")
-            for other in resources.ALL:
-                if other.namespaced:
+            done: set[tuple[str, str]] = set()
+            for other in self.store.catalogue.all():
+                if other.namespaced and other.key not in done:
+                    done.add(other.key)
                     for obj in self.store.items(other, name):
                         self.store.delete(other, obj)
-        return self.store.delete(rt, old)
+        gone = self.store.delete(rt, old)
+        if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
+            crds.withdraw(self.store, name)
+        return gone
 
     def delete_collection(self, flt: watchcache.Filter) -> dict[str, Any]:
         deleted = []
@@ -372,7 +388,8 @@ class Registry(_Admission):
     def insert(self, body: dict[str, Any]) -> dict[str, Any]:
         """Store ``body`` as is (no defaulting/validation/namespace checks), create or replace."""
         obj = copy.deepcopy(body)
-        rt = resources.for_kind(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        kind = str(obj.get("kind", ""))
+        rt = self.store.catalogue.for_kind(str(obj.get("apiVersion", "")), kind)
         if rt is None:
             raise ValueError(f"unknown apiVersion/kind: {obj.get('apiVersion')}/{obj.get('kind')}")
         meta = _meta(obj)
@@ -389,22 +406,31 @@ class Registry(_Admission):
         if old is not None:
             meta["uid"] = old["metadata"].get("uid")
             meta["creationTimestamp"] = old["metadata"].get("creationTimestamp")
-            return copy.deepcopy(self.store.update(rt, obj, old))
+            stored = self.store.update(rt, obj, old)
+            if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
+                crds.serve(self.store, stored)
+            return copy.deepcopy(stored)
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", now_timestamp())
         if rt.has_generation:
             meta.setdefault("generation", 1)
-        return copy.deepcopy(self.store.create(rt, obj))
+        stored = self.store.create(rt, obj)
+        if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
+            crds.serve(self.store, stored)
+        return copy.deepcopy(stored)
 
     def remove(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
         """Delete an object unconditionally (no cascade, no protection); KeyError if absent."""
-        rt = resources.for_kind(api_version, kind)
+        rt = self.store.catalogue.for_kind(api_version, kind)
         if rt is None:
             raise ValueError(f"unknown apiVersion/kind: {api_version}/{kind}")
         old = self.store.get(rt, namespace, name)
         if old is None:
             raise KeyError(f"{kind} {namespace}/{name} not found")
-        return copy.deepcopy(self.store.delete(rt, old))
+        gone = self.store.delete(rt, old)
+        if rt is resources.CUSTOM_RESOURCE_DEFINITIONS:
+            crds.withdraw(self.store, name)
+        return copy.deepcopy(gone)
 
 
 def _encode_continue(rv: int, key: tuple[str, str]) -> str:

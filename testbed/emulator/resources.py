@@ -1,12 +1,15 @@
 """The catalogue of API resources the emulator serves and how each one behaves.
 
 Routing, discovery documents, error details, defaulting and validation all key off these
-descriptors, so adding a resource type means adding one entry here (plus its rules).
+descriptors, so adding a built-in resource type means adding one entry here (plus its rules).
+Custom resources come and go at run time: each object store owns a `Catalogue` of the
+built-in types plus the kinds its CustomResourceDefinitions serve (testbed.emulator.crds).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,14 @@ class ResourceType:
     @property
     def key(self) -> tuple[str, str]:
         return (self.group, self.plural)
+
+
+def present(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` as served under ``rt``'s version: the versions of one custom kind share their
+    objects and differ only in ``apiVersion`` (a CRD without a conversion webhook)."""
+    if obj.get("apiVersion") in (None, rt.api_version):
+        return obj
+    return {**obj, "apiVersion": rt.api_version}
 
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -162,7 +173,19 @@ LEASES = ResourceType(
     namespaced=True,
 )
 
-ALL: tuple[ResourceType, ...] = (
+CUSTOM_RESOURCE_DEFINITIONS = ResourceType(
+    group="apiextensions.k8s.io",
+    version="v1",
+    plural="customresourcedefinitions",
+    singular="customresourcedefinition",
+    kind="CustomResourceDefinition",
+    namespaced=False,
+    short_names=("crd", "crds"),
+    subresources=("status",),
+    has_generation=True,
+)
+
+BUILTIN: tuple[ResourceType, ...] = (
     PODS,
     NAMESPACES,
     NODES,
@@ -171,28 +194,53 @@ ALL: tuple[ResourceType, ...] = (
     NETWORK_POLICIES,
     ENDPOINT_SLICES,
     LEASES,
+    CUSTOM_RESOURCE_DEFINITIONS,
 )
 
-GROUP_VERSIONS: dict[str, str] = {
-    "networking.k8s.io": "v1",
-    "discovery.k8s.io": "v1",
-    "coordination.k8s.io": "v1",
-}
 
+class Catalogue:
+    """The resource types served right now: the built-in ones plus, per CustomResourceDefinition
+    (by its name), the types of its served versions. Every version of one (group, plural) shares
+    one `ResourceType.key`, hence one table of objects."""
 
-def lookup(group: str, version: str, plural: str) -> ResourceType | None:
-    for rt in ALL:
-        if rt.group == group and rt.version == version and rt.plural == plural:
-            return rt
-    return None
+    def __init__(self, builtin: tuple[ResourceType, ...] = BUILTIN) -> None:
+        self._builtin = builtin
+        self._custom: dict[str, tuple[ResourceType, ...]] = {}
 
+    def all(self) -> list[ResourceType]:
+        return [*self._builtin, *(rt for types in self._custom.values() for rt in types)]
 
-def for_kind(api_version: str, kind: str) -> ResourceType | None:
-    for rt in ALL:
-        if rt.api_version == api_version and rt.kind == kind:
-            return rt
-    return None
+    def lookup(self, group: str, version: str, plural: str) -> ResourceType | None:
+        for rt in self.all():
+            if rt.group == group and rt.version == version and rt.plural == plural:
+                return rt
+        return None
 
+    def for_kind(self, api_version: str, kind: str) -> ResourceType | None:
+        for rt in self.all():
+            if rt.api_version == api_version and rt.kind == kind:
+                return rt
+        return None
 
-def in_group(group: str, version: str) -> list[ResourceType]:
-    return [rt for rt in ALL if rt.group == group and rt.version == version]
+    def in_group(self, group: str, version: str) -> list[ResourceType]:
+        return [rt for rt in self.all() if rt.group == group and rt.version == version]
+
+    def group_versions(self) -> dict[str, list[str]]:
+        """Each named group (the core group "" excluded) and its versions, in serving order."""
+        out: dict[str, list[str]] = {}
+        for rt in self.all():
+            if rt.group and rt.version not in out.setdefault(rt.group, []):
+                out[rt.group].append(rt.version)
+        return out
+
+    def custom(self, name: str) -> tuple[ResourceType, ...]:
+        """The types CustomResourceDefinition `name` serves (empty when none)."""
+        return self._custom.get(name, ())
+
+    def serve(self, name: str, types: tuple[ResourceType, ...]) -> None:
+        """Serve `types` for CustomResourceDefinition `name` (replacing what it served)."""
+        self._custom[name] = types
+
+    def withdraw(self, name: str) -> tuple[ResourceType, ...]:
+        """Stop serving CustomResourceDefinition `name`'s types; returns them."""
+        return self._custom.pop(name, ())

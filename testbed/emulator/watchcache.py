@@ -92,18 +92,19 @@ class Watcher:
 
     def translate(self, event: Event) -> tuple[str, dict[str, Any]] | None:
         """The (type, object) this stream should see for ``event``, or None."""
-        if event.rt is not self.filter.rt:
+        rt = self.filter.rt
+        if event.rt.key != rt.key:
             return None
         now = self.filter.matches(event.obj)
         if event.type == ADDED:
-            return (ADDED, event.obj) if now else None
+            return (ADDED, resources.present(rt, event.obj)) if now else None
         if event.type == DELETED:
-            return (DELETED, event.obj) if now else None
+            return (DELETED, resources.present(rt, event.obj)) if now else None
         before = event.old is not None and self.filter.matches(event.old)
         if now and before:
-            return (MODIFIED, event.obj)
+            return (MODIFIED, resources.present(rt, event.obj))
         if now:
-            return (ADDED, event.obj)
+            return (ADDED, resources.present(rt, event.obj))
         if before and event.old is not None:
-            return (DELETED, with_rv(event.old, event.rv))
+            return (DELETED, resources.present(rt, with_rv(event.old, event.rv)))
         return None

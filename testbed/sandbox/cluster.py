@@ -24,7 +24,7 @@ import kubernetes.client
 import kubernetes.config
 
 from testbed.emulator import server as emulator_server
-from testbed.sandbox import endpoints, serviceproxy, topology
+from testbed.sandbox import admin, endpoints, serviceproxy, topology
 
 PORTS = (80, 81)
 PROTOCOLS = ("TCP", "UDP")
@@ -342,6 +342,22 @@ class SandboxCluster:
     def delete_all_policies(self) -> None:
         for policy in self.networking.list_network_policy_for_all_namespaces().items:
             self.delete_policy(policy.metadata.namespace, policy.metadata.name)
+
+    # -- admin policies (testbed.sandbox.admin) --------------------------------------------
+    def install_admin_crds(self) -> list[str]:
+        """Apply the network-policy-api CRDs of deploy/crds/; wait until they are served."""
+        return admin.install_crds(self.api_client)
+
+    def uninstall_admin_crds(self, names: Sequence[str] = admin.CRD_NAMES) -> None:
+        admin.uninstall_crds(self.api_client, tuple(names))
+
+    def apply_admin_policy(self, kind: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or update a ClusterNetworkPolicy / AdminNetworkPolicy /
+        BaselineAdminNetworkPolicy."""
+        return admin.apply(self.api_client, admin.policy(kind, name, dict(spec)))
+
+    def delete_admin_policy(self, kind: str, name: str) -> None:
+        admin.delete(self.api_client, admin.policy(kind, name, {}))
 
     # -- Services (testbed.sandbox.serviceproxy, testbed.sandbox.endpoints) -------------------
     def start_service_proxy(self) -> serviceproxy.ServiceProxy:

@@ -83,6 +83,8 @@ def assert_env_used(container: dict[str, Any], read: set[str]) -> None:
 OTHER_COMPONENTS = ("agent/responder/",)
 
 
+# The "group" of a non-resource URL (discovery documents) in the triples below.
+NON_RESOURCE = "nonResourceURLs"
 VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
 
@@ -115,6 +117,9 @@ def _rule_of(http: str, path: str, watched: bool) -> Iterator[tuple[str, str, st
     """(apiGroup, resource, verb) triples RBAC checks for one request path."""
     parts = path.strip("/").split("/")
     group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    if not rest:  # a discovery document: a non-resource URL
+        yield NON_RESOURCE, path, VERBS[http]
+        return
     if len(rest) > 2 and rest[0] == "namespaces" and rest[1] == "{namespace}":
         rest = rest[2:]
     resource = rest[0]
@@ -178,7 +183,12 @@ def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     return {
         (group, resource, verb)
         for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
+        for group in rule.get("apiGroups", ())
+        for resource in rule.get("resources", ())
+        for verb in rule["verbs"]
+    } | {
+        (NON_RESOURCE, url, verb)
+        for rule in role["rules"]
+        for url in rule.get("nonResourceURLs", ())
         for verb in rule["verbs"]
     }

@@ -339,7 +339,12 @@ def test_discovery_and_health(emulator: server.EmulatorThread) -> None:
     assert get("/version")["major"] == "1"
     assert get("/api")["versions"] == ["v1"]
     groups = {g["name"] for g in get("/apis")["groups"]}
-    assert groups == {"networking.k8s.io", "discovery.k8s.io", "coordination.k8s.io"}
+    assert groups == {
+        "networking.k8s.io",
+        "discovery.k8s.io",
+        "coordination.k8s.io",
+        "apiextensions.k8s.io",
+    }
     core_names = {r["name"] for r in get("/api/v1")["resources"]}
     assert {"pods", "pods/status", "namespaces", "nodes", "services", "events"} <= core_names
     netres = get("/apis/networking.k8s.io/v1")["resources"]
