@@ -3,10 +3,12 @@
 It builds a node of network namespaces with four pods in two namespaces, starts the embedded
 API emulator and a real `podseg agent` process, then applies sample policies one at a time and
 prints the live TCP connectivity matrix after each (probed from inside the pods), with the
-time the agent took from seeing the change to the rules being in the kernel. A last step puts
-a Service in front of `db` (the sandbox service proxy translates its ClusterIP on the node) and
-shows egress allowed through it. It checks every result against what the policies mean and
-exits non-zero on any surprise. Needs root.
+time the agent took from seeing the change to the rules being in the kernel. Three steps add
+the admin tiers (ClusterNetworkPolicy): an Admin Deny above a namespace's own allow, a
+Baseline Deny, and a NetworkPolicy above that Baseline. A last step puts a Service in front of
+`db` (the sandbox service proxy translates its ClusterIP on the node) and shows egress allowed
+through it. It checks every result against what the policies mean and exits non-zero on any
+surprise. Needs root.
 """
 
 from __future__ import annotations
@@ -79,6 +81,61 @@ def _relabel_api(c: sandbox_cluster.SandboxCluster) -> None:
     c.label_pod("shop/api", {"app": "api-canary"})
 
 
+def _admin_deny(c: sandbox_cluster.SandboxCluster) -> None:
+    c.apply_admin_policy(
+        "ClusterNetworkPolicy",
+        "no-81-into-shop",
+        {
+            "tier": "Admin",
+            "priority": 10,
+            "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}},
+            "ingress": [
+                {
+                    "name": "deny-81-from-ops",
+                    "action": "Deny",
+                    "from": [{"namespaces": {"matchLabels": {"team": "ops"}}}],
+                    "protocols": [{"tcp": {"destinationPort": {"number": 81}}}],
+                }
+            ],
+        },
+    )
+
+
+def _baseline_deny(c: sandbox_cluster.SandboxCluster) -> None:
+    c.apply_admin_policy(
+        "ClusterNetworkPolicy",
+        "default-deny",
+        {
+            "tier": "Baseline",
+            "priority": 100,
+            "subject": {"namespaces": {}},
+            "ingress": [{"name": "deny-all", "action": "Deny", "from": [{"namespaces": {}}]}],
+        },
+    )
+
+
+def _allow_monitor(c: sandbox_cluster.SandboxCluster) -> None:
+    c.apply_policy(
+        {
+            "metadata": {"namespace": "ops", "name": "monitor-from-web"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "monitor"}},
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {"matchLabels": {"team": "shop"}},
+                                "podSelector": {"matchLabels": {"app": "web"}},
+                            }
+                        ],
+                        "ports": [{"port": 80, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        }
+    )
+
+
 def _chain(src: str, dst: str, port: int) -> bool:
     """The connections `_allow_chain` allows: web -> api on 80, api -> db on 81."""
     return (src, dst, port) in {("shop/web", "shop/api", 80), ("shop/api", "shop/db", 81)}
@@ -112,6 +169,21 @@ def _steps() -> list[tuple[str, Callable[[sandbox_cluster.SandboxCluster], None]
             "relabel shop/api app=api-canary: it leaves both allow rules",
             _relabel_api,
             lambda s, d, p: not _isolated(d) or (s == "ops/monitor" and p == 81),
+        ),
+        (
+            "Admin tier (ClusterNetworkPolicy): deny ops -> shop on 81, above shop's own allow",
+            _admin_deny,
+            lambda s, d, p: not _isolated(d),
+        ),
+        (
+            "Baseline tier: deny all ingress where no NetworkPolicy decides (ops/monitor)",
+            _baseline_deny,
+            lambda s, d, p: False,
+        ),
+        (
+            "ops' own NetworkPolicy: web -> monitor on 80, above the Baseline deny",
+            _allow_monitor,
+            lambda s, d, p: (s, d, p) == ("shop/web", "ops/monitor", 80),
         ),
     ]
 
@@ -167,7 +239,7 @@ def _service_step(cluster: sandbox_cluster.SandboxCluster, number: int) -> bool:
         ("shop/web", cluster_ip, 5432, probe.OK, "web -> Service db (ClusterIP)"),
         ("shop/web", db.ipv4, 81, probe.OK, "web -> db pod"),
         ("shop/web", api.ipv4, 80, probe.TIMEOUT, "web -> api pod (egress isolated)"),
-        ("ops/monitor", cluster_ip, 5432, probe.OK, "monitor -> Service db"),
+        ("ops/monitor", cluster_ip, 5432, probe.TIMEOUT, "monitor -> Service db (Admin tier)"),
         ("shop/api", cluster_ip, 5432, probe.TIMEOUT, "api -> Service db (db ingress)"),
     ]
     print(f"step {number}: Service shop/db {cluster_ip}:5432 -> db:81 (sandbox proxy: DNAT in")
@@ -202,6 +274,7 @@ def main() -> int:
             namespace, name = key.split("/")
             cluster.add_pod(namespace, name, labels)
         print(f"sandbox node ready: {len(PODS)} pods, API emulator at {cluster.emulator.url}")
+        cluster.install_admin_crds()  # ClusterNetworkPolicy & co. (deploy/crds/)
         agent = cluster.start_agent("node-1")
         print(f"podseg agent ready (metrics on 127.0.0.1:{agent.metrics_port})\n")
         pods = [cluster.pods[key] for key in PODS]
