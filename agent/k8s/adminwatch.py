@@ -182,8 +182,14 @@ class AdminWatch:
                         resource=resource,
                         effect="watch stopped; its policies are dropped",
                     )
+        first = not self.cluster.admin_known
         self.cluster.admin_known = True
         missing = frozenset(store.ADMIN_KINDS) - served_kinds
+        if first and missing == frozenset(store.ADMIN_KINDS):
+            # The initial LISTs may all be done already: with no admin reflector to deliver
+            # anything, an empty relist of an unserved kind wakes the reconciler, which finds
+            # the store in sync now (it changes nothing).
+            self.deliver(watch.Relist(store.ADMIN_KINDS[0], [], "", time.monotonic()))
         if missing and missing != self._reported:
             log.info(
                 "admin_kinds_not_served",
