@@ -17,7 +17,7 @@ from typing import Any
 import kubernetes.client
 import structlog
 
-from agent import config, health, localapi, metrics, store
+from agent import cni, config, health, localapi, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import adminwatch, clients, events, rest, watch
@@ -51,6 +51,15 @@ async def run(settings: config.Settings) -> int:
     recorder = events.Recorder(api, settings.node_name)
     changes = tamper.Watch()
     rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows, changes)
+    unprotected = cni.Unprotected(lambda: cluster.cni_hints, rec.pods)
+    rec.after_commit.append(unprotected.after_commit)
+    plugin = (
+        cni.Server(settings.cni_socket, settings.netns_dir, queue, rec.pods, dataplane)
+        if settings.cni_socket
+        else None
+    )
+    if plugin is not None:
+        rec.after_commit.append(plugin.after_commit)
     beat = Heartbeat(loop)
     reflectors: list[watch.Reflector] = []
     ready = functools.partial(_ready, rec, reflectors, settings.stale_after)
@@ -66,6 +75,14 @@ async def run(settings: config.Settings) -> int:
             f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
         ) from exc
     await dataplane.start()
+    if plugin is not None:
+        try:
+            await plugin.start()
+        except OSError as exc:
+            await dataplane.close()
+            await endpoint.stop()
+            api.close()
+            raise StartupError(f"cannot serve the CNI socket {settings.cni_socket}: {exc}") from exc
     deliver = watch.threadsafe_delivery(loop, queue)
     reflectors += [
         watch.Reflector(name, fn, deliver, watch_timeout=settings.watch_timeout)
@@ -92,6 +109,8 @@ async def run(settings: config.Settings) -> int:
     await _cancel(tasks)
     await asyncio.to_thread(writer.release)
     await _stop_children(flows, changes)
+    if plugin is not None:
+        await plugin.close()
     await dataplane.close()
     await endpoint.stop()
     api.close()

@@ -129,6 +129,8 @@ class Reconciler:
         self._swept = False  # the first in-sync pass also sweeps leftover tables
         self._events_waiting: Callable[[], bool] = lambda: False
         self.indexes = indexes.Indexes(settings, cluster)
+        # Called after each pass's commits with its plans (agent.cni answers the plugin).
+        self.after_commit: list[Callable[[list[sync_pod.Plan]], None]] = []
 
     @property
     def ready(self) -> bool:
@@ -224,6 +226,8 @@ class Reconciler:
         if self.indexes.take_host_moved():  # a scan during the pass saw them move
             await self._plan_and_commit(run, local, None)
         self._finish_pass(run)
+        for hook in self.after_commit:
+            hook(run.plans)
         await self.cuts.run(self._events_waiting)
         status.update_gauges(self.pods)
         self.readiness.update(self.pods, self.store.pods.keys())
@@ -260,6 +264,7 @@ class Reconciler:
             state = self.pods.setdefault(key, sync_pod.PodState(key))
             if self._due(pod, state, targets, run.verify or key in run.suspects, now):
                 due.add(key)
+        await self._pin(local, due)
         if run.verify or any(placement.unplaced(local[key], self.pods[key]) for key in due):
             due |= await self._place(local, due)
         work: list[asyncio.Task[None]] = []
@@ -317,6 +322,31 @@ class Reconciler:
 
     async def _scan(self) -> netns.Index:
         return await _scan(self.dataplane, self.settings, self.indexes)
+
+    async def _pin(self, local: dict[str, model.Pod], due: set[str]) -> None:
+        """Place the unplaced pods podseg-cni announced in the namespace it named, from a scan
+        of those namespaces alone (a new pod's ADD waits for this pass). Any it cannot place
+        are left to the full scan."""
+        hints = self.store.cni_hints
+        pinned = [
+            key
+            for key in due
+            if key in hints
+            and hints[key].ips == local[key].ips
+            and placement.unplaced(local[key], self.pods[key])
+        ]
+        if not pinned:
+            return
+        paths = tuple(sorted({hints[key].netns for key in pinned}))
+        try:
+            scanned = await self.dataplane.call(
+                protocol.Scan(self.settings.netns_dir, False, paths)
+            )
+        except protocol.DataplaneError:
+            return
+        index = netns.Index(scanned.candidates)
+        for key in pinned:
+            placement.pin(self.pods[key], index, hints[key].netns, local[key].ips)
 
     async def _place(self, local: dict[str, model.Pod], due: set[str]) -> set[str]:
         """Scan the namespaces and place every local pod (agent.sync.placement); the pods

@@ -41,6 +41,18 @@ def link_of(target: netns.Target) -> ruleset.Link:
     return containment.link(target.link_local, routes)
 
 
+def pin(state: sync_pod.PodState, index: netns.Index, path: str, ips: tuple[str, ...]) -> bool:
+    """Place a pod in the one namespace podseg-cni named (`index`: a scan of it alone), when
+    it holds the pod's IPs; no scan of the others. The next full placement re-checks it (a
+    decoy holding the same addresses is found there). False: it does not hold them."""
+    found = [t for t in index.holders(ips) if t.path == path]
+    if not found:
+        return False
+    state.slots = {found[0].ident: sync_pod.Slot(found[0])}
+    state.target_ips = ips
+    return True
+
+
 @dataclasses.dataclass
 class Moves:
     """What a placement changed: pods to plan again, and the slots pods left."""
