@@ -51,15 +51,7 @@ async def run(settings: config.Settings) -> int:
     recorder = events.Recorder(api, settings.node_name)
     changes = tamper.Watch()
     rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows, changes)
-    unprotected = cni.Unprotected(lambda: cluster.cni_hints, rec.pods)
-    rec.after_commit.append(unprotected.after_commit)
-    plugin = (
-        cni.Server(settings.cni_socket, settings.netns_dir, queue, rec.pods, dataplane)
-        if settings.cni_socket
-        else None
-    )
-    if plugin is not None:
-        rec.after_commit.append(plugin.after_commit)
+    plugin = _cni(settings, queue, cluster, rec, dataplane)
     beat = Heartbeat(loop)
     reflectors: list[watch.Reflector] = []
     ready = functools.partial(_ready, rec, reflectors, settings.stale_after)
@@ -67,6 +59,7 @@ async def run(settings: config.Settings) -> int:
     endpoint = health.Endpoint(
         settings.metrics_host, settings.metrics_port, ready, beat.alive, local.routes
     )
+    await _start_cni(plugin, settings, api)
     try:
         await endpoint.start()
     except OSError as exc:
@@ -75,14 +68,6 @@ async def run(settings: config.Settings) -> int:
             f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
         ) from exc
     await dataplane.start()
-    if plugin is not None:
-        try:
-            await plugin.start()
-        except OSError as exc:
-            await dataplane.close()
-            await endpoint.stop()
-            api.close()
-            raise StartupError(f"cannot serve the CNI socket {settings.cni_socket}: {exc}") from exc
     deliver = watch.threadsafe_delivery(loop, queue)
     reflectors += [
         watch.Reflector(name, fn, deliver, watch_timeout=settings.watch_timeout)
@@ -108,9 +93,7 @@ async def run(settings: config.Settings) -> int:
         reflector.stop()
     await _cancel(tasks)
     await asyncio.to_thread(writer.release)
-    await _stop_children(flows, changes)
-    if plugin is not None:
-        await plugin.close()
+    await _stop_children(flows, changes, plugin)
     await dataplane.close()
     await endpoint.stop()
     api.close()
@@ -135,6 +118,35 @@ def _admin_watch(
     get = adminwatch.api_get(api)
     period = settings.admin_discovery_period
     return adminwatch.AdminWatch(get, cluster, reflectors, make, deliver, period=period)
+
+
+def _cni(
+    settings: config.Settings,
+    queue: asyncio.Queue[watch.WatchEvent | watch.Relist],
+    cluster: store.Store,
+    rec: sync_loop.Reconciler,
+    dataplane: client.WorkerClient,
+) -> cni.Server | None:
+    """The unprotected-time metric, and the podseg-cni socket server when one is configured,
+    both hooked after each pass's commits (agent.cni)."""
+    rec.after_commit.append(cni.Unprotected(lambda: cluster.cni_hints, rec.pods).after_commit)
+    if not settings.cni_socket:
+        return None
+    server = cni.Server(settings.cni_socket, settings.netns_dir, queue, rec.pods, dataplane)
+    rec.after_commit.append(server.after_commit)
+    return server
+
+
+async def _start_cni(
+    server: cni.Server | None, settings: config.Settings, api: kubernetes.client.ApiClient
+) -> None:
+    if server is None:
+        return
+    try:
+        await server.start()
+    except OSError as exc:
+        api.close()
+        raise StartupError(f"cannot serve the CNI socket {settings.cni_socket}: {exc}") from exc
 
 
 def _start_tasks(
@@ -164,7 +176,11 @@ async def _start_children(
         await changes.start()
 
 
-async def _stop_children(flows: flows_collector.Collector | None, changes: tamper.Watch) -> None:
+async def _stop_children(
+    flows: flows_collector.Collector | None, changes: tamper.Watch, plugin: cni.Server | None
+) -> None:
+    if plugin is not None:
+        await plugin.close()
     if flows is not None:
         await flows.close()
     await changes.close()

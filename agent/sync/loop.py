@@ -264,7 +264,9 @@ class Reconciler:
             state = self.pods.setdefault(key, sync_pod.PodState(key))
             if self._due(pod, state, targets, run.verify or key in run.suspects, now):
                 due.add(key)
-        await self._pin(local, due)
+        await placement.pin_announced(
+            self.dataplane, self.settings.netns_dir, self.store.cni_hints, self.pods, local, due
+        )
         if run.verify or any(placement.unplaced(local[key], self.pods[key]) for key in due):
             due |= await self._place(local, due)
         work: list[asyncio.Task[None]] = []
@@ -322,31 +324,6 @@ class Reconciler:
 
     async def _scan(self) -> netns.Index:
         return await _scan(self.dataplane, self.settings, self.indexes)
-
-    async def _pin(self, local: dict[str, model.Pod], due: set[str]) -> None:
-        """Place the unplaced pods podseg-cni announced in the namespace it named, from a scan
-        of those namespaces alone (a new pod's ADD waits for this pass). Any it cannot place
-        are left to the full scan."""
-        hints = self.store.cni_hints
-        pinned = [
-            key
-            for key in due
-            if key in hints
-            and hints[key].ips == local[key].ips
-            and placement.unplaced(local[key], self.pods[key])
-        ]
-        if not pinned:
-            return
-        paths = tuple(sorted({hints[key].netns for key in pinned}))
-        try:
-            scanned = await self.dataplane.call(
-                protocol.Scan(self.settings.netns_dir, False, paths)
-            )
-        except protocol.DataplaneError:
-            return
-        index = netns.Index(scanned.candidates)
-        for key in pinned:
-            placement.pin(self.pods[key], index, hints[key].netns, local[key].ips)
 
     async def _place(self, local: dict[str, model.Pod], due: set[str]) -> set[str]:
         """Scan the namespaces and place every local pod (agent.sync.placement); the pods

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 from collections.abc import Mapping, MutableMapping
 
-from agent import model
+from agent import model, store
 from agent.calc import containment, ruleset
 from agent.dataplane import netns, protocol
 from agent.flows import collector as flows_collector
@@ -51,6 +51,34 @@ def pin(state: sync_pod.PodState, index: netns.Index, path: str, ips: tuple[str,
     state.slots = {found[0].ident: sync_pod.Slot(found[0])}
     state.target_ips = ips
     return True
+
+
+async def pin_announced(
+    dataplane: protocol.Dataplane,
+    netns_dir: str,
+    hints: Mapping[str, store.CniHint],
+    states: MutableMapping[str, sync_pod.PodState],
+    local: Mapping[str, model.Pod],
+    due: set[str],
+) -> None:
+    """Place the unplaced pods podseg-cni announced in the namespace it named, from a scan of
+    those namespaces alone (the pod's ADD waits for this pass). Any it cannot place are left to
+    the full scan."""
+    pinned = [
+        key
+        for key in due
+        if key in hints and hints[key].ips == local[key].ips and unplaced(local[key], states[key])
+    ]
+    if not pinned:
+        return
+    paths = tuple(sorted({hints[key].netns for key in pinned}))
+    try:
+        scanned = await dataplane.call(protocol.Scan(netns_dir, False, paths))
+    except protocol.DataplaneError:
+        return
+    index = netns.Index(scanned.candidates)
+    for key in pinned:
+        pin(states[key], index, hints[key].netns, local[key].ips)
 
 
 @dataclasses.dataclass
