@@ -83,12 +83,14 @@ def parse(line: bytes) -> Request:
 
 
 def normalize(path: str, netns_dir: str) -> str:
-    """`path` as the agent's scan names it: a namespace file in the netns directory under
-    the directory's configured name (/run/netns and /var/run/netns are one directory)."""
-    parent, name = os.path.split(path)
+    """`path` as the agent's scan names it: the entry of the same name in the netns directory
+    when it is the same namespace (/run/netns and /var/run/netns are one directory; a netns
+    directory may link the runtime's files), else `path` itself. One stat each, no listing."""
+    candidate = os.path.join(netns_dir, os.path.basename(path))
     with contextlib.suppress(OSError):
-        if os.path.realpath(parent) == os.path.realpath(netns_dir):
-            return os.path.join(netns_dir, name)
+        mine, theirs = os.stat(candidate), os.stat(path)
+        if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino):
+            return candidate
     return path
 
 

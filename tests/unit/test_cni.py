@@ -47,10 +47,15 @@ def test_bad_requests_are_refused(line: bytes) -> None:
         cni.parse(line)
 
 
-def test_a_path_in_the_netns_dir_is_named_under_the_configured_dir(tmp_path: pathlib.Path) -> None:
-    real = tmp_path / "real"
-    real.mkdir()
-    alias = tmp_path / "alias"
-    alias.symlink_to(real)
-    assert cni.normalize(str(real / "ns1"), str(alias)) == str(alias / "ns1")
-    assert cni.normalize("/proc/1/ns/net", str(alias)) == "/proc/1/ns/net"
+def test_a_namespace_file_is_named_as_the_netns_dir_names_it(tmp_path: pathlib.Path) -> None:
+    runtime = tmp_path / "run-netns"
+    runtime.mkdir()
+    (runtime / "cni-1").write_text("")
+    (runtime / "cni-2").write_text("")
+    agent_dir = tmp_path / "agent-netns"
+    agent_dir.mkdir()
+    (agent_dir / "cni-1").symlink_to(runtime / "cni-1")
+    (agent_dir / "cni-2").write_text("")  # same name, another file
+    assert cni.normalize(str(runtime / "cni-1"), str(agent_dir)) == str(agent_dir / "cni-1")
+    assert cni.normalize(str(runtime / "cni-2"), str(agent_dir)) == str(runtime / "cni-2")
+    assert cni.normalize("/proc/1/ns/net", str(agent_dir)) == "/proc/1/ns/net"
