@@ -16,7 +16,7 @@ import (
 
 // PendingTable is the nftables table podseg-cni installs; the agent deletes it in the same
 // transaction that installs the pod's real table (`table inet podseg`).
-const PendingTable = "podseg_pending"
+const PendingTable = "podseg-pending"
 
 var unsafeComment = regexp.MustCompile(`[^A-Za-z0-9_./=:-]`)
 

@@ -87,7 +87,7 @@ func TestParseArgs(t *testing.T) {
 func TestPendingScriptAllowList(t *testing.T) {
 	s := PendingScript(PodRef{"ns1", "web 1"}, "0123456789abcdef", []string{"198.18.200.10", "fd00:198:18::a"}, []string{"198.18.0.1"})
 	for _, want := range []string{
-		"table inet podseg_pending\ndelete table inet podseg_pending\n",
+		"table inet podseg-pending\ndelete table inet podseg-pending\n",
 		`comment "podseg pending pod=ns1/web_1 cid=0123456789ab"`,
 		"policy drop;",
 		"ip saddr { 198.18.0.1 } accept",

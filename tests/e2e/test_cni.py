@@ -134,7 +134,7 @@ def test_add_returns_with_the_real_ruleset_in_place(env: Env) -> None:
     # prevResult passes through unchanged
     assert outcome.json() == cniplugin.prev_result(pod, env.cluster.nodes[NODE])
     held = cniplugin.tables(pod.netns_path)
-    assert "inet podseg" in held and "inet podseg_pending" not in held
+    assert "inet podseg" in held and "inet podseg-pending" not in held
     assert verdict(pod, env.server.ipv4, 80) == "ok"  # allowed by the policy
     assert verdict(pod, env.server.ipv4, 81) != "ok"  # denied
     assert verdict(env.server, pod.ipv4, 80) != "ok"  # ingress denied
@@ -148,7 +148,7 @@ def test_fail_closed_without_agent_then_the_agent_replaces_pending(env: Env) -> 
     assert "fail-closed" in outcome.stderr
     assert outcome.json() == cniplugin.prev_result(pod, env.cluster.nodes[NODE])
     held = cniplugin.tables(pod.netns_path)
-    assert "inet podseg_pending" in held and "inet podseg" not in held
+    assert "inet podseg-pending" in held and "inet podseg" not in held
     # The allow-list while pending: DNS to the cluster DNS address, packets from the node.
     assert verdict(pod, env.dns.ipv4, 53) == "ok"
     assert verdict(env.node_process, pod.ipv4, 80) == "ok"
@@ -161,7 +161,7 @@ def test_fail_closed_without_agent_then_the_agent_replaces_pending(env: Env) -> 
 
     def replaced() -> bool:
         held = cniplugin.tables(pod.netns_path)
-        return "inet podseg" in held and "inet podseg_pending" not in held
+        return "inet podseg" in held and "inet podseg-pending" not in held
 
     wait_for(replaced, timeout=30, what="the real ruleset replacing the pending table")
     assert verdict(pod, env.server.ipv4, 80) == "ok"
@@ -176,7 +176,7 @@ def test_fail_open_removes_pending(env: Env) -> None:
     assert "fail-open" in outcome.stderr
     assert outcome.json() == cniplugin.prev_result(pod, env.cluster.nodes[NODE])
     held = cniplugin.tables(pod.netns_path)
-    assert "inet podseg_pending" not in held and "inet podseg" not in held
+    assert "inet podseg-pending" not in held and "inet podseg" not in held
     assert verdict(pod, env.server.ipv4, 81) == "ok"  # unprotected, as configured
 
 
@@ -190,9 +190,9 @@ def test_del_removes_only_a_pending_table(env: Env) -> None:
     env.stop_agent()
     pending = env.new_pod()
     assert env.plugin("ADD", pending, timeoutMs=200).code == 0
-    assert "inet podseg_pending" in cniplugin.tables(pending.netns_path)
+    assert "inet podseg-pending" in cniplugin.tables(pending.netns_path)
     assert env.plugin("DEL", pending).code == 0
-    assert "inet podseg_pending" not in cniplugin.tables(pending.netns_path)
+    assert "inet podseg-pending" not in cniplugin.tables(pending.netns_path)
     assert env.plugin("DEL", pending).code == 0  # DEL is idempotent
     gone = cniplugin.run(env.binary, "DEL", env.conf(None), netns="", container_id="c")
     assert gone.code == 0, gone.stderr  # no namespace any more: nothing to do

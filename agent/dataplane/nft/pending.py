@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-TABLE = "podseg_pending"  # `table inet podseg_pending`, as the plugin writes it
+TABLE = "podseg-pending"  # `table inet podseg-pending`, as the plugin writes it
 
 _OWNER_RE = re.compile(r'comment "podseg pending pod=(\S+)')
 

@@ -158,7 +158,7 @@ def comment(ns: namespaces.Namespaces, request: protocol.ReadComment) -> protoco
 
 def owned_tables(ns: namespaces.Namespaces, path: str, ino: int | None) -> tuple[str, ...]:
     """The podseg tables of the namespace (`inet podseg`, `netdev podseg`, podseg-cni's
-    `inet podseg_pending`; a table of that name in another family is not ours), from one
+    `inet podseg-pending`; a table of that name in another family is not ours), from one
     listing of its table names: absence is an answer, not an error to interpret."""
     text = ns.run(path, ino, "list tables")
     found = []
