@@ -15,7 +15,6 @@ import (
 const (
 	DefaultSocket  = "/run/podseg/cni.sock"
 	DefaultTimeout = 5 * time.Second
-	DefaultNft     = "nft"
 )
 
 // Config is the plugin's entry in the network configuration list.
@@ -28,7 +27,6 @@ type Config struct {
 	FailOpen      bool            `json:"failOpen"`
 	ClusterDNS    []string        `json:"clusterDNS"`
 	NodeAddresses []string        `json:"nodeAddresses"`
-	Nft           string          `json:"nft"`
 	RawPrevResult json.RawMessage `json:"prevResult"`
 }
 
@@ -48,9 +46,6 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	if conf.AgentSocket == "" {
 		conf.AgentSocket = DefaultSocket
-	}
-	if conf.Nft == "" {
-		conf.Nft = DefaultNft
 	}
 	for _, addr := range append(append([]string{}, conf.ClusterDNS...), conf.NodeAddresses...) {
 		if net.ParseIP(addr) == nil {

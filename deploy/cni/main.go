@@ -16,14 +16,17 @@ func logf(format string, args ...any) {
 
 // Plugin holds what the commands need from outside, so tests can replace it.
 type Plugin struct {
-	Out    *os.File
-	Nft    func(nft, netns, script string) error
-	Ask    func(socket string, req Request, timeout time.Duration) (Reply, error)
-	Status func(outcome string)
+	Out     *os.File
+	Install func(netns string, p Pending) error
+	Remove  func(netns string) error
+	Ask     func(socket string, req Request, timeout time.Duration) (Reply, error)
+	Status  func(outcome string)
 }
 
 func defaultPlugin() *Plugin {
-	return &Plugin{Out: os.Stdout, Nft: RunNft, Ask: AskAgent, Status: func(string) {}}
+	nl := Netlink{}
+	return &Plugin{Out: os.Stdout, Install: nl.Install, Remove: nl.Remove, Ask: AskAgent,
+		Status: func(string) {}}
 }
 
 // Add installs the pending table, asks the agent to program the pod, and passes prevResult
@@ -40,8 +43,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	pod := ParseArgs(args.Args)
 	node := append(append([]string{}, conf.NodeAddresses...), prev.Gateways...)
-	script := PendingScript(pod, args.ContainerID, conf.ClusterDNS, node)
-	if err := p.Nft(conf.Nft, args.Netns, script); err != nil {
+	pending := NewPending(pod, args.ContainerID, conf.ClusterDNS, node)
+	if err := p.Install(args.Netns, pending); err != nil {
 		return fmt.Errorf("podseg-cni: cannot install the pending ruleset: %w", err)
 	}
 	req := Request{
@@ -57,7 +60,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		if conf.FailOpen {
 			outcome = "fail-open"
-			if rmErr := p.Nft(conf.Nft, args.Netns, RemoveScript()); rmErr != nil {
+			if rmErr := p.Remove(args.Netns); rmErr != nil {
 				logf("fail open: cannot remove the pending ruleset: %v", rmErr)
 			}
 		} else {
@@ -73,8 +76,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // Del removes the pending table if it is still there; the agent's own table stays (the agent
 // removes it when the pod is gone).
 func (p *Plugin) Del(args *skel.CmdArgs) error {
-	conf, err := ParseConfig(args.StdinData)
-	if err != nil {
+	if _, err := ParseConfig(args.StdinData); err != nil {
 		return err
 	}
 	if args.Netns == "" {
@@ -83,7 +85,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if _, statErr := os.Stat(args.Netns); statErr != nil {
 		return nil // the namespace is gone, and the table with it
 	}
-	if err := p.Nft(conf.Nft, args.Netns, RemoveScript()); err != nil {
+	if err := p.Remove(args.Netns); err != nil {
 		logf("del: %v", err)
 	}
 	return nil

@@ -1,68 +1,49 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"regexp"
-	"runtime"
 	"sort"
-	"strings"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
 
-// PendingTable is the nftables table podseg-cni installs; the agent deletes it in the same
-// transaction that installs the pod's real table (`table inet podseg`).
+// PendingTable is the nftables table podseg-cni installs (`table inet podseg-pending`); the
+// agent deletes it in the same transaction that installs the pod's real table.
 const PendingTable = "podseg-pending"
+
+// pendingPriority hooks the pending chains before podseg's own (priority filter = 0).
+const pendingPriority = -5
 
 var unsafeComment = regexp.MustCompile(`[^A-Za-z0-9_./=:-]`)
 
-// PendingScript is the nft transaction that (re)creates the pending table: everything in and
-// out is dropped except loopback, replies of allowed connections, packets from the node's
-// addresses (kubelet probes), DNS to the cluster DNS addresses, and IPv6 neighbour discovery.
-func PendingScript(pod PodRef, containerID string, dns, node []string) string {
-	dns4, dns6 := split(dns)
-	node4, node6 := split(node)
+// Pending is what the pending ruleset lets through (docs/cni.md, "Allow-list while pending"):
+// loopback, replies of allowed connections, packets from the node's addresses (kubelet
+// probes), DNS to the cluster DNS addresses, and IPv6 neighbour discovery. All else drops.
+type Pending struct {
+	Comment    string
+	DNS4, DNS6 []net.IP
+	Node4      []net.IP
+	Node6      []net.IP
+}
+
+// NewPending builds the allow-list for a pod from the configured and prevResult addresses.
+func NewPending(pod PodRef, containerID string, dns, node []string) Pending {
 	clean := func(s string) string { return unsafeComment.ReplaceAllString(s, "_") }
-	comment := fmt.Sprintf("podseg pending pod=%s/%s cid=%.12s",
-		clean(pod.Namespace), clean(pod.Name), clean(containerID))
-	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\n", PendingTable, PendingTable)
-	fmt.Fprintf(&b, "table inet %s {\n\tcomment \"%s\"\n", PendingTable, comment)
-	b.WriteString("\tchain input {\n\t\ttype filter hook input priority -5; policy drop;\n")
-	b.WriteString("\t\tiif \"lo\" accept\n\t\tct state established,related accept\n")
-	if len(node4) > 0 {
-		fmt.Fprintf(&b, "\t\tip saddr { %s } accept\n", strings.Join(node4, ", "))
-	}
-	if len(node6) > 0 {
-		fmt.Fprintf(&b, "\t\tip6 saddr { %s } accept\n", strings.Join(node6, ", "))
-	}
-	b.WriteString("\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept\n")
-	b.WriteString("\t}\n")
-	b.WriteString("\tchain output {\n\t\ttype filter hook output priority -5; policy drop;\n")
-	b.WriteString("\t\toif \"lo\" accept\n\t\tct state established,related accept\n")
-	for _, proto := range []string{"udp", "tcp"} {
-		if len(dns4) > 0 {
-			fmt.Fprintf(&b, "\t\tip daddr { %s } %s dport 53 accept\n", strings.Join(dns4, ", "), proto)
-		}
-		if len(dns6) > 0 {
-			fmt.Fprintf(&b, "\t\tip6 daddr { %s } %s dport 53 accept\n", strings.Join(dns6, ", "), proto)
-		}
-	}
-	b.WriteString("\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept\n")
-	b.WriteString("\t}\n}\n")
-	return b.String()
+	p := Pending{Comment: fmt.Sprintf("podseg pending pod=%s/%s cid=%.12s",
+		clean(pod.Namespace), clean(pod.Name), clean(containerID))}
+	p.DNS4, p.DNS6 = split(dns)
+	p.Node4, p.Node6 = split(node)
+	return p
 }
 
-// RemoveScript deletes the pending table if it is there (and only it).
-func RemoveScript() string {
-	return fmt.Sprintf("table inet %s\ndelete table inet %s\n", PendingTable, PendingTable)
-}
-
-func split(addrs []string) (v4, v6 []string) {
+func split(addrs []string) (v4, v6 []net.IP) {
 	seen := map[string]bool{}
 	for _, a := range addrs {
 		ip := net.ParseIP(a)
@@ -70,55 +51,183 @@ func split(addrs []string) (v4, v6 []string) {
 			continue
 		}
 		seen[ip.String()] = true
-		if ip.To4() != nil {
-			v4 = append(v4, ip.String())
+		if ip4 := ip.To4(); ip4 != nil {
+			v4 = append(v4, ip4)
 		} else {
-			v6 = append(v6, ip.String())
+			v6 = append(v6, ip.To16())
 		}
 	}
-	sort.Strings(v4)
-	sort.Strings(v6)
+	less := func(s []net.IP) func(i, j int) bool {
+		return func(i, j int) bool { return s[i].String() < s[j].String() }
+	}
+	sort.Slice(v4, less(v4))
+	sort.Slice(v6, less(v6))
 	return v4, v6
 }
 
-// RunNft runs `nft -f -` with `script` inside the network namespace at `netnsPath`: on a
-// thread of its own that enters the namespace and is thrown away afterwards.
-func RunNft(nft, netnsPath, script string) error {
+// Rule is one rule of the pending table, by chain.
+type Rule struct {
+	Chain string // "input" | "output"
+	Exprs []expr.Any
+}
+
+func accept() expr.Any { return &expr.Verdict{Kind: expr.VerdictAccept} }
+
+func cmp(data []byte) expr.Any {
+	return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data}
+}
+
+func meta(key expr.MetaKey) expr.Any { return &expr.Meta{Key: key, Register: 1} }
+
+func ifname(name string) []byte {
+	b := make([]byte, 16)
+	copy(b, name)
+	return b
+}
+
+func nfproto(ip net.IP) []expr.Any {
+	family := byte(unix.NFPROTO_IPV6)
+	if ip.To4() != nil {
+		family = unix.NFPROTO_IPV4
+	}
+	return []expr.Any{meta(expr.MetaKeyNFPROTO), cmp([]byte{family})}
+}
+
+// addr matches the source (src) or destination address of an IPv4 or IPv6 packet.
+func addr(ip net.IP, src bool) []expr.Any {
+	offset, length, data := uint32(16), uint32(4), []byte(ip.To4())
+	if data == nil {
+		offset, length, data = 24, 16, []byte(ip.To16())
+	}
+	if src {
+		offset -= length
+	}
+	return append(nfproto(ip),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
+		cmp(data))
+}
+
+func l4(proto byte) []expr.Any { return []expr.Any{meta(expr.MetaKeyL4PROTO), cmp([]byte{proto})} }
+
+// Rules is the pending table's rules in order: the readable form of the allow-list.
+func (p Pending) Rules() []Rule {
+	rules := []Rule{
+		{"input", []expr.Any{meta(expr.MetaKeyIIFNAME), cmp(ifname("lo")), accept()}},
+		{"output", []expr.Any{meta(expr.MetaKeyOIFNAME), cmp(ifname("lo")), accept()}},
+	}
+	established := []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+		accept(),
+	}
+	rules = append(rules, Rule{"input", established}, Rule{"output", established})
+	for _, ip := range append(append([]net.IP{}, p.Node4...), p.Node6...) {
+		rules = append(rules, Rule{"input", append(addr(ip, true), accept())})
+	}
+	for _, ip := range append(append([]net.IP{}, p.DNS4...), p.DNS6...) {
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			exprs := append(addr(ip, false), l4(proto)...)
+			exprs = append(exprs,
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				cmp([]byte{0, 53}), accept())
+			rules = append(rules, Rule{"output", exprs})
+		}
+	}
+	// IPv6 neighbour discovery: router solicit/advert (133/134), neighbour solicit/advert.
+	for _, nd := range []struct {
+		chain string
+		types []byte
+	}{{"input", []byte{134, 135, 136}}, {"output", []byte{133, 135, 136}}} {
+		chain := nd.chain
+		for _, typ := range nd.types {
+			exprs := []expr.Any{meta(expr.MetaKeyNFPROTO), cmp([]byte{unix.NFPROTO_IPV6})}
+			exprs = append(exprs, l4(unix.IPPROTO_ICMPV6)...)
+			exprs = append(exprs,
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+				cmp([]byte{typ}), accept())
+			rules = append(rules, Rule{chain, exprs})
+		}
+	}
+	sort.SliceStable(rules, func(i, j int) bool { return rules[i].Chain < rules[j].Chain })
+	return rules
+}
+
+// Netlink applies and removes the pending table in a namespace (one transaction each).
+type Netlink struct{}
+
+func withConn(netnsPath string, fn func(c *nftables.Conn) error) error {
 	fd, err := os.Open(netnsPath)
 	if err != nil {
 		return fmt.Errorf("open netns %s: %w", netnsPath, err)
 	}
 	defer fd.Close()
-	done := make(chan error, 1)
-	go func() {
-		// Never unlocked: the goroutine's thread ends with it and never returns to the pool
-		// while inside the pod's namespace.
-		runtime.LockOSThread()
-		if err := unix.Setns(int(fd.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("setns %s: %w", netnsPath, err)
-			return
-		}
-		cmd := exec.Command(nft, "-f", "-")
-		cmd.Stdin = strings.NewReader(script)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			done <- fmt.Errorf("nft in %s: %w: %s", netnsPath, err, strings.TrimSpace(out.String()))
-			return
-		}
-		done <- nil
-	}()
-	return <-done
+	c, err := nftables.New(nftables.WithNetNSFd(int(fd.Fd())))
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", netnsPath, err)
+	}
+	return fn(c)
 }
 
-// HasPending reports whether the namespace holds the pending table.
-func HasPending(nft, netnsPath string) (bool, error) {
-	err := RunNft(nft, netnsPath, fmt.Sprintf("list table inet %s\n", PendingTable))
-	if err == nil {
-		return true, nil
+func pendingExists(c *nftables.Conn) (*nftables.Table, error) {
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, err
 	}
-	if strings.Contains(err.Error(), "No such file or directory") {
-		return false, nil
+	for _, t := range tables {
+		if t.Name == PendingTable {
+			return t, nil
+		}
 	}
-	return false, err
+	return nil, nil
+}
+
+// Install (re)creates the pending table in one transaction.
+func (Netlink) Install(netnsPath string, p Pending) error {
+	return withConn(netnsPath, func(c *nftables.Conn) error {
+		old, err := pendingExists(c)
+		if err != nil {
+			return fmt.Errorf("list tables in %s: %w", netnsPath, err)
+		}
+		if old != nil { // a retried ADD: replace it whole
+			c.DelTable(old)
+		}
+		table := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: PendingTable})
+		drop := nftables.ChainPolicyDrop
+		chains := map[string]*nftables.Chain{}
+		for _, name := range []string{"input", "output"} {
+			hook := nftables.ChainHookInput
+			if name == "output" {
+				hook = nftables.ChainHookOutput
+			}
+			chains[name] = c.AddChain(&nftables.Chain{Name: name, Table: table,
+				Type: nftables.ChainTypeFilter, Hooknum: hook,
+				Priority: nftables.ChainPriorityRef(pendingPriority), Policy: &drop})
+		}
+		for i, r := range p.Rules() {
+			rule := &nftables.Rule{Table: table, Chain: chains[r.Chain], Exprs: r.Exprs}
+			if i == 0 { // the owner, for operators and the agent (`nft list table`)
+				rule.UserData = userdata.AppendString(nil, userdata.TypeComment, p.Comment)
+			}
+			c.AddRule(rule)
+		}
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("pending table in %s: %w", netnsPath, err)
+		}
+		return nil
+	})
+}
+
+// Remove deletes the pending table if it is there; nothing else.
+func (Netlink) Remove(netnsPath string) error {
+	return withConn(netnsPath, func(c *nftables.Conn) error {
+		old, err := pendingExists(c)
+		if err != nil || old == nil {
+			return err
+		}
+		c.DelTable(old)
+		return c.Flush()
+	})
 }
