@@ -148,8 +148,15 @@ class Server:
             log.warning("cni_request_refused", error=str(exc) or type(exc).__name__)
             await _reply(writer, {"ok": False, "error": f"bad request: {exc}"})
             return
+        started = time.monotonic()
         result = await self._serve(request, reader)
         metrics.CNI_REQUESTS.labels(result).inc()
+        log.info(
+            "cni_answered" if result == "programmed" else "cni_gone",
+            pod=request.name,
+            namespace=request.namespace,
+            wait_ms=round((time.monotonic() - started) * 1000, 3),
+        )
         if result == "programmed":
             await _reply(writer, {"ok": True})
         else:
