@@ -9,6 +9,7 @@ and the API has the pod object (labels, node) but no IP yet; the IP is only repo
 from __future__ import annotations
 
 import pathlib
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import cniplugin, podclient, topology
+from tests.support.live import BACKENDS, backend_args, sample
 from tests.support.polling import wait_for
 
 NODE = "node-1"
@@ -25,8 +27,10 @@ PROBE_TIMEOUT = 0.8
 
 
 class Env:
-    def __init__(self, cluster: sandbox_cluster.SandboxCluster, binary: pathlib.Path) -> None:
-        self.cluster, self.binary = cluster, binary
+    def __init__(
+        self, cluster: sandbox_cluster.SandboxCluster, binary: pathlib.Path, extra: list[str]
+    ) -> None:
+        self.cluster, self.binary, self.extra = cluster, binary, extra
         self.socket = str(cluster.workdir / "cni.sock")
         self.server = cluster.add_pod(NS, "server", {"app": "server"})
         self.dns = cluster.add_pod("kube-system", "dns", {"k8s-app": "dns"}, serve=[53, 80])
@@ -40,7 +44,7 @@ class Env:
 
     def start_agent(self) -> None:
         if NODE not in self.cluster.agents or not self.agent.running:
-            self.cluster.start_agent(NODE, ["--cni-socket", self.socket])
+            self.cluster.start_agent(NODE, ["--cni-socket", self.socket, *self.extra])
 
     def stop_agent(self) -> None:
         if NODE in self.cluster.agents and self.agent.running:
@@ -63,6 +67,22 @@ class Env:
         }
         self.cluster.core.create_namespaced_pod(NS, body)
         return pod
+
+    def programmed(self, pod: topology.SandboxPod) -> bool:
+        """Whether the agent's own rules are in the pod's namespace (either backend)."""
+        if "--backend" in self.extra and self.extra[-1] == "iptables":
+            saved = subprocess.run(
+                ["nsenter", f"--net={pod.netns_path}", "iptables-save"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout
+            return "PODSEG-" in saved
+        return "inet podseg" in cniplugin.tables(pod.netns_path)
+
+    def pending(self, pod: topology.SandboxPod) -> bool:
+        return "inet podseg-pending" in cniplugin.tables(pod.netns_path)
 
     def report_ips(self, pod: topology.SandboxPod) -> None:
         """What the kubelet does once ADD succeeded."""
@@ -96,14 +116,16 @@ def verdict(src: topology.SandboxPod | podclient.PodProcess, dst: str, port: int
     return str(answer["results"][0]["verdict"])
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """Once per dataplane backend: each replaces the pending table its own way."""
+    extra = backend_args(request)
     if not cniplugin.go_available():
         pytest.skip("Go is not installed (scripts/setup.sh installs it)")
     binary = cniplugin.build(tmp_path_factory.mktemp("cni-bin"))
     with sandbox_cluster.SandboxCluster(nodes=(NODE,)) as cluster:
         cluster.ensure_namespace(NS, {"ns": NS})
-        env = Env(cluster, binary)
+        env = Env(cluster, binary, extra)
         # New pods may reach the server on port 80 only; nothing may reach them.
         cluster.apply_policy(
             {
@@ -133,11 +155,17 @@ def test_add_returns_with_the_real_ruleset_in_place(env: Env) -> None:
     assert outcome.code == 0, outcome.stderr
     # prevResult passes through unchanged
     assert outcome.json() == cniplugin.prev_result(pod, env.cluster.nodes[NODE])
-    held = cniplugin.tables(pod.netns_path)
-    assert "inet podseg" in held and "inet podseg-pending" not in held
+    assert env.programmed(pod) and not env.pending(pod)
     assert verdict(pod, env.server.ipv4, 80) == "ok"  # allowed by the policy
     assert verdict(pod, env.server.ipv4, 81) != "ok"  # denied
     assert verdict(env.server, pod.ipv4, 80) != "ok"  # ingress denied
+    programmed = sample(env.agent, "podseg_cni_requests_total", result="programmed")
+    assert programmed is not None and programmed >= 1
+    assert sample(env.agent, "podseg_pods_pending") == 0
+    # never unprotected: its first ruleset replaced the pending one
+    assert sample(env.agent, "podseg_pod_unprotected_seconds_bucket", le="0.0") == sample(
+        env.agent, "podseg_pod_unprotected_seconds_count"
+    )
 
 
 def test_fail_closed_without_agent_then_the_agent_replaces_pending(env: Env) -> None:
@@ -147,8 +175,7 @@ def test_fail_closed_without_agent_then_the_agent_replaces_pending(env: Env) -> 
     assert outcome.code == 0, outcome.stderr
     assert "fail-closed" in outcome.stderr
     assert outcome.json() == cniplugin.prev_result(pod, env.cluster.nodes[NODE])
-    held = cniplugin.tables(pod.netns_path)
-    assert "inet podseg-pending" in held and "inet podseg" not in held
+    assert env.pending(pod) and not env.programmed(pod)
     # The allow-list while pending: DNS to the cluster DNS address, packets from the node.
     assert verdict(pod, env.dns.ipv4, 53) == "ok"
     assert verdict(env.node_process, pod.ipv4, 80) == "ok"
@@ -160,8 +187,7 @@ def test_fail_closed_without_agent_then_the_agent_replaces_pending(env: Env) -> 
     env.start_agent()
 
     def replaced() -> bool:
-        held = cniplugin.tables(pod.netns_path)
-        return "inet podseg" in held and "inet podseg-pending" not in held
+        return env.programmed(pod) and not env.pending(pod)
 
     wait_for(replaced, timeout=30, what="the real ruleset replacing the pending table")
     assert verdict(pod, env.server.ipv4, 80) == "ok"
@@ -175,8 +201,7 @@ def test_fail_open_removes_pending(env: Env) -> None:
     assert outcome.code == 0, outcome.stderr
     assert "fail-open" in outcome.stderr
     assert outcome.json() == cniplugin.prev_result(pod, env.cluster.nodes[NODE])
-    held = cniplugin.tables(pod.netns_path)
-    assert "inet podseg-pending" not in held and "inet podseg" not in held
+    assert not env.pending(pod) and not env.programmed(pod)
     assert verdict(pod, env.server.ipv4, 81) == "ok"  # unprotected, as configured
 
 
@@ -186,13 +211,13 @@ def test_del_removes_only_a_pending_table(env: Env) -> None:
     assert env.plugin("ADD", programmed).code == 0
     outcome = env.plugin("DEL", programmed)
     assert outcome.code == 0, outcome.stderr
-    assert "inet podseg" in cniplugin.tables(programmed.netns_path)  # the agent's stays
+    assert env.programmed(programmed)  # the agent's rules stay
     env.stop_agent()
     pending = env.new_pod()
     assert env.plugin("ADD", pending, timeoutMs=200).code == 0
-    assert "inet podseg-pending" in cniplugin.tables(pending.netns_path)
+    assert env.pending(pending)
     assert env.plugin("DEL", pending).code == 0
-    assert "inet podseg-pending" not in cniplugin.tables(pending.netns_path)
+    assert not env.pending(pending)
     assert env.plugin("DEL", pending).code == 0  # DEL is idempotent
     gone = cniplugin.run(env.binary, "DEL", env.conf(None), netns="", container_id="c")
     assert gone.code == 0, gone.stderr  # no namespace any more: nothing to do
