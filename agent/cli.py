@@ -20,9 +20,8 @@ from typing import Any
 
 import agent
 from agent import cleanup, config, logs
-from agent.commands import cni_install
+from agent.commands import cni_install, flowsource, mapview, whatif
 from agent.commands import explain as explain_command
-from agent.commands import flowsource, mapview, whatif
 from agent.commands import policies as policies_command
 from agent.commands import recommend as recommend_command
 from agent.commands import status as status_command
