@@ -51,7 +51,6 @@ async def run(settings: config.Settings) -> int:
     recorder = events.Recorder(api, settings.node_name)
     changes = tamper.Watch()
     rec = sync_loop.Reconciler(settings, cluster, dataplane, recorder, flows, changes)
-    plugin = _cni(settings, queue, cluster, rec, dataplane)
     beat = Heartbeat(loop)
     reflectors: list[watch.Reflector] = []
     ready = functools.partial(_ready, rec, reflectors, settings.stale_after)
@@ -59,7 +58,7 @@ async def run(settings: config.Settings) -> int:
     endpoint = health.Endpoint(
         settings.metrics_host, settings.metrics_port, ready, beat.alive, local.routes
     )
-    await _start_cni(plugin, settings, api)
+    plugin = await _cni(settings, queue, cluster, rec, dataplane, api)
     try:
         await endpoint.start()
     except OSError as exc:
@@ -120,33 +119,27 @@ def _admin_watch(
     return adminwatch.AdminWatch(get, cluster, reflectors, make, deliver, period=period)
 
 
-def _cni(
+async def _cni(
     settings: config.Settings,
     queue: asyncio.Queue[watch.WatchEvent | watch.Relist],
     cluster: store.Store,
     rec: sync_loop.Reconciler,
     dataplane: client.WorkerClient,
+    api: kubernetes.client.ApiClient,
 ) -> cni.Server | None:
-    """The unprotected-time metric, and the podseg-cni socket server when one is configured,
-    both hooked after each pass's commits (agent.cni)."""
+    """The unprotected-time metric, and the podseg-cni socket server (started) when one is
+    configured, both hooked after each pass's commits (agent.cni)."""
     rec.after_commit.append(cni.Unprotected(lambda: cluster.cni_hints, rec.pods).after_commit)
     if not settings.cni_socket:
         return None
     server = cni.Server(settings.cni_socket, settings.netns_dir, queue, rec.pods, dataplane)
     rec.after_commit.append(server.after_commit)
-    return server
-
-
-async def _start_cni(
-    server: cni.Server | None, settings: config.Settings, api: kubernetes.client.ApiClient
-) -> None:
-    if server is None:
-        return
     try:
         await server.start()
     except OSError as exc:
         api.close()
         raise StartupError(f"cannot serve the CNI socket {settings.cni_socket}: {exc}") from exc
+    return server
 
 
 def _start_tasks(
