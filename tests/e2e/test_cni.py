@@ -44,7 +44,10 @@ class Env:
 
     def start_agent(self) -> None:
         if NODE not in self.cluster.agents or not self.agent.running:
-            self.cluster.start_agent(NODE, ["--cni-socket", self.socket, *self.extra])
+            # A short resync: an agent whose admin-policy discovery finishes after its initial
+            # LISTs is otherwise first in sync at its first resync (60 s by default).
+            args = ["--cni-socket", self.socket, "--resync-period", "5", *self.extra]
+            self.cluster.start_agent(NODE, args)
 
     def stop_agent(self) -> None:
         if NODE in self.cluster.agents and self.agent.running:
