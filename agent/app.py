@@ -17,7 +17,7 @@ from typing import Any
 import kubernetes.client
 import structlog
 
-from agent import config, health, localapi, metrics, store
+from agent import cni, config, health, localapi, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import adminwatch, clients, events, rest, watch
@@ -58,6 +58,7 @@ async def run(settings: config.Settings) -> int:
     endpoint = health.Endpoint(
         settings.metrics_host, settings.metrics_port, ready, beat.alive, local.routes
     )
+    plugin = await _cni(settings, queue, cluster, rec, dataplane, api)
     try:
         await endpoint.start()
     except OSError as exc:
@@ -91,7 +92,7 @@ async def run(settings: config.Settings) -> int:
         reflector.stop()
     await _cancel(tasks)
     await asyncio.to_thread(writer.release)
-    await _stop_children(flows, changes)
+    await _stop_children(flows, changes, plugin)
     await dataplane.close()
     await endpoint.stop()
     api.close()
@@ -116,6 +117,29 @@ def _admin_watch(
     get = adminwatch.api_get(api)
     period = settings.admin_discovery_period
     return adminwatch.AdminWatch(get, cluster, reflectors, make, deliver, period=period)
+
+
+async def _cni(
+    settings: config.Settings,
+    queue: asyncio.Queue[watch.WatchEvent | watch.Relist],
+    cluster: store.Store,
+    rec: sync_loop.Reconciler,
+    dataplane: client.WorkerClient,
+    api: kubernetes.client.ApiClient,
+) -> cni.Server | None:
+    """The unprotected-time metric, and the podseg-cni socket server (started) when one is
+    configured, both hooked after each pass's commits (agent.cni)."""
+    rec.after_commit.append(cni.Unprotected(lambda: cluster.cni_hints, rec.pods).after_commit)
+    if not settings.cni_socket:
+        return None
+    server = cni.Server(settings.cni_socket, settings.netns_dir, queue, rec.pods, dataplane)
+    rec.after_commit.append(server.after_commit)
+    try:
+        await server.start()
+    except OSError as exc:
+        api.close()
+        raise StartupError(f"cannot serve the CNI socket {settings.cni_socket}: {exc}") from exc
+    return server
 
 
 def _start_tasks(
@@ -145,7 +169,11 @@ async def _start_children(
         await changes.start()
 
 
-async def _stop_children(flows: flows_collector.Collector | None, changes: tamper.Watch) -> None:
+async def _stop_children(
+    flows: flows_collector.Collector | None, changes: tamper.Watch, plugin: cni.Server | None
+) -> None:
+    if plugin is not None:
+        await plugin.close()
     if flows is not None:
         await flows.close()
     await changes.close()

@@ -31,11 +31,16 @@ import structlog
 from agent import config
 from agent.dataplane import client as dp_client
 from agent.dataplane import netns, protocol
+from agent.dataplane.nft import pending
 from agent.dataplane.nft import render as render_nft
 
 log = structlog.get_logger(__name__)
 
-OWNED_TABLES = (f"inet {render_nft.TABLE}", f"netdev {render_nft.TABLE}")
+OWNED_TABLES = (
+    f"inet {render_nft.TABLE}",
+    f"netdev {render_nft.TABLE}",
+    f"inet {pending.TABLE}",  # podseg-cni's, in a namespace the agent never answered for
+)
 
 
 OPTIONS = (
@@ -141,7 +146,7 @@ async def remove(dataplane: protocol.Dataplane, found: Report) -> Report:
     removed: list[Owned] = []
     vanished: list[Owned] = []
     failed: list[tuple[Owned, str]] = list(found.failed)
-    script = render_nft.delete_script()
+    script = render_nft.delete_script() + pending.delete_script()
     for item in found.owned:
         target = netns.Target(item.path, item.ino, ())
         try:

@@ -1,6 +1,6 @@
 """The `podseg` command line: `podseg agent`, `podseg demo`, `podseg cleanup`, `podseg responder`,
-the operator's tools (`explain`, `status`, `policies`, `map`, `recommend`, `whatif`) and
-`podseg --version`.
+the operator's tools (`explain`, `status`, `policies`, `map`, `recommend`, `whatif`),
+`podseg cni install|uninstall` and `podseg --version`.
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration (a bad flag or environment
 variable, missing credentials, a port taken), always with one line on stderr.
@@ -20,8 +20,8 @@ from typing import Any
 
 import agent
 from agent import cleanup, config, logs
+from agent.commands import cni_install, flowsource, mapview, whatif
 from agent.commands import explain as explain_command
-from agent.commands import flowsource, mapview, whatif
 from agent.commands import policies as policies_command
 from agent.commands import recommend as recommend_command
 from agent.commands import status as status_command
@@ -60,9 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.add_options(policies_parser, (config.AGENT_OPTIONS[1],))  # --kubeconfig
     policies_command.add_arguments(policies_parser)
     _add_flow_tools(sub)
+    cni_install.add_arguments(
+        sub.add_parser("cni", help="chain podseg-cni into this node's CNI configuration (root)")
+    )
     args = parser.parse_args(argv)
     if args.command in FLOW_TOOLS:
         return _flow_tool(args)
+    if args.command == "cni":
+        return cni_install.main(args)
     if args.command in ("explain", "status", "policies"):
         return _operator(args)
     if args.command == "responder":

@@ -72,6 +72,8 @@ class Settings:
     lease_namespace: str = "podseg-system"
     lease_duration: int = 15
     policy_status: bool = True
+    # The unix socket podseg-cni asks on (agent.cni, docs/cni.md); None: not served.
+    cni_socket: str | None = None
 
 
 # -- reading values ------------------------------------------------------------------------
@@ -319,6 +321,13 @@ AGENT_OPTIONS = (
         switch_value=True,
     ),
     Option(
+        "--cni-socket",
+        "PODSEG_CNI_SOCKET",
+        text,
+        "serve the podseg-cni plugin on this unix socket, e.g. /run/podseg/cni.sock "
+        "(default: not served; - for off); docs/cni.md",
+    ),
+    Option(
         "--no-tamper-watch",
         "PODSEG_TAMPER_WATCH",
         boolean,
@@ -401,6 +410,8 @@ def settings_from_args(
         fields["flow_log_file"] = given["flow_log_file"] or None
     if "metrics_address" in given:
         fields["metrics_host"], fields["metrics_port"] = given["metrics_address"]
+    if "cni_socket" in given:
+        fields["cni_socket"] = None if given["cni_socket"] in ("", "-") else given["cni_socket"]
     if given.get("no_node_guard") is False:
         fields["node_guard_ports"] = None
     return Settings(**fields)

@@ -303,3 +303,21 @@ RESPONDER_CONNECTIONS_REFUSED = prometheus_client.Counter(
     "Connections podseg responder answered 503 and closed at once: --max-connections were open.",
     registry=RESPONDER_REGISTRY,
 )
+POD_UNPROTECTED_SECONDS = prometheus_client.Histogram(
+    "podseg_pod_unprotected_seconds",
+    "From a local pod's network namespace appearing to its first ruleset being committed; 0 "
+    "for pods announced by podseg-cni (closed by its pending table from the start).",
+    buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    registry=REGISTRY,
+)
+PODS_PENDING = prometheus_client.Gauge(
+    "podseg_pods_pending",
+    "Pods whose podseg-cni ADD waits for their first ruleset (pending table in place).",
+    registry=REGISTRY,
+)
+CNI_REQUESTS = prometheus_client.Counter(
+    "podseg_cni_requests_total",
+    "Requests of the podseg-cni plugin, by result (programmed, gone, bad_request).",
+    ["result"],
+    registry=REGISTRY,
+)

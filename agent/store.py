@@ -36,6 +36,26 @@ _ADMIN_CONVERT = {
     "adminnetworkpolicies": tiers_convert.admin_network_policy,
     "baselineadminnetworkpolicies": tiers_convert.baseline_admin_network_policy,
 }
+# The pseudo-resource of the events `agent.cni` queues: a sandbox the CNI plugin announced.
+CNI = "cni"
+MAX_CNI_HINTS = 4096  # hints of pods the API has not shown (yet) are bounded
+
+
+@dataclasses.dataclass(frozen=True)
+class CniHint:
+    """What podseg-cni reported of a new pod's sandbox, before the API shows its IPs: its
+    addresses and the path of its network namespace (`agent.cni`)."""
+
+    ips: tuple[str, ...]
+    netns: str
+    container_id: str = ""
+
+
+def with_hint(pod: model.Pod, hint: CniHint | None) -> model.Pod:
+    """`pod` with the plugin's IPs while the API reports none (its labels as the API has them)."""
+    if hint is None or pod.ips:
+        return pod
+    return dataclasses.replace(pod, ips=hint.ips)
 
 
 def _key(obj: Any) -> str | None:
@@ -98,6 +118,7 @@ class Store:
         self.synced: set[str] = set()
         self._policy_index: calc_index.PolicyIndex | None = None
         self._malformed: set[tuple[str, str, str]] = set()  # reported (resource, key, version)
+        self.cni_hints: dict[str, CniHint] = {}  # pod key -> what podseg-cni reported
 
     @property
     def in_sync(self) -> bool:
@@ -210,7 +231,31 @@ class Store:
                 )
             return None
 
+    def hint(self, key: str, hint: CniHint, change: Change) -> None:
+        """Take podseg-cni's report of pod `key`'s sandbox: a known pod without IPs in the API
+        gets the plugin's (and is planned); a pod not seen yet gets them when it arrives."""
+        if key not in self.cni_hints and len(self.cni_hints) >= MAX_CNI_HINTS:
+            self.cni_hints.pop(next(iter(self.cni_hints)))
+        self.cni_hints[key] = hint
+        pod = self.pods.get(key)
+        if pod is not None and not pod.ips:
+            self._mark(change, "pods", key, pod)
+            self.pods[key] = with_hint(pod, hint)
+
+    def _hinted(self, resource: str, key: str, converted: Any) -> Any:
+        if resource != "pods" or key not in self.cni_hints:
+            return converted
+        if converted.ips:  # the API reports the pod's IPs now: the hint has served
+            del self.cni_hints[key]
+            return converted
+        return with_hint(converted, self.cni_hints[key])
+
     def apply(self, item: watch.WatchEvent | watch.Relist, change: Change) -> None:
+        if item.resource == CNI and isinstance(item, watch.WatchEvent):
+            obj = item.obj
+            hint = CniHint(tuple(obj["ips"]), str(obj["netns"]), str(obj.get("containerId", "")))
+            self.hint(str(obj["key"]), hint, change)
+            return
         if item.resource == "networkpolicies":
             self._policy_index = None
         table = self._table(item.resource)
@@ -224,7 +269,7 @@ class Store:
             for obj in item.items:
                 read = self._read(item.resource, obj)
                 if read is not None:
-                    fresh[read[0]] = read[1]
+                    fresh[read[0]] = self._hinted(item.resource, *read)
                 elif (key := _key(obj)) is not None and key in table:
                     fresh[key] = table[key]  # keep the last readable version
             for key in set(table) | set(fresh):
@@ -240,11 +285,14 @@ class Store:
             old = table.pop(gone, None) if gone is not None else None
             if gone is not None and old is not None:
                 self._mark(change, item.resource, gone, old)
+            if item.resource == "pods" and gone is not None:
+                self.cni_hints.pop(gone, None)
             return
         read = self._read(item.resource, item.obj)
         if read is None:
             return  # the last readable version (if any) stays
         key, converted = read
+        converted = self._hinted(item.resource, key, converted)
         if table.get(key) != converted:
             self._mark(change, item.resource, key, table.get(key))
             table[key] = converted

@@ -29,6 +29,9 @@ done
 # DejaVu gives it the font the map is drawn with.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+# Go builds the podseg-cni plugin (deploy/cni/build.sh); the machine's own Go comes first.
+[ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -55,6 +55,9 @@ fi
 echo "== ruff"; .venv/bin/ruff check agent testbed tests scripts
 echo "== ruff format"; .venv/bin/ruff format --check agent testbed tests scripts
 echo "== mypy --strict agent testbed"; .venv/bin/mypy
+echo "== podseg-cni: go test, build into .build/cni (the e2e tests run it)"
+[ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"
+bash deploy/cni/build.sh --test .build/cni
 echo "== pytest"
 failed=0
 .venv/bin/pytest -q -ra --ignore=tests/cluster "$@" tests || failed=1

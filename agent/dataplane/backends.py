@@ -16,7 +16,7 @@ from agent.calc import ruleset
 from agent.dataplane import netns, protocol
 from agent.dataplane.ipt import incremental as ipt_incremental
 from agent.dataplane.ipt import render as render_ipt
-from agent.dataplane.nft import incremental
+from agent.dataplane.nft import incremental, pending
 from agent.dataplane.nft import render as render_nft
 
 NAMES = ("nftables", "iptables")
@@ -105,16 +105,19 @@ class Nftables:
     def commit_request(
         self, target: netns.Target, program: Program, read_back: bool = False
     ) -> protocol.Request[protocol.Committed]:
-        # Commit reads back only when another commit slipped in; Apply always does.
+        # Commit reads back only when another commit slipped in; Apply always does. A whole
+        # commit also removes podseg-cni's pending table, in the same transaction.
+        script = pending.delete_script() + _nft(program).script
         if read_back:
-            return protocol.Apply(target.path, target.ino, _nft(program).script)
-        return protocol.Commit(target.path, target.ino, _nft(program).script)
+            return protocol.Apply(target.path, target.ino, script)
+        return protocol.Commit(target.path, target.ino, script)
 
     def comment_request(self, target: netns.Target) -> protocol.Request[protocol.Comment]:
         return protocol.ReadComment(target.path, target.ino)
 
     def delete_requests(self, target: netns.Target) -> list[protocol.Request[Any]]:
-        return [protocol.Apply(target.path, target.ino, render_nft.delete_script())]
+        script = render_nft.delete_script() + pending.delete_script()
+        return [protocol.Apply(target.path, target.ino, script)]
 
 
 class Iptables:

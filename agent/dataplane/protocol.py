@@ -253,6 +253,8 @@ class Scan(Request[Scanned]):
     answer = Scanned
     netns_dir: str
     proc: bool = True
+    # Only these namespaces (the CNI plugin names a new pod's): no listing of the others.
+    paths: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

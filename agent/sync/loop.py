@@ -129,6 +129,8 @@ class Reconciler:
         self._swept = False  # the first in-sync pass also sweeps leftover tables
         self._events_waiting: Callable[[], bool] = lambda: False
         self.indexes = indexes.Indexes(settings, cluster)
+        # Called after each pass's commits with its plans (agent.cni answers the plugin).
+        self.after_commit: list[Callable[[list[sync_pod.Plan]], None]] = []
 
     @property
     def ready(self) -> bool:
@@ -224,6 +226,8 @@ class Reconciler:
         if self.indexes.take_host_moved():  # a scan during the pass saw them move
             await self._plan_and_commit(run, local, None)
         self._finish_pass(run)
+        for hook in self.after_commit:
+            hook(run.plans)
         await self.cuts.run(self._events_waiting)
         status.update_gauges(self.pods)
         self.readiness.update(self.pods, self.store.pods.keys())
@@ -260,6 +264,9 @@ class Reconciler:
             state = self.pods.setdefault(key, sync_pod.PodState(key))
             if self._due(pod, state, targets, run.verify or key in run.suspects, now):
                 due.add(key)
+        await placement.pin_announced(
+            self.dataplane, self.settings.netns_dir, self.store.cni_hints, self.pods, local, due
+        )
         if run.verify or any(placement.unplaced(local[key], self.pods[key]) for key in due):
             due |= await self._place(local, due)
         work: list[asyncio.Task[None]] = []

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 from collections.abc import Mapping, MutableMapping
 
-from agent import model
+from agent import model, store
 from agent.calc import containment, ruleset
 from agent.dataplane import netns, protocol
 from agent.flows import collector as flows_collector
@@ -39,6 +39,46 @@ def link_of(target: netns.Target) -> ruleset.Link:
     """What the ruleset needs of the scan of the pod's namespace."""
     routes = [(r.dst, r.gateway, r.interface) for r in target.routes]
     return containment.link(target.link_local, routes)
+
+
+def pin(state: sync_pod.PodState, index: netns.Index, path: str, ips: tuple[str, ...]) -> bool:
+    """Place a pod in the one namespace podseg-cni named (`index`: a scan of it alone), when
+    it holds the pod's IPs; no scan of the others. The next full placement re-checks it (a
+    decoy holding the same addresses is found there). False: it does not hold them."""
+    found = [t for t in index.holders(ips) if t.path == path]
+    if not found:
+        return False
+    state.slots = {found[0].ident: sync_pod.Slot(found[0])}
+    state.target_ips = ips
+    return True
+
+
+async def pin_announced(
+    dataplane: protocol.Dataplane,
+    netns_dir: str,
+    hints: Mapping[str, store.CniHint],
+    states: MutableMapping[str, sync_pod.PodState],
+    local: Mapping[str, model.Pod],
+    due: set[str],
+) -> None:
+    """Place the unplaced pods podseg-cni announced in the namespace it named, from a scan of
+    those namespaces alone (the pod's ADD waits for this pass). Any it cannot place are left to
+    the full scan."""
+    pinned = [
+        key
+        for key in due
+        if key in hints and hints[key].ips == local[key].ips and unplaced(local[key], states[key])
+    ]
+    if not pinned:
+        return
+    paths = tuple(sorted({hints[key].netns for key in pinned}))
+    try:
+        scanned = await dataplane.call(protocol.Scan(netns_dir, False, paths))
+    except protocol.DataplaneError:
+        return
+    index = netns.Index(scanned.candidates)
+    for key in pinned:
+        pin(states[key], index, hints[key].netns, local[key].ips)
 
 
 @dataclasses.dataclass

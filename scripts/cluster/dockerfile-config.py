@@ -18,7 +18,8 @@ import re
 import shlex
 import sys
 
-UNDERSTOOD = {"FROM", "ARG", "LABEL", "RUN", "ENV", "ENTRYPOINT", "CMD"}
+# COPY: only `--from=cni` (the podseg-cni binary), which podseg-image.sh builds itself.
+UNDERSTOOD = {"FROM", "ARG", "LABEL", "RUN", "ENV", "ENTRYPOINT", "CMD", "COPY"}
 
 
 def instructions(text: str) -> list[tuple[str, str]]:

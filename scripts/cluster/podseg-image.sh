@@ -37,7 +37,8 @@ say() { echo "podseg-image: $*" >&2; }
 # The build context, as .dockerignore defines it (checked by tests/cluster/test_image_build.py).
 context_files() {
   (cd "$repo" && { echo pyproject.toml; echo README.md; echo scripts/image/build-rootfs.sh;
-                   find agent -name __pycache__ -prune -o -type f -print; } | LC_ALL=C sort)
+                   find agent -name __pycache__ -prune -o -type f -print;
+                   find deploy/cni -type f -print; } | LC_ALL=C sort)
 }
 
 base_key() {
@@ -157,6 +158,9 @@ cmd_build() {
   context_files | (cd "$repo" && xargs -d '\n' cp --parents -t "$work/rootfs/tmp/podseg-src")
   say "running scripts/image/build-rootfs.sh in the chroot"
   chroot_build "$work/rootfs" >> "$log" 2>&1 || die "scripts/image/build-rootfs.sh failed in the chroot"
+  say "building podseg-cni (the Dockerfile's cni stage) into the image"
+  PATH="$PATH:/usr/local/go/bin" bash "$repo/deploy/cni/build.sh" "$work/rootfs/usr/local/lib/podseg" \
+    >> "$log" 2>&1 || die "deploy/cni/build.sh failed"
   local flags=()
   mapfile -t flags < <(python3 "$here/dockerfile-config.py" "$repo/Dockerfile" \
     --build-arg "REVISION=$(cd "$repo" && git rev-parse HEAD 2>/dev/null || echo unknown)")

@@ -10,6 +10,7 @@ import kubernetes.client
 import pytest
 
 from agent import cleanup, config
+from agent.commands import cni_install
 from agent.k8s import rest
 from tests.support import contract
 from tests.support.manifests import find
@@ -47,6 +48,37 @@ def test_agent_daemonset_args_and_env_parse_into_the_intended_settings(
     # the worker's own (it is excluded from candidates only as such).
     spec = ds["spec"]["template"]["spec"]
     assert spec["hostPID"] is True and spec["hostNetwork"] is True
+    # podseg-cni: the socket the plugin asks on is the host's, the same the installer names.
+    assert settings.cni_socket == "/run/podseg/cni.sock"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    socket_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/run/podseg")
+    assert volumes[socket_mount["name"]]["hostPath"]["path"] == "/run/podseg"
+
+
+def _cni_args(init: dict[str, Any], action: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    cni_install.add_arguments(parser)
+    args = parser.parse_args(init["args"][1:])
+    assert init["args"][0] == "cni" and args.action == action
+    return args
+
+
+def test_cni_install_and_uninstall_use_the_hosts_cni_directories(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    for base, name, init_name, action in (
+        ("base", "podseg-agent", "cni-install", "install"),
+        ("cleanup", "podseg-cleanup", "cni-uninstall", "uninstall"),
+    ):
+        spec = find(rendered[base], "DaemonSet", name)["spec"]["template"]["spec"]
+        init = next(c for c in spec["initContainers"] if c["name"] == init_name)
+        args = _cni_args(init, action)
+        volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
+        mounts = {m["mountPath"]: volumes[m["name"]] for m in init["volumeMounts"]}
+        assert mounts[args.conf_dir] == "/etc/cni/net.d"
+        assert mounts[args.bin_dir] == "/opt/cni/bin"
+        if action == "install":
+            assert args.agent_socket == "/run/podseg/cni.sock"
 
 
 def test_a_misspelt_flag_would_fail_the_check(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -58,7 +90,9 @@ def test_a_misspelt_flag_would_fail_the_check(rendered: dict[str, list[dict[str,
 
 def test_cleanup_daemonset_args_parse(rendered: dict[str, list[dict[str, Any]]]) -> None:
     ds = find(rendered["cleanup"], "DaemonSet", "podseg-cleanup")
-    init = ds["spec"]["template"]["spec"]["initContainers"][0]
+    inits = {c["name"]: c for c in ds["spec"]["template"]["spec"]["initContainers"]}
+    assert list(inits) == ["cni-uninstall", "cleanup"]  # the CNI chain goes first
+    init = inits["cleanup"]
     assert init["args"][0] == "cleanup"
     args, env = contract.parse_args(cleanup.add_arguments, init, init["args"][1:])
     settings = cleanup.settings_from_args(args, env)
@@ -73,7 +107,7 @@ def test_least_privilege_security_context(rendered: dict[str, list[dict[str, Any
     clean = find(rendered["cleanup"], "DaemonSet", "podseg-cleanup")
     for container in (
         agent["spec"]["template"]["spec"]["containers"][0],
-        clean["spec"]["template"]["spec"]["initContainers"][0],
+        clean["spec"]["template"]["spec"]["initContainers"][1],
     ):
         sc = container["securityContext"]
         assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False

@@ -65,22 +65,29 @@ def test_hadolint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_one_slim_debian_stage_built_by_the_shared_script() -> None:
+def test_a_plugin_stage_then_one_slim_debian_stage_built_by_the_shared_script() -> None:
     stages = _stages()
-    assert len(stages) == 1, "one stage: the script leaves no build tool behind"
+    assert len(stages) == 2, "the podseg-cni build stage, then the image's one stage"
+    plugin, final = stages
+    assert plugin[0]["value"].split()[-2:] == ["AS", "cni"]
+    assert [i["value"] for i in plugin if i["instruction"] == "RUN"] == [
+        "--mount=type=bind,source=deploy/cni,target=/src bash /src/build.sh /out"
+    ]
     args = {
         i["value"].split("=", 1)[0]: i["value"].split("=", 1)[1]
         for i in DockerfileParser(path=str(DOCKERFILE)).structure
         if i["instruction"] == "ARG" and "=" in i["value"]
     }
-    base = stages[0][0]["value"].split()[0]
+    base = final[0]["value"].split()[0]
     base = args.get(base.strip("${}"), base)
     # Debian's own Python 3.11, as in the local build (debootstrap bookworm)
     assert base == "debian:bookworm-slim", base
-    runs = [i["value"] for i in stages[0] if i["instruction"] == "RUN"]
+    runs = [i["value"] for i in final if i["instruction"] == "RUN"]
     assert runs == ["--mount=type=bind,target=/src,rw sh /src/scripts/image/build-rootfs.sh /src"]
-    assert not [i for i in stages[0] if i["instruction"] in ("COPY", "ADD")], (
-        "the context is bound for the build step only: no source file in any layer"
+    copies = [i["value"] for i in final if i["instruction"] in ("COPY", "ADD")]
+    assert copies == ["--from=cni /out/podseg-cni /usr/local/lib/podseg/podseg-cni"], (
+        "the context is bound for the build step only: no source file in any layer, only the "
+        "plugin binary from its stage"
     )
 
 
@@ -122,6 +129,7 @@ def test_dockerignore_keeps_the_context_to_the_package() -> None:
         "!README.md",
         "!agent/",
         "!scripts/image/build-rootfs.sh",
+        "!deploy/cni/",
     }
     # The test and demo tooling (podseg-testbed) never enters the build context.
     assert not [line for line in lines if line.startswith("!") and "testbed" in line]

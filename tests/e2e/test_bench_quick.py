@@ -129,3 +129,11 @@ def test_worker_memory_quick() -> None:
     assert set(pss) == {"cold", "start", "big", "shrunk"} and all(v > 0 for v in pss.values())
     assert result["kept_mib"] == pytest.approx(pss["shrunk"] - pss["start"])
     _targets(result, {"worker-memory"})
+
+
+def test_cni_add_quick() -> None:
+    result = run("cni_add")
+    for key in ("add_ms", "exec_ms", "pending_only_ms", "agent_answer_ms", "agent_pass_ms"):
+        assert result[key]["n"] >= 1 and 0 < result[key]["median"] <= result[key]["p99"], key
+    assert result["same_run_ratios"]["add_over_exec"] > 0
+    _targets(result, {"cni-add"})

@@ -22,6 +22,7 @@ PURE = [
     ROOT / "agent" / "dataplane" / "nft" / "render.py",
     ROOT / "agent" / "dataplane" / "nft" / "incremental.py",
     ROOT / "agent" / "dataplane" / "nft" / "hooks.py",
+    ROOT / "agent" / "dataplane" / "nft" / "pending.py",
     ROOT / "agent" / "dataplane" / "ipt" / "render.py",
     ROOT / "agent" / "dataplane" / "ipt" / "incremental.py",
     ROOT / "agent" / "sync" / "eventkind.py",

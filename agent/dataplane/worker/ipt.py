@@ -11,7 +11,7 @@ from typing import TypeVar
 from agent.dataplane import protocol
 from agent.dataplane.ipt import commands as ipt_commands
 from agent.dataplane.ipt import render as render_ipt
-from agent.dataplane.nft import hooks
+from agent.dataplane.nft import hooks, pending
 from agent.dataplane.worker import namespaces
 from agent.dataplane.worker import nft as worker_nft
 
@@ -31,6 +31,7 @@ def apply(ns: namespaces.Namespaces, request: protocol.IptApply) -> protocol.Com
         ns.run(path, ino, program.netdev)
     fields = {"ipset": program.ipset, "v4": program.v4, "v6": program.v6}
     digest, token = inside(ns, path, ino, lambda: ipt_commands.apply(fields))
+    _drop_pending(ns, path, ino)
     if not program.netdev:
         ns.run(path, ino, render_ipt.netdev_delete_script())
     return protocol.Committed(_with_netdev(ns, path, ino, digest), None, token=token)
@@ -52,6 +53,13 @@ def _with_netdev(ns: namespaces.Namespaces, path: str, ino: int | None, digest: 
     """The digest of the iptables side (rules part, then sets part) with the netdev
     egress-drop table folded into the rules part, which a patch carries over."""
     return worker_nft.netdev_digest(ns, path, ino, digest[:16])[:16] + digest[16:]
+
+
+def _drop_pending(ns: namespaces.Namespaces, path: str, ino: int | None) -> None:
+    """podseg-cni's pending table (docs/cni.md) goes once the real rules are in: after them,
+    so the namespace is never open in between (the nftables backend drops it in its commit)."""
+    if f"table inet {pending.TABLE}" in ns.run(path, ino, "list tables"):
+        ns.run(path, ino, pending.delete_script())
 
 
 def inspect(ns: namespaces.Namespaces, request: protocol.IptInspect) -> protocol.Examined:

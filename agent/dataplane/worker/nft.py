@@ -8,7 +8,7 @@ import hashlib
 import json
 
 from agent.dataplane import protocol
-from agent.dataplane.nft import generation, hooks, libnft
+from agent.dataplane.nft import generation, hooks, libnft, pending
 from agent.dataplane.nft import render as render_nft
 from agent.dataplane.worker import namespaces
 
@@ -157,14 +157,15 @@ def comment(ns: namespaces.Namespaces, request: protocol.ReadComment) -> protoco
 
 
 def owned_tables(ns: namespaces.Namespaces, path: str, ino: int | None) -> tuple[str, ...]:
-    """The podseg tables of the namespace (`inet podseg`, `netdev podseg`; a table of that
-    name in another family is not ours), from one listing of its table names: absence is an
-    answer, not an error to interpret."""
+    """The podseg tables of the namespace (`inet podseg`, `netdev podseg`, podseg-cni's
+    `inet podseg-pending`; a table of that name in another family is not ours), from one
+    listing of its table names: absence is an answer, not an error to interpret."""
     text = ns.run(path, ino, "list tables")
     found = []
     for line in text.splitlines():
         parts = line.split()
-        if parts[:1] == ["table"] and parts[1:] in (["inet", TABLE], ["netdev", TABLE]):
+        ours = (["inet", TABLE], ["netdev", TABLE], ["inet", pending.TABLE])
+        if parts[:1] == ["table"] and parts[1:] in ours:
             found.append(f"{parts[1]} {parts[2]}")
     return tuple(sorted(found))
 

@@ -17,10 +17,12 @@ def scan(host: enter.Host, request: protocol.Scan) -> protocol.Scanned:
     seen: set[enter.Ident] = {host.ident}
     found: list[netns.Candidate] = []
     paths: list[str] = []
-    if os.path.isdir(request.netns_dir):
+    if request.paths:
+        paths += list(request.paths)
+    elif os.path.isdir(request.netns_dir):
         names = sorted(os.listdir(request.netns_dir))
         paths += [os.path.join(request.netns_dir, n) for n in names]
-    if request.proc:
+    if request.proc and not request.paths:
         paths += [f"/proc/{p}/ns/net" for p in os.listdir("/proc") if p.isdigit()]
     for path in paths:
         try:

@@ -71,3 +71,9 @@ def test_parse_owner_reads_what_render_writes() -> None:
     assert sweep.parse_owner("podseg fp=zz pod=x/a") is None
     assert sweep.parse_owner("someone else's table") is None
     assert sweep.parse_owner(None) is None
+
+
+def test_a_pending_table_is_never_taken_for_a_leftover() -> None:
+    """podseg-cni's pending table names its pod in a comment of its own form; the sweep's
+    owner parser does not take it, so a pending pod's table is never swept."""
+    assert sweep.parse_owner("podseg pending pod=x/web-1 cid=c0ffee") is None

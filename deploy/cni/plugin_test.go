@@ -1,0 +1,199 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/google/nftables/expr"
+)
+
+const prev = `{"cniVersion":"1.0.0","interfaces":[{"name":"eth0"}],"ips":[{"address":"198.18.1.2/16","gateway":"198.18.0.1","interface":0},{"address":"fd00:198:18::1:2/64"}]}`
+
+func conf(extra string) []byte {
+	return []byte(`{"cniVersion":"1.0.0","name":"n","type":"podseg-cni","clusterDNS":["198.18.200.10"]` +
+		extra + `,"prevResult":` + prev + `}`)
+}
+
+type fake struct {
+	scripts []string // "install" / "remove", in order
+	pending []Pending
+	askErr  error
+	asked   []Request
+	outcome string
+}
+
+func (f *fake) plugin(t *testing.T) (*Plugin, *os.File) {
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Plugin{
+		Out: out,
+		Install: func(_ string, p Pending) error {
+			f.scripts = append(f.scripts, "install")
+			f.pending = append(f.pending, p)
+			return nil
+		},
+		Remove: func(string) error { f.scripts = append(f.scripts, "remove"); return nil },
+		Ask: func(_ string, req Request, _ time.Duration) (Reply, error) {
+			f.asked = append(f.asked, req)
+			if f.askErr != nil {
+				return Reply{}, f.askErr
+			}
+			return Reply{OK: true}, nil
+		},
+		Status: func(o string) { f.outcome = o },
+	}, out
+}
+
+func args(stdin []byte) *skel.CmdArgs {
+	return &skel.CmdArgs{ContainerID: "c0ffee", Netns: "/run/netns/x", IfName: "eth0",
+		Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web-1", StdinData: stdin}
+}
+
+func TestParsePrevResult(t *testing.T) {
+	got, err := ParsePrevResult([]byte(prev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got.Addresses, ",") != "198.18.1.2,fd00:198:18::1:2" || strings.Join(got.Gateways, ",") != "198.18.0.1" {
+		t.Fatalf("unexpected %+v", got)
+	}
+	if _, err := ParsePrevResult(nil); err == nil {
+		t.Fatal("no prevResult must be an error")
+	}
+}
+
+func TestParseConfigDefaultsAndErrors(t *testing.T) {
+	c, err := ParseConfig(conf(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AgentSocket != DefaultSocket || c.Timeout() != DefaultTimeout || c.FailOpen {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if _, err := ParseConfig(conf(`,"nodeAddresses":["not-an-ip"]`)); err == nil {
+		t.Fatal("a bad address must be refused")
+	}
+	if _, err := ParseConfig([]byte("{")); err == nil {
+		t.Fatal("bad JSON must be refused")
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	ref := ParseArgs("IgnoreUnknown=1;K8S_POD_NAMESPACE=a;K8S_POD_NAME=b;K8S_POD_INFRA_CONTAINER_ID=x")
+	if ref.Namespace != "a" || ref.Name != "b" {
+		t.Fatalf("%+v", ref)
+	}
+}
+
+func TestPendingAllowList(t *testing.T) {
+	p := NewPending(PodRef{"ns1", "web 1"}, "0123456789abcdef",
+		[]string{"198.18.200.10", "fd00:198:18::a", "198.18.200.10"}, []string{"198.18.0.1"})
+	if p.Comment != "podseg pending pod=ns1/web_1 cid=0123456789ab" {
+		t.Fatalf("comment %q", p.Comment)
+	}
+	if len(p.DNS4) != 1 || len(p.DNS6) != 1 || len(p.Node4) != 1 || len(p.Node6) != 0 {
+		t.Fatalf("addresses %+v", p)
+	}
+	counts := map[string]int{}
+	for _, r := range p.Rules() {
+		counts[r.Chain]++
+		if _, ok := r.Exprs[len(r.Exprs)-1].(*expr.Verdict); !ok {
+			t.Fatalf("every rule ends in a verdict: %+v", r)
+		}
+	}
+	// input: lo, established, 1 node address, 3 ND types; output: lo, established,
+	// 2 DNS addresses x udp/tcp, 3 ND types.
+	if counts["input"] != 6 || counts["output"] != 9 {
+		t.Fatalf("rule counts %v", counts)
+	}
+}
+
+func TestAddAgentAnswers(t *testing.T) {
+	f := &fake{}
+	p, out := f.plugin(t)
+	if err := p.Add(args(conf(""))); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scripts) != 1 || f.scripts[0] != "install" || len(f.pending[0].Node4) != 1 {
+		t.Fatalf("pending not installed (with the gateway as node address): %v %+v", f.scripts, f.pending)
+	}
+	req := f.asked[0]
+	if req.Namespace != "ns1" || req.Name != "web-1" || req.Netns != "/run/netns/x" || len(req.IPs) != 2 || req.ContainerID != "c0ffee" {
+		t.Fatalf("request %+v", req)
+	}
+	data, _ := os.ReadFile(out.Name())
+	if string(data) != prev {
+		t.Fatalf("prevResult not passed through unchanged: %s", data)
+	}
+	if f.outcome != "programmed" {
+		t.Fatal(f.outcome)
+	}
+}
+
+func TestAddFailClosedKeepsPending(t *testing.T) {
+	f := &fake{askErr: errors.New("no agent")}
+	p, out := f.plugin(t)
+	if err := p.Add(args(conf(""))); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scripts) != 1 || f.outcome != "fail-closed" {
+		t.Fatalf("%v %s", f.scripts, f.outcome)
+	}
+	data, _ := os.ReadFile(out.Name())
+	if string(data) != prev {
+		t.Fatal("prevResult not passed through")
+	}
+}
+
+func TestAddFailOpenRemovesPending(t *testing.T) {
+	f := &fake{askErr: errors.New("timeout")}
+	p, _ := f.plugin(t)
+	if err := p.Add(args(conf(`,"failOpen":true`))); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scripts) != 2 || f.scripts[1] != "remove" || f.outcome != "fail-open" {
+		t.Fatalf("%v %s", f.scripts, f.outcome)
+	}
+}
+
+func TestAddWithoutPrevResultFails(t *testing.T) {
+	f := &fake{}
+	p, _ := f.plugin(t)
+	stdin := []byte(`{"cniVersion":"1.0.0","name":"n","type":"podseg-cni"}`)
+	if err := p.Add(args(stdin)); err == nil {
+		t.Fatal("ADD without prevResult must fail")
+	}
+	if len(f.scripts) != 0 || len(f.asked) != 0 {
+		t.Fatal("nothing may be done without prevResult")
+	}
+}
+
+func TestDelRemovesOnlyPending(t *testing.T) {
+	f := &fake{}
+	p, _ := f.plugin(t)
+	a := args(conf(""))
+	a.Netns = t.TempDir() // exists
+	if err := p.Del(a); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scripts) != 1 || f.scripts[0] != "remove" {
+		t.Fatalf("%v", f.scripts)
+	}
+	a.Netns = "/nonexistent/netns"
+	if err := p.Del(a); err != nil || len(f.scripts) != 1 {
+		t.Fatal("DEL of a gone namespace is a no-op")
+	}
+}
+
+func TestAskAgentNoSocket(t *testing.T) {
+	_, err := AskAgent(t.TempDir()+"/none.sock", Request{}, 100*time.Millisecond)
+	if err == nil {
+		t.Fatal("expected an error")
+	}
+}
