@@ -19,6 +19,10 @@ if [[ $run_tests -eq 0 && -z "$out" ]]; then
   exit 2
 fi
 command -v go >/dev/null || { echo "build.sh: go not found (scripts/setup.sh installs it)" >&2; exit 2; }
+if [[ -n "$out" ]]; then
+  mkdir -p "$out"
+  out="$(cd "$out" && pwd)"  # relative to the caller's directory, not this one
+fi
 cd "$here"
 if [[ $run_tests -eq 1 ]]; then
   go test ./...

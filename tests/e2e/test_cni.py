@@ -44,9 +44,7 @@ class Env:
 
     def start_agent(self) -> None:
         if NODE not in self.cluster.agents or not self.agent.running:
-            # A short resync: an agent whose admin-policy discovery finishes after its initial
-            # LISTs is otherwise first in sync at its first resync (60 s by default).
-            args = ["--cni-socket", self.socket, "--resync-period", "5", *self.extra]
+            args = ["--cni-socket", self.socket, *self.extra]
             self.cluster.start_agent(NODE, args)
 
     def stop_agent(self) -> None:
