@@ -152,6 +152,13 @@ def find_conflist(conf_dir: str, name: str | None) -> str:
     return os.path.join(conf_dir, names[0])
 
 
+def _has_conflist(conf_dir: str) -> bool:
+    try:
+        return any(n.endswith(".conflist") for n in os.listdir(conf_dir))
+    except OSError:
+        return False
+
+
 def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
     """Write `data` to a temp file beside `path`, then rename it over `path`."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".podseg-")
@@ -188,6 +195,15 @@ def _copy_binary(source: str, bin_dir: str) -> str:
 
 
 def install(args: argparse.Namespace, out: TextIO) -> None:
+    if not args.conflist and not _has_conflist(args.conf_dir):
+        # A node without a conflist (its CNI is not installed yet, or keeps it elsewhere):
+        # nothing to chain, and no reason to hold the agent back; pods are then enforced as
+        # soon as the API shows their address, as without the plugin.
+        print(
+            f"podseg cni install: no *.conflist in {args.conf_dir}; podseg-cni not chained",
+            file=out,
+        )
+        return
     path = find_conflist(args.conf_dir, args.conflist)
     backup = path + BACKUP_SUFFIX
     with open(path, "rb") as held:

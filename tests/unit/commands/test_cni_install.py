@@ -92,15 +92,26 @@ def test_uninstall_after_a_rewrite_takes_out_only_our_entry(
     assert types == ["bridge", "bandwidth", "portmap"]
 
 
-def test_no_conflist_is_one_line_and_exit_2(
+def test_no_conflist_chains_nothing_and_lets_the_agent_start(
+    tmp_path: pathlib.Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    empty, bins = tmp_path / "empty", tmp_path / "bin"
+    empty.mkdir()
+    bins.mkdir()
+    code = cli.main(["cni", "install", "--conf-dir", str(empty), "--bin-dir", str(bins)])
+    assert code == 0  # an init container that fails would hold the agent back on this node
+    out = capfd.readouterr().out
+    assert out.count("\n") == 1 and "no *.conflist" in out and "not chained" in out
+    assert list(empty.iterdir()) == [] and list(bins.iterdir()) == []
+
+
+def test_a_named_conflist_that_is_missing_is_one_line_and_exit_2(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    code = cli.main(["cni", "install", "--conf-dir", str(empty), "--bin-dir", str(tmp_path)])
-    assert code == 2
+    args = ["--conf-dir", str(tmp_path), "--bin-dir", str(tmp_path), "--conflist", "10-x.conflist"]
+    assert cli.main(["cni", "install", *args]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no *.conflist" in err
+    assert err.count("\n") == 1 and "not found" in err
 
 
 def test_a_conflist_that_is_not_one_is_refused_untouched(node: dict[str, pathlib.Path]) -> None:
