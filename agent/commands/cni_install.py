@@ -250,7 +250,8 @@ def uninstall(args: argparse.Namespace, out: TextIO) -> None:
     with_suppressed_unlink(os.path.join(args.bin_dir, PLUGIN))
 
 
-def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     try:
         if args.action == "install":
             install(args, out)

@@ -93,14 +93,14 @@ def test_uninstall_after_a_rewrite_takes_out_only_our_entry(
 
 
 def test_no_conflist_chains_nothing_and_lets_the_agent_start(
-    tmp_path: pathlib.Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     empty, bins = tmp_path / "empty", tmp_path / "bin"
     empty.mkdir()
     bins.mkdir()
     code = cli.main(["cni", "install", "--conf-dir", str(empty), "--bin-dir", str(bins)])
     assert code == 0  # an init container that fails would hold the agent back on this node
-    out = capfd.readouterr().out
+    out = capsys.readouterr().out
     assert out.count("\n") == 1 and "no *.conflist" in out and "not chained" in out
     assert list(empty.iterdir()) == [] and list(bins.iterdir()) == []
 
