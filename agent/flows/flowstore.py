@@ -20,7 +20,7 @@ enforcing without it.
 from __future__ import annotations
 
 import contextlib
-import datetime
+import functools
 import os
 import queue
 import sqlite3
@@ -274,11 +274,31 @@ class FlowStore:
         except sqlite3.Error as exc:
             metrics.FLOW_STORE_ERRORS.labels("query").inc()
             raise StoreError(f"{self.path}: {exc}") from None
-        return [flow_json(edges.EdgeKey(*row[:9]), row[9], row[10], row[11]) for row in rows]
+        return [_row_json(row) for row in rows]
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 def _iso(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 UTC to the second (flows of one window share their seconds: cached)."""
+    return _iso_second(int(epoch))
+
+
+def _row_json(row: Sequence[Any]) -> dict[str, Any]:
+    src_ns, src_wl, src_ext, dst_ns, dst_wl, dst_ext, protocol, port, verdict = row[:9]
+    return {
+        "src": _end(src_ns, src_wl, src_ext),
+        "dst": _end(dst_ns, dst_wl, dst_ext),
+        "protocol": protocol,
+        "port": None if port == edges.NO_PORT else port,
+        "verdict": verdict,
+        "count": row[9],
+        "first_seen": _iso(row[10]),
+        "last_seen": _iso(row[11]),
+    }
 
 
 def _end(namespace: str, workload: str, external: str) -> dict[str, str]:
