@@ -109,7 +109,7 @@ def gather(
     if sources is None:
         assert api is not None or agent_urls, "gather needs an API client or agent URLs"
         sources = _sources(api, agent_urls)
-    query = {"since": f"{since:g}s"} if since is not None else {}
+    query = {"since": f"{max(1, round(since))}s"} if since is not None else {}
     if verdict:
         query["verdict"] = verdict
     if namespace:

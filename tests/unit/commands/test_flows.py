@@ -170,6 +170,9 @@ def test_namespace_narrows_and_unknown_namespace_is_an_error() -> None:
     assert {p["metadata"]["name"] for p in found.policies} == {"db"}
     with pytest.raises(flows.GatherError, match="namespace 'nope' not found"):
         flows.gather(None, cluster=CLUSTER, sources={"n1": n1}, namespace="nope")
+    week = FakeAgent("n1", {"node": "n1", "flows": []})
+    flows.gather(None, cluster=CLUSTER, sources={"n1": week}, since=14 * 86400.0, now=NOW)
+    assert week.queries == [{"since": "1209600s"}]  # a whole number of seconds, never 1.2e+06
     with pytest.raises(flows.GatherError, match="verdict"):
         flows.gather(None, cluster=CLUSTER, sources={"n1": n1}, verdict="maybe")
 
