@@ -41,6 +41,7 @@ DEFAULT_RETENTION = 7 * 86400.0
 DEFAULT_MAX_FLOWS = 50000
 QUEUE_BATCHES = 256
 QUERY_LIMIT = 100000
+EXPIRE_EVERY = 60.0  # seconds without a batch after which the writer expires old flows anyway
 
 _COLUMNS = (
     "src_namespace",
@@ -147,30 +148,31 @@ class FlowStore:
 
     def _run(self) -> None:
         while True:
-            batch = self._queue.get()
-            taken = 1
-            batches: list[Batch] = [] if batch is None else [batch]
-            stop = batch is None
-            while not stop:  # merge what queued meanwhile into one transaction
+            try:
+                first = self._queue.get(timeout=EXPIRE_EVERY)
+            except queue.Empty:  # no flows for a while: still expire the old ones
+                self._write_logged([])
+                continue
+            taken = [first]
+            while taken[-1] is not None:  # merge what queued meanwhile into one transaction
                 try:
-                    more = self._queue.get_nowait()
+                    taken.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                taken += 1
-                if more is None:
-                    stop = True
-                else:
-                    batches.append(more)
+            batches = [b for b in taken if b is not None]
             if batches:
-                try:
-                    self.write(list(edges.merge(batches).items()))
-                except Exception as exc:  # a disk problem must never stop the agent
-                    metrics.FLOW_STORE_ERRORS.labels("write").inc()
-                    log.warning("flow_store_write_failed", path=self.path, error=str(exc))
-            for _ in range(taken):
+                self._write_logged(list(edges.merge(batches).items()))
+            for _ in taken:
                 self._queue.task_done()
-            if stop:
+            if taken[-1] is None:
                 return
+
+    def _write_logged(self, batch: Batch) -> None:
+        try:
+            self.write(batch)
+        except Exception as exc:  # a disk problem must never stop the agent
+            metrics.FLOW_STORE_ERRORS.labels("write").inc()
+            log.warning("flow_store_write_failed", path=self.path, error=str(exc))
 
     def write(self, batch: Batch) -> None:
         """Upsert `batch`, then expire and evict, in one transaction (synchronous)."""

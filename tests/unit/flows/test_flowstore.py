@@ -137,3 +137,35 @@ def test_a_path_that_cannot_be_a_database_is_no_store(tmp_path: pathlib.Path) ->
     garbage.write_bytes(b"not a database at all" * 100)
     assert flowstore.FlowStore.open(str(garbage)) is None
     assert sample("podseg_flow_store_errors_total", op="open") - before == 2
+
+
+def test_the_writer_expires_old_flows_even_when_no_flow_arrives(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flowstore, "EXPIRE_EVERY", 0.05)
+    clock = Clock(10_000.0)
+    store = flowstore.FlowStore(str(tmp_path / "f.sqlite"), retention=100.0, clock=clock)
+    store.write(batch([edge(1)], 9990.0, 9990.0))
+    store.start()
+    assert store.rows == 1
+    clock.now = 20_000.0
+    deadline = time.monotonic() + 10
+    while store.rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+    store.close()
+    assert store.rows == 0 and rows(tmp_path / "f.sqlite") == 0
+
+
+def test_a_failed_write_is_counted_and_the_writer_goes_on(tmp_path: pathlib.Path) -> None:
+    store = flowstore.FlowStore(str(tmp_path / "f.sqlite"), clock=Clock(1000.0))
+    store.start()
+    before = sample("podseg_flow_store_errors_total", op="write")
+    store._conn.execute("PRAGMA query_only = ON")  # every write now fails
+    assert store.submit(batch([edge(1)], 999.0, 999.0))
+    store.flush()
+    assert sample("podseg_flow_store_errors_total", op="write") - before == 1
+    store._conn.execute("PRAGMA query_only = OFF")
+    assert store.submit(batch([edge(2)], 999.0, 999.0))
+    store.flush()
+    assert [f["src"]["workload"] for f in store.query()] == ["w2"]
+    store.close()
