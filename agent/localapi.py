@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -85,12 +86,23 @@ class LocalApi:
         if chosen is not None and chosen not in graph.VERDICTS:
             return _error(400, f"verdict {chosen!r} is none of {', '.join(graph.VERDICTS)}")
         try:
-            flows = await asyncio.to_thread(
-                store.query, since, chosen, query.get("namespace") or None
+            # read and serialised in a thread: tens of thousands of flows must not hold the loop
+            body = await asyncio.to_thread(
+                self._flows_body, store, since, chosen, query.get("namespace") or None
             )
         except flowstore.StoreError as exc:
             return _error(500, str(exc))
-        return aiohttp.web.json_response({"node": self.node, "since": _iso(since), "flows": flows})
+        return aiohttp.web.Response(text=body, content_type="application/json")
+
+    def _flows_body(
+        self,
+        store: flowstore.FlowStore,
+        since: float | None,
+        chosen: str | None,
+        namespace: str | None,
+    ) -> str:
+        flows = store.query(since, chosen, namespace)
+        return json.dumps({"node": self.node, "since": _iso(since), "flows": flows})
 
     async def _state(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         pods = [pod_view(s) for _, s in sorted(self.rec.pods.items())]
