@@ -1,5 +1,5 @@
 """The `podseg` command line: `podseg agent`, `podseg demo`, `podseg cleanup`, `podseg responder`,
-the operator's tools (`explain`, `status`, `policies`, `map`, `recommend`, `whatif`),
+the operator's tools (`explain`, `status`, `policies`, `flows`, `map`, `recommend`, `whatif`),
 `podseg cni install|uninstall` and `podseg --version`.
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration (a bad flag or environment
@@ -22,6 +22,7 @@ import agent
 from agent import cleanup, config, logs
 from agent.commands import cni_install, flowsource, mapview, whatif
 from agent.commands import explain as explain_command
+from agent.commands import flows as flows_command
 from agent.commands import policies as policies_command
 from agent.commands import recommend as recommend_command
 from agent.commands import status as status_command
@@ -59,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     config.add_options(policies_parser, (config.AGENT_OPTIONS[1],))  # --kubeconfig
     policies_command.add_arguments(policies_parser)
+    flows_parser = sub.add_parser(
+        "flows", help="every node's sampled flows between workloads, as one flow graph"
+    )
+    config.add_options(flows_parser, (config.AGENT_OPTIONS[1],))  # --kubeconfig
+    flows_command.add_arguments(flows_parser)
     _add_flow_tools(sub)
     cni_install.add_arguments(
         sub.add_parser("cni", help="chain podseg-cni into this node's CNI configuration (root)")
@@ -68,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _flow_tool(args)
     if args.command == "cni":
         return cni_install.main(args)
-    if args.command in ("explain", "status", "policies"):
+    if args.command in ("explain", "status", "policies", "flows"):
         return _operator(args)
     if args.command == "responder":
         return _serve(
@@ -147,6 +153,8 @@ def _operator(args: argparse.Namespace) -> int:
         return 2
     try:
         urls = list(getattr(args, "agent_url", None) or [])
+        if args.command == "flows":
+            return flows_command.main(args, api, sys.stdout)
         if args.command == "status":
             found = agents.from_urls(urls) if urls else agents.discover(api)
             return status_command.main(args, found)
@@ -157,7 +165,7 @@ def _operator(args: argparse.Namespace) -> int:
         if args.live:
             live = agents.from_urls(urls, api) if urls else agents.discover(api)
         return explain_command.main(args, cluster, live=live)
-    except agents.AgentUnreachable as exc:
+    except (agents.AgentUnreachable, flows_command.GatherError) as exc:
         print(f"podseg {args.command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # the API answered an error or could not be reached

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from agent import durations
 from agent.calc import containment, ruleset
 
 BACKENDS = ("nftables", "iptables")
@@ -51,6 +52,10 @@ class Settings:
     flow_window: float = 5.0
     max_drop_series: int = 1000
     flow_capture: bool = True
+    # The per-node flow store (agent.flows.flowstore); None: flows are not kept.
+    flow_store: str | None = "/var/lib/podseg/flows.sqlite"
+    flow_retention: float = 7 * 86400.0
+    flow_store_max_flows: int = 50000
     # Read a pod's namespace back as soon as a commit not the agent's own is notified there
     # (agent.sync.tamper); without it, tampering is repaired at the next resync.
     tamper_watch: bool = True
@@ -269,6 +274,26 @@ AGENT_OPTIONS = (
         f"(default {default('max_drop_series')})",
     ),
     Option(
+        "--flow-store",
+        "PODSEG_FLOW_STORE",
+        text,
+        f"SQLite file of this node's workload flows, read by `podseg flows` (default "
+        f"{default('flow_store')}; empty: keep no flows)",
+    ),
+    Option(
+        "--flow-retention",
+        "PODSEG_FLOW_RETENTION",
+        durations.parse,
+        "how long a flow not seen again stays in the flow store, e.g. 12h, 7d (default 7d)",
+    ),
+    Option(
+        "--flow-store-max-flows",
+        "PODSEG_FLOW_STORE_MAX_FLOWS",
+        at_least_one,
+        f"cap on flows in the flow store; past it the least recently seen go "
+        f"(default {default('flow_store_max_flows')})",
+    ),
+    Option(
         "--no-flow-capture",
         "PODSEG_NO_FLOW_CAPTURE",
         boolean,
@@ -408,6 +433,8 @@ def settings_from_args(
             fields[dest] = value
     if "flow_log_file" in given:
         fields["flow_log_file"] = given["flow_log_file"] or None
+    if "flow_store" in given:
+        fields["flow_store"] = given["flow_store"] or None
     if "metrics_address" in given:
         fields["metrics_host"], fields["metrics_port"] = given["metrics_address"]
     if "cni_socket" in given:

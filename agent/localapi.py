@@ -9,12 +9,18 @@ names, addresses, states and fingerprints only). Routes:
   GET /podseg/v1/pods/<namespace>/<name>      one pod; with `peer`, `direction` (ingress |
       ?peer=IP&direction=&protocol=&port=     egress), `protocol`, `port`: the verdict of the
                                               programmed ruleset and what the kernel holds now
+  GET /podseg/v1/flows                        this node's flow store (agent.flows.flowstore):
+      ?since=1h|RFC3339&verdict=&namespace=   workload flows last seen since then, of one
+                                              verdict (allowed, dropped, would-drop), with an
+                                              end in one namespace; 503 when there is no store
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +28,10 @@ from typing import Any
 import aiohttp.web
 
 import agent
+from agent import durations
 from agent.calc import ruleset, verdict
 from agent.dataplane import protocol
+from agent.flows import flowstore, graph
 from agent.sync import loop as sync_loop
 from agent.sync import pod as sync_pod
 
@@ -62,6 +70,39 @@ class LocalApi:
     def routes(self, app: aiohttp.web.Application) -> None:
         app.router.add_get(f"{PREFIX}/state", self._state)
         app.router.add_get(f"{PREFIX}/pods/{{namespace}}/{{name}}", self._pod)
+        app.router.add_get(f"{PREFIX}/flows", self._flows)
+
+    async def _flows(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        collector = self.rec.flows
+        store = collector.flow_store if collector is not None else None
+        if store is None:
+            return _error(503, f"node {self.node} keeps no flow store")
+        query = request.query
+        try:
+            since = parse_since(query.get("since"), time.time())
+        except ValueError as exc:
+            return _error(400, str(exc))
+        chosen = query.get("verdict") or None
+        if chosen is not None and chosen not in graph.VERDICTS:
+            return _error(400, f"verdict {chosen!r} is none of {', '.join(graph.VERDICTS)}")
+        try:
+            # read and serialised in a thread: tens of thousands of flows must not hold the loop
+            body = await asyncio.to_thread(
+                self._flows_body, store, since, chosen, query.get("namespace") or None
+            )
+        except flowstore.StoreError as exc:
+            return _error(500, str(exc))
+        return aiohttp.web.Response(text=body, content_type="application/json")
+
+    def _flows_body(
+        self,
+        store: flowstore.FlowStore,
+        since: float | None,
+        chosen: str | None,
+        namespace: str | None,
+    ) -> str:
+        flows = store.query(since, chosen, namespace)
+        return json.dumps({"node": self.node, "since": _iso(since), "flows": flows})
 
     async def _state(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         pods = [pod_view(s) for _, s in sorted(self.rec.pods.items())]
@@ -123,6 +164,21 @@ class LocalApi:
         except protocol.DataplaneError:
             return None
         return found.fingerprint
+
+
+def parse_since(text: str | None, now: float) -> float | None:
+    """`since` as epoch seconds: a duration back from `now` (`1h`) or an RFC 3339 time."""
+    if not text:
+        return None
+    if text[0].isdigit() and ("T" in text or "-" in text):
+        try:
+            stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"since {text!r} is neither a duration nor an RFC 3339 time") from None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=datetime.UTC)
+        return stamp.timestamp()
+    return now - durations.parse(text)
 
 
 def _error(status: int, message: str) -> aiohttp.web.Response:

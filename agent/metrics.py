@@ -208,6 +208,36 @@ FLOW_LOG_LINES = prometheus_client.Counter(
     "Dropped-flow lines written to the flow log.",
     registry=REGISTRY,
 )
+ALLOWED_FLOW_SAMPLES = prometheus_client.Counter(
+    "podseg_allowed_flow_samples_total",
+    "Samples of new connections a pod's policy accepted, read from NFLOG (rate-limited in "
+    "the kernel), by direction.",
+    ["direction"],
+    registry=REGISTRY,
+)
+FLOW_STORE_FLOWS = prometheus_client.Gauge(
+    "podseg_flow_store_flows",
+    "Workload flows held in this node's flow store.",
+    registry=REGISTRY,
+)
+FLOW_STORE_EVICTIONS = prometheus_client.Counter(
+    "podseg_flow_store_evictions_total",
+    "Flows removed from the flow store, by reason (retention, cap).",
+    ["reason"],
+    registry=REGISTRY,
+)
+FLOW_STORE_ERRORS = prometheus_client.Counter(
+    "podseg_flow_store_errors_total",
+    "Flow store failures, by operation (open, write, query, queue_full).",
+    ["op"],
+    registry=REGISTRY,
+)
+FLOW_STORE_WRITE_SECONDS = prometheus_client.Histogram(
+    "podseg_flow_store_write_seconds",
+    "Time to write one batch of flows to the flow store (in its writer thread).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+    registry=REGISTRY,
+)
 INVALID_MODE_LABELS = prometheus_client.Counter(
     "podseg_invalid_mode_labels_total",
     "Pods whose podseg.io/mode label (or their namespace's) is not enforce/visibility.",

@@ -58,6 +58,9 @@ class Pod:
     # ownerReferences by `agent.k8s.convert.workload_of`; "" for a bare pod (never its name).
     workload: str = ""
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # The owning workload's kind (Deployment for a ReplicaSet of a Deployment, StatefulSet,
+    # DaemonSet, Job, ...; `agent.k8s.convert.workload_kind_of`); "" for a bare pod.
+    workload_kind: str = ""
 
     @property
     def key(self) -> str:

@@ -40,6 +40,10 @@ class Agent:
     def state(self) -> dict[str, Any]:
         return self._get("state", {})
 
+    def flows(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """The agent's flow store (`GET /podseg/v1/flows`, agent.localapi)."""
+        return self._get("flows", {}, query)
+
     def local_pod(self, key: str, query: Mapping[str, str]) -> dict[str, Any]:
         namespace, name = key.split("/", 1)
         return self._get("pod", {"pod_ns": namespace, "pod_name": name}, query)
@@ -58,8 +62,8 @@ class Agent:
         self, what: str, params: Mapping[str, str], query: Mapping[str, str]
     ) -> dict[str, Any]:
         path = (
-            "/podseg/v1/state"
-            if what == "state"
+            f"/podseg/v1/{what}"
+            if what in ("state", "flows")
             else (f"/podseg/v1/pods/{params['pod_ns']}/{params['pod_name']}")
         )
         url = self.url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
@@ -75,7 +79,7 @@ class Agent:
         self, what: str, params: Mapping[str, str], query: Mapping[str, str]
     ) -> dict[str, Any]:
         assert self.api is not None
-        route = rest.AGENT_STATE if what == "state" else rest.AGENT_POD
+        route = {"state": rest.AGENT_STATE, "flows": rest.AGENT_FLOWS}.get(what, rest.AGENT_POD)
         response = rest.call(
             self.api,
             "GET",

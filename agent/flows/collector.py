@@ -8,6 +8,10 @@
   iptables`, the packet counters of its counting deny rules; exact, whatever the rate), read
   through the dataplane worker every window: `podseg_dropped_packets_total`. The per-policy
   hit counters of the same tables are read in the same listing (`agent.flows.hits`).
+* Allowed connections are sampled too (NFLOG prefix `podseg accept <direction>`): with the
+  drops, every sample becomes a workload edge (`agent.flows.edges`, each connection counted
+  once), and every window's edges go to the per-node flow store (`agent.flows.flowstore`,
+  written in a thread of its own) that the local API serves to `podseg flows`.
 * Series are labelled by the local pod's namespace and workload, never its name or IP; those of
   workloads with no pod left on the node are removed; past `--max-drop-series` label sets, new
   ones are booked under `_other` and counted in `podseg_dropped_series_folded_total`.
@@ -27,10 +31,11 @@ from typing import Any, TextIO
 import structlog
 
 from agent import child, config, metrics, model, store
+from agent.calc import compile as calc_compile
 from agent.calc import ruleset
 from agent.dataplane import netns, protocol
 from agent.dataplane.nft import render as render_nft
-from agent.flows import aggregate, hits, nflog
+from agent.flows import aggregate, edges, flowstore, hits, nflog
 from agent.flows import reader as flows_reader
 
 log = structlog.get_logger(__name__)
@@ -103,9 +108,19 @@ class Collector:
         self._reader_task: asyncio.Task[None] | None = None
         self.reader_restarts = 0
         self._ips: tuple[float, dict[str, model.Pod]] | None = None
+        self.edges = edges.Edges()
+        self.flow_store: flowstore.FlowStore | None = None
+        self._ingress_isolated: dict[str, bool] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.settings.flow_store:
+            self.flow_store = await asyncio.to_thread(
+                flowstore.FlowStore.open,
+                self.settings.flow_store,
+                self.settings.flow_retention,
+                self.settings.flow_store_max_flows,
+            )
         await self._start_reader()
         self._tasks = [asyncio.create_task(self._tick_loop(), name="flow-window")]
 
@@ -128,9 +143,13 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(Exception):
+            self.store_edges()
             self.emit_flows()
         proc, self._proc = self._proc, None
         await child.stop(proc)
+        store, self.flow_store = self.flow_store, None
+        if store is not None:
+            await asyncio.to_thread(store.close)
         if self._stream is not None:
             self._stream.close()
 
@@ -204,9 +223,38 @@ class Collector:
             if ips is None:
                 ips = self._pod_ips()
             packet = nflog.Packet(prefix, src, dst, int(proto), sport, dport)
-            if not self.aggregator.add(key, packet, now, ips.__contains__):
+            accepted = render_nft.parse_accept_prefix(packet.prefix)
+            if accepted is not None:
+                metrics.ALLOWED_FLOW_SAMPLES.labels(accepted).inc()
+            elif not self.aggregator.add(key, packet, now, ips.__contains__):
                 metrics.NFLOG_MESSAGES.labels("unparseable").inc()
+                continue
+            edge = edges.classify(packet, ips, self._ingress_sampled)
+            if edge is not None:
+                self.edges.add(edge, now)
         metrics.FLOW_READERS.set(len(self._opened))
+
+    def _ingress_sampled(self, pod: model.Pod) -> bool:
+        """Whether `pod`'s ingress is isolated, so its own rules sample what they accept
+        (remembered until the end of the window)."""
+        known = self._ingress_isolated.get(pod.key)
+        if known is None:
+            known = any(
+                "Ingress" in policy.policy_types and calc_compile.selects(policy, pod)
+                for policy in self.store.policies_for(pod)
+            )
+            self._ingress_isolated[pod.key] = known
+        return known
+
+    def store_edges(self) -> None:
+        """Hand this window's workload edges to the flow store's writer (never blocks)."""
+        self._ingress_isolated.clear()
+        batch = self.edges.flush()
+        if self.edges.overflow:
+            log.warning("flow_edges_full", samples_not_aggregated=self.edges.overflow)
+            self.edges.overflow = 0
+        if batch and self.flow_store is not None:
+            self.flow_store.submit(batch)
 
     def _pod_ips(self) -> dict[str, model.Pod]:
         """Pod by IP, rebuilt at most once a second (drops arrive in bursts)."""
@@ -232,6 +280,7 @@ class Collector:
                     self._reader_task.cancel()
                 await self._start_reader()
             try:
+                self.store_edges()
                 self.emit_flows()
                 await self.read_counters()
                 self.drop_gone_series()

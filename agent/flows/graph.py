@@ -67,6 +67,12 @@ class FlowKey:
     verdict: str  # one of VERDICTS
 
 
+def sort_key(key: FlowKey) -> tuple[Endpoint, Endpoint, str, int, str]:
+    """The order of flows in a document: a flow without port (None) sorts as port -1, so
+    keys that differ only by a missing port compare (None and int do not)."""
+    return (key.src, key.dst, key.protocol, -1 if key.port is None else key.port, key.verdict)
+
+
 @dataclasses.dataclass(frozen=True)
 class Flow:
     key: FlowKey
@@ -137,7 +143,7 @@ def to_json(graph: FlowGraph) -> dict[str, Any]:
                 "last_seen": _time(f.last_seen),
                 "nodes": sorted(f.nodes),
             }
-            for f in sorted(graph.flows, key=lambda f: f.key)
+            for f in sorted(graph.flows, key=lambda f: sort_key(f.key))
         ],
     }
 
@@ -155,6 +161,17 @@ def _endpoint(raw: Any, where: str) -> Endpoint:
     if not isinstance(namespace, str) or not isinstance(workload, str):
         raise GraphError(f"{where}: needs `namespace` and `workload` (or `external`)")
     return Endpoint(namespace=namespace, workload=workload)
+
+
+def flow_from_json(raw: Any, where: str = "flow") -> Flow:
+    """One flow in the shape `to_json` writes (also what an agent's /podseg/v1/flows serves);
+    `GraphError` names the part that is wrong."""
+    try:
+        return _flow(raw, where)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        if isinstance(err, GraphError):
+            raise
+        raise GraphError(f"{where}: {err}") from None
 
 
 def _flow(raw: Any, where: str) -> Flow:
@@ -254,4 +271,4 @@ def merge_flows(flows: Iterable[Flow]) -> tuple[Flow, ...]:
             last_seen=max(seen.last_seen, flow.last_seen),
             nodes=tuple(sorted(set(seen.nodes) | set(flow.nodes))),
         )
-    return tuple(merged[k] for k in sorted(merged))
+    return tuple(merged[k] for k in sorted(merged, key=sort_key))

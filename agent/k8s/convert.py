@@ -111,7 +111,30 @@ def pod(obj: Raw) -> model.Pod:
         resource_version=str(meta.get("resourceVersion") or ""),
         workload=workload_of(meta, _labels(obj)),
         annotations=_annotations(obj),
+        workload_kind=workload_kind_of(meta, _labels(obj)),
     )
+
+
+def _controller(meta: Raw) -> Mapping[str, Any] | None:
+    owners = meta.get("ownerReferences")
+    if not isinstance(owners, list):
+        return None
+    valid = [o for o in owners if isinstance(o, Mapping) and isinstance(o.get("name"), str)]
+    controllers = [o for o in valid if o.get("controller") is True] or valid
+    return controllers[0] if controllers else None
+
+
+def workload_kind_of(meta: Raw, labels: Mapping[str, str]) -> str:
+    """The kind of the workload `workload_of` names: `Deployment` for a ReplicaSet whose name
+    carries the pod's template hash, else the controller's own kind; "" for a bare pod."""
+    owner = _controller(meta)
+    if owner is None:
+        return ""
+    kind = str(owner.get("kind") or "")
+    pod_hash = labels.get("pod-template-hash", "")
+    if kind == "ReplicaSet" and pod_hash and str(owner["name"]).endswith("-" + pod_hash):
+        return "Deployment"
+    return kind
 
 
 def workload_of(meta: Raw, labels: Mapping[str, str]) -> str:

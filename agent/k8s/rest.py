@@ -71,8 +71,15 @@ AGENT_STATE = "/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/podseg/v1
 AGENT_POD = (
     "/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/podseg/v1/pods/{pod_ns}/{pod_name}"
 )
+AGENT_FLOWS = "/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/podseg/v1/flows"
 OPERATOR_ROUTES = frozenset(
-    {("GET", AGENT_PODS), ("GET", AGENT_STATE), ("GET", AGENT_POD), ("GET", LEASES)}
+    {
+        ("GET", AGENT_PODS),
+        ("GET", AGENT_STATE),
+        ("GET", AGENT_POD),
+        ("GET", AGENT_FLOWS),
+        ("GET", LEASES),
+    }
 )
 
 # Keyword arguments of the generated list methods -> query parameters.

@@ -226,7 +226,10 @@ class SandboxCluster:
         self, node: str, extra_args: Sequence[str] = (), wait: bool = True
     ) -> AgentProcess:
         # The agent searches this sandbox's namespaces only: another test run's sandbox on the
-        # same machine is never swept or mistaken for one of ours.
+        # same machine is never swept or mistaken for one of ours. Its flow store lives in the
+        # cluster's work directory (never the node's /var/lib/podseg), one file per node.
+        if not any(a == "--flow-store" or a.startswith("--flow-store=") for a in extra_args):
+            extra_args = ["--flow-store", str(self.workdir / f"flows-{node}.sqlite"), *extra_args]
         agent = self.agents.get(node) or AgentProcess(
             node,
             self.kubeconfig,

@@ -137,3 +137,11 @@ def test_cni_add_quick() -> None:
         assert result[key]["n"] >= 1 and 0 < result[key]["median"] <= result[key]["p99"], key
     assert result["same_run_ratios"]["add_over_exec"] > 0
     _targets(result, {"cni-add"})
+
+
+def test_flow_store_quick() -> None:
+    result = run("flow_store")
+    assert result["max_rows"] == result["cap"] and result["query_rows"] == result["cap"]
+    assert 0 < result["write_ms"]["median"] <= result["write_ms"]["p99"]
+    assert result["query_ms"]["n"] >= 3
+    _targets(result, {"flow-store-write"})

@@ -229,4 +229,4 @@ def test_sctp_and_ipv6_ranges_load_at_the_ruleset_level(netns: str) -> None:
     name = next(s for s in ipsets(netns) if s.endswith("-i6p"))
     members = run("ip", "netns", "exec", netns, "ipset", "list", name)
     assert "sctp:7000" in members and "sctp:7001" in members
-    assert f"--match-set {name} src,dst -j ACCEPT" in v6_rules
+    assert f"--match-set {name} src,dst -j PODSEG-INGRESS-ALLOW" in v6_rules

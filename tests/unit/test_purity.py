@@ -28,6 +28,7 @@ PURE = [
     ROOT / "agent" / "sync" / "eventkind.py",
     ROOT / "agent" / "k8s" / "convert.py",
     *(ROOT / "agent" / "flows" / f"{m}.py" for m in FLOW_TOOLS_PURE),
+    ROOT / "agent" / "durations.py",
     *(ROOT / "agent" / "responder" / f"{m}.py" for m in RESPONDER_PURE),
 ]
 FORBIDDEN = {

@@ -13,17 +13,21 @@ Per family (IPv4 with `iptables-restore`, IPv6 with `ip6tables-restore`):
                     jump PODSEG-QUARANTINE-IN (first: established traffic included); when
                     ingress is isolated: established/related ACCEPT unless the conntrack entry
                     carries DENY_MARK; ICMPv6 link plumbing; the counting-only rules of each
-                    isolating policy's own sets (hits); one `-m set` ACCEPT per peer set;
-                    the ingress "policy" deny rules
+                    isolating policy's own sets (hits); one `-m set` jump to
+                    PODSEG-INGRESS-ALLOW per peer set; the ingress "policy" deny rules
     PODSEG-OUTPUT : when quarantined, node-guarded or egress is isolated: -o lo ACCEPT; jump
                     PODSEG-QUARANTINE-OUT; established/related ACCEPT unless DENY_MARK; jump
                     PODSEG-NODE-GUARD (whatever the policies allow); when egress is isolated:
-                    ICMPv6 link plumbing; one `-m set` jump to PODSEG-EGRESS-ACCEPT per peer
+                    ICMPv6 link plumbing; one `-m set` jump to PODSEG-EGRESS-ALLOW per peer
                     set; jump PODSEG-EGRESS-DENY
     PODSEG-QUARANTINE-IN  : forensic allow-from sources ACCEPT; ICMPv6 link; "quarantine" deny
     PODSEG-QUARANTINE-OUT : replies to allow-from sources ACCEPT; ICMPv6 link; "quarantine" deny
     PODSEG-NODE-GUARD     : blocked addresses (any port), node addresses x guarded protocol/ports
                             -> jump PODSEG-NODE-GUARD-DENY ("node-guard" deny rules)
+    PODSEG-INGRESS-ALLOW  : every accept of the ingress policy: sample a new connection to
+                            NFLOG (`podseg accept ingress`, rate limited); ACCEPT
+    PODSEG-EGRESS-ALLOW   : every accept of the egress policy: sample a new connection
+                            (`podseg accept egress`); jump PODSEG-EGRESS-ACCEPT
     PODSEG-EGRESS-ACCEPT  : clear DENY_MARK on the conntrack entry; ACCEPT
     PODSEG-EGRESS-DENY    : the egress "policy" deny rules
     PODSEG-EGRESS-MARK    : set DENY_MARK on packet and conntrack entry; ACCEPT
@@ -70,7 +74,7 @@ from collections.abc import Iterable, Sequence
 from agent.calc import ruleset
 from agent.dataplane.nft import render as render_nft
 
-FORMAT_VERSION = "podseg-ipt/5"
+FORMAT_VERSION = "podseg-ipt/6"
 GEN = "@GEN@"  # generation placeholder in set names; the worker substitutes a fresh token
 PREFIX = "PODSEG-"
 INPUT = "PODSEG-INPUT"
@@ -80,6 +84,8 @@ ND_OUT = "PODSEG-ND-OUT"
 ND_QUARANTINE_IN = "PODSEG-ND-Q-IN"
 ND_QUARANTINE_OUT = "PODSEG-ND-Q-OUT"
 EGRESS_ACCEPT = "PODSEG-EGRESS-ACCEPT"
+INGRESS_ALLOW = "PODSEG-INGRESS-ALLOW"
+EGRESS_ALLOW = "PODSEG-EGRESS-ALLOW"
 EGRESS_DENY = "PODSEG-EGRESS-DENY"
 EGRESS_MARK = "PODSEG-EGRESS-MARK"
 QUARANTINE_IN = "PODSEG-QUARANTINE-IN"
@@ -103,6 +109,8 @@ CHAINS = (
     ND_QUARANTINE_IN,
     ND_QUARANTINE_OUT,
     EGRESS_ACCEPT,
+    INGRESS_ALLOW,
+    EGRESS_ALLOW,
     EGRESS_DENY,
     EGRESS_MARK,
     QUARANTINE_IN,
@@ -547,9 +555,12 @@ def _ingress(
         sets += peer_sets + hit_sets
         specs += [
             *hits,
-            *(f"{m} -j ACCEPT" for m in matches),
+            *(f"{m} -j {INGRESS_ALLOW}" for m in matches),
             *deny_rules(ruleset.Direction.INGRESS, "policy", ifaces, mode=rs.mode),
         ]
+        rules += _chain_rules(
+            INGRESS_ALLOW, [accept_log_rule(ruleset.Direction.INGRESS), "-j ACCEPT"]
+        )
     elif "baseline" in jumps:
         specs.append(jumps["baseline"])
     return sets, _chain_rules(INPUT, specs) + rules
@@ -579,7 +590,10 @@ def _egress(
         peer_sets, matches = _peer_sets(ruleset.Direction.EGRESS, rs.egress, family)
         hit_sets, hits = _hit_rules(ruleset.Direction.EGRESS, rs.egress, family)
         sets += peer_sets + hit_sets
-        specs += [*hits, *(f"{m} -j {EGRESS_ACCEPT}" for m in matches), f"-j {EGRESS_DENY}"]
+        specs += [*hits, *(f"{m} -j {EGRESS_ALLOW}" for m in matches), f"-j {EGRESS_DENY}"]
+        rules += _chain_rules(
+            EGRESS_ALLOW, [accept_log_rule(ruleset.Direction.EGRESS), f"-j {EGRESS_ACCEPT}"]
+        )
         rules += _chain_rules(
             EGRESS_DENY, deny_rules(ruleset.Direction.EGRESS, "policy", ifaces, mode=rs.mode)
         )
@@ -672,6 +686,21 @@ def log_limit() -> str:
         raise ValueError(f"unsupported LOG_RATE {render_nft.LOG_RATE!r}")
     rate, unit, burst = match.groups()
     return f"-m limit --limit {rate}/{unit} --limit-burst {burst}"
+
+
+def accept_log_rule(direction: ruleset.Direction) -> str:
+    """The rule sampling accepted new connections (the twin of `render_nft.accept_log_rule`)."""
+    match = _RATE_RE.match(render_nft.ACCEPT_RATE)
+    if match is None:
+        raise ValueError(f"unsupported ACCEPT_RATE {render_nft.ACCEPT_RATE!r}")
+    rate, unit, burst = match.groups()
+    return (
+        f"-m conntrack --ctstate NEW -m limit --limit {rate}/{unit} --limit-burst {burst} "
+        f"-j NFLOG --nflog-group {render_nft.NFLOG_GROUP} "
+        f'--nflog-prefix "{render_nft.accept_prefix(direction)}" '
+        f"--nflog-size {render_nft.LOG_SNAPLEN} "
+        f"--nflog-threshold {render_nft.LOG_QUEUE_THRESHOLD}"
+    )
 
 
 def deny_rules(

@@ -8,11 +8,14 @@ table (`table inet podseg`, plus `table netdev podseg` when egress is isolated):
                      carries DENY_MARK; ICMPv6 link plumbing; jump ingress_policy;
                      jump ingress_deny
     ingress_policy : one rule per non-empty set: saddr in *_any{4,6}, or
-                     saddr . l4proto . dport in *_ports{4,6} -> accept
+                     saddr . l4proto . dport in *_ports{4,6} -> goto ingress_allow
+    ingress_allow  : a new connection is sampled to NFLOG (`podseg accept ingress`, rate
+                     limited); accept
     ingress_deny   : counter drop
     output (hook)  : oif lo accept; established/related accept; ICMPv6 link plumbing;
                      jump egress_policy; jump egress_deny
-    egress_policy  : the same with daddr; an accept also clears DENY_MARK on the conntrack entry
+    egress_policy  : the same with daddr, -> goto egress_allow
+    egress_allow   : clear DENY_MARK on the conntrack entry; sample a new connection; accept
     egress_deny    : packets leaving through an interface without a netdev hook: counter drop;
                      others: counter, set DENY_MARK on packet and conntrack entry, accept
     netdev egress_<if> (hook egress on each interface): DENY_MARK set -> counter drop
@@ -48,7 +51,7 @@ from agent.calc import intervals, ruleset
 
 TABLE = "podseg"
 DENY_MARK = 0x00100000
-FORMAT_VERSION = "podseg-nft/4"
+FORMAT_VERSION = "podseg-nft/5"
 FINGERPRINT_CHARS = 16
 COMMENT_MAX_BYTES = 127  # the kernel keeps at most 128 bytes of table comment (with NUL)
 
@@ -60,6 +63,11 @@ LOG_RATE = "100/second burst 50 packets"
 LOG_SNAPLEN = 128
 LOG_QUEUE_THRESHOLD = 16
 LOG_PREFIX = "podseg"
+# Allowed-flow sampling: a new connection that a direction's policy accepts is logged to the
+# same group with prefix `podseg accept <direction>`, under a kernel rate limit of its own per
+# direction, from one rule in the chain every accept of the direction goes to (constant cost).
+ACCEPT_RATE = "20/second burst 20 packets"
+ACCEPT_TOKEN = "accept"
 COUNTER_PREFIX = "deny"
 
 _MARK = f"0x{DENY_MARK:08x}"
@@ -374,6 +382,32 @@ def _sanitize(text: str) -> str:
 def log_prefix(direction: ruleset.Direction, reason: str, mode: ruleset.PolicyMode) -> str:
     """The NFLOG prefix of a deny rule: `podseg <direction> <reason> <mode>`."""
     return f"{LOG_PREFIX} {direction.value} {_sanitize_token(reason)} {mode.value}"
+
+
+def accept_prefix(direction: ruleset.Direction) -> str:
+    """The NFLOG prefix of an allowed-connection sample: `podseg accept <direction>`."""
+    return f"{LOG_PREFIX} {ACCEPT_TOKEN} {direction.value}"
+
+
+def parse_accept_prefix(prefix: str) -> str | None:
+    """The direction of a prefix made by `accept_prefix`; None when it is no such prefix."""
+    parts = prefix.split(" ")
+    if len(parts) != 3 or parts[0] != LOG_PREFIX or parts[1] != ACCEPT_TOKEN:
+        return None
+    return parts[2] if parts[2] in _DIRECTIONS else None
+
+
+def accept_log_rule(direction: ruleset.Direction) -> str:
+    """The rule that samples accepted new connections of `direction` to NFLOG."""
+    return (
+        f'ct state new limit rate {ACCEPT_RATE} log prefix "{accept_prefix(direction)}" '
+        f"group {NFLOG_GROUP} snaplen {LOG_SNAPLEN} queue-threshold {LOG_QUEUE_THRESHOLD}"
+    )
+
+
+def accept_chain(direction: ruleset.Direction) -> str:
+    """The chain every accept of an isolated direction's policy goes to."""
+    return f"{direction.value}_allow"
 
 
 def parse_log_prefix(prefix: str) -> tuple[str, str, str] | None:
@@ -753,11 +787,11 @@ def _direction(
     if not d.isolated:
         return None
     key = "saddr" if direction is ruleset.Direction.INGRESS else "daddr"
-    verdict = (
-        "accept"
-        if direction is ruleset.Direction.INGRESS
-        else (f"ct mark set ct mark & {_CLEAR_MARK} accept")
-    )
+    allow = [accept_log_rule(direction)]
+    if direction is ruleset.Direction.EGRESS:
+        allow.insert(0, f"ct mark set ct mark & {_CLEAR_MARK}")
+    body.chain(accept_chain(direction), [*allow, "accept"])
+    verdict = f"goto {accept_chain(direction)}"
     rules: list[str] = []
     if d.per_policy:
         hits = f"{direction.value}_hits"

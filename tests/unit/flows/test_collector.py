@@ -12,7 +12,7 @@ from typing import TypeVar, cast
 from agent import config, metrics, model, store
 from agent.calc import ruleset
 from agent.dataplane import netns, protocol
-from agent.flows import collector
+from agent.flows import collector, flowstore
 
 ENFORCE = "deny.ingress.policy.enforce"
 R = TypeVar("R")
@@ -166,3 +166,63 @@ def test_counters_are_read_a_few_pods_per_request(tmp_path: pathlib.Path) -> Non
         "policy_mode": "enforce",
     }
     assert sample("podseg_dropped_packets_total", **labels) == 2 * len(pods)
+
+
+def test_samples_become_workload_edges_in_the_flow_store(tmp_path: pathlib.Path) -> None:
+    """Allowed samples are counted (metric) and, with drops, stored as workload edges: an
+    allowed connection once (at the isolated destination's ingress, not at the source's
+    egress), egress to an external address folded; accept prefixes are no malformed drops."""
+    c, _worker = make(tmp_path)
+    c.flow_store = flowstore.FlowStore(str(tmp_path / "flows.sqlite"))
+    c.flow_store.start()
+    web, db, bare = pod("eq", "web-1", "web"), pod("eq", "db-0-x", "db"), pod("eq", "dbg", "")
+    for p in (web, db, bare):
+        c.store.pods[p.key] = p
+    c.store.policies["eq/db"] = model.NetworkPolicy(
+        "eq", "db", model.LabelSelector(), policy_types=("Ingress",)
+    )
+    before = sample("podseg_allowed_flow_samples_total", direction="egress")
+    unparseable = sample("podseg_nflog_messages_total", result="unparseable")
+    c.handle(
+        {
+            "key": db.key,
+            "packets": [
+                ["podseg accept ingress", web.ips[0], db.ips[0], 6, 40000, 5432],
+                ["podseg accept ingress", web.ips[0], db.ips[0], 6, 40001, 5432],
+                ["podseg ingress policy enforce", bare.ips[0], db.ips[0], 6, 40002, 5432],
+            ],
+        }
+    )
+    c.handle(
+        {
+            "key": web.key,
+            "packets": [
+                ["podseg accept egress", web.ips[0], db.ips[0], 6, 40000, 5432],
+                ["podseg accept egress", web.ips[0], "203.0.113.9", 6, 40003, 443],
+            ],
+        }
+    )
+    assert sample("podseg_allowed_flow_samples_total", direction="egress") - before == 2
+    assert sample("podseg_nflog_messages_total", result="unparseable") == unparseable
+    c.store_edges()
+    c.flow_store.flush()
+    got = {
+        (
+            json.dumps(f["src"], sort_keys=True),
+            json.dumps(f["dst"], sort_keys=True),
+            f["port"],
+            f["verdict"],
+        ): f["count"]
+        for f in c.flow_store.query()
+    }
+    web_end = json.dumps({"namespace": "eq", "workload": "web"}, sort_keys=True)
+    db_end = json.dumps({"namespace": "eq", "workload": "db"}, sort_keys=True)
+    bare_end = json.dumps({"namespace": "eq", "workload": "dbg"}, sort_keys=True)
+    external = json.dumps({"external": "203.0.113.0/24"}, sort_keys=True)
+    assert got == {
+        (web_end, db_end, 5432, "allowed"): 2,
+        (bare_end, db_end, 5432, "dropped"): 1,
+        (web_end, external, 443, "allowed"): 1,
+    }
+    asyncio.run(c.close())
+    assert c.flow_store is None

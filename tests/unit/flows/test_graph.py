@@ -71,3 +71,27 @@ def test_merge_sums_and_widens() -> None:
 def test_bad_documents_say_what(text: str, words: str) -> None:
     with pytest.raises(graph.GraphError, match=words.replace("[", r"\[").replace("]", r"\]")):
         graph.loads(text)
+
+
+def test_flows_differing_only_by_a_missing_port_sort_and_merge() -> None:
+    def flow(port: int | None, protocol: str = "TCP") -> graph.Flow:
+        key = graph.FlowKey(
+            graph.Endpoint("shop", "web"), graph.Endpoint("shop", "db"), protocol, port, "dropped"
+        )
+        return graph.Flow(key, 1, T0, T0)
+
+    flows = [flow(5432), flow(None), flow(80), flow(None)]
+    merged = graph.merge_flows(flows)
+    assert [(f.key.port, f.count) for f in merged] == [(None, 2), (80, 1), (5432, 1)]
+    doc = graph.FlowGraph(T0, None, T0, {}, (), (), tuple(flows[:3]))
+    assert [f["port"] for f in graph.to_json(doc)["flows"]] == [None, 80, 5432]
+    assert graph.loads(graph.dumps(doc)).flows == tuple(
+        sorted(doc.flows, key=lambda f: graph.sort_key(f.key))
+    )
+
+
+def test_flow_from_json_reads_one_flow_and_names_what_is_wrong() -> None:
+    raw = graph.to_json(graph.FlowGraph(T0, None, T0, {}, (), (), (_flow(2, 0, 1, "n1"),)))
+    assert graph.flow_from_json(raw["flows"][0]) == _flow(2, 0, 1, "n1")
+    with pytest.raises(graph.GraphError, match=r"flow\.count"):
+        graph.flow_from_json({**raw["flows"][0], "count": "x"})

@@ -40,7 +40,7 @@ def test_each_isolating_policy_gets_its_own_counting_rules() -> None:
         'ip saddr . meta l4proto . th dport @ingress_p1_ports4 counter name "hit.ingress.x/b"'
     )
     assert port_rule in out.script
-    assert "    jump ingress_hits\n    ip saddr @ingress_any4 accept" in out.script
+    assert "    jump ingress_hits\n    ip saddr @ingress_any4 goto ingress_allow" in out.script
     sets = dict(out.sets)
     assert sets["inet ingress_p0_any4"] == ("0.0.0.1",)
     assert sets["inet ingress_p1_ports4"] == ("0.0.0.2 . tcp . 80",)

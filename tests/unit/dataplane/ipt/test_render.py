@@ -61,7 +61,10 @@ def test_peers_go_to_sets_by_kind_and_rule_count_is_flat() -> None:
     )
     assert "create PODSEG-@GEN@-i4p hash:net,port family inet hashsize 1024 " in small.ipset
     assert "add PODSEG-@GEN@-i4p 198.18.0.1/32,tcp:81" in large.ipset
-    assert "-A PODSEG-INPUT -m set --match-set PODSEG-@GEN@-i4p src,dst -j ACCEPT" in large.v4
+    assert (
+        "-A PODSEG-INPUT -m set --match-set PODSEG-@GEN@-i4p src,dst -j PODSEG-INGRESS-ALLOW"
+        in large.v4
+    )
 
 
 def test_long_port_ranges_become_one_rule_per_range_not_per_peer() -> None:
@@ -79,10 +82,10 @@ def test_long_port_ranges_become_one_rule_per_range_not_per_peer() -> None:
     )
     out = render_ipt.render(rs, ["eth0"])
     assert rules(out.v4, "PODSEG-OUTPUT")[2:5] == [
-        "-A PODSEG-OUTPUT -m set --match-set PODSEG-@GEN@-e4p dst,dst -j PODSEG-EGRESS-ACCEPT",
+        "-A PODSEG-OUTPUT -m set --match-set PODSEG-@GEN@-e4p dst,dst -j PODSEG-EGRESS-ALLOW",
         "-A PODSEG-OUTPUT -p tcp -m tcp --dport 1000:2000 -m set --match-set PODSEG-@GEN@-e4r0"
-        " dst -j PODSEG-EGRESS-ACCEPT",
-        "-A PODSEG-OUTPUT -p udp -m set --match-set PODSEG-@GEN@-e4r1 dst -j PODSEG-EGRESS-ACCEPT",
+        " dst -j PODSEG-EGRESS-ALLOW",
+        "-A PODSEG-OUTPUT -p udp -m set --match-set PODSEG-@GEN@-e4r1 dst -j PODSEG-EGRESS-ALLOW",
     ]
     assert "add PODSEG-@GEN@-e4r0 198.18.0.1/32\nadd PODSEG-@GEN@-e4r0 198.18.0.2/32" in (out.ipset)
     assert "add PODSEG-@GEN@-e4p 198.18.0.4/32,sctp:5001" in out.ipset
@@ -110,13 +113,36 @@ def test_ingress_and_egress_guards_and_silent_egress_drop() -> None:
         "-A PODSEG-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m connmark --mark "
         "0x0/0x100000 -j ACCEPT",
         "-A PODSEG-INPUT -p ipv6-icmp -j PODSEG-ND-IN",
-        "-A PODSEG-INPUT -m set --match-set PODSEG-@GEN@-i6a src -j ACCEPT",
+        "-A PODSEG-INPUT -m set --match-set PODSEG-@GEN@-i6a src -j PODSEG-INGRESS-ALLOW",
         '-A PODSEG-INPUT -m comment --comment "deny.ingress.policy.enforce"',
         "-A PODSEG-INPUT -m limit --limit 100/second --limit-burst 50 -j NFLOG --nflog-group "
         '2100 --nflog-prefix "podseg ingress policy enforce" --nflog-size 128 '
         "--nflog-threshold 16",
         "-A PODSEG-INPUT -j DROP",
     ]
+    # Every accept of a policy samples new connections to NFLOG, rate limited, then accepts.
+    sample = (
+        "-m conntrack --ctstate NEW -m limit --limit 20/second --limit-burst 20 -j NFLOG "
+        '--nflog-group 2100 --nflog-prefix "podseg accept {}" --nflog-size 128 '
+        "--nflog-threshold 16"
+    )
+    assert rules(out.v6, "PODSEG-INGRESS-ALLOW") == [
+        "-A PODSEG-INGRESS-ALLOW " + sample.format("ingress"),
+        "-A PODSEG-INGRESS-ALLOW -j ACCEPT",
+    ]
+    assert rules(out.v4, "PODSEG-EGRESS-ALLOW") == [
+        "-A PODSEG-EGRESS-ALLOW " + sample.format("egress"),
+        "-A PODSEG-EGRESS-ALLOW -j PODSEG-EGRESS-ACCEPT",
+    ]
+    assert rules(out.v4, "PODSEG-EGRESS-ACCEPT") == [
+        "-A PODSEG-EGRESS-ACCEPT -j CONNMARK --and-mark 0xffefffff",
+        "-A PODSEG-EGRESS-ACCEPT -j ACCEPT",
+    ]
+    assert all(
+        line.endswith("-j PODSEG-EGRESS-ALLOW")
+        for line in rules(out.v4, "PODSEG-OUTPUT")
+        if "--match-set" in line
+    )
     # Egress denial marks (packet + conntrack) and accepts; the netdev hook drops it later.
     assert rules(out.v4, "PODSEG-OUTPUT")[-1] == "-A PODSEG-OUTPUT -j PODSEG-EGRESS-DENY"
     assert rules(out.v4, "PODSEG-EGRESS-DENY")[2:] == [

@@ -122,7 +122,7 @@ def test_node_guard_blocks_before_policy_allows() -> None:
     out = render_ipt.render(rs, ["eth0"])
     output = rules(out.v4, "PODSEG-OUTPUT")
     assert output.index("-j PODSEG-NODE-GUARD") < output.index(
-        "-m set --match-set PODSEG-@GEN@-e4a dst -j PODSEG-EGRESS-ACCEPT"
+        "-m set --match-set PODSEG-@GEN@-e4a dst -j PODSEG-EGRESS-ALLOW"
     )
     assert rules(out.v4, "PODSEG-NODE-GUARD") == [
         "-m set --match-set PODSEG-@GEN@-gb4 dst -j PODSEG-NODE-GUARD-DENY",

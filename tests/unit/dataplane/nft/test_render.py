@@ -63,11 +63,11 @@ def test_sets_and_rules_per_family_and_direction() -> None:
     assert "fd00:198:18::9 . sctp . 3868" in script
     assert "198.18.0.53 . udp . 53" in script
     assert "type ipv6_addr . inet_proto . inet_service" in script
-    assert "ip saddr @ingress_any4 accept" in script
-    assert "ip6 saddr @ingress_any6 accept" in script
-    assert "ip saddr . meta l4proto . th dport @ingress_ports4 accept" in script
-    assert "ip6 saddr . meta l4proto . th dport @ingress_ports6 accept" in script
-    assert "ip daddr . meta l4proto . th dport @egress_ports4 ct mark set" in script
+    assert "ip saddr @ingress_any4 goto ingress_allow" in script
+    assert "ip6 saddr @ingress_any6 goto ingress_allow" in script
+    assert "ip saddr . meta l4proto . th dport @ingress_ports4 goto ingress_allow" in script
+    assert "ip6 saddr . meta l4proto . th dport @ingress_ports6 goto ingress_allow" in script
+    assert "ip daddr . meta l4proto . th dport @egress_ports4 goto egress_allow" in script
     # empty sets are declared (without elements), so that a peer change keeps the skeleton
     assert "  set egress_any4 {\n    type ipv4_addr\n    flags interval\n  }\n" in script
     assert dict(render_nft.render(SAMPLE, ["eth0"]).sets)["inet egress_ports6"] == ()
@@ -77,6 +77,8 @@ def test_chain_layout_and_deny_paths() -> None:
     script = render_nft.render(SAMPLE, ["eth0"]).script
     chains = re.findall(r"chain (\S+) \{", script)
     assert chains == [
+        "ingress_allow",
+        "egress_allow",
         "nd_ingress",
         "nd_egress",
         "input",
@@ -107,6 +109,14 @@ def test_chain_layout_and_deny_paths() -> None:
     assert f'oifname != {{ "eth0" }} {egress_counter} drop' in script
     assert 'type filter hook egress device "eth0" priority filter; policy accept;' in script
     assert f"meta mark & {mark} == {mark} counter drop" in script
+    # every accept of a policy goes through one chain that samples new connections
+    allow = script.split("chain egress_allow {\n")[1].split("\n  }\n")[0].splitlines()
+    assert [line.strip() for line in allow] == [
+        "ct mark set ct mark & 0xffefffff",
+        "ct state new limit rate 20/second burst 20 packets "
+        'log prefix "podseg accept egress" group 2100 snaplen 128 queue-threshold 16',
+        "accept",
+    ]
     # in output, only packets leaving through an unhooked interface are dropped
     egress_deny = script.split("chain egress_deny {\n")[1].split("\n  }\n")[0].splitlines()
     assert [line.strip() for line in egress_deny if "drop" in line] == [

@@ -28,7 +28,7 @@ P = ruleset.PortRange
 PP = ruleset.PeerPort
 GOLDEN = pathlib.Path(__file__).parent / "golden_render"
 RANDOM_CASES = 300
-RANDOM_DIGEST = "165ac9328db8680855a2066c4eb9bd38f4d69b062df637ce0d153b03a410a0ad"
+RANDOM_DIGEST = "c7c39ffb304f6eba2580c82bed835999537c32f0cff9efd830af2b376debfefa"
 
 
 def _v4(text: str) -> int:
