@@ -324,7 +324,7 @@ def _peer_match(
                 if _within_cidr(peer.address, block.cidr) and not any(
                     _within_cidr(peer.address, e) for e in block.excepts
                 ):
-                    return f"#{i} ipBlock {block.cidr}"
+                    return f"{i} (ipBlock {block.cidr})"
             continue
         other = peer.pod
         if other is None or not calc_compile.is_peer_candidate(other):
@@ -341,9 +341,8 @@ def _peer_match(
         ):
             continue
         kind = "namespaceSelector" if entry.namespace_selector is not None else "podSelector"
-        return f"#{i} {kind}" + (
-            "+podSelector" if kind == "namespaceSelector" and entry.pod_selector else ""
-        )
+        both = kind == "namespaceSelector" and entry.pod_selector
+        return f"{i} ({kind}" + ("+podSelector)" if both else ")")
     return None
 
 

@@ -9,6 +9,7 @@ one line and exit 2.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 
 from agent import config
@@ -41,10 +42,24 @@ def from_file(path: str) -> graph.FlowGraph:
 
 
 def live(args: argparse.Namespace) -> graph.FlowGraph:
-    """The flow graph gathered from the cluster's agents."""
-    raise FlowSourceError(
-        "gathering flows from the cluster is not available here; pass --flows FILE"
-    )
+    """The flow graph gathered from the cluster's agents (`podseg flows`, every namespace:
+    a tool narrows it itself), with the operator's kubeconfig."""
+    from agent.commands import flows
+    from agent.k8s import clients
+
+    try:
+        given = config.resolve(args, (config.AGENT_OPTIONS[1],), os.environ)
+        api = clients.api_client(given.get("kubeconfig") or None)
+    except (config.ConfigError, clients.CredentialsError) as exc:
+        raise FlowSourceError(str(exc)) from None
+    try:
+        return flows.gather(api)
+    except flows.GatherError as exc:
+        raise FlowSourceError(str(exc)) from None
+    except Exception as exc:  # the API answered an error or could not be reached
+        raise FlowSourceError(f"cannot read the cluster: {exc}") from None
+    finally:
+        api.close()
 
 
 def graph_from(args: argparse.Namespace) -> graph.FlowGraph:

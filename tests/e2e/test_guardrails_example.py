@@ -102,4 +102,16 @@ def test_explain_prints_what_readme_shows(shop: sandbox_cluster.SandboxCluster) 
             timeout=60,
             check=False,
         )
-        assert run.stdout.splitlines() == output, (command, run.stdout, run.stderr)
+        assert _abridged(run.stdout.splitlines()) == output, (command, run.stdout, run.stderr)
+
+
+def _abridged(lines: list[str]) -> list[str]:
+    """The output as README abridges it: the egress side and its reasons left out."""
+    out: list[str] = []
+    skipping = False
+    for line in lines:
+        if not line.startswith("    "):
+            skipping = line.startswith("  egress of ")
+        if not skipping:
+            out.append(line)
+    return out

@@ -123,7 +123,7 @@ def test_the_allowing_rule_is_named_with_policy_rule_peer_and_port() -> None:
     (ingress,) = [s for s in allowed.sides if s.direction == "ingress"]
     assert ingress.isolating == ("shop/web-in",)
     assert ingress.allowed_by == (
-        calc_explain.Match("shop/web-in", 1, "#0 podSelector", "TCP/http (8080)"),
+        calc_explain.Match("shop/web-in", 1, "0 (podSelector)", "TCP/http (8080)"),
     )
     denied = calc_explain.explain(api, web, "tcp", 9090, cluster)
     assert denied.verdict == calc_explain.DENIED

@@ -1,5 +1,6 @@
 """Where the flow tools read their graph: a readable podseg flow graph file, or one line and
-exit 2 (missing file, not JSON, another document, no --flows while live gathering is absent)."""
+exit 2 (missing file, not JSON, another document; without --flows, a cluster that cannot be
+read)."""
 
 from __future__ import annotations
 
@@ -50,8 +51,7 @@ def test_a_file_that_is_not_a_flow_graph(
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_without_flows_file_the_user_is_told_to_pass_one(
-    command: str, tmp_path: pathlib.Path
-) -> None:
-    done = fg.podseg(*_args(command, tmp_path))
-    assert fg.one_line_error(done, command).endswith("pass --flows FILE")
+def test_without_flows_file_the_agents_are_asked(command: str, tmp_path: pathlib.Path) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    done = fg.podseg(*_args(command, tmp_path), "--kubeconfig", str(missing))
+    assert str(missing) in fg.one_line_error(done, command)
