@@ -32,6 +32,7 @@ import structlog
 
 from agent import child, config, metrics, model, store
 from agent.calc import compile as calc_compile
+from agent.calc import mode as calc_mode
 from agent.calc import ruleset
 from agent.dataplane import netns, protocol
 from agent.dataplane.nft import render as render_nft
@@ -235,11 +236,14 @@ class Collector:
         metrics.FLOW_READERS.set(len(self._opened))
 
     def _ingress_sampled(self, pod: model.Pod) -> bool:
-        """Whether `pod`'s ingress is isolated, so its own rules sample what they accept
-        (remembered until the end of the window)."""
+        """Whether `pod`'s own ingress samples what it accepts: its ingress is isolated, or it
+        is in visibility mode, where what the default lets in is sampled too (remembered
+        until the end of the window)."""
         known = self._ingress_isolated.get(pod.key)
         if known is None:
-            known = any(
+            loosen = self.settings.allow_pod_visibility
+            visibility = calc_mode.resolve(pod, self.store.namespaces, loosen).mode
+            known = visibility is ruleset.PolicyMode.VISIBILITY or any(
                 "Ingress" in policy.policy_types and calc_compile.selects(policy, pod)
                 for policy in self.store.policies_for(pod)
             )

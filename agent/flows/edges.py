@@ -7,7 +7,8 @@ ReplicaSet's Deployment), or the pod's own name for a bare pod; an address that 
 folded to its /24 or /64 (`aggregate.fold`).
 
 Count once: an allowed connection is sampled both where it leaves (the source's egress
-policy, when isolated) and where it arrives (the destination's ingress policy). It is counted
+policy, when isolated) and where it arrives (the destination's ingress, when isolated or in
+visibility mode, where what the default lets through is sampled too). It is counted
 at the destination's ingress when the destination is a pod whose ingress podseg samples
 (`ingress_sampled`), so two nodes never count the same connection; an egress sample counts
 only when the destination is not such a pod (an external address, or a pod whose ingress is

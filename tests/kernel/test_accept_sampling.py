@@ -94,3 +94,33 @@ def test_accepted_connection_is_sampled_and_drops_still_are(
         assert any(p[5] == 81 for p in _prefixes(reader, "a") if p[0] == "podseg accept egress")
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_visibility_mode_samples_what_no_policy_covers(
+    sandbox: topology.Sandbox, backend: str
+) -> None:
+    """A namespace in visibility mode with no policy yet: the connections its pods make and
+    accept are sampled (what `podseg recommend` needs)."""
+    node = sandbox.add_node("n1")
+    a = sandbox.add_pod(node, "x", "a", ipv6=False)
+    b = sandbox.add_pod(node, "x", "b", ipv6=False)
+    for pod in (a, b):
+        observed = ruleset.PodRuleset("x", pod.name, mode=ruleset.PolicyMode.VISIBILITY)
+        commit(pod.netns, observed, backend)
+    reader = ReaderProc()
+    try:
+        for pod in (a, b):
+            reader.send(
+                op="open", key=pod.name, path=pod.netns_path, ino=os.stat(pod.netns_path).st_ino
+            )
+            reader.wait(lambda m, k=pod.name: m.get("opened") == k)
+        assert probe.probe(a, b.ipv4, 80, "tcp", timeout=2.0) == probe.OK
+        reader.wait(lambda m: any(p[0] == "podseg accept ingress" for p in m.get("packets") or []))
+        reader.wait(lambda m: any(p[0] == "podseg accept egress" for p in m.get("packets") or []))
+        accepted_in = [p for p in _prefixes(reader, "b") if p[0] == "podseg accept ingress"]
+        accepted_out = [p for p in _prefixes(reader, "a") if p[0] == "podseg accept egress"]
+        assert [(p[1], p[2], p[3], p[5]) for p in accepted_in] == [(a.ipv4, b.ipv4, TCP, 80)]
+        assert [(p[1], p[2], p[3], p[5]) for p in accepted_out] == [(a.ipv4, b.ipv4, TCP, 80)]
+    finally:
+        reader.close()

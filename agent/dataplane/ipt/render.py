@@ -540,7 +540,7 @@ def _ingress(
 ) -> tuple[list[str], list[str]]:
     """The INPUT chain: quarantine first, then the Admin tier, then the ingress policy when
     it isolates, else the Baseline tier."""
-    if not rs.ingress.tiered and rs.quarantine is None:
+    if not rs.ingress.tiered and rs.quarantine is None and not render_nft.observes_default(rs):
         return [], []
     specs = ["-i lo -j ACCEPT"]
     if rs.quarantine is not None:
@@ -563,6 +563,8 @@ def _ingress(
         )
     elif "baseline" in jumps:
         specs.append(jumps["baseline"])
+    if render_nft.observes_default(rs) and not rs.ingress.isolated:
+        specs.append(accept_log_rule(ruleset.Direction.INGRESS))  # what the default lets in
     return sets, _chain_rules(INPUT, specs) + rules
 
 
@@ -571,7 +573,8 @@ def _egress(
 ) -> tuple[list[str], list[str]]:
     """The OUTPUT chain (quarantine, node guard, the egress policy) and the chains it jumps
     to for accepting, denying and marking."""
-    if not rs.egress.tiered and rs.quarantine is None and rs.node_guard is None:
+    contained = rs.quarantine is not None or rs.node_guard is not None
+    if not rs.egress.tiered and not contained and not render_nft.observes_default(rs):
         return [], []
     sets, rules, jumps = _tiers(rs, ruleset.Direction.EGRESS, family, ifaces, EGRESS_ACCEPT)
     specs = ["-o lo -j ACCEPT"]
@@ -599,6 +602,8 @@ def _egress(
         )
     elif "baseline" in jumps:
         specs.append(jumps["baseline"])
+    if render_nft.observes_default(rs) and not rs.egress.isolated:
+        specs.append(accept_log_rule(ruleset.Direction.EGRESS))
     rules += _chain_rules(OUTPUT, specs)
     rules += _chain_rules(
         EGRESS_MARK,

@@ -405,6 +405,12 @@ def accept_log_rule(direction: ruleset.Direction) -> str:
     )
 
 
+def observes_default(rs: ruleset.PodRuleset) -> bool:
+    """Visibility mode samples what a direction no policy isolates lets through, too: the
+    connections that would need a policy once the namespace is enforced."""
+    return rs.mode is ruleset.PolicyMode.VISIBILITY and rs.quarantine is None
+
+
 def accept_chain(direction: ruleset.Direction) -> str:
     """The chain every accept of an isolated direction's policy goes to."""
     return f"{direction.value}_allow"
@@ -567,7 +573,8 @@ def _inet_table(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> Table:
     tiered = _tiers(body, ruleset.Direction.INGRESS, rs.ingress, rs.mode)
     tiered |= _tiers(body, ruleset.Direction.EGRESS, rs.egress, rs.mode)
     quarantine, guard = rs.quarantine, rs.node_guard
-    if not (ingress or egress or tiered) and quarantine is None and guard is None:
+    observed = observes_default(rs)
+    if not (ingress or egress or tiered or observed) and quarantine is None and guard is None:
         return body.table("inet")
     containment: list[Chain] = []
     if quarantine is not None:
@@ -578,9 +585,10 @@ def _inet_table(rs: ruleset.PodRuleset, ifaces: Sequence[str]) -> Table:
         body.sets.append(NamedSet("nd_link6", "ipv6_addr", elements=_nd_link(rs.link)))
         body.chain("nd_ingress", _ND_INGRESS)
         body.chain("nd_egress", _ND_EGRESS)
-    if ingress is not None or quarantine is not None or rs.ingress.tiered:
+    if ingress is not None or quarantine is not None or rs.ingress.tiered or observed:
         _input_chains(body, rs, ingress)
-    if egress is not None or quarantine is not None or guard is not None or rs.egress.tiered:
+    contained = quarantine is not None or guard is not None
+    if egress is not None or contained or rs.egress.tiered or observed:
         _output_chains(body, rs, egress)
     body.chains += containment
     return body.table("inet")
@@ -597,6 +605,8 @@ def _input_chains(body: _Body, rs: ruleset.PodRuleset, policy: list[str] | None)
             "meta nfproto ipv6 jump nd_ingress",
             *_tier_jumps(ruleset.Direction.INGRESS, rs.ingress),
         ]
+    if observes_default(rs) and not rs.ingress.isolated:
+        rules.append(accept_log_rule(ruleset.Direction.INGRESS))  # what the default lets in
     body.chain("input", rules, ["type filter hook input priority filter; policy accept;"])
     if policy is not None:
         body.chain("ingress_policy", policy)
@@ -618,6 +628,8 @@ def _output_chains(body: _Body, rs: ruleset.PodRuleset, policy: list[str] | None
             "meta nfproto ipv6 jump nd_egress",
             *_tier_jumps(ruleset.Direction.EGRESS, rs.egress),
         ]
+    if observes_default(rs) and not rs.egress.isolated:
+        rules.append(accept_log_rule(ruleset.Direction.EGRESS))
     body.chain("output", rules, ["type filter hook output priority filter; policy accept;"])
     if policy is not None:
         body.chain("egress_policy", policy)
