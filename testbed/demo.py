@@ -7,18 +7,25 @@ time the agent took from seeing the change to the rules being in the kernel. Thr
 the admin tiers (ClusterNetworkPolicy): an Admin Deny above a namespace's own allow, a
 Baseline Deny, and a NetworkPolicy above that Baseline. A last step puts a Service in front of
 `db` (the sandbox service proxy translates its ClusterIP on the node) and shows egress allowed
-through it. It checks every result against what the policies mean and exits non-zero on any
-surprise. Needs root.
+through it; the very last one records a namespace's traffic in visibility mode, turns it into
+policies with `podseg recommend` and enforces them. It checks every result against what the
+policies mean and exits non-zero on any surprise. Needs root.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+import yaml
 
 from testbed.sandbox import cluster as sandbox_cluster
 from testbed.sandbox import probe
@@ -261,6 +268,70 @@ def _service_step(cluster: sandbox_cluster.SandboxCluster, number: int) -> bool:
     return ok
 
 
+def _podseg(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def _lab_flows(cluster: sandbox_cluster.SandboxCluster, agent_url: str, path: str) -> bool:
+    """`podseg flows -n lab -o json` into `path`; whether it holds lab's allowed connection."""
+    done = _podseg(
+        "flows", "-n", "lab", "--agent", agent_url, "-o", "json", "--kubeconfig", cluster.kubeconfig
+    )
+    if done.returncode != 0:
+        return False
+    pathlib.Path(path).write_text(done.stdout)
+    flows = json.loads(done.stdout).get("flows", [])
+    return any(f.get("verdict") == "allowed" and f.get("port") == 80 for f in flows)
+
+
+def _visibility_step(cluster: sandbox_cluster.SandboxCluster, number: int, agent_url: str) -> bool:
+    """See the traffic first: namespace lab in visibility mode, its traffic recorded, `podseg
+    recommend` turns it into policies, then enforce: what was seen still works, anything new
+    is dropped."""
+    cluster.ensure_namespace("lab", {"podseg.io/mode": "visibility"})
+    lab = {name: cluster.add_pod("lab", name, {"app": name}) for name in ("front", "back", "jump")}
+    print(f"step {number}: namespace lab in visibility mode: front talks to back on 80; then")
+    print("  podseg flows -> podseg recommend -> apply -> enforce")
+    with tempfile.TemporaryDirectory(prefix="psg-demo-") as tmp:
+        flows_file, policies = f"{tmp}/flows.json", f"{tmp}/lab.yaml"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            probe.probe(lab["front"], lab["back"].ipv4, 80, "tcp", timeout=0.6)
+            if _lab_flows(cluster, agent_url, flows_file):
+                break
+        recommended = _podseg("recommend", "-n", "lab", "--flows", flows_file)
+        pathlib.Path(policies).write_text(recommended.stdout)
+        docs = [d for d in yaml.safe_load_all(recommended.stdout) if d]
+        print(f"  recommended: {', '.join(d['metadata']['name'] for d in docs) or 'nothing'}")
+        for doc in docs:
+            cluster.apply_policy({"metadata": doc["metadata"], "spec": doc["spec"]})
+        whatif = _podseg("whatif", policies, "--flows", flows_file)
+        print(f"  whatif on the recorded flows: exit {whatif.returncode} (0: nothing seen breaks)")
+    cluster.label_namespace("lab", {"podseg.io/mode": None})
+    checks = [
+        ("front", "back", 80, probe.OK, "front -> back:80 (seen)"),
+        ("front", "back", 81, probe.TIMEOUT, "front -> back:81 (new port)"),
+        ("jump", "back", 80, probe.TIMEOUT, "jump -> back:80 (new peer)"),
+    ]
+    deadline = time.monotonic() + 15
+    while True:
+        verdicts = [
+            probe.probe(lab[src], lab[dst].ipv4, port, "tcp", timeout=0.6)
+            for src, dst, port, _, _ in checks
+        ]
+        ok = verdicts == [want for *_, want, _ in checks] and whatif.returncode == 0
+        if ok or time.monotonic() > deadline:
+            break
+    for (*_, want, title), got in zip(checks, verdicts, strict=True):
+        mark = "" if got == want else f"   UNEXPECTED (wanted {want})"
+        print(f"  enforced: {title:32s} {got}{mark}")
+    print("  result: " + ("as the policies say" if ok else "UNEXPECTED"))
+    print()
+    return ok
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("podseg demo needs root (it creates network namespaces)", file=sys.stderr)
@@ -301,6 +372,8 @@ def main() -> int:
             print("  result: " + ("as the policies say" if ok else "UNEXPECTED (cells marked *)"))
             print()
         surprises += not _service_step(cluster, len(_steps()))
+        agent_url = f"http://127.0.0.1:{agent.metrics_port}"
+        surprises += not _visibility_step(cluster, len(_steps()) + 1, agent_url)
     elapsed = time.monotonic() - started
     print(f"demo finished in {elapsed:.1f} s; sandbox removed; {surprises} unexpected matrices")
     return 1 if surprises else 0
