@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol, TypeVar
 
 from agent.calc import intervals, ruleset
+from agent.tiers import compile as tiers_compile
 
 _PORTED = frozenset(ruleset.PROTOCOL_NUMBERS.values())
 
@@ -81,16 +82,8 @@ def _tier(
         protocol, port = ruleset.OTHER_PROTOCOL, 0
     elif port is None:
         return None
-    for entry in entries:
-        for e in entry.elements:
-            if (
-                e.protocol == protocol
-                and e.addrs.family == family
-                and e.addrs.first <= value <= e.addrs.last
-                and e.ports.first <= port <= e.ports.last
-            ):
-                return entry.action
-    return None
+    entry = tiers_compile.lookup(entries, family, value, protocol, port)
+    return entry.action if entry is not None else None
 
 
 class Connection(Protocol):

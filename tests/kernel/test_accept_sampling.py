@@ -31,6 +31,24 @@ def _prefixes(reader: ReaderProc, key: str) -> list[tuple[Any, ...]]:
     return [tuple(p) for m in reader.seen if m.get("key") == key for p in m.get("packets") or []]
 
 
+def _connect_and_read(
+    reader: ReaderProc, a: topology.SandboxPod, b: topology.SandboxPod
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Read both pods' namespaces, connect a -> b on TCP 80: (b's ingress accept samples, a's
+    egress accept samples)."""
+    for pod in (a, b):
+        reader.send(
+            op="open", key=pod.name, path=pod.netns_path, ino=os.stat(pod.netns_path).st_ino
+        )
+        reader.wait(lambda m, k=pod.name: m.get("opened") == k)
+    assert probe.probe(a, b.ipv4, 80, "tcp", timeout=2.0) == probe.OK
+    reader.wait(lambda m: any(p[0] == "podseg accept ingress" for p in m.get("packets") or []))
+    reader.wait(lambda m: any(p[0] == "podseg accept egress" for p in m.get("packets") or []))
+    accepted_in = [p for p in _prefixes(reader, "b") if p[0] == "podseg accept ingress"]
+    accepted_out = [p for p in _prefixes(reader, "a") if p[0] == "podseg accept egress"]
+    return accepted_in, accepted_out
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_accepted_connection_is_sampled_and_drops_still_are(
     sandbox: topology.Sandbox, backend: str
@@ -67,16 +85,7 @@ def test_accepted_connection_is_sampled_and_drops_still_are(
     )
     reader = ReaderProc()
     try:
-        for pod in (a, b):
-            reader.send(
-                op="open", key=pod.name, path=pod.netns_path, ino=os.stat(pod.netns_path).st_ino
-            )
-            reader.wait(lambda m, k=pod.name: m.get("opened") == k)
-        assert probe.probe(a, b.ipv4, 80, "tcp", timeout=2.0) == probe.OK
-        reader.wait(lambda m: any(p[0] == "podseg accept ingress" for p in m.get("packets") or []))
-        reader.wait(lambda m: any(p[0] == "podseg accept egress" for p in m.get("packets") or []))
-        accepted_in = [p for p in _prefixes(reader, "b") if p[0] == "podseg accept ingress"]
-        accepted_out = [p for p in _prefixes(reader, "a") if p[0] == "podseg accept egress"]
+        accepted_in, accepted_out = _connect_and_read(reader, a, b)
         # one sample per connection (its SYN): the rest of the connection is established
         assert [(p[1], p[2], p[3], p[5]) for p in accepted_in] == [(a.ipv4, b.ipv4, TCP, 80)]
         assert [(p[1], p[2], p[3], p[5]) for p in accepted_out] == [(a.ipv4, b.ipv4, TCP, 80)]
@@ -110,16 +119,7 @@ def test_visibility_mode_samples_what_no_policy_covers(
         commit(pod.netns, observed, backend)
     reader = ReaderProc()
     try:
-        for pod in (a, b):
-            reader.send(
-                op="open", key=pod.name, path=pod.netns_path, ino=os.stat(pod.netns_path).st_ino
-            )
-            reader.wait(lambda m, k=pod.name: m.get("opened") == k)
-        assert probe.probe(a, b.ipv4, 80, "tcp", timeout=2.0) == probe.OK
-        reader.wait(lambda m: any(p[0] == "podseg accept ingress" for p in m.get("packets") or []))
-        reader.wait(lambda m: any(p[0] == "podseg accept egress" for p in m.get("packets") or []))
-        accepted_in = [p for p in _prefixes(reader, "b") if p[0] == "podseg accept ingress"]
-        accepted_out = [p for p in _prefixes(reader, "a") if p[0] == "podseg accept egress"]
+        accepted_in, accepted_out = _connect_and_read(reader, a, b)
         assert [(p[1], p[2], p[3], p[5]) for p in accepted_in] == [(a.ipv4, b.ipv4, TCP, 80)]
         assert [(p[1], p[2], p[3], p[5]) for p in accepted_out] == [(a.ipv4, b.ipv4, TCP, 80)]
     finally:
