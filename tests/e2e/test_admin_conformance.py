@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -165,8 +166,9 @@ def check(client: str, server: str, proto: str, number: int, reachable: bool) ->
 class Conformance:
     """The model cluster and the operations the upstream cases perform on it."""
 
-    def __init__(self, cluster: sandbox_cluster.SandboxCluster) -> None:
+    def __init__(self, cluster: sandbox_cluster.SandboxCluster, backend: str) -> None:
         self.cluster = cluster
+        self.backend = backend
         self.names: set[str] = set()
 
     @property
@@ -242,6 +244,29 @@ class Conformance:
                 wrong.append(f"{c}: explain {found.verdict}")
         assert not wrong, "explain disagrees with the probes:\n" + "\n".join(wrong)
 
+    def sctp_programmed(self, key: str, first: int, last: int) -> bool:
+        """The pod's ruleset (the backend's own listing) matches SCTP at ports first..last:
+        SCTP is checked at this level only. nftables: a rule or set element naming sctp with
+        the port or range; iptables: each port as a `net,sctp:port` element of the ipsets."""
+        netns = self.cluster.pods[key].netns
+        command = ["nft", "list", "ruleset"] if self.backend == "nftables" else ["ipset", "list"]
+        listing = subprocess.run(
+            ["ip", "netns", "exec", netns, *command],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        if self.backend == "nftables":
+            wanted = str(first) if first == last else f"{first}-{last}"
+            return any("sctp" in line and wanted in line for line in listing.splitlines())
+        return all(f"sctp:{n}" in listing for n in range(first, last + 1))
+
+    def valid(self) -> None:
+        """The agent took every part of every policy (SCTP and named ports included)."""
+        assert not self.agent.events("admin_policy_invalid_parts")
+        assert not [e for e in self.agent.lines if e.get("level") == "error"]
+
     def label_pod(self, key: str, value: str | None) -> None:
         self.cluster.label_pod(key, {ROLE: value})
 
@@ -277,13 +302,14 @@ def houses(request: pytest.FixtureRequest) -> Iterator[Conformance]:
                     serve=SERVE,
                 )
         cluster.start_agent("node-1", [*args, "--no-tamper-watch"])
-        yield Conformance(cluster)
+        yield Conformance(cluster, args[-1])
 
 
 @pytest.fixture
 def model(houses: Conformance) -> Iterator[Conformance]:
     houses.reset()
     yield houses
+    houses.valid()
     houses.reset()
 
 
@@ -580,6 +606,7 @@ def test_gress_combined(model: Conformance, tier: str, priority: int) -> None:
             check(c(1), h(1), "udp", 53, False),
         ]
     )
+    assert model.sctp_programmed(h(0), 9003, 9003), "no SCTP rule for port 9003"
     model.update(name, swap_both(0, 1))
     at_ports = [
         check(h(0), d(0), "tcp", 80, False),
@@ -690,6 +717,7 @@ def test_port_ranges(model: Conformance, tier: str, priority: int) -> None:
             check(d_(1), h(0), "tcp", 80, False),
         ]
     )
+    assert model.sctp_programmed(h(0), 9003, 9005), "no SCTP rule for the range 9003-9005"
 
 
 # -- pod selectors, label changes ----------------------------------------------------------
