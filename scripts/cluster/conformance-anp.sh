@@ -4,7 +4,7 @@
 # (bash scripts/cluster.sh conformance-anp [options] [-- extra test flags]).
 #
 #   --build-only     build the suite's test binary, run nothing
-#   --run RE         go test -run pattern (default: TestConformance, every case)
+#   --run RE         go test -run pattern (default: ^TestConformance$, every case)
 #   --features LIST  --supported-features (default: ClusterNetworkPolicy,ClusterNetworkPolicyNamedPorts)
 #   --timeout D      whole-run timeout (default 1h)
 #   --no-podseg      run against the cluster as it is (default: install podseg first)
@@ -23,7 +23,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 version=v0.3.0
 module=sigs.k8s.io/network-policy-api
 image=registry.k8s.io/e2e-test-images/agnhost:2.45
-run=TestConformance features=ClusterNetworkPolicy,ClusterNetworkPolicyNamedPorts
+run='^TestConformance$' features=ClusterNetworkPolicy,ClusterNetworkPolicyNamedPorts
 timeout=1h podseg=1 build_only=0 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
