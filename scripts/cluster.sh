@@ -8,6 +8,7 @@
 #   bash scripts/cluster.sh down          stop everything by pid, remove namespaces, mounts, cgroups, state
 #   bash scripts/cluster.sh status        each component with pid and running/dead
 #   bash scripts/cluster.sh conformance   upstream NetworkPolicy e2e specs (see --help of that command)
+#   bash scripts/cluster.sh conformance-anp   network-policy-api conformance (admin tiers; see its --help)
 #   bash scripts/cluster.sh smoke         pods, pod-to-pod, ClusterIP Service, kubectl exec
 #   bash scripts/cluster.sh podseg install|uninstall|status   podseg from this checkout, as a user installs it
 #   bash scripts/cluster.sh kubectl ARGS  kubectl with the admin kubeconfig
@@ -521,9 +522,10 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     status) cmd_status ;;
     smoke) shift; exec bash "$CL/smoke.sh" "$@" ;;
     conformance) shift; exec bash "$CL/conformance.sh" "$@" ;;
+    conformance-anp) shift; exec bash "$CL/conformance-anp.sh" "$@" ;;
     podseg) shift; exec bash "$CL/podseg.sh" "$@" ;;
     kubectl) shift; kc "$@" ;;
     build) shift; bash "$CL/build.sh" "$@" ;;
-    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
   esac
 fi

@@ -83,6 +83,9 @@ def object_path(obj: dict[str, Any]) -> str:
     if kind not in ADMIN_KINDS:
         raise ValueError(f"not a CRD or an admin policy kind: {kind}")
     version, plural = ADMIN_KINDS[kind]
+    group, _, written = str(obj.get("apiVersion") or "").partition("/")
+    if group == GROUP and written:
+        version = written  # the version the object is written in (v1beta1, v1alpha2...)
     return f"/apis/{GROUP}/{version}/{plural}/{name}"
 
 

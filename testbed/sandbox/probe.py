@@ -145,6 +145,22 @@ def probe_matrix(
     return matrix
 
 
+def probe_cells(
+    cells: Sequence[MatrixKey],
+    pods: Mapping[str, topology.SandboxPod],
+    *,
+    family: int = 4,
+    timeout: float = 1.0,
+) -> Matrix:
+    """Probe only these `(source, destination, port, proto)` cells (pod keys of `pods`), all
+    sources at once, in rounds like `probe_matrix`."""
+    per_round = max(int(PROBES_PER_SECOND * timeout), 100)
+    matrix: Matrix = {}
+    for first in range(0, len(cells), per_round):
+        matrix.update(_probe_round(cells[first : first + per_round], pods, family, timeout))
+    return matrix
+
+
 def _probe_round(
     keys: Sequence[MatrixKey],
     by_key: Mapping[str, topology.SandboxPod],

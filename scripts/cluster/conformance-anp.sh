@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Run the network-policy-api conformance suite (sigs.k8s.io/network-policy-api/conformance,
+# ClusterNetworkPolicy Admin and Baseline tiers) against the running test cluster
+# (bash scripts/cluster.sh conformance-anp [options] [-- extra test flags]).
+#
+#   --build-only     build the suite's test binary, run nothing
+#   --run RE         go test -run pattern (default: ^TestConformance$, every case)
+#   --features LIST  --supported-features (default: ClusterNetworkPolicy,ClusterNetworkPolicyNamedPorts)
+#   --timeout D      whole-run timeout (default 1h)
+#   --no-podseg      run against the cluster as it is (default: install podseg first)
+#
+# The binary ($BIN/anp-conformance.test) is `go test -c` of the module's conformance package
+# with the module's own go.sum; modules and build cache beside the Kubernetes build, rebuilt
+# only when the version changes.  The suite's pods run registry.k8s.io/e2e-test-images/agnhost:2.45
+# and start their servers with /bin/bash -c: that image is our agnhost (built from source by
+# build.sh) on the busybox root of image.sh, with a /bin/bash that hands over to busybox sh.
+# Output: $PSG_CLUSTER_LOGS/conformance-anp/<time>/{test.log,summary.txt}; exit status is the
+# test binary's.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/config.sh"
+. "$here/image.sh"
+version=v0.3.0
+module=sigs.k8s.io/network-policy-api
+image=registry.k8s.io/e2e-test-images/agnhost:2.45
+run='^TestConformance$' features=ClusterNetworkPolicy,ClusterNetworkPolicyNamedPorts
+timeout=1h podseg=1 build_only=0 extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build-only) build_only=1 ;;
+    --run) run=$2; shift ;;
+    --features) features=$2; shift ;;
+    --timeout) timeout=$2; shift ;;
+    --no-podseg) podseg=0 ;;
+    --) shift; extra=("$@"); break ;;
+    *) sed -n '2,21p' "$0" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+build() {
+  local bin=$BIN/anp-conformance.test stamp=$BIN/anp-conformance.stamp
+  if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then return 0; fi
+  command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
+  command -v go >/dev/null || { echo "conformance-anp: no go toolchain" >&2; return 1; }
+  mkdir -p "$BIN" "$PSG_CLUSTER_CACHE/gomod" "$PSG_CLUSTER_CACHE/gocache"
+  export GOMODCACHE=$PSG_CLUSTER_CACHE/gomod GOCACHE=$PSG_CLUSTER_CACHE/gocache
+  export CGO_ENABLED=0 GOFLAGS="-p=2 -buildvcs=false -trimpath -mod=readonly" GOTOOLCHAIN=local
+  local log=$PSG_CLUSTER_CACHE/build-anp.log dir t0=$SECONDS
+  echo "conformance-anp: building $module/conformance@$version (log: $log)"
+  dir=$(cd /tmp && go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$dir" ] || { echo "conformance-anp: $module@$version not downloaded" >&2; return 1; }
+  (cd "$dir" && go test -c -o "$bin" ./conformance) > "$log" 2>&1 ||
+    { echo "conformance-anp: build failed (see $log)" >&2; return 1; }
+  echo "$version" > "$stamp"
+  echo "conformance-anp: built in $((SECONDS - t0))s"
+}
+
+# agnhost_image: the suite's agnhost image, loaded into the node's containerd
+agnhost_image() {
+  local have; have=$(ctr_k8s images ls -q)
+  grep -qxF "$image" <<<"$have" && return 0
+  local tmp out=$PSG_CLUSTER_CACHE/images/agnhost-2.45.tar
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/psg-anp-image.XXXXXX")
+  _base_rootfs "$tmp" && cp "$BIN/agnhost" "$tmp/agnhost"
+  printf '#!/bin/sh\nexec /bin/sh "$@"\n' > "$tmp/bin/bash" && chmod 755 "$tmp/bin/bash"
+  image_archive "$tmp" "$image" '["/agnhost"]' '["pause"]' "$out"
+  rm -rf "$tmp"
+  image_load "$out" "$image"
+}
+
+build
+[ "$build_only" = 1 ] && exit 0
+"$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" get --raw /readyz >/dev/null 2>&1 ||
+  { echo "conformance-anp: the cluster is not up (bash scripts/cluster.sh up)" >&2; exit 1; }
+agnhost_image
+if [ "$podseg" = 1 ]; then
+  bash "$here/podseg.sh" install || { echo "conformance-anp: podseg could not be installed" >&2; exit 1; }
+fi
+out=$LOGS/conformance-anp/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+t0=$SECONDS
+set +e
+(cd "$out" && KUBECONFIG=$KUBECONFIG_ADMIN "$BIN/anp-conformance.test" -test.v -test.run "$run" \
+   -test.timeout "$timeout" -supported-features "$features" ${extra[@]+"${extra[@]}"}) > "$out/test.log" 2>&1
+rc=$?
+set -e
+{
+  echo "took $((SECONDS - t0))s, exit $rc"
+  echo "passed: $(grep -cE '^ *--- PASS: TestConformance/[^/]+ ' "$out/test.log")," \
+       "failed: $(grep -cE '^ *--- FAIL: TestConformance/[^/]+ ' "$out/test.log")," \
+       "skipped: $(grep -cE '^ *--- SKIP: TestConformance/[^/]+ ' "$out/test.log")"
+  grep -E '^ *--- (FAIL|SKIP): TestConformance/[^/]+ ' "$out/test.log" | sed 's/^ *//'
+} | tee "$out/summary.txt"
+echo "conformance-anp: log $out/test.log, summary $out/summary.txt"
+exit $rc
