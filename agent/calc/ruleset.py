@@ -76,8 +76,8 @@ class DirectionRuleset:
     per_policy: tuple[PolicyPeers, ...] = ()
     # The admin tiers (ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy):
     # `admin` is judged before everything above, `baseline` only when the direction is not
-    # isolated. Within a tier the entries' elements are disjoint (first match already
-    # resolved), so a packet matches at most one entry of each.
+    # isolated. Within a tier the entries are in precedence order: the first holding a
+    # packet decides.
     admin: tuple[TierEntry, ...] = ()
     baseline: tuple[TierEntry, ...] = ()
 

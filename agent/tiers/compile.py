@@ -1,11 +1,12 @@
-"""Compile the admin tiers for one direction of one local pod into disjoint, first-match
-resolved regions. Pure.
+"""Compile the admin tiers for one direction of one local pod into ordered entries, one per
+rule that matches anything. Pure.
 
-The API's precedence (policies by priority, rules in order, first match wins) becomes, per
-tier, a list of entries whose regions (peer address x protocol x destination port) are
-pairwise disjoint: each rule's region minus everything an earlier rule already decided. A
-packet then needs one set lookup per entry (or one verdict-map lookup per tier), whatever the
-number of peers or the order of the rules: the per-packet cost does not grow with the peers.
+The API's precedence (policies by priority, rules in order, first match wins) maps directly
+onto the kernel: each rule becomes one entry, its region (peer address x protocol x
+destination port) held in sets, and the entries are evaluated in order, one set lookup each,
+so the first that holds a packet decides. The per-packet cost grows with the number of rules
+of the tiers, never with the number of peers; and an edit of one rule changes only its own
+entry's elements.
 
 Regions are canonical `PeerPort` tuples (as `agent.calc.intervals.canonical_peer_ports`
 makes them). Protocol `OTHER` (not an IANA number) stands for every protocol without ports
@@ -16,7 +17,6 @@ OTHER.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 from agent import model
@@ -141,30 +141,25 @@ def tier_entries(
     namespace_labels: Mapping[str, str],
     peers: Sequence[Peer],
 ) -> tuple[ruleset.TierEntry, ...]:
-    """The entries of `tier` for the local `pod` in `direction`, in precedence order, with
-    disjoint regions (empty entries left out)."""
+    """The entries of `tier` for the local `pod` in `direction`, in precedence order (policy
+    order, then rule order; rules that match nothing left out): the first entry holding a
+    packet decides."""
     entries: list[ruleset.TierEntry] = []
-    decided: Region = ()
     for policy in sorted((p for p in policies if p.tier == tier), key=lambda p: p.order):
         if not evaluate.selects(policy.subject, pod, namespace_labels):
             continue
         for rule in policy.ingress if direction == evaluate.INGRESS else policy.egress:
             action, region = rule_region(rule, pod, peers, direction)
-            if not region:
-                continue
-            own = subtract(region, decided)
-            if own:
-                entries.append(ruleset.TierEntry(policy.key, rule.name, _ACTIONS[action], own))
-                decided = intervals.canonical_peer_ports(
-                    (e.addrs, e.protocol, e.ports) for e in (*decided, *own)
-                )
+            if region:
+                entries.append(ruleset.TierEntry(policy.key, rule.name, _ACTIONS[action], region))
     return tuple(entries)
 
 
 def lookup(
     entries: Sequence[ruleset.TierEntry], family: int, address: int, protocol: int, port: int
 ) -> ruleset.TierEntry | None:
-    """The entry whose region holds the packet (what the kernel's set lookups find)."""
+    """The first entry whose region holds the packet (what the kernel's rules, one set lookup
+    each in entry order, find)."""
     for entry in entries:
         for element in entry.elements:
             if (
@@ -175,57 +170,3 @@ def lookup(
             ):
                 return entry
     return None
-
-
-def subtract(region: Region, minus: Region) -> Region:
-    """`region` minus `minus`, both canonical; canonical. One sweep along each family's
-    address axis, keeping the elements that cover the current address segment."""
-    if not minus or not region:
-        return region
-    out: list[Triple] = []
-    for family in sorted({e.addrs.family for e in region}):
-        starts: dict[int, list[tuple[bool, ruleset.PeerPort]]] = {}
-        ends: dict[int, list[tuple[bool, ruleset.PeerPort]]] = {}
-        for removed, elements in ((False, region), (True, minus)):
-            for e in elements:
-                if e.addrs.family == family:
-                    starts.setdefault(e.addrs.first, []).append((removed, e))
-                    ends.setdefault(e.addrs.last + 1, []).append((removed, e))
-        active: dict[tuple[bool, ruleset.PeerPort], None] = {}
-        bounds = sorted(starts.keys() | ends.keys())
-        for lo, hi in itertools.pairwise(bounds):
-            for item in ends.get(lo, ()):
-                active.pop(item, None)
-            for item in starts.get(lo, ()):
-                active[item] = None
-            here = [(e.protocol, e.ports.first, e.ports.last) for gone, e in active if not gone]
-            if not here:
-                continue
-            gone = [(e.protocol, e.ports.first, e.ports.last) for g, e in active if g]
-            piece = ruleset.AddrRange(family, lo, hi - 1)
-            for proto, first, last in _pairs_minus(here, gone):
-                out.append((piece, proto, ruleset.PortRange(first, last)))
-    return intervals.canonical_peer_ports(out)
-
-
-def _pairs_minus(
-    here: list[tuple[int, int, int]], gone: list[tuple[int, int, int]]
-) -> list[tuple[int, int, int]]:
-    out: list[tuple[int, int, int]] = []
-    for proto, first, last in here:
-        pieces = [(first, last)]
-        for g_proto, g_first, g_last in gone:
-            if g_proto != proto:
-                continue
-            next_pieces = []
-            for p_first, p_last in pieces:
-                if g_last < p_first or g_first > p_last:
-                    next_pieces.append((p_first, p_last))
-                    continue
-                if p_first < g_first:
-                    next_pieces.append((p_first, g_first - 1))
-                if g_last < p_last:
-                    next_pieces.append((g_last + 1, p_last))
-            pieces = next_pieces
-        out.extend((proto, f, la) for f, la in pieces)
-    return out

@@ -92,9 +92,10 @@ def main() -> int:
         roles = max(1, min(tte.ROLES, args.remote_pods // 100))
         editable = [i for i in range(min(args.policies, args.local_pods)) if i % tte.ROLES < roles]
         for r in range(args.rounds):
-            i = editable[(13 * r) % len(editable)]
+            i, cycle = editable[(13 * r) % len(editable)], r // len(editable)
             recorder.measure(
-                "policy", lambda i=i, r=r: emu.insert(tte.policy(i, tte.APPS, 1000 * (r % 2 + 1)))
+                "policy",
+                lambda i=i, n=cycle: emu.insert(tte.policy(i, tte.APPS, 1000 * (n % 2 + 1))),
             )
             port = 2223 + r
             recorder.measure(

@@ -145,3 +145,14 @@ def test_flow_store_quick() -> None:
     assert 0 < result["write_ms"]["median"] <= result["write_ms"]["p99"]
     assert result["query_ms"]["n"] >= 3
     _targets(result, {"flow-store-write"})
+
+
+def test_admin_tier_quick() -> None:
+    result = run("admin_tier", "--backend", "nftables")
+    for kind in ("networkpolicy_ms", "admin_ms"):
+        figures = result[kind]
+        assert figures["n"] >= 1 and 0 < figures["median"] <= figures["p99"]
+    # an Admin-tier edit reaches every local pod (all are its subjects)
+    assert result["admin_ms"]["pods_median"] == result["sizes"]["local_pods"]
+    assert result["ratio"] > 0
+    _targets(result, {"2a networkpolicy", "2a admin"})

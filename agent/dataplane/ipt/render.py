@@ -501,8 +501,8 @@ def _tiers(
     direction's admin tiers (the twin of `render_nft._tiers`): per entry, its peer-port sets
     matched with its verdict (ACCEPT through `accept`, Deny to the tier's deny chain, Pass:
     RETURN), and its sets for the protocols without ports in the tier's `-O` chain (entered
-    for anything but TCP, left again by UDP and SCTP). Entries are disjoint, so their order
-    does not matter and a packet costs a constant number of set lookups."""
+    for anything but TCP, left again by UDP and SCTP), in precedence order: the first match
+    decides, and a packet costs at most one lookup per rule of the tiers, whatever the peers."""
     d = rs.ingress if direction is ruleset.Direction.INGRESS else rs.egress
     sets: list[str] = []
     rules: list[str] = []

@@ -652,12 +652,12 @@ def _tiers(
 ) -> bool:
     """Declare the chains and sets of a direction's admin tiers; whether it has any.
 
-    One chain per tier (`<direction>_admin`, `<direction>_baseline`); per entry, two sets of
-    (peer . protocol . port) and two of peers for the protocols without ports, each looked up
-    by one rule. The entries of a tier are disjoint, so the order of their rules does not
-    matter and a packet costs a constant number of lookups whatever the peers. Accept is
-    final, Deny goes to the tier's deny chain (logged and counted under the tier's name),
-    Pass returns to the hook, which goes on to the next tier."""
+    One chain per tier (`<direction>_admin`, `<direction>_baseline`); per entry, in
+    precedence order, two sets of (peer . protocol . port) and two of peers for the protocols
+    without ports, each looked up by one rule: the first rule that holds a packet decides, and a
+    packet costs at most one lookup per rule of the tiers, whatever the peers. Accept is final,
+    Deny goes to the tier's deny chain (logged and counted under the tier's name), Pass returns
+    to the hook, which goes on to the next tier."""
     key = "saddr" if direction is ruleset.Direction.INGRESS else "daddr"
     accept = (
         "accept"

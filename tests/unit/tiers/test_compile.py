@@ -184,7 +184,7 @@ def test_compiled_regions_agree_with_the_reference(seed: int) -> None:
     assert checked > 500
 
 
-def test_regions_are_disjoint_and_an_earlier_rule_takes_the_overlap() -> None:
+def test_entries_keep_rule_order_and_the_first_that_holds_a_packet_decides() -> None:
     spec = {
         "tier": "Admin",
         "priority": 1,
@@ -201,15 +201,19 @@ def test_regions_are_disjoint_and_an_earlier_rule_takes_the_overlap() -> None:
     }
     policy = convert.cluster_network_policy({"metadata": {"name": "p"}, "spec": spec})
     pod = model.Pod("shop", "a", ips=("198.18.0.10",))
+    other = model.Pod("shop", "b", ips=("198.18.0.11",))
     peer = tiers_compile.Peer(
-        addrs=(intervals.address_range("198.18.0.11"),),
-        pod=model.Pod("shop", "b", ips=("198.18.0.11",)),
-        namespace_labels=_labels("shop"),
+        addrs=(intervals.address_range("198.18.0.11"),), pod=other, namespace_labels=_labels("shop")
     )
     deny, accept = tiers_compile.tier_entries(
         [policy], "Admin", "ingress", pod, _labels("shop"), [peer]
     )
     assert [(e.protocol, e.ports.first, e.ports.last) for e in deny.elements] == [(6, 22, 22)]
-    tcp = sorted((e.ports.first, e.ports.last) for e in accept.elements if e.protocol == 6)
-    assert tcp == [(0, 21), (23, 65535)]
-    assert {e.protocol for e in accept.elements} == {6, 17, 132, tiers_compile.OTHER}
+    # the later rule keeps its whole region (an edit of one rule touches only its entry)...
+    assert {(e.protocol, e.ports.first, e.ports.last) for e in accept.elements} == {
+        (proto, 0, 65535) for proto in (6, 17, 132, tiers_compile.OTHER)
+    }
+    # ...and the order decides the overlap
+    address = intervals.address_range("198.18.0.11").first
+    assert tiers_compile.lookup((deny, accept), 4, address, 6, 22) is deny
+    assert tiers_compile.lookup((deny, accept), 4, address, 6, 23) is accept
