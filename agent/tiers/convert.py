@@ -144,23 +144,35 @@ def _range(protocol: str, raw: Any, where: str, errors: list[str]) -> tiers.Port
     return tiers.Port(protocol=protocol, start=start, end=end)
 
 
+def _one_of(raw: Any, keys: tuple[str, ...], where: str, errors: list[str]) -> str | None:
+    """The one key of `keys` a port entry sets; None (and an error) when it is not an object
+    or sets none or several."""
+    if not isinstance(raw, Mapping):
+        errors.append(f"{where}: not an object")
+        return None
+    present = [k for k in keys if raw.get(k) is not None]
+    if len(present) != 1:
+        errors.append(f"{where}: exactly one of {', '.join(keys)}")
+        return None
+    return present[0]
+
+
+def _named(name: Any, key: str, where: str, errors: list[str]) -> tiers.Port:
+    """A named container port, of whatever protocol the destination pod declares it with."""
+    if not isinstance(name, str) or not name:
+        errors.append(f"{where}: invalid {key} {name!r}")
+        return tiers.Port(invalid=True)
+    return tiers.Port(protocol="", named=name)
+
+
 def _protocol(raw: Any, where: str, errors: list[str]) -> tiers.Port:
     """A v1alpha2 `protocols` entry: tcp / udp / sctp {destinationPort} or
     destinationNamedPort."""
-    if not isinstance(raw, Mapping):
-        errors.append(f"{where}: not an object")
+    key = _one_of(raw, (*_PROTOCOL_KEYS, "destinationNamedPort"), where, errors)
+    if key is None:
         return tiers.Port(invalid=True)
-    present = [k for k in (*_PROTOCOL_KEYS, "destinationNamedPort") if raw.get(k) is not None]
-    if len(present) != 1:
-        errors.append(f"{where}: exactly one of tcp, udp, sctp, destinationNamedPort")
-        return tiers.Port(invalid=True)
-    key = present[0]
     if key == "destinationNamedPort":
-        name = raw[key]
-        if not isinstance(name, str) or not name:
-            errors.append(f"{where}: invalid destinationNamedPort {name!r}")
-            return tiers.Port(invalid=True)
-        return tiers.Port(protocol="", named=name)
+        return _named(raw[key], key, where, errors)
     protocol = _PROTOCOL_KEYS[key]
     body = raw[key]
     port = body.get("destinationPort") if isinstance(body, Mapping) else None
@@ -180,20 +192,11 @@ def _protocol(raw: Any, where: str, errors: list[str]) -> tiers.Port:
 
 def _v1alpha1_port(raw: Any, where: str, errors: list[str]) -> tiers.Port:
     """A v1alpha1 `ports` entry: portNumber {protocol, port}, namedPort or portRange."""
-    if not isinstance(raw, Mapping):
-        errors.append(f"{where}: not an object")
+    key = _one_of(raw, ("portNumber", "namedPort", "portRange"), where, errors)
+    if key is None:
         return tiers.Port(invalid=True)
-    present = [k for k in ("portNumber", "namedPort", "portRange") if raw.get(k) is not None]
-    if len(present) != 1:
-        errors.append(f"{where}: exactly one of portNumber, namedPort, portRange")
-        return tiers.Port(invalid=True)
-    key = present[0]
     if key == "namedPort":
-        name = raw[key]
-        if not isinstance(name, str) or not name:
-            errors.append(f"{where}: invalid namedPort {name!r}")
-            return tiers.Port(invalid=True)
-        return tiers.Port(protocol="", named=name)
+        return _named(raw[key], key, where, errors)
     body = raw[key]
     protocol = (body.get("protocol") if isinstance(body, Mapping) else None) or "TCP"
     if protocol not in model.PROTOCOLS:
