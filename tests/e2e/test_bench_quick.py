@@ -156,3 +156,13 @@ def test_admin_tier_quick() -> None:
     assert result["admin_ms"]["pods_median"] == result["sizes"]["local_pods"]
     assert result["ratio"] > 0
     _targets(result, {"2a networkpolicy", "2a admin"})
+
+
+def test_churn_quick() -> None:
+    result = run("churn")
+    # every change was written, the agent drained them and its tables equal a fresh agent's
+    assert result["events"] == sum(result["counts"].values()) and result["counts"]["delete"] >= 1
+    assert result["differ"] == 0
+    assert result["passes"] >= 1 and 0 < result["pass_ms"]["median"] <= result["pass_ms"]["p99"]
+    assert result["drain_s"] > 0 and result["pss_mib_max"] > 0 and result["cold_start_s"] > 0
+    _targets(result, {"churn_latency", "churn_memory", "churn_nothing_lost"})
