@@ -115,6 +115,45 @@ def pod(obj: Raw) -> model.Pod:
     )
 
 
+# What `pod` reads of a raw pod; `slim_pod` keeps only these.
+_POD_KEEP = {
+    "metadata": (
+        "name",
+        "namespace",
+        "uid",
+        "labels",
+        "annotations",
+        "resourceVersion",
+        "deletionTimestamp",
+        "ownerReferences",
+    ),
+    "spec": ("nodeName", "hostNetwork", "containers", "initContainers"),
+    "status": ("phase", "podIP", "podIPs"),
+}
+
+
+def slim_pod(obj: Raw) -> dict[str, Any]:
+    """`obj` with only the parts `pod` reads: a pod as the API server returns it carries
+    managedFields, statuses, volumes, probes and env (about 7 KB of JSON, several times that
+    as Python objects), which a LIST of thousands would otherwise hold all at once. Shapes are
+    kept as they come (a malformed field stays malformed for `pod` to report)."""
+    out: dict[str, Any] = dict(obj)
+    for part, keys in _POD_KEEP.items():
+        value = obj.get(part)
+        if isinstance(value, Mapping):
+            out[part] = {k: value[k] for k in keys if k in value}
+    spec = out.get("spec")
+    if isinstance(spec, dict):
+        for field in ("containers", "initContainers"):
+            containers = spec.get(field)
+            if isinstance(containers, list):
+                spec[field] = [
+                    {k: c[k] for k in ("name", "ports") if k in c} if isinstance(c, Mapping) else c
+                    for c in containers
+                ]
+    return out
+
+
 def _controller(meta: Raw) -> Mapping[str, Any] | None:
     owners = meta.get("ownerReferences")
     if not isinstance(owners, list):

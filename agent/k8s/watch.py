@@ -26,11 +26,15 @@ import kubernetes.watch.watch
 import structlog
 
 from agent import metrics
-from agent.k8s import errors, rest
+from agent.k8s import convert, errors, rest
 
 log = structlog.get_logger(__name__)
 
 ListFn = rest.ListFn
+Slim = Callable[[dict[str, Any]], dict[str, Any]]
+
+# Per kind, what the mirror keeps of each object as it arrives (agent.k8s.convert.slim_pod).
+SLIM: dict[str, Slim] = {"pods": convert.slim_pod}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Reflector:
         self.watch_timeout = watch_timeout
         self.page_size = page_size
         self.backoff_max = backoff_max
+        self.slim = SLIM.get(resource)
         self._stop = threading.Event()
         self._response: Any = None
         # Monotonic time of the first failure of the current run of failures; None while
@@ -115,7 +120,7 @@ class Reflector:
         self._thread.join(timeout)
 
     def _list(self) -> Relist:
-        return list_all(self.resource, self.list_fn, self.page_size)
+        return list_all(self.resource, self.list_fn, self.page_size, self.slim)
 
     def _watch(self, resource_version: str) -> str:
         """Stream events from `resource_version`; return the last version seen."""
@@ -146,6 +151,8 @@ class Reflector:
                 if version:
                     resource_version = str(version)
                 if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    if self.slim is not None and isinstance(obj, dict):
+                        obj = self.slim(obj)
                     self.deliver(WatchEvent(self.resource, kind, obj, time.monotonic()))
         finally:
             self._response = None
@@ -190,8 +197,11 @@ class Reflector:
                 backoff = min(backoff * 2, self.backoff_max)
 
 
-def list_all(resource: str, list_fn: ListFn, page_size: int = 500) -> Relist:
-    """Every object of `resource`, listed in pages of `page_size`."""
+def list_all(
+    resource: str, list_fn: ListFn, page_size: int = 500, slim: Slim | None = None
+) -> Relist:
+    """Every object of `resource`, listed in pages of `page_size`; `slim` trims each object
+    as its page arrives, so a whole list never holds every object in full."""
     items: list[dict[str, Any]] = []
     token: str | None = None
     while True:
@@ -200,8 +210,10 @@ def list_all(resource: str, list_fn: ListFn, page_size: int = 500) -> Relist:
             kwargs["_continue"] = token
         response = list_fn(_request_timeout=(5, 60), **kwargs)
         body = json.loads(response.data)
-        items.extend(body.get("items") or [])
+        page = body.get("items") or []
+        items.extend(slim(i) if slim is not None and isinstance(i, dict) else i for i in page)
         meta = body.get("metadata") or {}
+        del body, page  # the page's full objects go now, not with the next page
         token = meta.get("continue")
         if not token:
             return Relist(resource, items, str(meta.get("resourceVersion", "")), time.monotonic())

@@ -46,6 +46,7 @@ import benchlib
 import flip_latency
 import time_to_enforce as tte
 
+from testbed import objects
 from testbed.sandbox import cluster as sandbox_cluster
 
 TEAMS_A = ("t0", "t1", "t2")  # the first broad policy's teams
@@ -57,7 +58,7 @@ PSS_GOAL_MIB, P50_GOAL_MS, P99_GOAL_MS = 150.0, 5.0, 100.0
 def remote(j: int, role: int, ip: str | None = None) -> dict[str, Any]:
     """Remote pod j (namespace r-<j % 100>, team t<j % 10>) with `role`, realistic."""
     address = ip or f"198.18.{128 + j // 250}.{j % 250 + 1}"
-    return benchlib.realistic_pod(
+    return objects.realistic_pod(
         f"web-{j}",
         f"r-{j % tte.REMOTE_NAMESPACES}",
         {"role": f"r{role}"},
@@ -115,7 +116,7 @@ class Churn:
 
     def new_pod(self, m: int) -> dict[str, Any]:
         # namespace r-<10m % 100>: team t0, role r<m % 40>: inside the first policy's peers
-        return benchlib.realistic_pod(
+        return objects.realistic_pod(
             f"new-{m}",
             f"r-{(m * 10) % 100}",
             {"role": f"r{m % WINDOW[1]}"},
@@ -135,15 +136,16 @@ def tree_pids(pid: int) -> list[int]:
     return out
 
 
+def pss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return sum(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+    except OSError:
+        return 0.0
+
+
 def tree_pss_mib(pid: int) -> float:
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-        except OSError:
-            continue
-    return total / 1024
+    return sum(pss_mib(p) for p in tree_pids(pid))
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -263,6 +265,7 @@ def run_churn(
     drain_s = time.monotonic() - marked
     cpu_s = tree_cpu_s(pid) - cpu0
     pss.append(tree_pss_mib(pid))
+    agent_pss = pss_mib(pid)
     passes = [e for e in agent.lines[seen:] if e.get("event") == "reconcile_committed"]
     return {
         "events": total,
@@ -281,6 +284,7 @@ def run_churn(
         "drain_s": drain_s,
         "pss_mib_max": max(pss),
         "pss_mib_end": pss[-1],
+        "agent_pss_mib_end": agent_pss,
         "cpu_per_s": cpu_s / (time.monotonic() - started),
     }
 
@@ -366,7 +370,8 @@ def main() -> int:
     print(f"  drain (last write -> in every local pod's kernel): {figures['drain_s']:.2f} s")
     print(
         f"  agent tree PSS max {figures['pss_mib_max']:.0f} MiB, at the end"
-        f" {figures['pss_mib_end']:.0f} MiB; CPU {figures['cpu_per_s']:.2f} cores"
+        f" {figures['pss_mib_end']:.0f} MiB (agent {figures['agent_pss_mib_end']:.0f} MiB, the rest"
+        " its dataplane worker); CPU {figures['cpu_per_s']:.2f} cores"
     )
     print(f"  fresh agent cold start: {cold_s:.2f} s; pods differing from it: {differ}")
     print(f"  load average: {os.getloadavg()[0]:.1f}")

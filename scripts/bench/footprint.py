@@ -36,6 +36,7 @@ from typing import IO, Any
 
 import benchlib
 
+from testbed import objects
 from testbed.emulator import server
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -58,7 +59,19 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()]
 
 
-def pod(i: int, namespaces: int, tier: int) -> dict[str, Any]:
+def pod(i: int, namespaces: int, tier: int, shape: str = "realistic") -> dict[str, Any]:
+    """Pod i on another node; `realistic` as kube-apiserver returns it (benchlib.realistic_pod),
+    `bare` with only what the agent reads."""
+    address = f"198.{18 + i // 65000}.{i // 250 % 256}.{i % 250 + 1}"
+    if shape == "realistic":
+        return objects.realistic_pod(
+            f"p{i}",
+            f"ns-{i % namespaces}",
+            {"app": f"a{i % 50}", "tier": f"t{tier}"},
+            address,
+            f"node-{2 + i % 50}",
+            serial=i,
+        )
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -68,7 +81,7 @@ def pod(i: int, namespaces: int, tier: int) -> dict[str, Any]:
             "labels": {"app": f"a{i % 50}", "tier": f"t{tier}"},
         },
         "spec": {"nodeName": f"node-{2 + i % 50}", "containers": [{"name": "c", "image": "x"}]},
-        "status": {"podIPs": [{"ip": f"198.{18 + i // 65000}.{i // 250 % 256}.{i % 250 + 1}"}]},
+        "status": {"podIPs": [{"ip": address}]},
     }
 
 
@@ -97,7 +110,12 @@ def watch_events(port: int, resource: str) -> float:
 
 
 def populate(
-    emu: server.EmulatorThread, pods: int, policies: int, namespaces: int, first: int = 0
+    emu: server.EmulatorThread,
+    pods: int,
+    policies: int,
+    namespaces: int,
+    first: int = 0,
+    shape: str = "realistic",
 ) -> None:
     for n in range(namespaces):
         emu.insert(
@@ -108,7 +126,7 @@ def populate(
             }
         )
     for i in range(first, pods):
-        emu.insert(pod(i, namespaces, i % 3))
+        emu.insert(pod(i, namespaces, i % 3, shape))
     for i in range(policies):
         emu.insert(
             {
@@ -139,6 +157,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pods", type=int, default=10_000)
     parser.add_argument("--policies", type=int, default=1_000)
     parser.add_argument("--namespaces", type=int, default=100)
+    parser.add_argument(
+        "--pod-shape",
+        choices=("realistic", "bare"),
+        default="realistic",
+        help="pods as kube-apiserver returns them (default) or only the fields the agent reads",
+    )
     parser.add_argument("--churn-seconds", type=float, default=20.0)
     parser.add_argument("--churn-rate", type=float, default=50.0, help="label patches per second")
     args = parser.parse_args()
@@ -198,7 +222,7 @@ def per_cached_pod(
     half = args.pods // 2
     rss_half = settled_rss(agent_pid)
     seen = watch_events(port, "pods")
-    populate(emu, args.pods, 0, args.namespaces, first=half)
+    populate(emu, args.pods, 0, args.namespaces, first=half, shape=args.pod_shape)
     t1 = time.monotonic()
     while watch_events(port, "pods") < seen + (args.pods - half):
         if time.monotonic() - t1 > 120:
@@ -226,7 +250,9 @@ def churn(
     end = wall0 + args.churn_seconds
     while time.monotonic() < end:
         # The emulator's insert emits MODIFIED to the agent's watch like a PATCH would.
-        emu.insert(pod(i % args.pods, args.namespaces, (i // args.pods + i + 1) % 3))
+        emu.insert(
+            pod(i % args.pods, args.namespaces, (i // args.pods + i + 1) % 3, args.pod_shape)
+        )
         i += 1
         time.sleep(max(0.0, wall0 + i / args.churn_rate - time.monotonic()))
         now = time.monotonic()
@@ -297,7 +323,7 @@ def main() -> int:
     kubeconfig = os.path.join(tmp.name, "kubeconfig")
     emu.write_kubeconfig(kubeconfig)
     started = time.monotonic()
-    populate(emu, half, args.policies, args.namespaces)
+    populate(emu, half, args.policies, args.namespaces, shape=args.pod_shape)
     print(
         f"footprint [{args.backend}]: populated {half} pods, {args.policies} policies"
         f" in {time.monotonic() - started:.1f}s"
@@ -320,6 +346,7 @@ def main() -> int:
             args,
             pods=args.pods,
             policies=args.policies,
+            pod_shape=args.pod_shape,
             **figures,
             per_cached_pod_kib=per_pod_kib,
             cpu_median_millicores=statistics.median(windows) if windows else None,
