@@ -371,7 +371,7 @@ def main() -> int:
     print(
         f"  agent tree PSS max {figures['pss_mib_max']:.0f} MiB, at the end"
         f" {figures['pss_mib_end']:.0f} MiB (agent {figures['agent_pss_mib_end']:.0f} MiB, the rest"
-        " its dataplane worker); CPU {figures['cpu_per_s']:.2f} cores"
+        f" its dataplane worker); CPU {figures['cpu_per_s']:.2f} cores"
     )
     print(f"  fresh agent cold start: {cold_s:.2f} s; pods differing from it: {differ}")
     print(f"  load average: {os.getloadavg()[0]:.1f}")
