@@ -204,13 +204,15 @@ def with_tiers(
     admin: Sequence[tiers_model.ClusterPolicy],
     namespaces: Mapping[str, model.Namespace],
     peers: Sequence[tiers_compile.Peer],
+    regions: tiers_compile.Regions | None = None,
 ) -> ruleset.PodRuleset:
-    """`rs` with the admin tiers of both directions (`agent.tiers.compile`)."""
+    """`rs` with the admin tiers of both directions (`agent.tiers.compile`); `regions`: the
+    rules' regions from a cache (`agent.tiers.resolve`) instead of from `peers`."""
     labels = calc_compile.namespace_labels(pod.namespace, namespaces)
 
     def tiered(direction: str, current: ruleset.DirectionRuleset) -> ruleset.DirectionRuleset:
         admin_tier, baseline = (
-            tiers_compile.tier_entries(admin, tier, direction, pod, labels, peers)
+            tiers_compile.tier_entries(admin, tier, direction, pod, labels, peers, regions)
             for tier in tiers_model.TIERS
         )
         return dataclasses.replace(current, admin=admin_tier, baseline=baseline)

@@ -20,9 +20,11 @@ bound again, every piece counted again; no snapshot-wide work):
 * Services and EndpointSlices, and other Nodes: every local pod's final ruleset is derived
   again from its maintained elements (Service translation and containment run over the
   whole direction, as `desired` does).
-* the admin tiers (`agent.tiers`) are not maintained incrementally: while any admin policy
-  exists, every pod, namespace or Node change derives every local pod's tiers again from
-  the snapshot.
+* the admin tiers (`agent.tiers`): each rule peer's members and each rule's region are kept
+  per snapshot (`agent.tiers.resolve`); a pod, namespace or Node change re-derives only the
+  local pods whose tiers use a rule peer it moved, an admin policy edit only the local pods
+  the old or new version of the edited policy selects (their entries come from the cache;
+  only the edited rules' regions are computed).
 `desired.desired` stays the reference: tests/unit/calc/test_incremental.py compares every
 local pod after every step of long random event sequences.
 """
@@ -41,7 +43,9 @@ from agent.calc import index as calc_index
 from agent.calc import mode as calc_mode
 from agent.calc import services as calc_services
 from agent.tiers import compile as tiers_compile
+from agent.tiers import evaluate as tiers_evaluate
 from agent.tiers import model as tiers_model
+from agent.tiers import resolve as tiers_resolve
 
 _T = TypeVar("_T")
 
@@ -143,7 +147,9 @@ class Calculator:
         else:
             self.pods[key] = pod
         self._apply(self.memberships.set_pod(key, pod))
-        self._tiers_changed()
+        self.touched |= self.tiers.moved(
+            f"pod/{key}", _pod_candidate(pod, self.memberships.namespaces)
+        )
         if pod is not None and self.is_local(pod):
             self._rebuild(key)
         elif key in self.local:
@@ -153,18 +159,24 @@ class Calculator:
         """A namespace was added, relabelled or (None) deleted."""
         self._apply(self.memberships.set_namespace(name, namespace))
         self.touched.update(k for k, s in self.local.items() if s.pod.namespace == name)
-        self._tiers_changed()
+        if self.tiers.resolver is not None:  # its pods' namespace labels moved
+            namespaces = self.memberships.namespaces
+            for key in list(self.memberships.by_namespace.get(name, {})):
+                candidate = _pod_candidate(self.pods.get(key), namespaces)
+                self.touched |= self.tiers.moved(f"pod/{key}", candidate)
 
     def set_admin(self, policies: Iterable[tiers_model.ClusterPolicy]) -> None:
-        """The admin policies (every kind, every tier) are now `policies`."""
-        if self.tiers.set(policies):
-            self.touched.update(self.local)
-
-    def _tiers_changed(self) -> None:
-        """A pod, namespace or Node changed: while admin policies exist, every local pod's
-        tiers are derived again (their peers may have moved)."""
-        if self.tiers.moved():
-            self.touched.update(self.local)
+        """The admin policies (every kind, every tier) are now `policies`: the local pods
+        that the old or new version of an added, edited or deleted policy selects are derived
+        again (a policy's entries exist only in the pods its subject selects)."""
+        edited = self.tiers.set(policies)
+        if not edited:
+            return
+        namespaces = self.memberships.namespaces
+        for key, state in self.local.items():
+            labels = calc_compile.namespace_labels(state.pod.namespace, namespaces)
+            if any(tiers_evaluate.selects(p.subject, state.pod, labels) for p in edited):
+                self.touched.add(key)
 
     def set_policy(self, key: str, policy: model.NetworkPolicy | None) -> None:
         """A NetworkPolicy was added, edited or (None) deleted: rebuild the local pods the old
@@ -189,7 +201,7 @@ class Calculator:
             for key in list(self.local):
                 self._rebuild(key)
         self.touched.update(self.local)
-        self.tiers.moved()
+        self.tiers.moved(f"node/{name}", _node_candidate(node) if node is not None else None)
 
     def set_service(self, key: str, service: model.Service | None) -> None:
         """A Service changed: every local pod's egress translation is derived again."""
@@ -262,13 +274,13 @@ class Calculator:
         for (direction, policy), kept in state.own.items():
             if kept.dirty:
                 kept.settle(_pieces(self, state, direction, policy))
-        result = self._derive(state)
+        result = self._derive(key, state)
         if result != state.result:
             state.result = result
             if report:
                 self.changed.add(key)
 
-    def _derive(self, state: _Local) -> calc_desired.Desired:
+    def _derive(self, key: str, state: _Local) -> calc_desired.Desired:
         """The final result from the maintained elements: as `desired.desired` does after
         compiling, Service translation, mode and containment."""
         pod, binding, settings = state.pod, state.binding, self.settings
@@ -299,7 +311,7 @@ class Calculator:
             mode=mode.mode,
         )
         if self.tiers.policies:
-            compiled = self.tiers.apply(compiled, pod, self)
+            compiled = self.tiers.apply(key, compiled, pod, self)
         state.compiled = compiled
         contained = _contain(self, pod, compiled, None)
         return calc_desired.Desired(contained.ruleset, contained.errors, mode.invalid, mode.refused)
@@ -351,6 +363,7 @@ class Calculator:
                 if not used:
                     del self.users[term.source]
             self.memberships.release(term.source)
+        self.tiers.forget(key)
         self.gone.add(key)
         self.touched.discard(key)
         self.changed.discard(key)
@@ -401,32 +414,106 @@ def _pieces(
 
 
 class _Tiers:
-    """The admin policies, and their possible peers derived from the calculator's snapshot
-    when first needed after a change."""
+    """The admin policies, the snapshot's possible peers resolved for their rules
+    (`agent.tiers.resolve`, built when first needed, kept up to date change by change while
+    admin policies exist), and which local pods' tiers use which rule peer."""
 
     def __init__(self) -> None:
         self.policies: tuple[tiers_model.ClusterPolicy, ...] = ()
-        self._peers: tuple[tiers_compile.Peer, ...] | None = None
+        self.resolver: tiers_resolve.Resolver | None = None
+        self.users: dict[tiers_resolve.PeerKey, set[str]] = {}  # peer -> local pods
+        self.uses: dict[str, set[tiers_resolve.PeerKey]] = {}  # local pod -> peers
 
-    def set(self, policies: Iterable[tiers_model.ClusterPolicy]) -> bool:
-        """Replace the policies; whether they changed."""
+    def set(
+        self, policies: Iterable[tiers_model.ClusterPolicy]
+    ) -> list[tiers_model.ClusterPolicy]:
+        """Replace the policies; the old and new versions of those that changed (added,
+        edited, reordered, deleted)."""
         ordered = tuple(sorted(policies, key=lambda p: p.order))
-        changed, self.policies = ordered != self.policies, ordered
-        return changed
+        if ordered == self.policies:
+            return []
+        old, new = {p.key: p for p in self.policies}, {p.key: p for p in ordered}
+        self.policies = ordered
+        edited = [
+            version
+            for key in old.keys() | new.keys()
+            if old.get(key) != new.get(key)
+            for version in (old.get(key), new.get(key))
+            if version is not None
+        ]
+        if not ordered:
+            self.resolver = None
+            self.users.clear()
+            self.uses.clear()
+        elif self.resolver is not None:
+            self.resolver.keep(ordered)
+        return edited
 
-    def moved(self) -> bool:
-        """The peers may have changed; whether any local pod's tiers depend on them."""
-        self._peers = None
-        return bool(self.policies)
+    def moved(self, key: str, candidate: tiers_compile.Peer | None) -> set[str]:
+        """Possible peer `key` ("pod/<ns>/<name>", "node/<name>") is now `candidate`: the
+        local pods whose tiers it may have changed."""
+        if self.resolver is None:
+            return set()
+        out: set[str] = set()
+        for peer_key in self.resolver.set(key, candidate):
+            out.update(self.users.get(peer_key, ()))
+        return out
 
-    def apply(self, rs: ruleset.PodRuleset, pod: model.Pod, calc: Calculator) -> ruleset.PodRuleset:
+    def apply(
+        self, key: str, rs: ruleset.PodRuleset, pod: model.Pod, calc: Calculator
+    ) -> ruleset.PodRuleset:
+        """`rs` with local pod `key`'s tiers, from the resolved regions."""
         namespaces = calc.memberships.namespaces
-        if self._peers is None:
-            candidates = (calc_compile.peer_pod(p) for p in calc.pods.values())
-            self._peers = calc_desired.tier_peers(
-                (p for p in candidates if p is not None), namespaces, calc.nodes.values()
-            )
-        return calc_desired.with_tiers(rs, pod, self.policies, namespaces, self._peers)
+        if self.resolver is None:
+            self.resolver = tiers_resolve.Resolver(_candidates(calc))
+        labels = calc_compile.namespace_labels(pod.namespace, namespaces)
+        uses: set[tiers_resolve.PeerKey] = set()
+        for policy in self.policies:
+            if tiers_evaluate.selects(policy.subject, pod, labels):
+                uses |= tiers_resolve.peer_keys(policy)
+        self.forget(key)
+        self.uses[key] = uses
+        for peer_key in uses:
+            self.users.setdefault(peer_key, set()).add(key)
+        return calc_desired.with_tiers(
+            rs, pod, self.policies, namespaces, (), regions=self.resolver.region
+        )
+
+    def forget(self, key: str) -> None:
+        """Local pod `key` no longer uses any peer (it is gone, or its uses are recorded
+        again)."""
+        for peer_key in self.uses.pop(key, ()):
+            users = self.users.get(peer_key)
+            if users is not None:
+                users.discard(key)
+                if not users:
+                    del self.users[peer_key]
+
+
+def _candidates(calc: Calculator) -> dict[str, tiers_compile.Peer]:
+    """Every possible admin-tier peer of the calculator's snapshot, by key."""
+    out: dict[str, tiers_compile.Peer] = {}
+    for key, pod in calc.pods.items():
+        candidate = _pod_candidate(pod, calc.memberships.namespaces)
+        if candidate is not None:
+            out[f"pod/{key}"] = candidate
+    for name, node in calc.nodes.items():
+        out[f"node/{name}"] = _node_candidate(node)
+    return out
+
+
+def _pod_candidate(
+    pod: model.Pod | None, namespaces: Mapping[str, model.Namespace]
+) -> tiers_compile.Peer | None:
+    peer = calc_compile.peer_pod(pod) if pod is not None else None
+    if peer is None:
+        return None
+    labels = calc_compile.namespace_labels(peer.pod.namespace, namespaces)
+    return tiers_compile.Peer(peer.addrs, peer.pod, labels)
+
+
+def _node_candidate(node: model.Node) -> tiers_compile.Peer:
+    return tiers_compile.Peer(calc_compile.node_ranges(node.addresses), node_labels=node.labels)
 
 
 def _put(into: dict[str, _T], key: str, value: _T | None) -> None:

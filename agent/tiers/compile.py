@@ -17,7 +17,8 @@ OTHER.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from agent import model
 from agent.calc import intervals, ruleset
@@ -50,34 +51,50 @@ _ACTIONS = {
 }
 
 
+def networks_of(peer: tiers.Peer) -> tuple[ruleset.AddrRange, ...]:
+    """The merged address ranges of a `networks` peer."""
+    return _networks(peer.networks)
+
+
+@functools.lru_cache(maxsize=1024)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ruleset.AddrRange, ...]:
+    return intervals.merge_addrs(intervals.cidr_range(cidr) for cidr in cidrs)
+
+
+def matches(peer: tiers.Peer, candidate: Peer, direction: str) -> bool:
+    """Whether one rule peer covers `candidate` (a pod or node whose addresses come along in
+    the rule's region). For a `networks` peer: the known pods with an address inside the
+    networks (so that a named port resolves on them, as for a NetworkPolicy ipBlock)."""
+    if peer.networks:
+        if direction != evaluate.EGRESS or candidate.pod is None or candidate.pod.host_network:
+            return False
+        nets = networks_of(peer)
+        return any(intervals.contains(nets, a.family, a.first) for a in candidate.addrs)
+    remote = evaluate.Remote("", candidate.pod, candidate.namespace_labels, candidate.node_labels)
+    return evaluate.peer_matches(peer, remote, direction)
+
+
+Members = Callable[[tiers.Peer], Iterable[Peer]]
+
+
 def _peer_addrs(
-    peer: tiers.Peer, peers: Sequence[Peer], direction: str
+    peer: tiers.Peer, members: Iterable[Peer], direction: str
 ) -> list[tuple[ruleset.AddrRange, Peer | None]]:
     """The addresses one rule peer covers, each with the pod or node behind it (None for a
-    network)."""
+    network); `members` are the candidates it matches (`matches`)."""
     if peer.networks:
         if direction != evaluate.EGRESS:
             return []
-        # The known pods inside the networks come along, so that a named port resolves on
-        # them (as for a NetworkPolicy ipBlock); their addresses are inside the CIDRs anyway.
-        nets = intervals.merge_addrs(intervals.cidr_range(cidr) for cidr in peer.networks)
+        nets = networks_of(peer)
         out: list[tuple[ruleset.AddrRange, Peer | None]] = [(net, None) for net in nets]
-        for candidate in peers:
-            if candidate.pod is not None and not candidate.pod.host_network:
-                out.extend(
-                    (addr, candidate)
-                    for addr in candidate.addrs
-                    if intervals.contains(nets, addr.family, addr.first)
-                )
+        for candidate in members:
+            out.extend(
+                (addr, candidate)
+                for addr in candidate.addrs
+                if intervals.contains(nets, addr.family, addr.first)
+            )
         return out
-    found: list[tuple[ruleset.AddrRange, Peer | None]] = []
-    for candidate in peers:
-        remote = evaluate.Remote(
-            "", candidate.pod, candidate.namespace_labels, candidate.node_labels
-        )
-        if evaluate.peer_matches(peer, remote, direction):
-            found.extend((addr, candidate) for addr in candidate.addrs)
-    return found
+    return [(addr, candidate) for candidate in members for addr in candidate.addrs]
 
 
 def _port_triples(
@@ -108,8 +125,20 @@ def _port_triples(
 def rule_region(
     rule: tiers.Rule, pod: model.Pod, peers: Sequence[Peer], direction: str
 ) -> tuple[str, Region]:
-    """The action and the whole region of one rule for the local `pod` (before precedence).
-    A Deny or Pass rule with a peer of an unknown kind denies everything (fail closed)."""
+    """The action and the whole region of one rule for the local `pod` (before precedence),
+    every rule peer matched against all of `peers`."""
+    return rule_region_of(
+        rule, pod, direction, lambda peer: [c for c in peers if matches(peer, c, direction)]
+    )
+
+
+def rule_region_of(
+    rule: tiers.Rule, pod: model.Pod, direction: str, members: Members
+) -> tuple[str, Region]:
+    """`rule_region` with each rule peer's matching candidates given by `members` (a cache of
+    them, `agent.tiers.resolve`). `pod` matters only to an ingress rule with named ports (they
+    resolve on the local pod). A Deny or Pass rule with a peer of an unknown kind denies
+    everything (fail closed)."""
     if not rule.action:
         return "", ()
     if rule.action != tiers.ACCEPT and any(p.unknown for p in rule.peers):
@@ -124,13 +153,16 @@ def rule_region(
         return tiers.DENY, intervals.canonical_peer_ports(every)
     triples: list[Triple] = []
     for peer in rule.peers:
-        for addr, behind in _peer_addrs(peer, peers, direction):
+        for addr, behind in _peer_addrs(peer, members(peer), direction):
             if direction == evaluate.INGRESS:
                 destination: model.Pod | None = pod
             else:
                 destination = behind.pod if behind is not None else None
             triples.extend(_port_triples(rule.ports, addr, destination))
     return rule.action, intervals.canonical_peer_ports(triples)
+
+
+Regions = Callable[[tiers.Rule, model.Pod, str], tuple[str, Region]]
 
 
 def tier_entries(
@@ -140,16 +172,19 @@ def tier_entries(
     pod: model.Pod,
     namespace_labels: Mapping[str, str],
     peers: Sequence[Peer],
+    regions: Regions | None = None,
 ) -> tuple[ruleset.TierEntry, ...]:
     """The entries of `tier` for the local `pod` in `direction`, in precedence order (policy
     order, then rule order; rules that match nothing left out): the first entry holding a
-    packet decides."""
+    packet decides. `regions` (rule, pod, direction -> action and region) replaces matching
+    every rule peer against `peers` (a cache: `agent.tiers.resolve`)."""
+    region_of: Regions = regions or (lambda rule, pod, d: rule_region(rule, pod, peers, d))
     entries: list[ruleset.TierEntry] = []
     for policy in sorted((p for p in policies if p.tier == tier), key=lambda p: p.order):
         if not evaluate.selects(policy.subject, pod, namespace_labels):
             continue
         for rule in policy.ingress if direction == evaluate.INGRESS else policy.egress:
-            action, region = rule_region(rule, pod, peers, direction)
+            action, region = region_of(rule, pod, direction)
             if region:
                 entries.append(ruleset.TierEntry(policy.key, rule.name, _ACTIONS[action], region))
     return tuple(entries)
