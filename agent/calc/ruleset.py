@@ -106,6 +106,12 @@ class TierEntry:
     rule: str
     action: TierAction
     elements: tuple[PeerPort, ...]
+    # The same region factored, when it is a product (a rule without named ports): exactly
+    # every address of `addrs` x every protocol and ports of `ports`, both canonical. The
+    # dataplane may then hold addresses and ports in separate sets, so that an edit of the
+    # rule's ports changes a few elements, not one per peer address. None: not a product.
+    addrs: tuple[AddrRange, ...] | None = None
+    ports: tuple[ProtoPorts, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -122,9 +122,20 @@ def _port_triples(
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class RuleRegion:
+    """One rule's action and region for a local pod; `addrs` and `ports` the same region
+    factored when it is a product (`ruleset.TierEntry`), else `addrs` None."""
+
+    action: str
+    region: Region
+    addrs: tuple[ruleset.AddrRange, ...] | None = None
+    ports: tuple[ruleset.ProtoPorts, ...] = ()
+
+
 def rule_region(
     rule: tiers.Rule, pod: model.Pod, peers: Sequence[Peer], direction: str
-) -> tuple[str, Region]:
+) -> RuleRegion:
     """The action and the whole region of one rule for the local `pod` (before precedence),
     every rule peer matched against all of `peers`."""
     return rule_region_of(
@@ -132,37 +143,69 @@ def rule_region(
     )
 
 
+_EVERY = (ruleset.AddrRange(4, 0, (1 << 32) - 1), ruleset.AddrRange(6, 0, (1 << 128) - 1))
+
+
 def rule_region_of(
     rule: tiers.Rule, pod: model.Pod, direction: str, members: Members
-) -> tuple[str, Region]:
+) -> RuleRegion:
     """`rule_region` with each rule peer's matching candidates given by `members` (a cache of
     them, `agent.tiers.resolve`). `pod` matters only to an ingress rule with named ports (they
     resolve on the local pod). A Deny or Pass rule with a peer of an unknown kind denies
     everything (fail closed)."""
     if not rule.action:
-        return "", ()
+        return RuleRegion("", ())
     if rule.action != tiers.ACCEPT and any(p.unknown for p in rule.peers):
-        every = [
-            (addr, proto, ALL_PORTS)
-            for addr in (
-                ruleset.AddrRange(4, 0, (1 << 32) - 1),
-                ruleset.AddrRange(6, 0, (1 << 128) - 1),
-            )
-            for proto in _ALL_PROTOCOLS
-        ]
-        return tiers.DENY, intervals.canonical_peer_ports(every)
+        every = [(addr, proto, ALL_PORTS) for addr in _EVERY for proto in _ALL_PROTOCOLS]
+        ports = tuple(ruleset.ProtoPorts(proto, ALL_PORTS) for proto in _ALL_PROTOCOLS)
+        return RuleRegion(tiers.DENY, intervals.canonical_peer_ports(every), _EVERY, ports)
     triples: list[Triple] = []
+    addrs: list[ruleset.AddrRange] = []
     for peer in rule.peers:
         for addr, behind in _peer_addrs(peer, members(peer), direction):
+            addrs.append(addr)
             if direction == evaluate.INGRESS:
                 destination: model.Pod | None = pod
             else:
                 destination = behind.pod if behind is not None else None
             triples.extend(_port_triples(rule.ports, addr, destination))
-    return rule.action, intervals.canonical_peer_ports(triples)
+    region = intervals.canonical_peer_ports(triples)
+    factors = proto_ports(rule.ports)
+    if factors is None or not region:
+        return RuleRegion(rule.action, region)
+    return RuleRegion(rule.action, region, intervals.merge_addrs(addrs), factors)
 
 
-Regions = Callable[[tiers.Rule, model.Pod, str], tuple[str, Region]]
+def proto_ports(ports: tuple[tiers.Port, ...]) -> tuple[ruleset.ProtoPorts, ...] | None:
+    """A rule's ports as canonical (protocol, port range) pairs (sorted, each protocol's
+    ranges merged), the same for every peer; None when a named port makes them depend on
+    the destination pod."""
+    if any(p.named is not None and not p.invalid for p in ports):
+        return None
+    if not ports:
+        return tuple(ruleset.ProtoPorts(proto, ALL_PORTS) for proto in sorted(_ALL_PROTOCOLS))
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for entry in ports:
+        if entry.invalid:
+            continue
+        number = ruleset.PROTOCOL_NUMBERS[entry.protocol]
+        if entry.start is None:
+            ranges.setdefault(number, []).append((0, 65535))
+        else:
+            ranges.setdefault(number, []).append((entry.start, entry.end or entry.start))
+    out: list[ruleset.ProtoPorts] = []
+    for number in sorted(ranges):
+        merged: list[list[int]] = []
+        for first, last in sorted(ranges[number]):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        out.extend(ruleset.ProtoPorts(number, ruleset.PortRange(a, b)) for a, b in merged)
+    return tuple(out)
+
+
+Regions = Callable[[tiers.Rule, model.Pod, str], RuleRegion]
 
 
 def tier_entries(
@@ -184,9 +227,14 @@ def tier_entries(
         if not evaluate.selects(policy.subject, pod, namespace_labels):
             continue
         for rule in policy.ingress if direction == evaluate.INGRESS else policy.egress:
-            action, region = region_of(rule, pod, direction)
-            if region:
-                entries.append(ruleset.TierEntry(policy.key, rule.name, _ACTIONS[action], region))
+            found = region_of(rule, pod, direction)
+            if found.region:
+                action = _ACTIONS[found.action]
+                entries.append(
+                    ruleset.TierEntry(
+                        policy.key, rule.name, action, found.region, found.addrs, found.ports
+                    )
+                )
     return tuple(entries)
 
 

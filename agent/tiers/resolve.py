@@ -40,7 +40,7 @@ class Resolver:
     def __init__(self, candidates: Mapping[str, tiers_compile.Peer] | None = None) -> None:
         self.candidates: dict[str, tiers_compile.Peer] = dict(candidates or {})
         self._members: dict[PeerKey, dict[str, tiers_compile.Peer]] = {}
-        self._regions: dict[_RegionKey, tuple[str, tiers_compile.Region]] = {}
+        self._regions: dict[_RegionKey, tiers_compile.RuleRegion] = {}
         self._regions_of: dict[PeerKey, set[_RegionKey]] = {}
 
     def set(self, key: str, candidate: tiers_compile.Peer | None) -> set[PeerKey]:
@@ -82,9 +82,7 @@ class Resolver:
             }
         return found.values()
 
-    def region(
-        self, rule: tiers.Rule, pod: model.Pod, direction: str
-    ) -> tuple[str, tiers_compile.Region]:
+    def region(self, rule: tiers.Rule, pod: model.Pod, direction: str) -> tiers_compile.RuleRegion:
         """`tiers_compile.rule_region` for local pod `pod`, from the cache when it holds it."""
         named = direction == evaluate.INGRESS and any(p.named is not None for p in rule.ports)
         region_key = (rule, direction, pod.container_ports if named else None)

@@ -678,6 +678,9 @@ def _tiers(
         rules: list[str] = []
         for n, entry in enumerate(entries):
             verdict = verdicts[entry.action]
+            if entry.addrs is not None:
+                rules += _factored_entry(body, f"{chain}{n}", key, entry, verdict)
+                continue
             ported = [e for e in entry.elements if e.protocol != ruleset.OTHER_PROTOCOL]
             other = intervals.merge_addrs(
                 e.addrs for e in entry.elements if e.protocol == ruleset.OTHER_PROTOCOL
@@ -700,6 +703,43 @@ def _tiers(
         body.chain(chain, rules)
         body.chain(f"{chain}_deny", body.deny(direction, tier, mode))
     return found
+
+
+def _factored_entry(
+    body: _Body, prefix: str, key: str, entry: ruleset.TierEntry, verdict: str
+) -> list[str]:
+    """A tier entry whose region is a product (`ruleset.TierEntry.addrs`): its addresses
+    (`<prefix>_a4`, `_a6`) and its protocols and ports (`<prefix>_p`) in separate sets, looked
+    up together by one rule per family, and the addresses once more (`_other4`, `_other6`,
+    empty unless the entry covers the protocols without ports) for those protocols. An edit
+    of the rule's ports patches a few elements of `_p`; a peer that comes or goes, one
+    address."""
+    assert entry.addrs is not None
+    ports = f"{prefix}_p"
+    body.sets.append(
+        NamedSet(
+            ports,
+            "inet_proto . inet_service",
+            elements=tuple(
+                f"{format_protocol(p.protocol)} . {format_ports(p.ports)}"
+                for p in entry.ports
+                if p.protocol != ruleset.OTHER_PROTOCOL
+            ),
+        )
+    )
+    other = any(p.protocol == ruleset.OTHER_PROTOCOL for p in entry.ports)
+    rules: list[str] = []
+    for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+        addrs = tuple(format_addr(r) for r in entry.addrs if r.family == family)
+        body.sets.append(NamedSet(f"{prefix}_a{family}", addr_type, elements=addrs))
+        rules.append(f"{ip} {key} @{prefix}_a{family} meta l4proto . th dport @{ports} {verdict}")
+    for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+        addrs = tuple(format_addr(r) for r in entry.addrs if r.family == family) if other else ()
+        body.sets.append(NamedSet(f"{prefix}_other{family}", addr_type, elements=addrs))
+        rules.append(
+            f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} @{prefix}_other{family} {verdict}"
+        )
+    return rules
 
 
 def _addr_sets(
