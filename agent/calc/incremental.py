@@ -122,7 +122,7 @@ class Calculator:
         calc.policies, calc.services, calc.slices = dict(policies), dict(services), dict(slices)
         calc.policy_index = calc_index.PolicyIndex.build(calc.policies.values())
         calc.service_index = calc_services.build_index(services.values(), slices.values())
-        calc.tiers.set(admin)
+        calc.tiers.replace(admin)
         for name, namespace in namespaces.items():
             calc.memberships.set_namespace(name, namespace)
         for key, pod in pods.items():
@@ -169,7 +169,7 @@ class Calculator:
         """The admin policies (every kind, every tier) are now `policies`: the local pods
         that the old or new version of an added, edited or deleted policy selects are derived
         again (a policy's entries exist only in the pods its subject selects)."""
-        edited = self.tiers.set(policies)
+        edited = self.tiers.replace(policies)
         if not edited:
             return
         namespaces = self.memberships.namespaces
@@ -424,7 +424,7 @@ class _Tiers:
         self.users: dict[tiers_resolve.PeerKey, set[str]] = {}  # peer -> local pods
         self.uses: dict[str, set[tiers_resolve.PeerKey]] = {}  # local pod -> peers
 
-    def set(
+    def replace(
         self, policies: Iterable[tiers_model.ClusterPolicy]
     ) -> list[tiers_model.ClusterPolicy]:
         """Replace the policies; the old and new versions of those that changed (added,

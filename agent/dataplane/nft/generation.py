@@ -3,9 +3,9 @@
 Why: every committed nftables transaction in a namespace increments that namespace's
 generation by one. After the agent's own commit, an unchanged generation proves nothing else
 was committed there since, without listing the tables (a listing of a 10,000-element set costs
-hundreds of milliseconds, the generation a few microseconds). The worker uses it to refuse an incremental
-update on tables someone else may have touched, and to skip the read-back at resync when
-nothing changed. Only the dataplane worker imports this module, from inside the namespace.
+hundreds of milliseconds, the generation a few microseconds). The worker uses it to refuse an
+incremental update on tables someone else may have touched, and to skip the read-back at resync
+when nothing changed. Only the dataplane worker imports this module, from inside the namespace.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ canonicalisation of a handful of pieces, not of the whole set."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from agent import model
 from agent.calc import containment, incremental, intervals, ruleset, terms
 from agent.calc import desired as calc_desired
+from agent.tiers import compile as tiers_compile
 from agent.tiers import model as tiers
 
 NODE = "n1"
@@ -211,32 +213,31 @@ def _admin_port(rng: random.Random) -> tiers.Port:
     return tiers.Port("TCP", first, first + rng.choice((0, 0, 100)))
 
 
-def _admin(rng: random.Random) -> tuple[tiers.ClusterPolicy, ...]:
-    """A few admin policies of both tiers (rules of every action and peer kind)."""
-    out = []
-    for i in range(rng.randrange(4)):
-        tier = rng.choice(tiers.TIERS)
-        actions = tiers.ACTIONS if tier == tiers.ADMIN else (tiers.ACCEPT, tiers.DENY)
-
-        def rules(
-            rng: random.Random = rng, actions: tuple[str, ...] = actions
-        ) -> tuple[tiers.Rule, ...]:
-            return tuple(
-                tiers.Rule(
-                    f"r{j}",
-                    rng.choice(actions),
-                    tuple(_admin_peer(rng) for _ in range(rng.randint(1, 2))),
-                    tuple(_admin_port(rng) for _ in range(rng.choice((0, 1, 2)))),
-                )
-                for j in range(rng.randrange(3))
-            )
-
-        subject = tiers.Subject(namespaces=_ns_selector(rng))
-        kind = tiers.CLUSTER_NETWORK_POLICY
-        out.append(
-            tiers.ClusterPolicy(kind, f"c{i}", tier, rng.randrange(3), subject, rules(), rules())
+def _admin_rules(rng: random.Random, actions: tuple[str, ...]) -> tuple[tiers.Rule, ...]:
+    return tuple(
+        tiers.Rule(
+            f"r{j}",
+            rng.choice(actions),
+            tuple(_admin_peer(rng) for _ in range(rng.randint(1, 2))),
+            tuple(_admin_port(rng) for _ in range(rng.choice((0, 1, 2)))),
         )
-    return tuple(out)
+        for j in range(rng.randrange(3))
+    )
+
+
+def _admin_policy(rng: random.Random, name: str) -> tiers.ClusterPolicy:
+    """One admin policy of either tier (rules of every action and peer kind)."""
+    tier = rng.choice(tiers.TIERS)
+    actions = tiers.ACTIONS if tier == tiers.ADMIN else (tiers.ACCEPT, tiers.DENY)
+    subject = tiers.Subject(namespaces=_ns_selector(rng))
+    kind = tiers.CLUSTER_NETWORK_POLICY
+    ingress, egress = _admin_rules(rng, actions), _admin_rules(rng, actions)
+    return tiers.ClusterPolicy(kind, name, tier, rng.randrange(3), subject, ingress, egress)
+
+
+def _admin(rng: random.Random) -> tuple[tiers.ClusterPolicy, ...]:
+    """A few admin policies of both tiers."""
+    return tuple(_admin_policy(rng, f"c{i}") for i in range(rng.randrange(4)))
 
 
 class World:
@@ -412,4 +413,158 @@ def test_a_remote_flip_binds_nothing_again_and_canonicalises_only_its_neighbourh
         e for e in before if e.addrs.first == e.addrs.last == 0x0A010301
     }
     assert sizes and max(sizes) <= 3
+    world.check()
+
+
+def _subject(rng: random.Random) -> tiers.Subject:
+    if rng.random() < 0.5:
+        return tiers.Subject(namespaces=_ns_selector(rng))
+    pods = _selector(rng) or model.LabelSelector()
+    return tiers.Subject(pods=tiers.NamespacedPods(_ns_selector(rng), pods))
+
+
+def _edited_rule(rng: random.Random, rule: tiers.Rule, actions: tuple[str, ...]) -> tiers.Rule:
+    roll = rng.random()
+    if roll < 0.35:  # the ports (the benchmark's edit)
+        ports = tuple(_admin_port(rng) for _ in range(rng.choice((0, 1, 2))))
+        return dataclasses.replace(rule, ports=ports)
+    if roll < 0.65:  # the peers, now and then one of an unknown kind (fail closed)
+        peers = [_admin_peer(rng) for _ in range(rng.randint(1, 2))]
+        if rng.random() < 0.1:
+            peers.append(tiers.Peer(unknown=True))
+        return dataclasses.replace(rule, peers=tuple(peers))
+    return dataclasses.replace(rule, action=rng.choice(actions))
+
+
+class AdminWorld(World):
+    """The walk with admin policies edited one at a time (priority changes, rule reorders,
+    rule edits, subject changes, additions, deletions) and pods relabelled in place, between
+    the other changes."""
+
+    def step(self) -> None:
+        rng, roll = self.rng, self.rng.random()
+        if roll < 0.45:
+            self.admin_edit()
+        elif roll < 0.6 and self.objects["pods"]:
+            key = rng.choice(sorted(self.objects["pods"]))
+            pod = self.objects["pods"][key]
+            labels = {k: rng.choice(v) for k, v in LABELS.items() if rng.random() < 0.7}
+            self.put("pods", key, dataclasses.replace(pod, labels=labels))
+        else:
+            super().step()
+
+    def admin_edit(self) -> None:
+        rng = self.rng
+        policies = {p.name: p for p in self.admin}
+        name = f"c{rng.randrange(5)}"
+        old = policies.get(name)
+        roll = rng.random()
+        if old is None or roll < 0.1:
+            policies[name] = _admin_policy(rng, name)
+        elif roll < 0.2:
+            del policies[name]
+        else:
+            actions = tiers.ACTIONS if old.tier == tiers.ADMIN else (tiers.ACCEPT, tiers.DENY)
+            direction = rng.choice(("ingress", "egress"))
+            rules = list(getattr(old, direction))
+            if roll < 0.4:
+                new = dataclasses.replace(old, priority=rng.randrange(4))
+            elif roll < 0.55:
+                rng.shuffle(rules)
+                new = dataclasses.replace(old, **{direction: tuple(rules)})
+            elif roll < 0.65:
+                new = dataclasses.replace(old, subject=_subject(rng))
+            elif roll < 0.7:
+                peers = (_admin_peer(rng),)
+                ports = tuple(_admin_port(rng) for _ in range(rng.choice((0, 1))))
+                rules.append(tiers.Rule(f"r{len(rules)}", rng.choice(actions), peers, ports))
+                new = dataclasses.replace(old, **{direction: tuple(rules)})
+            elif rules:
+                i = rng.randrange(len(rules))
+                rules[i] = _edited_rule(rng, rules[i], actions)
+                new = dataclasses.replace(old, **{direction: tuple(rules)})
+            else:
+                new = dataclasses.replace(old, **{direction: _admin_rules(rng, actions)})
+            policies[name] = new
+        self.admin = tuple(policies.values())
+        self.calc.set_admin(self.admin)
+        self.collect()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_step_of_a_walk_of_admin_edits_equals_a_from_scratch_compile(seed: int) -> None:
+    world = AdminWorld(random.Random(1000 + seed))
+    for _ in range(300):
+        world.step()
+        world.check()
+
+
+def _two_teams() -> tuple[World, list[tiers.ClusterPolicy]]:
+    """Local pods in namespaces a (team x) and b (team y), remote pods in c (team x), and an
+    Admin policy per team whose subject is that team, denying port 22 from team x."""
+    world = World(random.Random(0))
+    for name, team in (("a", "x"), ("b", "y"), ("c", "x")):
+        world.put("namespaces", name, model.Namespace(name, {"team": team}))
+    for i in range(6):
+        namespace, node = ("a", NODE) if i < 2 else ("b", NODE) if i < 4 else ("c", "n2")
+        pod = model.Pod(namespace, f"p{i}", node_name=node, ips=(V4[i],))
+        world.put("pods", pod.key, pod)
+    policies = [
+        tiers.ClusterPolicy(
+            tiers.CLUSTER_NETWORK_POLICY,
+            f"for-{team}",
+            tiers.ADMIN,
+            1,
+            tiers.Subject(namespaces=model.LabelSelector((("team", team),))),
+            ingress=(
+                tiers.Rule(
+                    f"deny-{team}",
+                    tiers.DENY,
+                    (tiers.Peer(namespaces=model.LabelSelector((("team", "x"),))),),
+                    (tiers.Port("TCP", 22, 22),),
+                ),
+            ),
+        )
+        for team in ("x", "y")
+    ]
+    world.admin = tuple(policies)
+    world.calc.set_admin(world.admin)
+    world.collect()
+    world.check()
+    return world, policies
+
+
+def test_an_admin_edit_recomputes_only_its_own_rules_for_the_pods_it_selects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world, (for_x, for_y) = _two_teams()
+    computed: list[str] = []
+    real = tiers_compile.rule_region_of
+
+    def counting(rule: tiers.Rule, *args: Any) -> Any:
+        computed.append(rule.name)
+        return real(rule, *args)
+
+    monkeypatch.setattr(tiers_compile, "rule_region_of", counting)
+    rule = dataclasses.replace(for_y.ingress[0], ports=(tiers.Port("TCP", 23, 23),))
+    world.admin = (for_x, dataclasses.replace(for_y, ingress=(rule,)))
+    world.calc.set_admin(world.admin)
+    assert world.calc.touched == {"b/p2", "b/p3"}  # the pods of team y only
+    world.collect()
+    assert computed == ["deny-y"]  # once, for both pods; for-x's region stays cached
+    world.check()
+
+
+def test_a_pod_change_touches_only_the_local_pods_whose_tier_peers_it_moves() -> None:
+    world, _ = _two_teams()
+    world.collect()
+    moved = model.Pod("b", "p9", node_name="n2", ips=(V4[9],))  # team y: no rule peer
+    world.calc.set_pod(moved.key, moved)
+    world.objects["pods"][moved.key] = moved
+    assert world.calc.touched == set()
+    joined = model.Pod("c", "p9", node_name="n2", ips=(V4[10],))  # team x: every rule's peer
+    world.calc.set_pod(joined.key, joined)
+    world.objects["pods"][joined.key] = joined
+    assert world.calc.touched == {"a/p0", "a/p1", "b/p2", "b/p3"}
+    world.collect()
     world.check()
