@@ -9,8 +9,12 @@ each, it edits a NetworkPolicy's port and the Admin policy's port, and measures 
 agent receiving the watch event to the rules being committed in every affected local pod (the
 agent's `reconcile_committed` line), on one backend.
 
-Prints medians, p99, the ratio admin / NetworkPolicy in the same run, and target 2a (time to
-enforce: p50 <= 5 ms and p99 <= 100 ms) for each kind as MET / NOT MET, then `RESULT {json}`.
+Prints medians, p99, the ratios admin / NetworkPolicy (median and p99) in the same run and
+the load average; as MET / NOT MET: the Admin-tier edit within the NetworkPolicy targets
+(median and p99 each at most `SAME` times the NetworkPolicy edit's in the same run), and
+target 2a (time to enforce: p50 <= 5 ms and p99 <= 100 ms) for each kind; then
+`RESULT {json}`. An Admin edit here commits every local pod (all are its subjects), a
+NetworkPolicy edit one.
 Needs root. Usage:
   .venv/bin/python scripts/bench/admin_tier.py [--backend nftables] [--quick]
 """
@@ -18,6 +22,7 @@ Needs root. Usage:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -26,6 +31,10 @@ import benchlib
 import time_to_enforce as tte
 
 from testbed.sandbox import cluster as sandbox_cluster
+
+# "Within the same latency targets": an Admin-tier edit's median and p99 no more than this
+# many times the NetworkPolicy edit's, measured in the same run (the machine's load moves both).
+SAME = 1.5
 
 
 def admin_policy(port: int) -> dict[str, Any]:
@@ -107,21 +116,34 @@ def main() -> int:
         np_figures = recorder.figures("policy")
         admin = recorder.figures("clusternetworkpolicies")
         ratio = admin["median"] / np_figures["median"]
+        ratio_p99 = admin["p99"] / np_figures["p99"]
         print("  kind                   median ms   p99 ms   pods/event   compile / kernel ms")
         for name, f in (("NetworkPolicy edit", np_figures), ("Admin-tier edit", admin)):
             print(
                 f"  {name:20s} {f['median']:10.2f} {f['p99']:8.2f}   {f['pods_median']:9.0f}"
                 f"     {f['compile_ms']:7.2f} / {f['kernel_ms']:7.2f}"
             )
-        print(f"  admin / NetworkPolicy median (same run): {ratio:.1f}x")
+        print(
+            f"  admin / NetworkPolicy (same run): median {ratio:.1f}x, p99 {ratio_p99:.1f}x"
+            f" (pods per event {admin['pods_median']:.0f} / {np_figures['pods_median']:.0f});"
+            f" load average {os.getloadavg()[0]:.2f}"
+        )
         targets = [
             benchlib.target(
-                f"2a {name}",
-                f"p50 {f['median']:.2f} ms, p99 {f['p99']:.2f} ms",
-                f["median"] <= 5 and f["p99"] <= 100,
-                "p50 <= 5 ms and p99 <= 100 ms",
-            )
-            for name, f in (("networkpolicy", np_figures), ("admin", admin))
+                "admin edit within the NetworkPolicy targets",
+                f"median {ratio:.2f}x, p99 {ratio_p99:.2f}x of the NetworkPolicy edit's",
+                ratio <= SAME and ratio_p99 <= SAME,
+                f"median and p99 each <= {SAME}x the NetworkPolicy edit's in the same run",
+            ),
+            *(
+                benchlib.target(
+                    f"2a {name}",
+                    f"p50 {f['median']:.2f} ms, p99 {f['p99']:.2f} ms",
+                    f["median"] <= 5 and f["p99"] <= 100,
+                    "p50 <= 5 ms and p99 <= 100 ms",
+                )
+                for name, f in (("networkpolicy", np_figures), ("admin", admin))
+            ),
         ]
         benchlib.result(
             "admin_tier",
@@ -130,6 +152,8 @@ def main() -> int:
             networkpolicy_ms=np_figures,
             admin_ms=admin,
             ratio=ratio,
+            ratio_p99=ratio_p99,
+            load_average=os.getloadavg()[0],
             targets=targets,
         )
     return 0
