@@ -39,6 +39,8 @@ def patch(old: render_nft.Rendered, new: render_nft.Rendered) -> str | None:
         f"add rule {chain} {render_nft.state_rule(new.fingerprint)}\n",
     ]
     for name in sorted(new_sets):
+        if old_sets[name] == new_sets[name]:
+            continue  # most sets of a pod (a shared tier region: the very same tuple)
         family, set_name = name.split(" ", 1)
         before, after = set(old_sets[name]), set(new_sets[name])
         gone = [e for e in old_sets[name] if e not in after]

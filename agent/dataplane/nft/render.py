@@ -728,18 +728,38 @@ def _factored_entry(
         )
     )
     other = any(p.protocol == ruleset.OTHER_PROTOCOL for p in entry.ports)
+    texts = _addr_texts(entry.addrs)
     rules: list[str] = []
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        addrs = tuple(format_addr(r) for r in entry.addrs if r.family == family)
-        body.sets.append(NamedSet(f"{prefix}_a{family}", addr_type, elements=addrs))
+        body.sets.append(NamedSet(f"{prefix}_a{family}", addr_type, elements=texts[family]))
         rules.append(f"{ip} {key} @{prefix}_a{family} meta l4proto . th dport @{ports} {verdict}")
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        addrs = tuple(format_addr(r) for r in entry.addrs if r.family == family) if other else ()
+        addrs = texts[family] if other else ()
         body.sets.append(NamedSet(f"{prefix}_other{family}", addr_type, elements=addrs))
         rules.append(
             f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} @{prefix}_other{family} {verdict}"
         )
     return rules
+
+
+# The texts of the last few tier regions' addresses, by identity: the pods an admin rule
+# applies to share its region (`agent.tiers.resolve`), so a pass that renders a hundred of them
+# formats its thousand addresses once. Each entry holds its tuple, so an id is never reused
+# while cached.
+_ADDR_TEXTS: dict[int, tuple[tuple[ruleset.AddrRange, ...], dict[int, tuple[str, ...]]]] = {}
+_ADDR_TEXTS_MAX = 256
+
+
+def _addr_texts(addrs: tuple[ruleset.AddrRange, ...]) -> dict[int, tuple[str, ...]]:
+    """`addrs` as nft texts, per family (4, 6)."""
+    hit = _ADDR_TEXTS.get(id(addrs))
+    if hit is not None and hit[0] is addrs:
+        return hit[1]
+    texts = {f: tuple(format_addr(r) for r in addrs if r.family == f) for f in (4, 6)}
+    if len(_ADDR_TEXTS) >= _ADDR_TEXTS_MAX:
+        del _ADDR_TEXTS[next(iter(_ADDR_TEXTS))]
+    _ADDR_TEXTS[id(addrs)] = (addrs, texts)
+    return texts
 
 
 def _addr_sets(
