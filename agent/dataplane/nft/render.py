@@ -697,9 +697,12 @@ def _tiers(
                 rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
             for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
                 name = f"{chain}{n}_other{family}"
-                elements = tuple(format_addr(r) for r in other if r.family == family)
-                body.sets.append(NamedSet(name, addr_type, elements=elements))
-                rules.append(f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} @{name} {verdict}")
+                elements = _addr_texts(other)[family]  # `addr . nf_proto`: see `_addr_texts`
+                body.sets.append(NamedSet(name, f"{addr_type} . nf_proto", elements=elements))
+                rules.append(
+                    f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} . meta nfproto @{name}"
+                    f" {verdict}"
+                )
         body.chain(chain, rules)
         body.chain(f"{chain}_deny", body.deny(direction, tier, mode))
     return found
@@ -731,13 +734,17 @@ def _factored_entry(
     texts = _addr_texts(entry.addrs)
     rules: list[str] = []
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        body.sets.append(NamedSet(f"{prefix}_a{family}", addr_type, elements=texts[family]))
-        rules.append(f"{ip} {key} @{prefix}_a{family} meta l4proto . th dport @{ports} {verdict}")
-    for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        addrs = texts[family] if other else ()
-        body.sets.append(NamedSet(f"{prefix}_other{family}", addr_type, elements=addrs))
+        name = f"{prefix}_a{family}"
+        body.sets.append(NamedSet(name, f"{addr_type} . nf_proto", elements=texts[family]))
         rules.append(
-            f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} @{prefix}_other{family} {verdict}"
+            f"{ip} {key} . meta nfproto @{name} meta l4proto . th dport @{ports} {verdict}"
+        )
+    for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+        name = f"{prefix}_other{family}"
+        addrs = texts[family] if other else ()
+        body.sets.append(NamedSet(name, f"{addr_type} . nf_proto", elements=addrs))
+        rules.append(
+            f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} . meta nfproto @{name} {verdict}"
         )
     return rules
 
@@ -751,11 +758,16 @@ _ADDR_TEXTS_MAX = 256
 
 
 def _addr_texts(addrs: tuple[ruleset.AddrRange, ...]) -> dict[int, tuple[str, ...]]:
-    """`addrs` as nft texts, per family (4, 6)."""
+    """`addrs` as elements of a `<family>_addr . nf_proto` set, per family (4, 6).
+
+    Why the constant `meta nfproto` in the key: before any element command, libnftables
+    (1.0.6) fetches the elements of every plain interval set of the table into its cache, but
+    not those of concatenated ones; with three 1,000-address sets in a pod's table, a 2-element
+    patch cost 4.2 ms that way against 0.14 ms."""
     hit = _ADDR_TEXTS.get(id(addrs))
     if hit is not None and hit[0] is addrs:
         return hit[1]
-    texts = {f: tuple(format_addr(r) for r in addrs if r.family == f) for f in (4, 6)}
+    texts = {f: tuple(f"{format_addr(r)} . ipv{f}" for r in addrs if r.family == f) for f in (4, 6)}
     if len(_ADDR_TEXTS) >= _ADDR_TEXTS_MAX:
         del _ADDR_TEXTS[next(iter(_ADDR_TEXTS))]
     _ADDR_TEXTS[id(addrs)] = (addrs, texts)

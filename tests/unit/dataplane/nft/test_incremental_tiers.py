@@ -69,7 +69,7 @@ def test_a_new_peer_adds_one_address() -> None:
     assert script is not None
     address = extra.pod.ips[0] if extra.pod is not None else ""
     assert _element_lines(script) == [
-        f"add element inet {render_nft.TABLE} ingress_admin0_a4 {{ {address} }}"
+        f"add element inet {render_nft.TABLE} ingress_admin0_a4 {{ {address} . ipv4 }}"
     ]
 
 
