@@ -161,8 +161,9 @@ class Calculator:
         self.touched.update(k for k, s in self.local.items() if s.pod.namespace == name)
         if self.tiers.resolver is not None:  # its pods' namespace labels moved
             namespaces = self.memberships.namespaces
+            labels = calc_compile.namespace_labels(name, namespaces)
             for key in list(self.memberships.by_namespace.get(name, {})):
-                candidate = _pod_candidate(self.pods.get(key), namespaces)
+                candidate = _pod_candidate(self.pods.get(key), namespaces, labels)
                 self.touched |= self.tiers.moved(f"pod/{key}", candidate)
 
     def set_admin(self, policies: Iterable[tiers_model.ClusterPolicy]) -> None:
@@ -491,24 +492,31 @@ class _Tiers:
 
 
 def _candidates(calc: Calculator) -> dict[str, tiers_compile.Peer]:
-    """Every possible admin-tier peer of the calculator's snapshot, by key."""
+    """Every possible admin-tier peer of the calculator's snapshot, by key (the pods of a
+    namespace share one dict of its labels)."""
     out: dict[str, tiers_compile.Peer] = {}
-    for key, pod in calc.pods.items():
-        candidate = _pod_candidate(pod, calc.memberships.namespaces)
-        if candidate is not None:
-            out[f"pod/{key}"] = candidate
+    namespaces = calc.memberships.namespaces
+    for namespace, pods in calc.memberships.by_namespace.items():
+        labels = calc_compile.namespace_labels(namespace, namespaces)
+        for key, peer in pods.items():
+            out[f"pod/{key}"] = tiers_compile.Peer(peer.addrs, peer.pod, labels)
     for name, node in calc.nodes.items():
         out[f"node/{name}"] = _node_candidate(node)
     return out
 
 
 def _pod_candidate(
-    pod: model.Pod | None, namespaces: Mapping[str, model.Namespace]
+    pod: model.Pod | None,
+    namespaces: Mapping[str, model.Namespace],
+    labels: Mapping[str, str] | None = None,
 ) -> tiers_compile.Peer | None:
+    """The pod as an admin-tier peer (None when it cannot be one); `labels`: its namespace's,
+    when the caller has them."""
     peer = calc_compile.peer_pod(pod) if pod is not None else None
     if peer is None:
         return None
-    labels = calc_compile.namespace_labels(peer.pod.namespace, namespaces)
+    if labels is None:
+        labels = calc_compile.namespace_labels(peer.pod.namespace, namespaces)
     return tiers_compile.Peer(peer.addrs, peer.pod, labels)
 
 
