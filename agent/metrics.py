@@ -291,7 +291,9 @@ PATCH_FALLBACKS = prometheus_client.Counter(
     "podseg_patch_fallbacks_total",
     "Incremental updates (set elements only) that fell back to a whole apply, by backend and "
     "reason: failed (the kernel or ipset refused it, e.g. a set missing or full), unvouched "
-    "(the namespace did not hold exactly the agent's last commit).",
+    "(the namespace did not hold exactly the agent's last commit); rendered: a change from "
+    "the last commit that could not be derived from the peer-set elements alone, so the "
+    "ruleset was rendered whole (and diffed for a patch).",
     ["backend", "reason"],
     registry=REGISTRY,
 )

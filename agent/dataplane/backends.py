@@ -16,7 +16,7 @@ from agent.calc import ruleset
 from agent.dataplane import netns, protocol
 from agent.dataplane.ipt import incremental as ipt_incremental
 from agent.dataplane.ipt import render as render_ipt
-from agent.dataplane.nft import incremental, pending
+from agent.dataplane.nft import fastpatch, incremental, pending
 from agent.dataplane.nft import render as render_nft
 
 NAMES = ("nftables", "iptables")
@@ -24,10 +24,15 @@ NAMES = ("nftables", "iptables")
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """A rendered ruleset: its fingerprint and what the backend's commit request carries."""
+    """A rendered ruleset: its fingerprint and what the backend's commit request carries.
+
+    A program derived from the previous commit's (`Backend.derive`) also carries the element
+    patch from it: `patch`, valid from the program of fingerprint `base` only."""
 
     fingerprint: str
     payload: render_nft.Rendered | protocol.IptProgram
+    base: str | None = dataclasses.field(default=None, compare=False)
+    patch: str | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +49,18 @@ class Backend(Protocol):
     name: str
 
     def render(self, rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Program: ...
+
+    def derive(
+        self,
+        previous_rs: ruleset.PodRuleset | None,
+        previous: Program | None,
+        rs: ruleset.PodRuleset,
+        interfaces: Sequence[str],
+    ) -> Program:
+        """`render(rs, interfaces)`, derived from `previous` (the rendering of `previous_rs`)
+        with its element patch when only peer-set elements changed (no whole render, no
+        whole diff); otherwise rendered."""
+        ...
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
         """An incremental update from `previous` to `program`, or None when only a full
@@ -85,7 +102,23 @@ class Nftables:
         rendered = render_nft.render(rs, interfaces)
         return Program(rendered.fingerprint, rendered)
 
+    def derive(
+        self,
+        previous_rs: ruleset.PodRuleset | None,
+        previous: Program | None,
+        rs: ruleset.PodRuleset,
+        interfaces: Sequence[str],
+    ) -> Program:
+        if previous is not None and previous_rs is not None:
+            found = fastpatch.derive(previous_rs, _nft(previous), rs, interfaces)
+            if found is not None:
+                rendered = found.rendered
+                return Program(rendered.fingerprint, rendered, previous.fingerprint, found.script)
+        return self.render(rs, interfaces)
+
     def patch_script(self, previous: Program, program: Program) -> str | None:
+        if program.patch is not None and program.base == previous.fingerprint:
+            return program.patch
         return incremental.patch(_nft(previous), _nft(program))
 
     def patch_request(
@@ -131,6 +164,15 @@ class Iptables:
             ipset=rendered.ipset, v4=rendered.v4, v6=rendered.v6, netdev=rendered.netdev
         )
         return Program(rendered.fingerprint, program)
+
+    def derive(
+        self,
+        previous_rs: ruleset.PodRuleset | None,
+        previous: Program | None,
+        rs: ruleset.PodRuleset,
+        interfaces: Sequence[str],
+    ) -> Program:
+        return self.render(rs, interfaces)
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
         return ipt_incremental.patch(

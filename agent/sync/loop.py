@@ -437,7 +437,11 @@ def _plans(
             state.containment_errors = wanted.containment_errors
             reporter.mode_label(pod, wanted.invalid_mode, wanted.refused_mode)
         rs = wanted.ruleset
-        rendered = backend.render(rs, sync_pod.interfaces(slot))
+        # From the last commit's rendering when only peer-set elements changed (its element
+        # patch comes with it); otherwise rendered whole and, for a patch, diffed.
+        rendered = backend.derive(slot.ruleset, slot.rendered, rs, sync_pod.interfaces(slot))
+        if slot.rendered is not None and rendered.patch is None and rs != slot.ruleset:
+            metrics.PATCH_FALLBACKS.labels(backend.name, "rendered").inc()
         plans.append(sync_pod.Plan(pod, state, slot, rs, rendered, bound, verify, slot.ruleset))
     return plans
 

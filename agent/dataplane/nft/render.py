@@ -173,7 +173,7 @@ class Rendered:
     `shape` fingerprints the skeleton (everything but set elements); `sets` holds each named
     set's elements as `("<family> <set>", (element, ...))`, sorted by name; both feed the
     incremental patch (`agent.dataplane.nft.incremental`). `tables` is the structure the script
-    was written from (after the delete prelude).
+    was written from (after the delete prelude), `interfaces` the canonical interface names.
     """
 
     script: str
@@ -181,6 +181,7 @@ class Rendered:
     shape: str = ""
     sets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     tables: tuple[Table, ...] = ()
+    interfaces: tuple[str, ...] = ()  # canonical: the ones the tables were rendered for
 
 
 def delete_script() -> str:
@@ -213,6 +214,15 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
     ifaces = canonical_interfaces(interfaces)
     inet = _inet_table(rs, ifaces)
     netdev = (_netdev_table(rs, ifaces),) if needs_netdev(rs) and ifaces else ()
+    return assemble(rs, inet, netdev, ifaces)
+
+
+def assemble(
+    rs: ruleset.PodRuleset, inet: Table, netdev: Sequence[Table], ifaces: tuple[str, ...]
+) -> Rendered:
+    """The script and fingerprints of built tables: `inet` without its comment and `state`
+    chain, as `_inet_table` builds it (`agent.dataplane.nft.fastpatch` reuses it on tables
+    whose set elements it patched, so both give the same text for the same ruleset)."""
     # The fingerprint hashes the text of everything but the comment and the state chain, which
     # carry the fingerprints; the shape hashes the same text with no set elements.
     pieces = _Pieces(inet)
@@ -230,7 +240,7 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
     script = [*_delete_prelude(), *_table_open(inet), *body, _chain_text(state), "}\n"]
     tables = (inet, *netdev)
     sets = sorted((f"{t.family} {s.name}", s.elements) for t in tables for s in t.sets)
-    return Rendered("".join(script + netdev_text), fp, shape, tuple(sets), tables)
+    return Rendered("".join(script + netdev_text), fp, shape, tuple(sets), tables, ifaces)
 
 
 def script_text(tables: Sequence[Table]) -> str:
@@ -691,7 +701,7 @@ def _tiers(
                     NamedSet(
                         name,
                         f"{addr_type} . inet_proto . inet_service",
-                        elements=tuple(_port_elements(ported, family)),
+                        elements=tuple(port_elements(ported, family)),
                     )
                 )
                 rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
@@ -913,7 +923,7 @@ def _peer_rules(
         body.sets.append(NamedSet(name, addr_type, elements=elements))
         rules.append(f"{ip} {key} @{name} {action}")
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        elements = tuple(_port_elements(port_peers, family))
+        elements = tuple(port_elements(port_peers, family))
         name = f"{prefix}ports{family}"
         set_type = f"{addr_type} . inet_proto . inet_service"
         body.sets.append(NamedSet(name, set_type, elements=elements))
@@ -921,7 +931,7 @@ def _peer_rules(
     return rules
 
 
-def _port_elements(port_peers: Sequence[ruleset.PeerPort], family: int) -> list[str]:
+def port_elements(port_peers: Sequence[ruleset.PeerPort], family: int) -> list[str]:
     """`addr . proto . ports` texts of one family's elements: the address text is made once
     per address run (a run's elements are adjacent and share their AddrRange)."""
     out: list[str] = []

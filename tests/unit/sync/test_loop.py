@@ -144,13 +144,13 @@ def test_a_change_that_moves_no_element_plans_no_pod() -> None:
     node = Node()
     node.run()
     rendered: list[str] = []
-    render = node.rec.backend.render
+    derive = node.rec.backend.derive
 
-    def counting(rs: Any, interfaces: Any) -> Any:
+    def counting(old_rs: Any, old: Any, rs: Any, interfaces: Any) -> Any:
         rendered.append(rs.pod)
-        return render(rs, interfaces)
+        return derive(old_rs, old, rs, interfaces)
 
-    node.rec.backend.render = counting  # type: ignore[method-assign]
+    node.rec.backend.derive = counting  # type: ignore[method-assign]
     twin = fx.pod("shop", "twin", "198.18.2.1", node="node-2", labels={"role": "client"})
     node.run(node.apply(fx.event("pods", "ADDED", twin)))
     assert rendered == []

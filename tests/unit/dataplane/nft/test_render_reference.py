@@ -119,10 +119,10 @@ def test_port_elements_equal_the_per_element_form() -> None:
         for d in (rs.ingress, rs.egress):
             for family in (4, 6):
                 want = _reference_port_elements(d.port_peers, family)
-                assert render_nft._port_elements(d.port_peers, family) == want
+                assert render_nft.port_elements(d.port_peers, family) == want
     odd = (PP(A(4, 1, 1), 99, P(1, 1)), PP(A(4, 1, 1), 6, P(2, 3)), PP(A(4, 1, 1), 6, P(7, 7)))
     want = ["0.0.0.1 . 99 . 1", "0.0.0.1 . tcp . 2-3", "0.0.0.1 . tcp . 7"]
-    assert render_nft._port_elements(odd, 4) == want
+    assert render_nft.port_elements(odd, 4) == want
 
 
 def test_render_equals_rendering_with_the_reference_pieces(
@@ -134,7 +134,7 @@ def test_render_equals_rendering_with_the_reference_pieces(
     ]
     fast = [render_nft.render(rs, ifaces) for rs, ifaces in cases]
     monkeypatch.setattr(render_nft, "format_addr", _reference_format_addr)
-    monkeypatch.setattr(render_nft, "_port_elements", _reference_port_elements)
+    monkeypatch.setattr(render_nft, "port_elements", _reference_port_elements)
     slow = [render_nft.render(rs, ifaces) for rs, ifaces in cases]
     assert fast == slow
     assert any(r.sets and any(elements for _, elements in r.sets) for r in fast)
