@@ -33,6 +33,10 @@ class Program:
     payload: render_nft.Rendered | protocol.IptProgram
     base: str | None = dataclasses.field(default=None, compare=False)
     patch: str | None = dataclasses.field(default=None, compare=False, repr=False)
+    # nftables: the same patch as numbers, for the worker's netlink path
+    elements: tuple[protocol.SetChange, ...] | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +117,13 @@ class Nftables:
             found = fastpatch.derive(previous_rs, _nft(previous), rs, interfaces)
             if found is not None:
                 rendered = found.rendered
-                return Program(rendered.fingerprint, rendered, previous.fingerprint, found.script)
+                return Program(
+                    rendered.fingerprint,
+                    rendered,
+                    previous.fingerprint,
+                    found.script,
+                    found.changes,
+                )
         return self.render(rs, interfaces)
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
@@ -126,6 +136,16 @@ class Nftables:
     ) -> protocol.Request[protocol.Patched] | None:
         if known.generation is None:
             return None
+        if program.elements is not None and script == program.patch:
+            # derived from the element change: the worker sends it as netlink messages
+            return protocol.Patch(
+                target.path,
+                target.ino,
+                script,
+                known.generation,
+                program.elements,
+                program.fingerprint,
+            )
         return protocol.Patch(target.path, target.ino, script, known.generation)
 
     def examine_request(

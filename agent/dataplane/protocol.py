@@ -276,13 +276,33 @@ class Commit(InNetns[Committed]):
 
 
 @dataclasses.dataclass(frozen=True)
+class SetChange:
+    """The elements deleted from and added to one peer set of `table inet podseg`.
+
+    `ports` False: an address set, elements (first, last); True: an `addr . proto . port`
+    set, elements (first, last, protocol, first port, last port). Addresses as integers."""
+
+    name: str
+    family: int
+    ports: bool
+    deleted: tuple[tuple[int, ...], ...] = ()
+    added: tuple[tuple[int, ...], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Patch(InNetns[Patched]):
-    """Run an incremental nft transaction if the namespace is still at `generation`."""
+    """Run an incremental nft transaction if the namespace is still at `generation`.
+
+    With `state` (the new ruleset fingerprint), the same transaction as `elements` and the
+    fingerprint rule, sent as netlink messages (`agent.dataplane.nft.setelem`) rather than
+    through libnftables, which reads an interval set's every element before changing it."""
 
     op = Op.PATCH
     answer = Patched
     script: str
     generation: int
+    elements: tuple[SetChange, ...] = ()
+    state: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

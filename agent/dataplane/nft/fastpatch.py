@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.calc import ruleset
+from agent.dataplane import protocol
 from agent.dataplane.nft import render as render_nft
 
 # A canonical tuple of one kind of element: AddrRange (any port) or PeerPort.
@@ -44,6 +45,7 @@ class Derived:
     script: str
     deleted: int
     added: int
+    changes: tuple[protocol.SetChange, ...] = ()  # the same transaction, as numbers
 
 
 def derive(
@@ -73,7 +75,7 @@ def _derive(
 ) -> Derived | None:
     inet = old.tables[0]
     elements = {s.name: s.elements for s in inet.sets}
-    changes: dict[str, tuple[list[str], list[str]]] = {}
+    changes: dict[str, tuple[list[str], list[str], protocol.SetChange]] = {}
     for direction, old_d, new_d in (
         (ruleset.Direction.INGRESS, old_rs.ingress, new_rs.ingress),
         (ruleset.Direction.EGRESS, old_rs.egress, new_rs.egress),
@@ -116,7 +118,17 @@ def _derive(
                         continue
                     elements[name], gone, added = spliced
                     if gone or added:
-                        changes[name] = (gone, added)
+                        changes[name] = (
+                            [t for t, _ in gone],
+                            [t for t, _ in added],
+                            protocol.SetChange(
+                                name,
+                                family,
+                                kind == "ports",
+                                tuple(_numbers(e) for _, e in gone),
+                                tuple(_numbers(e) for _, e in added),
+                            ),
+                        )
     sets = tuple(
         dataclasses.replace(s, elements=elements[s.name]) if s.name in changes else s
         for s in inet.sets
@@ -124,7 +136,7 @@ def _derive(
     plain = render_nft.Table(inet.family, inet.name, None, sets, inet.counters, inet.chains[:-1])
     rendered = render_nft.assemble(new_rs, plain, old.tables[1:], old.interfaces)
     if rendered.fingerprint == old.fingerprint:
-        return Derived(rendered, "", 0, 0)
+        return Derived(rendered, "", 0, 0, ())
     chain = f"inet {render_nft.TABLE} {render_nft.STATE_CHAIN}"
     lines = [
         f"flush chain {chain}\n",
@@ -132,13 +144,14 @@ def _derive(
     ]
     deleted = added_count = 0
     for name in sorted(changes):
-        gone, added = changes[name]
-        deleted, added_count = deleted + len(gone), added_count + len(added)
-        if gone:
-            lines.append(_elements("delete", name, gone))
-        if added:
-            lines.append(_elements("add", name, added))
-    return Derived(rendered, "".join(lines), deleted, added_count)
+        gone_texts, added_texts, _ = changes[name]
+        deleted, added_count = deleted + len(gone_texts), added_count + len(added_texts)
+        if gone_texts:
+            lines.append(_elements("delete", name, gone_texts))
+        if added_texts:
+            lines.append(_elements("add", name, added_texts))
+    sets_changed = tuple(changes[name][2] for name in sorted(changes))
+    return Derived(rendered, "".join(lines), deleted, added_count, sets_changed)
 
 
 def _frame(rs: ruleset.PodRuleset) -> ruleset.PodRuleset:
@@ -173,10 +186,10 @@ def _splice(
     after: Items,
     family: int,
     fmt: Callable[[Items, int], list[str]],
-) -> tuple[tuple[str, ...], list[str], list[str]] | None:
+) -> tuple[tuple[str, ...], list[tuple[str, Any]], list[tuple[str, Any]]] | None:
     """The element texts of one family's set after the change `before` -> `after` (canonical
-    tuples, sorted by family first), and the texts deleted and added; None when this family's
-    elements did not change."""
+    tuples, sorted by family first), and the elements deleted and added (text, element); None
+    when this family's elements did not change."""
     start, old_end, new_end = _window(before, after)
     # Each family's elements are one contiguous run of the sorted tuples.
     old_lo = bisect.bisect_left(before, family, key=_family_of)
@@ -194,9 +207,15 @@ def _splice(
         raise _Mismatch
     spliced = (*texts[:kept_head], *new_texts, *texts[len(texts) - kept_tail :])
     old_set, new_set = set(old_texts), set(new_texts)
-    gone = [t for t in old_texts if t not in new_set]
-    added = [t for t in new_texts if t not in old_set]
+    gone = [(t, e) for t, e in zip(old_texts, old_part, strict=True) if t not in new_set]
+    added = [(t, e) for t, e in zip(new_texts, new_part, strict=True) if t not in old_set]
     return spliced, gone, added
+
+
+def _numbers(item: ruleset.AddrRange | ruleset.PeerPort) -> tuple[int, ...]:
+    if isinstance(item, ruleset.AddrRange):
+        return (item.first, item.last)
+    return (item.addrs.first, item.addrs.last, item.protocol, item.ports.first, item.ports.last)
 
 
 def _window(before: Items, after: Items) -> tuple[int, int, int]:

@@ -4,11 +4,15 @@ the deny counters. Each runs inside the pod's namespace through `Namespaces`."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import socket
+from collections.abc import Callable
 
-from agent.dataplane import protocol
-from agent.dataplane.nft import generation, hooks, libnft, pending
+from agent.dataplane import netlink, protocol
+from agent.dataplane.nft import generation, hooks, libnft, pending, setelem
 from agent.dataplane.nft import render as render_nft
 from agent.dataplane.worker import namespaces
 
@@ -16,15 +20,24 @@ TABLE = render_nft.TABLE
 
 
 def _counted(
-    ns: namespaces.Namespaces, path: str, ino: int | None, script: str, expected: int | None = None
+    ns: namespaces.Namespaces,
+    path: str,
+    ino: int | None,
+    script: str,
+    expected: int | None = None,
+    send: Callable[[], None] | None = None,
 ) -> tuple[int, int | None]:
-    """Run `script` in the namespace between two reads of its generation: (before, after).
-    With `expected`, nothing runs unless `before` is that generation (after is None)."""
+    """Run `script` (or `send`) in the namespace between two reads of its generation:
+    (before, after). With `expected`, nothing runs unless `before` is that generation (after
+    is None)."""
     with ns.entered(path, ino) as ident:
         before = ns.generation(ident)
         if expected is not None and before != expected:
             return before, None
-        ns.run_in(ident, script)
+        if send is not None:
+            send()
+        else:
+            ns.run_in(ident, script)
         return before, ns.generation(ident)
 
 
@@ -52,10 +65,46 @@ def patch(ns: namespaces.Namespaces, request: protocol.Patch) -> protocol.Patche
     """Run an incremental transaction only on tables nobody else committed to since the
     agent's last commit (generation `expected`), and report whether the commit was the
     only one (`sole`): otherwise the agent cannot vouch for the result and replaces it."""
-    before, after = _counted(ns, request.path, request.ino, request.script, request.generation)
+    send = None
+    if request.state:
+        data, acked = setelem.batch(
+            TABLE, render_nft.STATE_CHAIN, f"podseg state={request.state}", request.elements, 1
+        )
+        if len(data) <= MAX_NETLINK_BATCH:
+            send = functools.partial(_send_batch, data, acked)
+    before, after = _counted(
+        ns, request.path, request.ino, request.script, request.generation, send
+    )
     if after is None:
         return protocol.Patched(applied=False, generation=before, sole=False)
     return protocol.Patched(applied=True, generation=after, sole=generation.follows(before, after))
+
+
+MAX_NETLINK_BATCH = 1 << 16  # bigger patches go through libnftables (one datagram each)
+
+
+def _send_batch(data: bytes, acked: list[int]) -> None:
+    """Send one nfnetlink transaction from inside the namespace and wait for every ack;
+    ApplyFailed (nothing committed: the kernel aborts the whole batch) on any error."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
+    try:
+        sock.settimeout(5.0)
+        sock.bind((0, 0))
+        sock.send(data)
+        pending, errors = set(acked), []
+        while pending:
+            for header, body in netlink.messages(sock.recv(1 << 16)):
+                if header.type == netlink.NLMSG_ERROR and header.seq in pending:
+                    pending.discard(header.seq)
+                    code = netlink.error_code(body)
+                    if code:
+                        errors.append(f"message {header.seq}: {os.strerror(code)}")
+        if errors:
+            raise protocol.ApplyFailed("element patch refused: " + "; ".join(errors))
+    except (OSError, netlink.MalformedError) as exc:
+        raise protocol.ApplyFailed(f"element patch: {exc}") from exc
+    finally:
+        sock.close()
 
 
 def read_generation(
