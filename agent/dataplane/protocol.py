@@ -279,12 +279,13 @@ class Commit(InNetns[Committed]):
 class SetChange:
     """The elements deleted from and added to one peer set of `table inet podseg`.
 
-    `ports` False: an address set, elements (first, last); True: an `addr . proto . port`
-    set, elements (first, last, protocol, first port, last port). Addresses as integers."""
+    `kind` "any": an address interval set, elements (first, last); "ports": an
+    `addr . proto . port` interval set, "exact": the same as a hash set (one address, one
+    port), elements (first, last, protocol, first port, last port). Addresses as integers."""
 
     name: str
     family: int
-    ports: bool
+    kind: str
     deleted: tuple[tuple[int, ...], ...] = ()
     added: tuple[tuple[int, ...], ...] = ()
 

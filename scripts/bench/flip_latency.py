@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import subprocess
@@ -50,8 +51,12 @@ NODE = "node-1"
 LOCAL_PODS = 5
 P50_GOAL_MS, P99_GOAL_MS, RATIO_GOAL = 5.0, 100.0, 5.0
 WINDOW = (0, 40)  # the first policy's roles: r0 .. r39
-MODES = ("nft", "ipt", "ipt_whole")
-BACKEND = {"nft": "nftables", "ipt": "iptables", "ipt_whole": "iptables"}
+# nft / ipt: the element patch derived from the calculator's change (no whole render, no
+# whole diff); *_render: the same ruleset rendered whole and diffed against the last one;
+# ipt_whole: every change applied whole.
+MODES = ("nft", "nft_render", "ipt", "ipt_render", "ipt_whole")
+BACKEND = {mode: "nftables" if mode.startswith("nft") else "iptables" for mode in MODES}
+DERIVED = ("nft", "ipt")
 
 
 def broad_policy(name: str, teams: list[str], roles: range) -> dict[str, Any]:
@@ -104,6 +109,7 @@ class Namespace:
         path = f"/run/netns/{name}"
         self.target = netns.Target(path, os.stat(path).st_ino, ("eth0",))
         self.program: backends.Program | None = None
+        self.rs: Any = None
         self.known = backends.Known(None, None, None)
 
 
@@ -140,6 +146,7 @@ class Bench:
         self.prep: dict[str, list[float]] = {mode: [] for mode in MODES}  # render + diff
         self.calc_ms: list[float] = []
         self.patched = {mode: 0 for mode in MODES}
+        self.derived = {mode: 0 for mode in MODES}
         self.fallbacks = {mode: 0 for mode in MODES}
         self.changed: list[int] = []
 
@@ -151,7 +158,12 @@ class Bench:
         programs = {}
         for key, rs in rulesets.items():
             space = self.spaces[mode][key]
-            program = programs[key] = backend.render(rs, space.target.interfaces)
+            if mode in DERIVED:
+                program = backend.derive(space.rs, space.program, rs, space.target.interfaces)
+                self.derived[mode] += program.patch is not None
+            else:
+                program = backend.render(rs, space.target.interfaces)
+            programs[key] = program
             request: protocol.Request[Any] | None = None
             if mode != "ipt_whole" and space.program is not None:
                 script = backend.patch_script(space.program, program)
@@ -165,6 +177,7 @@ class Bench:
         again = []
         for key, reply in zip(rulesets, replies, strict=True):
             space, program = self.spaces[mode][key], programs[key]
+            space.rs = rulesets[key]
             if isinstance(reply, protocol.Patched) and reply.applied and reply.sole:
                 space.program = program
                 space.known = backends.Known(reply.generation, space.known.token, reply.digest)
@@ -228,8 +241,12 @@ class Bench:
                 assert space.program is not None
                 bad += found.fingerprint != space.program.fingerprint
         for key in self.local:
-            inc, whole = self.spaces["ipt"][key], self.spaces["ipt_whole"][key]
-            bad += ipset_elements(inc.name) != ipset_elements(whole.name)
+            whole = ipset_elements(self.spaces["ipt_whole"][key].name)
+            for mode in ("ipt", "ipt_render"):
+                bad += ipset_elements(self.spaces[mode][key].name) != whole
+            bad += nft_elements(self.spaces["nft"][key].name) != nft_elements(
+                self.spaces["nft_render"][key].name
+            )
         return bad
 
 
@@ -244,6 +261,22 @@ def ipset_elements(ns: str) -> dict[str, list[str]]:
         if parts[:1] == ["add"] and parts[1].startswith("PODSEG-"):
             out.setdefault(parts[1].split("-", 2)[2], []).append(parts[2])
     return {name: sorted(v) for name, v in out.items()}
+
+
+def nft_elements(ns: str) -> dict[str, list[str]]:
+    """The sets of `table inet podseg` in a namespace, elements sorted (JSON listing)."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "podseg"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    sets: dict[str, list[str]] = {}
+    for item in json.loads(out)["nftables"]:
+        if "set" in item:
+            elements = item["set"].get("elem", [])
+            sets[item["set"]["name"]] = sorted(json.dumps(e, sort_keys=True) for e in elements)
+    return sets
 
 
 def parse_args() -> argparse.Namespace:
@@ -291,16 +324,27 @@ async def run(args: argparse.Namespace) -> int:
     for mode in MODES:
         print(
             f"  {mode:10s} event->committed {ms(bench.times[mode])}\n"
-            f"             render+diff {ms(bench.prep[mode])}; worker batch "
-            f"{ms(bench.kernel[mode])}; patched {bench.patched[mode]}, "
+            f"             {'derive' if mode in DERIVED else 'render+diff'} "
+            f"{ms(bench.prep[mode])}; worker batch {ms(bench.kernel[mode])}; "
+            f"derived {bench.derived[mode]}, patched {bench.patched[mode]}, "
             f"fallbacks {bench.fallbacks[mode]}"
         )
     s = {mode: benchlib.summary(bench.times[mode]) for mode in MODES}
-    ratio = s["ipt"]["median"] / max(1e-9, s["nft"]["median"])
-    whole_ratio = s["ipt_whole"]["median"] / max(1e-9, s["ipt"]["median"])
+
+    def over(a: str, b: str) -> float:
+        return float(s[a]["median"] / max(1e-9, s[b]["median"]))
+
+    ratio = over("ipt", "nft")
+    ratios = {
+        "ipt_over_nft": ratio,
+        "nft_render_over_nft": over("nft_render", "nft"),
+        "ipt_render_over_ipt": over("ipt_render", "ipt"),
+        "ipt_whole_over_ipt": over("ipt_whole", "ipt"),
+    }
     print(
-        f"  same run (p50): ipt incremental / nft = {ratio:.1f}x; "
-        f"ipt whole / ipt incremental = {whole_ratio:.1f}x; mismatches {bad}"
+        "  same run (p50): "
+        + "; ".join(f"{k.replace('_over_', ' / ')} = {v:.1f}x" for k, v in ratios.items())
+        + f"; mismatches {bad}"
     )
     targets = [
         benchlib.target(
@@ -326,7 +370,8 @@ async def run(args: argparse.Namespace) -> int:
             mode: {
                 **s[mode],
                 "kernel": benchlib.summary(bench.kernel[mode]),
-                "render_diff": benchlib.summary(bench.prep[mode]),
+                "prep": benchlib.summary(bench.prep[mode]),
+                "derived": bench.derived[mode],
                 "patched": bench.patched[mode],
                 "fallbacks": bench.fallbacks[mode],
             }
@@ -334,7 +379,7 @@ async def run(args: argparse.Namespace) -> int:
         },
         calc=benchlib.summary(bench.calc_ms),
         changed_per_flip=[min(bench.changed), max(bench.changed)],
-        same_run_ratios={"ipt_over_nft": ratio, "ipt_whole_over_ipt": whole_ratio},
+        same_run_ratios=ratios,
         mismatches=bad,
         targets=targets,
     )

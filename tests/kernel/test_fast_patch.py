@@ -26,12 +26,36 @@ import pytest
 from agent.calc import intervals, ruleset
 from agent.dataplane import backends, protocol
 from agent.dataplane import client as dp_client
-from tests.kernel import test_ipt_incremental as ipt_walk
-from tests.kernel import test_nft_incremental as nft_walk
-from tests.support import privilege
+from tests.support import kernel, privilege
 from tests.support.kernel import run, target, with_worker
 
 IFACES = ("eth0",)
+Raw = tuple[list[ruleset.AddrRange], list[intervals.Triple]]
+
+
+def _addr(rng: random.Random, family: int) -> ruleset.AddrRange:
+    """A single address (mostly: pod IPs), an aligned block or an odd range."""
+    base, span = (kernel.V4_BASE, 1 << 12) if family == 4 else (kernel.V6_BASE, 1 << 20)
+    first = base + rng.randrange(span)
+    shape = rng.random()
+    if shape < 0.6:
+        return ruleset.AddrRange(family, first, first)
+    if shape < 0.85:
+        size = 1 << rng.randrange(1, 8)
+        first -= (first - base) % size
+        return ruleset.AddrRange(family, first, first + size - 1)
+    return ruleset.AddrRange(family, first, first + rng.randrange(1, 300))
+
+
+def _raw(rng: random.Random, n: int) -> Raw:
+    """Any-port peers and (peer, protocol, ports) inputs: single ports mostly, some ranges."""
+    anys = [_addr(rng, rng.choice([4, 6])) for _ in range(rng.randrange(n))]
+    triples = []
+    for _ in range(rng.randrange(n)):
+        first = rng.choice([53, 80, 443, 8080, rng.randrange(1, 65000)])
+        ports = ruleset.PortRange(first, first + rng.choice([0, 0, 0, 1, 20]))
+        triples.append((_addr(rng, rng.choice([4, 4, 6])), rng.choice([6, 17, 132]), ports))
+    return anys, triples
 
 
 @pytest.fixture
@@ -48,10 +72,10 @@ def two_netns() -> Iterator[tuple[str, str]]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
-def _direction(ingress: nft_walk.Raw, split: int) -> ruleset.DirectionRuleset:
+def _direction(ingress: Raw, split: int) -> ruleset.DirectionRuleset:
     """Isolated by two policies: the union of both, and each one's own elements."""
 
-    def peers(raw: nft_walk.Raw) -> ruleset.PolicyPeers:
+    def peers(raw: Raw) -> ruleset.PolicyPeers:
         anys = intervals.merge_addrs(raw[0])
         return ruleset.PolicyPeers("", anys, intervals.canonical_peer_ports(raw[1], exclude=anys))
 
@@ -70,20 +94,18 @@ def _direction(ingress: nft_walk.Raw, split: int) -> ruleset.DirectionRuleset:
     )
 
 
-def _ruleset(
-    ingress: nft_walk.Raw, egress: nft_walk.Raw, split: int, other: int
-) -> ruleset.PodRuleset:
+def _ruleset(ingress: Raw, egress: Raw, split: int, other: int) -> ruleset.PodRuleset:
     rs = ruleset.PodRuleset("p", "web", _direction(ingress, split), _direction(egress, split))
     if other == 1:  # not an element change: the render path
         rs = dataclasses.replace(rs, mode=ruleset.PolicyMode.VISIBILITY)
     return rs
 
 
-def _small(rng: random.Random, raw: nft_walk.Raw) -> nft_walk.Raw:
+def _small(rng: random.Random, raw: Raw) -> Raw:
     """A flip: one or two inputs come or go."""
     anys, triples = list(raw[0]), list(raw[1])
     for _ in range(rng.randrange(1, 3)):
-        more = nft_walk._raw(rng, 3)
+        more = _raw(rng, 3)
         if rng.random() < 0.5 and triples:
             triples.pop(rng.randrange(len(triples)))
         elif rng.random() < 0.5 and anys:
@@ -132,14 +154,14 @@ class Namespace:
 
 def _listing(backend: backends.Backend, ns: str) -> object:
     if backend.name == "nftables":
-        return nft_walk.canonical_listing(ns)
+        return kernel.canonical_listing(ns)
     rules = [
         line
         for family in ("iptables-save", "ip6tables-save")
         for line in run("ip", "netns", "exec", ns, family, "-t", "filter").splitlines()
         if line.startswith("-A ") and "podseg fp=" not in line
     ]
-    return ipt_walk.sets_of(ns), sorted(_untoken(line) for line in rules)
+    return kernel.sets_of(ns), sorted(_untoken(line) for line in rules)
 
 
 def _untoken(line: str) -> str:
@@ -172,7 +194,7 @@ def test_derived_patches_list_as_a_fresh_full_apply(
     async def scenario(client: dp_client.WorkerClient) -> dict[str, int]:
         patched = Namespace(client, backend, patched_ns)
         fresh = Namespace(client, backend, fresh_ns)
-        ingress, egress = nft_walk._raw(rng, 30), nft_walk._raw(rng, 30)
+        ingress, egress = _raw(rng, 30), _raw(rng, 30)
         split, other = 10, 0
         await patched.whole(_ruleset(ingress, egress, split, other))
         ways = {"derived": 0, "rendered": 0, "whole": 0}

@@ -22,9 +22,8 @@ import pytest
 from agent.calc import intervals, ruleset
 from agent.dataplane import backends, protocol
 from agent.dataplane import client as dp_client
-from agent.dataplane.ipt import render as render_ipt
 from tests.support import dataplane as dpt
-from tests.support import privilege
+from tests.support import kernel, privilege
 from tests.support.kernel import IPT, TCP, UDP, P, run, target, v4, with_worker
 
 pytestmark = [
@@ -84,22 +83,6 @@ def connect(src: str, dst: str, port: int, timeout: float = 1.0) -> str:
     """One real TCP connection attempt from namespace `src`: open, timeout or error."""
     cmd = ("ip", "netns", "exec", src, sys.executable, "-c", CONNECT, dst, str(port))
     return run(*cmd, str(timeout)).strip()
-
-
-def sets_of(ns: str) -> dict[str, list[str]]:
-    """The PODSEG- ipsets of a namespace by name without the generation token: their sorted
-    elements (`ipset save`: what the kernel holds, element for element)."""
-    out: dict[str, list[str]] = {}
-    for line in run("ip", "netns", "exec", ns, "ipset", "save").splitlines():
-        parts = line.split()
-        if len(parts) < 2 or not parts[1].startswith(render_ipt.PREFIX):
-            continue
-        name = "-".join(parts[1].split("-")[2:])
-        if parts[0] == "create":
-            out.setdefault(name, [])
-        elif parts[0] == "add":
-            out.setdefault(name, []).append(" ".join(parts[2:]))
-    return {name: sorted(elements) for name, elements in out.items()}
 
 
 class Programmer:
@@ -168,7 +151,7 @@ def test_label_flip_patches_live_sets_and_the_tcp_verdict_flips(
         assert reply is not None and reply.applied and reply.sole
         # Same sets (no new generation, no whole apply), the peer now in them.
         assert run("ip", "netns", "exec", pod, "ipset", "list", "-n").split() == names
-        assert "198.18.0.20,tcp:80" in sets_of(pod)["i4p"]
+        assert "198.18.0.20,tcp:80" in kernel.sets_of(pod)["i4p"]
         assert connect(peer, "198.18.0.10", 80) == "open"  # committed before the reply
         # Ownership bookkeeping: a read-back finds the patched fingerprint and the digest the
         # patch reported (a restarted agent adopts it, a resync sees no drift).
@@ -307,7 +290,7 @@ def test_patched_sets_equal_a_whole_apply_element_for_element(
                 assert reply.applied and reply.sole
                 patches += 1
             await fresh.whole(rs)
-            assert sets_of(patched_ns) == sets_of(fresh_ns)
+            assert kernel.sets_of(patched_ns) == kernel.sets_of(fresh_ns)
             fingerprint, digest = await dpt.examine(client, IPT, target(patched_ns))
             assert fingerprint == IPT.render(rs, ["eth0"]).fingerprint
             assert digest == patched.known.digest

@@ -12,18 +12,17 @@ Namespaces `psg-<random>-inc*`, deleted by the fixture.
 
 from __future__ import annotations
 
-import json
 import random
 import secrets
 import subprocess
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from agent.calc import intervals, ruleset
 from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
+from tests.support import kernel
 
 V4_BASE = int(intervals.address_range("198.18.0.0").first)
 V6_BASE = int(intervals.address_range("fd00:198:18::").first)
@@ -52,37 +51,6 @@ def two_netns() -> Iterator[tuple[str, str]]:
 
 def load(ns: str, script: str) -> None:
     _run("ip", "netns", "exec", ns, "nft", "-f", "-", stdin=script)
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k != "handle"}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
-
-
-def canonical_listing(ns: str) -> list[Any]:
-    """Both owned tables as JSON objects: no handles, set elements sorted."""
-    out: list[Any] = []
-    for family in ("inet", "netdev"):
-        done = subprocess.run(
-            ["ip", "netns", "exec", ns, "nft", "-j", "-s", "list", "table", family, "podseg"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if done.returncode != 0:
-            out.append(None)
-            continue
-        for item in json.loads(done.stdout)["nftables"]:
-            if "metainfo" in item:
-                continue
-            item = _strip(item)
-            if "set" in item and "elem" in item["set"]:
-                item["set"]["elem"] = sorted(item["set"]["elem"], key=json.dumps)
-            out.append(item)
-    return out
 
 
 def _addr(rng: random.Random, family: int) -> ruleset.AddrRange:
@@ -168,7 +136,7 @@ def test_incremental_listing_equals_fresh_full_apply(two_netns: tuple[str, str],
             load(patched_ns, script)
             patches += 1
         load(fresh_ns, current.script)
-        assert canonical_listing(patched_ns) == canonical_listing(fresh_ns)
+        assert kernel.canonical_listing(patched_ns) == kernel.canonical_listing(fresh_ns)
         listing = _run("ip", "netns", "exec", patched_ns, "nft", "list", "table", "inet", "podseg")
         assert render_nft.parse_fingerprint(listing) == current.fingerprint
         previous = current

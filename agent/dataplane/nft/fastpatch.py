@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,7 +76,8 @@ def _derive(
     old_rs: ruleset.PodRuleset, old: render_nft.Rendered, new_rs: ruleset.PodRuleset
 ) -> Derived | None:
     inet = old.tables[0]
-    elements = {s.name: s.elements for s in inet.sets}
+    held = {s.name: s for s in inet.sets}
+    patched: dict[str, render_nft.NamedSet] = {}
     changes: dict[str, tuple[list[str], list[str], protocol.SetChange]] = {}
     for direction, old_d, new_d in (
         (ruleset.Direction.INGRESS, old_rs.ingress, new_rs.ingress),
@@ -82,57 +85,43 @@ def _derive(
     ):
         if not new_d.isolated:
             continue
-        sources = [
-            (
-                f"{direction.value}_",
-                old_d.any_port_peers,
-                new_d.any_port_peers,
-                old_d.port_peers,
-                new_d.port_peers,
-            )
-        ]
-        sources += [
-            (
-                f"{direction.value}_p{n}_",
-                a.any_port_peers,
-                b.any_port_peers,
-                a.port_peers,
-                b.port_peers,
-            )
+        pairs: list[tuple[str, Any, Any]] = [(f"{direction.value}_", old_d, new_d)]
+        pairs += [
+            (f"{direction.value}_p{n}_", a, b)
             for n, (a, b) in enumerate(zip(old_d.per_policy, new_d.per_policy, strict=True))
         ]
-        for prefix, old_any, new_any, old_ports, new_ports in sources:
-            kinds: tuple[tuple[str, Items, Items, Callable[[Items, int], list[str]]], ...] = (
-                ("any", old_any, new_any, _any_texts),
-                ("ports", old_ports, new_ports, _port_texts),
+        for prefix, a, b in pairs:
+            kinds: tuple[tuple[str, Items, Items], ...] = (
+                ("any", a.any_port_peers, b.any_port_peers),
+                ("ports", a.port_peers, b.port_peers),
             )
-            for kind, before, after, fmt in kinds:
+            for kind, before, after in kinds:
                 if before is after:
                     continue
-                for family in (4, 6):
-                    name = f"{prefix}{kind}{family}"
-                    if name not in elements:
+                start, old_end, new_end = _window(before, after)
+                if start == old_end == new_end:
+                    continue
+                old_part, new_part = before[start:old_end], after[start:new_end]
+                for name, family, chosen in _targets(prefix, kind):
+                    named = held.get(name)
+                    if named is None:
                         return None  # not the layout this module knows: render whole
-                    spliced = _splice(elements[name], before, after, family, fmt)
-                    if spliced is None:
+                    found = _splice(named, before, start, old_part, new_part, family, chosen)
+                    if found is None:
                         continue
-                    elements[name], gone, added = spliced
-                    if gone or added:
-                        changes[name] = (
-                            [t for t, _ in gone],
-                            [t for t, _ in added],
-                            protocol.SetChange(
-                                name,
-                                family,
-                                kind == "ports",
-                                tuple(_numbers(e) for _, e in gone),
-                                tuple(_numbers(e) for _, e in added),
-                            ),
-                        )
-    sets = tuple(
-        dataclasses.replace(s, elements=elements[s.name]) if s.name in changes else s
-        for s in inet.sets
-    )
+                    patched[name], gone, added = found
+                    changes[name] = (
+                        [t for t, _ in gone],
+                        [t for t, _ in added],
+                        protocol.SetChange(
+                            name,
+                            family,
+                            name[len(prefix) : -1],
+                            tuple(_numbers(e) for _, e in gone),
+                            tuple(_numbers(e) for _, e in added),
+                        ),
+                    )
+    sets = tuple(patched.get(s.name, s) for s in inet.sets)
     plain = render_nft.Table(inet.family, inet.name, None, sets, inet.counters, inet.chains[:-1])
     rendered = render_nft.assemble(new_rs, plain, old.tables[1:], old.interfaces)
     if rendered.fingerprint == old.fingerprint:
@@ -168,47 +157,63 @@ def _bare(d: ruleset.DirectionRuleset) -> ruleset.DirectionRuleset:
     )
 
 
-def _any_texts(items: Sequence[ruleset.AddrRange], family: int) -> list[str]:
-    return [render_nft.format_addr(r) for r in items if r.family == family]
+def _targets(prefix: str, kind: str) -> list[tuple[str, int, Callable[[Any], bool]]]:
+    """The sets (name, family, which elements go there) an element kind of `prefix` fills."""
+    if kind == "any":
+        return [
+            (f"{prefix}any4", 4, lambda r: r.family == 4),
+            (f"{prefix}any6", 6, lambda r: r.family == 6),
+        ]
+    return [
+        (f"{prefix}exact4", 4, lambda e: e.addrs.family == 4 and render_nft.is_exact(e)),
+        (f"{prefix}exact6", 6, lambda e: e.addrs.family == 6 and render_nft.is_exact(e)),
+        (f"{prefix}ports4", 4, lambda e: e.addrs.family == 4 and not render_nft.is_exact(e)),
+        (f"{prefix}ports6", 6, lambda e: e.addrs.family == 6 and not render_nft.is_exact(e)),
+    ]
 
 
-def _port_texts(items: Sequence[ruleset.PeerPort], family: int) -> list[str]:
+def _texts(items: Items, family: int) -> list[str]:
+    if items and isinstance(items[0], ruleset.AddrRange):
+        return [render_nft.format_addr(r) for r in items]
     return render_nft.port_elements(items, family)
 
 
-def _family_of(item: ruleset.AddrRange | ruleset.PeerPort) -> int:
-    return item.family if isinstance(item, ruleset.AddrRange) else item.addrs.family
-
-
 def _splice(
-    texts: tuple[str, ...],
+    named: render_nft.NamedSet,
     before: Items,
-    after: Items,
+    start: int,
+    old_part: Items,
+    new_part: Items,
     family: int,
-    fmt: Callable[[Items, int], list[str]],
-) -> tuple[tuple[str, ...], list[tuple[str, Any]], list[tuple[str, Any]]] | None:
-    """The element texts of one family's set after the change `before` -> `after` (canonical
-    tuples, sorted by family first), and the elements deleted and added (text, element); None
-    when this family's elements did not change."""
-    start, old_end, new_end = _window(before, after)
-    # Each family's elements are one contiguous run of the sorted tuples.
-    old_lo = bisect.bisect_left(before, family, key=_family_of)
-    old_hi = bisect.bisect_right(before, family, key=_family_of)
-    new_lo = bisect.bisect_left(after, family, key=_family_of)
-    new_hi = bisect.bisect_right(after, family, key=_family_of)
-    old_part = before[max(start, old_lo) : min(old_end, old_hi)]
-    new_part = after[max(start, new_lo) : min(new_end, new_hi)]
-    if not old_part and not new_part:
+    chosen: Callable[[Any], bool],
+) -> tuple[render_nft.NamedSet, list[tuple[str, Any]], list[tuple[str, Any]]] | None:
+    """The set after the window `old_part` of `before` (from `start`) became `new_part`,
+    and its elements deleted and added (text, element); None when none of its changed.
+
+    The set's members are the elements of `before` it holds, in order; those before the window
+    are exactly the members less than `before[start]` (canonical tuples are sorted), so the
+    window's place in the set is one bisection."""
+    gone_items = [e for e in old_part if chosen(e)]
+    new_items = [e for e in new_part if chosen(e)]
+    if not gone_items and not new_items:
         return None
-    kept_head = max(0, min(start, old_hi) - old_lo)
-    kept_tail = max(0, old_hi - max(old_end, old_lo))
-    old_texts, new_texts = fmt(old_part, family), fmt(new_part, family)
-    if len(texts) != old_hi - old_lo:  # not the rendering of `before`: never guess
+    members, texts = named.members, named.elements
+    if len(members) != len(texts):
         raise _Mismatch
-    spliced = (*texts[:kept_head], *new_texts, *texts[len(texts) - kept_tail :])
+    low = bisect.bisect_left(members, before[start]) if start < len(before) else len(members)
+    high = low + len(gone_items)
+    if list(members[low:high]) != gone_items:
+        raise _Mismatch  # not the rendering of `before`: never guess
+    old_texts = list(texts[low:high])
+    new_texts = _texts(new_items, family)
+    spliced = dataclasses.replace(
+        named,
+        elements=(*texts[:low], *new_texts, *texts[high:]),
+        members=(*members[:low], *new_items, *members[high:]),
+    )
     old_set, new_set = set(old_texts), set(new_texts)
-    gone = [(t, e) for t, e in zip(old_texts, old_part, strict=True) if t not in new_set]
-    added = [(t, e) for t, e in zip(new_texts, new_part, strict=True) if t not in old_set]
+    gone = [(t, e) for t, e in zip(old_texts, gone_items, strict=True) if t not in new_set]
+    added = [(t, e) for t, e in zip(new_texts, new_items, strict=True) if t not in old_set]
     return spliced, gone, added
 
 
@@ -219,21 +224,19 @@ def _numbers(item: ruleset.AddrRange | ruleset.PeerPort) -> tuple[int, ...]:
 
 
 def _window(before: Items, after: Items) -> tuple[int, int, int]:
-    """(start, end in `before`, end in `after`): outside these, the two hold the same
-    elements at the same places (mostly the same objects: the calculator splices)."""
+    """(start, end in `before`, end in `after`): outside these, the two hold the very same
+    objects at the same places (the calculator splices its tuples). Found by identity in C
+    (`map`/`compress`), not element by element in Python: a set holds thousands. Equal but
+    distinct elements only widen the window, which is still exact (texts are compared)."""
     limit = min(len(before), len(after))
-    start = 0
-    while start < limit and (before[start] is after[start] or before[start] == after[start]):
-        start += 1
-    old_end, new_end = len(before), len(after)
-    while (
-        old_end > start
-        and new_end > start
-        and (before[old_end - 1] is after[new_end - 1] or before[old_end - 1] == after[new_end - 1])
-    ):
-        old_end -= 1
-        new_end -= 1
-    return start, old_end, new_end
+    firsts = itertools.compress(itertools.count(), map(operator.is_not, before, after))
+    start = next(firsts, limit)
+    room = limit - start
+    lasts = itertools.compress(
+        itertools.count(), map(operator.is_not, reversed(before), reversed(after))
+    )
+    tail = min(next(lasts, room), room)
+    return start, len(before) - tail, len(after) - tail
 
 
 def _elements(verb: str, name: str, texts: list[str]) -> str:

@@ -51,7 +51,7 @@ from agent.calc import intervals, ruleset
 
 TABLE = "podseg"
 DENY_MARK = 0x00100000
-FORMAT_VERSION = "podseg-nft/5"
+FORMAT_VERSION = "podseg-nft/6"
 FINGERPRINT_CHARS = 16
 COMMENT_MAX_BYTES = 127  # the kernel keeps at most 128 bytes of table comment (with NUL)
 
@@ -143,6 +143,11 @@ class NamedSet:
     type: str
     flags: tuple[str, ...] = ("interval",)
     elements: tuple[str, ...] = ()
+    # A peer set's canonical elements, one per text above (`agent.dataplane.nft.fastpatch`
+    # finds where a change goes by them); not part of the text.
+    members: tuple[ruleset.AddrRange | ruleset.PeerPort, ...] = dataclasses.field(
+        default=(), compare=False, repr=False
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -912,23 +917,39 @@ def _peer_rules(
     any_port_peers: Sequence[ruleset.AddrRange],
     port_peers: Sequence[ruleset.PeerPort],
 ) -> list[str]:
-    """Declare the four peer sets `<prefix>{any,ports}{4,6}`; one rule per set doing `action`.
+    """Declare the six peer sets `<prefix>{any,exact,ports}{4,6}`; one rule per set doing
+    `action`.
 
-    Every set is declared even when empty, so that a change of peers alone never changes
-    the skeleton and stays an incremental element update."""
+    `exact` holds the port elements of one address and one port (a pod IP and a port: most
+    peers) in a plain hash set, `ports` the others (address or port ranges) in an interval
+    set: the kernel changes a hash set's element in constant time, while an interval set of
+    concatenations (pipapo) rebuilds its lookup tables, in time growing with the set, on
+    every transaction that changes it. Every set is declared even when empty, so that a
+    change of peers alone never changes the skeleton and stays an incremental element
+    update."""
     rules: list[str] = []
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        elements = tuple([format_addr(r) for r in any_port_peers if r.family == family])
+        members = tuple([r for r in any_port_peers if r.family == family])
+        elements = tuple([format_addr(r) for r in members])
         name = f"{prefix}any{family}"
-        body.sets.append(NamedSet(name, addr_type, elements=elements))
+        body.sets.append(NamedSet(name, addr_type, elements=elements, members=members))
         rules.append(f"{ip} {key} @{name} {action}")
-    for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        elements = tuple(port_elements(port_peers, family))
-        name = f"{prefix}ports{family}"
-        set_type = f"{addr_type} . inet_proto . inet_service"
-        body.sets.append(NamedSet(name, set_type, elements=elements))
-        rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {action}")
+    for kind, exact in (("exact", True), ("ports", False)):
+        flags = () if exact else ("interval",)
+        chosen = tuple([e for e in port_peers if is_exact(e) is exact])
+        for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+            elements = tuple(port_elements(chosen, family))
+            name = f"{prefix}{kind}{family}"
+            set_type = f"{addr_type} . inet_proto . inet_service"
+            held = tuple([e for e in chosen if e.addrs.family == family])
+            body.sets.append(NamedSet(name, set_type, flags, elements, held))
+            rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {action}")
     return rules
+
+
+def is_exact(e: ruleset.PeerPort) -> bool:
+    """A port element of one address and one port: it goes to the `exact` (hash) set."""
+    return e.addrs.first == e.addrs.last and e.ports.first == e.ports.last
 
 
 def port_elements(port_peers: Sequence[ruleset.PeerPort], family: int) -> list[str]:

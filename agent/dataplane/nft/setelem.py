@@ -13,7 +13,8 @@ send them:
   range as a start element and an end element one past its last address flagged
   INTERVAL_END; a range ending at the family's last address has no end element;
 * a concatenated set (`addr . inet_proto . inet_service`, flags interval: pipapo) holds an
-  element as its first key and its last key (KEY_END), each field padded to 32 bits.
+  element as its first key and its last key (KEY_END), each field padded to 32 bits; the
+  same without flags (a hash set: one address, one port) as its one key.
 
 Canonical elements never touch, so no end element is shared, and the deletes come first.
 No I/O here: bytes only; the dataplane worker sends them from inside the pod's namespace.
@@ -81,8 +82,11 @@ def batch(
             items = change.deleted if deleting else change.added
             if not items:
                 continue
-            encode = _port_elements if change.ports else _addr_elements
-            elements = netlink.nested(NFTA_SET_ELEM_LIST_ELEMENTS, *encode(change.family, items))
+            if change.kind == "any":
+                encoded = _addr_elements(change.family, items)
+            else:
+                encoded = _port_elements(change.family, items, change.kind == "ports")
+            elements = netlink.nested(NFTA_SET_ELEM_LIST_ELEMENTS, *encoded)
             payload = (
                 _str(NFTA_SET_ELEM_LIST_TABLE, table)
                 + _str(NFTA_SET_ELEM_LIST_SET, change.name)
@@ -161,15 +165,15 @@ def _addr_elements(family: int, items: tuple[tuple[int, ...], ...]) -> list[byte
     return out
 
 
-def _port_elements(family: int, items: tuple[tuple[int, ...], ...]) -> list[bytes]:
-    """pipapo: each element as its first and last key, fields padded to 32 bits."""
+def _port_elements(family: int, items: tuple[tuple[int, ...], ...], interval: bool) -> list[bytes]:
+    """Concatenations `addr . proto . port`, each field padded to 32 bits: in an interval set
+    (pipapo) an element is its first and its last key, in a hash set its one key."""
     out = []
     for first, last, proto, low, high in items:
         start = _addr(family, first) + bytes((proto, 0, 0, 0)) + low.to_bytes(2, "big") + b"\0\0"
-        end = _addr(family, last) + bytes((proto, 0, 0, 0)) + high.to_bytes(2, "big") + b"\0\0"
-        out.append(
-            netlink.nested(
-                NFTA_LIST_ELEM, _key(NFTA_SET_ELEM_KEY, start), _key(NFTA_SET_ELEM_KEY_END, end)
-            )
-        )
+        keys = [_key(NFTA_SET_ELEM_KEY, start)]
+        if interval:
+            end = _addr(family, last) + bytes((proto, 0, 0, 0)) + high.to_bytes(2, "big")
+            keys.append(_key(NFTA_SET_ELEM_KEY_END, end + b"\0\0"))
+        out.append(netlink.nested(NFTA_LIST_ELEM, *keys))
     return out

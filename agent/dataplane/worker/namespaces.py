@@ -1,5 +1,5 @@
 """The worker's handles on pod namespaces: entering one, and the per-namespace libnftables
-context and generation reader it keeps open.
+context, generation reader and element-patch netlink socket it keeps open.
 
 Why kept open: a libnftables context (and the netlink socket under it) is bound to the
 namespace it was created in, and creating one costs more than the transaction it runs, so the
@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
+import socket
 from collections.abc import Collection, Iterator
 
-from agent.dataplane import enter
+from agent.dataplane import enter, netlink
 from agent.dataplane.nft import generation, libnft
 
 HEAVY_BYTES = 16 * 1024
@@ -43,6 +45,9 @@ class Namespaces:
         self.contexts: dict[enter.Ident, libnft.Context] = {}  # least recently used first
         self.evicted = False  # a context was closed to make room: trim after the request
         self.generations: dict[enter.Ident, generation.Reader] = {}
+        # Closing a netfilter netlink socket waits in the kernel (~15 ms): one per namespace.
+        self.sockets: dict[enter.Ident, socket.socket] = {}
+        self.sequence = itertools.count(1)
         self.heavy: set[enter.Ident] = set()  # contexts to close after this request
 
     def run_in(self, ident: enter.Ident, script: str) -> str:
@@ -93,6 +98,21 @@ class Namespaces:
             self.generations[ident] = reader
         return reader.get()
 
+    def element_socket(self, ident: enter.Ident) -> socket.socket:
+        """A NETLINK_NETFILTER socket of the namespace the thread is in now (`ident`)."""
+        sock = self.sockets.get(ident)
+        if sock is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
+            sock.settimeout(5.0)
+            sock.bind((0, 0))
+            self.sockets[ident] = sock
+        return sock
+
+    def drop_socket(self, ident: enter.Ident) -> None:
+        sock = self.sockets.pop(ident, None)
+        if sock is not None:
+            sock.close()
+
     def run(self, path: str, ino: int | None, script: str, flags: int = libnft.OUTPUT_TERSE) -> str:
         """Run nft commands in the namespace; their output (listings) with `flags`."""
         with self.entered(path, ino) as ident:
@@ -118,4 +138,8 @@ class Namespaces:
             if inos is None or ident[1] in inos:
                 reader.close()
                 del self.generations[ident]
+        for ident, sock in list(self.sockets.items()):
+            if inos is None or ident[1] in inos:
+                sock.close()
+                del self.sockets[ident]
         return dropped

@@ -25,7 +25,7 @@ def _counted(
     ino: int | None,
     script: str,
     expected: int | None = None,
-    send: Callable[[], None] | None = None,
+    send: Callable[[socket.socket], None] | None = None,
 ) -> tuple[int, int | None]:
     """Run `script` (or `send`) in the namespace between two reads of its generation:
     (before, after). With `expected`, nothing runs unless `before` is that generation (after
@@ -35,7 +35,11 @@ def _counted(
         if expected is not None and before != expected:
             return before, None
         if send is not None:
-            send()
+            try:
+                send(ns.element_socket(ident))
+            except protocol.ApplyFailed:
+                ns.drop_socket(ident)  # whatever it still holds is nobody's answer
+                raise
         else:
             ns.run_in(ident, script)
         return before, ns.generation(ident)
@@ -68,7 +72,12 @@ def patch(ns: namespaces.Namespaces, request: protocol.Patch) -> protocol.Patche
     send = None
     if request.state:
         data, acked = setelem.batch(
-            TABLE, render_nft.STATE_CHAIN, f"podseg state={request.state}", request.elements, 1
+            TABLE,
+            render_nft.STATE_CHAIN,
+            f"podseg state={request.state}",
+            request.elements,
+            # fresh numbers for each patch: a late answer never passes for this one's
+            ((next(ns.sequence) % (1 << 20)) << 12) or 1 << 12,
         )
         if len(data) <= MAX_NETLINK_BATCH:
             send = functools.partial(_send_batch, data, acked)
@@ -83,13 +92,10 @@ def patch(ns: namespaces.Namespaces, request: protocol.Patch) -> protocol.Patche
 MAX_NETLINK_BATCH = 1 << 16  # bigger patches go through libnftables (one datagram each)
 
 
-def _send_batch(data: bytes, acked: list[int]) -> None:
-    """Send one nfnetlink transaction from inside the namespace and wait for every ack;
-    ApplyFailed (nothing committed: the kernel aborts the whole batch) on any error."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
+def _send_batch(data: bytes, acked: list[int], sock: socket.socket) -> None:
+    """Send one nfnetlink transaction and wait for every ack; ApplyFailed (nothing committed:
+    the kernel aborts the whole batch) on any error."""
     try:
-        sock.settimeout(5.0)
-        sock.bind((0, 0))
         sock.send(data)
         pending, errors = set(acked), []
         while pending:
@@ -103,8 +109,6 @@ def _send_batch(data: bytes, acked: list[int]) -> None:
             raise protocol.ApplyFailed("element patch refused: " + "; ".join(errors))
     except (OSError, netlink.MalformedError) as exc:
         raise protocol.ApplyFailed(f"element patch: {exc}") from exc
-    finally:
-        sock.close()
 
 
 def read_generation(

@@ -13,10 +13,11 @@ import random
 
 import pytest
 
+from agent.calc import incremental as calc_incremental
 from agent.calc import intervals, ruleset
 from agent.dataplane.nft import fastpatch, incremental
 from agent.dataplane.nft import render as render_nft
-from tests.unit.calc import test_incremental as walks
+from tests.support import randomcluster
 
 IFACES = ("eth0",)
 
@@ -111,6 +112,8 @@ def _check(old_rs: ruleset.PodRuleset, new_rs: ruleset.PodRuleset) -> fastpatch.
     if derived is None:
         return None
     assert derived.rendered == new
+    members = [[s.members for s in t.sets] for t in derived.rendered.tables]
+    assert members == [[s.members for s in t.sets] for t in new.tables]
     assert derived.script == incremental.patch(old, new)
     assert (derived.deleted, derived.added) == incremental.counts(old, new)
     return derived
@@ -164,14 +167,39 @@ def test_anything_but_peer_elements_is_left_to_the_render_path() -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_derived_patch_equals_render_then_diff_along_calculator_walks(seed: int) -> None:
-    world = walks.World(random.Random(1000 + seed))
-    before: dict[str, ruleset.PodRuleset] = {}
+    """Random small clusters (tests/support/randomcluster), changed one pod, namespace or
+    policy at a time (mostly remote pods: relabels, new addresses), through the incremental
+    calculator; every local pod's consecutive rulesets."""
+    rnd = random.Random(1000 + seed)
+    calc = calc_incremental.Calculator("node-1")
+    for node in randomcluster.NODES:
+        calc.set_node(node.name, node)
+    for i in range(3):
+        calc.set_namespace(f"ns{i}", randomcluster.namespace(rnd, i))
+    for i in range(40):
+        pod = randomcluster.pod(rnd, i)
+        calc.set_pod(pod.key, pod)
+    for i in range(6):
+        policy = randomcluster.policy(rnd, i)
+        calc.set_policy(policy.key, policy)
+    before = {k: d.ruleset for k, d in calc.flush().items() if d is not None}
     derived = 0
-    for _ in range(200):
-        world.step()
-        for key, result in world.reported.items():
-            old = before.get(key)
-            if old is not None and old is not result.ruleset:
+    for _ in range(150):
+        roll = rnd.random()
+        if roll < 0.85:
+            pod = randomcluster.pod(rnd, rnd.randrange(40))
+            calc.set_pod(pod.key, pod if rnd.random() < 0.9 else None)
+        elif roll < 0.93:
+            i = rnd.randrange(3)
+            calc.set_namespace(f"ns{i}", randomcluster.namespace(rnd, i))
+        else:
+            policy = randomcluster.policy(rnd, rnd.randrange(6))
+            calc.set_policy(policy.key, policy)
+        for key, result in calc.flush().items():
+            old = before.pop(key, None)
+            if result is None:
+                continue
+            if old is not None:
                 derived += _check(old, result.ruleset) is not None
             before[key] = result.ruleset
-    assert derived > 0
+    assert derived > 20
