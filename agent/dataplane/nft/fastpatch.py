@@ -72,55 +72,17 @@ class _Mismatch(Exception):
     """The old rendering does not hold the old ruleset's elements."""
 
 
+Changes = dict[str, tuple[list[str], list[str], protocol.SetChange]]
+
+
 def _derive(
     old_rs: ruleset.PodRuleset, old: render_nft.Rendered, new_rs: ruleset.PodRuleset
 ) -> Derived | None:
     inet = old.tables[0]
-    held = {s.name: s for s in inet.sets}
-    patched: dict[str, render_nft.NamedSet] = {}
-    changes: dict[str, tuple[list[str], list[str], protocol.SetChange]] = {}
-    for direction, old_d, new_d in (
-        (ruleset.Direction.INGRESS, old_rs.ingress, new_rs.ingress),
-        (ruleset.Direction.EGRESS, old_rs.egress, new_rs.egress),
-    ):
-        if not new_d.isolated:
-            continue
-        pairs: list[tuple[str, Any, Any]] = [(f"{direction.value}_", old_d, new_d)]
-        pairs += [
-            (f"{direction.value}_p{n}_", a, b)
-            for n, (a, b) in enumerate(zip(old_d.per_policy, new_d.per_policy, strict=True))
-        ]
-        for prefix, a, b in pairs:
-            kinds: tuple[tuple[str, Items, Items], ...] = (
-                ("any", a.any_port_peers, b.any_port_peers),
-                ("ports", a.port_peers, b.port_peers),
-            )
-            for kind, before, after in kinds:
-                if before is after:
-                    continue
-                start, old_end, new_end = _window(before, after)
-                if start == old_end == new_end:
-                    continue
-                old_part, new_part = before[start:old_end], after[start:new_end]
-                for name, family, chosen in _targets(prefix, kind):
-                    named = held.get(name)
-                    if named is None:
-                        return None  # not the layout this module knows: render whole
-                    found = _splice(named, before, start, old_part, new_part, family, chosen)
-                    if found is None:
-                        continue
-                    patched[name], gone, added = found
-                    changes[name] = (
-                        [t for t, _ in gone],
-                        [t for t, _ in added],
-                        protocol.SetChange(
-                            name,
-                            family,
-                            name[len(prefix) : -1],
-                            tuple(_numbers(e) for _, e in gone),
-                            tuple(_numbers(e) for _, e in added),
-                        ),
-                    )
+    found = _patch_sets({s.name: s for s in inet.sets}, old_rs, new_rs)
+    if found is None:
+        return None
+    patched, changes = found
     sets = tuple(patched.get(s.name, s) for s in inet.sets)
     plain = render_nft.Table(inet.family, inet.name, None, sets, inet.counters, inet.chains[:-1])
     rendered = render_nft.assemble(new_rs, plain, old.tables[1:], old.interfaces)
@@ -141,6 +103,63 @@ def _derive(
             lines.append(_elements("add", name, added_texts))
     sets_changed = tuple(changes[name][2] for name in sorted(changes))
     return Derived(rendered, "".join(lines), deleted, added_count, sets_changed)
+
+
+def _pairs(old_rs: ruleset.PodRuleset, new_rs: ruleset.PodRuleset) -> list[tuple[str, Any, Any]]:
+    """(set name prefix, old, new) of every peer-set source: each isolated direction and
+    each of its policies' own elements."""
+    pairs: list[tuple[str, Any, Any]] = []
+    for direction, old_d, new_d in (
+        (ruleset.Direction.INGRESS, old_rs.ingress, new_rs.ingress),
+        (ruleset.Direction.EGRESS, old_rs.egress, new_rs.egress),
+    ):
+        if not new_d.isolated:
+            continue
+        pairs.append((f"{direction.value}_", old_d, new_d))
+        pairs += [
+            (f"{direction.value}_p{n}_", a, b)
+            for n, (a, b) in enumerate(zip(old_d.per_policy, new_d.per_policy, strict=True))
+        ]
+    return pairs
+
+
+def _patch_sets(
+    held: dict[str, render_nft.NamedSet], old_rs: ruleset.PodRuleset, new_rs: ruleset.PodRuleset
+) -> tuple[dict[str, render_nft.NamedSet], Changes] | None:
+    """The sets whose elements changed, patched, and their changes; None when a set is not
+    where this module expects it."""
+    patched: dict[str, render_nft.NamedSet] = {}
+    changes: Changes = {}
+    for prefix, a, b in _pairs(old_rs, new_rs):
+        for kind, before, after in (
+            ("any", a.any_port_peers, b.any_port_peers),
+            ("ports", a.port_peers, b.port_peers),
+        ):
+            if before is after:
+                continue
+            start, old_end, new_end = _window(before, after)
+            if start == old_end == new_end:
+                continue
+            old_part, new_part = before[start:old_end], after[start:new_end]
+            for name, family, chosen in _targets(prefix, kind):
+                named = held.get(name)
+                if named is None:
+                    return None  # not the layout this module knows: render whole
+                found = _splice(named, before, start, old_part, new_part, family, chosen)
+                if found is not None:
+                    patched[name], gone, added = found
+                    changes[name] = (
+                        [t for t, _ in gone],
+                        [t for t, _ in added],
+                        protocol.SetChange(
+                            name,
+                            family,
+                            name[len(prefix) : -1],
+                            tuple(_numbers(e) for _, e in gone),
+                            tuple(_numbers(e) for _, e in added),
+                        ),
+                    )
+    return patched, changes
 
 
 def _frame(rs: ruleset.PodRuleset) -> ruleset.PodRuleset:

@@ -37,13 +37,14 @@ def test_each_isolating_policy_gets_its_own_counting_rules() -> None:
     assert "counter hit.ingress.x/b {" in out.script
     assert 'ip saddr @ingress_p0_any4 counter name "hit.ingress.x/a"\n' in out.script
     port_rule = (
-        'ip saddr . meta l4proto . th dport @ingress_p1_ports4 counter name "hit.ingress.x/b"'
+        'ip saddr . meta l4proto . th dport @ingress_p1_exact4 counter name "hit.ingress.x/b"'
     )
     assert port_rule in out.script
     assert "    jump ingress_hits\n    ip saddr @ingress_any4 goto ingress_allow" in out.script
     sets = dict(out.sets)
     assert sets["inet ingress_p0_any4"] == ("0.0.0.1",)
-    assert sets["inet ingress_p1_ports4"] == ("0.0.0.2 . tcp . 80",)
+    assert sets["inet ingress_p1_exact4"] == ("0.0.0.2 . tcp . 80",)  # one address, one port
+    assert sets["inet ingress_p1_ports4"] == ()
 
 
 def test_long_or_odd_policy_keys_get_a_hashed_name() -> None:
