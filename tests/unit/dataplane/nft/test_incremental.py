@@ -95,7 +95,9 @@ def test_sets_are_every_named_sets_elements_from_the_tables() -> None:
     assert sets["inet ingress_any4"] == ("198.18.0.1", "198.18.0.7")
     assert sets["inet egress_any6"] == ("fd00:198:18::1",)
     assert sets["inet egress_ports4"] == ()
-    assert [name for name, _ in rendered.sets] == sorted(sets) and len(sets) == 13  # any, exact, ports x 4/6 x 2 directions, nd_link6
+    assert [name for name, _ in rendered.sets] == sorted(sets) and len(
+        sets
+    ) == 13  # any, exact, ports x 4/6 x 2 directions, nd_link6
     assert sets["inet nd_link6"] == ("::", "fe80::/10", "ff02::1-ff02::2", "ff02::1:ff00:0/104")
     # the same elements the tables hold and the script lists (the state chain has no set)
     inet, netdev = rendered.tables
