@@ -5,10 +5,10 @@ Each step changes the peers of both directions (elements split and merge, IPv4 a
 any-port and port elements, two policies' own counting sets) and sometimes something else
 (then the render path takes over). One namespace gets each step as the derived patch when
 there is one (nftables: one netlink transaction; iptables derives none yet, so its steps are
-the render path's `ipset` batches, checked the same way), the other a whole apply of the same ruleset; their listings must be equal (nft's
-JSON listing without handles, elements sorted; iptables: every set element and the rules), the
-patched namespace's fingerprint must be the ruleset's, and a read-back must find what the
-agent recorded (a resync finds nothing to fix).
+the render path's `ipset` batches, checked the same way), the other a whole apply of the same
+ruleset; their listings must be equal (nft's JSON listing without handles, elements sorted;
+iptables: every set element and the rules), the patched namespace's fingerprint must be the
+ruleset's, and a read-back must find what the agent recorded (a resync finds nothing to fix).
 
 Root only. Namespaces `psg-<random6>-fp<n>`, deleted by the fixture.
 """

@@ -92,8 +92,8 @@ DENY_ALL = ruleset.PodRuleset(
 def test_v4_only_ingress(netns: str) -> None:
     apply_and_check(netns, V4_ONLY, ["eth0"])
     assert tables_in(netns) == ["table inet podseg"]  # no egress isolation: no netdev table
-    listing = run(
-        "ip", "netns", "exec", netns, "nft", "list", "set", "inet", "podseg", "ingress_ports4"
+    listing = run(  # one address, one port: the hash set
+        "ip", "netns", "exec", netns, "nft", "list", "set", "inet", "podseg", "ingress_exact4"
     )
     assert "198.18.0.9 . udp . 53" in listing and "198.18.0.9 . sctp . 3868" in listing
 
