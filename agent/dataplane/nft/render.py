@@ -7,8 +7,9 @@ table (`table inet podseg`, plus `table netdev podseg` when egress is isolated):
     input  (hook)  : iif lo accept; established/related accept unless the conntrack entry
                      carries DENY_MARK; ICMPv6 link plumbing; jump ingress_policy;
                      jump ingress_deny
-    ingress_policy : one rule per non-empty set: saddr in *_any{4,6}, or
-                     saddr . l4proto . dport in *_ports{4,6} -> goto ingress_allow
+    ingress_policy : one rule per peer set: saddr in *_any{4,6}, or
+                     saddr . l4proto . dport in *_exact{4,6} (hash: one address, one
+                     port) or *_ports{4,6} (intervals) -> goto ingress_allow
     ingress_allow  : a new connection is sampled to NFLOG (`podseg accept ingress`, rate
                      limited); accept
     ingress_deny   : counter drop
@@ -33,7 +34,9 @@ the script is produced from them, so a rendered ruleset also has its *skeleton* 
 text with every named set's elements left out) and its *sets* (qualified set name -> element
 texts) straight from that structure. Every peer set of an isolated direction is always declared
 (empty or not), so a change of peers alone keeps the skeleton and can be committed as element
-deletes/adds (`agent.dataplane.nft.incremental`). The table comment carries the skeleton's
+deletes/adds (`agent.dataplane.nft.incremental`, or derived from the change of the
+elements alone: `agent.dataplane.nft.fastpatch`, which finds its way by each peer set's
+`members`). The table comment carries the skeleton's
 fingerprint (`shape`, fixed for the table's life since any other change replaces the table); the
 fingerprint of the whole ruleset lives in the one rule of the unhooked chain `state`
 (`podseg state=<16 hex>`), replaced in the same transaction as the elements.
