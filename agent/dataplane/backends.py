@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from agent.calc import ruleset
 from agent.dataplane import netns, protocol
+from agent.dataplane.ipt import fastpatch as ipt_fastpatch
 from agent.dataplane.ipt import incremental as ipt_incremental
 from agent.dataplane.ipt import render as render_ipt
 from agent.dataplane.nft import fastpatch, incremental, pending
@@ -37,6 +38,10 @@ class Program:
     elements: tuple[protocol.SetChange, ...] | None = dataclasses.field(
         default=None, compare=False, repr=False
     )
+    # iptables: the canonical interfaces it was rendered for, and the layout a derived patch
+    # needs (`ipt.fastpatch`; made on the first derive from this programme)
+    interfaces: tuple[str, ...] | None = dataclasses.field(default=None, compare=False)
+    layout: ipt_fastpatch.Layout | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +188,8 @@ class Iptables:
         program = protocol.IptProgram(
             ipset=rendered.ipset, v4=rendered.v4, v6=rendered.v6, netdev=rendered.netdev
         )
-        return Program(rendered.fingerprint, program)
+        ifaces = render_nft.canonical_interfaces(interfaces)
+        return Program(rendered.fingerprint, program, interfaces=ifaces)
 
     def derive(
         self,
@@ -192,9 +198,28 @@ class Iptables:
         rs: ruleset.PodRuleset,
         interfaces: Sequence[str],
     ) -> Program:
+        ifaces = render_nft.canonical_interfaces(interfaces)
+        if previous is not None and previous_rs is not None and previous.interfaces == ifaces:
+            old = _ipt(previous)
+            layout = previous.layout or ipt_fastpatch.layout_of(previous_rs, old, ifaces)
+            if layout is not None:
+                found = ipt_fastpatch.derive(
+                    previous_rs, old, previous.fingerprint, layout, rs, ifaces
+                )
+                if found is not None:
+                    return Program(
+                        found.fingerprint,
+                        found.program,
+                        previous.fingerprint,
+                        found.script,
+                        interfaces=ifaces,
+                        layout=found.layout,
+                    )
         return self.render(rs, interfaces)
 
     def patch_script(self, previous: Program, program: Program) -> str | None:
+        if program.patch is not None and program.base == previous.fingerprint:
+            return program.patch
         return ipt_incremental.patch(
             _ipt(previous), previous.fingerprint, _ipt(program), program.fingerprint
         )

@@ -4,8 +4,8 @@ against a fresh full apply, after EVERY step of random walks.
 Each step changes the peers of both directions (elements split and merge, IPv4 and IPv6,
 any-port and port elements, two policies' own counting sets) and sometimes something else
 (then the render path takes over). One namespace gets each step as the derived patch when
-there is one (nftables: one netlink transaction; iptables derives none yet, so its steps are
-the render path's `ipset` batches, checked the same way), the other a whole apply of the same
+there is one (nftables: one netlink transaction; iptables: one `ipset restore` batch), the
+other a whole apply of the same
 ruleset; their listings must be equal (nft's JSON listing without handles, elements sorted;
 iptables: every set element and the rules), the patched namespace's fingerprint must be the
 ruleset's, and a read-back must find what the agent recorded (a resync finds nothing to fix).
@@ -102,17 +102,21 @@ def _ruleset(ingress: Raw, egress: Raw, split: int, other: int) -> ruleset.PodRu
 
 
 def _small(rng: random.Random, raw: Raw) -> Raw:
-    """A flip: one or two inputs come or go."""
+    """A flip: one or two peers come or go (a peer pod on one of the policies' ports, or on
+    any port); what was there stays."""
     anys, triples = list(raw[0]), list(raw[1])
     for _ in range(rng.randrange(1, 3)):
-        more = _raw(rng, 3)
-        if rng.random() < 0.5 and triples:
+        roll = rng.random()
+        if roll < 0.3 and triples:
             triples.pop(rng.randrange(len(triples)))
-        elif rng.random() < 0.5 and anys:
+        elif roll < 0.45 and anys:
             anys.pop(rng.randrange(len(anys)))
+        elif roll < 0.85:
+            port = rng.choice([53, 80, 443])
+            peer = _addr(rng, rng.choice([4, 4, 6]))
+            triples.append((peer, rng.choice([6, 17]), ruleset.PortRange(port, port)))
         else:
-            anys += more[0][:1]
-            triples += more[1][:1]
+            anys.append(_addr(rng, rng.choice([4, 6])))
     return anys, triples
 
 
@@ -198,7 +202,7 @@ def test_derived_patches_list_as_a_fresh_full_apply(
         split, other = 10, 0
         await patched.whole(_ruleset(ingress, egress, split, other))
         ways = {"derived": 0, "rendered": 0, "whole": 0}
-        for _ in range(14):
+        for _ in range(20):
             ingress, egress = _small(rng, ingress), _small(rng, egress)
             if rng.random() < 0.15:
                 other = 1 - other
@@ -219,7 +223,5 @@ def test_derived_patches_list_as_a_fresh_full_apply(
         return ways
 
     ways = with_worker(scenario)
-    if backend.name == "nftables":
-        assert ways["derived"] >= 8, ways
-    else:  # no derived patches yet: the render path's, checked the same way
-        assert ways["rendered"] + ways["whole"] == 14, ways
+    # iptables falls back more: its sets exist only when not empty, one per long port range
+    assert ways["derived"] >= (8 if backend.name == "nftables" else 5), ways

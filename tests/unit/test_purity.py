@@ -26,6 +26,7 @@ PURE = [
     ROOT / "agent" / "dataplane" / "nft" / "pending.py",
     ROOT / "agent" / "dataplane" / "ipt" / "render.py",
     ROOT / "agent" / "dataplane" / "ipt" / "incremental.py",
+    ROOT / "agent" / "dataplane" / "ipt" / "fastpatch.py",
     ROOT / "agent" / "sync" / "eventkind.py",
     ROOT / "agent" / "k8s" / "convert.py",
     *(ROOT / "agent" / "flows" / f"{m}.py" for m in FLOW_TOOLS_PURE),

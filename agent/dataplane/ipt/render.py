@@ -74,7 +74,7 @@ from collections.abc import Iterable, Sequence
 from agent.calc import ruleset
 from agent.dataplane.nft import render as render_nft
 
-FORMAT_VERSION = "podseg-ipt/6"
+FORMAT_VERSION = "podseg-ipt/7"
 GEN = "@GEN@"  # generation placeholder in set names; the worker substitutes a fresh token
 PREFIX = "PODSEG-"
 INPUT = "PODSEG-INPUT"
@@ -168,8 +168,7 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
     if sets:  # the fingerprint of the peer sets' content, patched with them (ipt.incremental)
         bodies[6].append(f"-A {STATE} -m set --match-set {STATE_SET} src\n")
     netdev_lines = render_nft.netdev_table(rs, ifaces)
-    content = [FORMAT_VERSION, *sets, "--v4--", *bodies[4], "--v6--", *bodies[6], *netdev_lines]
-    fp = render_nft.fingerprint_of(rs, content)
+    fp = fingerprint(rs, "".join(sets), "".join(bodies[4]), "".join(bodies[6]), netdev_lines)
     if sets:
         sets.append(f"create {STATE_SET} hash:ip family inet6 hashsize 64 maxelem 1\n")
         sets.append(f"add {STATE_SET} {state_element(fp)}\n")
@@ -187,6 +186,16 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
         v6=_restore(owner, bodies[6]),
         netdev=netdev,
     )
+
+
+def fingerprint(
+    rs: ruleset.PodRuleset, sets: str, rules4: str, rules6: str, netdev: Sequence[str]
+) -> str:
+    """The fingerprint of a programme from its parts' texts: the sets (without the fingerprint
+    set), each family's rules after the owner rule, the netdev table's lines. Whole texts, not
+    line by line, so that `agent.dataplane.ipt.fastpatch` can hash a patched programme in C."""
+    content = [FORMAT_VERSION, sets, "--v4--", rules4, "--v6--", rules6, "".join(netdev)]
+    return render_nft.fingerprint_of(rs, content)
 
 
 def state_element(fingerprint: str) -> str:
@@ -355,13 +364,18 @@ def _set_name(direction: ruleset.Direction, family: int, kind: str) -> str:
 
 
 def _create(name: str, kind: str, family: int, elements: Sequence[str]) -> list[str]:
-    inet = "inet" if family == 4 else "inet6"
-    maxelem = max(MIN_MAXELEM, len(elements))
-    # Buckets sized to the content up front: lookups stay short, no resize while loading.
-    hashsize = max(MIN_HASHSIZE, 1 << max(0, len(elements) - 1).bit_length())
-    out = [f"create {name} {kind} family {inet} hashsize {hashsize} maxelem {maxelem}\n"]
+    out = [create_line(name, kind, family, len(elements))]
     out.extend(f"add {name} {e}\n" for e in elements)
     return out
+
+
+def create_line(name: str, kind: str, family: int, count: int) -> str:
+    """The `create` line of a set of `count` entries."""
+    inet = "inet" if family == 4 else "inet6"
+    maxelem = max(MIN_MAXELEM, count)
+    # Buckets sized to the content up front: lookups stay short, no resize while loading.
+    hashsize = max(MIN_HASHSIZE, 1 << max(0, count - 1).bit_length())
+    return f"create {name} {kind} family {inet} hashsize {hashsize} maxelem {maxelem}\n"
 
 
 def _hit_rules(

@@ -162,6 +162,16 @@ def _patch_sets(
     return patched, changes
 
 
+def same_frame(a: ruleset.PodRuleset, b: ruleset.PodRuleset) -> bool:
+    """Whether the two rulesets differ at most in the elements of their policy peer sets."""
+    return _frame(a) == _frame(b)
+
+
+def window(before: Items, after: Items) -> tuple[int, int, int]:
+    """`_window`, for the iptables twin (`agent.dataplane.ipt.fastpatch`)."""
+    return _window(before, after)
+
+
 def _frame(rs: ruleset.PodRuleset) -> ruleset.PodRuleset:
     """`rs` without the elements of its policy peer sets: what must be equal for a patch."""
     return dataclasses.replace(rs, ingress=_bare(rs.ingress), egress=_bare(rs.egress))
