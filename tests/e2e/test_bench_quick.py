@@ -112,15 +112,20 @@ def test_flip_latency_quick() -> None:
     result = run("flip_latency")
     assert result["mismatches"] == 0
     assert result["changed_per_flip"] == [5, 5]
-    for mode in ("nft", "ipt", "ipt_whole"):
+    modes = ("nft", "nft_render", "ipt", "ipt_render", "ipt_whole")
+    for mode in modes:
         figures = result["modes"][mode]
         assert figures["n"] >= 1 and 0 < figures["median"] <= figures["p99"]
-    # label flips are committed as element patches on both backends, never whole
-    assert result["modes"]["ipt"]["patched"] == 5 * result["modes"]["ipt"]["n"]
-    assert result["modes"]["nft"]["patched"] == 5 * result["modes"]["nft"]["n"]
+    # label flips are committed as element patches on both backends, never whole, and the
+    # derived modes derive every one of them
+    for mode in ("nft", "nft_render", "ipt", "ipt_render"):
+        assert result["modes"][mode]["patched"] == 5 * result["modes"][mode]["n"]
+    for mode in ("nft", "ipt"):
+        assert result["modes"][mode]["derived"] == 5 * result["modes"][mode]["n"]
     assert result["modes"]["ipt_whole"]["patched"] == 0
     assert result["same_run_ratios"]["ipt_over_nft"] > 0
-    _targets(result, {"flip-nft", "flip-ipt", "flip-ipt_whole", "flip-ipt-over-nft"})
+    assert result["same_run_ratios"]["nft_render_over_nft"] > 0
+    _targets(result, {f"flip-{mode}" for mode in modes} | {"flip-ipt-over-nft"})
 
 
 def test_worker_memory_quick() -> None:
