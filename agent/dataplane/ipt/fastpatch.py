@@ -42,6 +42,7 @@ class Layout:
 
     interfaces: tuple[str, ...]
     members: dict[str, tuple[Any, ...]]
+    ranges: dict[str, tuple[tuple[int, int, int], ...]]  # the long port ranges with a set
     rules4: str
     rules6: str
     netdev: tuple[str, ...]
@@ -63,15 +64,19 @@ def layout_of(
     if f"create {render_ipt.STATE_SET} " not in program.ipset:
         return None
     members: dict[str, tuple[Any, ...]] = {}
+    ranges: dict[str, tuple[tuple[int, int, int], ...]] = {}
     for direction, tag, d in _sources(rs):
         for family in (4, 6):
-            for name, chosen in _targets(direction, family, tag, d.port_peers):
+            keys = tuple(sorted({_key(e) for e in d.port_peers if _ranged(e, family)}))
+            ranges[_source(direction, family, tag)] = keys
+            for name, chosen in _targets(direction, family, tag, keys):
                 held = tuple([e for e in (*d.any_port_peers, *d.port_peers) if chosen(e)])
                 if held:
                     members[name] = held
     return Layout(
         interfaces,
         members,
+        ranges,
         _rules(program.v4),
         _rules(program.v6),
         tuple(render_nft.netdev_table(rs, interfaces)),
@@ -103,7 +108,10 @@ def derive(
                 continue
             old_part, new_part = before[start:old_end], after[start:new_end]
             for family in (4, 6):
-                for name, chosen in _targets(direction, family, tag, a.port_peers, b.port_peers):
+                keys = layout.ranges.get(_source(direction, family, tag), ())
+                if any(_key(e) not in keys for e in (*old_part, *new_part) if _ranged(e, family)):
+                    return None  # a port range without a set of its own yet (or no longer)
+                for name, chosen in _targets(direction, family, tag, keys):
                     found = _splice(text, members, name, before, start, old_part, new_part, chosen)
                     if found is None:
                         return None
@@ -148,12 +156,25 @@ def _expanded(e: ruleset.PeerPort) -> bool:
     return e.ports.last - e.ports.first + 1 <= render_ipt.EXPAND_PORTS and e.protocol in _PROTO
 
 
+def _ranged(e: Any, family: int) -> bool:
+    """A port element of `family` in a port-range set of its own (`r<n>`)."""
+    return isinstance(e, ruleset.PeerPort) and e.addrs.family == family and not _expanded(e)
+
+
+def _key(e: ruleset.PeerPort) -> tuple[int, int, int]:
+    return (e.protocol, e.ports.first, e.ports.last)
+
+
+def _source(direction: ruleset.Direction, family: int, tag: str) -> str:
+    return f"{direction.value[0]}{family}{tag}"
+
+
 def _targets(
-    direction: ruleset.Direction, family: int, tag: str, *port_peers: Any
+    direction: ruleset.Direction, family: int, tag: str, keys: tuple[tuple[int, int, int], ...]
 ) -> Iterator[tuple[str, Callable[[Any], bool]]]:
     """The sets of one source and family and which elements each holds: `a` (any port),
-    `p` (single ports and short ranges, expanded), `r<n>` (one per longer port range, numbered
-    in sorted order; the ranges of every given element tuple, which must agree)."""
+    `p` (single ports and short ranges, expanded), `r<n>` (one per longer port range of
+    `keys`, numbered in sorted order)."""
     yield (
         _name(direction, family, tag + "a"),
         lambda r: isinstance(r, ruleset.AddrRange) and r.family == family,
@@ -162,20 +183,7 @@ def _targets(
         _name(direction, family, tag + "p"),
         lambda e: isinstance(e, ruleset.PeerPort) and e.addrs.family == family and _expanded(e),
     )
-    keys = [
-        sorted(
-            {
-                (e.protocol, e.ports.first, e.ports.last)
-                for e in peers
-                if e.addrs.family == family and not _expanded(e)
-            }
-        )
-        for peers in port_peers
-    ]
-    if any(k != keys[0] for k in keys):
-        yield "", lambda _: False  # the port-range sets differ: not a patch
-        return
-    for n, key in enumerate(keys[0]):
+    for n, key in enumerate(keys):
         yield _name(direction, family, tag + f"r{n}"), _in_range_set(family, key)
 
 
@@ -223,8 +231,6 @@ def _splice(
     """`text` with set `name`'s lines of the window replaced (and its `create` line resized),
     and the window's old and new lines; None when the set would appear or empty, or is not
     where expected."""
-    if not name:
-        return None  # the port-range sets differ (`_targets`)
     gone_items = [e for e in old_part if chosen(e)]
     new_items = [e for e in new_part if chosen(e)]
     if not gone_items and not new_items:
