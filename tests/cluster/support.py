@@ -406,6 +406,25 @@ def tables_of(config: Config, pod_ip: str) -> list[str]:
     raise AssertionError(f"no pod namespace holds {pod_ip}")
 
 
+NODE_CONFLIST = "/etc/cni/net.d/10-psg.conflist"  # the node's own (scripts/cluster.sh writes it)
+# The node's conflist as podseg's install found it (read before the first install of the
+# session; `podseg cni uninstall` must put exactly this back).
+ORIGINAL_CONFLIST: dict[str, str] = {}
+
+
+def node_file(config: Config, path: str) -> str | None:
+    """A file of the node (its mount namespace: /etc/cni, /opt/cni are the node's own)."""
+    result = in_node(config, f"cat {path}")
+    return result.stdout if result.returncode == 0 else None
+
+
+def remember_conflist(config: Config) -> None:
+    """Keep the node's conflist before podseg chains podseg-cni into it (once a session)."""
+    text = node_file(config, NODE_CONFLIST)
+    if text is not None and "podseg-cni" not in text:
+        ORIGINAL_CONFLIST.setdefault(NODE_CONFLIST, text)
+
+
 def podseg_tables(tables: Iterable[str]) -> list[str]:
     return [t for t in tables if t.endswith(" podseg")]
 
