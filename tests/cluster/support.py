@@ -52,6 +52,7 @@ class Config:
     kubectl: str
     kubeconfig: str
     mntns: str
+    pidns: str
     node: str
     node_ip: str
     node_netns: str
@@ -64,6 +65,7 @@ class Config:
             "BIN",
             "KUBECONFIG_ADMIN",
             "MNTNS",
+            "PIDNS",
             "NODE",
             "NODE_IP",
             "NETNS_FILE",
@@ -77,6 +79,7 @@ class Config:
             kubectl=f"{values['BIN']}/kubectl",
             kubeconfig=values["KUBECONFIG_ADMIN"],
             mntns=values["MNTNS"],
+            pidns=values["PIDNS"],
             node=values["NODE"],
             node_ip=values["NODE_IP"],
             node_netns=values["NETNS_FILE"],

@@ -107,7 +107,7 @@ def daemonset(kube: support.Kube, podseg: Any) -> Iterator[None]:
 def _agent_processes(config: support.Config) -> list[int]:
     """The cluster's agent process (its command line names the DaemonSet's CNI socket), by
     the machine's pid, in the node's PID namespace only."""
-    pidns = os.stat(config.mntns.replace("/ns/mnt", "/ns/pid")).st_ino
+    pidns = os.stat(config.pidns).st_ino
     found = []
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit():
