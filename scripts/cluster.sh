@@ -220,6 +220,34 @@ setup_node_mounts() {
   # /run, /var/lib and /var/log are private too (fixed paths of containerd, its
   # shims, runc, the CNI cache and the kubelet: see mntns-init.sh)
   nsenter --mount="$MNTNS" -- "$CL/mntns-init.sh" "$STATE/shadow/" "$STATE" "$RUN" "$PSG_CLUSTER_CACHE" "$LOGS"
+  node_cni_dirs
+}
+
+# The node's /etc/cni/net.d and /opt/cni/bin, where containerd reads its CNI configuration and
+# plugins and where podseg's DaemonSet (hostPaths of those paths) chains podseg-cni, as on a
+# real node. Inside the node's mount namespace they are bind mounts of $CNI_CONF_DIR and
+# $CNI_BIN_DIR (Debian's plugins copied in), so nothing is written to the machine's own.
+# A missing mount point is made in an overlay of its nearest existing parent (upper in our
+# state), never on the machine's filesystem.
+node_cni_dirs() {
+  mkdir -p "$CNI_CONF_DIR" "$CNI_BIN_DIR"
+  cp -a "$SYSTEM_CNI_PLUGINS/." "$CNI_BIN_DIR/"
+  nsenter --mount="$MNTNS" -- sh -eu -c '
+    shadow=$1; shift
+    while [ $# -ge 2 ]; do
+      src=$1 dest=$2; shift 2
+      p=$dest
+      while [ ! -e "$p" ]; do p=$(dirname "$p"); done
+      if [ "$p" != "$dest" ]; then
+        [ "$p" != / ] || { echo "no parent of $dest to overlay" >&2; exit 1; }
+        o=$shadow/overlay$(echo "$p" | tr / _)
+        mkdir -p "$o/upper" "$o/work"
+        mount -t overlay overlay -o "lowerdir=$p,upperdir=$o/upper,workdir=$o/work" "$p"
+        mkdir -p "$dest"
+      fi
+      mount --bind "$src" "$dest"
+    done' sh "$STATE/shadow" "$CNI_CONF_DIR" "$NODE_CNI_CONF_DIR" "$CNI_BIN_DIR" "$NODE_CNI_BIN_DIR" ||
+    fail node-init "could not bind the node's CNI directories"
 }
 
 # cgroups: $CGROUP in every v1 hierarchy (the kubelet's cgroupRoot must exist in
@@ -250,7 +278,7 @@ render() {  # render TEMPLATE OUT [KEY=VALUE...]: replace @KEY@ (plus the common
   local t=$CL/templates/$1 out=$2; shift 2
   local args=() kv
   for kv in STATE="$STATE" RUN="$RUN" NODE="$NODE" NODE_IP="$NODE_IP" CONTAINERD_SOCK="$CONTAINERD_SOCK" \
-            PAUSE_IMAGE="$PAUSE_IMAGE" CNI_BIN_DIR="$CNI_BIN_DIR" CNI_CONF_DIR="$CNI_CONF_DIR" \
+            PAUSE_IMAGE="$PAUSE_IMAGE" NODE_CNI_BIN_DIR="$NODE_CNI_BIN_DIR" NODE_CNI_CONF_DIR="$NODE_CNI_CONF_DIR" \
             CLUSTER_CIDR="$CLUSTER_CIDR" CLUSTER_DOMAIN="$CLUSTER_DOMAIN" CNI_BRIDGE="$CNI_BRIDGE" \
             CLUSTER_DNS="$CLUSTER_DNS" "$@"; do
     args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"errors"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -195,5 +197,71 @@ func TestAskAgentNoSocket(t *testing.T) {
 	_, err := AskAgent(t.TempDir()+"/none.sock", Request{}, 100*time.Millisecond)
 	if err == nil {
 		t.Fatal("expected an error")
+	}
+}
+
+// An agent that stops during ADD hangs up without answering; the next one (a restart or an
+// upgrade) serves the socket again a little later, and it answers the same ADD.
+func TestAskAgentRestartDuringAdd(t *testing.T) {
+	sock := t.TempDir() + "/cni.sock"
+	first, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		conn, err := first.Accept()
+		if err == nil {
+			_, _ = bufio.NewReader(conn).ReadBytes('\n')
+			conn.Close() // stopping: no answer
+		}
+		first.Close() // the socket file goes with the old agent
+		time.Sleep(300 * time.Millisecond)
+		second, err := net.Listen("unix", sock)
+		if err != nil {
+			return
+		}
+		defer second.Close()
+		conn, err = second.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		line, _ := bufio.NewReader(conn).ReadBytes('\n')
+		if strings.Contains(string(line), `"name":"web"`) {
+			_, _ = conn.Write([]byte(`{"ok": true}` + "\n"))
+		}
+	}()
+	reply, err := AskAgent(sock, Request{Op: "add", Namespace: "x", Name: "web"}, 3*time.Second)
+	if err != nil || !reply.OK {
+		t.Fatalf("the restarted agent's answer: %v %v", reply, err)
+	}
+}
+
+// A refusal is final: ADD does not ask again.
+func TestAskAgentRefusalIsFinal(t *testing.T) {
+	sock := t.TempDir() + "/cni.sock"
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	asked := make(chan struct{}, 10)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			asked <- struct{}{}
+			_, _ = bufio.NewReader(conn).ReadBytes('\n')
+			_, _ = conn.Write([]byte(`{"ok": false, "error": "bad request"}` + "\n"))
+			conn.Close()
+		}
+	}()
+	if _, err := AskAgent(sock, Request{}, time.Second); err == nil {
+		t.Fatal("expected the refusal")
+	}
+	if len(asked) != 1 {
+		t.Fatalf("asked %d times", len(asked))
 	}
 }

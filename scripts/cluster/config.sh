@@ -35,8 +35,14 @@ PIDNS=$RUN/ns/pid                  # PID namespace of the node's processes (PID 
 NETNS_FILE=/run/netns/$NODE
 CONTAINERD_SOCK=$RUN/containerd/containerd.sock
 KUBECONFIG_ADMIN=$STATE/admin.kubeconfig
-CNI_CONF_DIR=$STATE/cni/net.d
-CNI_BIN_DIR=/usr/lib/cni
+# The node's CNI directories are the usual /etc/cni/net.d and /opt/cni/bin, as on any node
+# (podseg's DaemonSet chains podseg-cni there), but only inside the node's mount namespace:
+# there they are bind mounts of these folders of our state (node_cni_dirs in cluster.sh).
+CNI_CONF_DIR=$STATE/cni/net.d      # the node's /etc/cni/net.d
+CNI_BIN_DIR=$STATE/cni/bin         # the node's /opt/cni/bin: Debian's plugins, copied at up
+NODE_CNI_CONF_DIR=/etc/cni/net.d
+NODE_CNI_BIN_DIR=/opt/cni/bin
+SYSTEM_CNI_PLUGINS=/usr/lib/cni    # containernetworking-plugins (bridge, host-local, loopback)
 
 # Image names the manifests use (e2e.test v1.36.3: test/utils/image/manifest.go)
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.2

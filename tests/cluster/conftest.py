@@ -58,6 +58,7 @@ def overlays(image: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 @pytest.fixture(scope="session")
 def podseg(kube: support.Kube, overlays: dict[str, pathlib.Path]) -> dict[str, pathlib.Path]:
     """podseg installed: README's commands with `deploy/` being the overlay."""
+    support.remember_conflist(kube.config)
     for command in support.install_commands(overlays):
         kube.run(*command, *(["--timeout=180s"] if "rollout" in command else []))
     return overlays

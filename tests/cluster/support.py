@@ -52,6 +52,7 @@ class Config:
     kubectl: str
     kubeconfig: str
     mntns: str
+    pidns: str
     node: str
     node_ip: str
     node_netns: str
@@ -64,6 +65,7 @@ class Config:
             "BIN",
             "KUBECONFIG_ADMIN",
             "MNTNS",
+            "PIDNS",
             "NODE",
             "NODE_IP",
             "NETNS_FILE",
@@ -77,6 +79,7 @@ class Config:
             kubectl=f"{values['BIN']}/kubectl",
             kubeconfig=values["KUBECONFIG_ADMIN"],
             mntns=values["MNTNS"],
+            pidns=values["PIDNS"],
             node=values["NODE"],
             node_ip=values["NODE_IP"],
             node_netns=values["NETNS_FILE"],
@@ -404,6 +407,25 @@ def tables_of(config: Config, pod_ip: str) -> list[str]:
             tables: list[str] = info["tables"]
             return tables
     raise AssertionError(f"no pod namespace holds {pod_ip}")
+
+
+NODE_CONFLIST = "/etc/cni/net.d/10-psg.conflist"  # the node's own (scripts/cluster.sh writes it)
+# The node's conflist as podseg's install found it (read before the first install of the
+# session; `podseg cni uninstall` must put exactly this back).
+ORIGINAL_CONFLIST: dict[str, str] = {}
+
+
+def node_file(config: Config, path: str) -> str | None:
+    """A file of the node (its mount namespace: /etc/cni, /opt/cni are the node's own)."""
+    result = in_node(config, f"cat {path}")
+    return result.stdout if result.returncode == 0 else None
+
+
+def remember_conflist(config: Config) -> None:
+    """Keep the node's conflist before podseg chains podseg-cni into it (once a session)."""
+    text = node_file(config, NODE_CONFLIST)
+    if text is not None and "podseg-cni" not in text:
+        ORIGINAL_CONFLIST.setdefault(NODE_CONFLIST, text)
 
 
 def podseg_tables(tables: Iterable[str]) -> list[str]:

@@ -1,6 +1,7 @@
 """Uninstall on the real cluster, docs/operations.md's commands word for word (`deploy/...`
 standing for the overlays): rules stay while no agent runs (fail closed), the cleanup DaemonSet
-removes every podseg table, and `kubectl delete -k` leaves nothing behind.
+removes every podseg table and puts the node's CNI conflist back byte for byte, and
+`kubectl delete -k` leaves nothing behind.
 
 Runs last in the tier (file order): the later `cluster.sh conformance` installs podseg again.
 """
@@ -52,6 +53,12 @@ def test_the_documented_uninstall_leaves_no_table(
     # the monitoring objects exist when test_30 ran; make the documented delete meaningful
     support.ensure_monitoring(kube)
 
+    # the node's conflist chains podseg-cni; install kept the original beside it
+    conflist = support.NODE_CONFLIST
+    original = support.node_file(kube.config, conflist + ".podseg-orig")
+    assert original is not None and "podseg-cni" in (support.node_file(kube.config, conflist) or "")
+    assert original == support.ORIGINAL_CONFLIST.get(conflist, original)
+
     # 1. the agent goes; its rules stay (fail closed)
     kube.run(*_local(commands[0], podseg))
     assert support.agent_pods(kube) == [], "step 1 returns once the agent pods are gone"
@@ -64,6 +71,10 @@ def test_the_documented_uninstall_leaves_no_table(
         report = kube.run(*_local(words, podseg)).stdout
     assert '"event": "cleanup_summary"' in report or "cleanup" in report, report
     expect(kube, ns, "a", ips["b"], 80, allowed=True)
+    # ... after putting the node's conflist back byte for byte and removing the plugin
+    assert support.node_file(kube.config, conflist) == original
+    assert support.node_file(kube.config, conflist + ".podseg-orig") is None
+    assert support.in_node(kube.config, "test -e /opt/cni/bin/podseg-cni").returncode != 0
 
     # 3. everything else
     for words in commands[4:]:
