@@ -11,6 +11,8 @@
 #   bash scripts/cluster.sh conformance-anp   network-policy-api conformance (admin tiers; see its --help)
 #   bash scripts/cluster.sh smoke         pods, pod-to-pod, ClusterIP Service, kubectl exec
 #   bash scripts/cluster.sh podseg install|uninstall|status   podseg from this checkout, as a user installs it
+#   bash scripts/cluster.sh peer start|stop|status kube-network-policies|kube-router
+#                                         a peer policy enforcer in the node namespaces (cluster/peer.sh)
 #   bash scripts/cluster.sh kubectl ARGS  kubectl with the admin kubeconfig
 #
 # Topology (all addresses in 198.19.0.0/16, all names psg*):
@@ -552,8 +554,9 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     conformance) shift; exec bash "$CL/conformance.sh" "$@" ;;
     conformance-anp) shift; exec bash "$CL/conformance-anp.sh" "$@" ;;
     podseg) shift; exec bash "$CL/podseg.sh" "$@" ;;
+    peer) shift; exec bash "$CL/peer.sh" "$@" ;;
     kubectl) shift; kc "$@" ;;
     build) shift; bash "$CL/build.sh" "$@" ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
   esac
 fi
