@@ -356,6 +356,9 @@ def make_fixture(cfg: dict[str, str], api: Api, fake_pods: int) -> dict[str, str
                 "podIP": ip_of(i),
                 "podIPs": [{"ip": ip_of(i)}],
                 "hostIP": "198.19.0.250",
+                # not Ready already: the node controller, finding the ghost node unreachable,
+                # would otherwise rewrite every one of them (10,000 pod updates) mid-run
+                "conditions": [{"type": "Ready", "status": "False"}],
             }
         }
         api.call(
@@ -481,7 +484,7 @@ def cpu_s(pid: int) -> float:
     return total / tick
 
 
-def quiet(pid: int, timeout: float = 90) -> None:
+def quiet(pid: int, timeout: float = 30) -> None:
     """Until the enforcer used < 2% of a core for 2 s (or timeout)."""
     deadline = time.monotonic() + timeout
     last = cpu_s(pid)

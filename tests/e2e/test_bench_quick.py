@@ -173,3 +173,13 @@ def test_churn_quick() -> None:
     assert result["passes"] >= 1 and 0 < result["pass_ms"]["median"] <= result["pass_ms"]["p99"]
     assert result["drain_s"] > 0 and result["pss_mib_max"] > 0 and result["cold_start_s"] > 0
     _targets(result, {"churn_latency", "churn_memory", "churn_nothing_lost"})
+
+
+def test_peer_race_quick() -> None:
+    """--quick needs no cluster: the prober against a local listener and the table's shape."""
+    result = run("peer_race")
+    assert result["probe_deny_ms"] > 0
+    assert set(result["enforcers"]) == {"podseg", "kube-network-policies", "kube-router"}
+    assert set(result["ratios"]) == {"kube-network-policies", "kube-router"}
+    assert result["ratios"]["kube-router"]["flip p50 (ms)"] > 0
+    assert result["targets"] == []
