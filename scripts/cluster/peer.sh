@@ -52,6 +52,18 @@ knp_token() {
   innode cp "$STATE/pki/ca.crt" "$SA_DIR/ca.crt"
 }
 
+# nft_queue_supported: a `queue` rule loads in a throw-away table of the node namespace
+nft_queue_supported() {
+  local ok=0
+  innode nft -f - <<'NFT' >/dev/null 2>&1 || ok=1
+table inet psg-queue-check {
+  chain c { queue num 100 bypass; }
+}
+NFT
+  innode nft delete table inet psg-queue-check >/dev/null 2>&1 || true
+  return $ok
+}
+
 cmd_start() {
   local name=${1:-} other
   case "$name" in kube-network-policies|kube-router) ;; *) pdie "usage: peer start kube-network-policies|kube-router" ;; esac
@@ -64,13 +76,14 @@ cmd_start() {
   bash "$CL/build-peers.sh" >&2
   mkdir -p "$PIDS"
   if [ "$name" = kube-network-policies ]; then
+    nft_queue_supported || pdie "this kernel has no nftables queue expression (CONFIG_NFT_QUEUE; nfqueue from nftables answers ENOENT), which kube-network-policies needs for every policy decision"
     knp_token
     start "peer-$name" node env KUBERNETES_SERVICE_HOST="$NODE_IP" KUBERNETES_SERVICE_PORT="$API_PORT_IN_NODE" \
       "$BIN/kube-network-policies" --hostname-override="$NODE" --metrics-bind-address=127.0.0.1:9080 --v=1
     wait_for "peer-$name" 60 "programming its nftables table" innode nft list table inet kube-network-policies
   else
     start "peer-$name" node "$BIN/kube-router" --kubeconfig="$STATE/admin-in-node.kubeconfig" \
-      --hostname-override="$NODE" --run-firewall=true --run-router=false --run-service-proxy=false \
+      --hostname-override="$NODE" --service-cluster-ip-range="$SERVICE_CIDR" --run-firewall=true --run-router=false --run-service-proxy=false \
       --enable-ipv4=true --enable-ipv6=false --metrics-port=0 --health-port=20244 --v=1
     wait_for "peer-$name" 60 "programming its iptables chains" innode iptables -w 5 -S KUBE-ROUTER-FORWARD
   fi
