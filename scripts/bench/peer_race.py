@@ -269,12 +269,22 @@ def kubectl(cfg: dict[str, str], *args: str, stdin: str | None = None, check: bo
 
 
 def cluster_sh(*args: str, timeout: float = 600) -> str:
-    done = subprocess.run(
-        ["bash", str(CLUSTER), *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
+    """scripts/cluster.sh ARGS; its output through a file, not a pipe (a daemon it starts
+    keeps inherited descriptors open)."""
+    with tempfile.TemporaryFile("w+") as out:
+        done = subprocess.run(
+            ["bash", str(CLUSTER), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
+        out.seek(0)
+        text = out.read()
     if done.returncode != 0:
-        raise RuntimeError(f"cluster.sh {' '.join(args)}: {done.stdout[-800:]}{done.stderr[-800:]}")
-    return done.stdout
+        raise RuntimeError(f"cluster.sh {' '.join(args)}: {text[-1500:]}")
+    return text
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
@@ -427,7 +437,7 @@ def connects(cfg: dict[str, str], netns: str, ip: str, port: int) -> bool:
 
 def enforcer_root(cfg: dict[str, str], name: str) -> int:
     if name != "podseg":
-        return int(cluster_sh("peer", "pid").strip())
+        return int(cluster_sh("peer", "pid").split()[-1])
     found = []
     for d in pathlib.Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -623,7 +633,32 @@ def run_enforcer(
 ) -> dict[str, Any]:
     print(f"== {name}", flush=True)
     t_start = time.monotonic()
-    start(name)
+    try:
+        start(name)
+    except RuntimeError as e:
+        print(f"  could not start: {e}", flush=True)
+        with contextlib.suppress(RuntimeError):
+            stop(name)
+        return {"error": str(e).strip().splitlines()[-1]}
+    try:
+        return measure(name, args, cfg, api, ips, t_start)
+    except (RuntimeError, subprocess.SubprocessError, ValueError) as e:
+        print(f"  failed: {e}", flush=True)
+        return {"error": str(e).strip().splitlines()[-1]}
+    finally:
+        with contextlib.suppress(RuntimeError):
+            kubectl(cfg, "-n", NS, "delete", "networkpolicy", "--all")
+        stop(name)
+
+
+def measure(
+    name: str,
+    args: argparse.Namespace,
+    cfg: dict[str, str],
+    api: Api,
+    ips: dict[str, str],
+    t_start: float,
+) -> dict[str, Any]:
     pid = enforcer_root(cfg, name)
     cpu0 = cpu_s(pid)
     started_s = time.monotonic() - t_start
@@ -709,8 +744,6 @@ def run_enforcer(
             )
     pss = pss_mib(pid)
     cpu_total = cpu_s(pid) - cpu0
-    kubectl(cfg, "-n", NS, "delete", "networkpolicy", "--all")
-    stop(name)
     out = {
         "start_s": round(started_s, 1),
         "flips_ms": {k: benchlib.summary(v) for k, v in flips.items()},
@@ -773,11 +806,17 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, dict[str, 
         "| measure | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
-    ratios: dict[str, dict[str, float]] = {n: {} for n in names if n != "podseg"}
+    ratios: dict[str, dict[str, float]] = {
+        n: {} for n in names if n != "podseg" and "error" not in results[n]
+    }
     for label, get, fmt in ROWS:
         cells = []
-        base = get(results["podseg"]) if "podseg" in results else float("nan")
+        ok = "podseg" in results and "error" not in results["podseg"]
+        base = get(results["podseg"]) if ok else float("nan")
         for n in names:
+            if "error" in results[n]:
+                cells.append("not run")
+                continue
             value = get(results[n])
             cell = fmt.format(value)
             if n != "podseg" and base and base == base:
@@ -877,6 +916,9 @@ def main() -> int:
     text, ratios = table(results)
     print()
     print(text)
+    for n, r in results.items():
+        if "error" in r:
+            print(f"{n}: not run: {r['error']}")
     print(
         f"\n{args.flips} flips, {args.rounds} rounds of {args.seconds:.0f} s per peer count, "
         f"{args.fake_pods} fake pods; {time.monotonic() - t0:.0f} s; load average "

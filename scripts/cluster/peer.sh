@@ -78,13 +78,14 @@ cmd_start() {
   if [ "$name" = kube-network-policies ]; then
     nft_queue_supported || pdie "this kernel has no nftables queue expression (CONFIG_NFT_QUEUE; nfqueue from nftables answers ENOENT), which kube-network-policies needs for every policy decision"
     knp_token
+    # 9>&-: cluster.sh's copy of stderr, not for the daemon to keep open
     start "peer-$name" node env KUBERNETES_SERVICE_HOST="$NODE_IP" KUBERNETES_SERVICE_PORT="$API_PORT_IN_NODE" \
-      "$BIN/kube-network-policies" --hostname-override="$NODE" --metrics-bind-address=127.0.0.1:9080 --v=1
+      "$BIN/kube-network-policies" --hostname-override="$NODE" --metrics-bind-address=127.0.0.1:9080 --v=1 9>&-
     wait_for "peer-$name" 60 "programming its nftables table" innode nft list table inet kube-network-policies
   else
     start "peer-$name" node "$BIN/kube-router" --kubeconfig="$STATE/admin-in-node.kubeconfig" \
       --hostname-override="$NODE" --service-cluster-ip-range="$SERVICE_CIDR" --run-firewall=true --run-router=false --run-service-proxy=false \
-      --enable-ipv4=true --enable-ipv6=false --metrics-port=0 --health-port=20244 --v=1
+      --enable-ipv4=true --enable-ipv6=false --metrics-port=0 --health-port=20244 --v=1 9>&-
     wait_for "peer-$name" 60 "programming its iptables chains" innode iptables -w 5 -S KUBE-ROUTER-FORWARD
   fi
   psay "started $name (pid $(pid_of "peer-$name"), log $LOGS/peer-$name.log)"
