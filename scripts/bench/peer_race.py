@@ -405,7 +405,8 @@ def delete_fixture(cfg: dict[str, str]) -> None:
 def pod_netns(cfg: dict[str, str], ip: str) -> str:
     """/run/netns/NAME (in the node's mount namespace) holding `ip`."""
     script = (
-        'for f in /run/netns/*; do ip -n "${f##*/}" -o -4 addr | grep -q " $0/" && echo "$f"; done'
+        'for f in /run/netns/*; do ip -n "${f##*/}" -o -4 addr | grep -q " $0/" && echo "$f";'
+        " done; true"
     )
     out = subprocess.run(
         ["nsenter", f"--mount={cfg['MNTNS']}", "--", "sh", "-c", script, ip],

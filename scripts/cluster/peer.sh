@@ -93,23 +93,24 @@ cmd_start() {
 
 # what any peer left in the node namespace, one line each
 leftovers() {
+  local t saved
   innode nft list tables 2>/dev/null | grep -E 'kube-network-policies' || true
   local t
   for t in filter nat mangle raw; do
-    innode iptables-save -t "$t" 2>/dev/null | grep -E "$KR_CHAINS|KUBE-SRC-|KUBE-DST-" | sed "s/^/$t: /" || true
+    saved=$(innode iptables-save -t "$t" 2>/dev/null || true)
+    grep -E "$KR_CHAINS|KUBE-SRC-|KUBE-DST-" <<< "$saved" | sed "s/^/$t: /" || true
   done
   innode ipset list -n 2>/dev/null | grep -E "$KR_SETS" | sed 's/^/ipset: /' || true
   innode sh -c "[ ! -e $SA_DIR ] || echo 'credentials: $SA_DIR'"
 }
 
 clean_kube_router() {
-  local t
+  local t saved s
   for t in filter nat mangle raw; do
-    innode iptables-save -t "$t" 2>/dev/null | grep -qE "$KR_CHAINS" || continue
-    innode iptables-save -t "$t" | grep -vE "^:($KR_CHAINS)|^-A ($KR_CHAINS)|-j ($KR_CHAINS)" |
-      innode iptables-restore -w 5
+    saved=$(innode iptables-save -t "$t" 2>/dev/null || true)   # whole, then grep: no SIGPIPE
+    grep -qE "$KR_CHAINS" <<< "$saved" || continue
+    grep -vE "^:($KR_CHAINS)|^-A ($KR_CHAINS)|-j ($KR_CHAINS)" <<< "$saved" | innode iptables-restore -w 5
   done
-  local s
   for s in $(innode ipset list -n 2>/dev/null | grep -E "$KR_SETS" || true); do
     innode ipset destroy "$s"
   done
