@@ -340,6 +340,14 @@ def ip_of(i: int) -> str:
 def make_fixture(cfg: dict[str, str], api: Api, fake_pods: int) -> dict[str, str]:
     """The three real pods and the fake ones; {name: pod IP} of the real ones."""
     t0 = time.monotonic()
+
+    def gone() -> bool:  # a namespace of an earlier run still terminating
+        out = kubectl(cfg, "get", "namespaces", "-o", "name", check=False)
+        return f"namespace/{NS}\n" not in out and f"namespace/{FAKE_NS}\n" not in out
+
+    if not gone():
+        delete_fixture(cfg)
+        wait_until(gone, 300, "the namespaces of an earlier run deleted", interval=2)
     docs = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": FAKE_NS}},
