@@ -3,7 +3,8 @@ standing for the overlays): rules stay while no agent runs (fail closed), the cl
 removes every podseg table and puts the node's CNI conflist back byte for byte, and
 `kubectl delete -k` leaves nothing behind.
 
-Runs last in the tier (file order): the later `cluster.sh conformance` installs podseg again.
+Runs after every test that needs podseg (file order; test_95_peers needs it uninstalled): the
+later `cluster.sh conformance` installs podseg again.
 """
 
 from __future__ import annotations
