@@ -6,7 +6,8 @@ Fixture (made once, kept for every enforcer):
   (labels flip=on, set100=yes, set10k=yes) and `outsider` (no such labels);
 * namespace psg-race-fake: 10,000 pods bound to a Node object `psg-race-ghost` that no kubelet
   serves (tolerating every taint, so neither pod GC nor taint eviction removes them), with
-  status.podIP set through the status subresource (198.19.140.0 upward, in the cluster CIDR)
+  status.podIP set through the status subresource (every other address from 198.19.140.0, in
+  the cluster CIDR)
   and phase Running: real pod objects the enforcers list and watch like any remote pod, without
   sandboxes. 99 carry set100=yes, 9,999 set10k=yes.
 
@@ -333,7 +334,10 @@ def fake_pod(cfg: dict[str, str], i: int) -> dict[str, Any]:
 
 
 def ip_of(i: int) -> str:
-    n = FAKE_BASE + i
+    """Every other address: no two fake pods adjacent, so an enforcer that merges adjacent
+    addresses into ranges (podseg's interval sets) holds one element per peer, as kube-router's
+    ipset does."""
+    n = FAKE_BASE + 2 * i
     return f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
 
