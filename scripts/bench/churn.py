@@ -33,7 +33,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ import time_to_enforce as tte
 
 from testbed import objects
 from testbed.sandbox import cluster as sandbox_cluster
+from testbed.sandbox import tables
 
 TEAMS_A = ("t0", "t1", "t2")  # the first broad policy's teams
 WINDOW = flip_latency.WINDOW  # its roles r0 .. r39
@@ -164,33 +164,14 @@ def tree_cpu_s(pid: int) -> float:
 def listing(netns: str, backend: str) -> Any:
     """What the kernel holds for podseg in `netns`, comparable across two agents."""
     if backend == "iptables":
-        return flip_latency.ipset_elements(netns)
-    out: list[Any] = []
-    for family in ("inet", "netdev"):
-        done = subprocess.run(
-            ["ip", "netns", "exec", netns, "nft", "-j", "-s", "list", "table", family, "podseg"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if done.returncode != 0:
-            out.append(None)
-            continue
-        for item in json.loads(done.stdout)["nftables"]:
-            if "metainfo" in item:
-                continue
-            ((kind, body),) = item.items()
-            body = {k: v for k, v in body.items() if k != "handle"}
-            if "elem" in body:
-                body["elem"] = sorted(json.dumps(e, sort_keys=True) for e in body["elem"])
-            out.append({kind: body})
-    return out
+        return tables.ipset_elements(netns)
+    return tables.canonical_listing(netns)
 
 
 def holds(netns: str, backend: str, address: str) -> bool:
     """Whether the pod's podseg sets hold `address` (the drain marker)."""
     if backend == "iptables":
-        return any(address in e for els in flip_latency.ipset_elements(netns).values() for e in els)
+        return any(address in e for els in tables.ipset_elements(netns).values() for e in els)
     done = subprocess.run(
         ["ip", "netns", "exec", netns, "nft", "-j", "list", "table", "inet", "podseg"],
         capture_output=True,

@@ -50,6 +50,7 @@ from agent.calc import incremental
 from agent.dataplane import backends, netns, protocol
 from agent.dataplane import client as dp_client
 from agent.k8s import watch
+from testbed.sandbox import tables
 
 NODE = "node-1"
 LOCAL_PODS = 5
@@ -251,26 +252,13 @@ class Bench:
                 assert space.program is not None
                 bad += found.fingerprint != space.program.fingerprint
         for key in self.local:
-            whole = ipset_elements(self.spaces["ipt_whole"][key].name)
+            whole = tables.ipset_elements(self.spaces["ipt_whole"][key].name)
             for mode in ("ipt", "ipt_render"):
-                bad += ipset_elements(self.spaces[mode][key].name) != whole
+                bad += tables.ipset_elements(self.spaces[mode][key].name) != whole
             bad += nft_elements(self.spaces["nft"][key].name) != nft_elements(
                 self.spaces["nft_render"][key].name
             )
         return bad
-
-
-def ipset_elements(ns: str) -> dict[str, list[str]]:
-    """The podseg sets of a namespace without their generation token, elements sorted."""
-    out: dict[str, list[str]] = {}
-    save = subprocess.run(
-        ["ip", "netns", "exec", ns, "ipset", "save"], capture_output=True, text=True, check=True
-    ).stdout
-    for line in save.splitlines():
-        parts = line.split()
-        if parts[:1] == ["add"] and parts[1].startswith("PODSEG-"):
-            out.setdefault(parts[1].split("-", 2)[2], []).append(parts[2])
-    return {name: sorted(v) for name, v in out.items()}
 
 
 def nft_elements(ns: str) -> dict[str, list[str]]:

@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 import time
+from typing import Any
 
 from agent import config, store
 from agent.calc import compile as calc_compile
@@ -190,3 +191,55 @@ def mismatches(cluster: sandbox_cluster.SandboxCluster) -> dict[str, tuple[str |
     expected = expected_fingerprints(cluster)
     actual = kernel_tables(cluster, list(expected))
     return {k: (actual[k], v) for k, v in expected.items() if actual[k] != v}
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k != "handle"}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def canonical_listing(ns: str) -> list[Any]:
+    """Both owned nftables tables of `ns` as JSON objects, without handles and with set elements
+    sorted: equal for two namespaces that hold the same rules and elements, however they got
+    there (a patch or a fresh apply, one agent or another)."""
+    out: list[Any] = []
+    for family in ("inet", "netdev"):
+        done = subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "-j", "-s", "list", "table", family, "podseg"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            out.append(None)
+            continue
+        for item in json.loads(done.stdout)["nftables"]:
+            if "metainfo" in item:
+                continue
+            item = _strip(item)
+            if "set" in item and "elem" in item["set"]:
+                item["set"]["elem"] = sorted(item["set"]["elem"], key=json.dumps)
+            out.append(item)
+    return out
+
+
+def ipset_elements(ns: str) -> dict[str, list[str]]:
+    """The PODSEG- ipsets of a namespace by name without the generation token: their sorted
+    elements (`ipset save`: what the kernel holds, element for element)."""
+    out: dict[str, list[str]] = {}
+    save = subprocess.run(
+        ["ip", "netns", "exec", ns, "ipset", "save"], capture_output=True, text=True, check=True
+    ).stdout
+    for line in save.splitlines():
+        parts = line.split()
+        if len(parts) < 2 or not parts[1].startswith("PODSEG-"):
+            continue
+        name = "-".join(parts[1].split("-")[2:])
+        if parts[0] == "create":
+            out.setdefault(name, [])
+        elif parts[0] == "add":
+            out.setdefault(name, []).append(" ".join(parts[2:]))
+    return {name: sorted(elements) for name, elements in out.items()}

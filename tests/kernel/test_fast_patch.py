@@ -26,6 +26,7 @@ import pytest
 from agent.calc import intervals, ruleset
 from agent.dataplane import backends, protocol
 from agent.dataplane import client as dp_client
+from testbed.sandbox import tables
 from tests.support import kernel, privilege
 from tests.support.kernel import run, target, with_worker
 
@@ -158,14 +159,14 @@ class Namespace:
 
 def _listing(backend: backends.Backend, ns: str) -> object:
     if backend.name == "nftables":
-        return kernel.canonical_listing(ns)
+        return tables.canonical_listing(ns)
     rules = [
         line
         for family in ("iptables-save", "ip6tables-save")
         for line in run("ip", "netns", "exec", ns, family, "-t", "filter").splitlines()
         if line.startswith("-A ") and "podseg fp=" not in line
     ]
-    return kernel.sets_of(ns), sorted(_untoken(line) for line in rules)
+    return tables.ipset_elements(ns), sorted(_untoken(line) for line in rules)
 
 
 def _untoken(line: str) -> str:

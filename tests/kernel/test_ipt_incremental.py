@@ -22,8 +22,9 @@ import pytest
 from agent.calc import intervals, ruleset
 from agent.dataplane import backends, protocol
 from agent.dataplane import client as dp_client
+from testbed.sandbox import tables
 from tests.support import dataplane as dpt
-from tests.support import kernel, privilege
+from tests.support import privilege
 from tests.support.kernel import IPT, TCP, UDP, P, run, target, v4, with_worker
 
 pytestmark = [
@@ -151,7 +152,7 @@ def test_label_flip_patches_live_sets_and_the_tcp_verdict_flips(
         assert reply is not None and reply.applied and reply.sole
         # Same sets (no new generation, no whole apply), the peer now in them.
         assert run("ip", "netns", "exec", pod, "ipset", "list", "-n").split() == names
-        assert "198.18.0.20,tcp:80" in kernel.sets_of(pod)["i4p"]
+        assert "198.18.0.20,tcp:80" in tables.ipset_elements(pod)["i4p"]
         assert connect(peer, "198.18.0.10", 80) == "open"  # committed before the reply
         # Ownership bookkeeping: a read-back finds the patched fingerprint and the digest the
         # patch reported (a restarted agent adopts it, a resync sees no drift).
@@ -290,7 +291,7 @@ def test_patched_sets_equal_a_whole_apply_element_for_element(
                 assert reply.applied and reply.sole
                 patches += 1
             await fresh.whole(rs)
-            assert kernel.sets_of(patched_ns) == kernel.sets_of(fresh_ns)
+            assert tables.ipset_elements(patched_ns) == tables.ipset_elements(fresh_ns)
             fingerprint, digest = await dpt.examine(client, IPT, target(patched_ns))
             assert fingerprint == IPT.render(rs, ["eth0"]).fingerprint
             assert digest == patched.known.digest

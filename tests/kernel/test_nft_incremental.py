@@ -22,7 +22,7 @@ import pytest
 from agent.calc import intervals, ruleset
 from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
-from tests.support import kernel
+from testbed.sandbox import tables
 
 V4_BASE = int(intervals.address_range("198.18.0.0").first)
 V6_BASE = int(intervals.address_range("fd00:198:18::").first)
@@ -136,7 +136,7 @@ def test_incremental_listing_equals_fresh_full_apply(two_netns: tuple[str, str],
             load(patched_ns, script)
             patches += 1
         load(fresh_ns, current.script)
-        assert kernel.canonical_listing(patched_ns) == kernel.canonical_listing(fresh_ns)
+        assert tables.canonical_listing(patched_ns) == tables.canonical_listing(fresh_ns)
         listing = _run("ip", "netns", "exec", patched_ns, "nft", "list", "table", "inet", "podseg")
         assert render_nft.parse_fingerprint(listing) == current.fingerprint
         previous = current
