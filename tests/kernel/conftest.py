@@ -26,6 +26,22 @@ def netns() -> Iterator[str]:
 
 
 @pytest.fixture
+def two_netns() -> Iterator[tuple[str, str]]:
+    """Two bare namespaces with an `eth0`: one programmed step by step (patches), one applied
+    afresh each step, for tests comparing what the two hold."""
+    names = [f"psg-{secrets.token_hex(3)}-two{i}" for i in range(2)]
+    try:
+        for name in names:
+            run("ip", "netns", "add", name)
+            run("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+            run("ip", "-n", name, "link", "set", "eth0", "up")
+        yield names[0], names[1]
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+@pytest.fixture
 def pod_and_peer(netns: str) -> Iterator[tuple[str, str]]:
     """`netns` as the pod (198.18.0.10 on eth0) and a peer namespace (198.18.0.20)."""
     peer = netns.replace("-render", "-rpeer")

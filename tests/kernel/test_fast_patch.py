@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import secrets
-import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -57,20 +54,6 @@ def _raw(rng: random.Random, n: int) -> Raw:
         ports = ruleset.PortRange(first, first + rng.choice([0, 0, 0, 1, 20]))
         triples.append((_addr(rng, rng.choice([4, 4, 6])), rng.choice([6, 17, 132]), ports))
     return anys, triples
-
-
-@pytest.fixture
-def two_netns() -> Iterator[tuple[str, str]]:
-    names = [f"psg-{secrets.token_hex(3)}-fp{i}" for i in range(2)]
-    try:
-        for name in names:
-            run("ip", "netns", "add", name)
-            run("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-            run("ip", "-n", name, "link", "set", "eth0", "up")
-        yield names[0], names[1]
-    finally:
-        for name in names:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 def _direction(ingress: Raw, split: int) -> ruleset.DirectionRuleset:

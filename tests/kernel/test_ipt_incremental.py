@@ -12,7 +12,6 @@ Root only. Namespaces `psg-<random6>-render` / `-rpeer` (fixtures in conftest) a
 from __future__ import annotations
 
 import random
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -197,20 +196,6 @@ def test_patch_onto_changed_sets_falls_back(netns: str) -> None:
 
 
 # -- randomised equivalence: patched sets == freshly applied sets -------------------------
-
-
-@pytest.fixture
-def two_netns() -> Iterator[tuple[str, str]]:
-    names = [f"psg-{secrets.token_hex(3)}-ii{i}" for i in range(2)]
-    try:
-        for name in names:
-            run("ip", "netns", "add", name)
-            run("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-            run("ip", "-n", name, "link", "set", "eth0", "up")
-        yield names[0], names[1]
-    finally:
-        for name in names:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 def _addr(rng: random.Random, family: int) -> ruleset.AddrRange:

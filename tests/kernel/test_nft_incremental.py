@@ -13,9 +13,7 @@ Namespaces `psg-<random>-inc*`, deleted by the fixture.
 from __future__ import annotations
 
 import random
-import secrets
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -33,20 +31,6 @@ def _run(*args: str, stdin: str | None = None) -> str:
     if done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed: {done.stderr[-3000:]}\n{stdin or ''}")
     return done.stdout
-
-
-@pytest.fixture
-def two_netns() -> Iterator[tuple[str, str]]:
-    names = [f"psg-{secrets.token_hex(3)}-inc{i}" for i in range(2)]
-    try:
-        for name in names:
-            _run("ip", "netns", "add", name)
-            _run("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-            _run("ip", "-n", name, "link", "set", "eth0", "up")
-        yield names[0], names[1]
-    finally:
-        for name in names:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 def load(ns: str, script: str) -> None:
