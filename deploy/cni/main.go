@@ -14,19 +14,42 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "podseg-cni: "+format+"\n", args...)
 }
 
+// started is when the process started (package initialisation): an ADD's total time counts
+// from here, so it includes reading the runtime's stdin and environment.
+var started = time.Now()
+
+// Report is one ADD's outcome and where its time went: installing the pending table, waiting
+// for the agent's answer, and in all since the process started.
+type Report struct {
+	Pod     string
+	Outcome string
+	Pending time.Duration
+	Agent   time.Duration
+	Total   time.Duration
+}
+
+// Line is the report as logged on stderr (the runtime's log: containerd writes its plugins'
+// stderr to its own), one line per ADD.
+func (r Report) Line() string {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return fmt.Sprintf("add %s %s in %.1f ms (pending table %.1f ms, agent %.1f ms)",
+		r.Pod, r.Outcome, ms(r.Total), ms(r.Pending), ms(r.Agent))
+}
+
 // Plugin holds what the commands need from outside, so tests can replace it.
 type Plugin struct {
 	Out     *os.File
 	Install func(netns string, p Pending) error
 	Remove  func(netns string) error
 	Ask     func(socket string, req Request, timeout time.Duration) (Reply, error)
-	Status  func(outcome string)
+	Status  func(r Report)
+	Now     func() time.Time
 }
 
 func defaultPlugin() *Plugin {
 	nl := Netlink{}
 	return &Plugin{Out: os.Stdout, Install: nl.Install, Remove: nl.Remove, Ask: AskAgent,
-		Status: func(string) {}}
+		Status: func(r Report) { logf("%s", r.Line()) }, Now: time.Now}
 }
 
 // Add installs the pending table, asks the agent to program the pod, and passes prevResult
@@ -44,9 +67,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	pod := ParseArgs(args.Args)
 	node := append(append([]string{}, conf.NodeAddresses...), prev.Gateways...)
 	pending := NewPending(pod, args.ContainerID, conf.ClusterDNS, node)
+	t0 := p.Now()
 	if err := p.Install(args.Netns, pending); err != nil {
 		return fmt.Errorf("podseg-cni: cannot install the pending ruleset: %w", err)
 	}
+	t1 := p.Now()
 	req := Request{
 		Op: "add", Namespace: pod.Namespace, Name: pod.Name, Netns: args.Netns,
 		IPs: prev.Addresses, ContainerID: args.ContainerID, IfName: args.IfName,
@@ -57,6 +82,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	} else {
 		_, err = p.Ask(conf.AgentSocket, req, conf.Timeout())
 	}
+	t2 := p.Now()
 	if err != nil {
 		if conf.FailOpen {
 			outcome = "fail-open"
@@ -68,8 +94,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		}
 		logf("%s/%s: %v; %s", pod.Namespace, pod.Name, err, outcome)
 	}
-	p.Status(outcome)
 	_, werr := p.Out.Write(conf.RawPrevResult)
+	p.Status(Report{Pod: pod.Namespace + "/" + pod.Name, Outcome: outcome,
+		Pending: t1.Sub(t0), Agent: t2.Sub(t1), Total: p.Now().Sub(started)})
 	return werr
 }
 

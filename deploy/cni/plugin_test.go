@@ -26,6 +26,7 @@ type fake struct {
 	askErr  error
 	asked   []Request
 	outcome string
+	report  Report
 }
 
 func (f *fake) plugin(t *testing.T) (*Plugin, *os.File) {
@@ -48,7 +49,8 @@ func (f *fake) plugin(t *testing.T) (*Plugin, *os.File) {
 			}
 			return Reply{OK: true}, nil
 		},
-		Status: func(o string) { f.outcome = o },
+		Status: func(r Report) { f.outcome, f.report = r.Outcome, r },
+		Now:    time.Now,
 	}, out
 }
 
@@ -135,6 +137,26 @@ func TestAddAgentAnswers(t *testing.T) {
 	}
 	if f.outcome != "programmed" {
 		t.Fatal(f.outcome)
+	}
+}
+
+func TestAddReportsItsDuration(t *testing.T) {
+	f := &fake{}
+	p, _ := f.plugin(t)
+	clock := time.Unix(1000, 0)
+	p.Now = func() time.Time { clock = clock.Add(3 * time.Millisecond); return clock }
+	if err := p.Add(args(conf(""))); err != nil {
+		t.Fatal(err)
+	}
+	r := f.report
+	if r.Pod != "ns1/web-1" || r.Pending != 3*time.Millisecond || r.Agent != 3*time.Millisecond {
+		t.Fatalf("report %+v", r)
+	}
+	line := Report{Pod: "ns1/web-1", Outcome: "programmed", Pending: 1500 * time.Microsecond,
+		Agent: 10 * time.Millisecond, Total: 14250 * time.Microsecond}.Line()
+	if line != "add ns1/web-1 programmed in 14.2 ms (pending table 1.5 ms, agent 10.0 ms)" &&
+		line != "add ns1/web-1 programmed in 14.3 ms (pending table 1.5 ms, agent 10.0 ms)" {
+		t.Fatal(line)
 	}
 }
 
