@@ -6,9 +6,12 @@ namespace found, quarantine cuts and the dedup of reports."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
+import structlog
 
 from agent.calc import containment, terms
 from agent.calc import desired as calc_desired
@@ -318,3 +321,13 @@ def test_an_invalid_policy_is_reported_once_per_version_and_forgotten_when_gone(
     assert ("shop/bad", "1") in node.rec.reporter._policies
     node.run(node.apply(fx.event("networkpolicies", "DELETED", bad)), verify=True)
     assert not node.rec.reporter._policies  # pruned with the policy
+
+
+def test_the_pass_log_line_tells_the_placing_apart_from_the_compile() -> None:
+    node = Node()
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(node.rec.reconcile(None, since=time.monotonic(), kind="pod_ip"))
+    (line,) = [e for e in logs if e["event"] == "reconcile_committed"]
+    assert line["pods"] == 2
+    # the first pass scans the namespaces to place its pods: part of its compile
+    assert 0 < line["place_ms"] <= line["compile_ms"]
