@@ -197,13 +197,14 @@ def metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+# 403 as a number of its own (not the digits of a timing such as "kernel_ms": 9.403), the
+# words of a refusal, the agent's backing-off line, or the relay's 502.
+_REFUSAL = re.compile(r'(?<![\d.])403(?![\d.])|[Ff]orbidden|api_error_backing_off|"status": 502')
+
+
 def rbac_denials(log: str) -> list[str]:
     """Lines of a podseg log that show the API server refusing a request."""
-    return [
-        line
-        for line in log.splitlines()
-        if re.search(r'\b403\b|[Ff]orbidden|api_error_backing_off|"status": 502', line)
-    ]
+    return [line for line in log.splitlines() if _REFUSAL.search(line)]
 
 
 def _ready(pod: Mapping[str, Any]) -> bool:

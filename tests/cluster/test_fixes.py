@@ -16,6 +16,7 @@ from agent.calc import containment, intervals, ruleset
 from agent.calc import desired as calc_desired
 from agent.calc import services as calc_services
 from agent.k8s import convert
+from tests.cluster import support
 
 TCP = 6
 CLIENT_IP, SERVER_IP, OTHER_IP = "198.19.128.2", "198.19.128.47", "198.19.128.48"
@@ -254,3 +255,15 @@ def test_exempt_namespaces_are_configured_by_flag_or_variable() -> None:
         assert "PODSEG_NODE_GUARD_EXEMPT_NAMESPACES" in str(exc)
     else:
         raise AssertionError("a bad namespace name must be refused")
+
+
+def test_rbac_denials_are_refusals_not_timings() -> None:
+    """tests/cluster/test_80_admin_crds.py: a pass whose `kernel_ms` was 9.403 counted as an
+    RBAC denial (the digits 403 after a decimal point)."""
+    timing = '{"event": "reconcile_committed", "latency_ms": 28.054, "kernel_ms": 9.403}'
+    refused = [
+        '{"event": "api_error_backing_off", "error": "(403) Forbidden"}',
+        '{"event": "x", "status": 403}',
+        "pods is forbidden: User cannot list resource",
+    ]
+    assert support.rbac_denials("\n".join([timing, "1403 items", *refused])) == refused
