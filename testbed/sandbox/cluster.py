@@ -241,6 +241,9 @@ class SandboxCluster:
         agent.start()
         if wait:
             wait_until(agent.ready, 30, f"agent on {node} ready")
+            # /readyz can answer before the reader thread has the lines the agent wrote up to
+            # its readiness; callers read them (ruleset_adopted, ...) right after this returns.
+            wait_until(lambda: agent.events("agent_ready"), 10, f"agent on {node}: agent_ready")
         return agent
 
     def close(self) -> None:
