@@ -31,28 +31,16 @@ IFACES = ("eth0",)
 Raw = tuple[list[ruleset.AddrRange], list[intervals.Triple]]
 
 
-def _addr(rng: random.Random, family: int) -> ruleset.AddrRange:
-    """A single address (mostly: pod IPs), an aligned block or an odd range."""
-    base, span = (kernel.V4_BASE, 1 << 12) if family == 4 else (kernel.V6_BASE, 1 << 20)
-    first = base + rng.randrange(span)
-    shape = rng.random()
-    if shape < 0.6:
-        return ruleset.AddrRange(family, first, first)
-    if shape < 0.85:
-        size = 1 << rng.randrange(1, 8)
-        first -= (first - base) % size
-        return ruleset.AddrRange(family, first, first + size - 1)
-    return ruleset.AddrRange(family, first, first + rng.randrange(1, 300))
-
-
 def _raw(rng: random.Random, n: int) -> Raw:
     """Any-port peers and (peer, protocol, ports) inputs: single ports mostly, some ranges."""
-    anys = [_addr(rng, rng.choice([4, 6])) for _ in range(rng.randrange(n))]
+    anys = [kernel.random_addr_range(rng, rng.choice([4, 6])) for _ in range(rng.randrange(n))]
     triples = []
     for _ in range(rng.randrange(n)):
         first = rng.choice([53, 80, 443, 8080, rng.randrange(1, 65000)])
         ports = ruleset.PortRange(first, first + rng.choice([0, 0, 0, 1, 20]))
-        triples.append((_addr(rng, rng.choice([4, 4, 6])), rng.choice([6, 17, 132]), ports))
+        triples.append(
+            (kernel.random_addr_range(rng, rng.choice([4, 4, 6])), rng.choice([6, 17, 132]), ports)
+        )
     return anys, triples
 
 
@@ -97,10 +85,10 @@ def _small(rng: random.Random, raw: Raw) -> Raw:
             anys.pop(rng.randrange(len(anys)))
         elif roll < 0.85:
             port = rng.choice([53, 80, 443])
-            peer = _addr(rng, rng.choice([4, 4, 6]))
+            peer = kernel.random_addr_range(rng, rng.choice([4, 4, 6]))
             triples.append((peer, rng.choice([6, 17]), ruleset.PortRange(port, port)))
         else:
-            anys.append(_addr(rng, rng.choice([4, 6])))
+            anys.append(kernel.random_addr_range(rng, rng.choice([4, 6])))
     return anys, triples
 
 

@@ -23,7 +23,7 @@ from agent.dataplane import backends, protocol
 from agent.dataplane import client as dp_client
 from testbed.sandbox import tables
 from tests.support import dataplane as dpt
-from tests.support import privilege
+from tests.support import kernel, privilege
 from tests.support.kernel import IPT, TCP, UDP, P, run, target, v4, with_worker
 
 pytestmark = [
@@ -33,8 +33,6 @@ pytestmark = [
     ),
 ]
 
-V4_BASE = int(intervals.address_range("198.18.0.0").first)
-V6_BASE = int(intervals.address_range("fd00:198:18::").first)
 
 SERVE = """
 import socket, sys
@@ -198,19 +196,6 @@ def test_patch_onto_changed_sets_falls_back(netns: str) -> None:
 # -- randomised equivalence: patched sets == freshly applied sets -------------------------
 
 
-def _addr(rng: random.Random, family: int) -> ruleset.AddrRange:
-    base, span = (V4_BASE, 1 << 12) if family == 4 else (V6_BASE, 1 << 20)
-    first = base + rng.randrange(span)
-    shape = rng.random()
-    if shape < 0.6:
-        return ruleset.AddrRange(family, first, first)
-    if shape < 0.85:
-        size = 1 << rng.randrange(1, 8)
-        first -= (first - base) % size
-        return ruleset.AddrRange(family, first, first + size - 1)
-    return ruleset.AddrRange(family, first, first + rng.randrange(1, 300))
-
-
 def _ports(rng: random.Random) -> ruleset.PortRange:
     """Single ports, short ranges (expanded into hash:net,port elements) and one long range
     (a set of its own, matched with --dport)."""
@@ -222,9 +207,11 @@ Raw = tuple[list[ruleset.AddrRange], list[intervals.Triple]]
 
 
 def _raw(rng: random.Random, n: int) -> Raw:
-    anys = [_addr(rng, rng.choice([4, 6])) for _ in range(rng.randrange(n // 2, n))]
+    anys = [
+        kernel.random_addr_range(rng, rng.choice([4, 6])) for _ in range(rng.randrange(n // 2, n))
+    ]
     triples = [
-        (_addr(rng, rng.choice([4, 4, 6])), rng.choice([6, 17]), _ports(rng))
+        (kernel.random_addr_range(rng, rng.choice([4, 4, 6])), rng.choice([6, 17]), _ports(rng))
         for _ in range(rng.randrange(n // 2, n))
     ]
     return anys, triples

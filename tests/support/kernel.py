@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import select
 import subprocess
 import sys
@@ -246,3 +247,17 @@ class ReaderProc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def random_addr_range(rng: random.Random, family: int) -> ruleset.AddrRange:
+    """A single address (mostly: pod IPs), an aligned block or an odd range."""
+    base, span = (V4_BASE, 1 << 12) if family == 4 else (V6_BASE, 1 << 20)
+    first = base + rng.randrange(span)
+    shape = rng.random()
+    if shape < 0.6:
+        return ruleset.AddrRange(family, first, first)
+    if shape < 0.85:
+        size = 1 << rng.randrange(1, 8)
+        first -= (first - base) % size
+        return ruleset.AddrRange(family, first, first + size - 1)
+    return ruleset.AddrRange(family, first, first + rng.randrange(1, 300))
