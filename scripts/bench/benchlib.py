@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
+import subprocess
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -69,3 +71,43 @@ def store_of(objs: Sequence[dict[str, Any]]) -> store.Store:
         items = [o for o in objs if by_kind.get(o["kind"]) == kind]
         st.apply(watch.Relist(kind, items, "1", time.monotonic()), store.Change())
     return st
+
+
+_PERCENTILE = re.compile(r"percentile (\d+\.\d+) =\s+([\d.]+)")
+
+
+def sockperf_ping_pong(
+    prefix: Sequence[str], ip: str, port: int, seconds: float
+) -> tuple[float, float]:
+    """TCP round-trip p50 and p99 (us) of `sockperf ping-pong` run behind `prefix` (the
+    command that enters the client's namespace) against a sockperf server at ip:port."""
+    done = subprocess.run(
+        [
+            *prefix,
+            *("sockperf", "ping-pong", "--tcp", "-i", ip, "-p", str(port)),
+            *("-t", str(seconds), "-m", "64"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
+    found = {float(q): float(v) for q, v in _PERCENTILE.findall(done.stdout + done.stderr)}
+    if 50.0 not in found or 99.0 not in found:
+        raise RuntimeError(
+            f"sockperf gave no percentiles: {done.stdout[-400:]}{done.stderr[-400:]}"
+        )
+    return found[50.0], found[99.0]
+
+
+def iperf_gbps(prefix: Sequence[str], ip: str, port: int, seconds: float) -> float:
+    """TCP throughput (Gbit/s) of an iperf3 client run behind `prefix` against ip:port."""
+    done = subprocess.run(
+        [*prefix, "iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "-J"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
+    report = json.loads(done.stdout)
+    if "error" in report:
+        raise RuntimeError(f"iperf3: {report['error']}")
+    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9

@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import random
-import re
 import shutil
 import statistics
 import subprocess
@@ -111,39 +109,14 @@ def listening(netns: str, ports: tuple[int, ...]) -> bool:
     return all(f":{port} " in out for port in ports)
 
 
-_PCT = re.compile(r"percentile (\d+\.\d+) =\s+([\d.]+)")
-
-
 def sockperf(client: topology.SandboxPod, server_ip: str, seconds: float) -> tuple[float, float]:
-    done = subprocess.run(
-        [
-            *("ip", "netns", "exec", client.netns, "sockperf", "ping-pong", "--tcp"),
-            *("-i", server_ip, "-p", str(SOCKPERF_PORT), "-t", str(seconds), "-m", "64"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-    )
-    found = {float(q): float(v) for q, v in _PCT.findall(done.stdout + done.stderr)}
-    if 50.0 not in found or 99.0 not in found:
-        raise RuntimeError(f"sockperf gave no percentiles: {done.stdout[-500:]}{done.stderr}")
-    return found[50.0], found[99.0]
+    prefix = ("ip", "netns", "exec", client.netns)
+    return benchlib.sockperf_ping_pong(prefix, server_ip, SOCKPERF_PORT, seconds)
 
 
 def iperf(client: topology.SandboxPod, server_ip: str, seconds: float) -> float:
-    done = subprocess.run(
-        [
-            *("ip", "netns", "exec", client.netns, "iperf3", "-c", server_ip),
-            *("-p", str(IPERF_PORT), "-t", str(seconds), "-J"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-    )
-    report = json.loads(done.stdout)
-    if "error" in report:
-        raise RuntimeError(f"iperf3: {report['error']}")
-    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+    prefix = ("ip", "netns", "exec", client.netns)
+    return benchlib.iperf_gbps(prefix, server_ip, IPERF_PORT, seconds)
 
 
 @dataclasses.dataclass

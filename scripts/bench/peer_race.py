@@ -52,7 +52,6 @@ import http.client
 import json
 import os
 import pathlib
-import re
 import selectors
 import socket
 import ssl
@@ -569,39 +568,12 @@ def peers_policy(key: str) -> dict[str, Any]:
     }
 
 
-_PCT = re.compile(r"percentile (\d+\.\d+) =\s+([\d.]+)")
-
-
 def sockperf(cfg: dict[str, str], client: str, ip: str, seconds: float) -> tuple[float, float]:
-    done = subprocess.run(
-        [
-            *in_pod(cfg, client),
-            *("sockperf", "ping-pong", "--tcp", "-i", ip, "-p", str(SOCKPERF_PORT)),
-            *("-t", str(seconds), "-m", "64"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-    )
-    found = {float(q): float(v) for q, v in _PCT.findall(done.stdout + done.stderr)}
-    if 50.0 not in found or 99.0 not in found:
-        raise RuntimeError(
-            f"sockperf gave no percentiles: {done.stdout[-400:]}{done.stderr[-400:]}"
-        )
-    return found[50.0], found[99.0]
+    return benchlib.sockperf_ping_pong(in_pod(cfg, client), ip, SOCKPERF_PORT, seconds)
 
 
 def iperf(cfg: dict[str, str], client: str, ip: str, seconds: float) -> float:
-    done = subprocess.run(
-        [*in_pod(cfg, client), "iperf3", "-c", ip, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-    )
-    report = json.loads(done.stdout)
-    if "error" in report:
-        raise RuntimeError(f"iperf3: {report['error']}")
-    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+    return benchlib.iperf_gbps(in_pod(cfg, client), ip, IPERF_PORT, seconds)
 
 
 @contextlib.contextmanager
