@@ -10,6 +10,8 @@ pass) rebuilds them whole, so they can never drift from the store for long.
 
 from __future__ import annotations
 
+import ipaddress
+
 from agent import config, model, store
 from agent.calc import desired as calc_desired
 from agent.calc import incremental
@@ -29,9 +31,13 @@ class Indexes:
         self._calc: incremental.Calculator | None = None  # None: build it whole when asked
 
     def set_host(self, addresses: tuple[str, ...]) -> None:
-        """A scan's view of the agent's own namespace; a change makes every local pod due."""
-        if addresses != self.host:
-            self.host, self.host_moved = addresses, True
+        """A scan's view of the agent's own namespace. A change of the addresses that can be
+        the node's re-plans the pods the calculator then finds changed; a loopback or
+        link-local one cannot (`desired.with_host_addresses` leaves them out), and each new
+        pod's host-side veth brings an IPv6 link-local address."""
+        if self.host is None or _nodes_own(addresses) != _nodes_own(self.host):
+            self.host_moved = True
+        self.host = addresses
 
     def take_host_moved(self) -> bool:
         moved, self.host_moved = self.host_moved, False
@@ -129,3 +135,17 @@ class Indexes:
             if nodes.get(name) != calc.nodes.get(name):
                 calc.set_node(name, nodes.get(name))
         return calc
+
+
+def _nodes_own(addresses: tuple[str, ...]) -> frozenset[str]:
+    """The addresses of the node's namespace that may be the node's to others."""
+    own = set()
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            own.add(address)  # unreadable: kept, so a change of it still counts
+            continue
+        if not (ip.is_loopback or ip.is_link_local):
+            own.add(str(ip))
+    return frozenset(own)

@@ -223,10 +223,12 @@ class Reconciler:
             # The node's own addresses, before any pod compiles; at resync, placing the pods
             # scans again and a move re-plans (below).
             await _scan_quietly(self._scan)
-        moved = self.indexes.take_host_moved()
-        await self._plan_and_commit(run, local, None if moved else change)
+        # The node's own addresses moved (a scan saw them): the calculator takes the agent's
+        # Node with them (`indexes.calculator`) and says which pods that changes, exactly.
+        self.indexes.take_host_moved()
+        await self._plan_and_commit(run, local, change)
         if self.indexes.take_host_moved():  # a scan during the pass saw them move
-            await self._plan_and_commit(run, local, None)
+            await self._plan_and_commit(run, local, None if change is None else store.Change())
         self._finish_pass(run)
         for hook in self.after_commit:
             hook(run.plans)
@@ -259,7 +261,7 @@ class Reconciler:
         in chunks while the rest is planned; wait for all of it."""
         calc: incremental.Calculator | None = None  # brought up to date once, if a pod plans
         targets = self.indexes.affected(local, change)
-        run.recompiled = len(targets) if targets is not None else len(local)
+        run.recompiled += len(targets) if targets is not None else len(local)
         now = time.monotonic()
         due = set()
         for key, pod in local.items():

@@ -53,6 +53,7 @@ class FakeDataplane:
         self.trips = 0  # round trips (a batch is one)
         self.hang_next = 0  # the next N round trips time out
         self.refuse = False  # every commit fails as nft would refuse it
+        self.host: tuple[str, ...] = ()  # the addresses of the worker's own namespace
         self._next_ino = 1000
 
     # -- the test's side ------------------------------------------------------------------
@@ -133,7 +134,12 @@ class FakeDataplane:
         if isinstance(request, protocol.Scan):
             live = [ns for ns in self.namespaces.values() if not ns.gone]
             return protocol.Scanned(
-                tuple(netns.Candidate(ns.path, ns.ino, ns.interfaces) for ns in live)
+                tuple(
+                    netns.Candidate(ns.path, ns.ino, ns.interfaces)
+                    for ns in live
+                    if not request.paths or ns.path in request.paths
+                ),
+                self.host,
             )
         if isinstance(request, protocol.Forget):
             return protocol.Count(0)
