@@ -11,7 +11,7 @@ this module sends the requests and tells its caller (`Outcomes`) what happened.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from agent import metrics
@@ -31,15 +31,31 @@ class Outcomes(Protocol):
     def foreign(self, plan: sync_pod.Plan, before: tuple[str, ...]) -> None: ...
 
 
+# What a namespace held, read in an earlier round trip of the same pass (by `Target.ident`):
+# podseg-cni's named namespaces, read back with their scan (`placement.pin_announced`).
+Read = Mapping[tuple[str, int], protocol.Examined]
+
+
 async def run(
     plans: Sequence[sync_pod.Plan],
     dataplane: protocol.Dataplane,
     backend: backends.Backend,
     outcomes: Outcomes,
+    read: Read | None = None,
 ) -> None:
-    """Generation checks, read-backs, then commits. Never raises: a failure fails the plans
-    it touched."""
-    steps = (_check_generations, _examine, _commit)
+    """Generation checks, read-backs (none for a first contact already `read`), then
+    commits. Never raises: a failure fails the plans it touched."""
+    known: Read = read or {}
+
+    async def examine(
+        plans: list[sync_pod.Plan],
+        dataplane: protocol.Dataplane,
+        backend: backends.Backend,
+        outcomes: Outcomes,
+    ) -> None:
+        await _examine(plans, dataplane, backend, outcomes, known)
+
+    steps = (_check_generations, examine, _commit)
     for step in steps:
         try:
             await step([p for p in plans if not p.failed], dataplane, backend, outcomes)
@@ -78,14 +94,23 @@ async def _examine(
     dataplane: protocol.Dataplane,
     backend: backends.Backend,
     outcomes: Outcomes,
+    known: Read,
 ) -> None:
     reads = [p for p in plans if sync_pod.wants_examine(p)]
     if not reads:
         return
-    replies = await dataplane.batch(
-        [backend.examine_request(p.target, whole=p.verify) for p in reads]
-    )
-    for plan, reply in zip(reads, replies, strict=True):
+    # A first contact whose namespace this pass has read already needs no round trip.
+    ready = [p for p in reads if not p.verify and p.target.ident in known]
+    asked = [p for p in reads if p.verify or p.target.ident not in known]
+    replies: list[protocol.Examined | protocol.DataplaneError] = [
+        known[p.target.ident] for p in ready
+    ]
+    if asked:
+        answers = await dataplane.batch(
+            [backend.examine_request(p.target, whole=p.verify) for p in asked]
+        )
+        replies.extend(answers)
+    for plan, reply in zip(ready + asked, replies, strict=True):
         if isinstance(reply, protocol.DataplaneError):
             _fail(plan, reply, outcomes)
             continue

@@ -67,6 +67,7 @@ class Pass:
     placing: float = 0.0  # seconds of the compile spent placing pods (namespace scans)
     plans: list[sync_pod.Plan] = dataclasses.field(default_factory=list)
     recompiled: int = 0
+    read: kernel.Read = dataclasses.field(default_factory=dict)  # namespaces read while placing
 
     def summarize(self) -> None:
         """Metrics and the pass's log line: from the first event of the batch being received
@@ -269,8 +270,14 @@ class Reconciler:
             if self._due(pod, state, targets, run.verify or key in run.suspects, now):
                 due.add(key)
         placing = time.monotonic()
-        await placement.pin_announced(
-            self.dataplane, self.settings.netns_dir, self.store.cni_hints, self.pods, local, due
+        run.read = await placement.pin_announced(
+            self.dataplane,
+            self.backend,
+            self.settings.netns_dir,
+            self.store.cni_hints,
+            self.pods,
+            local,
+            due,
         )
         if run.verify or any(placement.unplaced(local[key], self.pods[key]) for key in due):
             due |= await self._place(local, due)
@@ -296,11 +303,11 @@ class Reconciler:
                     self._pod_failed(state, bound, exc)
                 if len(run.plans) - handed >= PIPELINE_CHUNK:
                     # The worker programs these while the next ones compile (two cores).
-                    work.append(asyncio.create_task(self._kernel(run.plans[handed:])))
+                    work.append(asyncio.create_task(self._kernel(run.plans[handed:], run.read)))
                     handed = len(run.plans)
                     await asyncio.sleep(0)  # let the task send its request now
             run.compiled = time.monotonic()
-            work.append(asyncio.create_task(self._kernel(run.plans[handed:])))
+            work.append(asyncio.create_task(self._kernel(run.plans[handed:], run.read)))
             await asyncio.gather(*work)
         finally:  # cancelled (the agent stops): no kernel work outlives the pass
             for task in work:
@@ -348,8 +355,8 @@ class Reconciler:
             self.reporter.placement(local[key], self.pods[key], placement.summary(self.pods[key]))
         return moves.moved
 
-    async def _kernel(self, plans: list[sync_pod.Plan]) -> None:
-        await kernel.run(plans, self.dataplane, self.backend, self)
+    async def _kernel(self, plans: list[sync_pod.Plan], read: kernel.Read) -> None:
+        await kernel.run(plans, self.dataplane, self.backend, self, read)
 
     # -- kernel.Outcomes --------------------------------------------------------------------
     def failed(self, plan: sync_pod.Plan, exc: Exception) -> None:

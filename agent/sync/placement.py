@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Mapping, MutableMapping
+from typing import Any
 
 from agent import model, store
 from agent.calc import containment, ruleset
-from agent.dataplane import netns, protocol
+from agent.dataplane import backends, netns, protocol
 from agent.flows import collector as flows_collector
 from agent.sync import pod as sync_pod
 
@@ -55,30 +57,54 @@ def pin(state: sync_pod.PodState, index: netns.Index, path: str, ips: tuple[str,
 
 async def pin_announced(
     dataplane: protocol.Dataplane,
+    backend: backends.Backend,
     netns_dir: str,
     hints: Mapping[str, store.CniHint],
     states: MutableMapping[str, sync_pod.PodState],
     local: Mapping[str, model.Pod],
     due: set[str],
-) -> None:
+) -> dict[tuple[str, int], protocol.Examined]:
     """Place the unplaced pods podseg-cni announced in the namespace it named, from a scan of
     those namespaces alone (the pod's ADD waits for this pass). Any it cannot place are left to
-    the full scan."""
+    the full scan.
+
+    The first-contact read-back of each named namespace (what `agent.sync.kernel` would ask
+    next: an earlier agent's table to adopt, foreign base chains) rides in the same worker
+    round trip; returned by namespace (`Target.ident`) for the pass's kernel steps, only where
+    the scan found the namespace the read-back was about (same inode)."""
     pinned = [
         key
         for key in due
         if key in hints and hints[key].ips == local[key].ips and unplaced(local[key], states[key])
     ]
     if not pinned:
-        return
+        return {}
     paths = tuple(sorted({hints[key].netns for key in pinned}))
+    inodes = {path: ino for path in paths if (ino := _inode(path)) is not None}
+    requests: list[protocol.Request[Any]] = [protocol.Scan(netns_dir, False, paths)]
+    requests += [backend.examine_request(netns.Target(p, i, ()), False) for p, i in inodes.items()]
     try:
-        scanned = await dataplane.call(protocol.Scan(netns_dir, False, paths))
+        scanned, *answers = await dataplane.batch(requests)
     except protocol.DataplaneError:
-        return
+        return {}
+    if isinstance(scanned, protocol.DataplaneError):
+        return {}
     index = netns.Index(scanned.candidates)
     for key in pinned:
         pin(states[key], index, hints[key].netns, local[key].ips)
+    return {
+        (path, ino): answer
+        for (path, ino), answer in zip(inodes.items(), answers, strict=True)
+        if isinstance(answer, protocol.Examined)
+    }
+
+
+def _inode(path: str) -> int | None:
+    """The inode of the namespace file at `path` (a stat, no namespace entered)."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 @dataclasses.dataclass

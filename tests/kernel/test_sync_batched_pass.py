@@ -211,6 +211,63 @@ def test_a_change_to_several_pods_is_one_round_trip(
     assert {s.state for s in rec.pods.values()} == {"enforced"}
 
 
+def _tables(name: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", name, "nft", "list", "tables"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_a_pod_announced_by_podseg_cni_costs_two_round_trips(
+    pod_namespaces: list[str], tmp_path: pathlib.Path
+) -> None:
+    """podseg-cni's ADD waits for this pass: the scan of the named namespace and its
+    first-contact read-back share one round trip, the commit (which also removes the pending
+    table) is the other."""
+    local = [_pod(f"web-{i}", ip, "node-1", {"app": "web"}) for i, ip in enumerate(ADDRESSES[:2])]
+    new = _pod("new", ADDRESSES[2], "node-1", {"app": "web"})
+    new["status"] = {"phase": "Pending"}  # the API shows no IP before ADD returns
+    policy = {
+        "metadata": {"namespace": "shop", "name": "web", "resourceVersion": "1"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]},
+    }
+    cluster = _store([*local, new], [policy])
+    dataplane = CountingClient()
+    rec = sync_loop.Reconciler(
+        _settings(tmp_path), cluster, dataplane, events.Recorder(None, "node-1")
+    )
+    pending = pod_namespaces[2]
+    _ip("netns", "exec", pending, "nft", "add", "table", "inet", "podseg-pending")
+    announced = {
+        "key": "shop/new",
+        "ips": [ADDRESSES[2]],
+        "netns": str(tmp_path / pending),
+        "containerId": "c0ffee",
+    }
+
+    async def scenario() -> None:
+        try:
+            await rec.reconcile(None)
+            assert "shop/new" not in rec.pods or rec.pods["shop/new"].state != "enforced"
+            dataplane.trips.clear()
+            dataplane.ops.clear()
+            change = store.Change()
+            cluster.apply(watch.WatchEvent(store.CNI, "ADDED", announced, 0.0), change)
+            await rec.reconcile(change, since=time.monotonic(), kind="cni")
+        finally:
+            await dataplane.close()
+
+    asyncio.run(scenario())
+    assert dataplane.trips == [("batch", 2), ("batch", 1)], dataplane.trips
+    assert dataplane.ops == ["scan", "glance", "commit"], dataplane.ops
+    assert rec.pods["shop/new"].state == "enforced"
+    tables = _tables(pending)
+    assert "inet podseg\n" in tables and "podseg-pending" not in tables, tables
+    assert "shop/web" in _listing(pending)
+
+
 def test_a_vanished_namespace_fails_only_its_pod(
     pod_namespaces: list[str], tmp_path: pathlib.Path
 ) -> None:
