@@ -165,7 +165,21 @@ class Reconciler:
     async def _step(
         self, batch: list[watch.WatchEvent | watch.Relist], suspects: set[str], verify: bool
     ) -> None:
-        """Apply a batch to the store, then run a pass once every initial LIST is done."""
+        """Apply a batch to the store, then run a pass once every initial LIST is done.
+
+        podseg-cni's ADDs go first, in a pass of their own: a pod start waits for it, so it
+        never waits for background work of the same batch (a resync, read-backs of suspects,
+        other pods' events). Desired state depends only on the snapshot, so applying the
+        batch in two steps ends where applying it at once would."""
+        announced = [item for item in batch if item.resource == store.CNI]
+        if announced and self.store.in_sync and (verify or suspects or len(announced) < len(batch)):
+            await self._apply_and_pass(announced, set(), False)
+            batch = [item for item in batch if item.resource != store.CNI]
+        await self._apply_and_pass(batch, suspects, verify)
+
+    async def _apply_and_pass(
+        self, batch: list[watch.WatchEvent | watch.Relist], suspects: set[str], verify: bool
+    ) -> None:
         change = store.Change()
         # A LIST (start, relist) loads the long-lived mirror, and the pass after it builds
         # the long-lived indexes: both without collections, then frozen (agent.heap).
