@@ -94,6 +94,9 @@ def normalize(path: str, netns_dir: str) -> str:
     return path
 
 
+ANSWER = json.dumps({"ok": True}).encode() + b"\n"
+
+
 @dataclasses.dataclass
 class Waiter:
     request: Request
@@ -101,7 +104,20 @@ class Waiter:
     ino: int
     since: float  # wall clock of the request
     done: asyncio.Future[bool]
+    writer: asyncio.StreamWriter | None = None  # the plugin's connection
     unpending: bool = False  # removing the pending table itself (see `after_commit`)
+    answered: float = 0.0  # monotonic time the answer was written
+
+    def answer(self) -> None:
+        """Tell the plugin now, from the reconciler's hook: the line goes out before the rest
+        of the pass's bookkeeping (cuts, gauges) and before this request's task resumes."""
+        if self.done.done():
+            return
+        self.done.set_result(True)
+        self.answered = time.monotonic()
+        if self.writer is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                self.writer.write(ANSWER)
 
 
 class Server:
@@ -149,27 +165,30 @@ class Server:
             await _reply(writer, {"ok": False, "error": f"bad request: {exc}"})
             return
         started = time.monotonic()
-        result = await self._serve(request, reader)
+        result, answered = await self._serve(request, reader, writer)
         metrics.CNI_REQUESTS.labels(result).inc()
         log.info(
             "cni_answered" if result == "programmed" else "cni_gone",
             pod=request.name,
             namespace=request.namespace,
-            wait_ms=round((time.monotonic() - started) * 1000, 3),
+            wait_ms=round(((answered or time.monotonic()) - started) * 1000, 3),
         )
-        if result == "programmed":
-            await _reply(writer, {"ok": True})
-        else:
-            await _close(writer)
+        if result == "programmed":  # the answer is written (`Waiter.answer`)
+            with contextlib.suppress(OSError):
+                await writer.drain()
+        await _close(writer)
 
-    async def _serve(self, request: Request, reader: asyncio.StreamReader) -> str:
+    async def _serve(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[str, float]:
+        """ "programmed" or "gone", and when the answer was written (0: none was)."""
         netns = normalize(request.netns, self.netns_dir)
         try:
             ino = os.stat(netns).st_ino
         except OSError:
             ino = 0
         loop = asyncio.get_running_loop()
-        waiter = Waiter(request, netns, ino, time.time(), loop.create_future())
+        waiter = Waiter(request, netns, ino, time.time(), loop.create_future(), writer)
         self.waiting.setdefault(request.key, []).append(waiter)
         metrics.PODS_PENDING.inc()
         log.info("cni_add", pod=request.name, namespace=request.namespace, netns=netns)
@@ -184,7 +203,9 @@ class Server:
         try:
             watched: set[asyncio.Future[Any]] = {waiter.done, hangup}
             done, _ = await asyncio.wait(watched, timeout=MAX_WAIT, return_when="FIRST_COMPLETED")
-            return "programmed" if waiter.done in done and not waiter.done.cancelled() else "gone"
+            if waiter.done in done and not waiter.done.cancelled():
+                return "programmed", waiter.answered
+            return "gone", 0.0
         finally:
             hangup.cancel()
             metrics.PODS_PENDING.dec()
@@ -207,7 +228,7 @@ class Server:
                     continue
                 fresh = state.committed_wall is not None and state.committed_wall >= waiter.since
                 if fresh:
-                    waiter.done.set_result(True)
+                    waiter.answer()
                 elif not waiter.unpending:  # adopted or in place: not removed by a commit
                     waiter.unpending = True
                     task = asyncio.create_task(self._unpend(waiter, slot.target))
@@ -221,8 +242,7 @@ class Server:
         except protocol.DataplaneError as exc:
             log.warning("cni_pending_not_removed", pod=waiter.request.key, error=str(exc))
             return
-        if not waiter.done.done():
-            waiter.done.set_result(True)
+        waiter.answer()
 
 
 def _slot_of(state: sync_pod.PodState, waiter: Waiter) -> sync_pod.Slot | None:
