@@ -13,7 +13,9 @@ Measured, in the same run:
 * `pending_only_ms`: a fail-open ADD with no agent listening and a 1 ms timeout (the pending
   table in and out, one refused connection);
 * `agent_answer_ms`, `agent_pass_ms`: the agent's own view, from its log: request received to
-  answer sent, and the pass's event-to-commit latency.
+  answer sent, and the pass's event-to-commit latency;
+* `agent_pass_split_ms`: where the pass's time went (`reconcile_committed`): queued, compile
+  (of which place: the scan of the named namespace with its read-back), kernel (the commit).
 
 Target cni-add: ADD p99 <= 50 ms added per pod. Prints MET / NOT MET, then `RESULT {json}`.
 Needs root and Go. Usage: .venv/bin/python scripts/bench/cni_add.py [--pods 100] [--quick]
@@ -36,6 +38,9 @@ from testbed.sandbox import cniplugin, topology
 NODE = "node-1"
 NS = "bench"
 GOAL_MS = 50.0
+# The pass's split (reconcile_committed): queued, compile (of which place: the scan of the
+# named namespace with its read-back, one worker round trip), kernel (the commit).
+SPLIT = ("queued", "compile", "place", "kernel")
 
 
 def _api_pod(name: str) -> dict[str, Any]:
@@ -110,13 +115,15 @@ def measure(args: argparse.Namespace, binary: pathlib.Path) -> dict[str, Any]:
             exec_ms.append(version.seconds * 1000)
         agent = cluster.agents[NODE]
         waits = [float(e["wait_ms"]) for e in agent.events("cni_answered")]
-        passes = [float(e["latency_ms"]) for e in agent.events("reconcile_committed")]
+        lines = agent.events("reconcile_committed")[-len(fresh) :]
+        split = {part: [float(e[f"{part}_ms"]) for e in lines] for part in SPLIT}
         return {
             "add_ms": add_ms,
             "exec_ms": exec_ms,
             "open_ms": open_ms,
             "agent_ms": waits,
-            "pass_ms": passes[-len(fresh) :],
+            "pass_ms": [float(e["latency_ms"]) for e in lines],
+            **{f"split_{part}": values for part, values in split.items()},
         }
 
 
@@ -152,6 +159,12 @@ def main() -> int:
         f"  agent: event to commit        median {passes['median']:.2f} ms  "
         f"p99 {passes['p99']:.2f} ms (reconcile_committed)"
     )
+    split = {part: benchlib.summary(raw[f"split_{part}"]) for part in SPLIT}
+    print(
+        "  agent: its pass, median / p99  "
+        + "  ".join(f"{p} {v['median']:.2f} / {v['p99']:.2f}" for p, v in split.items())
+        + " ms"
+    )
     print(f"  ratio ADD / plugin exec (median): {add['median'] / bare['median']:.2f}")
     targets = [
         benchlib.target(
@@ -169,6 +182,7 @@ def main() -> int:
         pending_only_ms=unanswered,
         agent_answer_ms=agent,
         agent_pass_ms=passes,
+        agent_pass_split_ms=split,
         same_run_ratios={"add_over_exec": add["median"] / bare["median"]},
         targets=targets,
     )
