@@ -93,6 +93,24 @@ class Pass:
         )
 
 
+Step = tuple[list[watch.WatchEvent | watch.Relist], set[str], bool]
+
+
+def announced_first(
+    batch: list[watch.WatchEvent | watch.Relist], in_sync: bool, suspects: set[str], verify: bool
+) -> list[Step]:
+    """The steps (batch, suspects, verify) of one wake-up: podseg-cni's ADDs first, in a pass
+    of their own, when the batch holds other work too (a due resync, suspects to read back,
+    other events). A pod start waits for that pass, so it never waits for background work.
+    Desired state depends only on the snapshot: applying a batch in two steps ends where
+    applying it at once would."""
+    announced = [item for item in batch if item.resource == store.CNI]
+    if not announced or not in_sync or not (verify or suspects or len(announced) < len(batch)):
+        return [(batch, suspects, verify)]
+    rest = [item for item in batch if item.resource != store.CNI]
+    return [(announced, set(), False), (rest, suspects, verify)]
+
+
 async def _scan(
     dataplane: protocol.Dataplane, settings: config.Settings, views: indexes.Indexes
 ) -> netns.Index:
@@ -160,26 +178,13 @@ class Reconciler:
             verify = time.monotonic() >= next_resync
             if verify:
                 next_resync = time.monotonic() + self.settings.resync_period
-            await self._step(batch, suspects, verify)
+            for part in announced_first(batch, self.store.in_sync, suspects, verify):
+                await self._step(*part)
 
     async def _step(
         self, batch: list[watch.WatchEvent | watch.Relist], suspects: set[str], verify: bool
     ) -> None:
-        """Apply a batch to the store, then run a pass once every initial LIST is done.
-
-        podseg-cni's ADDs go first, in a pass of their own: a pod start waits for it, so it
-        never waits for background work of the same batch (a resync, read-backs of suspects,
-        other pods' events). Desired state depends only on the snapshot, so applying the
-        batch in two steps ends where applying it at once would."""
-        announced = [item for item in batch if item.resource == store.CNI]
-        if announced and self.store.in_sync and (verify or suspects or len(announced) < len(batch)):
-            await self._apply_and_pass(announced, set(), False)
-            batch = [item for item in batch if item.resource != store.CNI]
-        await self._apply_and_pass(batch, suspects, verify)
-
-    async def _apply_and_pass(
-        self, batch: list[watch.WatchEvent | watch.Relist], suspects: set[str], verify: bool
-    ) -> None:
+        """Apply a batch to the store, then run a pass once every initial LIST is done."""
         change = store.Change()
         # A LIST (start, relist) loads the long-lived mirror, and the pass after it builds
         # the long-lived indexes: both without collections, then frozen (agent.heap).
@@ -238,9 +243,7 @@ class Reconciler:
             # The node's own addresses, before any pod compiles; at resync, placing the pods
             # scans again and a move re-plans (below).
             await _scan_quietly(self._scan)
-        # The node's own addresses moved (a scan saw them): the calculator takes the agent's
-        # Node with them (`indexes.calculator`) and says which pods that changes, exactly.
-        self.indexes.take_host_moved()
+        self.indexes.take_host_moved()  # the calculator takes the Node's new addresses itself
         await self._plan_and_commit(run, local, change)
         if self.indexes.take_host_moved():  # a scan during the pass saw them move
             await self._plan_and_commit(run, local, None if change is None else store.Change())
@@ -285,13 +288,7 @@ class Reconciler:
                 due.add(key)
         placing = time.monotonic()
         run.read = await placement.pin_announced(
-            self.dataplane,
-            self.backend,
-            self.settings.netns_dir,
-            self.store.cni_hints,
-            self.pods,
-            local,
-            due,
+            self.dataplane, self.backend, self.settings, self.store, self.pods, local, due
         )
         if run.verify or any(placement.unplaced(local[key], self.pods[key]) for key in due):
             due |= await self._place(local, due)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from agent import model, store
+from agent import config, model, store
 from agent.calc import containment, ruleset
 from agent.dataplane import backends, netns, protocol
 from agent.flows import collector as flows_collector
@@ -58,8 +58,8 @@ def pin(state: sync_pod.PodState, index: netns.Index, path: str, ips: tuple[str,
 async def pin_announced(
     dataplane: protocol.Dataplane,
     backend: backends.Backend,
-    netns_dir: str,
-    hints: Mapping[str, store.CniHint],
+    settings: config.Settings,
+    cluster: store.Store,
     states: MutableMapping[str, sync_pod.PodState],
     local: Mapping[str, model.Pod],
     due: set[str],
@@ -72,6 +72,7 @@ async def pin_announced(
     next: an earlier agent's table to adopt, foreign base chains) rides in the same worker
     round trip; returned by namespace (`Target.ident`) for the pass's kernel steps, only where
     the scan found the namespace the read-back was about (same inode)."""
+    hints = cluster.cni_hints
     pinned = [
         key
         for key in due
@@ -81,7 +82,7 @@ async def pin_announced(
         return {}
     paths = tuple(sorted({hints[key].netns for key in pinned}))
     inodes = {path: ino for path in paths if (ino := _inode(path)) is not None}
-    requests: list[protocol.Request[Any]] = [protocol.Scan(netns_dir, False, paths)]
+    requests: list[protocol.Request[Any]] = [protocol.Scan(settings.netns_dir, False, paths)]
     requests += [backend.examine_request(netns.Target(p, i, ()), False) for p, i in inodes.items()]
     try:
         scanned, *answers = await dataplane.batch(requests)
