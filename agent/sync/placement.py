@@ -70,8 +70,8 @@ async def pin_announced(
 
     The first-contact read-back of each named namespace (what `agent.sync.kernel` would ask
     next: an earlier agent's table to adopt, foreign base chains) rides in the same worker
-    round trip; returned by namespace (`Target.ident`) for the pass's kernel steps, only where
-    the scan found the namespace the read-back was about (same inode)."""
+    round trip, by the inode the agent stats; returned by (path, inode) for the pass's kernel
+    steps, which use it only for a slot the scan placed in that very namespace."""
     hints = cluster.cni_hints
     pinned = [
         key
