@@ -9,13 +9,16 @@ the rest as the very same objects, so the changed stretch is found by identity f
 (equality is the fallback), and only its elements are formatted.
 
 `derive` takes the ruleset and the rendering of the last commit and the new ruleset. When the
-two rulesets differ only in the elements of the policy peer sets (`<direction>_{any,ports}{4,6}`
-and each policy's counting sets `<direction>_p<N>_...`) it returns the new rendering, equal to
-`render_nft.render` of the new ruleset (the patched sets spliced into the old tables, then
-`render_nft.assemble`: the same script and fingerprint), and the transaction that
-`agent.dataplane.nft.incremental.patch` would write for the two (state rule, then per changed
-set its deletes and adds). Anything else (tiers, containment, the node guard, mode, policies,
-interfaces) returns None: the caller renders and diffs as before.
+two rulesets differ only in the elements of the policy peer sets (`<direction>_any{4,6}`,
+`_exact{4,6}` and the address sets of each port spec, `_<proto>_<ports>_v{4,6}`, and each
+policy's counting sets `<direction>_p<N>_...`), on the same port specs, it returns the new
+rendering, equal to `render_nft.render` of the new ruleset (the patched sets spliced into the
+old tables, then `render_nft.assemble`: the same script and fingerprint), and the transaction
+that `agent.dataplane.nft.incremental.patch` would write for the two (state rule, then per
+changed set its deletes and adds). Anything else (tiers, containment, the node guard, mode,
+policies, interfaces), or a peer change that brings the first element of a port spec or takes
+its last (the spec's sets, chain and map key come or go), returns None: the caller renders and
+diffs as before.
 
 Pure; interval subtleties need no care here: the elements stay the canonical (disjoint,
 maximal) ones a full render writes, and the transaction deletes before it adds.

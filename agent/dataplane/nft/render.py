@@ -9,7 +9,10 @@ table (`table inet podseg`, plus `table netdev podseg` when egress is isolated):
                      jump ingress_deny
     ingress_policy : one rule per peer set: saddr in *_any{4,6}, or
                      saddr . l4proto . dport in *_exact{4,6} (hash: one address, one
-                     port) or *_ports{4,6} (intervals) -> goto ingress_allow
+                     port) -> goto ingress_allow; then one verdict map on l4proto . dport
+                     jumping to a chain per port segment, whose rules look saddr up in the
+                     address interval sets of the port specs covering it
+                     (*_<proto>_<ports>_v{4,6}) -> goto ingress_allow
     ingress_allow  : a new connection is sampled to NFLOG (`podseg accept ingress`, rate
                      limited); accept
     ingress_deny   : counter drop
@@ -1011,8 +1014,9 @@ def port_spec_chains(
     The map's keys must not overlap, while two specs' port ranges may (one address run
     allowed 80-90, another 85-95): the ports are cut into segments on which the set of
     covering specs is constant, and each distinct set of covering specs gets one chain that
-    checks the address sets of those specs. Disjoint specs (the usual case) give one chain and
-    one segment each. A function of the specs alone, so of the skeleton."""
+    checks the address sets of those specs, named after its first segment. Disjoint specs (the
+    usual case) give one chain and one segment each. A function of the specs alone, so of the
+    skeleton."""
     by_proto: dict[int, list[Spec]] = {}
     for spec in specs:
         by_proto.setdefault(spec[0], []).append(spec)
