@@ -958,42 +958,8 @@ def _peer_rules(
         held = tuple([e for e in exact if e.addrs.family == family])
         body.sets.append(NamedSet(name, set_type, (), elements, held))
         rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {action}")
-    by_spec: dict[tuple[int, int, int], tuple[list[ruleset.PeerPort], list[ruleset.PeerPort]]] = {}
-    for e in port_peers:
-        spec = (e.protocol, e.ports.first, e.ports.last)
-        held_by = by_spec.get(spec)
-        if held_by is None:
-            held_by = by_spec[spec] = ([], [])
-        if not is_exact(e):
-            held_by[0 if e.addrs.family == 4 else 1].append(e)
-    if not by_spec:
-        return rules
-    specs = sorted(by_spec)
-    for spec in specs:
-        for family, addr_type, held_list in (
-            (4, "ipv4_addr", by_spec[spec][0]),
-            (6, "ipv6_addr", by_spec[spec][1]),
-        ):
-            held = tuple(held_list)
-            texts = tuple([format_addr(e.addrs) for e in held])
-            name = port_spec_set(prefix, spec, family)
-            body.sets.append(NamedSet(name, addr_type, elements=texts, members=held))
-    verdicts: list[str] = []
-    for chain, segments, covering in port_spec_chains(prefix, specs):
-        body.chain(
-            chain,
-            [
-                f"{ip} {key} @{port_spec_set(prefix, spec, family)} {action}"
-                for spec in covering
-                for family, ip in ((4, "ip"), (6, "ip6"))
-            ],
-        )
-        verdicts += [
-            f"{format_protocol(proto)} . {_port_text(first, last)} : jump {chain}"
-            for proto, first, last in segments
-        ]
-    rules.append(f"meta l4proto . th dport vmap {{ {', '.join(verdicts)} }}")
-    return rules
+    vmap = _port_spec_rules(body, key, action, prefix, port_peers)
+    return rules + vmap
 
 
 Spec = tuple[int, int, int]  # (protocol, first port, last port) of port elements
@@ -1040,6 +1006,48 @@ def port_spec_chains(
         name = f"{prefix}by_{format_protocol(proto)}_{ports}"
         out.append((name, segments, covering))
     return out
+
+
+def _port_spec_rules(
+    body: _Body, key: str, action: str, prefix: str, port_peers: Sequence[ruleset.PeerPort]
+) -> list[str]:
+    """Declare the address sets of each port spec of `port_peers` and the chains of its port
+    segments; the verdict map rule (none when there is no port element)."""
+    by_spec: dict[Spec, tuple[list[ruleset.PeerPort], list[ruleset.PeerPort]]] = {}
+    for e in port_peers:
+        spec = (e.protocol, e.ports.first, e.ports.last)
+        held_by = by_spec.get(spec)
+        if held_by is None:
+            held_by = by_spec[spec] = ([], [])
+        if not is_exact(e):
+            held_by[0 if e.addrs.family == 4 else 1].append(e)
+    if not by_spec:
+        return []
+    specs = sorted(by_spec)
+    for spec in specs:
+        for family, addr_type, held_list in (
+            (4, "ipv4_addr", by_spec[spec][0]),
+            (6, "ipv6_addr", by_spec[spec][1]),
+        ):
+            held = tuple(held_list)
+            texts = tuple([format_addr(e.addrs) for e in held])
+            name = port_spec_set(prefix, spec, family)
+            body.sets.append(NamedSet(name, addr_type, elements=texts, members=held))
+    verdicts: list[str] = []
+    for chain, segments, covering in port_spec_chains(prefix, specs):
+        body.chain(
+            chain,
+            [
+                f"{ip} {key} @{port_spec_set(prefix, spec, family)} {action}"
+                for spec in covering
+                for family, ip in ((4, "ip"), (6, "ip6"))
+            ],
+        )
+        verdicts += [
+            f"{format_protocol(proto)} . {_port_text(first, last)} : jump {chain}"
+            for proto, first, last in segments
+        ]
+    return [f"meta l4proto . th dport vmap {{ {', '.join(verdicts)} }}"]
 
 
 def _port_text(first: int, last: int) -> str:
