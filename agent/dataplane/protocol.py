@@ -279,9 +279,10 @@ class Commit(InNetns[Committed]):
 class SetChange:
     """The elements deleted from and added to one peer set of `table inet podseg`.
 
-    `kind` "any": an address interval set, elements (first, last); "ports": an
-    `addr . proto . port` interval set, "exact": the same as a hash set (one address, one
-    port), elements (first, last, protocol, first port, last port). Addresses as integers."""
+    `kind` "any": an address interval set (a direction's any-port peers, or the peers of one
+    port spec), elements (first, last); "exact": an `addr . proto . port` hash set (one
+    address, one port), "ports": the same as an interval set, elements (first, last,
+    protocol, first port, last port). Addresses as integers."""
 
     name: str
     family: int

@@ -49,6 +49,7 @@ from agent import store
 from agent.calc import incremental
 from agent.dataplane import backends, netns, protocol
 from agent.dataplane import client as dp_client
+from agent.dataplane.nft import render as render_nft
 from agent.k8s import watch
 from testbed.sandbox import tables
 
@@ -155,6 +156,7 @@ class Bench:
         self.worker_own: dict[str, list[float]] = {mode: [] for mode in MODES}
         self.fallbacks = {mode: 0 for mode in MODES}
         self.changed: list[int] = []
+        self.touched: list[tuple[str, int]] = []  # nft: (kernel set kind, its elements)
 
     async def program(self, mode: str, rulesets: dict[str, Any]) -> float:
         """Render and commit the changed pods' rulesets for `mode`, one batch; the kernel
@@ -167,6 +169,8 @@ class Bench:
             if mode in DERIVED:
                 program = backend.derive(space.rs, space.program, rs, space.target.interfaces)
                 self.derived[mode] += program.patch is not None
+                if mode == "nft":
+                    self.touched.extend(touched_sets(program))
             else:
                 program = backend.render(rs, space.target.interfaces)
             programs[key] = program
@@ -261,6 +265,22 @@ class Bench:
         return bad
 
 
+def touched_sets(program: backends.Program) -> list[tuple[str, int]]:
+    """The sets a derived nftables patch changes: the kernel's kind of each (`pipapo`: an
+    interval set of concatenations, `rbtree`: an address interval set, `hash`) and its size."""
+    if program.elements is None or not isinstance(program.payload, render_nft.Rendered):
+        return []
+    held = {s.name: s for t in program.payload.tables for s in t.sets}
+    out = []
+    for change in program.elements:
+        named = held[change.name]
+        concat = " . " in named.type
+        interval = "interval" in named.flags
+        kind = ("pipapo" if concat else "rbtree") if interval else "hash"
+        out.append((kind, len(named.elements)))
+    return out
+
+
 def nft_elements(ns: str) -> dict[str, list[str]]:
     """The sets of `table inet podseg` in a namespace, elements sorted (JSON listing)."""
     out = subprocess.run(
@@ -275,6 +295,15 @@ def nft_elements(ns: str) -> dict[str, list[str]]:
             elements = item["set"].get("elem", [])
             sets[item["set"]["name"]] = sorted(json.dumps(e, sort_keys=True) for e in elements)
     return sets
+
+
+def touched_summary(touched: list[tuple[str, int]], patches: int) -> dict[str, dict[str, Any]]:
+    """Per kernel set kind: how many a patch changes on average, and their sizes' median."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in sorted({k for k, _ in touched}):
+        sizes = sorted(n for k, n in touched if k == kind)
+        out[kind] = {"per_patch": len(sizes) / max(1, patches), "elements": sizes[len(sizes) // 2]}
+    return out
 
 
 def parse_args() -> argparse.Namespace:
@@ -318,6 +347,16 @@ async def run(args: argparse.Namespace) -> int:
         await client.close()
         delete_netns(names)
     print(f"  local pods changed per flip: {min(bench.changed)}..{max(bench.changed)}")
+    touched = touched_summary(bench.touched, len(bench.calc_ms) * LOCAL_PODS)
+    print(
+        "  nft sets a derived patch changes, per pod and flip: "
+        + (
+            ", ".join(
+                f"{k} {v['per_patch']:.1f} ({v['elements']} elements)" for k, v in touched.items()
+            )
+            or "none"
+        )
+    )
     print(f"  calculation (shared)       {ms(bench.calc_ms)}")
     for mode in MODES:
         print(
@@ -377,6 +416,7 @@ async def run(args: argparse.Namespace) -> int:
             for mode in MODES
         },
         calc=benchlib.summary(bench.calc_ms),
+        nft_sets_touched=touched,
         changed_per_flip=[min(bench.changed), max(bench.changed)],
         same_run_ratios=ratios,
         mismatches=bad,

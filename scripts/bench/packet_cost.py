@@ -16,6 +16,7 @@ The rulesets are programmed through the real dataplane worker with the chosen ba
 (`--backend nftables|iptables`), as the agent programs them.
 Needs root, sockperf and iperf3 (scripts/setup.sh installs them). Usage:
   .venv/bin/python scripts/bench/packet_cost.py [--backend nftables] [--quick] [--rounds 5]
+      [--peer-shape exact|ranges]
 """
 
 from __future__ import annotations
@@ -45,12 +46,19 @@ TCP = 6
 FILLER_BASE = int(intervals.address_range("198.19.200.0").first)
 
 
-def peer_rules(peer_ip: str, n: int) -> ruleset.DirectionRuleset:
-    """An isolated direction allowing `peer_ip` and n-1 filler addresses on the two ports."""
+def peer_rules(peer_ip: str, n: int, shape: str = "exact") -> ruleset.DirectionRuleset:
+    """An isolated direction allowing `peer_ip` and n-1 filler addresses on the two ports.
+
+    `shape` "exact": single addresses on single ports (the nftables hash sets); "ranges":
+    fillers of two addresses and each port widened to a two-port range, so that every element
+    is an address in its port spec's interval set, reached through the verdict map."""
     real = intervals.address_range(peer_ip)
-    fillers = [ruleset.AddrRange(4, FILLER_BASE + 2 * i, FILLER_BASE + 2 * i) for i in range(n - 1)]
+    width = 1 if shape == "ranges" else 0
+    fillers = [
+        ruleset.AddrRange(4, FILLER_BASE + 4 * i, FILLER_BASE + 4 * i + width) for i in range(n - 1)
+    ]
     triples = [
-        (addr, TCP, ruleset.PortRange(port, port))
+        (addr, TCP, ruleset.PortRange(port, port + width))
         for addr in [real, *fillers]
         for port in (SOCKPERF_PORT, IPERF_PORT)
     ]
@@ -72,13 +80,13 @@ class Pair:
     client: topology.SandboxPod
 
 
-def configure(backend: str, pair: Pair, peers: int) -> None:
+def configure(backend: str, pair: Pair, peers: int, shape: str = "exact") -> None:
     """Program both pods' rulesets (`peers` peers; 0: no tables) through the real dataplane
     worker and the chosen backend, as the agent does; the other backend's state is removed."""
-    asyncio.run(_configure(backend, pair, peers))
+    asyncio.run(_configure(backend, pair, peers, shape))
 
 
-async def _configure(backend: str, pair: Pair, peers: int) -> None:
+async def _configure(backend: str, pair: Pair, peers: int, shape: str) -> None:
     server, client = pair.server, pair.client
     worker = dataplane_backend.WorkerClient(timeout=60)
     try:
@@ -94,7 +102,7 @@ async def _configure(backend: str, pair: Pair, peers: int) -> None:
             rs = ruleset.PodRuleset(
                 pod.namespace,
                 pod.name,
-                **{direction: peer_rules(peer.ipv4, peers)},  # type: ignore[arg-type]
+                **{direction: peer_rules(peer.ipv4, peers, shape)},  # type: ignore[arg-type]
             )
             chosen = backends.get(backend)
             await backends.commit(worker, chosen, target, chosen.render(rs, target.interfaces))
@@ -134,6 +142,12 @@ def parse_args() -> tuple[argparse.Namespace, list[int]]:
     benchlib.common_args(parser)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0, help="per tool run")
+    parser.add_argument(
+        "--peer-shape",
+        choices=("exact", "ranges"),
+        default="exact",
+        help="single addresses on single ports, or address and port ranges",
+    )
     args = parser.parse_args()
     sizes = [0, 100, 1_000, 10_000]
     if args.quick:
@@ -179,12 +193,12 @@ def measure(
         order = list(sizes)
         rng.shuffle(order)
         for n in order:
-            configure(args.backend, pair, n)
+            configure(args.backend, pair, n, args.peer_shape)
             p50, p99 = sockperf(pair.client, pair.server.ipv4, args.seconds)
             samples.lat50[n].append(p50)
             samples.lat99[n].append(p99)
             samples.gbps[n].append(iperf(pair.client, pair.server.ipv4, args.seconds))
-    configure(args.backend, pair, 0)
+    configure(args.backend, pair, 0, args.peer_shape)
     return samples
 
 
@@ -257,12 +271,14 @@ def main() -> int:
                 proc.terminate()
                 proc.wait(5)
         print(
-            f"packet cost [{args.backend}]: {args.rounds} interleaved rounds"
-            f" in {time.monotonic() - started:.0f} s; latency = sockperf half round trip"
+            f"packet cost [{args.backend}, {args.peer_shape} peers]: {args.rounds} interleaved"
+            f" rounds in {time.monotonic() - started:.0f} s; latency = sockperf half round trip"
         )
         figures = report(sizes, samples)
         targets = [target_2c(sizes, figures)]
-        benchlib.result("packet_cost", args, sizes=figures, targets=targets)
+        benchlib.result(
+            "packet_cost", args, sizes=figures, targets=targets, peer_shape=args.peer_shape
+        )
     return 0
 
 

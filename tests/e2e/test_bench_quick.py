@@ -122,6 +122,9 @@ def test_flip_latency_quick() -> None:
         assert result["modes"][mode]["patched"] == 5 * result["modes"][mode]["n"]
     for mode in ("nft", "ipt"):
         assert result["modes"][mode]["derived"] == 5 * result["modes"][mode]["n"]
+    # a flip changes address sets (rbtree) or hash sets, never a concatenated interval set
+    touched = result["nft_sets_touched"]
+    assert "pipapo" not in touched and touched["rbtree"]["per_patch"] >= 1
     assert result["modes"]["ipt_whole"]["patched"] == 0
     assert result["same_run_ratios"]["ipt_over_nft"] > 0
     assert result["same_run_ratios"]["nft_render_over_nft"] > 0
@@ -183,3 +186,13 @@ def test_peer_race_quick() -> None:
     assert set(result["ratios"]) == {"kube-network-policies", "kube-router"}
     assert result["ratios"]["kube-router"]["flip p50 (ms)"] > 0
     assert result["targets"] == []
+
+
+def test_nft_set_cost_quick() -> None:
+    result = run("nft_set_cost")
+    assert result["sizes"] == [100, 1000]
+    for kind in ("pipapo", "rbtree", "hash"):
+        for figures in result["kinds"][kind].values():
+            assert figures["n"] >= 1 and 0 < figures["median"] <= figures["p99"]
+    assert result["same_run_ratios"]["pipapo_over_rbtree"] > 0
+    _targets(result, {"set-change"})

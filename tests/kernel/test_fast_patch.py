@@ -31,17 +31,33 @@ IFACES = ("eth0",)
 Raw = tuple[list[ruleset.AddrRange], list[intervals.Triple]]
 
 
+FLIP_PORTS = [(proto, port) for proto in (6, 17) for port in (53, 80, 443)]
+ANCHORS = len(FLIP_PORTS)  # at each end of the triples: one per flipped port, never popped
+
+
+def _anchors(at: int) -> list[intervals.Triple]:
+    """A peer on each port the flips use, on addresses no random peer covers, so that the
+    port specs of a flip's elements stay (a port spec that comes or goes changes the nftables
+    skeleton: a whole apply)."""
+    first = kernel.V4_BASE + (1 << 13) + at
+    return [
+        (ruleset.AddrRange(4, first + n, first + n), proto, ruleset.PortRange(port, port))
+        for n, (proto, port) in enumerate(FLIP_PORTS)
+    ]
+
+
 def _raw(rng: random.Random, n: int) -> Raw:
-    """Any-port peers and (peer, protocol, ports) inputs: single ports mostly, some ranges."""
+    """Any-port peers and (peer, protocol, ports) inputs: single ports mostly, some ranges;
+    anchors first and last (one in each policy's part)."""
     anys = [kernel.random_addr_range(rng, rng.choice([4, 6])) for _ in range(rng.randrange(n))]
-    triples = []
+    triples = _anchors(0)
     for _ in range(rng.randrange(n)):
         first = rng.choice([53, 80, 443, 8080, rng.randrange(1, 65000)])
         ports = ruleset.PortRange(first, first + rng.choice([0, 0, 0, 1, 20]))
         triples.append(
             (kernel.random_addr_range(rng, rng.choice([4, 4, 6])), rng.choice([6, 17, 132]), ports)
         )
-    return anys, triples
+    return anys, triples + _anchors(ANCHORS)
 
 
 def _direction(ingress: Raw, split: int) -> ruleset.DirectionRuleset:
@@ -79,14 +95,15 @@ def _small(rng: random.Random, raw: Raw) -> Raw:
     anys, triples = list(raw[0]), list(raw[1])
     for _ in range(rng.randrange(1, 3)):
         roll = rng.random()
-        if roll < 0.3 and triples:
-            triples.pop(rng.randrange(len(triples)))
+        if roll < 0.3 and len(triples) > 2 * ANCHORS:
+            triples.pop(rng.randrange(ANCHORS, len(triples) - ANCHORS))
         elif roll < 0.45 and anys:
             anys.pop(rng.randrange(len(anys)))
         elif roll < 0.85:
             port = rng.choice([53, 80, 443])
             peer = kernel.random_addr_range(rng, rng.choice([4, 4, 6]))
-            triples.append((peer, rng.choice([6, 17]), ruleset.PortRange(port, port)))
+            triple = (peer, rng.choice([6, 17]), ruleset.PortRange(port, port))
+            triples.insert(len(triples) - ANCHORS, triple)
         else:
             anys.append(kernel.random_addr_range(rng, rng.choice([4, 6])))
     return anys, triples
@@ -171,7 +188,7 @@ def test_derived_patches_list_as_a_fresh_full_apply(
         patched = Namespace(client, backend, patched_ns)
         fresh = Namespace(client, backend, fresh_ns)
         ingress, egress = _raw(rng, 30), _raw(rng, 30)
-        split, other = 10, 0
+        split, other = 10 + ANCHORS, 0
         await patched.whole(_ruleset(ingress, egress, split, other))
         ways = {"derived": 0, "rendered": 0, "whole": 0}
         for _ in range(20):

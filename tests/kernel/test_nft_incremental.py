@@ -50,9 +50,24 @@ def _addr(rng: random.Random, family: int) -> ruleset.AddrRange:
     return ruleset.AddrRange(family, first, first + rng.randrange(1, 300))
 
 
+# The port ranges of the walk: ranges of different starts never overlap, so merged port sets
+# give ranges of the same list. A port spec (protocol, ports) that comes or goes changes the
+# skeleton (its sets and chain): each is held by an anchor peer, on addresses no random peer
+# covers, so that the walk's steps are mostly element patches.
+PORTS = [(first, first + span) for first in (53, 80, 443, 8000) for span in (0, 1, 20)]
+PORTS.append((8000, 8500))
+ANCHORS = [
+    (
+        ruleset.AddrRange(4, V4_BASE + (1 << 13) + n, V4_BASE + (1 << 13) + n),
+        proto,
+        ruleset.PortRange(*PORTS[n // 3]),
+    )
+    for n, proto in enumerate([6, 17, 132] * len(PORTS))
+]
+
+
 def _ports(rng: random.Random) -> ruleset.PortRange:
-    first = rng.choice([53, 80, 443, 8000, rng.randrange(1, 65000)])
-    return ruleset.PortRange(first, first + rng.choice([0, 0, 1, 20, 500]))
+    return ruleset.PortRange(*rng.choice(PORTS))
 
 
 Raw = tuple[list[ruleset.AddrRange], list[intervals.Triple]]
@@ -83,7 +98,7 @@ def _direction(raw: Raw, isolated: bool) -> ruleset.DirectionRuleset:
     return ruleset.DirectionRuleset(
         isolated=True,
         any_port_peers=anys,
-        port_peers=intervals.canonical_peer_ports(raw[1], exclude=anys),
+        port_peers=intervals.canonical_peer_ports(raw[1] + ANCHORS, exclude=anys),
         policies=("p/one",),
     )
 

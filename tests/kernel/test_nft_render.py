@@ -6,6 +6,8 @@ when a test fails; the root namespace's firewall is never touched.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agent.calc import intervals, ruleset
@@ -137,10 +139,12 @@ def test_many_elements(netns: str) -> None:
         ),
     )
     apply_and_check(netns, rs, ["eth0"])
-    listing = run(
-        "ip", "netns", "exec", netns, "nft", "list", "set", "inet", "podseg", "egress_ports6"
-    )
-    assert listing.count(". tcp . 80-81") == 5000
+    listing = run(  # a port range: the addresses in its port spec's address set
+        "ip", "netns", "exec", netns, "nft", "-j", "list", "set", "inet", "podseg",
+        "egress_tcp_80_81_v6",
+    )  # fmt: skip
+    (found,) = [item["set"] for item in json.loads(listing)["nftables"] if "set" in item]
+    assert found["type"] == "ipv6_addr" and len(found["elem"]) == 5000
 
 
 def test_reapply_over_existing_tables_and_switch_to_not_isolated(netns: str) -> None:

@@ -9,13 +9,16 @@ the rest as the very same objects, so the changed stretch is found by identity f
 (equality is the fallback), and only its elements are formatted.
 
 `derive` takes the ruleset and the rendering of the last commit and the new ruleset. When the
-two rulesets differ only in the elements of the policy peer sets (`<direction>_{any,ports}{4,6}`
-and each policy's counting sets `<direction>_p<N>_...`) it returns the new rendering, equal to
-`render_nft.render` of the new ruleset (the patched sets spliced into the old tables, then
-`render_nft.assemble`: the same script and fingerprint), and the transaction that
-`agent.dataplane.nft.incremental.patch` would write for the two (state rule, then per changed
-set its deletes and adds). Anything else (tiers, containment, the node guard, mode, policies,
-interfaces) returns None: the caller renders and diffs as before.
+two rulesets differ only in the elements of the policy peer sets (`<direction>_any{4,6}`,
+`_exact{4,6}` and the address sets of each port spec, `_<proto>_<ports>_v{4,6}`, and each
+policy's counting sets `<direction>_p<N>_...`), on the same port specs, it returns the new
+rendering, equal to `render_nft.render` of the new ruleset (the patched sets spliced into the
+old tables, then `render_nft.assemble`: the same script and fingerprint), and the transaction
+that `agent.dataplane.nft.incremental.patch` would write for the two (state rule, then per
+changed set its deletes and adds). Anything else (tiers, containment, the node guard, mode,
+policies, interfaces), or a peer change that brings the first element of a port spec or takes
+its last (the spec's sets, chain and map key come or go), returns None: the caller renders and
+diffs as before.
 
 Pure; interval subtleties need no care here: the elements stay the canonical (disjoint,
 maximal) ones a full render writes, and the transaction deletes before it adds.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import itertools
 import operator
 from collections.abc import Callable, Sequence
@@ -127,7 +131,8 @@ def _patch_sets(
     held: dict[str, render_nft.NamedSet], old_rs: ruleset.PodRuleset, new_rs: ruleset.PodRuleset
 ) -> tuple[dict[str, render_nft.NamedSet], Changes] | None:
     """The sets whose elements changed, patched, and their changes; None when a set is not
-    where this module expects it."""
+    where this module expects it, or the change brings or takes a whole port spec (then the
+    skeleton changes: a port spec's sets and chains come and go with it)."""
     patched: dict[str, render_nft.NamedSet] = {}
     changes: Changes = {}
     for prefix, a, b in _pairs(old_rs, new_rs):
@@ -141,25 +146,53 @@ def _patch_sets(
             if start == old_end == new_end:
                 continue
             old_part, new_part = before[start:old_end], after[start:new_end]
-            for name, family, chosen in _targets(prefix, kind):
-                named = held.get(name)
+            targets = _targets(prefix, kind, old_part, new_part)
+            for target in targets:
+                named = held.get(target.name)
                 if named is None:
-                    return None  # not the layout this module knows: render whole
-                found = _splice(named, before, start, old_part, new_part, family, chosen)
+                    return None  # not the layout this module knows, or a new port spec
+                found = _splice(named, before, start, old_part, new_part, target)
                 if found is not None:
-                    patched[name], gone, added = found
-                    changes[name] = (
+                    patched[target.name], gone, added = found
+                    changes[target.name] = (
                         [t for t, _ in gone],
                         [t for t, _ in added],
                         protocol.SetChange(
-                            name,
-                            family,
-                            name[len(prefix) : -1],
-                            tuple(_numbers(e) for _, e in gone),
-                            tuple(_numbers(e) for _, e in added),
+                            target.name,
+                            target.family,
+                            "exact" if target.kind == "exact" else "any",
+                            tuple(_numbers(e, target.kind) for _, e in gone),
+                            tuple(_numbers(e, target.kind) for _, e in added),
                         ),
                     )
+            if kind == "ports" and _spec_gone(prefix, old_part, new_part, after, patched, held):
+                return None
     return patched, changes
+
+
+def _spec(e: ruleset.PeerPort) -> render_nft.Spec:
+    return (e.protocol, e.ports.first, e.ports.last)
+
+
+def _spec_gone(
+    prefix: str,
+    old_part: Items,
+    new_part: Items,
+    after: Items,
+    patched: dict[str, render_nft.NamedSet],
+    held: dict[str, render_nft.NamedSet],
+) -> bool:
+    """Whether a port spec of the replaced elements has no element left (a fresh rendering
+    declares no sets for it). Its address sets are the quick answer; only when both are empty
+    (its elements were all exact ones) is `after` searched, from the start: a common spec is
+    found at once."""
+    for spec in {_spec(e) for e in old_part} - {_spec(e) for e in new_part}:
+        names = [render_nft.port_spec_set(prefix, spec, family) for family in (4, 6)]
+        if any(patched.get(name, held[name]).members for name in names):
+            continue
+        if not any(_spec(e) == spec for e in after):
+            return True
+    return False
 
 
 def same_frame(a: ruleset.PodRuleset, b: ruleset.PodRuleset) -> bool:
@@ -186,25 +219,56 @@ def _bare(d: ruleset.DirectionRuleset) -> ruleset.DirectionRuleset:
     )
 
 
-def _targets(prefix: str, kind: str) -> list[tuple[str, int, Callable[[Any], bool]]]:
-    """The sets (name, family, which elements go there) an element kind of `prefix` fills."""
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """A set an element kind of a prefix fills: `kind` "any" (AddrRange elements, address
+    texts), "exact" (PeerPort elements, `addr . proto . port` texts) or "spec" (PeerPort
+    elements of one port spec, address texts), and which elements go there."""
+
+    name: str
+    family: int
+    kind: str
+    chosen: Callable[[Any], bool]
+
+
+def _targets(prefix: str, kind: str, old_part: Items, new_part: Items) -> list[_Target]:
+    """The sets an element kind of `prefix` fills that the changed elements can touch."""
     if kind == "any":
         return [
-            (f"{prefix}any4", 4, lambda r: r.family == 4),
-            (f"{prefix}any6", 6, lambda r: r.family == 6),
+            _Target(f"{prefix}any4", 4, "any", lambda r: r.family == 4),
+            _Target(f"{prefix}any6", 6, "any", lambda r: r.family == 6),
         ]
-    return [
-        (f"{prefix}exact4", 4, lambda e: e.addrs.family == 4 and render_nft.is_exact(e)),
-        (f"{prefix}exact6", 6, lambda e: e.addrs.family == 6 and render_nft.is_exact(e)),
-        (f"{prefix}ports4", 4, lambda e: e.addrs.family == 4 and not render_nft.is_exact(e)),
-        (f"{prefix}ports6", 6, lambda e: e.addrs.family == 6 and not render_nft.is_exact(e)),
+    targets = [
+        _Target(f"{prefix}exact{family}", family, "exact", functools.partial(_is_exact, family))
+        for family in (4, 6)
     ]
+    for spec in sorted({_spec(e) for part in (old_part, new_part) for e in part}):
+        targets += [
+            _Target(
+                render_nft.port_spec_set(prefix, spec, family),
+                family,
+                "spec",
+                functools.partial(_in_spec, family, spec),
+            )
+            for family in (4, 6)
+        ]
+    return targets
 
 
-def _texts(items: Items, family: int) -> list[str]:
-    if items and isinstance(items[0], ruleset.AddrRange):
-        return [render_nft.format_addr(r) for r in items]
-    return render_nft.port_elements(items, family)
+def _is_exact(family: int, e: ruleset.PeerPort) -> bool:
+    return e.addrs.family == family and render_nft.is_exact(e)
+
+
+def _in_spec(family: int, spec: render_nft.Spec, e: ruleset.PeerPort) -> bool:
+    return e.addrs.family == family and _spec(e) == spec and not render_nft.is_exact(e)
+
+
+def _texts(items: Items, target: _Target) -> list[str]:
+    if target.kind == "exact":
+        return render_nft.port_elements(items, target.family)
+    if target.kind == "spec":
+        return [render_nft.format_addr(e.addrs) for e in items]
+    return [render_nft.format_addr(r) for r in items]
 
 
 def _splice(
@@ -213,8 +277,7 @@ def _splice(
     start: int,
     old_part: Items,
     new_part: Items,
-    family: int,
-    chosen: Callable[[Any], bool],
+    target: _Target,
 ) -> tuple[render_nft.NamedSet, list[tuple[str, Any]], list[tuple[str, Any]]] | None:
     """The set after the window `old_part` of `before` (from `start`) became `new_part`,
     and its elements deleted and added (text, element); None when none of its changed.
@@ -222,8 +285,8 @@ def _splice(
     The set's members are the elements of `before` it holds, in order; those before the window
     are exactly the members less than `before[start]` (canonical tuples are sorted), so the
     window's place in the set is one bisection."""
-    gone_items = [e for e in old_part if chosen(e)]
-    new_items = [e for e in new_part if chosen(e)]
+    gone_items = [e for e in old_part if target.chosen(e)]
+    new_items = [e for e in new_part if target.chosen(e)]
     if not gone_items and not new_items:
         return None
     members, texts = named.members, named.elements
@@ -234,7 +297,7 @@ def _splice(
     if list(members[low:high]) != gone_items:
         raise _Mismatch  # not the rendering of `before`: never guess
     old_texts = list(texts[low:high])
-    new_texts = _texts(new_items, family)
+    new_texts = _texts(new_items, target)
     spliced = dataclasses.replace(
         named,
         elements=(*texts[:low], *new_texts, *texts[high:]),
@@ -246,9 +309,11 @@ def _splice(
     return spliced, gone, added
 
 
-def _numbers(item: ruleset.AddrRange | ruleset.PeerPort) -> tuple[int, ...]:
+def _numbers(item: ruleset.AddrRange | ruleset.PeerPort, kind: str) -> tuple[int, ...]:
     if isinstance(item, ruleset.AddrRange):
         return (item.first, item.last)
+    if kind == "spec":
+        return (item.addrs.first, item.addrs.last)
     return (item.addrs.first, item.addrs.last, item.protocol, item.ports.first, item.ports.last)
 
 

@@ -14,9 +14,13 @@ send them:
   INTERVAL_END; a range ending at the family's last address has no end element;
 * a concatenated set (`addr . inet_proto . inet_service`, flags interval: pipapo) holds an
   element as its first key and its last key (KEY_END), each field padded to 32 bits; the
-  same without flags (a hash set: one address, one port) as its one key.
+  same without flags (a hash set: one address, one port) as its one key. The peer sets use
+  the hash form only (kind "exact"): a range goes to the address set of its port spec.
 
-Canonical elements never touch, so no end element is shared, and the deletes come first.
+The elements of an `any` set never touch; those of a port spec's address set may (two
+address runs allowing the same ports among others): the end element of one and the start
+element of the next then share a key, which the kernel tells apart by the INTERVAL_END flag.
+The deletes come first.
 No I/O here: bytes only; the dataplane worker sends them from inside the pod's namespace.
 """
 

@@ -44,7 +44,7 @@ def test_each_isolating_policy_gets_its_own_counting_rules() -> None:
     sets = dict(out.sets)
     assert sets["inet ingress_p0_any4"] == ("0.0.0.1",)
     assert sets["inet ingress_p1_exact4"] == ("0.0.0.2 . tcp . 80",)  # one address, one port
-    assert sets["inet ingress_p1_ports4"] == ()
+    assert sets["inet ingress_p1_tcp_80_v4"] == ()  # its port spec's address set
 
 
 def test_long_or_odd_policy_keys_get_a_hashed_name() -> None:

@@ -27,25 +27,35 @@ def _rs(
 
 
 def test_peer_change_is_an_element_patch_that_replaces_the_state_rule() -> None:
-    old = render_nft.render(_rs("198.18.0.1", "198.18.0.3"), ["eth0"])
+    web = ruleset.PeerPort(A("198.18.0.20"), 6, P(80, 81))
+    old = render_nft.render(_rs("198.18.0.1", "198.18.0.3", ports=(web,)), ["eth0"])
     new = render_nft.render(
         _rs(
             "198.18.0.3",
             "fd00:198:18::5",
-            ports=(ruleset.PeerPort(A("198.18.0.9"), 6, P(80, 81)),),
+            ports=(ruleset.PeerPort(A("198.18.0.9"), 6, P(80, 81)), web),
         ),
         ["eth0"],
     )
     assert old.shape == new.shape and old.fingerprint != new.fingerprint
     script = incremental.patch(old, new)
+    # a port range's peers are addresses in the set of its port spec (`tcp 80-81`)
     assert script == (
         "flush chain inet podseg state\n"
         f'add rule inet podseg state return comment "podseg state={new.fingerprint}"\n'
         "delete element inet podseg ingress_any4 { 198.18.0.1 }\n"
         "add element inet podseg ingress_any6 { fd00:198:18::5 }\n"
-        "add element inet podseg ingress_ports4 { 198.18.0.9 . tcp . 80-81 }\n"
+        "add element inet podseg ingress_tcp_80_81_v4 { 198.18.0.9 }\n"
     )
     assert incremental.counts(old, new) == (1, 2)
+
+
+def test_a_new_port_spec_changes_the_skeleton() -> None:
+    old = render_nft.render(_rs("198.18.0.1"), ["eth0"])
+    new = render_nft.render(
+        _rs("198.18.0.1", ports=(ruleset.PeerPort(A("198.18.0.9"), 6, P(80, 81)),)), ["eth0"]
+    )
+    assert old.shape != new.shape and incremental.patch(old, new) is None
 
 
 def test_merged_ranges_are_replaced_not_overlapped() -> None:
@@ -94,10 +104,10 @@ def test_sets_are_every_named_sets_elements_from_the_tables() -> None:
     sets = dict(rendered.sets)
     assert sets["inet ingress_any4"] == ("198.18.0.1", "198.18.0.7")
     assert sets["inet egress_any6"] == ("fd00:198:18::1",)
-    assert sets["inet egress_ports4"] == ()
+    assert sets["inet egress_exact4"] == ()
     assert [name for name, _ in rendered.sets] == sorted(sets) and len(
         sets
-    ) == 13  # any, exact, ports x 4/6 x 2 directions, nd_link6
+    ) == 9  # any, exact x 4/6 x 2 directions (no port spec), nd_link6
     assert sets["inet nd_link6"] == ("::", "fe80::/10", "ff02::1-ff02::2", "ff02::1:ff00:0/104")
     # the same elements the tables hold and the script lists (the state chain has no set)
     inet, netdev = rendered.tables

@@ -59,18 +59,48 @@ def test_sets_and_rules_per_family_and_direction() -> None:
     script = render_nft.render(SAMPLE, ["eth0"]).script
     assert "set ingress_any4 {\n    type ipv4_addr\n    flags interval\n" in script
     assert "198.18.3.0/24" in script and "fd00:198:18:3::/64" in script
-    assert "198.18.0.1-198.18.0.5 . tcp . 80-81" in script
+    sets = dict(render_nft.render(SAMPLE, ["eth0"]).sets)
+    # one address and one port: a hash set of `addr . proto . port`
     assert "fd00:198:18::9 . sctp . 3868" in script
     assert "198.18.0.53 . udp . 53" in script
     assert "type ipv6_addr . inet_proto . inet_service" in script
+    # a range (of addresses or ports): an address interval set per port spec, no pipapo
+    assert sets["inet ingress_tcp_80_81_v4"] == ("198.18.0.1-198.18.0.5",)
+    assert "  set ingress_tcp_80_81_v4 {\n    type ipv4_addr\n    flags interval\n" in script
+    assert " . tcp . 80-81" not in script
     assert "ip saddr @ingress_any4 goto ingress_allow" in script
     assert "ip6 saddr @ingress_any6 goto ingress_allow" in script
-    assert "ip saddr . meta l4proto . th dport @ingress_ports4 goto ingress_allow" in script
-    assert "ip6 saddr . meta l4proto . th dport @ingress_ports6 goto ingress_allow" in script
-    assert "ip daddr . meta l4proto . th dport @egress_ports4 goto egress_allow" in script
+    assert "ip saddr . meta l4proto . th dport @ingress_exact4 goto ingress_allow" in script
+    assert "ip6 saddr . meta l4proto . th dport @ingress_exact6 goto ingress_allow" in script
+    assert "ip daddr . meta l4proto . th dport @egress_exact4 goto egress_allow" in script
+    assert "meta l4proto . th dport vmap { tcp . 80-81 : jump ingress_by_tcp_80_81, " in script
+    assert "ip saddr @ingress_tcp_80_81_v4 goto ingress_allow" in script
+    assert "ip daddr @egress_udp_53_v4 goto egress_allow" in script
     # empty sets are declared (without elements), so that a peer change keeps the skeleton
     assert "  set egress_any4 {\n    type ipv4_addr\n    flags interval\n  }\n" in script
-    assert dict(render_nft.render(SAMPLE, ["eth0"]).sets)["inet egress_ports6"] == ()
+    assert sets["inet egress_exact6"] == () and sets["inet egress_udp_53_v6"] == ()
+
+
+def test_overlapping_port_specs_get_disjoint_map_keys() -> None:
+    """Two address runs allowed 80-90 and 85-95: the map's keys are the ports on which the
+    covering specs are constant, each jumping to a chain that checks exactly those specs."""
+    run = [ip("198.18.0.1"), ip("198.18.0.9")]
+    d = isolated(
+        port_peers=(
+            ruleset.PeerPort(run[0], TCP, P(80, 90)),
+            ruleset.PeerPort(run[1], TCP, P(85, 95)),
+        ),
+        policies=("prod/a",),
+    )
+    script = render_nft.render(ruleset.PodRuleset("prod", "web", ingress=d), ["eth0"]).script
+    assert (
+        "meta l4proto . th dport vmap { tcp . 80-84 : jump ingress_by_tcp_80_84, "
+        "tcp . 85-90 : jump ingress_by_tcp_85_90, tcp . 91-95 : jump ingress_by_tcp_91_95 }"
+    ) in script
+    both = script.split("chain ingress_by_tcp_85_90 {\n")[1].split("\n  }\n")[0]
+    assert "@ingress_tcp_80_90_v4" in both and "@ingress_tcp_85_95_v4" in both
+    low = script.split("chain ingress_by_tcp_80_84 {\n")[1].split("\n  }\n")[0]
+    assert "@ingress_tcp_80_90_v4" in low and "85_95" not in low
 
 
 def test_chain_layout_and_deny_paths() -> None:
@@ -78,7 +108,10 @@ def test_chain_layout_and_deny_paths() -> None:
     chains = re.findall(r"chain (\S+) \{", script)
     assert chains == [
         "ingress_allow",
+        "ingress_by_tcp_80_81",
+        "ingress_by_sctp_3868",
         "egress_allow",
+        "egress_by_udp_53",
         "nd_ingress",
         "nd_egress",
         "input",
