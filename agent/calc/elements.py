@@ -30,7 +30,12 @@ PortItem = tuple[int, int, int] | None
 Piece = tuple[ruleset.AddrRange, PortItem]
 # The pieces of a direction whose addresses meet [low, high] of a family (more do no harm).
 Pieces = Callable[[int, int, int], Iterable[Piece]]
+# A settled direction's canonical tuples: (any_port, port_peers).
+Settled = tuple[tuple[ruleset.AddrRange, ...], tuple[ruleset.PeerPort, ...]]
 _FAMILY_TOP = {4: (1 << 32) - 1, 6: (1 << 128) - 1}
+
+
+_FRESH = {family: (0, top) for family, top in _FAMILY_TOP.items()}
 
 
 def _last_key(r: ruleset.AddrRange) -> tuple[int, int]:
@@ -71,6 +76,20 @@ class Elements:
         """Recompute every element at the next `settle` (a fresh build)."""
         for family, top in _FAMILY_TOP.items():
             self.mark(family, 0, top)
+
+    def fresh(self) -> bool:
+        """Whether the next `settle` recomputes every element of both families (a fresh
+        build, whose result depends only on the pieces, not on the elements before)."""
+        return self.dirty == _FRESH
+
+    def settled(self) -> Settled:
+        """The canonical tuples (immutable: safe to share with another `Elements`)."""
+        return self.any_port, self.port_peers
+
+    def adopt(self, settled: Settled) -> None:
+        """Take a fresh build's result from another `Elements` of the same pieces."""
+        self.any_port, self.port_peers = settled
+        self.dirty.clear()
 
     def settle(self, pieces: Pieces) -> bool:
         """Bring the canonical tuples up to date from `pieces`; whether they changed."""

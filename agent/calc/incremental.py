@@ -25,6 +25,9 @@ bound again, every piece counted again; no snapshot-wide work):
   local pods whose tiers use a rule peer it moved, an admin policy edit only the local pods
   the old or new version of the edited policy selects (their entries come from the cache;
   only the edited rules' regions are computed).
+A fresh build of a pod's elements (a start, a relist, a rebuild) is shared with every other
+fresh build of the same terms until a membership moves: a workload's replicas, and every pod
+that one broad policy selects, canonicalise those peers once and hold the same tuples.
 `desired.desired` stays the reference: tests/unit/calc/test_incremental.py compares every
 local pod after every step of long random event sequences.
 """
@@ -95,6 +98,9 @@ class Calculator:
         self.memberships = membership.Memberships()
         self.local: dict[str, _Local] = {}
         self.users: dict[terms.Source, dict[str, list[terms.Term]]] = {}
+        # Fresh builds of a direction's elements, by recipe (`_recipe`), while no membership
+        # moves: pods bound to the same peers share one canonicalisation and its tuples.
+        self.built: dict[frozenset[_Recipe], elements.Settled] = {}
         self.touched: set[str] = set()  # local pods whose result must be derived again
         self.gone: set[str] = set()  # local pods dropped since the last flush
         self.changed: set[str] = set()  # local pods whose result changed since the last flush
@@ -146,6 +152,7 @@ class Calculator:
             self.pods.pop(key, None)
         else:
             self.pods[key] = pod
+        self.built.clear()
         self._apply(self.memberships.set_pod(key, pod))
         self.touched |= self.tiers.moved(
             f"pod/{key}", _pod_candidate(pod, self.memberships.namespaces)
@@ -157,6 +164,7 @@ class Calculator:
 
     def set_namespace(self, name: str, namespace: model.Namespace | None) -> None:
         """A namespace was added, relabelled or (None) deleted."""
+        self.built.clear()
         self._apply(self.memberships.set_namespace(name, namespace))
         self.touched.update(k for k, s in self.local.items() if s.pod.namespace == name)
         if self.tiers.resolver is not None:  # its pods' namespace labels moved
@@ -271,15 +279,41 @@ class Calculator:
             return
         for direction, kept in state.directions.items():
             if kept.dirty:
-                kept.settle(_pieces(self, state, direction))
+                self._settle(kept, state, direction)
         for (direction, policy), kept in state.own.items():
             if kept.dirty:
-                kept.settle(_pieces(self, state, direction, policy))
+                self._settle(kept, state, direction, policy)
         result = self._derive(key, state)
         if result != state.result:
             state.result = result
             if report:
                 self.changed.add(key)
+
+    def _settle(
+        self,
+        kept: elements.Elements,
+        state: _Local,
+        direction: ruleset.Direction,
+        policy: str | None = None,
+    ) -> None:
+        """Settle `kept`; a fresh build is shared with every other fresh build of the same
+        recipe since the memberships last moved (the replicas of a workload, and every pod
+        that one broad policy selects, canonicalise its peers once)."""
+        pieces = _pieces(self, state, direction, policy)
+        if not kept.fresh():
+            kept.settle(pieces)
+            return
+        recipe = frozenset(
+            _recipe(t)
+            for t in state.binding.terms
+            if t.direction is direction and (policy is None or t.policy == policy)
+        )
+        found = self.built.get(recipe)
+        if found is not None:
+            kept.adopt(found)
+            return
+        kept.settle(pieces)
+        self.built[recipe] = kept.settled()
 
     def _derive(self, key: str, state: _Local) -> calc_desired.Desired:
         """The final result from the maintained elements: as `desired.desired` does after
@@ -368,6 +402,19 @@ class Calculator:
         self.gone.add(key)
         self.touched.discard(key)
         self.changed.discard(key)
+
+
+# What a term's pieces depend on besides the memberships: not its direction nor its policy.
+_Recipe = tuple[
+    terms.Source | None,
+    tuple[terms.Item, ...],
+    tuple[ruleset.AddrRange, ...],
+    tuple[ruleset.AddrRange, ...] | None,
+]
+
+
+def _recipe(term: terms.Term) -> _Recipe:
+    return (term.source, term.items, term.addrs, term.block)
 
 
 def _pieces(

@@ -416,6 +416,53 @@ def test_a_remote_flip_binds_nothing_again_and_canonicalises_only_its_neighbourh
     world.check()
 
 
+def test_local_pods_of_the_same_peers_share_one_fresh_build_until_a_membership_moves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = _broad(300)
+    replicas = ["a/local", *(f"a/local{i}" for i in range(4))]
+    for i, key in enumerate(replicas[1:]):
+        pod = model.Pod("a", f"local{i}", node_name=NODE, ips=(f"10.9.0.{i + 2}",))
+        world.put("pods", key, pod)
+    sizes: list[int] = []
+    real = intervals.canonical_peer_ports
+
+    def counting(triples: Any, exclude: Any = ()) -> Any:
+        triples = list(triples)
+        sizes.append(len(triples))
+        return real(triples, exclude)
+
+    monkeypatch.setattr(intervals, "canonical_peer_ports", counting)
+    o = world.objects
+    whole = incremental.Calculator.of(
+        NODE,
+        incremental.Settings(guard_ports=GUARD),
+        pods=o["pods"],
+        namespaces=o["namespaces"],
+        policies=o["policies"],
+    )
+    results = {key: whole.desired(key) for key in replicas}
+    # 5 local pods bound to the same peers: the 300-peer set is canonicalised once for all
+    # of them (their union and their policy's own elements share one recipe), and they hold
+    # the same tuple
+    assert sum(1 for n in sizes if n >= 300) == 1
+    assert len({id(r.ruleset.ingress.port_peers) for r in results.values()}) == 1
+    assert results == {key: world.calc.desired(key) for key in replicas}
+    # a remote pod leaves the peers; a policy edit then builds every local pod afresh, and
+    # that build must not reuse the result from before the pod left
+    for calc in (whole, world.calc):
+        calc.set_pod("b/r7", None)
+        calc.set_policy("a/allow", None)
+        calc.set_policy("a/allow", o["policies"]["a/allow"])
+    world.objects["pods"].pop("b/r7")
+    world.collect()
+    gone = 0x0A01000F  # 10.1.0.15, r7's address
+    for key in replicas:
+        assert whole.desired(key) == world.calc.desired(key)
+        assert all(e.addrs.first != gone for e in whole.desired(key).ruleset.ingress.port_peers)
+    world.check()
+
+
 def _subject(rng: random.Random) -> tiers.Subject:
     if rng.random() < 0.5:
         return tiers.Subject(namespaces=_ns_selector(rng))
