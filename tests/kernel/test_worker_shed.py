@@ -5,6 +5,7 @@ In-process `Namespaces` against real namespaces (`psg-<random6>-shed`, `-shed2`)
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -91,3 +92,47 @@ def test_at_most_max_contexts_stay_open_least_recently_used_first(pod_netns: str
     finally:
         ns.forget(None)
         subprocess.run(["ip", "netns", "del", other], capture_output=True, check=False)
+
+
+def test_counters_are_read_without_a_context_and_equal_nfts_own_listing(pod_netns: str) -> None:
+    """A counters read opens no libnftables context (whose cache would keep the peer sets),
+    and gives each podseg counter's packets by table family, nothing of other tables."""
+    path = f"/run/netns/{pod_netns}"
+    ino = os.stat(path).st_ino
+    extra = (
+        "table inet other { counter theirs { packets 9 bytes 9; }; }\n"
+        "table netdev podseg { counter spoofed { packets 7 bytes 70; }; }\n"
+        "table inet podseg { counter extra { packets 1234567890123 bytes 1; };"
+        " quota q { 25 mbytes; }; }\n"
+    )
+    for script in (render_nft.render(rs(3000), ["eth0"]).script, extra):
+        subprocess.run(
+            ["ip", "netns", "exec", pod_netns, "nft", "-f", "-"],
+            input=script,
+            text=True,
+            check=True,
+        )
+    listed = subprocess.run(
+        ["ip", "netns", "exec", pod_netns, "nft", "-j", "list", "counters"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    expected: dict[str, int] = {}
+    for item in json.loads(listed)["nftables"]:
+        counter = item.get("counter")
+        if counter and counter["table"] == "podseg":
+            expected[counter["name"]] = counter["packets"]
+    assert expected["extra"] == 1234567890123 and expected["spoofed"] == 7
+    ns = namespaces.Namespaces()
+    try:
+        found = worker_nft.counters(ns, protocol.CounterTarget("k", path, ino))
+        assert found == expected and "theirs" not in found
+        assert worker_nft.netdev_counters(ns, path, ino) == {"spoofed": 7}
+        assert not ns.contexts  # no libnftables context, so no cache of the sets
+        assert worker_nft.counters(ns, protocol.CounterTarget("k", path, ino)) == expected
+    finally:
+        ns.forget(None)
+    subprocess.run(["ip", "netns", "del", pod_netns], check=True)
+    gone = namespaces.Namespaces()
+    assert worker_nft.counters(gone, protocol.CounterTarget("k", path, ino)) is None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import socket
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from collections.abc import Callable
 from agent.dataplane import netlink, protocol
 from agent.dataplane.nft import generation, hooks, libnft, pending, setelem
 from agent.dataplane.nft import render as render_nft
-from agent.dataplane.worker import namespaces
+from agent.dataplane.worker import namespaces, objects
 
 TABLE = render_nft.TABLE
 
@@ -76,8 +75,7 @@ def patch(ns: namespaces.Namespaces, request: protocol.Patch) -> protocol.Patche
             render_nft.STATE_CHAIN,
             f"podseg state={request.state}",
             request.elements,
-            # fresh numbers for each patch: a late answer never passes for this one's
-            ((next(ns.sequence) % (1 << 20)) << 12) or 1 << 12,
+            _sequence(ns),
         )
         if len(data) <= MAX_NETLINK_BATCH:
             send = functools.partial(_send_batch, data, acked)
@@ -241,18 +239,22 @@ def netdev_counters(ns: namespaces.Namespaces, path: str, ino: int | None) -> di
 def _named_counters(
     ns: namespaces.Namespaces, path: str, ino: int | None
 ) -> dict[str, dict[str, int]] | None:
-    """Packet counts of the named counters of podseg's tables, by table family (one listing
-    of the namespace's counters); None when the namespace is gone."""
+    """Packet counts of the named counters of podseg's tables, by table family (one dump of
+    the namespace's counter objects over netlink: no libnftables cache, `objects`); None when
+    the namespace is gone."""
     try:
-        text = ns.run(path, ino, "list counters", flags=libnft.OUTPUT_JSON)
-    except (protocol.NetnsGone, libnft.NftError, OSError):
+        with ns.entered(path, ino) as ident:
+            sock = ns.element_socket(ident)
+            try:
+                return objects.counters(sock, TABLE, _sequence(ns))
+            except OSError:
+                ns.drop_socket(ident)  # a half-read dump is nobody's answer
+                raise
+    except (protocol.NetnsGone, OSError):
         return None
-    values: dict[str, dict[str, int]] = {}
-    for item in json.loads(text or "{}").get("nftables", []):
-        counter = item.get("counter") if isinstance(item, dict) else None
-        if not isinstance(counter, dict) or not isinstance(counter.get("name"), str):
-            continue
-        family = counter.get("family")
-        if counter.get("table") == TABLE and family in ("inet", "netdev"):
-            values.setdefault(str(family), {})[counter["name"]] = int(counter.get("packets", 0))
-    return values
+
+
+def _sequence(ns: namespaces.Namespaces) -> int:
+    """A fresh block of sequence numbers on the namespace's netfilter socket: a late answer
+    to an earlier request never passes for this one's."""
+    return ((next(ns.sequence) % (1 << 20)) << 12) or 1 << 12
