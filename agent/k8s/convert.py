@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,28 @@ _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 _SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 
 Raw = Mapping[str, Any]
+
+# The mirror holds every pod of the cluster, and most of what a pod holds repeats across pods:
+# label keys and values, namespace and node names, container ports. Each pod read from JSON
+# brings its own copies; interned, 10,000 pods share one of each (`_shared`, `_container_port`).
+MAX_SHARED_PORTS = 4096  # distinct container ports kept for sharing (bounded: any input)
+_PORTS: dict[tuple[int, str, str | None], model.ContainerPort] = {}
+
+
+def _shared(text: str) -> str:
+    """One copy of a string that many pods repeat (short ones: names, labels)."""
+    return sys.intern(text) if len(text) <= 64 else text
+
+
+def _container_port(number: int, protocol: str, name: str | None) -> model.ContainerPort:
+    """The container port, shared with every pod that declares the same one."""
+    key = (number, protocol, name)
+    found = _PORTS.get(key)
+    if found is None:
+        found = model.ContainerPort(number, _shared(protocol), _shared(name) if name else name)
+        if len(_PORTS) < MAX_SHARED_PORTS:
+            _PORTS[key] = found
+    return found
 
 
 class SelectorError(ValueError):
@@ -34,7 +57,7 @@ def _labels(obj: Raw) -> dict[str, str]:
     labels = _meta(obj).get("labels") or {}
     if not isinstance(labels, Mapping):
         return {}
-    return {str(k): str(v) for k, v in labels.items()}
+    return {_shared(str(k)): _shared(str(v)) for k, v in labels.items()}
 
 
 def selector(raw: Any) -> model.LabelSelector:
@@ -90,28 +113,28 @@ def pod(obj: Raw) -> model.Pod:
         for p in container.get("ports") or [] if isinstance(container, Mapping) else []:
             number = p.get("containerPort") if isinstance(p, Mapping) else None
             if isinstance(number, int) and 0 < number < 65536:
+                name = p.get("name")
+                protocol = str(p.get("protocol") or "TCP")
                 ports.append(
-                    model.ContainerPort(
-                        port=number,
-                        protocol=str(p.get("protocol") or "TCP"),
-                        name=p.get("name") if isinstance(p.get("name"), str) else None,
-                    )
+                    _container_port(number, protocol, name if isinstance(name, str) else None)
                 )
+    node = spec.get("nodeName") or None
+    labels = _labels(obj)
     return model.Pod(
-        namespace=str(meta.get("namespace") or "default"),
+        namespace=_shared(str(meta.get("namespace") or "default")),
         name=str(meta.get("name") or ""),
         uid=str(meta.get("uid") or ""),
-        labels=_labels(obj),
-        node_name=spec.get("nodeName") or None,
+        labels=labels,
+        node_name=_shared(node) if isinstance(node, str) else node,
         host_network=bool(spec.get("hostNetwork")),
         ips=tuple(dict.fromkeys(valid_ips)),
         container_ports=tuple(ports),
-        phase=str(status.get("phase") or ""),
+        phase=_shared(str(status.get("phase") or "")),
         terminating=meta.get("deletionTimestamp") is not None,
         resource_version=str(meta.get("resourceVersion") or ""),
-        workload=workload_of(meta, _labels(obj)),
+        workload=_shared(workload_of(meta, labels)),
         annotations=_annotations(obj),
-        workload_kind=workload_kind_of(meta, _labels(obj)),
+        workload_kind=_shared(workload_kind_of(meta, labels)),
     )
 
 

@@ -178,6 +178,16 @@ def test_churn_quick() -> None:
     _targets(result, {"churn_latency", "churn_memory", "churn_nothing_lost"})
 
 
+def test_cold_start_quick() -> None:
+    """Against this checkout as its own baseline: both agents program every local pod."""
+    result = run("cold_start", "--baseline", str(ROOT))
+    for figures in (result, result["baseline"]):
+        assert 0 < figures["ready_s"]["median"] <= figures["ready_s"]["p99"]
+        assert figures["pss_mib"] > figures["agent_pss_mib"] > 0 and figures["compile_ms"] > 0
+    assert result["ratio_ready"] > 0 and result["ratio_pss"] > 0
+    _targets(result, {"cold_start", "tree_memory"})
+
+
 def test_peer_race_quick() -> None:
     """--quick needs no cluster: the prober against a local listener and the table's shape."""
     result = run("peer_race")

@@ -103,3 +103,37 @@ def test_list_all_slims_each_page() -> None:
     assert all("managedFields" not in i["metadata"] for i in relist.items)
     assert relist.resource_version == "9"
     assert watch.SLIM["pods"] is convert.slim_pod
+
+
+def test_pods_read_from_json_share_their_repeated_strings_and_container_ports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The mirror of 10,000 pods holds one copy of what they repeat (labels, namespace, node,
+    container ports), not one per pod; the equality of the models is unchanged."""
+    first, second = (
+        convert.pod(
+            json.loads(
+                json.dumps(
+                    objects.realistic_pod(
+                        f"web-{i}", "shop", {"app": "web"}, f"198.18.0.{i}", "node-2", serial=i
+                    )
+                )
+            )
+        )
+        for i in (1, 2)
+    )
+    assert first.labels == second.labels
+    for key, value in first.labels.items():
+        other = next(k for k in second.labels if k == key)
+        assert other is key and second.labels[other] is value
+    assert first.namespace is second.namespace and first.node_name is second.node_name
+    assert first.container_ports and all(
+        a is b for a, b in zip(first.container_ports, second.container_ports, strict=True)
+    )
+    # the shared ports are bounded: past the cap, a pod gets its own (equal) objects
+    monkeypatch.setattr(convert, "_PORTS", {})
+    monkeypatch.setattr(convert, "MAX_SHARED_PORTS", 0)
+    third = convert.pod(
+        objects.realistic_pod("web-3", "shop", {"app": "web"}, "198.18.0.3", "node-2")
+    )
+    assert third.container_ports == first.container_ports and not convert._PORTS
