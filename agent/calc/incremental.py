@@ -279,41 +279,15 @@ class Calculator:
             return
         for direction, kept in state.directions.items():
             if kept.dirty:
-                self._settle(kept, state, direction)
+                _settle(self, kept, state, direction)
         for (direction, policy), kept in state.own.items():
             if kept.dirty:
-                self._settle(kept, state, direction, policy)
+                _settle(self, kept, state, direction, policy)
         result = self._derive(key, state)
         if result != state.result:
             state.result = result
             if report:
                 self.changed.add(key)
-
-    def _settle(
-        self,
-        kept: elements.Elements,
-        state: _Local,
-        direction: ruleset.Direction,
-        policy: str | None = None,
-    ) -> None:
-        """Settle `kept`; a fresh build is shared with every other fresh build of the same
-        recipe since the memberships last moved (the replicas of a workload, and every pod
-        that one broad policy selects, canonicalise its peers once)."""
-        pieces = _pieces(self, state, direction, policy)
-        if not kept.fresh():
-            kept.settle(pieces)
-            return
-        recipe = frozenset(
-            _recipe(t)
-            for t in state.binding.terms
-            if t.direction is direction and (policy is None or t.policy == policy)
-        )
-        found = self.built.get(recipe)
-        if found is not None:
-            kept.adopt(found)
-            return
-        kept.settle(pieces)
-        self.built[recipe] = kept.settled()
 
     def _derive(self, key: str, state: _Local) -> calc_desired.Desired:
         """The final result from the maintained elements: as `desired.desired` does after
@@ -415,6 +389,33 @@ _Recipe = tuple[
 
 def _recipe(term: terms.Term) -> _Recipe:
     return (term.source, term.items, term.addrs, term.block)
+
+
+def _settle(
+    calc: Calculator,
+    kept: elements.Elements,
+    state: _Local,
+    direction: ruleset.Direction,
+    policy: str | None = None,
+) -> None:
+    """Settle `kept`; a fresh build is shared with every other fresh build of the same
+    recipe since the memberships last moved (the replicas of a workload, and every pod
+    that one broad policy selects, canonicalise its peers once)."""
+    pieces = _pieces(calc, state, direction, policy)
+    if not kept.fresh():
+        kept.settle(pieces)
+        return
+    recipe = frozenset(
+        _recipe(t)
+        for t in state.binding.terms
+        if t.direction is direction and (policy is None or t.policy == policy)
+    )
+    found = calc.built.get(recipe)
+    if found is not None:
+        kept.adopt(found)
+        return
+    kept.settle(pieces)
+    calc.built[recipe] = kept.settled()
 
 
 def _pieces(
