@@ -340,20 +340,26 @@ def canonical_interfaces(interfaces: Sequence[str]) -> tuple[str, ...]:
 
 
 def format_addr(r: ruleset.AddrRange) -> str:
-    """An address range as nft text: `a`, `a/len` when it is exactly a prefix, else `a-b`."""
-    first = r.first
-    if r.family == 4 and 0 <= first <= _V4_MAX:  # dotted quads directly (tens of thousands)
+    """An address range as nft text: `a`, `a/len` when it is exactly a prefix, else `a-b`.
+
+    IPv4 addresses are written as dotted quads straight from their numbers: a node's pods
+    render hundreds of thousands of them at start, and `ipaddress` costs several times more."""
+    first, last = r.first, r.last
+    v4 = r.family == 4 and 0 <= first <= last <= _V4_MAX
+    if v4:
         text = f"{first >> 24}.{first >> 16 & 255}.{first >> 8 & 255}.{first & 255}"
     else:
         text = str(ipaddress.ip_address(first) if r.family == 4 else ipaddress.IPv6Address(first))
-    if first == r.last:
+    if first == last:
         return text
     bits = 32 if r.family == 4 else 128
-    size = r.last - first + 1
+    size = last - first + 1
     if size & (size - 1) == 0 and first % size == 0:
         return f"{text}/{bits - (size.bit_length() - 1)}"
-    last = ipaddress.ip_address(r.last) if r.family == 4 else ipaddress.IPv6Address(r.last)
-    return f"{text}-{last}"
+    if v4:
+        return f"{text}-{last >> 24}.{last >> 16 & 255}.{last >> 8 & 255}.{last & 255}"
+    end = ipaddress.ip_address(last) if r.family == 4 else ipaddress.IPv6Address(last)
+    return f"{text}-{end}"
 
 
 _V4_MAX = (1 << 32) - 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import random
 import re
 
@@ -220,6 +221,35 @@ def test_format_addr_prefix_single_and_range() -> None:
     assert render_nft.format_addr(intervals.cidr_range("fd00:198:18::/48")) == "fd00:198:18::/48"
     assert render_nft.format_ports(P(80, 80)) == "80" and render_nft.format_ports(P(1, 2)) == "1-2"
     assert [render_nft.format_protocol(n) for n in (6, 17, 132, 99)] == ["tcp", "udp", "sctp", "99"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_format_addr_spells_what_ipaddress_spells(seed: int) -> None:
+    """Random singles, prefixes and ranges of both families, the ends of each space too."""
+    rng = random.Random(seed)
+
+    def spelled(r: ruleset.AddrRange) -> str:
+        addr = ipaddress.IPv4Address if r.family == 4 else ipaddress.IPv6Address
+        size, bits = r.last - r.first + 1, 32 if r.family == 4 else 128
+        if size == 1:
+            return str(addr(r.first))
+        if size & (size - 1) == 0 and r.first % size == 0:
+            return f"{addr(r.first)}/{bits - (size.bit_length() - 1)}"
+        return f"{addr(r.first)}-{addr(r.last)}"
+
+    for _ in range(3000):
+        family = rng.choice((4, 6))
+        top = (1 << (32 if family == 4 else 128)) - 1
+        first = rng.choice((0, top, rng.randrange(top + 1)))
+        shape = rng.randrange(3)
+        if shape == 1:  # a prefix
+            n = rng.randrange(1, 24)
+            first = first >> n << n
+            last = first + (1 << n) - 1
+        else:
+            last = first if shape == 0 else min(first + rng.randrange(1, 5000), top)
+        r = ruleset.AddrRange(family, first, last)
+        assert render_nft.format_addr(r) == spelled(r)
 
 
 def test_fingerprint_stable_and_parsed_back() -> None:
