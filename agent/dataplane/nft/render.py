@@ -52,7 +52,8 @@ import hashlib
 import ipaddress
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from agent.calc import intervals, ruleset
 
@@ -792,13 +793,13 @@ def _addr_texts(addrs: tuple[ruleset.AddrRange, ...]) -> dict[int, tuple[str, ..
     (1.0.6) fetches the elements of every plain interval set of the table into its cache, but
     not those of concatenated ones; with three 1,000-address sets in a pod's table, a 2-element
     patch cost 4.2 ms that way against 0.14 ms."""
-    hit = _ADDR_TEXTS.get(id(addrs))
-    if hit is not None and hit[0] is addrs:
-        return hit[1]
-    texts = {f: tuple(f"{format_addr(r)} . ipv{f}" for r in addrs if r.family == f) for f in (4, 6)}
-    if len(_ADDR_TEXTS) >= _ADDR_TEXTS_MAX:
-        del _ADDR_TEXTS[next(iter(_ADDR_TEXTS))]
-    _ADDR_TEXTS[id(addrs)] = (addrs, texts)
+
+    def make() -> dict[int, tuple[str, ...]]:
+        return {
+            f: tuple(f"{format_addr(r)} . ipv{f}" for r in addrs if r.family == f) for f in (4, 6)
+        }
+
+    texts: dict[int, tuple[str, ...]] = _cached(_ADDR_TEXTS, addrs, make, _ADDR_TEXTS_MAX)
     return texts
 
 
@@ -950,22 +951,113 @@ def _peer_rules(
     Per packet: one lookup per `any`/`exact` set, the map, and one per port spec covering the
     packet's port (usually one): constant in the number of peers."""
     rules: list[str] = []
+    any_sets = _any_elements(any_port_peers)
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        members = tuple([r for r in any_port_peers if r.family == family])
-        elements = tuple([format_addr(r) for r in members])
+        members, elements = any_sets[family]
         name = f"{prefix}any{family}"
         body.sets.append(NamedSet(name, addr_type, elements=elements, members=members))
         rules.append(f"{ip} {key} @{name} {action}")
-    exact = tuple([e for e in port_peers if is_exact(e)])
+    found = _port_elements_of(port_peers)
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        elements = tuple(port_elements(exact, family))
+        held, elements = found.exact[family]
         name = f"{prefix}exact{family}"
         set_type = f"{addr_type} . inet_proto . inet_service"
-        held = tuple([e for e in exact if e.addrs.family == family])
         body.sets.append(NamedSet(name, set_type, (), elements, held))
         rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {action}")
-    vmap = _port_spec_rules(body, key, action, prefix, port_peers)
+    vmap = _port_spec_rules(body, key, action, prefix, found.specs)
     return rules + vmap
+
+
+# Per family: the members of a set and their texts.
+_Elements = dict[int, tuple[tuple[Any, ...], tuple[str, ...]]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _PortElements:
+    """A canonical tuple of port elements sorted into the sets `_peer_rules` declares: the
+    `exact` ones per family, and per port spec (in order) its address-set members per family."""
+
+    exact: _Elements
+    specs: tuple[tuple[Spec, _Elements], ...]
+
+
+# The sorted and formatted elements of the last few peer tuples, by identity: the local pods
+# whose policies resolve to the same peers share the very same tuples (`agent.calc`), so a
+# pass that renders a hundred of them formats their thousands of addresses once. Each entry
+# holds its tuple, so an id is never reused while cached.
+_ANY_CACHE: dict[int, tuple[Sequence[ruleset.AddrRange], _Elements]] = {}
+_PORT_CACHE: dict[int, tuple[Sequence[ruleset.PeerPort], _PortElements]] = {}
+_CACHE_MAX = 64
+
+
+def _cached(
+    cache: dict[int, tuple[Any, Any]],
+    key: Sequence[Any],
+    make: Callable[[], Any],
+    most: int = _CACHE_MAX,
+) -> Any:
+    """`make()`, or what it gave for the very same `key` object while that is still cached
+    (at most `most` entries, the oldest dropped first). Only a tuple is a key: it cannot
+    change while cached."""
+    if not isinstance(key, tuple):
+        return make()
+    hit = cache.get(id(key))
+    if hit is not None and hit[0] is key:
+        return hit[1]
+    value = make()
+    if len(cache) >= most:
+        del cache[next(iter(cache))]
+    cache[id(key)] = (key, value)
+    return value
+
+
+def clear_caches() -> None:
+    """Forget every kept text (tests: a rendering with nothing kept)."""
+    for cache in (_ADDR_TEXTS, _ANY_CACHE, _PORT_CACHE):
+        cache.clear()
+
+
+def _any_elements(any_port_peers: Sequence[ruleset.AddrRange]) -> _Elements:
+    def make() -> _Elements:
+        out: _Elements = {}
+        for family in (4, 6):
+            members = tuple([r for r in any_port_peers if r.family == family])
+            out[family] = (members, tuple([format_addr(r) for r in members]))
+        return out
+
+    found: _Elements = _cached(_ANY_CACHE, any_port_peers, make)
+    return found
+
+
+def _port_elements_of(port_peers: Sequence[ruleset.PeerPort]) -> _PortElements:
+    def make() -> _PortElements:
+        exact = tuple([e for e in port_peers if is_exact(e)])
+        exact_sets: _Elements = {}
+        for family in (4, 6):
+            held = tuple([e for e in exact if e.addrs.family == family])
+            exact_sets[family] = (held, tuple(port_elements(exact, family)))
+        by_spec: dict[Spec, tuple[list[ruleset.PeerPort], list[ruleset.PeerPort]]] = {}
+        for e in port_peers:
+            spec = (e.protocol, e.ports.first, e.ports.last)
+            held_by = by_spec.get(spec)
+            if held_by is None:
+                held_by = by_spec[spec] = ([], [])
+            if not is_exact(e):
+                held_by[0 if e.addrs.family == 4 else 1].append(e)
+        specs = tuple(
+            (
+                spec,
+                {
+                    family: (tuple(held), tuple([format_addr(e.addrs) for e in held]))
+                    for family, held in ((4, by_spec[spec][0]), (6, by_spec[spec][1]))
+                },
+            )
+            for spec in sorted(by_spec)
+        )
+        return _PortElements(exact_sets, specs)
+
+    found: _PortElements = _cached(_PORT_CACHE, port_peers, make)
+    return found
 
 
 Spec = tuple[int, int, int]  # (protocol, first port, last port) of port elements
@@ -1015,28 +1107,20 @@ def port_spec_chains(
 
 
 def _port_spec_rules(
-    body: _Body, key: str, action: str, prefix: str, port_peers: Sequence[ruleset.PeerPort]
+    body: _Body,
+    key: str,
+    action: str,
+    prefix: str,
+    by_spec: tuple[tuple[Spec, _Elements], ...],
 ) -> list[str]:
-    """Declare the address sets of each port spec of `port_peers` and the chains of its port
-    segments; the verdict map rule (none when there is no port element)."""
-    by_spec: dict[Spec, tuple[list[ruleset.PeerPort], list[ruleset.PeerPort]]] = {}
-    for e in port_peers:
-        spec = (e.protocol, e.ports.first, e.ports.last)
-        held_by = by_spec.get(spec)
-        if held_by is None:
-            held_by = by_spec[spec] = ([], [])
-        if not is_exact(e):
-            held_by[0 if e.addrs.family == 4 else 1].append(e)
+    """Declare the address sets of each port spec (`_PortElements.specs`) and the chains of
+    its port segments; the verdict map rule (none when there is no port element)."""
     if not by_spec:
         return []
-    specs = sorted(by_spec)
-    for spec in specs:
-        for family, addr_type, held_list in (
-            (4, "ipv4_addr", by_spec[spec][0]),
-            (6, "ipv6_addr", by_spec[spec][1]),
-        ):
-            held = tuple(held_list)
-            texts = tuple([format_addr(e.addrs) for e in held])
+    specs = [spec for spec, _ in by_spec]
+    for spec, sets in by_spec:
+        for family, addr_type in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            held, texts = sets[family]
             name = port_spec_set(prefix, spec, family)
             body.sets.append(NamedSet(name, addr_type, elements=texts, members=held))
     verdicts: list[str] = []

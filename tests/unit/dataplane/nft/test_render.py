@@ -11,7 +11,7 @@ import pytest
 
 from agent.calc import intervals, ruleset
 from agent.dataplane.nft import render as render_nft
-from tests.support import rulesets
+from tests.support import peerchanges, rulesets
 
 A = ruleset.AddrRange
 P = ruleset.PortRange
@@ -250,6 +250,29 @@ def test_format_addr_spells_what_ipaddress_spells(seed: int) -> None:
             last = first if shape == 0 else min(first + rng.randrange(1, 5000), top)
         r = ruleset.AddrRange(family, first, last)
         assert render_nft.format_addr(r) == spelled(r)
+
+
+def test_pods_sharing_peer_tuples_render_as_each_alone() -> None:
+    """The peer sets' texts are kept per peer tuple (pods with the same peers share them):
+    a ruleset renders the same after any other as with nothing kept, also when its tuples
+    are the very objects of another ruleset's, in another direction or policy, or equal but
+    distinct objects, and when the kept entries are evicted in between."""
+    rng = random.Random(7)
+    rulesets_ = []
+    for n in range(40):
+        union = peerchanges.pieces(rng, rng.randrange(1, 30))
+        rs = peerchanges.peer_ruleset(rng, union, rng.randrange(len(union) + 1))
+        if n % 3 == 0 and rulesets_:  # the same tuples in another place and pod
+            other = rng.choice(rulesets_)
+            rs = dataclasses.replace(rs, pod=f"p{n}", egress=other.ingress)
+        rulesets_.append(rs)
+    alone = []
+    for rs in rulesets_:
+        render_nft.clear_caches()
+        alone.append(render_nft.render(rs, ["eth0"]).script)
+    for _ in range(3):
+        for i in rng.sample(range(len(rulesets_)), len(rulesets_)):
+            assert render_nft.render(rulesets_[i], ["eth0"]).script == alone[i]
 
 
 def test_fingerprint_stable_and_parsed_back() -> None:
