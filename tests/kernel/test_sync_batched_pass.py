@@ -110,13 +110,18 @@ def _settings(netns_dir: pathlib.Path, **extra: Any) -> config.Settings:
     )
 
 
-def _listing(name: str) -> str:
+def _nft_list(name: str, *what: str) -> str:
+    """`nft list <what>` in the namespace."""
     return subprocess.run(
-        ["ip", "netns", "exec", name, "nft", "list", "table", "inet", "podseg"],
+        ["ip", "netns", "exec", name, "nft", "list", *what],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+
+
+def _listing(name: str) -> str:
+    return _nft_list(name, "table", "inet", "podseg")
 
 
 def test_batch_answers_each_part_on_its_own(
@@ -212,12 +217,7 @@ def test_a_change_to_several_pods_is_one_round_trip(
 
 
 def _tables(name: str) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", name, "nft", "list", "tables"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    return _nft_list(name, "tables")
 
 
 def test_a_pod_announced_by_podseg_cni_costs_two_round_trips(

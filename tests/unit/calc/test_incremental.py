@@ -385,12 +385,8 @@ def _broad(n: int) -> World:
     return world
 
 
-def test_a_remote_flip_binds_nothing_again_and_canonicalises_only_its_neighbourhood(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    world = _broad(600)
-    before = world.calc.desired("a/local").ruleset.ingress.port_peers
-    assert len(before) == 601  # every remote pod, plus the local pod itself
+def _count_canonicalisations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the peer pieces each `canonical_peer_ports` call gets from now on."""
     sizes: list[int] = []
     real = intervals.canonical_peer_ports
 
@@ -399,10 +395,21 @@ def test_a_remote_flip_binds_nothing_again_and_canonicalises_only_its_neighbourh
         sizes.append(len(triples))
         return real(triples, exclude)
 
+    monkeypatch.setattr(intervals, "canonical_peer_ports", counting)
+    return sizes
+
+
+def test_a_remote_flip_binds_nothing_again_and_canonicalises_only_its_neighbourhood(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = _broad(600)
+    before = world.calc.desired("a/local").ruleset.ingress.port_peers
+    assert len(before) == 601  # every remote pod, plus the local pod itself
+    sizes = _count_canonicalisations(monkeypatch)
+
     def no_bind(*_: Any) -> Any:
         raise AssertionError("a remote flip must not bind a local pod again")
 
-    monkeypatch.setattr(intervals, "canonical_peer_ports", counting)
     monkeypatch.setattr(terms, "bind", no_bind)
     flipped = model.Pod("b", "r300", labels={"app": "web"}, node_name="n2", ips=("10.1.3.1",))
     world.put("namespaces", "b", model.Namespace("b", {"team": "x"}))  # no change at all
@@ -424,15 +431,7 @@ def test_local_pods_of_the_same_peers_share_one_fresh_build_until_a_membership_m
     for i, key in enumerate(replicas[1:]):
         pod = model.Pod("a", f"local{i}", node_name=NODE, ips=(f"10.9.0.{i + 2}",))
         world.put("pods", key, pod)
-    sizes: list[int] = []
-    real = intervals.canonical_peer_ports
-
-    def counting(triples: Any, exclude: Any = ()) -> Any:
-        triples = list(triples)
-        sizes.append(len(triples))
-        return real(triples, exclude)
-
-    monkeypatch.setattr(intervals, "canonical_peer_ports", counting)
+    sizes = _count_canonicalisations(monkeypatch)
     o = world.objects
     whole = incremental.Calculator.of(
         NODE,
