@@ -9,6 +9,8 @@
 #                    ClusterNetworkPolicyNamedPorts,ClusterNetworkPolicyEgressNodePeers)
 #   --timeout D      whole-run timeout (default 1h)
 #   --no-podseg      run against the cluster as it is (default: install podseg first)
+#   --backend B      podseg's backend, nftables (default) or iptables: PODSEG_BACKEND of the
+#                    installed agent DaemonSet, rolled out before the suite starts
 #
 # The binary ($BIN/anp-conformance.test) is `go test -c` of the module's conformance package
 # with the module's own go.sum, built in a copy of the module whose base/manifests.yaml (embedded
@@ -34,7 +36,7 @@ features=ClusterNetworkPolicy,ClusterNetworkPolicyNamedPorts,ClusterNetworkPolic
 # the cases that send only SCTP: skipped by name (-test.skip), as conformance.sh skips
 # [Feature:SCTPConnectivity]
 sctp_cases=(CNPAdminTierIngressSCTP CNPAdminTierEgressSCTP CNPBaselineTierIngressSCTP CNPBaselineTierEgressSCTP)
-timeout=1h podseg=1 build_only=0 extra=()
+timeout=1h podseg=1 build_only=0 backend=nftables extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --build-only) build_only=1 ;;
@@ -42,8 +44,9 @@ while [ $# -gt 0 ]; do
     --features) features=$2; shift ;;
     --timeout) timeout=$2; shift ;;
     --no-podseg) podseg=0 ;;
+    --backend) backend=$2; shift ;;
     --) shift; extra=("$@"); break ;;
-    *) sed -n '2,24p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,26p' "$0" >&2; exit 2 ;;
   esac
   shift
 done
@@ -95,6 +98,14 @@ build
 agnhost_image
 if [ "$podseg" = 1 ]; then
   bash "$here/podseg.sh" install || { echo "conformance-anp: podseg could not be installed" >&2; exit 1; }
+  # the DaemonSet's env as installed, plus the backend (apply -k leaves an env var it never set)
+  env=PODSEG_BACKEND-; [ "$backend" = nftables ] || env=PODSEG_BACKEND=$backend
+  "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" -n podseg-system set env daemonset/podseg-agent \
+    -c agent "$env" >/dev/null &&
+    "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" -n podseg-system rollout status \
+      daemonset/podseg-agent --timeout=180s ||
+    { echo "conformance-anp: podseg's $backend backend did not roll out" >&2; exit 1; }
+  echo "conformance-anp: podseg installed, backend $backend"
 fi
 out=$LOGS/conformance-anp/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
@@ -108,7 +119,7 @@ set +e
 rc=$?
 set -e
 {
-  echo "took $((SECONDS - t0))s, test binary exit $rc"
+  echo "took $((SECONDS - t0))s, podseg backend $backend (installed: $podseg), test binary exit $rc"
   python3 "$here/anp-summary.py" "$out/test.log" "${sctp_cases[@]}"
 } | tee "$out/summary.txt"
 summary_rc=${PIPESTATUS[0]}
