@@ -51,16 +51,22 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-build() {
-  local bin=$BIN/anp-conformance.test stamp=$BIN/anp-conformance.stamp
-  local work=$PSG_CLUSTER_CACHE/anp-conformance dir want
+# module_dir: moddir, the module's directory in the module cache (downloaded when missing)
+module_dir() {
   command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
   command -v go >/dev/null || { echo "conformance-anp: no go toolchain" >&2; return 1; }
+  mkdir -p "$PSG_CLUSTER_CACHE/gomod"
+  moddir=$(cd /tmp && GOMODCACHE=$PSG_CLUSTER_CACHE/gomod GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+    go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$moddir" ] || { echo "conformance-anp: $module@$version not downloaded" >&2; return 1; }
+}
+
+build() {
+  local bin=$BIN/anp-conformance.test stamp=$BIN/anp-conformance.stamp
+  local work=$PSG_CLUSTER_CACHE/anp-conformance dir=$moddir want
   mkdir -p "$BIN" "$PSG_CLUSTER_CACHE/gomod" "$PSG_CLUSTER_CACHE/gocache" "$work"
   export GOMODCACHE=$PSG_CLUSTER_CACHE/gomod GOCACHE=$PSG_CLUSTER_CACHE/gocache
   export CGO_ENABLED=0 GOFLAGS="-p=2 -buildvcs=false -trimpath -mod=readonly" GOTOOLCHAIN=local
-  dir=$(cd /tmp && go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -n "$dir" ] || { echo "conformance-anp: $module@$version not downloaded" >&2; return 1; }
   # the base manifests of this test bed (no SCTP servers, one serving centaur replica:
   # anp-base-manifests.py) replace the upstream file (embedded in the binary) in a copy of the
   # module: go refuses -overlay for files in the module cache
@@ -91,6 +97,35 @@ agnhost_image() {
   image_load "$out" "$image"
 }
 
+kc() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+# a ClusterNetworkPolicy with a named port, created only as a server-side dry run
+schema_probe='apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: conformance-anp-schema-probe}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {namespaces: {}}
+  egress:
+  - {action: Accept, to: [{networks: [198.18.0.0/32]}], protocols: [{destinationNamedPort: web}]}'
+
+# crd_channel FILE: the ClusterNetworkPolicy CRD of FILE, server-side applied; waits (with a
+# deadline) until the API server keeps a destinationNamedPort, or prunes it, as FILE says
+crd_channel() {
+  local file=$1 want=web got i
+  grep -q destinationNamedPort "$file" || want=
+  kc apply --server-side --force-conflicts --field-manager=conformance-anp -f "$file" >/dev/null || return 1
+  for i in $(seq 1 60); do
+    got=$(kc create --dry-run=server -f - \
+      -o 'jsonpath={.spec.egress[0].protocols[0].destinationNamedPort}' <<<"$schema_probe" 2>/dev/null) &&
+      [ "$got" = "$want" ] && return 0
+    sleep 0.5
+  done
+  echo "conformance-anp: the API server did not take the CRD of $file" >&2
+  return 1
+}
+
+module_dir
 build
 [ "$build_only" = 1 ] && exit 0
 "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" get --raw /readyz >/dev/null 2>&1 ||
@@ -107,6 +142,17 @@ if [ "$podseg" = 1 ]; then
     { echo "conformance-anp: podseg's $backend backend did not roll out" >&2; exit 1; }
   echo "conformance-anp: podseg installed, backend $backend"
 fi
+# The experimental features (named ports, node peers) are fields of the experimental channel's
+# CRD; the standard one of deploy/crds/ prunes them.  The module's experimental CRD for the
+# run, deploy/crds/' again afterwards.
+case ",$features," in
+  *,ClusterNetworkPolicyNamedPorts,* | *,ClusterNetworkPolicyEgressNodePeers,*)
+    trap 'crd_channel "$here/../../deploy/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml" ||
+      echo "conformance-anp: the ClusterNetworkPolicy CRD of deploy/crds/ not restored" >&2' EXIT
+    crd_channel "$moddir/config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml" ||
+      exit 1
+    echo "conformance-anp: the experimental channel's ClusterNetworkPolicy CRD is installed for the run" ;;
+esac
 out=$LOGS/conformance-anp/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 echo "conformance-anp: skipping ${sctp_cases[*]}: SCTP traffic, the kernel has no SCTP module"
