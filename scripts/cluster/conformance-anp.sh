@@ -98,30 +98,32 @@ agnhost_image() {
 }
 
 kc() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
-# a ClusterNetworkPolicy with a named port, created only as a server-side dry run
+# a ClusterNetworkPolicy with a named port (experimental channel), created as a server-side dry run
 schema_probe='apiVersion: policy.networking.k8s.io/v1beta1
 kind: ClusterNetworkPolicy
 metadata: {name: conformance-anp-schema-probe}
 spec:
   tier: Admin
   priority: 1
-  subject: {namespaces: {}}
+  subject: {namespaces: {matchLabels: {conformance-anp: probe}}}
   egress:
-  - {action: Accept, to: [{networks: [198.18.0.0/32]}], protocols: [{destinationNamedPort: web}]}'
+  - action: Accept
+    to: [{pods: {namespaceSelector: {}, podSelector: {}}}]
+    protocols: [{destinationNamedPort: web}]'
 
-# crd_channel FILE: the ClusterNetworkPolicy CRD of FILE, server-side applied; waits (with a
-# deadline) until the API server keeps a destinationNamedPort, or prunes it, as FILE says
+# crd_channel FILE [wait]: the ClusterNetworkPolicy CRD of FILE, server-side applied; with
+# `wait`, polls (with a deadline) until the API server keeps a destinationNamedPort
 crd_channel() {
-  local file=$1 want=web got i
-  grep -q destinationNamedPort "$file" || want=
+  local file=$1 got i
   kc apply --server-side --force-conflicts --field-manager=conformance-anp -f "$file" >/dev/null || return 1
+  [ "${2:-}" = wait ] || return 0
   for i in $(seq 1 60); do
     got=$(kc create --dry-run=server -f - \
-      -o 'jsonpath={.spec.egress[0].protocols[0].destinationNamedPort}' <<<"$schema_probe" 2>/dev/null) &&
-      [ "$got" = "$want" ] && return 0
+      -o 'jsonpath={.spec.egress[0].protocols[0].destinationNamedPort}' <<<"$schema_probe" 2>&1) &&
+      [ "$got" = web ] && return 0
     sleep 0.5
   done
-  echo "conformance-anp: the API server did not take the CRD of $file" >&2
+  echo "conformance-anp: the API server did not take the CRD of $file: $got" >&2
   return 1
 }
 
@@ -149,7 +151,7 @@ case ",$features," in
   *,ClusterNetworkPolicyNamedPorts,* | *,ClusterNetworkPolicyEgressNodePeers,*)
     trap 'crd_channel "$here/../../deploy/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml" ||
       echo "conformance-anp: the ClusterNetworkPolicy CRD of deploy/crds/ not restored" >&2' EXIT
-    crd_channel "$moddir/config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml" ||
+    crd_channel "$moddir/config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml" wait ||
       exit 1
     echo "conformance-anp: the experimental channel's ClusterNetworkPolicy CRD is installed for the run" ;;
 esac
