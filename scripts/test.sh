@@ -5,15 +5,18 @@
 #   3. the real-cluster tier: `scripts/cluster.sh up` (builds Kubernetes from its Go module pins
 #      when not cached: ~15 min cold), podseg's image from the Dockerfile's build script, then
 #      tests/cluster (podseg installed as README says), then the upstream NetworkPolicy e2e suite
-#      against the cluster with podseg installed (`scripts/cluster.sh conformance`), then
-#      `scripts/cluster.sh down`, always, also after a failure.
+#      against the cluster with podseg installed (`scripts/cluster.sh conformance`), then the
+#      network-policy-api conformance suite (`scripts/cluster.sh conformance-anp`: fails on a
+#      case failing other than at an SCTP probe), then `scripts/cluster.sh down`, always, also
+#      after a failure.
 # The cluster tier runs after the other root tiers, never beside them (docs/development.md).
 #
 #   bash scripts/test.sh [PYTEST ARGS]             everything
 #   bash scripts/test.sh --cluster [PYTEST ARGS]   only tests/cluster; brings the cluster up if
 #                                                  needed (and down again if it did)
 #   bash scripts/test.sh --no-cluster [PYTEST ARGS]  everything but the cluster tier
-# PSG_CONFORMANCE_ARGS: extra arguments of `scripts/cluster.sh conformance` (e.g. --procs 2).
+# PSG_CONFORMANCE_ARGS: extra arguments of `scripts/cluster.sh conformance` (e.g. --procs 2);
+# PSG_CONFORMANCE_ANP_ARGS: of `scripts/cluster.sh conformance-anp` (e.g. --backend iptables).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=all
@@ -67,4 +70,7 @@ cluster_tier "$@" || failed=1
 echo "== conformance: upstream NetworkPolicy e2e specs with podseg installed"
 # shellcheck disable=SC2086  # PSG_CONFORMANCE_ARGS: words on purpose
 bash scripts/cluster.sh conformance ${PSG_CONFORMANCE_ARGS:-} || failed=1
+echo "== conformance-anp: upstream network-policy-api suite (ClusterNetworkPolicy) with podseg installed"
+# shellcheck disable=SC2086  # PSG_CONFORMANCE_ANP_ARGS: words on purpose
+bash scripts/cluster.sh conformance-anp ${PSG_CONFORMANCE_ANP_ARGS:-} || failed=1
 exit $failed
