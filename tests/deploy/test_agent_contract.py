@@ -105,16 +105,17 @@ def test_cleanup_daemonset_args_parse(rendered: dict[str, list[dict[str, Any]]])
 def test_least_privilege_security_context(rendered: dict[str, list[dict[str, Any]]]) -> None:
     agent = find(rendered["base"], "DaemonSet", "podseg-agent")
     clean = find(rendered["cleanup"], "DaemonSet", "podseg-cleanup")
-    for container in (
-        agent["spec"]["template"]["spec"]["containers"][0],
-        clean["spec"]["template"]["spec"]["initContainers"][1],
+    for container, added in (
+        # NET_RAW: the iptables backend's set match (tests/deploy/test_agent_capabilities.py)
+        (agent["spec"]["template"]["spec"]["containers"][0], ["NET_RAW"]),
+        (clean["spec"]["template"]["spec"]["initContainers"][1], []),
     ):
         sc = container["securityContext"]
         assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["capabilities"] == {
             "drop": ["ALL"],
-            "add": ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"],
+            "add": ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", *added],
         }
         assert "memory" in container["resources"]["limits"]
     strategy = agent["spec"]["updateStrategy"]

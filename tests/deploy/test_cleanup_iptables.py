@@ -8,7 +8,6 @@ Namespaces are made here (`psg-*`) and reached only through a private `--netns-d
 from __future__ import annotations
 
 import asyncio
-import os
 import pathlib
 import secrets
 import subprocess
@@ -16,10 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.calc import ruleset
-from agent.dataplane import backends, netns
-from agent.dataplane import client as dp_client
-from tests.support import privilege
+from tests.support import apply_pod, privilege
 from tests.support.cleanup import run_cleanup
 
 pytestmark = [
@@ -35,26 +31,7 @@ def _in(name: str, *args: str) -> str:
 
 
 def _apply_iptables(name: str) -> None:
-    rs = ruleset.PodRuleset(
-        namespace="shop",
-        pod=name,
-        ingress=ruleset.DirectionRuleset(
-            isolated=True, any_port_peers=(ruleset.AddrRange(4, 1, 1),), policies=("shop/d",)
-        ),
-        egress=ruleset.DirectionRuleset(isolated=True, policies=("shop/d",)),
-    )
-    ipt = backends.Iptables()
-    path = f"/run/netns/{name}"
-
-    async def go() -> None:
-        client = dp_client.WorkerClient(timeout=20)
-        try:
-            target = netns.Target(path, os.stat(path).st_ino, ("eth0",))
-            await backends.commit(client, ipt, target, ipt.render(rs, ["eth0"]))
-        finally:
-            await client.close()
-
-    asyncio.run(go())
+    asyncio.run(apply_pod.apply(f"/run/netns/{name}", "iptables"))
 
 
 @pytest.fixture
