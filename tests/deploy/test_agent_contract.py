@@ -108,7 +108,7 @@ def test_least_privilege_security_context(rendered: dict[str, list[dict[str, Any
     for container, added in (
         # NET_RAW: the iptables backend's set match (tests/deploy/test_agent_capabilities.py)
         (agent["spec"]["template"]["spec"]["containers"][0], ["NET_RAW"]),
-        (clean["spec"]["template"]["spec"]["initContainers"][1], []),
+        (clean["spec"]["template"]["spec"]["initContainers"][1], ["NET_RAW"]),
     ):
         sc = container["securityContext"]
         assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False

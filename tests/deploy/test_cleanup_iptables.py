@@ -12,11 +12,13 @@ import pathlib
 import secrets
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.support import apply_pod, privilege
 from tests.support.cleanup import run_cleanup
+from tests.support.manifests import find
 
 pytestmark = [
     privilege.requires_root,
@@ -75,3 +77,23 @@ def test_cleanup_removes_iptables_backend_leftovers_only(
         assert "-A INPUT -j FOREIGN" in v4
         assert _in(name, "ipset", "list", "-n").split() == ["foreign"]
         assert "podseg" not in _in(name, "nft", "list", "tables")
+
+
+@pytest.mark.skipif(not privilege.has("setpriv"), reason="needs setpriv (util-linux)")
+def test_the_cleanup_daemonsets_capabilities_remove_iptables_leftovers(
+    node: tuple[pathlib.Path, list[str]], rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """With exactly the capabilities deploy/cleanup grants: the leftovers hold a rule with a
+    set match, which iptables-save can only print through a raw socket (NET_RAW); without it
+    the namespace is a failure, never reported clean."""
+    netns_dir, names = node
+    clean = find(rendered["cleanup"], "DaemonSet", "podseg-cleanup")
+    added = clean["spec"]["template"]["spec"]["initContainers"][1]["securityContext"]
+    caps = [c.lower() for c in added["capabilities"]["add"]]
+    without = ",".join(["-all", *(f"+{c}" for c in caps if c != "net_raw")])
+    refused = run_cleanup(netns_dir, "--dry-run", caps=without)
+    assert refused.returncode == 1 and "ipset" in refused.stdout + refused.stderr
+    done = run_cleanup(netns_dir, caps=",".join(["-all", *(f"+{c}" for c in caps)]))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "PODSEG" not in _in(names[0], "iptables-save", "-t", "filter")
+    assert _in(names[0], "ipset", "list", "-n").split() == ["foreign"]
