@@ -3,7 +3,12 @@
 
 Why on the real cluster: the sandbox tier's agent keeps root's capabilities, while the
 DaemonSet drops all but a few; iptables' `set` match needs `NET_RAW`, and without it every
-commit failed here (`Can't open socket to ipset.`) while every sandbox test passed."""
+commit failed here (`Can't open socket to ipset.`) while every sandbox test passed.
+
+The switch back to nftables is a plain env change, not the switch docs/operations.md prescribes:
+the pods that lived through the iptables period (the responder's, for one) keep that backend's
+rules until test_90's uninstall, whose cleanup DaemonSet must then remove them (it needs
+`NET_RAW` for that, as the agent does)."""
 
 from __future__ import annotations
 
