@@ -304,6 +304,22 @@ def policy(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def web_to_api_policy() -> dict[str, Any]:
+    """`web-to-api`: pods labelled app=web may reach app=api pods on TCP 80."""
+    return policy(
+        "web-to-api",
+        {
+            "podSelector": {"matchLabels": {"app": "api"}},
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                    "ports": [{"port": 80}],
+                }
+            ],
+        },
+    )
+
+
 # -- probes from inside pods ------------------------------------------------------------------
 
 OK, TIMEOUT, REFUSED = "OK", "TIMEOUT", "REFUSED"

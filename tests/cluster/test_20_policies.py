@@ -36,18 +36,7 @@ def test_default_deny_then_allow_by_labels_and_namespaces_and_relabel(
 
     # allow web -> api on TCP 80 (pod labels), mon -> db (namespace labels)
     kube.apply(
-        support.policy(
-            "web-to-api",
-            {
-                "podSelector": {"matchLabels": {"app": "api"}},
-                "ingress": [
-                    {
-                        "from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
-                        "ports": [{"port": 80}],
-                    }
-                ],
-            },
-        ),
+        support.web_to_api_policy(),
         support.policy(
             "ops-to-db",
             {

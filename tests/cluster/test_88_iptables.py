@@ -51,18 +51,7 @@ def test_the_iptables_backend_enforces_with_the_daemonsets_capabilities(
         expect(kube, shop, "db", ips["api"], 80, allowed=True)
         kube.apply(
             support.policy("deny", {"podSelector": {}, "policyTypes": ["Ingress"]}),
-            support.policy(
-                "web-to-api",
-                {
-                    "podSelector": {"matchLabels": {"app": "api"}},
-                    "ingress": [
-                        {
-                            "from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
-                            "ports": [{"port": 80}],
-                        }
-                    ],
-                },
-            ),
+            support.web_to_api_policy(),
             namespace=shop,
         )
         expect(kube, shop, "web", ips["api"], 80, allowed=True)

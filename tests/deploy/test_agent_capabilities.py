@@ -75,22 +75,14 @@ def test_the_daemonset_capabilities_let_the_agent_program_a_pod(
 ) -> None:
     done = apply_with(f"/run/netns/{pod_netns}", backend, granted(rendered))
     assert done.returncode == 0, done.stderr
-    if backend == "iptables":
-        saved = subprocess.run(
-            ["ip", "netns", "exec", pod_netns, "iptables-save", "-t", "filter"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert "--match-set PODSEG" in saved, saved
-    else:
-        tables = subprocess.run(
-            ["ip", "netns", "exec", pod_netns, "nft", "list", "tables"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert "inet podseg" in tables
+    command, mark = {
+        "iptables": (("iptables-save", "-t", "filter"), "--match-set PODSEG"),
+        "nftables": (("nft", "list", "tables"), "inet podseg"),
+    }[backend]
+    held = subprocess.run(
+        ["ip", "netns", "exec", pod_netns, *command], capture_output=True, text=True, check=True
+    ).stdout
+    assert mark in held, held
 
 
 def test_without_net_raw_the_iptables_backend_cannot_program_a_pod(
