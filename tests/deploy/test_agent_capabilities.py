@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import privilege
+from tests.support import kernel, privilege
 from tests.support.manifests import find
 
 pytestmark = [
@@ -57,16 +56,8 @@ def apply_with(path: str, backend: str, caps: list[str]) -> subprocess.Completed
 
 @pytest.fixture
 def pod_netns() -> Iterator[str]:
-    name = f"psg-{secrets.token_hex(3)}-cap"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(
-            ["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"],
-            check=True,
-        )
+    with kernel.pod_netns("cap") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])

@@ -13,7 +13,6 @@ Namespaces `psg-<random>-inc*`, deleted by the fixture.
 from __future__ import annotations
 
 import random
-import subprocess
 
 import pytest
 
@@ -21,33 +20,11 @@ from agent.calc import intervals, ruleset
 from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
 from testbed.sandbox import tables
-
-V4_BASE = int(intervals.address_range("198.18.0.0").first)
-V6_BASE = int(intervals.address_range("fd00:198:18::").first)
-
-
-def _run(*args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed: {done.stderr[-3000:]}\n{stdin or ''}")
-    return done.stdout
-
-
-def load(ns: str, script: str) -> None:
-    _run("ip", "netns", "exec", ns, "nft", "-f", "-", stdin=script)
+from tests.support import kernel
 
 
 def _addr(rng: random.Random, family: int) -> ruleset.AddrRange:
-    base, span = (V4_BASE, 1 << 12) if family == 4 else (V6_BASE, 1 << 20)
-    first = base + rng.randrange(span)
-    shape = rng.random()
-    if shape < 0.5:
-        return ruleset.AddrRange(family, first, first)
-    if shape < 0.8:
-        size = 1 << rng.randrange(1, 8)
-        first -= (first - base) % size
-        return ruleset.AddrRange(family, first, first + size - 1)
-    return ruleset.AddrRange(family, first, first + rng.randrange(1, 300))
+    return kernel.random_addr_range(rng, family, single=0.5, aligned=0.3)
 
 
 # The port ranges of the walk: ranges of different starts never overlap, so merged port sets
@@ -58,7 +35,7 @@ PORTS = [(first, first + span) for first in (53, 80, 443, 8000) for span in (0, 
 PORTS.append((8000, 8500))
 ANCHORS = [
     (
-        ruleset.AddrRange(4, V4_BASE + (1 << 13) + n, V4_BASE + (1 << 13) + n),
+        ruleset.AddrRange(4, kernel.V4_BASE + (1 << 13) + n, kernel.V4_BASE + (1 << 13) + n),
         proto,
         ruleset.PortRange(*PORTS[n // 3]),
     )
@@ -119,7 +96,7 @@ def test_incremental_listing_equals_fresh_full_apply(two_netns: tuple[str, str],
     ingress, egress = _raw(rng, 30), _raw(rng, 30)
     shape = 0
     previous = render_nft.render(_ruleset(ingress, egress, shape), ["eth0"])
-    load(patched_ns, previous.script)
+    kernel.load(patched_ns, previous.script)
     patches = replaces = 0
     for _ in range(12):
         ingress, egress = _mutate(rng, ingress), _mutate(rng, egress)
@@ -129,14 +106,16 @@ def test_incremental_listing_equals_fresh_full_apply(two_netns: tuple[str, str],
         script = incremental.patch(previous, current)
         if script is None:
             assert current.shape != previous.shape
-            load(patched_ns, current.script)
+            kernel.load(patched_ns, current.script)
             replaces += 1
         else:
-            load(patched_ns, script)
+            kernel.load(patched_ns, script)
             patches += 1
-        load(fresh_ns, current.script)
+        kernel.load(fresh_ns, current.script)
         assert tables.canonical_listing(patched_ns) == tables.canonical_listing(fresh_ns)
-        listing = _run("ip", "netns", "exec", patched_ns, "nft", "list", "table", "inet", "podseg")
+        listing = kernel.run(
+            "ip", "netns", "exec", patched_ns, "nft", "list", "table", "inet", "podseg"
+        )
         assert render_nft.parse_fingerprint(listing) == current.fingerprint
         previous = current
     assert patches >= 6, (patches, replaces)
@@ -148,14 +127,14 @@ def test_patch_onto_a_changed_table_fails_whole(two_netns: tuple[str, str]) -> N
     ns, _ = two_netns
     rng = random.Random(7)
     raw = _raw(rng, 10)
-    raw[0].append(ruleset.AddrRange(4, V4_BASE + 5000, V4_BASE + 5000))
+    raw[0].append(ruleset.AddrRange(4, kernel.V4_BASE + 5000, kernel.V4_BASE + 5000))
     old = render_nft.render(_ruleset(raw, raw, 0), ["eth0"])
     new = render_nft.render(_ruleset(([], raw[1]), raw, 0), ["eth0"])
-    load(ns, old.script)
-    load(ns, "flush set inet podseg ingress_any4\n")  # someone else's edit
+    kernel.load(ns, old.script)
+    kernel.load(ns, "flush set inet podseg ingress_any4\n")  # someone else's edit
     script = incremental.patch(old, new)
     assert script and "delete element inet podseg ingress_any4" in script
     with pytest.raises(AssertionError):
-        load(ns, script)
-    listing = _run("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "podseg")
+        kernel.load(ns, script)
+    listing = kernel.run("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "podseg")
     assert render_nft.parse_fingerprint(listing) == old.fingerprint

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 from collections.abc import Iterator
 
@@ -19,22 +18,15 @@ from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
 from agent.dataplane.worker import namespaces
 from agent.dataplane.worker import nft as worker_nft
+from tests.support import kernel
 
 BASE = 0xC6130000  # 198.19.0.0
 
 
 @pytest.fixture
 def pod_netns() -> Iterator[str]:
-    name = f"psg-{secrets.token_hex(3)}-shed"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(
-            ["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
-            check=True,
-        )
+    with kernel.pod_netns("shed") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 def rs(n: int, extra: int = 0) -> ruleset.PodRuleset:

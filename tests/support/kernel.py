@@ -5,14 +5,16 @@ process. The fixtures that create the namespaces are in tests/kernel/conftest.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
+import secrets
 import select
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -249,15 +251,34 @@ class ReaderProc:
                 self.proc.wait()
 
 
-def random_addr_range(rng: random.Random, family: int) -> ruleset.AddrRange:
-    """A single address (mostly: pod IPs), an aligned block or an odd range."""
+def random_addr_range(
+    rng: random.Random, family: int, single: float = 0.6, aligned: float = 0.25
+) -> ruleset.AddrRange:
+    """A single address (mostly: pod IPs; share `single`), an aligned block (`aligned`) or an
+    odd range."""
     base, span = (V4_BASE, 1 << 12) if family == 4 else (V6_BASE, 1 << 20)
     first = base + rng.randrange(span)
     shape = rng.random()
-    if shape < 0.6:
+    if shape < single:
         return ruleset.AddrRange(family, first, first)
-    if shape < 0.85:
+    if shape < single + aligned:
         size = 1 << rng.randrange(1, 8)
         first -= (first - base) % size
         return ruleset.AddrRange(family, first, first + size - 1)
     return ruleset.AddrRange(family, first, first + rng.randrange(1, 300))
+
+
+@contextlib.contextmanager
+def pod_netns(label: str) -> Iterator[str]:
+    """A fresh namespace `psg-<random>-<label>` with an `eth0` (one end of a veth pair),
+    deleted afterwards, also on failure."""
+    name = f"psg-{secrets.token_hex(3)}-{label}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(
+            ["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
+            check=True,
+        )
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)

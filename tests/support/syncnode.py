@@ -79,6 +79,18 @@ class Node:
             self.store.apply(item, change)
         return change
 
+    def rendered(self) -> list[str]:
+        """The pods whose ruleset the passes render from now on (filled as they do)."""
+        names: list[str] = []
+        derive = self.rec.backend.derive
+
+        def counting(old_rs: Any, old: Any, rs: Any, interfaces: Any) -> Any:
+            names.append(rs.pod)
+            return derive(old_rs, old, rs, interfaces)
+
+        self.rec.backend.derive = counting  # type: ignore[method-assign]
+        return names
+
     def state(self, name: str) -> sync_pod.PodState:
         return self.rec.pods[f"shop/{name}"]
 

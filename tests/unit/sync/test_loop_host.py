@@ -21,19 +21,6 @@ NODE_IP = "198.18.0.1"  # node-1's InternalIP in tests.support.syncnode
 NEW_NODE_IP = int(ipaddress.ip_address("198.18.0.77"))  # as the ruleset's ranges hold it
 
 
-def _counting(node: Node) -> list[str]:
-    """The pods whose ruleset the passes render from now on."""
-    rendered: list[str] = []
-    derive = node.rec.backend.derive
-
-    def counting(old_rs: Any, old: Any, rs: Any, interfaces: Any) -> Any:
-        rendered.append(rs.pod)
-        return derive(old_rs, old, rs, interfaces)
-
-    node.rec.backend.derive = counting  # type: ignore[method-assign]
-    return rendered
-
-
 def _new_pod(node: Node, name: str, ip: str, host: tuple[str, ...]) -> list[dict[str, Any]]:
     """A new local pod with its IP in the API (no podseg-cni: the full scan places it) while
     the node's namespace gains `host`; the pass's log lines."""
@@ -59,7 +46,7 @@ def test_a_new_pods_link_local_veth_address_on_the_node_replans_no_other_pod() -
     first.dataplane.host = (NODE_IP, "fe80::1")
     first.run()
     node = _restarted(first)
-    rendered = _counting(node)
+    rendered = node.rendered()
     for i in range(3):
         node.dataplane.sent.clear()
         host = (NODE_IP, "fe80::1", *(f"fe80::a:{n}" for n in range(i + 1)))
@@ -74,7 +61,7 @@ def test_a_new_address_of_the_node_replans_every_local_pod() -> None:
     node = Node(webs=3)
     node.dataplane.host = (NODE_IP,)
     node.run()
-    rendered = _counting(node)
+    rendered = node.rendered()
     (line,) = _new_pod(node, "new", "198.18.1.50", (NODE_IP, "198.18.0.77"))
     # an ingress-isolated pod admits its own node: the new address too
     assert sorted(set(rendered)) == ["new", "web-0", "web-1", "web-2"], rendered
