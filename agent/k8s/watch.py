@@ -238,7 +238,7 @@ def list_all(
                 data = ahead.result()
                 continue
             if ahead is not None:
-                log.warning("list.read_ahead_dropped", resource=resource)
+                log.warning("list_read_ahead_dropped", resource=resource)
                 with contextlib.suppress(Exception):
                     ahead.result()
             if not token:
