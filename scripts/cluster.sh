@@ -403,11 +403,25 @@ anything_left() {
 # AdminNetworkPolicy and BaselineAdminNetworkPolicy where they are served, as here.
 install_admin_crds() {
   kc apply -k "$HERE/../deploy/crds" >/dev/null || die "kubectl apply -k deploy/crds/ failed"
-  kc wait --for condition=established --timeout=60s \
-    crd/clusternetworkpolicies.policy.networking.k8s.io \
-    crd/adminnetworkpolicies.policy.networking.k8s.io \
-    crd/baselineadminnetworkpolicies.policy.networking.k8s.io >/dev/null ||
+  wait_established 60 clusternetworkpolicies.policy.networking.k8s.io \
+    adminnetworkpolicies.policy.networking.k8s.io \
+    baselineadminnetworkpolicies.policy.networking.k8s.io ||
     die "the network-policy-api CRDs are not established"
+}
+
+# Polls each CRD's Established condition until the deadline (seconds). `kubectl wait` fails at
+# once on a CRD whose status has no conditions yet, which a just-created CRD can show.
+wait_established() {
+  local deadline=$((SECONDS + $1)) crd state
+  shift
+  for crd in "$@"; do
+    while :; do
+      state=$(kc get crd "$crd" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null || true)
+      [ "$state" = True ] && break
+      [ "$SECONDS" -lt "$deadline" ] || { echo "cluster: CRD $crd not established (condition: '${state:-none}')" >&2; return 1; }
+      sleep 0.5
+    done
+  done
 }
 
 cmd_up() {
