@@ -13,7 +13,8 @@ two rulesets differ only in the elements of the policy peer sets (`<direction>_a
 `_exact{4,6}` and the address sets of each port spec, `_<proto>_<ports>_v{4,6}`, and each
 policy's counting sets `<direction>_p<N>_...`), on the same port specs, it returns the new
 rendering, equal to `render_nft.render` of the new ruleset (the patched sets spliced into the
-old tables, then `render_nft.assemble`: the same script and fingerprint), and the transaction
+old tables by `render_nft.with_sets`, which hashes only those sets again: the same tables and
+fingerprint, in time proportional to the changed sets, not the pod's), and the transaction
 that `agent.dataplane.nft.incremental.patch` would write for the two (state rule, then per
 changed set its deletes and adds). Anything else (tiers, containment, the node guard, mode,
 policies, interfaces), or a peer change that brings the first element of a port spec or takes
@@ -87,9 +88,9 @@ def _derive(
     if found is None:
         return None
     patched, changes = found
-    sets = tuple(patched.get(s.name, s) for s in inet.sets)
-    plain = render_nft.Table(inet.family, inet.name, None, sets, inet.counters, inet.chains[:-1])
-    rendered = render_nft.assemble(new_rs, plain, old.tables[1:], old.interfaces)
+    if not old.digests:
+        return None  # not a rendering `render_nft.assemble` made
+    rendered = render_nft.with_sets(old, new_rs, patched)
     if rendered.fingerprint == old.fingerprint:
         return Derived(rendered, "", 0, 0, ())
     chain = f"inet {render_nft.TABLE} {render_nft.STATE_CHAIN}"
@@ -302,6 +303,7 @@ def _splice(
         named,
         elements=(*texts[:low], *new_texts, *texts[high:]),
         members=(*members[:low], *new_items, *members[high:]),
+        elements_digest=b"",  # the old elements'
     )
     old_set, new_set = set(old_texts), set(new_texts)
     gone = [(t, e) for t, e in zip(old_texts, gone_items, strict=True) if t not in new_set]

@@ -59,7 +59,7 @@ from agent.calc import intervals, ruleset
 
 TABLE = "podseg"
 DENY_MARK = 0x00100000
-FORMAT_VERSION = "podseg-nft/7"
+FORMAT_VERSION = "podseg-nft/8"
 FINGERPRINT_CHARS = 16
 COMMENT_MAX_BYTES = 127  # the kernel keeps at most 128 bytes of table comment (with NUL)
 
@@ -156,6 +156,9 @@ class NamedSet:
     members: tuple[ruleset.AddrRange | ruleset.PeerPort, ...] = dataclasses.field(
         default=(), compare=False, repr=False
     )
+    # `elements_digest(elements)` when made beforehand (b"": made when needed); whoever
+    # replaces the elements replaces it too.
+    elements_digest: bytes = dataclasses.field(default=b"", compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -181,20 +184,36 @@ class Table:
 
 @dataclasses.dataclass(frozen=True)
 class Rendered:
-    """A complete `nft -f` script and the fingerprint it tags the table with.
+    """A rendered ruleset: the tables as data and the fingerprint it tags the table with.
 
-    `shape` fingerprints the skeleton (everything but set elements); `sets` holds each named
-    set's elements as `("<family> <set>", (element, ...))`, sorted by name; both feed the
-    incremental patch (`agent.dataplane.nft.incremental`). `tables` is the structure the script
-    was written from (after the delete prelude), `interfaces` the canonical interface names.
+    What is kept is what a next patch needs, not the script: `tables` (the structure, after
+    the delete prelude; a set's element texts are shared with every pod of the same peers),
+    `shape` (the fingerprint of the skeleton: everything but set elements), `digests` (one per
+    fingerprinted piece, so a derived patch rehashes only the sets it changed:
+    `agent.dataplane.nft.fastpatch`) and `interfaces` (canonical). `script` and `sets` are
+    written from them on demand (a whole commit, the render-then-diff patch). `text` is a
+    script given as is, with no structure (it never patches).
     """
 
-    script: str
     fingerprint: str
     shape: str = ""
-    sets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     tables: tuple[Table, ...] = ()
     interfaces: tuple[str, ...] = ()  # canonical: the ones the tables were rendered for
+    digests: tuple[bytes, ...] = dataclasses.field(default=(), repr=False)
+    text: str | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def script(self) -> str:
+        """The `nft -f` script that replaces podseg's tables with these."""
+        return self.text if self.text is not None else script_text(self.tables)
+
+    @property
+    def sets(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Each named set's elements as `("<family> <set>", (element, ...))`, sorted by name
+        (`agent.dataplane.nft.incremental`)."""
+        return tuple(
+            sorted((f"{t.family} {s.name}", s.elements) for t in self.tables for s in t.sets)
+        )
 
 
 def delete_script() -> str:
@@ -233,65 +252,121 @@ def render(rs: ruleset.PodRuleset, interfaces: Sequence[str]) -> Rendered:
 def assemble(
     rs: ruleset.PodRuleset, inet: Table, netdev: Sequence[Table], ifaces: tuple[str, ...]
 ) -> Rendered:
-    """The script and fingerprints of built tables: `inet` without its comment and `state`
-    chain, as `_inet_table` builds it (`agent.dataplane.nft.fastpatch` reuses it on tables
-    whose set elements it patched, so both give the same text for the same ruleset)."""
-    # The fingerprint hashes the text of everything but the comment and the state chain, which
-    # carry the fingerprints; the shape hashes the same text with no set elements.
-    pieces = _Pieces(inet)
-    body = [*pieces.counters, *pieces.sets, *pieces.chains]
-    netdev_text = [piece for table in netdev for piece in table_text(table)]
-    fp = fingerprint_of(rs, body + netdev_text)
-    skeleton = pieces.text(elements=False)
+    """The fingerprints of built tables: `inet` without its comment and `state` chain, as
+    `_inet_table` builds it.
+
+    The fingerprint hashes the digest of each piece of everything but the comment and the state
+    chain, which carry the fingerprints (`piece_digests`: a set's digest covers its declaration
+    and every element); the shape hashes the same text with no set elements."""
+    digests = piece_digests(inet, netdev)
+    fp = fingerprint_from(rs, digests)
+    skeleton = _Pieces(inet).text(elements=False)
     skeleton += [piece for table in netdev for piece in table_text(table, elements=False)]
     shape = fingerprint_of(rs, ["shape", "".join(skeleton)])
     pod = _sanitize(f"{rs.namespace}/{rs.pod}")
     comment = f"podseg fp={shape} pod={pod}".encode()[:COMMENT_MAX_BYTES].decode(errors="ignore")
     state = Chain(STATE_CHAIN, rules=(state_rule(fp),))
     inet = Table(inet.family, inet.name, comment, inet.sets, inet.counters, (*inet.chains, state))
-    # The text of the inet table: `body` between the comment and the state chain.
-    script = [*_delete_prelude(), *_table_open(inet), *body, _chain_text(state), "}\n"]
-    tables = (inet, *netdev)
-    sets = sorted((f"{t.family} {s.name}", s.elements) for t in tables for s in t.sets)
-    return Rendered("".join(script + netdev_text), fp, shape, tuple(sets), tables, ifaces)
+    return Rendered(fp, shape, (inet, *netdev), ifaces, digests)
+
+
+def with_sets(old: Rendered, rs: ruleset.PodRuleset, patched: dict[str, NamedSet]) -> Rendered:
+    """`old` (a rendering of a ruleset of the same frame as `rs`: `fastpatch.same_frame`)
+    with the elements of its inet sets named in `patched` replaced: only those sets are hashed
+    again, the fingerprint is a hash of the pieces' digests. The skeleton, so the shape and
+    the comment, stay."""
+    inet = old.tables[0]
+    digests = list(old.digests)
+    sets = list(inet.sets)
+    first = len(inet.counters)
+    for n, named in enumerate(inet.sets):
+        new = patched.get(named.name)
+        if new is not None:
+            sets[n] = new
+            digests[first + n] = set_digest(new)
+    fp = fingerprint_from(rs, digests)
+    state = Chain(STATE_CHAIN, rules=(state_rule(fp),))
+    chains = (*inet.chains[:-1], state)
+    table = Table(inet.family, inet.name, inet.comment, tuple(sets), inet.counters, chains)
+    return Rendered(fp, old.shape, (table, *old.tables[1:]), old.interfaces, tuple(digests))
+
+
+def piece_digests(inet: Table, netdev: Sequence[Table]) -> tuple[bytes, ...]:
+    """The digest of each fingerprinted piece, in order: the counters, sets and chains of
+    `inet` (no comment, no state chain), then every piece of the `netdev` tables."""
+    out = [_sha(f"  counter {name} {{\n  }}\n") for name in inet.counters]
+    out += [set_digest(s) for s in inet.sets]
+    out += [_sha(_chain_text(c)) for c in inet.chains]
+    out += [_sha(piece) for table in netdev for piece in table_text(table)]
+    return tuple(out)
+
+
+def set_digest(named: NamedSet) -> bytes:
+    """The digest of a set's piece: its declaration and its elements (`elements_digest`; the
+    peer sets carry theirs, made once per distinct peer tuple and shared by its pods)."""
+    digest = hashlib.sha256(_set_head(named).encode())
+    digest.update(b"\0")
+    digest.update(named.elements_digest or elements_digest(named.elements))
+    return digest.digest()
+
+
+def elements_digest(elements: Sequence[str]) -> bytes:
+    """The digest of a set's element texts (in order: canonical sets are sorted)."""
+    hashed = HASHED
+    hashed[0] += 1
+    hashed[1] += len(elements)
+    return hashlib.sha256("\n".join(elements).encode()).digest()
+
+
+# How many element tuples `elements_digest` hashed and how many elements they held, since the
+# start (a test reads what a derive rehashes).
+HASHED = [0, 0]
+
+
+def _sha(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
 
 
 def script_text(tables: Sequence[Table]) -> str:
-    """The `nft -f` script that replaces podseg's tables with `tables` (`render` writes the
-    same text, reusing the pieces it has already hashed)."""
+    """The `nft -f` script that replaces podseg's tables with `tables`."""
     return "".join([*_delete_prelude(), *(piece for t in tables for piece in table_text(t))])
 
 
 def table_text(table: Table, *, elements: bool = True) -> list[str]:
     """The text of `table` in pieces: opening line and comment, one piece per counter, set and
-    chain, closing line (fingerprints hash these pieces one by one). Without `elements`, every
-    set is declared without its elements: the skeleton."""
+    chain, closing line. Without `elements`, every set is declared without its elements: the
+    skeleton."""
     return _Pieces(table).text(elements=elements)
 
 
 class _Pieces:
-    """The text of one table, each piece made once (a set's both with and without elements)."""
+    """The text of one table."""
 
     def __init__(self, table: Table) -> None:
-        self.head = _table_open(table)
-        self.counters = [f"  counter {name} {{\n  }}\n" for name in table.counters]
-        self.bare_sets: list[str] = []
-        self.sets: list[str] = []
-        for s in table.sets:
-            kind = s.type if s.type.startswith("typeof ") else f"type {s.type}"
-            head = f"  set {s.name} {{\n    {kind}\n"
-            if s.flags:
-                head += f"    flags {', '.join(s.flags)}\n"
-            self.bare_sets.append(head + "  }\n")
-            if s.elements:
-                joined = ",\n      ".join(s.elements)
-                head += f"    elements = {{\n      {joined}\n    }}\n"
-            self.sets.append(head + "  }\n")
-        self.chains = [_chain_text(c) for c in table.chains]
+        self.table = table
 
     def text(self, *, elements: bool = True) -> list[str]:
-        sets = self.sets if elements else self.bare_sets
-        return [*self.head, *self.counters, *sets, *self.chains, "}\n"]
+        table = self.table
+        counters = [f"  counter {name} {{\n  }}\n" for name in table.counters]
+        sets = [_set_text(s, elements=elements) for s in table.sets]
+        chains = [_chain_text(c) for c in table.chains]
+        return [*_table_open(table), *counters, *sets, *chains, "}\n"]
+
+
+def _set_head(s: NamedSet) -> str:
+    kind = s.type if s.type.startswith("typeof ") else f"type {s.type}"
+    head = f"  set {s.name} {{\n    {kind}\n"
+    if s.flags:
+        head += f"    flags {', '.join(s.flags)}\n"
+    return head
+
+
+def _set_text(s: NamedSet, *, elements: bool) -> str:
+    head = _set_head(s)
+    if elements and s.elements:
+        joined = ",\n      ".join(s.elements)
+        head += f"    elements = {{\n      {joined}\n    }}\n"
+    return head + "  }\n"
 
 
 def _table_open(table: Table) -> list[str]:
@@ -318,6 +393,11 @@ def state_rule(fingerprint: str) -> str:
 def fingerprint_of(rs: ruleset.PodRuleset, content: Sequence[str]) -> str:
     """Hash of everything the table stands for: format version, identity, mode, policies and
     the rendered content (which covers every set element, rule and interface)."""
+    return fingerprint_from(rs, [part.encode() for part in content])
+
+
+def fingerprint_from(rs: ruleset.PodRuleset, content: Sequence[bytes]) -> str:
+    """`fingerprint_of`, over content given as bytes (the pieces' digests, `piece_digests`)."""
     digest = hashlib.sha256()
     header = [
         FORMAT_VERSION,
@@ -326,8 +406,11 @@ def fingerprint_of(rs: ruleset.PodRuleset, content: Sequence[str]) -> str:
         "ingress=" + ",".join(rs.ingress.policies),
         "egress=" + ",".join(rs.egress.policies),
     ]
-    for part in (*header, *content):
+    for part in header:
         digest.update(part.encode())
+        digest.update(b"\0")
+    for piece in content:
+        digest.update(piece)
         digest.update(b"\0")
     return digest.hexdigest()[:FINGERPRINT_CHARS]
 
@@ -953,23 +1036,27 @@ def _peer_rules(
     rules: list[str] = []
     any_sets = _any_elements(any_port_peers)
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        members, elements = any_sets[family]
+        members, elements, digest = any_sets[family]
         name = f"{prefix}any{family}"
-        body.sets.append(NamedSet(name, addr_type, elements=elements, members=members))
+        body.sets.append(NamedSet(name, addr_type, ("interval",), elements, members, digest))
         rules.append(f"{ip} {key} @{name} {action}")
     found = _port_elements_of(port_peers)
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-        held, elements = found.exact[family]
+        held, elements, digest = found.exact[family]
         name = f"{prefix}exact{family}"
         set_type = f"{addr_type} . inet_proto . inet_service"
-        body.sets.append(NamedSet(name, set_type, (), elements, held))
+        body.sets.append(NamedSet(name, set_type, (), elements, held, digest))
         rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {action}")
     vmap = _port_spec_rules(body, key, action, prefix, found.specs)
     return rules + vmap
 
 
-# Per family: the members of a set and their texts.
-_Elements = dict[int, tuple[tuple[Any, ...], tuple[str, ...]]]
+# Per family: the members of a set, their texts and the texts' `elements_digest`.
+_Elements = dict[int, tuple[tuple[Any, ...], tuple[str, ...], bytes]]
+
+
+def _held(members: tuple[Any, ...], texts: tuple[str, ...]) -> tuple[Any, ...]:
+    return members, texts, elements_digest(texts)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1022,7 +1109,7 @@ def _any_elements(any_port_peers: Sequence[ruleset.AddrRange]) -> _Elements:
         out: _Elements = {}
         for family in (4, 6):
             members = tuple([r for r in any_port_peers if r.family == family])
-            out[family] = (members, tuple([format_addr(r) for r in members]))
+            out[family] = _held(members, tuple([format_addr(r) for r in members]))
         return out
 
     found: _Elements = _cached(_ANY_CACHE, any_port_peers, make)
@@ -1035,7 +1122,7 @@ def _port_elements_of(port_peers: Sequence[ruleset.PeerPort]) -> _PortElements:
         exact_sets: _Elements = {}
         for family in (4, 6):
             held = tuple([e for e in exact if e.addrs.family == family])
-            exact_sets[family] = (held, tuple(port_elements(exact, family)))
+            exact_sets[family] = _held(held, tuple(port_elements(exact, family)))
         by_spec: dict[Spec, tuple[list[ruleset.PeerPort], list[ruleset.PeerPort]]] = {}
         for e in port_peers:
             spec = (e.protocol, e.ports.first, e.ports.last)
@@ -1048,7 +1135,7 @@ def _port_elements_of(port_peers: Sequence[ruleset.PeerPort]) -> _PortElements:
             (
                 spec,
                 {
-                    family: (tuple(held), tuple([format_addr(e.addrs) for e in held]))
+                    family: _held(tuple(held), tuple([format_addr(e.addrs) for e in held]))
                     for family, held in ((4, by_spec[spec][0]), (6, by_spec[spec][1]))
                 },
             )
@@ -1120,9 +1207,9 @@ def _port_spec_rules(
     specs = [spec for spec, _ in by_spec]
     for spec, sets in by_spec:
         for family, addr_type in ((4, "ipv4_addr"), (6, "ipv6_addr")):
-            held, texts = sets[family]
+            held, texts, digest = sets[family]
             name = port_spec_set(prefix, spec, family)
-            body.sets.append(NamedSet(name, addr_type, elements=texts, members=held))
+            body.sets.append(NamedSet(name, addr_type, ("interval",), texts, held, digest))
     verdicts: list[str] = []
     for chain, segments, covering in port_spec_chains(prefix, specs):
         body.chain(

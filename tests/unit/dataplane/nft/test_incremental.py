@@ -93,7 +93,7 @@ def test_skeleton_changes_need_a_replace() -> None:
         assert other.shape != base.shape
         assert incremental.patch(base, other) is None
     # a Rendered without structure (e.g. from another renderer) never patches
-    bare = render_nft.Rendered(script=base.script, fingerprint=base.fingerprint)
+    bare = render_nft.Rendered(base.fingerprint, text=base.script)
     assert incremental.patch(bare, base) is None and incremental.patch(base, bare) is None
 
 
