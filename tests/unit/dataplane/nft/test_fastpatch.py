@@ -116,3 +116,28 @@ def test_peer_changes_on_the_same_port_specs_are_always_derived(seed: int) -> No
 def test_derived_patch_equals_render_then_diff_along_calculator_walks(seed: int) -> None:
     derived = sum(_check(old, new) is not None for old, new in peerchanges.calculator_walk(seed))
     assert derived > 20
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_renderings_derived_from_derived_ones_keep_a_fresh_renderings_fingerprint(
+    seed: int,
+) -> None:
+    """As the agent keeps them: each step derived from the last step's rendering (itself
+    derived when it could be), never from a fresh one; the fingerprint, the pieces' digests
+    and the script stay those of a fresh rendering of the step's ruleset."""
+    walks = [peerchanges.walk(seed), peerchanges.walk(100 + seed)]
+    derived = 0
+    for steps in [*walks, peerchanges.calculator_walk(seed)]:
+        kept: dict[tuple[str, str], render_nft.Rendered] = {}
+        for old_rs, new_rs in steps:
+            key = (old_rs.namespace, old_rs.pod)
+            held = kept.get(key) or render_nft.render(old_rs, IFACES)
+            found = fastpatch.derive(old_rs, held, new_rs, IFACES)
+            fresh = render_nft.render(new_rs, IFACES)
+            if found is not None:
+                derived += 1
+                assert found.rendered.fingerprint == fresh.fingerprint
+                assert found.rendered.digests == fresh.digests
+                assert found.rendered.script == fresh.script
+            kept[key] = fresh if found is None else found.rendered
+    assert derived > 20
