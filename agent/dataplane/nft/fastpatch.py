@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import functools
 import itertools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from agent.calc import ruleset
@@ -147,12 +146,17 @@ def _patch_sets(
             if start == old_end == new_end:
                 continue
             old_part, new_part = before[start:old_end], after[start:new_end]
-            targets = _targets(prefix, kind, old_part, new_part)
-            for target in targets:
+            sorted_into = _Sorted(prefix, kind)
+            sorted_into.add(old_part, 0)
+            sorted_into.add(new_part, 1)
+            for spec in sorted_into.specs[0] | sorted_into.specs[1]:
+                if any(render_nft.port_spec_set(prefix, spec, f) not in held for f in (4, 6)):
+                    return None  # a new port spec: its sets, chain and map key come with it
+            for target, (gone_items, new_items) in sorted_into.items.items():
                 named = held.get(target.name)
                 if named is None:
-                    return None  # not the layout this module knows, or a new port spec
-                found = _splice(named, before, start, old_part, new_part, target)
+                    return None  # not the layout this module knows
+                found = _splice(named, before, start, gone_items, new_items, target)
                 if found is not None:
                     patched[target.name], gone, added = found
                     changes[target.name] = (
@@ -166,7 +170,8 @@ def _patch_sets(
                             tuple(_numbers(e, target.kind) for _, e in added),
                         ),
                     )
-            if kind == "ports" and _spec_gone(prefix, old_part, new_part, after, patched, held):
+            gone_specs = sorted_into.specs[0] - sorted_into.specs[1]
+            if gone_specs and _spec_gone(prefix, gone_specs, after, patched, held):
                 return None
     return patched, changes
 
@@ -177,17 +182,16 @@ def _spec(e: ruleset.PeerPort) -> render_nft.Spec:
 
 def _spec_gone(
     prefix: str,
-    old_part: Items,
-    new_part: Items,
+    specs: set[render_nft.Spec],
     after: Items,
     patched: dict[str, render_nft.NamedSet],
     held: dict[str, render_nft.NamedSet],
 ) -> bool:
-    """Whether a port spec of the replaced elements has no element left (a fresh rendering
-    declares no sets for it). Its address sets are the quick answer; only when both are empty
-    (its elements were all exact ones) is `after` searched, from the start: a common spec is
-    found at once."""
-    for spec in {_spec(e) for e in old_part} - {_spec(e) for e in new_part}:
+    """Whether a port spec the replaced elements had and their replacements lack has no
+    element left (a fresh rendering declares no sets for it). Its address sets are the quick
+    answer; only when both are empty (its elements were all exact ones) is `after` searched,
+    from the start: a common spec is found at once."""
+    for spec in specs:
         names = [render_nft.port_spec_set(prefix, spec, family) for family in (4, 6)]
         if any(patched.get(name, held[name]).members for name in names):
             continue
@@ -224,44 +228,47 @@ def _bare(d: ruleset.DirectionRuleset) -> ruleset.DirectionRuleset:
 class _Target:
     """A set an element kind of a prefix fills: `kind` "any" (AddrRange elements, address
     texts), "exact" (PeerPort elements, `addr . proto . port` texts) or "spec" (PeerPort
-    elements of one port spec, address texts), and which elements go there."""
+    elements of one port spec, address texts)."""
 
     name: str
     family: int
     kind: str
-    chosen: Callable[[Any], bool]
 
 
-def _targets(prefix: str, kind: str, old_part: Items, new_part: Items) -> list[_Target]:
-    """The sets an element kind of `prefix` fills that the changed elements can touch."""
-    if kind == "any":
-        return [
-            _Target(f"{prefix}any4", 4, "any", lambda r: r.family == 4),
-            _Target(f"{prefix}any6", 6, "any", lambda r: r.family == 6),
-        ]
-    targets = [
-        _Target(f"{prefix}exact{family}", family, "exact", functools.partial(_is_exact, family))
-        for family in (4, 6)
-    ]
-    for spec in sorted({_spec(e) for part in (old_part, new_part) for e in part}):
-        targets += [
-            _Target(
-                render_nft.port_spec_set(prefix, spec, family),
-                family,
-                "spec",
-                functools.partial(_in_spec, family, spec),
-            )
-            for family in (4, 6)
-        ]
-    return targets
+class _Sorted:
+    """The elements of a window sorted into the sets of `prefix` that hold them, in one pass:
+    per set, (the old window's elements, the new window's), in order; and the port specs of
+    each window's port elements (exact ones included)."""
 
+    def __init__(self, prefix: str, kind: str) -> None:
+        self.prefix, self.kind = prefix, kind
+        self.items: dict[_Target, tuple[list[Any], list[Any]]] = {}
+        self.specs: tuple[set[render_nft.Spec], set[render_nft.Spec]] = (set(), set())
+        self._targets: dict[tuple[Any, ...], _Target] = {}
 
-def _is_exact(family: int, e: ruleset.PeerPort) -> bool:
-    return e.addrs.family == family and render_nft.is_exact(e)
+    def add(self, part: Items, side: int) -> None:
+        specs = self.specs[side]
+        for e in part:
+            if self.kind == "any":
+                key: tuple[Any, ...] = ("any", e.family)
+            else:
+                spec = (e.protocol, e.ports.first, e.ports.last)
+                specs.add(spec)
+                exact = e.addrs.first == e.addrs.last and spec[1] == spec[2]
+                key = ("exact", e.addrs.family) if exact else (spec, e.addrs.family)
+            target = self._targets.get(key)
+            if target is None:
+                target = self._targets[key] = self._target(key)
+            held = self.items.get(target)
+            if held is None:
+                held = self.items[target] = ([], [])
+            held[side].append(e)
 
-
-def _in_spec(family: int, spec: render_nft.Spec, e: ruleset.PeerPort) -> bool:
-    return e.addrs.family == family and _spec(e) == spec and not render_nft.is_exact(e)
+    def _target(self, key: tuple[Any, ...]) -> _Target:
+        what, family = key
+        if what in ("any", "exact"):
+            return _Target(f"{self.prefix}{what}{family}", family, what)
+        return _Target(render_nft.port_spec_set(self.prefix, what, family), family, "spec")
 
 
 def _texts(items: Items, target: _Target) -> list[str]:
@@ -276,18 +283,17 @@ def _splice(
     named: render_nft.NamedSet,
     before: Items,
     start: int,
-    old_part: Items,
-    new_part: Items,
+    gone_items: list[Any],
+    new_items: list[Any],
     target: _Target,
 ) -> tuple[render_nft.NamedSet, list[tuple[str, Any]], list[tuple[str, Any]]] | None:
-    """The set after the window `old_part` of `before` (from `start`) became `new_part`,
-    and its elements deleted and added (text, element); None when none of its changed.
+    """The set after its elements `gone_items` of the window of `before` (from `start`)
+    became `new_items`, and its elements deleted and added (text, element); None when none of
+    its changed.
 
     The set's members are the elements of `before` it holds, in order; those before the window
     are exactly the members less than `before[start]` (canonical tuples are sorted), so the
     window's place in the set is one bisection."""
-    gone_items = [e for e in old_part if target.chosen(e)]
-    new_items = [e for e in new_part if target.chosen(e)]
     if not gone_items and not new_items:
         return None
     members, texts = named.members, named.elements

@@ -401,8 +401,8 @@ def fingerprint_from(rs: ruleset.PodRuleset, content: Sequence[bytes]) -> str:
     for part in header:
         digest.update(part.encode())
         digest.update(b"\0")
-    for piece in content:
-        digest.update(piece)
+    digest.update(b"\0".join(content))
+    if content:
         digest.update(b"\0")
     return digest.hexdigest()[:FINGERPRINT_CHARS]
 
