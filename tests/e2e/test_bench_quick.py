@@ -206,3 +206,14 @@ def test_nft_set_cost_quick() -> None:
             assert figures["n"] >= 1 and 0 < figures["median"] <= figures["p99"]
     assert result["same_run_ratios"]["pipapo_over_rbtree"] > 0
     _targets(result, {"set-change"})
+
+
+def test_derive_cost_quick() -> None:
+    result = run("derive_cost")
+    for name in ("nftables", "iptables"):
+        figures = result["this"][name]
+        assert figures["derive_ms"]["n"] >= 1
+        assert 0 < figures["derive_ms"]["median"] <= figures["derive_ms"]["p99"]
+        assert figures["kept_bytes"] > 0
+    assert result["same_run_ratios"]["ipt_over_nft"] > 0
+    _targets(result, {"derive-nft"})
