@@ -52,6 +52,7 @@ import hashlib
 import ipaddress
 import itertools
 import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -648,7 +649,9 @@ class _Body:
         self.counters: set[str] = set()
 
     def chain(self, name: str, rules: Sequence[str], header: Sequence[str] = ()) -> None:
-        self.chains.append(Chain(name, tuple(header), tuple(rules)))
+        # Interned: the agent keeps every local pod's tables, and pods of the same policies
+        # have the same rules (one string each, not one per pod).
+        self.chains.append(Chain(name, tuple(header), tuple(map(sys.intern, rules))))
 
     def deny(
         self,
