@@ -27,7 +27,10 @@ bound again, every piece counted again; no snapshot-wide work):
   only the edited rules' regions are computed).
 A fresh build of a pod's elements (a start, a relist, a rebuild) is shared with every other
 fresh build of the same terms until a membership moves: a workload's replicas, and every pod
-that one broad policy selects, canonicalise those peers once and hold the same tuples.
+that one broad policy selects, canonicalise those peers once and hold the same tuples. So is
+a patch of shared tuples: when a peer pod moves, the pods that held the same tuples for the
+same terms settle the same stretch once and hold the same new tuples again (the rendering's
+caches, keyed by the tuples' identity, then format and hash the change once for all of them).
 `desired.desired` stays the reference: tests/unit/calc/test_incremental.py compares every
 local pod after every step of long random event sequences.
 """
@@ -35,6 +38,7 @@ local pod after every step of long random event sequences.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
@@ -100,7 +104,7 @@ class Calculator:
         self.users: dict[terms.Source, dict[str, list[terms.Term]]] = {}
         # Fresh builds of a direction's elements, by recipe (`_recipe`), while no membership
         # moves: pods bound to the same peers share one canonicalisation and its tuples.
-        self.built: dict[frozenset[_Recipe], elements.Settled] = {}
+        self.built: dict[_BuildKey, _Built] = {}
         self.touched: set[str] = set()  # local pods whose result must be derived again
         self.gone: set[str] = set()  # local pods dropped since the last flush
         self.changed: set[str] = set()  # local pods whose result changed since the last flush
@@ -391,6 +395,19 @@ def _recipe(term: terms.Term) -> _Recipe:
     return (term.source, term.items, term.addrs, term.block)
 
 
+# A settle's terms, and for a patch the identities of the tuples it started from and the
+# stretches it redid (None for a fresh build).
+_BuildKey = tuple[
+    frozenset[_Recipe], tuple[int, int, tuple[tuple[int, tuple[int, int]], ...]] | None
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Built:
+    before: elements.Settled | None  # a patch's starting tuples (kept alive, compared by identity)
+    after: elements.Settled
+
+
 def _settle(
     calc: Calculator,
     kept: elements.Elements,
@@ -398,24 +415,28 @@ def _settle(
     direction: ruleset.Direction,
     policy: str | None = None,
 ) -> None:
-    """Settle `kept`; a fresh build is shared with every other fresh build of the same
-    recipe since the memberships last moved (the replicas of a workload, and every pod
-    that one broad policy selects, canonicalise its peers once)."""
-    pieces = _pieces(calc, state, direction, policy)
-    if not kept.fresh():
-        kept.settle(pieces)
-        return
+    """Settle `kept`, shared since the memberships last moved: a fresh build with every other
+    fresh build of the same recipe (the replicas of a workload, and every pod that one broad
+    policy selects, canonicalise its peers once); a patch with every other patch of the same
+    recipe, from the same tuples, over the same stretches."""
     recipe = frozenset(
         _recipe(t)
         for t in state.binding.terms
         if t.direction is direction and (policy is None or t.policy == policy)
     )
-    found = calc.built.get(recipe)
-    if found is not None:
-        kept.adopt(found)
+    before = None if kept.fresh() else kept.settled()
+    key: _BuildKey = (recipe, None)
+    if before is not None:
+        key = (recipe, (id(before[0]), id(before[1]), tuple(sorted(kept.dirty.items()))))
+    found = calc.built.get(key)
+    if found is not None and (
+        before is None
+        or (found.before is not None and all(map(operator.is_, found.before, before)))
+    ):
+        kept.adopt(found.after)
         return
-    kept.settle(pieces)
-    calc.built[recipe] = kept.settled()
+    kept.settle(_pieces(calc, state, direction, policy))
+    calc.built[key] = _Built(before, kept.settled())
 
 
 def _pieces(

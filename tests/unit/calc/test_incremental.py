@@ -462,6 +462,43 @@ def test_local_pods_of_the_same_peers_share_one_fresh_build_until_a_membership_m
     world.check()
 
 
+def test_pods_holding_the_same_tuples_settle_a_peer_change_once_and_share_the_new_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def calculator(replicas: int) -> tuple[incremental.Calculator, World, list[str]]:
+        world = _broad(300)
+        keys = ["a/local", *(f"a/local{i}" for i in range(replicas - 1))]
+        for i, key in enumerate(keys[1:]):
+            pod = model.Pod("a", f"local{i}", node_name=NODE, ips=(f"10.9.0.{i + 2}",))
+            world.put("pods", key, pod)
+        o = world.objects
+        calc = incremental.Calculator.of(
+            NODE,
+            incremental.Settings(guard_ports=GUARD),
+            pods=o["pods"],
+            namespaces=o["namespaces"],
+            policies=o["policies"],
+        )
+        assert len({id(calc.desired(key).ruleset.ingress.port_peers) for key in keys}) == 1
+        return calc, world, keys
+
+    one, _, _ = calculator(1)
+    five, world, keys = calculator(5)
+    sizes = _count_canonicalisations(monkeypatch)
+    one.set_pod("b/r7", None)  # a peer pod leaves
+    one.desired("a/local")
+    alone = len(sizes)
+    sizes.clear()
+    five.set_pod("b/r7", None)
+    results = {key: five.desired(key) for key in keys}
+    # the five pods patch their shared tuples once, as one pod alone does, and share the result
+    assert alone and len(sizes) == alone
+    assert len({id(r.ruleset.ingress.port_peers) for r in results.values()}) == 1
+    world.put("pods", "b/r7", None)
+    assert results == {key: world.calc.desired(key) for key in keys}
+    world.check()
+
+
 def _subject(rng: random.Random) -> tiers.Subject:
     if rng.random() < 0.5:
         return tiers.Subject(namespaces=_ns_selector(rng))
