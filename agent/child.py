@@ -15,6 +15,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Mapping
 
 PR_SET_PDEATHSIG = 1
 # The environment variable naming the agent's pid, per child.
@@ -23,9 +24,11 @@ READER_PARENT_ENV = "PODSEG_READER_PARENT"
 WATCHER_PARENT_ENV = "PODSEG_WATCHER_PARENT"
 
 
-async def spawn(module: str, parent_env: str, limit: int) -> asyncio.subprocess.Process:
+async def spawn(
+    module: str, parent_env: str, limit: int, extra_env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
     """`python -m module` with pipes on stdin/stdout (lines up to `limit` bytes), told our pid
-    in `parent_env`."""
+    in `parent_env` (and `extra_env` besides our own environment)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -33,7 +36,7 @@ async def spawn(module: str, parent_env: str, limit: int) -> asyncio.subprocess.
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         limit=limit,
-        env={**os.environ, parent_env: str(os.getpid())},
+        env={**os.environ, **(extra_env or {}), parent_env: str(os.getpid())},
     )
 
 

@@ -35,8 +35,11 @@ class WorkerClient:
     """Serialises requests to one worker process (started lazily, restarted on failure).
     Implements `protocol.Dataplane`."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, threads: int | None = None) -> None:
         self.timeout = timeout
+        # The worker's threads for the parts of a batch (None: its default, or the
+        # environment's PODSEG_WORKER_THREADS).
+        self.threads = threads
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -44,8 +47,9 @@ class WorkerClient:
 
     async def _ensure(self) -> asyncio.subprocess.Process:
         if self._proc is None or self._proc.returncode is not None:
+            extra = {protocol.THREADS_ENV: str(self.threads)} if self.threads is not None else None
             self._proc = await child.spawn(
-                WORKER_MODULE, child.WORKER_PARENT_ENV, limit=64 * 1024 * 1024
+                WORKER_MODULE, child.WORKER_PARENT_ENV, limit=64 * 1024 * 1024, extra_env=extra
             )
         return self._proc
 

@@ -27,6 +27,10 @@ from agent.dataplane import netns
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
+# The environment variable that tells the worker how many parts of a batch it may work on at
+# once (each on its own thread, in its own namespace); set by the agent when it starts it.
+THREADS_ENV = "PODSEG_WORKER_THREADS"
+
 
 # -- errors -------------------------------------------------------------------------------
 class DataplaneError(Exception):

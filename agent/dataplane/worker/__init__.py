@@ -11,24 +11,31 @@ afresh; nothing here is state the agent cannot rebuild.
 What each op does is documented on its request type in `protocol`; the operations live in
 `scan` (finding namespaces), `nft` (the nftables backend), `ipt` (the iptables backend) and
 `connections` (conntrack), all entering namespaces through `namespaces.Namespaces`.
+
+The parts of a batch run on a few threads (`pool`; PODSEG_WORKER_THREADS, default 2), each
+namespace's parts in the order sent (`lanes`, keyed by the namespace at the part's path), so
+the kernel work of a pass uses both cores of a node; the answer lists every part's reply in
+the order of the parts, as with one thread.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from agent import child
 from agent.dataplane import protocol
 from agent.dataplane.ipt import commands as ipt_commands
 from agent.dataplane.nft import libnft
-from agent.dataplane.worker import connections, ipt, namespaces, nft, scan
+from agent.dataplane.worker import connections, ipt, namespaces, nft, pool, scan
 
 Handler = Callable[[namespaces.Namespaces, Any], Any]
+THREADS = 2
 
 
 def _counters(ns: namespaces.Namespaces, request: protocol.ReadCounters) -> protocol.Counters:
@@ -79,12 +86,14 @@ HANDLERS: dict[protocol.Op, Handler] = {
 class Worker:
     """Holds the namespace handles and answers requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = THREADS) -> None:
         self.namespaces = namespaces.Namespaces()
+        self.pool = pool.Pool(threads)
 
-    def answer(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def answer(self, raw: dict[str, Any], parallel: bool = True) -> dict[str, Any]:
         """The reply line to one request line: its result with `ok`, or a typed error
-        (never raises). A batch answers each part on its own, in order."""
+        (never raises). A batch answers each part on its own, in order (its parts run on
+        the pool's threads; a batch inside a batch runs its parts one after another)."""
         reply: dict[str, Any] = {"id": raw.get("id")}
         started = time.perf_counter()
         try:
@@ -92,7 +101,7 @@ class Worker:
                 parts = raw.get("requests")
                 if not isinstance(parts, list):
                     raise ValueError("batch without requests")
-                reply["replies"] = [self.answer(part) for part in parts]
+                reply["replies"] = self._parts(parts, parallel)
             else:
                 reply.update(protocol.encode(self.handle(protocol.decode_request(raw))))
             reply["ok"] = True
@@ -105,6 +114,13 @@ class Worker:
         reply["seconds"] = time.perf_counter() - started  # this request's own time here
         return reply
 
+    def _parts(self, parts: list[Any], parallel: bool) -> list[dict[str, Any]]:
+        if not parallel:
+            return [self.answer(part, parallel=False) for part in parts]
+        return self.pool.run(
+            [(lane(part), functools.partial(self.answer, part, False)) for part in parts]
+        )
+
     def handle(self, request: protocol.Request[Any]) -> Any:
         handler = HANDLERS.get(request.op)
         if handler is None:
@@ -112,9 +128,36 @@ class Worker:
         return handler(self.namespaces, request)
 
 
+def lane(raw: Any) -> Hashable | None:
+    """The lane of a batch part: the identity of the namespace at its path (as the part
+    will find it when it enters), or the path itself when nothing is there (the part fails
+    alone); None (a barrier) for a part about no single namespace or about the host's."""
+    op = raw.get("op") if isinstance(raw, dict) else None
+    try:
+        kind = protocol.REQUESTS[protocol.Op(str(op))]
+    except ValueError:
+        return None
+    path = raw.get("path")
+    if not issubclass(kind, protocol.InNetns) or not isinstance(path, str):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("missing", path)
+    return (st.st_dev, st.st_ino)
+
+
+def threads() -> int:
+    """How many parts of a batch may run at once (PODSEG_WORKER_THREADS; at least 1)."""
+    try:
+        return max(1, int(os.environ.get(protocol.THREADS_ENV, THREADS)))
+    except ValueError:
+        return THREADS
+
+
 def main() -> None:
     child.die_with_parent(child.WORKER_PARENT_ENV)
-    worker = Worker()
+    worker = Worker(threads())
     for line in sys.stdin:
         if not line.strip():
             continue

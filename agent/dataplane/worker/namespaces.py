@@ -15,14 +15,21 @@ next to the big command itself. Small commands (element patches, generation read
 keep their context. And at most MAX_CONTEXTS stay open (each holds about 0.7 MiB even for a
 small table): the least recently used is closed when another is needed, so a node's busy pods
 keep theirs and the memory does not grow with the number of namespaces.
+
+Why a lock: the worker works on several namespaces at once, one thread each (`pool`, `lanes`:
+one namespace is only ever worked on by one thread at a time), so the maps of handles are
+shared. A handle in use (its namespace entered by some thread) is never closed to make room;
+closing a socket waits in the kernel, so handles are closed outside the lock.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import itertools
 import socket
+import threading
 from collections.abc import Collection, Iterator
 
 from agent.dataplane import enter, netlink
@@ -49,67 +56,86 @@ class Namespaces:
         self.sockets: dict[enter.Ident, socket.socket] = {}
         self.sequence = itertools.count(1)
         self.heavy: set[enter.Ident] = set()  # contexts to close after this request
+        self.lock = threading.Lock()  # guards the maps above and `busy`
+        self.busy: collections.Counter[enter.Ident] = collections.Counter()  # entered now
 
     def run_in(self, ident: enter.Ident, script: str) -> str:
         """Run nft commands with the context of the namespace the thread is in (`ident`),
         noting a heavy one for `shed`."""
         out = self.nft(ident).run(script)
         if len(script) + len(out) > HEAVY_BYTES:
-            self.heavy.add(ident)
+            with self.lock:
+                self.heavy.add(ident)
         return out
 
     def shed(self, trim: bool = False) -> int:
         """Close the contexts that ran heavy commands and trim the C heap (also with `trim`:
         the request itself was big); how many were closed."""
-        evicted, self.evicted = self.evicted, False
-        closed = 0
-        for ident in self.heavy:
-            ctx = self.contexts.pop(ident, None)
-            if ctx is not None:
-                ctx.close()
-                closed += 1
-        self.heavy.clear()
-        if closed or evicted or trim:
+        with self.lock:
+            evicted, self.evicted = self.evicted, False
+            idle = {ident for ident in self.heavy if not self.busy[ident]}
+            self.heavy -= idle  # one in use now is closed after its next request
+            shut = [ctx for ident in idle if (ctx := self.contexts.pop(ident, None)) is not None]
+        for ctx in shut:
+            ctx.close()
+        if shut or evicted or trim:
             _trim()
-        return closed
+        return len(shut)
 
     @contextlib.contextmanager
     def entered(self, path: str, ino: int | None) -> Iterator[enter.Ident]:
         with self.host.entered(path, ino) as ident:
-            yield ident
+            with self.lock:
+                self.busy[ident] += 1
+            try:
+                yield ident
+            finally:
+                with self.lock:
+                    self.busy[ident] -= 1
+                    if not self.busy[ident]:
+                        del self.busy[ident]
 
     def nft(self, ident: enter.Ident) -> libnft.Context:
         """The namespace's libnftables context (the thread must be inside the namespace)."""
-        ctx = self.contexts.pop(ident, None)
-        if ctx is None:
-            while len(self.contexts) >= self.max_contexts:
-                oldest = next(iter(self.contexts))
-                self.contexts.pop(oldest).close()
-                self.evicted = True
-            ctx = libnft.Context(libnft.OUTPUT_TERSE)
-        self.contexts[ident] = ctx  # now the most recently used
+        shut: list[libnft.Context] = []
+        with self.lock:
+            ctx = self.contexts.pop(ident, None)
+            if ctx is None:
+                # Least recently used first; one in use stays (over the bound for a moment).
+                idle = [other for other in self.contexts if not self.busy[other]]
+                excess = len(self.contexts) + 1 - self.max_contexts
+                shut = [self.contexts.pop(oldest) for oldest in idle[: max(0, excess)]]
+                self.evicted = self.evicted or bool(shut)
+                # Created under the lock: libnftables initialises its globals on first use.
+                ctx = libnft.Context(libnft.OUTPUT_TERSE)
+            self.contexts[ident] = ctx  # now the most recently used
+        for closing in shut:
+            closing.close()
         return ctx
 
     def generation(self, ident: enter.Ident) -> int:
         """The nftables generation of the namespace the thread is in now (`ident`)."""
-        reader = self.generations.get(ident)
-        if reader is None:
-            reader = generation.Reader()
-            self.generations[ident] = reader
+        with self.lock:
+            reader = self.generations.get(ident)
+            if reader is None:
+                reader = generation.Reader()
+                self.generations[ident] = reader
         return reader.get()
 
     def element_socket(self, ident: enter.Ident) -> socket.socket:
         """A NETLINK_NETFILTER socket of the namespace the thread is in now (`ident`)."""
-        sock = self.sockets.get(ident)
-        if sock is None:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
-            sock.settimeout(5.0)
-            sock.bind((0, 0))
-            self.sockets[ident] = sock
+        with self.lock:
+            sock = self.sockets.get(ident)
+            if sock is None:
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
+                sock.settimeout(5.0)
+                sock.bind((0, 0))
+                self.sockets[ident] = sock
         return sock
 
     def drop_socket(self, ident: enter.Ident) -> None:
-        sock = self.sockets.pop(ident, None)
+        with self.lock:
+            sock = self.sockets.pop(ident, None)
         if sock is not None:
             sock.close()
 
@@ -127,19 +153,19 @@ class Namespaces:
 
     def forget(self, inos: Collection[int] | None) -> int:
         """Close the contexts of the given namespaces (None: all), releasing the namespaces."""
-        dropped = 0
-        for ident, ctx in list(self.contexts.items()):
-            if inos is None or ident[1] in inos:
-                ctx.close()
-                del self.contexts[ident]
-                self.heavy.discard(ident)
-                dropped += 1
-        for ident, reader in list(self.generations.items()):
-            if inos is None or ident[1] in inos:
-                reader.close()
-                del self.generations[ident]
-        for ident, sock in list(self.sockets.items()):
-            if inos is None or ident[1] in inos:
-                sock.close()
-                del self.sockets[ident]
-        return dropped
+
+        def gone(ident: enter.Ident) -> bool:
+            return inos is None or ident[1] in inos
+
+        with self.lock:
+            contexts = [self.contexts.pop(i) for i in list(self.contexts) if gone(i)]
+            self.heavy = {i for i in self.heavy if not gone(i)}
+            readers = [self.generations.pop(i) for i in list(self.generations) if gone(i)]
+            sockets = [self.sockets.pop(i) for i in list(self.sockets) if gone(i)]
+        for ctx in contexts:
+            ctx.close()
+        for reader in readers:
+            reader.close()
+        for sock in sockets:
+            sock.close()
+        return len(contexts)
