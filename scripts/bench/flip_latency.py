@@ -1,9 +1,12 @@
 """Benchmark: one remote pod's label flip with broad peers, from the watch event to the new
-sets being committed in the kernel of every affected local pod, in five modes in the same run:
+sets being committed in the kernel of every affected local pod, in seven modes in the same run:
 `nft` and `ipt`, the element patch derived from the calculator's change (`Backend.derive`: no
 whole render, no whole diff; nftables sends it over netlink, iptables as one `ipset` batch);
 `nft_render` and `ipt_render`, the same rulesets rendered whole and diffed against the last
-ones (the render path); `ipt_whole`, every change applied whole.
+ones (the render path); `ipt_whole`, every change applied whole; `nft_1t` and `ipt_1t`, `nft`
+and `ipt` through a second worker limited to one thread (PODSEG_WORKER_THREADS=1: one namespace
+after another, as the worker did before it committed several at once), the same-run baseline
+of the worker's threads.
 
 Fixture ("broad peers"): 10,000 remote pods in 100 namespaces (10 teams, 50 roles, as
 `time_to_enforce.py`); 5 local pods (app svc-0 in app-0) selected by two policies whose peers
@@ -60,9 +63,12 @@ WINDOW = (0, 40)  # the first policy's roles: r0 .. r39
 # nft / ipt: the element patch derived from the calculator's change (no whole render, no
 # whole diff); *_render: the same ruleset rendered whole and diffed against the last one;
 # ipt_whole: every change applied whole.
-MODES = ("nft", "nft_render", "ipt", "ipt_render", "ipt_whole")
+# nft_1t / ipt_1t: nft / ipt through a worker that works on one namespace at a time (one
+# thread: the worker before it committed namespaces in parallel), the same-run baseline.
+MODES = ("nft", "nft_render", "ipt", "ipt_render", "ipt_whole", "nft_1t", "ipt_1t")
 BACKEND = {mode: "nftables" if mode.startswith("nft") else "iptables" for mode in MODES}
-DERIVED = ("nft", "ipt")
+DERIVED = ("nft", "ipt", "nft_1t", "ipt_1t")
+ONE_THREAD = ("nft_1t", "ipt_1t")
 
 
 def broad_policy(name: str, teams: list[str], roles: range) -> dict[str, Any]:
@@ -136,8 +142,15 @@ def delete_netns(names: list[str]) -> None:
 
 
 class Bench:
-    def __init__(self, client: dp_client.WorkerClient, st: store.Store, prefix: str) -> None:
-        self.client, self.store = client, st
+    def __init__(
+        self,
+        clients: tuple[dp_client.WorkerClient, dp_client.WorkerClient],
+        st: store.Store,
+        prefix: str,
+    ) -> None:
+        pooled, alone = clients
+        self.clients = {mode: alone if mode in ONE_THREAD else pooled for mode in MODES}
+        self.store = st
         self.calc = incremental.Calculator.of(
             NODE, pods=st.pods, namespaces=st.namespaces, policies=st.policies, nodes=st.nodes
         )
@@ -183,7 +196,8 @@ class Bench:
                 request = backend.commit_request(space.target, program)
             requests.append(request)
         started = time.perf_counter()
-        replies = await self.client.batch(requests)
+        client = self.clients[mode]
+        replies = await client.batch(requests)
         self.worker_own[mode].append(1000 * sum(getattr(r, "seconds", 0.0) for r in replies))
         again = []
         for key, reply in zip(rulesets, replies, strict=True):
@@ -200,7 +214,7 @@ class Bench:
                 again.append((key, backend.commit_request(space.target, program)))
         if again:
             retries: list[protocol.Request[Any]] = [r for _, r in again]
-            for (key, _), reply in zip(again, await self.client.batch(retries), strict=True):
+            for (key, _), reply in zip(again, await client.batch(retries), strict=True):
                 if isinstance(reply, protocol.DataplaneError):
                     raise reply
                 self.commit_done(self.spaces[mode][key], programs[key], reply)
@@ -237,7 +251,7 @@ class Bench:
         for mode in order:
             # The worker gives the memory of a big request back after answering it: let that
             # finish, so that each mode meets an idle worker, as a flip usually does.
-            await self.client.call(protocol.Ping())
+            await self.clients[mode].call(protocol.Ping())
             started = time.perf_counter()
             kernel_ms = await self.program(mode, rulesets)
             self.kernel[mode].append(kernel_ms)
@@ -252,16 +266,16 @@ class Bench:
         for mode in MODES:
             backend = backends.get(BACKEND[mode])
             for space in self.spaces[mode].values():
-                found = await self.client.call(backend.examine_request(space.target))
+                found = await self.clients[mode].call(backend.examine_request(space.target))
                 assert space.program is not None
                 bad += found.fingerprint != space.program.fingerprint
         for key in self.local:
             whole = tables.ipset_elements(self.spaces["ipt_whole"][key].name)
-            for mode in ("ipt", "ipt_render"):
+            for mode in ("ipt", "ipt_render", "ipt_1t"):
                 bad += tables.ipset_elements(self.spaces[mode][key].name) != whole
-            bad += nft_elements(self.spaces["nft"][key].name) != nft_elements(
-                self.spaces["nft_render"][key].name
-            )
+            rendered = nft_elements(self.spaces["nft_render"][key].name)
+            for mode in ("nft", "nft_1t"):
+                bad += nft_elements(self.spaces[mode][key].name) != rendered
         return bad
 
 
@@ -330,9 +344,10 @@ async def run(args: argparse.Namespace) -> int:
     prefix = f"psg-{secrets.token_hex(3)}-fl"
     names = [f"{prefix}{m}{n}" for m in range(len(MODES)) for n in range(LOCAL_PODS)]
     client = dp_client.WorkerClient(timeout=60)
+    alone = dp_client.WorkerClient(timeout=60, threads=1)
     try:
         make_netns(names)
-        bench = Bench(client, st, prefix)
+        bench = Bench((client, alone), st, prefix)
         await bench.start()
         sizes = [len(bench.calc.desired(k).ruleset.ingress.port_peers) for k in bench.local]
         print(
@@ -345,6 +360,7 @@ async def run(args: argparse.Namespace) -> int:
         bad = await bench.mismatches()
     finally:
         await client.close()
+        await alone.close()
         delete_netns(names)
     print(f"  local pods changed per flip: {min(bench.changed)}..{max(bench.changed)}")
     touched = touched_summary(bench.touched, len(bench.calc_ms) * LOCAL_PODS)
@@ -378,6 +394,8 @@ async def run(args: argparse.Namespace) -> int:
         "nft_render_over_nft": over("nft_render", "nft"),
         "ipt_render_over_ipt": over("ipt_render", "ipt"),
         "ipt_whole_over_ipt": over("ipt_whole", "ipt"),
+        "nft_over_nft_1t": over("nft", "nft_1t"),
+        "ipt_over_ipt_1t": over("ipt", "ipt_1t"),
     }
     print(
         "  same run (p50): "
