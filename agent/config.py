@@ -43,6 +43,8 @@ class Settings:
     log_format: str = "json"
     log_level: str = "info"
     worker_timeout: float = 10.0
+    # Pod namespaces the dataplane worker works on at once (agent.dataplane.worker.pool).
+    dataplane_threads: int = 2
     watch_timeout: int = 300
     resync_period: float = 60.0
     stale_after: float = 60.0  # /readyz fails once a kind's mirror failed to refresh this long
@@ -233,6 +235,13 @@ AGENT_OPTIONS = (
         f"{default('metrics_host')}:{default('metrics_port')})",
     ),
     Option("--backend", "PODSEG_BACKEND", choice(BACKENDS), "|".join(BACKENDS)),
+    Option(
+        "--dataplane-threads",
+        "PODSEG_DATAPLANE_THREADS",
+        at_least_one,
+        f"pod namespaces the dataplane worker commits at once, a thread each (default "
+        f"{default('dataplane_threads')})",
+    ),
     *LOG_OPTIONS,
     Option(
         "--resync-period",

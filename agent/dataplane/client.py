@@ -38,7 +38,7 @@ class WorkerClient:
     def __init__(self, timeout: float = 10.0, threads: int | None = None) -> None:
         self.timeout = timeout
         # The worker's threads for the parts of a batch (None: its default, or the
-        # environment's PODSEG_WORKER_THREADS).
+        # environment's PODSEG_DATAPLANE_THREADS).
         self.threads = threads
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()

@@ -28,8 +28,9 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 # The environment variable that tells the worker how many parts of a batch it may work on at
-# once (each on its own thread, in its own namespace); set by the agent when it starts it.
-THREADS_ENV = "PODSEG_WORKER_THREADS"
+# once (each on its own thread, in its own namespace): the agent's `--dataplane-threads`,
+# passed on when it starts the worker.
+THREADS_ENV = "PODSEG_DATAPLANE_THREADS"
 
 
 # -- errors -------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ sets being committed in the kernel of every affected local pod, in seven modes i
 whole render, no whole diff; nftables sends it over netlink, iptables as one `ipset` batch);
 `nft_render` and `ipt_render`, the same rulesets rendered whole and diffed against the last
 ones (the render path); `ipt_whole`, every change applied whole; `nft_1t` and `ipt_1t`, `nft`
-and `ipt` through a second worker limited to one thread (PODSEG_WORKER_THREADS=1: one namespace
+and `ipt` through a second worker limited to one thread (PODSEG_DATAPLANE_THREADS=1: one namespace
 after another, as the worker did before it committed several at once), the same-run baseline
 of the worker's threads.
 

@@ -51,6 +51,7 @@ def test_iptables_backend_is_accepted() -> None:
         ("PODSEG_NO_PROC_SCAN", "1", "scan_proc", False),
         ("PODSEG_NO_PROC_SCAN", "false", "scan_proc", True),
         ("PODSEG_RESYNC_PERIOD", "12.5", "resync_period", 12.5),
+        ("PODSEG_DATAPLANE_THREADS", "4", "dataplane_threads", 4),
         ("PODSEG_TAMPER_WATCH", "false", "tamper_watch", False),
         ("PODSEG_STRICT", "", "strict", True),  # empty means unset: the default
     ],
@@ -70,6 +71,7 @@ def test_every_boolean_variable_reads_one_vocabulary(
         ("PODSEG_RESYNC_PERIOD", "abc"),
         ("PODSEG_RESYNC_PERIOD", "-1"),
         ("PODSEG_MAX_DROP_SERIES", "0"),
+        ("PODSEG_DATAPLANE_THREADS", "0"),
         ("PODSEG_BACKEND", "ebpf"),
         ("PODSEG_LOG_LEVEL", "loud"),
         ("PODSEG_METRICS_ADDRESS", "9808"),

@@ -12,7 +12,7 @@ What each op does is documented on its request type in `protocol`; the operation
 `scan` (finding namespaces), `nft` (the nftables backend), `ipt` (the iptables backend) and
 `connections` (conntrack), all entering namespaces through `namespaces.Namespaces`.
 
-The parts of a batch run on a few threads (`pool`; PODSEG_WORKER_THREADS, default 2), each
+The parts of a batch run on a few threads (`pool`; PODSEG_DATAPLANE_THREADS, default 2), each
 namespace's parts in the order sent (`lanes`, keyed by the namespace at the part's path), so
 the kernel work of a pass uses both cores of a node; the answer lists every part's reply in
 the order of the parts, as with one thread.
@@ -148,7 +148,7 @@ def lane(raw: Any) -> Hashable | None:
 
 
 def threads() -> int:
-    """How many parts of a batch may run at once (PODSEG_WORKER_THREADS; at least 1)."""
+    """How many parts of a batch may run at once (PODSEG_DATAPLANE_THREADS; at least 1)."""
     try:
         return max(1, int(os.environ.get(protocol.THREADS_ENV, THREADS)))
     except ValueError:
