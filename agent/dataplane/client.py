@@ -78,12 +78,15 @@ class WorkerClient:
         processes, 64 of them may well outlast one timeout)."""
         timeout = self.timeout * max(1, math.ceil(parts / PARTS_PER_TIMEOUT))
         op = request.op.value
+        # Encoded before waiting for the worker: a pass's next chunk is ready to go while the
+        # worker still commits the one before (megabytes of scripts at a cold start).
+        wire = {"id": next(self._ids), **protocol.encode_request(request)}
+        line = (json.dumps(wire) + "\n").encode()
         async with self._lock:
             proc = await self._ensure()
             assert proc.stdin is not None and proc.stdout is not None
-            wire = {"id": next(self._ids), **protocol.encode_request(request)}
             try:
-                proc.stdin.write((json.dumps(wire) + "\n").encode())
+                proc.stdin.write(line)
                 await asyncio.wait_for(proc.stdin.drain(), timeout)
                 raw = await asyncio.wait_for(proc.stdout.readline(), timeout)
             except (TimeoutError, ConnectionError, BrokenPipeError) as exc:

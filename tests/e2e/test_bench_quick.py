@@ -217,3 +217,11 @@ def test_derive_cost_quick() -> None:
         assert figures["kept_bytes"] > 0
     assert result["same_run_ratios"]["ipt_over_nft"] > 0
     _targets(result, {"derive-nft"})
+
+
+def test_worker_threads_quick() -> None:
+    result = run("worker_threads")
+    for figures in result["rounds"].values():
+        assert figures["n"] >= 1 and 0 < figures["median"] <= figures["p99"]
+    assert set(result["rounds"]) == {"1", "2"} and result["same_run_ratio"] > 0
+    _targets(result, {"worker-threads"})
