@@ -120,8 +120,10 @@ def test_flip_latency_quick() -> None:
     # derived modes derive every one of them
     for mode in ("nft", "nft_render", "ipt", "ipt_render"):
         assert result["modes"][mode]["patched"] == 5 * result["modes"][mode]["n"]
-    for mode in ("nft", "ipt"):
+    for mode in ("nft", "ipt", "nft_1t", "ipt_1t"):  # *_1t: through a one-thread worker
         assert result["modes"][mode]["derived"] == 5 * result["modes"][mode]["n"]
+        assert result["modes"][mode]["patched"] == 5 * result["modes"][mode]["n"]
+    assert result["same_run_ratios"]["nft_over_nft_1t"] > 0
     # a flip changes address sets (rbtree) or hash sets, never a concatenated interval set
     touched = result["nft_sets_touched"]
     assert "pipapo" not in touched and touched["rbtree"]["per_patch"] >= 1

@@ -130,8 +130,9 @@ class Worker:
 
 def lane(raw: Any) -> Hashable | None:
     """The lane of a batch part: the identity of the namespace at its path (as the part
-    will find it when it enters), or the path itself when nothing is there (the part fails
-    alone); None (a barrier) for a part about no single namespace or about the host's."""
+    will find it when it enters: two paths of one namespace share a lane), or the path itself
+    when nothing is there (the part fails alone); None (a barrier) for a part about no single
+    namespace."""
     op = raw.get("op") if isinstance(raw, dict) else None
     try:
         kind = protocol.REQUESTS[protocol.Op(str(op))]
