@@ -44,9 +44,7 @@ async def run(settings: config.Settings) -> int:
     api = api_client(settings)
     queue: asyncio.Queue[watch.WatchEvent | watch.Relist] = asyncio.Queue()
     cluster = store.Store()
-    dataplane = client.WorkerClient(
-        timeout=settings.worker_timeout, threads=settings.dataplane_threads
-    )
+    dataplane = client.WorkerClient(settings.worker_timeout, settings.dataplane_threads)
     flows = (
         flows_collector.Collector(settings, cluster, dataplane) if settings.flow_capture else None
     )
