@@ -22,9 +22,6 @@ def test_agent_daemonset_args_and_env_parse_into_the_intended_settings(
     ds = find(rendered["base"], "DaemonSet", "podseg-agent")
     container = ds["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][0] == "agent"
-    contract.CONFIGMAPS.update(
-        {o["metadata"]["name"]: o["data"] for o in rendered["base"] if o["kind"] == "ConfigMap"}
-    )
     args, env = contract.parse_args(config.add_agent_arguments, container, container["args"][1:])
     settings = config.settings_from_args(args, env)
     assert settings.node_name == contract.SAMPLE_FIELDS["spec.nodeName"]  # from NODE_NAME
