@@ -302,6 +302,21 @@ class World:
         setter(key, value)
         self.collect()
 
+    def whole(self) -> incremental.Calculator:
+        """A calculator of the whole snapshot at once (`Calculator.of`), as at a start."""
+        o = self.objects
+        return incremental.Calculator.of(
+            NODE,
+            incremental.Settings(guard_ports=GUARD),
+            pods=o["pods"],
+            namespaces=o["namespaces"],
+            policies=o["policies"],
+            nodes=o["nodes"],
+            services=o["services"],
+            slices=o["slices"],
+            admin=self.admin,
+        )
+
     def collect(self) -> None:
         for changed, result in self.calc.flush().items():
             if result is None:
@@ -349,18 +364,7 @@ def test_a_calculator_built_from_a_whole_snapshot_equals_one_fed_change_by_chang
         world.step()
         if step % 30 != 29:
             continue
-        o = world.objects
-        whole = incremental.Calculator.of(
-            NODE,
-            incremental.Settings(guard_ports=GUARD),
-            pods=o["pods"],
-            namespaces=o["namespaces"],
-            policies=o["policies"],
-            nodes=o["nodes"],
-            services=o["services"],
-            slices=o["slices"],
-            admin=world.admin,
-        )
+        whole = world.whole()
         assert set(whole.local) == set(world.calc.local)
         for key in whole.local:
             assert whole.desired(key) == world.calc.desired(key)
@@ -433,13 +437,7 @@ def test_local_pods_of_the_same_peers_share_one_fresh_build_until_a_membership_m
         world.put("pods", key, pod)
     sizes = _count_canonicalisations(monkeypatch)
     o = world.objects
-    whole = incremental.Calculator.of(
-        NODE,
-        incremental.Settings(guard_ports=GUARD),
-        pods=o["pods"],
-        namespaces=o["namespaces"],
-        policies=o["policies"],
-    )
+    whole = world.whole()
     results = {key: whole.desired(key) for key in replicas}
     # 5 local pods bound to the same peers: the 300-peer set is canonicalised once for all
     # of them (their union and their policy's own elements share one recipe), and they hold
@@ -471,14 +469,7 @@ def test_pods_holding_the_same_tuples_settle_a_peer_change_once_and_share_the_ne
         for i, key in enumerate(keys[1:]):
             pod = model.Pod("a", f"local{i}", node_name=NODE, ips=(f"10.9.0.{i + 2}",))
             world.put("pods", key, pod)
-        o = world.objects
-        calc = incremental.Calculator.of(
-            NODE,
-            incremental.Settings(guard_ports=GUARD),
-            pods=o["pods"],
-            namespaces=o["namespaces"],
-            policies=o["policies"],
-        )
+        calc = world.whole()
         assert len({id(calc.desired(key).ruleset.ingress.port_peers) for key in keys}) == 1
         return calc, world, keys
 
