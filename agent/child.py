@@ -5,17 +5,24 @@ A child left running after its agent died could go on acting on stale requests. 
 passes its pid in the child's environment; the child asks the kernel for SIGKILL when its
 parent dies (an nft transaction cut short that way is aborted whole), and leaves at once if
 it was already re-parented before it could ask.
+
+Both sides import this module, so it imports `asyncio` only inside the agent-side functions:
+a child's interpreter stays without the event loop machinery it never runs (about 4 MiB of
+each helper process; tests/unit/test_helper_imports.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import os
 import signal
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 PR_SET_PDEATHSIG = 1
 # The environment variable naming the agent's pid, per child.
@@ -29,6 +36,8 @@ async def spawn(
 ) -> asyncio.subprocess.Process:
     """`python -m module` with pipes on stdin/stdout (lines up to `limit` bytes), told our pid
     in `parent_env` (and `extra_env` besides our own environment)."""
+    import asyncio
+
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -50,6 +59,8 @@ def die_with_parent(parent_env: str) -> None:
 
 async def stop(proc: asyncio.subprocess.Process | None, grace: float = 2.0) -> None:
     """End a child: close its stdin (it exits at EOF), SIGKILL it after `grace` seconds."""
+    import asyncio
+
     if proc is None or proc.returncode is not None:
         return
     assert proc.stdin is not None

@@ -12,11 +12,14 @@ Protocol (JSON lines): requests on stdin are `Open` and `Close` (`encode`/`decod
 stdout: whatever `drain` emits per source, `{"opened": key}`, `{"closed": key, "reason": ...}`
 (closed on request, or because the namespace is gone: its path no longer names the same
 inode), and `{"error": ..., "key": ...}`. It dies with the agent.
+
+Such a process imports only what its loop needs (no `dataclasses`, `asyncio`, `importlib.
+metadata`): each costs megabytes of every helper process's memory
+(tests/unit/test_helper_imports.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -24,15 +27,14 @@ import selectors
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
-from agent.dataplane import enter, protocol
+from agent.dataplane import enter
 
 CHECK_PERIOD = 1.0  # seconds between checks that each namespace still exists
 
 
-@dataclasses.dataclass(frozen=True)
-class Open:
+class Open(NamedTuple):
     """Agent -> process: open a socket in this pod's namespace, reported under `key`."""
 
     key: str
@@ -40,8 +42,7 @@ class Open:
     ino: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Close:
+class Close(NamedTuple):
     """Agent -> process: close the socket of `key`."""
 
     key: str
@@ -50,7 +51,7 @@ class Close:
 def encode(message: Open | Close) -> str:
     """The request line for the process's stdin."""
     op = "open" if isinstance(message, Open) else "close"
-    return json.dumps({"op": op, **dataclasses.asdict(message)}) + "\n"
+    return json.dumps({"op": op, **message._asdict()}) + "\n"
 
 
 def decode(raw: dict[str, Any]) -> Open | Close:
@@ -63,8 +64,7 @@ def decode(raw: dict[str, Any]) -> Open | Close:
     raise ValueError(f"unknown op {op!r}")
 
 
-@dataclasses.dataclass
-class Source:
+class Source(NamedTuple):
     key: str
     path: str
     ino: int
@@ -100,8 +100,14 @@ class Listener:
         try:
             with self.host.entered(path, ino):
                 return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, family)
-        except protocol.NetnsGone as exc:
-            raise OSError(errno.ESTALE, str(exc)) from exc
+        except OSError:
+            raise
+        except Exception as exc:
+            from agent.dataplane import protocol  # loaded by now: enter raised its NetnsGone
+
+            if isinstance(exc, protocol.NetnsGone):
+                raise OSError(errno.ESTALE, str(exc)) from exc
+            raise
 
     def open(self, key: str, path: str, ino: int) -> None:
         old = self.sources.get(key)

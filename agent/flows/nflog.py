@@ -9,17 +9,23 @@ logged in a device egress hook (anti-spoofing) carry their link-layer header, wh
 Also builds the two configuration requests the reader sends (bind a group, set the flush
 timeout). The netlink framing is `agent.dataplane.netlink`'s; this module knows NFLOG's
 messages and the IP headers inside them.
+
+The drop reader's process imports this module, so it stays light: no `dataclasses` (it pulls
+in `inspect`, `ast`, ...) and no renderer (`protocol_name` looks the renderer up when the agent
+calls it); about 4 MiB of that process (tests/unit/test_helper_imports.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import struct
+from typing import NamedTuple
 
 from agent.dataplane import netlink
-from agent.dataplane.nft import render as render_nft
 
+# The group the deny rules log to: `render_nft.NFLOG_GROUP`, repeated here so that the reader
+# need not import the renderer; tests/unit/flows/test_nflog.py keeps the two equal.
+NFLOG_GROUP = 2100
 NETLINK_NETFILTER = netlink.NETLINK_NETFILTER
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0
@@ -42,8 +48,7 @@ ARP = 0x100
 _IPV6_EXTENSIONS = {0, 43, 60}  # hop-by-hop, routing, destination options (44: fragment)
 
 
-@dataclasses.dataclass(frozen=True)
-class Packet:
+class Packet(NamedTuple):
     """One logged packet: the rule's prefix and the packet's addresses, protocol and ports."""
 
     prefix: str
@@ -54,20 +59,25 @@ class Packet:
     dport: int | None
 
 
-@dataclasses.dataclass
 class Stats:
     """What `parse` saw besides packets; each counter is exported per result."""
 
-    ok: int = 0
-    truncated: int = 0
-    unparseable: int = 0
-    other: int = 0  # acks, errors, done markers: not packets
+    __slots__ = ("ok", "other", "truncated", "unparseable")
 
-    def add(self, other: Stats) -> None:
-        self.ok += other.ok
-        self.truncated += other.truncated
-        self.unparseable += other.unparseable
-        self.other += other.other
+    def __init__(self) -> None:
+        self.ok = 0
+        self.truncated = 0
+        self.unparseable = 0
+        self.other = 0  # acks, errors, done markers: not packets
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by result, as the reader sends them."""
+        return {
+            "ok": self.ok,
+            "truncated": self.truncated,
+            "unparseable": self.unparseable,
+            "other": self.other,
+        }
 
 
 def config_message(group: int, attrs: bytes, seq: int, family: int = 0) -> bytes:
@@ -147,6 +157,9 @@ def _packet(body: bytes) -> tuple[Packet | None, str]:
 
 def protocol_name(number: int) -> str:
     """The name of a logged packet's protocol: `tcp`, `udp`, `sctp`, `arp`, or the number."""
+    # Called in the agent, which has the renderer loaded; imported here so the reader never is.
+    from agent.dataplane.nft import render as render_nft
+
     return "arp" if number == ARP else render_nft.format_protocol(number)
 
 

@@ -13,7 +13,6 @@ It dies with the agent.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import socket
@@ -21,7 +20,6 @@ import socket
 from agent import child
 from agent.dataplane import listener
 from agent.dataplane.listener import Close, Open, decode, encode
-from agent.dataplane.nft import render as render_nft
 from agent.flows import nflog
 
 __all__ = ["Close", "Open", "Reader", "decode", "encode", "main"]
@@ -33,7 +31,7 @@ MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
 
 
 class Reader(listener.Listener):
-    def __init__(self, group: int = render_nft.NFLOG_GROUP) -> None:
+    def __init__(self, group: int = nflog.NFLOG_GROUP) -> None:
         super().__init__()
         self.group = group
         self.seq = 0
@@ -88,7 +86,7 @@ class Reader(listener.Listener):
                     "packets": [
                         [p.prefix, p.src, p.dst, p.protocol, p.sport, p.dport] for p in packets
                     ],
-                    "stats": dataclasses.asdict(stats),
+                    "stats": stats.as_dict(),
                 }
             )
 
