@@ -8,7 +8,7 @@ it was already re-parented before it could ask.
 
 Both sides import this module, so it imports `asyncio` only inside the agent-side functions:
 a child's interpreter stays without the event loop machinery it never runs (about 4 MiB of
-each helper process; tests/unit/test_helper_imports.py).
+each helper process; tests/unit/test_child_imports.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ stay bound to that namespace after the thread leaves it.
 
 The worker protocol (for `NetnsGone`) is imported only when that error is raised: the drop
 reader and the change watcher import this module, and the protocol's dataclasses would cost each
-of them about 2 MiB (tests/unit/test_helper_imports.py).
+of them about 2 MiB (tests/unit/test_child_imports.py).
 """
 
 from __future__ import annotations

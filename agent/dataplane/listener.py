@@ -15,7 +15,7 @@ inode), and `{"error": ..., "key": ...}`. It dies with the agent.
 
 Such a process imports only what its loop needs (no `dataclasses`, `asyncio`, `importlib.
 metadata`): each costs megabytes of every helper process's memory
-(tests/unit/test_helper_imports.py).
+(tests/unit/test_child_imports.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ messages and the IP headers inside them.
 
 The drop reader's process imports this module, so it stays light: no `dataclasses` (it pulls
 in `inspect`, `ast`, ...) and no renderer (`protocol_name` looks the renderer up when the agent
-calls it); about 4 MiB of that process (tests/unit/test_helper_imports.py).
+calls it); about 4 MiB of that process (tests/unit/test_child_imports.py).
 """
 
 from __future__ import annotations
