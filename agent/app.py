@@ -14,7 +14,6 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import kubernetes.client
 import structlog
 
 from agent import cni, config, health, localapi, metrics, store
@@ -31,9 +30,9 @@ class StartupError(Exception):
     """The agent cannot start: no usable API credentials, or its port is taken."""
 
 
-def api_client(settings: config.Settings) -> kubernetes.client.ApiClient:
+def api_client(settings: config.Settings) -> rest.Api:
     try:
-        return clients.api_client(settings.kubeconfig)
+        return clients.agent_client(settings.kubeconfig)
     except clients.CredentialsError as exc:
         raise StartupError(str(exc)) from exc
 
@@ -102,7 +101,7 @@ async def run(settings: config.Settings) -> int:
 
 def _admin_watch(
     settings: config.Settings,
-    api: kubernetes.client.ApiClient,
+    api: rest.Api,
     cluster: store.Store,
     reflectors: list[watch.Reflector],
     deliver: watch.Delivery,
@@ -125,7 +124,7 @@ async def _cni(
     cluster: store.Store,
     rec: sync_loop.Reconciler,
     dataplane: client.WorkerClient,
-    api: kubernetes.client.ApiClient,
+    api: rest.Api,
 ) -> cni.Server | None:
     """The unprotected-time metric, and the podseg-cni socket server (started) when one is
     configured, both hooked after each pass's commits (agent.cni)."""

@@ -11,9 +11,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-import kubernetes.client
-
-from agent.k8s import rest
+from agent.k8s import apiclient, rest
 
 NAMESPACE = "podseg-system"
 SELECTOR = "app.kubernetes.io/name=podseg,app.kubernetes.io/component=agent"
@@ -31,7 +29,7 @@ class Agent:
         self,
         node: str,
         *,
-        api: kubernetes.client.ApiClient | None = None,
+        api: rest.Api | None = None,
         pod: str = "",
         url: str = "",
     ) -> None:
@@ -55,7 +53,7 @@ class Agent:
             if self.url:
                 return self._direct(what, params, query or {})
             return self._proxied(what, params, query or {})
-        except (OSError, ValueError, kubernetes.client.ApiException) as exc:
+        except (OSError, ValueError, apiclient.ApiError) as exc:
             raise AgentUnreachable(f"agent of node {self.node}: {exc}") from exc
 
     def _direct(
@@ -93,7 +91,7 @@ class Agent:
         return found
 
 
-def discover(api: kubernetes.client.ApiClient) -> dict[str, Agent]:
+def discover(api: rest.Api) -> dict[str, Agent]:
     """The running agent pods by node, through the API."""
     response = rest.call(
         api,
@@ -113,7 +111,7 @@ def discover(api: kubernetes.client.ApiClient) -> dict[str, Agent]:
     return agents
 
 
-def from_urls(urls: list[str], api: kubernetes.client.ApiClient | None = None) -> dict[str, Agent]:
+def from_urls(urls: list[str], api: rest.Api | None = None) -> dict[str, Agent]:
     """Agents given by URL; each names its node in its own state."""
     agents: dict[str, Agent] = {}
     for url in urls:

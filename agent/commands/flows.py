@@ -21,8 +21,6 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
-import kubernetes.client
-
 from agent import durations, model
 from agent.commands import agents as agent_endpoints
 from agent.flows import graph
@@ -54,7 +52,7 @@ class Cluster:
     policies: tuple[Mapping[str, Any], ...]
 
 
-def list_cluster(api: kubernetes.client.ApiClient) -> Cluster:
+def list_cluster(api: rest.Api) -> Cluster:
     """Pods, namespaces and NetworkPolicies, each LISTed once."""
 
     def items(resource: str) -> tuple[Mapping[str, Any], ...]:
@@ -68,7 +66,7 @@ def _stderr(line: str) -> None:
 
 
 def gather(
-    api: kubernetes.client.ApiClient | None,
+    api: rest.Api | None,
     *,
     agent_urls: Sequence[str] = (),
     namespace: str | None = None,
@@ -121,9 +119,7 @@ def gather(
     return build(cluster, merged, namespace, since, now)
 
 
-def _sources(
-    api: kubernetes.client.ApiClient | None, urls: Sequence[str]
-) -> dict[str, agent_endpoints.Agent]:
+def _sources(api: rest.Api | None, urls: Sequence[str]) -> dict[str, agent_endpoints.Agent]:
     if urls:
         return {url: agent_endpoints.Agent(url, api=api, url=url) for url in urls}
     assert api is not None
@@ -251,7 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(args: argparse.Namespace, api: kubernetes.client.ApiClient, out: TextIO) -> int:
+def main(args: argparse.Namespace, api: rest.Api, out: TextIO) -> int:
     try:
         since = durations.parse(args.since) if args.since else None
     except ValueError as exc:

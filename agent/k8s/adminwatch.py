@@ -19,11 +19,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import kubernetes.client
 import structlog
 
 from agent import metrics, store
-from agent.k8s import errors, rest, watch
+from agent.k8s import apiclient, errors, rest, watch
 
 log = structlog.get_logger(__name__)
 
@@ -57,13 +56,13 @@ def served(get: Get) -> frozenset[str]:
     return frozenset(out)
 
 
-def api_get(api: kubernetes.client.ApiClient) -> Get:
+def api_get(api: rest.Api) -> Get:
     """`Get` through the agent's declared routes (agent.k8s.rest)."""
 
     def get(path: str) -> Any:
         try:
             response = rest.call(api, "GET", path, timeout=(5, 10))
-        except kubernetes.client.ApiException as exc:
+        except apiclient.ApiError as exc:
             if exc.status == NOT_FOUND:
                 return None
             raise

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import kubernetes.client.exceptions
+from agent.k8s import apiclient
 
 
 class Expired(Exception):
@@ -10,7 +10,7 @@ class Expired(Exception):
 
 
 def status_code(exc: BaseException) -> int | None:
-    if isinstance(exc, kubernetes.client.exceptions.ApiException):
+    if isinstance(exc, apiclient.ApiError):
         return int(exc.status) if exc.status else None
     return None
 

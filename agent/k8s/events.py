@@ -11,11 +11,10 @@ import datetime
 import secrets
 from typing import Any
 
-import kubernetes.client
 import structlog
 
 from agent import metrics, model
-from agent.k8s import rest
+from agent.k8s import apiclient, rest
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +22,7 @@ HTTP_CONFLICT = 409
 
 
 class Recorder:
-    def __init__(self, api: kubernetes.client.ApiClient | None, node_name: str) -> None:
+    def __init__(self, api: rest.Api | None, node_name: str) -> None:
         self._api = api
         self._node = node_name
         self._sent: set[tuple[str, str, str, str]] = set()
@@ -114,7 +113,7 @@ class Recorder:
                 api, "POST", rest.EVENTS, path_params=params, body=body, timeout=(5, 10)
             )
             response.release_conn()
-        except kubernetes.client.ApiException as exc:
+        except apiclient.ApiError as exc:
             if exc.status == HTTP_CONFLICT:  # a fixed-name Event another writer already posted
                 log.info("event_already_posted", namespace=namespace, reason=body["reason"])
                 return

@@ -20,9 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import kubernetes.client
-
-from agent.k8s import rest
+from agent.k8s import apiclient, rest
 
 HTTP_NOT_FOUND = 404
 HTTP_CONFLICT = 409
@@ -34,7 +32,7 @@ def micro_time(wall: float | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def get(api: kubernetes.client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+def get(api: rest.Api, namespace: str, name: str) -> dict[str, Any] | None:
     """The Lease, or None when it does not exist."""
     try:
         response = rest.call(
@@ -44,16 +42,14 @@ def get(api: kubernetes.client.ApiClient, namespace: str, name: str) -> dict[str
             path_params={"namespace": namespace, "name": name},
             timeout=(5, 10),
         )
-    except kubernetes.client.ApiException as exc:
+    except apiclient.ApiError as exc:
         if exc.status == HTTP_NOT_FOUND:
             return None
         raise
     return _json(response)
 
 
-def write(
-    api: kubernetes.client.ApiClient, namespace: str, body: dict[str, Any], *, create: bool
-) -> dict[str, Any]:
+def write(api: rest.Api, namespace: str, body: dict[str, Any], *, create: bool) -> dict[str, Any]:
     """Create the Lease, or replace it (the body's resourceVersion guards the replace)."""
     params = {"namespace": namespace, "name": body["metadata"]["name"]}
     route = rest.LEASES if create else rest.LEASE
@@ -64,7 +60,7 @@ def write(
 
 
 def list_labelled(
-    api: kubernetes.client.ApiClient,
+    api: rest.Api,
     namespace: str,
     selector: str,
     routes: frozenset[tuple[str, str]] = rest.ROUTES,
@@ -119,7 +115,7 @@ def body(
 class Elector:
     """One candidate for the Lease `namespace/name`; `step()` every `duration / 3` seconds."""
 
-    api: kubernetes.client.ApiClient
+    api: rest.Api
     namespace: str
     name: str
     identity: str
@@ -175,7 +171,7 @@ class Elector:
                 body(self.namespace, self.name, new_spec, resource_version=rv),
                 create=lease is None,
             )
-        except kubernetes.client.ApiException as exc:
+        except apiclient.ApiError as exc:
             if exc.status == HTTP_CONFLICT:  # someone else wrote first: not us this time
                 self._renewed_at = None
                 return False

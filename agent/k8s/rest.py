@@ -1,21 +1,29 @@
-"""The agent's API calls as plain REST requests through the official client's `ApiClient`.
+"""The agent's API calls as plain REST requests: every route the agent (and the operator
+commands) may call, and `call`, which sends one.
 
-Why: the client (kubernetes 37) validates the arguments of every generated API method with
-pydantic when the API module is imported; importing `CoreV1Api` and `NetworkingV1Api` costs
-~0.9 s, a third of the agent's cold start to ready on a 2-core node. The agent needs six
-list/watch paths (nine with the network-policy-api kinds), their discovery documents, one POST
-and a few Lease calls, so it builds them with the same client's
-`param_serialize` and `call_api`: authentication, TLS, proxies and serialisation stay the
-client's; only the per-method wrappers are skipped. Errors are the client's `ApiException`,
-as before.
+Why: the agent needs six list/watch paths (nine with the network-policy-api kinds), their
+discovery documents, one POST and a few Lease calls, and parses every answer itself. The agent
+sends them through its own small client (`agent.k8s.apiclient`: importing the official one
+costs it about 15 MiB); the operator commands, and an agent whose kubeconfig needs a
+credential plugin, through the official client's `ApiClient` (`param_serialize` and
+`call_api`: its authentication, TLS and proxies, without the generated per-method wrappers,
+whose pydantic validation costs ~0.9 s at import). Either way a non-2xx answer raises
+`apiclient.ApiError`.
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import kubernetes.client
+from agent.k8s import apiclient
+
+if TYPE_CHECKING:
+    import kubernetes.client
+
+    # The agent's own client, or the official one (operator commands, credential plugins).
+    Api: TypeAlias = apiclient.Client | kubernetes.client.ApiClient
 
 # The collection path of each kind the agent lists and watches (cluster-wide).
 PATHS = {
@@ -96,7 +104,7 @@ ListFn = Callable[..., Any]
 
 
 def call(
-    api: kubernetes.client.ApiClient,
+    api: Api,
     method: str,
     path: str,
     *,
@@ -108,9 +116,14 @@ def call(
 ) -> Any:
     """One request to a route of `routes` (the agent's by default; `path` is its template,
     filled from `path_params`); the raw urllib3 response (unread). Non-2xx raises
-    `ApiException`."""
+    `apiclient.ApiError`."""
     if (method, path) not in routes:
         raise ValueError(f"{method} {path} is not one of the declared API routes")
+    if isinstance(api, apiclient.Client):
+        filled = path
+        for name, value in (path_params or {}).items():
+            filled = filled.replace("{" + name + "}", urllib.parse.quote(str(value), safe=""))
+        return api.request(method, filled, query=query, body=body, timeout=timeout)
     headers = {"Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = "application/json"
@@ -125,12 +138,12 @@ def call(
     )
     response = api.call_api(*request, _request_timeout=timeout)
     if not 200 <= response.status <= 299:
-        response.read()
-        raise kubernetes.client.ApiException.from_response(http_resp=response, body=None, data=None)
+        raw = response.read()
+        raise apiclient.ApiError(response.status, response.reason or "", raw or b"")
     return response.response
 
 
-def lister(api: kubernetes.client.ApiClient, resource: str) -> ListFn:
+def lister(api: Api, resource: str) -> ListFn:
     """A list/watch function of `resource` taking the generated `list_*` methods' keyword
     arguments (`limit`, `_continue`, `watch`, ...); it always returns the raw response, as
     those methods do with `_preload_content=False`."""

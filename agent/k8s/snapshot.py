@@ -4,13 +4,11 @@ agent would)."""
 
 from __future__ import annotations
 
-import kubernetes.client
-
 from agent import store
 from agent.k8s import adminwatch, rest, watch
 
 
-def load(api: kubernetes.client.ApiClient) -> store.Store:
+def load(api: rest.Api) -> store.Store:
     """A store holding a LIST of every kind (in sync, as an agent's after start), the
     network-policy-api kinds included where the cluster serves them."""
     cluster = store.Store()

@@ -23,12 +23,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import kubernetes.client
-import kubernetes.watch.watch
 import structlog
 
 from agent import metrics
-from agent.k8s import convert, errors, rest
+from agent.k8s import apiclient, convert, errors, rest
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +56,7 @@ class Relist:
 Delivery = Callable[[WatchEvent | Relist], None]
 
 
-def list_functions(api: kubernetes.client.ApiClient, node_name: str) -> dict[str, ListFn]:
+def list_functions(api: rest.Api, node_name: str) -> dict[str, ListFn]:
     """The list/watch function of every kind the agent mirrors (agent.k8s.rest).
 
     Every Node: the node guard keeps pods away from all nodes' addresses, and the agent's own
@@ -136,7 +134,7 @@ class Reflector:
         )
         self._response = response
         try:
-            for line in kubernetes.watch.watch.iter_resp_lines(response):
+            for line in apiclient.lines(response):
                 if self._stop.is_set():
                     break
                 if not line:

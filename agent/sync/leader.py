@@ -21,12 +21,11 @@ import json
 import time
 from typing import Any
 
-import kubernetes.client
 import structlog
 
 from agent import config, metrics, store
 from agent.calc import policystatus
-from agent.k8s import events, lease
+from agent.k8s import events, lease, rest
 from agent.sync import pod as sync_pod
 from agent.tiers import convert as tiers_convert
 from agent.tiers import model as tiers
@@ -84,7 +83,7 @@ class PolicyStatusWriter:
     def __init__(
         self,
         settings: config.Settings,
-        api: kubernetes.client.ApiClient,
+        api: rest.Api,
         cluster: store.Store,
         pods: dict[str, sync_pod.PodState],
         recorder: events.Recorder,

@@ -7,10 +7,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import kubernetes.client
 import pytest
 
-from agent.k8s import lease
+from agent.k8s import apiclient, lease
 
 
 class FakeApi:
@@ -30,12 +29,12 @@ class FakeApi:
             self.race = None
         current = self.leases.get(name)
         if create and current is not None:
-            raise kubernetes.client.ApiException(status=409)
+            raise apiclient.ApiError(409, "Conflict")
         if not create and (
             current is None
             or body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]
         ):
-            raise kubernetes.client.ApiException(status=409)
+            raise apiclient.ApiError(409, "Conflict")
         self._store(name, body)
         return self.leases[name]
 
