@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from agent import cni, config, health, localapi, metrics, store
+from agent import cni, config, health, heap, localapi, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import adminwatch, clients, events, rest, watch
@@ -37,10 +37,17 @@ def api_client(settings: config.Settings) -> rest.Api:
         raise StartupError(str(exc)) from exc
 
 
+def before_threads(settings: config.Settings) -> rest.Api:
+    """What the agent sets up before any of its threads runs: the cap on malloc arenas (it
+    holds only for threads that allocate after it, agent.heap), then the API client."""
+    heap.limit_arenas()
+    return api_client(settings)
+
+
 async def run(settings: config.Settings) -> int:
     """Run the agent until SIGTERM/SIGINT (exit 0) or a crashed task (exit 1)."""
     loop = asyncio.get_running_loop()
-    api = api_client(settings)
+    api = before_threads(settings)
     queue: asyncio.Queue[watch.WatchEvent | watch.Relist] = asyncio.Queue()
     cluster = store.Store()
     dataplane = client.WorkerClient(settings.worker_timeout, settings.dataplane_threads)

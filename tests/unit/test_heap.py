@@ -4,6 +4,9 @@ view (frozen), and collection is back on as it was."""
 from __future__ import annotations
 
 import gc
+import pathlib
+import subprocess
+import sys
 
 from agent import heap
 
@@ -55,3 +58,49 @@ def test_a_bulk_load_gives_its_free_pages_back() -> None:
     assert peak - before > 50_000
     assert resident_kib() - before < (peak - before) / 2
     assert len(kept) == 110
+
+
+# Eight threads allocate at once (all alive, none has exited, so none can hand its arena on);
+# then the C allocator's own report counts its arenas.
+ARENAS = """
+import ctypes, sys, threading
+from agent import heap
+if sys.argv[1] == "limited":
+    assert heap.limit_arenas()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+together = threading.Barrier(8, timeout=30)
+def work():
+    together.wait()
+    held = [libc.malloc(4096) for _ in range(64)]
+    together.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(30)
+report = libc.fopen(sys.argv[2].encode(), b"w")
+libc.malloc_info(0, report)
+libc.fclose(report)
+print(open(sys.argv[2]).read().count("<heap nr="))
+"""
+
+
+def arenas_after_eight_threads(mode: str, report: pathlib.Path) -> int:
+    result = subprocess.run(
+        [sys.executable, "-c", ARENAS, mode, str(report)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return int(result.stdout.strip())
+
+
+def test_threads_share_the_capped_arenas(tmp_path: pathlib.Path) -> None:
+    assert arenas_after_eight_threads("limited", tmp_path / "report.xml") <= heap.ARENAS
+    # The control: without the cap the same threads get arenas of their own.
+    assert arenas_after_eight_threads("default", tmp_path / "report.xml") > heap.ARENAS
