@@ -143,6 +143,9 @@ _ANTI_SPOOF = (
 )
 
 
+Member = ruleset.AddrRange | ruleset.PeerPort | ruleset.ProtoPorts
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class NamedSet:
     """A named set: its `type` (or `typeof <expression>`) and `flags` and its elements, each
@@ -152,11 +155,9 @@ class NamedSet:
     type: str
     flags: tuple[str, ...] = ("interval",)
     elements: tuple[str, ...] = ()
-    # A peer set's canonical elements, one per text above (`agent.dataplane.nft.fastpatch`
-    # finds where a change goes by them); not part of the text.
-    members: tuple[ruleset.AddrRange | ruleset.PeerPort, ...] = dataclasses.field(
-        default=(), compare=False, repr=False
-    )
+    # A peer or tier set's canonical elements, one per text above (`agent.dataplane.nft.
+    # fastpatch` and `.tierpatch` find where a change goes by them); not part of the text.
+    members: tuple[Member, ...] = dataclasses.field(default=(), compare=False, repr=False)
     # `elements_digest(elements)` when made beforehand (b"": made when needed); whoever
     # replaces the elements replaces it too.
     elements_digest: bytes = dataclasses.field(default=b"", compare=False, repr=False)
@@ -799,13 +800,17 @@ def _tiers(
                         name,
                         f"{addr_type} . inet_proto . inet_service",
                         elements=tuple(port_elements(ported, family)),
+                        members=tuple(e for e in ported if e.addrs.family == family),
                     )
                 )
                 rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
             for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
                 name = f"{chain}{n}_other{family}"
-                elements = _addr_texts(other)[family]  # `addr . nf_proto`: see `_addr_texts`
-                body.sets.append(NamedSet(name, f"{addr_type} . nf_proto", elements=elements))
+                # `addr . nf_proto`: see `_addr_texts`
+                elements, members = _addr_texts(other)[family]
+                body.sets.append(
+                    NamedSet(name, f"{addr_type} . nf_proto", elements=elements, members=members)
+                )
                 rules.append(
                     f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} . meta nfproto @{name}"
                     f" {verdict}"
@@ -826,15 +831,15 @@ def _factored_entry(
     address."""
     assert entry.addrs is not None
     ports = f"{prefix}_p"
+    services = tuple(p for p in entry.ports if p.protocol != ruleset.OTHER_PROTOCOL)
     body.sets.append(
         NamedSet(
             ports,
             "inet_proto . inet_service",
             elements=tuple(
-                f"{format_protocol(p.protocol)} . {format_ports(p.ports)}"
-                for p in entry.ports
-                if p.protocol != ruleset.OTHER_PROTOCOL
+                f"{format_protocol(p.protocol)} . {format_ports(p.ports)}" for p in services
             ),
+            members=services,
         )
     )
     other = any(p.protocol == ruleset.OTHER_PROTOCOL for p in entry.ports)
@@ -842,14 +847,19 @@ def _factored_entry(
     rules: list[str] = []
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
         name = f"{prefix}_a{family}"
-        body.sets.append(NamedSet(name, f"{addr_type} . nf_proto", elements=texts[family]))
+        elements, members = texts[family]
+        body.sets.append(
+            NamedSet(name, f"{addr_type} . nf_proto", elements=elements, members=members)
+        )
         rules.append(
             f"{ip} {key} . meta nfproto @{name} meta l4proto . th dport @{ports} {verdict}"
         )
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
         name = f"{prefix}_other{family}"
-        addrs = texts[family] if other else ()
-        body.sets.append(NamedSet(name, f"{addr_type} . nf_proto", elements=addrs))
+        elements, members = texts[family] if other else ((), ())
+        body.sets.append(
+            NamedSet(name, f"{addr_type} . nf_proto", elements=elements, members=members)
+        )
         rules.append(
             f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} . meta nfproto @{name} {verdict}"
         )
@@ -860,24 +870,29 @@ def _factored_entry(
 # applies to share its region (`agent.tiers.resolve`), so a pass that renders a hundred of them
 # formats its thousand addresses once. Each entry holds its tuple, so an id is never reused
 # while cached.
-_ADDR_TEXTS: dict[int, tuple[tuple[ruleset.AddrRange, ...], dict[int, tuple[str, ...]]]] = {}
+_AddrTexts = dict[int, tuple[tuple[str, ...], tuple[ruleset.AddrRange, ...]]]
+_ADDR_TEXTS: dict[int, tuple[tuple[ruleset.AddrRange, ...], _AddrTexts]] = {}
 _ADDR_TEXTS_MAX = 256
 
 
-def _addr_texts(addrs: tuple[ruleset.AddrRange, ...]) -> dict[int, tuple[str, ...]]:
-    """`addrs` as elements of a `<family>_addr . nf_proto` set, per family (4, 6).
+def _addr_texts(addrs: tuple[ruleset.AddrRange, ...]) -> _AddrTexts:
+    """`addrs` as elements of a `<family>_addr . nf_proto` set, per family (4, 6): the texts
+    and the ranges they spell (a set's `members`, for the tier patch,
+    `agent.dataplane.nft.tierpatch`).
 
     Why the constant `meta nfproto` in the key: before any element command, libnftables
     (1.0.6) fetches the elements of every plain interval set of the table into its cache, but
     not those of concatenated ones; with three 1,000-address sets in a pod's table, a 2-element
     patch cost 4.2 ms that way against 0.14 ms."""
 
-    def make() -> dict[int, tuple[str, ...]]:
-        return {
-            f: tuple(f"{format_addr(r)} . ipv{f}" for r in addrs if r.family == f) for f in (4, 6)
-        }
+    def make() -> _AddrTexts:
+        made: _AddrTexts = {}
+        for f in (4, 6):
+            members = tuple(r for r in addrs if r.family == f)
+            made[f] = (tuple(f"{format_addr(r)} . ipv{f}" for r in members), members)
+        return made
 
-    texts: dict[int, tuple[str, ...]] = _cached(_ADDR_TEXTS, addrs, make, _ADDR_TEXTS_MAX)
+    texts: _AddrTexts = _cached(_ADDR_TEXTS, addrs, make, _ADDR_TEXTS_MAX)
     return texts
 
 
