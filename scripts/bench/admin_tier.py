@@ -20,6 +20,8 @@ ratios admin / NetworkPolicy (median and p99) in the same run, and the load aver
 MET / NOT MET, for each pair: the Admin-tier edit within the NetworkPolicy targets (median
 and p99 each at most `SAME` times the NetworkPolicy edit's in the same run), and target 2a
 (time to enforce: p50 <= 5 ms and p99 <= 100 ms) for each kind; then `RESULT {json}`.
+Per kind also the share of committed pods that were patched (set elements, not replaced) and
+the share that were rendered whole (not derived as an element patch from the last commit).
 `--profile FILE` runs the agent under cProfile (`python -m cProfile -o FILE`, its main
 thread: compile and rendering, not the dataplane worker's kernel work) and prints its top
 functions after the run; its figures then carry the profiler's overhead.
@@ -150,6 +152,7 @@ def compare(
         print(
             f"    {name:20s} {f['median']:10.2f} {f['p99']:8.2f}   {f['pods_median']:9.0f}"
             f"     {f['compile_ms']:7.2f} / {f['kernel_ms']:7.2f}"
+            f"     {f['patched_share']:.2f} / {f['rendered_share']:.2f}"
         )
     print(
         f"    admin / NetworkPolicy (same run): median {ratio:.1f}x, p99 {ratio_p99:.1f}x"
@@ -162,6 +165,17 @@ def compare(
         f"median and p99 each <= {SAME}x the NetworkPolicy edit's in the same run",
     )
     return ratio, ratio_p99, target
+
+
+def rendered_count(agent: sandbox_cluster.AgentProcess) -> float:
+    """The agent's pods rendered whole since it started (a ruleset change that was not
+    derived as an element patch: `podseg_patch_fallbacks_total{reason="rendered"}`)."""
+    _, text = agent.http("/metrics")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("podseg_patch_fallbacks_total{") and 'reason="rendered"' in line
+    )
 
 
 def print_profile(path: str) -> None:
@@ -199,31 +213,53 @@ def main() -> int:
             agent.command[1:3] = ["-m", "cProfile", "-o", args.profile, "-m", "agent"]
         _, agent = tte.time_to_ready(cluster, extra)
         recorder, same = tte.Recorder(agent), tte.Recorder(agent)
+        rendered: dict[str, float] = {}
+
+        def measure(rec: tte.Recorder, key: str, kind: str, change: Any) -> None:
+            """`rec.measure`, counting the pods it rendered whole (not derived) under `key`."""
+            before = rendered_count(agent)
+            rec.measure(kind, change)
+            rendered[key] = rendered.get(key, 0) + rendered_count(agent) - before
+
         # A policy edit changes a ruleset only when its peers exist: roles r0 .. r(remote/100-1).
         roles = max(1, min(tte.ROLES, args.remote_pods // 100))
         editable = [i for i in range(min(args.policies, args.local_pods)) if i % tte.ROLES < roles]
         for r in range(args.rounds):
             i, cycle = editable[(13 * r) % len(editable)], r // len(editable)
-            recorder.measure(
+            measure(
+                recorder,
+                "every_pod policy",
                 "policy",
                 lambda i=i, n=cycle: emu.insert(tte.policy(i, tte.APPS, 1000 * (n % 2 + 1))),
             )
             port = 2223 + r
-            recorder.measure(
+            measure(
+                recorder,
+                "every_pod clusternetworkpolicies",
                 "clusternetworkpolicies",
                 lambda port=port: cluster.apply_admin_policy(
                     "ClusterNetworkPolicy", "admin-port", admin_policy(port)
                 ),
             )
-            same.measure("policy", lambda r=r: emu.insert(same_networkpolicy(3001 + r)))
-            same.measure(
+            measure(
+                same,
+                "same_pods policy",
+                "policy",
+                lambda r=r: emu.insert(same_networkpolicy(3001 + r)),
+            )
+            measure(
+                same,
+                "same_pods clusternetworkpolicies",
                 "clusternetworkpolicies",
                 lambda r=r: cluster.apply_admin_policy(
                     "ClusterNetworkPolicy", "admin-same", same_admin_policy(4001 + r)
                 ),
             )
         load = os.getloadavg()[0]
-        print("  pair / kind             median ms   p99 ms   pods/event   compile / kernel ms")
+        print(
+            "  pair / kind             median ms   p99 ms   pods/event   compile / kernel ms"
+            "   patched / rendered share"
+        )
         pairs = {}
         for key, label, rec in (
             ("every_pod", "Admin: every local pod; NetworkPolicy: one pod", recorder),
@@ -231,6 +267,10 @@ def main() -> int:
         ):
             np_figures = rec.figures("policy")
             admin = rec.figures("clusternetworkpolicies")
+            for kind, f in (("policy", np_figures), ("clusternetworkpolicies", admin)):
+                # the share of the pods committed that were rendered whole, not derived
+                pods = f["pods_median"] * f["n"]
+                f["rendered_share"] = rendered.get(f"{key} {kind}", 0) / max(1, pods)
             ratio, ratio_p99, target = compare(label, SUFFIX[key], np_figures, admin)
             pairs[key] = {
                 "networkpolicy_ms": np_figures,

@@ -766,58 +766,64 @@ def _tiers(
     packet costs at most one lookup per rule of the tiers, whatever the peers. Accept is final,
     Deny goes to the tier's deny chain (logged and counted under the tier's name), Pass returns
     to the hook, which goes on to the next tier."""
-    key = "saddr" if direction is ruleset.Direction.INGRESS else "daddr"
-    accept = (
-        "accept"
-        if direction is ruleset.Direction.INGRESS
-        else f"ct mark set ct mark & {_CLEAR_MARK} accept"
-    )
     found = False
     for tier, entries in (("admin", d.admin), ("baseline", d.baseline)):
         if not entries:
             continue
         found = True
         chain = f"{direction.value}_{tier}"
-        verdicts = {
-            ruleset.TierAction.ACCEPT: accept,
-            ruleset.TierAction.DENY: f"jump {chain}_deny",
-            ruleset.TierAction.PASS: "return",
-        }
         rules: list[str] = []
         for n, entry in enumerate(entries):
-            verdict = verdicts[entry.action]
-            if entry.addrs is not None:
-                rules += _factored_entry(body, f"{chain}{n}", key, entry, verdict)
-                continue
-            ported = [e for e in entry.elements if e.protocol != ruleset.OTHER_PROTOCOL]
-            other = intervals.merge_addrs(
-                e.addrs for e in entry.elements if e.protocol == ruleset.OTHER_PROTOCOL
-            )
-            for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-                name = f"{chain}{n}_ports{family}"
-                body.sets.append(
-                    NamedSet(
-                        name,
-                        f"{addr_type} . inet_proto . inet_service",
-                        elements=tuple(port_elements(ported, family)),
-                        members=tuple(e for e in ported if e.addrs.family == family),
-                    )
-                )
-                rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
-            for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-                name = f"{chain}{n}_other{family}"
-                # `addr . nf_proto`: see `_addr_texts`
-                elements, members = _addr_texts(other)[family]
-                body.sets.append(
-                    NamedSet(name, f"{addr_type} . nf_proto", elements=elements, members=members)
-                )
-                rules.append(
-                    f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} . meta nfproto @{name}"
-                    f" {verdict}"
-                )
+            rules += tier_entry(body, direction, tier, n, entry)
         body.chain(chain, rules)
         body.chain(f"{chain}_deny", body.deny(direction, tier, mode))
     return found
+
+
+def tier_entry(
+    body: _Body, direction: ruleset.Direction, tier: str, n: int, entry: ruleset.TierEntry
+) -> list[str]:
+    """Declare the sets of entry `n` of a tier (`admin`, `baseline`) in `body`; its rules
+    (`agent.dataplane.nft.tierpatch` renders a changed entry alone)."""
+    key = "saddr" if direction is ruleset.Direction.INGRESS else "daddr"
+    chain = f"{direction.value}_{tier}"
+    if entry.action is ruleset.TierAction.DENY:
+        verdict = f"jump {chain}_deny"
+    elif entry.action is ruleset.TierAction.PASS:
+        verdict = "return"
+    elif direction is ruleset.Direction.INGRESS:
+        verdict = "accept"
+    else:
+        verdict = f"ct mark set ct mark & {_CLEAR_MARK} accept"
+    if entry.addrs is not None:
+        return _factored_entry(body, f"{chain}{n}", key, entry, verdict)
+    rules: list[str] = []
+    ported = [e for e in entry.elements if e.protocol != ruleset.OTHER_PROTOCOL]
+    other = intervals.merge_addrs(
+        e.addrs for e in entry.elements if e.protocol == ruleset.OTHER_PROTOCOL
+    )
+    for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+        name = f"{chain}{n}_ports{family}"
+        body.sets.append(
+            NamedSet(
+                name,
+                f"{addr_type} . inet_proto . inet_service",
+                elements=tuple(port_elements(ported, family)),
+                members=tuple(e for e in ported if e.addrs.family == family),
+            )
+        )
+        rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
+    for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+        name = f"{chain}{n}_other{family}"
+        # `addr . nf_proto`: see `_addr_texts`
+        elements, members = _addr_texts(other)[family]
+        body.sets.append(
+            NamedSet(name, f"{addr_type} . nf_proto", elements=elements, members=members)
+        )
+        rules.append(
+            f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} . meta nfproto @{name} {verdict}"
+        )
+    return rules
 
 
 def _factored_entry(

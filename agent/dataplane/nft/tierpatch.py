@@ -12,8 +12,8 @@ set declarations are the same), this module renders the new tier sets alone and 
 element differences into the sets to splice and the element changes (texts for libnftables,
 numbers for the netlink batch of `agent.dataplane.nft.setelem`).
 
-Pure. The tier rules and chains are compared too, so a patch is never derived where a fresh
-render would declare something else.
+Pure. Only the entries that changed are rendered, and their rules must already be in the held
+tier chain, so a patch is never derived where a fresh render would declare something else.
 """
 
 from __future__ import annotations
@@ -63,27 +63,47 @@ def patch_sets(
         (ruleset.Direction.INGRESS, old_rs.ingress, new_rs.ingress),
         (ruleset.Direction.EGRESS, old_rs.egress, new_rs.egress),
     ):
-        if old_d.admin == new_d.admin and old_d.baseline == new_d.baseline:
-            continue
-        body = render_nft._Body(())
-        render_nft._tiers(body, direction, new_d, new_rs.mode)
-        for chain in body.chains:
-            if chain.name.endswith("_deny"):
-                continue  # its rules name the interfaces; it depends on no tier element
-            if held_chains.get(chain.name) != chain:
-                return None
-        for named in body.sets:
-            old = held.get(named.name)
-            if old is None or (old.type, old.flags) != (named.type, named.flags):
-                return None
-            if old.elements is named.elements or old.elements == named.elements:
-                continue
-            change = _change(old, named)
-            if change is None:
-                return None
-            patched[named.name] = named
-            changes[named.name] = change
+        for tier, old_entries, new_entries in (
+            ("admin", old_d.admin, new_d.admin),
+            ("baseline", old_d.baseline, new_d.baseline),
+        ):
+            if old_entries is new_entries or len(old_entries) != len(new_entries):
+                continue  # a different number of entries: `bare` tells them apart already
+            held_rules: set[str] | None = None
+            for n, (old_entry, new_entry) in enumerate(zip(old_entries, new_entries, strict=True)):
+                if old_entry is new_entry or old_entry == new_entry:
+                    continue
+                body = render_nft._Body(())
+                rules = render_nft.tier_entry(body, direction, tier, n, new_entry)
+                if held_rules is None:
+                    chain = held_chains.get(f"{direction.value}_{tier}")
+                    held_rules = set(chain.rules) if chain is not None else set()
+                if not held_rules.issuperset(rules):
+                    return None
+                for named in body.sets:
+                    if not _patch(held.get(named.name), named, patched, changes):
+                        return None
     return patched, changes
+
+
+def _patch(
+    old: render_nft.NamedSet | None,
+    new: render_nft.NamedSet,
+    patched: dict[str, render_nft.NamedSet],
+    changes: Changes,
+) -> bool:
+    """Record `new` and its change from `old` when their elements differ; False when `old`
+    is not a set of the same declaration holding one member per element."""
+    if old is None or (old.type, old.flags) != (new.type, new.flags):
+        return False
+    if old.elements is new.elements or old.elements == new.elements:
+        return True
+    change = _change(old, new)
+    if change is None:
+        return False
+    patched[new.name] = new
+    changes[new.name] = change
+    return True
 
 
 def _change(
