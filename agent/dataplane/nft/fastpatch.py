@@ -63,7 +63,8 @@ def derive(
     interfaces: Sequence[str],
 ) -> Derived | None:
     """The rendering of `new_rs` and the element transaction from `old` (the rendering of
-    `old_rs` for the same interfaces); None when more than peer-set elements changed."""
+    `old_rs` for the same interfaces); None when more than peer-set and tier-set elements
+    changed."""
     if not old.tables or old.interfaces != render_nft.canonical_interfaces(interfaces):
         return None
     if _frame(old_rs) != _frame(new_rs) and _frame(tierpatch.bare(old_rs)) != _frame(
