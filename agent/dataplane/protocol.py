@@ -287,7 +287,10 @@ class SetChange:
     `kind` "any": an address interval set (a direction's any-port peers, or the peers of one
     port spec), elements (first, last); "exact": an `addr . proto . port` hash set (one
     address, one port), "ports": the same as an interval set, elements (first, last,
-    protocol, first port, last port). Addresses as integers."""
+    protocol, first port, last port). An admin tier's sets (`agent.dataplane.nft.tierpatch`):
+    "addrproto" an `addr . nf_proto` interval set, elements (first, last), and "services" an
+    `inet_proto . inet_service` interval set, elements (protocol, first port, last port).
+    Addresses as integers."""
 
     name: str
     family: int

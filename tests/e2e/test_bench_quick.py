@@ -165,9 +165,12 @@ def test_admin_tier_quick() -> None:
     # an Admin-tier edit reaches every local pod (all are its subjects)
     assert result["admin_ms"]["pods_median"] == result["sizes"]["local_pods"]
     assert result["ratio"] > 0 and result["ratio_p99"] > 0 and result["load_average"] >= 0
-    _targets(
-        result, {"admin edit within the NetworkPolicy targets", "2a networkpolicy", "2a admin"}
-    )
+    # like for like: both edits reach the same local pods (every pod of one namespace)
+    same = result["same_pods"]
+    assert same["admin_ms"]["pods_median"] == same["networkpolicy_ms"]["pods_median"] >= 1
+    assert same["ratio"] > 0 and same["ratio_p99"] > 0
+    names = {"admin edit within the NetworkPolicy targets", "2a networkpolicy", "2a admin"}
+    _targets(result, names | {f"{name}, like for like" for name in names})
 
 
 def test_churn_quick() -> None:

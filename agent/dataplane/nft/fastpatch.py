@@ -16,10 +16,11 @@ rendering, equal to `render_nft.render` of the new ruleset (the patched sets spl
 old tables by `render_nft.with_sets`, which hashes only those sets again: the same tables and
 fingerprint, in time proportional to the changed sets, not the pod's), and the transaction
 that `agent.dataplane.nft.incremental.patch` would write for the two (state rule, then per
-changed set its deletes and adds). Anything else (tiers, containment, the node guard, mode,
-policies, interfaces), or a peer change that brings the first element of a port spec or takes
-its last (the spec's sets, chain and map key come or go), returns None: the caller renders and
-diffs as before.
+changed set its deletes and adds). Admin-tier set elements (an edit of a tier rule's ports or
+peers) are patched the same way, by `agent.dataplane.nft.tierpatch`. Anything else (the tiers
+beyond their set elements, containment, the node guard, mode, policies, interfaces), or a peer
+change that brings the first element of a port spec or takes its last (the spec's sets, chain
+and map key come or go), returns None: the caller renders and diffs as before.
 
 Pure; interval subtleties need no care here: the elements stay the canonical (disjoint,
 maximal) ones a full render writes, and the transaction deletes before it adds.
@@ -37,6 +38,7 @@ from typing import Any
 from agent.calc import ruleset
 from agent.dataplane import protocol
 from agent.dataplane.nft import render as render_nft
+from agent.dataplane.nft import tierpatch
 
 # A canonical tuple of one kind of element: AddrRange (any port) or PeerPort.
 Items = Sequence[Any]
@@ -61,11 +63,14 @@ def derive(
     interfaces: Sequence[str],
 ) -> Derived | None:
     """The rendering of `new_rs` and the element transaction from `old` (the rendering of
-    `old_rs` for the same interfaces); None when more than peer-set elements changed."""
+    `old_rs` for the same interfaces); None when more than peer-set and tier-set elements
+    changed."""
     if not old.tables or old.interfaces != render_nft.canonical_interfaces(interfaces):
         return None
-    if _frame(old_rs) != _frame(new_rs):
-        return None
+    if _frame(old_rs) != _frame(new_rs) and _frame(tierpatch.bare(old_rs)) != _frame(
+        tierpatch.bare(new_rs)
+    ):
+        return None  # more than peer-set and tier-set elements changed
     try:
         return _derive(old_rs, old, new_rs)
     except _Mismatch:
@@ -83,10 +88,16 @@ def _derive(
     old_rs: ruleset.PodRuleset, old: render_nft.Rendered, new_rs: ruleset.PodRuleset
 ) -> Derived | None:
     inet = old.tables[0]
-    found = _patch_sets({s.name: s for s in inet.sets}, old_rs, new_rs)
+    held = {s.name: s for s in inet.sets}
+    found = _patch_sets(held, old_rs, new_rs)
     if found is None:
         return None
     patched, changes = found
+    tiers = tierpatch.patch_sets(held, {c.name: c for c in inet.chains}, old_rs, new_rs)
+    if tiers is None:
+        return None
+    patched |= tiers[0]
+    changes |= tiers[1]
     if not old.digests:
         return None  # not a rendering `render_nft.assemble` made
     rendered = render_nft.with_sets(old, new_rs, patched)

@@ -143,6 +143,9 @@ _ANTI_SPOOF = (
 )
 
 
+Member = ruleset.AddrRange | ruleset.PeerPort | ruleset.ProtoPorts
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class NamedSet:
     """A named set: its `type` (or `typeof <expression>`) and `flags` and its elements, each
@@ -152,11 +155,9 @@ class NamedSet:
     type: str
     flags: tuple[str, ...] = ("interval",)
     elements: tuple[str, ...] = ()
-    # A peer set's canonical elements, one per text above (`agent.dataplane.nft.fastpatch`
-    # finds where a change goes by them); not part of the text.
-    members: tuple[ruleset.AddrRange | ruleset.PeerPort, ...] = dataclasses.field(
-        default=(), compare=False, repr=False
-    )
+    # A peer or tier set's canonical elements, one per text above (`agent.dataplane.nft.
+    # fastpatch` and `.tierpatch` find where a change goes by them); not part of the text.
+    members: tuple[Member, ...] = dataclasses.field(default=(), compare=False, repr=False)
     # `elements_digest(elements)` when made beforehand (b"": made when needed); whoever
     # replaces the elements replaces it too.
     elements_digest: bytes = dataclasses.field(default=b"", compare=False, repr=False)
@@ -765,54 +766,64 @@ def _tiers(
     packet costs at most one lookup per rule of the tiers, whatever the peers. Accept is final,
     Deny goes to the tier's deny chain (logged and counted under the tier's name), Pass returns
     to the hook, which goes on to the next tier."""
-    key = "saddr" if direction is ruleset.Direction.INGRESS else "daddr"
-    accept = (
-        "accept"
-        if direction is ruleset.Direction.INGRESS
-        else f"ct mark set ct mark & {_CLEAR_MARK} accept"
-    )
     found = False
     for tier, entries in (("admin", d.admin), ("baseline", d.baseline)):
         if not entries:
             continue
         found = True
         chain = f"{direction.value}_{tier}"
-        verdicts = {
-            ruleset.TierAction.ACCEPT: accept,
-            ruleset.TierAction.DENY: f"jump {chain}_deny",
-            ruleset.TierAction.PASS: "return",
-        }
         rules: list[str] = []
         for n, entry in enumerate(entries):
-            verdict = verdicts[entry.action]
-            if entry.addrs is not None:
-                rules += _factored_entry(body, f"{chain}{n}", key, entry, verdict)
-                continue
-            ported = [e for e in entry.elements if e.protocol != ruleset.OTHER_PROTOCOL]
-            other = intervals.merge_addrs(
-                e.addrs for e in entry.elements if e.protocol == ruleset.OTHER_PROTOCOL
-            )
-            for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-                name = f"{chain}{n}_ports{family}"
-                body.sets.append(
-                    NamedSet(
-                        name,
-                        f"{addr_type} . inet_proto . inet_service",
-                        elements=tuple(port_elements(ported, family)),
-                    )
-                )
-                rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
-            for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
-                name = f"{chain}{n}_other{family}"
-                elements = _addr_texts(other)[family]  # `addr . nf_proto`: see `_addr_texts`
-                body.sets.append(NamedSet(name, f"{addr_type} . nf_proto", elements=elements))
-                rules.append(
-                    f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} . meta nfproto @{name}"
-                    f" {verdict}"
-                )
+            rules += tier_entry(body, direction, tier, n, entry)
         body.chain(chain, rules)
         body.chain(f"{chain}_deny", body.deny(direction, tier, mode))
     return found
+
+
+def tier_entry(
+    body: _Body, direction: ruleset.Direction, tier: str, n: int, entry: ruleset.TierEntry
+) -> list[str]:
+    """Declare the sets of entry `n` of a tier (`admin`, `baseline`) in `body`; its rules
+    (`agent.dataplane.nft.tierpatch` renders a changed entry alone)."""
+    key = "saddr" if direction is ruleset.Direction.INGRESS else "daddr"
+    chain = f"{direction.value}_{tier}"
+    if entry.action is ruleset.TierAction.DENY:
+        verdict = f"jump {chain}_deny"
+    elif entry.action is ruleset.TierAction.PASS:
+        verdict = "return"
+    elif direction is ruleset.Direction.INGRESS:
+        verdict = "accept"
+    else:
+        verdict = f"ct mark set ct mark & {_CLEAR_MARK} accept"
+    if entry.addrs is not None:
+        return _factored_entry(body, f"{chain}{n}", key, entry, verdict)
+    rules: list[str] = []
+    ported = [e for e in entry.elements if e.protocol != ruleset.OTHER_PROTOCOL]
+    other = intervals.merge_addrs(
+        e.addrs for e in entry.elements if e.protocol == ruleset.OTHER_PROTOCOL
+    )
+    for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+        name = f"{chain}{n}_ports{family}"
+        body.sets.append(
+            NamedSet(
+                name,
+                f"{addr_type} . inet_proto . inet_service",
+                elements=tuple(port_elements(ported, family)),
+                members=tuple(e for e in ported if e.addrs.family == family),
+            )
+        )
+        rules.append(f"{ip} {key} . meta l4proto . th dport @{name} {verdict}")
+    for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
+        name = f"{chain}{n}_other{family}"
+        # `addr . nf_proto`: see `_addr_texts`
+        elements, members = _addr_texts(other)[family]
+        body.sets.append(
+            NamedSet(name, f"{addr_type} . nf_proto", elements=elements, members=members)
+        )
+        rules.append(
+            f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} . meta nfproto @{name} {verdict}"
+        )
+    return rules
 
 
 def _factored_entry(
@@ -826,15 +837,15 @@ def _factored_entry(
     address."""
     assert entry.addrs is not None
     ports = f"{prefix}_p"
+    services = tuple(p for p in entry.ports if p.protocol != ruleset.OTHER_PROTOCOL)
     body.sets.append(
         NamedSet(
             ports,
             "inet_proto . inet_service",
             elements=tuple(
-                f"{format_protocol(p.protocol)} . {format_ports(p.ports)}"
-                for p in entry.ports
-                if p.protocol != ruleset.OTHER_PROTOCOL
+                f"{format_protocol(p.protocol)} . {format_ports(p.ports)}" for p in services
             ),
+            members=services,
         )
     )
     other = any(p.protocol == ruleset.OTHER_PROTOCOL for p in entry.ports)
@@ -842,14 +853,19 @@ def _factored_entry(
     rules: list[str] = []
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
         name = f"{prefix}_a{family}"
-        body.sets.append(NamedSet(name, f"{addr_type} . nf_proto", elements=texts[family]))
+        elements, members = texts[family]
+        body.sets.append(
+            NamedSet(name, f"{addr_type} . nf_proto", elements=elements, members=members)
+        )
         rules.append(
             f"{ip} {key} . meta nfproto @{name} meta l4proto . th dport @{ports} {verdict}"
         )
     for family, ip, addr_type in ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr")):
         name = f"{prefix}_other{family}"
-        addrs = texts[family] if other else ()
-        body.sets.append(NamedSet(name, f"{addr_type} . nf_proto", elements=addrs))
+        elements, members = texts[family] if other else ((), ())
+        body.sets.append(
+            NamedSet(name, f"{addr_type} . nf_proto", elements=elements, members=members)
+        )
         rules.append(
             f"meta l4proto != {{ tcp, udp, sctp }} {ip} {key} . meta nfproto @{name} {verdict}"
         )
@@ -860,24 +876,29 @@ def _factored_entry(
 # applies to share its region (`agent.tiers.resolve`), so a pass that renders a hundred of them
 # formats its thousand addresses once. Each entry holds its tuple, so an id is never reused
 # while cached.
-_ADDR_TEXTS: dict[int, tuple[tuple[ruleset.AddrRange, ...], dict[int, tuple[str, ...]]]] = {}
+_AddrTexts = dict[int, tuple[tuple[str, ...], tuple[ruleset.AddrRange, ...]]]
+_ADDR_TEXTS: dict[int, tuple[tuple[ruleset.AddrRange, ...], _AddrTexts]] = {}
 _ADDR_TEXTS_MAX = 256
 
 
-def _addr_texts(addrs: tuple[ruleset.AddrRange, ...]) -> dict[int, tuple[str, ...]]:
-    """`addrs` as elements of a `<family>_addr . nf_proto` set, per family (4, 6).
+def _addr_texts(addrs: tuple[ruleset.AddrRange, ...]) -> _AddrTexts:
+    """`addrs` as elements of a `<family>_addr . nf_proto` set, per family (4, 6): the texts
+    and the ranges they spell (a set's `members`, for the tier patch,
+    `agent.dataplane.nft.tierpatch`).
 
     Why the constant `meta nfproto` in the key: before any element command, libnftables
     (1.0.6) fetches the elements of every plain interval set of the table into its cache, but
     not those of concatenated ones; with three 1,000-address sets in a pod's table, a 2-element
     patch cost 4.2 ms that way against 0.14 ms."""
 
-    def make() -> dict[int, tuple[str, ...]]:
-        return {
-            f: tuple(f"{format_addr(r)} . ipv{f}" for r in addrs if r.family == f) for f in (4, 6)
-        }
+    def make() -> _AddrTexts:
+        made: _AddrTexts = {}
+        for f in (4, 6):
+            members = tuple(r for r in addrs if r.family == f)
+            made[f] = (tuple(f"{format_addr(r)} . ipv{f}" for r in members), members)
+        return made
 
-    texts: dict[int, tuple[str, ...]] = _cached(_ADDR_TEXTS, addrs, make, _ADDR_TEXTS_MAX)
+    texts: _AddrTexts = _cached(_ADDR_TEXTS, addrs, make, _ADDR_TEXTS_MAX)
     return texts
 
 

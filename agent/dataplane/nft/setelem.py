@@ -15,7 +15,9 @@ send them:
 * a concatenated set (`addr . inet_proto . inet_service`, flags interval: pipapo) holds an
   element as its first key and its last key (KEY_END), each field padded to 32 bits; the
   same without flags (a hash set: one address, one port) as its one key. The peer sets use
-  the hash form only (kind "exact"): a range goes to the address set of its port spec.
+  the hash form only (kind "exact"): a range goes to the address set of its port spec;
+* an admin tier's sets (`agent.dataplane.nft.tierpatch`) are concatenated interval sets too:
+  `addr . nf_proto` (kind "addrproto") and `inet_proto . inet_service` (kind "services").
 
 The elements of an `any` set never touch; those of a port spec's address set may (two
 address runs allowing the same ports among others): the end element of one and the start
@@ -88,6 +90,10 @@ def batch(
                 continue
             if change.kind == "any":
                 encoded = _addr_elements(change.family, items)
+            elif change.kind == "addrproto":
+                encoded = _addr_proto_elements(change.family, items)
+            elif change.kind == "services":
+                encoded = _service_elements(items)
             else:
                 encoded = _port_elements(change.family, items, change.kind == "ports")
             elements = netlink.nested(NFTA_SET_ELEM_LIST_ELEMENTS, *encoded)
@@ -180,4 +186,38 @@ def _port_elements(family: int, items: tuple[tuple[int, ...], ...], interval: bo
             end = _addr(family, last) + bytes((proto, 0, 0, 0)) + high.to_bytes(2, "big")
             keys.append(_key(NFTA_SET_ELEM_KEY_END, end + b"\0\0"))
         out.append(netlink.nested(NFTA_LIST_ELEM, *keys))
+    return out
+
+
+# NFPROTO_IPV4 / NFPROTO_IPV6: the `nf_proto` field of an `addr . nf_proto` key
+_NFPROTO = {4: 2, 6: 10}
+
+
+def _addr_proto_elements(family: int, items: tuple[tuple[int, ...], ...]) -> list[bytes]:
+    """Concatenations `addr . nf_proto` (pipapo): an element is its first key and its last
+    key (KEY_END), the one-byte `nf_proto` padded to 32 bits."""
+    proto = bytes((_NFPROTO[family], 0, 0, 0))
+    return [
+        netlink.nested(
+            NFTA_LIST_ELEM,
+            _key(NFTA_SET_ELEM_KEY, _addr(family, first) + proto),
+            _key(NFTA_SET_ELEM_KEY_END, _addr(family, last) + proto),
+        )
+        for first, last in items
+    ]
+
+
+def _service_elements(items: tuple[tuple[int, ...], ...]) -> list[bytes]:
+    """Concatenations `inet_proto . inet_service` (pipapo): first and last key, each field
+    padded to 32 bits."""
+    out = []
+    for proto, low, high in items:
+        head = bytes((proto, 0, 0, 0))
+        out.append(
+            netlink.nested(
+                NFTA_LIST_ELEM,
+                _key(NFTA_SET_ELEM_KEY, head + low.to_bytes(2, "big") + b"\0\0"),
+                _key(NFTA_SET_ELEM_KEY_END, head + high.to_bytes(2, "big") + b"\0\0"),
+            )
+        )
     return out
