@@ -48,14 +48,21 @@ from testbed.sandbox import cluster as sandbox_cluster
 SAME = 1.5
 
 
-def admin_policy(port: int) -> dict[str, Any]:
+def admin_policy(
+    port: int,
+    subject: dict[str, str] | None = None,
+    priority: int = 10,
+    deny_rule: str = "no-admin-port-from-t0",
+) -> dict[str, Any]:
+    """An Admin policy over the namespaces labelled `subject` (every app namespace by
+    default): Deny from the team-t0 namespaces on TCP `port`, Pass for the rest."""
     return {
         "tier": "Admin",
-        "priority": 10,
-        "subject": {"namespaces": {"matchLabels": {"team": "app"}}},
+        "priority": priority,
+        "subject": {"namespaces": {"matchLabels": subject or {"team": "app"}}},
         "ingress": [
             {
-                "name": "no-admin-port-from-t0",
+                "name": deny_rule,
                 "action": "Deny",
                 "from": [{"namespaces": {"matchLabels": {"team": "t0"}}}],
                 "protocols": [{"tcp": {"destinationPort": {"number": port}}}],
@@ -94,20 +101,7 @@ def same_namespace() -> dict[str, Any]:
 
 def same_admin_policy(port: int) -> dict[str, Any]:
     """An Admin policy with the NetworkPolicy `same_networkpolicy`'s pods and peers."""
-    return {
-        "tier": "Admin",
-        "priority": 20,
-        "subject": {"namespaces": {"matchLabels": SAME_LABEL}},
-        "ingress": [
-            {
-                "name": "no-port-from-t0",
-                "action": "Deny",
-                "from": [{"namespaces": {"matchLabels": {"team": "t0"}}}],
-                "protocols": [{"tcp": {"destinationPort": {"number": port}}}],
-            },
-            {"name": "pass-the-rest", "action": "Pass", "from": [{"namespaces": {}}]},
-        ],
-    }
+    return admin_policy(port, SAME_LABEL, priority=20, deny_rule="no-port-from-t0")
 
 
 def same_networkpolicy(port: int) -> dict[str, Any]:
