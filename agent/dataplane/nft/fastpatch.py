@@ -67,6 +67,9 @@ def derive(
     changed."""
     if not old.tables or old.interfaces != render_nft.canonical_interfaces(interfaces):
         return None
+    if not old.digests:
+        return None  # not a rendering `render_nft.assemble` made
+    # The first comparison settles the common case (no tier element changed) without copies.
     if _frame(old_rs) != _frame(new_rs) and _frame(tierpatch.bare(old_rs)) != _frame(
         tierpatch.bare(new_rs)
     ):
@@ -81,7 +84,7 @@ class _Mismatch(Exception):
     """The old rendering does not hold the old ruleset's elements."""
 
 
-Changes = dict[str, tuple[list[str], list[str], protocol.SetChange]]
+Changes = tierpatch.Changes
 
 
 def _derive(
@@ -98,8 +101,6 @@ def _derive(
         return None
     patched |= tiers[0]
     changes |= tiers[1]
-    if not old.digests:
-        return None  # not a rendering `render_nft.assemble` made
     rendered = render_nft.with_sets(old, new_rs, patched)
     if rendered.fingerprint == old.fingerprint:
         return Derived(rendered, "", 0, 0, ())
@@ -263,9 +264,9 @@ class _Sorted:
             if self.kind == "any":
                 key: tuple[Any, ...] = ("any", e.family)
             else:
-                spec = (e.protocol, e.ports.first, e.ports.last)
+                spec = _spec(e)
                 specs.add(spec)
-                exact = e.addrs.first == e.addrs.last and spec[1] == spec[2]
+                exact = render_nft.is_exact(e)
                 key = ("exact", e.addrs.family) if exact else (spec, e.addrs.family)
             target = self._targets.get(key)
             if target is None:

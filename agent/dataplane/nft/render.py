@@ -273,10 +273,10 @@ def assemble(
 
 
 def with_sets(old: Rendered, rs: ruleset.PodRuleset, patched: dict[str, NamedSet]) -> Rendered:
-    """`old` (a rendering of a ruleset of the same frame as `rs`: `fastpatch.same_frame`)
-    with the elements of its inet sets named in `patched` replaced: only those sets are hashed
-    again, the fingerprint is a hash of the pieces' digests. The skeleton, so the shape and
-    the comment, stay."""
+    """`old` (a rendering of a ruleset that differs from `rs` only in peer-set and tier-set
+    elements, as `fastpatch.derive` checks) with the elements of its inet sets named in
+    `patched` replaced: only those sets are hashed again, the fingerprint is a hash of the
+    pieces' digests. The skeleton, so the shape and the comment, stay."""
     inet = old.tables[0]
     digests = list(old.digests)
     sets = list(inet.sets)
