@@ -38,7 +38,6 @@ local pod after every step of long random event sequences.
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
@@ -242,6 +241,7 @@ class Calculator:
             out[key] = self.local[key].result
         self.gone.clear()
         self.changed.clear()
+        self.built = {k: v for k, v in self.built.items() if k[1] is None}  # patches: this round
         return out
 
     def forget_changes(self) -> None:
@@ -404,7 +404,7 @@ _BuildKey = tuple[
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Built:
-    before: elements.Settled | None  # a patch's starting tuples (kept alive, compared by identity)
+    before: elements.Settled | None  # a patch's starting tuples, kept alive for their ids
     after: elements.Settled
 
 
@@ -428,11 +428,8 @@ def _settle(
     key: _BuildKey = (recipe, None)
     if before is not None:
         key = (recipe, (id(before[0]), id(before[1]), tuple(sorted(kept.dirty.items()))))
-    found = calc.built.get(key)
-    if found is not None and (
-        before is None
-        or (found.before is not None and all(map(operator.is_, found.before, before)))
-    ):
+    found = calc.built.get(key)  # its `before` keeps the ids in a patch's key unique
+    if found is not None:
         kept.adopt(found.after)
         return
     kept.settle(_pieces(calc, state, direction, policy))
