@@ -47,16 +47,13 @@ class Unsupported(Exception):
 
 
 class ApiError(Exception):
-    """A response outside 2xx: its status, reason, headers and body (the API's Status)."""
+    """A response outside 2xx: its status, reason and body (the API's Status)."""
 
-    def __init__(
-        self, status: int, reason: str, body: bytes = b"", headers: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, reason: str, body: bytes = b"") -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
         self.body = body
-        self.headers = dict(headers or {})
 
     def __str__(self) -> str:
         text = self.body[:500].decode(errors="replace")
@@ -130,7 +127,8 @@ def from_kubeconfig(path: str) -> Credentials:
         if not value:
             return None
         try:
-            return base64.b64decode(str(value), validate=True)
+            # kubectl accepts the data wrapped over lines; anything else that is not base64 fails
+            return base64.b64decode("".join(str(value).split()), validate=True)
         except ValueError as exc:
             raise ConfigError(f"{key} is not base64: {exc}") from exc
 
@@ -261,7 +259,7 @@ class Client:
         if not 200 <= response.status <= 299:
             raw = response.read()
             response.release_conn()
-            raise ApiError(response.status, response.reason or "", raw, response.headers)
+            raise ApiError(response.status, response.reason or "", raw)
         return response
 
     def close(self) -> None:

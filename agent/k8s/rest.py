@@ -124,6 +124,8 @@ def call(
         for name, value in (path_params or {}).items():
             filled = filled.replace("{" + name + "}", urllib.parse.quote(str(value), safe=""))
         return api.request(method, filled, query=query, body=body, timeout=timeout)
+    import kubernetes.client  # this branch runs only with the official client: loaded already
+
     headers = {"Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = "application/json"
@@ -136,7 +138,10 @@ def call(
         body=body,
         auth_settings=["BearerToken"],
     )
-    response = api.call_api(*request, _request_timeout=timeout)
+    try:
+        response = api.call_api(*request, _request_timeout=timeout)
+    except kubernetes.client.ApiException as exc:  # e.g. TLS failures, as status 0
+        raise apiclient.ApiError(int(exc.status or 0), str(exc.reason or "")) from exc
     if not 200 <= response.status <= 299:
         raw = response.read()
         raise apiclient.ApiError(response.status, response.reason or "", raw or b"")

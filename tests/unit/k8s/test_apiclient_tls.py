@@ -134,7 +134,9 @@ def test_ca_and_client_certificate_from_data_fields_with_tls_server_name(
     pki: pathlib.Path, https: tuple[int, list[dict[str, Any]]], tmp_path: pathlib.Path
 ) -> None:
     port, seen = https
-    cluster = {"certificate-authority-data": b64(pki / "ca.crt"), "tls-server-name": SERVER_NAME}
+    ca = b64(pki / "ca.crt")
+    wrapped = "\n".join(ca[i : i + 64] for i in range(0, len(ca), 64))  # as kubectl accepts it
+    cluster = {"certificate-authority-data": wrapped, "tls-server-name": SERVER_NAME}
     user = {
         "client-certificate-data": b64(pki / "client.crt"),
         "client-key-data": b64(pki / "client.key"),
