@@ -24,7 +24,9 @@ from tests.support import manifests
 ROOT = manifests.ROOT
 TOOLING_PARTS = {"testbed", "emulator", "sandbox"}
 TOOLING_ONLY_DEPS = {"jsonpatch", "podseg-testbed"}
-RUNTIME_DEPS = {"kubernetes", "pyroute2", "prometheus-client", "structlog", "aiohttp", "pyyaml"}
+RUNTIME_DEPS = {
+    *("kubernetes", "pyroute2", "prometheus-client", "structlog", "aiohttp", "pyyaml", "msgspec"),
+}
 NOT_COPIED = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
 
 
