@@ -38,7 +38,7 @@ from typing import Any
 from agent.calc import ruleset
 from agent.dataplane import protocol
 from agent.dataplane.nft import render as render_nft
-from agent.dataplane.nft import tierpatch
+from agent.dataplane.nft import setdiff, tierpatch
 
 # A canonical tuple of one kind of element: AddrRange (any port) or PeerPort.
 Items = Sequence[Any]
@@ -171,16 +171,13 @@ def _patch_sets(
                 found = _splice(named, before, start, gone_items, new_items, target)
                 if found is not None:
                     patched[target.name], gone, added = found
-                    changes[target.name] = (
-                        [t for t, _ in gone],
-                        [t for t, _ in added],
-                        protocol.SetChange(
-                            target.name,
-                            target.family,
-                            "exact" if target.kind == "exact" else "any",
-                            tuple(_numbers(e, target.kind) for _, e in gone),
-                            tuple(_numbers(e, target.kind) for _, e in added),
-                        ),
+                    changes[target.name] = setdiff.change(
+                        target.name,
+                        target.family,
+                        "exact" if target.kind == "exact" else "any",
+                        gone,
+                        added,
+                        addrs_only=target.kind == "spec",
                     )
             gone_specs = sorted_into.specs[0] - sorted_into.specs[1]
             if gone_specs and _spec_gone(prefix, gone_specs, after, patched, held):
@@ -298,7 +295,7 @@ def _splice(
     gone_items: list[Any],
     new_items: list[Any],
     target: _Target,
-) -> tuple[render_nft.NamedSet, list[tuple[str, Any]], list[tuple[str, Any]]] | None:
+) -> tuple[render_nft.NamedSet, list[setdiff.Pair], list[setdiff.Pair]] | None:
     """The set after its elements `gone_items` of the window of `before` (from `start`)
     became `new_items`, and its elements deleted and added (text, element); None when none of
     its changed.
@@ -323,18 +320,8 @@ def _splice(
         members=(*members[:low], *new_items, *members[high:]),
         elements_digest=b"",  # the old elements'
     )
-    old_set, new_set = set(old_texts), set(new_texts)
-    gone = [(t, e) for t, e in zip(old_texts, gone_items, strict=True) if t not in new_set]
-    added = [(t, e) for t, e in zip(new_texts, new_items, strict=True) if t not in old_set]
+    gone, added = setdiff.diff(old_texts, new_texts, gone_items, new_items)
     return spliced, gone, added
-
-
-def _numbers(item: ruleset.AddrRange | ruleset.PeerPort, kind: str) -> tuple[int, ...]:
-    if isinstance(item, ruleset.AddrRange):
-        return (item.first, item.last)
-    if kind == "spec":
-        return (item.addrs.first, item.addrs.last)
-    return (item.addrs.first, item.addrs.last, item.protocol, item.ports.first, item.ports.last)
 
 
 def _window(before: Items, after: Items) -> tuple[int, int, int]:

@@ -17,6 +17,7 @@ exactly the new canonical set.
 from __future__ import annotations
 
 from agent.dataplane.nft import render as render_nft
+from agent.dataplane.nft import setdiff
 
 
 def patch(old: render_nft.Rendered, new: render_nft.Rendered) -> str | None:
@@ -42,9 +43,8 @@ def patch(old: render_nft.Rendered, new: render_nft.Rendered) -> str | None:
         if old_sets[name] == new_sets[name]:
             continue  # most sets of a pod (a shared tier region: the very same tuple)
         family, set_name = name.split(" ", 1)
-        before, after = set(old_sets[name]), set(new_sets[name])
-        gone = [e for e in old_sets[name] if e not in after]
-        added = [e for e in new_sets[name] if e not in before]
+        pairs = setdiff.diff(old_sets[name], new_sets[name], old_sets[name], new_sets[name])
+        gone, added = ([text for text, _ in side] for side in pairs)
         if gone:
             lines.append(_elements("delete", family, set_name, gone))
         if added:

@@ -19,14 +19,13 @@ tier chain, so a patch is never derived where a fresh render would declare somet
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from agent.calc import ruleset
-from agent.dataplane import protocol
 from agent.dataplane.nft import render as render_nft
+from agent.dataplane.nft import setdiff
 
-# set name -> (texts deleted, texts added, the same change as numbers)
-Changes = dict[str, tuple[list[str], list[str], protocol.SetChange]]
+# set name -> its change
+Changes = dict[str, setdiff.Change]
 
 
 def bare(rs: ruleset.PodRuleset) -> ruleset.PodRuleset:
@@ -106,28 +105,13 @@ def _patch(
     return True
 
 
-def _change(
-    old: render_nft.NamedSet, new: render_nft.NamedSet
-) -> tuple[list[str], list[str], protocol.SetChange] | None:
-    """The elements of `old` not in `new` and those of `new` not in `old`; None when a set
-    does not hold one member per element."""
+def _change(old: render_nft.NamedSet, new: render_nft.NamedSet) -> setdiff.Change | None:
+    """The change from `old` to `new`; None when a set does not hold one member per element."""
     if len(old.members) != len(old.elements) or len(new.members) != len(new.elements):
         return None
     kind, family = _kind(new)
-    before, after = set(old.elements), set(new.elements)
-    gone = [(t, m) for t, m in zip(old.elements, old.members, strict=True) if t not in after]
-    added = [(t, m) for t, m in zip(new.elements, new.members, strict=True) if t not in before]
-    return (
-        [t for t, _ in gone],
-        [t for t, _ in added],
-        protocol.SetChange(
-            new.name,
-            family,
-            kind,
-            tuple(_numbers(m) for _, m in gone),
-            tuple(_numbers(m) for _, m in added),
-        ),
-    )
+    gone, added = setdiff.diff(old.elements, new.elements, old.members, new.members)
+    return setdiff.change(new.name, family, kind, gone, added, addrs_only=False)
 
 
 def _kind(named: render_nft.NamedSet) -> tuple[str, int]:
@@ -138,12 +122,3 @@ def _kind(named: render_nft.NamedSet) -> tuple[str, int]:
     if named.type == "inet_proto . inet_service":
         return "services", family
     return "ports", family  # `<family>_addr . inet_proto . inet_service`
-
-
-def _numbers(member: Any) -> tuple[int, ...]:
-    if isinstance(member, ruleset.AddrRange):
-        return (member.first, member.last)
-    if isinstance(member, ruleset.ProtoPorts):
-        return (member.protocol, member.ports.first, member.ports.last)
-    e: ruleset.PeerPort = member
-    return (e.addrs.first, e.addrs.last, e.protocol, e.ports.first, e.ports.last)
