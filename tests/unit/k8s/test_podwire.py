@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
+import pathlib
+import queue
 from typing import Any
 
 import pytest
@@ -15,8 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import metrics, model, store
-from agent.k8s import convert, podwire, watch
+from agent.k8s import clients, convert, podwire, rest, watch
 from testbed import objects
+from testbed.emulator import server
+from tests.support.polling import wait_for
 
 leaf = st.one_of(
     st.none(),
@@ -220,3 +224,49 @@ def test_a_pod_the_store_keys_otherwise_is_left_to_the_old_way(
     typed, _, _ = podwire.page(page_of([pod, realistic(2)]))
     assert typed[0] == convert.slim_pod(pod) and isinstance(typed[1], model.Pod)
     assert podwire.event(json.dumps({"type": "ADDED", "object": pod})) is None
+
+
+def test_a_watched_pod_the_typed_path_declines_arrives_the_old_way(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Through a real watch stream: the odd pod comes as its trimmed dict, for the store to
+    report; the next pod comes as its model."""
+    emu = server.EmulatorThread(bookmark_interval=0.2)
+    emu.start()
+    emu.write_kubeconfig(str(tmp_path / "kubeconfig"))
+    api = clients.agent_client(str(tmp_path / "kubeconfig"))
+    got: queue.Queue[watch.WatchEvent | watch.Relist] = queue.Queue()
+    reflector = watch.Reflector("pods", rest.lister(api, "pods"), got.put, watch_timeout=30)
+    seen: list[watch.WatchEvent | watch.Relist] = []
+
+    def added() -> list[watch.WatchEvent]:
+        while not got.empty():
+            seen.append(got.get_nowait())
+        return [i for i in seen if isinstance(i, watch.WatchEvent) and i.type == "ADDED"]
+
+    reflector.start()
+    try:
+        wait_for(
+            lambda: added() == [] and seen != [] and emu.watch_count == 1,
+            timeout=15,
+            what="a watch",
+        )
+        bad = realistic(1)
+        bad["status"]["podIPs"] = 7
+        emu.insert(bad)
+        stored = emu.insert(realistic(2))
+        wait_for(lambda: len(added()) == 2, timeout=15, what="both pods' events")
+    finally:
+        reflector.stop()
+        reflector.join(10)
+        api.close()
+        emu.stop()
+    odd, good = added()
+    assert isinstance(odd.obj, dict) and "managedFields" not in odd.obj["metadata"]
+    assert isinstance(good.obj, model.Pod) and good.obj == convert.pod(stored)
+    cluster = store.Store()
+    with structlog.testing.capture_logs() as logs:
+        for event in (odd, good):
+            cluster.apply(event, store.Change())
+    assert list(cluster.pods) == ["ns-2/web-2"]
+    assert [e["object"] for e in logs if e["event"] == "object_malformed"] == ["ns-1/web-1"]
