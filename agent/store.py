@@ -60,6 +60,8 @@ def with_hint(pod: model.Pod, hint: CniHint | None) -> model.Pod:
 
 def _key(obj: Any) -> str | None:
     """`<namespace>/<name>` (or `<name>` for cluster-scoped kinds); None when unreadable."""
+    if isinstance(obj, model.Pod):  # decoded typed (agent.k8s.podwire): keyed alike
+        return obj.key
     meta = obj.get("metadata") if isinstance(obj, Mapping) else None
     if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
         return None
@@ -211,6 +213,8 @@ class Store:
     def _read(self, resource: str, obj: Any) -> tuple[str, Any] | None:
         """(key, model object), or None for an object that cannot be read (reported once per
         version; the caller keeps what it had)."""
+        if isinstance(obj, model.Pod):  # already converted (agent.k8s.podwire)
+            return obj.key, obj
         key = _key(obj)
         try:
             if key is None or not isinstance(obj, Mapping):
@@ -253,6 +257,7 @@ class Store:
     def apply(self, item: watch.WatchEvent | watch.Relist, change: Change) -> None:
         if item.resource == CNI and isinstance(item, watch.WatchEvent):
             obj = item.obj
+            assert isinstance(obj, dict)  # agent.cni queues its reports as dicts
             hint = CniHint(tuple(obj["ips"]), str(obj["netns"]), str(obj.get("containerId", "")))
             self.hint(str(obj["key"]), hint, change)
             return

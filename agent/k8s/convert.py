@@ -20,6 +20,8 @@ _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 _SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 
 Raw = Mapping[str, Any]
+# A dict first: JSON gives dicts, and an ABC check costs several times an exact type check.
+_MAP = (dict, Mapping)
 
 # The mirror holds every pod of the cluster, and most of what a pod holds repeats across pods:
 # label keys and values, namespace and node names, container ports. Each pod read from JSON
@@ -50,12 +52,16 @@ class SelectorError(ValueError):
 
 def _meta(obj: Raw) -> Raw:
     meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
+    return meta if isinstance(meta, _MAP) else {}
 
 
 def _labels(obj: Raw) -> dict[str, str]:
-    labels = _meta(obj).get("labels") or {}
-    if not isinstance(labels, Mapping):
+    return _label_map(_meta(obj).get("labels"))
+
+
+def _label_map(raw: Any) -> dict[str, str]:
+    labels = raw or {}
+    if not isinstance(labels, _MAP):
         return {}
     return {_shared(str(k)): _shared(str(v)) for k, v in labels.items()}
 
@@ -95,46 +101,98 @@ def selector(raw: Any) -> model.LabelSelector:
 
 def pod(obj: Raw) -> model.Pod:
     meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
+    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
+    return pod_of(
+        namespace=meta.get("namespace"),
+        name=meta.get("name"),
+        uid=meta.get("uid"),
+        resource_version=meta.get("resourceVersion"),
+        labels=meta.get("labels"),
+        annotations=meta.get("annotations"),
+        deleting=meta.get("deletionTimestamp") is not None,
+        owners=meta.get("ownerReferences"),
+        node=spec.get("nodeName"),
+        host_network=spec.get("hostNetwork"),
+        ports=[c.get("ports") if isinstance(c, _MAP) else None for c in containers],
+        phase=status.get("phase"),
+        pod_ips=status.get("podIPs"),
+        pod_ip=status.get("podIP"),
+    )
+
+
+# An IPv4 address as `ipaddress` writes it (no leading zeros, each octet <= 255): kept as is.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
+def _address(text: str) -> str | None:
+    """`text` as `ipaddress` writes the address, or None when it is not one."""
+    if _CANONICAL_V4.fullmatch(text):
+        return text
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def pod_of(
+    *,
+    namespace: Any,
+    name: Any,
+    uid: Any,
+    resource_version: Any,
+    labels: Any,
+    annotations: Any,
+    deleting: bool,
+    owners: Any,
+    node: Any,
+    host_network: Any,
+    ports: list[Any],
+    phase: Any,
+    pod_ips: Any,
+    pod_ip: Any,
+) -> model.Pod:
+    """A pod from the values of its fields as the API gave them (`ports`: each container's
+    `ports`, init containers after the others), whatever their types: `pod` reads them off a
+    dict, `agent.k8s.podwire` off the JSON bytes, and both get the same model."""
     ips: list[str] = []
-    for entry in status.get("podIPs") or []:
-        ip = entry.get("ip") if isinstance(entry, Mapping) else None
+    for entry in pod_ips or []:
+        ip = entry.get("ip") if isinstance(entry, _MAP) else None
         if isinstance(ip, str):
             ips.append(ip)
-    if not ips and isinstance(status.get("podIP"), str) and status["podIP"]:
-        ips.append(status["podIP"])
-    valid_ips: list[str] = []
-    for ip in ips:
-        try:
-            valid_ips.append(str(ipaddress.ip_address(ip)))
-        except ValueError:
-            continue
-    ports: list[model.ContainerPort] = []
-    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
-        for p in container.get("ports") or [] if isinstance(container, Mapping) else []:
-            number = p.get("containerPort") if isinstance(p, Mapping) else None
+    if not ips and isinstance(pod_ip, str) and pod_ip:
+        ips.append(pod_ip)
+    valid_ips = [a for a in map(_address, ips) if a is not None]
+    container_ports: list[model.ContainerPort] = []
+    for declared in ports:
+        for p in declared or []:
+            number = p.get("containerPort") if isinstance(p, _MAP) else None
             if isinstance(number, int) and 0 < number < 65536:
-                name = p.get("name")
+                port_name = p.get("name")
                 protocol = str(p.get("protocol") or "TCP")
-                ports.append(
-                    _container_port(number, protocol, name if isinstance(name, str) else None)
+                container_ports.append(
+                    _container_port(
+                        number, protocol, port_name if isinstance(port_name, str) else None
+                    )
                 )
-    node = spec.get("nodeName") or None
-    labels = _labels(obj)
+    node = node or None
+    shared_labels = _label_map(labels)
+    controller = _controller(owners)
     return model.Pod(
-        namespace=_shared(str(meta.get("namespace") or "default")),
-        name=str(meta.get("name") or ""),
-        uid=str(meta.get("uid") or ""),
-        labels=labels,
+        namespace=_shared(str(namespace or "default")),
+        name=str(name or ""),
+        uid=str(uid or ""),
+        labels=shared_labels,
         node_name=_shared(node) if isinstance(node, str) else node,
-        host_network=bool(spec.get("hostNetwork")),
+        host_network=bool(host_network),
         ips=tuple(dict.fromkeys(valid_ips)),
-        container_ports=tuple(ports),
-        phase=_shared(str(status.get("phase") or "")),
-        terminating=meta.get("deletionTimestamp") is not None,
-        resource_version=str(meta.get("resourceVersion") or ""),
-        workload=_shared(workload_of(meta, labels)),
-        annotations=_annotations(obj),
-        workload_kind=_shared(workload_kind_of(meta, labels)),
+        container_ports=tuple(container_ports),
+        phase=_shared(str(phase or "")),
+        terminating=deleting,
+        resource_version=str(resource_version or ""),
+        workload=_shared(_workload(controller, shared_labels)),
+        annotations=_annotation_map(annotations),
+        workload_kind=_shared(_workload_kind(controller, shared_labels)),
     )
 
 
@@ -177,11 +235,11 @@ def slim_pod(obj: Raw) -> dict[str, Any]:
     return out
 
 
-def _controller(meta: Raw) -> Mapping[str, Any] | None:
-    owners = meta.get("ownerReferences")
+def _controller(owners: Any) -> Mapping[str, Any] | None:
+    """The ownerReference that names the pod's workload: the controller, else the first."""
     if not isinstance(owners, list):
         return None
-    valid = [o for o in owners if isinstance(o, Mapping) and isinstance(o.get("name"), str)]
+    valid = [o for o in owners if isinstance(o, _MAP) and isinstance(o.get("name"), str)]
     controllers = [o for o in valid if o.get("controller") is True] or valid
     return controllers[0] if controllers else None
 
@@ -189,7 +247,10 @@ def _controller(meta: Raw) -> Mapping[str, Any] | None:
 def workload_kind_of(meta: Raw, labels: Mapping[str, str]) -> str:
     """The kind of the workload `workload_of` names: `Deployment` for a ReplicaSet whose name
     carries the pod's template hash, else the controller's own kind; "" for a bare pod."""
-    owner = _controller(meta)
+    return _workload_kind(_controller(meta.get("ownerReferences")), labels)
+
+
+def _workload_kind(owner: Mapping[str, Any] | None, labels: Mapping[str, str]) -> str:
     if owner is None:
         return ""
     kind = str(owner.get("kind") or "")
@@ -207,14 +268,12 @@ def workload_of(meta: Raw, labels: Mapping[str, str]) -> str:
     is the Deployment. StatefulSet, DaemonSet, Job (a CronJob's Job keeps its own name) and any
     other controller give their own name. A bare pod gives "": pod names never become labels.
     """
-    owners = meta.get("ownerReferences")
-    if not isinstance(owners, list):
+    return _workload(_controller(meta.get("ownerReferences")), labels)
+
+
+def _workload(owner: Mapping[str, Any] | None, labels: Mapping[str, str]) -> str:
+    if owner is None:
         return ""
-    valid = [o for o in owners if isinstance(o, Mapping) and isinstance(o.get("name"), str)]
-    controllers = [o for o in valid if o.get("controller") is True] or valid
-    if not controllers:
-        return ""
-    owner = controllers[0]
     name = str(owner["name"])
     pod_hash = labels.get("pod-template-hash", "")
     if owner.get("kind") == "ReplicaSet" and pod_hash and name.endswith("-" + pod_hash):
@@ -222,10 +281,10 @@ def workload_of(meta: Raw, labels: Mapping[str, str]) -> str:
     return name
 
 
-def _annotations(obj: Raw) -> dict[str, str]:
+def _annotation_map(raw: Any) -> dict[str, str]:
     """String annotations only (anything else is not a valid annotation value)."""
-    raw = _meta(obj).get("annotations") or {}
-    if not isinstance(raw, Mapping):
+    raw = raw or {}
+    if not isinstance(raw, _MAP):
         return {}
     return {str(k): v for k, v in raw.items() if isinstance(v, str)}
 

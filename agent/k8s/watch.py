@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import json
 import random
 import re
@@ -25,30 +26,34 @@ from typing import Any
 
 import structlog
 
-from agent import metrics
-from agent.k8s import apiclient, convert, errors, rest
+from agent import metrics, model
+from agent.k8s import apiclient, convert, errors, podwire, rest
 
 log = structlog.get_logger(__name__)
 
 ListFn = rest.ListFn
-Slim = Callable[[dict[str, Any]], dict[str, Any]]
+Slim = podwire.Slim
+PageReader = Callable[[bytes], podwire.Page]
 
 # Per kind, what the mirror keeps of each object as it arrives (agent.k8s.convert.slim_pod).
 SLIM: dict[str, Slim] = {"pods": convert.slim_pod}
+# Per kind, how a reflector reads a LIST page when not with `json` (agent.k8s.podwire: pods
+# decoded straight into the model; what it declines, the old way).
+PAGES: dict[str, PageReader] = {"pods": podwire.page}
 
 
 @dataclasses.dataclass(frozen=True)
 class WatchEvent:
     resource: str
     type: str  # ADDED | MODIFIED | DELETED
-    obj: dict[str, Any]
+    obj: dict[str, Any] | model.Pod  # a pod decoded typed arrives as its model (podwire)
     received: float  # time.monotonic() when the line arrived
 
 
 @dataclasses.dataclass(frozen=True)
 class Relist:
     resource: str
-    items: list[dict[str, Any]]
+    items: list[Any]  # the raw objects (dicts); of pods, mostly their models (podwire.page)
     resource_version: str
     received: float
 
@@ -89,6 +94,7 @@ class Reflector:
         self.page_size = page_size
         self.backoff_max = backoff_max
         self.slim = SLIM.get(resource)
+        self.pages = PAGES.get(resource)
         self._stop = threading.Event()
         self._response: Any = None
         # Monotonic time of the first failure of the current run of failures; None while
@@ -120,7 +126,7 @@ class Reflector:
         self._thread.join(timeout)
 
     def _list(self) -> Relist:
-        return list_all(self.resource, self.list_fn, self.page_size, self.slim)
+        return list_all(self.resource, self.list_fn, self.page_size, self.slim, self.pages)
 
     def _watch(self, resource_version: str) -> str:
         """Stream events from `resource_version`; return the last version seen."""
@@ -139,24 +145,35 @@ class Reflector:
                     break
                 if not line:
                     continue
-                event = json.loads(line)
-                kind = event.get("type")
-                obj = event.get("object") or {}
-                metrics.WATCH_EVENTS.labels(self.resource, str(kind)).inc()
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        raise errors.Expired(obj.get("message", "resourceVersion expired"))
-                    raise RuntimeError(f"watch error event: {obj.get('message', obj)}")
-                version = (obj.get("metadata") or {}).get("resourceVersion")
-                if version:
-                    resource_version = str(version)
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    if self.slim is not None and isinstance(obj, dict):
-                        obj = self.slim(obj)
-                    self.deliver(WatchEvent(self.resource, kind, obj, time.monotonic()))
+                typed = podwire.event(line) if self.pages is not None else None
+                if typed is not None:
+                    kind, pod = typed
+                    metrics.WATCH_EVENTS.labels(self.resource, kind).inc()
+                    resource_version = pod.resource_version or resource_version
+                    self.deliver(WatchEvent(self.resource, kind, pod, time.monotonic()))
+                    continue
+                resource_version = self._event(json.loads(line), resource_version)
         finally:
             self._response = None
             response.release_conn()
+        return resource_version
+
+    def _event(self, event: Any, resource_version: str) -> str:
+        """Deliver a watch event read with `json`; the resourceVersion to watch on from."""
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        metrics.WATCH_EVENTS.labels(self.resource, str(kind)).inc()
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise errors.Expired(obj.get("message", "resourceVersion expired"))
+            raise RuntimeError(f"watch error event: {obj.get('message', obj)}")
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            resource_version = str(version)
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            if self.slim is not None and isinstance(obj, dict):
+                obj = self.slim(obj)
+            self.deliver(WatchEvent(self.resource, kind, obj, time.monotonic()))
         return resource_version
 
     def _run(self) -> None:
@@ -198,10 +215,15 @@ class Reflector:
 
 
 def list_all(
-    resource: str, list_fn: ListFn, page_size: int = 500, slim: Slim | None = None
+    resource: str,
+    list_fn: ListFn,
+    page_size: int = 500,
+    slim: Slim | None = None,
+    read: PageReader | None = None,
 ) -> Relist:
     """Every object of `resource`, listed in pages of `page_size`; `slim` trims each object
-    as its page arrives, so a whole list never holds every object in full.
+    as its page arrives, so a whole list never holds every object in full; `read`, when
+    given, reads each page instead of `json` and `slim` (PAGES).
 
     The next page is asked for while this one is parsed: the API server writes a list's
     metadata, and so its continue token, before its items, so the token is read off the
@@ -210,7 +232,9 @@ def list_all(
     a 10,000-pod list overlap on two cores instead of taking turns). The token decoded from
     the whole page decides: a read-ahead with another token is dropped and asked again.
     """
-    items: list[dict[str, Any]] = []
+    items: list[Any] = []
+    if read is None:
+        read = functools.partial(podwire.json_page, slim=slim)
 
     def fetch(token: str | None) -> bytes:
         kwargs: dict[str, Any] = {"limit": page_size, "_preload_content": False}
@@ -225,13 +249,10 @@ def list_all(
         while True:
             peeked = peek_continue(data)
             ahead = pool.submit(fetch, peeked) if peeked else None
-            body = json.loads(data)
+            page, version, token = read(data)
             del data
-            page = body.get("items") or []
-            items.extend(slim(i) if slim is not None and isinstance(i, dict) else i for i in page)
-            meta = body.get("metadata") or {}
-            del body, page  # the page's full objects go now, not with the next page
-            token = meta.get("continue")
+            items.extend(page)
+            del page  # the page's objects go now, not with the next page
             if ahead is not None and token == peeked:
                 data = ahead.result()
                 continue
@@ -240,7 +261,6 @@ def list_all(
                 with contextlib.suppress(Exception):
                     ahead.result()
             if not token:
-                version = str(meta.get("resourceVersion", ""))
                 return Relist(resource, items, version, time.monotonic())
             data = fetch(token)
     finally:

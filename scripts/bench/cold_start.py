@@ -12,7 +12,9 @@ by about 9, each allowing one team's namespaces x one role on one port) and, in 
 Each round deletes every podseg table, starts a real `podseg agent` and measures agent start
 -> /readyz 200 (every local pod programmed from scratch), with the agent's own split of its
 first pass (`reconcile_committed`: compile and kernel), then the PSS of its process tree (agent,
-dataplane worker, drop reader, change watcher: `smaps_rollup`) at ready and 3 s later.
+dataplane worker, drop reader, change watcher: `smaps_rollup`) at ready and 3 s later, and from
+the agent's log its three phases: the start (process, imports, helper processes; the LISTs
+begin just before its end), the LISTs, the first pass.
 `--baseline DIR` alternates each round with one of the agent of another checkout (started in
 DIR with DIR on PYTHONPATH: the agent and its children import DIR's `agent` package) and
 prints both medians and their ratio, measured in the same run under the same load.
@@ -29,6 +31,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
 import os
 import pstats
 import statistics
@@ -117,7 +121,7 @@ def one_start(
     if tree is not None:  # `python -m agent` and its children import `agent` from there
         os.environ["PYTHONPATH"] = tree
         os.chdir(tree)
-    started = time.monotonic()
+    started, wall = time.monotonic(), time.time()
     try:
         agent.start()
     finally:
@@ -138,6 +142,7 @@ def one_start(
     agent_settled = churn.pss_mib(pid)
     processes = breakdown(pid)
     first = next((e for e in agent.events("reconcile_committed") if int(e.get("pods", 0)) > 0), {})
+    phases = phases_of(wall, ready_s, agent.events("agent_started")[:1], first)
     agent.stop(timeout=60)
     if args.log:
         with open(args.log, "w") as f:
@@ -152,7 +157,22 @@ def one_start(
         "first_pass_pods": int(first.get("pods", 0)),
         "compile_ms": float(first.get("compile_ms", "nan")),
         "kernel_ms": float(first.get("kernel_ms", "nan")),
+        **phases,
     }
+
+
+def phases_of(
+    wall: float, ready_s: float, started: list[dict[str, Any]], first: dict[str, Any]
+) -> dict[str, float]:
+    """Start -> ready in three parts, from the agent's log: the start (process, imports, helper
+    processes: to `agent_started`), the LISTs (to the first pass's trigger: its commit less
+    its latency), and the first pass (to ready)."""
+    if not started or not first:
+        return {"start_s": math.nan, "list_s": math.nan, "pass_s": math.nan}
+    up = datetime.datetime.fromisoformat(started[0]["timestamp"]).timestamp() - wall
+    committed = datetime.datetime.fromisoformat(first["timestamp"]).timestamp() - wall
+    trigger = committed - float(first.get("latency_ms", "nan")) / 1000
+    return {"start_s": up, "list_s": trigger - up, "pass_s": ready_s - trigger}
 
 
 def parse_args() -> argparse.Namespace:
@@ -186,7 +206,15 @@ def show(label: str, r: dict[str, Any]) -> None:
         f"  {label}: ready {r['ready_s']:.2f} s (first pass: {r['first_pass_pods']} pods, compile"
         f" {r['compile_ms']:.0f} ms, kernel {r['kernel_ms']:.0f} ms); tree PSS at ready"
         f" {r['pss_ready_mib']:.0f} MiB, {SETTLE_S:g} s later {r['pss_mib']:.0f} MiB"
-        f" ({', '.join(f'{k} {v:.0f}' for k, v in r['processes'].items())} MiB)"
+        f" ({', '.join(f'{k} {v:.0f}' for k, v in r['processes'].items())} MiB); start"
+        f" {r['start_s']:.2f} s, LISTs {r['list_s']:.2f} s, pass {r['pass_s']:.2f} s"
+    )
+
+
+def phases(figures: dict[str, Any]) -> str:
+    return (
+        f"medians: start {figures['start_s']:.2f} s, LISTs {figures['list_s']:.2f} s,"
+        f" pass {figures['pass_s']:.2f} s"
     )
 
 
@@ -198,6 +226,7 @@ def figures_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "agent_pss_mib": statistics.median(r["agent_pss_mib"] for r in rounds),
         "compile_ms": statistics.median(r["compile_ms"] for r in rounds),
         "kernel_ms": statistics.median(r["kernel_ms"] for r in rounds),
+        **{k: statistics.median(r[k] for r in rounds) for k in ("start_s", "list_s", "pass_s")},
     }
 
 
@@ -227,7 +256,7 @@ def main() -> int:
     ready, pss = figures["ready_s"], figures["pss_mib"]
     print(
         f"  cold start median {ready['median']:.2f} s, max {ready['max']:.2f} s; tree PSS"
-        f" median {pss:.0f} MiB (agent {figures['agent_pss_mib']:.0f} MiB)"
+        f" median {pss:.0f} MiB (agent {figures['agent_pss_mib']:.0f} MiB); {phases(figures)}"
     )
     if base:
         before = figures["baseline"] = figures_of(base)
@@ -237,7 +266,8 @@ def main() -> int:
         print(
             f"  baseline: cold start median {before['ready_s']['median']:.2f} s, tree PSS median"
             f" {before['pss_mib']:.0f} MiB (agent {before['agent_pss_mib']:.0f} MiB), first"
-            f" pass compile {before['compile_ms']:.0f} ms, kernel {before['kernel_ms']:.0f} ms"
+            f" pass compile {before['compile_ms']:.0f} ms, kernel {before['kernel_ms']:.0f} ms;"
+            f" {phases(before)}"
         )
         print(
             f"  same-run ratios this/baseline: cold start {figures['ratio_ready']:.2f}, tree PSS"

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp.web
+import msgspec
 import structlog
 
 from testbed.emulator import (
@@ -51,6 +52,18 @@ def dumps(obj: Any) -> str:
 
 def json_response(obj: Any, status: int = 200) -> aiohttp.web.Response:
     return aiohttp.web.json_response(obj, status=status, dumps=dumps)
+
+
+def list_response(body: dict[str, Any]) -> aiohttp.web.Response:
+    """A LIST's answer, encoded with msgspec rather than `json`: a real kube-apiserver serves a
+    LIST from its watch cache in Go, and Python's encoder made the emulator's serving of
+    10,000 realistic pods (68 MB of JSON) the larger part of an agent's cold start
+    (docs/benchmarks/2026-12-06-churn-and-memory.md). The same JSON values as `dumps`; the
+    bytes differ only in non-ASCII text (UTF-8 rather than escapes) and in what no API object
+    holds (NaN)."""
+    return aiohttp.web.Response(
+        body=msgspec.json.encode(body), content_type="application/json", charset="utf-8"
+    )
 
 
 def error_response(err: apistatus.ApiError) -> aiohttp.web.Response:
@@ -255,7 +268,7 @@ class Api:
                     return await self._watch(request, flt)
                 limit = _int_param(request.query, "limit")
                 token = request.query.get("continue") or None
-                return json_response(reg.list(flt, limit, token))
+                return list_response(reg.list(flt, limit, token))
             if method == "POST":
                 if rt.namespaced and target.namespace is None:
                     raise apistatus.method_not_allowed()

@@ -174,13 +174,18 @@ class Registry(_Admission):
         first = 0 if start is None else bisect.bisect_right(keys, start)
         items: list[dict[str, Any]] = []
         remaining = 0
-        for key in keys[first:]:
+        everything = flt.namespace is None and not flt.labels.requirements
+        everything = everything and not flt.fields.requirements
+        for at, key in enumerate(keys[first:], first):
             if flt.namespace is not None and key[0] != flt.namespace:
                 continue
             obj = self.store.get(flt.rt, key[0], key[1])
             if obj is None or not flt.matches(obj):
                 continue
             if limit and len(items) == limit:
+                if everything:  # every key left is an object of the page's kind
+                    remaining = len(keys) - at
+                    break
                 remaining += 1  # counted, not copied
                 continue
             items.append(obj)

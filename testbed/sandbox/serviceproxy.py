@@ -253,10 +253,11 @@ class ServiceProxy:
                 table.clear()
                 table.update({_key(obj): obj for obj in item.items})
                 self._listed.add(item.resource)
-            elif item.type == "DELETED":
-                table.pop(_key(item.obj), None)
-            else:
-                table[_key(item.obj)] = item.obj
+            elif isinstance(item.obj, dict):  # Services and slices arrive as dicts (not typed)
+                if item.type == "DELETED":
+                    table.pop(_key(item.obj), None)
+                else:
+                    table[_key(item.obj)] = item.obj
             self._seen += 1
             self._lock.notify_all()
 

@@ -92,6 +92,14 @@ def test_pure_benchmarks_quick(name: str) -> None:
     assert result["sizes"]["100"]["ratio"] == 1.0
 
 
+def test_list_decode_quick() -> None:
+    result = run("list_decode", "--baseline", str(ROOT))
+    for way in ("baseline_json", "json", "typed"):
+        assert result[way]["page_ms"]["median"] > 0 and result[way]["page_ms"]["p99"] > 0
+    assert result["ratio_typed_json"] > 0 and result["ratio_typed_baseline"] > 0
+    _targets(result, {"list_decode"})
+
+
 def test_containment_backends_quick() -> None:
     result = run("containment_backends")
     for measure in ("apply_ms", "counters_ms"):

@@ -15,6 +15,7 @@ PURE = [
     ROOT / "agent" / "selectors.py",
     ROOT / "agent" / "model.py",
     ROOT / "agent" / "k8s" / "convert.py",
+    ROOT / "agent" / "k8s" / "podwire.py",
     *sorted((ROOT / "agent" / "calc").glob("*.py")),
     *sorted((ROOT / "agent" / "tiers").glob("*.py")),
     ROOT / "agent" / "dataplane" / "netns.py",

@@ -324,6 +324,17 @@ def test_limit_and_continue(core: kubernetes.client.CoreV1Api) -> None:
     with pytest.raises(ApiException) as info:
         core.list_namespaced_pod("default", limit=2, _continue="garbage!")
     assert info.value.status == 400
+    # Across namespaces, unfiltered (the count of what is left is taken without matching).
+    core.create_namespace({"metadata": {"name": "other"}})
+    core.create_namespaced_pod("other", apiclient.pod("o1"))
+    page = core.list_pod_for_all_namespaces(limit=4)
+    assert page.metadata.remaining_item_count == 3
+    seen = [p.metadata.name for p in page.items]
+    while page.metadata._continue:
+        page = core.list_pod_for_all_namespaces(limit=4, _continue=page.metadata._continue)
+        seen += [p.metadata.name for p in page.items]
+    assert seen == ["late", "p0", "p1", "p2", "p3", "p4", "o1"]
+    assert page.metadata.remaining_item_count is None
 
 
 def test_discovery_and_health(emulator: server.EmulatorThread) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agent import model
 from agent.k8s import apiclient, clients, errors, events, lease, rest, watch
 from testbed.emulator import server
 from tests.support.polling import wait_for
@@ -92,10 +93,12 @@ def test_the_watch_resumes_from_its_version_and_relists_after_410(
         return sum(isinstance(item, watch.Relist) for item in seen)
 
     def added() -> list[str]:
+        # pods arrive decoded into their model (agent.k8s.podwire)
         return [
-            item.obj["metadata"]["name"]
+            item.obj.name
             for item in seen
             if isinstance(item, watch.WatchEvent) and item.type == "ADDED"
+            if isinstance(item.obj, model.Pod)
         ]
 
     try:
@@ -116,7 +119,7 @@ def test_the_watch_resumes_from_its_version_and_relists_after_410(
         emulator.restart()
         until(lambda: relists() == 2, "a relist after 410 Gone")
         last = [item for item in seen if isinstance(item, watch.Relist)][-1]
-        names = {p["metadata"]["name"] for p in last.items}
+        names = {p.name for p in last.items}  # models: the reflector decodes pods typed
         assert names == {"first", "second", "third", "fourth"}
         assert failures == []
     finally:
