@@ -200,12 +200,13 @@ def apply_iptables(ns: str, rs: ruleset.PodRuleset) -> tuple[str, str | None]:
 
 
 class ReaderProc:
-    """A namespace-socket process (`agent.dataplane.listener`: the drop reader by default, or
-    the change watcher) driven over its pipes."""
+    """The helper process (`agent.helper`: the drop reader and the change watcher) driven over
+    its pipes; requests go to `part` unless they name another."""
 
-    def __init__(self, module: str = "agent.flows.reader") -> None:
+    def __init__(self, part: str = "drops") -> None:
+        self.part = part
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", "agent.helper"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -214,6 +215,7 @@ class ReaderProc:
 
     def send(self, **request: Any) -> None:
         assert self.proc.stdin is not None
+        request.setdefault("part", self.part)
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         self.proc.stdin.flush()
 
