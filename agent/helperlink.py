@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from agent import child, metrics
+from agent import child, helper, metrics
 from agent.dataplane import listener
+from agent.dataplane.nft import render as render_nft
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +86,8 @@ class Link:
         await child.stop(proc)
 
     async def _spawn(self, restarted: bool) -> asyncio.subprocess.Process:
-        proc = await child.spawn("agent.helper", child.HELPER_PARENT_ENV, limit=LINE_LIMIT)
+        group = {helper.NFLOG_GROUP_ENV: str(render_nft.NFLOG_GROUP)}  # the deny rules' group
+        proc = await child.spawn("agent.helper", child.HELPER_PARENT_ENV, LINE_LIMIT, group)
         self._proc = proc
         for part in self.parts.values():
             part.connected(restarted)

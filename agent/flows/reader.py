@@ -34,7 +34,7 @@ class Reader(listener.Listener):
         part: str,
         selector: selectors.BaseSelector,
         host: enter.Host,
-        group: int = nflog.NFLOG_GROUP,
+        group: int,
     ) -> None:
         super().__init__(part, selector, host)
         self.group = group

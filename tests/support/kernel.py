@@ -25,7 +25,7 @@ from agent.dataplane import client as dp_client
 from agent.dataplane import netns as dp_netns
 from agent.dataplane.nft import render as render_nft
 from tests.support import dataplane as dpt
-from tests.support import privilege
+from tests.support import helperproc, privilege
 
 TCP, UDP, SCTP = 6, 17, 132
 # Both backends, for a test parametrized over them (iptables only with its tools).
@@ -209,6 +209,7 @@ class ReaderProc:
             [sys.executable, "-m", "agent.helper"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env=helperproc.helper_env(),
         )
         self.buffer = b""
         self.seen: list[dict[str, Any]] = []

@@ -13,6 +13,8 @@ import json
 import subprocess
 import sys
 
+from tests.support import helperproc
+
 # Started like `python -m module`; when its loop has ended, the module it ran and the process's
 # modules go to stderr as one JSON line.
 RUN = """
@@ -51,6 +53,7 @@ def loaded_by(module: str) -> set[str]:
         text=True,
         timeout=60,
         check=False,
+        env=helperproc.helper_env(),  # what the agent gives each child (the helper needs it)
     )
     assert result.returncode == 0, result.stderr
     ran, modules = json.loads(result.stderr.strip().splitlines()[-1])

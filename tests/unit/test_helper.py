@@ -10,11 +10,15 @@ import subprocess
 import sys
 from typing import Any
 
+from agent import helper
 from tests.support import helperproc
 
 
-def talk(requests: list[dict[str, Any]], *argv: str) -> tuple[int, list[dict[str, Any]], str]:
-    """Run the helper (or `argv`) with these request lines; its status, lines and stderr."""
+def talk(
+    requests: list[dict[str, Any]], *argv: str, env: dict[str, str] | None = None
+) -> tuple[int, list[dict[str, Any]], str]:
+    """Run the helper (or `argv`) with these request lines, as the agent starts it (or with
+    `env`); its status, lines and stderr."""
     command = list(argv) or [sys.executable, "-m", "agent.helper"]
     result = subprocess.run(
         command,
@@ -23,6 +27,7 @@ def talk(requests: list[dict[str, Any]], *argv: str) -> tuple[int, list[dict[str
         text=True,
         timeout=60,
         check=False,
+        env=env if env is not None else helperproc.helper_env(),
     )
     return (
         result.returncode,
@@ -67,3 +72,9 @@ def test_a_failing_part_ends_the_whole_helper_and_is_named() -> None:
     assert code == 1
     assert lines == [{"part": "changes", "failed": "changes: RuntimeError: broken on purpose"}]
     assert "broken on purpose" in stderr  # the traceback, for the agent's log
+
+
+def test_without_the_agents_nflog_group_the_helper_does_not_start() -> None:
+    env = {k: v for k, v in helperproc.helper_env().items() if k != helper.NFLOG_GROUP_ENV}
+    code, lines, stderr = talk([], env=env)
+    assert code == 2 and lines == [] and helper.NFLOG_GROUP_ENV in stderr

@@ -17,6 +17,7 @@ import structlog
 
 from agent import child, helper, helperlink, metrics
 from agent.dataplane import listener
+from agent.dataplane.nft import render as render_nft
 from tests.support import helperproc
 
 MISSING = "/nonexistent/psg-helperlink-test"
@@ -93,8 +94,12 @@ def test_each_part_gets_its_lines_and_a_killed_helper_is_restarted_for_both() ->
 
 
 def test_a_failing_part_restarts_the_helper_for_both_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def broken_spawn(module: str, parent_env: str, limit: int) -> Any:
+    async def broken_spawn(
+        module: str, parent_env: str, limit: int, extra_env: dict[str, str]
+    ) -> Any:
         assert module == "agent.helper" and parent_env == child.HELPER_PARENT_ENV
+        # the agent names the group its deny rules log to
+        assert extra_env == {helper.NFLOG_GROUP_ENV: str(render_nft.NFLOG_GROUP)}
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
@@ -102,6 +107,7 @@ def test_a_failing_part_restarts_the_helper_for_both_parts(monkeypatch: pytest.M
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=limit,
+            env={**os.environ, **extra_env},
         )
 
     monkeypatch.setattr(child, "spawn", broken_spawn)
