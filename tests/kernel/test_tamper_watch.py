@@ -78,7 +78,10 @@ def test_the_agent_side_tells_its_own_commits_from_a_strangers(pod_netns: str) -
         await link.start()
         try:
             watch.follow(KEY, target)
-            await asyncio.sleep(0.5)  # the process is up and the socket open
+            deadline = time.monotonic() + 10
+            while KEY not in watch._opened:  # the helper is up and the socket open
+                assert time.monotonic() < deadline, "the change watcher never opened the socket"
+                await asyncio.sleep(0.02)
             ours = await worker.call(protocol.Commit(path, target.ino, "table inet podseg {\n}\n"))
             watch.own(KEY, ours.generation)
             await asyncio.wait_for(watch.wake.wait(), 5)
