@@ -12,7 +12,8 @@ by about 9, each allowing one team's namespaces x one role on one port) and, in 
 Each round deletes every podseg table, starts a real `podseg agent` and measures agent start
 -> /readyz 200 (every local pod programmed from scratch), with the agent's own split of its
 first pass (`reconcile_committed`: compile and kernel), then the PSS of its process tree (agent,
-dataplane worker, drop reader, change watcher: `smaps_rollup`) at ready and 3 s later.
+dataplane worker, helper with the drop reader and the change watcher: `smaps_rollup`) at ready
+and 3 s later.
 `--baseline DIR` alternates each round with one of the agent of another checkout (started in
 DIR with DIR on PYTHONPATH: the agent and its children import DIR's `agent` package) and
 prints both medians and their ratio, measured in the same run under the same load.
