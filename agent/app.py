@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from agent import cni, config, health, heap, localapi, metrics, store
+from agent import cni, config, health, heap, helper, helperlink, localapi, metrics, store
 from agent.dataplane import client
 from agent.flows import collector as flows_collector
 from agent.k8s import adminwatch, clients, events, rest, watch
@@ -82,7 +82,7 @@ async def run(settings: config.Settings) -> int:
         reflector.start()
     admin = _admin_watch(settings, api, cluster, reflectors, deliver)
     admin.start()
-    await _start_children(settings, flows, changes)
+    link = await _start_children(settings, flows, changes)
     log.info(
         "agent_started",
         node=settings.node_name,
@@ -98,7 +98,7 @@ async def run(settings: config.Settings) -> int:
         reflector.stop()
     await _cancel(tasks)
     await asyncio.to_thread(writer.release)
-    await _stop_children(flows, changes, plugin)
+    await _stop_children(flows, link, plugin)
     await dataplane.close()
     await endpoint.stop()
     api.close()
@@ -167,22 +167,27 @@ async def _start_children(
     settings: config.Settings,
     flows: flows_collector.Collector | None,
     changes: tamper.Watch,
-) -> None:
-    """The drop reader and the change watcher (the dataplane worker is started first)."""
+) -> helperlink.Link:
+    """The helper process with the drop reader and the change watcher, each when it is on
+    (the dataplane worker is started first)."""
+    link = helperlink.Link()
     if flows is not None:
         await flows.start()
+        link.add(helper.DROPS, flows)
     if settings.tamper_watch:
-        await changes.start()
+        link.add(helper.CHANGES, changes)
+    await link.start()
+    return link
 
 
 async def _stop_children(
-    flows: flows_collector.Collector | None, changes: tamper.Watch, plugin: cni.Server | None
+    flows: flows_collector.Collector | None, link: helperlink.Link, plugin: cni.Server | None
 ) -> None:
     if plugin is not None:
         await plugin.close()
     if flows is not None:
         await flows.close()
-    await changes.close()
+    await link.close()
 
 
 def _ready(rec: sync_loop.Reconciler, reflectors: list[watch.Reflector], after: float) -> bool:

@@ -1,5 +1,5 @@
-"""The agent's child processes (the dataplane worker, the drop reader, the change watcher): how
-they are started and how they make sure they never outlive the agent.
+"""The agent's child processes (the dataplane worker; the helper, which runs the drop reader and
+the change watcher): how they are started and how they make sure they never outlive the agent.
 
 A child left running after its agent died could go on acting on stale requests. The agent
 passes its pid in the child's environment; the child asks the kernel for SIGKILL when its
@@ -8,7 +8,7 @@ it was already re-parented before it could ask.
 
 Both sides import this module, so it imports `asyncio` only inside the agent-side functions:
 a child's interpreter stays without the event loop machinery it never runs (about 4 MiB of
-each helper process; tests/unit/test_child_imports.py).
+the helper process; tests/unit/test_child_imports.py).
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ if TYPE_CHECKING:
 PR_SET_PDEATHSIG = 1
 # The environment variable naming the agent's pid, per child.
 WORKER_PARENT_ENV = "PODSEG_WORKER_PARENT"
-READER_PARENT_ENV = "PODSEG_READER_PARENT"
-WATCHER_PARENT_ENV = "PODSEG_WATCHER_PARENT"
+HELPER_PARENT_ENV = "PODSEG_HELPER_PARENT"
 
 
 async def spawn(

@@ -81,7 +81,15 @@ HOLDOVER_NAMESPACES = prometheus_client.Gauge(
 )
 TAMPER_WATCH_RESTARTS = prometheus_client.Counter(
     "podseg_tamper_watch_restarts",
-    "Restarts of the change watcher process (every watched namespace is then read back).",
+    "Restarts of the change watcher, with the helper process it runs in (every watched "
+    "namespace is then read back).",
+    registry=REGISTRY,
+)
+HELPER_RESTARTS = prometheus_client.Counter(
+    "podseg_helper_restarts",
+    "Restarts of the helper process (drop reader and change watcher), by the part that "
+    "failed (drops, changes; process when it exited without naming one).",
+    ["failed"],
     registry=REGISTRY,
 )
 SWEPT_TABLES = prometheus_client.Counter(

@@ -1,5 +1,6 @@
-"""The change watcher: a process that holds one nftables notification socket inside each pod
-namespace podseg enforces, and reports every commit made there.
+"""The change watcher: the part of the helper process (`agent.helper`) that holds one nftables
+notification socket inside each pod namespace podseg enforces, and reports every commit made
+there.
 
 Why: a pod with NET_ADMIN in its own namespace can delete or edit podseg's tables, or hook a
 chain that undoes podseg's egress decision. Polling every namespace at resync leaves such a
@@ -8,11 +9,11 @@ and the agent reads the namespace back at once (`agent.sync.tamper`). Each socke
 subscribed to NFNLGRP_NFTABLES of its namespace with a filter that keeps only the NEWGEN
 message of each commit (`agent.dataplane.nft.notify`).
 
-Like the drop reader it enters a namespace only to create the socket (`agent.dataplane.
-listener`), reads and parses, nothing else. Output besides the listener's: per wake-up of a
-socket, `{"key", "commits": [[generation, pid, process], ...], "lost": bool}`; `lost` says the
-kernel dropped notifications (receive buffer overrun) or sent one that does not parse, so some
-commit may be missing from the list. It dies with the agent.
+Like the drop reader, on the same select loop, it enters a namespace only to create the socket
+(`agent.dataplane.listener`), reads and parses, nothing else. Output besides the listener's: per
+wake-up of a socket, `{"key", "commits": [[generation, pid, process], ...], "lost": bool}`;
+`lost` says the kernel dropped notifications (receive buffer overrun) or sent one that does not
+parse, so some commit may be missing from the list.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import socket
 import struct
 from typing import Any
 
-from agent import child
 from agent.dataplane import listener, netlink
 from agent.dataplane.nft import notify
 
@@ -74,12 +74,3 @@ class Watcher(listener.Listener):
                 lost = True
         if commits or lost:
             self.emit({"key": source.key, "commits": commits, "lost": lost})
-
-
-def main() -> None:
-    child.die_with_parent(child.WATCHER_PARENT_ENV)
-    Watcher().run()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,5 @@
-"""The agent side of drop capture: runs the reader process, turns drops into flows and metrics.
+"""The agent side of drop capture: drives the drop reader (a part of the helper process,
+`agent.helperlink`), turns drops into flows and metrics.
 
 * Flows come from NFLOG (sampled: the kernel logs at most `render_nft.LOG_RATE` packets per
   deny rule and namespace); they feed `podseg_dropped_flows_total` and the flow log, one JSON
@@ -23,21 +24,20 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
-import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import structlog
 
-from agent import child, config, metrics, model, store
+from agent import config, metrics, model, store
 from agent.calc import compile as calc_compile
 from agent.calc import mode as calc_mode
 from agent.calc import ruleset
-from agent.dataplane import netns, protocol
+from agent.dataplane import listener, netns, protocol
 from agent.dataplane.nft import render as render_nft
 from agent.flows import aggregate, edges, flowstore, hits, nflog
-from agent.flows import reader as flows_reader
 
 log = structlog.get_logger(__name__)
 
@@ -103,11 +103,9 @@ class Collector:
         self.series: set[tuple[str, str]] = set()
         self.hits = hits.Hits()
         self.flow_log, self._stream = flow_logger(settings.flow_log_file)
-        self._proc: asyncio.subprocess.Process | None = None
+        self._send: Callable[[listener.Open | listener.Close], None] = _nowhere
         self._tasks: list[asyncio.Task[None]] = []
         self._opened: set[str] = set()
-        self._reader_task: asyncio.Task[None] | None = None
-        self.reader_restarts = 0
         self._ips: tuple[float, dict[str, model.Pod]] | None = None
         self.edges = edges.Edges()
         self.flow_store: flowstore.FlowStore | None = None
@@ -122,22 +120,20 @@ class Collector:
                 self.settings.flow_retention,
                 self.settings.flow_store_max_flows,
             )
-        await self._start_reader()
         self._tasks = [asyncio.create_task(self._tick_loop(), name="flow-window")]
 
-    async def _start_reader(self) -> None:
-        """Start (or restart) the reader process and reopen every watched namespace."""
+    # -- the drop reader, in the helper process (agent.helperlink) ----------------------------
+    def attach(self, send: Callable[[listener.Open | listener.Close], None]) -> None:
+        self._send = send
+
+    def connected(self, restarted: bool) -> None:
+        """The helper (re)started: reopen every watched namespace."""
         self._opened.clear()
-        self._proc = await child.spawn(
-            "agent.flows.reader", child.READER_PARENT_ENV, limit=16 * 1024 * 1024
-        )
-        self._reader_task = asyncio.create_task(self._read_loop(), name="flow-reader")
+        metrics.FLOW_READERS.set(0)
         for key, watched in self.watched.items():
-            self._send(flows_reader.Open(key, watched.target.path, watched.target.ino))
+            self._send(listener.Open(key, watched.target.path, watched.target.ino))
 
     async def close(self) -> None:
-        if self._reader_task is not None:
-            self._tasks.append(self._reader_task)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -146,19 +142,11 @@ class Collector:
         with contextlib.suppress(Exception):
             self.store_edges()
             self.emit_flows()
-        proc, self._proc = self._proc, None
-        await child.stop(proc)
         store, self.flow_store = self.flow_store, None
         if store is not None:
             await asyncio.to_thread(store.close)
         if self._stream is not None:
             self._stream.close()
-
-    def _send(self, request: flows_reader.Open | flows_reader.Close) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.returncode is not None:
-            return
-        proc.stdin.write(flows_reader.encode(request).encode())
 
     # -- what to watch (called by the reconciler) ------------------------------------------
     def watch(
@@ -183,28 +171,14 @@ class Collector:
         if applied:
             self.last_counts[key] = {}  # a replaced table starts its counters at zero
         if old is None or (old.target.path, old.target.ino) != (target.path, target.ino):
-            self._send(flows_reader.Open(key, target.path, target.ino))
+            self._send(listener.Open(key, target.path, target.ino))
 
     def unwatch(self, key: str) -> None:
         if self.watched.pop(key, None) is not None:
-            self._send(flows_reader.Close(key))
+            self._send(listener.Close(key))
         self.last_counts.pop(key, None)
 
     # -- reading ----------------------------------------------------------------------------
-    async def _read_loop(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        stdout = self._proc.stdout
-        while True:
-            raw = await stdout.readline()
-            if not raw:
-                log.warning("flow_reader_exited")
-                return
-            try:
-                message = json.loads(raw)
-                self.handle(message)
-            except Exception as exc:  # one odd line must not stop drop capture
-                log.warning("flow_reader_bad_line", error=f"{type(exc).__name__}: {exc}")
-
     def handle(self, message: dict[str, Any]) -> None:
         key = str(message.get("key", ""))
         if "opened" in message:
@@ -277,12 +251,6 @@ class Collector:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.flow_window)
-            if self._proc is None or self._proc.returncode is not None:
-                self.reader_restarts += 1
-                log.warning("flow_reader_restarting", restarts=self.reader_restarts)
-                if self._reader_task is not None:
-                    self._reader_task.cancel()
-                await self._start_reader()
             try:
                 self.store_edges()
                 self.emit_flows()
@@ -389,6 +357,10 @@ class Collector:
                         with contextlib.suppress(KeyError):
                             metric.remove(*ident, direction, mode)
             log.info("drop_series_removed", namespace=ident[0], workload=ident[1])
+
+
+def _nowhere(_request: listener.Open | listener.Close) -> None:
+    """Where requests go without a helper (counters only, unit tests): nowhere."""
 
 
 # Which tier decided a drop, by the reason in its NFLOG prefix ("" for quarantine, the node

@@ -10,9 +10,10 @@ Also builds the two configuration requests the reader sends (bind a group, set t
 timeout). The netlink framing is `agent.dataplane.netlink`'s; this module knows NFLOG's
 messages and the IP headers inside them.
 
-The drop reader's process imports this module, so it stays light: no `dataclasses` (it pulls
-in `inspect`, `ast`, ...) and no renderer (`protocol_name` looks the renderer up when the agent
-calls it); about 4 MiB of that process (tests/unit/test_child_imports.py).
+The helper process (the drop reader's) imports this module, so it stays light: no
+`dataclasses` (it pulls in `inspect`, `ast`, ...) and no renderer (`protocol_name` looks the
+renderer up when the agent calls it, and the group to bind comes from the agent,
+`agent.helper`); about 4 MiB of that process (tests/unit/test_child_imports.py).
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ from typing import NamedTuple
 
 from agent.dataplane import netlink
 
-# The group the deny rules log to: `render_nft.NFLOG_GROUP`, repeated here so that the reader
-# need not import the renderer; tests/unit/flows/test_nflog.py keeps the two equal.
-NFLOG_GROUP = 2100
 NETLINK_NETFILTER = netlink.NETLINK_NETFILTER
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0

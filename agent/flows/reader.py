@@ -1,28 +1,26 @@
-"""The drop reader: a process that holds one NFLOG netlink socket inside each pod namespace.
+"""The drop reader: the part of the helper process (`agent.helper`) that holds one NFLOG netlink
+socket inside each pod namespace.
 
 Kernel LOG output from a pod namespace is discarded, so denied packets are logged to an NFLOG
 group of that namespace, and only a netlink socket created *inside* the namespace receives
 them. A socket stays bound to the namespace it was created in, so this process enters the
 namespace (setns) only to create the socket, and returns at once; the agent's event loop never
-switches namespace (docs/architecture.md). It does nothing else, like the dataplane worker.
+switches namespace (docs/architecture.md). It shares its process and select loop with the change
+watcher (`agent.dataplane.watcher`), and does nothing else.
 
 Protocol: that of `agent.dataplane.listener` (requests `Open` and `Close`), plus per received
 datagram `{"key", "packets": [[prefix, src, dst, proto, sport, dport], ...], "stats": {...}}`.
-It dies with the agent.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import selectors
 import socket
 
-from agent import child
-from agent.dataplane import listener
-from agent.dataplane.listener import Close, Open, decode, encode
+from agent.dataplane import enter, listener
 from agent.flows import nflog
-
-__all__ = ["Close", "Open", "Reader", "decode", "encode", "main"]
 
 FLUSH_HUNDREDTHS = 10  # the kernel hands over a partly filled batch after 100 ms
 RCVBUF = 1 << 20
@@ -31,8 +29,14 @@ MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
 
 
 class Reader(listener.Listener):
-    def __init__(self, group: int = nflog.NFLOG_GROUP) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        part: str,
+        selector: selectors.BaseSelector,
+        host: enter.Host,
+        group: int,
+    ) -> None:
+        super().__init__(part, selector, host)
         self.group = group
         self.seq = 0
 
@@ -89,12 +93,3 @@ class Reader(listener.Listener):
                     "stats": stats.as_dict(),
                 }
             )
-
-
-def main() -> None:
-    child.die_with_parent(child.READER_PARENT_ENV)
-    Reader().run()
-
-
-if __name__ == "__main__":
-    main()

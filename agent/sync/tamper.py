@@ -4,42 +4,40 @@ next resync.
 
 Why: a pod with NET_ADMIN in its own namespace can delete podseg's tables, flush a chain or hook
 a chain that undoes the egress decision; until podseg reads the namespace back, its policy,
-quarantine and node guard are gone. The change watcher process (`agent.dataplane.watcher`)
-reports the generation of every commit in each namespace the agent enforces; this module keeps
-the agent's side of it:
+quarantine and node guard are gone. The change watcher (`agent.dataplane.watcher`, a part of
+the helper process) reports the generation of every commit in each namespace the agent
+enforces; this module keeps the agent's side of it:
 
 * `follow` / `drop`: which namespaces to watch (a pod's, once its ruleset is in place; or, in
   holdover, a namespace found holding podseg's tables: `agent.sync.holdover`);
 * `own`: the generation each of the agent's own commits left (a sole commit: the generation
   then vouches for the namespace), so that its notification is not taken for a stranger's;
 * `take`: the keys whose namespace saw a commit of another generation, or lost notifications
-  (the kernel overran the socket, or the watcher restarted): the loop verifies those pods with
+  (the kernel overran the socket, or the helper restarted): the loop verifies those pods with
   a full read-back, skipping the generation shortcut (a stranger's commit followed by one of
   ours leaves the generation at ours).
 
 Notifications of the agent's own commits thus wake the loop without work. Each pod's own
-generations are kept until their notification is seen (at most `OWN_KEPT`). Without the watcher
-process (`--no-tamper-watch`, the unit tests) only the bookkeeping runs.
+generations are kept until their notification is seen (at most `OWN_KEPT`). Without the helper
+(`--no-tamper-watch`, the unit tests) only the bookkeeping runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
 
-from agent import child, metrics
+from agent import metrics
 from agent.dataplane import listener, netns
 
 log = structlog.get_logger(__name__)
 
 OWN_KEPT = 16  # own generations remembered per namespace until their notification arrives
 MAX_PENDING = 64  # notified generations kept per namespace before it counts as lost
-RESTART_DELAY = 1.0
 LOST = -1  # a pending "generation" that stands for notifications that never arrived
 
 T = TypeVar("T")
@@ -51,8 +49,7 @@ class Watch:
         self.targets: dict[str, tuple[str, int]] = {}
         self._pending: dict[str, set[int]] = {}
         self._own: dict[str, collections.deque[int]] = {}
-        self._proc: asyncio.subprocess.Process | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._send: Callable[[listener.Open | listener.Close], None] = _nowhere
         self._opened: set[str] = set()
 
     # -- what to watch -------------------------------------------------------------------
@@ -107,54 +104,24 @@ class Watch:
     def pending(self) -> bool:
         return self.wake.is_set()
 
-    # -- the watcher process ----------------------------------------------------------------
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="tamper-watch")
+    # -- the change watcher, in the helper process (agent.helperlink) ------------------------
+    def attach(self, send: Callable[[listener.Open | listener.Close], None]) -> None:
+        self._send = send
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        proc, self._proc = self._proc, None
-        await child.stop(proc)
-
-    def _send(self, request: listener.Open | listener.Close) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.returncode is not None:
-            return
-        proc.stdin.write(listener.encode(request).encode())
-
-    async def _run(self) -> None:
-        """Run the watcher process, restarting it when it dies; every namespace it watched is
-        then verified (commits made while nobody listened went unseen)."""
-        first = True
-        while True:
-            self._opened.clear()
-            self._proc = await child.spawn(
-                "agent.dataplane.watcher", child.WATCHER_PARENT_ENV, limit=4 * 1024 * 1024
-            )
-            for key, where in self.targets.items():
-                self._send(listener.Open(key, *where))
-                if not first:
-                    self.notify(key, [], lost=True)
-            first = False
-            await self._read(self._proc)
+    def connected(self, restarted: bool) -> None:
+        """The helper (re)started: watch every target again; after a restart, verify each
+        (commits made while nobody listened went unseen)."""
+        self._opened.clear()
+        if restarted:
             metrics.TAMPER_WATCH_RESTARTS.inc()
-            log.warning("tamper_watch_exited", restart_in_s=RESTART_DELAY)
-            await asyncio.sleep(RESTART_DELAY)
-
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while raw := await proc.stdout.readline():
-            try:
-                self.handle(json.loads(raw))
-            except Exception as exc:  # one odd line must not stop the watch
-                log.warning("tamper_watch_bad_line", error=f"{type(exc).__name__}: {exc}")
-        await proc.wait()
+        for key, where in self.targets.items():
+            self._send(listener.Open(key, *where))
+            if restarted:
+                self.notify(key, [], lost=True)
+        metrics.TAMPER_WATCHES.set(0)
 
     def handle(self, message: dict[str, Any]) -> None:
-        """One line of the watcher process."""
+        """One line of the change watcher."""
         if "commits" in message:
             commits = message["commits"]
             key = str(message.get("key", ""))
@@ -172,6 +139,10 @@ class Watch:
             log.warning("tamper_watch_error", key=key, error=message["error"])
             self.notify(key, [], lost=True)  # unwatched: verify it now, then at each resync
         metrics.TAMPER_WATCHES.set(len(self._opened))
+
+
+def _nowhere(_request: listener.Open | listener.Close) -> None:
+    """Where requests go without a helper (`--no-tamper-watch`, unit tests): nowhere."""
 
 
 async def next_item(queue: asyncio.Queue[T], wake: asyncio.Event, timeout: float) -> T | None:

@@ -12,9 +12,9 @@ by about 9, each allowing one team's namespaces x one role on one port) and, in 
 Each round deletes every podseg table, starts a real `podseg agent` and measures agent start
 -> /readyz 200 (every local pod programmed from scratch), with the agent's own split of its
 first pass (`reconcile_committed`: compile and kernel), then the PSS of its process tree (agent,
-dataplane worker, drop reader, change watcher: `smaps_rollup`) at ready and 3 s later, and from
-the agent's log its three phases: the start (process, imports, helper processes; the LISTs
-begin just before its end), the LISTs, the first pass.
+dataplane worker, helper with the drop reader and the change watcher: `smaps_rollup`) at ready
+and 3 s later, and from the agent's log its three phases: the start (process, imports, helper
+process; the LISTs begin just before its end), the LISTs, the first pass.
 `--baseline DIR` alternates each round with one of the agent of another checkout (started in
 DIR with DIR on PYTHONPATH: the agent and its children import DIR's `agent` package) and
 prints both medians and their ratio, measured in the same run under the same load.
@@ -164,8 +164,8 @@ def one_start(
 def phases_of(
     wall: float, ready_s: float, started: list[dict[str, Any]], first: dict[str, Any]
 ) -> dict[str, float]:
-    """Start -> ready in three parts, from the agent's log: the start (process, imports, helper
-    processes: to `agent_started`), the LISTs (to the first pass's trigger: its commit less
+    """Start -> ready in three parts, from the agent's log: the start (process, imports, the helper
+    process: to `agent_started`), the LISTs (to the first pass's trigger: its commit less
     its latency), and the first pass (to ready)."""
     if not started or not first:
         return {"start_s": math.nan, "list_s": math.nan, "pass_s": math.nan}

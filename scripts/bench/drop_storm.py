@@ -8,7 +8,7 @@ prints for each phase:
 
 * programming latency (the agent's `latency_ms`: watch event -> transaction committed),
   median and p99, and the ratio storm/quiet;
-* CPU of the agent, its drop reader and its dataplane worker, in % of one core;
+* CPU of the agent, its helper (the drop reader) and its dataplane worker, in % of one core;
 * for the storm: connection attempts sent, packets counted by the nft drop counter
   (`podseg_dropped_packets_total`), NFLOG packets received (kernel rate-limited samples),
   flows counted (`podseg_dropped_flows_total`) and flow-log lines written.
@@ -67,7 +67,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def children(pid: int) -> dict[str, int]:
-    """The agent's reader and worker processes, by role."""
+    """The agent's helper (drop reader) and worker processes, by role."""
     found: dict[str, int] = {}
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -77,7 +77,7 @@ def children(pid: int) -> dict[str, int]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == pid and "agent.flows.reader" in cmd:
+        if ppid == pid and "agent.helper" in cmd:
             found["reader"] = int(entry.name)
         elif ppid == pid and "agent.dataplane.worker" in cmd:
             found["worker"] = int(entry.name)

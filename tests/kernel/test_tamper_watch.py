@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent import helper, helperlink
 from agent.dataplane import client as dp_client
 from agent.dataplane import netns, protocol
 from agent.sync import tamper
@@ -38,7 +39,7 @@ def nft(ns: str, script: str) -> None:
 
 def test_every_commit_is_reported_once_and_big_commits_stay_small(pod_netns: str) -> None:
     path = f"/run/netns/{pod_netns}"
-    watcher = ReaderProc("agent.dataplane.watcher")
+    watcher = ReaderProc("changes")
     try:
         watcher.send(op="open", key=KEY, path=path, ino=os.stat(path).st_ino)
         watcher.wait(lambda m: m.get("opened") == KEY)
@@ -71,11 +72,16 @@ def test_the_agent_side_tells_its_own_commits_from_a_strangers(pod_netns: str) -
 
     async def scenario() -> None:
         watch = tamper.Watch()
+        link = helperlink.Link()
+        link.add(helper.CHANGES, watch)
         worker = dp_client.WorkerClient(timeout=10)
-        await watch.start()
+        await link.start()
         try:
             watch.follow(KEY, target)
-            await asyncio.sleep(0.5)  # the process is up and the socket open
+            deadline = time.monotonic() + 10
+            while KEY not in watch._opened:  # the helper is up and the socket open
+                assert time.monotonic() < deadline, "the change watcher never opened the socket"
+                await asyncio.sleep(0.02)
             ours = await worker.call(protocol.Commit(path, target.ino, "table inet podseg {\n}\n"))
             watch.own(KEY, ours.generation)
             await asyncio.wait_for(watch.wake.wait(), 5)
@@ -84,7 +90,7 @@ def test_the_agent_side_tells_its_own_commits_from_a_strangers(pod_netns: str) -
             await asyncio.wait_for(watch.wake.wait(), 5)
             assert watch.take() == {KEY}
         finally:
-            await watch.close()
+            await link.close()
             await worker.close()
 
     asyncio.run(scenario())

@@ -25,7 +25,7 @@ from agent.dataplane import client as dp_client
 from agent.dataplane import netns as dp_netns
 from agent.dataplane.nft import render as render_nft
 from tests.support import dataplane as dpt
-from tests.support import privilege
+from tests.support import helperproc, privilege
 
 TCP, UDP, SCTP = 6, 17, 132
 # Both backends, for a test parametrized over them (iptables only with its tools).
@@ -200,20 +200,23 @@ def apply_iptables(ns: str, rs: ruleset.PodRuleset) -> tuple[str, str | None]:
 
 
 class ReaderProc:
-    """A namespace-socket process (`agent.dataplane.listener`: the drop reader by default, or
-    the change watcher) driven over its pipes."""
+    """The helper process (`agent.helper`: the drop reader and the change watcher) driven over
+    its pipes; requests go to `part` unless they name another."""
 
-    def __init__(self, module: str = "agent.flows.reader") -> None:
+    def __init__(self, part: str = "drops") -> None:
+        self.part = part
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", "agent.helper"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env=helperproc.helper_env(),
         )
         self.buffer = b""
         self.seen: list[dict[str, Any]] = []
 
     def send(self, **request: Any) -> None:
         assert self.proc.stdin is not None
+        request.setdefault("part", self.part)
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         self.proc.stdin.flush()
 

@@ -1,8 +1,9 @@
-"""The agent's helper processes load only what they run: each is a separate interpreter, and
+"""The agent's child processes load only what they run: each is a separate interpreter, and
 every module it imports costs its memory on every node (the drop reader and the change watcher
-went from about 13 MiB of imports each to about 2 MiB).
+went from about 13 MiB of imports each to about 2 MiB, and now share one interpreter, the
+helper's).
 
-Each helper is started as the agent starts it (`python -m <module>`, through `runpy`), runs its
+Each child is started as the agent starts it (`python -m <module>`, through `runpy`), runs its
 loop until its stdin closes, and then prints its own `sys.modules`: what it really loaded,
 imports inside functions included."""
 
@@ -12,7 +13,7 @@ import json
 import subprocess
 import sys
 
-import pytest
+from tests.support import helperproc
 
 # Started like `python -m module`; when its loop has ended, the module it ran and the process's
 # modules go to stderr as one JSON line.
@@ -32,8 +33,8 @@ AGENT_ONLY = {
     "asyncio",
     "importlib.metadata",
 }
-# The listeners (NFLOG, nftables notifications) also need neither the worker protocol nor the
-# renderers nor `dataclasses` (which brings `inspect`, `ast`, `dis`, ...).
+# The helper's listeners (NFLOG, nftables notifications) also need neither the worker protocol
+# nor the renderers nor `dataclasses` (which brings `inspect`, `ast`, `dis`, ...).
 LISTENER_FREE = AGENT_ONLY | {
     "dataclasses",
     "inspect",
@@ -52,6 +53,7 @@ def loaded_by(module: str) -> set[str]:
         text=True,
         timeout=60,
         check=False,
+        env=helperproc.helper_env(),  # what the agent gives each child (the helper needs it)
     )
     assert result.returncode == 0, result.stderr
     ran, modules = json.loads(result.stderr.strip().splitlines()[-1])
@@ -59,9 +61,10 @@ def loaded_by(module: str) -> set[str]:
     return set(modules)
 
 
-@pytest.mark.parametrize("module", ["agent.flows.reader", "agent.dataplane.watcher"])
-def test_the_listeners_load_neither_agent_stacks_nor_dataclasses(module: str) -> None:
-    assert loaded_by(module) & LISTENER_FREE == set()
+def test_the_helper_loads_neither_agent_stacks_nor_dataclasses() -> None:
+    modules = loaded_by("agent.helper")
+    assert modules & LISTENER_FREE == set()
+    assert {"agent.flows.reader", "agent.dataplane.watcher"} <= modules  # both parts, one process
 
 
 def test_the_worker_loads_none_of_the_agents_stacks() -> None:

@@ -3,13 +3,12 @@ prefix, truncated or garbage messages counted and never raised, the bind request
 
 from __future__ import annotations
 
-import inspect
 import ipaddress
 import struct
 
 from agent.dataplane import netlink
 from agent.dataplane.nft import render as render_nft
-from agent.flows import nflog, reader
+from agent.flows import nflog
 
 PREFIX = "podseg ingress policy enforce"
 
@@ -132,12 +131,6 @@ def test_a_forged_arp_frame_is_a_packet_from_its_sender_to_its_target() -> None:
     assert short == [] and stats.truncated == 1
     other, stats = nflog.parse(_device_message(nflog.ETH_P_ARP, b"\0\6" + arp[2:]))
     assert other == [] and stats.unparseable == 1
-
-
-def test_the_reader_binds_the_group_the_deny_rules_log_to() -> None:
-    # nflog repeats the renderer's group so that the reader's process need not import it.
-    assert nflog.NFLOG_GROUP == render_nft.NFLOG_GROUP
-    assert inspect.signature(reader.Reader).parameters["group"].default == render_nft.NFLOG_GROUP
 
 
 def test_stats_go_on_the_wire_as_counters_by_result() -> None:
