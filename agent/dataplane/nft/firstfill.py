@@ -84,10 +84,10 @@ class Split:
     elements: int
 
 
-def split(script: str, least: int = LEAST) -> Split | None:
+def split(script: str, least: int | None = None) -> Split | None:
     """The two steps of a whole commit `script` (`backends.Nftables.commit_request`'s: the
     optional pending prelude, the delete prelude, the tables); None when it is not in that
-    layout or fills fewer than `least` elements."""
+    layout or fills fewer than `least` (default `LEAST`) elements."""
     dropping = script.startswith(_PENDING)
     rest = script[len(_PENDING) :] if dropping else script
     if not rest.startswith(_PRELUDE):
@@ -99,8 +99,8 @@ def split(script: str, least: int = LEAST) -> Split | None:
     if end < 3:
         return None
     inet, after = rest[:end], rest[end:]
-    if after and not (after.startswith(_NETDEV_OPEN) and after.endswith("\n}\n")):
-        return None
+    if after and not (after.startswith(_NETDEV_OPEN) and after.find("\n}\n") == len(after) - 3):
+        return None  # one netdev table, nothing else
     state = _STATE.search(inet)
     if state is None or _STATE.search(inet, state.end()) is not None:
         return None
@@ -129,7 +129,7 @@ def split(script: str, least: int = LEAST) -> Split | None:
         pieces += [inet[done:start], "  }\n"]
         done = close + len(_ELEMENTS_CLOSE)
     pieces.append(inet[done:])
-    if count < least:
+    if count < (LEAST if least is None else least):
         return None
     emptied = "".join(pieces)
     state = _STATE.search(emptied)

@@ -28,9 +28,9 @@ No I/O here: bytes only; the dataplane worker sends them from inside the pod's n
 
 from __future__ import annotations
 
-import functools
 import socket
 import struct
+import threading
 from collections.abc import Sequence
 
 from agent.calc import ruleset
@@ -280,16 +280,59 @@ def _service_elements(items: tuple[tuple[int, ...], ...]) -> list[bytes]:
 def encode_fill(fill: firstfill.Fill) -> list[bytes]:
     """The encoded elements of `fill`, as `_addr_elements` (an interval set) or
     `_port_elements` without interval (a hash set) encode the same elements from numbers.
-    The pods of a node share many peer sets: the last few encodings are kept by their text."""
-    return list(_encoded(fill.family, fill.exact, fill.texts))
+    The pods of a node share many peer sets (every pod a broad policy selects holds its
+    peers), so the encodings of the last sets are kept by their text (`_Kept`)."""
+    key = (fill.family, fill.exact, fill.texts)
+    found = _KEPT.get(key)
+    if found is None:
+        made = _exact_from_text if fill.exact else _addrs_from_text
+        found = made(fill.family, fill.texts.split(firstfill.SEPARATOR))
+        _KEPT.put(key, found)
+    return found
 
 
-@functools.lru_cache(maxsize=64)
-def _encoded(family: int, exact: bool, texts: str) -> tuple[bytes, ...]:
-    items = texts.split(firstfill.SEPARATOR)
-    if exact:
-        return tuple(_exact_from_text(family, items))
-    return tuple(_addrs_from_text(family, items))
+class _Kept:
+    """The last encodings made, up to `most` bytes (texts and encodings), the least recently
+    used dropped first; shared by the worker's threads."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.entries: dict[tuple[int, bool, str], tuple[list[bytes], int]] = {}
+        self.size = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[int, bool, str]) -> list[bytes] | None:
+        with self.lock:
+            entry = self.entries.pop(key, None)
+            if entry is None:
+                return None
+            self.entries[key] = entry  # now the most recently used
+            return list(entry[0])
+
+    def put(self, key: tuple[int, bool, str], encoded: list[bytes]) -> None:
+        size = len(key[2]) + sum(map(len, encoded))
+        if size > self.most:
+            return
+        with self.lock:
+            old = self.entries.pop(key, None)
+            self.size += size - (old[1] if old is not None else 0)
+            self.entries[key] = (encoded, size)
+            while self.size > self.most:
+                self.size -= self.entries.pop(next(iter(self.entries)))[1]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.size = 0
+
+
+CACHE_BYTES = 4 << 20  # ~30,000 elements with their texts
+_KEPT = _Kept(CACHE_BYTES)
+
+
+def clear_cache() -> None:
+    """Forget the kept encodings (benchmarks: every pod's sets encoded afresh)."""
+    _KEPT.clear()
 
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -309,7 +352,7 @@ def _addrs_from_text(family: int, items: list[str]) -> list[bytes]:
     """An address interval set's elements (`render_nft.format_addr` texts: `a`, `a/len`,
     `a-b`) as start and INTERVAL_END elements (see `_addr_elements`)."""
     af, size = _AF[family], _BITS[family] // 8
-    top = 1 << _BITS[family]
+    top = 1 << _BITS[family]  # one past the last address: a range ending there has no end
     start_head = _head(size)
     end_head = (
         netlink.ATTR.pack(20 + size, NFTA_LIST_ELEM | netlink.NLA_F_NESTED)
@@ -317,23 +360,22 @@ def _addrs_from_text(family: int, items: list[str]) -> list[bytes]:
         + netlink.ATTR.pack(4 + size, NFTA_DATA_VALUE)
     )
     end_tail = netlink.attr(NFTA_SET_ELEM_FLAGS, _BE32.pack(NFT_SET_ELEM_INTERVAL_END))
-    pton = socket.inet_pton
-    out = []
+    bits = _BITS[family]
+    pton, number = socket.inet_pton, int.from_bytes
+    out: list[bytes] = []
+    add = out.append
     for text in items:
-        if "/" in text:
-            address, length = text.split("/")
+        address, dash, last = text.partition("-")
+        if dash:
             first = pton(af, address)
-            after = int.from_bytes(first, "big") + (1 << (_BITS[family] - int(length)))
-        elif "-" in text:
-            address, last = text.split("-")
-            first = pton(af, address)
-            after = int.from_bytes(pton(af, last), "big") + 1
+            after = number(pton(af, last), "big") + 1
         else:
-            first = pton(af, text)
-            after = int.from_bytes(first, "big") + 1
-        out.append(start_head + first)
+            address, slash, length = text.partition("/")
+            first = pton(af, address)
+            after = number(first, "big") + (1 << (bits - int(length)) if slash else 1)
+        add(start_head + first)
         if after != top:
-            out.append(end_head + after.to_bytes(size, "big") + end_tail)
+            add(end_head + after.to_bytes(size, "big") + end_tail)
     return out
 
 
