@@ -14,7 +14,9 @@ every sample (no pod finds its sets encoded already). Also times, on separate na
 parts: the whole script (old) and the skeleton (step 1) through libnftables, the element
 transaction alone (step 2's kernel time), the pure split and encoding.
 
-Prints medians and p99 (ms) of each, the ratio new/old, and `RESULT {json}`. Needs root.
+Prints medians and p99 (ms) of each, the ratio new/old, the target (a first commit with its
+context close at most half the whole script's, same run) as MET / NOT MET, and
+`RESULT {json}`. Needs root.
 Usage:
   .venv/bin/python scripts/bench/first_commit.py [--samples 41] [--pods 12] [--pending]
       [--quick]
@@ -47,6 +49,7 @@ from agent.dataplane.nft import render as render_nft
 from agent.dataplane.worker import namespaces
 from agent.dataplane.worker import nft as worker_nft
 
+GOAL_RATIO = 0.5
 PENDING_TABLE = (
     f"table inet {pending.TABLE} {{\n"
     '  comment "podseg pending pod=x/y"\n'
@@ -212,9 +215,18 @@ def main() -> int:
         f"  new/old: commit {ratios['commit']:.2f}, commit + context close {ratios['total']:.2f}"
         f"; load average {load_after[0]:.2f} after"
     )
+    targets = [
+        benchlib.target(
+            "first-commit",
+            f"{ratios['total']:.2f}",
+            ratios["total"] <= GOAL_RATIO,
+            f"a first commit with its context close <= {GOAL_RATIO} x the whole script's, same run",
+        )
+    ]
     benchlib.result(
         "first_commit",
         args,
+        targets=targets,
         figures=summaries,
         ratios=ratios,
         load=[round(load_before[0], 2), round(load_after[0], 2)],

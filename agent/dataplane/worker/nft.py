@@ -58,8 +58,7 @@ def commit(ns: namespaces.Namespaces, request: protocol.Commit) -> protocol.Comm
     is needed (digest None: later checks go by generation, as after a patch); otherwise
     someone committed in between and the result is read back as `apply` does. A namespace
     without podseg's tables gets big peer sets in two steps (`firstfill`)."""
-    parts = firstfill.split(request.script)
-    moved = _first_fill(ns, request, parts) if parts is not None else None
+    moved = _first_fill(ns, request)
     if moved is None:
         before, after = _counted(ns, request.path, request.ino, request.script)
         moved = None if after is None else (before, after, 1)
@@ -69,21 +68,23 @@ def commit(ns: namespaces.Namespaces, request: protocol.Commit) -> protocol.Comm
     return protocol.Committed(found.digest, found.generation)
 
 
-def _first_fill(
-    ns: namespaces.Namespaces, request: protocol.Commit, parts: firstfill.Split
-) -> tuple[int, int, int] | None:
+def _first_fill(ns: namespaces.Namespaces, request: protocol.Commit) -> tuple[int, int, int] | None:
     """The first commit in a namespace without podseg's tables, in `firstfill`'s two steps:
-    (generation before, after, commits made); None (nothing done) when a table is there.
-    ApplyFailed when step 2 fails: the tables of step 1 stay, their peer sets empty (they
-    allow nothing) and chain `state` without a fingerprint (the agent replaces them)."""
+    (generation before, after, commits made); None (nothing done) when a table is there or
+    the script does not split. ApplyFailed when step 2 fails: the tables of step 1 stay,
+    their peer sets empty (they allow nothing) and chain `state` without a fingerprint (the
+    agent replaces them)."""
     with ns.entered(request.path, request.ino) as ident:
         sock = ns.element_socket(ident)
         try:
             held = _tables(sock, _sequence(ns))
-        except OSError:
+        except OSError as exc:
             ns.drop_socket(ident)
-            raise
+            raise protocol.ApplyFailed(f"table listing: {exc}") from exc
         if ("inet", TABLE) in held or ("netdev", TABLE) in held:
+            return None
+        parts = firstfill.split(request.script)
+        if parts is None:
             return None
         drop = pending.TABLE if parts.pending and ("inet", pending.TABLE) in held else None
         data, acked = setelem.fill_batch(
