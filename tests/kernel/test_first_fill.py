@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import random
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from agent.dataplane.worker import namespaces
 from agent.dataplane.worker import nft as worker_nft
 from testbed.sandbox import tables
 from tests.support import firstfill as cases
+from tests.support import kernel
 from tests.support.kernel import run
 
 POD, ALLOWED, DENIED = "198.18.0.10", "198.18.0.20", "198.18.0.21"
@@ -391,3 +393,46 @@ def test_a_patch_derives_after_a_split_first_commit(
     assert worker_nft.inspect(worker, protocol.Inspect(path, ino)).fingerprint == (
         program.fingerprint
     )
+
+
+def _random(seed: int) -> ruleset.PodRuleset:
+    """A canonical ruleset of random peers: singles, aligned blocks and odd ranges of both
+    families, on any port or on ports and port ranges of TCP, UDP and SCTP, per policy too
+    (touching ranges in a port spec's set, ranges to a block's end)."""
+    rng = random.Random(seed)
+
+    def direction(name: str) -> ruleset.DirectionRuleset:
+        anys = intervals.merge_addrs(
+            kernel.random_addr_range(rng, rng.choice((4, 6))) for _ in range(rng.randrange(60))
+        )
+        triples = [
+            (
+                kernel.random_addr_range(rng, rng.choice((4, 4, 6))),
+                rng.choice((6, 17, 132)),
+                ruleset.PortRange(*rng.choice(((80, 80), (53, 53), (8000, 8099), (9000, 9000)))),
+            )
+            for _ in range(rng.randrange(200, 600))
+        ]
+        ported = intervals.canonical_peer_ports(triples, exclude=anys)
+        policy = ruleset.PolicyPeers(name, anys, ported)
+        return ruleset.DirectionRuleset(True, anys, ported, (name,), per_policy=(policy,))
+
+    return ruleset.PodRuleset(
+        "app", f"r{seed}", ingress=direction("app/in"), egress=direction("app/out")
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_peers_list_as_the_whole_script_does(
+    two_netns: tuple[str, str],
+    worker: namespaces.Namespaces,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+) -> None:
+    split_ns, whole_ns = two_netns
+    rs = _random(seed)
+    monkeypatch.setattr(firstfill, "LEAST", 0)
+    assert _commit(worker, split_ns, rs)[0] == 2
+    monkeypatch.setattr(firstfill, "LEAST", 1 << 60)
+    assert _commit(worker, whole_ns, rs)[0] == 1
+    assert _listing(split_ns) == _listing(whole_ns)

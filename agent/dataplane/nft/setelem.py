@@ -84,28 +84,37 @@ class _Batch:
         )
 
     def elements(self, kind: int, flags: int, table: str, name: str, encoded: list[bytes]) -> None:
-        """Set-element messages of `encoded` elements, as many as the 64 KiB limit of one
-        attribute (the element list) needs."""
+        """Set-element messages of `encoded` elements, as many as `chunks` makes."""
+        for chunk in chunks(encoded):
+            self.lists(kind, flags, table, name, chunk)
+
+    def lists(self, kind: int, flags: int, table: str, name: str, joined: bytes) -> None:
+        """One set-element message holding `joined` (encoded elements, one after another)."""
         head = _str(NFTA_SET_ELEM_LIST_TABLE, table) + _str(NFTA_SET_ELEM_LIST_SET, name)
-        start, size = 0, 0
-        for n, element in enumerate(encoded):
-            if size + len(element) > _LIST_MAX and n > start:
-                self.add(kind, flags, head + _list(encoded[start:n]))
-                start, size = n, 0
-            size += len(element)
-        if start < len(encoded):
-            self.add(kind, flags, head + _list(encoded[start:]))
+        self.add(kind, flags, head + netlink.attr(NFTA_SET_ELEM_LIST_ELEMENTS | NESTED, joined))
 
     def done(self) -> tuple[bytes, list[int]]:
         self.parts.append(_end(self.seq + 1 + len(self.acked)))
         return b"".join(self.parts), self.acked
 
 
-_LIST_MAX = 60_000  # bytes of elements per message (an attribute's length is 16 bits)
+LIST_MAX = 60_000  # bytes of elements per message (an attribute's length is 16 bits)
+NESTED = netlink.NLA_F_NESTED
 
 
-def _list(encoded: list[bytes]) -> bytes:
-    return netlink.nested(NFTA_SET_ELEM_LIST_ELEMENTS, *encoded)
+def chunks(encoded: list[bytes]) -> list[bytes]:
+    """`encoded` elements joined into runs of at most LIST_MAX bytes (one element each at
+    least), in order: the element lists of as few messages as the attribute limit allows."""
+    out: list[bytes] = []
+    start, size = 0, 0
+    for n, element in enumerate(encoded):
+        if size + len(element) > LIST_MAX and n > start:
+            out.append(b"".join(encoded[start:n]))
+            start, size = n, 0
+        size += len(element)
+    if start < len(encoded):
+        out.append(b"".join(encoded[start:]))
+    return out
 
 
 def batch(
@@ -151,7 +160,8 @@ def fill_batch(
     `table x; delete table x` does). The datagram and its acked sequence numbers."""
     out = _Batch(seq)
     for fill in fills:
-        out.elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, fill.name, encode_fill(fill))
+        for joined in encode_fill(fill):
+            out.lists(NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, fill.name, joined)
     where = _str(NFTA_RULE_TABLE, table) + _str(NFTA_RULE_CHAIN, state_chain)
     out.add(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, where + _return_rule(comment))
     if drop is not None:
@@ -278,15 +288,15 @@ def _service_elements(items: tuple[tuple[int, ...], ...]) -> list[bytes]:
 
 # -- a first commit's elements, from the script's text (`agent.dataplane.nft.firstfill`) ------
 def encode_fill(fill: firstfill.Fill) -> list[bytes]:
-    """The encoded elements of `fill`, as `_addr_elements` (an interval set) or
-    `_port_elements` without interval (a hash set) encode the same elements from numbers.
-    The pods of a node share many peer sets (every pod a broad policy selects holds its
-    peers), so the encodings of the last sets are kept by their text (`_Kept`)."""
+    """The encoded elements of `fill` in `chunks`, encoded as `_addr_elements` (an interval
+    set) or `_port_elements` without interval (a hash set) encode the same elements from
+    numbers. The pods of a node share many peer sets (every pod a broad policy selects holds
+    its peers), so the encodings of the last sets are kept by their text (`_Kept`)."""
     key = (fill.family, fill.exact, fill.texts)
     found = _KEPT.get(key)
     if found is None:
         made = _exact_from_text if fill.exact else _addrs_from_text
-        found = made(fill.family, fill.texts.split(firstfill.SEPARATOR))
+        found = chunks(made(fill.family, fill.texts.split(firstfill.SEPARATOR)))
         _KEPT.put(key, found)
     return found
 
@@ -326,7 +336,7 @@ class _Kept:
             self.size = 0
 
 
-CACHE_BYTES = 4 << 20  # ~30,000 elements with their texts
+CACHE_BYTES = 1 << 20  # ~10,000 elements with their texts
 _KEPT = _Kept(CACHE_BYTES)
 
 

@@ -43,8 +43,9 @@ def _check(rs: ruleset.PodRuleset) -> int:
         else:
             expected = setelem._addr_elements(fill.family, numbers)
         setelem.clear_cache()
-        assert setelem.encode_fill(fill) == expected, fill.name
-        assert setelem.encode_fill(fill) == expected  # kept
+        made = setelem.encode_fill(fill)
+        assert made == setelem.chunks(expected) and b"".join(made) == b"".join(expected)
+        assert setelem.encode_fill(fill) == made  # kept
     return len(split.fills)
 
 
@@ -87,8 +88,8 @@ def test_a_big_fill_is_split_into_messages_below_the_attribute_limit() -> None:
         per_set[name] = per_set.get(name, 0) + 1
         elements += sum(1 for _ in netlink.iter_attrs(listed))
     assert max(per_set.values()) > 1  # the big sets took several messages
-    expected = sum(len(setelem.encode_fill(f)) for f in split.fills)
-    assert elements == expected
+    made = [chunk for f in split.fills for chunk in setelem.encode_fill(f)]
+    assert elements == sum(sum(1 for _ in netlink.iter_attrs(chunk)) for chunk in made)
     dropped = netlink.attrs(bodies[-2][1], netlink.NFGENMSG.size)
     assert dropped[setelem.NFTA_TABLE_NAME] == b"pend\0"
 
@@ -99,3 +100,18 @@ def test_without_a_table_to_drop_the_rule_ends_the_transaction() -> None:
     kinds = [h.type & 0xFF for h, _ in netlink.messages(data)]
     assert kinds[1:-1] == [setelem.NFT_MSG_NEWSETELEM, setelem.NFT_MSG_NEWRULE]
     assert len(acked) == 2
+
+
+def test_chunks_keep_whole_elements_below_the_limit() -> None:
+    elements = [bytes([n % 251]) * (8 + n % 40) for n in range(5000)]
+    made = setelem.chunks(elements)
+    assert b"".join(made) == b"".join(elements) and len(made) > 1
+    assert all(len(chunk) <= setelem.LIST_MAX for chunk in made)
+    sizes = iter(map(len, elements))
+    for chunk in made:  # each chunk ends at an element's end
+        taken = 0
+        while taken < len(chunk):
+            taken += next(sizes)
+        assert taken == len(chunk)
+    assert setelem.chunks([b"x" * (setelem.LIST_MAX + 1)]) == [b"x" * (setelem.LIST_MAX + 1)]
+    assert setelem.chunks([]) == []
