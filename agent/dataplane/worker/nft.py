@@ -91,7 +91,7 @@ def _first_fill(ns: namespaces.Namespaces, request: protocol.Commit) -> tuple[in
             TABLE, render_nft.STATE_CHAIN, parts.state, parts.fills, _sequence(ns), drop
         )
         before = ns.generation(ident)
-        ns.run_in(ident, parts.script)
+        _run_alone(ns, parts.script)
         try:
             _room(sock, len(data))
             _send_batch(data, acked, sock)
@@ -99,6 +99,20 @@ def _first_fill(ns: namespaces.Namespaces, request: protocol.Commit) -> tuple[in
             ns.drop_socket(ident)  # whatever it still holds is nobody's answer
             raise
         return before, ns.generation(ident), 2
+
+
+def _run_alone(ns: namespaces.Namespaces, script: str) -> None:
+    """Run `script` in the namespace the thread is in with a context of its own, closed at
+    once. Why not the namespace's kept context: a context that ran a big script is closed after
+    the request (`Namespaces.shed`), and closing one waits in the kernel for the clean-up of
+    any transaction that deleted something; closed now, before step 2 removes a pending
+    table, nothing of ours is left to wait for."""
+    with ns.lock:  # libnftables initialises its globals on first use
+        ctx = libnft.Context(libnft.OUTPUT_TERSE)
+    try:
+        ctx.run(script)
+    finally:
+        ctx.close()
 
 
 def _tables(sock: socket.socket, seq: int) -> set[tuple[str, str]]:
