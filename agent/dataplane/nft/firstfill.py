@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import socket
 
-from agent.dataplane import netlink
 from agent.dataplane.nft import pending
 from agent.dataplane.nft import render as render_nft
 
@@ -137,26 +135,3 @@ def split(script: str, least: int | None = None) -> Split | None:
     first = emptied[: state.start()] + f"  chain {render_nft.STATE_CHAIN} {{\n"
     first += emptied[state.end() :]
     return Split(first + after, tuple(fills), state.group(1), dropping, count)
-
-
-# -- which tables a namespace holds (one NFT_MSG_GETTABLE dump) ------------------------------
-NFNL_SUBSYS_NFTABLES = 10
-NFT_MSG_GETTABLE = 1
-NFTA_TABLE_NAME = 1
-FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
-
-
-def tables_request(seq: int) -> bytes:
-    """A dump of every table of the namespace, every family."""
-    kind = netlink.nfnl_type(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETTABLE)
-    flags = netlink.NLM_F_REQUEST | netlink.NLM_F_DUMP
-    return netlink.message(kind, flags, seq, netlink.nfgen(socket.AF_UNSPEC))
-
-
-def parse_table(body: bytes) -> tuple[str, str]:
-    """(family, name) of one dumped table (an unknown family as its number)."""
-    if len(body) < netlink.NFGENMSG.size:
-        raise netlink.TruncatedError("nfgenmsg cut short")
-    number = netlink.NFGENMSG.unpack_from(body)[0]
-    name = netlink.attrs(body, netlink.NFGENMSG.size).get(NFTA_TABLE_NAME, b"")
-    return FAMILIES.get(number, str(number)), name.rstrip(b"\0").decode(errors="replace")

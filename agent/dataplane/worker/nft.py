@@ -117,8 +117,30 @@ def _run_alone(ns: namespaces.Namespaces, script: str) -> None:
 
 def _tables(sock: socket.socket, seq: int) -> set[tuple[str, str]]:
     """(family, name) of every table of the namespace the socket belongs to."""
-    sock.send(firstfill.tables_request(seq))
-    return {firstfill.parse_table(body) for _, body in netlink.responses(sock, seq)}
+    sock.send(tables_request(seq))
+    return {parse_table(body) for _, body in netlink.responses(sock, seq)}
+
+
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_GETTABLE = 1
+NFTA_TABLE_NAME = 1
+FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+
+
+def tables_request(seq: int) -> bytes:
+    """A dump of every table of the namespace (NFT_MSG_GETTABLE, every family)."""
+    kind = netlink.nfnl_type(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETTABLE)
+    flags = netlink.NLM_F_REQUEST | netlink.NLM_F_DUMP
+    return netlink.message(kind, flags, seq, netlink.nfgen(socket.AF_UNSPEC))
+
+
+def parse_table(body: bytes) -> tuple[str, str]:
+    """(family, name) of one dumped table (an unknown family as its number)."""
+    if len(body) < netlink.NFGENMSG.size:
+        raise netlink.TruncatedError("nfgenmsg cut short")
+    number = netlink.NFGENMSG.unpack_from(body)[0]
+    name = netlink.attrs(body, netlink.NFGENMSG.size).get(NFTA_TABLE_NAME, b"")
+    return FAMILIES.get(number, str(number)), name.rstrip(b"\0").decode(errors="replace")
 
 
 SO_SNDBUFFORCE = 32  # socket(7): SO_SNDBUF may not exceed wmem_max; this may (CAP_NET_ADMIN)

@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-from agent.dataplane import netlink
 from agent.dataplane.nft import firstfill, pending
 from agent.dataplane.nft import render as render_nft
 from tests.support import firstfill as cases
@@ -110,15 +109,3 @@ def test_a_peer_set_of_another_type_is_not_guessed() -> None:
         "    flags interval\n",
     )
     assert odd != script and firstfill.split(odd, 0) is None
-
-
-def test_the_tables_dump_request_and_its_answer() -> None:
-    data = firstfill.tables_request(77)
-    header = netlink.unpack_header(data)
-    assert header.seq == 77 and header.flags & netlink.NLM_F_DUMP
-    assert header.type == netlink.nfnl_type(10, firstfill.NFT_MSG_GETTABLE)
-    body = netlink.nfgen(1) + netlink.attr(firstfill.NFTA_TABLE_NAME, b"podseg\0")
-    assert firstfill.parse_table(body) == ("inet", "podseg")
-    assert firstfill.parse_table(netlink.nfgen(99) + b"")[0] == "99"
-    with pytest.raises(netlink.TruncatedError):
-        firstfill.parse_table(b"\x01")
