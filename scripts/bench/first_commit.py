@@ -155,7 +155,7 @@ def parts(ns: namespaces.Namespaces, script: str) -> dict[str, float]:
             if label == "libnft_skeleton":
                 with ns.entered(path, ino) as ident:
                     sock = ns.element_socket(ident)
-                    worker_nft._room(sock, len(data))
+                    assert worker_nft._room(sock, len(data))
                     send = functools.partial(worker_nft._send_batch, data, acked, sock)
                     out["netlink_elements"], _ = _ms(send)
             ns.forget([ino])

@@ -90,10 +90,11 @@ def _first_fill(ns: namespaces.Namespaces, request: protocol.Commit) -> tuple[in
         data, acked = setelem.fill_batch(
             TABLE, render_nft.STATE_CHAIN, parts.state, parts.fills, _sequence(ns), drop
         )
+        if not _room(sock, len(data)):
+            return None  # step 2 would not fit in one datagram: the whole script does it
         before = ns.generation(ident)
         _run_alone(ns, parts.script)
         try:
-            _room(sock, len(data))
             _send_batch(data, acked, sock)
         except protocol.ApplyFailed:
             ns.drop_socket(ident)  # whatever it still holds is nobody's answer
@@ -146,12 +147,16 @@ def parse_table(body: bytes) -> tuple[str, str]:
 SO_SNDBUFFORCE = 32  # socket(7): SO_SNDBUF may not exceed wmem_max; this may (CAP_NET_ADMIN)
 
 
-def _room(sock: socket.socket, size: int) -> None:
-    """A send buffer that holds a datagram of `size` bytes (one transaction is one datagram;
-    the kernel refuses one bigger than the buffer)."""
+def _room(sock: socket.socket, size: int) -> bool:
+    """Whether the socket's send buffer holds a datagram of `size` bytes, made so if it can
+    be (one transaction is one datagram; the kernel refuses one bigger than the buffer)."""
     wanted = size + (64 << 10)
-    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < wanted:
-        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, wanted)
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < wanted:
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, wanted)
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= wanted
+    except OSError:  # no CAP_NET_ADMIN: the buffer stays as it is
+        return False
 
 
 def patch(ns: namespaces.Namespaces, request: protocol.Patch) -> protocol.Patched:
