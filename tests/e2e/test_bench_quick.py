@@ -221,6 +221,16 @@ def test_nft_set_cost_quick() -> None:
     _targets(result, {"set-change"})
 
 
+def test_first_commit_quick() -> None:
+    result = run("first_commit")
+    for way in ("old", "new"):
+        figures = result["figures"][f"{way}_total"]
+        assert figures["n"] == 3 and 0 < figures["median"] <= figures["p99"]
+    assert result["figures"]["part_netlink_elements"]["median"] > 0
+    assert result["ratios"]["total"] > 0
+    _targets(result, {"first-commit"})
+
+
 def test_derive_cost_quick() -> None:
     result = run("derive_cost")
     for name in ("nftables", "iptables"):

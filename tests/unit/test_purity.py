@@ -26,6 +26,7 @@ PURE = [
     ROOT / "agent" / "dataplane" / "nft" / "fastpatch.py",
     ROOT / "agent" / "dataplane" / "nft" / "tierpatch.py",
     ROOT / "agent" / "dataplane" / "nft" / "setdiff.py",
+    ROOT / "agent" / "dataplane" / "nft" / "firstfill.py",
     ROOT / "agent" / "dataplane" / "nft" / "hooks.py",
     ROOT / "agent" / "dataplane" / "nft" / "pending.py",
     ROOT / "agent" / "dataplane" / "ipt" / "render.py",

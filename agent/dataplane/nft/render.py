@@ -262,7 +262,7 @@ def assemble(
     and every element); the shape hashes the same text with no set elements."""
     digests = piece_digests(inet, netdev)
     fp = fingerprint_from(rs, digests)
-    skeleton = _Pieces(inet).text(elements=False)
+    skeleton = table_text(inet, elements=False)
     skeleton += [piece for table in netdev for piece in table_text(table, elements=False)]
     shape = fingerprint_of(rs, ["shape", "".join(skeleton)])
     pod = _sanitize(f"{rs.namespace}/{rs.pod}")
@@ -330,21 +330,10 @@ def table_text(table: Table, *, elements: bool = True) -> list[str]:
     """The text of `table` in pieces: opening line and comment, one piece per counter, set and
     chain, closing line. Without `elements`, every set is declared without its elements: the
     skeleton."""
-    return _Pieces(table).text(elements=elements)
-
-
-class _Pieces:
-    """The text of one table."""
-
-    def __init__(self, table: Table) -> None:
-        self.table = table
-
-    def text(self, *, elements: bool = True) -> list[str]:
-        table = self.table
-        counters = [f"  counter {name} {{\n  }}\n" for name in table.counters]
-        sets = [_set_text(s, elements=elements) for s in table.sets]
-        chains = [_chain_text(c) for c in table.chains]
-        return [*_table_open(table), *counters, *sets, *chains, "}\n"]
+    counters = [f"  counter {name} {{\n  }}\n" for name in table.counters]
+    sets = [_set_text(s, elements=elements) for s in table.sets]
+    chains = [_chain_text(c) for c in table.chains]
+    return [*_table_open(table), *counters, *sets, *chains, "}\n"]
 
 
 def _set_head(s: NamedSet) -> str:
@@ -1171,6 +1160,24 @@ def port_spec_set(prefix: str, spec: Spec, family: int) -> str:
     proto, first, last = spec
     ports = str(first) if first == last else f"{first}_{last}"
     return f"{prefix}{format_protocol(proto)}_{ports}_v{family}"
+
+
+# The names `_peer_rules` gives the peer sets of a direction (`<direction>_`) and of each of
+# its policies (`<direction>_p<N>_`): `any{4,6}`, `exact{4,6}` and the port specs' sets
+# (`port_spec_set`). Elements there only ever allow (or count): without them a packet is
+# denied, never let through, so a first commit may fill them after the rest
+# (`agent.dataplane.nft.firstfill`). The tiers' sets (`<direction>_admin<N>_...`, some of
+# them deny) never match.
+_PEER_SET = re.compile(
+    r"(?:ingress|egress)_(?:p[0-9]+_)?"
+    r"(?:any[46]|exact[46]|(?:" + "|".join(sorted(_PROTOCOL_NAMES.values())) + r"|[0-9]+)"
+    r"_[0-9]+(?:_[0-9]+)?_v[46])"
+)
+
+
+def is_peer_set(name: str) -> bool:
+    """Whether `name` is the name of a peer set (its elements only allow: `_PEER_SET`)."""
+    return _PEER_SET.fullmatch(name) is not None
 
 
 def port_spec_chains(

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable
 
 from agent.dataplane import netlink, protocol
-from agent.dataplane.nft import generation, hooks, libnft, pending, setelem
+from agent.dataplane.nft import firstfill, generation, hooks, libnft, pending, setelem
 from agent.dataplane.nft import render as render_nft
 from agent.dataplane.worker import namespaces, objects
 
@@ -56,12 +56,107 @@ def commit(ns: namespaces.Namespaces, request: protocol.Commit) -> protocol.Comm
     """Commit a whole ruleset (a table replace). When the namespace's generation moved by
     exactly this commit, what the namespace holds is what the script says, so no read-back
     is needed (digest None: later checks go by generation, as after a patch); otherwise
-    someone committed in between and the result is read back as `apply` does."""
-    before, after = _counted(ns, request.path, request.ino, request.script)
-    if after is not None and generation.follows(before, after):
-        return protocol.Committed(None, after)
+    someone committed in between and the result is read back as `apply` does. A namespace
+    without podseg's tables gets big peer sets in two steps (`firstfill`)."""
+    moved = _first_fill(ns, request)
+    if moved is None:
+        before, after = _counted(ns, request.path, request.ino, request.script)
+        moved = None if after is None else (before, after, 1)
+    if moved is not None and (moved[1] - moved[0]) & generation.MASK == moved[2]:
+        return protocol.Committed(None, moved[1])
     found = inspect(ns, protocol.Inspect(request.path, request.ino))
     return protocol.Committed(found.digest, found.generation)
+
+
+def _first_fill(ns: namespaces.Namespaces, request: protocol.Commit) -> tuple[int, int, int] | None:
+    """The first commit in a namespace without podseg's tables, in `firstfill`'s two steps:
+    (generation before, after, commits made); None (nothing done) when a table is there or
+    the script does not split. ApplyFailed when step 2 fails: the tables of step 1 stay,
+    their peer sets empty (they allow nothing) and chain `state` without a fingerprint (the
+    agent replaces them)."""
+    with ns.entered(request.path, request.ino) as ident:
+        sock = ns.element_socket(ident)
+        try:
+            held = _tables(sock, _sequence(ns))
+        except OSError as exc:
+            ns.drop_socket(ident)
+            raise protocol.ApplyFailed(f"table listing: {exc}") from exc
+        if ("inet", TABLE) in held or ("netdev", TABLE) in held:
+            return None
+        parts = firstfill.split(request.script)
+        if parts is None:
+            return None
+        drop = pending.TABLE if parts.pending and ("inet", pending.TABLE) in held else None
+        data, acked = setelem.fill_batch(
+            TABLE, render_nft.STATE_CHAIN, parts.state, parts.fills, _sequence(ns), drop
+        )
+        if not _room(sock, len(data)):
+            return None  # step 2 would not fit in one datagram: the whole script does it
+        before = ns.generation(ident)
+        _run_alone(ns, parts.script)
+        try:
+            _send_batch(data, acked, sock)
+        except protocol.ApplyFailed:
+            ns.drop_socket(ident)  # whatever it still holds is nobody's answer
+            raise
+        return before, ns.generation(ident), 2
+
+
+def _run_alone(ns: namespaces.Namespaces, script: str) -> None:
+    """Run `script` in the namespace the thread is in with a context of its own, closed at
+    once. Why not the namespace's kept context: a context that ran a big script is closed after
+    the request (`Namespaces.shed`), and closing one waits in the kernel for the clean-up of
+    any transaction that deleted something; closed now, before step 2 removes a pending
+    table, nothing of ours is left to wait for."""
+    with ns.lock:  # libnftables initialises its globals on first use
+        ctx = libnft.Context(libnft.OUTPUT_TERSE)
+    try:
+        ctx.run(script)
+    finally:
+        ctx.close()
+
+
+def _tables(sock: socket.socket, seq: int) -> set[tuple[str, str]]:
+    """(family, name) of every table of the namespace the socket belongs to."""
+    sock.send(tables_request(seq))
+    return {parse_table(body) for _, body in netlink.responses(sock, seq)}
+
+
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_GETTABLE = 1
+NFTA_TABLE_NAME = 1
+FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+
+
+def tables_request(seq: int) -> bytes:
+    """A dump of every table of the namespace (NFT_MSG_GETTABLE, every family)."""
+    kind = netlink.nfnl_type(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETTABLE)
+    flags = netlink.NLM_F_REQUEST | netlink.NLM_F_DUMP
+    return netlink.message(kind, flags, seq, netlink.nfgen(socket.AF_UNSPEC))
+
+
+def parse_table(body: bytes) -> tuple[str, str]:
+    """(family, name) of one dumped table (an unknown family as its number)."""
+    if len(body) < netlink.NFGENMSG.size:
+        raise netlink.TruncatedError("nfgenmsg cut short")
+    number = netlink.NFGENMSG.unpack_from(body)[0]
+    name = netlink.attrs(body, netlink.NFGENMSG.size).get(NFTA_TABLE_NAME, b"")
+    return FAMILIES.get(number, str(number)), name.rstrip(b"\0").decode(errors="replace")
+
+
+SO_SNDBUFFORCE = 32  # socket(7): SO_SNDBUF may not exceed wmem_max; this may (CAP_NET_ADMIN)
+
+
+def _room(sock: socket.socket, size: int) -> bool:
+    """Whether the socket's send buffer holds a datagram of `size` bytes, made so if it can
+    be (one transaction is one datagram; the kernel refuses one bigger than the buffer)."""
+    wanted = size + (64 << 10)
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < wanted:
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, wanted)
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= wanted
+    except OSError:  # no CAP_NET_ADMIN: the buffer stays as it is
+        return False
 
 
 def patch(ns: namespaces.Namespaces, request: protocol.Patch) -> protocol.Patched:
