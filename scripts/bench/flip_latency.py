@@ -365,7 +365,7 @@ async def child(args: argparse.Namespace) -> int:
             "total": bench.times[mode],
             "batch": bench.kernel[mode],
             "prep": bench.prep[mode],
-            "own": bench.worker_own[mode],
+            "own": bench.worker_own[mode][1:],  # the first: the initial commit
             "patched": bench.patched[mode],
             "fallbacks": bench.fallbacks[mode],
         }
@@ -380,7 +380,10 @@ def run_child(directory: str, args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(directory).resolve())}
     command = [sys.executable, __file__, "--child", "--flips", str(args.flips)]
     command += ["--remote-pods", str(args.remote_pods), "--modes", ",".join(args.modes)]
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    # In `directory`: the worker starts as `python -m`, whose path begins with the cwd.
+    out = subprocess.run(
+        command, env=env, cwd=directory, capture_output=True, text=True, check=True
+    ).stdout
     line = next(line for line in out.splitlines() if line.startswith("CHILD "))
     result: dict[str, Any] = json.loads(line[len("CHILD ") :])
     return result
