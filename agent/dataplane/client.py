@@ -88,9 +88,12 @@ class WorkerClient:
             proc = await self._ensure()
             assert proc.stdin is not None and proc.stdout is not None
             try:
-                proc.stdin.write(line)
-                await asyncio.wait_for(proc.stdin.drain(), timeout)
-                raw = await asyncio.wait_for(proc.stdout.readline(), timeout)
+                # One deadline for the write and the reply (`asyncio.timeout`, no task per
+                # await as with `wait_for`): the reply's time includes the write's.
+                async with asyncio.timeout(timeout):
+                    proc.stdin.write(line)
+                    await proc.stdin.drain()
+                    raw = await proc.stdout.readline()
             except (TimeoutError, ConnectionError, BrokenPipeError) as exc:
                 await self._kill()
                 raise protocol.WorkerTimeout(
