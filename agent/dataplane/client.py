@@ -3,14 +3,13 @@
 Every request has a deadline; a worker that does not answer in time is killed and restarted,
 and the caller gets `protocol.WorkerTimeout`, so one wedged namespace can never stall the
 agent. Requests and replies are the typed values of `agent.dataplane.protocol`; this module
-only frames them as JSON lines on the worker's stdin/stdout.
+only sends their lines on the worker's stdin and reads the replies from its stdout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -72,23 +71,29 @@ class WorkerClient:
             await proc.wait()
         self.restarts += 1
 
-    async def _round_trip(self, request: protocol.Request[Any], parts: int) -> dict[str, Any]:
+    async def _round_trip(
+        self, request: protocol.Request[R], parts: int
+    ) -> R | protocol.DataplaneError:
         """Send one request line and read its reply line (a batch gets the budget of its
         parts, counted by groups of PARTS_PER_TIMEOUT: an iptables apply starts ~10
-        processes, 64 of them may well outlast one timeout)."""
+        processes, 64 of them may well outlast one timeout); its typed reply or the error it
+        reports. A reply that does not read restarts the worker (ProtocolError)."""
         timeout = self.timeout * max(1, math.ceil(parts / PARTS_PER_TIMEOUT))
         op = request.op.value
         # Encoded before waiting for the worker: a pass's next chunk is ready to go while the
         # worker still commits the one before (megabytes of scripts at a cold start).
-        wire = {"id": next(self._ids), **protocol.encode_request(request)}
-        line = (json.dumps(wire) + "\n").encode()
+        ident = next(self._ids)
+        line = protocol.request_line(ident, request)
         async with self._lock:
             proc = await self._ensure()
             assert proc.stdin is not None and proc.stdout is not None
             try:
-                proc.stdin.write(line)
-                await asyncio.wait_for(proc.stdin.drain(), timeout)
-                raw = await asyncio.wait_for(proc.stdout.readline(), timeout)
+                # One deadline for the write and the reply (`asyncio.timeout`, no task per
+                # await as with `wait_for`): the reply's time includes the write's.
+                async with asyncio.timeout(timeout):
+                    proc.stdin.write(line)
+                    await proc.stdin.drain()
+                    raw = await proc.stdout.readline()
             except (TimeoutError, ConnectionError, BrokenPipeError) as exc:
                 await self._kill()
                 raise protocol.WorkerTimeout(
@@ -97,12 +102,15 @@ class WorkerClient:
             if not raw:
                 await self._kill()
                 raise protocol.WorkerTimeout(f"dataplane worker exited during {op}")
-        reply: dict[str, Any] = json.loads(raw)
-        return reply
+            try:
+                return protocol.read_reply(request, ident, raw)
+            except protocol.ProtocolError:
+                await self._kill()
+                raise
 
     async def call(self, request: protocol.Request[R]) -> R:
         """One request; its typed reply, or the typed error it met (raised)."""
-        reply = protocol.parse_reply(request, await self._round_trip(request, 1))
+        reply = await self._round_trip(request, 1)
         if isinstance(reply, protocol.DataplaneError):
             raise reply
         return reply
@@ -125,8 +133,7 @@ class WorkerClient:
         return answers
 
     async def call_batch(self, request: protocol.Batch) -> list[Any]:
-        raw = await self._round_trip(request, len(request.requests))
-        reply = protocol.parse_reply(request, raw)
+        reply = await self._round_trip(request, len(request.requests))
         if isinstance(reply, protocol.DataplaneError):
             raise reply
         return list(reply.replies)

@@ -7,9 +7,9 @@ must refuse the host namespace and a namespace replaced under the same path (ino
 and both must be back in the host namespace whatever happens inside. Sockets opened inside
 stay bound to that namespace after the thread leaves it.
 
-The worker protocol (for `NetnsGone`) is imported only when that error is raised: the drop
-reader and the change watcher import this module, and the protocol's dataclasses would cost each
-of them about 2 MiB (tests/unit/test_child_imports.py).
+`NetnsGone` comes from `agent.dataplane.errors`, not the worker protocol: the drop reader and
+the change watcher import this module, and the protocol's dataclasses would cost each of them
+about 2 MiB (tests/unit/test_child_imports.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import contextlib
 import ctypes
 import os
 from collections.abc import Iterator
+
+from agent.dataplane import errors
 
 CLONE_NEWNET = 0x40000000
 
@@ -31,13 +33,6 @@ def setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def gone(message: str) -> Exception:
-    """`protocol.NetnsGone(message)`."""
-    from agent.dataplane import protocol
-
-    return protocol.NetnsGone(message)
 
 
 class Host:
@@ -55,12 +50,12 @@ class Host:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
-            raise gone(f"{path}: {exc.strerror}") from exc
+            raise errors.NetnsGone(f"{path}: {exc.strerror}") from exc
         st = os.fstat(fd)
         ident = (st.st_dev, st.st_ino)
         if (ino is not None and st.st_ino != ino) or ident == self.ident:
             os.close(fd)
-            raise gone(f"{path}: namespace changed or is the host namespace")
+            raise errors.NetnsGone(f"{path}: namespace changed or is the host namespace")
         return fd, ident
 
     @contextlib.contextmanager

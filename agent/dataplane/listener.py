@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from agent.dataplane import enter
+from agent.dataplane import enter, errors
 
 CHECK_PERIOD = 1.0  # seconds between checks that each namespace still exists
 
@@ -119,14 +119,8 @@ class Listener:
         try:
             with self.host.entered(path, ino):
                 return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, family)
-        except OSError:
-            raise
-        except Exception as exc:
-            from agent.dataplane import protocol  # loaded by now: enter raised its NetnsGone
-
-            if isinstance(exc, protocol.NetnsGone):
-                raise OSError(errno.ESTALE, str(exc)) from exc
-            raise
+        except errors.NetnsGone as exc:
+            raise OSError(errno.ESTALE, str(exc)) from exc
 
     def open(self, key: str, path: str, ino: int) -> None:
         old = self.sources.get(key)

@@ -1,28 +1,27 @@
 """The protocol between the agent and its dataplane worker: one `Op` per request kind, a typed
-request and reply for each, and the errors, each defined once.
+request and reply for each, the errors (`agent.dataplane.errors`), and their wire form.
 
 Why: the worker is a separate process (the agent's event loop never enters a namespace), so
-requests and replies cross a pipe as JSON lines. Everything that crosses is declared here as
-frozen dataclasses; `encode`, `decode`, `encode_request` and `decode_request` are the only code
-that sees the dicts on the wire, so mypy checks every request and reply end to end. The agent
-(`agent.dataplane.client`), the worker (`agent.dataplane.worker`) and the in-memory fake the
-sync tests use all speak these types. Pure: no I/O.
+requests and replies cross a pipe as lines. Everything that crosses is declared here as frozen
+dataclasses, encoded and decoded by msgspec against these very types (a field that does not
+fit is an error, never a silently wrong value); `request_line`, `read_request`, `reply_line`
+and `read_reply` are the only code that sees the wire, so mypy checks every request and reply
+end to end. The agent (`agent.dataplane.client`), the worker (`agent.dataplane.worker`) and the
+in-memory fake the sync tests use all speak these types. Pure: no I/O.
 
-A reply line is `{"id", "ok": true, "seconds", ...reply fields}` or `{"id", "ok": false,
-"kind", "error"}`, where `kind` names the error class (`ERRORS`).
+The line format and its version: "the wire", below.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from agent.dataplane import netns
+import msgspec
+
+from agent.dataplane import errors, netns
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -33,41 +32,14 @@ R_co = TypeVar("R_co", covariant=True)
 THREADS_ENV = "PODSEG_DATAPLANE_THREADS"
 
 
-# -- errors -------------------------------------------------------------------------------
-class DataplaneError(Exception):
-    """Base of every dataplane failure the agent handles; `kind` names it on the wire."""
-
-    kind: ClassVar[str] = "internal"
-
-
-class NetnsGone(DataplaneError):
-    """The namespace at the path is gone, or is not the one the caller meant (another inode,
-    or the host namespace, which the worker never enters)."""
-
-    kind = "netns_gone"
-
-
-class ApplyFailed(DataplaneError):
-    """nft, iptables-restore or ipset refused: nothing was committed, the previous ruleset
-    stays in place."""
-
-    kind = "apply"
-
-
-class WorkerTimeout(DataplaneError):
-    """The worker did not answer in time (or died); it has been killed and will be restarted."""
-
-    kind = "timeout"
-
-
-ERRORS: dict[str, type[DataplaneError]] = {
-    cls.kind: cls for cls in (DataplaneError, NetnsGone, ApplyFailed, WorkerTimeout)
-}
-
-
-def error_of(kind: object, message: str) -> DataplaneError:
-    """The typed error a failed reply names (an unknown kind is a plain DataplaneError)."""
-    return ERRORS.get(str(kind), DataplaneError)(message)
+# -- errors (defined in `errors`, named here for the agent and the worker) ----------------
+DataplaneError = errors.DataplaneError
+NetnsGone = errors.NetnsGone
+ApplyFailed = errors.ApplyFailed
+WorkerTimeout = errors.WorkerTimeout
+ProtocolError = errors.ProtocolError
+ERRORS = errors.ERRORS
+error_of = errors.error_of
 
 
 # -- the ops -------------------------------------------------------------------------------
@@ -238,8 +210,9 @@ class Request(Generic[R]):
     op: ClassVar[Op]
     answer: ClassVar[type[Any]]
 
-    def decode_reply(self, raw: Mapping[str, Any]) -> R:
-        value: R = decode(self.answer, raw)
+    def read_reply(self, body: bytes) -> R:
+        """The reply from its wire form (msgspec errors when it does not fit `answer`)."""
+        value: R = _decoder(self.answer).decode(body)
         return value
 
 
@@ -477,12 +450,15 @@ class Batch(Request["BatchReplies"]):
     op = Op.BATCH
     requests: tuple[Request[Any], ...]
 
-    def decode_reply(self, raw: Mapping[str, Any]) -> BatchReplies:
-        parts = raw.get("replies")
-        if not isinstance(parts, list) or len(parts) != len(self.requests):
-            raise DataplaneError("batch reply does not answer every request")
+    def read_reply(self, body: bytes) -> BatchReplies:
+        parts = _PARTS.decode(body)
+        if len(parts) != len(self.requests):
+            raise ValueError("batch reply does not answer every request")
         return BatchReplies(
-            tuple(parse_reply(req, part) for req, part in zip(self.requests, parts, strict=True))
+            tuple(
+                _outcome(request, kind, part)
+                for request, (kind, part) in zip(self.requests, parts, strict=True)
+            )
         )
 
 
@@ -530,115 +506,175 @@ class Dataplane(Protocol):
 
 
 # -- the wire ------------------------------------------------------------------------------
-def parse_reply(request: Request[R], raw: Mapping[str, Any]) -> R | DataplaneError:
-    """The typed reply of `request` from its reply line, or the error it reports."""
-    if not raw.get("ok"):
-        return error_of(raw.get("kind"), str(raw.get("error")))
+# One JSON line per request and per reply (msgspec: the typed dataclasses above are encoded and
+# decoded directly, checked field by field; JSON because addresses are integers of up to 128
+# bits). A request line is `[VERSION, id, op, body]`, the body the request's fields as an
+# object (a batch's: `[[op, body], ...]`); a reply line is `[VERSION, id, kind, body]`, `kind`
+# OK with the reply's fields as body (a batch's: `[[kind, body], ...]`, one per part, in
+# order), or an error kind (`ERRORS`) with the message as body. A line of another VERSION is
+# answered with a ProtocolError, never acted upon.
+VERSION = 2
+OK = ""
+
+_ENCODER = msgspec.json.Encoder()
+_ENVELOPE = msgspec.json.Decoder(tuple[int, int, str, msgspec.Raw])
+_PAIR = msgspec.json.Decoder(tuple[str, msgspec.Raw])
+_PARTS = msgspec.json.Decoder(list[tuple[str, msgspec.Raw]])
+_TEXT = msgspec.json.Decoder(str)
+_UNREADABLE = (msgspec.DecodeError, ValueError, TypeError)  # ValidationError is a DecodeError
+
+
+_DECODERS: dict[object, msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(tp: type[Any]) -> msgspec.json.Decoder[Any]:
+    """The decoder of `tp`, made once (making one inspects the type)."""
+    decoder = _DECODERS.get(tp)
+    if decoder is None:
+        decoder = _DECODERS[tp] = msgspec.json.Decoder(tp)
+    return decoder
+
+
+class Unreadable(ProtocolError):
+    """A request line the worker cannot act on; `ident` is its id when that much was read
+    (0 otherwise), so the answer can still name the request."""
+
+    def __init__(self, message: str, ident: int = 0) -> None:
+        super().__init__(message)
+        self.ident = ident
+
+
+def _envelope(line: bytes) -> tuple[int, str, msgspec.Raw]:
+    """The id, the kind or op and the body of a line; Unreadable when it is none."""
     try:
-        return request.decode_reply(raw)
-    except (TypeError, ValueError, KeyError) as exc:
-        return DataplaneError(f"malformed {request.op} reply: {exc}")
+        version, ident, what, body = _ENVELOPE.decode(line)
+    except msgspec.DecodeError as exc:
+        other = _version_of(line)
+        if other is None or other == VERSION:
+            raise Unreadable(f"unreadable line: {exc}") from exc
+        raise Unreadable(f"protocol version {other}, this side speaks {VERSION}") from exc
+    if version != VERSION:
+        raise Unreadable(f"protocol version {version}, this side speaks {VERSION}", ident)
+    return ident, what, body
 
 
-def encode_request(request: Request[Any]) -> dict[str, Any]:
-    """The wire form of a request: its fields and its `op`."""
-    fields = encode(request)
-    assert isinstance(fields, dict)
-    return {"op": request.op.value, **fields}
-
-
-def decode_request(raw: Mapping[str, Any]) -> Request[Any]:
-    """The request a wire dict stands for; ValueError for an unknown op or a bad field."""
+def _version_of(line: bytes) -> int | None:
+    """The version a line of any shape says it is (None: not even that)."""
     try:
-        cls = REQUESTS[Op(str(raw.get("op")))]
-    except ValueError as exc:
-        raise ValueError(f"unknown op {raw.get('op')!r}") from exc
-    if cls is Batch:
-        parts = raw.get("requests")
-        if not isinstance(parts, list):
-            raise ValueError("batch without requests")
-        return Batch(tuple(decode_request(part) for part in parts))
-    fields = {k: v for k, v in raw.items() if k not in ("op", "id")}
-    request: Request[Any] = decode(cls, fields)
+        raw = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(raw, list) and raw and isinstance(raw[0], int):
+        return raw[0]
+    return None
+
+
+def _body(request: Request[Any]) -> Any:
+    if isinstance(request, Batch):
+        return [[part.op.value, _body(part)] for part in request.requests]
     return request
 
 
-def encode(value: Any) -> Any:
-    """JSON-ready form of a dataclass (recursively), tuple, dict, enum or plain value."""
-    if isinstance(value, Request) and isinstance(value, Batch):
-        return {"requests": [encode_request(r) for r in value.requests]}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): encode(v) for k, v in value.items()}
-    return value
+def encode_request(request: Request[Any]) -> bytes:
+    """A request's wire form alone, `[op, body]` (a request line holds it after its id)."""
+    return _ENCODER.encode([request.op.value, _body(request)])
 
 
-def decode(tp: Any, value: Any) -> Any:
-    """`value` (wire form) as an instance of type `tp`; TypeError/ValueError when it does not
-    fit. Handles the shapes this protocol uses: dataclasses, tuple[X, ...], dict[str, X],
-    X | None, and int, float, str, bool."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors: list[str] = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return decode(option, value)
-            except (TypeError, ValueError) as exc:
-                errors.append(str(exc))
-        raise TypeError("; ".join(errors) or f"{value!r} fits no option of {tp}")
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise TypeError(f"expected a list, got {type(value).__name__}")
-        item = typing.get_args(tp)[0]
-        return tuple(decode(item, v) for v in value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"expected an object, got {type(value).__name__}")
-        _, item = typing.get_args(tp)
-        return {str(k): decode(item, v) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, Mapping):
-            raise TypeError(f"expected an object for {tp.__name__}")
-        hints = _hints(tp)
-        kwargs = {
-            f.name: decode(hints[f.name], value[f.name])
-            for f in dataclasses.fields(tp)
-            if f.init and f.name in value
-        }
-        return tp(**kwargs)
-    return _scalar(tp, value)
+def decode_request(data: bytes) -> Request[Any]:
+    """The request `encode_request` wrote; Unreadable when it is not one."""
+    try:
+        op, body = _PAIR.decode(data)
+    except _UNREADABLE as exc:
+        raise Unreadable(f"unreadable request: {exc}") from exc
+    return _request(op, body)
 
 
-@functools.cache
-def _hints(tp: type) -> dict[str, Any]:
-    return typing.get_type_hints(tp)
+def _request(op: str, body: msgspec.Raw) -> Request[Any]:
+    """The typed request of `op` from its body; Unreadable for an unknown op or a bad field."""
+    try:
+        cls = REQUESTS[Op(op)]
+    except ValueError:
+        raise Unreadable(f"unknown op {op!r}") from None
+    try:
+        if cls is Batch:
+            return Batch(tuple(_request(o, b) for o, b in _PARTS.decode(body)))
+        request: Request[Any] = _decoder(cls).decode(body)
+    except _UNREADABLE as exc:
+        raise Unreadable(f"malformed {op} request: {exc}") from exc
+    return request
 
 
-def _scalar(tp: Any, value: Any) -> Any:
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is Any:
-        return value
-    else:
-        raise TypeError(f"unsupported type {tp!r}")
-    raise TypeError(f"expected {tp.__name__}, got {type(value).__name__}")
+Parts = list["Request[Any] | DataplaneError"]  # a batch's parts, each readable or not
+
+
+def request_line(ident: int, request: Request[Any]) -> bytes:
+    """The line that sends `request` under `ident`."""
+    return _ENCODER.encode([VERSION, ident, request.op.value, _body(request)]) + b"\n"
+
+
+def read_request(line: bytes) -> tuple[int, Request[Any] | Parts]:
+    """A request line's id and its request; a batch's parts one by one (a part that does not
+    read is its own error, the others still run). Unreadable for a line that does not read."""
+    ident, op, body = _envelope(line)
+    if op != Op.BATCH:
+        try:
+            return ident, _request(op, body)
+        except Unreadable as exc:
+            raise Unreadable(str(exc), ident) from exc
+    try:
+        raw = _PARTS.decode(body)
+    except _UNREADABLE as exc:
+        raise Unreadable(f"malformed batch request: {exc}", ident) from exc
+    parts: Parts = []
+    for part_op, part in raw:
+        try:
+            parts.append(_request(part_op, part))
+        except Unreadable as exc:
+            parts.append(exc)
+    return ident, parts
+
+
+def _reply_body(outcome: Any) -> tuple[str, Any]:
+    if isinstance(outcome, DataplaneError):
+        return outcome.kind, str(outcome)
+    if isinstance(outcome, BatchReplies):
+        return OK, [_reply_body(part) for part in outcome.replies]
+    return OK, outcome
+
+
+def reply_line(ident: int, outcome: Any) -> bytes:
+    """The line that answers request `ident` with `outcome`: its reply, its error, or a
+    batch's `BatchReplies`."""
+    kind, body = _reply_body(outcome)
+    return _ENCODER.encode([VERSION, ident, kind, body]) + b"\n"
+
+
+def read_reply(request: Request[R], ident: int, line: bytes) -> R | DataplaneError:
+    """The typed reply of `request` (sent as `ident`) from its reply line, or the error it
+    reports. ProtocolError when the line does not read, or answers another request (then the
+    stream cannot be trusted: the caller restarts the worker)."""
+    try:
+        got, kind, body = _envelope(line)
+    except Unreadable as exc:
+        raise ProtocolError(f"reply to {request.op}: {exc}") from exc
+    if got != ident:
+        if got == 0 and kind != OK:  # the worker could not read our line
+            return error_of(kind, _message(body))
+        raise ProtocolError(f"reply to {request.op}: answers request {got}, not {ident}")
+    return _outcome(request, kind, body)
+
+
+def _outcome(request: Request[R], kind: str, body: msgspec.Raw) -> R | DataplaneError:
+    if kind != OK:
+        return error_of(kind, _message(body))
+    try:
+        return request.read_reply(body)
+    except _UNREADABLE as exc:
+        return DataplaneError(f"malformed {request.op} reply: {exc}")
+
+
+def _message(body: msgspec.Raw) -> str:
+    try:
+        return _TEXT.decode(body)
+    except msgspec.DecodeError:
+        return bytes(body).decode(errors="replace")

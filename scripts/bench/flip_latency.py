@@ -30,8 +30,17 @@ time_to_enforce.py for the end-to-end agent figures).
 
 Prints p50/p99 per mode (and the derive or render + diff part, the worker batch and the
 worker's own time), the same-run ratios, the target per mode (p50 <= 5 ms, p99 <= 100 ms) and
-ipt / nft <= 5x as MET / NOT MET, then `RESULT {json}`. Needs root, ipset and iptables. Usage:
+ipt / nft <= 5x as MET / NOT MET, then `RESULT {json}`. Needs root, ipset and iptables.
+
+`--baseline DIR` compares this checkout with another (its `agent` package: its client, its
+wire format, its worker) in the same run: `--rounds` rounds per side of `--flips` flips of
+`--modes` (default nft, nft_1t, ipt), each round a child process with DIR or this checkout on
+PYTHONPATH, the two sides alternating (the order swapped every round, so neither always runs
+after the other); it prints each side's p50/p99 over all its rounds, the worker batch and the
+worker's own time, and the same-run ratios this / baseline. Usage:
   .venv/bin/python scripts/bench/flip_latency.py [--flips 60] [--quick]
+  .venv/bin/python scripts/bench/flip_latency.py --baseline DIR [--rounds 6] [--flips 20]
+      [--modes nft,nft_1t,ipt]
 """
 
 from __future__ import annotations
@@ -40,8 +49,10 @@ import argparse
 import asyncio
 import json
 import os
+import pathlib
 import secrets
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -69,6 +80,7 @@ MODES = ("nft", "nft_render", "ipt", "ipt_render", "ipt_whole", "nft_1t", "ipt_1
 BACKEND = {mode: "nftables" if mode.startswith("nft") else "iptables" for mode in MODES}
 DERIVED = ("nft", "ipt", "nft_1t", "ipt_1t")
 ONE_THREAD = ("nft_1t", "ipt_1t")
+COMPARED = ("nft", "nft_1t", "ipt")  # what --baseline compares unless --modes says otherwise
 
 
 def broad_policy(name: str, teams: list[str], roles: range) -> dict[str, Any]:
@@ -147,9 +159,11 @@ class Bench:
         clients: tuple[dp_client.WorkerClient, dp_client.WorkerClient],
         st: store.Store,
         prefix: str,
+        modes: tuple[str, ...] = MODES,
     ) -> None:
         pooled, alone = clients
-        self.clients = {mode: alone if mode in ONE_THREAD else pooled for mode in MODES}
+        self.modes = modes
+        self.clients = {mode: alone if mode in ONE_THREAD else pooled for mode in modes}
         self.store = st
         self.calc = incremental.Calculator.of(
             NODE, pods=st.pods, namespaces=st.namespaces, policies=st.policies, nodes=st.nodes
@@ -158,16 +172,16 @@ class Bench:
         self.local = sorted(k for k, p in st.pods.items() if p.node_name == NODE)
         self.spaces = {
             mode: {k: Namespace(f"{prefix}{m}{n}") for n, k in enumerate(self.local)}
-            for m, mode in enumerate(MODES)
+            for m, mode in enumerate(modes)
         }
-        self.times: dict[str, list[float]] = {mode: [] for mode in MODES}
-        self.kernel: dict[str, list[float]] = {mode: [] for mode in MODES}
-        self.prep: dict[str, list[float]] = {mode: [] for mode in MODES}  # render + diff
+        self.times: dict[str, list[float]] = {mode: [] for mode in modes}
+        self.kernel: dict[str, list[float]] = {mode: [] for mode in modes}
+        self.prep: dict[str, list[float]] = {mode: [] for mode in modes}  # render + diff
         self.calc_ms: list[float] = []
-        self.patched = {mode: 0 for mode in MODES}
-        self.derived = {mode: 0 for mode in MODES}
-        self.worker_own: dict[str, list[float]] = {mode: [] for mode in MODES}
-        self.fallbacks = {mode: 0 for mode in MODES}
+        self.patched = {mode: 0 for mode in modes}
+        self.derived = {mode: 0 for mode in modes}
+        self.worker_own: dict[str, list[float]] = {mode: [] for mode in modes}
+        self.fallbacks = {mode: 0 for mode in modes}
         self.changed: list[int] = []
         self.touched: list[tuple[str, int]] = []  # nft: (kernel set kind, its elements)
 
@@ -229,7 +243,7 @@ class Bench:
 
     async def start(self) -> None:
         rulesets = {k: self.calc.desired(k).ruleset for k in self.local}
-        for mode in MODES:
+        for mode in self.modes:
             await self.program(mode, rulesets)
 
     async def flip(self, n: int, pods: list[int]) -> None:
@@ -246,8 +260,8 @@ class Bench:
         calc_ms = (time.perf_counter() - started) * 1000
         self.calc_ms.append(calc_ms)
         self.changed.append(len(rulesets))
-        k = n % len(MODES)
-        order = MODES[k:] + MODES[:k]  # rotate: no mode always follows the same one
+        k = n % len(self.modes)
+        order = self.modes[k:] + self.modes[:k]  # rotate: no mode always follows the same one
         for mode in order:
             # The worker gives the memory of a big request back after answering it: let that
             # finish, so that each mode meets an idle worker, as a flip usually does.
@@ -263,19 +277,21 @@ class Bench:
         """Namespaces whose read-back fingerprint is not their last ruleset's, plus iptables
         incremental namespaces whose sets differ from the whole-apply namespace's."""
         bad = 0
-        for mode in MODES:
+        for mode in self.modes:
             backend = backends.get(BACKEND[mode])
             for space in self.spaces[mode].values():
                 found = await self.clients[mode].call(backend.examine_request(space.target))
                 assert space.program is not None
                 bad += found.fingerprint != space.program.fingerprint
         for key in self.local:
-            whole = tables.ipset_elements(self.spaces["ipt_whole"][key].name)
-            for mode in ("ipt", "ipt_render", "ipt_1t"):
-                bad += tables.ipset_elements(self.spaces[mode][key].name) != whole
-            rendered = nft_elements(self.spaces["nft_render"][key].name)
-            for mode in ("nft", "nft_1t"):
-                bad += nft_elements(self.spaces[mode][key].name) != rendered
+            if "ipt_whole" in self.modes:
+                whole = tables.ipset_elements(self.spaces["ipt_whole"][key].name)
+                for mode in {"ipt", "ipt_render", "ipt_1t"} & set(self.modes):
+                    bad += tables.ipset_elements(self.spaces[mode][key].name) != whole
+            if "nft_render" in self.modes:
+                rendered = nft_elements(self.spaces["nft_render"][key].name)
+                for mode in {"nft", "nft_1t"} & set(self.modes):
+                    bad += nft_elements(self.spaces[mode][key].name) != rendered
         return bad
 
 
@@ -325,11 +341,116 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--flips", type=int, default=60, help="label flips (>= 50 for p99)")
     parser.add_argument("--remote-pods", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="small sizes: a CI smoke test")
+    parser.add_argument("--baseline", default=None, help="another checkout, alternating rounds")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per side (--baseline)")
+    parser.add_argument(
+        "--modes", default=",".join(COMPARED), help="the modes --baseline compares (comma list)"
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.flips, args.remote_pods = 6, 4000
+        args.flips, args.remote_pods, args.rounds = 6, 4000, 1
+    args.modes = tuple(m for m in args.modes.split(",") if m)
+    if not set(args.modes) <= set(MODES):
+        parser.error(f"--modes: each of {', '.join(MODES)}")
     args.backend = "nftables+iptables"
     return args
+
+
+async def child(args: argparse.Namespace) -> int:
+    """One round of `--baseline`: the samples of `args.modes`, as one CHILD line."""
+    bench, bad = await measure(args, args.modes)
+    samples = {
+        mode: {
+            "total": bench.times[mode],
+            "batch": bench.kernel[mode],
+            "prep": bench.prep[mode],
+            "own": bench.worker_own[mode][1:],  # the first: the initial commit
+            "patched": bench.patched[mode],
+            "fallbacks": bench.fallbacks[mode],
+        }
+        for mode in args.modes
+    }
+    print("CHILD " + json.dumps({"modes": samples, "calc": bench.calc_ms, "mismatches": bad}))
+    return 0
+
+
+def run_child(directory: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One round in a child process, with `directory`'s `agent` package."""
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(directory).resolve())}
+    command = [sys.executable, __file__, "--child", "--flips", str(args.flips)]
+    command += ["--remote-pods", str(args.remote_pods), "--modes", ",".join(args.modes)]
+    # In `directory`: the worker starts as `python -m`, whose path begins with the cwd.
+    out = subprocess.run(
+        command, env=env, cwd=directory, capture_output=True, text=True, check=True
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("CHILD "))
+    result: dict[str, Any] = json.loads(line[len("CHILD ") :])
+    return result
+
+
+def compare(args: argparse.Namespace) -> int:
+    """`--baseline`: rounds of this checkout and the baseline's in alternating child
+    processes (the order swapped every round), each side's medians and p99 over all its
+    rounds, and the same-run ratios this / baseline."""
+    sides = {"this": str(pathlib.Path(__file__).resolve().parents[2]), "baseline": args.baseline}
+    rounds: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    load = os.getloadavg()[0]
+    print(
+        f"flip latency, this against {args.baseline}: {args.rounds} rounds of {args.flips} "
+        f"flips per side, modes {', '.join(args.modes)}; load average {load:.2f}"
+    )
+    for r in range(args.rounds):
+        order = list(sides.items()) if r % 2 == 0 else list(reversed(sides.items()))
+        for side, directory in order:
+            rounds[side].append(run_child(directory, args))
+    print(f"  load average after: {os.getloadavg()[0]:.2f}")
+    figures: dict[str, Any] = {side: {} for side in sides}
+    bad = sum(one["mismatches"] for side in sides for one in rounds[side])
+    for side in sides:
+        calc = [t for one in rounds[side] for t in one["calc"]]
+        figures[side]["calc"] = benchlib.summary(calc)
+        print(f"  {side:8} calculation {ms(calc)}")
+        for mode in args.modes:
+            got = {
+                part: [t for one in rounds[side] for t in one["modes"][mode][part]]
+                for part in ("total", "batch", "prep", "own")
+            }
+            figures[side][mode] = {part: benchlib.summary(v) for part, v in got.items()}
+            print(
+                f"  {side:8} {mode:10s} event->committed {ms(got['total'])}\n"
+                f"{'':21s}prep {ms(got['prep'])}; worker batch {ms(got['batch'])}; "
+                f"worker's own time {ms(got['own'])}"
+            )
+    ratios = {
+        mode: {
+            part: figures["this"][mode][part]["median"]
+            / max(1e-9, figures["baseline"][mode][part]["median"])
+            for part in ("total", "batch", "prep", "own")
+        }
+        for mode in args.modes
+    }
+    for mode, r in ratios.items():
+        print(
+            f"  same run, this / baseline, {mode}: event->committed p50 {r['total']:.2f}, "
+            f"worker batch p50 {r['batch']:.2f}, worker's own time p50 {r['own']:.2f}"
+        )
+    print(f"  mismatches {bad}")
+    targets = [
+        benchlib.target(
+            f"flip-{mode}",
+            f"p50 {f['total']['median']:.2f} ms, p99 {f['total']['p99']:.2f} ms",
+            f["total"]["median"] <= P50_GOAL_MS and f["total"]["p99"] <= P99_GOAL_MS,
+            f"{mode}: event -> 5 pods committed p50 <= {P50_GOAL_MS} ms, p99 <= {P99_GOAL_MS} ms",
+        )
+        for mode in args.modes
+        if mode not in ONE_THREAD
+        for f in (figures["this"][mode],)
+    ]
+    benchlib.result(
+        "flip_latency", args, figures=figures, ratios=ratios, mismatches=bad, targets=targets
+    )
+    return 0 if bad == 0 else 1
 
 
 def ms(values: list[float]) -> str:
@@ -337,24 +458,27 @@ def ms(values: list[float]) -> str:
     return f"p50 {s['median']:.2f} ms, p99 {s['p99']:.2f} ms (n={s['n']})"
 
 
-async def run(args: argparse.Namespace) -> int:
+async def measure(args: argparse.Namespace, modes: tuple[str, ...]) -> tuple[Bench, int]:
+    """Set up `modes`' namespaces and workers, flip `args.flips` times, read every namespace
+    back; the bench with its samples and the mismatches found."""
     started = time.perf_counter()
     st = cluster(args.remote_pods)
     pods = flippers(args.remote_pods)
     prefix = f"psg-{secrets.token_hex(3)}-fl"
-    names = [f"{prefix}{m}{n}" for m in range(len(MODES)) for n in range(LOCAL_PODS)]
+    names = [f"{prefix}{m}{n}" for m in range(len(modes)) for n in range(LOCAL_PODS)]
     client = dp_client.WorkerClient(timeout=60)
     alone = dp_client.WorkerClient(timeout=60, threads=1)
     try:
         make_netns(names)
-        bench = Bench((client, alone), st, prefix)
+        bench = Bench((client, alone), st, prefix, modes)
         await bench.start()
         sizes = [len(bench.calc.desired(k).ruleset.ingress.port_peers) for k in bench.local]
-        print(
-            f"broad peers: {LOCAL_PODS} local pods, {args.remote_pods} remote pods; peer "
-            f"elements per local pod {min(sizes)}..{max(sizes)}; set up in "
-            f"{time.perf_counter() - started:.1f} s; {args.flips} flips"
-        )
+        if not args.child:
+            print(
+                f"broad peers: {LOCAL_PODS} local pods, {args.remote_pods} remote pods; peer "
+                f"elements per local pod {min(sizes)}..{max(sizes)}; set up in "
+                f"{time.perf_counter() - started:.1f} s; {args.flips} flips"
+            )
         for n in range(args.flips):
             await bench.flip(n, pods)
         bad = await bench.mismatches()
@@ -362,6 +486,11 @@ async def run(args: argparse.Namespace) -> int:
         await client.close()
         await alone.close()
         delete_netns(names)
+    return bench, bad
+
+
+async def run(args: argparse.Namespace) -> int:
+    bench, bad = await measure(args, MODES)
     print(f"  local pods changed per flip: {min(bench.changed)}..{max(bench.changed)}")
     touched = touched_summary(bench.touched, len(bench.calc_ms) * LOCAL_PODS)
     print(
@@ -445,7 +574,12 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    return asyncio.run(run(parse_args()))
+    args = parse_args()
+    if args.child:
+        return asyncio.run(child(args))
+    if args.baseline:
+        return compare(args)
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":

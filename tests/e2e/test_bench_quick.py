@@ -141,6 +141,19 @@ def test_flip_latency_quick() -> None:
     _targets(result, {f"flip-{mode}" for mode in modes} | {"flip-ipt-over-nft"})
 
 
+def test_flip_latency_against_a_baseline_quick() -> None:
+    # The checkout against itself: both sides' rounds run and compare, nothing mismatches.
+    result = run("flip_latency", "--baseline", str(ROOT), "--modes", "nft,nft_1t")
+    assert result["mismatches"] == 0
+    for side in ("this", "baseline"):
+        for mode in ("nft", "nft_1t"):
+            for part in ("total", "batch", "prep", "own"):
+                figures = result["figures"][side][mode][part]
+                assert figures["n"] >= 1 and 0 < figures["median"] <= figures["p99"]
+    assert set(result["ratios"]) == {"nft", "nft_1t"} and result["ratios"]["nft"]["total"] > 0
+    _targets(result, {"flip-nft"})
+
+
 def test_worker_memory_quick() -> None:
     result = run("worker_memory")
     pss = result["pss_mib"]

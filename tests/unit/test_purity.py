@@ -20,6 +20,7 @@ PURE = [
     *sorted((ROOT / "agent" / "tiers").glob("*.py")),
     ROOT / "agent" / "dataplane" / "netns.py",
     ROOT / "agent" / "dataplane" / "protocol.py",
+    ROOT / "agent" / "dataplane" / "errors.py",
     ROOT / "agent" / "dataplane" / "worker" / "lanes.py",
     ROOT / "agent" / "dataplane" / "nft" / "render.py",
     ROOT / "agent" / "dataplane" / "nft" / "incremental.py",

@@ -2,8 +2,8 @@
 to change it.
 
 The agent's event loop never switches namespace (docs/architecture.md): it sends typed
-requests (`agent.dataplane.protocol`) to this process as JSON lines on stdin and reads one
-JSON line per answer on stdout. The worker keeps one libnftables context per namespace (the
+requests (`agent.dataplane.protocol`) to this process as lines on stdin and reads one line per
+answer on stdout. The worker keeps one libnftables context per namespace (the
 netlink socket is bound to the namespace it was opened in), so an apply costs a few
 milliseconds instead of a process start. A hung worker is killed by the agent and started
 afresh; nothing here is state the agent cannot rebuild.
@@ -20,8 +20,8 @@ the order of the parts, as with one thread.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import os
 import sys
 import time
@@ -36,6 +36,7 @@ from agent.dataplane.worker import connections, ipt, namespaces, nft, pool, scan
 
 Handler = Callable[[namespaces.Namespaces, Any], Any]
 THREADS = 2
+QUICK_ELEMENTS = 64  # an element patch of at most this many elements is `quick`
 
 
 def _counters(ns: namespaces.Namespaces, request: protocol.ReadCounters) -> protocol.Counters:
@@ -90,61 +91,78 @@ class Worker:
         self.namespaces = namespaces.Namespaces()
         self.pool = pool.Pool(threads)
 
-    def answer(self, raw: dict[str, Any], parallel: bool = True) -> dict[str, Any]:
-        """The reply line to one request line: its result with `ok`, or a typed error
-        (never raises). A batch answers each part on its own, in order (its parts run on
-        the pool's threads; a batch inside a batch runs its parts one after another)."""
-        reply: dict[str, Any] = {"id": raw.get("id")}
+    def answer(self, line: bytes) -> bytes:
+        """The reply line to one request line (never raises): its reply or its typed error; a
+        batch's parts each answered on their own, in order, on the pool's threads."""
+        try:
+            ident, request = protocol.read_request(line)
+        except protocol.Unreadable as exc:
+            return protocol.reply_line(exc.ident, exc)
+        if isinstance(request, list):
+            return protocol.reply_line(ident, protocol.BatchReplies(self._parts(request)))
+        return protocol.reply_line(ident, self.outcome(request))
+
+    def outcome(self, request: protocol.Request[Any] | protocol.DataplaneError) -> Any:
+        """The reply to one request, or the typed error it met (never raises); a reply with a
+        `seconds` field carries the request's own time here."""
+        if isinstance(request, protocol.DataplaneError):
+            return request  # a part that did not read
         started = time.perf_counter()
         try:
-            if raw.get("op") == protocol.Op.BATCH:
-                parts = raw.get("requests")
-                if not isinstance(parts, list):
-                    raise ValueError("batch without requests")
-                reply["replies"] = self._parts(parts, parallel)
-            else:
-                reply.update(protocol.encode(self.handle(protocol.decode_request(raw))))
-            reply["ok"] = True
+            reply = self.handle(request)
         except protocol.DataplaneError as exc:
-            reply.update(ok=False, kind=exc.kind, error=str(exc))
+            return exc
         except (libnft.NftError, ipt_commands.IptError) as exc:
-            reply.update(ok=False, kind=protocol.ApplyFailed.kind, error=str(exc))
+            return protocol.ApplyFailed(str(exc))
         except Exception as exc:  # reported to the agent as a typed error, never a crash
-            reply.update(ok=False, kind="internal", error=f"{type(exc).__name__}: {exc}")
-        reply["seconds"] = time.perf_counter() - started  # this request's own time here
+            return protocol.DataplaneError(f"{type(exc).__name__}: {exc}")
+        if isinstance(reply, protocol.Committed | protocol.Patched):
+            reply = dataclasses.replace(reply, seconds=time.perf_counter() - started)
         return reply
 
-    def _parts(self, parts: list[Any], parallel: bool) -> list[dict[str, Any]]:
-        if not parallel:
-            return [self.answer(part, parallel=False) for part in parts]
-        return self.pool.run(
-            [(lane(part), functools.partial(self.answer, part, False)) for part in parts]
+    def _parts(self, parts: protocol.Parts) -> tuple[Any, ...]:
+        if all(map(quick, parts)):
+            return tuple(self.outcome(part) for part in parts)  # in order, on this thread
+        return tuple(
+            self.pool.run([(lane(part), functools.partial(self.outcome, part)) for part in parts])
         )
 
     def handle(self, request: protocol.Request[Any]) -> Any:
+        if isinstance(request, protocol.Batch):  # a batch inside a batch: one part after another
+            return protocol.BatchReplies(tuple(self.outcome(part) for part in request.requests))
         handler = HANDLERS.get(request.op)
         if handler is None:
             raise ValueError(f"op {request.op} is not handled here")
         return handler(self.namespaces, request)
 
 
-def lane(raw: Any) -> Hashable | None:
+def quick(part: protocol.Request[Any] | protocol.DataplaneError) -> bool:
+    """Whether a part is quicker done than handed to another thread: an element patch of a
+    few elements over netlink (no libnftables, no child process), a generation read, a ping.
+    A batch of such parts alone runs on the reading thread, one part after another: handing
+    each to the pool costs thread wake-ups, and a thread back from a system call waits for
+    the interpreter's lock while another runs Python (up to its switch interval, 5 ms),
+    which is more than the parts' own work (about 0.2 ms each)."""
+    if isinstance(part, protocol.Patch):
+        return bool(part.state) and _elements(part) <= QUICK_ELEMENTS
+    return isinstance(part, protocol.ReadGeneration | protocol.Ping | protocol.DataplaneError)
+
+
+def _elements(patch: protocol.Patch) -> int:
+    return sum(len(change.deleted) + len(change.added) for change in patch.elements)
+
+
+def lane(request: protocol.Request[Any] | protocol.DataplaneError) -> Hashable | None:
     """The lane of a batch part: the identity of the namespace at its path (as the part
     will find it when it enters: two paths of one namespace share a lane), or the path itself
     when nothing is there (the part fails alone); None (a barrier) for a part about no single
     namespace."""
-    op = raw.get("op") if isinstance(raw, dict) else None
-    try:
-        kind = protocol.REQUESTS[protocol.Op(str(op))]
-    except ValueError:
-        return None
-    path = raw.get("path")
-    if not issubclass(kind, protocol.InNetns) or not isinstance(path, str):
+    if not isinstance(request, protocol.InNetns):
         return None
     try:
-        st = os.stat(path)
+        st = os.stat(request.path)
     except OSError:
-        return ("missing", path)
+        return ("missing", request.path)
     return (st.st_dev, st.st_ino)
 
 
@@ -159,10 +177,11 @@ def threads() -> int:
 def main() -> None:
     child.die_with_parent(child.WORKER_PARENT_ENV)
     worker = Worker(threads())
-    for line in sys.stdin:
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
         if not line.strip():
             continue
-        sys.stdout.write(json.dumps(worker.answer(json.loads(line))) + "\n")
-        sys.stdout.flush()
+        out.write(worker.answer(line))
+        out.flush()
         # After the answer (the agent does not wait for it): memory of big requests goes back.
         worker.namespaces.shed(trim=len(line) > namespaces.HEAVY_BYTES)

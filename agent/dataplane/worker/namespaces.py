@@ -70,12 +70,12 @@ class Namespaces:
 
     def shed(self, trim: bool = False) -> int:
         """Close the contexts that ran heavy commands and trim the C heap (also with `trim`:
-        the request itself was big); how many were closed."""
+        the request itself was big); how many were closed. Called between requests, when no
+        thread is inside any namespace (a batch returns once every part is done)."""
         with self.lock:
             evicted, self.evicted = self.evicted, False
-            idle = {ident for ident in self.heavy if not self.busy[ident]}
-            self.heavy -= idle  # one in use now is closed after its next request
-            shut = [ctx for ident in idle if (ctx := self.contexts.pop(ident, None)) is not None]
+            heavy, self.heavy = self.heavy, set()
+            shut = [ctx for ident in heavy if (ctx := self.contexts.pop(ident, None)) is not None]
         for ctx in shut:
             ctx.close()
         if shut or evicted or trim:

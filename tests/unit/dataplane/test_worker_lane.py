@@ -9,8 +9,9 @@ import os
 from agent.dataplane import protocol, worker
 
 
-def part(request: protocol.Request[object]) -> dict[str, object]:
-    return protocol.encode_request(request)
+def part(request: protocol.Request[object]) -> protocol.Request[object]:
+    """The part as the worker reads it off the wire."""
+    return protocol.decode_request(protocol.encode_request(request))
 
 
 def test_two_paths_of_one_namespace_share_a_lane() -> None:
@@ -26,4 +27,4 @@ def test_a_missing_namespace_has_a_lane_of_its_own_and_the_rest_are_barriers() -
     assert worker.lane(part(protocol.Scan("/run/netns"))) is None
     assert worker.lane(part(protocol.ReadCounters(()))) is None
     assert worker.lane(part(protocol.Batch((protocol.Ping(),)))) is None
-    assert worker.lane({"op": "no-such-op", "path": "/proc/self/ns/net"}) is None
+    assert worker.lane(protocol.ProtocolError("a part that did not read")) is None
