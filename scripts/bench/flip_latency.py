@@ -20,13 +20,14 @@ Per flip: the watch event is applied to the store and the incremental calculator
 order and each starting on an idle worker (the worker gives a big request's memory back after
 answering it), the 5 changed rulesets are derived or rendered and sent to the real dataplane
 worker in one batch, as the sync layer does, and the batch's reply is awaited (the worker
-answers after the kernel committed). Each mode programs its own 5 real network namespaces
+answers after the kernel committed; the nftables modes and the iptables modes each have their
+own worker, as an agent runs one backend). Each mode programs its own 5 real network namespaces
 (`psg-<random6>-fl<mode><n>`, deleted at the end). A patch the worker does not vouch for is
 applied whole (counted) inside the timing. After the run every namespace is read back: its
 fingerprint must be the last ruleset's, the iptables namespaces' sets must hold exactly the
 whole-apply namespaces' elements, and the `nft` namespaces' sets the `nft_render` ones'
-(`mismatches`). Not covered: the agent's event loop and batching delay (see
-time_to_enforce.py for the end-to-end agent figures).
+(`mismatches`). Not covered: the agent's event loop and batching delay (see time_to_enforce.py
+for the end-to-end agent figures).
 
 Prints p50/p99 per mode (and the derive or render + diff part, the worker batch and the
 worker's own time), the same-run ratios, the target per mode (p50 <= 5 ms, p99 <= 100 ms) and
@@ -81,6 +82,12 @@ BACKEND = {mode: "nftables" if mode.startswith("nft") else "iptables" for mode i
 DERIVED = ("nft", "ipt", "nft_1t", "ipt_1t")
 ONE_THREAD = ("nft_1t", "ipt_1t")
 COMPARED = ("nft", "nft_1t", "ipt")  # what --baseline compares unless --modes says otherwise
+
+
+def worker_of(mode: str) -> tuple[str, bool]:
+    """The worker a mode's batches go to: one per backend (an agent runs one backend, so its
+    worker never handles the other's requests between two flips) and thread count."""
+    return BACKEND[mode], mode in ONE_THREAD
 
 
 def broad_policy(name: str, teams: list[str], roles: range) -> dict[str, Any]:
@@ -156,14 +163,13 @@ def delete_netns(names: list[str]) -> None:
 class Bench:
     def __init__(
         self,
-        clients: tuple[dp_client.WorkerClient, dp_client.WorkerClient],
+        clients: dict[tuple[str, bool], dp_client.WorkerClient],
         st: store.Store,
         prefix: str,
         modes: tuple[str, ...] = MODES,
     ) -> None:
-        pooled, alone = clients
         self.modes = modes
-        self.clients = {mode: alone if mode in ONE_THREAD else pooled for mode in modes}
+        self.clients = {mode: clients[worker_of(mode)] for mode in modes}
         self.store = st
         self.calc = incremental.Calculator.of(
             NODE, pods=st.pods, namespaces=st.namespaces, policies=st.policies, nodes=st.nodes
@@ -466,11 +472,13 @@ async def measure(args: argparse.Namespace, modes: tuple[str, ...]) -> tuple[Ben
     pods = flippers(args.remote_pods)
     prefix = f"psg-{secrets.token_hex(3)}-fl"
     names = [f"{prefix}{m}{n}" for m in range(len(modes)) for n in range(LOCAL_PODS)]
-    client = dp_client.WorkerClient(timeout=60)
-    alone = dp_client.WorkerClient(timeout=60, threads=1)
+    clients = {
+        key: dp_client.WorkerClient(timeout=60, threads=1 if key[1] else None)
+        for key in sorted({worker_of(mode) for mode in modes})
+    }
     try:
         make_netns(names)
-        bench = Bench((client, alone), st, prefix, modes)
+        bench = Bench(clients, st, prefix, modes)
         await bench.start()
         sizes = [len(bench.calc.desired(k).ruleset.ingress.port_peers) for k in bench.local]
         if not args.child:
@@ -483,8 +491,8 @@ async def measure(args: argparse.Namespace, modes: tuple[str, ...]) -> tuple[Ben
             await bench.flip(n, pods)
         bad = await bench.mismatches()
     finally:
-        await client.close()
-        await alone.close()
+        for client in clients.values():
+            await client.close()
         delete_netns(names)
     return bench, bad
 
