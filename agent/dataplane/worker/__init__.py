@@ -142,10 +142,22 @@ def quick(part: protocol.Request[Any] | protocol.DataplaneError) -> bool:
     A batch of such parts alone runs on the reading thread, one part after another: handing
     each to the pool costs thread wake-ups, and a thread back from a system call waits for
     the interpreter's lock while another runs Python (up to its switch interval, 5 ms),
-    which is more than the parts' own work (about 0.2 ms each)."""
+    which is more than the parts' own work (about 0.2 ms each).
+
+    Also the read-backs through libnftables (`Glance` at first contact, `Inspect` at resync):
+    run from two threads of one process at once, libnftables' listings took 150-500 ms each
+    in namespaces whose tables had been replaced by a whole script (2 ms from one thread, and
+    from two `nft` processes at once; docs/benchmarks, restart to ready)."""
     if isinstance(part, protocol.Patch):
         return bool(part.state) and _elements(part) <= QUICK_ELEMENTS
-    return isinstance(part, protocol.ReadGeneration | protocol.Ping | protocol.DataplaneError)
+    return isinstance(
+        part,
+        protocol.ReadGeneration
+        | protocol.Ping
+        | protocol.Glance
+        | protocol.Inspect
+        | protocol.DataplaneError,
+    )
 
 
 def _elements(patch: protocol.Patch) -> int:

@@ -1,7 +1,8 @@
 """How the worker answers a line (`agent.dataplane.worker.Worker.answer`): a line that does not
 read is answered with a ProtocolError and the next one as usual; a batch of quick parts (small
-element patches, generation reads, pings) runs on the reading thread, any other through the
-pool. No root: the handlers that would enter namespaces are stand-ins that note their thread."""
+element patches, generation reads, pings, read-backs) runs on the reading thread, any other
+through the pool. No root: the handlers that would enter namespaces are stand-ins that note
+their thread."""
 
 from __future__ import annotations
 
@@ -96,4 +97,39 @@ def test_a_batch_with_a_part_that_is_not_quick_runs_on_the_pool(
         False,
         True,
         False,
+    ]
+
+
+def test_a_batch_of_read_backs_runs_on_the_reading_thread_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Glances (first contact) and inspects (resync) through libnftables, one after another:
+    from two threads at once its listings were 100x slower in namespaces whose tables a whole
+    script had replaced."""
+    seen: list[tuple[str, str, int]] = []
+
+    def stand_in(ns: Any, request: Any) -> protocol.Examined:
+        seen.append((request.op.value, request.path, threading.get_ident()))
+        return protocol.Examined("fp", None, 3)
+
+    handlers = dict(worker.HANDLERS)
+    handlers[protocol.Op.GLANCE] = handlers[protocol.Op.INSPECT] = stand_in
+    monkeypatch.setattr(worker, "HANDLERS", handlers)
+    w = worker.Worker(threads=2)
+
+    def no_pool(jobs: Any) -> Any:
+        raise AssertionError("a batch of read-backs went through the pool")
+
+    monkeypatch.setattr(w.pool, "run", no_pool)
+    paths = [f"/run/netns/psg-never-{n}" for n in range(6)]
+    parts = tuple(
+        (protocol.Glance if n % 2 else protocol.Inspect)(path, None) for n, path in enumerate(paths)
+    )
+    batch = protocol.Batch(parts)
+    got = protocol.read_reply(batch, 1, w.answer(protocol.request_line(1, batch)))
+    assert isinstance(got, protocol.BatchReplies)
+    assert all(isinstance(r, protocol.Examined) and r.fingerprint == "fp" for r in got.replies)
+    assert seen == [
+        ("inspect" if n % 2 == 0 else "glance", path, threading.get_ident())
+        for n, path in enumerate(paths)
     ]
