@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,6 +22,7 @@ from agent.flows import collector as flows_collector
 from agent.sync import tamper
 from testbed.sandbox import probe, topology
 from tests.support import cluster as fx
+from tests.support import polling
 
 KEY = "x/b"
 
@@ -54,16 +55,6 @@ def agent_children() -> dict[int, str]:
     return found
 
 
-async def until(check: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    """Poll `check` on the event loop until it is truthy; fail with `what` at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def test_one_helper_reads_drops_and_sees_tampering_and_both_survive_its_kill(
     sandbox: topology.Sandbox,
 ) -> None:
@@ -84,7 +75,7 @@ def test_one_helper_reads_drops_and_sees_tampering_and_both_survive_its_kill(
     async def drop_is_read() -> None:
         before = sample("podseg_nflog_messages_total", result="ok")
         assert await asyncio.to_thread(probe.probe, a, b.ipv4, 80, "tcp", 0.5) == probe.TIMEOUT
-        await until(
+        await polling.until(
             lambda: sample("podseg_nflog_messages_total", result="ok") > before, "a drop read"
         )
 
@@ -99,7 +90,9 @@ def test_one_helper_reads_drops_and_sees_tampering_and_both_survive_its_kill(
         assert watch.take() == {KEY}
 
     async def both_work(flows: flows_collector.Collector, watch: tamper.Watch, table: str) -> None:
-        await until(lambda: flows._opened == {KEY} and watch._opened == {KEY}, "both opened")
+        await polling.until(
+            lambda: flows._opened == {KEY} and watch._opened == {KEY}, "both opened"
+        )
         await drop_is_read()
         await tamper_is_seen(watch, table)
 
@@ -119,7 +112,7 @@ def test_one_helper_reads_drops_and_sees_tampering_and_both_survive_its_kill(
             restarts = sample("podseg_helper_restarts_total", failed="process")
             watch_restarts = sample("podseg_tamper_watch_restarts_total")
             os.kill(first, signal.SIGKILL)
-            await until(lambda: link.pid not in (None, first), "a new helper")
+            await polling.until(lambda: link.pid not in (None, first), "a new helper")
             assert sample("podseg_helper_restarts_total", failed="process") == restarts + 1
             assert sample("podseg_tamper_watch_restarts_total") == watch_restarts + 1
             assert watch.take() == {KEY}  # unwatched for a while: read back

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,3 +24,15 @@ def wait_for(
         time.sleep(interval)
         last = check()
     return last
+
+
+async def until(
+    check: Callable[[], object], what: str = "", *, timeout: float = 20.0, interval: float = 0.02
+) -> None:
+    """`wait_for` on an event loop: poll `check` between the loop's other work."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(interval)

@@ -18,7 +18,7 @@ import structlog
 from agent import child, helper, helperlink, metrics
 from agent.dataplane import listener
 from agent.dataplane.nft import render as render_nft
-from tests.support import helperproc
+from tests.support import helperproc, polling
 
 MISSING = "/nonexistent/psg-helperlink-test"
 
@@ -50,15 +50,6 @@ def restarts(failed: str) -> float:
     )
 
 
-async def until(check: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def linked() -> tuple[helperlink.Link, Recorder, Recorder]:
     link = helperlink.Link()
     drops, changes = Recorder("x/drops"), Recorder("x/changes")
@@ -74,13 +65,15 @@ def test_each_part_gets_its_lines_and_a_killed_helper_is_restarted_for_both() ->
         with structlog.testing.capture_logs() as logs:
             await link.start()
             try:
-                await until(lambda: drops.lines and changes.lines, "both answered")
+                await polling.until(lambda: drops.lines and changes.lines, "both answered")
                 assert [m["key"] for m in drops.lines] == ["x/drops"]
                 assert [m["key"] for m in changes.lines] == ["x/changes"]
                 first = link.pid
                 assert first is not None
                 os.kill(first, signal.SIGKILL)
-                await until(lambda: len(drops.lines) == 2 and len(changes.lines) == 2, "again")
+                await polling.until(
+                    lambda: len(drops.lines) == 2 and len(changes.lines) == 2, "again"
+                )
                 assert link.pid not in (None, first)
                 assert drops.connects == changes.connects == [False, True]
                 assert restarts("process") == before + 1
@@ -118,7 +111,7 @@ def test_a_failing_part_restarts_the_helper_for_both_parts(monkeypatch: pytest.M
         with structlog.testing.capture_logs() as logs:
             await link.start()
             try:
-                await until(
+                await polling.until(
                     lambda: drops.connects[:2] == [False, True], "restarted after a failure"
                 )
                 assert changes.connects[:2] == [False, True]

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from agent import store
 from agent.k8s import watch
 from agent.sync import holdover
 from agent.sync import loop as sync_loop
 from tests.support import cluster as fx
+from tests.support import polling
 from tests.support.syncnode import Node, counter
 
 WAIT = 2.0  # seconds: deadline for the loop to act on what the test did
@@ -26,13 +26,6 @@ def restarted(node: Node) -> sync_loop.Reconciler:
     return rec
 
 
-async def until(check: Any, what: str) -> None:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < WAIT, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
-
-
 def test_an_agent_without_the_api_puts_back_a_deleted_table_and_is_not_ready() -> None:
     node = Node()
     node.run()
@@ -43,13 +36,19 @@ def test_an_agent_without_the_api_puts_back_a_deleted_table_and_is_not_ready() -
         queue: asyncio.Queue[watch.WatchEvent | watch.Relist] = asyncio.Queue()
         task = asyncio.create_task(rec.run(queue))
         try:
-            await until(lambda: len(rec.holdover.kept) == 2, "the tables held")
+            await polling.until(
+                lambda: len(rec.holdover.kept) == 2, "the tables held", timeout=WAIT
+            )
             drift = counter("podseg_ruleset_drift_total")
             web0 = node.fake("web-0")
             node.dataplane.drop_tables(web0)
             key = next(k for k, v in rec.holdover.kept.items() if v.target.ino == web0.ino)
             rec.watch.notify(key, [web0.generation])  # the stranger's commit
-            await until(lambda: web0.tables == held["web-0"], "the deleted table put back")
+            await polling.until(
+                lambda: web0.tables == held["web-0"],
+                "the deleted table put back",
+                timeout=WAIT,
+            )
             assert counter("podseg_ruleset_drift_total") == drift + 1
             assert node.fake("web-1").tables == held["web-1"]
             assert not rec.ready
@@ -61,7 +60,7 @@ def test_an_agent_without_the_api_puts_back_a_deleted_table_and_is_not_ready() -
                 queue.put_nowait(fx.relist(resource, []))
             for resource, items in node.lists.items():
                 queue.put_nowait(fx.relist(resource, items))
-            await until(lambda: rec.ready, "ready once in sync")
+            await polling.until(lambda: rec.ready, "ready once in sync", timeout=WAIT)
             assert rec.holdover.kept == {} and rec.holdover.ended
             assert not any(k.startswith(holdover.PREFIX) for k in rec.watch.targets)
         finally:
