@@ -73,6 +73,15 @@ def _generation(worker: namespaces.Namespaces, ns: str) -> int:
     return worker_nft.read_generation(worker, protocol.ReadGeneration(path, ino)).generation
 
 
+def _load_pending(ns: str) -> None:
+    """podseg-cni's pending table in `ns`, as the plugin leaves it."""
+    run("ip", "netns", "exec", ns, "nft", "-f", "-", stdin=PENDING)
+
+
+def _tables(ns: str) -> str:
+    return run("ip", "netns", "exec", ns, "nft", "list", "tables")
+
+
 def _listing(ns: str) -> list[Any]:
     """`nft -j list table` of both podseg tables, handles of tables (a namespace-wide counter
     the delete prelude advances) left out, everything else as listed."""
@@ -247,27 +256,24 @@ def _between(monkeypatch: pytest.MonkeyPatch, check: Callable[[], None]) -> list
 
 @pytest.mark.parametrize("with_pending", [False, True])
 def test_a_split_first_commit_lists_as_the_whole_script_does(
-    two_netns: tuple[str, str], worker: namespaces.Namespaces, with_pending: bool
+    two_netns: tuple[str, str],
+    worker: namespaces.Namespaces,
+    monkeypatch: pytest.MonkeyPatch,
+    with_pending: bool,
 ) -> None:
     split_ns, whole_ns = two_netns
     rs = _ruleset()
     if with_pending:
         for ns in two_netns:
-            run("ip", "netns", "exec", ns, "nft", "-f", "-", stdin=PENDING)
+            _load_pending(ns)
     moved, done = _commit(worker, split_ns, rs)
     assert moved == 2 and done.digest is None  # two transactions, both ours: no read-back
-    saved = firstfill.LEAST
-    firstfill.LEAST = 1 << 60
-    try:
-        assert _commit(worker, whole_ns, rs)[0] == 1
-    finally:
-        firstfill.LEAST = saved
+    monkeypatch.setattr(firstfill, "LEAST", 1 << 60)  # the whole script
+    assert _commit(worker, whole_ns, rs)[0] == 1
     assert _listing(split_ns) == _listing(whole_ns)  # rule handles and element order too
     assert tables.canonical_listing(split_ns) == tables.canonical_listing(whole_ns)
     for ns in two_netns:
-        assert f"inet {pending.TABLE}" not in run(
-            "ip", "netns", "exec", ns, "nft", "list", "tables"
-        )
+        assert f"inet {pending.TABLE}" not in _tables(ns)
     path, ino = _path(split_ns)
     found = worker_nft.inspect(worker, protocol.Inspect(path, ino))
     assert found.fingerprint == NFT.render(rs, ["eth0"]).fingerprint
@@ -285,7 +291,7 @@ def test_the_pod_is_never_less_strict_between_the_steps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pod_ns, _ = pod
-    run("ip", "netns", "exec", pod_ns, "nft", "-f", "-", stdin=PENDING)
+    _load_pending(pod_ns)
     assert probes.verdicts() == NOTHING  # the pending table shuts the pod
 
     seen: dict[str, Any] = {}
@@ -293,7 +299,7 @@ def test_the_pod_is_never_less_strict_between_the_steps(
     def window() -> None:
         seen["verdicts"] = probes.verdicts()
         seen["fingerprint"] = worker_nft.glance(worker, protocol.Glance(*_path(pod_ns))).fingerprint
-        seen["tables"] = run("ip", "netns", "exec", pod_ns, "nft", "list", "tables")
+        seen["tables"] = _tables(pod_ns)
 
     ran = _between(monkeypatch, window)
     _commit(worker, pod_ns, _ruleset())
@@ -353,7 +359,7 @@ def test_a_failed_send_leaves_the_pending_table_and_empty_sets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pod_ns, _ = pod
-    run("ip", "netns", "exec", pod_ns, "nft", "-f", "-", stdin=PENDING)
+    _load_pending(pod_ns)
 
     def broken(*args: Any) -> None:
         raise protocol.ApplyFailed("element patch: [Errno 9] Bad file descriptor")
@@ -361,13 +367,13 @@ def test_a_failed_send_leaves_the_pending_table_and_empty_sets(
     monkeypatch.setattr(worker_nft, "_send_batch", broken)
     with pytest.raises(protocol.ApplyFailed):
         _commit(worker, pod_ns, _ruleset())
-    held = run("ip", "netns", "exec", pod_ns, "nft", "list", "tables")
+    held = _tables(pod_ns)
     assert f"inet {pending.TABLE}" in held and "inet podseg" in held
     assert probes.verdicts() == NOTHING
 
 
 def test_a_patch_derives_after_a_split_first_commit(
-    two_netns: tuple[str, str], worker: namespaces.Namespaces
+    two_netns: tuple[str, str], worker: namespaces.Namespaces, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     split_ns, fresh_ns = two_netns
     old_rs = _ruleset()
@@ -382,12 +388,8 @@ def test_a_patch_derives_after_a_split_first_commit(
     assert isinstance(request, protocol.Patch) and request.state
     patched = worker_nft.patch(worker, request)
     assert patched.applied and patched.sole
-    saved = firstfill.LEAST
-    firstfill.LEAST = 1 << 60
-    try:
-        _commit(worker, fresh_ns, new_rs)
-    finally:
-        firstfill.LEAST = saved
+    monkeypatch.setattr(firstfill, "LEAST", 1 << 60)  # the whole script
+    _commit(worker, fresh_ns, new_rs)
     assert tables.canonical_listing(split_ns) == tables.canonical_listing(fresh_ns)
     path, ino = _path(split_ns)
     assert worker_nft.inspect(worker, protocol.Inspect(path, ino)).fingerprint == (

@@ -9,8 +9,8 @@ import ipaddress
 from agent import model
 from agent.calc import intervals, ruleset
 from agent.tiers import compile as tiers_compile
-from agent.tiers import evaluate
 from agent.tiers import model as tiers
+from tests.support import admintier
 
 V4 = int(ipaddress.IPv4Address("198.18.0.0"))
 V6 = int(ipaddress.IPv6Address("fd00:198:18::"))
@@ -38,16 +38,7 @@ def admin_deny(addresses: list[str], port: int) -> tuple[ruleset.TierEntry, ...]
         (tiers.Peer(namespaces=model.LabelSelector((("team", "t0"),))),),
         (tiers.Port("TCP", port, port),),
     )
-    policy = tiers.ClusterPolicy(
-        tiers.CLUSTER_NETWORK_POLICY,
-        "admin",
-        tiers.ADMIN,
-        1,
-        tiers.Subject(namespaces=model.LabelSelector()),
-        ingress=(rule,),
-    )
-    entries = tiers_compile.tier_entries((policy,), tiers.ADMIN, evaluate.INGRESS, LOCAL, {}, peers)
-    return tuple(entries)
+    return admintier.ingress_entries(rule, LOCAL, peers)
 
 
 def broad(

@@ -11,8 +11,8 @@ from agent.calc import intervals, ruleset
 from agent.dataplane.nft import incremental
 from agent.dataplane.nft import render as render_nft
 from agent.tiers import compile as tiers_compile
-from agent.tiers import evaluate
 from agent.tiers import model as tiers
+from tests.support import admintier
 
 LOCAL = model.Pod("app", "local", node_name="n1", ips=("10.9.0.1",))
 
@@ -33,15 +33,7 @@ def _rendered(port: int, peers: list[tiers_compile.Peer]) -> render_nft.Rendered
         (tiers.Peer(namespaces=model.LabelSelector((("team", "t0"),))),),
         (tiers.Port("TCP", port, port),),
     )
-    policy = tiers.ClusterPolicy(
-        tiers.CLUSTER_NETWORK_POLICY,
-        "admin",
-        tiers.ADMIN,
-        1,
-        tiers.Subject(namespaces=model.LabelSelector()),
-        ingress=(rule,),
-    )
-    entries = tiers_compile.tier_entries((policy,), tiers.ADMIN, evaluate.INGRESS, LOCAL, {}, peers)
+    entries = admintier.ingress_entries(rule, LOCAL, peers)
     assert len(entries) == 1 and entries[0].addrs is not None  # factored
     rs = ruleset.PodRuleset("app", "local", ingress=ruleset.DirectionRuleset(admin=entries))
     return render_nft.render(rs, ("eth0",))
@@ -82,17 +74,7 @@ def test_a_named_port_keeps_the_concatenated_set() -> None:
         (tiers.Peer(namespaces=model.LabelSelector()),),
         (tiers.Port("", named="http"),),
     )
-    policy = tiers.ClusterPolicy(
-        tiers.CLUSTER_NETWORK_POLICY,
-        "admin",
-        tiers.ADMIN,
-        1,
-        tiers.Subject(namespaces=model.LabelSelector()),
-        ingress=(rule,),
-    )
-    entries = tiers_compile.tier_entries(
-        (policy,), tiers.ADMIN, evaluate.INGRESS, local, {}, _peers(3)
-    )
+    entries = admintier.ingress_entries(rule, local, _peers(3))
     assert len(entries) == 1 and entries[0].addrs is None
     rs = ruleset.PodRuleset("app", "local", ingress=ruleset.DirectionRuleset(admin=entries))
     script = render_nft.render(rs, ("eth0",)).script
