@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -172,7 +173,31 @@ def parse_addresses(text: str) -> tuple[ruleset.AddrRange, ...]:
 
 
 def node_addresses(nodes: Iterable[model.Node]) -> tuple[ruleset.AddrRange, ...]:
-    """Every node's addresses as canonical ranges (unparsable ones skipped)."""
+    """Every node's addresses as canonical ranges (unparsable ones skipped); parsed once for
+    the very same Node objects (`_NODE_ADDRS`)."""
+    held = tuple(nodes)
+    key = tuple(map(id, held))
+    hit = _NODE_ADDRS.get(key)
+    if hit is not None:
+        return hit[1]
+    found = _parse_node_addresses(held)
+    if len(_NODE_ADDRS) >= _NODE_ADDRS_MAX:
+        del _NODE_ADDRS[next(iter(_NODE_ADDRS))]
+    _NODE_ADDRS[key] = (held, found)
+    return found
+
+
+# The node guard of every local pod holds every node's addresses, and a pod's result is
+# derived again at each event that touches it: parsing a cluster's node addresses each time
+# grew with the cluster (~2 us an address, twice per pod and event). By the nodes' ids; each
+# entry holds its nodes, so an id is never reused while cached. A Node that changes is a new
+# object: a new key.
+_NodeAddrs = tuple[tuple[model.Node, ...], tuple[ruleset.AddrRange, ...]]
+_NODE_ADDRS: dict[tuple[int, ...], _NodeAddrs] = {}
+_NODE_ADDRS_MAX = 4
+
+
+def _parse_node_addresses(nodes: Iterable[model.Node]) -> tuple[ruleset.AddrRange, ...]:
     ranges = []
     for node in nodes:
         for address in node.addresses:
@@ -203,11 +228,14 @@ def node_guard(
     return ruleset.NodeGuard(
         node_addrs=intervals.merge_addrs([*node_addresses(nodes), *link.gateways, *extra]),
         ports=tuple(ports),
-        blocked=intervals.merge_addrs(intervals.address_range(a) for a in METADATA_ADDRESSES)
-        if metadata
-        else (),
+        blocked=_metadata_ranges() if metadata else (),
         scoped=link.scoped_gateways,
     )
+
+
+@functools.cache
+def _metadata_ranges() -> tuple[ruleset.AddrRange, ...]:
+    return intervals.merge_addrs(intervals.address_range(a) for a in METADATA_ADDRESSES)
 
 
 def anti_spoof_exempt(namespace: model.Namespace | None) -> bool:

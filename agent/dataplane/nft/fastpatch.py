@@ -168,7 +168,7 @@ def _patch_sets(
                 named = held.get(target.name)
                 if named is None:
                     return None  # not the layout this module knows
-                found = _splice(named, before, start, gone_items, new_items, target)
+                found = _shared_splice(named, before, after, start, gone_items, new_items, target)
                 if found is not None:
                     patched[target.name], gone, added = found
                     changes[target.name] = setdiff.change(
@@ -288,6 +288,45 @@ def _texts(items: Items, target: _Target) -> list[str]:
     return [render_nft.format_addr(r) for r in items]
 
 
+_Spliced = tuple[render_nft.NamedSet, list[setdiff.Pair], list[setdiff.Pair]] | None
+
+# The splices of the last few sets, by the identity of what each was made from: the local
+# pods whose policies resolve to the same peers hold the very same canonical tuples (the
+# calculator's) and the very same rendered members and texts (`render_nft`'s caches, and
+# this one's, after a first patch), so one event's change is spliced, formatted and hashed
+# once for all of them, and its result stays shared for the next event. Each entry holds
+# the objects its key names, so an id is never reused while cached.
+_SPLICES: dict[tuple[Any, ...], tuple[tuple[Any, ...], _Spliced]] = {}
+_SPLICES_MAX = 64
+
+
+def _shared_splice(
+    named: render_nft.NamedSet,
+    before: Items,
+    after: Items,
+    start: int,
+    gone_items: list[Any],
+    new_items: list[Any],
+    target: _Target,
+) -> _Spliced:
+    """`_splice`, or what it gave for the very same set texts, members and peer tuples."""
+    held = (named.members, named.elements, before, after)
+    key = (target, named.type, named.flags, start, *map(id, held))
+    hit = _SPLICES.get(key)
+    if hit is not None:
+        return hit[1]
+    found = _splice(named, before, start, gone_items, new_items, target)
+    if len(_SPLICES) >= _SPLICES_MAX:
+        del _SPLICES[next(iter(_SPLICES))]
+    _SPLICES[key] = (held, found)
+    return found
+
+
+def clear_cache() -> None:
+    """Forget every kept splice (tests: each pod's derived on its own)."""
+    _SPLICES.clear()
+
+
 def _splice(
     named: render_nft.NamedSet,
     before: Items,
@@ -314,11 +353,13 @@ def _splice(
         raise _Mismatch  # not the rendering of `before`: never guess
     old_texts = list(texts[low:high])
     new_texts = _texts(new_items, target)
+    elements = (*texts[:low], *new_texts, *texts[high:])
     spliced = dataclasses.replace(
         named,
-        elements=(*texts[:low], *new_texts, *texts[high:]),
+        elements=elements,
         members=(*members[:low], *new_items, *members[high:]),
-        elements_digest=b"",  # the old elements'
+        # hashed here, once for every pod sharing the splice (`with_sets` would, per pod)
+        elements_digest=render_nft.elements_digest(elements),
     )
     gone, added = setdiff.diff(old_texts, new_texts, gone_items, new_items)
     return spliced, gone, added

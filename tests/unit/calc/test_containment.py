@@ -338,3 +338,28 @@ def _chain(script: str, name: str) -> list[str]:
     assert body is not None, name
     lines = [line.strip() for line in body.group(1).splitlines()]
     return [line for line in lines if not line.startswith("type ")]
+
+
+def test_node_addresses_are_parsed_once_for_the_same_nodes_and_again_when_one_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every local pod's node guard holds every node's addresses: they are parsed once for
+    the very same Node objects, and a changed Node (a new object) is read afresh."""
+    parsed: list[str] = []
+    real = intervals.address_range
+
+    def counting(address: str) -> ruleset.AddrRange:
+        parsed.append(address)
+        return real(address)
+
+    monkeypatch.setattr(intervals, "address_range", counting)
+    nodes = [model.Node(f"n{n}", (f"198.18.{n}.1",)) for n in range(50)]
+    first = containment.node_addresses(nodes)
+    for _ in range(5):
+        assert containment.node_addresses(iter(nodes)) is first
+    assert len(parsed) == 50
+    moved = [*nodes[:-1], model.Node("n49", ("198.19.0.1",))]
+    assert containment.node_addresses(moved) == intervals.merge_addrs(
+        [*first[:-1], real("198.19.0.1")]
+    )
+    assert len(parsed) == 100

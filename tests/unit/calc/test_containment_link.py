@@ -5,11 +5,15 @@ the lockdown of a contested namespace."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from agent import config, model
 from agent.calc import containment, intervals, ruleset
 from agent.calc import desired as calc_desired
+from agent.dataplane import netns
+from agent.sync import placement
 
 A = intervals.address_range
 C = intervals.cidr_range
@@ -111,3 +115,22 @@ def test_desired_takes_the_link_and_a_lockdown_adds_a_closed_quarantine() -> Non
     # Without what the scan saw, the pod's own addresses are still its only sources.
     bare = calc_desired.desired(pod(), cluster).ruleset
     assert bare.link == ruleset.Link() and bare.anti_spoof is not None
+
+
+def test_a_namespace_link_is_read_once_per_scan_result() -> None:
+    """Every plan of a pod asks for its namespace's link: the same scan result gives the very
+    same Link, and changed routes a new one, as `containment.link` reads them."""
+    routes = tuple(netns.Route(d, g, i) for d, g, i in ROUTES)
+    target = netns.Target("/run/netns/psg-a", 7, ("eth0",), ("fe80::1:5",), routes)
+    link = placement.link_of(target)
+    assert link == containment.link(["fe80::1:5"], ROUTES)
+    again = netns.Target(
+        "/run/netns/psg-a",
+        7,
+        ("eth0",),
+        ("fe80::1:5",),
+        tuple(netns.Route(d, g, i) for d, g, i in ROUTES),
+    )
+    assert placement.link_of(again) is link
+    fewer = dataclasses.replace(target, routes=routes[1:])
+    assert placement.link_of(fewer) == containment.link(["fe80::1:5"], ROUTES[1:]) != link

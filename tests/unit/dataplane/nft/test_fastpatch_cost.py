@@ -119,3 +119,34 @@ def test_pods_of_the_same_peers_keep_no_script_of_their_own() -> None:
     # each further pod adds its tables' rules and digests (a few dozen), not a script of its
     # own: under a quarter of the script's size
     assert ten - one < 9 * (script // 4), (one, ten, script)
+
+
+def test_pods_of_the_same_peers_share_one_splice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One flip seen by ten pods holding the same peer tuples: the changed set is spliced,
+    formatted and hashed once, and the ten derived renderings hold the very same elements
+    (so they stay shared for the next flip); each is still exactly a fresh rendering."""
+    render_nft.clear_caches()
+    fastpatch.clear_cache()
+    flipped, others, after = _peers(), _peers(), _peers(skip=500)
+    pods = [f"web-{n}" for n in range(10)]
+    olds = {pod: render_nft.render(_ruleset(pod, flipped, others), IFACES) for pod in pods}
+    hashed, derived = [], []
+    for pod in pods:
+        counting = _Counting()
+        monkeypatch.setattr(render_nft, "hashlib", counting)
+        found = fastpatch.derive(
+            _ruleset(pod, flipped, others), olds[pod], _ruleset(pod, after, others), IFACES
+        )
+        monkeypatch.undo()
+        assert found is not None and found.deleted == 1
+        fresh = render_nft.render(_ruleset(pod, after, others), IFACES)
+        assert found.rendered.fingerprint == fresh.fingerprint
+        assert found.rendered.script == fresh.script
+        hashed.append(counting.bytes)
+        derived.append(found.rendered)
+    name = "ingress_p0_tcp_8080_v4"
+    held = [next(s for s in r.tables[0].sets if s.name == name) for r in derived]
+    assert all(s.elements is held[0].elements for s in held)
+    # the first pod hashes the changed set's elements; the others only the pieces' digests
+    assert hashed[0] > PEERS * 10
+    assert max(hashed[1:]) < hashed[0] // 4, hashed
