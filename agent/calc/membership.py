@@ -139,17 +139,26 @@ class Memberships:
 
     def set_namespace(self, name: str, namespace: model.Namespace | None) -> list[Delta]:
         """Record a namespace's new version; the membership changes of its pods."""
+        before = self.labels(name)
         if namespace is None:
             self.namespaces.pop(name, None)
         else:
             self.namespaces[name] = namespace
         self._labels.pop(name, None)
-        return list(self._recheck(name))
+        return list(self._recheck(name, before))
 
-    def _recheck(self, name: str) -> Iterator[Delta]:
+    def _recheck(self, name: str, before: Mapping[str, str]) -> Iterator[Delta]:
+        """The membership changes of the namespace's pods, now that its labels are no longer
+        `before`: only in the sources whose namespace selector changed its verdict on it (the
+        pods themselves did not change, so in the others every pod stays as it was)."""
         pods = self.by_namespace.get(name, {})
+        after = self.labels(name)
         for source in self.broad:
             if source.kind != "namespaces":
+                continue
+            selector = source.namespace_selector
+            assert selector is not None
+            if selectors.matches(selector, before) == selectors.matches(selector, after):
                 continue
             members = self.members[source]
             for key, peer in pods.items():

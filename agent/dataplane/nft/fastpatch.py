@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import itertools
 import operator
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from agent.calc import ruleset
 from agent.dataplane import protocol
@@ -154,13 +155,9 @@ def _patch_sets(
         ):
             if before is after:
                 continue
-            start, old_end, new_end = _window(before, after)
+            start, old_end, new_end, sorted_into = _sorted_window(prefix, kind, before, after)
             if start == old_end == new_end:
                 continue
-            old_part, new_part = before[start:old_end], after[start:new_end]
-            sorted_into = _Sorted(prefix, kind)
-            sorted_into.add(old_part, 0)
-            sorted_into.add(new_part, 1)
             for spec in sorted_into.specs[0] | sorted_into.specs[1]:
                 if any(render_nft.port_spec_set(prefix, spec, f) not in held for f in (4, 6)):
                     return None  # a new port spec: its sets, chain and map key come with it
@@ -168,7 +165,12 @@ def _patch_sets(
                 named = held.get(target.name)
                 if named is None:
                     return None  # not the layout this module knows
-                found = _shared_splice(named, before, after, start, gone_items, new_items, target)
+                held_by = (named.members, named.elements, before, after)
+                found = _SPLICES.get(
+                    (target, named.type, named.flags, start),
+                    held_by,
+                    functools.partial(_splice, named, before, start, gone_items, new_items, target),
+                )
                 if found is not None:
                     patched[target.name], gone, added = found
                     changes[target.name] = setdiff.change(
@@ -289,42 +291,58 @@ def _texts(items: Items, target: _Target) -> list[str]:
 
 
 _Spliced = tuple[render_nft.NamedSet, list[setdiff.Pair], list[setdiff.Pair]] | None
-
-# The splices of the last few sets, by the identity of what each was made from: the local
-# pods whose policies resolve to the same peers hold the very same canonical tuples (the
-# calculator's) and the very same rendered members and texts (`render_nft`'s caches, and
-# this one's, after a first patch), so one event's change is spliced, formatted and hashed
-# once for all of them, and its result stays shared for the next event. Each entry holds
-# the objects its key names, so an id is never reused while cached.
-_SPLICES: dict[tuple[Any, ...], tuple[tuple[Any, ...], _Spliced]] = {}
-_SPLICES_MAX = 64
+_Window = tuple[int, int, int, "_Sorted"]  # start, end in before, end in after, its sort
+_T = TypeVar("_T")
 
 
-def _shared_splice(
-    named: render_nft.NamedSet,
-    before: Items,
-    after: Items,
-    start: int,
-    gone_items: list[Any],
-    new_items: list[Any],
-    target: _Target,
-) -> _Spliced:
-    """`_splice`, or what it gave for the very same set texts, members and peer tuples."""
-    held = (named.members, named.elements, before, after)
-    key = (target, named.type, named.flags, start, *map(id, held))
-    hit = _SPLICES.get(key)
-    if hit is not None:
-        return hit[1]
-    found = _splice(named, before, start, gone_items, new_items, target)
-    if len(_SPLICES) >= _SPLICES_MAX:
-        del _SPLICES[next(iter(_SPLICES))]
-    _SPLICES[key] = (held, found)
-    return found
+class _Memo:
+    """The last few results, by the identity of the objects each was made from (and a few
+    plain values): the local pods whose policies resolve to the same peers hold the very same
+    canonical tuples (the calculator's) and the very same rendered members and texts
+    (`render_nft`'s caches, and the splices kept here, after a first patch), so one event's
+    change is sorted, spliced, formatted and hashed once for all of them, and its result
+    stays shared for the next event. Each entry holds the objects its key names, so an id is
+    never reused while cached."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.entries: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
+
+    def get(self, values: tuple[Any, ...], held: tuple[Any, ...], make: Callable[[], _T]) -> _T:
+        key = (*values, *map(id, held))
+        hit = self.entries.get(key)
+        if hit is not None:
+            found: _T = hit[1]
+            return found
+        made = make()
+        if len(self.entries) >= self.most:
+            del self.entries[next(iter(self.entries))]
+        self.entries[key] = (held, made)
+        return made
+
+
+_SPLICES = _Memo(64)
+_SORTED = _Memo(64)
 
 
 def clear_cache() -> None:
-    """Forget every kept splice (tests: each pod's derived on its own)."""
-    _SPLICES.clear()
+    """Forget every kept sort and splice (tests: each pod's derived on its own)."""
+    _SPLICES.entries.clear()
+    _SORTED.entries.clear()
+
+
+def _sorted_window(prefix: str, kind: str, before: Items, after: Items) -> _Window:
+    """The window where `before` and `after` differ (`_window`) and its elements sorted into
+    the sets of `prefix`; shared by the pods holding the very same tuples."""
+
+    def make() -> _Window:
+        start, old_end, new_end = _window(before, after)
+        sorted_into = _Sorted(prefix, kind)
+        sorted_into.add(before[start:old_end], 0)
+        sorted_into.add(after[start:new_end], 1)
+        return start, old_end, new_end, sorted_into
+
+    return _SORTED.get((prefix, kind), (before, after), make)
 
 
 def _splice(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agent import model
-from agent.calc import containment, incremental, intervals, ruleset, terms
+from agent.calc import containment, incremental, intervals, membership, ruleset, terms
 from agent.calc import desired as calc_desired
 from agent.tiers import compile as tiers_compile
 from agent.tiers import model as tiers
@@ -424,6 +424,30 @@ def test_a_remote_flip_binds_nothing_again_and_canonicalises_only_its_neighbourh
         e for e in before if e.addrs.first == e.addrs.last == 0x0A010301
     }
     assert sizes and max(sizes) <= 3
+    world.check()
+
+
+def test_a_namespace_relabel_retests_its_pods_only_where_a_selector_changed_its_verdict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A relabel of a namespace of 300 peer pods that no namespace selector notices tests
+    none of them again; one that takes the namespace out of the team moves every one."""
+    world = _broad(300)
+    assert len(world.calc.desired("a/local").ruleset.ingress.port_peers) == 301
+    tested: list[str] = []
+    real = membership.Memberships.holds
+
+    def counting(self: membership.Memberships, source: Any, peer: Any) -> bool:
+        tested.append(peer.pod.key)
+        return real(self, source, peer)
+
+    monkeypatch.setattr(membership.Memberships, "holds", counting)
+    world.put("namespaces", "b", model.Namespace("b", {"team": "x", "owner": "ops"}))
+    assert tested == []
+    assert len(world.calc.desired("a/local").ruleset.ingress.port_peers) == 301
+    world.put("namespaces", "b", model.Namespace("b", {"team": "y"}))
+    assert len(tested) == 300
+    assert len(world.calc.desired("a/local").ruleset.ingress.port_peers) == 1
     world.check()
 
 

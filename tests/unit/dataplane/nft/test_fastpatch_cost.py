@@ -122,18 +122,26 @@ def test_pods_of_the_same_peers_keep_no_script_of_their_own() -> None:
 
 
 def test_pods_of_the_same_peers_share_one_splice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One flip seen by ten pods holding the same peer tuples: the changed set is spliced,
-    formatted and hashed once, and the ten derived renderings hold the very same elements
-    (so they stay shared for the next flip); each is still exactly a fresh rendering."""
+    """One flip seen by ten pods holding the same peer tuples: the changed stretch is sorted
+    into sets, and the changed set spliced, formatted and hashed, once; the ten derived
+    renderings hold the very same elements (so they stay shared for the next flip), and each
+    is still exactly a fresh rendering."""
     render_nft.clear_caches()
     fastpatch.clear_cache()
     flipped, others, after = _peers(), _peers(), _peers(skip=500)
     pods = [f"web-{n}" for n in range(10)]
     olds = {pod: render_nft.render(_ruleset(pod, flipped, others), IFACES) for pod in pods}
-    hashed, derived = [], []
+    hashed, derived, sorts = [], [], []
+    real_add = fastpatch._Sorted.add
+
+    def add(self: Any, part: Any, side: int) -> None:
+        sorts.append(pod)
+        real_add(self, part, side)
+
     for pod in pods:
         counting = _Counting()
         monkeypatch.setattr(render_nft, "hashlib", counting)
+        monkeypatch.setattr(fastpatch._Sorted, "add", add)
         found = fastpatch.derive(
             _ruleset(pod, flipped, others), olds[pod], _ruleset(pod, after, others), IFACES
         )
@@ -147,6 +155,8 @@ def test_pods_of_the_same_peers_share_one_splice(monkeypatch: pytest.MonkeyPatch
     name = "ingress_p0_tcp_8080_v4"
     held = [next(s for s in r.tables[0].sets if s.name == name) for r in derived]
     assert all(s.elements is held[0].elements for s in held)
-    # the first pod hashes the changed set's elements; the others only the pieces' digests
+    # the first pod sorts the changed stretch and hashes the changed set's elements; the
+    # others only hash the pieces' digests
+    assert set(sorts) == {pods[0]}
     assert hashed[0] > PEERS * 10
     assert max(hashed[1:]) < hashed[0] // 4, hashed
