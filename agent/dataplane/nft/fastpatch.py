@@ -155,13 +155,13 @@ def _patch_sets(
         ):
             if before is after:
                 continue
-            start, old_end, new_end, sorted_into = _sorted_window(prefix, kind, before, after)
+            start, old_end, new_end, sorted_into = _sorted_window(kind, before, after)
             if start == old_end == new_end:
                 continue
             for spec in sorted_into.specs[0] | sorted_into.specs[1]:
                 if any(render_nft.port_spec_set(prefix, spec, f) not in held for f in (4, 6)):
                     return None  # a new port spec: its sets, chain and map key come with it
-            for target, (gone_items, new_items) in sorted_into.items.items():
+            for target, (gone_items, new_items) in sorted_into.targets(prefix):
                 named = held.get(target.name)
                 if named is None:
                     return None  # not the layout this module knows
@@ -247,39 +247,41 @@ class _Target:
 
 
 class _Sorted:
-    """The elements of a window sorted into the sets of `prefix` that hold them, in one pass:
-    per set, (the old window's elements, the new window's), in order; and the port specs of
-    each window's port elements (exact ones included)."""
+    """The elements of a window sorted into the sets that hold them, in one pass: per set
+    (by its `what` and family: "any", "exact" or a port spec), (the old window's elements,
+    the new window's), in order; and the port specs of each window's port elements (exact
+    ones included). The same for every prefix: the pods sharing the tuples share it."""
 
-    def __init__(self, prefix: str, kind: str) -> None:
-        self.prefix, self.kind = prefix, kind
-        self.items: dict[_Target, tuple[list[Any], list[Any]]] = {}
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.items: dict[tuple[Any, int], tuple[list[Any], list[Any]]] = {}
         self.specs: tuple[set[render_nft.Spec], set[render_nft.Spec]] = (set(), set())
-        self._targets: dict[tuple[Any, ...], _Target] = {}
 
     def add(self, part: Items, side: int) -> None:
         specs = self.specs[side]
         for e in part:
             if self.kind == "any":
-                key: tuple[Any, ...] = ("any", e.family)
+                key: tuple[Any, int] = ("any", e.family)
             else:
                 spec = _spec(e)
                 specs.add(spec)
                 exact = render_nft.is_exact(e)
                 key = ("exact", e.addrs.family) if exact else (spec, e.addrs.family)
-            target = self._targets.get(key)
-            if target is None:
-                target = self._targets[key] = self._target(key)
-            held = self.items.get(target)
+            held = self.items.get(key)
             if held is None:
-                held = self.items[target] = ([], [])
+                held = self.items[key] = ([], [])
             held[side].append(e)
 
-    def _target(self, key: tuple[Any, ...]) -> _Target:
-        what, family = key
-        if what in ("any", "exact"):
-            return _Target(f"{self.prefix}{what}{family}", family, what)
-        return _Target(render_nft.port_spec_set(self.prefix, what, family), family, "spec")
+    def targets(self, prefix: str) -> list[tuple[_Target, tuple[list[Any], list[Any]]]]:
+        """The sets of `prefix` the window touches, with their elements of each side."""
+        return [(_target(prefix, key), items) for key, items in self.items.items()]
+
+
+def _target(prefix: str, key: tuple[Any, int]) -> _Target:
+    what, family = key
+    if what in ("any", "exact"):
+        return _Target(f"{prefix}{what}{family}", family, what)
+    return _Target(render_nft.port_spec_set(prefix, what, family), family, "spec")
 
 
 def _texts(items: Items, target: _Target) -> list[str]:
@@ -331,18 +333,18 @@ def clear_cache() -> None:
     _SORTED.entries.clear()
 
 
-def _sorted_window(prefix: str, kind: str, before: Items, after: Items) -> _Window:
+def _sorted_window(kind: str, before: Items, after: Items) -> _Window:
     """The window where `before` and `after` differ (`_window`) and its elements sorted into
-    the sets of `prefix`; shared by the pods holding the very same tuples."""
+    sets; shared by the pods holding the very same tuples, whatever their set prefix."""
 
     def make() -> _Window:
         start, old_end, new_end = _window(before, after)
-        sorted_into = _Sorted(prefix, kind)
+        sorted_into = _Sorted(kind)
         sorted_into.add(before[start:old_end], 0)
         sorted_into.add(after[start:new_end], 1)
         return start, old_end, new_end, sorted_into
 
-    return _SORTED.get((prefix, kind), (before, after), make)
+    return _SORTED.get((kind,), (before, after), make)
 
 
 def _splice(
