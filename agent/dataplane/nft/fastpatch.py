@@ -161,26 +161,24 @@ def _patch_sets(
             for spec in sorted_into.specs[0] | sorted_into.specs[1]:
                 if any(render_nft.port_spec_set(prefix, spec, f) not in held for f in (4, 6)):
                     return None  # a new port spec: its sets, chain and map key come with it
-            for target, (gone_items, new_items) in sorted_into.targets(prefix):
+            for slot, target, (gone_items, new_items) in sorted_into.targets(prefix):
                 named = held.get(target.name)
                 if named is None:
                     return None  # not the layout this module knows
-                held_by = (named.members, named.elements, before, after)
                 found = _SPLICES.get(
-                    (target, named.type, named.flags, start),
-                    held_by,
+                    (*slot, start),
+                    (named.members, named.elements, before, after),
                     functools.partial(_splice, named, before, start, gone_items, new_items, target),
                 )
                 if found is not None:
-                    patched[target.name], gone, added = found
-                    changes[target.name] = setdiff.change(
-                        target.name,
-                        target.family,
-                        "exact" if target.kind == "exact" else "any",
-                        gone,
-                        added,
-                        addrs_only=target.kind == "spec",
+                    patched[target.name] = dataclasses.replace(
+                        named,
+                        elements=found.elements,
+                        members=found.members,
+                        elements_digest=found.digest,
                     )
+                    numbers = dataclasses.replace(found.change[2], name=target.name)
+                    changes[target.name] = (found.change[0], found.change[1], numbers)
             gone_specs = sorted_into.specs[0] - sorted_into.specs[1]
             if gone_specs and _spec_gone(prefix, gone_specs, after, patched, held):
                 return None
@@ -272,9 +270,12 @@ class _Sorted:
                 held = self.items[key] = ([], [])
             held[side].append(e)
 
-    def targets(self, prefix: str) -> list[tuple[_Target, tuple[list[Any], list[Any]]]]:
-        """The sets of `prefix` the window touches, with their elements of each side."""
-        return [(_target(prefix, key), items) for key, items in self.items.items()]
+    def targets(
+        self, prefix: str
+    ) -> list[tuple[tuple[Any, int], _Target, tuple[list[Any], list[Any]]]]:
+        """The sets of `prefix` the window touches: (what and family, the set, its elements
+        of each side)."""
+        return [(key, _target(prefix, key), items) for key, items in self.items.items()]
 
 
 def _target(prefix: str, key: tuple[Any, int]) -> _Target:
@@ -292,7 +293,6 @@ def _texts(items: Items, target: _Target) -> list[str]:
     return [render_nft.format_addr(r) for r in items]
 
 
-_Spliced = tuple[render_nft.NamedSet, list[setdiff.Pair], list[setdiff.Pair]] | None
 _Window = tuple[int, int, int, "_Sorted"]  # start, end in before, end in after, its sort
 _T = TypeVar("_T")
 
@@ -347,6 +347,18 @@ def _sorted_window(kind: str, before: Items, after: Items) -> _Window:
     return _SORTED.get((kind,), (before, after), make)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Spliced:
+    """A set's elements after a window's change (texts, members, their digest) and the change
+    (`setdiff.change`, of a set named ""): the same for every pod and prefix holding the very
+    same elements and tuples, whatever the set's name."""
+
+    elements: tuple[str, ...]
+    members: tuple[Any, ...]
+    digest: bytes
+    change: setdiff.Change
+
+
 def _splice(
     named: render_nft.NamedSet,
     before: Items,
@@ -354,10 +366,9 @@ def _splice(
     gone_items: list[Any],
     new_items: list[Any],
     target: _Target,
-) -> tuple[render_nft.NamedSet, list[setdiff.Pair], list[setdiff.Pair]] | None:
-    """The set after its elements `gone_items` of the window of `before` (from `start`)
-    became `new_items`, and its elements deleted and added (text, element); None when none of
-    its changed.
+) -> _Spliced | None:
+    """The set's elements after its elements `gone_items` of the window of `before` (from
+    `start`) became `new_items`, and the change; None when none of its changed.
 
     The set's members are the elements of `before` it holds, in order; those before the window
     are exactly the members less than `before[start]` (canonical tuples are sorted), so the
@@ -374,15 +385,15 @@ def _splice(
     old_texts = list(texts[low:high])
     new_texts = _texts(new_items, target)
     elements = (*texts[:low], *new_texts, *texts[high:])
-    spliced = dataclasses.replace(
-        named,
-        elements=elements,
-        members=(*members[:low], *new_items, *members[high:]),
-        # hashed here, once for every pod sharing the splice (`with_sets` would, per pod)
-        elements_digest=render_nft.elements_digest(elements),
-    )
     gone, added = setdiff.diff(old_texts, new_texts, gone_items, new_items)
-    return spliced, gone, added
+    kind = "exact" if target.kind == "exact" else "any"
+    return _Spliced(
+        elements,
+        (*members[:low], *new_items, *members[high:]),
+        # hashed here, once for every pod sharing the splice (`with_sets` would, per pod)
+        render_nft.elements_digest(elements),
+        setdiff.change("", target.family, kind, gone, added, addrs_only=target.kind == "spec"),
+    )
 
 
 def _window(before: Items, after: Items) -> tuple[int, int, int]:
