@@ -2,7 +2,8 @@
 
 Builds a sandbox node with `--local-pods` pods in real network namespaces (110 by default, the
 kubelet's default pod limit), puts `--remote-pods` pods on other nodes (10,000) in 100 remote
-namespaces and `--policies` NetworkPolicies (1,000) into the API emulator, and runs a real
+namespaces, `--nodes` other Node objects (90, dual-stack addresses: every local pod's node
+guard holds them) and `--policies` NetworkPolicies (1,000) into the API emulator, and runs a real
 `podseg agent --backend <backend>`. Each local pod is selected by ~policies/110 policies, each
 allowing a namespace-selected, label-selected set of remote peers on one port.
 
@@ -124,9 +125,27 @@ def local_pod(k: int, ip: str, apps: int, node: str = "node-1") -> dict[str, Any
     }
 
 
+def other_node(n: int) -> dict[str, Any]:
+    """Another node of the cluster as its kubelet reports it: an IPv4 and an IPv6 InternalIP
+    (every local pod's node guard holds every node's addresses)."""
+    addresses = [f"198.19.{n // 250}.{n % 250 + 1}", f"fd00:198:18:ff::{n + 1:x}"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": f"other-{n}"},
+        "status": {
+            "addresses": [
+                *({"type": "InternalIP", "address": a} for a in addresses),
+                {"type": "Hostname", "address": f"other-{n}"},
+            ]
+        },
+    }
+
+
 def cluster_objects(args: argparse.Namespace, apps: int) -> list[dict[str, Any]]:
     """The API objects of the benchmark's cluster, local pods apart."""
     return [
+        *(other_node(n) for n in range(args.nodes)),
         *(app_namespace(a) for a in range(10)),
         *(remote_namespace(n) for n in range(REMOTE_NAMESPACES)),
         *(remote_pod(j) for j in range(args.remote_pods)),
@@ -140,11 +159,17 @@ def add_size_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-pods", type=int, default=110)
     parser.add_argument("--remote-pods", type=int, default=10_000)
     parser.add_argument("--policies", type=int, default=1_000)
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=90,
+        help="other nodes, as Node objects (90: 10,000 pods at the kubelet's 110 a node)",
+    )
 
 
 def apply_quick_size(args: argparse.Namespace) -> None:
     if args.quick:
-        args.local_pods, args.remote_pods, args.policies = 12, 400, 60
+        args.local_pods, args.remote_pods, args.policies, args.nodes = 12, 400, 60, 4
 
 
 def build(cluster: sandbox_cluster.SandboxCluster, args: argparse.Namespace, apps: int) -> None:
