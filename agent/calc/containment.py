@@ -189,7 +189,7 @@ def node_addresses(nodes: Iterable[model.Node]) -> tuple[ruleset.AddrRange, ...]
 
 # The node guard of every local pod holds every node's addresses, and a pod's result is
 # derived again at each event that touches it: parsing a cluster's node addresses each time
-# grew with the cluster (~2 us an address, twice per pod and event). By the nodes' ids; each
+# grew with the cluster (~5 us an address, twice per pod and event). By the nodes' ids; each
 # entry holds its nodes, so an id is never reused while cached. A Node that changes is a new
 # object: a new key.
 _NodeAddrs = tuple[tuple[model.Node, ...], tuple[ruleset.AddrRange, ...]]
