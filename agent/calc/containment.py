@@ -31,7 +31,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from agent import model
-from agent.calc import intervals, ruleset
+from agent.calc import intervals, memo, ruleset
 
 QUARANTINE_LABEL = "podseg.io/quarantine"
 ALLOW_FROM_ANNOTATION = "podseg.io/quarantine-allow-from"
@@ -176,25 +176,14 @@ def node_addresses(nodes: Iterable[model.Node]) -> tuple[ruleset.AddrRange, ...]
     """Every node's addresses as canonical ranges (unparsable ones skipped); parsed once for
     the very same Node objects (`_NODE_ADDRS`)."""
     held = tuple(nodes)
-    key = tuple(map(id, held))
-    hit = _NODE_ADDRS.get(key)
-    if hit is not None:
-        return hit[1]
-    found = _parse_node_addresses(held)
-    if len(_NODE_ADDRS) >= _NODE_ADDRS_MAX:
-        del _NODE_ADDRS[next(iter(_NODE_ADDRS))]
-    _NODE_ADDRS[key] = (held, found)
-    return found
+    return _NODE_ADDRS.get((), held, lambda: _parse_node_addresses(held))
 
 
 # The node guard of every local pod holds every node's addresses, and a pod's result is
 # derived again at each event that touches it: parsing a cluster's node addresses each time
-# grew with the cluster (~5 us an address, twice per pod and event). By the nodes' ids; each
-# entry holds its nodes, so an id is never reused while cached. A Node that changes is a new
-# object: a new key.
-_NodeAddrs = tuple[tuple[model.Node, ...], tuple[ruleset.AddrRange, ...]]
-_NODE_ADDRS: dict[tuple[int, ...], _NodeAddrs] = {}
-_NODE_ADDRS_MAX = 4
+# grew with the cluster (~5 us an address, twice per pod and event). A Node that changes is a
+# new object: a new key.
+_NODE_ADDRS: memo.ByIdentity[tuple[ruleset.AddrRange, ...]] = memo.ByIdentity(4)
 
 
 def _parse_node_addresses(nodes: Iterable[model.Node]) -> tuple[ruleset.AddrRange, ...]:

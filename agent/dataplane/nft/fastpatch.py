@@ -33,10 +33,10 @@ import dataclasses
 import functools
 import itertools
 import operator
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-from agent.calc import ruleset
+from agent.calc import memo, ruleset
 from agent.dataplane import protocol
 from agent.dataplane.nft import render as render_nft
 from agent.dataplane.nft import setdiff, tierpatch
@@ -294,43 +294,21 @@ def _texts(items: Items, target: _Target) -> list[str]:
 
 
 _Window = tuple[int, int, int, "_Sorted"]  # start, end in before, end in after, its sort
-_T = TypeVar("_T")
 
 
-class _Memo:
-    """The last few results, by the identity of the objects each was made from (and a few
-    plain values): the local pods whose policies resolve to the same peers hold the very same
-    canonical tuples (the calculator's) and the very same rendered members and texts
-    (`render_nft`'s caches, and the splices kept here, after a first patch), so one event's
-    change is sorted, spliced, formatted and hashed once for all of them, and its result
-    stays shared for the next event. Each entry holds the objects its key names, so an id is
-    never reused while cached."""
-
-    def __init__(self, most: int) -> None:
-        self.most = most
-        self.entries: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
-
-    def get(self, values: tuple[Any, ...], held: tuple[Any, ...], make: Callable[[], _T]) -> _T:
-        key = (*values, *map(id, held))
-        hit = self.entries.get(key)
-        if hit is not None:
-            found: _T = hit[1]
-            return found
-        made = make()
-        if len(self.entries) >= self.most:
-            del self.entries[next(iter(self.entries))]
-        self.entries[key] = (held, made)
-        return made
-
-
-_SPLICES = _Memo(64)
-_SORTED = _Memo(64)
+# The last few sorts of a window and splices of a set (`memo.ByIdentity`): the local pods
+# whose policies resolve to the same peers hold the very same canonical tuples (the
+# calculator's) and the very same rendered members and texts (`render_nft`'s caches, and the
+# splices kept here, after a first patch), so one event's change is sorted, spliced, formatted
+# and hashed once for all of them, and its result stays shared for the next event.
+_SPLICES: memo.ByIdentity[_Spliced | None] = memo.ByIdentity(64)
+_SORTED: memo.ByIdentity[_Window] = memo.ByIdentity(64)
 
 
 def clear_cache() -> None:
     """Forget every kept sort and splice (tests: each pod's derived on its own)."""
-    _SPLICES.entries.clear()
-    _SORTED.entries.clear()
+    _SPLICES.clear()
+    _SORTED.clear()
 
 
 def _sorted_window(kind: str, before: Items, after: Items) -> _Window:

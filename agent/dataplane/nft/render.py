@@ -54,9 +54,9 @@ import itertools
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from agent.calc import intervals, ruleset
+from agent.calc import intervals, memo, ruleset
 
 TABLE = "podseg"
 DENY_MARK = 0x00100000
@@ -863,11 +863,9 @@ def _factored_entry(
 
 # The texts of the last few tier regions' addresses, by identity: the pods an admin rule
 # applies to share its region (`agent.tiers.resolve`), so a pass that renders a hundred of them
-# formats its thousand addresses once. Each entry holds its tuple, so an id is never reused
-# while cached.
+# formats its thousand addresses once.
 _AddrTexts = dict[int, tuple[tuple[str, ...], tuple[ruleset.AddrRange, ...]]]
-_ADDR_TEXTS: dict[int, tuple[tuple[ruleset.AddrRange, ...], _AddrTexts]] = {}
-_ADDR_TEXTS_MAX = 256
+_ADDR_TEXTS: memo.ByIdentity[_AddrTexts] = memo.ByIdentity(256)
 
 
 def _addr_texts(addrs: tuple[ruleset.AddrRange, ...]) -> _AddrTexts:
@@ -887,8 +885,7 @@ def _addr_texts(addrs: tuple[ruleset.AddrRange, ...]) -> _AddrTexts:
             made[f] = (tuple(f"{format_addr(r)} . ipv{f}" for r in members), members)
         return made
 
-    texts: _AddrTexts = _cached(_ADDR_TEXTS, addrs, make, _ADDR_TEXTS_MAX)
-    return texts
+    return _cached(_ADDR_TEXTS, addrs, make)
 
 
 def _addr_sets(
@@ -1075,38 +1072,25 @@ class _PortElements:
 
 # The sorted and formatted elements of the last few peer tuples, by identity: the local pods
 # whose policies resolve to the same peers share the very same tuples (`agent.calc`), so a
-# pass that renders a hundred of them formats their thousands of addresses once. Each entry
-# holds its tuple, so an id is never reused while cached.
-_ANY_CACHE: dict[int, tuple[Sequence[ruleset.AddrRange], _Elements]] = {}
-_PORT_CACHE: dict[int, tuple[Sequence[ruleset.PeerPort], _PortElements]] = {}
-_CACHE_MAX = 64
+# pass that renders a hundred of them formats their thousands of addresses once.
+_ANY_CACHE: memo.ByIdentity[_Elements] = memo.ByIdentity(64)
+_PORT_CACHE: memo.ByIdentity[_PortElements] = memo.ByIdentity(64)
+_T = TypeVar("_T")
 
 
-def _cached(
-    cache: dict[int, tuple[Any, Any]],
-    key: Sequence[Any],
-    make: Callable[[], Any],
-    most: int = _CACHE_MAX,
-) -> Any:
-    """`make()`, or what it gave for the very same `key` object while that is still cached
-    (at most `most` entries, the oldest dropped first). Only a tuple is a key: it cannot
-    change while cached."""
+def _cached(cache: memo.ByIdentity[_T], key: Sequence[Any], make: Callable[[], _T]) -> _T:
+    """`make()`, or what it gave for the very same `key` object while that is still cached.
+    Only a tuple is a key: it cannot change while cached."""
     if not isinstance(key, tuple):
         return make()
-    hit = cache.get(id(key))
-    if hit is not None and hit[0] is key:
-        return hit[1]
-    value = make()
-    if len(cache) >= most:
-        del cache[next(iter(cache))]
-    cache[id(key)] = (key, value)
-    return value
+    return cache.get((), (key,), make)
 
 
 def clear_caches() -> None:
     """Forget every kept text (tests: a rendering with nothing kept)."""
-    for cache in (_ADDR_TEXTS, _ANY_CACHE, _PORT_CACHE):
-        cache.clear()
+    _ADDR_TEXTS.clear()
+    _ANY_CACHE.clear()
+    _PORT_CACHE.clear()
 
 
 def _any_elements(any_port_peers: Sequence[ruleset.AddrRange]) -> _Elements:
@@ -1117,8 +1101,7 @@ def _any_elements(any_port_peers: Sequence[ruleset.AddrRange]) -> _Elements:
             out[family] = _held(members, tuple([format_addr(r) for r in members]))
         return out
 
-    found: _Elements = _cached(_ANY_CACHE, any_port_peers, make)
-    return found
+    return _cached(_ANY_CACHE, any_port_peers, make)
 
 
 def _port_elements_of(port_peers: Sequence[ruleset.PeerPort]) -> _PortElements:
@@ -1148,8 +1131,7 @@ def _port_elements_of(port_peers: Sequence[ruleset.PeerPort]) -> _PortElements:
         )
         return _PortElements(exact_sets, specs)
 
-    found: _PortElements = _cached(_PORT_CACHE, port_peers, make)
-    return found
+    return _cached(_PORT_CACHE, port_peers, make)
 
 
 Spec = tuple[int, int, int]  # (protocol, first port, last port) of port elements
